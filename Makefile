@@ -1,0 +1,136 @@
+# paxosfs build.  `make` builds build/paxosfs and build/paxosctl;
+# `make test` runs every test; `make asan` runs them under ASan+UBSan;
+# `make sim SEEDS=N` runs the simulator; `make bench` prints benchmarks;
+# `make deps` installs the Debian packages the build and tests need.
+
+CC       ?= cc
+OPT      ?= -O2 -g
+WARN     ?= -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+            -Wmissing-prototypes -Wpointer-arith -Wformat=2
+CSTD     := -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64
+SANITIZE ?=
+BUILD    ?= build
+SEEDS    ?= 1000
+
+FUSE_CFLAGS := $(shell pkg-config --cflags fuse3 2>/dev/null)
+FUSE_LIBS   := $(shell pkg-config --libs fuse3 2>/dev/null)
+ZMQ_LIBS    := -lzmq
+CRYPTO_LIBS := -lcrypto
+Z_LIBS      := -lz
+
+CFLAGS   := $(OPT) $(WARN) $(CSTD) $(SANITIZE) -MMD -MP $(FUSE_CFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS  := $(SANITIZE) $(EXTRA_LDFLAGS)
+
+# --- module libraries: one per folder -------------------------------------
+CONSENSUS_SRC := $(wildcard consensus/*.c)
+CHAIN_SRC     := $(wildcard chain/*.c)
+NET_SRC       := $(wildcard net/*.c)
+FS_SRC        := $(wildcard fs/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIB_CONSENSUS := $(BUILD)/libpx.a
+LIB_CHAIN     := $(BUILD)/libchain.a
+LIB_NET       := $(BUILD)/libnet.a
+LIB_FS        := $(BUILD)/libfs.a
+
+# link sets, most dependent first
+LINK_CONSENSUS := $(LIB_CONSENSUS)
+LINK_CHAIN     := $(LIB_CHAIN) $(LIB_CONSENSUS) $(CRYPTO_LIBS) $(Z_LIBS)
+LINK_NET       := $(LIB_NET) $(LINK_CHAIN) $(ZMQ_LIBS) -lpthread
+LINK_ALL       := $(LIB_FS) $(LINK_NET) $(FUSE_LIBS)
+
+PROGRAMS := $(BUILD)/paxosfs $(BUILD)/paxosctl
+
+# --- tests -----------------------------------------------------------------
+# tests/unit/test_<module>_*.c links against <module> and what it uses.
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+SIM_SRC   := $(wildcard tests/sim/*.c)
+SIM_BIN   := $(BUILD)/sim
+BENCH_SRC := $(wildcard tools/bench/*.c)
+BENCH_BINS:= $(patsubst tools/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+.PHONY: all test unit sim systest asan bench deps clean fuzz
+
+all: $(PROGRAMS) $(UNIT_BINS) $(SIM_BIN) $(BENCH_BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB_CONSENSUS): $(call obj,$(CONSENSUS_SRC))
+$(LIB_CHAIN): $(call obj,$(CHAIN_SRC))
+$(LIB_NET): $(call obj,$(NET_SRC))
+$(LIB_FS): $(call obj,$(FS_SRC))
+$(BUILD)/lib%.a:
+	@mkdir -p $(dir $@)
+	rm -f $@
+	$(if $^,ar rcs $@ $^,ar rcs $@)
+
+$(BUILD)/paxosfs: $(call obj,tools/paxosfs.c) $(LIB_FS) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_ALL)
+
+$(BUILD)/paxosctl: $(call obj,tools/paxosctl.c) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_NET)
+
+$(BUILD)/tests/test_consensus%: $(call obj,tests/unit/test_consensus%.c) $(LIB_CONSENSUS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_CONSENSUS) -lcmocka
+
+$(BUILD)/tests/test_chain%: $(call obj,tests/unit/test_chain%.c) $(LIB_CHAIN) $(LIB_CONSENSUS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_CHAIN) -lcmocka
+
+$(BUILD)/tests/test_net%: $(call obj,tests/unit/test_net%.c) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_NET) -lcmocka
+
+$(BUILD)/tests/test_fs%: $(call obj,tests/unit/test_fs%.c) $(LIB_FS) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_ALL) -lcmocka
+
+$(SIM_BIN): $(call obj,$(SIM_SRC)) $(LIB_CHAIN) $(LIB_CONSENSUS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_CHAIN)
+
+$(BUILD)/bench/%: $(call obj,tools/bench/%.c) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_NET)
+
+# --- running ---------------------------------------------------------------
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+sim: $(SIM_BIN)
+	$(SIM_BIN) --seeds $(SEEDS)
+
+systest: $(PROGRAMS)
+	PAXOSFS_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q tests/system
+
+test: all
+	$(MAKE) unit
+	$(MAKE) sim
+	$(MAKE) systest
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all" all
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    $(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all" unit
+	ASAN_OPTIONS=detect_leaks=1 $(MAKE) BUILD=build-asan \
+	    OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all" \
+	    sim SEEDS=200
+
+bench: all
+	tools/bench/run $(abspath $(BUILD))
+
+deps:
+	tools/install-deps
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(shell find $(BUILD) build-asan -name '*.d' 2>/dev/null)

@@ -1,0 +1,133 @@
+/*
+ * chain.h - the durable side of a paxosfs node: the SHA-256 hash chain of
+ * committed blocks in segment files, and the acceptor store (promised
+ * ballot, accepted-but-not-yet-chained slots).  Both live in the node's
+ * backing directory.
+ *
+ * Hash rule (DESIGN.md invariant 3): block i's hash is
+ *     hash_i = SHA-256(hash_{i-1} || encode(index_i, time_i, kind_i, value_i))
+ * computed when slot i is applied, never at proposal time; hash_0 is 32
+ * zero bytes.  The exact encoding and the on-disk record layout are
+ * documented as offset/size/meaning tables in chain/segment.c.
+ *
+ * Durability: chain_append writes into the page cache; chain_sync makes
+ * everything appended so far durable (fdatasync).  On the commit path the
+ * acceptor store is what is synced; the chain is synced in the background
+ * and before the acceptor store drops slots (acceptor_compact).
+ *
+ * Errors: 0 or a negative errno.  Damage found on open or verify fills a
+ * chain_damage with the file, byte offset and block index of the first bad
+ * block.
+ *
+ * File system calls go through chain_io (chain_io.h) so tests can inject
+ * failures and simulate crashes.
+ */
+#ifndef PAXOSFS_CHAIN_H
+#define PAXOSFS_CHAIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../consensus/px.h"
+
+#define CHAIN_HASH_BYTES 32
+
+typedef struct chain chain;
+
+/* One block as read back (chain_read).  `data` is owned by the block;
+ * release with chain_block_free. */
+typedef struct chain_block {
+    uint64_t index;
+    uint64_t time_ms;
+    uint8_t kind;                       /* enum px_entry_kind */
+    uint32_t len;
+    uint8_t *data;
+    uint8_t prev_hash[CHAIN_HASH_BYTES];
+    uint8_t hash[CHAIN_HASH_BYTES];
+} chain_block;
+
+typedef struct chain_damage {
+    char path[512];     /* segment file holding the first bad block */
+    uint64_t offset;    /* byte offset of that block in the file */
+    uint64_t index;     /* its block index (expected index if unreadable) */
+    char reason[128];   /* "hash mismatch", "bad link", "bad checksum", ... */
+} chain_damage;
+
+/* What chain_open found and did besides loading. */
+typedef struct chain_open_report {
+    bool torn_tail_cut;        /* a torn last block was cut away */
+    char torn_path[512];
+    uint64_t torn_offset;      /* where the file was truncated */
+    uint64_t torn_bytes;       /* bytes removed */
+} chain_open_report;
+
+/* Open (creating if absent) the chain in `dir`, verify every block (hashes
+ * and links) and cut a torn tail back to the last whole block.
+ * Returns 0, or -EBADMSG with *damage filled when a committed byte was
+ * changed (the chain is not opened), or another negative errno. */
+int chain_open(const char *dir, chain **out, chain_open_report *report,
+               chain_damage *damage);
+void chain_close(chain *c);
+
+uint64_t chain_head_index(const chain *c);              /* 0 = empty */
+const uint8_t *chain_head_hash(const chain *c);         /* 32 bytes */
+
+/* Compute the hash block `index` would get after `prev_hash`. */
+void chain_hash_block(const uint8_t prev_hash[CHAIN_HASH_BYTES],
+                      uint64_t index, uint64_t time_ms, uint8_t kind,
+                      const uint8_t *data, uint32_t len,
+                      uint8_t out[CHAIN_HASH_BYTES]);
+
+/* Append block head+1.  `index` must equal chain_head_index(c) + 1.
+ * The new head hash is copied to hash_out when non-NULL.  Not durable
+ * until chain_sync. */
+int chain_append(chain *c, uint64_t index, uint64_t time_ms, uint8_t kind,
+                 const uint8_t *data, uint32_t len,
+                 uint8_t hash_out[CHAIN_HASH_BYTES]);
+int chain_sync(chain *c);
+uint64_t chain_synced_index(const chain *c);   /* last durable block */
+
+/* Read block `index` (1..head).  -ENOENT if outside the chain. */
+int chain_read(chain *c, uint64_t index, chain_block *out);
+void chain_block_free(chain_block *b);
+
+/* Hash of block `index` (0 gives the zero hash).  -ENOENT if outside. */
+int chain_hash_at(chain *c, uint64_t index, uint8_t out[CHAIN_HASH_BYTES]);
+
+/* Human-readable rendering of a block for /MOUNT/.chain/<n>: index, commit
+ * time, previous and own hash, then one line per operation (op, key, value
+ * length, a short escaped preview).  *text is malloc'ed, NUL-terminated;
+ * *len excludes the NUL. */
+int chain_block_render(const chain_block *b, char **text, uint32_t *len);
+
+/* Offline verification of the chain in `dir` (paxosctl verify): opens
+ * nothing for writing.  Returns 0 with head index/hash when intact,
+ * -EBADMSG with *damage filled, or another negative errno. */
+int chain_verify_dir(const char *dir, uint64_t *head_index,
+                     uint8_t head_hash[CHAIN_HASH_BYTES], chain_damage *damage);
+
+/* ------------------------------------------------------- acceptor store */
+
+typedef struct acceptor_store acceptor_store;
+
+/* State recovered by acceptor_open.  `accepts` is owned by the store and
+ * valid until the next call that modifies it. */
+typedef struct acceptor_state {
+    px_ballot promise;
+    uint32_t n_accepts;
+    const px_entry *accepts;   /* ascending slot, highest ballot per slot */
+} acceptor_state;
+
+int acceptor_open(const char *dir, acceptor_store **out, acceptor_state *st,
+                  chain_damage *damage);
+void acceptor_close(acceptor_store *a);
+
+/* Buffer records; durable after acceptor_sync (one fdatasync for all). */
+int acceptor_put_promise(acceptor_store *a, px_ballot promise);
+int acceptor_put_accept(acceptor_store *a, const px_entry *e);
+int acceptor_sync(acceptor_store *a);
+
+/* Forget accepted slots <= upto (they are in a durable chain now). */
+int acceptor_compact(acceptor_store *a, uint64_t upto);
+
+#endif /* PAXOSFS_CHAIN_H */

@@ -1,0 +1,108 @@
+/*
+ * kv.h - the key-value state machine of paxosfs.
+ *
+ * Every replica applies the same committed entries in slot order and so
+ * holds the same map.  Nothing here reads a clock: the modification time of
+ * a key is the time the leader stamped into the entry that changed it.
+ *
+ * Operations are encoded by kv_op_encode_* (the op bytes of a px_request)
+ * and applied with kv_apply_entry, which also runs the exactly-once session
+ * table (px_sessions) so that a retried request is applied once.
+ *
+ * Op encoding, little-endian:
+ *   offset size  meaning
+ *   0      1     op: 1 PUT, 2 DEL, 3 APPEND, 4 RENAME
+ *   1      2     key length K (1..KV_MAX_KEY)
+ *   3      K     key bytes
+ *   PUT, APPEND: 3+K 4 value length V (<= KV_MAX_VALUE), then V bytes
+ *   RENAME:      3+K 2 new key length K2, then K2 bytes
+ *
+ * Results (int32, reported per request): 0, or a negative errno:
+ *   DEL of a missing key -ENOENT; RENAME of a missing key -ENOENT;
+ *   APPEND growing past KV_MAX_VALUE -EFBIG; malformed op -EINVAL.
+ *
+ * Values are immutable and reference-counted so that a reader holding one
+ * keeps a consistent copy while newer entries replace the key.
+ */
+#ifndef PAXOSFS_KV_H
+#define PAXOSFS_KV_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "../consensus/px.h"
+
+#define KV_MAX_KEY 4096                /* bytes of a full key (path) */
+#define KV_MAX_NAME 255                /* bytes of one path component */
+#define KV_MAX_VALUE (4u << 20)        /* 4 MiB per value */
+
+enum kv_op_type { KV_OP_PUT = 1, KV_OP_DEL = 2, KV_OP_APPEND = 3, KV_OP_RENAME = 4 };
+
+typedef struct kv kv;
+
+typedef struct kv_value {
+    uint32_t refs;       /* managed by kv_value_ref/unref */
+    uint32_t len;
+    uint64_t mtime_ms;   /* commit time of the entry that wrote it */
+    uint64_t version;    /* slot that wrote it */
+    uint8_t data[];      /* len bytes */
+} kv_value;
+
+/* Called once per request applied from an entry, in order. */
+typedef void (*kv_result_fn)(void *arg, uint64_t client_id, uint64_t seq,
+                             int32_t result, uint64_t slot);
+
+kv *kv_create(void);
+void kv_destroy(kv *s);
+
+/* Apply committed entry `e` (slot must be kv_applied_index + 1).  NOOP and
+ * CONFIG entries only advance the index.  Calls `cb` for every request of a
+ * BATCH entry, including duplicates (answered from the session table).
+ * Returns 0, or -EINVAL if the slot is out of order or the batch is
+ * malformed (nothing applied), or -ENOMEM. */
+int kv_apply_entry(kv *s, const px_entry *e, kv_result_fn cb, void *arg);
+
+uint64_t kv_applied_index(const kv *s);
+
+/* Borrowed pointer to the current value of `key`, or NULL.  Valid until the
+ * next kv_apply_entry; take a reference to keep it longer. */
+const kv_value *kv_get(const kv *s, const char *key, size_t key_len);
+void kv_value_ref(const kv_value *v);
+void kv_value_unref(const kv_value *v);
+
+/* Iterate keys in byte order that start with `prefix` (may be empty).
+ * Stops early when `fn` returns non-zero and returns that value. */
+typedef int (*kv_visit_fn)(void *arg, const char *key, size_t key_len,
+                           const kv_value *v);
+int kv_scan(const kv *s, const char *prefix, size_t prefix_len,
+            kv_visit_fn fn, void *arg);
+
+uint64_t kv_count(const kv *s);      /* number of keys */
+uint64_t kv_bytes(const kv *s);      /* sum of value lengths */
+
+/* Op encoders: return bytes written, or -ENOSPC / -EINVAL / -ENAMETOOLONG
+ * / -EFBIG.  kv_op_size_* give the size needed. */
+int64_t kv_op_encode_put(uint8_t *buf, size_t cap, const char *key,
+                         size_t key_len, const uint8_t *val, uint32_t val_len);
+int64_t kv_op_encode_append(uint8_t *buf, size_t cap, const char *key,
+                            size_t key_len, const uint8_t *val,
+                            uint32_t val_len);
+int64_t kv_op_encode_del(uint8_t *buf, size_t cap, const char *key,
+                         size_t key_len);
+int64_t kv_op_encode_rename(uint8_t *buf, size_t cap, const char *from,
+                            size_t from_len, const char *to, size_t to_len);
+
+/* Decoded view of one op (pointers into the encoded bytes). */
+typedef struct kv_op {
+    uint8_t type;
+    const char *key;
+    uint16_t key_len;
+    const char *key2;      /* RENAME target */
+    uint16_t key2_len;
+    const uint8_t *value;  /* PUT/APPEND */
+    uint32_t value_len;
+} kv_op;
+
+int kv_op_decode(const uint8_t *buf, uint32_t len, kv_op *op);
+
+#endif /* PAXOSFS_KV_H */

@@ -1,0 +1,350 @@
+/*
+ * px.h - the paxosfs Multi-Paxos replica, as a pure state machine.
+ *
+ * This header is the whole public surface of consensus/.  The replica does
+ * no I/O: no sockets, files, clocks, threads, global state or printing.  It
+ * is driven by events that carry the current time and answers each event
+ * with a set of actions (px_output) that the host carries out in a fixed
+ * order:
+ *
+ *   1. persist   - make out->promise / out->accepts durable (fdatasync);
+ *   2. send      - only then hand out->msgs to the network;
+ *   3. report    - step PX_EV_PERSISTED with out->persist_id once step 1 is
+ *                  durable (the replica counts its own acceptance only then);
+ *   4. apply     - apply out->committed, in slot order, to the state machine;
+ *   5. serve     - answer the reads in out->reads once the state machine has
+ *                  applied up to their index;
+ *   6. re-arm    - call PX_EV_TICK no later than out->next_tick_ms.
+ *
+ * A host may merge several outputs into one group commit: it persists the
+ * union, then sends the union of their messages, then reports each
+ * persist_id.  Messages of an output must never leave before that output's
+ * persist step is durable (DESIGN.md invariant 2).
+ *
+ * Ownership: everything an event points to belongs to the caller and is
+ * copied by px_step if needed.  Everything px_output points to belongs to
+ * the replica and stays valid until the next px_step or px_destroy call on
+ * the same replica.  px_msg_copy makes a self-contained copy of a message
+ * (one allocation, free with free()) for hosts that queue messages.
+ *
+ * Errors: functions return 0 on success or a negative errno
+ * (-ENOMEM, -EINVAL, -ENOSPC, ...).  A malformed or stale message is not an
+ * error: it is ignored and counted in px_stats.
+ *
+ * Time is in milliseconds of a monotonic clock chosen by the host; the
+ * replica never reads a clock.  Randomness (election timeouts) comes from
+ * px_options.seed only, so one seed replays one run exactly.
+ */
+#ifndef PAXOSFS_PX_H
+#define PAXOSFS_PX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PX_MAX_MEMBERS 16      /* voters + learners in one configuration */
+#define PX_MAX_VALUE_BYTES (8u << 20) /* one slot's value, encoded batch */
+#define PX_HASH_BYTES 32
+
+/* ---------------------------------------------------------------- ballots */
+
+/* Ballot = (round, node id), ordered by round, then node id.  (0, 0) is the
+ * null ballot, below every real one. */
+typedef struct px_ballot {
+    uint64_t round;
+    uint32_t node_id;
+} px_ballot;
+
+int px_ballot_cmp(px_ballot a, px_ballot b); /* <0, 0, >0 */
+
+/* --------------------------------------------------------- configuration */
+
+/* A configuration: who votes, who only learns.  Quorum = n_voters / 2 + 1. */
+typedef struct px_members {
+    uint32_t voters[PX_MAX_MEMBERS];
+    uint32_t n_voters;
+    uint32_t learners[PX_MAX_MEMBERS]; /* receive the log, never vote */
+    uint32_t n_learners;
+} px_members;
+
+typedef struct px_options {
+    uint32_t self_id;                 /* non-zero, unique in the cluster */
+    px_members members;               /* configuration at creation */
+    uint64_t heartbeat_interval_ms;   /* leader -> followers */
+    uint64_t election_timeout_min_ms; /* randomised in [min, max) */
+    uint64_t election_timeout_max_ms;
+    uint32_t batch_max_requests;      /* client requests per slot, >= 1 */
+    uint32_t batch_max_bytes;         /* encoded batch size bound */
+    uint32_t window_slots;            /* slots in flight (pipelining), >= 1 */
+    uint64_t retry_interval_ms;       /* re-send of unanswered accepts/forwards */
+    uint32_t retain_slots;            /* committed slots kept for catch-up */
+    uint32_t max_pending_requests;    /* requests queued at this replica */
+    uint64_t seed;                    /* all randomness comes from here */
+} px_options;
+
+/* Fill *opt with working defaults for `self_id` (members left empty). */
+void px_options_default(px_options *opt, uint32_t self_id);
+
+/* --------------------------------------------------------------- entries */
+
+enum px_entry_kind {
+    PX_ENTRY_NOOP = 0,   /* fills a hole left by a deposed leader */
+    PX_ENTRY_BATCH = 1,  /* data = px batch encoding of client requests */
+    PX_ENTRY_CONFIG = 2, /* data = px_members encoding (px_members_encode) */
+};
+
+/* One slot's value together with the ballot it was accepted in. */
+typedef struct px_entry {
+    uint64_t slot;       /* slots start at 1; 0 means "none" */
+    px_ballot ballot;    /* ballot in which this value was accepted */
+    uint64_t time_ms;    /* stamped by the proposing leader; state machines
+                            use this as the commit time, never a local clock */
+    uint8_t kind;        /* enum px_entry_kind */
+    uint32_t len;
+    const uint8_t *data; /* len bytes */
+} px_entry;
+
+/* A client request: an opaque operation tagged for exactly-once.
+ * `ack_seq`: every request of this client with seq < ack_seq has been
+ * answered, so the session table may drop their results. */
+typedef struct px_request {
+    uint64_t client_id;
+    uint64_t seq;        /* > 0, increasing per client */
+    uint64_t ack_seq;
+    uint32_t len;
+    const uint8_t *op;   /* opaque to the replica */
+} px_request;
+
+/* Batch encoding (PX_ENTRY_BATCH data), little-endian:
+ *   u32 count, then count x { u64 client_id, u64 seq, u64 ack_seq,
+ *                             u32 len, len bytes op }
+ * px_batch_next iterates: set *offset = 0 first; returns 1 and fills *req
+ * (pointing into data) while requests remain, 0 at the end, -EINVAL on a
+ * malformed batch. */
+int px_batch_next(const uint8_t *data, uint32_t len, uint32_t *offset,
+                  px_request *req);
+uint32_t px_batch_count(const uint8_t *data, uint32_t len);
+
+/* Configuration entry encoding.  Returns bytes written or -ENOSPC. */
+int px_members_encode(const px_members *m, uint8_t *buf, uint32_t cap);
+int px_members_decode(const uint8_t *buf, uint32_t len, px_members *m);
+
+/* --------------------------------------------------------------- messages */
+
+enum px_msg_type {
+    PX_MSG_PREPARE = 1,   /* phase 1a: ballot, slot = first unchosen slot */
+    PX_MSG_PROMISE,       /* phase 1b: entries = accepted values >= slot */
+    PX_MSG_ACCEPT,        /* phase 2a: entries to accept; commit index */
+    PX_MSG_ACCEPTED,      /* phase 2b: slot = highest slot accepted in
+                             ballot, aux = acceptor's first gap */
+    PX_MSG_REJECT,        /* NACK: aux_ballot = the higher promised ballot */
+    PX_MSG_HEARTBEAT,     /* leader alive; commit index; aux = read round */
+    PX_MSG_HEARTBEAT_ACK, /* aux = read round echoed; slot = applied/commit */
+    PX_MSG_FORWARD,       /* requests for the leader */
+    PX_MSG_CATCHUP_REQ,   /* slot = first slot wanted */
+    PX_MSG_CATCHUP,       /* committed entries from slot on */
+    PX_MSG_SNAPSHOT_NEEDED, /* the sender no longer holds `slot`: install a
+                               snapshot (host transfers it out of band) */
+    PX_MSG_TYPE_COUNT
+};
+
+typedef struct px_msg {
+    uint8_t type;            /* enum px_msg_type */
+    uint32_t from;           /* sender node id */
+    uint32_t to;             /* receiver node id */
+    px_ballot ballot;        /* sender's ballot for this exchange */
+    uint64_t slot;           /* meaning per type (see above) */
+    uint64_t commit;         /* sender's commit index */
+    uint64_t aux;            /* meaning per type */
+    px_ballot aux_ballot;    /* meaning per type */
+    uint64_t chain_index;    /* sender's chain head (DESIGN.md invariant 3) */
+    uint8_t chain_hash[PX_HASH_BYTES];
+    uint32_t n_entries;
+    const px_entry *entries;
+    uint32_t n_requests;
+    const px_request *requests;
+} px_msg;
+
+/* Self-contained deep copy in one allocation (release with free()). */
+px_msg *px_msg_copy(const px_msg *m);
+
+/* ----------------------------------------------------------------- events */
+
+enum px_event_type {
+    PX_EV_TICK = 1,           /* time advanced; nothing else */
+    PX_EV_RECEIVE,            /* .msg arrived from a peer */
+    PX_EV_PROPOSE,            /* .propose: client requests submitted here */
+    PX_EV_PERSISTED,          /* .persist_id: that output is durable */
+    PX_EV_SNAPSHOT_INSTALLED, /* .snapshot: state machine now at index */
+    PX_EV_READ_INDEX,         /* .read_token: ask for a linearizable read */
+};
+
+typedef struct px_event {
+    uint8_t type;             /* enum px_event_type */
+    uint64_t now_ms;          /* the host's monotonic time, never decreasing */
+    union {
+        const px_msg *msg;
+        struct {
+            const px_request *requests;
+            uint32_t n_requests;
+        } propose;
+        uint64_t persist_id;
+        struct {
+            uint64_t index;   /* last slot contained in the snapshot */
+            px_members members;
+        } snapshot;
+        uint64_t read_token;  /* host's tag, echoed in px_read_ready */
+    } u;
+} px_event;
+
+/* ---------------------------------------------------------------- outputs */
+
+/* A read that may now be served: apply up to `index`, then read. */
+typedef struct px_read_ready {
+    uint64_t read_token;
+    uint64_t index;
+    int status;               /* 0, or -EAGAIN: no leader, retry later */
+} px_read_ready;
+
+/* A request this replica gave up on (queue full, no leader for too long):
+ * the host answers its client with `status` (negative errno). */
+typedef struct px_request_failed {
+    uint64_t client_id;
+    uint64_t seq;
+    int status;
+} px_request_failed;
+
+typedef struct px_output {
+    /* 1. persist before any message below leaves */
+    bool persist_promise;          /* make `promise` durable */
+    px_ballot promise;
+    uint32_t n_accepts;            /* accepted values to make durable */
+    const px_entry *accepts;
+    uint64_t persist_id;           /* non-zero: report PX_EV_PERSISTED */
+
+    /* 2. messages, after step 1 is durable */
+    uint32_t n_msgs;
+    const px_msg *msgs;
+
+    /* 4. newly committed, in slot order, contiguous */
+    uint32_t n_committed;
+    const px_entry *committed;
+
+    /* 5. reads */
+    uint32_t n_reads;
+    const px_read_ready *reads;
+
+    /* requests refused at this replica */
+    uint32_t n_failed;
+    const px_request_failed *failed;
+
+    /* a peer needs a snapshot (we no longer retain its slots): the host
+     * sends one; 0 = none */
+    uint32_t snapshot_to;
+
+    /* this replica needs a snapshot from `snapshot_from` (0 = none) */
+    uint32_t snapshot_from;
+
+    /* 6. timer */
+    uint64_t next_tick_ms;
+} px_output;
+
+/* ----------------------------------------------------------------- replica */
+
+typedef struct px_replica px_replica;
+
+/* What the host recovered from stable storage on restart (zeros for a new
+ * replica).  The replica continues above every ballot it ever promised, so
+ * a restarted node never reuses a ballot. */
+typedef struct px_restore {
+    px_ballot promise;          /* highest ballot promised */
+    uint64_t applied_index;     /* last slot applied by the state machine
+                                   (chain head, or snapshot index) */
+    px_members members;         /* configuration as of applied_index; empty
+                                   = px_options.members */
+    uint32_t n_accepts;         /* accepted values above applied_index */
+    const px_entry *accepts;
+} px_restore;
+
+/* Create a replica.  `restore` may be NULL for a fresh one.  On success
+ * *out owns copies of everything it needs. */
+int px_create(const px_options *opt, const px_restore *restore,
+              px_replica **out);
+void px_destroy(px_replica *r);
+
+/* Feed one event; fills *out (see the ordering at the top).  Returns 0 or a
+ * negative errno (-ENOMEM: the replica is unchanged and the event may be
+ * retried; -EINVAL: bad event). */
+int px_step(px_replica *r, const px_event *ev, px_output *out);
+
+/* Tell the replica the chain head the host computed, so heartbeats and
+ * acks carry it to peers (DESIGN.md invariant 3).  No I/O. */
+void px_set_chain_head(px_replica *r, uint64_t index,
+                       const uint8_t hash[PX_HASH_BYTES]);
+
+enum px_role { PX_FOLLOWER = 0, PX_CANDIDATE = 1, PX_LEADER = 2, PX_LEARNER = 3 };
+
+typedef struct px_status {
+    uint32_t self_id;
+    uint8_t role;              /* enum px_role */
+    uint32_t leader_id;        /* 0 = unknown */
+    px_ballot ballot;          /* current (leader's) ballot */
+    px_ballot promise;         /* highest promised */
+    uint64_t commit_index;
+    uint64_t applied_index;    /* as handed out in px_output.committed */
+    uint64_t first_retained;   /* lowest slot still kept for catch-up */
+    px_members members;
+    uint32_t pending_requests; /* queued or forwarded, not yet committed */
+    uint32_t slots_in_flight;
+    uint32_t n_peers;          /* per-peer view, leader only */
+    struct {
+        uint32_t id;
+        uint64_t match_index;   /* highest slot known accepted */
+        uint64_t last_contact_ms;
+    } peers[PX_MAX_MEMBERS];
+} px_status;
+
+void px_get_status(const px_replica *r, px_status *st);
+
+/* Counters: dropped and stale messages, elections, ... */
+typedef struct px_stats {
+    uint64_t msgs_received;
+    uint64_t msgs_ignored;       /* stale ballot, unknown sender, malformed */
+    uint64_t elections_started;
+    uint64_t leader_changes;
+    uint64_t slots_committed;
+    uint64_t requests_committed;
+    uint64_t requests_forwarded;
+    uint64_t requests_failed;
+} px_stats;
+
+void px_get_stats(const px_replica *r, px_stats *st);
+
+/* ------------------------------------------------------- session table */
+
+/* Exactly-once: the state machine keeps one px_sessions table, updated
+ * only while applying committed entries, so every replica holds the same
+ * table (and it travels in snapshots).  Before applying a request:
+ *   px_sessions_check(t, req, &result) ==
+ *     PX_SESSION_NEW        apply it, then px_sessions_record(...)
+ *     PX_SESSION_DUPLICATE  already applied: *result is the stored answer
+ *     PX_SESSION_FORGOTTEN  already applied and acknowledged (seq below the
+ *                           client's ack_seq): skip, answer nothing
+ * Bounded: at most `max_clients` clients (the least recently used client is
+ * evicted, deterministically) and `max_per_client` unacknowledged results
+ * per client. */
+typedef struct px_sessions px_sessions;
+
+enum { PX_SESSION_NEW = 0, PX_SESSION_DUPLICATE = 1, PX_SESSION_FORGOTTEN = 2 };
+
+px_sessions *px_sessions_create(uint32_t max_clients, uint32_t max_per_client);
+void px_sessions_destroy(px_sessions *t);
+int px_sessions_check(px_sessions *t, const px_request *req, int32_t *result);
+int px_sessions_record(px_sessions *t, const px_request *req, int32_t result,
+                       uint64_t slot);
+/* Serialisation for snapshots: px_sessions_encode returns the byte count
+ * needed (call with cap 0 to size) or -ENOSPC; decode replaces contents. */
+int64_t px_sessions_encode(const px_sessions *t, uint8_t *buf, uint64_t cap);
+int px_sessions_decode(px_sessions *t, const uint8_t *buf, uint64_t len);
+
+#endif /* PAXOSFS_PX_H */
