@@ -51,7 +51,10 @@ SIM_BIN   := $(BUILD)/sim
 BENCH_SRC := $(wildcard tools/bench/*.c)
 BENCH_BINS:= $(patsubst tools/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test unit sim systest asan bench deps clean fuzz
+.PHONY: all test unit sim systest asan bench deps clean fuzz run stop
+
+MOUNT ?= /mnt/paxos
+DATA  ?= /var/lib/paxosfs/n1
 
 all: $(PROGRAMS) $(UNIT_BINS) $(SIM_BIN) $(BENCH_BINS)
 
@@ -129,6 +132,18 @@ bench: all
 
 deps:
 	tools/install-deps
+
+# the main job: a node with its mount at $(MOUNT)
+run: $(PROGRAMS)
+	@mkdir -p $(MOUNT) $(dir $(DATA))
+	$(BUILD)/paxosfs --id 1 --data $(DATA) $(MOUNT)
+	@echo "paxosfs is serving $(MOUNT) (data in $(DATA)). Try:"
+	@echo "  echo hello > $(MOUNT)/greeting; cat $(MOUNT)/greeting"
+	@echo "  ls $(MOUNT)/.chain; cat $(MOUNT)/.chain/0000000001; cat $(MOUNT)/.status"
+	@echo "stop it with: make stop   (or fusermount3 -u $(MOUNT))"
+
+stop:
+	fusermount3 -u $(MOUNT)
 
 clean:
 	rm -rf build build-asan build-fuzz

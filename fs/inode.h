@@ -1,0 +1,60 @@
+/*
+ * inode.h - private to fs/: the table that gives keys stable inode numbers
+ * for the lifetime of a mount.
+ *
+ * Invariants:
+ *  1. An inode number is never reused while the mount lives (64-bit
+ *     counter), so the kernel never confuses two keys.
+ *  2. A record lives while the kernel holds lookups on it (nlookup > 0),
+ *     a handle is open on it, or it is parked as a pending creation.
+ *  3. Fixed numbers: 1 root, 2 .chain, 3 .status; blocks of .chain are
+ *     FS_INO_BLOCK_BASE + index; keys start at FS_INO_FIRST_KEY.
+ */
+#ifndef PAXOSFS_FS_INODE_H
+#define PAXOSFS_FS_INODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FS_INO_ROOT 1u
+#define FS_INO_CHAIN 2u
+#define FS_INO_STATUS 3u
+#define FS_INO_FIRST_KEY 16u
+#define FS_INO_BLOCK_BASE (1ull << 56)
+
+typedef struct fs_inode {
+    uint64_t ino;
+    uint64_t nlookup;        /* kernel references (lookup/create replies) */
+    uint32_t open_count;     /* open handles */
+    uint32_t key_len;
+    char *key;               /* NUL-terminated; "" once orphaned */
+    bool orphan;             /* not reachable by key any more */
+    struct fs_inode *next_by_key;
+    struct fs_inode *next_by_ino;
+} fs_inode;
+
+typedef struct fs_inode_table fs_inode_table;
+
+fs_inode_table *fs_inode_table_create(void);
+void fs_inode_table_destroy(fs_inode_table *t);
+
+/* The record for `key`, created if absent (NULL only on ENOMEM). */
+fs_inode *fs_inode_get_or_add(fs_inode_table *t, const char *key,
+                              size_t key_len);
+fs_inode *fs_inode_by_key(fs_inode_table *t, const char *key, size_t key_len);
+fs_inode *fs_inode_by_ino(fs_inode_table *t, uint64_t ino);
+
+/* Point `in` at a new key (after a rename). 0 or -ENOMEM. */
+int fs_inode_rekey(fs_inode_table *t, fs_inode *in, const char *key,
+                   size_t key_len);
+
+/* Detach `in` from its key (the key was deleted or renamed over): the
+ * record stays reachable by inode number only until it is unused, and a
+ * later creation of the same key gets a new inode number. */
+void fs_inode_orphan(fs_inode_table *t, fs_inode *in);
+
+/* Drop the record if nothing references it any more. */
+void fs_inode_release_if_unused(fs_inode_table *t, fs_inode *in);
+
+#endif

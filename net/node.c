@@ -1,0 +1,887 @@
+/*
+ * node.c - the node runtime: the event loop around the consensus replica,
+ * the storage it drives and the FUSE mount it serves (see node.h).
+ *
+ * Invariants:
+ *  1. Messages of a replica output never leave before the acceptor records
+ *     of that output are durable; PX_EV_PERSISTED is reported only after
+ *     that fdatasync returned (DESIGN.md invariant 2).
+ *  2. Committed entries are applied in slot order, each once: chain block
+ *     first (it fixes the hash), then the key-value state.
+ *  3. Completion callbacks of fs requests never run inside node_submit or
+ *     node_read_barrier: requests are queued and stepped by the loop, so
+ *     fs handlers are never re-entered.
+ *  4. After a storage failure (a failed fdatasync or chain append) the
+ *     node accepts no more writes: durability can no longer be promised.
+ *     Reads of already applied state go on.
+ */
+#include "node.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../chain/chain.h"
+#include "../chain/kv.h"
+#include "../consensus/px.h"
+#include "../fs/fs.h"
+
+#define NODE_MAX_PENDING 65536          /* power of two: outstanding writes */
+#define NODE_MAX_PROPOSE 4096           /* requests stepped per PROPOSE */
+#define NODE_MAX_READS 65536            /* outstanding read barriers */
+
+/* A write submitted by the mount, until its entry is applied. */
+typedef struct pending {
+    bool used;
+    uint64_t seq;
+    uint64_t deadline_ms;
+    fs_done_fn done;
+    void *arg;
+    uint8_t *op;            /* encoded op until it has been proposed */
+    uint32_t op_len;
+} pending;
+
+/* A read barrier, until its read index is applied. */
+typedef struct read_wait {
+    uint64_t token;
+    uint64_t index;         /* 0 until the replica answered */
+    uint64_t deadline_ms;
+    fs_done_fn done;
+    void *arg;
+    bool ready;
+} read_wait;
+
+struct node {
+    node_config cfg;
+    char *data_dir;
+    char *mountpoint;
+    int lock_fd;
+    chain *chain;
+    acceptor_store *acceptor;
+    kv *state;
+    px_replica *px;
+    fs *mount;
+    int signal_fd;
+
+    uint64_t client_id;
+    uint64_t next_seq;
+    /* ring of outstanding writes indexed by seq & (NODE_MAX_PENDING - 1);
+     * every seq in [low_seq, next_seq) is either used or done */
+    pending *ring;
+    uint64_t low_seq;
+    uint64_t to_propose_from;   /* first seq not yet stepped */
+
+    read_wait *reads;
+    uint32_t n_reads;
+    uint64_t next_read_token;
+    uint64_t *new_reads;        /* tokens not yet stepped */
+    uint32_t n_new_reads;
+
+    /* persistence of the current loop turn */
+    uint64_t *persist_ids;
+    uint32_t n_persist_ids;
+    uint32_t cap_persist_ids;
+    bool acceptor_dirty;
+
+    uint64_t last_now_ms;
+    uint64_t next_tick_ms;
+    uint64_t last_chain_sync_ms;
+    int fatal;                  /* negative errno once storage failed */
+    bool stop;
+};
+
+/* ------------------------------------------------------------- clock */
+
+/* Wall-clock milliseconds, never decreasing: the replica wants a monotonic
+ * clock and the leader stamps it into entries as their commit time. */
+static uint64_t node_now_ms(node *n)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    if (ms < n->last_now_ms)
+        ms = n->last_now_ms;
+    n->last_now_ms = ms;
+    return ms;
+}
+
+void node_config_default(node_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->id = 1;
+    cfg->commit_timeout_ms = 10000;
+    cfg->attr_timeout_s = 1.0;
+    cfg->chain_sync_interval_ms = 200;
+}
+
+/* --------------------------------------------------------- completion */
+
+static pending *pending_at(node *n, uint64_t seq)
+{
+    if (seq < n->low_seq || seq >= n->next_seq)
+        return NULL;
+    pending *p = &n->ring[seq & (NODE_MAX_PENDING - 1)];
+    return p->used && p->seq == seq ? p : NULL;
+}
+
+static void pending_finish(node *n, pending *p, int result)
+{
+    fs_done_fn done = p->done;
+    void *arg = p->arg;
+    free(p->op);
+    memset(p, 0, sizeof *p);
+    while (n->low_seq < n->next_seq &&
+           !n->ring[n->low_seq & (NODE_MAX_PENDING - 1)].used)
+        n->low_seq++;
+    if (done)
+        done(arg, result);
+}
+
+static bool read_is_expired(const read_wait *r, void *arg);
+static void finish_reads(node *n, bool (*pick)(const read_wait *, void *),
+                         void *pick_arg, int result);
+
+static void fail_all_pending(node *n, int result)
+{
+    for (uint64_t s = n->low_seq; s < n->next_seq; s++) {
+        pending *p = pending_at(n, s);
+        if (p)
+            pending_finish(n, p, result);
+    }
+    uint64_t all = UINT64_MAX;
+    finish_reads(n, read_is_expired, &all, result);
+    n->n_new_reads = 0;
+}
+
+static void storage_failed(node *n, const char *what, int rc)
+{
+    if (n->fatal)
+        return;
+    n->fatal = rc < 0 ? rc : -EIO;
+    fprintf(stderr, "paxosfs: node %u: %s failed: %s; refusing further writes\n",
+            n->cfg.id, what, strerror(-n->fatal));
+    fail_all_pending(n, -EIO);
+}
+
+/* ------------------------------------------------------------- apply */
+
+static void on_result(void *arg, uint64_t client_id, uint64_t seq,
+                      int32_t result, uint64_t slot)
+{
+    (void)slot;
+    node *n = arg;
+    if (client_id != n->client_id)
+        return;
+    pending *p = pending_at(n, seq);
+    if (p)
+        pending_finish(n, p, result);
+}
+
+/* Tell the mount which keys an applied batch changed. */
+static void notify_changes(node *n, const px_entry *e)
+{
+    if (!n->mount || e->kind != PX_ENTRY_BATCH)
+        return;
+    uint32_t off = 0;
+    px_request req;
+    while (px_batch_next(e->data, e->len, &off, &req) == 1) {
+        kv_op op;
+        if (kv_op_decode(req.op, req.len, &op) != 0)
+            continue;
+        fs_key_changed(n->mount, op.key, op.key_len);
+        if (op.type == KV_OP_RENAME)
+            fs_key_changed(n->mount, op.key2, op.key2_len);
+    }
+}
+
+/* Remove the reads `pick` selects from the table, then answer them: the
+ * table is settled before any callback runs. */
+static void finish_reads(node *n, bool (*pick)(const read_wait *, void *),
+                         void *pick_arg, int result)
+{
+    read_wait done[64];
+    for (;;) {
+        uint32_t kept = 0, k = 0;
+        for (uint32_t i = 0; i < n->n_reads; i++) {
+            if (k < 64 && pick(&n->reads[i], pick_arg))
+                done[k++] = n->reads[i];
+            else
+                n->reads[kept++] = n->reads[i];
+        }
+        n->n_reads = kept;
+        for (uint32_t i = 0; i < k; i++)
+            done[i].done(done[i].arg, result);
+        if (k < 64)
+            return;
+    }
+}
+
+static bool read_is_served(const read_wait *r, void *arg)
+{
+    return r->ready && r->index <= *(const uint64_t *)arg;
+}
+
+static void serve_ready_reads(node *n)
+{
+    uint64_t applied = kv_applied_index(n->state);
+    finish_reads(n, read_is_served, &applied, 0);
+}
+
+static void apply_committed(node *n, const px_entry *e)
+{
+    if (n->fatal)
+        return;
+    if (e->slot <= kv_applied_index(n->state))
+        return;  /* already applied (restart replay) */
+    uint8_t hash[CHAIN_HASH_BYTES];
+    int rc = chain_append(n->chain, e->slot, e->time_ms, e->kind, e->data,
+                          e->len, hash);
+    if (rc < 0) {
+        storage_failed(n, "chain append", rc);
+        return;
+    }
+    px_set_chain_head(n->px, e->slot, hash);
+    rc = kv_apply_entry(n->state, e, on_result, n);
+    if (rc < 0) {
+        storage_failed(n, "applying a committed entry", rc);
+        return;
+    }
+    notify_changes(n, e);
+}
+
+/* ------------------------------------------------------------ outputs */
+
+static int remember_persist_id(node *n, uint64_t id)
+{
+    if (n->n_persist_ids == n->cap_persist_ids) {
+        uint32_t cap = n->cap_persist_ids ? n->cap_persist_ids * 2 : 64;
+        uint64_t *ids = realloc(n->persist_ids, cap * sizeof *ids);
+        if (!ids)
+            return -ENOMEM;
+        n->persist_ids = ids;
+        n->cap_persist_ids = cap;
+    }
+    n->persist_ids[n->n_persist_ids++] = id;
+    return 0;
+}
+
+static void handle_output(node *n, const px_output *out)
+{
+    int rc = 0;
+    if (out->persist_promise)
+        rc = acceptor_put_promise(n->acceptor, out->promise);
+    for (uint32_t i = 0; rc == 0 && i < out->n_accepts; i++)
+        rc = acceptor_put_accept(n->acceptor, &out->accepts[i]);
+    if (rc < 0) {
+        storage_failed(n, "acceptor store write", rc);
+    } else if (out->persist_id) {
+        n->acceptor_dirty = true;
+        if (remember_persist_id(n, out->persist_id) < 0)
+            storage_failed(n, "bookkeeping", -ENOMEM);
+    }
+    /* single-node runtime: a replica alone has nobody to message; the
+     * cluster transport sends out->msgs after the sync below */
+
+    for (uint32_t i = 0; i < out->n_committed; i++)
+        apply_committed(n, &out->committed[i]);
+
+    for (uint32_t i = 0; i < out->n_failed; i++) {
+        if (out->failed[i].client_id != n->client_id)
+            continue;
+        pending *p = pending_at(n, out->failed[i].seq);
+        if (p)
+            pending_finish(n, p, out->failed[i].status);
+    }
+    for (uint32_t i = 0; i < out->n_reads; i++) {
+        const px_read_ready *rr = &out->reads[i];
+        for (uint32_t j = 0; j < n->n_reads; j++) {
+            read_wait *r = &n->reads[j];
+            if (r->token != rr->read_token)
+                continue;
+            if (rr->status < 0) {
+                read_wait failed = *r;
+                n->reads[j] = n->reads[--n->n_reads];
+                failed.done(failed.arg, rr->status);
+            } else {
+                r->ready = true;
+                r->index = rr->index;
+            }
+            break;
+        }
+    }
+    if (out->n_reads || out->n_committed)
+        serve_ready_reads(n);
+    if (out->next_tick_ms)
+        n->next_tick_ms = out->next_tick_ms;
+}
+
+static void step(node *n, px_event *ev)
+{
+    px_output out;
+    ev->now_ms = node_now_ms(n);
+    int rc = px_step(n->px, ev, &out);
+    if (rc < 0) {
+        fprintf(stderr, "paxosfs: node %u: replica step failed: %s\n",
+                n->cfg.id, strerror(-rc));
+        return;
+    }
+    handle_output(n, &out);
+}
+
+/* Make this turn's acceptor records durable, then report them. */
+static void persist_turn(node *n)
+{
+    for (int rounds = 0; rounds < 64 && n->acceptor_dirty && !n->fatal; rounds++) {
+        int rc = acceptor_sync(n->acceptor);
+        if (rc < 0) {
+            storage_failed(n, "acceptor fdatasync", rc);
+            return;
+        }
+        n->acceptor_dirty = false;
+        uint32_t count = n->n_persist_ids;
+        uint64_t ids[256];
+        while (count > 0) {
+            uint32_t k = count < 256 ? count : 256;
+            memcpy(ids, n->persist_ids, k * sizeof ids[0]);
+            memmove(n->persist_ids, n->persist_ids + k,
+                    (n->n_persist_ids - k) * sizeof ids[0]);
+            n->n_persist_ids -= k;
+            count -= k;
+            for (uint32_t i = 0; i < k; i++) {
+                px_event ev = { .type = PX_EV_PERSISTED };
+                ev.u.persist_id = ids[i];
+                step(n, &ev);
+            }
+        }
+    }
+}
+
+/* Step everything the mount queued during this turn. */
+static void step_queued(node *n)
+{
+    px_request reqs[64];
+    while (n->to_propose_from < n->next_seq && !n->fatal) {
+        uint32_t k = 0;
+        while (k < 64 && n->to_propose_from < n->next_seq) {
+            pending *p = pending_at(n, n->to_propose_from++);
+            if (!p)
+                continue;
+            reqs[k++] = (px_request){
+                .client_id = n->client_id, .seq = p->seq,
+                .ack_seq = n->low_seq, .len = p->op_len, .op = p->op };
+        }
+        if (k == 0)
+            break;
+        px_event ev = { .type = PX_EV_PROPOSE };
+        ev.u.propose.requests = reqs;
+        ev.u.propose.n_requests = k;
+        step(n, &ev);
+        /* the replica copied the ops */
+        for (uint32_t i = 0; i < k; i++) {
+            pending *p = pending_at(n, reqs[i].seq);
+            if (p) {
+                free(p->op);
+                p->op = NULL;
+            }
+        }
+    }
+    for (uint32_t i = 0; i < n->n_new_reads; i++) {
+        px_event ev = { .type = PX_EV_READ_INDEX };
+        ev.u.read_token = n->new_reads[i];
+        step(n, &ev);
+    }
+    n->n_new_reads = 0;
+}
+
+static bool read_is_expired(const read_wait *r, void *arg)
+{
+    return r->deadline_ms <= *(const uint64_t *)arg;
+}
+
+static void expire_deadlines(node *n, uint64_t now_ms)
+{
+    for (uint64_t s = n->low_seq; s < n->next_seq; s++) {
+        pending *p = pending_at(n, s);
+        if (p && p->deadline_ms <= now_ms && s < n->to_propose_from)
+            pending_finish(n, p, -ETIMEDOUT);
+    }
+    finish_reads(n, read_is_expired, &now_ms, -ETIMEDOUT);
+}
+
+static void background_sync(node *n, uint64_t now_ms)
+{
+    if (n->fatal || now_ms - n->last_chain_sync_ms < n->cfg.chain_sync_interval_ms)
+        return;
+    n->last_chain_sync_ms = now_ms;
+    if (chain_synced_index(n->chain) == chain_head_index(n->chain))
+        return;
+    int rc = chain_sync(n->chain);
+    if (rc < 0) {
+        storage_failed(n, "chain fdatasync", rc);
+        return;
+    }
+    rc = acceptor_compact(n->acceptor, chain_synced_index(n->chain));
+    if (rc < 0)
+        storage_failed(n, "acceptor compaction", rc);
+}
+
+/* ------------------------------------------------------ fs backend */
+
+static int node_submit(void *ctx, const uint8_t *op, uint32_t len,
+                       fs_done_fn done, void *arg)
+{
+    node *n = ctx;
+    if (n->fatal)
+        return -EIO;
+    if (n->next_seq - n->low_seq >= NODE_MAX_PENDING)
+        return -EAGAIN;
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, op, len);
+    uint64_t seq = n->next_seq++;
+    pending *p = &n->ring[seq & (NODE_MAX_PENDING - 1)];
+    *p = (pending){ .used = true, .seq = seq, .done = done, .arg = arg,
+                    .op = copy, .op_len = len,
+                    .deadline_ms = node_now_ms(n) + n->cfg.commit_timeout_ms };
+    return 0;
+}
+
+static int node_read_barrier(void *ctx, fs_done_fn done, void *arg)
+{
+    node *n = ctx;
+    if (n->n_reads >= NODE_MAX_READS)
+        return -EAGAIN;
+    uint64_t token = ++n->next_read_token;
+    n->reads[n->n_reads++] = (read_wait){
+        .token = token, .done = done, .arg = arg,
+        .deadline_ms = node_now_ms(n) + n->cfg.commit_timeout_ms };
+    n->new_reads[n->n_new_reads++] = token;
+    return 0;
+}
+
+static const kv *node_state(void *ctx)
+{
+    return ((node *)ctx)->state;
+}
+
+static void hex(const uint8_t *b, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[b[i] >> 4];
+        out[2 * i + 1] = digits[b[i] & 15];
+    }
+    out[2 * len] = '\0';
+}
+
+static const char *role_name(uint8_t role)
+{
+    switch (role) {
+    case PX_LEADER: return "leader";
+    case PX_CANDIDATE: return "candidate";
+    case PX_LEARNER: return "learner";
+    default: return "follower";
+    }
+}
+
+static int node_status_text(void *ctx, char **text, size_t *len)
+{
+    node *n = ctx;
+    px_status st;
+    px_get_status(n->px, &st);
+    char head[2 * CHAIN_HASH_BYTES + 1];
+    hex(chain_head_hash(n->chain), CHAIN_HASH_BYTES, head);
+    char members[PX_MAX_MEMBERS * 12 + 4] = "";
+    size_t m = 0;
+    for (uint32_t i = 0; i < st.members.n_voters; i++)
+        m += (size_t)snprintf(members + m, sizeof members - m, "%s%u",
+                              i ? "," : "", st.members.voters[i]);
+    char *buf = NULL;
+    size_t size = 0;
+    FILE *fp = open_memstream(&buf, &size);
+    if (!fp)
+        return -ENOMEM;
+    fprintf(fp,
+            "{\"id\":%u,\"role\":\"%s\",\"leader\":%u,"
+            "\"ballot\":{\"round\":%" PRIu64 ",\"node\":%u},"
+            "\"commit_index\":%" PRIu64 ",\"applied_index\":%" PRIu64 ","
+            "\"chain_head\":{\"index\":%" PRIu64 ",\"hash\":\"%s\"},"
+            "\"chain_synced_index\":%" PRIu64 ","
+            "\"members\":[%s],\"keys\":%" PRIu64 ",\"bytes\":%" PRIu64 ","
+            "\"pending_writes\":%" PRIu64 ",\"healthy\":%s}\n",
+            n->cfg.id, role_name(st.role), st.leader_id, st.ballot.round,
+            st.ballot.node_id, st.commit_index, kv_applied_index(n->state),
+            chain_head_index(n->chain), head, chain_synced_index(n->chain),
+            members, kv_count(n->state), kv_bytes(n->state),
+            n->next_seq - n->low_seq, n->fatal ? "false" : "true");
+    if (fclose(fp) != 0) {
+        free(buf);
+        return -ENOMEM;
+    }
+    *text = buf;
+    *len = size;
+    return 0;
+}
+
+static int node_block_text(void *ctx, uint64_t index, char **text, uint32_t *len)
+{
+    node *n = ctx;
+    chain_block b;
+    int rc = chain_read(n->chain, index, &b);
+    if (rc < 0)
+        return rc;
+    rc = chain_block_render(&b, text, len);
+    chain_block_free(&b);
+    return rc;
+}
+
+static uint64_t node_chain_head(void *ctx)
+{
+    return chain_head_index(((node *)ctx)->chain);
+}
+
+/* -------------------------------------------------------- open/close */
+
+static int make_dir(const char *path, char *err, size_t err_len)
+{
+    if (mkdir(path, 0700) == 0 || errno == EEXIST)
+        return 0;
+    int e = errno;
+    snprintf(err, err_len, "cannot create %s: %s", path, strerror(e));
+    return -e;
+}
+
+static int take_lock(node *n, char *err, size_t err_len)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/LOCK", n->data_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, err_len, "cannot open %s: %s", path, strerror(e));
+        return -e;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char owner[32] = "";
+        ssize_t r = pread(fd, owner, sizeof owner - 1, 0);
+        owner[r > 0 ? r : 0] = '\0';
+        owner[strcspn(owner, "\n")] = '\0';
+        snprintf(err, err_len, "%s is in use by another paxosfs node%s%s",
+                 n->data_dir, owner[0] ? " (pid " : "", owner[0] ? owner : "");
+        if (owner[0])
+            strncat(err, ")", err_len - strlen(err) - 1);
+        close(fd);
+        return e == EWOULDBLOCK ? -EBUSY : -e;
+    }
+    n->lock_fd = fd;
+    return 0;
+}
+
+/* Record the pid of the process that holds the lock (after daemonizing). */
+static void write_lock_pid(node *n)
+{
+    char buf[32];
+    int len = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    if (ftruncate(n->lock_fd, 0) == 0 && pwrite(n->lock_fd, buf, (size_t)len, 0) < 0)
+        fprintf(stderr, "paxosfs: cannot record pid in LOCK: %s\n", strerror(errno));
+}
+
+static int replay_chain(node *n, char *err, size_t err_len)
+{
+    uint64_t head = chain_head_index(n->chain);
+    for (uint64_t i = 1; i <= head; i++) {
+        chain_block b;
+        int rc = chain_read(n->chain, i, &b);
+        if (rc < 0) {
+            snprintf(err, err_len, "cannot read chain block %" PRIu64 ": %s",
+                     i, strerror(-rc));
+            return rc;
+        }
+        px_entry e = { .slot = b.index, .time_ms = b.time_ms, .kind = b.kind,
+                       .len = b.len, .data = b.data };
+        rc = kv_apply_entry(n->state, &e, NULL, NULL);
+        chain_block_free(&b);
+        if (rc < 0) {
+            snprintf(err, err_len, "cannot apply chain block %" PRIu64 ": %s",
+                     i, strerror(-rc));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static uint64_t random_u64(void)
+{
+    uint64_t v = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (read(fd, &v, sizeof v) != (ssize_t)sizeof v)
+            v = 0;
+        close(fd);
+    }
+    if (v == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        v = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid();
+    }
+    return v;
+}
+
+int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
+{
+    node *n = calloc(1, sizeof *n);
+    if (!n) {
+        snprintf(err, err_len, "out of memory");
+        return -ENOMEM;
+    }
+    n->cfg = *cfg;
+    n->lock_fd = -1;
+    n->signal_fd = -1;
+    n->data_dir = strdup(cfg->data_dir);
+    n->mountpoint = cfg->mountpoint ? strdup(cfg->mountpoint) : NULL;
+    n->ring = calloc(NODE_MAX_PENDING, sizeof *n->ring);
+    n->reads = calloc(NODE_MAX_READS, sizeof *n->reads);
+    n->new_reads = calloc(NODE_MAX_READS, sizeof *n->new_reads);
+    int rc = -ENOMEM;
+    if (!n->data_dir || (cfg->mountpoint && !n->mountpoint) || !n->ring ||
+        !n->reads || !n->new_reads) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    n->cfg.data_dir = n->data_dir;
+    n->cfg.mountpoint = n->mountpoint;
+    n->client_id = random_u64();
+    n->next_seq = n->low_seq = n->to_propose_from = 1;
+
+    rc = make_dir(n->data_dir, err, err_len);
+    if (rc < 0)
+        goto fail;
+    rc = take_lock(n, err, err_len);
+    if (rc < 0)
+        goto fail;
+
+    chain_open_report report;
+    chain_damage damage;
+    memset(&report, 0, sizeof report);
+    memset(&damage, 0, sizeof damage);
+    rc = chain_open(n->data_dir, &n->chain, &report, &damage);
+    if (rc == -EBADMSG) {
+        snprintf(err, err_len, "chain damaged: %s offset %" PRIu64 " block %"
+                 PRIu64 ": %s; refusing to serve (run paxosctl verify %s)",
+                 damage.path, damage.offset, damage.index, damage.reason,
+                 n->data_dir);
+        goto fail;
+    }
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot open the chain in %s: %s", n->data_dir,
+                 strerror(-rc));
+        goto fail;
+    }
+    if (report.torn_tail_cut)
+        fprintf(stderr, "paxosfs: node %u: torn tail in %s: cut %" PRIu64
+                " bytes at offset %" PRIu64 " back to block %" PRIu64 "\n",
+                cfg->id, report.torn_path, report.torn_bytes,
+                report.torn_offset, chain_head_index(n->chain));
+
+    acceptor_state ast;
+    memset(&ast, 0, sizeof ast);
+    rc = acceptor_open(n->data_dir, &n->acceptor, &ast, &damage);
+    if (rc == -EBADMSG) {
+        snprintf(err, err_len, "acceptor store damaged: %s offset %" PRIu64
+                 ": %s; refusing to serve", damage.path, damage.offset,
+                 damage.reason);
+        goto fail;
+    }
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot open the acceptor store in %s: %s",
+                 n->data_dir, strerror(-rc));
+        goto fail;
+    }
+
+    n->state = kv_create();
+    if (!n->state) {
+        rc = -ENOMEM;
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    rc = replay_chain(n, err, err_len);
+    if (rc < 0)
+        goto fail;
+
+    px_options opt;
+    px_options_default(&opt, cfg->id);
+    opt.members.voters[0] = cfg->id;
+    opt.members.n_voters = 1;
+    opt.seed = random_u64();
+    uint64_t head = chain_head_index(n->chain);
+    uint32_t first = 0;
+    while (first < ast.n_accepts && ast.accepts[first].slot <= head)
+        first++;
+    px_restore restore = {
+        .promise = ast.promise,
+        .applied_index = head,
+        .n_accepts = ast.n_accepts - first,
+        .accepts = ast.accepts + first,
+    };
+    rc = px_create(&opt, &restore, &n->px);
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot create the replica: %s", strerror(-rc));
+        goto fail;
+    }
+    px_set_chain_head(n->px, head, chain_head_hash(n->chain));
+    n->last_chain_sync_ms = node_now_ms(n);
+    *out = n;
+    return 0;
+
+fail:
+    node_close(n);
+    return rc < 0 ? rc : -EIO;
+}
+
+int node_mount(node *n, char *err, size_t err_len)
+{
+    fs_backend be = {
+        .ctx = n,
+        .submit = node_submit,
+        .read_barrier = node_read_barrier,
+        .state = node_state,
+        .status_text = node_status_text,
+        .block_text = node_block_text,
+        .chain_head = node_chain_head,
+    };
+    fs_options opt = {
+        .attr_timeout_s = n->cfg.attr_timeout_s,
+        .debug = n->cfg.fuse_debug,
+        .allow_other = n->cfg.allow_other,
+    };
+    return fs_mount(&opt, &be, n->mountpoint, &n->mount, err, err_len);
+}
+
+static int open_signal_fd(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+        return -errno;
+    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int node_run(node *n)
+{
+    n->signal_fd = open_signal_fd();
+    if (n->signal_fd < 0) {
+        fprintf(stderr, "paxosfs: signalfd: %s\n", strerror(-n->signal_fd));
+        return n->signal_fd;
+    }
+    write_lock_pid(n);
+    /* let the replica start (a sole voter elects itself at once) */
+    px_event first = { .type = PX_EV_TICK };
+    step(n, &first);
+    persist_turn(n);
+
+    while (!n->stop) {
+        struct pollfd pfd[2] = {
+            { .fd = n->signal_fd, .events = POLLIN },
+            { .fd = n->mount ? fs_fd(n->mount) : -1, .events = POLLIN },
+        };
+        uint64_t now = node_now_ms(n);
+        int timeout = 100;
+        if (n->next_tick_ms && n->next_tick_ms > now && n->next_tick_ms - now < 100)
+            timeout = (int)(n->next_tick_ms - now);
+        else if (n->next_tick_ms && n->next_tick_ms <= now)
+            timeout = 0;
+        int pr = poll(pfd, 2, timeout);
+        if (pr < 0 && errno != EINTR) {
+            fprintf(stderr, "paxosfs: poll: %s\n", strerror(errno));
+            break;
+        }
+        if (pr > 0 && (pfd[0].revents & POLLIN)) {
+            struct signalfd_siginfo si;
+            if (read(n->signal_fd, &si, sizeof si) > 0) {
+                fprintf(stderr, "paxosfs: node %u: signal %u, stopping\n",
+                        n->cfg.id, si.ssi_signo);
+                n->stop = true;
+            }
+        }
+        if (n->mount && (pr > 0 && (pfd[1].revents & (POLLIN | POLLERR | POLLHUP)))) {
+            int rc = fs_process(n->mount);
+            if (rc != 0) {
+                if (rc < 0)
+                    fprintf(stderr, "paxosfs: FUSE: %s\n", strerror(-rc));
+                else
+                    fprintf(stderr, "paxosfs: node %u: unmounted, stopping\n",
+                            n->cfg.id);
+                n->stop = true;
+            }
+        }
+        step_queued(n);
+        now = node_now_ms(n);
+        if (n->next_tick_ms && now >= n->next_tick_ms) {
+            px_event ev = { .type = PX_EV_TICK };
+            step(n, &ev);
+        }
+        persist_turn(n);
+        now = node_now_ms(n);
+        expire_deadlines(n, now);
+        background_sync(n, now);
+    }
+    return n->fatal;
+}
+
+void node_close(node *n)
+{
+    if (!n)
+        return;
+    if (n->mount) {
+        fs_unmount(n->mount);
+        n->mount = NULL;
+    }
+    if (n->chain && !n->fatal) {
+        int rc = chain_sync(n->chain);
+        if (rc < 0)
+            fprintf(stderr, "paxosfs: final chain fdatasync failed: %s\n",
+                    strerror(-rc));
+        else if (n->acceptor)
+            acceptor_compact(n->acceptor, chain_synced_index(n->chain));
+    }
+    if (n->px)
+        px_destroy(n->px);
+    if (n->state)
+        kv_destroy(n->state);
+    if (n->acceptor)
+        acceptor_close(n->acceptor);
+    if (n->chain)
+        chain_close(n->chain);
+    if (n->ring) {
+        for (uint32_t i = 0; i < NODE_MAX_PENDING; i++)
+            free(n->ring[i].op);
+        free(n->ring);
+    }
+    if (n->signal_fd >= 0)
+        close(n->signal_fd);
+    if (n->lock_fd >= 0)
+        close(n->lock_fd);
+    free(n->reads);
+    free(n->new_reads);
+    free(n->persist_ids);
+    free(n->data_dir);
+    free(n->mountpoint);
+    free(n);
+}

@@ -1,0 +1,53 @@
+/*
+ * node.h - the paxosfs node runtime: one event loop that drives the
+ * consensus replica (consensus/px.h) with real time, persists what it asks
+ * (chain/ acceptor store, one fdatasync per loop turn = group commit),
+ * applies committed entries to the hash chain and the key-value state, and
+ * serves the FUSE mount (fs/) from that state.
+ *
+ * Order of work in one loop turn (DESIGN.md invariants 1 and 2):
+ *   read FUSE requests -> step the replica (propose, read index, tick)
+ *   -> persist (acceptor records, one fdatasync) -> send messages
+ *   -> report PERSISTED -> apply committed entries (chain + kv) -> answer
+ *   parked FUSE requests.
+ */
+#ifndef PAXOSFS_NODE_H
+#define PAXOSFS_NODE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct node node;
+
+typedef struct node_config {
+    uint32_t id;                   /* this node's id, >= 1 */
+    const char *data_dir;          /* backing directory */
+    const char *mountpoint;        /* NULL: no mount */
+    uint64_t commit_timeout_ms;    /* a write not applied by then fails */
+    double attr_timeout_s;         /* FUSE attribute/entry cache */
+    bool fuse_debug;
+    bool allow_other;
+    uint64_t chain_sync_interval_ms; /* background fdatasync of the chain */
+} node_config;
+
+void node_config_default(node_config *cfg);
+
+/* Open the backing directory (creating it), take its lock, verify and load
+ * the chain, replay it into the key-value state, recover the acceptor
+ * store and create the replica.  On failure returns a negative errno and
+ * writes a one-line explanation into err (e.g. the damaged file and
+ * offset, or "already in use by pid N"). */
+int node_open(const node_config *cfg, node **out, char *err, size_t err_len);
+
+/* Mount the filesystem (cfg->mountpoint).  0 or negative errno + err. */
+int node_mount(node *n, char *err, size_t err_len);
+
+/* Run until SIGTERM/SIGINT or the mount goes away.  Returns 0 on a clean
+ * stop, or a negative errno after a fatal storage error. */
+int node_run(node *n);
+
+/* Unmount, sync the chain, release the lock and free everything. */
+void node_close(node *n);
+
+#endif

@@ -1,0 +1,236 @@
+/*
+ * paxosfs - a paxosfs node with its FUSE mount.
+ *
+ *   paxosfs --id N --data DIR [options] MOUNTPOINT
+ *
+ * Without -f the command returns once the mount is ready and the node keeps
+ * serving in the background: the child does all the work (open, verify,
+ * mount) while its stderr is still the caller's terminal, reports success
+ * or failure through a pipe, and only then redirects its output to the
+ * log file.  `fusermount3 -u MOUNTPOINT` or SIGTERM stops it cleanly.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../net/node.h"
+
+static void usage(FILE *fp)
+{
+    fprintf(fp,
+"usage: paxosfs --id N --data DIR [options] MOUNTPOINT\n"
+"\n"
+"Run paxosfs node N with its backing directory DIR and mount the store at\n"
+"MOUNTPOINT.  Returns once the mount is ready; the node keeps serving in the\n"
+"background until `fusermount3 -u MOUNTPOINT` or SIGTERM.\n"
+"\n"
+"options:\n"
+"  --id N                 node id, a positive integer (default 1)\n"
+"  --data DIR             backing directory: hash chain, acceptor state,\n"
+"                         LOCK and log (created if absent); required\n"
+"  -f, --foreground       stay in the foreground, log to stderr\n"
+"  -d, --debug            print every FUSE request (implies -f)\n"
+"  --log FILE             log file when in the background\n"
+"                         (default DIR/paxosfs.log)\n"
+"  --commit-timeout-ms N  a write not committed within N ms fails with\n"
+"                         ETIMEDOUT (default 10000)\n"
+"  --attr-timeout S       kernel attribute cache seconds (default 1.0)\n"
+"  --allow-other          let other users access the mount\n"
+"  -h, --help             this help\n"
+"\n"
+"Values are at most 4 MiB (larger writes fail with EFBIG); names at most\n"
+"255 bytes (ENAMETOOLONG).  See README.md.\n");
+}
+
+static char *absolute(const char *path)
+{
+    if (path[0] == '/')
+        return strdup(path);
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd))
+        return NULL;
+    size_t len = strlen(cwd) + 1 + strlen(path) + 1;
+    char *out = malloc(len);
+    if (out)
+        snprintf(out, len, "%s/%s", cwd, path);
+    return out;
+}
+
+static int parse_u64(const char *s, unsigned long long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || !end || *end || s[0] == '-' || s[0] == '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    node_config cfg;
+    node_config_default(&cfg);
+    const char *data = NULL, *log_path = NULL;
+    bool foreground = false;
+    enum { OPT_ID = 256, OPT_DATA, OPT_LOG, OPT_COMMIT_TIMEOUT, OPT_ATTR,
+           OPT_ALLOW_OTHER };
+    static const struct option longopts[] = {
+        { "id", required_argument, NULL, OPT_ID },
+        { "data", required_argument, NULL, OPT_DATA },
+        { "log", required_argument, NULL, OPT_LOG },
+        { "commit-timeout-ms", required_argument, NULL, OPT_COMMIT_TIMEOUT },
+        { "attr-timeout", required_argument, NULL, OPT_ATTR },
+        { "allow-other", no_argument, NULL, OPT_ALLOW_OTHER },
+        { "foreground", no_argument, NULL, 'f' },
+        { "debug", no_argument, NULL, 'd' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+    unsigned long long v;
+    while ((c = getopt_long(argc, argv, "fdh", longopts, NULL)) != -1) {
+        switch (c) {
+        case OPT_ID:
+            if (parse_u64(optarg, &v) || v == 0 || v > 0xffffffffull) {
+                fprintf(stderr, "paxosfs: --id needs a positive integer, got '%s'\n", optarg);
+                return 2;
+            }
+            cfg.id = (uint32_t)v;
+            break;
+        case OPT_DATA: data = optarg; break;
+        case OPT_LOG: log_path = optarg; break;
+        case OPT_COMMIT_TIMEOUT:
+            if (parse_u64(optarg, &v) || v == 0) {
+                fprintf(stderr, "paxosfs: --commit-timeout-ms needs a positive integer\n");
+                return 2;
+            }
+            cfg.commit_timeout_ms = v;
+            break;
+        case OPT_ATTR: {
+            char *end = NULL;
+            double d = strtod(optarg, &end);
+            if (!end || *end || d < 0 || d > 3600) {
+                fprintf(stderr, "paxosfs: --attr-timeout needs seconds in [0, 3600]\n");
+                return 2;
+            }
+            cfg.attr_timeout_s = d;
+            break;
+        }
+        case OPT_ALLOW_OTHER: cfg.allow_other = true; break;
+        case 'f': foreground = true; break;
+        case 'd': cfg.fuse_debug = true; foreground = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!data || optind != argc - 1) {
+        fprintf(stderr, "paxosfs: %s\n", !data ? "--data DIR is required"
+                                              : "exactly one MOUNTPOINT is required");
+        usage(stderr);
+        return 2;
+    }
+    char *mountpoint = realpath(argv[optind], NULL);
+    struct stat st;
+    if (!mountpoint || stat(mountpoint, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "paxosfs: mount point %s is not an existing directory\n",
+                argv[optind]);
+        free(mountpoint);
+        return 2;
+    }
+    char *data_dir = absolute(data);
+    char *log_file = NULL;
+    if (!data_dir) {
+        fprintf(stderr, "paxosfs: cannot resolve %s\n", data);
+        return 2;
+    }
+    if (log_path) {
+        log_file = absolute(log_path);
+    } else {
+        size_t len = strlen(data_dir) + sizeof "/paxosfs.log";
+        log_file = malloc(len);
+        if (log_file)
+            snprintf(log_file, len, "%s/paxosfs.log", data_dir);
+    }
+    if (!log_file) {
+        fprintf(stderr, "paxosfs: out of memory\n");
+        return 2;
+    }
+    cfg.data_dir = data_dir;
+    cfg.mountpoint = mountpoint;
+
+    int ready_pipe[2] = { -1, -1 };
+    if (!foreground) {
+        if (pipe(ready_pipe) != 0) {
+            perror("paxosfs: pipe");
+            return 1;
+        }
+        pid_t pid = fork();
+        if (pid < 0) {
+            perror("paxosfs: fork");
+            return 1;
+        }
+        if (pid > 0) {
+            close(ready_pipe[1]);
+            char status = 1;
+            ssize_t r;
+            do
+                r = read(ready_pipe[0], &status, 1);
+            while (r < 0 && errno == EINTR);
+            return r == 1 ? status : 1;
+        }
+        close(ready_pipe[0]);
+        setsid();
+    }
+
+    char err[1024] = "";
+    node *n = NULL;
+    int rc = node_open(&cfg, &n, err, sizeof err);
+    if (rc == 0)
+        rc = node_mount(n, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "paxosfs: node %u: %s\n", cfg.id, err);
+        node_close(n);
+        if (!foreground) {
+            char status = 1;
+            if (write(ready_pipe[1], &status, 1) < 0)
+                perror("paxosfs: write");
+        }
+        return 1;
+    }
+    fprintf(stderr, "paxosfs: node %u serving %s from %s\n", cfg.id,
+            mountpoint, data_dir);
+    if (!foreground) {
+        int fd = open(log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+            close(fd);
+        }
+        if (null_fd >= 0) {
+            dup2(null_fd, STDIN_FILENO);
+            close(null_fd);
+        }
+        setvbuf(stderr, NULL, _IOLBF, 0);
+        if (chdir("/") != 0)
+            perror("paxosfs: chdir");
+        char status = 0;
+        if (write(ready_pipe[1], &status, 1) < 0)
+            perror("paxosfs: write");
+        close(ready_pipe[1]);
+    }
+    rc = node_run(n);
+    node_close(n);
+    fprintf(stderr, "paxosfs: node %u stopped%s\n", cfg.id, rc ? " after a storage failure" : "");
+    free(data_dir);
+    free(mountpoint);
+    free(log_file);
+    return rc ? 1 : 0;
+}
