@@ -106,6 +106,24 @@ int chain_block_render(const chain_block *b, char **text, uint32_t *len);
 int chain_verify_dir(const char *dir, uint64_t *head_index,
                      uint8_t head_hash[CHAIN_HASH_BYTES], chain_damage *damage);
 
+/* Add-only extensions. */
+
+/* Roll to a new segment file once the active one would exceed `bytes`
+ * (default CHAIN_SEGMENT_BYTES; tests use small values).  Affects future
+ * appends only. */
+#define CHAIN_SEGMENT_BYTES (64u << 20)
+void chain_set_segment_bytes(chain *c, uint64_t bytes);
+
+/* chain_verify_dir that also tells whether the last segment ends in a torn
+ * record (a crash in the middle of an append).  A torn tail is not damage:
+ * the function still returns 0 with the head before the torn record, fills
+ * *torn with its path, offset and size (torn_bytes > 0 means one was found;
+ * torn_tail_cut stays false: nothing is written) and leaves the cut to the
+ * next chain_open.  `torn` may be NULL. */
+int chain_verify_dir_report(const char *dir, uint64_t *head_index,
+                            uint8_t head_hash[CHAIN_HASH_BYTES],
+                            chain_open_report *torn, chain_damage *damage);
+
 /* ------------------------------------------------------- acceptor store */
 
 typedef struct acceptor_store acceptor_store;
@@ -127,7 +145,30 @@ int acceptor_put_promise(acceptor_store *a, px_ballot promise);
 int acceptor_put_accept(acceptor_store *a, const px_entry *e);
 int acceptor_sync(acceptor_store *a);
 
+/* acceptor_sync in two halves, so that the fdatasync can run on another
+ * thread while the owner goes on buffering (pipelined group commit):
+ * acceptor_write hands everything buffered to the file (page cache only);
+ * acceptor_datasync makes every write done before it durable.
+ * acceptor_datasync reads nothing but the file descriptor and may run on
+ * any thread, provided the owner calls neither acceptor_compact nor
+ * acceptor_close meanwhile.  acceptor_pending_bytes says whether anything
+ * awaits acceptor_write. */
+int acceptor_write(acceptor_store *a);
+int acceptor_datasync(const acceptor_store *a);
+uint64_t acceptor_pending_bytes(const acceptor_store *a);
+
 /* Forget accepted slots <= upto (they are in a durable chain now). */
 int acceptor_compact(acceptor_store *a, uint64_t upto);
+
+/* Add-only extensions. */
+
+/* acceptor_compact rolls to a fresh log once the log holds more than this
+ * many bytes (default ACCEPTOR_LOG_BYTES; tests use small values). */
+#define ACCEPTOR_LOG_BYTES (16u << 20)
+void acceptor_set_log_bytes(acceptor_store *a, uint64_t bytes);
+
+/* The current state (promise and accepts, including buffered ones), with
+ * the lifetime rules of acceptor_state. */
+void acceptor_get_state(const acceptor_store *a, acceptor_state *st);
 
 #endif /* PAXOSFS_CHAIN_H */

@@ -105,4 +105,20 @@ typedef struct kv_op {
 
 int kv_op_decode(const uint8_t *buf, uint32_t len, kv_op *op);
 
+/* Add-only extensions. */
+
+/* Encoded sizes (APPEND has the size of PUT). */
+size_t kv_op_size_put(size_t key_len, uint32_t val_len);
+size_t kv_op_size_del(size_t key_len);
+size_t kv_op_size_rename(size_t from_len, size_t to_len);
+
+/* Snapshot of the whole state machine: applied index, every key with its
+ * value, mtime and version, and the session table (px_sessions_encode).
+ * Layout and checks in chain/kv_snapshot.c (versioned header, zlib level 1
+ * payload, CRC-32).  kv_snapshot_encode mallocs *out (free with free()).
+ * kv_snapshot_decode replaces the contents of `s` only on success; on
+ * garbage it returns -EINVAL (never crashes) and leaves `s` unchanged. */
+int kv_snapshot_encode(const kv *s, uint8_t **out, size_t *out_len);
+int kv_snapshot_decode(kv *s, const uint8_t *buf, size_t len);
+
 #endif /* PAXOSFS_KV_H */

@@ -57,6 +57,15 @@ void fs_handle_unref(fs_handle *h)
     free(h);
 }
 
+void fs_release_inode(fs *f, fs_inode *in)
+{
+    if (in->nlookup > 0 || in->open_count > 0)
+        return;
+    if (!in->orphan && kv_get(f->be.state(f->be.ctx), in->key, in->key_len))
+        return;
+    fs_inode_release_if_unused(f->inodes, in);
+}
+
 int fs_check_name(const char *name)
 {
     size_t len = strlen(name);
@@ -245,7 +254,7 @@ static void op_forget_one(fs *f, fuse_ino_t ino, uint64_t nlookup)
     if (!in)
         return;
     in->nlookup = nlookup >= in->nlookup ? 0 : in->nlookup - nlookup;
-    fs_inode_release_if_unused(f->inodes, in);
+    fs_release_inode(f, in);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -571,10 +580,24 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fs_handle_unref(h);
 }
 
+/* Inode number shown by readdir: the key's own when the kernel knows it,
+ * else a stable number from a range keys never get (readdir callers skip
+ * entries whose number is 0, so some number must be there). */
+static uint64_t key_dirent_ino(fs *f, const char *name)
+{
+    fs_inode *in = fs_inode_by_key(f->inodes, name, strlen(name));
+    if (in)
+        return in->ino;
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ull;
+    return (FS_INO_BLOCK_BASE >> 1) | (h & ((FS_INO_BLOCK_BASE >> 1) - 1));
+}
+
 /* Name and type of directory entry number `i` of handle `h`; false past
  * the end.  Root: . .. .chain .status keys...; .chain: . .. blocks. */
-static bool dir_entry(const fs_handle *h, uint64_t i, char *name, size_t cap,
-                      struct stat *st)
+static bool dir_entry(fs *f, const fs_handle *h, uint64_t i, char *name,
+                      size_t cap, struct stat *st)
 {
     memset(st, 0, sizeof *st);
     if (i < 2) {
@@ -602,7 +625,7 @@ static bool dir_entry(const fs_handle *h, uint64_t i, char *name, size_t cap,
     if (i >= h->n_names)
         return false;
     snprintf(name, cap, "%s", h->names[i]);
-    st->st_ino = 0;        /* unknown until looked up */
+    st->st_ino = key_dirent_ino(f, name);
     st->st_mode = S_IFREG;
     return true;
 }
@@ -620,7 +643,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     size_t used = 0;
     char name[KV_MAX_NAME + 1];
     struct stat st;
-    for (uint64_t i = (uint64_t)off; dir_entry(h, i, name, sizeof name, &st); i++) {
+    for (uint64_t i = (uint64_t)off; dir_entry(fs_of(req), h, i, name, sizeof name, &st); i++) {
         size_t need = fuse_add_direntry(req, buf + used, size - used, name, &st,
                                         (off_t)(i + 1));
         if (need > size - used)
@@ -715,16 +738,27 @@ static void *notifier_main(void *arg)
     return NULL;
 }
 
-void fs_key_changed(fs *f, const char *key, size_t key_len)
+void fs_key_changed(fs *f, const char *key, size_t key_len, bool removed)
 {
     if (!f || !f->notifier_running)
         return;
     fs_inode *in = fs_inode_by_key(f->inodes, key, key_len);
+    if (removed && in) {
+        /* deleted or renamed away by an entry: a later creation of the
+         * same name must get a new inode number */
+        fs_inode_orphan(f->inodes, in);
+        fs_release_inode(f, in);
+        in = NULL;
+    }
+    if (!in && !removed)
+        return;   /* the kernel knows nothing of it: nothing to drop */
     fs_notice *n = calloc(1, sizeof *n);
     if (!n)
         return;   /* caches expire on their own after attr_timeout */
     n->ino = in ? in->ino : 0;
-    if (!memchr(key, '/', key_len))
+    /* only a removal changes what a name resolves to (negative lookups
+     * are never cached) */
+    if (removed && !memchr(key, '/', key_len))
         n->name = strndup(key, key_len);
     pthread_mutex_lock(&f->lock);
     if (f->n_notices >= FS_NOTICE_MAX) {

@@ -26,6 +26,7 @@
 #ifndef PAXOSFS_FS_H
 #define PAXOSFS_FS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -76,9 +77,10 @@ int fs_fd(const fs *f);
  * 0, or 1 once the filesystem was unmounted, or a negative errno. */
 int fs_process(fs *f);
 
-/* The backend applied an entry that changed `key`: drop kernel caches for
- * it (asynchronously, off the loop thread). */
-void fs_key_changed(fs *f, const char *key, size_t key_len);
+/* The backend applied an entry that changed `key` (`removed`: deleted, or
+ * renamed away): drop kernel caches for it, asynchronously, off the loop
+ * thread. */
+void fs_key_changed(fs *f, const char *key, size_t key_len, bool removed);
 
 /* Unmount (if still mounted) and free. */
 void fs_unmount(fs *f);

@@ -96,6 +96,9 @@ void fs_fill_key_attr(const fs *f, const fs_inode *in, const kv_value *v,
                       uint32_t len_override, bool use_override,
                       struct stat *st);
 int fs_check_name(const char *name);
+/* Free `in` once nothing references it and its key is gone: a key that
+ * exists keeps its inode number for the life of the mount. */
+void fs_release_inode(fs *f, fs_inode *in);
 
 /* keyfile.c */
 void fs_key_lookup(fuse_req_t req, const char *name);

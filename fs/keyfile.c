@@ -117,7 +117,7 @@ static void reply_lookup(fs *f, fuse_req_t req, const char *name)
     if (fuse_reply_entry(req, &e) == 0)
         in->nlookup++;
     else
-        fs_inode_release_if_unused(f->inodes, in);
+        fs_release_inode(f, in);
 }
 
 static void done_lookup(void *arg, int result)
@@ -235,7 +235,7 @@ static void done_commit(void *arg, int result)
     }
     if (w->in) {
         w->in->open_count--;
-        fs_inode_release_if_unused(f->inodes, w->in);
+        fs_release_inode(f, w->in);
     }
     wait_free(w);
 }
@@ -305,7 +305,7 @@ void fs_key_release(fuse_req_t req, fs_handle *h)
     fs_inode *in = h->in;
     in->open_count--;
     fs_handle_unref(h);
-    fs_inode_release_if_unused(f->inodes, in);
+    fs_release_inode(f, in);
     fuse_reply_err(req, 0);
 }
 
@@ -402,10 +402,9 @@ void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,
                 return;
             }
             /* touch: commit now, the mtime becomes the commit time */
-            if (h->dirty_data || h->dirty_trunc) {
-                park_commit(req, h, WAIT_SETATTR);
-                return;
-            }
+            h->dirty_data = true;
+            park_commit(req, h, WAIT_SETATTR);
+            return;
         }
         struct stat st;
         fs_fill_key_attr(f, in, current(f, in), h->len, true, &st);
@@ -413,6 +412,14 @@ void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,
         return;
     }
     const kv_value *v = current(f, in);
+    if (!v && in->open_count > 0 && !(to_set & FUSE_SET_ATTR_SIZE)) {
+        /* utimes on a file created here and not committed yet: it commits
+         * (with the commit time as mtime) when its handle does */
+        struct stat st;
+        fs_fill_key_attr(f, in, NULL, 0, true, &st);
+        fuse_reply_attr(req, &st, f->opt.attr_timeout_s);
+        return;
+    }
     if (!v) {
         fuse_reply_err(req, in->open_count > 0 ? EBUSY : ENOENT);
         return;
@@ -458,7 +465,8 @@ static int prepare_handle(fs *f, fs_handle *h, fs_inode *in, int flags,
     int acc = flags & O_ACCMODE;
     h->in = in;
     h->writable = acc == O_WRONLY || acc == O_RDWR;
-    h->append = h->writable && (flags & O_APPEND);
+    /* O_TRUNC|O_APPEND replaces the value: a plain write buffer */
+    h->append = h->writable && (flags & O_APPEND) && !(flags & O_TRUNC);
     const kv_value *v = current(f, in);
     if (!v && !created && in->open_count == 0)
         return ENOENT;
@@ -469,12 +477,15 @@ static int prepare_handle(fs *f, fs_handle *h, fs_inode *in, int flags,
         }
         return 0;
     }
-    if (created || (flags & O_TRUNC) || !v) {
-        h->dirty_trunc = !h->append || !v;
+    if (h->append) {
+        /* only the appended bytes are buffered; a missing key is created */
+        h->dirty_trunc = v == NULL;
         return 0;
     }
-    if (h->append)
+    if (created || (flags & O_TRUNC) || !v) {
+        h->dirty_trunc = true;
         return 0;
+    }
     int rc = set_length(h, v->len);
     if (rc)
         return rc;
@@ -519,7 +530,7 @@ static void done_open(void *arg, int result)
     fs_inode *in = w->in;
     w->in = NULL;
     wait_free(w);
-    fs_inode_release_if_unused(f->inodes, in);
+    fs_release_inode(f, in);
 }
 
 void fs_key_open(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi)
@@ -567,7 +578,7 @@ void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi)
     fs_handle *h = in ? fs_handle_new(FS_H_KEY) : NULL;
     if (!h) {
         if (in)
-            fs_inode_release_if_unused(f->inodes, in);
+            fs_release_inode(f, in);
         fuse_reply_err(req, ENOMEM);
         return;
     }
@@ -577,7 +588,7 @@ void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi)
     if (rc) {
         h->in = NULL;
         fs_handle_unref(h);
-        fs_inode_release_if_unused(f->inodes, in);
+        fs_release_inode(f, in);
         fuse_reply_err(req, rc);
         return;
     }
@@ -591,7 +602,7 @@ void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi)
     } else {
         in->open_count--;
         fs_handle_unref(h);
-        fs_inode_release_if_unused(f->inodes, in);
+        fs_release_inode(f, in);
     }
 }
 
@@ -605,7 +616,7 @@ static void done_unlink(void *arg, int result)
         fs_inode *in = fs_inode_by_key(f->inodes, w->name, strlen(w->name));
         if (in) {
             fs_inode_orphan(f->inodes, in);
-            fs_inode_release_if_unused(f->inodes, in);
+            fs_release_inode(f, in);
         }
     }
     fuse_reply_err(w->req, result < 0 ? commit_errno(result) : 0);
@@ -655,7 +666,7 @@ static void done_rename(void *arg, int result)
         fs_inode *src = fs_inode_by_key(f->inodes, w->name, strlen(w->name));
         if (target && target != src) {
             fs_inode_orphan(f->inodes, target);
-            fs_inode_release_if_unused(f->inodes, target);
+            fs_release_inode(f, target);
         }
         if (src && fs_inode_rekey(f->inodes, src, w->newname,
                                   strlen(w->newname)) < 0)

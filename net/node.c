@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -62,6 +63,31 @@ typedef struct read_wait {
     bool ready;
 } read_wait;
 
+/* A growable list of persist ids. */
+typedef struct id_list {
+    uint64_t *ids;
+    uint32_t n;
+    uint32_t cap;
+} id_list;
+
+/* The sync thread: runs acceptor_datasync while the loop goes on serving
+ * FUSE requests and buffering the next batch (DESIGN.md, "a sync thread
+ * for group commit").  One job at a time; the loop is woken through an
+ * eventfd when it is done. */
+typedef struct syncer {
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool busy;              /* a job was handed over and not collected */
+    bool requested;         /* the thread should run a job */
+    bool finished;          /* the thread finished it; result is valid */
+    bool stop;
+    int result;
+    int wake_fd;            /* eventfd, readable when finished */
+    const acceptor_store *store;
+} syncer;
+
 struct node {
     node_config cfg;
     char *data_dir;
@@ -88,11 +114,13 @@ struct node {
     uint64_t *new_reads;        /* tokens not yet stepped */
     uint32_t n_new_reads;
 
-    /* persistence of the current loop turn */
-    uint64_t *persist_ids;
-    uint32_t n_persist_ids;
-    uint32_t cap_persist_ids;
-    bool acceptor_dirty;
+    /* pipelined group commit: outputs whose records are buffered in the
+     * acceptor store (buffered), written to its file and waiting for the
+     * next fdatasync (written), or covered by the one in flight (syncing) */
+    id_list buffered;
+    id_list written;
+    id_list syncing;
+    syncer sync;
 
     uint64_t last_now_ms;
     uint64_t next_tick_ms;
@@ -199,9 +227,13 @@ static void notify_changes(node *n, const px_entry *e)
         kv_op op;
         if (kv_op_decode(req.op, req.len, &op) != 0)
             continue;
-        fs_key_changed(n->mount, op.key, op.key_len);
+        /* judged from the state after the entry: a failed op changed
+         * nothing, and a rename this mount made was already re-keyed */
+        fs_key_changed(n->mount, op.key, op.key_len,
+                       !kv_get(n->state, op.key, op.key_len));
         if (op.type == KV_OP_RENAME)
-            fs_key_changed(n->mount, op.key2, op.key2_len);
+            fs_key_changed(n->mount, op.key2, op.key2_len,
+                           !kv_get(n->state, op.key2, op.key2_len));
     }
 }
 
@@ -262,17 +294,27 @@ static void apply_committed(node *n, const px_entry *e)
 
 /* ------------------------------------------------------------ outputs */
 
-static int remember_persist_id(node *n, uint64_t id)
+static int id_list_push(id_list *l, uint64_t id)
 {
-    if (n->n_persist_ids == n->cap_persist_ids) {
-        uint32_t cap = n->cap_persist_ids ? n->cap_persist_ids * 2 : 64;
-        uint64_t *ids = realloc(n->persist_ids, cap * sizeof *ids);
+    if (l->n == l->cap) {
+        uint32_t cap = l->cap ? l->cap * 2 : 64;
+        uint64_t *ids = realloc(l->ids, cap * sizeof *ids);
         if (!ids)
             return -ENOMEM;
-        n->persist_ids = ids;
-        n->cap_persist_ids = cap;
+        l->ids = ids;
+        l->cap = cap;
     }
-    n->persist_ids[n->n_persist_ids++] = id;
+    l->ids[l->n++] = id;
+    return 0;
+}
+
+/* Move every id of `from` to the end of `to`. */
+static int id_list_move(id_list *to, id_list *from)
+{
+    for (uint32_t i = 0; i < from->n; i++)
+        if (id_list_push(to, from->ids[i]) < 0)
+            return -ENOMEM;
+    from->n = 0;
     return 0;
 }
 
@@ -283,13 +325,10 @@ static void handle_output(node *n, const px_output *out)
         rc = acceptor_put_promise(n->acceptor, out->promise);
     for (uint32_t i = 0; rc == 0 && i < out->n_accepts; i++)
         rc = acceptor_put_accept(n->acceptor, &out->accepts[i]);
-    if (rc < 0) {
+    if (rc < 0)
         storage_failed(n, "acceptor store write", rc);
-    } else if (out->persist_id) {
-        n->acceptor_dirty = true;
-        if (remember_persist_id(n, out->persist_id) < 0)
-            storage_failed(n, "bookkeeping", -ENOMEM);
-    }
+    else if (out->persist_id && id_list_push(&n->buffered, out->persist_id) < 0)
+        storage_failed(n, "bookkeeping", -ENOMEM);
     /* single-node runtime: a replica alone has nobody to message; the
      * cluster transport sends out->msgs after the sync below */
 
@@ -339,31 +378,135 @@ static void step(node *n, px_event *ev)
     handle_output(n, &out);
 }
 
-/* Make this turn's acceptor records durable, then report them. */
-static void persist_turn(node *n)
+/* ------------------------------------------------------ sync thread */
+
+static void *syncer_main(void *arg)
 {
-    for (int rounds = 0; rounds < 64 && n->acceptor_dirty && !n->fatal; rounds++) {
-        int rc = acceptor_sync(n->acceptor);
+    node *n = arg;
+    syncer *sy = &n->sync;
+    pthread_mutex_lock(&sy->lock);
+    for (;;) {
+        while (!sy->requested && !sy->stop)
+            pthread_cond_wait(&sy->cond, &sy->lock);
+        if (!sy->requested)
+            break;
+        sy->requested = false;
+        pthread_mutex_unlock(&sy->lock);
+        int rc = acceptor_datasync(sy->store);
+        pthread_mutex_lock(&sy->lock);
+        sy->result = rc;
+        sy->finished = true;
+        uint64_t one = 1;
+        if (write(sy->wake_fd, &one, sizeof one) < 0)
+            fprintf(stderr, "paxosfs: sync thread cannot wake the loop: %s\n",
+                    strerror(errno));
+    }
+    pthread_mutex_unlock(&sy->lock);
+    return NULL;
+}
+
+static int syncer_start(node *n)
+{
+    syncer *sy = &n->sync;
+    sy->store = n->acceptor;
+    sy->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (sy->wake_fd < 0)
+        return -errno;
+    pthread_mutex_init(&sy->lock, NULL);
+    pthread_cond_init(&sy->cond, NULL);
+    if (pthread_create(&sy->thread, NULL, syncer_main, n) != 0) {
+        close(sy->wake_fd);
+        sy->wake_fd = -1;
+        return -EAGAIN;
+    }
+    sy->started = true;
+    return 0;
+}
+
+static void syncer_stop(node *n)
+{
+    syncer *sy = &n->sync;
+    if (!sy->started)
+        return;
+    pthread_mutex_lock(&sy->lock);
+    sy->stop = true;
+    pthread_cond_signal(&sy->cond);
+    pthread_mutex_unlock(&sy->lock);
+    pthread_join(sy->thread, NULL);
+    pthread_mutex_destroy(&sy->lock);
+    pthread_cond_destroy(&sy->cond);
+    close(sy->wake_fd);
+    sy->started = false;
+}
+
+/* Hand the buffered records to the file, and start an fdatasync for all
+ * written ones unless one is in flight (it will be followed by the next
+ * as soon as it finishes: group commit without waiting for a timer). */
+static void flush_writes(node *n)
+{
+    if (n->fatal)
+        return;
+    if (n->buffered.n || acceptor_pending_bytes(n->acceptor)) {
+        int rc = acceptor_write(n->acceptor);
         if (rc < 0) {
-            storage_failed(n, "acceptor fdatasync", rc);
+            storage_failed(n, "acceptor store write", rc);
             return;
         }
-        n->acceptor_dirty = false;
-        uint32_t count = n->n_persist_ids;
-        uint64_t ids[256];
-        while (count > 0) {
-            uint32_t k = count < 256 ? count : 256;
-            memcpy(ids, n->persist_ids, k * sizeof ids[0]);
-            memmove(n->persist_ids, n->persist_ids + k,
-                    (n->n_persist_ids - k) * sizeof ids[0]);
-            n->n_persist_ids -= k;
-            count -= k;
-            for (uint32_t i = 0; i < k; i++) {
-                px_event ev = { .type = PX_EV_PERSISTED };
-                ev.u.persist_id = ids[i];
-                step(n, &ev);
-            }
+        if (id_list_move(&n->written, &n->buffered) < 0) {
+            storage_failed(n, "bookkeeping", -ENOMEM);
+            return;
         }
+    }
+    syncer *sy = &n->sync;
+    if (sy->busy || n->written.n == 0)
+        return;
+    id_list tmp = n->syncing;
+    n->syncing = n->written;
+    n->written = tmp;
+    n->written.n = 0;
+    sy->busy = true;
+    pthread_mutex_lock(&sy->lock);
+    sy->requested = true;
+    pthread_cond_signal(&sy->cond);
+    pthread_mutex_unlock(&sy->lock);
+}
+
+/* The fdatasync in flight finished: report its outputs as persisted (which
+ * may commit entries and answer parked requests), then start the next. */
+static void collect_sync(node *n)
+{
+    syncer *sy = &n->sync;
+    uint64_t count;
+    if (read(sy->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
+        return;
+    pthread_mutex_lock(&sy->lock);
+    bool finished = sy->finished;
+    int rc = sy->result;
+    sy->finished = false;
+    pthread_mutex_unlock(&sy->lock);
+    if (!finished)
+        return;
+    sy->busy = false;
+    if (rc < 0) {
+        storage_failed(n, "acceptor fdatasync", rc);
+        return;
+    }
+    for (uint32_t i = 0; i < n->syncing.n && !n->fatal; i++) {
+        px_event ev = { .type = PX_EV_PERSISTED };
+        ev.u.persist_id = n->syncing.ids[i];
+        step(n, &ev);
+    }
+    n->syncing.n = 0;
+    flush_writes(n);
+}
+
+/* Wait for the sync in flight, if any, and collect it (shutdown). */
+static void drain_sync(node *n)
+{
+    for (int i = 0; i < 1000 && n->sync.busy; i++) {
+        struct pollfd p = { .fd = n->sync.wake_fd, .events = POLLIN };
+        if (poll(&p, 1, 100) > 0)
+            collect_sync(n);
     }
 }
 
@@ -421,7 +564,8 @@ static void expire_deadlines(node *n, uint64_t now_ms)
 
 static void background_sync(node *n, uint64_t now_ms)
 {
-    if (n->fatal || now_ms - n->last_chain_sync_ms < n->cfg.chain_sync_interval_ms)
+    if (n->fatal || n->sync.busy ||
+        now_ms - n->last_chain_sync_ms < n->cfg.chain_sync_interval_ms)
         return;
     n->last_chain_sync_ms = now_ms;
     if (chain_synced_index(n->chain) == chain_head_index(n->chain))
@@ -650,6 +794,7 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     n->cfg = *cfg;
     n->lock_fd = -1;
     n->signal_fd = -1;
+    n->sync.wake_fd = -1;
     n->data_dir = strdup(cfg->data_dir);
     n->mountpoint = cfg->mountpoint ? strdup(cfg->mountpoint) : NULL;
     n->ring = calloc(NODE_MAX_PENDING, sizeof *n->ring);
@@ -751,8 +896,28 @@ fail:
     return rc < 0 ? rc : -EIO;
 }
 
+static int open_signal_fd(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+        return -errno;
+    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
 int node_mount(node *n, char *err, size_t err_len)
 {
+    /* block the stop signals before the mount starts its threads, so they
+     * reach the loop's signalfd and no thread dies of them */
+    n->signal_fd = open_signal_fd();
+    if (n->signal_fd < 0) {
+        snprintf(err, err_len, "signalfd: %s", strerror(-n->signal_fd));
+        return n->signal_fd;
+    }
     fs_backend be = {
         .ctx = n,
         .submit = node_submit,
@@ -770,35 +935,24 @@ int node_mount(node *n, char *err, size_t err_len)
     return fs_mount(&opt, &be, n->mountpoint, &n->mount, err, err_len);
 }
 
-static int open_signal_fd(void)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
-        return -errno;
-    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-    return fd < 0 ? -errno : fd;
-}
-
 int node_run(node *n)
 {
-    n->signal_fd = open_signal_fd();
-    if (n->signal_fd < 0) {
-        fprintf(stderr, "paxosfs: signalfd: %s\n", strerror(-n->signal_fd));
-        return n->signal_fd;
+    int rc = syncer_start(n);
+    if (rc < 0) {
+        fprintf(stderr, "paxosfs: cannot start the sync thread: %s\n",
+                strerror(-rc));
+        return rc;
     }
     write_lock_pid(n);
     /* let the replica start (a sole voter elects itself at once) */
     px_event first = { .type = PX_EV_TICK };
     step(n, &first);
-    persist_turn(n);
+    flush_writes(n);
 
     while (!n->stop) {
-        struct pollfd pfd[2] = {
+        struct pollfd pfd[3] = {
             { .fd = n->signal_fd, .events = POLLIN },
+            { .fd = n->sync.wake_fd, .events = POLLIN },
             { .fd = n->mount ? fs_fd(n->mount) : -1, .events = POLLIN },
         };
         uint64_t now = node_now_ms(n);
@@ -807,7 +961,7 @@ int node_run(node *n)
             timeout = (int)(n->next_tick_ms - now);
         else if (n->next_tick_ms && n->next_tick_ms <= now)
             timeout = 0;
-        int pr = poll(pfd, 2, timeout);
+        int pr = poll(pfd, 3, timeout);
         if (pr < 0 && errno != EINTR) {
             fprintf(stderr, "paxosfs: poll: %s\n", strerror(errno));
             break;
@@ -820,8 +974,10 @@ int node_run(node *n)
                 n->stop = true;
             }
         }
-        if (n->mount && (pr > 0 && (pfd[1].revents & (POLLIN | POLLERR | POLLHUP)))) {
-            int rc = fs_process(n->mount);
+        if (pr > 0 && (pfd[1].revents & POLLIN))
+            collect_sync(n);
+        if (n->mount && pr > 0 && (pfd[2].revents & (POLLIN | POLLERR | POLLHUP))) {
+            rc = fs_process(n->mount);
             if (rc != 0) {
                 if (rc < 0)
                     fprintf(stderr, "paxosfs: FUSE: %s\n", strerror(-rc));
@@ -837,11 +993,13 @@ int node_run(node *n)
             px_event ev = { .type = PX_EV_TICK };
             step(n, &ev);
         }
-        persist_turn(n);
+        flush_writes(n);
         now = node_now_ms(n);
         expire_deadlines(n, now);
         background_sync(n, now);
     }
+    /* what was acknowledged is durable already; finish what is in flight */
+    drain_sync(n);
     return n->fatal;
 }
 
@@ -853,6 +1011,7 @@ void node_close(node *n)
         fs_unmount(n->mount);
         n->mount = NULL;
     }
+    syncer_stop(n);
     if (n->chain && !n->fatal) {
         int rc = chain_sync(n->chain);
         if (rc < 0)
@@ -880,7 +1039,9 @@ void node_close(node *n)
         close(n->lock_fd);
     free(n->reads);
     free(n->new_reads);
-    free(n->persist_ids);
+    free(n->buffered.ids);
+    free(n->written.ids);
+    free(n->syncing.ids);
     free(n->data_dir);
     free(n->mountpoint);
     free(n);

@@ -1,0 +1,81 @@
+/*
+ * chain_int.h - helpers private to chain/: little-endian field access,
+ * checksums, the SHA-256 block hasher and hex formatting.  Not part of the
+ * module surface (chain.h, kv.h, chain_io.h are).
+ */
+#ifndef PAXOSFS_CHAIN_INT_H
+#define PAXOSFS_CHAIN_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chain.h"
+
+static inline void chain_put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static inline void chain_put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline void chain_put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint16_t chain_get_u16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (uint16_t)p[1] << 8);
+}
+
+static inline uint32_t chain_get_u32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static inline uint64_t chain_get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* CRC-32 (zlib's polynomial) of `len` bytes: the record checksums. */
+uint32_t chain_crc32(const uint8_t *p, size_t len);
+
+/* True when all `len` bytes are zero. */
+int chain_all_zero(const uint8_t *p, size_t len);
+
+/* A reusable SHA-256 context, so that verifying many blocks does not
+ * allocate per block. */
+typedef struct chain_hasher {
+    void *md;   /* EVP_MD * */
+    void *ctx;  /* EVP_MD_CTX * */
+} chain_hasher;
+
+int chain_hasher_init(chain_hasher *h);          /* 0 or -ENOMEM */
+void chain_hasher_free(chain_hasher *h);
+/* The hash rule of chain.h with a prepared context; 0 or -EIO. */
+int chain_hasher_block(chain_hasher *h, const uint8_t prev[CHAIN_HASH_BYTES],
+                       uint64_t index, uint64_t time_ms, uint8_t kind,
+                       const uint8_t *data, uint32_t len,
+                       uint8_t out[CHAIN_HASH_BYTES]);
+
+/* Lower-case hex of `len` bytes into out (2*len+1 bytes with the NUL). */
+void chain_hex(const uint8_t *p, size_t len, char *out);
+
+/* Fill *d (when non-NULL). */
+void chain_damage_set(chain_damage *d, const char *path, uint64_t offset,
+                      uint64_t index, const char *reason);
+
+#endif /* PAXOSFS_CHAIN_INT_H */

@@ -1,0 +1,559 @@
+/*
+ * kv.c - owns the key-value state machine: the map of keys to immutable,
+ * reference-counted values, the exactly-once session table, and applying
+ * committed entries in slot order.  Op encoding is in kv_op.c, snapshots
+ * in kv_snapshot.c.
+ *
+ * Structure: every key is one kv_node, reachable two ways:
+ *   - an open-addressing hash table (linear probing, backward-shift
+ *     deletion, grown at 70 % load) for kv_get;
+ *   - a skip list in byte order for kv_scan; a node's height comes from
+ *     its key hash (1 + one level per two zero bits, p = 1/4), so no
+ *     randomness is involved and scans need no rebuilding: kv_scan only
+ *     reads, which keeps it safe under a shared (reader) lock.
+ *
+ * Invariants:
+ *   1. A key is in the hash table iff it is in the skip list; count and
+ *      value_bytes describe exactly those nodes.
+ *   2. Every stored key passed kv_key_check (non-empty, no NUL, every
+ *      '/'-separated component 1..KV_MAX_NAME bytes and not "." or "..",
+ *      at most KV_MAX_KEY bytes).
+ *   3. The map holds one reference on each node's value.  A value is
+ *      never modified after creation; writes install a new value and drop
+ *      the map's reference on the old one, so readers holding a reference
+ *      keep a consistent copy.  Reference counts are atomic because
+ *      readers on other threads may drop theirs while the applier runs.
+ *   4. Each op either applies completely or not at all: everything an op
+ *      needs is allocated before anything is changed.
+ *   5. applied is the last slot whose entry was applied completely.  If an
+ *      entry stops part-way with -ENOMEM, (partial_slot, partial_done)
+ *      records how many of its requests were processed, and retrying the
+ *      same entry continues after them: nothing is applied twice and no
+ *      callback is repeated.
+ *   6. Results are deterministic functions of the committed entries (no
+ *      clock, no randomness, no allocation failure recorded as a result),
+ *      so every replica reaches the same map and session table.
+ */
+#include "kv_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KV_SKIP_MAX 24           /* 4^24 keys before heights saturate */
+#define KV_TABLE_MIN 64
+#define KV_SESSION_CLIENTS 4096  /* same on every replica (invariant 6) */
+#define KV_SESSION_PER_CLIENT 64
+#define KV_REQUEST_MIN_BYTES 28  /* encoded request without op bytes */
+
+typedef struct kv_node {
+    uint64_t hash;
+    kv_value *val;
+    uint16_t key_len;
+    uint8_t height;
+    struct kv_node *next[];   /* height pointers, then the key bytes */
+} kv_node;
+
+struct kv {
+    kv_node **table;          /* cap slots, NULL = empty */
+    uint64_t cap;             /* power of two */
+    uint64_t count;
+    uint64_t value_bytes;
+    kv_node *head[KV_SKIP_MAX];
+    uint64_t applied;
+    uint64_t partial_slot;    /* invariant 5 */
+    uint32_t partial_done;
+    px_sessions *sessions;
+};
+
+static const char *node_key(const kv_node *n)
+{
+    return (const char *)(n->next + n->height);
+}
+
+/* 64-bit hash of a key: 8-byte words mixed with multiply/xor-shift (the
+ * murmur finaliser), good enough that linear probing stays short. */
+static uint64_t key_hash(const char *key, size_t len)
+{
+    const uint64_t m = 0xc6a4a7935bd1e995ull;
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ (len * m);
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t k;
+        memcpy(&k, key + i, 8);
+        k *= m;
+        k ^= k >> 47;
+        k *= m;
+        h ^= k;
+        h *= m;
+    }
+    uint64_t tail = 0;
+    for (size_t j = 0; i + j < len; j++)
+        tail |= (uint64_t)(uint8_t)key[i + j] << (8 * j);
+    h ^= tail;
+    h *= m;
+    h ^= h >> 47;
+    h *= m;
+    h ^= h >> 47;
+    return h;
+}
+
+static int key_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c)
+        return c;
+    return alen < blen ? -1 : alen > blen;
+}
+
+/* ------------------------------------------------------------ values */
+
+kv_value *kv_value_new(const uint8_t *a, uint32_t alen, const uint8_t *b,
+                       uint32_t blen, uint64_t mtime_ms, uint64_t version)
+{
+    kv_value *v = malloc(sizeof *v + (size_t)alen + blen);
+    if (!v)
+        return NULL;
+    v->refs = 1;
+    v->len = alen + blen;
+    v->mtime_ms = mtime_ms;
+    v->version = version;
+    if (alen)
+        memcpy(v->data, a, alen);
+    if (blen)
+        memcpy(v->data + alen, b, blen);
+    return v;
+}
+
+void kv_value_ref(const kv_value *v)
+{
+    if (v)
+        __atomic_fetch_add(&((kv_value *)v)->refs, 1, __ATOMIC_RELAXED);
+}
+
+void kv_value_unref(const kv_value *v)
+{
+    if (v && __atomic_sub_fetch(&((kv_value *)v)->refs, 1,
+                                __ATOMIC_ACQ_REL) == 0)
+        free((kv_value *)v);
+}
+
+/* ------------------------------------------------------------ map */
+
+kv *kv_create(void)
+{
+    kv *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->cap = KV_TABLE_MIN;
+    s->table = calloc(s->cap, sizeof *s->table);
+    s->sessions = px_sessions_create(KV_SESSION_CLIENTS, KV_SESSION_PER_CLIENT);
+    if (!s->table || !s->sessions) {
+        if (s->sessions)
+            px_sessions_destroy(s->sessions);
+        free(s->table);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void kv_destroy(kv *s)
+{
+    if (!s)
+        return;
+    kv_node *n = s->head[0];
+    while (n) {
+        kv_node *next = n->next[0];
+        kv_value_unref(n->val);
+        free(n);
+        n = next;
+    }
+    px_sessions_destroy(s->sessions);
+    free(s->table);
+    free(s);
+}
+
+uint64_t kv_applied_index(const kv *s)
+{
+    return s->applied;
+}
+
+uint64_t kv_count(const kv *s)
+{
+    return s->count;
+}
+
+uint64_t kv_bytes(const kv *s)
+{
+    return s->value_bytes;
+}
+
+static uint64_t table_find_slot(const kv *s, const char *key, size_t len,
+                                uint64_t h, bool *found)
+{
+    uint64_t mask = s->cap - 1;
+    uint64_t i = h & mask;
+    /* Bounded: the table is never full (load <= 70 %). */
+    for (uint64_t probes = 0; probes < s->cap; probes++) {
+        kv_node *n = s->table[i];
+        if (!n)
+            break;
+        if (n->hash == h && n->key_len == len &&
+            memcmp(node_key(n), key, len) == 0) {
+            *found = true;
+            return i;
+        }
+        i = (i + 1) & mask;
+    }
+    *found = false;
+    return i;
+}
+
+static kv_node *find_node(const kv *s, const char *key, size_t len)
+{
+    bool found;
+    if (len == 0 || len > KV_MAX_KEY)
+        return NULL;
+    uint64_t i = table_find_slot(s, key, len, key_hash(key, len), &found);
+    return found ? s->table[i] : NULL;
+}
+
+const kv_value *kv_get(const kv *s, const char *key, size_t key_len)
+{
+    kv_node *n = find_node(s, key, key_len);
+    return n ? n->val : NULL;
+}
+
+/* Make room for one more key (invariant 4: before any change). */
+static int table_reserve(kv *s)
+{
+    if ((s->count + 1) * 10 <= s->cap * 7)
+        return 0;
+    uint64_t ncap = s->cap * 2;
+    kv_node **nt = calloc(ncap, sizeof *nt);
+    if (!nt)
+        return -ENOMEM;
+    for (uint64_t i = 0; i < s->cap; i++) {
+        kv_node *n = s->table[i];
+        if (!n)
+            continue;
+        uint64_t j = n->hash & (ncap - 1);
+        while (nt[j])
+            j = (j + 1) & (ncap - 1);
+        nt[j] = n;
+    }
+    free(s->table);
+    s->table = nt;
+    s->cap = ncap;
+    return 0;
+}
+
+static void table_remove_at(kv *s, uint64_t i)
+{
+    uint64_t mask = s->cap - 1;
+    s->table[i] = NULL;
+    /* Backward shift: move later entries of the run into the hole when
+     * their home slot does not lie cyclically in (hole, j]. */
+    uint64_t j = i;
+    for (uint64_t probes = 0; probes < s->cap; probes++) {
+        j = (j + 1) & mask;
+        kv_node *n = s->table[j];
+        if (!n)
+            return;
+        uint64_t home = n->hash & mask;
+        bool stays = (i <= j) ? (i < home && home <= j)
+                              : (i < home || home <= j);
+        if (stays)
+            continue;
+        s->table[i] = n;
+        s->table[j] = NULL;
+        i = j;
+    }
+}
+
+static kv_node *node_new(const char *key, size_t len, uint64_t h)
+{
+    uint8_t height = 1;
+    uint64_t bits = h >> 16;
+    while (height < KV_SKIP_MAX && (bits & 3) == 0) {
+        height++;
+        bits >>= 2;
+    }
+    kv_node *n = malloc(sizeof *n + height * sizeof(kv_node *) + len);
+    if (!n)
+        return NULL;
+    n->hash = h;
+    n->val = NULL;
+    n->key_len = (uint16_t)len;
+    n->height = height;
+    memcpy((char *)node_key(n), key, len);
+    return n;
+}
+
+/* Fill prev[l] with the address of the link at level l that points at
+ * the first node >= key. */
+static void skip_find(kv *s, const char *key, size_t len,
+                      kv_node **prev[KV_SKIP_MAX])
+{
+    kv_node **links = s->head;
+    for (int l = KV_SKIP_MAX - 1; l >= 0; l--) {
+        while (links[l] && key_cmp(node_key(links[l]), links[l]->key_len,
+                                   key, len) < 0)
+            links = links[l]->next;
+        prev[l] = &links[l];
+    }
+}
+
+/* Insert a new node (table space reserved by the caller). */
+static void map_insert(kv *s, kv_node *n)
+{
+    bool found;
+    kv_node **prev[KV_SKIP_MAX];
+    uint64_t i = table_find_slot(s, node_key(n), n->key_len, n->hash, &found);
+    s->table[i] = n;
+    skip_find(s, node_key(n), n->key_len, prev);
+    for (int l = 0; l < n->height; l++) {
+        n->next[l] = *prev[l];
+        *prev[l] = n;
+    }
+    s->count++;
+    s->value_bytes += n->val->len;
+}
+
+static void map_remove(kv *s, kv_node *n)
+{
+    bool found;
+    kv_node **prev[KV_SKIP_MAX];
+    uint64_t i = table_find_slot(s, node_key(n), n->key_len, n->hash, &found);
+    if (found)
+        table_remove_at(s, i);
+    skip_find(s, node_key(n), n->key_len, prev);
+    for (int l = 0; l < n->height; l++)
+        if (*prev[l] == n)
+            *prev[l] = n->next[l];
+    s->count--;
+    s->value_bytes -= n->val->len;
+    kv_value_unref(n->val);
+    free(n);
+}
+
+/* Replace n's value with v (takes the caller's reference on v). */
+static void node_set(kv *s, kv_node *n, kv_value *v)
+{
+    s->value_bytes -= n->val->len;
+    kv_value_unref(n->val);
+    n->val = v;
+    s->value_bytes += v->len;
+}
+
+/* Store v under key (takes the caller's reference on v); on failure v is
+ * released and nothing changed. */
+static int map_put(kv *s, const char *key, size_t len, kv_value *v)
+{
+    kv_node *n = find_node(s, key, len);
+    if (n) {
+        node_set(s, n, v);
+        return 0;
+    }
+    if (table_reserve(s) != 0)
+        goto out_unref;
+    n = node_new(key, len, key_hash(key, len));
+    if (!n)
+        goto out_unref;
+    n->val = v;
+    map_insert(s, n);
+    return 0;
+out_unref:
+    kv_value_unref(v);
+    return -ENOMEM;
+}
+
+int kv_scan(const kv *s, const char *prefix, size_t prefix_len,
+            kv_visit_fn fn, void *arg)
+{
+    /* Lower bound without writing: walk levels from the top. */
+    kv_node *const *links = s->head;
+    for (int l = KV_SKIP_MAX - 1; l >= 0; l--)
+        while (links[l] && key_cmp(node_key(links[l]), links[l]->key_len,
+                                   prefix, prefix_len) < 0)
+            links = links[l]->next;
+    for (const kv_node *n = links[0]; n; n = n->next[0]) {
+        if (n->key_len < prefix_len ||
+            (prefix_len && memcmp(node_key(n), prefix, prefix_len) != 0))
+            break;
+        int rc = fn(arg, node_key(n), n->key_len, n->val);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* --------------------------------------------------------- applying */
+
+/* Apply one decoded, valid op.  Returns the op's result (0 or a negative
+ * errno that is part of the replicated outcome), or KV_APPLY_NOMEM when
+ * nothing was changed for lack of memory. */
+#define KV_APPLY_NOMEM INT32_MIN
+
+static int32_t apply_op(kv *s, const kv_op *op, uint64_t slot,
+                        uint64_t time_ms)
+{
+    kv_node *n = find_node(s, op->key, op->key_len);
+    kv_value *v;
+
+    switch (op->type) {
+    case KV_OP_PUT:
+        v = kv_value_new(op->value, op->value_len, NULL, 0, time_ms, slot);
+        if (!v)
+            return KV_APPLY_NOMEM;
+        return map_put(s, op->key, op->key_len, v) ? KV_APPLY_NOMEM : 0;
+    case KV_OP_APPEND:
+        if (n && (uint64_t)n->val->len + op->value_len > KV_MAX_VALUE)
+            return -EFBIG;
+        v = kv_value_new(n ? n->val->data : NULL, n ? n->val->len : 0,
+                         op->value, op->value_len, time_ms, slot);
+        if (!v)
+            return KV_APPLY_NOMEM;
+        return map_put(s, op->key, op->key_len, v) ? KV_APPLY_NOMEM : 0;
+    case KV_OP_DEL:
+        if (!n)
+            return -ENOENT;
+        map_remove(s, n);
+        return 0;
+    case KV_OP_RENAME:
+        if (!n)
+            return -ENOENT;
+        if (key_cmp(op->key, op->key_len, op->key2, op->key2_len) == 0)
+            return 0;
+        /* The moved value keeps its mtime (as rename(2) keeps a file's)
+         * but gets this slot as version: the target key changed here. */
+        v = kv_value_new(n->val->data, n->val->len, NULL, 0, n->val->mtime_ms,
+                         slot);
+        if (!v)
+            return KV_APPLY_NOMEM;
+        if (map_put(s, op->key2, op->key2_len, v))
+            return KV_APPLY_NOMEM;
+        /* map_put may have grown the table: look the source up again. */
+        map_remove(s, find_node(s, op->key, op->key_len));
+        return 0;
+    default:
+        return -EINVAL;
+    }
+}
+
+static int32_t apply_request(kv *s, const px_request *req, uint64_t slot,
+                             uint64_t time_ms)
+{
+    kv_op op;
+    int rc = kv_op_decode(req->op, req->len, &op);
+    if (rc)
+        return rc;   /* malformed: consumed, state unchanged */
+    return apply_op(s, &op, slot, time_ms);
+}
+
+/* Request results for FORGOTTEN requests (already applied and answered
+ * long ago, below the client's ack_seq): the callback still runs, so
+ * "one callback per request" holds, with -EALREADY, which no fresh
+ * request can produce. */
+static int apply_batch(kv *s, const px_entry *e, kv_result_fn cb, void *arg)
+{
+    uint32_t off = 0, n = 0;
+    uint32_t bound = e->len / KV_REQUEST_MIN_BYTES + 1;
+    px_request req;
+    int r;
+
+    /* Validate the whole batch first: a malformed one applies nothing. */
+    while ((r = px_batch_next(e->data, e->len, &off, &req)) == 1)
+        if (++n > bound)
+            return -EINVAL;
+    if (r < 0)
+        return -EINVAL;
+
+    uint32_t skip = s->partial_slot == e->slot ? s->partial_done : 0;
+    off = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (px_batch_next(e->data, e->len, &off, &req) != 1)
+            return -EINVAL;
+        if (i < skip)
+            continue;
+        int32_t result = 0;
+        int st = px_sessions_check(s->sessions, &req, &result);
+        if (st < 0)
+            goto out_partial;
+        if (st == PX_SESSION_NEW) {
+            result = apply_request(s, &req, e->slot, e->time_ms);
+            if (result == KV_APPLY_NOMEM) {
+                st = -ENOMEM;
+                goto out_partial;
+            }
+            st = px_sessions_record(s->sessions, &req, result, e->slot);
+            if (st < 0) {
+                /* The op is applied; do not apply it again on retry. */
+                i++;
+                goto out_partial;
+            }
+        } else if (st == PX_SESSION_FORGOTTEN) {
+            result = -EALREADY;
+        }
+        if (cb)
+            cb(arg, req.client_id, req.seq, result, e->slot);
+        continue;
+out_partial:
+        s->partial_slot = e->slot;
+        s->partial_done = i;
+        return st;
+    }
+    return 0;
+}
+
+int kv_apply_entry(kv *s, const px_entry *e, kv_result_fn cb, void *arg)
+{
+    if (!s || !e || e->slot != s->applied + 1)
+        return -EINVAL;
+    if (e->kind == PX_ENTRY_BATCH) {
+        if (e->len > 0 && !e->data)
+            return -EINVAL;
+        int rc = apply_batch(s, e, cb, arg);
+        if (rc)
+            return rc;
+    } else if (e->kind != PX_ENTRY_NOOP && e->kind != PX_ENTRY_CONFIG) {
+        return -EINVAL;
+    }
+    s->partial_slot = 0;
+    s->partial_done = 0;
+    s->applied = e->slot;
+    return 0;
+}
+
+/* ------------------------------------------------- for kv_snapshot.c */
+
+px_sessions *kv_sessions(kv *s)
+{
+    return s->sessions;
+}
+
+const px_sessions *kv_sessions_const(const kv *s)
+{
+    return s->sessions;
+}
+
+void kv_set_applied(kv *s, uint64_t index)
+{
+    s->applied = index;
+    s->partial_slot = 0;
+    s->partial_done = 0;
+}
+
+int kv_insert_value(kv *s, const char *key, size_t len, kv_value *v)
+{
+    return map_put(s, key, len, v);
+}
+
+void kv_swap(kv *a, kv *b)
+{
+    kv tmp = *a;
+    *a = *b;
+    *b = tmp;
+}

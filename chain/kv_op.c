@@ -1,0 +1,178 @@
+/*
+ * kv_op.c - owns the op encoding of kv.h (encoders, sizes, the decoder)
+ * and the rule for which keys may be stored.
+ *
+ * Layout: see kv.h (op byte, u16 key length, key, then per op a u32 value
+ * length + value or a u16 target length + target).
+ *
+ * Invariants:
+ *   1. kv_op_decode accepts exactly what the encoders produce: the op must
+ *      fill `len` exactly, with no trailing bytes, and every key must pass
+ *      kv_key_check; a value may not exceed KV_MAX_VALUE.
+ *   2. Errors are precise (DESIGN.md invariant 6): -ENAMETOOLONG for a key
+ *      or component that is too long, -EFBIG for a value that is too big,
+ *      -EINVAL for everything else that is malformed.  These are the
+ *      results a client sees for an op that was committed but refused.
+ */
+#include "kv_int.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "chain_int.h"
+
+int kv_key_check(const char *key, size_t len)
+{
+    if (!key || len == 0)
+        return -EINVAL;
+    if (len > KV_MAX_KEY)
+        return -ENAMETOOLONG;
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && key[i] == '\0')
+            return -EINVAL;
+        if (i < len && key[i] != '/')
+            continue;
+        size_t comp = i - start;
+        if (comp == 0)
+            return -EINVAL;        /* leading, trailing or double '/' */
+        if (comp > KV_MAX_NAME)
+            return -ENAMETOOLONG;
+        if (key[start] == '.' && (comp == 1 || (comp == 2 && key[start + 1] == '.')))
+            return -EINVAL;        /* "." and ".." name no file */
+        start = i + 1;
+    }
+    return 0;
+}
+
+size_t kv_op_size_put(size_t key_len, uint32_t val_len)
+{
+    return 3 + key_len + 4 + (size_t)val_len;
+}
+
+size_t kv_op_size_del(size_t key_len)
+{
+    return 3 + key_len;
+}
+
+size_t kv_op_size_rename(size_t from_len, size_t to_len)
+{
+    return 3 + from_len + 2 + to_len;
+}
+
+static int64_t encode_value_op(uint8_t type, uint8_t *buf, size_t cap,
+                               const char *key, size_t key_len,
+                               const uint8_t *val, uint32_t val_len)
+{
+    int rc = kv_key_check(key, key_len);
+    if (rc)
+        return rc;
+    if (val_len > KV_MAX_VALUE)
+        return -EFBIG;
+    if (val_len && !val)
+        return -EINVAL;
+    size_t need = kv_op_size_put(key_len, val_len);
+    if (!buf || cap < need)
+        return -ENOSPC;
+    buf[0] = type;
+    chain_put_u16(buf + 1, (uint16_t)key_len);
+    memcpy(buf + 3, key, key_len);
+    chain_put_u32(buf + 3 + key_len, val_len);
+    if (val_len)
+        memcpy(buf + 7 + key_len, val, val_len);
+    return (int64_t)need;
+}
+
+int64_t kv_op_encode_put(uint8_t *buf, size_t cap, const char *key,
+                         size_t key_len, const uint8_t *val, uint32_t val_len)
+{
+    return encode_value_op(KV_OP_PUT, buf, cap, key, key_len, val, val_len);
+}
+
+int64_t kv_op_encode_append(uint8_t *buf, size_t cap, const char *key,
+                            size_t key_len, const uint8_t *val,
+                            uint32_t val_len)
+{
+    return encode_value_op(KV_OP_APPEND, buf, cap, key, key_len, val,
+                           val_len);
+}
+
+int64_t kv_op_encode_del(uint8_t *buf, size_t cap, const char *key,
+                         size_t key_len)
+{
+    int rc = kv_key_check(key, key_len);
+    if (rc)
+        return rc;
+    size_t need = kv_op_size_del(key_len);
+    if (!buf || cap < need)
+        return -ENOSPC;
+    buf[0] = KV_OP_DEL;
+    chain_put_u16(buf + 1, (uint16_t)key_len);
+    memcpy(buf + 3, key, key_len);
+    return (int64_t)need;
+}
+
+int64_t kv_op_encode_rename(uint8_t *buf, size_t cap, const char *from,
+                            size_t from_len, const char *to, size_t to_len)
+{
+    int rc = kv_key_check(from, from_len);
+    if (!rc)
+        rc = kv_key_check(to, to_len);
+    if (rc)
+        return rc;
+    size_t need = kv_op_size_rename(from_len, to_len);
+    if (!buf || cap < need)
+        return -ENOSPC;
+    buf[0] = KV_OP_RENAME;
+    chain_put_u16(buf + 1, (uint16_t)from_len);
+    memcpy(buf + 3, from, from_len);
+    chain_put_u16(buf + 3 + from_len, (uint16_t)to_len);
+    memcpy(buf + 5 + from_len, to, to_len);
+    return (int64_t)need;
+}
+
+int kv_op_decode(const uint8_t *buf, uint32_t len, kv_op *op)
+{
+    int rc;
+
+    if (!buf || !op || len < 3)
+        return -EINVAL;
+    memset(op, 0, sizeof *op);
+    op->type = buf[0];
+    op->key_len = chain_get_u16(buf + 1);
+    op->key = (const char *)buf + 3;
+    uint64_t pos = 3 + (uint64_t)op->key_len;
+    if (op->key_len == 0 || pos > len)
+        return -EINVAL;
+    switch (op->type) {
+    case KV_OP_PUT:
+    case KV_OP_APPEND:
+        if (pos + 4 > len)
+            return -EINVAL;
+        op->value_len = chain_get_u32(buf + pos);
+        op->value = buf + pos + 4;
+        if (pos + 4 + op->value_len != len)
+            return -EINVAL;
+        if (op->value_len > KV_MAX_VALUE)
+            return -EFBIG;
+        break;
+    case KV_OP_DEL:
+        if (pos != len)
+            return -EINVAL;
+        break;
+    case KV_OP_RENAME:
+        if (pos + 2 > len)
+            return -EINVAL;
+        op->key2_len = chain_get_u16(buf + pos);
+        op->key2 = (const char *)buf + pos + 2;
+        if (op->key2_len == 0 || pos + 2 + op->key2_len != len)
+            return -EINVAL;
+        rc = kv_key_check(op->key2, op->key2_len);
+        if (rc)
+            return rc;
+        break;
+    default:
+        return -EINVAL;
+    }
+    return kv_key_check(op->key, op->key_len);
+}

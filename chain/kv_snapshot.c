@@ -1,0 +1,237 @@
+/*
+ * kv_snapshot.c - owns the snapshot encoding of the key-value state
+ * machine (kv_snapshot_encode / kv_snapshot_decode).
+ *
+ * Snapshot (little-endian):
+ *   offset  size  meaning
+ *   0       8     magic "pxkvsnap"
+ *   8       4     format version, 1
+ *   12      4     flags, 0
+ *   16      8     applied index (last slot contained)
+ *   24      8     payload length before compression U
+ *   32      8     compressed payload length C
+ *   40      4     CRC-32 of the C compressed bytes
+ *   44      4     header checksum: CRC-32 of bytes 0..43
+ *   48      C     payload, zlib (level 1: snapshots are large and taken
+ *                 on the replica thread, speed matters more than size)
+ * Payload, uncompressed:
+ *   0       8     key count N
+ *   8       8     session table length S
+ *   16      S     px_sessions_encode bytes
+ *   then N times, keys strictly ascending in byte order:
+ *           2     key length K
+ *           K     key
+ *           8     mtime_ms
+ *           8     version
+ *           4     value length V (<= KV_MAX_VALUE)
+ *           V     value
+ *
+ * Invariants:
+ *   1. The same state always encodes to the same bytes (keys in order,
+ *      deterministic zlib), so replicas can compare snapshots.
+ *   2. Decoding trusts nothing: every length is checked against what is
+ *      left before it is used; the checksums are checked before any
+ *      allocation sized by the input; keys must pass kv_key_check and be
+ *      strictly ascending (so no duplicates).  Anything else is -EINVAL.
+ *   3. Decode builds a complete new state first and swaps it in only on
+ *      success, so a failed decode leaves the target untouched.
+ */
+#include "kv_int.h"
+#include "chain_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zlib.h>
+
+#define SNAP_MAGIC "pxkvsnap"
+#define SNAP_VERSION 1
+#define SNAP_HEADER_BYTES 48
+#define SNAP_MAX_RAW (1ull << 40)
+#define SNAP_KEY_FIXED 22   /* 2 + 8 + 8 + 4 */
+
+typedef struct snap_writer {
+    uint8_t *p;
+    uint64_t off;
+} snap_writer;
+
+static int size_visit(void *arg, const char *key, size_t key_len,
+                      const kv_value *v)
+{
+    (void)key;
+    *(uint64_t *)arg += SNAP_KEY_FIXED + key_len + v->len;
+    return 0;
+}
+
+static int write_visit(void *arg, const char *key, size_t key_len,
+                       const kv_value *v)
+{
+    snap_writer *w = arg;
+    uint8_t *p = w->p + w->off;
+    chain_put_u16(p, (uint16_t)key_len);
+    memcpy(p + 2, key, key_len);
+    p += 2 + key_len;
+    chain_put_u64(p, v->mtime_ms);
+    chain_put_u64(p + 8, v->version);
+    chain_put_u32(p + 16, v->len);
+    if (v->len)
+        memcpy(p + 20, v->data, v->len);
+    w->off += SNAP_KEY_FIXED + key_len + v->len;
+    return 0;
+}
+
+int kv_snapshot_encode(const kv *s, uint8_t **out, size_t *out_len)
+{
+    int rc;
+    if (!s || !out || !out_len)
+        return -EINVAL;
+    const px_sessions *t = kv_sessions_const(s);
+    int64_t sess_len = px_sessions_encode(t, NULL, 0);
+    if (sess_len < 0)
+        return (int)sess_len;
+    uint64_t raw_len = 16 + (uint64_t)sess_len;
+    kv_scan(s, "", 0, size_visit, &raw_len);
+    if (raw_len > SNAP_MAX_RAW || raw_len > SIZE_MAX / 2)
+        return -EFBIG;
+
+    uint8_t *raw = malloc((size_t)raw_len);
+    if (!raw)
+        return -ENOMEM;
+    chain_put_u64(raw, kv_count(s));
+    chain_put_u64(raw + 8, (uint64_t)sess_len);
+    int64_t got = px_sessions_encode(t, raw + 16, (uint64_t)sess_len);
+    if (got != sess_len) {
+        rc = got < 0 ? (int)got : -EIO;
+        goto out_free_raw;
+    }
+    snap_writer w = { .p = raw, .off = 16 + (uint64_t)sess_len };
+    kv_scan(s, "", 0, write_visit, &w);
+    if (w.off != raw_len) {
+        rc = -EIO;
+        goto out_free_raw;
+    }
+
+    uLongf comp_len = compressBound((uLong)raw_len);
+    uint8_t *buf = malloc(SNAP_HEADER_BYTES + (size_t)comp_len);
+    if (!buf) {
+        rc = -ENOMEM;
+        goto out_free_raw;
+    }
+    if (compress2(buf + SNAP_HEADER_BYTES, &comp_len, raw, (uLong)raw_len,
+                  1) != Z_OK) {
+        rc = -ENOMEM;
+        goto out_free_buf;
+    }
+    memcpy(buf, SNAP_MAGIC, 8);
+    chain_put_u32(buf + 8, SNAP_VERSION);
+    chain_put_u32(buf + 12, 0);
+    chain_put_u64(buf + 16, kv_applied_index(s));
+    chain_put_u64(buf + 24, raw_len);
+    chain_put_u64(buf + 32, comp_len);
+    chain_put_u32(buf + 40, chain_crc32(buf + SNAP_HEADER_BYTES, comp_len));
+    chain_put_u32(buf + 44, chain_crc32(buf, 44));
+    free(raw);
+    *out = buf;
+    *out_len = SNAP_HEADER_BYTES + (size_t)comp_len;
+    return 0;
+out_free_buf:
+    free(buf);
+out_free_raw:
+    free(raw);
+    return rc;
+}
+
+/* Parse the uncompressed payload into the fresh map `n`. */
+static int decode_payload(kv *n, const uint8_t *p, uint64_t len)
+{
+    if (len < 16)
+        return -EINVAL;
+    uint64_t count = chain_get_u64(p);
+    uint64_t sess_len = chain_get_u64(p + 8);
+    if (sess_len > len - 16 || count > (len - 16) / SNAP_KEY_FIXED)
+        return -EINVAL;
+    if (px_sessions_decode(kv_sessions(n), p + 16, sess_len) != 0)
+        return -EINVAL;
+    uint64_t off = 16 + sess_len;
+    const char *prev = NULL;
+    size_t prev_len = 0;
+    for (uint64_t i = 0; i < count; i++) {
+        if (len - off < SNAP_KEY_FIXED)
+            return -EINVAL;
+        uint16_t klen = chain_get_u16(p + off);
+        if (len - off < (uint64_t)SNAP_KEY_FIXED + klen)
+            return -EINVAL;
+        const char *key = (const char *)p + off + 2;
+        const uint8_t *f = p + off + 2 + klen;
+        uint64_t mtime = chain_get_u64(f);
+        uint64_t version = chain_get_u64(f + 8);
+        uint32_t vlen = chain_get_u32(f + 16);
+        if (vlen > KV_MAX_VALUE ||
+            len - off - SNAP_KEY_FIXED - klen < vlen)
+            return -EINVAL;
+        if (kv_key_check(key, klen) != 0)
+            return -EINVAL;
+        if (prev) {
+            size_t m = klen < prev_len ? klen : prev_len;
+            int c = memcmp(prev, key, m);
+            if (c > 0 || (c == 0 && prev_len >= klen))
+                return -EINVAL;   /* not strictly ascending */
+        }
+        kv_value *v = kv_value_new(f + 20, vlen, NULL, 0, mtime, version);
+        if (!v)
+            return -ENOMEM;
+        int rc = kv_insert_value(n, key, klen, v);
+        if (rc)
+            return rc;
+        prev = key;
+        prev_len = klen;
+        off += SNAP_KEY_FIXED + klen + vlen;
+    }
+    return off == len ? 0 : -EINVAL;
+}
+
+int kv_snapshot_decode(kv *s, const uint8_t *buf, size_t len)
+{
+    int rc;
+    if (!s || !buf || len < SNAP_HEADER_BYTES)
+        return -EINVAL;
+    if (memcmp(buf, SNAP_MAGIC, 8) != 0 ||
+        chain_crc32(buf, 44) != chain_get_u32(buf + 44) ||
+        chain_get_u32(buf + 8) != SNAP_VERSION || chain_get_u32(buf + 12))
+        return -EINVAL;
+    uint64_t applied = chain_get_u64(buf + 16);
+    uint64_t raw_len = chain_get_u64(buf + 24);
+    uint64_t comp_len = chain_get_u64(buf + 32);
+    if (comp_len != len - SNAP_HEADER_BYTES || raw_len < 16 ||
+        raw_len > SNAP_MAX_RAW || raw_len > SIZE_MAX / 2 ||
+        chain_crc32(buf + SNAP_HEADER_BYTES, (size_t)comp_len) !=
+            chain_get_u32(buf + 40))
+        return -EINVAL;
+
+    uint8_t *raw = malloc((size_t)raw_len);
+    if (!raw)
+        return -ENOMEM;
+    uLongf out_len = (uLongf)raw_len;
+    int zrc = uncompress(raw, &out_len, buf + SNAP_HEADER_BYTES,
+                         (uLong)comp_len);
+    if (zrc != Z_OK || out_len != raw_len) {
+        rc = zrc == Z_MEM_ERROR ? -ENOMEM : -EINVAL;
+        goto out_free_raw;
+    }
+    kv *n = kv_create();
+    if (!n) {
+        rc = -ENOMEM;
+        goto out_free_raw;
+    }
+    rc = decode_payload(n, raw, raw_len);
+    if (rc)
+        goto out_destroy;
+    kv_set_applied(n, applied);
+    kv_swap(s, n);   /* invariant 3: n now holds the old state */
+out_destroy:
+    kv_destroy(n);
+out_free_raw:
+    free(raw);
+    return rc;
+}

@@ -1,0 +1,114 @@
+/*
+ * paxosctl.c - the paxosfs admin tool.  Owns the command line: a table of
+ * subcommands, each with its own usage line and handler.  Add a command
+ * by adding a row to `commands` (status, keygen, membership come later).
+ *
+ * Exit status, for every subcommand:
+ *   0  success
+ *   1  the thing checked is bad (e.g. verify found damage)
+ *   2  usage error, or the check could not be carried out (I/O error,
+ *      missing directory, out of memory)
+ *
+ * Invariants:
+ *   1. Read-only subcommands open nothing for writing.
+ *   2. Results go to stdout, problems to stderr, one line each, so that
+ *      scripts can parse them.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../chain/chain.h"
+
+enum { EXIT_OK = 0, EXIT_BAD = 1, EXIT_ERROR = 2 };
+
+typedef struct ctl_command {
+    const char *name;
+    const char *args;       /* usage after the name */
+    const char *summary;
+    int (*run)(int argc, char **argv);  /* argv[0] is the command name */
+} ctl_command;
+
+static int cmd_help(int argc, char **argv);
+static int cmd_verify(int argc, char **argv);
+
+static const ctl_command commands[] = {
+    { "verify", "DIR",
+      "verify every block of the hash chain in backing directory DIR "
+      "(read-only)", cmd_verify },
+    { "help", "", "show this help", cmd_help },
+};
+
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: paxosctl COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "%s %s", commands[i].name,
+                 commands[i].args);
+        fprintf(out, "  %-22s %s\n", left, commands[i].summary);
+    }
+    fprintf(out, "\nexit status: 0 ok, 1 damaged/bad, 2 usage or I/O error\n");
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    usage(stdout);
+    return EXIT_OK;
+}
+
+static int cmd_verify(int argc, char **argv)
+{
+    uint64_t head = 0;
+    uint8_t hash[CHAIN_HASH_BYTES];
+    char hex[2 * CHAIN_HASH_BYTES + 1];
+    chain_open_report torn;
+    chain_damage damage;
+
+    if (argc != 2) {
+        fprintf(stderr, "usage: paxosctl verify DIR\n");
+        return EXIT_ERROR;
+    }
+    int rc = chain_verify_dir_report(argv[1], &head, hash, &torn, &damage);
+    if (rc == -EBADMSG) {
+        fprintf(stderr, "damaged: %s offset %llu block %llu: %s\n",
+                damage.path, (unsigned long long)damage.offset,
+                (unsigned long long)damage.index, damage.reason);
+        return EXIT_BAD;
+    }
+    if (rc) {
+        fprintf(stderr, "paxosctl verify: %s: %s\n", argv[1], strerror(-rc));
+        return EXIT_ERROR;
+    }
+    for (int i = 0; i < CHAIN_HASH_BYTES; i++)
+        snprintf(hex + 2 * i, 3, "%02x", hash[i]);
+    printf("ok: head index %llu hash %s\n", (unsigned long long)head, hex);
+    if (torn.torn_bytes)
+        fprintf(stderr, "note: torn tail (an interrupted append) in %s at "
+                        "offset %llu, %llu bytes; the node cuts it on next "
+                        "start\n", torn.torn_path,
+                (unsigned long long)torn.torn_offset,
+                (unsigned long long)torn.torn_bytes);
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_ERROR;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0)
+        return cmd_help(argc - 1, argv + 1);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(name, commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "paxosctl: unknown command '%s'\n\n", name);
+    usage(stderr);
+    return EXIT_ERROR;
+}
