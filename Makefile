@@ -38,7 +38,7 @@ LIB_FS        := $(BUILD)/libfs.a
 LINK_CONSENSUS := $(LIB_CONSENSUS)
 LINK_CHAIN     := $(LIB_CHAIN) $(LIB_CONSENSUS) $(CRYPTO_LIBS) $(Z_LIBS)
 LINK_NET       := $(LIB_NET) $(LINK_CHAIN) $(ZMQ_LIBS) -lpthread
-LINK_ALL       := $(LIB_FS) $(LINK_NET) $(FUSE_LIBS)
+LINK_ALL       := $(LIB_NET) $(LIB_FS) $(LINK_CHAIN) $(ZMQ_LIBS) $(FUSE_LIBS) -lpthread
 
 PROGRAMS := $(BUILD)/paxosfs $(BUILD)/paxosctl
 
@@ -85,9 +85,9 @@ $(BUILD)/tests/test_chain%: $(call obj,tests/unit/test_chain%.c) $(LIB_CHAIN) $(
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_CHAIN) -lcmocka
 
-$(BUILD)/tests/test_net%: $(call obj,tests/unit/test_net%.c) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
+$(BUILD)/tests/test_net%: $(call obj,tests/unit/test_net%.c) $(LIB_NET) $(LIB_FS) $(LIB_CHAIN) $(LIB_CONSENSUS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_NET) -lcmocka
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_ALL) -lcmocka
 
 $(BUILD)/tests/test_fs%: $(call obj,tests/unit/test_fs%.c) $(LIB_FS) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
 	@mkdir -p $(dir $@)
@@ -116,16 +116,14 @@ test: all
 	$(MAKE) sim
 	$(MAKE) systest
 
+ASAN_MAKE := $(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all"
+
 asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
-	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all" all
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	    $(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
-	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all" unit
-	ASAN_OPTIONS=detect_leaks=1 $(MAKE) BUILD=build-asan \
-	    OPT="-O1 -g -fno-omit-frame-pointer" \
-	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all" \
-	    sim SEEDS=200
+	$(ASAN_MAKE) all
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_MAKE) unit
+	ASAN_OPTIONS=detect_leaks=1 $(ASAN_MAKE) sim SEEDS=200
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_MAKE) systest
 
 bench: all
 	tools/bench/run $(abspath $(BUILD))

@@ -810,6 +810,7 @@ int fs_mount(const fs_options *opt, const fs_backend *backend,
     argv[argc] = NULL;
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     f->se = fuse_session_new(&args, &fs_ops, sizeof fs_ops, f);
+    fuse_opt_free_args(&args);   /* libfuse may have grown the list */
     if (!f->se) {
         snprintf(err, err_len, "cannot create the FUSE session");
         goto fail_inodes;

@@ -367,7 +367,8 @@ void fs_key_write(fuse_req_t req, fs_handle *h, const char *data, size_t size,
         fuse_reply_err(req, rc);
         return;
     }
-    memcpy(h->buf + at, data, size);
+    if (size)
+        memcpy(h->buf + at, data, size);
     if (end > h->len)
         h->len = (uint32_t)end;
     h->dirty_data = true;
@@ -443,7 +444,8 @@ void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,
     uint64_t len = (to_set & FUSE_SET_ATTR_SIZE) ? (uint64_t)attr->st_size : v->len;
     int rc = set_length(tmp, len < v->len ? len : v->len);
     if (!rc) {
-        memcpy(tmp->buf, v->data, tmp->len);
+        if (tmp->len)
+            memcpy(tmp->buf, v->data, tmp->len);
         rc = set_length(tmp, len);
     }
     if (rc) {
@@ -489,7 +491,8 @@ static int prepare_handle(fs *f, fs_handle *h, fs_inode *in, int flags,
     int rc = set_length(h, v->len);
     if (rc)
         return rc;
-    memcpy(h->buf, v->data, v->len);
+    if (v->len)
+        memcpy(h->buf, v->data, v->len);
     return 0;
 }
 

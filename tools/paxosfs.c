@@ -183,6 +183,9 @@ int main(int argc, char **argv)
             do
                 r = read(ready_pipe[0], &status, 1);
             while (r < 0 && errno == EINTR);
+            free(data_dir);
+            free(mountpoint);
+            free(log_file);
             return r == 1 ? status : 1;
         }
         close(ready_pipe[0]);
@@ -202,6 +205,9 @@ int main(int argc, char **argv)
             if (write(ready_pipe[1], &status, 1) < 0)
                 perror("paxosfs: write");
         }
+        free(data_dir);
+        free(mountpoint);
+        free(log_file);
         return 1;
     }
     fprintf(stderr, "paxosfs: node %u serving %s from %s\n", cfg.id,

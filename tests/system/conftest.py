@@ -16,6 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BUILD = os.environ.get("PAXOSFS_BUILD", os.path.join(ROOT, "build"))
 PAXOSFS = os.path.join(BUILD, "paxosfs")
 PAXOSCTL = os.path.join(BUILD, "paxosctl")
+SUSPICIOUS = ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+              "Segmentation fault", "Assertion", "double free")
 
 
 def wait_for(cond, timeout=20.0, what="condition", interval=0.005):
@@ -157,6 +159,15 @@ def nodes(tmp_path):
     yield make
     for n in made:
         n.cleanup()
+    # like libfuse's own suite: suspicious daemon output fails the test
+    for n in made:
+        text = n.log()
+        daemon_log = os.path.join(n.data, "paxosfs.log")
+        if os.path.exists(daemon_log):
+            with open(daemon_log, errors="replace") as f:
+                text += f.read()
+        for bad in SUSPICIOUS:
+            assert bad not in text, "node %d logged %r:\n%s" % (n.id, bad, text[-4000:])
 
 
 @pytest.fixture
