@@ -43,7 +43,7 @@
 #define KV_SKIP_MAX 24           /* 4^24 keys before heights saturate */
 #define KV_TABLE_MIN 64
 #define KV_SESSION_CLIENTS 4096  /* same on every replica (invariant 6) */
-#define KV_SESSION_PER_CLIENT 64
+#define KV_SESSION_PER_CLIENT 1024 /* >= a node's writes in flight */
 #define KV_REQUEST_MIN_BYTES 28  /* encoded request without op bytes */
 
 typedef struct kv_node {

@@ -1,0 +1,122 @@
+/*
+ * batch.c - owns the PX_ENTRY_BATCH value encoding (layout in px.h):
+ *
+ *   offset  size  meaning
+ *   0       4     count, little-endian
+ *   4       ...   count records:
+ *                   +0  8  client_id
+ *                   +8  8  seq
+ *                   +16 8  ack_seq
+ *                   +24 4  len
+ *                   +28 len op bytes
+ *
+ * Invariants:
+ *   1. px_batch_next validates the whole batch when *offset == 0 (count
+ *      records, exact length) before handing out the first request, so a
+ *      malformed batch yields -EINVAL and never a partial iteration.
+ *   2. The encoder writes exactly px_batch_req_bytes(len) per record.
+ */
+#include "px_int.h"
+
+#define PX_BATCH_HEADER 4u
+#define PX_BATCH_REC_HEADER 28u
+
+static uint32_t px_get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static uint64_t px_get64(const uint8_t *p)
+{
+    return (uint64_t)px_get32(p) | (uint64_t)px_get32(p + 4) << 32;
+}
+
+static void px_put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static void px_put64(uint8_t *p, uint64_t v)
+{
+    px_put32(p, (uint32_t)v);
+    px_put32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* Walk the batch; returns the count or -EINVAL. */
+static int64_t px_batch_validate(const uint8_t *data, uint32_t len)
+{
+    if (!data || len < PX_BATCH_HEADER)
+        return -EINVAL;
+    uint32_t count = px_get32(data);
+    uint64_t off = PX_BATCH_HEADER;
+    for (uint32_t i = 0; i < count; i++) {
+        if (len - off < PX_BATCH_REC_HEADER)
+            return -EINVAL;
+        uint32_t op_len = px_get32(data + off + 24);
+        off += PX_BATCH_REC_HEADER;
+        if (len - off < op_len)
+            return -EINVAL;
+        off += op_len;
+    }
+    if (off != len)
+        return -EINVAL;
+    return count;
+}
+
+int px_batch_next(const uint8_t *data, uint32_t len, uint32_t *offset,
+                  px_request *req)
+{
+    if (!offset || !req)
+        return -EINVAL;
+    if (*offset == 0) {
+        if (px_batch_validate(data, len) < 0)
+            return -EINVAL;
+        *offset = PX_BATCH_HEADER;
+    }
+    if (*offset == len)
+        return 0;
+    if (*offset > len || len - *offset < PX_BATCH_REC_HEADER)
+        return -EINVAL;
+    const uint8_t *p = data + *offset;
+    uint32_t op_len = px_get32(p + 24);
+    if (len - *offset - PX_BATCH_REC_HEADER < op_len)
+        return -EINVAL;
+    req->client_id = px_get64(p);
+    req->seq = px_get64(p + 8);
+    req->ack_seq = px_get64(p + 16);
+    req->len = op_len;
+    req->op = op_len ? p + PX_BATCH_REC_HEADER : NULL;
+    *offset += PX_BATCH_REC_HEADER + op_len;
+    return 1;
+}
+
+uint32_t px_batch_count(const uint8_t *data, uint32_t len)
+{
+    int64_t n = px_batch_validate(data, len);
+    return n < 0 ? 0 : (uint32_t)n;
+}
+
+uint64_t px_batch_req_bytes(uint32_t op_len)
+{
+    return (uint64_t)PX_BATCH_REC_HEADER + op_len;
+}
+
+void px_batch_put_header(uint8_t *buf, uint32_t count)
+{
+    px_put32(buf, count);
+}
+
+uint32_t px_batch_put_req(uint8_t *buf, const px_req *q)
+{
+    px_put64(buf, q->client_id);
+    px_put64(buf + 8, q->seq);
+    px_put64(buf + 16, q->ack_seq);
+    px_put32(buf + 24, q->len);
+    if (q->len)
+        memcpy(buf + PX_BATCH_REC_HEADER, q->op, q->len);
+    return PX_BATCH_REC_HEADER + q->len;
+}

@@ -1,0 +1,270 @@
+/*
+ * leader.c - owns phase 2 of Multi-Paxos at the leader ("Paxos Made
+ * Moderately Complex", the commander; "Paxos Made Live", section 5):
+ * batching client requests into slots, the pipelining window, ACCEPT
+ * broadcast and re-send, the commit index, heartbeats and stepping down.
+ *
+ * Invariants:
+ *   1. The leader proposes at most one value per slot in its ballot, in
+ *      increasing slot order, every slot from leader_start_slot on; so a
+ *      follower holding a slot's value in the leader's ballot holds THE
+ *      value the leader proposed.
+ *   2. New batches only while next_slot - 1 - commit < window_slots; a
+ *      batch is cut as soon as a window slot is free (requests that waited
+ *      meanwhile are group-committed together), never on a timer.
+ *   3. Commit = the quorum-th highest vouched slot over the voters, own
+ *      vote = acc_durable (own acceptance durable, PX_EV_PERSISTED seen);
+ *      only slots proposed in our ballot or already chosen are vouched
+ *      for, so a quorum-vouched slot is chosen ("Paxos Made Simple").
+ *   4. The leader steps down when it sees a higher ballot (REJECT, or a
+ *      PREPARE/ACCEPT/HEARTBEAT that raises its promise: acceptor.c), and
+ *      when no quorum of voters was in contact for election_timeout_max_ms,
+ *      so a deposed leader stops accepting work.
+ *   5. Every entry a leader proposes carries time_ms = the event's now_ms
+ *      (NOOPs too); re-proposals keep their original time.
+ */
+#include "px_int.h"
+
+void px_become_leader(px_replica *r)
+{
+    bool changed = r->leader_id != r->self;
+    r->role = PX_LEADER;
+    r->leader_id = r->self;
+    r->ballot = r->el.ballot;
+    if (changed)
+        r->stats.leader_changes++;
+    for (uint32_t i = 0; i < r->n_peers; i++) {
+        px_peer *p = &r->peers[i];
+        p->match = 0;
+        p->commit = 0;
+        p->last_contact_ms = r->now_ms;
+        p->last_progress_ms = r->now_ms;
+        p->acked_round = 0;
+    }
+    r->quorum_ok_ms = r->now_ms;
+    r->next_heartbeat_ms = r->now_ms + r->opt.heartbeat_interval_ms;
+    r->next_slot = r->commit + 1;
+    r->leader_start_slot = r->commit + 1;
+    r->leader_commit = r->commit;
+    r->hb_confirmed = r->hb_round;
+    r->need_round = false;
+    r->last_leader_contact_ms = r->now_ms;
+    px_forward_leader_changed(r);
+}
+
+int px_propose_cell(px_replica *r, uint64_t slot, uint64_t time_ms,
+                    uint8_t kind, uint32_t len, const uint8_t *data)
+{
+    px_cell *c;
+    int rc = px_log_put(r, slot, r->ballot, time_ms, kind, len, data, &c);
+    if (rc < 0)
+        return rc;
+    px_persist_accept(r, c);
+    if (!r->bcast_lo)
+        r->bcast_lo = slot;
+    r->bcast_hi = slot;
+    if (slot >= r->next_slot)
+        r->next_slot = slot + 1;
+    return 0;
+}
+
+/* Cut one batch from the head of the pending queue into `slot`. */
+static int px_cut_batch(px_replica *r, uint64_t slot)
+{
+    px_queue *q = &r->q;
+    uint64_t bytes = 4;
+    uint32_t count = 0;
+    for (int32_t i = q->head[PX_Q_PENDING];
+         i >= 0 && count < r->opt.batch_max_requests; i = q->reqs[i].next) {
+        uint64_t b = px_batch_req_bytes(q->reqs[i].len);
+        if (count > 0 && (bytes + b > r->opt.batch_max_bytes ||
+                          bytes + b > PX_MAX_VALUE_BYTES))
+            break;
+        bytes += b;
+        count++;
+    }
+    px_cell *c;
+    int rc = px_log_put(r, slot, r->ballot, r->now_ms, PX_ENTRY_BATCH, 0,
+                        NULL, &c);
+    if (rc < 0)
+        return rc;
+    if ((rc = px_cell_set(c, (uint32_t)bytes, NULL)) < 0) {
+        px_cell_release(c);
+        return rc;
+    }
+    px_batch_put_header(c->data, count);
+    uint32_t off = 4;
+    for (uint32_t k = 0; k < count; k++) {
+        int32_t i = q->head[PX_Q_PENDING];
+        off += px_batch_put_req(c->data + off, &q->reqs[i]);
+        px_queue_move(q, i, PX_Q_PROPOSED);
+    }
+    px_persist_accept(r, c);
+    if (!r->bcast_lo)
+        r->bcast_lo = slot;
+    r->bcast_hi = slot;
+    r->next_slot = slot + 1;
+    return 0;
+}
+
+static void px_send_accepts(px_replica *r, const px_peer *p, uint64_t lo,
+                            uint64_t hi)
+{
+    int idx = -1;
+    uint32_t n = 0;
+    uint64_t bytes = 0;
+    for (uint64_t s = lo; s <= hi; s++) {
+        px_cell *c = px_log_get(r, s);
+        if (!c || px_ballot_cmp(c->ballot, r->ballot) != 0)
+            continue;
+        if (idx < 0 || n == PX_PIECE_MAX_ENTRIES ||
+            (n > 0 && bytes + c->len > PX_PIECE_MAX_BYTES)) {
+            idx = px_out_msg(r, PX_MSG_ACCEPT, p->id, r->ballot);
+            if (idx < 0)
+                return;
+            n = 0;
+            bytes = 0;
+        }
+        if (px_out_entry(r, idx, c) < 0)
+            return;
+        n++;
+        bytes += c->len;
+    }
+}
+
+static void px_broadcast_heartbeat(px_replica *r)
+{
+    for (uint32_t i = 0; i < r->n_peers; i++) {
+        int k = px_out_msg(r, PX_MSG_HEARTBEAT, r->peers[i].id, r->ballot);
+        if (k < 0)
+            return;
+        r->out.msgs[k].aux = r->hb_round;
+    }
+    r->next_heartbeat_ms = r->now_ms + r->opt.heartbeat_interval_ms;
+}
+
+void px_leader_pump(px_replica *r)
+{
+    if (r->role != PX_LEADER)
+        return;
+    uint32_t guard = r->opt.window_slots;
+    while (guard-- > 0 && r->q.n[PX_Q_PENDING] > 0 &&
+           r->next_slot - 1 - r->commit < r->opt.window_slots &&
+           px_log_fits(r, r->next_slot) && px_persist_room(r)) {
+        if (px_cut_batch(r, r->next_slot) < 0) {
+            r->out.error = -ENOMEM;
+            break;
+        }
+    }
+    if (r->bcast_lo) {
+        for (uint32_t i = 0; i < r->n_peers; i++)
+            px_send_accepts(r, &r->peers[i], r->bcast_lo, r->bcast_hi);
+        r->next_heartbeat_ms = r->now_ms + r->opt.heartbeat_interval_ms;
+    } else if (r->commit_moved && r->n_peers) {
+        px_broadcast_heartbeat(r); /* followers learn the commit now */
+    }
+    if (r->members.n_voters == 1)
+        px_leader_update_commit(r);
+}
+
+void px_leader_update_commit(px_replica *r)
+{
+    if (r->role != PX_LEADER)
+        return;
+    px_acc_advance(r);
+    uint64_t c = px_quorum_value(r, r->acc_durable, true);
+    if (c >= r->next_slot)
+        c = r->next_slot - 1;
+    if (c > r->commit) {
+        px_commit_to(r, c);
+        r->leader_commit = r->commit;
+    }
+}
+
+void px_on_accepted(px_replica *r, const px_msg *m)
+{
+    px_peer *p = px_peer_find(r, m->from);
+    if (r->role != PX_LEADER || !p ||
+        px_ballot_cmp(m->ballot, r->ballot) != 0) {
+        r->stats.msgs_ignored++;
+        return;
+    }
+    p->last_contact_ms = r->now_ms;
+    uint64_t claim = m->aux ? m->aux - 1 : 0;
+    if (claim >= r->next_slot)
+        claim = r->next_slot - 1;
+    if (claim > p->match) {
+        p->match = claim;
+        p->last_progress_ms = r->now_ms;
+    }
+    px_leader_update_commit(r);
+}
+
+void px_on_heartbeat_ack(px_replica *r, const px_msg *m)
+{
+    px_peer *p = px_peer_find(r, m->from);
+    if (r->role != PX_LEADER || !p ||
+        px_ballot_cmp(m->ballot, r->ballot) != 0) {
+        r->stats.msgs_ignored++;
+        return;
+    }
+    p->last_contact_ms = r->now_ms;
+    p->commit = m->slot;
+    if (m->aux > p->acked_round && m->aux <= r->hb_round)
+        p->acked_round = m->aux;
+    if (m->slot > p->match && m->slot < r->next_slot) {
+        p->match = m->slot; /* committed there: chosen, so vouched */
+        p->last_progress_ms = r->now_ms;
+    }
+    px_leader_update_commit(r);
+}
+
+void px_on_reject(px_replica *r, const px_msg *m)
+{
+    if (r->role == PX_LEADER &&
+        px_ballot_cmp(m->aux_ballot, r->ballot) > 0) {
+        px_step_down(r);
+        return;
+    }
+    if (r->role == PX_CANDIDATE && r->el.phase == PX_PHASE_PREPARE &&
+        px_ballot_cmp(m->aux_ballot, r->el.ballot) > 0) {
+        px_step_down(r);
+        return;
+    }
+    r->stats.msgs_ignored++;
+}
+
+/* Timers of a leader: quorum contact, heartbeats, re-sends. */
+void px_leader_tick(px_replica *r)
+{
+    if (r->role != PX_LEADER)
+        return;
+    uint32_t live = r->self_voter ? 1 : 0;
+    for (uint32_t i = 0; i < r->n_peers; i++)
+        if (r->peers[i].voter && r->now_ms - r->peers[i].last_contact_ms <
+                                     r->opt.election_timeout_max_ms)
+            live++;
+    if (live >= px_members_quorum(&r->members))
+        r->quorum_ok_ms = r->now_ms;
+    else if (r->now_ms - r->quorum_ok_ms >= r->opt.election_timeout_max_ms) {
+        px_step_down(r);
+        return;
+    }
+    r->last_leader_contact_ms = r->now_ms;
+    if (r->now_ms >= r->next_heartbeat_ms && r->n_peers)
+        px_broadcast_heartbeat(r);
+    for (uint32_t i = 0; i < r->n_peers; i++) {
+        px_peer *p = &r->peers[i];
+        uint64_t lo = p->match + 1;
+        if (lo < r->leader_start_slot)
+            lo = r->leader_start_slot;
+        if (lo >= r->next_slot ||
+            r->now_ms - p->last_progress_ms < r->opt.retry_interval_ms)
+            continue;
+        uint64_t hi = r->next_slot - 1;
+        if (hi - lo >= PX_PIECE_MAX_ENTRIES)
+            hi = lo + PX_PIECE_MAX_ENTRIES - 1;
+        px_send_accepts(r, p, lo, hi);
+        p->last_progress_ms = r->now_ms;
+    }
+}

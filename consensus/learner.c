@@ -1,0 +1,181 @@
+/*
+ * learner.c - owns learning: the commit index, handing committed entries
+ * to the host in slot order, catch-up from peers and snapshot installs.
+ *
+ * Invariants:
+ *   1. commit only grows (a snapshot install moves it forward too);
+ *      every slot in (old commit, new commit] is handed out in
+ *      px_output.committed exactly once per replica lifetime, contiguous
+ *      and in order, and a restarted replica starts at restore
+ *      applied_index, so the host never sees a slot twice.
+ *   2. A follower marks slot s committed on the leader's word (commit
+ *      index in ACCEPT/HEARTBEAT) only if it holds s in the leader's
+ *      current ballot: by leader.c invariant 1 that is the chosen value.
+ *      Otherwise it fetches s (CATCHUP_REQ, at most once per
+ *      retry_interval_ms unless progress was just made).
+ *   3. CATCHUP carries only the sender's committed entries, and they are
+ *      taken only contiguously from commit + 1, so a learned value is
+ *      always a chosen value.
+ *   4. A peer asking for slots below our first retained slot gets
+ *      SNAPSHOT_NEEDED and the host is told (snapshot_to); the asker's
+ *      host is told snapshot_from.  After PX_EV_SNAPSHOT_INSTALLED(index)
+ *      the replica continues from index + 1 with the snapshot's members.
+ *   5. A committed CONFIG entry takes effect immediately (members.c); a
+ *      committed BATCH retires its requests from the forward queue.
+ */
+#include "px_int.h"
+
+void px_commit_to(px_replica *r, uint64_t slot)
+{
+    while (r->commit < slot) {
+        px_cell *c = px_log_get(r, r->commit + 1);
+        if (!c)
+            break;
+        px_out_committed(r, c);
+        r->commit++;
+        r->commit_moved = true;
+        r->stats.slots_committed++;
+        if (c->kind == PX_ENTRY_BATCH) {
+            px_forward_committed(r, c);
+        } else if (c->kind == PX_ENTRY_CONFIG) {
+            px_members m;
+            if (px_members_decode(c->data, c->len, &m) == 0)
+                px_members_apply(r, &m);
+        }
+    }
+    if (r->acc_durable < r->commit)
+        r->acc_durable = r->commit;
+    if (r->last_claim < r->commit)
+        r->last_claim = r->commit;
+}
+
+int px_learn_chosen(px_replica *r, const px_entry *e)
+{
+    if (e->slot != r->commit + 1)
+        return 0;
+    px_cell *c;
+    int rc = px_log_put(r, e->slot, e->ballot, e->time_ms, e->kind, e->len,
+                        e->data, &c);
+    if (rc < 0)
+        return rc;
+    c->durable = true; /* chosen: the chain, not the acceptor, keeps it */
+    px_commit_to(r, e->slot);
+    return 0;
+}
+
+void px_request_catchup(px_replica *r, uint32_t to, bool force)
+{
+    if (to == 0 || to == r->self)
+        return;
+    uint64_t want = r->commit + 1;
+    if (!force && r->catchup_slot == want &&
+        r->now_ms - r->catchup_ms < r->opt.retry_interval_ms)
+        return;
+    int k = px_out_msg(r, PX_MSG_CATCHUP_REQ, to, r->ballot);
+    if (k < 0)
+        return;
+    r->out.msgs[k].slot = want;
+    r->catchup_ms = r->now_ms;
+    r->catchup_slot = want;
+}
+
+void px_learn_from_leader(px_replica *r)
+{
+    while (r->commit < r->leader_commit) {
+        px_cell *c = px_log_get(r, r->commit + 1);
+        if (!c || px_ballot_cmp(c->ballot, r->ballot) != 0)
+            break;
+        px_commit_to(r, r->commit + 1);
+    }
+    if (r->commit < r->leader_commit)
+        px_request_catchup(r, r->leader_id, false);
+}
+
+void px_on_catchup_req(px_replica *r, const px_msg *m)
+{
+    uint64_t s = m->slot ? m->slot : 1;
+    if (s > r->commit) {
+        r->stats.msgs_ignored++;
+        return;
+    }
+    if (s < r->first_retained) {
+        int k = px_out_msg(r, PX_MSG_SNAPSHOT_NEEDED, m->from, r->ballot);
+        if (k >= 0)
+            r->out.msgs[k].slot = r->first_retained;
+        r->out.snapshot_to = m->from;
+        return;
+    }
+    int k = px_out_msg(r, PX_MSG_CATCHUP, m->from, r->ballot);
+    if (k < 0)
+        return;
+    r->out.msgs[k].slot = s;
+    uint64_t bytes = 0;
+    for (uint32_t n = 0; s <= r->commit && n < PX_PIECE_MAX_ENTRIES; s++, n++) {
+        px_cell *c = px_log_get(r, s);
+        if (!c || (n > 0 && bytes + c->len > PX_PIECE_MAX_BYTES))
+            break;
+        if (px_out_entry(r, k, c) < 0)
+            return;
+        bytes += c->len;
+    }
+}
+
+void px_on_catchup(px_replica *r, const px_msg *m)
+{
+    uint64_t before = r->commit;
+    for (uint32_t i = 0; i < m->n_entries; i++) {
+        const px_entry *e = &m->entries[i];
+        if (e->slot > m->commit)
+            break; /* not claimed chosen */
+        if (e->slot <= r->commit)
+            continue;
+        if (e->slot != r->commit + 1)
+            break;
+        if (px_learn_chosen(r, e) < 0) {
+            r->out.error = -ENOMEM;
+            return;
+        }
+    }
+    if (r->commit == before)
+        r->stats.msgs_ignored++;
+    px_learn_from_leader(r);
+    if (r->commit > before && r->commit < m->commit)
+        px_request_catchup(r, m->from, true);
+}
+
+void px_on_snapshot_needed(px_replica *r, const px_msg *m)
+{
+    if (m->slot <= r->commit + 1) {
+        r->stats.msgs_ignored++;
+        return;
+    }
+    if (r->snapshot_req_ms && r->now_ms - r->snapshot_req_ms <
+                                  r->opt.retry_interval_ms)
+        return;
+    r->out.snapshot_from = m->from;
+    r->snapshot_req_ms = r->now_ms ? r->now_ms : 1;
+}
+
+void px_on_snapshot_installed(px_replica *r, uint64_t index,
+                              const px_members *members)
+{
+    if (index <= r->commit)
+        return;
+    if (r->role == PX_LEADER || r->role == PX_CANDIDATE)
+        px_step_down(r);
+    px_log_drop_through(r, index);
+    r->commit = index;
+    r->commit_moved = true;
+    if (r->leader_commit < index)
+        r->leader_commit = index;
+    if (r->acc_durable < index)
+        r->acc_durable = index;
+    if (r->last_claim < index)
+        r->last_claim = index;
+    if (r->next_slot <= index)
+        r->next_slot = index + 1;
+    r->snapshot_req_ms = 0;
+    if (members && members->n_voters)
+        px_members_apply(r, members);
+    px_learn_from_leader(r);
+}

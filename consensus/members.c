@@ -1,0 +1,198 @@
+/*
+ * members.c - owns the configuration in force: its encoding (PX_ENTRY_CONFIG
+ * values), quorum arithmetic and the leader's per-peer table built from it.
+ *
+ * Encoding, little-endian:
+ *   offset        size          meaning
+ *   0             4             n_voters (1..PX_MAX_MEMBERS)
+ *   4             4*n_voters    voter ids
+ *   4+4v          4             n_learners
+ *   8+4v          4*n_learners  learner ids
+ *
+ * Invariants:
+ *   1. A configuration in force is valid: 1..PX_MAX_MEMBERS members in
+ *      total, at least one voter, non-zero ids, no id listed twice.
+ *   2. Quorum = n_voters / 2 + 1 of the configuration in force; only voters
+ *      count toward it ("Paxos Made Simple": any two majorities intersect).
+ *   3. r->peers holds exactly the members other than self, voters first;
+ *      a peer that stays across a change keeps its state.
+ */
+#include "px_int.h"
+
+static uint32_t px_rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static void px_wr32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+bool px_members_valid(const px_members *m)
+{
+    if (m->n_voters < 1 || m->n_voters > PX_MAX_MEMBERS ||
+        m->n_learners > PX_MAX_MEMBERS ||
+        m->n_voters + m->n_learners > PX_MAX_MEMBERS)
+        return false;
+    uint32_t all[2 * PX_MAX_MEMBERS];
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < m->n_voters; i++)
+        all[n++] = m->voters[i];
+    for (uint32_t i = 0; i < m->n_learners; i++)
+        all[n++] = m->learners[i];
+    for (uint32_t i = 0; i < n; i++) {
+        if (all[i] == 0)
+            return false;
+        for (uint32_t j = i + 1; j < n; j++)
+            if (all[i] == all[j])
+                return false;
+    }
+    return true;
+}
+
+int px_members_encode(const px_members *m, uint8_t *buf, uint32_t cap)
+{
+    if (!m || !px_members_valid(m))
+        return -EINVAL;
+    uint32_t need = 8 + 4 * (m->n_voters + m->n_learners);
+    if (!buf || cap < need)
+        return -ENOSPC;
+    uint8_t *p = buf;
+    px_wr32(p, m->n_voters);
+    p += 4;
+    for (uint32_t i = 0; i < m->n_voters; i++, p += 4)
+        px_wr32(p, m->voters[i]);
+    px_wr32(p, m->n_learners);
+    p += 4;
+    for (uint32_t i = 0; i < m->n_learners; i++, p += 4)
+        px_wr32(p, m->learners[i]);
+    return (int)need;
+}
+
+int px_members_decode(const uint8_t *buf, uint32_t len, px_members *m)
+{
+    if (!buf || !m || len < 8)
+        return -EINVAL;
+    px_members t;
+    memset(&t, 0, sizeof(t));
+    t.n_voters = px_rd32(buf);
+    if (t.n_voters > PX_MAX_MEMBERS || len < 8 + 4 * t.n_voters)
+        return -EINVAL;
+    for (uint32_t i = 0; i < t.n_voters; i++)
+        t.voters[i] = px_rd32(buf + 4 + 4 * i);
+    const uint8_t *p = buf + 4 + 4 * t.n_voters;
+    t.n_learners = px_rd32(p);
+    if (t.n_learners > PX_MAX_MEMBERS ||
+        len != 8 + 4 * (t.n_voters + t.n_learners))
+        return -EINVAL;
+    for (uint32_t i = 0; i < t.n_learners; i++)
+        t.learners[i] = px_rd32(p + 4 + 4 * i);
+    if (!px_members_valid(&t))
+        return -EINVAL;
+    *m = t;
+    return 0;
+}
+
+uint32_t px_members_quorum(const px_members *m)
+{
+    return m->n_voters / 2 + 1;
+}
+
+bool px_members_is_voter(const px_members *m, uint32_t id)
+{
+    for (uint32_t i = 0; i < m->n_voters; i++)
+        if (m->voters[i] == id)
+            return true;
+    return false;
+}
+
+bool px_members_is_member(const px_members *m, uint32_t id)
+{
+    if (px_members_is_voter(m, id))
+        return true;
+    for (uint32_t i = 0; i < m->n_learners; i++)
+        if (m->learners[i] == id)
+            return true;
+    return false;
+}
+
+px_peer *px_peer_find(px_replica *r, uint32_t id)
+{
+    for (uint32_t i = 0; i < r->n_peers; i++)
+        if (r->peers[i].id == id)
+            return &r->peers[i];
+    return NULL;
+}
+
+static void px_peer_keep(px_replica *r, const px_peer *old, uint32_t n_old,
+                         uint32_t id, bool voter)
+{
+    px_peer *p = &r->peers[r->n_peers++];
+    memset(p, 0, sizeof(*p));
+    for (uint32_t i = 0; i < n_old; i++)
+        if (old[i].id == id)
+            *p = old[i];
+    p->id = id;
+    p->voter = voter;
+    if (!p->last_contact_ms)
+        p->last_contact_ms = r->now_ms;
+}
+
+/* Install a configuration (creation, restore, committed CONFIG entry,
+ * snapshot).  Role follows: a non-voter can neither lead nor campaign. */
+void px_members_apply(px_replica *r, const px_members *m)
+{
+    px_peer old[PX_MAX_MEMBERS];
+    uint32_t n_old = r->n_peers;
+    memcpy(old, r->peers, sizeof(old));
+    r->members = *m;
+    r->self_voter = px_members_is_voter(m, r->self);
+    r->n_peers = 0;
+    for (uint32_t i = 0; i < m->n_voters; i++)
+        if (m->voters[i] != r->self)
+            px_peer_keep(r, old, n_old, m->voters[i], true);
+    for (uint32_t i = 0; i < m->n_learners; i++)
+        if (m->learners[i] != r->self)
+            px_peer_keep(r, old, n_old, m->learners[i], false);
+    if (!r->self_voter) {
+        if (r->role == PX_LEADER || r->role == PX_CANDIDATE)
+            px_step_down(r);
+        r->role = PX_LEARNER;
+    } else if (r->role == PX_LEARNER) {
+        r->role = PX_FOLLOWER;
+        px_reset_election_timer(r);
+    }
+}
+
+/* The quorum-th highest value over the voters: match indexes
+ * (use_match) or echoed read rounds.  Self contributes self_value. */
+uint64_t px_quorum_value(const px_replica *r, uint64_t self_value,
+                         bool use_match)
+{
+    uint64_t v[PX_MAX_MEMBERS];
+    uint32_t n = 0;
+    if (r->self_voter)
+        v[n++] = self_value;
+    for (uint32_t i = 0; i < r->n_peers && n < PX_MAX_MEMBERS; i++)
+        if (r->peers[i].voter)
+            v[n++] = use_match ? r->peers[i].match : r->peers[i].acked_round;
+    uint32_t q = px_members_quorum(&r->members);
+    if (n < q)
+        return 0;
+    /* selection by insertion sort, descending; n <= 16 */
+    for (uint32_t i = 1; i < n; i++) {
+        uint64_t x = v[i];
+        uint32_t j = i;
+        while (j > 0 && v[j - 1] < x) {
+            v[j] = v[j - 1];
+            j--;
+        }
+        v[j] = x;
+    }
+    return v[q - 1];
+}

@@ -1,0 +1,361 @@
+/*
+ * px_int.h - private layout of the paxosfs replica, shared by the files of
+ * consensus/ and by nothing else.  px.h is the public surface.
+ *
+ * Files and what each owns:
+ *   replica.c  - px_create/px_step dispatch, output buffers, timers, status
+ *   log.c      - the slot ring (accepted and retained committed values) and
+ *                the persistence records (persist_id bookkeeping)
+ *   acceptor.c - promises, accepts, PREPARE/ACCEPT/HEARTBEAT handling
+ *   election.c - pre-vote probe, phase 1, recovery of accepted values
+ *   leader.c   - phase 2: batching, pipelining window, heartbeats, commit
+ *   reads.c    - linearizable read index
+ *   learner.c  - commit rule, apply order, catch-up, snapshots
+ *   forward.c  - the request queue: forwarding, retries, dedupe
+ *   members.c  - configuration encoding and quorum helpers
+ *   batch.c    - batch encoding
+ *   sessions.c - exactly-once session table
+ *   msg.c      - ballot order, message copy and validation
+ *
+ * Message semantics that px.h leaves open (the wire contract of paxosfs):
+ *   PREPARE   aux = 1: pre-vote probe.  No state changes at the acceptor;
+ *             granted with PROMISE aux = 1, no entries.  aux = 0: phase 1a.
+ *   PROMISE   A probe grant: aux = 1, aux_ballot = {0, 0}, no entries.
+ *             A real promise comes in one or more pieces.  Piece: slot =
+ *             first slot covered, aux = last slot covered (UINT64_MAX for
+ *             the final piece), aux_ballot = {1, 0} marks a real promise,
+ *             commit = acceptor's commit index: entries with slot <= commit
+ *             are chosen values, the others accepted values.  An acceptor
+ *             sends every held slot >= the prepared slot; pieces hold at
+ *             most PX_PIECE_MAX_ENTRIES / PX_PIECE_MAX_BYTES, and a lost
+ *             piece is recovered by the candidate re-sending PREPARE.
+ *   ACCEPTED  slot = highest slot of the ACCEPT held in that ballot,
+ *             aux = first slot the acceptor cannot yet vouch for: every
+ *             slot below aux is committed at the acceptor or accepted in
+ *             `ballot` and durable (or persisted by the same output).
+ *   HEARTBEAT_ACK slot = acceptor's commit index, aux = read round echoed.
+ *   FORWARD   n_requests > 0: client requests for the leader.
+ *             n_requests = 0, aux_ballot null: read-index request, aux =
+ *             the requester's read token.  n_requests = 0, aux_ballot =
+ *             leader ballot: read-index reply, aux = token, slot = index.
+ *   CATCHUP   slot = first slot carried; commit = sender's commit; every
+ *             entry is a chosen value.
+ *   SNAPSHOT_NEEDED slot = sender's first retained slot.
+ */
+#ifndef PAXOSFS_PX_INT_H
+#define PAXOSFS_PX_INT_H
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "px.h"
+
+#define PX_MSG_MAX_ENTRIES 4096u      /* entries accepted in one message */
+#define PX_MSG_MAX_REQUESTS 65536u    /* requests accepted in one message */
+#define PX_PIECE_MAX_ENTRIES 64u      /* entries per PROMISE/CATCHUP/resend */
+#define PX_PIECE_MAX_BYTES (4u << 20) /* bytes per piece (>= 1 entry) */
+#define PX_PERSIST_RECORDS 1024u      /* outstanding persist_ids */
+#define PX_READS_MAX 4096u            /* pending reads per list */
+#define PX_ROUND_MAX (UINT64_C(1) << 62) /* ballots above are malformed */
+#define PX_KEEP_BUFFER_BYTES (64u << 10) /* cell buffers kept for reuse */
+
+/* ----------------------------------------------------------- slot ring */
+
+/* One slot's value as this replica holds it. */
+typedef struct px_cell {
+    uint64_t slot;        /* 0 = empty cell */
+    px_ballot ballot;     /* accepted in (or, once committed, as learned) */
+    uint64_t time_ms;
+    uint64_t persist_id;  /* output that persists this acceptance */
+    uint32_t len;
+    uint32_t cap;         /* bytes allocated at data */
+    uint8_t *data;
+    uint8_t kind;
+    bool durable;         /* own acceptance is on stable storage */
+    bool chosen;          /* election store only: value known chosen */
+} px_cell;
+
+typedef struct px_persist_rec {
+    uint64_t id;
+    uint64_t lo, hi;       /* slots persisted (lo > hi: none) */
+    bool has_promise;
+    px_ballot promise;
+} px_persist_rec;
+
+/* ----------------------------------------------------------- leader view */
+
+typedef struct px_peer {
+    uint32_t id;
+    bool voter;
+    uint64_t match;            /* every slot <= match vouched for */
+    uint64_t commit;           /* peer's commit index as last reported */
+    uint64_t last_contact_ms;  /* any message in our ballot */
+    uint64_t last_progress_ms; /* match last moved (or resend) */
+    uint64_t acked_round;      /* read round echoed */
+    /* election */
+    bool granted;              /* probe granted */
+    uint64_t covered;          /* promise pieces cover [start, covered) */
+    bool promised;             /* promise complete */
+} px_peer;
+
+/* ------------------------------------------------------ request queue */
+
+enum px_qlist { PX_Q_PENDING = 0, PX_Q_SENT = 1, PX_Q_PROPOSED = 2,
+                PX_Q_LISTS = 3, PX_Q_FREE = 255 };
+
+typedef struct px_req {
+    uint64_t client_id, seq, ack_seq;
+    uint64_t sent_ms;
+    uint32_t len;
+    uint8_t *op;
+    int32_t prev, next;
+    uint8_t list;
+} px_req;
+
+typedef struct px_queue {
+    px_req *reqs;
+    uint32_t cap, count;
+    int32_t free_head;
+    int32_t head[PX_Q_LISTS], tail[PX_Q_LISTS];
+    uint32_t n[PX_Q_LISTS];
+    int32_t *hash;             /* open addressing, -1 empty */
+    uint32_t hash_mask;
+} px_queue;
+
+/* ---------------------------------------------------------------- reads */
+
+typedef struct px_read {
+    uint64_t token;
+    uint64_t round;            /* leader: heartbeat round that confirms */
+    uint64_t deadline_ms;
+    uint64_t sent_ms;          /* follower: last request to the leader */
+    uint32_t origin;           /* 0 = local, else requesting node */
+    bool sent;
+} px_read;
+
+typedef struct px_readq {
+    px_read *items;
+    uint32_t head, count;      /* ring of PX_READS_MAX */
+} px_readq;
+
+/* --------------------------------------------------------------- output */
+
+typedef struct px_outbuf {
+    px_msg *msgs;
+    uint32_t *ent_off, *req_off;  /* per message offsets into pools */
+    uint32_t n_msgs, cap_msgs;
+    px_entry *ents;
+    uint32_t n_ents, cap_ents;
+    px_request *reqs;
+    uint32_t n_reqs, cap_reqs;
+    px_entry *accepts;
+    uint32_t n_accepts, cap_accepts;
+    px_entry *committed;
+    uint32_t n_committed, cap_committed;
+    px_read_ready *reads;
+    uint32_t n_reads, cap_reads;
+    px_request_failed *failed;
+    uint32_t n_failed, cap_failed;
+    bool persist_promise;
+    px_ballot promise;
+    uint32_t snapshot_to, snapshot_from;
+    int error;                    /* first -ENOMEM while building */
+} px_outbuf;
+
+/* ---------------------------------------------------------------- election */
+
+enum px_phase { PX_PHASE_NONE = 0, PX_PHASE_PROBE = 1, PX_PHASE_PREPARE = 2 };
+
+typedef struct px_election {
+    uint8_t phase;
+    px_ballot ballot;          /* ballot probed / prepared */
+    uint64_t start_slot;       /* PREPARE slot */
+    uint64_t max_commit;       /* highest commit reported in promises */
+    uint32_t max_commit_from;
+    uint64_t max_slot;         /* highest slot reported */
+    uint64_t resend_ms;
+    bool overflow;             /* a reported slot did not fit: abort */
+    px_cell *rec;              /* recovered values, slot - start_slot */
+    uint64_t rec_cap;
+} px_election;
+
+/* ---------------------------------------------------------------- replica */
+
+struct px_replica {
+    px_options opt;
+    uint32_t self;
+    uint64_t rng;
+    uint64_t now_ms;
+    bool started;               /* first event seen (timers armed) */
+
+    /* configuration in force */
+    px_members members;
+    bool self_voter;
+
+    /* role */
+    uint8_t role;               /* enum px_role */
+    uint32_t leader_id;
+    px_ballot ballot;           /* current leader's (or own) ballot */
+    px_ballot promise;          /* acceptor: highest promised */
+    px_ballot durable_promise;  /* highest promise known durable */
+    uint64_t max_round_seen;
+    uint64_t last_leader_contact_ms;
+    uint64_t election_deadline_ms;
+
+    /* slot ring: valid cells lie in [first_retained, first_retained+cap) */
+    px_cell *cells;
+    uint64_t cap, mask;
+    uint64_t first_retained;
+    uint64_t commit;            /* == applied after every step */
+    uint64_t log_max;           /* highest slot ever stored (hint) */
+    uint64_t acc_durable;       /* see acceptor.c invariant 3 */
+    uint64_t last_claim;        /* highest slot vouched for to the leader */
+    uint64_t leader_commit;     /* highest commit heard from the leader */
+    uint64_t catchup_ms, catchup_slot;
+    uint64_t snapshot_req_ms;
+
+    /* persistence */
+    uint64_t next_persist_id;
+    px_persist_rec recs[PX_PERSIST_RECORDS];
+    uint32_t rec_head, rec_count;
+    uint64_t cur_persist_id;    /* id of the output being built, 0 = none */
+    uint64_t cur_lo, cur_hi;
+
+    /* leader */
+    px_peer peers[PX_MAX_MEMBERS];
+    uint32_t n_peers;
+    uint64_t next_slot;         /* next slot to propose */
+    uint64_t leader_start_slot; /* first slot proposed in our ballot */
+    uint64_t quorum_ok_ms;      /* last time a quorum was in contact */
+    uint64_t next_heartbeat_ms;
+    uint64_t bcast_lo, bcast_hi; /* slots proposed during this step */
+    bool commit_moved;
+    uint64_t hb_round, hb_confirmed;
+    bool need_round;
+
+    px_election el;
+    px_queue q;
+    px_readq lreads;            /* leader: reads awaiting a round */
+    px_readq freads;            /* non-leader: reads asked of the leader */
+
+    uint64_t chain_index;
+    uint8_t chain_hash[PX_HASH_BYTES];
+
+    px_stats stats;
+    px_outbuf out;
+};
+
+/* ------------------------------------------------------------ prototypes */
+
+/* msg.c */
+bool px_msg_valid(const px_replica *r, const px_msg *m);
+bool px_ballot_is_null(px_ballot b);
+
+/* members.c */
+uint32_t px_members_quorum(const px_members *m);
+bool px_members_is_voter(const px_members *m, uint32_t id);
+bool px_members_is_member(const px_members *m, uint32_t id);
+bool px_members_valid(const px_members *m);
+void px_members_apply(px_replica *r, const px_members *m);
+px_peer *px_peer_find(px_replica *r, uint32_t id);
+uint64_t px_quorum_value(const px_replica *r, uint64_t self_value,
+                         bool use_match);
+
+/* batch.c */
+uint64_t px_batch_req_bytes(uint32_t op_len);
+void px_batch_put_header(uint8_t *buf, uint32_t count);
+uint32_t px_batch_put_req(uint8_t *buf, const px_req *q);
+
+/* log.c */
+px_cell *px_log_get(px_replica *r, uint64_t slot);
+bool px_log_fits(const px_replica *r, uint64_t slot);
+int px_log_put(px_replica *r, uint64_t slot, px_ballot b, uint64_t time_ms,
+               uint8_t kind, uint32_t len, const uint8_t *data, px_cell **out);
+int px_cell_set(px_cell *c, uint32_t len, const uint8_t *data);
+void px_cell_release(px_cell *c);
+void px_log_compact(px_replica *r);
+void px_log_drop_through(px_replica *r, uint64_t slot);
+int px_log_init(px_replica *r, uint64_t min_ahead);
+void px_log_free(px_replica *r);
+bool px_persist_room(const px_replica *r);
+uint64_t px_persist_cur(px_replica *r);
+void px_persist_promise(px_replica *r);
+void px_persist_accept(px_replica *r, px_cell *c);
+void px_persist_finish(px_replica *r);
+void px_persisted(px_replica *r, uint64_t id);
+void px_entry_from_cell(px_entry *e, const px_cell *c);
+
+/* replica.c: output building */
+int px_out_msg(px_replica *r, uint8_t type, uint32_t to, px_ballot b);
+int px_out_entry(px_replica *r, int msg_idx, const px_cell *c);
+int px_out_request(px_replica *r, int msg_idx, const px_req *q);
+void px_out_committed(px_replica *r, const px_cell *c);
+void px_out_read(px_replica *r, uint64_t token, uint64_t index, int status);
+void px_out_failed(px_replica *r, uint64_t client_id, uint64_t seq, int st);
+uint64_t px_rand_range(px_replica *r, uint64_t lo, uint64_t hi);
+void px_reset_election_timer(px_replica *r);
+
+/* acceptor.c */
+void px_raise_promise(px_replica *r, px_ballot b);
+void px_acc_advance(px_replica *r);
+uint64_t px_acc_claim(px_replica *r);
+void px_on_prepare(px_replica *r, const px_msg *m);
+void px_on_accept(px_replica *r, const px_msg *m);
+void px_on_heartbeat(px_replica *r, const px_msg *m);
+void px_on_persisted_acceptor(px_replica *r);
+void px_follow(px_replica *r, uint32_t leader, px_ballot b);
+
+/* election.c */
+void px_election_start(px_replica *r);
+void px_on_promise(px_replica *r, const px_msg *m);
+void px_election_tick(px_replica *r);
+void px_election_check(px_replica *r);
+void px_election_reset(px_replica *r);
+void px_step_down(px_replica *r);
+
+/* leader.c */
+void px_become_leader(px_replica *r);
+int px_propose_cell(px_replica *r, uint64_t slot, uint64_t time_ms,
+                    uint8_t kind, uint32_t len, const uint8_t *data);
+void px_leader_pump(px_replica *r);
+void px_on_accepted(px_replica *r, const px_msg *m);
+void px_on_heartbeat_ack(px_replica *r, const px_msg *m);
+void px_on_reject(px_replica *r, const px_msg *m);
+void px_leader_update_commit(px_replica *r);
+void px_leader_tick(px_replica *r);
+
+/* reads.c */
+void px_on_read_index(px_replica *r, uint64_t token, uint32_t origin);
+void px_on_read_msg(px_replica *r, const px_msg *m);
+void px_reads_pump(px_replica *r);
+void px_reads_fail_leader(px_replica *r);
+int px_readq_init(px_readq *q);
+void px_readq_free(px_readq *q);
+
+/* learner.c */
+void px_commit_to(px_replica *r, uint64_t slot);
+void px_learn_from_leader(px_replica *r);
+void px_on_catchup_req(px_replica *r, const px_msg *m);
+void px_on_catchup(px_replica *r, const px_msg *m);
+void px_on_snapshot_needed(px_replica *r, const px_msg *m);
+void px_on_snapshot_installed(px_replica *r, uint64_t index,
+                              const px_members *members);
+void px_request_catchup(px_replica *r, uint32_t to, bool force);
+int px_learn_chosen(px_replica *r, const px_entry *e);
+
+/* forward.c */
+int px_queue_init(px_queue *q, uint32_t cap);
+void px_queue_free(px_queue *q);
+int32_t px_queue_find(const px_queue *q, uint64_t client_id, uint64_t seq);
+int px_queue_add(px_queue *q, const px_request *req, uint8_t list);
+void px_queue_remove(px_queue *q, int32_t idx);
+void px_queue_move(px_queue *q, int32_t idx, uint8_t list);
+void px_queue_splice(px_queue *q, uint8_t from, uint8_t to);
+void px_on_propose(px_replica *r, const px_request *reqs, uint32_t n);
+void px_on_forward(px_replica *r, const px_msg *m);
+void px_forward_pump(px_replica *r);
+void px_forward_leader_changed(px_replica *r);
+void px_forward_committed(px_replica *r, const px_cell *c);
+
+#endif /* PAXOSFS_PX_INT_H */

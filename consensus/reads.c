@@ -1,0 +1,221 @@
+/*
+ * reads.c - owns linearizable reads (read index, as in "Paxos Made Live"
+ * section 5.2's master leases, but confirmed by a quorum round instead of
+ * a clock).
+ *
+ *   leader:     READ_INDEX -> queued with round = hb_round + 1
+ *               -> HEARTBEAT(aux = round) to all -> quorum echoes round
+ *               -> ready at index = commit (once an entry of our own
+ *                  ballot is committed)
+ *   non-leader: READ_INDEX -> FORWARD(n_requests = 0, aux = token) to the
+ *               leader, re-sent every retry_interval_ms -> leader answers
+ *               FORWARD(aux = token, aux_ballot = its ballot, slot = index)
+ *               -> ready; no answer by the deadline -> -EAGAIN.
+ *
+ * Invariants:
+ *   1. A read is released only after a heartbeat round sent after it
+ *      arrived was echoed by a quorum of voters in our ballot: no other
+ *      leader can have committed anything we do not know of by then.
+ *   2. A new leader serves no read before it committed a slot of its own
+ *      ballot (leader_start_slot), so its commit index covers every write
+ *      acknowledged by earlier leaders.
+ *   3. Rounds are monotonic; the leader's queue is FIFO in rounds, so
+ *      release pops from the head.  Concurrent reads share one round.
+ *   4. Both queues are bounded (PX_READS_MAX); overflow answers -EAGAIN.
+ */
+#include "px_int.h"
+
+int px_readq_init(px_readq *q)
+{
+    q->items = calloc(PX_READS_MAX, sizeof(px_read));
+    q->head = q->count = 0;
+    return q->items ? 0 : -ENOMEM;
+}
+
+void px_readq_free(px_readq *q)
+{
+    free(q->items);
+    q->items = NULL;
+    q->count = 0;
+}
+
+static px_read *px_readq_at(px_readq *q, uint32_t i)
+{
+    return &q->items[(q->head + i) % PX_READS_MAX];
+}
+
+static px_read *px_readq_push(px_readq *q)
+{
+    if (q->count == PX_READS_MAX)
+        return NULL;
+    px_read *x = px_readq_at(q, q->count++);
+    memset(x, 0, sizeof(*x));
+    return x;
+}
+
+static void px_readq_pop(px_readq *q)
+{
+    q->head = (q->head + 1) % PX_READS_MAX;
+    q->count--;
+}
+
+/* Remove item i by moving the last one into its place (order-free). */
+static void px_readq_remove(px_readq *q, uint32_t i)
+{
+    *px_readq_at(q, i) = *px_readq_at(q, q->count - 1);
+    q->count--;
+}
+
+static uint64_t px_read_deadline(const px_replica *r)
+{
+    return r->now_ms + 2 * r->opt.election_timeout_max_ms +
+           r->opt.retry_interval_ms;
+}
+
+void px_on_read_index(px_replica *r, uint64_t token, uint32_t origin)
+{
+    if (r->role == PX_LEADER) {
+        px_read *x = px_readq_push(&r->lreads);
+        if (!x) {
+            if (!origin)
+                px_out_read(r, token, 0, -EAGAIN);
+            return;
+        }
+        x->token = token;
+        x->origin = origin;
+        x->round = r->hb_round + 1;
+        x->deadline_ms = px_read_deadline(r);
+        r->need_round = true;
+        return;
+    }
+    if (origin) {
+        r->stats.msgs_ignored++; /* not the leader: the asker retries */
+        return;
+    }
+    px_read *x = px_readq_push(&r->freads);
+    if (!x) {
+        px_out_read(r, token, 0, -EAGAIN);
+        return;
+    }
+    x->token = token;
+    x->deadline_ms = px_read_deadline(r);
+}
+
+void px_on_read_msg(px_replica *r, const px_msg *m)
+{
+    if (px_ballot_is_null(m->aux_ballot)) {
+        px_on_read_index(r, m->aux, m->from);
+        return;
+    }
+    for (uint32_t i = 0; i < r->freads.count; i++) {
+        px_read *x = px_readq_at(&r->freads, i);
+        if (x->token == m->aux && x->sent) {
+            px_out_read(r, x->token, m->slot, 0);
+            px_readq_remove(&r->freads, i);
+            return;
+        }
+    }
+    r->stats.msgs_ignored++;
+}
+
+void px_reads_fail_leader(px_replica *r)
+{
+    while (r->lreads.count) {
+        px_read *x = px_readq_at(&r->lreads, 0);
+        if (!x->origin)
+            px_out_read(r, x->token, 0, -EAGAIN);
+        px_readq_pop(&r->lreads);
+    }
+    r->need_round = false;
+}
+
+static void px_read_release(px_replica *r, const px_read *x)
+{
+    if (!x->origin) {
+        px_out_read(r, x->token, r->commit, 0);
+        return;
+    }
+    int k = px_out_msg(r, PX_MSG_FORWARD, x->origin, r->ballot);
+    if (k < 0)
+        return;
+    r->out.msgs[k].aux = x->token;
+    r->out.msgs[k].aux_ballot = r->ballot;
+    r->out.msgs[k].slot = r->commit;
+}
+
+static void px_reads_leader(px_replica *r)
+{
+    /* local reads that waited for a leader: we are it now */
+    while (r->freads.count) {
+        px_read *f = px_readq_at(&r->freads, 0);
+        px_read *x = px_readq_push(&r->lreads);
+        if (!x)
+            break;
+        x->token = f->token;
+        x->round = r->hb_round + 1;
+        x->deadline_ms = f->deadline_ms;
+        r->need_round = true;
+        px_readq_pop(&r->freads);
+    }
+    if (r->n_peers == 0 || r->members.n_voters == 1) {
+        if (r->need_round) {
+            r->hb_round++;
+            r->hb_confirmed = r->hb_round;
+            r->need_round = false;
+        }
+    } else {
+        uint64_t c = px_quorum_value(r, r->hb_round, false);
+        if (c > r->hb_confirmed)
+            r->hb_confirmed = c;
+        if (r->need_round && r->hb_confirmed == r->hb_round) {
+            r->hb_round++;
+            r->need_round = false;
+            for (uint32_t i = 0; i < r->n_peers; i++) {
+                int k = px_out_msg(r, PX_MSG_HEARTBEAT, r->peers[i].id,
+                                   r->ballot);
+                if (k < 0)
+                    break;
+                r->out.msgs[k].aux = r->hb_round;
+            }
+            r->next_heartbeat_ms = r->now_ms + r->opt.heartbeat_interval_ms;
+        }
+    }
+    bool own_committed = r->commit >= r->leader_start_slot;
+    while (r->lreads.count) {
+        px_read *x = px_readq_at(&r->lreads, 0);
+        if (own_committed && x->round <= r->hb_confirmed) {
+            px_read_release(r, x);
+        } else if (r->now_ms >= x->deadline_ms) {
+            if (!x->origin)
+                px_out_read(r, x->token, 0, -EAGAIN);
+        } else {
+            break;
+        }
+        px_readq_pop(&r->lreads);
+    }
+}
+
+void px_reads_pump(px_replica *r)
+{
+    if (r->role == PX_LEADER) {
+        px_reads_leader(r);
+        return;
+    }
+    for (uint32_t i = 0; i < r->freads.count;) {
+        px_read *x = px_readq_at(&r->freads, i);
+        if (r->now_ms >= x->deadline_ms) {
+            px_out_read(r, x->token, 0, -EAGAIN);
+            px_readq_remove(&r->freads, i);
+            continue;
+        }
+        if (r->leader_id && r->leader_id != r->self &&
+            (!x->sent || r->now_ms - x->sent_ms >= r->opt.retry_interval_ms)) {
+            int k = px_out_msg(r, PX_MSG_FORWARD, r->leader_id, r->ballot);
+            if (k >= 0)
+                r->out.msgs[k].aux = x->token;
+            x->sent = true;
+            x->sent_ms = r->now_ms;
+        }
+        i++;
+    }
+}

@@ -1,0 +1,975 @@
+/*
+ * test_consensus_replica.c - the Multi-Paxos replica driven by hand: a
+ * tiny in-memory cluster (durable store per node, a FIFO network the test
+ * delivers, drops or cuts by hand, virtual time) and one test per rule of
+ * consensus/: election, commit after PERSISTED, phase 1 recovery with NOOP
+ * hole filling, stale ballots, stickiness, forwarding, batching with a
+ * full window, the follower commit rule, snapshots, read index, restart
+ * ballots, malformed messages and a seeded chaos run checking agreement.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../consensus/px.h"
+
+#define MAXN 7
+#define NETQ 20000
+#define MAXLOG 4096
+
+typedef struct hentry {
+    uint64_t slot, time_ms;
+    uint8_t kind;
+    uint32_t len;
+    uint8_t *data;
+} hentry;
+
+typedef struct hnode {
+    uint32_t id;
+    px_replica *r;
+    px_options opt;
+    bool down, cut, hold;
+    uint64_t held[4096];
+    uint32_t n_held;
+    /* durable */
+    px_ballot d_promise;
+    px_entry *d_acc;
+    uint32_t n_acc, cap_acc;
+    uint64_t applied;
+    px_members members;
+    hentry log[MAXLOG];
+    /* observed */
+    px_read_ready reads[64];
+    uint32_t n_reads;
+    px_request_failed failed[64];
+    uint32_t n_failed;
+    uint32_t snap_to, snap_from;
+} hnode;
+
+typedef struct cluster {
+    hnode n[MAXN + 1];
+    uint32_t count;
+    px_msg *q[NETQ];
+    uint32_t nq;
+    uint64_t now;
+    uint64_t rng;
+    /* chaos: agreement across nodes */
+    hentry truth[MAXLOG];
+} cluster;
+
+static uint64_t h_rand(cluster *c)
+{
+    c->rng = c->rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    return c->rng >> 33;
+}
+
+static void h_opts(px_options *o, uint32_t id, uint32_t nv)
+{
+    px_options_default(o, id);
+    o->heartbeat_interval_ms = 10;
+    o->election_timeout_min_ms = 100;
+    o->election_timeout_max_ms = 200;
+    o->retry_interval_ms = 50;
+    o->window_slots = 8;
+    o->retain_slots = 64;
+    o->max_pending_requests = 64;
+    o->seed = 1000 + id;
+    o->members.n_voters = nv;
+    for (uint32_t i = 0; i < nv; i++)
+        o->members.voters[i] = i + 1;
+}
+
+static void h_accept_store(hnode *h, const px_entry *e)
+{
+    for (uint32_t i = 0; i < h->n_acc; i++)
+        if (h->d_acc[i].slot == e->slot) {
+            free((void *)h->d_acc[i].data);
+            h->d_acc[i] = *e;
+            h->d_acc[i].data = NULL;
+            if (e->len) {
+                uint8_t *d = malloc(e->len);
+                memcpy(d, e->data, e->len);
+                h->d_acc[i].data = d;
+            }
+            return;
+        }
+    if (h->n_acc == h->cap_acc) {
+        h->cap_acc = h->cap_acc ? 2 * h->cap_acc : 64;
+        h->d_acc = realloc(h->d_acc, h->cap_acc * sizeof(px_entry));
+    }
+    px_entry *x = &h->d_acc[h->n_acc++];
+    *x = *e;
+    x->data = NULL;
+    if (e->len) {
+        uint8_t *d = malloc(e->len);
+        memcpy(d, e->data, e->len);
+        x->data = d;
+    }
+}
+
+static void h_apply(cluster *c, hnode *h, const px_entry *e)
+{
+    assert_int_equal(e->slot, h->applied + 1);
+    assert_true(e->slot < MAXLOG);
+    hentry *x = &h->log[e->slot];
+    x->slot = e->slot;
+    x->time_ms = e->time_ms;
+    x->kind = e->kind;
+    x->len = e->len;
+    x->data = e->len ? malloc(e->len) : NULL;
+    if (e->len)
+        memcpy(x->data, e->data, e->len);
+    h->applied = e->slot;
+    if (e->kind == PX_ENTRY_CONFIG)
+        assert_int_equal(px_members_decode(e->data, e->len, &h->members), 0);
+    /* agreement: one value per slot across every node and restart */
+    hentry *t = &c->truth[e->slot];
+    if (!t->slot) {
+        *t = *x;
+        t->data = x->len ? malloc(x->len) : NULL;
+        if (x->len)
+            memcpy(t->data, x->data, x->len);
+    } else {
+        assert_int_equal(t->kind, x->kind);
+        assert_int_equal(t->len, x->len);
+        assert_int_equal(t->time_ms, x->time_ms);
+        if (x->len)
+            assert_memory_equal(t->data, x->data, x->len);
+    }
+}
+
+static void h_step(cluster *c, uint32_t id, px_event ev);
+
+static void h_output(cluster *c, hnode *h, const px_output *o)
+{
+    if (o->persist_promise) {
+        assert_true(px_ballot_cmp(o->promise, h->d_promise) >= 0);
+        h->d_promise = o->promise;
+    }
+    for (uint32_t i = 0; i < o->n_accepts; i++)
+        h_accept_store(h, &o->accepts[i]);
+    for (uint32_t i = 0; i < o->n_msgs; i++) {
+        assert_int_equal(o->msgs[i].from, h->id);
+        if (h->cut || c->n[o->msgs[i].to].cut || c->nq == NETQ)
+            continue;
+        c->q[c->nq++] = px_msg_copy(&o->msgs[i]);
+    }
+    for (uint32_t i = 0; i < o->n_committed; i++)
+        h_apply(c, h, &o->committed[i]);
+    for (uint32_t i = 0; i < o->n_reads && h->n_reads < 64; i++)
+        h->reads[h->n_reads++] = o->reads[i];
+    for (uint32_t i = 0; i < o->n_failed && h->n_failed < 64; i++)
+        h->failed[h->n_failed++] = o->failed[i];
+    if (o->snapshot_to)
+        h->snap_to = o->snapshot_to;
+    if (o->snapshot_from)
+        h->snap_from = o->snapshot_from;
+    assert_true(o->next_tick_ms >= c->now);
+}
+
+static void h_step(cluster *c, uint32_t id, px_event ev)
+{
+    hnode *h = &c->n[id];
+    if (h->down)
+        return;
+    for (int loop = 0; loop < 100; loop++) {
+        px_output out;
+        ev.now_ms = c->now;
+        assert_int_equal(px_step(h->r, &ev, &out), 0);
+        h_output(c, h, &out);
+        if (!out.persist_id)
+            return;
+        if (h->hold) {
+            h->held[h->n_held++] = out.persist_id;
+            return;
+        }
+        ev = (px_event){.type = PX_EV_PERSISTED, .u.persist_id = out.persist_id};
+    }
+    fail_msg("persist loop");
+}
+
+static void h_release(cluster *c, uint32_t id)
+{
+    hnode *h = &c->n[id];
+    uint32_t n = h->n_held;
+    uint64_t ids[4096];
+    memcpy(ids, h->held, n * sizeof(uint64_t));
+    h->n_held = 0;
+    for (uint32_t i = 0; i < n; i++)
+        h_step(c, id, (px_event){.type = PX_EV_PERSISTED, .u.persist_id = ids[i]});
+}
+
+static void h_tick(cluster *c, uint32_t id)
+{
+    h_step(c, id, (px_event){.type = PX_EV_TICK});
+}
+
+static void h_propose(cluster *c, uint32_t id, uint64_t client, uint64_t seq,
+                      const char *op)
+{
+    px_request rq = {.client_id = client, .seq = seq, .len = (uint32_t)strlen(op),
+                     .op = (const uint8_t *)op};
+    px_event ev = {.type = PX_EV_PROPOSE};
+    ev.u.propose.requests = &rq;
+    ev.u.propose.n_requests = 1;
+    h_step(c, id, ev);
+}
+
+static void h_deliver_at(cluster *c, uint32_t k)
+{
+    px_msg *m = c->q[k];
+    memmove(&c->q[k], &c->q[k + 1], (c->nq - k - 1) * sizeof(px_msg *));
+    c->nq--;
+    hnode *to = &c->n[m->to];
+    if (!to->down && !to->cut && !c->n[m->from].cut)
+        h_step(c, m->to, (px_event){.type = PX_EV_RECEIVE, .u.msg = m});
+    free(m);
+}
+
+static bool h_match(const px_msg *m, int type, uint32_t from, uint32_t to)
+{
+    return (!type || m->type == type) && (!from || m->from == from) &&
+           (!to || m->to == to);
+}
+
+/* Deliver everything queued (and what that produces), FIFO. */
+static void h_run(cluster *c)
+{
+    for (int n = 0; n < 100000 && c->nq; n++)
+        h_deliver_at(c, 0);
+    assert_int_equal(c->nq, 0);
+}
+
+static uint32_t h_drop(cluster *c, int type, uint32_t from, uint32_t to)
+{
+    uint32_t dropped = 0;
+    for (uint32_t k = 0; k < c->nq;) {
+        if (h_match(c->q[k], type, from, to)) {
+            free(c->q[k]);
+            memmove(&c->q[k], &c->q[k + 1], (c->nq - k - 1) * sizeof(px_msg *));
+            c->nq--;
+            dropped++;
+        } else {
+            k++;
+        }
+    }
+    return dropped;
+}
+
+/* Deliver the messages matching now queued (one pass). */
+static uint32_t h_deliver(cluster *c, int type, uint32_t from, uint32_t to)
+{
+    uint32_t n = c->nq, done = 0;
+    px_msg *snap[NETQ];
+    memcpy(snap, c->q, n * sizeof(px_msg *));
+    for (uint32_t i = 0; i < n; i++) {
+        if (!h_match(snap[i], type, from, to))
+            continue;
+        for (uint32_t k = 0; k < c->nq; k++)
+            if (c->q[k] == snap[i]) {
+                h_deliver_at(c, k);
+                done++;
+                break;
+            }
+    }
+    return done;
+}
+
+static uint32_t h_count(cluster *c, int type, uint32_t from, uint32_t to)
+{
+    uint32_t n = 0;
+    for (uint32_t k = 0; k < c->nq; k++)
+        n += h_match(c->q[k], type, from, to);
+    return n;
+}
+
+static void h_start(cluster *c, uint32_t id, const px_restore *rs)
+{
+    hnode *h = &c->n[id];
+    assert_int_equal(px_create(&h->opt, rs, &h->r), 0);
+}
+
+static cluster *h_cluster(uint32_t nv, void (*tweak)(px_options *))
+{
+    cluster *c = calloc(1, sizeof(*c));
+    c->count = nv;
+    c->now = 1000;
+    c->rng = 42;
+    for (uint32_t id = 1; id <= nv; id++) {
+        hnode *h = &c->n[id];
+        h->id = id;
+        h_opts(&h->opt, id, nv);
+        if (tweak)
+            tweak(&h->opt);
+        h->members = h->opt.members;
+        h_start(c, id, NULL);
+    }
+    return c;
+}
+
+static void h_restart(cluster *c, uint32_t id)
+{
+    hnode *h = &c->n[id];
+    px_destroy(h->r);
+    h->r = NULL;
+    px_entry *acc = malloc((h->n_acc + 1) * sizeof(px_entry));
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < h->n_acc; i++)
+        if (h->d_acc[i].slot > h->applied)
+            acc[n++] = h->d_acc[i];
+    px_restore rs = {.promise = h->d_promise, .applied_index = h->applied,
+                     .members = h->members, .n_accepts = n, .accepts = acc};
+    h->n_held = 0;
+    h->down = false;
+    h_start(c, id, &rs);
+    free(acc);
+}
+
+static void h_free(cluster *c)
+{
+    for (uint32_t k = 0; k < c->nq; k++)
+        free(c->q[k]);
+    for (uint32_t id = 1; id <= MAXN; id++) {
+        hnode *h = &c->n[id];
+        px_destroy(h->r);
+        for (uint32_t i = 0; i < h->n_acc; i++)
+            free((void *)h->d_acc[i].data);
+        free(h->d_acc);
+        for (uint32_t s = 0; s < MAXLOG; s++)
+            free(h->log[s].data);
+    }
+    for (uint32_t s = 0; s < MAXLOG; s++)
+        free(c->truth[s].data);
+    free(c);
+}
+
+static px_status h_status(cluster *c, uint32_t id)
+{
+    px_status st;
+    px_get_status(c->n[id].r, &st);
+    return st;
+}
+
+static px_stats h_stats(cluster *c, uint32_t id)
+{
+    px_stats st;
+    px_get_stats(c->n[id].r, &st);
+    return st;
+}
+
+/* Make `id` leader: only it times out; everything else is delivered. */
+static void h_elect(cluster *c, uint32_t id)
+{
+    h_tick(c, id); /* the first event arms the election timer */
+    c->now += 1000;
+    h_tick(c, id);
+    h_run(c);
+    assert_int_equal(h_status(c, id).role, PX_LEADER);
+}
+
+static bool h_log_has(const hentry *e, uint64_t client, uint64_t seq)
+{
+    if (e->kind != PX_ENTRY_BATCH)
+        return false;
+    uint32_t off = 0;
+    px_request rq;
+    while (px_batch_next(e->data, e->len, &off, &rq) == 1)
+        if (rq.client_id == client && rq.seq == seq)
+            return true;
+    return false;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_single_voter(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(1, NULL);
+    h_tick(c, 1);
+    assert_int_equal(h_status(c, 1).role, PX_LEADER);
+    assert_int_equal(c->n[1].applied, 1); /* its NOOP */
+    assert_int_equal(c->n[1].log[1].kind, PX_ENTRY_NOOP);
+    assert_int_equal(c->n[1].log[1].time_ms, c->now);
+    c->n[1].hold = true;
+    h_propose(c, 1, 5, 1, "put a");
+    assert_int_equal(c->n[1].applied, 1); /* not before PERSISTED */
+    h_release(c, 1);
+    assert_int_equal(c->n[1].applied, 2);
+    assert_true(h_log_has(&c->n[1].log[2], 5, 1));
+    /* read index: immediate in a single-voter cluster */
+    h_step(c, 1, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 9});
+    assert_int_equal(c->n[1].n_reads, 1);
+    assert_int_equal(c->n[1].reads[0].read_token, 9);
+    assert_int_equal(c->n[1].reads[0].index, 2);
+    assert_int_equal(c->n[1].reads[0].status, 0);
+    h_free(c);
+}
+
+static void test_three_node_commit_after_persist(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    for (uint32_t id = 1; id <= 3; id++) {
+        assert_int_equal(c->n[id].applied, 1);
+        assert_int_equal(h_status(c, id).leader_id, 1);
+    }
+    c->n[1].hold = true;
+    h_propose(c, 1, 7, 1, "x");
+    assert_int_equal(h_count(c, PX_MSG_ACCEPT, 1, 0), 2);
+    h_drop(c, PX_MSG_ACCEPT, 1, 3);
+    h_deliver(c, PX_MSG_ACCEPT, 1, 2);
+    h_deliver(c, PX_MSG_ACCEPTED, 2, 1);
+    /* one follower + the leader's own, not yet durable vote: no quorum */
+    assert_int_equal(c->n[1].applied, 1);
+    h_release(c, 1);
+    assert_int_equal(c->n[1].applied, 2);
+    c->n[1].hold = false;
+    h_run(c);
+    /* node 3 missed the ACCEPT: it learns from the commit index */
+    c->now += 100;
+    h_tick(c, 1);
+    h_run(c);
+    for (uint32_t id = 1; id <= 3; id++) {
+        assert_int_equal(c->n[id].applied, 2);
+        assert_true(h_log_has(&c->n[id].log[2], 7, 1));
+    }
+    h_free(c);
+}
+
+static void test_recovery_and_noop_fill(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    h_propose(c, 1, 1, 1, "A"); /* slot 2: nobody else gets it */
+    assert_int_equal(h_drop(c, PX_MSG_ACCEPT, 1, 0), 2);
+    h_propose(c, 1, 2, 1, "B"); /* slot 3: only node 2 accepts it */
+    h_drop(c, PX_MSG_ACCEPT, 1, 3);
+    h_deliver(c, PX_MSG_ACCEPT, 1, 2);
+    h_drop(c, 0, 0, 0);
+    c->n[1].down = true;
+    c->now += 1000;
+    h_tick(c, 3);
+    h_run(c);
+    assert_int_equal(h_status(c, 3).role, PX_LEADER);
+    c->now += 20;
+    h_tick(c, 3);
+    h_run(c);
+    for (uint32_t id = 2; id <= 3; id++) {
+        assert_true(c->n[id].applied >= 3);
+        assert_int_equal(c->n[id].log[2].kind, PX_ENTRY_NOOP);
+        assert_true(h_log_has(&c->n[id].log[3], 2, 1));
+        /* the re-proposal keeps the original value and time */
+        assert_int_equal(c->n[id].log[3].time_ms, 2000);
+    }
+    /* node 1 comes back: it learns the chosen values, not its own A */
+    h_restart(c, 1);
+    c->now += 20;
+    h_tick(c, 3);
+    h_run(c);
+    c->now += 20;
+    h_tick(c, 3);
+    h_run(c);
+    assert_true(c->n[1].applied >= 3);
+    assert_int_equal(c->n[1].log[2].kind, PX_ENTRY_NOOP);
+    h_free(c);
+}
+
+static void test_stale_ballot_rejected(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    px_destroy(c->n[3].r);
+    px_restore rs = {.promise = {5, 1}};
+    h_start(c, 3, &rs);
+    px_entry e = {.slot = 1, .kind = PX_ENTRY_NOOP};
+    px_msg m = {.type = PX_MSG_ACCEPT, .from = 2, .to = 3, .ballot = {3, 2},
+                .n_entries = 1, .entries = &e};
+    h_step(c, 3, (px_event){.type = PX_EV_RECEIVE, .u.msg = &m});
+    assert_int_equal(c->n[3].n_acc, 0);
+    assert_int_equal(h_count(c, PX_MSG_REJECT, 3, 2), 1);
+    assert_int_equal(c->q[0]->aux_ballot.round, 5);
+    assert_int_equal(c->q[0]->aux_ballot.node_id, 1);
+    m.type = PX_MSG_PREPARE;
+    m.n_entries = 0;
+    m.entries = NULL;
+    m.ballot = (px_ballot){4, 2};
+    h_step(c, 3, (px_event){.type = PX_EV_RECEIVE, .u.msg = &m});
+    assert_int_equal(h_count(c, PX_MSG_REJECT, 3, 2), 2);
+    assert_int_equal(h_stats(c, 3).msgs_ignored, 2);
+    assert_int_equal(h_status(c, 3).promise.round, 5);
+    /* a deposed leader that hears the REJECT steps down */
+    h_free(c);
+    c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    px_msg rej = {.type = PX_MSG_REJECT, .from = 2, .to = 1,
+                  .ballot = h_status(c, 1).ballot, .aux_ballot = {50, 3}};
+    h_step(c, 1, (px_event){.type = PX_EV_RECEIVE, .u.msg = &rej});
+    assert_int_not_equal(h_status(c, 1).role, PX_LEADER);
+    h_free(c);
+}
+
+static void test_leader_stickiness(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    px_ballot b = h_status(c, 1).ballot;
+    c->n[3].cut = true;
+    for (int i = 0; i < 200; i++) { /* 2 s of partition */
+        c->now += 10;
+        for (uint32_t id = 1; id <= 3; id++)
+            h_tick(c, id);
+        h_run(c);
+    }
+    assert_true(h_stats(c, 3).elections_started > 0);
+    c->n[3].cut = false;
+    for (int i = 0; i < 100; i++) {
+        c->now += 10;
+        for (uint32_t id = 1; id <= 3; id++)
+            h_tick(c, id);
+        h_run(c);
+    }
+    assert_int_equal(h_status(c, 1).role, PX_LEADER);
+    assert_int_equal(px_ballot_cmp(h_status(c, 1).ballot, b), 0);
+    assert_int_equal(h_status(c, 3).leader_id, 1);
+    assert_int_equal(px_ballot_cmp(h_status(c, 3).promise, b), 0);
+    assert_int_equal(h_stats(c, 2).leader_changes, 1);
+    h_free(c);
+}
+
+static void test_forwarding(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    h_propose(c, 3, 9, 1, "fwd");
+    assert_int_equal(h_count(c, PX_MSG_FORWARD, 3, 1), 1);
+    assert_int_equal(h_status(c, 3).pending_requests, 1);
+    h_drop(c, PX_MSG_FORWARD, 3, 1); /* lost: re-forwarded after retry */
+    c->now += 60;
+    h_tick(c, 3);
+    assert_int_equal(h_count(c, PX_MSG_FORWARD, 3, 1), 1);
+    h_run(c);
+    c->now += 20;
+    h_tick(c, 1);
+    h_run(c);
+    for (uint32_t id = 1; id <= 3; id++)
+        assert_true(h_log_has(&c->n[id].log[2], 9, 1));
+    assert_int_equal(h_status(c, 3).pending_requests, 0);
+    assert_int_equal(h_stats(c, 3).requests_forwarded, 2);
+    /* queue bound: the 65th pending request fails with -EAGAIN */
+    c->n[2].cut = true;
+    c->n[1].cut = true;
+    for (uint64_t s = 1; s <= 65; s++)
+        h_propose(c, 3, 10, s, "q");
+    assert_int_equal(c->n[3].n_failed, 1);
+    assert_int_equal(c->n[3].failed[0].status, -EAGAIN);
+    assert_int_equal(c->n[3].failed[0].seq, 65);
+    h_free(c);
+}
+
+static void tweak_window1(px_options *o)
+{
+    o->window_slots = 1;
+}
+
+static void test_batching_window_full(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, tweak_window1);
+    h_elect(c, 1);
+    h_propose(c, 1, 1, 1, "r1");
+    assert_int_equal(h_status(c, 1).slots_in_flight, 1);
+    h_propose(c, 1, 2, 1, "r2");
+    h_propose(c, 1, 3, 1, "r3");
+    h_propose(c, 1, 4, 1, "r4");
+    assert_int_equal(h_status(c, 1).slots_in_flight, 1);
+    assert_int_equal(h_status(c, 1).pending_requests, 4);
+    h_run(c);
+    c->now += 20;
+    h_tick(c, 1);
+    h_run(c);
+    assert_int_equal(c->n[1].applied, 3);
+    assert_int_equal(px_batch_count(c->n[1].log[3].data, c->n[1].log[3].len), 3);
+    assert_true(h_log_has(&c->n[2].log[3], 4, 1));
+    assert_int_equal(h_status(c, 1).pending_requests, 0);
+    h_free(c);
+}
+
+static void test_follower_commit_rule(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    px_entry x = {.slot = 1, .kind = PX_ENTRY_BATCH, .len = 4,
+                  .data = (const uint8_t *)"\0\0\0\0", .time_ms = 5};
+    px_msg a = {.type = PX_MSG_ACCEPT, .from = 1, .to = 3, .ballot = {1, 1},
+                .n_entries = 1, .entries = &x};
+    h_step(c, 3, (px_event){.type = PX_EV_RECEIVE, .u.msg = &a});
+    assert_int_equal(c->n[3].n_acc, 1);
+    h_drop(c, 0, 0, 0);
+    px_msg hb = {.type = PX_MSG_HEARTBEAT, .from = 2, .to = 3,
+                 .ballot = {2, 2}, .commit = 1};
+    h_step(c, 3, (px_event){.type = PX_EV_RECEIVE, .u.msg = &hb});
+    assert_int_equal(c->n[3].applied, 0); /* held in ballot (1,1): unsure */
+    assert_int_equal(h_count(c, PX_MSG_CATCHUP_REQ, 3, 2), 1);
+    h_drop(c, 0, 0, 0);
+    px_entry y = {.slot = 1, .ballot = {2, 2}, .kind = PX_ENTRY_NOOP,
+                  .time_ms = 6};
+    px_msg cu = {.type = PX_MSG_CATCHUP, .from = 2, .to = 3, .ballot = {2, 2},
+                 .slot = 1, .commit = 1, .n_entries = 1, .entries = &y};
+    h_step(c, 3, (px_event){.type = PX_EV_RECEIVE, .u.msg = &cu});
+    assert_int_equal(c->n[3].applied, 1);
+    assert_int_equal(c->n[3].log[1].kind, PX_ENTRY_NOOP);
+    assert_int_equal(c->n[3].log[1].time_ms, 6);
+    /* a value held in the leader's ballot is applied directly */
+    px_entry z = {.slot = 2, .kind = PX_ENTRY_NOOP, .time_ms = 7};
+    px_msg a2 = {.type = PX_MSG_ACCEPT, .from = 2, .to = 3, .ballot = {2, 2},
+                 .n_entries = 1, .entries = &z, .commit = 1};
+    h_step(c, 3, (px_event){.type = PX_EV_RECEIVE, .u.msg = &a2});
+    hb.commit = 2;
+    h_step(c, 3, (px_event){.type = PX_EV_RECEIVE, .u.msg = &hb});
+    assert_int_equal(c->n[3].applied, 2);
+    h_free(c);
+}
+
+static void tweak_retain2(px_options *o)
+{
+    o->retain_slots = 2;
+}
+
+static void test_snapshot_needed(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, tweak_retain2);
+    h_elect(c, 1);
+    c->n[3].cut = true;
+    for (uint64_t s = 1; s <= 8; s++) {
+        h_propose(c, 1, 1, s, "v");
+        h_run(c);
+    }
+    uint64_t commit = h_status(c, 1).commit_index;
+    assert_true(commit >= 8);
+    c->n[3].cut = false;
+    c->now += 20;
+    h_tick(c, 1);
+    h_run(c);
+    c->now += 1;
+    h_tick(c, 1); /* compaction happens at the start of a step */
+    h_run(c);
+    assert_int_equal(c->n[1].snap_to, 3);
+    assert_int_equal(c->n[3].snap_from, 1);
+    assert_true(h_status(c, 1).first_retained > 2);
+    /* the host ships a snapshot; node 3 jumps and continues */
+    uint64_t index = h_status(c, 1).commit_index;
+    px_event ev = {.type = PX_EV_SNAPSHOT_INSTALLED};
+    ev.u.snapshot.index = index;
+    ev.u.snapshot.members = c->n[1].opt.members;
+    h_step(c, 3, ev);
+    c->n[3].applied = index; /* the host's state machine is at index */
+    assert_int_equal(h_status(c, 3).commit_index, index);
+    h_propose(c, 1, 1, 100, "after");
+    h_run(c);
+    c->now += 20;
+    h_tick(c, 1);
+    h_run(c);
+    assert_int_equal(c->n[3].applied, index + 1);
+    assert_true(h_log_has(&c->n[3].log[index + 1], 1, 100));
+    h_free(c);
+}
+
+static void test_read_index(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    h_step(c, 1, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 42});
+    assert_int_equal(c->n[1].n_reads, 0); /* needs a quorum round */
+    assert_int_equal(h_count(c, PX_MSG_HEARTBEAT, 1, 0), 2);
+    h_run(c);
+    assert_int_equal(c->n[1].n_reads, 1);
+    assert_int_equal(c->n[1].reads[0].read_token, 42);
+    assert_int_equal(c->n[1].reads[0].index, 1);
+    assert_int_equal(c->n[1].reads[0].status, 0);
+    /* a follower asks the leader */
+    h_step(c, 2, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 43});
+    h_run(c);
+    assert_int_equal(c->n[2].n_reads, 1);
+    assert_int_equal(c->n[2].reads[0].read_token, 43);
+    assert_int_equal(c->n[2].reads[0].index, 1);
+    assert_int_equal(c->n[2].reads[0].status, 0);
+    /* a leader cut off from its quorum never confirms: -EAGAIN */
+    c->n[2].cut = c->n[3].cut = true;
+    h_step(c, 1, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 44});
+    for (int i = 0; i < 60; i++) {
+        c->now += 10;
+        h_tick(c, 1);
+        h_run(c);
+    }
+    assert_int_equal(c->n[1].n_reads, 2);
+    assert_int_equal(c->n[1].reads[1].read_token, 44);
+    assert_int_equal(c->n[1].reads[1].status, -EAGAIN);
+    assert_int_not_equal(h_status(c, 1).role, PX_LEADER);
+    h_free(c);
+}
+
+static void test_restart_never_reuses_ballot(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(1, NULL);
+    px_destroy(c->n[1].r);
+    px_restore rs = {.promise = {7, 1}};
+    h_start(c, 1, &rs);
+    h_tick(c, 1);
+    assert_int_equal(h_status(c, 1).role, PX_LEADER);
+    assert_int_equal(h_status(c, 1).ballot.round, 8);
+    /* an accepted value in a higher ballot also counts as promised */
+    px_destroy(c->n[1].r);
+    px_entry e = {.slot = 3, .ballot = {11, 2}, .kind = PX_ENTRY_NOOP};
+    px_restore rs2 = {.promise = {7, 1}, .applied_index = 2, .n_accepts = 1,
+                      .accepts = &e};
+    h_start(c, 1, &rs2);
+    c->n[1].applied = 2;
+    h_tick(c, 1);
+    assert_int_equal(h_status(c, 1).ballot.round, 12);
+    /* the restored value is re-learned through phase 1, not re-invented */
+    assert_int_equal(c->n[1].applied, 3);
+    assert_int_equal(c->n[1].log[3].kind, PX_ENTRY_NOOP);
+    h_free(c);
+    /* three nodes: a restarted leader campaigns above its old ballot */
+    c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    px_ballot b = h_status(c, 1).ballot;
+    h_restart(c, 1);
+    h_elect(c, 1);
+    assert_true(px_ballot_cmp(h_status(c, 1).ballot, b) > 0);
+    h_free(c);
+}
+
+static void test_malformed_ignored(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    px_entry bad[3] = {{.slot = 0}, {.slot = 2, .len = 4, .data = NULL},
+                       {.slot = 1, .kind = 9}};
+    px_msg m = {.type = PX_MSG_ACCEPT, .from = 1, .to = 3, .ballot = {1, 1}};
+    uint64_t ignored = 0;
+    for (int i = 0; i < 3; i++) {
+        m.n_entries = 1;
+        m.entries = &bad[i];
+        h_step(c, 3, (px_event){.type = PX_EV_RECEIVE, .u.msg = &m});
+        assert_int_equal(h_stats(c, 3).msgs_ignored, ++ignored);
+    }
+    px_entry ok = {.slot = 1};
+    m.entries = &ok;
+    m.to = 2; /* wrong recipient */
+    h_step(c, 3, (px_event){.type = PX_EV_RECEIVE, .u.msg = &m});
+    m.to = 3;
+    m.from = 99; /* unknown sender */
+    h_step(c, 3, (px_event){.type = PX_EV_RECEIVE, .u.msg = &m});
+    m.from = 1;
+    m.ballot = (px_ballot){1, 2}; /* ballot not owned by the sender */
+    h_step(c, 3, (px_event){.type = PX_EV_RECEIVE, .u.msg = &m});
+    m.ballot = (px_ballot){1, 1};
+    m.n_entries = 5000; /* too many entries */
+    h_step(c, 3, (px_event){.type = PX_EV_RECEIVE, .u.msg = &m});
+    m.n_entries = 1;
+    m.type = 77;
+    h_step(c, 3, (px_event){.type = PX_EV_RECEIVE, .u.msg = &m});
+    assert_int_equal(h_stats(c, 3).msgs_ignored, ignored + 5);
+    assert_int_equal(c->n[3].n_acc, 0);
+    /* bad events are -EINVAL */
+    px_output out;
+    px_event ev = {.type = PX_EV_RECEIVE};
+    assert_int_equal(px_step(c->n[3].r, &ev, &out), -EINVAL);
+    ev.type = 99;
+    assert_int_equal(px_step(c->n[3].r, &ev, &out), -EINVAL);
+    h_free(c);
+}
+
+/* Regression (sim crash seed 2): a candidate whose commit index is behind
+ * a promiser's, and who gets no values for the slots in between (the
+ * promiser restarted and retains nothing below its applied index), must
+ * not fill those chosen slots with NOOPs: it aborts and catches up. */
+static void test_regression_recover_past_peer_commit(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    px_destroy(c->n[1].r);
+    px_restore rs = {.applied_index = 2};
+    h_start(c, 1, &rs);
+    c->n[1].applied = 2;
+    c->n[3].down = true;
+    h_tick(c, 1);
+    c->now += 1000;
+    h_tick(c, 1); /* probe */
+    assert_int_equal(h_count(c, PX_MSG_PREPARE, 1, 2), 1);
+    px_ballot b = c->q[0]->ballot;
+    h_drop(c, 0, 0, 0);
+    px_msg grant = {.type = PX_MSG_PROMISE, .from = 2, .to = 1, .ballot = b,
+                    .aux = 1};
+    h_step(c, 1, (px_event){.type = PX_EV_RECEIVE, .u.msg = &grant});
+    assert_int_equal(h_count(c, PX_MSG_PREPARE, 1, 2), 1);
+    px_msg *prep = NULL;
+    for (uint32_t k = 0; k < c->nq; k++)
+        if (c->q[k]->type == PX_MSG_PREPARE && c->q[k]->to == 2)
+            prep = c->q[k];
+    assert_non_null(prep);
+    assert_int_equal(prep->slot, 3);
+    px_msg promise = {.type = PX_MSG_PROMISE, .from = 2, .to = 1,
+                      .ballot = prep->ballot, .slot = 3, .aux = UINT64_MAX,
+                      .aux_ballot = {1, 0}, .commit = 5};
+    h_drop(c, 0, 0, 0);
+    h_step(c, 1, (px_event){.type = PX_EV_RECEIVE, .u.msg = &promise});
+    assert_int_not_equal(h_status(c, 1).role, PX_LEADER);
+    assert_int_equal(h_count(c, PX_MSG_ACCEPT, 1, 0), 0);
+    assert_int_equal(h_count(c, PX_MSG_CATCHUP_REQ, 1, 2), 1);
+    assert_int_equal(c->n[1].applied, 2);
+    h_free(c);
+}
+
+/* ---------------------------------------------------------------- chaos */
+
+/* The host side of a snapshot transfer: copy the source's applied state. */
+static void h_snapshots(cluster *c, uint32_t nv)
+{
+    for (uint32_t id = 1; id <= nv; id++) {
+        hnode *h = &c->n[id];
+        uint32_t from = h->snap_from;
+        h->snap_from = 0;
+        if (!from || h->down || c->n[from].applied <= h->applied)
+            continue;
+        hnode *src = &c->n[from];
+        for (uint64_t s = h->applied + 1; s <= src->applied; s++) {
+            free(h->log[s].data);
+            h->log[s] = src->log[s];
+            h->log[s].data = malloc(src->log[s].len + 1);
+            if (src->log[s].len)
+                memcpy(h->log[s].data, src->log[s].data, src->log[s].len);
+        }
+        px_event ev = {.type = PX_EV_SNAPSHOT_INSTALLED};
+        ev.u.snapshot.index = src->applied;
+        ev.u.snapshot.members = src->members;
+        h->applied = src->applied;
+        h->members = src->members;
+        h_step(c, id, ev);
+    }
+}
+
+static void chaos_run(uint32_t nv, uint64_t seed, int steps)
+{
+    cluster *c = h_cluster(nv, NULL);
+    c->rng = seed;
+    uint64_t next_seq[8] = {0};
+    for (int i = 0; i < steps; i++) {
+        uint64_t x = h_rand(c) % 100;
+        uint32_t id = 1 + (uint32_t)(h_rand(c) % nv);
+        if (x < 30 && c->nq) {
+            uint32_t k = (uint32_t)(h_rand(c) % c->nq);
+            uint64_t f = h_rand(c) % 10;
+            if (f == 0) { /* drop */
+                free(c->q[k]);
+                memmove(&c->q[k], &c->q[k + 1],
+                        (c->nq - k - 1) * sizeof(px_msg *));
+                c->nq--;
+            } else if (f == 1 && c->nq < NETQ) { /* duplicate */
+                c->q[c->nq++] = px_msg_copy(c->q[k]);
+                h_deliver_at(c, k);
+            } else {
+                h_deliver_at(c, k);
+            }
+        } else if (x < 50) {
+            c->now += h_rand(c) % 30;
+            h_tick(c, id);
+        } else if (x < 60) {
+            uint64_t client = h_rand(c) % 4;
+            h_propose(c, id, client + 1, ++next_seq[client], "op");
+        } else if (x < 62) {
+            c->n[id].hold = !c->n[id].hold;
+            if (!c->n[id].hold)
+                h_release(c, id);
+        } else if (x < 63) {
+            h_restart(c, id); /* reports held are lost; durable kept */
+        } else if (x < 64) {
+            c->n[id].cut = !c->n[id].cut;
+        } else if (c->nq) {
+            h_deliver_at(c, 0);
+        }
+        h_snapshots(c, nv);
+    }
+    /* heal and let it settle: every node must converge */
+    for (uint32_t id = 1; id <= nv; id++) {
+        c->n[id].cut = false;
+        c->n[id].hold = false;
+        h_release(c, id);
+    }
+    for (int i = 0; i < 400; i++) {
+        c->now += 10;
+        for (uint32_t id = 1; id <= nv; id++)
+            h_tick(c, id);
+        h_run(c);
+        h_snapshots(c, nv);
+    }
+    uint32_t leaders = 0;
+    uint64_t applied = c->n[1].applied;
+    for (uint32_t id = 1; id <= nv; id++) {
+        leaders += h_status(c, id).role == PX_LEADER;
+        assert_int_equal(c->n[id].applied, applied);
+        assert_int_equal(h_status(c, id).pending_requests, 0);
+    }
+    assert_int_equal(leaders, 1);
+    assert_true(applied > 0);
+    if (getenv("PX_CHAOS_VERBOSE")) {
+        px_stats st = h_stats(c, 1);
+        uint64_t reqs = 0;
+        for (uint64_t s = 1; s <= applied; s++)
+            if (c->n[1].log[s].kind == PX_ENTRY_BATCH)
+                reqs += px_batch_count(c->n[1].log[s].data, c->n[1].log[s].len);
+        fprintf(stderr, "chaos n=%u seed=%llu applied=%llu requests=%llu "
+                "elections(node1)=%llu ignored(node1)=%llu\n", nv,
+                (unsigned long long)seed, (unsigned long long)applied,
+                (unsigned long long)reqs,
+                (unsigned long long)st.elections_started,
+                (unsigned long long)st.msgs_ignored);
+    }
+    h_free(c);
+}
+
+static void test_chaos(void **state)
+{
+    (void)state;
+    for (uint64_t seed = 1; seed <= 20; seed++)
+        chaos_run(3, seed, 3000);
+    for (uint64_t seed = 100; seed <= 105; seed++)
+        chaos_run(5, seed, 3000);
+    chaos_run(7, 777, 3000);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_single_voter),
+        cmocka_unit_test(test_three_node_commit_after_persist),
+        cmocka_unit_test(test_recovery_and_noop_fill),
+        cmocka_unit_test(test_stale_ballot_rejected),
+        cmocka_unit_test(test_leader_stickiness),
+        cmocka_unit_test(test_forwarding),
+        cmocka_unit_test(test_batching_window_full),
+        cmocka_unit_test(test_follower_commit_rule),
+        cmocka_unit_test(test_snapshot_needed),
+        cmocka_unit_test(test_read_index),
+        cmocka_unit_test(test_restart_never_reuses_ballot),
+        cmocka_unit_test(test_malformed_ignored),
+        cmocka_unit_test(test_regression_recover_past_peer_commit),
+        cmocka_unit_test(test_chaos),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
