@@ -32,15 +32,24 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include "../chain/chain.h"
 #include "../chain/kv.h"
 #include "../consensus/px.h"
 #include "../fs/fs.h"
+#include "admin.h"
+#include "transport.h"
+#include "wire.h"
 
-#define NODE_MAX_PENDING 65536          /* power of two: outstanding writes */
+#define NODE_MAX_PENDING 1024   /* power of two, <= the session table's
+                                   per-client bound (chain/kv.c) */
 #define NODE_MAX_PROPOSE 4096           /* requests stepped per PROPOSE */
 #define NODE_MAX_READS 65536            /* outstanding read barriers */
+#define NODE_MAX_HELD_MSGS 100000       /* messages waiting for a sync */
+#define NODE_PEER_ALIVE_MS 1500        /* .status: "connected" */
+#define NODE_CATCHUP_BLOCKS 256         /* chain blocks per catch-up frame */
+#define NODE_CATCHUP_BYTES (4u << 20)
 
 /* A write submitted by the mount, until its entry is applied. */
 typedef struct pending {
@@ -62,6 +71,12 @@ typedef struct read_wait {
     void *arg;
     bool ready;
 } read_wait;
+
+/* A message that may leave once persist id `after` is durable. */
+typedef struct held_msg {
+    px_msg *msg;            /* px_msg_copy, owned */
+    uint64_t after;
+} held_msg;
 
 /* A growable list of persist ids. */
 typedef struct id_list {
@@ -121,6 +136,21 @@ struct node {
     id_list written;
     id_list syncing;
     syncer sync;
+
+    /* cluster: messages wait until every persist issued before them is
+     * durable (persist ids increase; syncs complete in order) */
+    void *zctx;
+    transport *net;
+    net_peer_addr peers[TRANSPORT_MAX_PEERS];   /* cfg.peers points here */
+    keys key;                                   /* cfg.key points here */
+    admin *adm;
+    uint64_t last_persist_issued;
+    uint64_t durable_persist_id;
+    held_msg *held;
+    uint32_t held_head, held_count, held_cap;
+    uint64_t held_dropped;
+    uint32_t diverged_peer;       /* first peer whose chain differs */
+    uint64_t diverged_index;
 
     uint64_t last_now_ms;
     uint64_t next_tick_ms;
@@ -318,6 +348,115 @@ static int id_list_move(id_list *to, id_list *from)
     return 0;
 }
 
+/* ------------------------------------------------------------ messages */
+
+static void send_now(node *n, const px_msg *m)
+{
+    if (n->net)
+        transport_send(n->net, m);   /* a drop is counted by the transport */
+}
+
+/* Keep `m` until persist id `after` is durable (DESIGN.md invariant 2).
+ * Bounded: past NODE_MAX_HELD_MSGS a message is dropped and counted; the
+ * replica re-sends what matters. */
+static void hold_msg(node *n, const px_msg *m, uint64_t after)
+{
+    if (n->held_count == n->held_cap) {
+        if (n->held_cap >= NODE_MAX_HELD_MSGS) {
+            n->held_dropped++;
+            return;
+        }
+        uint32_t cap = n->held_cap ? n->held_cap * 2 : 256;
+        held_msg *h = malloc(cap * sizeof *h);
+        if (!h) {
+            n->held_dropped++;
+            return;
+        }
+        for (uint32_t i = 0; i < n->held_count; i++)
+            h[i] = n->held[(n->held_head + i) % n->held_cap];
+        free(n->held);
+        n->held = h;
+        n->held_cap = cap;
+        n->held_head = 0;
+    }
+    px_msg *copy = px_msg_copy(m);
+    if (!copy) {
+        n->held_dropped++;
+        return;
+    }
+    n->held[(n->held_head + n->held_count) % n->held_cap] =
+        (held_msg){ .msg = copy, .after = after };
+    n->held_count++;
+}
+
+/* Send, in order, every held message whose persists are now durable. */
+static void release_held(node *n)
+{
+    while (n->held_count > 0) {
+        held_msg *h = &n->held[n->held_head];
+        if (h->after > n->durable_persist_id)
+            return;
+        send_now(n, h->msg);
+        free(h->msg);
+        n->held_head = (n->held_head + 1) % n->held_cap;
+        n->held_count--;
+    }
+}
+
+static void free_held(node *n)
+{
+    for (uint32_t i = 0; i < n->held_count; i++)
+        free(n->held[(n->held_head + i) % n->held_cap].msg);
+    free(n->held);
+    n->held = NULL;
+    n->held_count = n->held_cap = 0;
+}
+
+/* A peer lags behind what the replica retains: stream it committed blocks
+ * from the chain, which holds every committed entry (the snapshot of a
+ * cluster whose chain is complete). */
+static void send_chain_catchup(node *n, uint32_t peer_id)
+{
+    if (!n->net)
+        return;
+    uint64_t from = 0;
+    for (uint32_t i = 0; i < transport_peer_count(n->net); i++) {
+        transport_peer_stats st;
+        transport_peer_stats_get(n->net, i, &st);
+        if (st.id == peer_id)
+            from = st.last_commit + 1;
+    }
+    uint64_t head = chain_head_index(n->chain);
+    if (from == 0 || from > head)
+        return;
+    px_entry entries[NODE_CATCHUP_BLOCKS];
+    chain_block blocks[NODE_CATCHUP_BLOCKS];
+    uint32_t k = 0;
+    uint64_t bytes = 0;
+    for (uint64_t i = from; i <= head && k < NODE_CATCHUP_BLOCKS &&
+                            bytes < NODE_CATCHUP_BYTES; i++) {
+        if (chain_read(n->chain, i, &blocks[k]) < 0)
+            break;
+        entries[k] = (px_entry){ .slot = blocks[k].index,
+                                 .time_ms = blocks[k].time_ms,
+                                 .kind = blocks[k].kind,
+                                 .len = blocks[k].len,
+                                 .data = blocks[k].data };
+        bytes += blocks[k].len;
+        k++;
+    }
+    if (k > 0) {
+        px_status st;
+        px_get_status(n->px, &st);
+        px_msg m = { .type = PX_MSG_CATCHUP, .from = n->cfg.id, .to = peer_id,
+                     .ballot = st.ballot, .slot = from, .commit = head,
+                     .n_entries = k, .entries = entries };
+        send_now(n, &m);
+    }
+    for (uint32_t i = 0; i < k; i++)
+        chain_block_free(&blocks[i]);
+}
+
 static void handle_output(node *n, const px_output *out)
 {
     int rc = 0;
@@ -329,8 +468,16 @@ static void handle_output(node *n, const px_output *out)
         storage_failed(n, "acceptor store write", rc);
     else if (out->persist_id && id_list_push(&n->buffered, out->persist_id) < 0)
         storage_failed(n, "bookkeeping", -ENOMEM);
-    /* single-node runtime: a replica alone has nobody to message; the
-     * cluster transport sends out->msgs after the sync below */
+    if (out->persist_id > n->last_persist_issued)
+        n->last_persist_issued = out->persist_id;
+    for (uint32_t i = 0; i < out->n_msgs; i++) {
+        if (n->held_count == 0 && n->last_persist_issued <= n->durable_persist_id)
+            send_now(n, &out->msgs[i]);
+        else
+            hold_msg(n, &out->msgs[i], n->last_persist_issued);
+    }
+    if (out->snapshot_to)
+        send_chain_catchup(n, out->snapshot_to);
 
     for (uint32_t i = 0; i < out->n_committed; i++)
         apply_committed(n, &out->committed[i]);
@@ -491,6 +638,10 @@ static void collect_sync(node *n)
         storage_failed(n, "acceptor fdatasync", rc);
         return;
     }
+    for (uint32_t i = 0; i < n->syncing.n; i++)
+        if (n->syncing.ids[i] > n->durable_persist_id)
+            n->durable_persist_id = n->syncing.ids[i];
+    release_held(n);
     for (uint32_t i = 0; i < n->syncing.n && !n->fatal; i++) {
         px_event ev = { .type = PX_EV_PERSISTED };
         ev.u.persist_id = n->syncing.ids[i];
@@ -664,12 +815,48 @@ static int node_status_text(void *ctx, char **text, size_t *len)
             "\"chain_head\":{\"index\":%" PRIu64 ",\"hash\":\"%s\"},"
             "\"chain_synced_index\":%" PRIu64 ","
             "\"members\":[%s],\"keys\":%" PRIu64 ",\"bytes\":%" PRIu64 ","
-            "\"pending_writes\":%" PRIu64 ",\"healthy\":%s}\n",
+            "\"pending_writes\":%" PRIu64 ",\"healthy\":%s",
             n->cfg.id, role_name(st.role), st.leader_id, st.ballot.round,
             st.ballot.node_id, st.commit_index, kv_applied_index(n->state),
             chain_head_index(n->chain), head, chain_synced_index(n->chain),
             members, kv_count(n->state), kv_bytes(n->state),
             n->next_seq - n->low_seq, n->fatal ? "false" : "true");
+    if (n->diverged_peer)
+        fprintf(fp, ",\"diverged\":{\"peer\":%u,\"index\":%" PRIu64 "}",
+                n->diverged_peer, n->diverged_index);
+    else
+        fprintf(fp, ",\"diverged\":null");
+    fprintf(fp, ",\"peers\":[");
+    uint64_t now = node_now_ms(n);
+    const char *sep = "";
+    for (uint32_t i = 0; n->net && i < transport_peer_count(n->net); i++) {
+        transport_peer_stats ps;
+        transport_peer_stats_get(n->net, i, &ps);
+        if (ps.id == n->cfg.id)
+            continue;
+        uint64_t match = 0, contact = ps.last_recv_ms;
+        for (uint32_t j = 0; j < st.n_peers; j++) {
+            if (st.peers[j].id != ps.id)
+                continue;
+            match = st.peers[j].match_index;
+            if (st.peers[j].last_contact_ms > contact)
+                contact = st.peers[j].last_contact_ms;
+        }
+        bool connected = contact && now - contact < NODE_PEER_ALIVE_MS;
+        fprintf(fp, "%s{\"id\":%u,\"connected\":%s,\"last_contact_ms_ago\":%"
+                PRId64 ",\"match_index\":%" PRIu64 ",\"blocked\":%s,"
+                "\"sent\":%" PRIu64 ",\"received\":%" PRIu64
+                ",\"dropped_in\":%" PRIu64 ",\"dropped_out\":%" PRIu64 "}",
+                sep, ps.id, connected ? "true" : "false",
+                contact ? (int64_t)(now - contact) : (int64_t)-1, match,
+                ps.blocked ? "true" : "false", ps.sent, ps.received,
+                ps.recv_dropped, ps.send_dropped);
+        sep = ",";
+    }
+    fprintf(fp, "],\"held_messages\":%u,\"rejected_connections\":%" PRIu64
+            ",\"unknown_dropped\":%" PRIu64 "}\n", n->held_count,
+            n->net ? transport_rejected_connections(n->net) : 0,
+            n->net ? transport_unknown_drops(n->net) : 0);
     if (fclose(fp) != 0) {
         free(buf);
         return -ENOMEM;
@@ -808,6 +995,18 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     }
     n->cfg.data_dir = n->data_dir;
     n->cfg.mountpoint = n->mountpoint;
+    if (cfg->n_peers > TRANSPORT_MAX_PEERS) {
+        rc = -EINVAL;
+        snprintf(err, err_len, "at most %d members", TRANSPORT_MAX_PEERS);
+        goto fail;
+    }
+    if (cfg->n_peers)
+        memcpy(n->peers, cfg->peers, cfg->n_peers * sizeof *cfg->peers);
+    n->cfg.peers = n->peers;
+    if (cfg->key) {
+        n->key = *cfg->key;
+        n->cfg.key = &n->key;
+    }
     n->client_id = random_u64();
     n->next_seq = n->low_seq = n->to_propose_from = 1;
 
@@ -868,9 +1067,30 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
 
     px_options opt;
     px_options_default(&opt, cfg->id);
-    opt.members.voters[0] = cfg->id;
-    opt.members.n_voters = 1;
+    if (cfg->n_peers == 0) {
+        opt.members.voters[0] = cfg->id;
+        opt.members.n_voters = 1;
+    } else {
+        for (uint32_t i = 0; i < cfg->n_peers; i++)
+            opt.members.voters[opt.members.n_voters++] = cfg->peers[i].id;
+    }
     opt.seed = random_u64();
+
+    n->zctx = zmq_ctx_new();
+    if (!n->zctx) {
+        rc = -ENOMEM;
+        snprintf(err, err_len, "cannot create the ZeroMQ context");
+        goto fail;
+    }
+    if (cfg->n_peers > 0) {
+        rc = transport_open(n->zctx, cfg->id, n->cfg.peers, cfg->n_peers,
+                            n->cfg.key, &n->net, err, err_len);
+        if (rc < 0)
+            goto fail;
+    }
+    rc = admin_open(n->zctx, n->data_dir, &n->adm, err, err_len);
+    if (rc < 0)
+        goto fail;
     uint64_t head = chain_head_index(n->chain);
     uint32_t first = 0;
     while (first < ast.n_accepts && ast.accepts[first].slot <= head)
@@ -935,6 +1155,67 @@ int node_mount(node *n, char *err, size_t err_len)
     return fs_mount(&opt, &be, n->mountpoint, &n->mount, err, err_len);
 }
 
+/* ------------------------------------------------------- cluster input */
+
+/* Peers exchange (index, head hash) (DESIGN.md invariant 3): a hash that
+ * differs from ours at the same index means one of the two histories is
+ * wrong.  Reported in .status and the log. */
+static void check_divergence(node *n, const px_msg *m)
+{
+    if (m->type != PX_MSG_HEARTBEAT && m->type != PX_MSG_HEARTBEAT_ACK)
+        return;
+    if (m->chain_index == 0 || m->chain_index > chain_head_index(n->chain))
+        return;
+    uint8_t ours[CHAIN_HASH_BYTES];
+    if (chain_hash_at(n->chain, m->chain_index, ours) < 0)
+        return;
+    if (memcmp(ours, m->chain_hash, CHAIN_HASH_BYTES) == 0 || n->diverged_peer)
+        return;
+    n->diverged_peer = m->from;
+    n->diverged_index = m->chain_index;
+    fprintf(stderr, "paxosfs: node %u: chain differs from node %u's at block %"
+            PRIu64 "\n", n->cfg.id, m->from, m->chain_index);
+}
+
+static void on_message(void *arg, const px_msg *m)
+{
+    node *n = arg;
+    check_divergence(n, m);
+    px_event ev = { .type = PX_EV_RECEIVE };
+    ev.u.msg = m;
+    step(n, &ev);
+}
+
+static void on_admin(void *arg, const char *request, char **reply)
+{
+    node *n = arg;
+    char verb[16], what[16];
+    unsigned peer = 0;
+    if (strcmp(request, "status") == 0) {
+        size_t len;
+        if (node_status_text(n, reply, &len) < 0)
+            *reply = strdup("error: out of memory");
+        return;
+    }
+    if (sscanf(request, "%15s %15s %u", verb, what, &peer) == 3 &&
+        strcmp(verb, "link") == 0 &&
+        (strcmp(what, "drop") == 0 || strcmp(what, "heal") == 0)) {
+        bool drop = strcmp(what, "drop") == 0;
+        int rc = n->net ? transport_block(n->net, peer, drop) : -ENOENT;
+        if (rc == 0)
+            fprintf(stderr, "paxosfs: node %u: link to node %u %s\n", n->cfg.id,
+                    peer, drop ? "dropped" : "healed");
+        *reply = strdup(rc == 0 ? "ok" : "error: no such peer");
+        return;
+    }
+    *reply = strdup("error: unknown request (want: status | link drop J | "
+                    "link heal J)");
+}
+
+/* ---------------------------------------------------------------- loop */
+
+enum { POLL_SIGNAL, POLL_SYNC, POLL_FUSE, POLL_ADMIN, POLL_NET, POLL_MAX = 8 };
+
 int node_run(node *n)
 {
     int rc = syncer_start(n);
@@ -950,23 +1231,30 @@ int node_run(node *n)
     flush_writes(n);
 
     while (!n->stop) {
-        struct pollfd pfd[3] = {
-            { .fd = n->signal_fd, .events = POLLIN },
-            { .fd = n->sync.wake_fd, .events = POLLIN },
-            { .fd = n->mount ? fs_fd(n->mount) : -1, .events = POLLIN },
-        };
+        zmq_pollitem_t items[POLL_MAX];
+        memset(items, 0, sizeof items);
+        items[POLL_SIGNAL] = (zmq_pollitem_t){ .fd = n->signal_fd, .events = ZMQ_POLLIN };
+        items[POLL_SYNC] = (zmq_pollitem_t){ .fd = n->sync.wake_fd, .events = ZMQ_POLLIN };
+        items[POLL_FUSE] = (zmq_pollitem_t){ .fd = n->mount ? fs_fd(n->mount) : -1,
+                                             .events = n->mount ? ZMQ_POLLIN : 0 };
+        items[POLL_ADMIN] = (zmq_pollitem_t){ .socket = admin_socket(n->adm),
+                                              .events = ZMQ_POLLIN };
+        int n_items = POLL_NET;
+        if (n->net)
+            n_items += transport_poll_items(n->net, items + POLL_NET,
+                                            POLL_MAX - POLL_NET);
         uint64_t now = node_now_ms(n);
-        int timeout = 100;
+        long timeout = 100;
         if (n->next_tick_ms && n->next_tick_ms > now && n->next_tick_ms - now < 100)
-            timeout = (int)(n->next_tick_ms - now);
+            timeout = (long)(n->next_tick_ms - now);
         else if (n->next_tick_ms && n->next_tick_ms <= now)
             timeout = 0;
-        int pr = poll(pfd, 3, timeout);
+        int pr = zmq_poll(items, n_items, timeout);
         if (pr < 0 && errno != EINTR) {
-            fprintf(stderr, "paxosfs: poll: %s\n", strerror(errno));
+            fprintf(stderr, "paxosfs: poll: %s\n", zmq_strerror(errno));
             break;
         }
-        if (pr > 0 && (pfd[0].revents & POLLIN)) {
+        if (pr > 0 && (items[POLL_SIGNAL].revents & ZMQ_POLLIN)) {
             struct signalfd_siginfo si;
             if (read(n->signal_fd, &si, sizeof si) > 0) {
                 fprintf(stderr, "paxosfs: node %u: signal %u, stopping\n",
@@ -974,9 +1262,14 @@ int node_run(node *n)
                 n->stop = true;
             }
         }
-        if (pr > 0 && (pfd[1].revents & POLLIN))
+        if (pr > 0 && (items[POLL_SYNC].revents & ZMQ_POLLIN))
             collect_sync(n);
-        if (n->mount && pr > 0 && (pfd[2].revents & (POLLIN | POLLERR | POLLHUP))) {
+        if (pr > 0 && (items[POLL_ADMIN].revents & ZMQ_POLLIN))
+            admin_serve(n->adm, on_admin, n);
+        if (n->net)
+            transport_receive(n->net, node_now_ms(n), on_message, n);
+        if (n->mount && pr > 0 &&
+            (items[POLL_FUSE].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) {
             rc = fs_process(n->mount);
             if (rc != 0) {
                 if (rc < 0)
@@ -1012,6 +1305,13 @@ void node_close(node *n)
         n->mount = NULL;
     }
     syncer_stop(n);
+    free_held(n);
+    if (n->adm)
+        admin_close(n->adm);
+    if (n->net)
+        transport_close(n->net);
+    if (n->zctx)
+        zmq_ctx_term(n->zctx);
     if (n->chain && !n->fatal) {
         int rc = chain_sync(n->chain);
         if (rc < 0)

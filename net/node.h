@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "transport.h"
+
 typedef struct node node;
 
 typedef struct node_config {
@@ -29,6 +31,10 @@ typedef struct node_config {
     bool fuse_debug;
     bool allow_other;
     uint64_t chain_sync_interval_ms; /* background fdatasync of the chain */
+    const net_peer_addr *peers;    /* all members, this node included;
+                                      n_peers == 0: a cluster of one */
+    uint32_t n_peers;
+    const keys *key;               /* cluster key, or NULL */
 } node_config;
 
 void node_config_default(node_config *cfg);

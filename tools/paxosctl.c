@@ -16,9 +16,11 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../chain/chain.h"
+#include "../net/admin.h"
 
 enum { EXIT_OK = 0, EXIT_BAD = 1, EXIT_ERROR = 2 };
 
@@ -31,11 +33,19 @@ typedef struct ctl_command {
 
 static int cmd_help(int argc, char **argv);
 static int cmd_verify(int argc, char **argv);
+static int cmd_status(int argc, char **argv);
+static int cmd_link(int argc, char **argv);
 
 static const ctl_command commands[] = {
     { "verify", "DIR",
       "verify every block of the hash chain in backing directory DIR "
       "(read-only)", cmd_verify },
+    { "status", "DIR",
+      "print the .status JSON of the node serving backing directory DIR",
+      cmd_status },
+    { "link", "DIR drop|heal J",
+      "fault switch: the node of DIR drops (or again passes) all traffic to "
+      "and from node J", cmd_link },
     { "help", "", "show this help", cmd_help },
 };
 
@@ -111,4 +121,45 @@ int main(int argc, char **argv)
     fprintf(stderr, "paxosctl: unknown command '%s'\n\n", name);
     usage(stderr);
     return EXIT_ERROR;
+}
+
+/* Ask the node serving `dir` over its admin socket; print the reply. */
+static int admin_request(const char *dir, const char *request)
+{
+    char *reply = NULL;
+    int rc = admin_call(dir, request, 5000, &reply);
+    if (rc < 0) {
+        fprintf(stderr, "paxosctl: no answer from a node serving %s: %s\n", dir,
+                rc == -ENOENT ? "no admin socket (is the node running?)"
+                              : strerror(-rc));
+        return EXIT_ERROR;
+    }
+    int bad = strncmp(reply, "error", 5) == 0;
+    fprintf(bad ? stderr : stdout, "%s%s", reply,
+            reply[0] && reply[strlen(reply) - 1] == '\n' ? "" : "\n");
+    free(reply);
+    return bad ? EXIT_BAD : EXIT_OK;
+}
+
+static int cmd_status(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: paxosctl status DIR\n");
+        return EXIT_ERROR;
+    }
+    return admin_request(argv[1], "status");
+}
+
+static int cmd_link(int argc, char **argv)
+{
+    char *end = NULL;
+    unsigned long peer = argc == 4 ? strtoul(argv[3], &end, 10) : 0;
+    if (argc != 4 || (strcmp(argv[2], "drop") != 0 && strcmp(argv[2], "heal") != 0) ||
+        !end || *end || peer == 0 || peer > 0xffffffffUL) {
+        fprintf(stderr, "usage: paxosctl link DIR drop|heal J\n");
+        return EXIT_ERROR;
+    }
+    char request[64];
+    snprintf(request, sizeof request, "link %s %lu", argv[2], peer);
+    return admin_request(argv[1], request);
 }

@@ -19,7 +19,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../net/keys.h"
 #include "../net/node.h"
+#include "../net/transport.h"
 
 static void usage(FILE *fp)
 {
@@ -34,6 +36,13 @@ static void usage(FILE *fp)
 "  --id N                 node id, a positive integer (default 1)\n"
 "  --data DIR             backing directory: hash chain, acceptor state,\n"
 "                         LOCK and log (created if absent); required\n"
+"  --peers LIST           every member of the cluster, this node included,\n"
+"                         as ID=HOST:PORT,ID=HOST:PORT,...; this node\n"
+"                         listens on its own entry; without --peers the\n"
+"                         node is a cluster of one\n"
+"  --key FILE             cluster key (paxosctl keygen FILE): peers must\n"
+"                         hold the same key; without it traffic is neither\n"
+"                         authenticated nor encrypted\n"
 "  -f, --foreground       stay in the foreground, log to stderr\n"
 "  -d, --debug            print every FUSE request (implies -f)\n"
 "  --log FILE             log file when in the background\n"
@@ -79,8 +88,9 @@ int main(int argc, char **argv)
     node_config_default(&cfg);
     const char *data = NULL, *log_path = NULL;
     bool foreground = false;
+    const char *peers_spec = NULL, *key_path = NULL;
     enum { OPT_ID = 256, OPT_DATA, OPT_LOG, OPT_COMMIT_TIMEOUT, OPT_ATTR,
-           OPT_ALLOW_OTHER };
+           OPT_ALLOW_OTHER, OPT_PEERS, OPT_KEY };
     static const struct option longopts[] = {
         { "id", required_argument, NULL, OPT_ID },
         { "data", required_argument, NULL, OPT_DATA },
@@ -88,6 +98,8 @@ int main(int argc, char **argv)
         { "commit-timeout-ms", required_argument, NULL, OPT_COMMIT_TIMEOUT },
         { "attr-timeout", required_argument, NULL, OPT_ATTR },
         { "allow-other", no_argument, NULL, OPT_ALLOW_OTHER },
+        { "peers", required_argument, NULL, OPT_PEERS },
+        { "key", required_argument, NULL, OPT_KEY },
         { "foreground", no_argument, NULL, 'f' },
         { "debug", no_argument, NULL, 'd' },
         { "help", no_argument, NULL, 'h' },
@@ -124,6 +136,8 @@ int main(int argc, char **argv)
             break;
         }
         case OPT_ALLOW_OTHER: cfg.allow_other = true; break;
+        case OPT_PEERS: peers_spec = optarg; break;
+        case OPT_KEY: key_path = optarg; break;
         case 'f': foreground = true; break;
         case 'd': cfg.fuse_debug = true; foreground = true; break;
         case 'h': usage(stdout); return 0;
@@ -135,6 +149,29 @@ int main(int argc, char **argv)
                                               : "exactly one MOUNTPOINT is required");
         usage(stderr);
         return 2;
+    }
+    static net_peer_addr peers[TRANSPORT_MAX_PEERS];
+    static keys key;
+    char perr[256] = "";
+    if (peers_spec) {
+        if (net_parse_peers(peers_spec, peers, TRANSPORT_MAX_PEERS,
+                            &cfg.n_peers, perr, sizeof perr) < 0) {
+            fprintf(stderr, "paxosfs: --peers: %s\n", perr);
+            return 2;
+        }
+        cfg.peers = peers;
+    }
+    if (key_path) {
+        if (keys_load(key_path, &key, perr, sizeof perr) < 0) {
+            fprintf(stderr, "paxosfs: --key %s: %s\n", key_path, perr);
+            return 2;
+        }
+        if (perr[0])
+            fprintf(stderr, "paxosfs: warning: %s\n", perr);
+        cfg.key = &key;
+    } else if (cfg.n_peers > 1) {
+        fprintf(stderr, "paxosfs: warning: no --key: peer traffic is not "
+                "authenticated\n");
     }
     char *mountpoint = realpath(argv[optind], NULL);
     struct stat st;

@@ -1,0 +1,36 @@
+/*
+ * admin.h - the node's local admin socket: a ZeroMQ REP socket at
+ * ipc://DATA_DIR/admin.sock that paxosctl talks to.  One request, one
+ * reply, both text.  Only processes that can open the backing directory
+ * can reach it (the directory is 0700).
+ *
+ * Requests (one line):  "status" | "link drop J" | "link heal J"
+ * Replies start with "ok" or "error: <reason>".
+ */
+#ifndef PAXOSFS_ADMIN_H
+#define PAXOSFS_ADMIN_H
+
+#include <stddef.h>
+
+#define ADMIN_SOCKET_NAME "admin.sock"
+#define ADMIN_MAX_REQUEST 256
+
+/* Handle one request line; write the reply (NUL-terminated) into a
+ * malloc'ed buffer *reply. */
+typedef void (*admin_handler_fn)(void *arg, const char *request, char **reply);
+
+typedef struct admin admin;
+
+int admin_open(void *zmq_ctx, const char *data_dir, admin **out, char *err,
+               size_t err_len);
+void admin_close(admin *a);
+void *admin_socket(admin *a);
+/* Serve every pending request (non-blocking). */
+void admin_serve(admin *a, admin_handler_fn fn, void *arg);
+
+/* Client side (paxosctl): send `request` to the node of `data_dir` and
+ * wait up to timeout_ms for the reply (malloc'ed).  0 or negative errno. */
+int admin_call(const char *data_dir, const char *request, int timeout_ms,
+               char **reply);
+
+#endif

@@ -1,0 +1,96 @@
+/*
+ * transport.h - peer messaging of a paxosfs node over ZeroMQ.
+ *
+ * Each node binds one ROUTER socket for everything it receives and keeps
+ * one DEALER per peer for what it sends (DESIGN.md).  Frames are encoded
+ * by net/wire.c.  With a cluster key every socket uses CURVE and the ZAP
+ * handler (net/zap.c) admits only holders of the key.
+ *
+ * Invariants:
+ *  1. Memory is bounded: each DEALER queues at most
+ *     TRANSPORT_SEND_HWM messages for a peer that is down; beyond that a
+ *     send is dropped and counted (Paxos retries what matters).
+ *  2. A frame that does not decode, is addressed to another node, comes
+ *     from a node outside the configuration or from a blocked peer is
+ *     dropped and counted, and logged at most once per peer per
+ *     TRANSPORT_LOG_INTERVAL_MS; it never reaches the replica.
+ *  3. transport_send never blocks.
+ */
+#ifndef PAXOSFS_TRANSPORT_H
+#define PAXOSFS_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <zmq.h>
+
+#include "../consensus/px.h"
+#include "keys.h"
+
+#define TRANSPORT_MAX_PEERS PX_MAX_MEMBERS
+#define TRANSPORT_SEND_HWM 10000
+#define TRANSPORT_LOG_INTERVAL_MS 10000
+
+typedef struct net_peer_addr {
+    uint32_t id;
+    char host[256];
+    uint16_t port;
+} net_peer_addr;
+
+/* Parse "1=host:port,2=host:port,...".  0 or -EINVAL with err filled. */
+int net_parse_peers(const char *spec, net_peer_addr *out, uint32_t cap,
+                    uint32_t *n, char *err, size_t err_len);
+
+typedef struct transport transport;
+
+typedef struct transport_peer_stats {
+    uint32_t id;
+    bool blocked;
+    uint64_t sent;
+    uint64_t send_dropped;      /* queue full or blocked */
+    uint64_t received;
+    uint64_t recv_dropped;      /* malformed, misaddressed, blocked */
+    uint64_t last_recv_ms;      /* 0 = never */
+    uint64_t last_commit;       /* commit index the peer last reported */
+} transport_peer_stats;
+
+/* The replica's input: called for every accepted message. */
+typedef void (*transport_recv_fn)(void *arg, const px_msg *m);
+
+/* Open the sockets in ZeroMQ context `ctx` (owned by the caller, which
+ * terminates it after transport_close).  `key` is the cluster key, or NULL
+ * for an unauthenticated cluster.  0 or a negative errno with a message in
+ * err. */
+int transport_open(void *ctx, uint32_t self_id, const net_peer_addr *peers,
+                   uint32_t n_peers, const keys *key, transport **out,
+                   char *err, size_t err_len);
+void transport_close(transport *t);
+
+/* Poll items the loop must watch (ROUTER, and the ZAP handler when keyed).
+ * Returns how many were written to items (cap >= 2). */
+int transport_poll_items(transport *t, zmq_pollitem_t *items, int cap);
+
+/* Serve the ZAP handler and drain the ROUTER (bounded per call), calling
+ * fn for every accepted message.  `now_ms` stamps last-contact times. */
+void transport_receive(transport *t, uint64_t now_ms, transport_recv_fn fn,
+                       void *arg);
+
+/* Encode and queue `m` for m->to.  0, or a negative errno when dropped
+ * (counted). */
+int transport_send(transport *t, const px_msg *m);
+
+/* Send an already encoded frame to `peer` (snapshot/catch-up streams). */
+int transport_send_frame(transport *t, uint32_t peer, const uint8_t *frame,
+                         size_t len);
+
+/* Fault switch: drop all traffic to and from `peer` until healed. */
+int transport_block(transport *t, uint32_t peer, bool blocked);
+
+uint32_t transport_peer_count(const transport *t);
+void transport_peer_stats_get(const transport *t, uint32_t i,
+                              transport_peer_stats *st);
+uint64_t transport_rejected_connections(const transport *t);
+/* Frames dropped before a sender could be named (undecodable). */
+uint64_t transport_unknown_drops(const transport *t);
+
+#endif

@@ -1,0 +1,205 @@
+/*
+ * wire.h - the paxosfs wire format: every byte that crosses the network
+ * between paxosfs processes is encoded and decoded here, and only here.
+ *
+ * One ZeroMQ message carries exactly one frame.  A frame is a fixed
+ * 12-byte header followed by a body whose layout depends on `kind`.  All
+ * integers are little-endian and unaligned; there is no padding and no
+ * struct is ever copied to the wire as is.
+ *
+ * Frame header (every frame):
+ *
+ *   offset size meaning
+ *   ------ ---- -------------------------------------------------------
+ *        0    4 magic, the bytes "PXFS" (u32 0x53465850)
+ *        4    1 version, WIRE_VERSION (1)
+ *        5    1 kind, enum wire_kind
+ *        6    2 flags, must be 0 (reserved)
+ *        8    4 body length in bytes; header + body <= WIRE_MAX_FRAME
+ *       12    . body
+ *
+ * The body layouts (offsets relative to the body) are tabled in wire.c
+ * next to the code that writes them.
+ *
+ * Decoding rules, all checked (DESIGN.md invariant 6: bad input is a clear
+ * error, never a crash):
+ *   -EPROTO    wrong magic, version, flags, an unknown kind, or a frame of
+ *              another kind than the decoder called;
+ *   -EMSGSIZE  a declared size or count above its limit (frame, entries,
+ *              requests, entry data, request op, snapshot chunk, value);
+ *   -EBADMSG   a truncated frame, a length that does not match what
+ *              remains, trailing bytes, or a field value out of range (msg
+ *              type, entry kind, snapshot `last`).
+ * A decoder never reads outside [buf, buf + len), whatever the input.
+ *
+ * Encoding returns -EINVAL for a message that violates the same rules
+ * (unknown type or kind, NULL data with non-zero length) and -EMSGSIZE for
+ * one over a limit, so whatever encodes also decodes.
+ *
+ * Ownership: decoders never copy payload bytes.  Decoded pointers (entry
+ * data, request op, snapshot bytes, client op/value) point into the
+ * caller's buffer, which must outlive the decoded structure.  The only
+ * allocation is the entries/requests arrays of a decoded PAXOS frame
+ * (one malloc, none for a message without entries or requests), owned by
+ * the wire_decoded and released by wire_decoded_free.
+ */
+#ifndef PAXOSFS_WIRE_H
+#define PAXOSFS_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../consensus/px.h"
+
+#define WIRE_MAGIC 0x53465850u          /* "PXFS" as little-endian bytes */
+#define WIRE_VERSION 1u
+#define WIRE_HEADER_BYTES 12u
+
+#define WIRE_MAX_FRAME (64u << 20)      /* header + body */
+#define WIRE_MAX_ENTRIES 4096u          /* = the replica's own bound */
+#define WIRE_MAX_REQUESTS 65536u        /* = the replica's own bound */
+#define WIRE_MAX_ENTRY_BYTES PX_MAX_VALUE_BYTES
+#define WIRE_MAX_OP_BYTES ((4u << 20) + (8u << 10)) /* 4 MiB value + key room */
+#define WIRE_MAX_CHUNK_BYTES (16u << 20) /* one snapshot chunk */
+#define WIRE_MAX_VALUE_BYTES ((4u << 20) + (8u << 10)) /* client reply value */
+
+enum wire_kind {
+    WIRE_PAXOS = 1,        /* a px_msg */
+    WIRE_HELLO = 2,        /* first frame on a connection: who is speaking */
+    WIRE_SNAPSHOT = 3,     /* one chunk of a snapshot transfer */
+    WIRE_CLIENT_REQ = 4,   /* client-only mount -> node (reserved) */
+    WIRE_CLIENT_REPLY = 5, /* node -> client-only mount (reserved) */
+    WIRE_KIND_COUNT
+};
+
+typedef struct wire_header {
+    uint32_t magic;
+    uint8_t version;
+    uint8_t kind;          /* enum wire_kind */
+    uint16_t flags;
+    uint32_t body_len;
+} wire_header;
+
+/* Validate the header of the frame buf[0..len) and fill *h.  Checks magic,
+ * version, flags, kind and that header + body_len is exactly len and at
+ * most WIRE_MAX_FRAME.  It does not look into the body.  0 or a negative
+ * errno as listed at the top. */
+int wire_peek(const uint8_t *buf, size_t len, wire_header *h);
+
+/* ------------------------------------------------------------------ PAXOS */
+
+/* A decoded PAXOS frame.  `msg` is ready for px_step: msg.entries and
+ * msg.requests point into `arrays` (owned here), entry data and request
+ * ops point into the decoded buffer.  Do not copy a wire_decoded by value
+ * and free the copy; pass it by pointer. */
+typedef struct wire_decoded {
+    px_msg msg;
+    void *arrays;          /* private: the one allocation, or NULL */
+} wire_decoded;
+
+/* Exact frame size of `m`, or 0 if `m` cannot be encoded (see
+ * wire_encode_paxos_into for the reasons). */
+size_t wire_paxos_size(const px_msg *m);
+
+/* Encode `m` into buf[0..cap) without allocating; *out_len = frame size.
+ * -EINVAL: m NULL, type or entry kind out of range, NULL arrays or bytes
+ * with non-zero counts or lengths; -EMSGSIZE: a limit exceeded; -ENOSPC:
+ * cap too small (nothing useful written). */
+int wire_encode_paxos_into(const px_msg *m, uint8_t *buf, size_t cap,
+                           size_t *out_len);
+
+/* As wire_encode_paxos_into, into a fresh malloc'ed buffer the caller
+ * frees with free().  -ENOMEM besides the above; *out untouched on error. */
+int wire_encode_paxos(const px_msg *m, uint8_t **out, size_t *out_len);
+
+/* Decode a whole PAXOS frame.  On success d owns its arrays (release with
+ * wire_decoded_free) and points into buf.  On failure d is left empty (and
+ * wire_decoded_free on it is harmless).  -ENOMEM besides the errors at the
+ * top. */
+int wire_decode_paxos(const uint8_t *buf, size_t len, wire_decoded *d);
+
+/* Release what wire_decode_paxos allocated; d becomes empty.  NULL ok. */
+void wire_decoded_free(wire_decoded *d);
+
+/* ------------------------------------------------------------------ HELLO */
+
+/* The first frame a node sends on a new connection: its id and the
+ * cluster it believes it belongs to (a node from another cluster sharing
+ * the key by mistake is recognised and dropped). */
+typedef struct wire_hello {
+    uint32_t node_id;
+    uint64_t cluster_id;
+} wire_hello;
+
+size_t wire_hello_size(const wire_hello *h);
+int wire_encode_hello_into(const wire_hello *h, uint8_t *buf, size_t cap,
+                           size_t *out_len);
+int wire_encode_hello(const wire_hello *h, uint8_t **out, size_t *out_len);
+int wire_decode_hello(const uint8_t *buf, size_t len, wire_hello *h);
+
+/* --------------------------------------------------------------- SNAPSHOT */
+
+/* One chunk of a snapshot transfer: bytes [offset, offset + len) of a
+ * snapshot of `total` bytes taken at chain index `index`.  `last` is 1 on
+ * the chunk that ends the snapshot (then offset + len == total).  Decoding
+ * checks offset + len <= total without overflow. */
+typedef struct wire_snapshot {
+    uint32_t from;
+    uint32_t to;
+    uint64_t index;
+    uint64_t offset;
+    uint64_t total;
+    uint8_t last;          /* 0 or 1 */
+    uint32_t len;          /* <= WIRE_MAX_CHUNK_BYTES */
+    const uint8_t *data;   /* len bytes; decoded: points into the frame */
+} wire_snapshot;
+
+size_t wire_snapshot_size(const wire_snapshot *s);
+int wire_encode_snapshot_into(const wire_snapshot *s, uint8_t *buf,
+                              size_t cap, size_t *out_len);
+int wire_encode_snapshot(const wire_snapshot *s, uint8_t **out,
+                         size_t *out_len);
+int wire_decode_snapshot(const uint8_t *buf, size_t len, wire_snapshot *s);
+
+/* ------------------------------------------------------ CLIENT_REQ/REPLY */
+
+/* Reserved for client-only mounts: one operation, tagged for exactly-once
+ * (DESIGN.md invariant 5), and its answer. */
+typedef struct wire_client_req {
+    uint64_t client_id;
+    uint64_t seq;
+    uint64_t ack_seq;      /* every seq below has been answered */
+    uint32_t len;          /* <= WIRE_MAX_OP_BYTES */
+    const uint8_t *op;     /* opaque operation (kv_op encoding) */
+} wire_client_req;
+
+typedef struct wire_client_reply {
+    uint64_t client_id;
+    uint64_t seq;
+    int32_t status;        /* 0 or a negative errno */
+    uint32_t leader_id;    /* hint when status says "ask the leader"; 0 */
+    uint32_t len;          /* <= WIRE_MAX_VALUE_BYTES */
+    const uint8_t *value;  /* result bytes (e.g. a value read) */
+} wire_client_reply;
+
+size_t wire_client_req_size(const wire_client_req *r);
+int wire_encode_client_req_into(const wire_client_req *r, uint8_t *buf,
+                                size_t cap, size_t *out_len);
+int wire_encode_client_req(const wire_client_req *r, uint8_t **out,
+                           size_t *out_len);
+int wire_decode_client_req(const uint8_t *buf, size_t len,
+                           wire_client_req *r);
+
+size_t wire_client_reply_size(const wire_client_reply *r);
+int wire_encode_client_reply_into(const wire_client_reply *r, uint8_t *buf,
+                                  size_t cap, size_t *out_len);
+int wire_encode_client_reply(const wire_client_reply *r, uint8_t **out,
+                             size_t *out_len);
+int wire_decode_client_reply(const uint8_t *buf, size_t len,
+                             wire_client_reply *r);
+
+/* A short name for an errno returned here ("bad magic/version/kind",
+ * "over a limit", "malformed"), for drop counters and logs. */
+const char *wire_strerror(int rc);
+
+#endif /* PAXOSFS_WIRE_H */

@@ -1,0 +1,285 @@
+"""A real paxosfs cluster: three processes on loopback, each with its own
+mount and backing directory, replicating over ZeroMQ."""
+import errno
+import os
+import random
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import (PAXOSCTL, is_mounted, read_file, wait_for, write_file)
+
+
+def free_ports(n):
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def read_status(n, timeout=5.0):
+    """.status of a live node, read in a thread so a stopped node cannot
+    hang the test."""
+    box = {}
+
+    def run():
+        try:
+            box["v"] = n.status()
+        except (OSError, ValueError) as e:
+            box["e"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    return box.get("v")
+
+
+class Cluster:
+    def __init__(self, nodes_factory, tmp_path, size=3, extra=()):
+        self.tmp = str(tmp_path)
+        self.key = os.path.join(self.tmp, "cluster.key")
+        r = subprocess.run([PAXOSCTL, "keygen", self.key], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        ports = free_ports(size)
+        self.ports = ports
+        spec = ",".join("%d=127.0.0.1:%d" % (i + 1, p) for i, p in enumerate(ports))
+        self.nodes = [nodes_factory(i + 1, ["--peers", spec, "--key", self.key] + list(extra))
+                      for i in range(size)]
+
+    def start(self):
+        for n in self.nodes:
+            n.start()
+        return self.wait_leader()
+
+    def node(self, node_id):
+        return self.nodes[node_id - 1]
+
+    def live(self):
+        return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+
+    def wait_leader(self, among=None, timeout=30.0, exclude=()):
+        among = among or [n for n in self.live() if n.id not in exclude]
+
+        def agreed():
+            seen = set()
+            for n in among:
+                st = read_status(n)
+                if not st or st["leader"] == 0 or st["leader"] in exclude:
+                    return None
+                seen.add(st["leader"])
+            if len(seen) != 1:
+                return None
+            leader = seen.pop()
+            st = read_status(self.node(leader))
+            return leader if st and st["role"] == "leader" else None
+
+        return wait_for(agreed, timeout, "one leader agreed by %s" % [n.id for n in among],
+                        interval=0.02)
+
+    def link(self, a, b, action):
+        for x, y in ((a, b), (b, a)):
+            r = subprocess.run([PAXOSCTL, "link", self.node(x).data, action, str(y)],
+                               capture_output=True, text=True)
+            assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.fixture
+def cluster(nodes, tmp_path):
+    def make(size=3, extra=()):
+        c = Cluster(lambda i, args: nodes(i, args), tmp_path, size, extra)
+        c.start()
+        return c
+    return make
+
+
+def test_write_on_one_node_read_on_the_others(cluster):
+    c = cluster()
+    write_file(c.node(1).path("shared"), "from node 1\n")
+    assert read_file(c.node(2).path("shared")) == "from node 1\n"
+    assert read_file(c.node(3).path("shared")) == "from node 1\n"
+    write_file(c.node(3).path("shared"), "from node 3\n")
+    assert read_file(c.node(1).path("shared")) == "from node 3\n"
+    assert sorted(os.listdir(c.node(2).mnt)) == [".chain", ".status", "shared"]
+
+
+def test_status_shows_peers(cluster):
+    c = cluster()
+    leader = c.wait_leader()
+    write_file(c.node(1).path("k"), "v")
+    st = c.node(leader).status()
+    assert st["role"] == "leader" and st["leader"] == leader
+    peers = {p["id"]: p for p in st["peers"]}
+    assert sorted(peers) == sorted(i for i in (1, 2, 3) if i != leader)
+    wait_for(lambda: all(p["connected"] for p in c.node(leader).status()["peers"]),
+             10, "peers connected")
+    wait_for(lambda: all(p["match_index"] >= st["commit_index"]
+                         for p in c.node(leader).status()["peers"]), 10, "match index")
+
+
+def all_heads_equal(c, nodes=None):
+    heads = [read_status(n) for n in (nodes or c.live())]
+    if any(h is None for h in heads):
+        return False
+    idx = min(h["chain_head"]["index"] for h in heads)
+    if idx == 0:
+        return False
+    hashes = set()
+    for n in (nodes or c.live()):
+        text = read_file(n.path(".chain/%010d" % idx))
+        hashes.add([l for l in text.splitlines() if l.startswith("hash: ")][0])
+    return len(hashes) == 1 and heads
+
+
+def test_leader_failover_loses_no_acknowledged_write(cluster):
+    c = cluster()
+    leader = c.wait_leader()
+    others = [n for n in c.nodes if n.id != leader]
+    acked, lock, stop = {}, threading.Lock(), threading.Event()
+    errors = []
+
+    def writer(n, w):
+        i = 0
+        while not stop.is_set():
+            key = "w%d-%d" % (w, i % 20)
+            try:
+                write_file(n.path(key), "%d" % i)
+            except OSError as e:
+                errors.append(e.errno)
+                continue
+            with lock:
+                acked[key] = i
+            i += 1
+
+    threads = [threading.Thread(target=writer, args=(others[w % 2], w)) for w in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(acked) >= 40, 60, "writes before the kill")
+        before = sum(acked.values())
+        killed_at = time.monotonic()
+        c.node(leader).kill9()
+        new_leader = c.wait_leader(among=others, exclude=(leader,))
+        elapsed = time.monotonic() - killed_at
+        print("\nnew leader %d elected %.3f s after SIGKILL of leader %d"
+              % (new_leader, elapsed, leader))
+        wait_for(lambda: sum(acked.values()) > before + 40, 60, "writes after failover")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert new_leader != leader
+    for key, i in acked.items():
+        for n in others:
+            assert int(read_file(n.path(key))) >= i, (key, n.id)
+
+
+def test_paused_leader_serves_no_stale_value(cluster):
+    c = cluster()
+    leader = c.wait_leader()
+    old = c.node(leader)
+    write_file(old.path("k"), "old")
+    others = [n for n in c.nodes if n.id != leader]
+    old.proc.send_signal(19)          # SIGSTOP
+    try:
+        new_leader = c.wait_leader(among=others, exclude=(leader,))
+        write_file(c.node(new_leader).path("k"), "new")
+    finally:
+        old.proc.send_signal(18)      # SIGCONT
+    # the old leader learns it was replaced; a read there sees the new value
+    assert read_file(old.path("k")) == "new"
+    wait_for(lambda: (read_status(old) or {}).get("role") != "leader", 10,
+             "old leader to step down")
+
+
+def test_restarted_node_catches_up(cluster):
+    c = cluster()
+    n3 = c.node(3)
+    n3.kill9()
+    leader = c.wait_leader(among=c.nodes[:2])
+    for i in range(300):
+        write_file(c.node(1 + i % 2).path("k%d" % (i % 50)), "value %d" % i)
+    n3.start()
+    wait_for(lambda: all_heads_equal(c), 60, "node 3 to catch up")
+    for i in range(250, 300):
+        assert read_file(n3.path("k%d" % (i % 50))) == "value %d" % i
+    head = [read_status(n)["chain_head"] for n in c.nodes]
+    assert head[0]["index"] >= 300 and leader
+
+
+def test_partitioned_minority_cannot_commit(cluster):
+    c = cluster(extra=("--commit-timeout-ms", "1500"))
+    leader = c.wait_leader()
+    minority = c.node(3 if leader != 3 else 1)
+    majority = [n for n in c.nodes if n is not minority]
+    for n in majority:
+        c.link(minority.id, n.id, "drop")
+    try:
+        if leader == minority.id:
+            c.wait_leader(among=majority, exclude=(minority.id,))
+        with pytest.raises(OSError) as info:
+            write_file(minority.path("lost"), "must not commit")
+        assert info.value.errno in (errno.ETIMEDOUT, errno.EIO)
+        write_file(majority[0].path("kept"), "majority works")
+        assert read_file(majority[1].path("kept")) == "majority works"
+    finally:
+        for n in majority:
+            c.link(minority.id, n.id, "heal")
+    wait_for(lambda: all_heads_equal(c), 30, "minority to converge")
+    assert read_file(minority.path("kept")) == "majority works"
+
+
+def test_bad_peers_change_nothing(cluster):
+    zmq = pytest.importorskip("zmq")
+    c = cluster()
+    leader = c.wait_leader()
+    write_file(c.node(1).path("k"), "v")
+    before = [read_status(n)["chain_head"] for n in c.nodes]
+    ctx = zmq.Context()
+    try:
+        # 1. no key: the CURVE handshake fails, nothing is delivered
+        plain = ctx.socket(zmq.DEALER)
+        plain.setsockopt(zmq.LINGER, 0)
+        plain.connect("tcp://127.0.0.1:%d" % c.ports[leader - 1])
+        for _ in range(20):
+            if plain.poll(0, zmq.POLLOUT):
+                plain.send(b"PXFS" + os.urandom(60), zmq.NOBLOCK)
+        # 2. a wrong key: rejected by the authentication handler
+        pub, sec = zmq.curve_keypair()
+        wrong = ctx.socket(zmq.DEALER)
+        wrong.setsockopt(zmq.LINGER, 0)
+        wrong.curve_publickey, wrong.curve_secretkey = pub, sec
+        with open(c.key) as f:
+            fields = dict(l.split(": ", 1) for l in f.read().splitlines() if ": " in l)
+        wrong.curve_serverkey = fields["public"].strip().encode()
+        wrong.connect("tcp://127.0.0.1:%d" % c.ports[leader - 1])
+        wait_for(lambda: read_status(c.node(leader))["rejected_connections"] > 0, 20,
+                 "the wrong key to be rejected")
+        # 3. the right key but garbage frames: dropped and counted
+        good = ctx.socket(zmq.DEALER)
+        good.setsockopt(zmq.LINGER, 0)
+        good.curve_publickey = fields["public"].strip().encode()
+        good.curve_secretkey = fields["secret"].strip().encode()
+        good.curve_serverkey = fields["public"].strip().encode()
+        good.connect("tcp://127.0.0.1:%d" % c.ports[leader - 1])
+        rng = random.Random(7)
+        for i in range(200):
+            good.send(bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300))))
+        good.send(b"PXFS\x01\x01\x00\x00" + (1 << 30).to_bytes(4, "little"))
+        wait_for(lambda: (read_status(c.node(leader)) or {}).get("unknown_dropped", 0) >= 100,
+                 20, "garbage to be counted")
+    finally:
+        ctx.destroy(linger=0)
+    # the cluster is unharmed
+    write_file(c.node(2).path("k"), "after")
+    assert read_file(c.node(3).path("k")) == "after"
+    after = [read_status(n)["chain_head"] for n in c.nodes]
+    assert all(a["index"] >= b["index"] for a, b in zip(after, before))
+    assert c.wait_leader() == leader
