@@ -40,7 +40,7 @@ LINK_CHAIN     := $(LIB_CHAIN) $(LIB_CONSENSUS) $(CRYPTO_LIBS) $(Z_LIBS)
 LINK_NET       := $(LIB_NET) $(LINK_CHAIN) $(ZMQ_LIBS) -lpthread
 LINK_ALL       := $(LIB_NET) $(LIB_FS) $(LINK_CHAIN) $(ZMQ_LIBS) $(FUSE_LIBS) -lpthread
 
-PROGRAMS := $(BUILD)/paxosfs $(BUILD)/paxosctl
+PROGRAMS := $(BUILD)/paxosfs $(BUILD)/paxosctl $(BUILD)/lincheck
 
 # --- tests -----------------------------------------------------------------
 # tests/unit/test_<module>_*.c links against <module> and what it uses.
@@ -93,6 +93,9 @@ $(BUILD)/tests/test_fs%: $(call obj,tests/unit/test_fs%.c) $(LIB_FS) $(LIB_NET) 
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_ALL) -lcmocka
 
+$(BUILD)/lincheck: $(call obj,tests/tools/lincheck.c tests/sim/lincheck.c)
+	$(CC) $(LDFLAGS) -o $@ $^
+
 $(SIM_BIN): $(call obj,$(SIM_SRC)) $(LIB_CHAIN) $(LIB_CONSENSUS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_CHAIN)
@@ -113,6 +116,7 @@ systest: $(PROGRAMS)
 
 test: all
 	$(MAKE) unit
+	$(MAKE) fuzz
 	$(MAKE) sim
 	$(MAKE) systest
 
@@ -130,6 +134,26 @@ bench: all
 
 deps:
 	tools/install-deps
+
+# --- fuzzing ----------------------------------------------------------------
+# `make fuzz` builds build-fuzz/fuzz_wire (clang libFuzzer + ASan + UBSan,
+# net/wire.c only) and runs FUZZ_RUNS inputs from the checked-in seeds in
+# tests/fuzz/corpus/wire; inputs it finds go to a scratch corpus that is
+# emptied first, so a run is reproducible.  Exit 0 = nothing found.
+FUZZ_CC    ?= clang
+FUZZ_RUNS  ?= 200000
+FUZZ_BUILD := build-fuzz
+FUZZ_FLAGS := -g -O1 -fno-omit-frame-pointer $(CSTD) $(WARN) \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+
+$(FUZZ_BUILD)/fuzz_wire: tests/fuzz/fuzz_wire.c net/wire.c net/wire.h consensus/px.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_wire.c net/wire.c
+
+fuzz: $(FUZZ_BUILD)/fuzz_wire
+	rm -rf $(FUZZ_BUILD)/corpus-wire && mkdir -p $(FUZZ_BUILD)/corpus-wire
+	$(FUZZ_BUILD)/fuzz_wire -runs=$(FUZZ_RUNS) -seed=1 -max_len=4096 \
+	    $(FUZZ_BUILD)/corpus-wire tests/fuzz/corpus/wire
 
 # the main job: a node with its mount at $(MOUNT)
 run: $(PROGRAMS)

@@ -288,6 +288,10 @@ static void px_election_win(px_replica *r)
     }
     if (hi < start)
         px_propose_cell(r, start, r->now_ms, PX_ENTRY_NOOP, 0, NULL);
+    /* every slot that may have been chosen before us is <= hi (phase 1
+     * heard a quorum): reads wait until all of them are committed, or a
+     * write acknowledged under the old leader could be missed */
+    r->read_fence_slot = r->next_slot - 1;
     px_election_reset(r);
     px_leader_update_commit(r);
 }

@@ -45,6 +45,7 @@ void px_become_leader(px_replica *r)
     r->next_heartbeat_ms = r->now_ms + r->opt.heartbeat_interval_ms;
     r->next_slot = r->commit + 1;
     r->leader_start_slot = r->commit + 1;
+    r->read_fence_slot = r->commit + 1;
     r->leader_commit = r->commit;
     r->hb_confirmed = r->hb_round;
     r->need_round = false;

@@ -227,6 +227,9 @@ struct px_replica {
     uint32_t n_peers;
     uint64_t next_slot;         /* next slot to propose */
     uint64_t leader_start_slot; /* first slot proposed in our ballot */
+    uint64_t read_fence_slot;   /* last slot phase 1 recovered (or our
+                                   first own slot): no read is served
+                                   before commit reaches it (reads.c) */
     uint64_t quorum_ok_ms;      /* last time a quorum was in contact */
     uint64_t next_heartbeat_ms;
     uint64_t bcast_lo, bcast_hi; /* slots proposed during this step */

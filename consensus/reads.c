@@ -16,9 +16,10 @@
  *   1. A read is released only after a heartbeat round sent after it
  *      arrived was echoed by a quorum of voters in our ballot: no other
  *      leader can have committed anything we do not know of by then.
- *   2. A new leader serves no read before it committed a slot of its own
- *      ballot (leader_start_slot), so its commit index covers every write
- *      acknowledged by earlier leaders.
+ *   2. A new leader serves no read before its commit index reached
+ *      read_fence_slot: every slot phase 1 recovered, and at least one slot
+ *      of its own ballot.  So its commit index covers every write
+ *      acknowledged under earlier leaders.
  *   3. Rounds are monotonic; the leader's queue is FIFO in rounds, so
  *      release pops from the head.  Concurrent reads share one round.
  *   4. Both queues are bounded (PX_READS_MAX); overflow answers -EAGAIN.
@@ -180,7 +181,7 @@ static void px_reads_leader(px_replica *r)
             r->next_heartbeat_ms = r->now_ms + r->opt.heartbeat_interval_ms;
         }
     }
-    bool own_committed = r->commit >= r->leader_start_slot;
+    bool own_committed = r->commit >= r->read_fence_slot;
     while (r->lreads.count) {
         px_read *x = px_readq_at(&r->lreads, 0);
         if (own_committed && x->round <= r->hb_confirmed) {

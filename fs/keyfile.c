@@ -470,7 +470,9 @@ static int prepare_handle(fs *f, fs_handle *h, fs_inode *in, int flags,
     /* O_TRUNC|O_APPEND replaces the value: a plain write buffer */
     h->append = h->writable && (flags & O_APPEND) && !(flags & O_TRUNC);
     const kv_value *v = current(f, in);
-    if (!v && !created && in->open_count == 0)
+    /* a reader sees committed state only: a key created on this mount and
+     * not committed yet does not exist for it (DESIGN.md invariant 4) */
+    if (!v && !created && (in->open_count == 0 || !h->writable))
         return ENOENT;
     if (!h->writable) {
         if (v) {

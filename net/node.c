@@ -67,6 +67,7 @@ typedef struct read_wait {
     uint64_t token;
     uint64_t index;         /* 0 until the replica answered */
     uint64_t deadline_ms;
+    uint64_t after_seq;     /* this node's own writes up to here first */
     fs_done_fn done;
     void *arg;
     bool ready;
@@ -193,6 +194,8 @@ static pending *pending_at(node *n, uint64_t seq)
     return p->used && p->seq == seq ? p : NULL;
 }
 
+static void serve_ready_reads(node *n);
+
 static void pending_finish(node *n, pending *p, int result)
 {
     fs_done_fn done = p->done;
@@ -204,6 +207,8 @@ static void pending_finish(node *n, pending *p, int result)
         n->low_seq++;
     if (done)
         done(arg, result);
+    if (n->n_reads)
+        serve_ready_reads(n);
 }
 
 static bool read_is_expired(const read_wait *r, void *arg);
@@ -289,15 +294,24 @@ static void finish_reads(node *n, bool (*pick)(const read_wait *, void *),
     }
 }
 
+struct serve_point {
+    uint64_t applied;
+    uint64_t low_seq;
+};
+
+/* A read is served once the state has applied its read index and every
+ * write this node submitted before the read finished (a process sees its
+ * own writes, also those still committing from a release). */
 static bool read_is_served(const read_wait *r, void *arg)
 {
-    return r->ready && r->index <= *(const uint64_t *)arg;
+    const struct serve_point *p = arg;
+    return r->ready && r->index <= p->applied && p->low_seq > r->after_seq;
 }
 
 static void serve_ready_reads(node *n)
 {
-    uint64_t applied = kv_applied_index(n->state);
-    finish_reads(n, read_is_served, &applied, 0);
+    struct serve_point p = { kv_applied_index(n->state), n->low_seq };
+    finish_reads(n, read_is_served, &p, 0);
 }
 
 static void apply_committed(node *n, const px_entry *e)
@@ -760,7 +774,7 @@ static int node_read_barrier(void *ctx, fs_done_fn done, void *arg)
         return -EAGAIN;
     uint64_t token = ++n->next_read_token;
     n->reads[n->n_reads++] = (read_wait){
-        .token = token, .done = done, .arg = arg,
+        .token = token, .done = done, .arg = arg, .after_seq = n->next_seq - 1,
         .deadline_ms = node_now_ms(n) + n->cfg.commit_timeout_ms };
     n->new_reads[n->n_new_reads++] = token;
     return 0;

@@ -98,6 +98,9 @@ void zap_close(zap *z)
 {
     if (!z)
         return;
+    /* unbind first: zmq_close releases the inproc name only later, from
+     * libzmq's reaper, and a new handler could not bind it meanwhile */
+    zmq_unbind(z->socket, ZAP_ENDPOINT);
     zmq_close(z->socket);
     free(z);
 }

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "../chain/chain.h"
+#include "../net/keys.h"
 #include "../net/admin.h"
 
 enum { EXIT_OK = 0, EXIT_BAD = 1, EXIT_ERROR = 2 };
@@ -33,6 +34,7 @@ typedef struct ctl_command {
 
 static int cmd_help(int argc, char **argv);
 static int cmd_verify(int argc, char **argv);
+static int cmd_keygen(int argc, char **argv);
 static int cmd_status(int argc, char **argv);
 static int cmd_link(int argc, char **argv);
 
@@ -40,6 +42,9 @@ static const ctl_command commands[] = {
     { "verify", "DIR",
       "verify every block of the hash chain in backing directory DIR "
       "(read-only)", cmd_verify },
+    { "keygen", "[--force] FILE",
+      "write a new cluster key file (mode 0600) and print its public key",
+      cmd_keygen },
     { "status", "DIR",
       "print the .status JSON of the node serving backing directory DIR",
       cmd_status },
@@ -104,6 +109,48 @@ static int cmd_verify(int argc, char **argv)
                 (unsigned long long)torn.torn_offset,
                 (unsigned long long)torn.torn_bytes);
     return EXIT_OK;
+}
+
+/* keygen: one CURVE keypair for the whole cluster (net/keys.h).  The
+ * public key goes to stdout alone on its line, so scripts can capture it;
+ * an existing file is never replaced without --force. */
+static int cmd_keygen(int argc, char **argv)
+{
+    const char *path = NULL;
+    bool force = false;
+    keys k;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--force") == 0) {
+            force = true;
+        } else if (!path && argv[i][0] != '-') {
+            path = argv[i];
+        } else {
+            path = NULL;
+            break;
+        }
+    }
+    if (!path || argc > 3) {
+        fprintf(stderr, "usage: paxosctl keygen [--force] FILE\n");
+        return EXIT_ERROR;
+    }
+    int rc = keys_generate(&k);
+    if (rc) {
+        fprintf(stderr, "paxosctl keygen: cannot generate a CURVE keypair: "
+                        "%s\n", strerror(-rc));
+        return EXIT_ERROR;
+    }
+    rc = keys_save(path, &k, force);
+    if (rc == -EEXIST) {
+        fprintf(stderr, "paxosctl keygen: %s already exists; use --force to "
+                        "replace it\n", path);
+    } else if (rc) {
+        fprintf(stderr, "paxosctl keygen: %s: %s\n", path, strerror(-rc));
+    } else {
+        printf("%s\n", k.public_z85);
+    }
+    explicit_bzero(&k, sizeof k);
+    return rc ? EXIT_ERROR : EXIT_OK;
 }
 
 int main(int argc, char **argv)

@@ -4,6 +4,7 @@ Every node a test starts is stopped by PID and its mount unmounted with
 fusermount3 -u at teardown, also when the test fails.  Waiting is always a
 condition polled against a deadline, never a fixed sleep.
 """
+import errno
 import json
 import os
 import signal
@@ -78,6 +79,20 @@ class Node:
 
     def path(self, name):
         return os.path.join(self.mnt, name)
+
+    def root_fd(self):
+        """An fd of the mount root, or None while nothing is mounted.  Load
+        generators work through it (dir_fd=): once the node dies the fd
+        fails with ENOTCONN instead of silently reaching the bare
+        mountpoint directory underneath."""
+        try:
+            fd = os.open(self.mnt, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return None
+        if os.fstat(fd).st_dev == os.stat(os.path.dirname(self.mnt)).st_dev:
+            os.close(fd)      # the bare directory, not the mount
+            return None
+        return fd
 
     def command(self, foreground=True):
         cmd = [PAXOSFS, "--id", str(self.id), "--data", self.data]
@@ -174,6 +189,9 @@ def nodes(tmp_path):
 def node(nodes):
     n = nodes()
     n.start()
+    # a new leader commits an entry of its own ballot before anything else
+    wait_for(lambda: n.status()["role"] == "leader" and n.status()["commit_index"] >= 1,
+             20, "the node to lead")
     return n
 
 
@@ -189,3 +207,62 @@ def read_file(path, mode="r"):
 def write_file(path, data, mode="w"):
     with open(path, mode) as f:
         f.write(data)
+
+
+class MountClient:
+    """Reads and writes files of one node's mount through a root fd that is
+    re-opened after the node comes back (see Node.root_fd)."""
+
+    def __init__(self, node):
+        self.node = node
+        self.fd = None
+
+    def _root(self):
+        if self.fd is None:
+            self.fd = self.node.root_fd()
+        if self.fd is None:
+            raise OSError(errno.ENOTCONN, "node %d is not mounted" % self.node.id)
+        return self.fd
+
+    def _failed(self, e):
+        if e.errno in (errno.ENOTCONN, errno.ECONNABORTED, errno.EBADF, errno.ENODEV):
+            if self.fd is not None:
+                try:
+                    os.close(self.fd)
+                except OSError:
+                    pass
+            self.fd = None
+
+    def write(self, name, data):
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644,
+                         dir_fd=self._root())
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            self._failed(e)
+            raise
+
+    def read(self, name):
+        try:
+            fd = os.open(name, os.O_RDONLY, dir_fd=self._root())
+            try:
+                chunks = []
+                while True:
+                    b = os.read(fd, 1 << 20)
+                    if not b:
+                        break
+                    chunks.append(b)
+                return b"".join(chunks)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            self._failed(e)
+            raise
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import (PAXOSCTL, is_mounted, read_file, wait_for, write_file)
+from conftest import (PAXOSCTL, MountClient, read_file, wait_for, write_file)
 
 
 def free_ports(n):
@@ -146,13 +146,15 @@ def test_leader_failover_loses_no_acknowledged_write(cluster):
     errors = []
 
     def writer(n, w):
+        mount = MountClient(n)
         i = 0
         while not stop.is_set():
             key = "w%d-%d" % (w, i % 20)
             try:
-                write_file(n.path(key), "%d" % i)
+                mount.write(key, b"%d" % i)
             except OSError as e:
                 errors.append(e.errno)
+                stop.wait(0.01)
                 continue
             with lock:
                 acked[key] = i
@@ -283,3 +285,110 @@ def test_bad_peers_change_nothing(cluster):
     after = [read_status(n)["chain_head"] for n in c.nodes]
     assert all(a["index"] >= b["index"] for a, b in zip(after, before))
     assert c.wait_leader() == leader
+
+
+LINCHECK = os.path.join(os.path.dirname(PAXOSCTL), "lincheck")
+
+
+def test_random_faults_are_linearizable(cluster, tmp_path):
+    """Concurrent clients on every mount while nodes are killed, paused and
+    cut off; every operation's invoke and return time is recorded and the
+    history is checked with the simulator's linearizability checker."""
+    c = cluster(extra=("--commit-timeout-ms", "3000"))
+    rng = random.Random(int(os.environ.get("PAXOSFS_FAULT_SEED", "0")) or None)
+    seed = rng.randrange(1 << 30)
+    rng = random.Random(seed)
+    print("\nfault schedule seed %d (PAXOSFS_FAULT_SEED=%d replays it)" % (seed, seed))
+    history, lock, stop = [], threading.Lock(), threading.Event()
+    down = {}              # node id -> "killed" | "paused" | "cut"
+    now_us = lambda: time.monotonic_ns() // 1000
+
+    def client(cid, n):
+        r = random.Random(seed * 100 + cid)
+        mount = MountClient(n)
+        i = 0
+        while not stop.is_set():
+            key = r.randrange(4)
+            path = "lin%d" % key
+            if r.random() < 0.5:
+                value = "c%d-%d" % (cid, i)
+                i += 1
+                t0 = now_us()
+                try:
+                    mount.write(path, value.encode())
+                    rec = (key, "PUT", t0, now_us(), "0", value.encode().hex(), n.id)
+                except OSError:
+                    rec = (key, "PUT", t0, "pending", "0", value.encode().hex(), n.id)
+                    stop.wait(0.02)
+            else:
+                t0 = now_us()
+                try:
+                    data = mount.read(path)
+                    rec = (key, "GET", t0, now_us(), "found", data.hex() or "-", n.id)
+                except FileNotFoundError:
+                    rec = (key, "GET", t0, now_us(), "missing", "-", n.id)
+                except OSError:
+                    stop.wait(0.02)
+                    continue
+            with lock:
+                history.append(rec)
+        mount.close()
+
+    def faults():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            victim = c.node(rng.randrange(1, 4))
+            kind = rng.choice(os.environ.get("PAXOSFS_FAULTS", "kill,pause,cut").split(","))
+            if kind == "kill":
+                victim.kill9()
+            elif kind == "pause":
+                victim.proc.send_signal(19)
+            else:
+                for other in c.nodes:
+                    if other is not victim:
+                        c.link(victim.id, other.id, "drop")
+            down[victim.id] = kind
+            stop.wait(rng.uniform(0.5, 2.0))
+            if kind == "kill":
+                victim.start()
+            elif kind == "pause":
+                victim.proc.send_signal(18)
+            else:
+                for other in c.nodes:
+                    if other is not victim:
+                        c.link(victim.id, other.id, "heal")
+            down.pop(victim.id)
+            stop.wait(rng.uniform(0.2, 1.0))
+
+    threads = [threading.Thread(target=client, args=(cid, c.nodes[cid % 3]))
+               for cid in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        faults()
+    finally:
+        for n in c.nodes:
+            if n.proc is not None:
+                n.proc.send_signal(18)
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    c.wait_leader()
+    wait_for(lambda: all_heads_equal(c), 30, "all nodes to converge")
+    # final reads on every node join the history
+    for n in c.nodes:
+        for key in range(4):
+            t0 = now_us()
+            try:
+                data = read_file(n.path("lin%d" % key), "rb")
+                history.append((key, "GET", t0, now_us(), "found", data.hex() or "-"))
+            except FileNotFoundError:
+                history.append((key, "GET", t0, now_us(), "missing", "-"))
+    done = sum(1 for h in history if h[3] != "pending")
+    assert done > 100, "too few completed operations: %d" % done
+    hist = tmp_path / "history.txt"
+    hist.write_text("".join(" ".join(str(x) for x in h) + "\n" for h in history))
+    out = subprocess.run([LINCHECK, str(hist)], capture_output=True, text=True)
+    print(out.stdout)
+    assert out.returncode == 0, "seed %d: %s%s" % (seed, out.stdout, out.stderr)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import (PAXOSCTL, PAXOSFS, chain_head, is_mounted, pid_alive,
+from conftest import (PAXOSCTL, PAXOSFS, MountClient, chain_head, is_mounted, pid_alive,
                       read_file, unmount, wait_for, write_file)
 
 
@@ -307,12 +307,12 @@ def test_sigkill_loses_no_acknowledged_write(nodes):
     kill_at = random.randint(1000, 1600)
 
     def writer(w):
+        mount = MountClient(n)
         i = 0
         while not stop.is_set():
             key = "w%d-%d" % (w, i % 40)
             try:
-                with open(n.path(key), "w") as f:
-                    f.write("%d" % i)
+                mount.write(key, b"%d" % i)
             except OSError:
                 return
             with lock:

@@ -1,0 +1,622 @@
+/*
+ * sim.c - owns the simulator's command line, the fault profiles, the fault
+ * schedule and the run loop of one seed.
+ *
+ * One run:
+ *
+ *   start --> fault phase --heal--> recovery --all ops done--> settle --> end
+ *             (faults at            (no faults; must finish     (3 s: leader
+ *              random gaps)          within liveness bound)      must be stable)
+ *
+ * Invariants:
+ *   1. Everything a run does follows from its config and seed: one rng,
+ *      events in (time, seq) order, no clock, no rand().
+ *   2. Every fault is undone by the heal at fault_phase_ms: links restored,
+ *      drops and duplicates off, crashed nodes restarted, paused nodes
+ *      resumed.  After that only random delays remain.
+ *   3. The run stops at the first violation; the first one is what is
+ *      reported, with the trace rings and the replay command.
+ *   4. Every run is bounded in virtual time (heal + liveness bound + settle)
+ *      and in steps (SIM_MAX_STEPS), so a livelocked replica fails the
+ *      seed instead of hanging the simulator.
+ */
+#include "sim.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SIM_SETTLE_MS 3000
+#define SIM_PROBE_MS 2000
+#define SIM_MAX_STEPS 20000000ull
+#define SIM_RUN_BOUND_FACTOR 10
+
+enum { SIM_FAULT_TICK = 0, SIM_FAULT_HEAL = 1, SIM_PROBE_FIRST = 2,
+       SIM_PROBE_LAST = 3 };
+
+/* ------------------------------------------------------------- profiles */
+
+static const sim_profile sim_profiles[] = {
+    {.name = "calm", .delay_min_ms = 1, .delay_max_ms = 5, .fsync_max_ms = 2,
+     .fault_gap_ms = 400, .fault_phase_ms = 2000},
+    {.name = "lossy", .drop_ppm = 60000, .dup_ppm = 30000, .delay_min_ms = 1,
+     .delay_max_ms = 40, .fsync_max_ms = 3, .fault_gap_ms = 400,
+     .fault_phase_ms = 30000},
+    {.name = "partition", .drop_ppm = 10000, .delay_min_ms = 1,
+     .delay_max_ms = 10, .fsync_max_ms = 2, .partitions = true,
+     .asym_partitions = true, .leader_isolation = true, .fault_gap_ms = 500,
+     .fault_phase_ms = 45000},
+    {.name = "crash", .delay_min_ms = 1, .delay_max_ms = 10,
+     .fsync_max_ms = 6, .crashes = true, .pauses = true, .chain_lag = true,
+     .fault_gap_ms = 450,
+     .fault_phase_ms = 45000},
+    {.name = "chaos", .drop_ppm = 30000, .dup_ppm = 20000, .delay_min_ms = 1,
+     .delay_max_ms = 25, .fsync_max_ms = 5, .partitions = true,
+     .asym_partitions = true, .crashes = true, .leader_isolation = true,
+     .pauses = true, .chain_lag = true, .fault_gap_ms = 350,
+     .fault_phase_ms = 60000},
+    {.name = "slowdisk", .drop_ppm = 5000, .delay_min_ms = 1,
+     .delay_max_ms = 4, .fsync_max_ms = 40, .crashes = true, .chain_lag = true,
+     .leader_isolation = true, .fault_gap_ms = 600,
+     .fault_phase_ms = 45000},
+    /* last: never drawn for a seed */
+    {.name = "bench", .delay_min_ms = 1, .delay_max_ms = 1,
+     .fault_gap_ms = 1000, .fault_phase_ms = 0},
+};
+
+#define SIM_N_PROFILES (sizeof(sim_profiles) / sizeof(sim_profiles[0]))
+
+uint32_t sim_profile_count(void)
+{
+    return (uint32_t)SIM_N_PROFILES - 1;   /* "bench" is not drawn */
+}
+
+const sim_profile *sim_profile_at(uint32_t i)
+{
+    return &sim_profiles[i % SIM_N_PROFILES];
+}
+
+const sim_profile *sim_profile_by_name(const char *name)
+{
+    for (uint32_t i = 0; i < SIM_N_PROFILES; i++)
+        if (strcmp(sim_profiles[i].name, name) == 0)
+            return &sim_profiles[i];
+    return NULL;
+}
+
+static uint64_t sim_mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+
+const sim_profile *sim_profile_for_seed(uint64_t seed)
+{
+    return &sim_profiles[sim_mix(seed) % sim_profile_count()];
+}
+
+static uint32_t sim_nodes_for_seed(uint64_t seed)
+{
+    static const uint32_t sizes[10] = {1, 3, 3, 3, 5, 5, 5, 7, 7, 3};
+    return sizes[sim_mix(seed ^ 0x5eed) % 10];
+}
+
+void sim_default_config(sim_config *cfg, uint64_t seed, uint32_t nodes,
+                        const sim_profile *p)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    uint64_t m = sim_mix(seed ^ 0xc11e);
+    cfg->seed = seed;
+    cfg->nodes = nodes ? nodes : sim_nodes_for_seed(seed);
+    cfg->profile = p ? p : sim_profile_for_seed(seed);
+    cfg->clients = 3 + (uint32_t)(m % 3);
+    static const uint32_t retain[4] = {4, 16, 64, 0};
+    static const uint32_t window_slots[4] = {1, 3, 8, 32};
+    cfg->ops_per_client = 500;
+    cfg->window = 1 + (uint32_t)((m >> 8) % 2);
+    cfg->batch_max_requests = (m >> 16) % 3 == 0 ? 1 : 16;
+    cfg->retain_slots = retain[(m >> 24) % 4];
+    cfg->window_slots = window_slots[(m >> 32) % 4];
+    cfg->liveness_bound_ms = 30000;
+}
+
+/* ---------------------------------------------------------- fault plan */
+
+static uint32_t sim_find_leader(sim_world *w)
+{
+    uint32_t best = 0;
+    px_ballot best_b = {0, 0};
+    for (uint32_t n = 1; n <= w->cfg.nodes; n++) {
+        sim_host *h = &w->hosts[n];
+        if (!h->alive)
+            continue;
+        px_status st;
+        px_get_status(h->px, &st);
+        if (st.role == PX_LEADER && px_ballot_cmp(st.ballot, best_b) > 0) {
+            best = n;
+            best_b = st.ballot;
+        }
+    }
+    return best;
+}
+
+static void sim_cut_clear(sim_world *w)
+{
+    memset(w->cut, 0, sizeof(w->cut));
+}
+
+static void sim_links_heal_later(sim_world *w)
+{
+    w->partition_gen++;
+    sim_schedule(w, w->now_ms + sim_rng_range(&w->rng, 200, 1500),
+                 SIM_EV_HEAL_LINKS, 0, w->partition_gen, 0);
+}
+
+static void sim_fault(sim_world *w)
+{
+    const sim_profile *p = w->cfg.profile;
+    uint32_t n = w->cfg.nodes;
+    enum { F_PART, F_ASYM, F_ISOLATE, F_CRASH, F_PAUSE, F_COUNT };
+    bool on[F_COUNT] = {p->partitions && n > 1, p->asym_partitions && n > 1,
+                        p->leader_isolation && n > 1, p->crashes, p->pauses};
+    uint32_t choices[F_COUNT], k = 0;
+    for (uint32_t i = 0; i < F_COUNT; i++)
+        if (on[i])
+            choices[k++] = i;
+    if (k == 0)
+        return;
+    uint32_t f = choices[sim_rng_below(&w->rng, k)];
+    uint32_t victim = 1 + (uint32_t)sim_rng_below(&w->rng, n);
+    sim_host *h = &w->hosts[victim];
+    w->stats.faults++;
+    switch (f) {
+    case F_PART: {
+        bool side[SIM_MAX_NODES + 1] = {false};
+        uint32_t in_a = 0;
+        while (in_a == 0 || in_a == n) {
+            in_a = 0;
+            for (uint32_t i = 1; i <= n; i++)
+                in_a += (side[i] = sim_rng_below(&w->rng, 2));
+        }
+        sim_cut_clear(w);
+        for (uint32_t a = 1; a <= n; a++)
+            for (uint32_t b = 1; b <= n; b++)
+                w->cut[a][b] = side[a] != side[b];
+        sim_trace_note(w, 0, SIM_TR_FAULT, "partition (symmetric)", in_a, 0);
+        sim_links_heal_later(w);
+        break;
+    }
+    case F_ASYM: {
+        uint32_t to = 1 + (uint32_t)sim_rng_below(&w->rng, n);
+        if (to == victim)
+            to = to % n + 1;
+        w->cut[victim][to] = true;
+        if (sim_rng_below(&w->rng, 2))   /* sometimes cut all its sends */
+            for (uint32_t b = 1; b <= n; b++)
+                w->cut[victim][b] = true;
+        sim_trace_note(w, 0, SIM_TR_FAULT, "one-way cut from node", to,
+                       victim);
+        sim_links_heal_later(w);
+        break;
+    }
+    case F_ISOLATE: {
+        uint32_t leader = sim_find_leader(w);
+        if (!leader)
+            leader = victim;
+        sim_cut_clear(w);
+        for (uint32_t b = 1; b <= n; b++)
+            w->cut[leader][b] = w->cut[b][leader] = true;
+        sim_trace_note(w, 0, SIM_TR_FAULT, "leader isolated", leader, leader);
+        sim_links_heal_later(w);
+        break;
+    }
+    case F_CRASH:
+        if (!h->alive)
+            break;
+        sim_host_crash(w, h);
+        sim_trace_note(w, 0, SIM_TR_FAULT, "crash node", victim, victim);
+        sim_schedule(w, w->now_ms + sim_rng_range(&w->rng, 30, 1500),
+                     SIM_EV_RESTART, victim, h->epoch, 0);
+        break;
+    case F_PAUSE:
+        if (!h->alive || h->paused)
+            break;
+        h->paused = true;
+        h->pause_gen++;
+        sim_trace_note(w, victim, SIM_TR_FAULT, "pause", 0, 0);
+        sim_trace_note(w, 0, SIM_TR_FAULT, "pause node", victim, victim);
+        sim_schedule(w, w->now_ms + sim_rng_range(&w->rng, 300, 2500),
+                     SIM_EV_RESUME, victim, h->pause_gen, 0);
+        break;
+    }
+}
+
+static void sim_resume(sim_world *w, sim_host *h)
+{
+    if (!h->paused)
+        return;
+    h->paused = false;
+    sim_trace_note(w, h->id, SIM_TR_FAULT, "resume", h->n_deferred, 0);
+    for (uint32_t i = 0; i < h->n_deferred; i++) {
+        sim_event ev = h->deferred[i];
+        ev.at_ms = w->now_ms;
+        if (sim_queue_push(&w->q, &ev) < 0) {
+            free(ev.msg);
+            sim_violation(w, "event queue push failed on resume");
+        }
+    }
+    h->n_deferred = 0;
+}
+
+static void sim_heal(sim_world *w)
+{
+    sim_trace_note(w, 0, SIM_TR_FAULT, "heal all", 0, 0);
+    w->faults_on = false;
+    w->healed = true;
+    w->heal_ms = w->now_ms;
+    w->partition_gen++;
+    sim_cut_clear(w);
+    for (uint32_t n = 1; n <= w->cfg.nodes; n++) {
+        sim_host *h = &w->hosts[n];
+        if (!h->alive)
+            sim_host_start(w, h);
+        else
+            sim_resume(w, h);
+    }
+}
+
+static int sim_defer(sim_world *w, sim_host *h, const sim_event *ev)
+{
+    if (h->n_deferred == h->cap_deferred) {
+        uint32_t cap = h->cap_deferred ? h->cap_deferred * 2 : 64;
+        sim_event *v = realloc(h->deferred, cap * sizeof(*v));
+        if (!v) {
+            sim_violation(w, "out of memory deferring an event");
+            return -ENOMEM;
+        }
+        h->deferred = v;
+        h->cap_deferred = cap;
+    }
+    h->deferred[h->n_deferred++] = *ev;
+    return 0;
+}
+
+/* --------------------------------------------------------- leader probe */
+
+typedef struct sim_probe {
+    uint32_t leader;
+    uint64_t changes;
+} sim_probe;
+
+static bool sim_probe_take(sim_world *w, sim_probe *p)
+{
+    memset(p, 0, sizeof(*p));
+    for (uint32_t n = 1; n <= w->cfg.nodes; n++) {
+        px_status st;
+        px_stats stats;
+        px_get_status(w->hosts[n].px, &st);
+        px_get_stats(w->hosts[n].px, &stats);
+        p->changes += stats.leader_changes;
+        if (st.leader_id == 0 || (p->leader && st.leader_id != p->leader)) {
+            sim_violation(w, "LEADER: node %u sees leader %u, others %u", n,
+                          st.leader_id, p->leader);
+            return false;
+        }
+        p->leader = st.leader_id;
+    }
+    px_status st;
+    if (p->leader < 1 || p->leader > w->cfg.nodes) {
+        sim_violation(w, "LEADER: leader id %u is not a member", p->leader);
+        return false;
+    }
+    px_get_status(w->hosts[p->leader].px, &st);
+    if (st.role != PX_LEADER) {
+        sim_violation(w, "LEADER: node %u is named leader but has role %u",
+                      p->leader, st.role);
+        return false;
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------- the run */
+
+static int sim_world_init(sim_world *w, const sim_config *cfg, FILE *out)
+{
+    memset(w, 0, sizeof(*w));
+    w->cfg = *cfg;
+    w->out = out;
+    sim_rng_seed(&w->rng, cfg->seed);
+    if (cfg->nodes < 1 || cfg->nodes > SIM_MAX_NODES ||
+        cfg->clients > SIM_MAX_CLIENTS || cfg->window < 1 ||
+        cfg->window > SIM_MAX_WINDOW)
+        return -EINVAL;
+    if (!cfg->bench) {
+        w->trace = calloc(1, sizeof(*w->trace));
+        if (!w->trace)
+            return -ENOMEM;
+    }
+    for (uint32_t n = 1; n <= cfg->nodes; n++)
+        w->members.voters[w->members.n_voters++] = n;
+    for (uint32_t n = 1; n <= cfg->nodes; n++) {
+        int rc = sim_host_init(w, &w->hosts[n], n);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void sim_world_free(sim_world *w)
+{
+    for (uint32_t n = 1; n <= w->cfg.nodes; n++)
+        sim_host_free(&w->hosts[n]);
+    sim_clients_free(w);
+    sim_queue_free(&w->q);
+    sim_check_free(&w->check);
+    free(w->trace);
+    w->trace = NULL;
+}
+
+static void sim_dispatch(sim_world *w, sim_event *ev, sim_probe *probe)
+{
+    sim_host *h = ev->node <= w->cfg.nodes ? &w->hosts[ev->node] : NULL;
+    switch (ev->kind) {
+    case SIM_EV_DELIVER:
+    case SIM_EV_TIMER:
+    case SIM_EV_FSYNC:
+    case SIM_EV_SNAPSHOT:
+        if (!h || ev->node == 0)
+            break;
+        if (h->paused && h->alive) {
+            if (sim_defer(w, h, ev) == 0)
+                ev->msg = NULL;          /* now owned by the deferral */
+            break;
+        }
+        sim_host_event(w, h, ev);
+        break;
+    case SIM_EV_CLIENT:
+        sim_client_event(w, ev);
+        break;
+    case SIM_EV_RESTART:
+        if (h && !h->alive && h->epoch == ev->a && !w->healed)
+            sim_host_start(w, h);
+        break;
+    case SIM_EV_RESUME:
+        if (h && h->pause_gen == ev->a)
+            sim_resume(w, h);
+        break;
+    case SIM_EV_HEAL_LINKS:
+        if (ev->a == w->partition_gen) {
+            sim_cut_clear(w);
+            sim_trace_note(w, 0, SIM_TR_FAULT, "links healed", 0, 0);
+        }
+        break;
+    case SIM_EV_FAULT:
+        if (ev->a == SIM_FAULT_HEAL) {
+            sim_heal(w);
+        } else if (ev->a == SIM_FAULT_TICK) {
+            if (w->healed)
+                break;
+            sim_fault(w);
+            uint32_t gap = w->cfg.profile->fault_gap_ms;
+            sim_schedule(w, w->now_ms + sim_rng_range(&w->rng, gap / 2,
+                                                      gap * 3 / 2),
+                         SIM_EV_FAULT, 0, SIM_FAULT_TICK, 0);
+        } else if (ev->a == SIM_PROBE_FIRST) {
+            sim_probe_take(w, probe);
+        } else if (ev->a == SIM_PROBE_LAST) {
+            sim_probe last;
+            if (sim_probe_take(w, &last) &&
+                (last.leader != probe->leader ||
+                 last.changes != probe->changes))
+                sim_violation(w, "LEADER: not stable after healing: leader "
+                              "%u -> %u, leader changes %llu -> %llu",
+                              probe->leader, last.leader,
+                              (unsigned long long)probe->changes,
+                              (unsigned long long)last.changes);
+        }
+        break;
+    default:
+        sim_violation(w, "unknown event kind %u", ev->kind);
+        break;
+    }
+    free(ev->msg);
+    ev->msg = NULL;
+}
+
+int sim_run(const sim_config *cfg, sim_stats *stats, FILE *out)
+{
+    static sim_world world;                /* large: keep off the stack */
+    sim_world *w = &world;
+    int rc = sim_world_init(w, cfg, out);
+    if (rc < 0) {
+        sim_world_free(w);
+        return rc;
+    }
+    for (uint32_t n = 1; n <= cfg->nodes; n++)
+        sim_host_start(w, &w->hosts[n]);
+    sim_clients_init(w);
+    const sim_profile *p = cfg->profile;
+    if (p->fault_phase_ms) {
+        w->faults_on = true;
+        sim_schedule(w, p->fault_gap_ms, SIM_EV_FAULT, 0, SIM_FAULT_TICK, 0);
+        sim_schedule(w, p->fault_phase_ms, SIM_EV_FAULT, 0, SIM_FAULT_HEAL, 0);
+    } else {
+        w->healed = true;
+    }
+
+    sim_probe probe = {0};
+    uint64_t done_ms = 0, end_ms = UINT64_MAX;
+    sim_event ev;
+    while (w->stats.violations == 0 && sim_queue_pop(&w->q, &ev)) {
+        if (ev.at_ms > end_ms) {
+            free(ev.msg);
+            break;
+        }
+        w->now_ms = ev.at_ms;
+        sim_dispatch(w, &ev, &probe);
+        if (w->stats.steps > SIM_MAX_STEPS) {
+            sim_violation(w, "step budget exhausted (livelock?)");
+            break;
+        }
+        if (!w->healed)
+            continue;
+        if (!done_ms && sim_clients_done(w)) {
+            done_ms = w->now_ms;
+            end_ms = done_ms + (cfg->bench ? 500 : SIM_SETTLE_MS);
+            if (!cfg->bench) {
+                sim_schedule(w, done_ms + SIM_PROBE_MS, SIM_EV_FAULT, 0,
+                             SIM_PROBE_FIRST, 0);
+                sim_schedule(w, end_ms, SIM_EV_FAULT, 0, SIM_PROBE_LAST, 0);
+            }
+        }
+        /* each op is held to the bound by its client (client.c); this
+         * catches a run whose clients stopped being driven at all */
+        if (!done_ms &&
+            w->now_ms > w->heal_ms + SIM_RUN_BOUND_FACTOR *
+                                     cfg->liveness_bound_ms) {
+            sim_violation(w, "LIVENESS: clients not done %llu ms after "
+                          "healing", (unsigned long long)(w->now_ms -
+                                                          w->heal_ms));
+            sim_clients_print_pending(w);
+        }
+    }
+    if (w->stats.violations == 0)
+        sim_check_final(w);
+    if (w->stats.violations && out) {
+        fprintf(out, "FAIL seed=%" PRIu64 " nodes=%u profile=%s: %s\n",
+                cfg->seed, cfg->nodes, p->name, w->violation);
+        sim_trace_dump(w, out);
+        fprintf(out, "replay: build/sim --seed %" PRIu64 " --nodes %u "
+                "--profile %s --trace\n", cfg->seed, cfg->nodes, p->name);
+    }
+    *stats = w->stats;
+    sim_world_free(w);
+    return stats->violations ? 1 : 0;
+}
+
+/* ----------------------------------------------------------------- CLI */
+
+static void sim_usage(void)
+{
+    fprintf(stderr,
+            "usage: sim [--seeds N] [--seed S] [--nodes N] [--profile NAME]\n"
+            "           [--clients N] [--window N] [--batch N] [--ops N]\n"
+            "           [--trace] [--bench] [--no-regressions]\n"
+            "profiles: calm lossy partition crash chaos slowdisk\n");
+}
+
+static void sim_add(sim_stats *total, const sim_stats *s)
+{
+    total->steps += s->steps;
+    total->faults += s->faults;
+    total->requests += s->requests;
+    total->msgs += s->msgs;
+    total->violations += s->violations;
+    total->ops_done += s->ops_done;
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t seeds = 0, seed = 0;
+    bool one_seed = false, trace = false, bench = false, regressions = true;
+    uint32_t nodes = 0;
+    const sim_profile *profile = NULL;
+    sim_config over = {0};           /* non-zero fields override */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--seeds") == 0 && v) {
+            seeds = strtoull(v, NULL, 10);
+            i++;
+        } else if (strcmp(a, "--seed") == 0 && v) {
+            seed = strtoull(v, NULL, 10);
+            one_seed = true;
+            i++;
+        } else if (strcmp(a, "--nodes") == 0 && v) {
+            nodes = (uint32_t)strtoul(v, NULL, 10);
+            i++;
+            if (nodes < 1 || nodes > SIM_MAX_NODES) {
+                fprintf(stderr, "sim: --nodes must be 1..%d\n", SIM_MAX_NODES);
+                return 2;
+            }
+        } else if (strcmp(a, "--profile") == 0 && v) {
+            profile = sim_profile_by_name(v);
+            i++;
+            if (!profile) {
+                sim_usage();
+                return 2;
+            }
+        } else if (strcmp(a, "--clients") == 0 && v) {
+            over.clients = (uint32_t)strtoul(v, NULL, 10);
+            i++;
+        } else if (strcmp(a, "--window") == 0 && v) {
+            over.window = (uint32_t)strtoul(v, NULL, 10);
+            i++;
+        } else if (strcmp(a, "--batch") == 0 && v) {
+            over.batch_max_requests = (uint32_t)strtoul(v, NULL, 10);
+            i++;
+        } else if (strcmp(a, "--ops") == 0 && v) {
+            over.ops_per_client = (uint32_t)strtoul(v, NULL, 10);
+            i++;
+        } else if (strcmp(a, "--trace") == 0) {
+            trace = true;
+        } else if (strcmp(a, "--bench") == 0) {
+            bench = true;
+        } else if (strcmp(a, "--no-regressions") == 0) {
+            regressions = false;
+        } else {
+            sim_usage();
+            return 2;
+        }
+    }
+    if (bench)
+        return sim_bench(stdout) == 0 ? 0 : 1;
+    if (!one_seed && seeds == 0)
+        seeds = 100;
+
+    sim_stats total = {0};
+    uint32_t passed = 0, failed = 0, ran = 0;
+    if (regressions && !one_seed &&
+        sim_run_regressions(stdout, &total, &passed, &failed) < 0)
+        return 2;
+    for (uint64_t i = 0; i < (one_seed ? 1 : seeds); i++) {
+        sim_config cfg;
+        uint64_t s = one_seed ? seed : i + 1;
+        sim_default_config(&cfg, s, nodes, profile);
+        cfg.trace_live = trace;
+        if (over.clients)
+            cfg.clients = over.clients;
+        if (over.window)
+            cfg.window = over.window;
+        if (over.batch_max_requests)
+            cfg.batch_max_requests = over.batch_max_requests;
+        if (over.ops_per_client)
+            cfg.ops_per_client = over.ops_per_client;
+        sim_stats st = {0};
+        int rc = sim_run(&cfg, &st, stdout);
+        if (rc < 0) {
+            fprintf(stdout, "sim: seed %" PRIu64 ": setup failed: %s\n", s,
+                    strerror(-rc));
+            failed++;
+            st.violations++;
+        } else if (rc > 0) {
+            failed++;
+        } else {
+            passed++;
+        }
+        ran++;
+        sim_add(&total, &st);
+        fflush(stdout);
+    }
+    printf("sim: seeds=%u steps=%llu msgs=%llu faults=%llu requests=%llu "
+           "violations=%llu\n", ran, (unsigned long long)total.steps,
+           (unsigned long long)total.msgs, (unsigned long long)total.faults,
+           (unsigned long long)total.requests,
+           (unsigned long long)total.violations);
+    printf("%u passed, %u failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

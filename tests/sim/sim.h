@@ -1,0 +1,361 @@
+/*
+ * sim.h - internal interfaces of the paxosfs deterministic simulator.
+ *
+ * One process runs N replicas (consensus/px.h), their hosts, a virtual
+ * network and several clients in virtual time.  Everything random comes
+ * from one seeded generator, and every event is ordered by (time, sequence
+ * number), so one seed replays one run exactly.
+ *
+ * Files: sim.c (CLI, run loop, fault schedule), net.c (event queue, virtual
+ * network), host.c (replica host emulation), client.c (clients, history),
+ * check.c (invariant checkers), lincheck.c (linearizability), trace.c
+ * (per-replica event rings), regressions.c (named seeds), bench.c.
+ */
+#ifndef PAXOSFS_SIM_H
+#define PAXOSFS_SIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../../chain/chain.h"
+#include "../../chain/kv.h"
+#include "../../consensus/px.h"
+
+#define SIM_MAX_NODES 7
+#define SIM_MAX_CLIENTS 16
+#define SIM_MAX_WINDOW 32       /* requests in flight per client */
+#define SIM_KEYS 4
+#define SIM_SEQ_HINTS 256       /* seq -> op slot lookup (a hint, checked) */
+#define SIM_TRACE_RING 48       /* trace records kept per replica */
+#define SIM_SAME_MS_TICKS 10000 /* timer firings at one instant = livelock */
+
+/* ------------------------------------------------------------------ rng */
+
+typedef struct sim_rng {
+    uint64_t s[4];
+} sim_rng;
+
+void sim_rng_seed(sim_rng *r, uint64_t seed);
+uint64_t sim_rng_next(sim_rng *r);
+uint64_t sim_rng_below(sim_rng *r, uint64_t n);          /* [0, n) */
+uint64_t sim_rng_range(sim_rng *r, uint64_t lo, uint64_t hi); /* [lo, hi] */
+bool sim_rng_ppm(sim_rng *r, uint32_t per_million);
+
+/* -------------------------------------------------------------- profile */
+
+typedef struct sim_profile {
+    const char *name;
+    uint32_t drop_ppm;         /* per message, during the fault phase */
+    uint32_t dup_ppm;
+    uint32_t delay_min_ms;     /* reordering comes from random delays */
+    uint32_t delay_max_ms;
+    uint32_t fsync_max_ms;     /* 0 = persistence is immediate */
+    bool partitions;           /* symmetric splits */
+    bool asym_partitions;      /* one-way link cuts */
+    bool crashes;
+    bool leader_isolation;
+    bool pauses;
+    bool chain_lag;            /* chain synced lazily: crashes lose a tail */
+    uint32_t fault_gap_ms;     /* mean time between injected faults */
+    uint32_t fault_phase_ms;   /* faults only before this time */
+} sim_profile;
+
+const sim_profile *sim_profile_by_name(const char *name);
+const sim_profile *sim_profile_for_seed(uint64_t seed);
+uint32_t sim_profile_count(void);
+const sim_profile *sim_profile_at(uint32_t i);
+
+/* ---------------------------------------------------------------- events */
+
+enum sim_ev_kind {
+    SIM_EV_DELIVER = 1,    /* msg to node */
+    SIM_EV_TIMER,          /* node tick; a = host epoch, b = timer gen */
+    SIM_EV_FSYNC,          /* node group commit done; a = epoch */
+    SIM_EV_SNAPSHOT,       /* to node from b, index a */
+    SIM_EV_CLIENT,         /* client node, op slot a, gen b */
+    SIM_EV_FAULT,          /* fault schedule tick */
+    SIM_EV_RESTART,        /* node restarts; a = epoch it crashed in */
+    SIM_EV_RESUME,         /* node pause ends; a = pause gen */
+    SIM_EV_HEAL_LINKS,     /* link cuts end; a = partition gen */
+};
+
+typedef struct sim_event {
+    uint64_t at_ms;
+    uint64_t seq;          /* tie-break: insertion order */
+    uint8_t kind;          /* enum sim_ev_kind */
+    uint32_t node;
+    uint64_t a, b;
+    px_msg *msg;           /* SIM_EV_DELIVER: owned by the event */
+} sim_event;
+
+typedef struct sim_queue {
+    sim_event *heap;
+    uint32_t n, cap;
+    uint64_t next_seq;
+} sim_queue;
+
+/* ----------------------------------------------------------------- host */
+
+/* A deep copy of one px_output waiting in the host's sync pipeline. */
+typedef struct sim_pending {
+    bool persist_promise;
+    px_ballot promise;
+    uint32_t n_accepts;
+    px_entry *accepts;
+    uint64_t persist_id;
+    uint32_t n_msgs;
+    px_msg **msgs;
+    uint32_t n_committed;
+    px_entry *committed;
+    uint32_t n_reads;
+    px_read_ready *reads;
+    uint32_t n_failed;
+    px_request_failed *failed;
+    uint32_t snapshot_to, snapshot_from;
+    struct sim_pending *next;
+} sim_pending;
+
+typedef struct sim_host {
+    uint32_t id;                 /* node id = index + 1 */
+    bool alive;
+    bool paused;
+    uint64_t epoch;              /* bumped on crash: stale events ignored */
+    px_replica *px;
+    px_options opt;
+
+    /* durable: survives crashes */
+    px_ballot d_promise;
+    px_entry *d_accepts;         /* ascending slot, one per slot */
+    uint32_t d_n, d_cap;
+    kv *kv;                      /* applied state (durable chain model) */
+    uint64_t applied;
+    uint64_t synced;             /* chain durable up to here (<= applied) */
+    uint8_t head_hash[PX_HASH_BYTES];
+    px_members members;
+
+    /* volatile */
+    sim_pending *inflight, *inflight_tail;   /* being fsynced */
+    sim_pending *gather, *gather_tail;       /* next group */
+    uint64_t timer_gen;
+    uint64_t timer_at_ms;                    /* 0 = none scheduled */
+    uint64_t same_ms_ticks;
+    uint64_t last_tick_ms;
+    uint32_t granted_reads;      /* read index granted, not yet served */
+    uint64_t pause_gen;
+    sim_event *deferred;         /* events that arrived while paused */
+    uint32_t n_deferred, cap_deferred;
+} sim_host;
+
+/* --------------------------------------------------------------- client */
+
+enum sim_op_type { SIM_OP_PUT = 1, SIM_OP_APPEND, SIM_OP_DEL, SIM_OP_GET };
+
+typedef struct sim_op {
+    bool busy;
+    uint8_t type;
+    uint32_t key;
+    uint64_t seq;                /* writes */
+    char value[24];
+    uint64_t invoke_ms;          /* first attempt */
+    uint64_t attempt_ms;         /* current attempt */
+    uint32_t node;               /* current attempt's replica */
+    uint64_t node_epoch;         /* that replica's incarnation */
+    uint64_t gen;                /* bumps per attempt: stale timeouts */
+    uint64_t read_token;
+    bool read_granted;           /* replica granted read_index */
+    uint64_t read_index;
+    uint32_t attempts;
+    uint8_t *req;                /* encoded op bytes */
+    uint32_t req_len;
+} sim_op;
+
+typedef struct sim_client {
+    uint64_t id;
+    uint64_t next_seq;
+    uint32_t issued, quota;
+    uint32_t window;
+    sim_op ops[SIM_MAX_WINDOW];
+    uint8_t op_of_seq[SIM_SEQ_HINTS]; /* seq % SIM_SEQ_HINTS -> op slot */
+} sim_client;
+
+/* A completed op, for the linearizability check. */
+typedef struct sim_hist {
+    uint8_t type;
+    uint32_t key;
+    uint64_t client_id, seq;
+    char value[24];
+    int32_t result;
+    bool found;
+    uint8_t *out;                /* GET value (malloc) */
+    uint32_t out_len;
+    uint64_t invoke_ms, return_ms;
+} sim_hist;
+
+/* -------------------------------------------------------------- checker */
+
+typedef struct sim_slot {
+    bool known;
+    uint64_t digest;             /* of (kind, time_ms, data) */
+    bool hashed;
+    uint8_t hash[PX_HASH_BYTES];
+    px_entry entry;              /* copy, for snapshot rebuilds */
+    uint32_t first_node;
+} sim_slot;
+
+typedef struct sim_result {      /* first answer per (client, seq) */
+    uint64_t client_id, seq;
+    int32_t result;
+    uint64_t slot;
+    bool used;
+} sim_result;
+
+typedef struct sim_check {
+    sim_slot *slots;             /* index = slot */
+    uint64_t n_slots;
+    sim_result *results;         /* open addressing */
+    uint64_t n_results, cap_results;
+} sim_check;
+
+/* ---------------------------------------------------------------- trace */
+
+enum sim_tr_kind {
+    SIM_TR_MSG_OUT = 1, SIM_TR_MSG_IN, SIM_TR_DROP, SIM_TR_PERSIST,
+    SIM_TR_COMMIT, SIM_TR_FAULT, SIM_TR_PROPOSE, SIM_TR_READ, SIM_TR_SNAPSHOT,
+    SIM_TR_ROLE,
+};
+
+typedef struct sim_trace_rec {
+    uint64_t at_ms;
+    uint8_t kind;
+    uint8_t msg_type;
+    uint32_t peer;
+    px_ballot ballot;
+    uint64_t slot, commit, aux;
+    uint32_t n;
+    const char *note;            /* static string */
+} sim_trace_rec;
+
+typedef struct sim_trace {
+    sim_trace_rec ring[SIM_MAX_NODES + 1][SIM_TRACE_RING];
+    uint32_t next[SIM_MAX_NODES + 1];
+    uint64_t count[SIM_MAX_NODES + 1];
+} sim_trace;
+
+/* ---------------------------------------------------------------- world */
+
+typedef struct sim_config {
+    uint64_t seed;
+    uint32_t nodes;
+    const sim_profile *profile;
+    uint32_t clients;
+    uint32_t ops_per_client;
+    uint32_t window;
+    uint32_t batch_max_requests;
+    uint32_t window_slots;       /* px_options.window_slots */
+    uint32_t retain_slots;       /* px_options.retain_slots (0 = default) */
+    bool trace_live;             /* print every trace record */
+    bool bench;                  /* no checks that cost more than O(1) */
+    uint64_t liveness_bound_ms;  /* after healing */
+} sim_config;
+
+typedef struct sim_stats {
+    uint64_t steps, faults, requests, msgs, violations;
+    uint64_t ops_done;
+} sim_stats;
+
+typedef struct sim_world {
+    sim_config cfg;
+    sim_rng rng;
+    uint64_t now_ms;
+    sim_queue q;
+    sim_host hosts[SIM_MAX_NODES + 1];   /* [1..nodes] */
+    px_members members;
+    sim_client clients[SIM_MAX_CLIENTS];
+    uint32_t n_clients;
+    uint64_t next_read_token;
+    uint32_t leader_hint;        /* bench: where clients send */
+    uint32_t leader_hint_uses;
+
+    /* network */
+    bool cut[SIM_MAX_NODES + 1][SIM_MAX_NODES + 1]; /* from -> to blocked */
+    uint64_t partition_gen;
+    bool faults_on;              /* drop/dup active */
+    bool healed;
+    uint64_t heal_ms;
+
+    sim_hist *hist;
+    uint32_t n_hist, cap_hist;
+
+    sim_check check;
+    sim_trace *trace;
+    sim_stats stats;
+    char violation[512];         /* first violation */
+    FILE *out;
+} sim_world;
+
+/* net.c */
+int sim_queue_push(sim_queue *q, const sim_event *ev);
+bool sim_queue_pop(sim_queue *q, sim_event *ev);
+void sim_queue_free(sim_queue *q);
+int sim_schedule(sim_world *w, uint64_t at_ms, uint8_t kind, uint32_t node,
+                 uint64_t a, uint64_t b);
+int sim_net_send(sim_world *w, const px_msg *m);
+uint64_t sim_net_delay(sim_world *w);
+
+/* host.c */
+int sim_host_init(sim_world *w, sim_host *h, uint32_t id);
+void sim_host_free(sim_host *h);
+int sim_host_start(sim_world *w, sim_host *h);
+void sim_host_crash(sim_world *w, sim_host *h);
+int sim_host_event(sim_world *w, sim_host *h, const sim_event *ev);
+int sim_host_propose(sim_world *w, sim_host *h, const px_request *req);
+int sim_host_read(sim_world *w, sim_host *h, uint64_t token);
+
+/* client.c */
+int sim_clients_init(sim_world *w);
+void sim_clients_free(sim_world *w);
+int sim_client_event(sim_world *w, const sim_event *ev);
+void sim_client_on_write(sim_world *w, uint64_t client_id, uint64_t seq,
+                         int32_t result, uint32_t node);
+void sim_client_on_write_failed(sim_world *w, uint64_t client_id,
+                                uint64_t seq, int status, uint32_t node);
+void sim_client_on_read(sim_world *w, uint64_t token, int status,
+                        const kv_value *v, uint32_t node);
+bool sim_clients_done(const sim_world *w);
+void sim_clients_print_pending(const sim_world *w);
+const char *sim_key_name(uint32_t key, size_t *len);
+
+/* check.c */
+void sim_violation(sim_world *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+uint64_t sim_entry_digest(const px_entry *e);
+void sim_check_committed(sim_world *w, uint32_t node, const px_entry *e);
+void sim_check_applied(sim_world *w, uint32_t node, const px_entry *e,
+                       const uint8_t hash[PX_HASH_BYTES]);
+void sim_check_result(sim_world *w, uint32_t node, uint64_t client_id,
+                      uint64_t seq, int32_t result, uint64_t slot);
+void sim_check_final(sim_world *w);
+void sim_check_free(sim_check *c);
+
+/* trace.c */
+void sim_trace_add(sim_world *w, uint32_t node, const sim_trace_rec *rec);
+void sim_trace_msg(sim_world *w, uint32_t node, uint8_t kind,
+                   const px_msg *m);
+void sim_trace_note(sim_world *w, uint32_t node, uint8_t kind,
+                    const char *note, uint64_t slot, uint32_t peer);
+void sim_trace_dump(const sim_world *w, FILE *f);
+
+/* sim.c */
+int sim_run(const sim_config *cfg, sim_stats *stats, FILE *out);
+void sim_default_config(sim_config *cfg, uint64_t seed, uint32_t nodes,
+                        const sim_profile *p);
+
+/* regressions.c */
+int sim_run_regressions(FILE *out, sim_stats *total, uint32_t *passed,
+                        uint32_t *failed);
+
+/* bench.c */
+int sim_bench(FILE *out);
+
+#endif /* PAXOSFS_SIM_H */
