@@ -52,9 +52,9 @@ BENCH_SRC := $(wildcard tools/bench/*.c)
 BENCH_BINS:= $(patsubst tools/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
 .PHONY: all test unit sim systest asan bench deps clean fuzz run stop
+# keep objects: they are not intermediate files to delete after a link
+.SECONDARY:
 
-MOUNT ?= /mnt/paxos
-DATA  ?= /var/lib/paxosfs/n1
 
 all: $(PROGRAMS) $(UNIT_BINS) $(SIM_BIN) $(BENCH_BINS)
 
@@ -155,17 +155,14 @@ fuzz: $(FUZZ_BUILD)/fuzz_wire
 	$(FUZZ_BUILD)/fuzz_wire -runs=$(FUZZ_RUNS) -seed=1 -max_len=4096 \
 	    $(FUZZ_BUILD)/corpus-wire tests/fuzz/corpus/wire
 
-# the main job: a node with its mount at $(MOUNT)
+# the main job: a local 3-node cluster, each node with its own mount
+CLUSTER ?= /var/tmp/paxosfs
+NODES   ?= 3
 run: $(PROGRAMS)
-	@mkdir -p $(MOUNT) $(dir $(DATA))
-	$(BUILD)/paxosfs --id 1 --data $(DATA) $(MOUNT)
-	@echo "paxosfs is serving $(MOUNT) (data in $(DATA)). Try:"
-	@echo "  echo hello > $(MOUNT)/greeting; cat $(MOUNT)/greeting"
-	@echo "  ls $(MOUNT)/.chain; cat $(MOUNT)/.chain/0000000001; cat $(MOUNT)/.status"
-	@echo "stop it with: make stop   (or fusermount3 -u $(MOUNT))"
+	tools/cluster up $(CLUSTER) $(NODES) --bin $(abspath $(BUILD))
 
 stop:
-	fusermount3 -u $(MOUNT)
+	tools/cluster down $(CLUSTER)
 
 clean:
 	rm -rf build build-asan build-fuzz

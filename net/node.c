@@ -373,6 +373,8 @@ static void send_now(node *n, const px_msg *m)
 /* Keep `m` until persist id `after` is durable (DESIGN.md invariant 2).
  * Bounded: past NODE_MAX_HELD_MSGS a message is dropped and counted; the
  * replica re-sends what matters. */
+static bool vouches_for_acceptor(const px_msg *m);
+
 static void hold_msg(node *n, const px_msg *m, uint64_t after)
 {
     if (n->held_count == n->held_cap) {
@@ -401,6 +403,26 @@ static void hold_msg(node *n, const px_msg *m, uint64_t after)
     n->held[(n->held_head + n->held_count) % n->held_cap] =
         (held_msg){ .msg = copy, .after = after };
     n->held_count++;
+}
+
+/* Does `m` tell its receiver something about this node's acceptor state
+ * (a promise, an acceptance, "no higher ballot promised")?  Those wait
+ * until every persist issued before them is durable.  Proposer and learner
+ * messages (PREPARE, ACCEPT, HEARTBEAT, catch-up, forwarding) vouch for
+ * nothing on this disk, so the leader's ACCEPT goes out while its own
+ * fdatasync runs: the disk writes of leader and followers overlap, and the
+ * leader counts its own vote only after PX_EV_PERSISTED. */
+static bool vouches_for_acceptor(const px_msg *m)
+{
+    switch (m->type) {
+    case PX_MSG_PROMISE:
+    case PX_MSG_ACCEPTED:
+    case PX_MSG_REJECT:
+    case PX_MSG_HEARTBEAT_ACK:
+        return true;
+    default:
+        return false;
+    }
 }
 
 /* Send, in order, every held message whose persists are now durable. */
@@ -485,10 +507,12 @@ static void handle_output(node *n, const px_output *out)
     if (out->persist_id > n->last_persist_issued)
         n->last_persist_issued = out->persist_id;
     for (uint32_t i = 0; i < out->n_msgs; i++) {
-        if (n->held_count == 0 && n->last_persist_issued <= n->durable_persist_id)
-            send_now(n, &out->msgs[i]);
+        const px_msg *m = &out->msgs[i];
+        uint64_t after = vouches_for_acceptor(m) ? n->last_persist_issued : 0;
+        if (after <= n->durable_persist_id && (after == 0 || n->held_count == 0))
+            send_now(n, m);
         else
-            hold_msg(n, &out->msgs[i], n->last_persist_issued);
+            hold_msg(n, m, after);
     }
     if (out->snapshot_to)
         send_chain_catchup(n, out->snapshot_to);
