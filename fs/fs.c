@@ -33,20 +33,29 @@ fs *fs_of(fuse_req_t req)
     return fuse_req_userdata(req);
 }
 
-fs_handle *fs_handle_new(uint8_t kind)
+fs_handle *fs_handle_new(fs *f, uint8_t kind)
 {
     fs_handle *h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
     h->kind = kind;
     h->refs = 1;
+    h->owner = f;
+    h->next = f->handles;
+    if (f->handles)
+        f->handles->prev = h;
+    f->handles = h;
     return h;
 }
 
-void fs_handle_unref(fs_handle *h)
+static void handle_free(fs_handle *h)
 {
-    if (!h || --h->refs > 0)
-        return;
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        h->owner->handles = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
     free(h->buf);
     if (h->snapshot)
         kv_value_unref(h->snapshot);
@@ -55,6 +64,13 @@ void fs_handle_unref(fs_handle *h)
         free(h->names[i]);
     free(h->names);
     free(h);
+}
+
+void fs_handle_unref(fs_handle *h)
+{
+    if (!h || --h->refs > 0)
+        return;
+    handle_free(h);
 }
 
 void fs_release_inode(fs *f, fs_inode *in)
@@ -326,7 +342,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             fuse_reply_err(req, EACCES);
             return;
         }
-        fs_handle *h = fs_handle_new(FS_H_TEXT);
+        fs_handle *h = fs_handle_new(f, FS_H_TEXT);
         if (!h) {
             fuse_reply_err(req, ENOMEM);
             return;
@@ -560,7 +576,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_err(req, ENOTDIR);
         return;
     }
-    fs_handle *h = fs_handle_new(ino == FS_INO_ROOT ? FS_H_DIR_ROOT : FS_H_DIR_CHAIN);
+    fs_handle *h = fs_handle_new(f, ino == FS_INO_ROOT ? FS_H_DIR_ROOT : FS_H_DIR_CHAIN);
     if (!h) {
         fuse_reply_err(req, ENOMEM);
         return;
@@ -891,6 +907,9 @@ void fs_unmount(fs *f)
     if (f->mounted)
         fuse_session_unmount(f->se);
     fuse_session_destroy(f->se);
+    /* the kernel sends no release for files still open at unmount */
+    while (f->handles)
+        handle_free(f->handles);
     free(f->buf.mem);
     fs_inode_table_destroy(f->inodes);
     pthread_mutex_destroy(&f->lock);

@@ -45,6 +45,9 @@ enum fs_handle_kind {
 typedef struct fs_handle {
     uint8_t kind;              /* enum fs_handle_kind */
     uint32_t refs;             /* open + parked requests using it */
+    struct fs *owner;
+    struct fs_handle *prev, *next;  /* every live handle, so an unmount
+                                       with files still open frees them */
     fs_inode *in;              /* key handles */
     bool writable;
     bool append;
@@ -85,13 +88,14 @@ struct fs {
     pthread_cond_t cond;
     fs_notice *notices_head;
     fs_notice *notices_tail;
+    fs_handle *handles;        /* list of live handles (loop thread) */
     uint32_t n_notices;
     bool stopping;
 };
 
 fs *fs_of(fuse_req_t req);
 void fs_handle_unref(fs_handle *h);
-fs_handle *fs_handle_new(uint8_t kind);
+fs_handle *fs_handle_new(fs *f, uint8_t kind);
 void fs_fill_key_attr(const fs *f, const fs_inode *in, const kv_value *v,
                       uint32_t len_override, bool use_override,
                       struct stat *st);

@@ -434,7 +434,7 @@ void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,
         return;
     }
     /* truncate(path) or utimes(path): one PUT of the resulting value */
-    fs_handle *tmp = fs_handle_new(FS_H_KEY);
+    fs_handle *tmp = fs_handle_new(f, FS_H_KEY);
     if (!tmp) {
         fuse_reply_err(req, ENOMEM);
         return;
@@ -501,7 +501,7 @@ static int prepare_handle(fs *f, fs_handle *h, fs_inode *in, int flags,
 static void finish_open(fs *f, fuse_req_t req, fs_inode *in,
                         struct fuse_file_info *fi)
 {
-    fs_handle *h = fs_handle_new(FS_H_KEY);
+    fs_handle *h = fs_handle_new(f, FS_H_KEY);
     if (!h) {
         fuse_reply_err(req, ENOMEM);
         return;
@@ -580,7 +580,7 @@ void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi)
         return;
     }
     fs_inode *in = fs_inode_get_or_add(f->inodes, name, len);
-    fs_handle *h = in ? fs_handle_new(FS_H_KEY) : NULL;
+    fs_handle *h = in ? fs_handle_new(f, FS_H_KEY) : NULL;
     if (!h) {
         if (in)
             fs_release_inode(f, in);

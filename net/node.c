@@ -1339,6 +1339,9 @@ void node_close(node *n)
     if (!n)
         return;
     if (n->mount) {
+        /* parked requests of a mount that is going away: answer (into the
+         * void) so that nothing they hold leaks */
+        fail_all_pending(n, -EIO);
         fs_unmount(n->mount);
         n->mount = NULL;
     }
