@@ -533,10 +533,16 @@ static void handle_output(node *n, const px_output *out)
             read_wait *r = &n->reads[j];
             if (r->token != rr->read_token)
                 continue;
-            if (rr->status < 0) {
+            if (rr->status == -EAGAIN && node_now_ms(n) < r->deadline_ms &&
+                n->n_new_reads < NODE_MAX_READS) {
+                /* no leader could confirm it (a leader change): ask again
+                 * until the read's deadline */
+                n->new_reads[n->n_new_reads++] = r->token;
+            } else if (rr->status < 0) {
                 read_wait failed = *r;
                 n->reads[j] = n->reads[--n->n_reads];
-                failed.done(failed.arg, rr->status);
+                failed.done(failed.arg, rr->status == -EAGAIN ? -ETIMEDOUT
+                                                              : rr->status);
             } else {
                 r->ready = true;
                 r->index = rr->index;
@@ -728,12 +734,17 @@ static void step_queued(node *n)
             }
         }
     }
-    for (uint32_t i = 0; i < n->n_new_reads; i++) {
+    /* a step may queue a read again (retry after a leader change): those
+     * wait for the next turn */
+    uint32_t count = n->n_new_reads;
+    for (uint32_t i = 0; i < count; i++) {
         px_event ev = { .type = PX_EV_READ_INDEX };
         ev.u.read_token = n->new_reads[i];
         step(n, &ev);
     }
-    n->n_new_reads = 0;
+    memmove(n->new_reads, n->new_reads + count,
+            (n->n_new_reads - count) * sizeof *n->new_reads);
+    n->n_new_reads -= count;
 }
 
 static bool read_is_expired(const read_wait *r, void *arg)
