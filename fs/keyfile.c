@@ -62,6 +62,30 @@ static struct wait *wait_new(fs *f, fuse_req_t req, uint8_t kind)
     return w;
 }
 
+/* A parked request that keeps copies of the names it acts on (newname may
+ * be NULL).  Checks the names first; on a bad name or ENOMEM it answers
+ * the request itself and returns NULL. */
+static struct wait *wait_named(fuse_req_t req, uint8_t kind, const char *name,
+                               const char *newname)
+{
+    int rc = fs_check_name(name);
+    if (!rc && newname)
+        rc = fs_check_name(newname);
+    if (rc) {
+        fuse_reply_err(req, rc);
+        return NULL;
+    }
+    struct wait *w = wait_new(fs_of(req), req, kind);
+    if (!w || !(w->name = strdup(name)) ||
+        (newname && !(w->newname = strdup(newname)))) {
+        if (w)
+            wait_free(w);
+        fuse_reply_err(req, ENOMEM);
+        return NULL;
+    }
+    return w;
+}
+
 /* Map a commit failure to what close()/fsync() report: errors that say
  * something precise about the request pass through, the rest is EIO. */
 static int commit_errno(int result)
@@ -145,13 +169,9 @@ void fs_key_lookup(fuse_req_t req, const char *name)
     }
     /* Not here: it may have been created elsewhere a moment ago.  Only a
      * linearizable read point can say "does not exist". */
-    struct wait *w = wait_new(f, req, WAIT_LOOKUP);
-    if (!w || !(w->name = strdup(name))) {
-        if (w)
-            wait_free(w);
-        fuse_reply_err(req, ENOMEM);
+    struct wait *w = wait_named(req, WAIT_LOOKUP, name, NULL);
+    if (!w)
         return;
-    }
     rc = f->be.read_barrier(f->be.ctx, done_lookup, w);
     if (rc < 0) {
         fuse_reply_err(req, commit_errno(rc));
@@ -643,19 +663,9 @@ static void submit_op(fuse_req_t req, struct wait *w, const uint8_t *op,
 
 void fs_key_unlink(fuse_req_t req, const char *name)
 {
-    fs *f = fs_of(req);
-    int rc = fs_check_name(name);
-    if (rc) {
-        fuse_reply_err(req, rc);
+    struct wait *w = wait_named(req, WAIT_UNLINK, name, NULL);
+    if (!w)
         return;
-    }
-    struct wait *w = wait_new(f, req, WAIT_UNLINK);
-    if (!w || !(w->name = strdup(name))) {
-        if (w)
-            wait_free(w);
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
     uint8_t op[16 + KV_MAX_NAME];
     submit_op(req, w, op, kv_op_encode_del(op, sizeof op, name, strlen(name)),
               done_unlink);
@@ -683,21 +693,9 @@ static void done_rename(void *arg, int result)
 
 void fs_key_rename(fuse_req_t req, const char *name, const char *newname)
 {
-    fs *f = fs_of(req);
-    int rc = fs_check_name(name);
-    if (!rc)
-        rc = fs_check_name(newname);
-    if (rc) {
-        fuse_reply_err(req, rc);
+    struct wait *w = wait_named(req, WAIT_RENAME, name, newname);
+    if (!w)
         return;
-    }
-    struct wait *w = wait_new(f, req, WAIT_RENAME);
-    if (!w || !(w->name = strdup(name)) || !(w->newname = strdup(newname))) {
-        if (w)
-            wait_free(w);
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
     uint8_t op[32 + 2 * KV_MAX_NAME];
     submit_op(req, w, op,
               kv_op_encode_rename(op, sizeof op, name, strlen(name), newname,

@@ -202,16 +202,17 @@ int main(int argc, char **argv)
     cfg.data_dir = data_dir;
     cfg.mountpoint = mountpoint;
 
+    int exit_code = 1;
     int ready_pipe[2] = { -1, -1 };
     if (!foreground) {
         if (pipe(ready_pipe) != 0) {
             perror("paxosfs: pipe");
-            return 1;
+            goto out_free_paths;
         }
         pid_t pid = fork();
         if (pid < 0) {
             perror("paxosfs: fork");
-            return 1;
+            goto out_free_paths;
         }
         if (pid > 0) {
             close(ready_pipe[1]);
@@ -220,10 +221,8 @@ int main(int argc, char **argv)
             do
                 r = read(ready_pipe[0], &status, 1);
             while (r < 0 && errno == EINTR);
-            free(data_dir);
-            free(mountpoint);
-            free(log_file);
-            return r == 1 ? status : 1;
+            exit_code = r == 1 ? status : 1;
+            goto out_free_paths;
         }
         close(ready_pipe[0]);
         setsid();
@@ -242,10 +241,7 @@ int main(int argc, char **argv)
             if (write(ready_pipe[1], &status, 1) < 0)
                 perror("paxosfs: write");
         }
-        free(data_dir);
-        free(mountpoint);
-        free(log_file);
-        return 1;
+        goto out_free_paths;
     }
     fprintf(stderr, "paxosfs: node %u serving %s from %s\n", cfg.id,
             mountpoint, data_dir);
@@ -272,8 +268,10 @@ int main(int argc, char **argv)
     rc = node_run(n);
     node_close(n);
     fprintf(stderr, "paxosfs: node %u stopped%s\n", cfg.id, rc ? " after a storage failure" : "");
+    exit_code = rc ? 1 : 0;
+out_free_paths:
     free(data_dir);
     free(mountpoint);
     free(log_file);
-    return rc ? 1 : 0;
+    return exit_code;
 }
