@@ -204,20 +204,30 @@ static void px_send_accepted(px_replica *r, uint32_t to, px_ballot b,
         r->last_claim = claim;
 }
 
-void px_on_accept(px_replica *r, const px_msg *m)
+/* A leader's ACCEPT or HEARTBEAT: reject a ballot below our promise,
+ * promise a higher one (if the persist queue has room), then follow the
+ * sender.  False when the message must go no further. */
+static bool px_admit_leader(px_replica *r, const px_msg *m)
 {
     if (px_ballot_cmp(m->ballot, r->promise) < 0) {
         px_send_reject(r, m);
-        return;
+        return false;
     }
     if (px_ballot_cmp(m->ballot, r->promise) > 0) {
         if (!px_persist_room(r)) {
             r->stats.msgs_ignored++;
-            return;
+            return false;
         }
         px_raise_promise(r, m->ballot);
     }
     px_follow(r, m->from, m->ballot);
+    return true;
+}
+
+void px_on_accept(px_replica *r, const px_msg *m)
+{
+    if (!px_admit_leader(r, m))
+        return;
     uint64_t hi = 0;
     for (uint32_t i = 0; i < m->n_entries; i++) {
         const px_entry *e = &m->entries[i];
@@ -246,18 +256,8 @@ void px_on_accept(px_replica *r, const px_msg *m)
 
 void px_on_heartbeat(px_replica *r, const px_msg *m)
 {
-    if (px_ballot_cmp(m->ballot, r->promise) < 0) {
-        px_send_reject(r, m);
+    if (!px_admit_leader(r, m))
         return;
-    }
-    if (px_ballot_cmp(m->ballot, r->promise) > 0) {
-        if (!px_persist_room(r)) {
-            r->stats.msgs_ignored++;
-            return;
-        }
-        px_raise_promise(r, m->ballot);
-    }
-    px_follow(r, m->from, m->ballot);
     if (m->commit > r->leader_commit)
         r->leader_commit = m->commit;
     px_learn_from_leader(r);
