@@ -86,21 +86,31 @@ typedef struct id_list {
     uint32_t cap;
 } id_list;
 
+/* Persist ids whose records were written to the acceptor file, each with
+ * the write generation that carried them (FIFO, generations increase). */
+typedef struct written_ids {
+    uint64_t *ids;
+    uint64_t *gens;
+    uint32_t head, n, cap;
+} written_ids;
+
 /* The sync thread: runs acceptor_datasync while the loop goes on serving
- * FUSE requests and buffering the next batch (DESIGN.md, "a sync thread
- * for group commit").  One job at a time; the loop is woken through an
- * eventfd when it is done. */
+ * FUSE requests and writing the next batch (DESIGN.md, "a sync thread for
+ * group commit").  The loop publishes each write generation; the thread
+ * syncs whatever generation is written when it starts, and starts again
+ * at once if more was written meanwhile, so back-to-back syncs need no
+ * round trip through the loop.  It reports through an eventfd. */
 typedef struct syncer {
     pthread_t thread;
     bool started;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    bool busy;              /* a job was handed over and not collected */
-    bool requested;         /* the thread should run a job */
-    bool finished;          /* the thread finished it; result is valid */
+    uint64_t written_gen;   /* set by the loop */
+    uint64_t synced_gen;    /* set by the thread: durable up to here */
+    bool running;           /* inside fdatasync */
     bool stop;
-    int result;
-    int wake_fd;            /* eventfd, readable when finished */
+    int result;             /* first failure, sticky */
+    int wake_fd;            /* eventfd, readable after each sync */
     const acceptor_store *store;
 } syncer;
 
@@ -131,11 +141,11 @@ struct node {
     uint32_t n_new_reads;
 
     /* pipelined group commit: outputs whose records are buffered in the
-     * acceptor store (buffered), written to its file and waiting for the
-     * next fdatasync (written), or covered by the one in flight (syncing) */
+     * acceptor store (buffered), or written to its file and waiting for an
+     * fdatasync to cover their generation (written) */
     id_list buffered;
-    id_list written;
-    id_list syncing;
+    written_ids written;
+    uint64_t write_gen;
     syncer sync;
 
     /* cluster: messages wait until every persist issued before them is
@@ -260,7 +270,11 @@ static void notify_changes(node *n, const px_entry *e)
     px_request req;
     while (px_batch_next(e->data, e->len, &off, &req) == 1) {
         kv_op op;
-        if (kv_op_decode(req.op, req.len, &op) != 0)
+        /* this mount's own writes need no notice: the kernel already
+         * dropped the size and times it cached for a written file, and
+         * unlink/rename replies update its names */
+        if (req.client_id == n->client_id ||
+            kv_op_decode(req.op, req.len, &op) != 0)
             continue;
         /* judged from the state after the entry: a failed op changed
          * nothing, and a rename this mount made was already re-keyed */
@@ -349,16 +363,6 @@ static int id_list_push(id_list *l, uint64_t id)
         l->cap = cap;
     }
     l->ids[l->n++] = id;
-    return 0;
-}
-
-/* Move every id of `from` to the end of `to`. */
-static int id_list_move(id_list *to, id_list *from)
-{
-    for (uint32_t i = 0; i < from->n; i++)
-        if (id_list_push(to, from->ids[i]) < 0)
-            return -ENOMEM;
-    from->n = 0;
     return 0;
 }
 
@@ -577,20 +581,26 @@ static void *syncer_main(void *arg)
     syncer *sy = &n->sync;
     pthread_mutex_lock(&sy->lock);
     for (;;) {
-        while (!sy->requested && !sy->stop)
+        while (sy->written_gen == sy->synced_gen && !sy->stop)
             pthread_cond_wait(&sy->cond, &sy->lock);
-        if (!sy->requested)
-            break;
-        sy->requested = false;
+        if (sy->written_gen == sy->synced_gen)
+            break;   /* stopping, and everything written is durable */
+        uint64_t target = sy->written_gen;
+        sy->running = true;
         pthread_mutex_unlock(&sy->lock);
         int rc = acceptor_datasync(sy->store);
         pthread_mutex_lock(&sy->lock);
-        sy->result = rc;
-        sy->finished = true;
+        sy->running = false;
+        if (rc < 0 && !sy->result)
+            sy->result = rc;
+        if (rc == 0)
+            sy->synced_gen = target;
         uint64_t one = 1;
         if (write(sy->wake_fd, &one, sizeof one) < 0)
             fprintf(stderr, "paxosfs: sync thread cannot wake the loop: %s\n",
                     strerror(errno));
+        if (rc < 0)
+            break;   /* the loop stops all writes; nothing more to sync */
     }
     pthread_mutex_unlock(&sy->lock);
     return NULL;
@@ -630,40 +640,62 @@ static void syncer_stop(node *n)
     sy->started = false;
 }
 
-/* Hand the buffered records to the file, and start an fdatasync for all
- * written ones unless one is in flight (it will be followed by the next
- * as soon as it finishes: group commit without waiting for a timer). */
+static int written_push(written_ids *w, uint64_t id, uint64_t gen)
+{
+    if (w->head + w->n == w->cap) {
+        if (w->head > 0) {
+            memmove(w->ids, w->ids + w->head, w->n * sizeof *w->ids);
+            memmove(w->gens, w->gens + w->head, w->n * sizeof *w->gens);
+            w->head = 0;
+        } else {
+            uint32_t cap = w->cap ? w->cap * 2 : 64;
+            uint64_t *ids = realloc(w->ids, cap * sizeof *ids);
+            if (!ids)
+                return -ENOMEM;
+            w->ids = ids;
+            uint64_t *gens = realloc(w->gens, cap * sizeof *gens);
+            if (!gens)
+                return -ENOMEM;
+            w->gens = gens;
+            w->cap = cap;
+        }
+    }
+    w->ids[w->head + w->n] = id;
+    w->gens[w->head + w->n] = gen;
+    w->n++;
+    return 0;
+}
+
+/* Hand the buffered records to the file as a new write generation and
+ * tell the sync thread; it covers them with the next fdatasync (group
+ * commit without a timer). */
 static void flush_writes(node *n)
 {
-    if (n->fatal)
+    if (n->fatal || (!n->buffered.n && !acceptor_pending_bytes(n->acceptor)))
         return;
-    if (n->buffered.n || acceptor_pending_bytes(n->acceptor)) {
-        int rc = acceptor_write(n->acceptor);
-        if (rc < 0) {
-            storage_failed(n, "acceptor store write", rc);
-            return;
-        }
-        if (id_list_move(&n->written, &n->buffered) < 0) {
+    int rc = acceptor_write(n->acceptor);
+    if (rc < 0) {
+        storage_failed(n, "acceptor store write", rc);
+        return;
+    }
+    uint64_t gen = ++n->write_gen;
+    for (uint32_t i = 0; i < n->buffered.n; i++) {
+        if (written_push(&n->written, n->buffered.ids[i], gen) < 0) {
             storage_failed(n, "bookkeeping", -ENOMEM);
             return;
         }
     }
+    n->buffered.n = 0;
     syncer *sy = &n->sync;
-    if (sy->busy || n->written.n == 0)
-        return;
-    id_list tmp = n->syncing;
-    n->syncing = n->written;
-    n->written = tmp;
-    n->written.n = 0;
-    sy->busy = true;
     pthread_mutex_lock(&sy->lock);
-    sy->requested = true;
+    sy->written_gen = gen;
     pthread_cond_signal(&sy->cond);
     pthread_mutex_unlock(&sy->lock);
 }
 
-/* The fdatasync in flight finished: report its outputs as persisted (which
- * may commit entries and answer parked requests), then start the next. */
+/* An fdatasync finished: report the outputs it covered as persisted (which
+ * may commit entries and answer parked requests), then write what those
+ * steps produced. */
 static void collect_sync(node *n)
 {
     syncer *sy = &n->sync;
@@ -671,34 +703,50 @@ static void collect_sync(node *n)
     if (read(sy->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
         return;
     pthread_mutex_lock(&sy->lock);
-    bool finished = sy->finished;
+    uint64_t synced = sy->synced_gen;
     int rc = sy->result;
-    sy->finished = false;
     pthread_mutex_unlock(&sy->lock);
-    if (!finished)
-        return;
-    sy->busy = false;
     if (rc < 0) {
         storage_failed(n, "acceptor fdatasync", rc);
         return;
     }
-    for (uint32_t i = 0; i < n->syncing.n; i++)
-        if (n->syncing.ids[i] > n->durable_persist_id)
-            n->durable_persist_id = n->syncing.ids[i];
+    written_ids *w = &n->written;
+    uint32_t k = 0;
+    while (k < w->n && w->gens[w->head + k] <= synced)
+        k++;
+    if (k == 0)
+        return;
+    /* persist ids increase: the last one covered is the newest durable */
+    if (w->ids[w->head + k - 1] > n->durable_persist_id)
+        n->durable_persist_id = w->ids[w->head + k - 1];
     release_held(n);
-    for (uint32_t i = 0; i < n->syncing.n && !n->fatal; i++) {
+    uint32_t first = w->head;
+    w->head += k;      /* steps below only add to n->buffered */
+    w->n -= k;
+    if (w->n == 0)
+        w->head = 0;
+    for (uint32_t i = 0; i < k && !n->fatal; i++) {
         px_event ev = { .type = PX_EV_PERSISTED };
-        ev.u.persist_id = n->syncing.ids[i];
+        ev.u.persist_id = w->ids[first + i];
         step(n, &ev);
     }
-    n->syncing.n = 0;
     flush_writes(n);
 }
 
-/* Wait for the sync in flight, if any, and collect it (shutdown). */
+/* Nothing written is waiting for, or inside, an fdatasync. */
+static bool sync_idle(node *n)
+{
+    syncer *sy = &n->sync;
+    pthread_mutex_lock(&sy->lock);
+    bool idle = !sy->running && sy->synced_gen == n->write_gen;
+    pthread_mutex_unlock(&sy->lock);
+    return idle;
+}
+
+/* Wait until everything written is durable and collected (shutdown). */
 static void drain_sync(node *n)
 {
-    for (int i = 0; i < 1000 && n->sync.busy; i++) {
+    for (int i = 0; i < 1000 && !n->fatal && n->written.n > 0; i++) {
         struct pollfd p = { .fd = n->sync.wake_fd, .events = POLLIN };
         if (poll(&p, 1, 100) > 0)
             collect_sync(n);
@@ -764,8 +812,8 @@ static void expire_deadlines(node *n, uint64_t now_ms)
 
 static void background_sync(node *n, uint64_t now_ms)
 {
-    if (n->fatal || n->sync.busy ||
-        now_ms - n->last_chain_sync_ms < n->cfg.chain_sync_interval_ms)
+    if (n->fatal || now_ms - n->last_chain_sync_ms < n->cfg.chain_sync_interval_ms ||
+        !sync_idle(n))
         return;
     n->last_chain_sync_ms = now_ms;
     if (chain_synced_index(n->chain) == chain_head_index(n->chain))
@@ -1393,7 +1441,7 @@ void node_close(node *n)
     free(n->new_reads);
     free(n->buffered.ids);
     free(n->written.ids);
-    free(n->syncing.ids);
+    free(n->written.gens);
     free(n->data_dir);
     free(n->mountpoint);
     free(n);

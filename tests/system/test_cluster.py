@@ -389,6 +389,7 @@ def test_random_faults_are_linearizable(cluster, tmp_path):
     assert done > 100, "too few completed operations: %d" % done
     hist = tmp_path / "history.txt"
     hist.write_text("".join(" ".join(str(x) for x in h) + "\n" for h in history))
-    out = subprocess.run([LINCHECK, str(hist)], capture_output=True, text=True)
+    out = subprocess.run([LINCHECK, "--budget", "50000000", str(hist)],
+                         capture_output=True, text=True)
     print(out.stdout)
     assert out.returncode == 0, "seed %d: %s%s" % (seed, out.stdout, out.stderr)

@@ -3,7 +3,7 @@
  * the simulator's checker (tests/sim/lincheck.c).  Used by the cluster
  * system tests, which record every operation on real mounts.
  *
- *   lincheck FILE
+ *   lincheck [--budget STEPS] FILE
  *
  * One operation per line, fields separated by single spaces:
  *   KEY PUT|APPEND INVOKE RETURN RESULT HEXVALUE
@@ -12,6 +12,9 @@
  * KEY is a number; INVOKE and RETURN are integers on one clock (RETURN is
  * "pending" for an operation whose outcome is unknown); RESULT is 0 or a
  * negative errno; HEXVALUE is the value in hex ("-" when empty).
+ *
+ * --budget bounds the search per key (default 1,000,000 steps; beyond it
+ * the verdict is "undecided").
  *
  * Exit status: 0 linearizable, 1 violation, 2 undecided or bad input.
  */
@@ -49,8 +52,14 @@ static int unhex(const char *s, uint8_t **out, uint32_t *len)
 
 int main(int argc, char **argv)
 {
+    uint64_t budget = 0;
+    if (argc == 4 && strcmp(argv[1], "--budget") == 0) {
+        budget = strtoull(argv[2], NULL, 10);
+        argv += 2;
+        argc -= 2;
+    }
     if (argc != 2) {
-        fprintf(stderr, "usage: lincheck FILE\n");
+        fprintf(stderr, "usage: lincheck [--budget STEPS] FILE\n");
         return 2;
     }
     FILE *fp = fopen(argv[1], "r");
@@ -118,7 +127,7 @@ int main(int argc, char **argv)
     }
     if (status == 0) {
         lin_report rep;
-        int v = lin_check(ops, n, 0, &rep);
+        int v = lin_check(ops, n, budget, &rep);
         if (v < 0) {
             fprintf(stderr, "lincheck: %s\n", strerror(-v));
             status = 2;
