@@ -48,6 +48,7 @@
 #define NODE_MAX_READS 65536            /* outstanding read barriers */
 #define NODE_MAX_HELD_MSGS 100000       /* messages waiting for a sync */
 #define NODE_PEER_ALIVE_MS 1500        /* .status: "connected" */
+#define NODE_CHAIN_HEAD_INTERVAL_MS 250 /* chain head to every peer */
 #define NODE_CATCHUP_BLOCKS 256         /* chain blocks per catch-up frame */
 #define NODE_CATCHUP_BYTES (4u << 20)
 
@@ -160,8 +161,13 @@ struct node {
     held_msg *held;
     uint32_t held_head, held_count, held_cap;
     uint64_t held_dropped;
-    uint32_t diverged_peer;       /* first peer whose chain differs */
-    uint64_t diverged_index;
+    /* chain comparison with each member (index as in cfg.peers): the
+     * block index last compared and whether the hashes differed there */
+    uint64_t peer_chain_index[TRANSPORT_MAX_PEERS];
+    bool peer_chain_differs[TRANSPORT_MAX_PEERS];
+    bool abstaining;              /* our chain differs from a majority's */
+    uint64_t last_head_sent_ms;
+    uint64_t votes_withheld;      /* messages not sent while abstaining */
 
     uint64_t last_now_ms;
     uint64_t next_tick_ms;
@@ -368,9 +374,11 @@ static int id_list_push(id_list *l, uint64_t id)
 
 /* ------------------------------------------------------------ messages */
 
+static bool abstain_filter(node *n, const px_msg *m);
+
 static void send_now(node *n, const px_msg *m)
 {
-    if (n->net)
+    if (n->net && !abstain_filter(n, m))
         transport_send(n->net, m);   /* a drop is counted by the transport */
 }
 
@@ -918,11 +926,17 @@ static int node_status_text(void *ctx, char **text, size_t *len)
             chain_head_index(n->chain), head, chain_synced_index(n->chain),
             members, kv_count(n->state), kv_bytes(n->state),
             n->next_seq - n->low_seq, n->fatal ? "false" : "true");
-    if (n->diverged_peer)
-        fprintf(fp, ",\"diverged\":{\"peer\":%u,\"index\":%" PRIu64 "}",
-                n->diverged_peer, n->diverged_index);
-    else
-        fprintf(fp, ",\"diverged\":null");
+    fprintf(fp, ",\"voting\":%s,\"votes_withheld\":%" PRIu64 ",\"diverged_from\":[",
+            n->abstaining ? "false" : "true", n->votes_withheld);
+    const char *dsep = "";
+    for (uint32_t i = 0; i < n->cfg.n_peers; i++) {
+        if (!n->peer_chain_differs[i])
+            continue;
+        fprintf(fp, "%s{\"peer\":%u,\"index\":%" PRIu64 "}", dsep,
+                n->cfg.peers[i].id, n->peer_chain_index[i]);
+        dsep = ",";
+    }
+    fprintf(fp, "]");
     fprintf(fp, ",\"peers\":[");
     uint64_t now = node_now_ms(n);
     const char *sep = "";
@@ -1256,28 +1270,62 @@ int node_mount(node *n, char *err, size_t err_len)
 
 /* Peers exchange (index, head hash) (DESIGN.md invariant 3): a hash that
  * differs from ours at the same index means one of the two histories is
- * wrong.  Reported in .status and the log. */
-static void check_divergence(node *n, const px_msg *m)
+ * wrong.  When ours differs from the chains of a majority of the members,
+ * ours is the wrong one: the node stops voting (abstain_filter) and says
+ * so in .status and the log.  Repair (a snapshot from the peers) is for
+ * the snapshot machinery. */
+static void check_divergence(node *n, uint32_t from, uint64_t index,
+                             const uint8_t hash[CHAIN_HASH_BYTES])
 {
-    if (m->type != PX_MSG_HEARTBEAT && m->type != PX_MSG_HEARTBEAT_ACK)
-        return;
-    if (m->chain_index == 0 || m->chain_index > chain_head_index(n->chain))
-        return;
+    if (index == 0 || index > chain_head_index(n->chain))
+        return;   /* we cannot compare (yet): we hold no block there */
+    uint32_t k = 0;
+    while (k < n->cfg.n_peers && n->cfg.peers[k].id != from)
+        k++;
+    if (k == n->cfg.n_peers || n->peer_chain_index[k] == index)
+        return;   /* unknown, or this index was compared already */
     uint8_t ours[CHAIN_HASH_BYTES];
-    if (chain_hash_at(n->chain, m->chain_index, ours) < 0)
+    if (chain_hash_at(n->chain, index, ours) < 0)
         return;
-    if (memcmp(ours, m->chain_hash, CHAIN_HASH_BYTES) == 0 || n->diverged_peer)
-        return;
-    n->diverged_peer = m->from;
-    n->diverged_index = m->chain_index;
-    fprintf(stderr, "paxosfs: node %u: chain differs from node %u's at block %"
-            PRIu64 "\n", n->cfg.id, m->from, m->chain_index);
+    bool differs = memcmp(ours, hash, CHAIN_HASH_BYTES) != 0;
+    n->peer_chain_index[k] = index;
+    if (differs && !n->peer_chain_differs[k])
+        fprintf(stderr, "paxosfs: node %u: chain differs from node %u's at "
+                "block %" PRIu64 "\n", n->cfg.id, from, index);
+    n->peer_chain_differs[k] = differs;
+    uint32_t differing = 0;
+    for (uint32_t i = 0; i < n->cfg.n_peers; i++)
+        differing += n->peer_chain_differs[i];
+    bool abstain = differing >= n->cfg.n_peers / 2 + 1;
+    if (abstain && !n->abstaining)
+        fprintf(stderr, "paxosfs: node %u: chain differs from a majority's; "
+                "no longer voting, campaigning or leading\n", n->cfg.id);
+    n->abstaining = abstain;
+}
+
+static void on_chain_head(void *arg, uint32_t from, uint64_t index,
+                          const uint8_t hash[PX_HASH_BYTES])
+{
+    check_divergence(arg, from, index, hash);
+}
+
+/* While abstaining the node neither votes, campaigns nor leads: of what
+ * its replica sends, only requests for the leader (FORWARD) and for
+ * missing slots (CATCHUP_REQ) leave.  A node that led when it found out
+ * goes silent, so the others elect a leader among themselves. */
+static bool abstain_filter(node *n, const px_msg *m)
+{
+    if (!n->abstaining || m->type == PX_MSG_FORWARD ||
+        m->type == PX_MSG_CATCHUP_REQ)
+        return false;
+    n->votes_withheld++;
+    return true;
 }
 
 static void on_message(void *arg, const px_msg *m)
 {
     node *n = arg;
-    check_divergence(n, m);
+    check_divergence(n, m->from, m->chain_index, m->chain_hash);
     px_event ev = { .type = PX_EV_RECEIVE };
     ev.u.msg = m;
     step(n, &ev);
@@ -1364,7 +1412,7 @@ int node_run(node *n)
         if (pr > 0 && (items[POLL_ADMIN].revents & ZMQ_POLLIN))
             admin_serve(n->adm, on_admin, n);
         if (n->net)
-            transport_receive(n->net, node_now_ms(n), on_message, n);
+            transport_receive(n->net, node_now_ms(n), on_message, on_chain_head, n);
         if (n->mount && pr > 0 &&
             (items[POLL_FUSE].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) {
             rc = fs_process(n->mount);
@@ -1387,6 +1435,11 @@ int node_run(node *n)
         now = node_now_ms(n);
         expire_deadlines(n, now);
         background_sync(n, now);
+        if (n->net && now - n->last_head_sent_ms >= NODE_CHAIN_HEAD_INTERVAL_MS) {
+            n->last_head_sent_ms = now;
+            transport_send_chain_head(n->net, chain_head_index(n->chain),
+                                      chain_head_hash(n->chain));
+        }
     }
     /* what was acknowledged is durable already; finish what is in flight */
     drain_sync(n);

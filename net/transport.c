@@ -247,11 +247,38 @@ static void note_drop(transport *t, peer *p, uint64_t now_ms, const char *why)
     }
 }
 
+/* A CHAIN_HEAD frame: checked like any frame, then handed to head_fn. */
+static void receive_head(transport *t, const uint8_t *buf, size_t len,
+                         uint64_t now_ms, transport_head_fn head_fn, void *arg)
+{
+    wire_chain_head h;
+    if (wire_decode_chain_head(buf, len, &h) < 0) {
+        note_drop(t, NULL, now_ms, "malformed chain head");
+        return;
+    }
+    peer *p = find_peer(t, h.from);
+    if (!p || h.from == t->self_id) {
+        note_drop(t, NULL, now_ms, "sender is not a member");
+    } else if (p->st.blocked) {
+        note_drop(t, p, now_ms, "link blocked");
+    } else {
+        p->st.received++;
+        p->st.last_recv_ms = now_ms;
+        head_fn(arg, h.from, h.index, h.hash);
+    }
+}
+
 static void receive_one(transport *t, zmq_msg_t *frame, uint64_t now_ms,
-                        transport_recv_fn fn, void *arg)
+                        transport_recv_fn fn, transport_head_fn head_fn,
+                        void *arg)
 {
     const uint8_t *buf = zmq_msg_data(frame);
     size_t len = zmq_msg_size(frame);
+    wire_header hdr;
+    if (wire_peek(buf, len, &hdr) == 0 && hdr.kind == WIRE_CHAIN_HEAD) {
+        receive_head(t, buf, len, now_ms, head_fn, arg);
+        return;
+    }
     wire_decoded d;
     int rc = wire_decode_paxos(buf, len, &d);
     if (rc < 0) {
@@ -277,7 +304,7 @@ static void receive_one(transport *t, zmq_msg_t *frame, uint64_t now_ms,
 }
 
 void transport_receive(transport *t, uint64_t now_ms, transport_recv_fn fn,
-                       void *arg)
+                       transport_head_fn head_fn, void *arg)
 {
     for (int i = 0; t->zap && i < 64; i++)
         if (zap_handle(t->zap) != 0)
@@ -303,7 +330,7 @@ void transport_receive(transport *t, uint64_t now_ms, transport_recv_fn fn,
             parts++;
         }
         if (parts == 2)
-            receive_one(t, &part, now_ms, fn, arg);
+            receive_one(t, &part, now_ms, fn, head_fn, arg);
         else
             note_drop(t, NULL, now_ms, "unexpected number of parts");
         zmq_msg_close(&part);
@@ -338,6 +365,20 @@ int transport_send(transport *t, const px_msg *m)
     rc = transport_send_frame(t, m->to, frame, len);
     free(frame);
     return rc;
+}
+
+void transport_send_chain_head(transport *t, uint64_t index,
+                               const uint8_t hash[PX_HASH_BYTES])
+{
+    wire_chain_head h = { .from = t->self_id, .index = index };
+    memcpy(h.hash, hash, PX_HASH_BYTES);
+    uint8_t frame[WIRE_HEADER_BYTES + 64];
+    size_t len = 0;
+    if (wire_encode_chain_head_into(&h, frame, sizeof frame, &len) < 0)
+        return;
+    for (uint32_t i = 0; i < t->n_peers; i++)
+        if (t->peers[i].dealer)
+            transport_send_frame(t, t->peers[i].addr.id, frame, len);
 }
 
 int transport_block(transport *t, uint32_t id, bool blocked)

@@ -56,6 +56,9 @@ typedef struct transport_peer_stats {
 
 /* The replica's input: called for every accepted message. */
 typedef void (*transport_recv_fn)(void *arg, const px_msg *m);
+/* A peer's chain head (index, hash), for divergence checks. */
+typedef void (*transport_head_fn)(void *arg, uint32_t from, uint64_t index,
+                                  const uint8_t hash[PX_HASH_BYTES]);
 
 /* Open the sockets in ZeroMQ context `ctx` (owned by the caller, which
  * terminates it after transport_close).  `key` is the cluster key, or NULL
@@ -71,9 +74,15 @@ void transport_close(transport *t);
 int transport_poll_items(transport *t, zmq_pollitem_t *items, int cap);
 
 /* Serve the ZAP handler and drain the ROUTER (bounded per call), calling
- * fn for every accepted message.  `now_ms` stamps last-contact times. */
+ * fn for every accepted message and head_fn for every chain head.
+ * `now_ms` stamps last-contact times. */
 void transport_receive(transport *t, uint64_t now_ms, transport_recv_fn fn,
-                       void *arg);
+                       transport_head_fn head_fn, void *arg);
+
+/* Send this node's chain head to every peer (dropped where a queue is
+ * full, like any frame). */
+void transport_send_chain_head(transport *t, uint64_t index,
+                               const uint8_t hash[PX_HASH_BYTES]);
 
 /* Encode and queue `m` for m->to.  0, or a negative errno when dropped
  * (counted). */

@@ -529,6 +529,53 @@ int wire_decode_hello(const uint8_t *buf, size_t len, wire_hello *h)
     return 0;
 }
 
+/* ----------------------------------------------------------- CHAIN_HEAD */
+
+/*
+ * CHAIN_HEAD body (44 bytes):
+ *
+ *   offset size meaning
+ *        0    4 from: the sending node's id
+ *        4    8 index of its last chain block (0: empty chain)
+ *       12   32 SHA-256 of that block (zeros for an empty chain)
+ */
+#define WIRE_CHAIN_HEAD_BODY (12u + PX_HASH_BYTES)
+
+int wire_encode_chain_head_into(const wire_chain_head *h, uint8_t *buf,
+                                size_t cap, size_t *out_len)
+{
+    uint8_t *p;
+    if (!h)
+        return -EINVAL;
+    size_t frame = WIRE_HEADER_BYTES + WIRE_CHAIN_HEAD_BODY;
+    int rc = wire_start(buf, cap, frame, WIRE_CHAIN_HEAD, &p);
+    if (rc)
+        return rc;
+    put_u32(&p, h->from);
+    put_u64(&p, h->index);
+    put_bytes(&p, h->hash, PX_HASH_BYTES);
+    if (out_len)
+        *out_len = frame;
+    return 0;
+}
+
+int wire_decode_chain_head(const uint8_t *buf, size_t len, wire_chain_head *h)
+{
+    const uint8_t *p;
+    size_t left;
+    if (!h)
+        return -EINVAL;
+    int rc = wire_open_body(buf, len, WIRE_CHAIN_HEAD, &p, &left);
+    if (rc)
+        return rc;
+    if (left != WIRE_CHAIN_HEAD_BODY)
+        return -EBADMSG;
+    h->from = get_u32(&p);
+    h->index = get_u64(&p);
+    memcpy(h->hash, p, PX_HASH_BYTES);
+    return 0;
+}
+
 /* ------------------------------------------------------------- SNAPSHOT */
 
 /*

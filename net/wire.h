@@ -69,6 +69,7 @@ enum wire_kind {
     WIRE_SNAPSHOT = 3,     /* one chunk of a snapshot transfer */
     WIRE_CLIENT_REQ = 4,   /* client-only mount -> node (reserved) */
     WIRE_CLIENT_REPLY = 5, /* node -> client-only mount (reserved) */
+    WIRE_CHAIN_HEAD = 6,   /* a node's chain head, sent to every peer */
     WIRE_KIND_COUNT
 };
 
@@ -120,6 +121,21 @@ int wire_decode_paxos(const uint8_t *buf, size_t len, wire_decoded *d);
 
 /* Release what wire_decode_paxos allocated; d becomes empty.  NULL ok. */
 void wire_decoded_free(wire_decoded *d);
+
+/* ------------------------------------------------------------- CHAIN_HEAD */
+
+/* A node's chain head (DESIGN.md invariant 3), sent to every member now
+ * and then so that each node can compare its chain with all the others',
+ * not only with the leader's.  Body: from u32, index u64, hash 32 bytes. */
+typedef struct wire_chain_head {
+    uint32_t from;
+    uint64_t index;
+    uint8_t hash[PX_HASH_BYTES];
+} wire_chain_head;
+
+int wire_encode_chain_head_into(const wire_chain_head *h, uint8_t *buf,
+                                size_t cap, size_t *out_len);
+int wire_decode_chain_head(const uint8_t *buf, size_t len, wire_chain_head *h);
 
 /* ------------------------------------------------------------------ HELLO */
 

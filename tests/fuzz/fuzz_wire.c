@@ -146,6 +146,19 @@ static void fuzz_client(const uint8_t *buf, size_t len)
     }
 }
 
+static void fuzz_chain_head(const uint8_t *buf, size_t len)
+{
+    wire_chain_head h;
+    uint8_t re[WIRE_HEADER_BYTES + 64];
+    size_t re_len = 0;
+    int rc = wire_decode_chain_head(buf, len, &h);
+    check_error(rc);
+    if (rc == 0) {
+        CHECK(wire_encode_chain_head_into(&h, re, sizeof re, &re_len) == 0);
+        check_same_bytes(buf, len, re, re_len);
+    }
+}
+
 static void fuzz_all_decoders(const uint8_t *buf, size_t len)
 {
     wire_header h;
@@ -158,6 +171,7 @@ static void fuzz_all_decoders(const uint8_t *buf, size_t len)
     fuzz_hello(buf, len);
     fuzz_snapshot(buf, len);
     fuzz_client(buf, len);
+    fuzz_chain_head(buf, len);
 }
 
 /* ------------------------------------------------------ generated msgs */

@@ -393,3 +393,39 @@ def test_random_faults_are_linearizable(cluster, tmp_path):
                          capture_output=True, text=True)
     print(out.stdout)
     assert out.returncode == 0, "seed %d: %s%s" % (seed, out.stdout, out.stderr)
+
+
+def test_node_with_a_divergent_chain_stops_voting(cluster):
+    c = cluster(extra=("--commit-timeout-ms", "2000"))
+    for i in range(5):
+        write_file(c.node(1).path("k%d" % i), "v%d" % i)
+    wait_for(lambda: all_heads_equal(c), 30, "equal chains")
+    # node 3 writes history of its own: alone, as a cluster of one
+    n3 = c.node(3)
+    assert n3.stop() == 0
+    solo = subprocess.Popen([n3.command()[0], "--id", "3", "--data", n3.data, "-f", n3.mnt],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: os.path.exists(n3.path(".status")), 20, "solo mount")
+        write_file(n3.path("fork"), "only on node 3")
+    finally:
+        subprocess.run(["fusermount3", "-u", n3.mnt], capture_output=True)
+        solo.wait(timeout=20)
+    for i in range(5):
+        write_file(c.node(1).path("after%d" % i), "v%d" % i)
+    n3.start()
+    # the others' chains pass the fork point: node 3 sees both differ
+    wait_for(lambda: (read_status(n3) or {}).get("voting") is False, 30,
+             "node 3 to stop voting")
+    st = read_status(n3)
+    assert sorted(d["peer"] for d in st["diverged_from"]) == [1, 2]
+    assert "differs from a majority" in n3.log()
+    for n in c.nodes[:2]:
+        assert read_status(n)["voting"] is True
+    # without node 3's votes, one more failure leaves no majority
+    leader = c.wait_leader(among=c.nodes[:2], exclude=(3,))
+    other = c.node(2 if leader == 1 else 1)
+    c.node(leader).kill9()
+    with pytest.raises(OSError) as info:
+        write_file(other.path("needs-a-majority"), "x")
+    assert info.value.errno in (errno.ETIMEDOUT, errno.EIO)

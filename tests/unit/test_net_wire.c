@@ -190,6 +190,17 @@ static int decode_any_canonical(const uint8_t *buf, size_t len)
                 wire_encode_client_reply(&x, &again, &again_len), 0);
         break;
     }
+    case WIRE_CHAIN_HEAD: {
+        wire_chain_head x;
+        rc = wire_decode_chain_head(buf, len, &x);
+        if (rc == 0) {
+            again = malloc(len + 64);
+            assert_non_null(again);
+            assert_int_equal(wire_encode_chain_head_into(&x, again, len + 64,
+                                                         &again_len), 0);
+        }
+        break;
+    }
     default:
         fail_msg("wire_peek accepted kind %u", h.kind);
     }
@@ -292,6 +303,28 @@ static void test_paxos_encode_refuses_bad_messages(void **state)
 }
 
 /* ------------------------------------------------------- exact layout */
+
+static void test_chain_head_round_trip_and_rejects(void **state)
+{
+    (void)state;
+    wire_chain_head h = {.from = 3, .index = 0x0102030405060708u}, back;
+    for (int i = 0; i < PX_HASH_BYTES; i++)
+        h.hash[i] = (uint8_t)(i * 7 + 1);
+    uint8_t buf[128];
+    size_t len = 0;
+    assert_int_equal(wire_encode_chain_head_into(&h, buf, sizeof buf, &len), 0);
+    assert_int_equal(len, WIRE_HEADER_BYTES + 12 + PX_HASH_BYTES);
+    assert_int_equal(wire_decode_chain_head(buf, len, &back), 0);
+    assert_int_equal(back.from, 3);
+    assert_true(back.index == h.index);
+    assert_memory_equal(back.hash, h.hash, PX_HASH_BYTES);
+    /* too small a buffer, every truncation, and the wrong decoder fail */
+    assert_int_equal(wire_encode_chain_head_into(&h, buf, len - 1, &len), -ENOSPC);
+    for (size_t cut = 0; cut < len; cut++)
+        assert_true(wire_decode_chain_head(buf, cut, &back) < 0);
+    wire_hello hello;
+    assert_int_equal(wire_decode_hello(buf, len, &hello), -EPROTO);
+}
 
 static void test_layout_is_pinned(void **state)
 {
@@ -827,6 +860,7 @@ int main(void)
         cmocka_unit_test(test_paxos_every_type_round_trips),
         cmocka_unit_test(test_paxos_encode_into_no_room),
         cmocka_unit_test(test_paxos_encode_refuses_bad_messages),
+        cmocka_unit_test(test_chain_head_round_trip_and_rejects),
         cmocka_unit_test(test_layout_is_pinned),
         cmocka_unit_test(test_every_truncation_rejected),
         cmocka_unit_test(test_every_header_byte_value),
