@@ -18,8 +18,11 @@
  *      promise (slots <= commit are chosen and count as held).  It resets
  *      to the commit index when the promise changes.  An ACCEPTED vouches
  *      for slots below aux = claim + 1 where the claim extends acc_durable
- *      only over accepts persisted by the same output; so the leader never
- *      counts a vote that a crash could lose.
+ *      over accepts already issued for persisting, by this output or an
+ *      earlier one: the message leaves only once they are all durable
+ *      (px.h: persists complete in issue order), so the leader never
+ *      counts a vote that a crash could lose, and one ACCEPTED per group
+ *      commit covers every ACCEPT that group answered.
  *   4. Leader stickiness ("Paxos Made Live" leases, simplified): a replica
  *      that heard from a live leader within election_timeout_min_ms, or is
  *      the leader, ignores PREPAREs (probes and real) from anyone else, so
@@ -81,8 +84,7 @@ uint64_t px_acc_claim(px_replica *r)
         px_cell *c = px_log_get(r, s + 1);
         if (!c || px_ballot_cmp(c->ballot, r->promise) != 0)
             break;
-        if (!c->durable &&
-            !(r->cur_persist_id && c->persist_id == r->cur_persist_id))
+        if (!c->durable && !c->persist_id)
             break;
         s++;
     }
@@ -270,6 +272,16 @@ void px_on_heartbeat(px_replica *r, const px_msg *m)
     uint64_t claim = px_acc_claim(r);
     if (claim > r->commit && claim >= r->last_claim)
         px_send_accepted(r, m->from, m->ballot, claim);
+}
+
+/* The leader's commit index, no answer wanted: learn what it covers. */
+void px_on_commit(px_replica *r, const px_msg *m)
+{
+    if (!px_admit_leader(r, m))
+        return;
+    if (m->commit > r->leader_commit)
+        r->leader_commit = m->commit;
+    px_learn_from_leader(r);
 }
 
 /* After PX_EV_PERSISTED: own acceptances became durable. */

@@ -137,6 +137,7 @@ int px_queue_add(px_queue *q, const px_request *req, uint8_t list)
     x->len = req->len;
     x->op = op;
     x->sent_ms = 0;
+    x->origin = 0;
     px_link(q, i, list);
     uint32_t pos = px_hash_of(req->client_id, req->seq, q->hash_mask);
     while (q->hash[pos] >= 0)
@@ -225,8 +226,14 @@ void px_on_forward(px_replica *r, const px_msg *m)
         r->stats.msgs_ignored++; /* the forwarder re-sends to the leader */
         return;
     }
-    for (uint32_t i = 0; i < m->n_requests; i++)
-        (void)px_queue_add(&r->q, &m->requests[i], PX_Q_PENDING);
+    for (uint32_t i = 0; i < m->n_requests; i++) {
+        const px_request *req = &m->requests[i];
+        int32_t k = px_queue_add(&r->q, req, PX_Q_PENDING);
+        if (k == -EEXIST)
+            k = px_queue_find(&r->q, req->client_id, req->seq);
+        if (k >= 0)
+            r->q.reqs[k].origin = m->from; /* told of the commit at once */
+    }
 }
 
 void px_forward_leader_changed(px_replica *r)

@@ -22,6 +22,12 @@
  *      so a deposed leader stops accepting work.
  *   5. Every entry a leader proposes carries time_ms = the event's now_ms
  *      (NOOPs too); re-proposals keep their original time.
+ *   6. Followers learn the commit index from ACCEPT and HEARTBEAT, which
+ *      always carry it; a commit neither carried goes out in an unanswered
+ *      COMMIT message: at once to a follower that forwarded a request in
+ *      a newly committed slot (its client waits), to the others after
+ *      commit_notice_ms (under load the next ACCEPT carries it first, so
+ *      a commit costs no extra message).
  */
 #include "px_int.h"
 
@@ -40,6 +46,8 @@ void px_become_leader(px_replica *r)
         p->last_contact_ms = r->now_ms;
         p->last_progress_ms = r->now_ms;
         p->acked_round = 0;
+        p->notify_slot = 0;
+        p->commit_sent = 0;
     }
     r->quorum_ok_ms = r->now_ms;
     r->next_heartbeat_ms = r->now_ms + r->opt.heartbeat_interval_ms;
@@ -48,6 +56,7 @@ void px_become_leader(px_replica *r)
     r->read_fence_slot = r->commit + 1;
     r->leader_commit = r->commit;
     r->hb_confirmed = r->hb_round;
+    r->commit_notice_at_ms = 0;
     r->need_round = false;
     r->last_leader_contact_ms = r->now_ms;
     px_forward_leader_changed(r);
@@ -97,6 +106,11 @@ static int px_cut_batch(px_replica *r, uint64_t slot)
     uint32_t off = 4;
     for (uint32_t k = 0; k < count; k++) {
         int32_t i = q->head[PX_Q_PENDING];
+        if (q->reqs[i].origin) {
+            px_peer *p = px_peer_find(r, q->reqs[i].origin);
+            if (p)
+                p->notify_slot = slot;
+        }
         off += px_batch_put_req(c->data + off, &q->reqs[i]);
         px_queue_move(q, i, PX_Q_PROPOSED);
     }
@@ -140,8 +154,40 @@ static void px_broadcast_heartbeat(px_replica *r)
         if (k < 0)
             return;
         r->out.msgs[k].aux = r->hb_round;
+        r->peers[i].commit_sent = r->commit;
     }
     r->next_heartbeat_ms = r->now_ms + r->opt.heartbeat_interval_ms;
+}
+
+/* Tell followers the commit index (invariant 5): one waiting for its
+ * forwarded requests at once, the others once commit_notice_ms passed
+ * without an ACCEPT or HEARTBEAT carrying it. */
+static void px_notify_commit(px_replica *r)
+{
+    bool behind = false;
+    for (uint32_t i = 0; i < r->n_peers; i++)
+        if (r->peers[i].commit_sent < r->commit)
+            behind = true;
+    if (!behind) {
+        r->commit_notice_at_ms = 0;
+        return;
+    }
+    if (!r->commit_notice_at_ms)
+        r->commit_notice_at_ms = r->now_ms + r->opt.commit_notice_ms;
+    bool all = r->now_ms >= r->commit_notice_at_ms;
+    for (uint32_t i = 0; i < r->n_peers; i++) {
+        px_peer *p = &r->peers[i];
+        if (p->commit_sent >= r->commit)
+            continue;
+        if (!all && (p->notify_slot <= p->commit_sent ||
+                     p->notify_slot > r->commit))
+            continue;
+        if (px_out_msg(r, PX_MSG_COMMIT, p->id, r->ballot) < 0)
+            return;
+        p->commit_sent = r->commit;
+    }
+    if (all)
+        r->commit_notice_at_ms = 0;
 }
 
 void px_leader_pump(px_replica *r)
@@ -158,12 +204,13 @@ void px_leader_pump(px_replica *r)
         }
     }
     if (r->bcast_lo) {
-        for (uint32_t i = 0; i < r->n_peers; i++)
+        for (uint32_t i = 0; i < r->n_peers; i++) {
             px_send_accepts(r, &r->peers[i], r->bcast_lo, r->bcast_hi);
+            r->peers[i].commit_sent = r->commit;
+        }
         r->next_heartbeat_ms = r->now_ms + r->opt.heartbeat_interval_ms;
-    } else if (r->commit_moved && r->n_peers) {
-        px_broadcast_heartbeat(r); /* followers learn the commit now */
     }
+    px_notify_commit(r);
     if (r->members.n_voters == 1)
         px_leader_update_commit(r);
 }

@@ -138,6 +138,7 @@ bool px_msg_valid(const px_replica *r, const px_msg *m)
     case PX_MSG_PREPARE:
     case PX_MSG_ACCEPT:
     case PX_MSG_HEARTBEAT:
+    case PX_MSG_COMMIT:
         if (m->ballot.node_id != m->from || m->ballot.round == 0)
             return false;
         break;

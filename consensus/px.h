@@ -19,7 +19,10 @@
  * A host may merge several outputs into one group commit: it persists the
  * union, then sends the union of their messages, then reports each
  * persist_id.  Messages of an output must never leave before that output's
- * persist step is durable (DESIGN.md invariant 2).
+ * persist step is durable (DESIGN.md invariant 2), and persist steps become
+ * durable in the order they were issued (a host appending to one file and
+ * syncing it gets this for free): a message may vouch for every accept
+ * issued up to its own output.
  *
  * Ownership: everything an event points to belongs to the caller and is
  * copied by px_step if needed.  Everything px_output points to belongs to
@@ -77,6 +80,8 @@ typedef struct px_options {
     uint32_t batch_max_bytes;         /* encoded batch size bound */
     uint32_t window_slots;            /* slots in flight (pipelining), >= 1 */
     uint64_t retry_interval_ms;       /* re-send of unanswered accepts/forwards */
+    uint64_t commit_notice_ms;        /* a commit index no ACCEPT carried by
+                                         then goes out in COMMIT messages */
     uint32_t retain_slots;            /* committed slots kept for catch-up */
     uint32_t max_pending_requests;    /* requests queued at this replica */
     uint64_t seed;                    /* all randomness comes from here */
@@ -145,6 +150,10 @@ enum px_msg_type {
     PX_MSG_CATCHUP,       /* committed entries from slot on */
     PX_MSG_SNAPSHOT_NEEDED, /* the sender no longer holds `slot`: install a
                                snapshot (host transfers it out of band) */
+    PX_MSG_COMMIT,        /* leader's commit index, unanswered: sent at once
+                             to a follower whose forwarded requests it
+                             covers (others learn it with the next ACCEPT
+                             or HEARTBEAT) */
     PX_MSG_TYPE_COUNT
 };
 

@@ -93,6 +93,8 @@ typedef struct px_peer {
     uint64_t last_contact_ms;  /* any message in our ballot */
     uint64_t last_progress_ms; /* match last moved (or resend) */
     uint64_t acked_round;      /* read round echoed */
+    uint64_t notify_slot;      /* highest slot holding a request it forwarded */
+    uint64_t commit_sent;      /* highest commit index we sent it */
     /* election */
     bool granted;              /* probe granted */
     uint64_t covered;          /* promise pieces cover [start, covered) */
@@ -110,6 +112,7 @@ typedef struct px_req {
     uint32_t len;
     uint8_t *op;
     int32_t prev, next;
+    uint32_t origin;           /* 0 = submitted here, else forwarding node */
     uint8_t list;
 } px_req;
 
@@ -232,6 +235,7 @@ struct px_replica {
                                    before commit reaches it (reads.c) */
     uint64_t quorum_ok_ms;      /* last time a quorum was in contact */
     uint64_t next_heartbeat_ms;
+    uint64_t commit_notice_at_ms;  /* 0, or when COMMIT goes to every peer */
     uint64_t bcast_lo, bcast_hi; /* slots proposed during this step */
     bool commit_moved;
     uint64_t hb_round, hb_confirmed;
@@ -306,6 +310,7 @@ uint64_t px_acc_claim(px_replica *r);
 void px_on_prepare(px_replica *r, const px_msg *m);
 void px_on_accept(px_replica *r, const px_msg *m);
 void px_on_heartbeat(px_replica *r, const px_msg *m);
+void px_on_commit(px_replica *r, const px_msg *m);
 void px_on_persisted_acceptor(px_replica *r);
 void px_follow(px_replica *r, uint32_t leader, px_ballot b);
 

@@ -113,6 +113,15 @@ void px_on_read_msg(px_replica *r, const px_msg *m)
         if (x->token == m->aux && x->sent) {
             px_out_read(r, x->token, m->slot, 0);
             px_readq_remove(&r->freads, i);
+            /* the answer carries the leader's commit index: the read
+             * waits for it, so learn it now rather than at the next
+             * ACCEPT or HEARTBEAT */
+            if (m->from == r->leader_id &&
+                px_ballot_cmp(m->ballot, r->ballot) == 0) {
+                if (m->commit > r->leader_commit)
+                    r->leader_commit = m->commit;
+                px_learn_from_leader(r);
+            }
             return;
         }
     }

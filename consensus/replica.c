@@ -76,6 +76,7 @@ void px_options_default(px_options *opt, uint32_t self_id)
     opt->batch_max_bytes = 1u << 20;
     opt->window_slots = 32;
     opt->retry_interval_ms = 100;
+    opt->commit_notice_ms = 2;
     opt->retain_slots = 1024;
     opt->max_pending_requests = 4096;
     opt->seed = UINT64_C(0x243F6A8885A308D3) ^ self_id;
@@ -88,7 +89,9 @@ static bool px_options_valid(const px_options *o)
            o->election_timeout_max_ms >= o->election_timeout_min_ms &&
            o->batch_max_requests >= 1 && o->batch_max_bytes >= 64 &&
            o->window_slots >= 1 && o->window_slots <= (1u << 20) &&
-           o->retry_interval_ms > 0 && o->retain_slots <= (1u << 24) &&
+           o->retry_interval_ms > 0 &&
+           o->commit_notice_ms < o->heartbeat_interval_ms &&
+           o->retain_slots <= (1u << 24) &&
            o->max_pending_requests >= 1 &&
            o->max_pending_requests <= (1u << 24);
 }
@@ -375,6 +378,8 @@ static uint64_t px_next_tick(const px_replica *r)
     if (r->role == PX_LEADER) {
         if (r->next_heartbeat_ms < next)
             next = r->next_heartbeat_ms;
+        if (r->commit_notice_at_ms && r->commit_notice_at_ms < next)
+            next = r->commit_notice_at_ms;
     } else if (r->self_voter && r->election_deadline_ms < next) {
         next = r->election_deadline_ms;
     }
@@ -401,6 +406,7 @@ static void px_dispatch(px_replica *r, const px_msg *m)
     case PX_MSG_ACCEPTED: px_on_accepted(r, m); break;
     case PX_MSG_REJECT: px_on_reject(r, m); break;
     case PX_MSG_HEARTBEAT: px_on_heartbeat(r, m); break;
+    case PX_MSG_COMMIT: px_on_commit(r, m); break;
     case PX_MSG_HEARTBEAT_ACK: px_on_heartbeat_ack(r, m); break;
     case PX_MSG_FORWARD:
         if (m->n_requests == 0)

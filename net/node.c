@@ -161,6 +161,7 @@ struct node {
     held_msg *held;
     uint32_t held_head, held_count, held_cap;
     uint64_t held_dropped;
+    uint64_t held_superseded;     /* ACCEPTEDs replaced by a later one */
     /* chain comparison with each member (index as in cfg.peers): the
      * block index last compared and whether the hashes differed there */
     uint64_t peer_chain_index[TRANSPORT_MAX_PEERS];
@@ -387,8 +388,37 @@ static void send_now(node *n, const px_msg *m)
  * replica re-sends what matters. */
 static bool vouches_for_acceptor(const px_msg *m);
 
+/* An ACCEPTED held for the same leader and ballot says less than `m`
+ * (claims only grow): let `m` take its place rather than queue both.  The
+ * held one now waits for `after` too, which delays nothing queued behind
+ * it beyond what FIFO release would. */
+static bool supersede_held(node *n, const px_msg *m, uint64_t after)
+{
+    if (m->type != PX_MSG_ACCEPTED)
+        return false;
+    for (uint32_t k = 0; k < n->held_count && k < 8; k++) {
+        held_msg *h = &n->held[(n->held_head + n->held_count - 1 - k) % n->held_cap];
+        px_msg *o = h->msg;
+        if (o->type != PX_MSG_ACCEPTED || o->to != m->to ||
+            px_ballot_cmp(o->ballot, m->ballot) != 0)
+            continue;
+        if (o->aux > m->aux || o->slot > m->slot)
+            return false;
+        *o = *m;
+        o->entries = NULL;      /* an ACCEPTED carries none */
+        o->requests = NULL;
+        if (after > h->after)
+            h->after = after;
+        n->held_superseded++;
+        return true;
+    }
+    return false;
+}
+
 static void hold_msg(node *n, const px_msg *m, uint64_t after)
 {
+    if (supersede_held(n, m, after))
+        return;
     if (n->held_count == n->held_cap) {
         if (n->held_cap >= NODE_MAX_HELD_MSGS) {
             n->held_dropped++;
@@ -674,50 +704,11 @@ static int written_push(written_ids *w, uint64_t id, uint64_t gen)
     return 0;
 }
 
-/* Hand the buffered records to the file as a new write generation and
- * tell the sync thread; it covers them with the next fdatasync (group
- * commit without a timer). */
-static void flush_writes(node *n)
+/* Records of write generations up to `synced` are durable: report the
+ * outputs they covered as persisted (which may commit entries, answer
+ * parked requests and buffer new records). */
+static void persisted_through(node *n, uint64_t synced)
 {
-    if (n->fatal || (!n->buffered.n && !acceptor_pending_bytes(n->acceptor)))
-        return;
-    int rc = acceptor_write(n->acceptor);
-    if (rc < 0) {
-        storage_failed(n, "acceptor store write", rc);
-        return;
-    }
-    uint64_t gen = ++n->write_gen;
-    for (uint32_t i = 0; i < n->buffered.n; i++) {
-        if (written_push(&n->written, n->buffered.ids[i], gen) < 0) {
-            storage_failed(n, "bookkeeping", -ENOMEM);
-            return;
-        }
-    }
-    n->buffered.n = 0;
-    syncer *sy = &n->sync;
-    pthread_mutex_lock(&sy->lock);
-    sy->written_gen = gen;
-    pthread_cond_signal(&sy->cond);
-    pthread_mutex_unlock(&sy->lock);
-}
-
-/* An fdatasync finished: report the outputs it covered as persisted (which
- * may commit entries and answer parked requests), then write what those
- * steps produced. */
-static void collect_sync(node *n)
-{
-    syncer *sy = &n->sync;
-    uint64_t count;
-    if (read(sy->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
-        return;
-    pthread_mutex_lock(&sy->lock);
-    uint64_t synced = sy->synced_gen;
-    int rc = sy->result;
-    pthread_mutex_unlock(&sy->lock);
-    if (rc < 0) {
-        storage_failed(n, "acceptor fdatasync", rc);
-        return;
-    }
     written_ids *w = &n->written;
     uint32_t k = 0;
     while (k < w->n && w->gens[w->head + k] <= synced)
@@ -738,6 +729,86 @@ static void collect_sync(node *n)
         ev.u.persist_id = w->ids[first + i];
         step(n, &ev);
     }
+}
+
+/* Whether the loop runs the next fdatasync itself.  A node that does not
+ * lead has nothing to overlap with its sync: its ACCEPTED waits for it,
+ * and requests of its own mount are forwarded and wait for the leader.
+ * Syncing inline saves two thread hand-offs per round trip.  The leader
+ * keeps the sync thread: its own sync overlaps the followers' round trip
+ * while the loop goes on serving the mount and the peers. */
+static bool sync_inline(node *n)
+{
+    px_status st;
+    px_get_status(n->px, &st);
+    if (st.role == PX_LEADER)
+        return false;
+    syncer *sy = &n->sync;
+    pthread_mutex_lock(&sy->lock);
+    bool idle = !sy->running && sy->written_gen == sy->synced_gen;
+    pthread_mutex_unlock(&sy->lock);
+    return idle;
+}
+
+/* Hand the buffered records to the file as a new write generation, then
+ * make it durable: inline (sync_inline) or through the sync thread, which
+ * covers it with its next fdatasync (group commit without a timer). */
+static void flush_writes(node *n)
+{
+    syncer *sy = &n->sync;
+    for (int round = 0; round < 64; round++) {
+        if (n->fatal || (!n->buffered.n && !acceptor_pending_bytes(n->acceptor)))
+            return;
+        int rc = acceptor_write(n->acceptor);
+        if (rc < 0) {
+            storage_failed(n, "acceptor store write", rc);
+            return;
+        }
+        uint64_t gen = ++n->write_gen;
+        for (uint32_t i = 0; i < n->buffered.n; i++) {
+            if (written_push(&n->written, n->buffered.ids[i], gen) < 0) {
+                storage_failed(n, "bookkeeping", -ENOMEM);
+                return;
+            }
+        }
+        n->buffered.n = 0;
+        if (!sync_inline(n)) {
+            pthread_mutex_lock(&sy->lock);
+            sy->written_gen = gen;
+            pthread_cond_signal(&sy->cond);
+            pthread_mutex_unlock(&sy->lock);
+            return;
+        }
+        rc = acceptor_datasync(n->acceptor);
+        pthread_mutex_lock(&sy->lock);
+        if (rc == 0)
+            sy->written_gen = sy->synced_gen = gen;
+        pthread_mutex_unlock(&sy->lock);
+        if (rc < 0) {
+            storage_failed(n, "acceptor fdatasync", rc);
+            return;
+        }
+        persisted_through(n, gen);   /* may buffer more: another round */
+    }
+}
+
+/* The sync thread finished an fdatasync: collect what it covered, then
+ * write what those steps produced. */
+static void collect_sync(node *n)
+{
+    syncer *sy = &n->sync;
+    uint64_t count;
+    if (read(sy->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
+        return;
+    pthread_mutex_lock(&sy->lock);
+    uint64_t synced = sy->synced_gen;
+    int rc = sy->result;
+    pthread_mutex_unlock(&sy->lock);
+    if (rc < 0) {
+        storage_failed(n, "acceptor fdatasync", rc);
+        return;
+    }
+    persisted_through(n, synced);
     flush_writes(n);
 }
 
@@ -964,8 +1035,10 @@ static int node_status_text(void *ctx, char **text, size_t *len)
                 ps.recv_dropped, ps.send_dropped);
         sep = ",";
     }
-    fprintf(fp, "],\"held_messages\":%u,\"rejected_connections\":%" PRIu64
+    fprintf(fp, "],\"held_messages\":%u,\"held_dropped\":%" PRIu64
+            ",\"held_superseded\":%" PRIu64 ",\"rejected_connections\":%" PRIu64
             ",\"unknown_dropped\":%" PRIu64 "}\n", n->held_count,
+            n->held_dropped, n->held_superseded,
             n->net ? transport_rejected_connections(n->net) : 0,
             n->net ? transport_unknown_drops(n->net) : 0);
     if (fclose(fp) != 0) {

@@ -24,7 +24,7 @@ static const char *sim_msg_name(uint8_t type)
         [PX_MSG_REJECT] = "REJECT", [PX_MSG_HEARTBEAT] = "HEARTBEAT",
         [PX_MSG_HEARTBEAT_ACK] = "HB_ACK", [PX_MSG_FORWARD] = "FORWARD",
         [PX_MSG_CATCHUP_REQ] = "CATCHUP_REQ", [PX_MSG_CATCHUP] = "CATCHUP",
-        [PX_MSG_SNAPSHOT_NEEDED] = "SNAP_NEEDED",
+        [PX_MSG_SNAPSHOT_NEEDED] = "SNAP_NEEDED", [PX_MSG_COMMIT] = "COMMIT",
     };
     if (type < PX_MSG_TYPE_COUNT && names[type])
         return names[type];

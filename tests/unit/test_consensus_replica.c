@@ -372,6 +372,11 @@ static void h_elect(cluster *c, uint32_t id)
     h_tick(c, id);
     h_run(c);
     assert_int_equal(h_status(c, id).role, PX_LEADER);
+    /* followers learn the commit of the leader's first slot from a COMMIT
+     * message once commit_notice_ms passed */
+    c->now += 10;
+    h_tick(c, id);
+    h_run(c);
 }
 
 static bool h_log_has(const hentry *e, uint64_t client, uint64_t seq)
@@ -451,6 +456,7 @@ static void test_recovery_and_noop_fill(void **state)
     h_elect(c, 1);
     h_propose(c, 1, 1, 1, "A"); /* slot 2: nobody else gets it */
     assert_int_equal(h_drop(c, PX_MSG_ACCEPT, 1, 0), 2);
+    uint64_t time_b = c->now;
     h_propose(c, 1, 2, 1, "B"); /* slot 3: only node 2 accepts it */
     h_drop(c, PX_MSG_ACCEPT, 1, 3);
     h_deliver(c, PX_MSG_ACCEPT, 1, 2);
@@ -468,7 +474,7 @@ static void test_recovery_and_noop_fill(void **state)
         assert_int_equal(c->n[id].log[2].kind, PX_ENTRY_NOOP);
         assert_true(h_log_has(&c->n[id].log[3], 2, 1));
         /* the re-proposal keeps the original value and time */
-        assert_int_equal(c->n[id].log[3].time_ms, 2000);
+        assert_int_equal(c->n[id].log[3].time_ms, time_b);
     }
     /* node 1 comes back: it learns the chosen values, not its own A */
     h_restart(c, 1);
@@ -574,6 +580,54 @@ static void test_forwarding(void **state)
     assert_int_equal(c->n[3].n_failed, 1);
     assert_int_equal(c->n[3].failed[0].status, -EAGAIN);
     assert_int_equal(c->n[3].failed[0].seq, 65);
+    h_free(c);
+}
+
+/* Followers learn the commit index from the next ACCEPT, from a COMMIT
+ * message once commit_notice_ms passed, or at once when a request they
+ * forwarded was committed; a commit costs no HEARTBEAT round. */
+static void test_commit_notice(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    h_propose(c, 1, 7, 1, "a");
+    assert_int_equal(h_deliver(c, PX_MSG_ACCEPT, 1, 0), 2);
+    assert_int_equal(h_deliver(c, PX_MSG_ACCEPTED, 0, 1), 2);
+    assert_int_equal(c->n[1].applied, 2);
+    assert_int_equal(c->nq, 0); /* nothing more on the wire */
+    assert_int_equal(c->n[2].applied, 1);
+    /* the next ACCEPT carries it */
+    h_propose(c, 1, 7, 2, "b");
+    assert_int_equal(h_deliver(c, PX_MSG_ACCEPT, 1, 0), 2);
+    assert_int_equal(c->n[2].applied, 2);
+    assert_int_equal(c->n[3].applied, 2);
+    h_deliver(c, PX_MSG_ACCEPTED, 0, 1);
+    assert_int_equal(c->n[1].applied, 3);
+    assert_int_equal(c->nq, 0);
+    /* none came: a COMMIT once commit_notice_ms passed, unanswered */
+    c->now += 1;
+    h_tick(c, 1);
+    assert_int_equal(h_count(c, PX_MSG_COMMIT, 1, 0), 0);
+    c->now += 1;
+    h_tick(c, 1);
+    assert_int_equal(h_count(c, PX_MSG_COMMIT, 1, 0), 2);
+    h_run(c);
+    assert_int_equal(c->n[2].applied, 3);
+    assert_int_equal(c->n[3].applied, 3);
+    /* a forwarded request: its forwarder is told at once, no one else */
+    h_propose(c, 3, 9, 1, "fwd");
+    assert_int_equal(h_deliver(c, PX_MSG_FORWARD, 3, 1), 1);
+    assert_int_equal(h_deliver(c, PX_MSG_ACCEPT, 1, 0), 2);
+    assert_int_equal(h_deliver(c, PX_MSG_ACCEPTED, 0, 1), 2);
+    assert_int_equal(c->n[1].applied, 4);
+    assert_int_equal(h_count(c, PX_MSG_COMMIT, 1, 3), 1);
+    assert_int_equal(c->nq, 1);
+    h_run(c);
+    assert_int_equal(c->n[3].applied, 4);
+    assert_true(h_log_has(&c->n[3].log[4], 9, 1));
+    assert_int_equal(h_status(c, 3).pending_requests, 0);
+    assert_int_equal(c->n[2].applied, 3);
     h_free(c);
 }
 
@@ -962,6 +1016,7 @@ int main(void)
         cmocka_unit_test(test_stale_ballot_rejected),
         cmocka_unit_test(test_leader_stickiness),
         cmocka_unit_test(test_forwarding),
+        cmocka_unit_test(test_commit_notice),
         cmocka_unit_test(test_batching_window_full),
         cmocka_unit_test(test_follower_commit_rule),
         cmocka_unit_test(test_snapshot_needed),
