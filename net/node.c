@@ -39,6 +39,7 @@
 #include "../consensus/px.h"
 #include "../fs/fs.h"
 #include "admin.h"
+#include "outbox.h"
 #include "transport.h"
 #include "wire.h"
 
@@ -73,12 +74,6 @@ typedef struct read_wait {
     void *arg;
     bool ready;
 } read_wait;
-
-/* A message that may leave once persist id `after` is durable. */
-typedef struct held_msg {
-    px_msg *msg;            /* px_msg_copy, owned */
-    uint64_t after;
-} held_msg;
 
 /* A growable list of persist ids. */
 typedef struct id_list {
@@ -158,10 +153,7 @@ struct node {
     admin *adm;
     uint64_t last_persist_issued;
     uint64_t durable_persist_id;
-    held_msg *held;
-    uint32_t held_head, held_count, held_cap;
-    uint64_t held_dropped;
-    uint64_t held_superseded;     /* ACCEPTEDs replaced by a later one */
+    outbox held;
     /* chain comparison with each member (index as in cfg.peers): the
      * block index last compared and whether the hashes differed there */
     uint64_t peer_chain_index[TRANSPORT_MAX_PEERS];
@@ -383,111 +375,9 @@ static void send_now(node *n, const px_msg *m)
         transport_send(n->net, m);   /* a drop is counted by the transport */
 }
 
-/* Keep `m` until persist id `after` is durable (DESIGN.md invariant 2).
- * Bounded: past NODE_MAX_HELD_MSGS a message is dropped and counted; the
- * replica re-sends what matters. */
-static bool vouches_for_acceptor(const px_msg *m);
-
-/* An ACCEPTED held for the same leader and ballot says less than `m`
- * (claims only grow): let `m` take its place rather than queue both.  The
- * held one now waits for `after` too, which delays nothing queued behind
- * it beyond what FIFO release would. */
-static bool supersede_held(node *n, const px_msg *m, uint64_t after)
+static void send_held(void *arg, const px_msg *m)
 {
-    if (m->type != PX_MSG_ACCEPTED)
-        return false;
-    for (uint32_t k = 0; k < n->held_count && k < 8; k++) {
-        held_msg *h = &n->held[(n->held_head + n->held_count - 1 - k) % n->held_cap];
-        px_msg *o = h->msg;
-        if (o->type != PX_MSG_ACCEPTED || o->to != m->to ||
-            px_ballot_cmp(o->ballot, m->ballot) != 0)
-            continue;
-        if (o->aux > m->aux || o->slot > m->slot)
-            return false;
-        *o = *m;
-        o->entries = NULL;      /* an ACCEPTED carries none */
-        o->requests = NULL;
-        if (after > h->after)
-            h->after = after;
-        n->held_superseded++;
-        return true;
-    }
-    return false;
-}
-
-static void hold_msg(node *n, const px_msg *m, uint64_t after)
-{
-    if (supersede_held(n, m, after))
-        return;
-    if (n->held_count == n->held_cap) {
-        if (n->held_cap >= NODE_MAX_HELD_MSGS) {
-            n->held_dropped++;
-            return;
-        }
-        uint32_t cap = n->held_cap ? n->held_cap * 2 : 256;
-        held_msg *h = malloc(cap * sizeof *h);
-        if (!h) {
-            n->held_dropped++;
-            return;
-        }
-        for (uint32_t i = 0; i < n->held_count; i++)
-            h[i] = n->held[(n->held_head + i) % n->held_cap];
-        free(n->held);
-        n->held = h;
-        n->held_cap = cap;
-        n->held_head = 0;
-    }
-    px_msg *copy = px_msg_copy(m);
-    if (!copy) {
-        n->held_dropped++;
-        return;
-    }
-    n->held[(n->held_head + n->held_count) % n->held_cap] =
-        (held_msg){ .msg = copy, .after = after };
-    n->held_count++;
-}
-
-/* Does `m` tell its receiver something about this node's acceptor state
- * (a promise, an acceptance, "no higher ballot promised")?  Those wait
- * until every persist issued before them is durable.  Proposer and learner
- * messages (PREPARE, ACCEPT, HEARTBEAT, catch-up, forwarding) vouch for
- * nothing on this disk, so the leader's ACCEPT goes out while its own
- * fdatasync runs: the disk writes of leader and followers overlap, and the
- * leader counts its own vote only after PX_EV_PERSISTED. */
-static bool vouches_for_acceptor(const px_msg *m)
-{
-    switch (m->type) {
-    case PX_MSG_PROMISE:
-    case PX_MSG_ACCEPTED:
-    case PX_MSG_REJECT:
-    case PX_MSG_HEARTBEAT_ACK:
-        return true;
-    default:
-        return false;
-    }
-}
-
-/* Send, in order, every held message whose persists are now durable. */
-static void release_held(node *n)
-{
-    while (n->held_count > 0) {
-        held_msg *h = &n->held[n->held_head];
-        if (h->after > n->durable_persist_id)
-            return;
-        send_now(n, h->msg);
-        free(h->msg);
-        n->held_head = (n->held_head + 1) % n->held_cap;
-        n->held_count--;
-    }
-}
-
-static void free_held(node *n)
-{
-    for (uint32_t i = 0; i < n->held_count; i++)
-        free(n->held[(n->held_head + i) % n->held_cap].msg);
-    free(n->held);
-    n->held = NULL;
-    n->held_count = n->held_cap = 0;
+    send_now(arg, m);
 }
 
 /* A peer lags behind what the replica retains: stream it committed blocks
@@ -550,11 +440,11 @@ static void handle_output(node *n, const px_output *out)
         n->last_persist_issued = out->persist_id;
     for (uint32_t i = 0; i < out->n_msgs; i++) {
         const px_msg *m = &out->msgs[i];
-        uint64_t after = vouches_for_acceptor(m) ? n->last_persist_issued : 0;
-        if (after <= n->durable_persist_id && (after == 0 || n->held_count == 0))
+        uint64_t after = outbox_vouches(m) ? n->last_persist_issued : 0;
+        if (after <= n->durable_persist_id && (after == 0 || n->held.count == 0))
             send_now(n, m);
         else
-            hold_msg(n, m, after);
+            (void)outbox_hold(&n->held, m, after);   /* a drop is counted */
     }
     if (out->snapshot_to)
         send_chain_catchup(n, out->snapshot_to);
@@ -718,7 +608,7 @@ static void persisted_through(node *n, uint64_t synced)
     /* persist ids increase: the last one covered is the newest durable */
     if (w->ids[w->head + k - 1] > n->durable_persist_id)
         n->durable_persist_id = w->ids[w->head + k - 1];
-    release_held(n);
+    outbox_release(&n->held, n->durable_persist_id, send_held, n);
     uint32_t first = w->head;
     w->head += k;      /* steps below only add to n->buffered */
     w->n -= k;
@@ -1037,8 +927,8 @@ static int node_status_text(void *ctx, char **text, size_t *len)
     }
     fprintf(fp, "],\"held_messages\":%u,\"held_dropped\":%" PRIu64
             ",\"held_superseded\":%" PRIu64 ",\"rejected_connections\":%" PRIu64
-            ",\"unknown_dropped\":%" PRIu64 "}\n", n->held_count,
-            n->held_dropped, n->held_superseded,
+            ",\"unknown_dropped\":%" PRIu64 "}\n", n->held.count,
+            n->held.dropped, n->held.superseded,
             n->net ? transport_rejected_connections(n->net) : 0,
             n->net ? transport_unknown_drops(n->net) : 0);
     if (fclose(fp) != 0) {
@@ -1164,6 +1054,7 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     }
     n->cfg = *cfg;
     n->lock_fd = -1;
+    outbox_init(&n->held, NODE_MAX_HELD_MSGS);
     n->signal_fd = -1;
     n->sync.wake_fd = -1;
     n->data_dir = strdup(cfg->data_dir);
@@ -1531,7 +1422,7 @@ void node_close(node *n)
         n->mount = NULL;
     }
     syncer_stop(n);
-    free_held(n);
+    outbox_free(&n->held);
     if (n->adm)
         admin_close(n->adm);
     if (n->net)
