@@ -40,6 +40,7 @@
 #include "../fs/fs.h"
 #include "admin.h"
 #include "outbox.h"
+#include "syncer.h"
 #include "transport.h"
 #include "wire.h"
 
@@ -75,41 +76,6 @@ typedef struct read_wait {
     bool ready;
 } read_wait;
 
-/* A growable list of persist ids. */
-typedef struct id_list {
-    uint64_t *ids;
-    uint32_t n;
-    uint32_t cap;
-} id_list;
-
-/* Persist ids whose records were written to the acceptor file, each with
- * the write generation that carried them (FIFO, generations increase). */
-typedef struct written_ids {
-    uint64_t *ids;
-    uint64_t *gens;
-    uint32_t head, n, cap;
-} written_ids;
-
-/* The sync thread: runs acceptor_datasync while the loop goes on serving
- * FUSE requests and writing the next batch (DESIGN.md, "a sync thread for
- * group commit").  The loop publishes each write generation; the thread
- * syncs whatever generation is written when it starts, and starts again
- * at once if more was written meanwhile, so back-to-back syncs need no
- * round trip through the loop.  It reports through an eventfd. */
-typedef struct syncer {
-    pthread_t thread;
-    bool started;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    uint64_t written_gen;   /* set by the loop */
-    uint64_t synced_gen;    /* set by the thread: durable up to here */
-    bool running;           /* inside fdatasync */
-    bool stop;
-    int result;             /* first failure, sticky */
-    int wake_fd;            /* eventfd, readable after each sync */
-    const acceptor_store *store;
-} syncer;
-
 struct node {
     node_config cfg;
     char *data_dir;
@@ -136,13 +102,7 @@ struct node {
     uint64_t *new_reads;        /* tokens not yet stepped */
     uint32_t n_new_reads;
 
-    /* pipelined group commit: outputs whose records are buffered in the
-     * acceptor store (buffered), or written to its file and waiting for an
-     * fdatasync to cover their generation (written) */
-    id_list buffered;
-    written_ids written;
-    uint64_t write_gen;
-    syncer sync;
+    syncer *sync;               /* group commit of the acceptor store */
 
     /* cluster: messages wait until every persist issued before them is
      * durable (persist ids increase; syncs complete in order) */
@@ -351,22 +311,6 @@ static void apply_committed(node *n, const px_entry *e)
 
 /* ------------------------------------------------------------ outputs */
 
-static int id_list_push(id_list *l, uint64_t id)
-{
-    if (l->n == l->cap) {
-        uint32_t cap = l->cap ? l->cap * 2 : 64;
-        uint64_t *ids = realloc(l->ids, cap * sizeof *ids);
-        if (!ids)
-            return -ENOMEM;
-        l->ids = ids;
-        l->cap = cap;
-    }
-    l->ids[l->n++] = id;
-    return 0;
-}
-
-/* ------------------------------------------------------------ messages */
-
 static bool abstain_filter(node *n, const px_msg *m);
 
 static void send_now(node *n, const px_msg *m)
@@ -434,7 +378,7 @@ static void handle_output(node *n, const px_output *out)
         rc = acceptor_put_accept(n->acceptor, &out->accepts[i]);
     if (rc < 0)
         storage_failed(n, "acceptor store write", rc);
-    else if (out->persist_id && id_list_push(&n->buffered, out->persist_id) < 0)
+    else if (out->persist_id && syncer_note(n->sync, out->persist_id) < 0)
         storage_failed(n, "bookkeeping", -ENOMEM);
     if (out->persist_id > n->last_persist_issued)
         n->last_persist_issued = out->persist_id;
@@ -501,123 +445,30 @@ static void step(node *n, px_event *ev)
     handle_output(n, &out);
 }
 
-/* ------------------------------------------------------ sync thread */
+/* ------------------------------------------------------ group commit */
 
-static void *syncer_main(void *arg)
+/* Report every output the finished fdatasyncs covered as persisted (which
+ * may commit entries, answer parked requests and buffer new records). */
+static void collect_durable(node *n)
 {
-    node *n = arg;
-    syncer *sy = &n->sync;
-    pthread_mutex_lock(&sy->lock);
+    uint64_t ids[256];
     for (;;) {
-        while (sy->written_gen == sy->synced_gen && !sy->stop)
-            pthread_cond_wait(&sy->cond, &sy->lock);
-        if (sy->written_gen == sy->synced_gen)
-            break;   /* stopping, and everything written is durable */
-        uint64_t target = sy->written_gen;
-        sy->running = true;
-        pthread_mutex_unlock(&sy->lock);
-        int rc = acceptor_datasync(sy->store);
-        pthread_mutex_lock(&sy->lock);
-        sy->running = false;
-        if (rc < 0 && !sy->result)
-            sy->result = rc;
-        if (rc == 0)
-            sy->synced_gen = target;
-        uint64_t one = 1;
-        if (write(sy->wake_fd, &one, sizeof one) < 0)
-            fprintf(stderr, "paxosfs: sync thread cannot wake the loop: %s\n",
-                    strerror(errno));
-        if (rc < 0)
-            break;   /* the loop stops all writes; nothing more to sync */
-    }
-    pthread_mutex_unlock(&sy->lock);
-    return NULL;
-}
-
-static int syncer_start(node *n)
-{
-    syncer *sy = &n->sync;
-    sy->store = n->acceptor;
-    sy->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (sy->wake_fd < 0)
-        return -errno;
-    pthread_mutex_init(&sy->lock, NULL);
-    pthread_cond_init(&sy->cond, NULL);
-    if (pthread_create(&sy->thread, NULL, syncer_main, n) != 0) {
-        close(sy->wake_fd);
-        sy->wake_fd = -1;
-        return -EAGAIN;
-    }
-    sy->started = true;
-    return 0;
-}
-
-static void syncer_stop(node *n)
-{
-    syncer *sy = &n->sync;
-    if (!sy->started)
-        return;
-    pthread_mutex_lock(&sy->lock);
-    sy->stop = true;
-    pthread_cond_signal(&sy->cond);
-    pthread_mutex_unlock(&sy->lock);
-    pthread_join(sy->thread, NULL);
-    pthread_mutex_destroy(&sy->lock);
-    pthread_cond_destroy(&sy->cond);
-    close(sy->wake_fd);
-    sy->started = false;
-}
-
-static int written_push(written_ids *w, uint64_t id, uint64_t gen)
-{
-    if (w->head + w->n == w->cap) {
-        if (w->head > 0) {
-            memmove(w->ids, w->ids + w->head, w->n * sizeof *w->ids);
-            memmove(w->gens, w->gens + w->head, w->n * sizeof *w->gens);
-            w->head = 0;
-        } else {
-            uint32_t cap = w->cap ? w->cap * 2 : 64;
-            uint64_t *ids = realloc(w->ids, cap * sizeof *ids);
-            if (!ids)
-                return -ENOMEM;
-            w->ids = ids;
-            uint64_t *gens = realloc(w->gens, cap * sizeof *gens);
-            if (!gens)
-                return -ENOMEM;
-            w->gens = gens;
-            w->cap = cap;
+        int k = syncer_take(n->sync, ids, 256);
+        if (k < 0) {
+            storage_failed(n, "acceptor fdatasync", k);
+            return;
         }
-    }
-    w->ids[w->head + w->n] = id;
-    w->gens[w->head + w->n] = gen;
-    w->n++;
-    return 0;
-}
-
-/* Records of write generations up to `synced` are durable: report the
- * outputs they covered as persisted (which may commit entries, answer
- * parked requests and buffer new records). */
-static void persisted_through(node *n, uint64_t synced)
-{
-    written_ids *w = &n->written;
-    uint32_t k = 0;
-    while (k < w->n && w->gens[w->head + k] <= synced)
-        k++;
-    if (k == 0)
-        return;
-    /* persist ids increase: the last one covered is the newest durable */
-    if (w->ids[w->head + k - 1] > n->durable_persist_id)
-        n->durable_persist_id = w->ids[w->head + k - 1];
-    outbox_release(&n->held, n->durable_persist_id, send_held, n);
-    uint32_t first = w->head;
-    w->head += k;      /* steps below only add to n->buffered */
-    w->n -= k;
-    if (w->n == 0)
-        w->head = 0;
-    for (uint32_t i = 0; i < k && !n->fatal; i++) {
-        px_event ev = { .type = PX_EV_PERSISTED };
-        ev.u.persist_id = w->ids[first + i];
-        step(n, &ev);
+        if (k == 0)
+            return;
+        /* persist ids increase: the last one is the newest durable */
+        if (ids[k - 1] > n->durable_persist_id)
+            n->durable_persist_id = ids[k - 1];
+        outbox_release(&n->held, n->durable_persist_id, send_held, n);
+        for (int i = 0; i < k && !n->fatal; i++) {
+            px_event ev = { .type = PX_EV_PERSISTED };
+            ev.u.persist_id = ids[i];
+            step(n, &ev);
+        }
     }
 }
 
@@ -631,95 +482,47 @@ static bool sync_inline(node *n)
 {
     px_status st;
     px_get_status(n->px, &st);
-    if (st.role == PX_LEADER)
-        return false;
-    syncer *sy = &n->sync;
-    pthread_mutex_lock(&sy->lock);
-    bool idle = !sy->running && sy->written_gen == sy->synced_gen;
-    pthread_mutex_unlock(&sy->lock);
-    return idle;
+    return st.role != PX_LEADER && syncer_idle(n->sync);
 }
 
-/* Hand the buffered records to the file as a new write generation, then
- * make it durable: inline (sync_inline) or through the sync thread, which
- * covers it with its next fdatasync (group commit without a timer). */
+/* Write the buffered records as a new generation and make it durable:
+ * inline (sync_inline), or through the sync thread, which covers it with
+ * its next fdatasync (group commit without a timer). */
 static void flush_writes(node *n)
 {
-    syncer *sy = &n->sync;
-    for (int round = 0; round < 64; round++) {
-        if (n->fatal || (!n->buffered.n && !acceptor_pending_bytes(n->acceptor)))
+    for (int round = 0; round < 64 && !n->fatal; round++) {
+        if (!syncer_pending(n->sync))
             return;
-        int rc = acceptor_write(n->acceptor);
+        bool now = sync_inline(n);
+        int rc = syncer_flush(n->sync, now);
         if (rc < 0) {
-            storage_failed(n, "acceptor store write", rc);
+            storage_failed(n, "acceptor store write or fdatasync", rc);
             return;
         }
-        uint64_t gen = ++n->write_gen;
-        for (uint32_t i = 0; i < n->buffered.n; i++) {
-            if (written_push(&n->written, n->buffered.ids[i], gen) < 0) {
-                storage_failed(n, "bookkeeping", -ENOMEM);
-                return;
-            }
-        }
-        n->buffered.n = 0;
-        if (!sync_inline(n)) {
-            pthread_mutex_lock(&sy->lock);
-            sy->written_gen = gen;
-            pthread_cond_signal(&sy->cond);
-            pthread_mutex_unlock(&sy->lock);
+        if (!now)
             return;
-        }
-        rc = acceptor_datasync(n->acceptor);
-        pthread_mutex_lock(&sy->lock);
-        if (rc == 0)
-            sy->written_gen = sy->synced_gen = gen;
-        pthread_mutex_unlock(&sy->lock);
-        if (rc < 0) {
-            storage_failed(n, "acceptor fdatasync", rc);
-            return;
-        }
-        persisted_through(n, gen);   /* may buffer more: another round */
+        collect_durable(n);   /* may buffer more: another round */
     }
 }
 
-/* The sync thread finished an fdatasync: collect what it covered, then
- * write what those steps produced. */
+/* The sync thread finished an fdatasync. */
 static void collect_sync(node *n)
 {
-    syncer *sy = &n->sync;
-    uint64_t count;
-    if (read(sy->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
-        return;
-    pthread_mutex_lock(&sy->lock);
-    uint64_t synced = sy->synced_gen;
-    int rc = sy->result;
-    pthread_mutex_unlock(&sy->lock);
-    if (rc < 0) {
-        storage_failed(n, "acceptor fdatasync", rc);
-        return;
-    }
-    persisted_through(n, synced);
+    syncer_ack_wake(n->sync);
+    collect_durable(n);
     flush_writes(n);
-}
-
-/* Nothing written is waiting for, or inside, an fdatasync. */
-static bool sync_idle(node *n)
-{
-    syncer *sy = &n->sync;
-    pthread_mutex_lock(&sy->lock);
-    bool idle = !sy->running && sy->synced_gen == n->write_gen;
-    pthread_mutex_unlock(&sy->lock);
-    return idle;
 }
 
 /* Wait until everything written is durable and collected (shutdown). */
 static void drain_sync(node *n)
 {
-    for (int i = 0; i < 1000 && !n->fatal && n->written.n > 0; i++) {
-        struct pollfd p = { .fd = n->sync.wake_fd, .events = POLLIN };
+    for (int i = 0; i < 1000 && !n->fatal && !syncer_idle(n->sync); i++) {
+        struct pollfd p = { .fd = syncer_wake_fd(n->sync), .events = POLLIN };
         if (poll(&p, 1, 100) > 0)
             collect_sync(n);
     }
+    if (!n->fatal)
+        collect_durable(n);
 }
 
 /* Step everything the mount queued during this turn. */
@@ -782,7 +585,7 @@ static void expire_deadlines(node *n, uint64_t now_ms)
 static void background_sync(node *n, uint64_t now_ms)
 {
     if (n->fatal || now_ms - n->last_chain_sync_ms < n->cfg.chain_sync_interval_ms ||
-        !sync_idle(n))
+        !syncer_idle(n->sync))
         return;
     n->last_chain_sync_ms = now_ms;
     if (chain_synced_index(n->chain) == chain_head_index(n->chain))
@@ -1056,7 +859,6 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     n->lock_fd = -1;
     outbox_init(&n->held, NODE_MAX_HELD_MSGS);
     n->signal_fd = -1;
-    n->sync.wake_fd = -1;
     n->data_dir = strdup(cfg->data_dir);
     n->mountpoint = cfg->mountpoint ? strdup(cfg->mountpoint) : NULL;
     n->ring = calloc(NODE_MAX_PENDING, sizeof *n->ring);
@@ -1327,7 +1129,7 @@ enum { POLL_SIGNAL, POLL_SYNC, POLL_FUSE, POLL_ADMIN, POLL_NET, POLL_MAX = 8 };
 
 int node_run(node *n)
 {
-    int rc = syncer_start(n);
+    int rc = syncer_create(n->acceptor, &n->sync);
     if (rc < 0) {
         fprintf(stderr, "paxosfs: cannot start the sync thread: %s\n",
                 strerror(-rc));
@@ -1343,7 +1145,8 @@ int node_run(node *n)
         zmq_pollitem_t items[POLL_MAX];
         memset(items, 0, sizeof items);
         items[POLL_SIGNAL] = (zmq_pollitem_t){ .fd = n->signal_fd, .events = ZMQ_POLLIN };
-        items[POLL_SYNC] = (zmq_pollitem_t){ .fd = n->sync.wake_fd, .events = ZMQ_POLLIN };
+        items[POLL_SYNC] = (zmq_pollitem_t){ .fd = syncer_wake_fd(n->sync),
+                                             .events = ZMQ_POLLIN };
         items[POLL_FUSE] = (zmq_pollitem_t){ .fd = n->mount ? fs_fd(n->mount) : -1,
                                              .events = n->mount ? ZMQ_POLLIN : 0 };
         items[POLL_ADMIN] = (zmq_pollitem_t){ .socket = admin_socket(n->adm),
@@ -1421,7 +1224,8 @@ void node_close(node *n)
         fs_unmount(n->mount);
         n->mount = NULL;
     }
-    syncer_stop(n);
+    syncer_destroy(n->sync);
+    n->sync = NULL;
     outbox_free(&n->held);
     if (n->adm)
         admin_close(n->adm);
@@ -1456,9 +1260,6 @@ void node_close(node *n)
         close(n->lock_fd);
     free(n->reads);
     free(n->new_reads);
-    free(n->buffered.ids);
-    free(n->written.ids);
-    free(n->written.gens);
     free(n->data_dir);
     free(n->mountpoint);
     free(n);

@@ -1,0 +1,223 @@
+/*
+ * test_net_syncer.c - group commit of the acceptor store (net/syncer.c):
+ * nothing is reported durable before an fdatasync that started after its
+ * write returned; ids come out in order, once; a failed fdatasync is
+ * sticky; inline and thread syncs mix.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../chain/chain_io.h"
+#include "../../net/syncer.h"
+
+/* fdatasync that can be held at a gate, or fail */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool gate_closed;
+    int waiting;            /* calls parked at the gate */
+    int calls;
+    int fail_errno;         /* non-zero: every call fails with it */
+} G = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0, 0, 0 };
+
+static chain_io_ops fake_ops;
+
+static int gated_fdatasync(int fd)
+{
+    pthread_mutex_lock(&G.lock);
+    G.calls++;
+    G.waiting++;
+    pthread_cond_broadcast(&G.cond);
+    while (G.gate_closed)
+        pthread_cond_wait(&G.cond, &G.lock);
+    G.waiting--;
+    int fail = G.fail_errno;
+    pthread_mutex_unlock(&G.lock);
+    if (fail)
+        return -fail;
+    return chain_io_libc()->fdatasync(fd);
+}
+
+static void gate(bool closed)
+{
+    pthread_mutex_lock(&G.lock);
+    G.gate_closed = closed;
+    pthread_cond_broadcast(&G.cond);
+    pthread_mutex_unlock(&G.lock);
+}
+
+/* Wait (bounded) until a sync call is parked at the gate. */
+static void wait_parked(void)
+{
+    pthread_mutex_lock(&G.lock);
+    for (int i = 0; i < 500 && G.waiting == 0; i++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10 * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&G.cond, &G.lock, &ts);
+    }
+    int waiting = G.waiting;
+    pthread_mutex_unlock(&G.lock);
+    assert_true(waiting > 0);
+}
+
+/* Wait (bounded) for the wake fd, then take what is durable. */
+static int wait_take(syncer *s, uint64_t *ids, uint32_t max)
+{
+    struct pollfd p = { .fd = syncer_wake_fd(s), .events = POLLIN };
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    syncer_ack_wake(s);
+    return syncer_take(s, ids, max);
+}
+
+typedef struct fixture {
+    char dir[64];
+    acceptor_store *store;
+    syncer *sync;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/paxosfs-syncer.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    acceptor_state st;
+    assert_int_equal(acceptor_open(f->dir, &f->store, &st, NULL), 0);
+    fake_ops = *chain_io_libc();
+    fake_ops.fdatasync = gated_fdatasync;
+    chain_io_set(&fake_ops);
+    G.gate_closed = false;
+    G.calls = G.waiting = G.fail_errno = 0;
+    assert_int_equal(syncer_create(f->store, &f->sync), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    gate(false);
+    syncer_destroy(f->sync);
+    chain_io_set(NULL);
+    acceptor_close(f->store);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+static void put(fixture *f, uint64_t slot, uint64_t persist_id)
+{
+    px_entry e = { .slot = slot, .ballot = { 1, 1 }, .kind = PX_ENTRY_NOOP };
+    assert_int_equal(acceptor_put_accept(f->store, &e), 0);
+    assert_int_equal(syncer_note(f->sync, persist_id), 0);
+}
+
+static void test_thread_sync_reports_in_order(void **state)
+{
+    fixture *f = *state;
+    uint64_t ids[16];
+    gate(true);
+    put(f, 1, 1);
+    put(f, 2, 2);
+    assert_true(syncer_pending(f->sync));
+    assert_int_equal(syncer_flush(f->sync, false), 0);
+    wait_parked();                       /* the sync of generation 1 runs */
+    put(f, 3, 3);
+    assert_int_equal(syncer_flush(f->sync, false), 0);  /* generation 2 */
+    assert_false(syncer_idle(f->sync));
+    assert_int_equal(syncer_take(f->sync, ids, 16), 0); /* nothing yet */
+    gate(false);
+    uint32_t got = 0;
+    for (int i = 0; i < 10 && got < 3; i++) {
+        int k = wait_take(f->sync, ids + got, 16 - got);
+        assert_true(k >= 0);
+        got += (uint32_t)k;
+    }
+    assert_int_equal(got, 3);
+    for (uint32_t i = 0; i < 3; i++)
+        assert_int_equal(ids[i], i + 1);
+    /* generation 2 was written during the first sync: a second one ran */
+    assert_int_equal(G.calls, 2);
+    assert_true(syncer_idle(f->sync));
+    assert_false(syncer_pending(f->sync));
+}
+
+static void test_inline_sync(void **state)
+{
+    fixture *f = *state;
+    uint64_t ids[4];
+    put(f, 1, 7);
+    assert_true(syncer_idle(f->sync));
+    assert_int_equal(syncer_flush(f->sync, true), 0);
+    assert_int_equal(G.calls, 1);
+    assert_int_equal(syncer_take(f->sync, ids, 4), 1);
+    assert_int_equal(ids[0], 7);
+    assert_int_equal(syncer_take(f->sync, ids, 4), 0);   /* once */
+    /* then through the thread again */
+    put(f, 2, 8);
+    assert_int_equal(syncer_flush(f->sync, false), 0);
+    assert_int_equal(wait_take(f->sync, ids, 4), 1);
+    assert_int_equal(ids[0], 8);
+}
+
+static void test_take_respects_max(void **state)
+{
+    fixture *f = *state;
+    uint64_t ids[2];
+    for (uint64_t i = 1; i <= 5; i++)
+        put(f, i, i);
+    assert_int_equal(syncer_flush(f->sync, true), 0);
+    uint64_t next = 1;
+    for (int round = 0; round < 3; round++) {
+        int k = syncer_take(f->sync, ids, 2);
+        assert_int_equal(k, round < 2 ? 2 : 1);
+        for (int i = 0; i < k; i++)
+            assert_int_equal(ids[i], next++);
+    }
+    assert_int_equal(next, 6);
+}
+
+static void test_failure_is_sticky(void **state)
+{
+    fixture *f = *state;
+    uint64_t ids[4];
+    G.fail_errno = EIO;
+    put(f, 1, 1);
+    assert_int_equal(syncer_flush(f->sync, false), 0);
+    assert_int_equal(wait_take(f->sync, ids, 4), -EIO);
+    /* the disk recovers: still nothing is reported durable */
+    G.fail_errno = 0;
+    put(f, 2, 2);
+    assert_int_equal(syncer_flush(f->sync, true), -EIO);
+    assert_int_equal(syncer_take(f->sync, ids, 4), -EIO);
+    assert_false(syncer_idle(f->sync));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_thread_sync_reports_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inline_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_take_respects_max, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failure_is_sticky, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
