@@ -1,14 +1,19 @@
 """Helpers for paxosfs system tests: real processes, real FUSE mounts.
 
-Every node a test starts is stopped by PID and its mount unmounted with
-fusermount3 -u at teardown, also when the test fails.  Waiting is always a
-condition polled against a deadline, never a fixed sleep.
+Single-node tests start paxosfs themselves (Node); multi-node tests run
+their cluster through the launcher tools/cluster (LaunchedCluster).  Every
+node a test starts is stopped by PID and its mount unmounted at teardown,
+also when the test fails.  Waiting is always a condition polled against a
+deadline, never a fixed sleep.
 """
 import errno
 import json
 import os
+import select
 import signal
 import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -50,6 +55,21 @@ def unmount(path):
             subprocess.run(["fusermount3", "-u", "-z", path], capture_output=True)
 
 
+def mount_root_fd(mnt):
+    """An fd of the mount root, or None while nothing is mounted.  Load
+    generators work through it (dir_fd=): once the node dies the fd fails
+    with ENOTCONN instead of silently reaching the bare mountpoint
+    directory underneath."""
+    try:
+        fd = os.open(mnt, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    if os.fstat(fd).st_dev == os.stat(os.path.dirname(mnt)).st_dev:
+        os.close(fd)      # the bare directory, not the mount
+        return None
+    return fd
+
+
 def pid_alive(pid):
     try:
         os.kill(pid, 0)
@@ -81,18 +101,7 @@ class Node:
         return os.path.join(self.mnt, name)
 
     def root_fd(self):
-        """An fd of the mount root, or None while nothing is mounted.  Load
-        generators work through it (dir_fd=): once the node dies the fd
-        fails with ENOTCONN instead of silently reaching the bare
-        mountpoint directory underneath."""
-        try:
-            fd = os.open(self.mnt, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return None
-        if os.fstat(fd).st_dev == os.stat(os.path.dirname(self.mnt)).st_dev:
-            os.close(fd)      # the bare directory, not the mount
-            return None
-        return fd
+        return mount_root_fd(self.mnt)
 
     def command(self, foreground=True):
         cmd = [PAXOSFS, "--id", str(self.id), "--data", self.data]
@@ -266,3 +275,328 @@ class MountClient:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+# ------------------------------------------------------------ launched clusters
+#
+# Multi-node tests run their cluster with tools/cluster, as users do: `up`
+# starts it, `kill`/`start`/`pause`/`resume`/`faillink`/`fixlink` break and
+# mend it, `leader` names the leader, and `down` stops it at teardown (by
+# the pids the launcher recorded, never by name).  What the launcher does not
+# print (a node's pid, port, mount, log) is read from DIR/cluster.json.
+
+CLUSTER = os.path.join(ROOT, "tools", "cluster")
+
+# The command runner: a child started before any mount of the cluster
+# exists, which runs each launcher command for us.  Why not fork from the
+# test process itself: client threads hold files open on the mounts, and a
+# forked child closes its copies of them (close_fds, or close-on-exec at
+# exec); every close of a FUSE file sends FLUSH and waits for the answer.
+# While a node is paused that answer never comes, so the child that was to
+# run `tools/cluster resume` would hang before it ran.  The runner holds no
+# file of any mount, so its children start at once.  The test process
+# itself starts programs (fusermount3, lincheck) only while no node is
+# paused.
+_RUNNER = r"""
+import json, subprocess, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    try:
+        r = subprocess.run(req["argv"], capture_output=True, text=True,
+                           timeout=req["timeout"], stdin=subprocess.DEVNULL)
+        out = {"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr}
+    except subprocess.TimeoutExpired:
+        out = {"rc": None, "stdout": "", "stderr": "timed out after %ss" % req["timeout"]}
+    except OSError as e:
+        out = {"rc": 127, "stdout": "", "stderr": str(e)}
+    sys.stdout.write(json.dumps(out) + "\n")
+    sys.stdout.flush()
+"""
+
+
+class CommandRunner:
+    """Runs commands in the runner child, one at a time (a lock orders
+    callers from several threads), each with a deadline.  A runner child
+    that died or stopped answering is replaced at the next command."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.proc = None
+        self._spawn()
+
+    def _spawn(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", _RUNNER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, close_fds=True)
+
+    def _discard(self):
+        """Stop our own runner child, by its handle."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+
+    def run(self, argv, timeout):
+        with self.lock:
+            if self.proc.poll() is not None:
+                self._discard()
+                self._spawn()
+            try:
+                self.proc.stdin.write(json.dumps({"argv": argv, "timeout": timeout}) + "\n")
+                self.proc.stdin.flush()
+            except BrokenPipeError:
+                line = ""
+            else:
+                # the runner enforces timeout; the margin covers its own start-up
+                ready, _, _ = select.select([self.proc.stdout], [], [], timeout + 30)
+                line = self.proc.stdout.readline() if ready else None
+            if not line:
+                self._discard()
+                self._spawn()
+                raise AssertionError("the command runner %s during %s" % (
+                    "exited" if line == "" else "did not answer in %ss" % (timeout + 30), argv))
+        out = json.loads(line)
+        if out["rc"] is None:
+            raise subprocess.TimeoutExpired(argv, timeout)
+        return subprocess.CompletedProcess(argv, out["rc"], out["stdout"], out["stderr"])
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()      # our own child, by its handle
+            self.proc.wait(timeout=30)
+        self.proc.stdout.close()
+
+
+def call_with_deadline(fn, timeout=5.0):
+    """fn() in a daemon thread: its value, or None if it raised OSError or
+    ValueError or did not return in time (a paused node's mount blocks
+    every request until the node resumes or is unmounted)."""
+    box = {}
+
+    def run():
+        try:
+            box["v"] = fn()
+        except (OSError, ValueError) as e:
+            box["e"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    return box.get("v")
+
+
+def mounts_under(path):
+    with open("/proc/mounts") as f:
+        return [line.split()[1] for line in f
+                if len(line.split()) > 1 and line.split()[1].startswith(path + "/")]
+
+
+def pids_under(path):
+    """Live processes whose command line mentions path."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                cmd = f.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        if path in cmd and pid_alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+class ClusterNode:
+    """Node K of a launched cluster as the tests see it: its mount (file
+    I/O, MountClient) and what cluster.json records about it.  The pid is
+    re-read on every use: `start` records a new one."""
+
+    def __init__(self, cluster, node_id):
+        self.cluster = cluster
+        self.id = node_id
+        rec = cluster.record(node_id)
+        self.mnt, self.data, self.port = rec["mnt"], rec["data"], rec["port"]
+        self.logpath, self.start_log = rec["log"], rec["start_log"]
+
+    @property
+    def pid(self):
+        return self.cluster.record(self.id)["pid"]
+
+    def path(self, name):
+        return os.path.join(self.mnt, name)
+
+    def root_fd(self):
+        return mount_root_fd(self.mnt)
+
+    def status(self):
+        """.status read directly: only for a node known to be running."""
+        with open(self.path(".status")) as f:
+            return json.load(f)
+
+    def status_within(self, timeout=5.0):
+        """.status, or None if unreadable within timeout (paused, dead)."""
+        return call_with_deadline(self.status, timeout)
+
+    def log(self):
+        text = ""
+        for path in (self.start_log, self.logpath):
+            try:
+                with open(path, errors="replace") as f:
+                    text += f.read()
+            except FileNotFoundError:
+                pass
+        return text
+
+
+class LaunchedCluster:
+    """A cluster directory and the tools/cluster commands run against it."""
+
+    def __init__(self, base, runner):
+        self.dir = str(base)
+        self.runner = runner
+        self.nodes = []
+
+    def run(self, *args, timeout=120):
+        argv = [CLUSTER, args[0], self.dir] + [str(a) for a in args[1:]]
+        return self.runner.run(argv, timeout)
+
+    def ok(self, *args, timeout=120):
+        r = self.run(*args, timeout=timeout)
+        assert r.returncode == 0, "tools/cluster %s failed (%d):\n%s%s" % (
+            " ".join(map(str, args)), r.returncode, r.stdout, r.stderr)
+        return r
+
+    def up(self, size, extra=(), timeout=60):
+        """`up DIR SIZE --bin BUILD -- EXTRA`: returns once every mount
+        works and all nodes agree on one leader."""
+        argv = ["up", size, "--bin", BUILD, "--timeout", timeout]
+        r = self.ok(*(argv + (["--"] + list(extra) if extra else [])), timeout=timeout + 60)
+        self.nodes = [ClusterNode(self, rec["id"]) for rec in self.info()["nodes"]]
+        return r
+
+    def info(self):
+        with open(os.path.join(self.dir, "cluster.json")) as f:
+            return json.load(f)
+
+    def record(self, node_id):
+        return next(n for n in self.info()["nodes"] if n["id"] == node_id)
+
+    def node(self, node_id):
+        return self.nodes[node_id - 1]
+
+    def kill(self, node_id):
+        self.ok("kill", node_id)
+
+    def start(self, node_id):
+        self.ok("start", node_id, "--timeout", 30, timeout=90)
+
+    def pause(self, node_id):
+        self.ok("pause", node_id)
+
+    def resume(self, node_id):
+        self.ok("resume", node_id)
+
+    def faillink(self, a, b):
+        self.ok("faillink", a, b)
+
+    def fixlink(self, a, b):
+        self.ok("fixlink", a, b)
+
+    def leader(self, majority=False):
+        """`tools/cluster leader [--majority]`: the agreed leader or None."""
+        r = self.run(*(["leader"] + (["--majority"] if majority else [])), timeout=30)
+        return int(r.stdout) if r.returncode == 0 else None
+
+    def views_leader(self, among, exclude=()):
+        """The leader that every node in among names in its own .status,
+        if that node says it leads and is not in exclude; else None.  Read
+        in-process (cheap to poll), unlike `tools/cluster leader`."""
+        leaders = set()
+        for k in among:
+            st = self.node(k).status_within()
+            if not st:
+                return None
+            leaders.add(st.get("leader"))
+        if len(leaders) != 1:
+            return None
+        leader = leaders.pop()
+        if not leader or leader in exclude:
+            return None
+        st = self.node(leader).status_within()
+        return leader if st and st.get("role") == "leader" and st.get("leader") == leader else None
+
+    def wait_leader(self, among=(), exclude=(), majority=False, timeout=30.0):
+        """Wait until the nodes in among (default: every node not in
+        exclude) name one leader outside exclude in their own .status, that
+        node says it leads, and `tools/cluster leader [--majority]` names
+        it too.  The views are polled in-process (cheap); the launcher is
+        asked once they agree."""
+        ids = list(among) or [n.id for n in self.nodes if n.id not in exclude]
+
+        def agreed():
+            leader = self.views_leader(ids, exclude)
+            if leader is None:
+                return None
+            return leader if self.leader(majority) == leader else None
+        return wait_for(agreed, timeout, "a leader named by nodes %s%s and tools/cluster" % (
+            ids, " other than %s" % list(exclude) if exclude else ""), interval=0.02)
+
+    def bring_down(self):
+        """Teardown: `down`, then check that no mount and no process of the
+        cluster is left and no node logged a crash.  Stale mounts are
+        unmounted (never deleted through); processes are only reported."""
+        if not os.path.exists(os.path.join(self.dir, "cluster.json")):
+            return
+        records = self.info()["nodes"]
+        try:
+            r = self.run("down", timeout=120)
+            failed = "" if r.returncode == 0 else r.stdout + r.stderr
+        except (AssertionError, subprocess.TimeoutExpired) as e:
+            failed = str(e)
+        stale = mounts_under(self.dir)
+        for m in stale:
+            unmount(m)
+        left = pids_under(self.dir)
+        assert not failed, "tools/cluster down failed:\n%s" % failed
+        assert not stale, "mounts left after down: %s" % stale
+        assert not left, "processes left after down: %s" % left
+        for rec in records:
+            for path in (rec["start_log"], rec["log"]):
+                if os.path.exists(path):
+                    text = read_file(path)
+                    for bad in SUSPICIOUS:
+                        assert bad not in text, "node %d logged %r in %s:\n%s" % (
+                            rec["id"], bad, path, text[-4000:])
+
+
+@pytest.fixture
+def launched(tmp_path):
+    """Factory of clusters started with `tools/cluster up DIR N`; each is
+    brought down with `tools/cluster down DIR` at teardown, also when the
+    test failed."""
+    made = []
+    runner = CommandRunner()
+
+    def make(size=3, extra=()):
+        c = LaunchedCluster(tmp_path / ("cluster%d" % len(made)), runner)
+        made.append(c)
+        c.up(size, extra)
+        return c
+
+    try:
+        yield make
+    finally:
+        errors = []
+        try:
+            for c in made:
+                try:
+                    c.bring_down()
+                except AssertionError as e:
+                    errors.append(str(e))
+        finally:
+            runner.close()
+        assert not errors, "\n".join(errors)

@@ -1,103 +1,48 @@
 """A real paxosfs cluster: three processes on loopback, each with its own
-mount and backing directory, replicating over ZeroMQ."""
+mount and backing directory, replicating over ZeroMQ.
+
+The cluster is run the way users run one, with the launcher tools/cluster:
+`up` starts it, `kill`/`start`/`pause`/`resume`/`faillink`/`fixlink` inject
+faults, `leader` names the leader, `status` shows the nodes, and `down`
+stops it at teardown (see conftest.launched).  Reads and writes are plain
+file I/O on the mounts."""
 import errno
 import os
 import random
-import socket
 import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import (PAXOSCTL, MountClient, read_file, wait_for, write_file)
-
-
-def free_ports(n):
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
-
-
-def read_status(n, timeout=5.0):
-    """.status of a live node, read in a thread so a stopped node cannot
-    hang the test."""
-    box = {}
-
-    def run():
-        try:
-            box["v"] = n.status()
-        except (OSError, ValueError) as e:
-            box["e"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout)
-    return box.get("v")
-
-
-class Cluster:
-    def __init__(self, nodes_factory, tmp_path, size=3, extra=()):
-        self.tmp = str(tmp_path)
-        self.key = os.path.join(self.tmp, "cluster.key")
-        r = subprocess.run([PAXOSCTL, "keygen", self.key], capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
-        ports = free_ports(size)
-        self.ports = ports
-        spec = ",".join("%d=127.0.0.1:%d" % (i + 1, p) for i, p in enumerate(ports))
-        self.nodes = [nodes_factory(i + 1, ["--peers", spec, "--key", self.key] + list(extra))
-                      for i in range(size)]
-
-    def start(self):
-        for n in self.nodes:
-            n.start()
-        return self.wait_leader()
-
-    def node(self, node_id):
-        return self.nodes[node_id - 1]
-
-    def live(self):
-        return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
-
-    def wait_leader(self, among=None, timeout=30.0, exclude=()):
-        among = among or [n for n in self.live() if n.id not in exclude]
-
-        def agreed():
-            seen = set()
-            for n in among:
-                st = read_status(n)
-                if not st or st["leader"] == 0 or st["leader"] in exclude:
-                    return None
-                seen.add(st["leader"])
-            if len(seen) != 1:
-                return None
-            leader = seen.pop()
-            st = read_status(self.node(leader))
-            return leader if st and st["role"] == "leader" else None
-
-        return wait_for(agreed, timeout, "one leader agreed by %s" % [n.id for n in among],
-                        interval=0.02)
-
-    def link(self, a, b, action):
-        for x, y in ((a, b), (b, a)):
-            r = subprocess.run([PAXOSCTL, "link", self.node(x).data, action, str(y)],
-                               capture_output=True, text=True)
-            assert r.returncode == 0, r.stdout + r.stderr
+from conftest import (MountClient, SUSPICIOUS, call_with_deadline, pid_alive, read_file,
+                      wait_for, write_file)
 
 
 @pytest.fixture
-def cluster(nodes, tmp_path):
-    def make(size=3, extra=()):
-        c = Cluster(lambda i, args: nodes(i, args), tmp_path, size, extra)
-        c.start()
-        return c
-    return make
+def cluster(launched):
+    """Factory: cluster(extra=PAXOSFS_ARGS) is `tools/cluster up DIR 3 --
+    PAXOSFS_ARGS`, brought down with `tools/cluster down DIR` at teardown."""
+    return launched
+
+
+def all_heads_equal(c, ids=(1, 2, 3)):
+    """Every node in ids answers .status and holds the same block at the
+    lowest chain head among them (which is past the genesis)."""
+    heads = [c.node(k).status_within() for k in ids]
+    if any(h is None for h in heads):
+        return False
+    idx = min(h["chain_head"]["index"] for h in heads)
+    if idx == 0:
+        return False
+    hashes = set()
+    for k in ids:
+        text = call_with_deadline(
+            lambda k=k: read_file(c.node(k).path(".chain/%010d" % idx)))
+        if text is None:
+            return False
+        hashes.add([l for l in text.splitlines() if l.startswith("hash: ")][0])
+    return len(hashes) == 1 and heads
 
 
 def test_write_on_one_node_read_on_the_others(cluster):
@@ -122,20 +67,13 @@ def test_status_shows_peers(cluster):
              10, "peers connected")
     wait_for(lambda: all(p["match_index"] >= st["commit_index"]
                          for p in c.node(leader).status()["peers"]), 10, "match index")
-
-
-def all_heads_equal(c, nodes=None):
-    heads = [read_status(n) for n in (nodes or c.live())]
-    if any(h is None for h in heads):
-        return False
-    idx = min(h["chain_head"]["index"] for h in heads)
-    if idx == 0:
-        return False
-    hashes = set()
-    for n in (nodes or c.live()):
-        text = read_file(n.path(".chain/%010d" % idx))
-        hashes.add([l for l in text.splitlines() if l.startswith("hash: ")][0])
-    return len(hashes) == 1 and heads
+    # the launcher's view agrees: three live nodes, one leader named by all
+    rows = [line.split() for line in c.ok("status").stdout.splitlines()[1:]]
+    assert [row[:3] for row in rows] == [[str(k), str(c.node(k).pid), "alive"]
+                                         for k in (1, 2, 3)]
+    assert [row[3] for row in rows] == ["leader" if k == leader else "follower"
+                                        for k in (1, 2, 3)]
+    assert [row[4] for row in rows] == [str(leader)] * 3
 
 
 def test_leader_failover_loses_no_acknowledged_write(cluster):
@@ -159,6 +97,7 @@ def test_leader_failover_loses_no_acknowledged_write(cluster):
             with lock:
                 acked[key] = i
             i += 1
+        mount.close()
 
     threads = [threading.Thread(target=writer, args=(others[w % 2], w)) for w in range(4)]
     for t in threads:
@@ -166,17 +105,26 @@ def test_leader_failover_loses_no_acknowledged_write(cluster):
     try:
         wait_for(lambda: len(acked) >= 40, 60, "writes before the kill")
         before = sum(acked.values())
+        survivors = [n.id for n in others]
+        started = time.monotonic()
+        c.kill(leader)
         killed_at = time.monotonic()
-        c.node(leader).kill9()
-        new_leader = c.wait_leader(among=others, exclude=(leader,))
+        # timed on the survivors' own .status (polled in-process, finer than
+        # `tools/cluster leader`), then confirmed by the launcher's strict
+        # rule: every live node names the new leader, the dead one is ignored
+        seen = wait_for(lambda: c.views_leader(survivors, exclude=(leader,)), 30,
+                        "the survivors to name a new leader")
         elapsed = time.monotonic() - killed_at
-        print("\nnew leader %d elected %.3f s after SIGKILL of leader %d"
-              % (new_leader, elapsed, leader))
+        new_leader = c.wait_leader(among=survivors, exclude=(leader,))
+        print("\nnew leader %d elected %.3f s after `tools/cluster kill %d` returned "
+              "(the kill took %.3f s); tools/cluster leader agrees: %d"
+              % (seen, elapsed, leader, killed_at - started, new_leader))
         wait_for(lambda: sum(acked.values()) > before + 40, 60, "writes after failover")
     finally:
         stop.set()
         for t in threads:
             t.join(60)
+    assert not any(t.is_alive() for t in threads)
     assert new_leader != leader
     for key, i in acked.items():
         for n in others:
@@ -188,31 +136,32 @@ def test_paused_leader_serves_no_stale_value(cluster):
     leader = c.wait_leader()
     old = c.node(leader)
     write_file(old.path("k"), "old")
-    others = [n for n in c.nodes if n.id != leader]
-    old.proc.send_signal(19)          # SIGSTOP
+    others = [n.id for n in c.nodes if n.id != leader]
+    c.pause(leader)
     try:
+        # `leader` skips the paused node; both others must name the new one
         new_leader = c.wait_leader(among=others, exclude=(leader,))
         write_file(c.node(new_leader).path("k"), "new")
     finally:
-        old.proc.send_signal(18)      # SIGCONT
+        c.resume(leader)
     # the old leader learns it was replaced; a read there sees the new value
-    assert read_file(old.path("k")) == "new"
-    wait_for(lambda: (read_status(old) or {}).get("role") != "leader", 10,
+    assert call_with_deadline(lambda: read_file(old.path("k")), 20) == "new"
+    wait_for(lambda: (old.status_within() or {}).get("role") != "leader", 10,
              "old leader to step down")
 
 
 def test_restarted_node_catches_up(cluster):
     c = cluster()
     n3 = c.node(3)
-    n3.kill9()
-    leader = c.wait_leader(among=c.nodes[:2])
+    c.kill(3)
+    leader = c.wait_leader(among=(1, 2))
     for i in range(300):
         write_file(c.node(1 + i % 2).path("k%d" % (i % 50)), "value %d" % i)
-    n3.start()
+    c.start(3)
     wait_for(lambda: all_heads_equal(c), 60, "node 3 to catch up")
     for i in range(250, 300):
         assert read_file(n3.path("k%d" % (i % 50))) == "value %d" % i
-    head = [read_status(n)["chain_head"] for n in c.nodes]
+    head = [n.status_within()["chain_head"] for n in c.nodes]
     assert head[0]["index"] >= 300 and leader
 
 
@@ -222,10 +171,12 @@ def test_partitioned_minority_cannot_commit(cluster):
     minority = c.node(3 if leader != 3 else 1)
     majority = [n for n in c.nodes if n is not minority]
     for n in majority:
-        c.link(minority.id, n.id, "drop")
+        c.faillink(minority.id, n.id)
     try:
         if leader == minority.id:
-            c.wait_leader(among=majority, exclude=(minority.id,))
+            # the cut-off node may still believe it leads: a majority decides
+            c.wait_leader(among=[n.id for n in majority], exclude=(minority.id,),
+                          majority=True)
         with pytest.raises(OSError) as info:
             write_file(minority.path("lost"), "must not commit")
         assert info.value.errno in (errno.ETIMEDOUT, errno.EIO)
@@ -233,7 +184,7 @@ def test_partitioned_minority_cannot_commit(cluster):
         assert read_file(majority[1].path("kept")) == "majority works"
     finally:
         for n in majority:
-            c.link(minority.id, n.id, "heal")
+            c.fixlink(minority.id, n.id)
     wait_for(lambda: all_heads_equal(c), 30, "minority to converge")
     assert read_file(minority.path("kept")) == "majority works"
 
@@ -243,26 +194,32 @@ def test_bad_peers_change_nothing(cluster):
     c = cluster()
     leader = c.wait_leader()
     write_file(c.node(1).path("k"), "v")
-    before = [read_status(n)["chain_head"] for n in c.nodes]
+    before = [n.status()["chain_head"] for n in c.nodes]
+    endpoint = "tcp://127.0.0.1:%d" % c.node(leader).port
+    key = c.info()["key"]
+    assert key, "the launcher made no cluster key (paxosctl keygen)"
     ctx = zmq.Context()
     try:
         # 1. no key: the CURVE handshake fails, nothing is delivered
         plain = ctx.socket(zmq.DEALER)
         plain.setsockopt(zmq.LINGER, 0)
-        plain.connect("tcp://127.0.0.1:%d" % c.ports[leader - 1])
+        plain.connect(endpoint)
         for _ in range(20):
             if plain.poll(0, zmq.POLLOUT):
-                plain.send(b"PXFS" + os.urandom(60), zmq.NOBLOCK)
+                try:
+                    plain.send(b"PXFS" + os.urandom(60), zmq.NOBLOCK)
+                except zmq.Again:
+                    pass      # the failed handshake took the pipe away since poll
         # 2. a wrong key: rejected by the authentication handler
         pub, sec = zmq.curve_keypair()
         wrong = ctx.socket(zmq.DEALER)
         wrong.setsockopt(zmq.LINGER, 0)
         wrong.curve_publickey, wrong.curve_secretkey = pub, sec
-        with open(c.key) as f:
+        with open(key) as f:
             fields = dict(l.split(": ", 1) for l in f.read().splitlines() if ": " in l)
         wrong.curve_serverkey = fields["public"].strip().encode()
-        wrong.connect("tcp://127.0.0.1:%d" % c.ports[leader - 1])
-        wait_for(lambda: read_status(c.node(leader))["rejected_connections"] > 0, 20,
+        wrong.connect(endpoint)
+        wait_for(lambda: c.node(leader).status()["rejected_connections"] > 0, 20,
                  "the wrong key to be rejected")
         # 3. the right key but garbage frames: dropped and counted
         good = ctx.socket(zmq.DEALER)
@@ -270,37 +227,37 @@ def test_bad_peers_change_nothing(cluster):
         good.curve_publickey = fields["public"].strip().encode()
         good.curve_secretkey = fields["secret"].strip().encode()
         good.curve_serverkey = fields["public"].strip().encode()
-        good.connect("tcp://127.0.0.1:%d" % c.ports[leader - 1])
+        good.connect(endpoint)
         rng = random.Random(7)
         for i in range(200):
             good.send(bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300))))
         good.send(b"PXFS\x01\x01\x00\x00" + (1 << 30).to_bytes(4, "little"))
-        wait_for(lambda: (read_status(c.node(leader)) or {}).get("unknown_dropped", 0) >= 100,
-                 20, "garbage to be counted")
+        wait_for(lambda: (c.node(leader).status_within() or {}).get("unknown_dropped", 0)
+                 >= 100, 20, "garbage to be counted")
     finally:
         ctx.destroy(linger=0)
     # the cluster is unharmed
     write_file(c.node(2).path("k"), "after")
     assert read_file(c.node(3).path("k")) == "after"
-    after = [read_status(n)["chain_head"] for n in c.nodes]
+    after = [n.status()["chain_head"] for n in c.nodes]
     assert all(a["index"] >= b["index"] for a, b in zip(after, before))
     assert c.wait_leader() == leader
 
 
-LINCHECK = os.path.join(os.path.dirname(PAXOSCTL), "lincheck")
-
-
 def test_random_faults_are_linearizable(cluster, tmp_path):
-    """Concurrent clients on every mount while nodes are killed, paused and
-    cut off; every operation's invoke and return time is recorded and the
-    history is checked with the simulator's linearizability checker."""
+    """Concurrent clients on every mount while the launcher kills, pauses
+    and cuts off nodes; every operation's invoke and return time is
+    recorded and the history is checked with the simulator's
+    linearizability checker."""
     c = cluster(extra=("--commit-timeout-ms", "3000"))
+    lincheck = os.path.join(c.info()["bin"], "lincheck")
     rng = random.Random(int(os.environ.get("PAXOSFS_FAULT_SEED", "0")) or None)
     seed = rng.randrange(1 << 30)
     rng = random.Random(seed)
     print("\nfault schedule seed %d (PAXOSFS_FAULT_SEED=%d replays it)" % (seed, seed))
     history, lock, stop = [], threading.Lock(), threading.Event()
-    down = {}              # node id -> "killed" | "paused" | "cut"
+    down = {}              # node id -> "kill" | "pause" | "cut", not yet undone
+    faults_done = []
     now_us = lambda: time.monotonic_ns() // 1000
 
     def client(cid, n):
@@ -334,30 +291,38 @@ def test_random_faults_are_linearizable(cluster, tmp_path):
                 history.append(rec)
         mount.close()
 
+    def inflict(k, kind):
+        if kind == "kill":
+            c.kill(k)
+        elif kind == "pause":
+            c.pause(k)
+        else:
+            for other in (1, 2, 3):
+                if other != k:
+                    c.faillink(k, other)
+
+    def undo(k, kind):
+        if kind == "kill":
+            c.start(k)
+        elif kind == "pause":
+            c.resume(k)
+        else:
+            for other in (1, 2, 3):
+                if other != k:
+                    c.fixlink(k, other)
+
     def faults():
+        kinds = os.environ.get("PAXOSFS_FAULTS", "kill,pause,cut").split(",")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            victim = c.node(rng.randrange(1, 4))
-            kind = rng.choice(os.environ.get("PAXOSFS_FAULTS", "kill,pause,cut").split(","))
-            if kind == "kill":
-                victim.kill9()
-            elif kind == "pause":
-                victim.proc.send_signal(19)
-            else:
-                for other in c.nodes:
-                    if other is not victim:
-                        c.link(victim.id, other.id, "drop")
-            down[victim.id] = kind
+            victim = rng.randrange(1, 4)
+            kind = rng.choice(kinds)
+            down[victim] = kind
+            inflict(victim, kind)
+            faults_done.append(kind)
             stop.wait(rng.uniform(0.5, 2.0))
-            if kind == "kill":
-                victim.start()
-            elif kind == "pause":
-                victim.proc.send_signal(18)
-            else:
-                for other in c.nodes:
-                    if other is not victim:
-                        c.link(victim.id, other.id, "heal")
-            down.pop(victim.id)
+            undo(victim, kind)
+            down.pop(victim)
             stop.wait(rng.uniform(0.2, 1.0))
 
     threads = [threading.Thread(target=client, args=(cid, c.nodes[cid % 3]))
@@ -367,13 +332,20 @@ def test_random_faults_are_linearizable(cluster, tmp_path):
     try:
         faults()
     finally:
-        for n in c.nodes:
-            if n.proc is not None:
-                n.proc.send_signal(18)
+        # a failed step must not strand clients on a paused mount: undo
+        # whatever is still in force, then stop the clients
+        for k, kind in list(down.items()):
+            try:
+                undo(k, kind)
+            except AssertionError as e:
+                print("undoing %s of node %d: %s" % (kind, k, e))
         stop.set()
         for t in threads:
             t.join(60)
     assert not any(t.is_alive() for t in threads)
+    print("faults injected: %s" % ", ".join(
+        "%d %s" % (faults_done.count(k), k) for k in sorted(set(faults_done))))
+    assert faults_done, "the schedule injected no fault"
     c.wait_leader()
     wait_for(lambda: all_heads_equal(c), 30, "all nodes to converge")
     # final reads on every node join the history
@@ -389,10 +361,23 @@ def test_random_faults_are_linearizable(cluster, tmp_path):
     assert done > 100, "too few completed operations: %d" % done
     hist = tmp_path / "history.txt"
     hist.write_text("".join(" ".join(str(x) for x in h) + "\n" for h in history))
-    out = subprocess.run([LINCHECK, "--budget", "50000000", str(hist)],
+    out = subprocess.run([lincheck, "--budget", "50000000", str(hist)],
                          capture_output=True, text=True)
     print(out.stdout)
     assert out.returncode == 0, "seed %d: %s%s" % (seed, out.stdout, out.stderr)
+
+
+def stop_cleanly(n, timeout=20.0):
+    """Stop node n as a user would, by unmounting it (`fusermount3 -u`):
+    paxosfs then exits and logs a clean stop.  Returns the log's last
+    line about stopping."""
+    pid = n.pid
+    assert pid and pid_alive(pid)
+    r = subprocess.run(["fusermount3", "-u", n.mnt], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: not pid_alive(pid), timeout, "node %d (pid %d) to exit" % (n.id, pid))
+    stops = [l for l in n.log().splitlines() if l.startswith("paxosfs: node %d stopped" % n.id)]
+    return stops[-1] if stops else None
 
 
 def test_node_with_a_divergent_chain_stops_voting(cluster):
@@ -402,30 +387,43 @@ def test_node_with_a_divergent_chain_stops_voting(cluster):
     wait_for(lambda: all_heads_equal(c), 30, "equal chains")
     # node 3 writes history of its own: alone, as a cluster of one
     n3 = c.node(3)
-    assert n3.stop() == 0
-    solo = subprocess.Popen([n3.command()[0], "--id", "3", "--data", n3.data, "-f", n3.mnt],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # "after a storage failure" would follow on an unclean exit (status 1)
+    assert stop_cleanly(n3) == "paxosfs: node 3 stopped"
+    solo_log = os.path.join(c.dir, "n3", "solo.log")
+    with open(solo_log, "wb") as log:
+        solo = subprocess.Popen([os.path.join(c.info()["bin"], "paxosfs"), "--id", "3",
+                                 "--data", n3.data, "-f", n3.mnt],
+                                stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: os.path.exists(n3.path(".status")), 20, "solo mount")
+        wait_for(lambda: solo.poll() is not None or os.path.exists(n3.path(".status")),
+                 20, "solo mount")
+        assert solo.poll() is None, read_file(solo_log)
         write_file(n3.path("fork"), "only on node 3")
     finally:
         subprocess.run(["fusermount3", "-u", n3.mnt], capture_output=True)
-        solo.wait(timeout=20)
+        try:
+            assert solo.wait(timeout=20) == 0, read_file(solo_log)
+        finally:
+            if solo.poll() is None:   # our own child, by its handle
+                solo.kill()
+                solo.wait(timeout=20)
+    text = read_file(solo_log)
+    assert not any(bad in text for bad in SUSPICIOUS), text[-4000:]
     for i in range(5):
         write_file(c.node(1).path("after%d" % i), "v%d" % i)
-    n3.start()
+    c.start(3)
     # the others' chains pass the fork point: node 3 sees both differ
-    wait_for(lambda: (read_status(n3) or {}).get("voting") is False, 30,
+    wait_for(lambda: (n3.status_within() or {}).get("voting") is False, 30,
              "node 3 to stop voting")
-    st = read_status(n3)
+    st = n3.status_within()
     assert sorted(d["peer"] for d in st["diverged_from"]) == [1, 2]
     assert "differs from a majority" in n3.log()
     for n in c.nodes[:2]:
-        assert read_status(n)["voting"] is True
+        assert n.status()["voting"] is True
     # without node 3's votes, one more failure leaves no majority
-    leader = c.wait_leader(among=c.nodes[:2], exclude=(3,))
+    leader = c.wait_leader(among=(1, 2), exclude=(3,), majority=True)
     other = c.node(2 if leader == 1 else 1)
-    c.node(leader).kill9()
+    c.kill(leader)
     with pytest.raises(OSError) as info:
         write_file(other.path("needs-a-majority"), "x")
     assert info.value.errno in (errno.ETIMEDOUT, errno.EIO)

@@ -13,10 +13,10 @@ import subprocess
 
 import pytest
 
-from conftest import (BUILD, PAXOSCTL, PAXOSFS, ROOT, SUSPICIOUS, is_mounted,
-                      pid_alive, read_file, unmount, wait_for, write_file)
+from conftest import (BUILD, CLUSTER, PAXOSCTL, PAXOSFS, SUSPICIOUS, is_mounted,
+                      mounts_under, pid_alive, pids_under, read_file, unmount, wait_for,
+                      write_file)
 
-CLUSTER = os.path.join(ROOT, "tools", "cluster")
 COMMANDS = ("up", "down", "kill", "start", "pause", "resume", "status",
             "leader", "faillink", "fixlink")
 
@@ -42,28 +42,6 @@ def proc_state(pid):
             return f.read().rsplit(")", 1)[-1].split()[0]
     except FileNotFoundError:
         return None
-
-
-def pids_under(path):
-    """Live processes whose command line mentions path."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % entry, "rb") as f:
-                cmd = f.read().decode("utf-8", "replace")
-        except OSError:
-            continue
-        if path in cmd and pid_alive(int(entry)):
-            found.append(int(entry))
-    return found
-
-
-def mounts_under(path):
-    with open("/proc/mounts") as f:
-        return [line.split()[1] for line in f
-                if len(line.split()) > 1 and line.split()[1].startswith(path + "/")]
 
 
 class Cluster:
