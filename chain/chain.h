@@ -87,6 +87,30 @@ int chain_append(chain *c, uint64_t index, uint64_t time_ms, uint8_t kind,
 int chain_sync(chain *c);
 uint64_t chain_synced_index(const chain *c);   /* last durable block */
 
+/* chain_sync in three steps, so that its fdatasyncs (milliseconds when
+ * many blocks are dirty) run on another thread while the owner goes on
+ * appending:
+ *   chain_sync_start  (owner) captures what is appended so far into a job:
+ *                     0, or 1 when everything is durable already;
+ *   chain_sync_run    (any thread) makes the job durable: 0 or -errno;
+ *                     it owns and closes the job's descriptors;
+ *   chain_sync_finish (owner) records run's result: 0, or the error,
+ *                     which is sticky like any chain write error.
+ * One job at a time (start answers -EBUSY); chain_sync refuses while one
+ * runs.  A job may outlive chain_close. */
+typedef struct chain_sync_job {
+    int fds[2];                 /* sealed segment not yet synced, active */
+    uint32_t n_fds;
+    bool sync_dir;              /* a segment name not yet fsync'ed */
+    char dir[512];
+    uint64_t head;              /* blocks the job covers */
+    uint64_t rolls;             /* segment rolls when started */
+} chain_sync_job;
+
+int chain_sync_start(chain *c, chain_sync_job *job);
+int chain_sync_run(chain_sync_job *job);
+int chain_sync_finish(chain *c, const chain_sync_job *job, int rc);
+
 /* Read block `index` (1..head).  -ENOENT if outside the chain. */
 int chain_read(chain *c, uint64_t index, chain_block *out);
 void chain_block_free(chain_block *b);

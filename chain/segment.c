@@ -77,6 +77,8 @@
 #define SEG_MAX_FILES (1u << 20)       /* bound on segments listed */
 #define SEG_MAX_FILE_BYTES (1ull << 32) /* larger files are not ours */
 #define CHAIN_PATH_MAX 512
+_Static_assert(sizeof(((chain_sync_job *)0)->dir) >= CHAIN_PATH_MAX,
+               "a sync job holds the chain directory");
 #define CHAIN_SEGMENT_MIN_BYTES 256
 
 typedef struct chain_loc {
@@ -106,6 +108,8 @@ struct chain {
     int active_fd;                     /* last segment */
     int unsynced_fd;                   /* sealed segment not yet synced */
     bool dir_dirty;                    /* a segment name not yet fsync'ed */
+    uint64_t rolls;                    /* segments started by appends */
+    bool job_active;                   /* a chain_sync_job is out */
     int failed;                        /* sticky write error, 0 = none */
     int read_fd;                       /* cached fd of a sealed segment */
     uint32_t read_seg;
@@ -696,6 +700,7 @@ static int append_roll(chain *c)
     c->active_fd = fd;
     c->segs[c->n_segs++] = (chain_seg){ .first_index = c->head + 1 };
     c->dir_dirty = true;
+    c->rolls++;
     return 0;
 }
 
@@ -773,6 +778,8 @@ int chain_sync(chain *c)
         return -EBADF;
     if (c->failed)
         return c->failed;
+    if (c->job_active)
+        return -EBUSY;
     if (c->synced == c->head && !c->dir_dirty && c->unsynced_fd < 0)
         return 0;
     uint64_t head = c->head;
@@ -797,6 +804,68 @@ int chain_sync(chain *c)
 out_fail:
     c->failed = rc;
     return rc;
+}
+
+/* The job owns the sealed segment's fd (a roll meanwhile finds none to
+ * sync, so it closes nothing the job uses) and a duplicate of the active
+ * one (a roll meanwhile keeps the original open as the new sealed fd). */
+int chain_sync_start(chain *c, chain_sync_job *job)
+{
+    memset(job, 0, sizeof *job);
+    job->fds[0] = job->fds[1] = -1;
+    if (!c->writable)
+        return -EBADF;
+    if (c->failed)
+        return c->failed;
+    if (c->job_active)
+        return -EBUSY;
+    if (c->synced == c->head && !c->dir_dirty && c->unsynced_fd < 0)
+        return 1;
+    int fd = fcntl(c->active_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (c->unsynced_fd >= 0) {
+        job->fds[job->n_fds++] = c->unsynced_fd;
+        c->unsynced_fd = -1;
+    }
+    job->fds[job->n_fds++] = fd;
+    job->sync_dir = c->dir_dirty;
+    snprintf(job->dir, sizeof job->dir, "%s", c->dir);
+    job->head = c->head;
+    job->rolls = c->rolls;
+    c->job_active = true;
+    return 0;
+}
+
+int chain_sync_run(chain_sync_job *job)
+{
+    const chain_io_ops *io = chain_io();
+    int rc = 0;
+    for (uint32_t i = 0; i < job->n_fds; i++) {
+        if (rc == 0)
+            rc = io->fdatasync(job->fds[i]);
+        io->close(job->fds[i]);
+        job->fds[i] = -1;
+    }
+    job->n_fds = 0;
+    if (rc == 0 && job->sync_dir)
+        rc = chain_io_fsync_dir(job->dir);
+    return rc;
+}
+
+int chain_sync_finish(chain *c, const chain_sync_job *job, int rc)
+{
+    c->job_active = false;
+    if (rc) {
+        if (!c->failed)
+            c->failed = rc;
+        return rc;
+    }
+    if (job->head > c->synced)
+        c->synced = job->head;
+    if (job->sync_dir && job->rolls == c->rolls)
+        c->dir_dirty = false;   /* no segment was started since */
+    return 0;
 }
 
 /* fd for reading segment si (active, or the cached sealed one). */

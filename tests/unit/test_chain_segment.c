@@ -293,6 +293,67 @@ static void test_append_reopen_rolls(void **state)
     free(dir);
 }
 
+/* chain_sync in three steps: a job covers what was appended when it
+ * started, appends and segment rolls go on while it runs (its descriptors
+ * stay valid), one job at a time, and the chain reopens intact. */
+static void append_n(chain *c, uint64_t from, uint64_t to)
+{
+    uint8_t buf[256], h[32];
+    for (uint64_t i = from; i <= to; i++) {
+        uint32_t len = block_data(i, buf, sizeof buf);
+        assert_int_equal(chain_append(c, i, 1000 + i, block_kind(i), buf, len, h), 0);
+    }
+}
+
+static void test_sync_job(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    chain *c;
+    chain_open_report rep;
+    chain_damage dmg;
+    assert_int_equal(chain_open(dir, &c, &rep, &dmg), 0);
+    chain_set_segment_bytes(c, SMALL_SEGMENT);
+    chain_sync_job job, other;
+    assert_int_equal(chain_sync_start(c, &job), 1);   /* nothing to do */
+    append_n(c, 1, 40);
+    assert_int_equal(chain_sync_start(c, &job), 0);
+    assert_int_equal(job.head, 40);
+    assert_int_equal(chain_sync_start(c, &other), -EBUSY);
+    assert_int_equal(chain_sync(c), -EBUSY);
+    /* appends roll segments while the job is out */
+    append_n(c, 41, 300);
+    assert_int_equal(chain_sync_run(&job), 0);
+    assert_int_equal(job.n_fds, 0);
+    assert_int_equal(chain_synced_index(c), 0);   /* not before finish */
+    assert_int_equal(chain_sync_finish(c, &job, 0), 0);
+    assert_int_equal(chain_synced_index(c), 40);
+    /* the next job covers the rest, including the rolled segments' names */
+    assert_int_equal(chain_sync_start(c, &job), 0);
+    assert_true(job.sync_dir);
+    assert_int_equal(job.head, 300);
+    assert_int_equal(chain_sync_run(&job), 0);
+    assert_int_equal(chain_sync_finish(c, &job, 0), 0);
+    assert_int_equal(chain_synced_index(c), 300);
+    assert_int_equal(chain_sync_start(c, &job), 1);
+    /* a failed run is sticky */
+    append_n(c, 301, 302);
+    assert_int_equal(chain_sync_start(c, &job), 0);
+    assert_int_equal(chain_sync_run(&job), 0);
+    assert_int_equal(chain_sync_finish(c, &job, -EIO), -EIO);
+    assert_int_equal(chain_synced_index(c), 300);
+    assert_int_equal(chain_sync_start(c, &job), -EIO);
+    uint8_t h[32];
+    assert_int_equal(chain_append(c, 303, 5, PX_ENTRY_NOOP, NULL, 0, h), -EIO);
+    chain_close(c);
+    uint64_t vhead;
+    uint8_t head[32];
+    assert_int_equal(chain_verify_dir(dir, &vhead, head, &dmg), 0);
+    assert_int_equal(vhead, 302);
+    rm_tree(dir);
+    free(dir);
+}
+
 /* Truncating inside the last record, at every byte, cuts back exactly to
  * the previous block, and says so. */
 static void test_torn_tail_every_offset(void **state)
@@ -574,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_hash_rule),
         cmocka_unit_test(test_empty_chain),
         cmocka_unit_test(test_append_reopen_rolls),
+        cmocka_unit_test(test_sync_job),
         cmocka_unit_test(test_torn_tail_every_offset),
         cmocka_unit_test(test_tamper_every_byte),
         cmocka_unit_test(test_tamper_random_large),
