@@ -157,14 +157,30 @@ static int wire_start(uint8_t *buf, size_t cap, size_t frame, uint8_t kind,
     return 0;
 }
 
-/* Allocate exactly `frame` bytes for a malloc'ing encoder. */
-static int wire_alloc(size_t frame, uint8_t **out)
+/* An `_into` encoder with the message passed untyped, for wire_alloc. */
+typedef int (*wire_into_fn)(const void *msg, uint8_t *buf, size_t cap,
+                            size_t *out_len);
+
+/* The malloc'ing encoders: allocate exactly `frame` bytes and encode into
+ * them.  frame == 0 means the sizing function refused the message; the
+ * `_into` encoder, given no buffer, reports the precise reason. */
+static int wire_alloc(const void *msg, size_t frame, wire_into_fn into,
+                      uint8_t **out, size_t *out_len)
 {
-    if (frame == 0)
-        return -EINVAL;   /* the sizing function refused the message */
+    if (!out || !msg)
+        return -EINVAL;
+    if (frame == 0) {
+        int rc = into(msg, NULL, 0, out_len);
+        return rc ? rc : -EINVAL;
+    }
     uint8_t *b = malloc(frame);
     if (!b)
         return -ENOMEM;
+    int rc = into(msg, b, frame, out_len);
+    if (rc) {
+        free(b);
+        return rc;
+    }
     *out = b;
     return 0;
 }
@@ -304,26 +320,20 @@ int wire_encode_paxos_into(const px_msg *m, uint8_t *buf, size_t cap,
     return 0;
 }
 
+static int paxos_into(const void *m, uint8_t *buf, size_t cap, size_t *n)
+{
+    return wire_encode_paxos_into(m, buf, cap, n);
+}
+
 int wire_encode_paxos(const px_msg *m, uint8_t **out, size_t *out_len)
 {
     size_t frame = 0;
-    uint8_t *b = NULL;
     if (!out)
         return -EINVAL;
     int rc = wire_paxos_measure(m, &frame);
     if (rc)
         return rc;
-    rc = wire_alloc(frame, &b);
-    if (rc)
-        return rc;
-    rc = wire_encode_paxos_into(m, b, frame, out_len);
-    if (rc)
-        goto free_frame;
-    *out = b;
-    return 0;
-free_frame:
-    free(b);
-    return rc;
+    return wire_alloc(m, frame, paxos_into, out, out_len);
 }
 
 void wire_decoded_free(wire_decoded *d)
@@ -495,22 +505,14 @@ int wire_encode_hello_into(const wire_hello *h, uint8_t *buf, size_t cap,
     return 0;
 }
 
+static int hello_into(const void *h, uint8_t *buf, size_t cap, size_t *n)
+{
+    return wire_encode_hello_into(h, buf, cap, n);
+}
+
 int wire_encode_hello(const wire_hello *h, uint8_t **out, size_t *out_len)
 {
-    uint8_t *b = NULL;
-    if (!out)
-        return -EINVAL;
-    int rc = wire_alloc(wire_hello_size(h), &b);
-    if (rc)
-        return rc;
-    rc = wire_encode_hello_into(h, b, wire_hello_size(h), out_len);
-    if (rc)
-        goto free_frame;
-    *out = b;
-    return 0;
-free_frame:
-    free(b);
-    return rc;
+    return wire_alloc(h, wire_hello_size(h), hello_into, out, out_len);
 }
 
 int wire_decode_hello(const uint8_t *buf, size_t len, wire_hello *h)
@@ -639,26 +641,14 @@ int wire_encode_snapshot_into(const wire_snapshot *s, uint8_t *buf,
     return 0;
 }
 
-int wire_encode_snapshot(const wire_snapshot *s, uint8_t **out,
-                         size_t *out_len)
+static int snapshot_into(const void *s, uint8_t *buf, size_t cap, size_t *n)
 {
-    uint8_t *b = NULL;
-    if (!out || !s)
-        return -EINVAL;
-    size_t frame = wire_snapshot_size(s);
-    if (frame == 0)   /* report the precise reason */
-        return wire_encode_snapshot_into(s, NULL, 0, out_len);
-    int rc = wire_alloc(frame, &b);
-    if (rc)
-        return rc;
-    rc = wire_encode_snapshot_into(s, b, frame, out_len);
-    if (rc)
-        goto free_frame;
-    *out = b;
-    return 0;
-free_frame:
-    free(b);
-    return rc;
+    return wire_encode_snapshot_into(s, buf, cap, n);
+}
+
+int wire_encode_snapshot(const wire_snapshot *s, uint8_t **out, size_t *out_len)
+{
+    return wire_alloc(s, s ? wire_snapshot_size(s) : 0, snapshot_into, out, out_len);
 }
 
 int wire_decode_snapshot(const uint8_t *buf, size_t len, wire_snapshot *s)
@@ -746,26 +736,14 @@ int wire_encode_client_req_into(const wire_client_req *r, uint8_t *buf,
     return 0;
 }
 
-int wire_encode_client_req(const wire_client_req *r, uint8_t **out,
-                           size_t *out_len)
+static int client_req_into(const void *r, uint8_t *buf, size_t cap, size_t *n)
 {
-    uint8_t *b = NULL;
-    if (!out || !r)
-        return -EINVAL;
-    size_t frame = wire_client_req_size(r);
-    if (frame == 0)
-        return wire_encode_client_req_into(r, NULL, 0, out_len);
-    int rc = wire_alloc(frame, &b);
-    if (rc)
-        return rc;
-    rc = wire_encode_client_req_into(r, b, frame, out_len);
-    if (rc)
-        goto free_frame;
-    *out = b;
-    return 0;
-free_frame:
-    free(b);
-    return rc;
+    return wire_encode_client_req_into(r, buf, cap, n);
+}
+
+int wire_encode_client_req(const wire_client_req *r, uint8_t **out, size_t *out_len)
+{
+    return wire_alloc(r, r ? wire_client_req_size(r) : 0, client_req_into, out, out_len);
 }
 
 int wire_decode_client_req(const uint8_t *buf, size_t len,
@@ -825,26 +803,14 @@ int wire_encode_client_reply_into(const wire_client_reply *r, uint8_t *buf,
     return 0;
 }
 
-int wire_encode_client_reply(const wire_client_reply *r, uint8_t **out,
-                             size_t *out_len)
+static int client_reply_into(const void *r, uint8_t *buf, size_t cap, size_t *n)
 {
-    uint8_t *b = NULL;
-    if (!out || !r)
-        return -EINVAL;
-    size_t frame = wire_client_reply_size(r);
-    if (frame == 0)
-        return wire_encode_client_reply_into(r, NULL, 0, out_len);
-    int rc = wire_alloc(frame, &b);
-    if (rc)
-        return rc;
-    rc = wire_encode_client_reply_into(r, b, frame, out_len);
-    if (rc)
-        goto free_frame;
-    *out = b;
-    return 0;
-free_frame:
-    free(b);
-    return rc;
+    return wire_encode_client_reply_into(r, buf, cap, n);
+}
+
+int wire_encode_client_reply(const wire_client_reply *r, uint8_t **out, size_t *out_len)
+{
+    return wire_alloc(r, r ? wire_client_reply_size(r) : 0, client_reply_into, out, out_len);
 }
 
 int wire_decode_client_reply(const uint8_t *buf, size_t len,

@@ -503,7 +503,7 @@ int sim_run(const sim_config *cfg, sim_stats *stats, FILE *out)
 static void sim_usage(void)
 {
     fprintf(stderr,
-            "usage: sim [--seeds N] [--seed S] [--nodes N] [--profile NAME]\n"
+            "usage: sim [--seeds N [--from S]] [--seed S] [--nodes N] [--profile NAME]\n"
             "           [--clients N] [--window N] [--batch N] [--ops N]\n"
             "           [--trace] [--bench] [--no-regressions]\n"
             "profiles: calm lossy partition crash chaos slowdisk\n");
@@ -521,7 +521,7 @@ static void sim_add(sim_stats *total, const sim_stats *s)
 
 int main(int argc, char **argv)
 {
-    uint64_t seeds = 0, seed = 0;
+    uint64_t seeds = 0, seed = 0, from = 1;   /* --seeds runs from .. from+seeds-1 */
     bool one_seed = false, trace = false, bench = false, regressions = true;
     uint32_t nodes = 0;
     const sim_profile *profile = NULL;
@@ -531,6 +531,9 @@ int main(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--seeds") == 0 && v) {
             seeds = strtoull(v, NULL, 10);
+            i++;
+        } else if (strcmp(a, "--from") == 0 && v) {
+            from = strtoull(v, NULL, 10);
             i++;
         } else if (strcmp(a, "--seed") == 0 && v) {
             seed = strtoull(v, NULL, 10);
@@ -585,7 +588,7 @@ int main(int argc, char **argv)
         return 2;
     for (uint64_t i = 0; i < (one_seed ? 1 : seeds); i++) {
         sim_config cfg;
-        uint64_t s = one_seed ? seed : i + 1;
+        uint64_t s = one_seed ? seed : from + i;
         sim_default_config(&cfg, s, nodes, profile);
         cfg.trace_live = trace;
         if (over.clients)
