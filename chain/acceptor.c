@@ -333,14 +333,11 @@ static int pending_reserve(acceptor_store *a, size_t more)
         return 0;
     if (a->pending_len + more > ACC_MAX_PENDING)
         return -ENOBUFS;
-    size_t cap = a->pending_cap ? a->pending_cap : 4096;
-    while (cap < a->pending_len + more)
-        cap *= 2;
-    uint8_t *p = realloc(a->pending, cap);
+    uint8_t *p = chain_grow(a->pending, &a->pending_cap,
+                            a->pending_len + more, 1, 4096);
     if (!p)
         return -ENOMEM;
     a->pending = p;
-    a->pending_cap = cap;
     return 0;
 }
 

@@ -1,6 +1,6 @@
 /*
  * chain_int.h - helpers private to chain/: little-endian field access,
- * checksums, the SHA-256 block hasher and hex formatting.  Not part of the
+ * checksums, the SHA-256 block hasher, hex formatting and array growth.  Not part of the
  * module surface (chain.h, kv.h, chain_io.h are).
  */
 #ifndef PAXOSFS_CHAIN_INT_H
@@ -8,8 +8,29 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "chain.h"
+
+/* Grow an array of `elem`-byte elements with capacity *cap < need so that
+ * it holds `need`: capacities double from `first`.  The new array (*cap
+ * updated), or NULL with `buf` and *cap untouched. */
+static inline void *chain_grow(void *buf, size_t *cap, size_t need,
+                               size_t elem, size_t first)
+{
+    size_t c = *cap ? *cap : first;
+    while (c < need) {
+        if (c > SIZE_MAX / 2)
+            return NULL;
+        c *= 2;
+    }
+    if (c > SIZE_MAX / elem)
+        return NULL;
+    void *p = realloc(buf, c * elem);
+    if (p)
+        *cap = c;
+    return p;
+}
 
 static inline void chain_put_u16(uint8_t *p, uint16_t v)
 {

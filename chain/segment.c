@@ -236,14 +236,10 @@ static int buf_reserve(chain *c, size_t need)
 {
     if (need <= c->buf_cap)
         return 0;
-    size_t cap = c->buf_cap ? c->buf_cap : 4096;
-    while (cap < need)
-        cap *= 2;
-    uint8_t *p = realloc(c->buf, cap);
+    uint8_t *p = chain_grow(c->buf, &c->buf_cap, need, 1, 4096);
     if (!p)
         return -ENOMEM;
     c->buf = p;
-    c->buf_cap = cap;
     return 0;
 }
 
@@ -251,12 +247,8 @@ static int locs_reserve(chain *c, uint64_t need)
 {
     if (need <= c->cap_locs)
         return 0;
-    uint64_t cap = c->cap_locs ? c->cap_locs * 2 : 1024;
-    while (cap < need)
-        cap *= 2;
-    if (cap > SIZE_MAX / sizeof(chain_loc))
-        return -ENOMEM;
-    chain_loc *p = realloc(c->locs, (size_t)cap * sizeof *p);
+    size_t cap = (size_t)c->cap_locs;
+    chain_loc *p = chain_grow(c->locs, &cap, (size_t)need, sizeof *p, 1024);
     if (!p)
         return -ENOMEM;
     c->locs = p;
@@ -270,14 +262,12 @@ static int segs_reserve(chain *c, uint32_t need)
         return 0;
     if (need > SEG_MAX_FILES)
         return -EMFILE;
-    uint32_t cap = c->cap_segs ? c->cap_segs * 2 : 16;
-    while (cap < need)
-        cap *= 2;
-    chain_seg *p = realloc(c->segs, (size_t)cap * sizeof *p);
+    size_t cap = c->cap_segs;
+    chain_seg *p = chain_grow(c->segs, &cap, need, sizeof *p, 16);
     if (!p)
         return -ENOMEM;
     c->segs = p;
-    c->cap_segs = cap;
+    c->cap_segs = (uint32_t)cap;
     return 0;
 }
 
