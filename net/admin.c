@@ -68,18 +68,22 @@ void admin_close(admin *a)
     free(a);
 }
 
-void *admin_socket(admin *a)
+int admin_fd(admin *a)
 {
-    return a->rep;
+    int fd = -1;
+    size_t len = sizeof fd;
+    if (zmq_getsockopt(a->rep, ZMQ_FD, &fd, &len) != 0)
+        return -1;
+    return fd;
 }
 
-void admin_serve(admin *a, admin_handler_fn fn, void *arg)
+bool admin_serve(admin *a, admin_handler_fn fn, void *arg)
 {
     for (int i = 0; i < 64; i++) {
         char req[ADMIN_MAX_REQUEST + 1];
         int n = zmq_recv(a->rep, req, ADMIN_MAX_REQUEST, ZMQ_DONTWAIT);
         if (n < 0)
-            return;
+            return false;   /* drained: ZMQ_FD signals the next request */
         int more = 0;
         size_t more_len = sizeof more;
         zmq_getsockopt(a->rep, ZMQ_RCVMORE, &more, &more_len);
@@ -101,6 +105,7 @@ void admin_serve(admin *a, admin_handler_fn fn, void *arg)
         zmq_send(a->rep, text, strlen(text), 0);
         free(reply);
     }
+    return true;
 }
 
 int admin_call(const char *data_dir, const char *request, int timeout_ms,

@@ -12,6 +12,8 @@
 
 #include <stddef.h>
 
+#include <stdbool.h>
+
 #define ADMIN_SOCKET_NAME "admin.sock"
 #define ADMIN_MAX_REQUEST 256
 
@@ -24,9 +26,12 @@ typedef struct admin admin;
 int admin_open(void *zmq_ctx, const char *data_dir, admin **out, char *err,
                size_t err_len);
 void admin_close(admin *a);
-void *admin_socket(admin *a);
-/* Serve every pending request (non-blocking). */
-void admin_serve(admin *a, admin_handler_fn fn, void *arg);
+/* The socket's ZMQ_FD, for the loop's poll: readable when the socket may
+ * have requests; admin_serve drains it. */
+int admin_fd(admin *a);
+/* Serve pending requests (non-blocking, bounded).  True when it stopped
+ * at the bound: more may be waiting, poll without blocking. */
+bool admin_serve(admin *a, admin_handler_fn fn, void *arg);
 
 /* Client side (paxosctl): send `request` to the node of `data_dir` and
  * wait up to timeout_ms for the reply (malloc'ed).  0 or negative errno. */

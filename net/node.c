@@ -1196,34 +1196,45 @@ int node_run(node *n)
     step(n, &first);
     flush_writes(n);
 
+    /* ZeroMQ sockets are polled through their ZMQ_FD, which signals only
+     * changes: the loop blocks on them only after draining each socket
+     * (the drain functions say when they stopped at a bound instead), and
+     * drains them all on every timeout as well.  A plain poll() costs one
+     * system call; zmq_poll() checked every socket's events around it,
+     * a dozen more per turn. */
+    bool zmq_pending = true;   /* drain once before the first sleep */
     while (!n->stop) {
-        zmq_pollitem_t items[POLL_MAX];
-        memset(items, 0, sizeof items);
-        items[POLL_SIGNAL] = (zmq_pollitem_t){ .fd = n->signal_fd, .events = ZMQ_POLLIN };
-        items[POLL_SYNC] = (zmq_pollitem_t){ .fd = syncer_wake_fd(n->sync),
-                                             .events = ZMQ_POLLIN };
-        items[POLL_BG] = (zmq_pollitem_t){ .fd = worker_wake_fd(n->bg),
-                                           .events = ZMQ_POLLIN };
-        items[POLL_FUSE] = (zmq_pollitem_t){ .fd = n->mount ? fs_fd(n->mount) : -1,
-                                             .events = n->mount ? ZMQ_POLLIN : 0 };
-        items[POLL_ADMIN] = (zmq_pollitem_t){ .socket = admin_socket(n->adm),
-                                              .events = ZMQ_POLLIN };
-        int n_items = POLL_NET;
-        if (n->net)
-            n_items += transport_poll_items(n->net, items + POLL_NET,
-                                            POLL_MAX - POLL_NET);
+        struct pollfd fds[POLL_MAX];
+        for (int i = 0; i < POLL_MAX; i++)
+            fds[i] = (struct pollfd){ .fd = -1, .events = POLLIN };
+        fds[POLL_SIGNAL].fd = n->signal_fd;
+        fds[POLL_SYNC].fd = syncer_wake_fd(n->sync);
+        fds[POLL_BG].fd = worker_wake_fd(n->bg);
+        fds[POLL_FUSE].fd = n->mount ? fs_fd(n->mount) : -1;
+        fds[POLL_ADMIN].fd = admin_fd(n->adm);
+        int n_fds = POLL_NET;
+        if (n->net) {
+            int net_fds[POLL_MAX - POLL_NET];
+            int k = transport_poll_fds(n->net, net_fds, POLL_MAX - POLL_NET);
+            for (int i = 0; i < k; i++)
+                fds[n_fds++].fd = net_fds[i];
+        }
         uint64_t now = node_now_ms(n);
-        long timeout = 100;
+        int timeout = 100;
         if (n->next_tick_ms && n->next_tick_ms > now && n->next_tick_ms - now < 100)
-            timeout = (long)(n->next_tick_ms - now);
+            timeout = (int)(n->next_tick_ms - now);
         else if (n->next_tick_ms && n->next_tick_ms <= now)
             timeout = 0;
-        int pr = zmq_poll(items, n_items, timeout);
+        if (zmq_pending)
+            timeout = 0;
+        int pr = poll(fds, (nfds_t)n_fds, timeout);
         if (pr < 0 && errno != EINTR) {
-            fprintf(stderr, "paxosfs: poll: %s\n", zmq_strerror(errno));
+            fprintf(stderr, "paxosfs: poll: %s\n", strerror(errno));
             break;
         }
-        if (pr > 0 && (items[POLL_SIGNAL].revents & ZMQ_POLLIN)) {
+        bool drain_all = pr == 0 || zmq_pending;
+        zmq_pending = false;
+        if (pr > 0 && (fds[POLL_SIGNAL].revents & POLLIN)) {
             struct signalfd_siginfo si;
             if (read(n->signal_fd, &si, sizeof si) > 0) {
                 fprintf(stderr, "paxosfs: node %u: signal %u, stopping\n",
@@ -1231,16 +1242,21 @@ int node_run(node *n)
                 n->stop = true;
             }
         }
-        if (pr > 0 && (items[POLL_BG].revents & ZMQ_POLLIN))
+        if (pr > 0 && (fds[POLL_BG].revents & POLLIN))
             collect_chain_sync(n);
-        if (pr > 0 && (items[POLL_SYNC].revents & ZMQ_POLLIN))
+        if (pr > 0 && (fds[POLL_SYNC].revents & POLLIN))
             collect_sync(n);
-        if (pr > 0 && (items[POLL_ADMIN].revents & ZMQ_POLLIN))
-            admin_serve(n->adm, on_admin, n);
-        if (n->net)
-            transport_receive(n->net, node_now_ms(n), on_message, on_chain_head, n);
+        if (drain_all || fds[POLL_ADMIN].revents)
+            zmq_pending |= admin_serve(n->adm, on_admin, n);
+        unsigned which = 0;   /* fds[POLL_NET + i]: bit i (transport.h) */
+        for (int i = POLL_NET; i < n_fds; i++)
+            if (drain_all || fds[i].revents)
+                which |= 1u << (i - POLL_NET);
+        if (n->net && which)
+            zmq_pending |= transport_receive(n->net, which, node_now_ms(n),
+                                             on_message, on_chain_head, n);
         if (n->mount && pr > 0 &&
-            (items[POLL_FUSE].revents & (ZMQ_POLLIN | ZMQ_POLLERR))) {
+            (fds[POLL_FUSE].revents & (POLLIN | POLLERR | POLLHUP))) {
             n->last_fuse_ms = node_now_ms(n);
             rc = fs_process(n->mount);
             if (rc != 0) {

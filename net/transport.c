@@ -213,14 +213,22 @@ void transport_close(transport *t)
     free(t);
 }
 
-int transport_poll_items(transport *t, zmq_pollitem_t *items, int cap)
+static int socket_fd(void *socket)
+{
+    int fd = -1;
+    size_t len = sizeof fd;
+    if (zmq_getsockopt(socket, ZMQ_FD, &fd, &len) != 0)
+        return -1;
+    return fd;
+}
+
+int transport_poll_fds(transport *t, int *fds, int cap)
 {
     int n = 0;
     if (n < cap)
-        items[n++] = (zmq_pollitem_t){ .socket = t->router, .events = ZMQ_POLLIN };
+        fds[n++] = socket_fd(t->router);
     if (t->zap && n < cap)
-        items[n++] = (zmq_pollitem_t){ .socket = zap_socket(t->zap),
-                                       .events = ZMQ_POLLIN };
+        fds[n++] = socket_fd(zap_socket(t->zap));
     return n;
 }
 
@@ -303,18 +311,23 @@ static void receive_one(transport *t, zmq_msg_t *frame, uint64_t now_ms,
     wire_decoded_free(&d);
 }
 
-void transport_receive(transport *t, uint64_t now_ms, transport_recv_fn fn,
-                       transport_head_fn head_fn, void *arg)
+bool transport_receive(transport *t, unsigned which, uint64_t now_ms,
+                       transport_recv_fn fn, transport_head_fn head_fn,
+                       void *arg)
 {
-    for (int i = 0; t->zap && i < 64; i++)
-        if (zap_handle(t->zap) != 0)
-            break;
+    bool more_zap = t->zap && (which & TRANSPORT_ZAP);
+    for (int i = 0; more_zap && i < 64; i++) {
+        if (zap_handle(t->zap) == -EAGAIN)
+            more_zap = false;   /* drained (a malformed request is not) */
+    }
+    if (!(which & TRANSPORT_ROUTER))
+        return more_zap;
     for (int i = 0; i < TRANSPORT_RECV_BATCH; i++) {
         zmq_msg_t part;
         zmq_msg_init(&part);
         if (zmq_msg_recv(&part, t->router, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&part);
-            return;
+            return more_zap;    /* the ROUTER is drained */
         }
         /* [identity, frame]: skip to the last part */
         int more = zmq_msg_more(&part);
@@ -324,7 +337,7 @@ void transport_receive(transport *t, uint64_t now_ms, transport_recv_fn fn,
             zmq_msg_init(&part);
             if (zmq_msg_recv(&part, t->router, ZMQ_DONTWAIT) < 0) {
                 zmq_msg_close(&part);
-                return;
+                return true;    /* a torn multipart: look again */
             }
             more = zmq_msg_more(&part);
             parts++;
@@ -335,6 +348,7 @@ void transport_receive(transport *t, uint64_t now_ms, transport_recv_fn fn,
             note_drop(t, NULL, now_ms, "unexpected number of parts");
         zmq_msg_close(&part);
     }
+    return true;   /* the batch bound: more may be waiting */
 }
 
 int transport_send_frame(transport *t, uint32_t to, const uint8_t *frame,

@@ -69,15 +69,23 @@ int transport_open(void *ctx, uint32_t self_id, const net_peer_addr *peers,
                    char *err, size_t err_len);
 void transport_close(transport *t);
 
-/* Poll items the loop must watch (ROUTER, and the ZAP handler when keyed).
- * Returns how many were written to items (cap >= 2). */
-int transport_poll_items(transport *t, zmq_pollitem_t *items, int cap);
+/* The ZMQ_FDs the loop must poll (ROUTER, and the ZAP handler when
+ * keyed): readable when a socket may have input.  ZeroMQ signals only
+ * changes, so the loop may block on them only after transport_receive
+ * drained both sockets (it returned false).  Returns how many were
+ * written to fds (cap >= 2). */
+int transport_poll_fds(transport *t, int *fds, int cap);
 
 /* Serve the ZAP handler and drain the ROUTER (bounded per call), calling
- * fn for every accepted message and head_fn for every chain head.
- * `now_ms` stamps last-contact times. */
-void transport_receive(transport *t, uint64_t now_ms, transport_recv_fn fn,
-                       transport_head_fn head_fn, void *arg);
+ * fn for every accepted message and head_fn for every chain head; only the
+ * sockets named in `which` (TRANSPORT_ROUTER, TRANSPORT_ZAP: fds[0] and
+ * fds[1] of transport_poll_fds).  `now_ms` stamps last-contact times.
+ * True when it stopped at a bound: more may be waiting, poll without
+ * blocking. */
+enum { TRANSPORT_ROUTER = 1, TRANSPORT_ZAP = 2 };
+bool transport_receive(transport *t, unsigned which, uint64_t now_ms,
+                       transport_recv_fn fn, transport_head_fn head_fn,
+                       void *arg);
 
 /* Send this node's chain head to every peer (dropped where a queue is
  * full, like any frame). */
