@@ -159,7 +159,7 @@ static void px_broadcast_heartbeat(px_replica *r)
     r->next_heartbeat_ms = r->now_ms + r->opt.heartbeat_interval_ms;
 }
 
-/* Tell followers the commit index (invariant 5): one waiting for its
+/* Tell followers the commit index (invariant 6): one waiting for its
  * forwarded requests at once, the others once commit_notice_ms passed
  * without an ACCEPT or HEARTBEAT carrying it. */
 static void px_notify_commit(px_replica *r)

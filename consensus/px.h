@@ -150,10 +150,10 @@ enum px_msg_type {
     PX_MSG_CATCHUP,       /* committed entries from slot on */
     PX_MSG_SNAPSHOT_NEEDED, /* the sender no longer holds `slot`: install a
                                snapshot (host transfers it out of band) */
-    PX_MSG_COMMIT,        /* leader's commit index, unanswered: sent at once
-                             to a follower whose forwarded requests it
-                             covers (others learn it with the next ACCEPT
-                             or HEARTBEAT) */
+    PX_MSG_COMMIT,        /* leader's commit index, unanswered, when no
+                             ACCEPT or HEARTBEAT carried it: at once to a
+                             follower whose forwarded requests it covers,
+                             to the others after commit_notice_ms */
     PX_MSG_TYPE_COUNT
 };
 
