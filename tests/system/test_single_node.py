@@ -179,6 +179,18 @@ def test_status_json(node):
     assert re.fullmatch(r"[0-9a-f]{64}", st["chain_head"]["hash"])
 
 
+def test_chain_becomes_durable_in_the_background(node):
+    """The chain is synced off the loop every 200 ms: the synced index
+    catches up with the head while writes go on being served."""
+    for i in range(20):
+        write_file(node.path("bg%d" % i), "v%d" % i)
+    head = node.status()["chain_head"]["index"]
+    wait_for(lambda: node.status()["chain_synced_index"] >= head, timeout=10.0,
+             what="chain_synced_index to reach %d" % head)
+    write_file(node.path("after"), "x")   # the loop still serves
+    assert read_file(node.path("after")) == "x"
+
+
 # ------------------------------------------------------------ bad input
 
 def test_name_too_long(node):
