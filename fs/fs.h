@@ -40,12 +40,15 @@ typedef void (*fs_done_fn)(void *arg, int result);
 typedef struct fs_backend {
     void *ctx;
     /* Propose `op` (kv op encoding); `done` runs once it is applied (with
-     * the state machine's result) or has failed.  Returns 0 or a negative
-     * errno (then `done` is never called). */
-    int (*submit)(void *ctx, const uint8_t *op, uint32_t len,
+     * the state machine's result) or has failed.  `answered`: the caller
+     * already returned (a commit at release, after close() returned), so
+     * later read points on this node must wait for it (read-your-writes).
+     * Returns 0 or a negative errno (then `done` is never called). */
+    int (*submit)(void *ctx, const uint8_t *op, uint32_t len, bool answered,
                   fs_done_fn done, void *arg);
     /* `done` runs once the applied state reflects every write committed
-     * before this call (linearizable read point). */
+     * before this call (linearizable read point) and every answered write
+     * submitted before it. */
     int (*read_barrier)(void *ctx, fs_done_fn done, void *arg);
     /* The applied key-value state (loop thread only). */
     const kv *(*state)(void *ctx);

@@ -214,7 +214,8 @@ static int commit_handle(fs *f, fs_handle *h, struct wait *w)
         : kv_op_encode_put(op, cap, h->in->key, h->in->key_len, h->buf, h->len);
     int rc = (int)n;
     if (n >= 0)
-        rc = f->be.submit(f->be.ctx, op, (uint32_t)n, done_commit, w);
+        rc = f->be.submit(f->be.ctx, op, (uint32_t)n, w->kind == WAIT_RELEASE,
+                          done_commit, w);
     free(op);
     if (rc < 0)
         return rc;
@@ -654,7 +655,7 @@ static void submit_op(fuse_req_t req, struct wait *w, const uint8_t *op,
     fs *f = w->f;
     int rc = (int)n;
     if (n >= 0)
-        rc = f->be.submit(f->be.ctx, op, (uint32_t)n, done, w);
+        rc = f->be.submit(f->be.ctx, op, (uint32_t)n, false, done, w);
     if (rc < 0) {
         fuse_reply_err(req, commit_errno(rc));
         wait_free(w);

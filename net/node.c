@@ -73,7 +73,8 @@ typedef struct read_wait {
     uint64_t token;
     uint64_t index;         /* 0 until the replica answered */
     uint64_t deadline_ms;
-    uint64_t after_seq;     /* this node's own writes up to here first */
+    uint64_t after_seq;     /* this node's writes up to here first: the
+                               newest whose caller was already answered */
     fs_done_fn done;
     void *arg;
     bool ready;
@@ -97,6 +98,8 @@ struct node {
      * every seq in [low_seq, next_seq) is either used or done */
     pending *ring;
     uint64_t low_seq;
+    uint64_t answered_seq;      /* newest write submitted after its caller
+                                   was answered (a commit at release) */
     uint64_t to_propose_from;   /* first seq not yet stepped */
 
     read_wait *reads;
@@ -280,9 +283,12 @@ struct serve_point {
     uint64_t low_seq;
 };
 
-/* A read is served once the state has applied its read index and every
- * write this node submitted before the read finished (a process sees its
- * own writes, also those still committing from a release). */
+/* A read is served once the state has applied its read index and this
+ * node's writes up to the newest one whose caller was answered before it
+ * committed (a commit at release: a process sees its own writes).  Writes
+ * still in flight whose callers wait are concurrent with the read: it
+ * need not wait for them, and waiting made every lookup under load wait
+ * for a commit. */
 static bool read_is_served(const read_wait *r, void *arg)
 {
     const struct serve_point *p = arg;
@@ -651,7 +657,7 @@ static void drain_chain_sync(node *n)
 /* ------------------------------------------------------ fs backend */
 
 static int node_submit(void *ctx, const uint8_t *op, uint32_t len,
-                       fs_done_fn done, void *arg)
+                       bool answered, fs_done_fn done, void *arg)
 {
     node *n = ctx;
     if (n->fatal)
@@ -663,6 +669,8 @@ static int node_submit(void *ctx, const uint8_t *op, uint32_t len,
         return -ENOMEM;
     memcpy(copy, op, len);
     uint64_t seq = n->next_seq++;
+    if (answered)
+        n->answered_seq = seq;
     pending *p = &n->ring[seq & (NODE_MAX_PENDING - 1)];
     *p = (pending){ .used = true, .seq = seq, .done = done, .arg = arg,
                     .op = copy, .op_len = len,
@@ -677,7 +685,7 @@ static int node_read_barrier(void *ctx, fs_done_fn done, void *arg)
         return -EAGAIN;
     uint64_t token = ++n->next_read_token;
     n->reads[n->n_reads++] = (read_wait){
-        .token = token, .done = done, .arg = arg, .after_seq = n->next_seq - 1,
+        .token = token, .done = done, .arg = arg, .after_seq = n->answered_seq,
         .deadline_ms = node_now_ms(n) + n->cfg.commit_timeout_ms };
     n->new_reads[n->n_new_reads++] = token;
     return 0;
