@@ -740,12 +740,14 @@ static int node_status_text(void *ctx, char **text, size_t *len)
             "\"chain_head\":{\"index\":%" PRIu64 ",\"hash\":\"%s\"},"
             "\"chain_synced_index\":%" PRIu64 ","
             "\"members\":[%s],\"keys\":%" PRIu64 ",\"bytes\":%" PRIu64 ","
-            "\"pending_writes\":%" PRIu64 ",\"healthy\":%s",
+            "\"pending_writes\":%" PRIu64 ",\"acceptor_syncs\":%" PRIu64
+            ",\"healthy\":%s",
             n->cfg.id, role_name(st.role), st.leader_id, st.ballot.round,
             st.ballot.node_id, st.commit_index, kv_applied_index(n->state),
             chain_head_index(n->chain), head, chain_synced_index(n->chain),
             members, kv_count(n->state), kv_bytes(n->state),
-            n->next_seq - n->low_seq, n->fatal ? "false" : "true");
+            n->next_seq - n->low_seq, n->sync ? syncer_syncs(n->sync) : 0,
+            n->fatal ? "false" : "true");
     fprintf(fp, ",\"voting\":%s,\"votes_withheld\":%" PRIu64 ",\"diverged_from\":[",
             n->abstaining ? "false" : "true", n->votes_withheld);
     const char *dsep = "";

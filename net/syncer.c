@@ -29,6 +29,7 @@ struct syncer {
     uint64_t published_gen;     /* newest generation the thread may sync */
     uint64_t synced_gen;        /* durable up to here */
     bool running;               /* inside fdatasync */
+    uint64_t syncs;             /* fdatasyncs done */
     bool stop;
     int result;                 /* first failure, sticky (invariant 2) */
     int wake_fd;                /* eventfd, readable after each sync */
@@ -49,6 +50,7 @@ static void *syncer_main(void *arg)
         int rc = acceptor_datasync(s->store);
         pthread_mutex_lock(&s->lock);
         s->running = false;
+        s->syncs++;
         if (rc < 0 && !s->result)
             s->result = rc;
         if (rc == 0)
@@ -195,6 +197,7 @@ int syncer_flush(syncer *s, bool inline_sync)
     }
     rc = acceptor_datasync(s->store);
     pthread_mutex_lock(&s->lock);
+    s->syncs++;
     if (rc < 0 && !s->result)
         s->result = rc;
     if (rc == 0)
@@ -229,4 +232,12 @@ int syncer_take(syncer *s, uint64_t *ids, uint32_t max)
     if (s->n == 0)
         s->head = 0;
     return (int)k;
+}
+
+uint64_t syncer_syncs(syncer *s)
+{
+    pthread_mutex_lock(&s->lock);
+    uint64_t n = s->syncs;
+    pthread_mutex_unlock(&s->lock);
+    return n;
 }

@@ -65,4 +65,8 @@ int syncer_flush(syncer *s, bool inline_sync);
  * return how many, or the negative errno of a failed fdatasync. */
 int syncer_take(syncer *s, uint64_t *ids, uint32_t max);
 
+/* fdatasyncs done so far (on the thread and inline): with the number of
+ * writes, it shows how many each group commit covered. */
+uint64_t syncer_syncs(syncer *s);
+
 #endif

@@ -156,6 +156,7 @@ static void test_thread_sync_reports_in_order(void **state)
         assert_int_equal(ids[i], i + 1);
     /* generation 2 was written during the first sync: a second one ran */
     assert_int_equal(G.calls, 2);
+    assert_int_equal(syncer_syncs(f->sync), 2);
     assert_true(syncer_idle(f->sync));
     assert_false(syncer_pending(f->sync));
 }
@@ -168,6 +169,7 @@ static void test_inline_sync(void **state)
     assert_true(syncer_idle(f->sync));
     assert_int_equal(syncer_flush(f->sync, true), 0);
     assert_int_equal(G.calls, 1);
+    assert_int_equal(syncer_syncs(f->sync), 1);
     assert_int_equal(syncer_take(f->sync, ids, 4), 1);
     assert_int_equal(ids[0], 7);
     assert_int_equal(syncer_take(f->sync, ids, 4), 0);   /* once */
