@@ -761,39 +761,11 @@ int chain_append(chain *c, uint64_t index, uint64_t time_ms, uint8_t kind,
  * the node must reopen the chain, which re-verifies what is on disk. */
 int chain_sync(chain *c)
 {
-    const chain_io_ops *io = chain_io();
-    int rc;
-
-    if (!c->writable)
-        return -EBADF;
-    if (c->failed)
-        return c->failed;
-    if (c->job_active)
-        return -EBUSY;
-    if (c->synced == c->head && !c->dir_dirty && c->unsynced_fd < 0)
-        return 0;
-    uint64_t head = c->head;
-    if (c->unsynced_fd >= 0) {
-        rc = io->fdatasync(c->unsynced_fd);
-        if (rc)
-            goto out_fail;
-        io->close(c->unsynced_fd);
-        c->unsynced_fd = -1;
-    }
-    rc = io->fdatasync(c->active_fd);
-    if (rc)
-        goto out_fail;
-    if (c->dir_dirty) {
-        rc = chain_io_fsync_dir(c->dir);
-        if (rc)
-            goto out_fail;
-        c->dir_dirty = false;
-    }
-    c->synced = head;
-    return 0;
-out_fail:
-    c->failed = rc;
-    return rc;
+    chain_sync_job job;
+    int rc = chain_sync_start(c, &job);
+    if (rc != 0)
+        return rc > 0 ? 0 : rc;   /* 1: everything is durable already */
+    return chain_sync_finish(c, &job, chain_sync_run(&job));
 }
 
 /* The job owns the sealed segment's fd (a roll meanwhile finds none to

@@ -24,12 +24,14 @@
 #include <unistd.h>
 
 #include "../../chain/chain.h"
+#include "tmpdir.h"
 #include "../../chain/chain_io.h"
 
 /* ------------------------------------------------------------ fake io */
 
 typedef struct undo {
     int fd;
+    ino_t ino;           /* the file: a sync through any descriptor covers it */
     uint64_t offset;
     uint64_t old_size;
     size_t len;          /* bytes of old data that existed */
@@ -64,6 +66,7 @@ static void undo_record(int fd, uint64_t offset, size_t len)
     assert_true(F.n_undo < 4096);
     undo *u = &F.log[F.n_undo++];
     u->fd = fd;
+    u->ino = st.st_ino;
     u->offset = offset;
     u->old_size = (uint64_t)st.st_size;
     u->len = 0;
@@ -78,11 +81,18 @@ static void undo_record(int fd, uint64_t offset, size_t len)
     }
 }
 
-static void undo_forget_fd(int fd)
+/* Forget the undo records written through `fd` (close), or, when
+ * `whole_file`, every record of the file behind it (fdatasync makes the
+ * file durable, whichever descriptor wrote). */
+static void undo_forget(int fd, bool whole_file)
 {
+    struct stat st;
+    if (whole_file)
+        assert_int_equal(fstat(fd, &st), 0);
     size_t k = 0;
     for (size_t i = 0; i < F.n_undo; i++) {
-        if (F.log[i].fd == fd)
+        bool match = whole_file ? F.log[i].ino == st.st_ino : F.log[i].fd == fd;
+        if (match)
             free(F.log[i].old);
         else
             F.log[k++] = F.log[i];
@@ -131,7 +141,7 @@ static int fake_fdatasync(int fd)
         return -EIO;
     int rc = libc_io->fdatasync(fd);
     if (!rc)
-        undo_forget_fd(fd);
+        undo_forget(fd, true);
     return rc;
 }
 
@@ -139,7 +149,7 @@ static int fake_fsync(int fd)
 {
     int rc = libc_io->fsync(fd);
     if (!rc)
-        undo_forget_fd(fd);
+        undo_forget(fd, true);
     return rc;
 }
 
@@ -154,7 +164,7 @@ static int fake_close(int fd)
 {
     /* a closed descriptor's unsynced writes can no longer be undone by
      * fd; tests crash before closing */
-    undo_forget_fd(fd);
+    undo_forget(fd, false);
     return libc_io->close(fd);
 }
 
@@ -191,29 +201,6 @@ static int teardown(void **state)
 }
 
 /* ------------------------------------------------------------ helpers */
-
-static int rm_entry(const char *path, const struct stat *st, int flag,
-                    struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static char *make_tmpdir(void)
-{
-    char *dir = strdup("/tmp/paxosfs-io-test-XXXXXX");
-    assert_non_null(dir);
-    assert_non_null(mkdtemp(dir));
-    return dir;
-}
-
-static void rm_tree(char *dir)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(dir);
-}
 
 static int append_n(chain *c, uint64_t n)
 {
