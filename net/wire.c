@@ -707,33 +707,99 @@ int wire_decode_snapshot(const uint8_t *buf, size_t len, wire_snapshot *s)
  */
 #define WIRE_CLIENT_FIXED 28u
 
+/* Both bodies share one shape: client_id, seq, 8 kind-specific bytes (a
+ * u64, or two u32 in little-endian order, which is the same bytes as the
+ * u64 lo | hi << 32), len, bytes.  One codec serves both kinds. */
+typedef struct wire_client_body {
+    uint64_t client_id, seq, mid;
+    uint32_t len;
+    const uint8_t *bytes;
+} wire_client_body;
+
+static size_t wire_client_size(const wire_client_body *c, uint32_t max_len)
+{
+    if ((c->len && !c->bytes) || c->len > max_len)
+        return 0;
+    return WIRE_HEADER_BYTES + WIRE_CLIENT_FIXED + (size_t)c->len;
+}
+
+static int wire_client_encode(const wire_client_body *c, uint8_t kind,
+                              uint32_t max_len, uint8_t *buf, size_t cap,
+                              size_t *out_len)
+{
+    uint8_t *p;
+    if (c->len && !c->bytes)
+        return -EINVAL;
+    if (c->len > max_len)
+        return -EMSGSIZE;
+    size_t frame = wire_client_size(c, max_len);
+    int rc = wire_start(buf, cap, frame, kind, &p);
+    if (rc)
+        return rc;
+    put_u64(&p, c->client_id);
+    put_u64(&p, c->seq);
+    put_u64(&p, c->mid);
+    put_u32(&p, c->len);
+    put_bytes(&p, c->bytes, c->len);
+    if (out_len)
+        *out_len = frame;
+    return 0;
+}
+
+static int wire_client_decode(const uint8_t *buf, size_t len, uint8_t kind,
+                              uint32_t max_len, wire_client_body *c)
+{
+    const uint8_t *p;
+    size_t left;
+    int rc = wire_open_body(buf, len, kind, &p, &left);
+    if (rc)
+        return rc;
+    if (left < WIRE_CLIENT_FIXED)
+        return -EBADMSG;
+    c->client_id = get_u64(&p);
+    c->seq = get_u64(&p);
+    c->mid = get_u64(&p);
+    c->len = get_u32(&p);
+    left -= WIRE_CLIENT_FIXED;
+    if (c->len > max_len)
+        return -EMSGSIZE;
+    if (c->len != left)
+        return -EBADMSG;
+    c->bytes = c->len ? p : NULL;
+    return 0;
+}
+
+static wire_client_body client_req_body(const wire_client_req *r)
+{
+    return (wire_client_body){ .client_id = r->client_id, .seq = r->seq,
+                               .mid = r->ack_seq, .len = r->len,
+                               .bytes = r->op };
+}
+
+static wire_client_body client_reply_body(const wire_client_reply *r)
+{
+    return (wire_client_body){
+        .client_id = r->client_id, .seq = r->seq,
+        .mid = (uint64_t)(uint32_t)r->status | (uint64_t)r->leader_id << 32,
+        .len = r->len, .bytes = r->value };
+}
+
 size_t wire_client_req_size(const wire_client_req *r)
 {
-    if (!r || (r->len && !r->op) || r->len > WIRE_MAX_OP_BYTES)
+    if (!r)
         return 0;
-    return WIRE_HEADER_BYTES + WIRE_CLIENT_FIXED + (size_t)r->len;
+    wire_client_body c = client_req_body(r);
+    return wire_client_size(&c, WIRE_MAX_OP_BYTES);
 }
 
 int wire_encode_client_req_into(const wire_client_req *r, uint8_t *buf,
                                 size_t cap, size_t *out_len)
 {
-    uint8_t *p;
-    if (!r || (r->len && !r->op))
+    if (!r)
         return -EINVAL;
-    if (r->len > WIRE_MAX_OP_BYTES)
-        return -EMSGSIZE;
-    size_t frame = wire_client_req_size(r);
-    int rc = wire_start(buf, cap, frame, WIRE_CLIENT_REQ, &p);
-    if (rc)
-        return rc;
-    put_u64(&p, r->client_id);
-    put_u64(&p, r->seq);
-    put_u64(&p, r->ack_seq);
-    put_u32(&p, r->len);
-    put_bytes(&p, r->op, r->len);
-    if (out_len)
-        *out_len = frame;
-    return 0;
+    wire_client_body c = client_req_body(r);
+    return wire_client_encode(&c, WIRE_CLIENT_REQ, WIRE_MAX_OP_BYTES, buf,
+                              cap, out_len);
 }
 
 static int client_req_into(const void *r, uint8_t *buf, size_t cap, size_t *n)
@@ -749,58 +815,33 @@ int wire_encode_client_req(const wire_client_req *r, uint8_t **out, size_t *out_
 int wire_decode_client_req(const uint8_t *buf, size_t len,
                            wire_client_req *r)
 {
-    const uint8_t *p;
-    size_t left;
-    wire_client_req c;
+    wire_client_body c;
     if (!r)
         return -EINVAL;
-    int rc = wire_open_body(buf, len, WIRE_CLIENT_REQ, &p, &left);
+    int rc = wire_client_decode(buf, len, WIRE_CLIENT_REQ, WIRE_MAX_OP_BYTES, &c);
     if (rc)
         return rc;
-    if (left < WIRE_CLIENT_FIXED)
-        return -EBADMSG;
-    c.client_id = get_u64(&p);
-    c.seq = get_u64(&p);
-    c.ack_seq = get_u64(&p);
-    c.len = get_u32(&p);
-    left -= WIRE_CLIENT_FIXED;
-    if (c.len > WIRE_MAX_OP_BYTES)
-        return -EMSGSIZE;
-    if (c.len != left)
-        return -EBADMSG;
-    c.op = c.len ? p : NULL;
-    *r = c;
+    *r = (wire_client_req){ .client_id = c.client_id, .seq = c.seq,
+                            .ack_seq = c.mid, .len = c.len, .op = c.bytes };
     return 0;
 }
 
 size_t wire_client_reply_size(const wire_client_reply *r)
 {
-    if (!r || (r->len && !r->value) || r->len > WIRE_MAX_VALUE_BYTES)
+    if (!r)
         return 0;
-    return WIRE_HEADER_BYTES + WIRE_CLIENT_FIXED + (size_t)r->len;
+    wire_client_body c = client_reply_body(r);
+    return wire_client_size(&c, WIRE_MAX_VALUE_BYTES);
 }
 
 int wire_encode_client_reply_into(const wire_client_reply *r, uint8_t *buf,
                                   size_t cap, size_t *out_len)
 {
-    uint8_t *p;
-    if (!r || (r->len && !r->value))
+    if (!r)
         return -EINVAL;
-    if (r->len > WIRE_MAX_VALUE_BYTES)
-        return -EMSGSIZE;
-    size_t frame = wire_client_reply_size(r);
-    int rc = wire_start(buf, cap, frame, WIRE_CLIENT_REPLY, &p);
-    if (rc)
-        return rc;
-    put_u64(&p, r->client_id);
-    put_u64(&p, r->seq);
-    put_u32(&p, (uint32_t)r->status);
-    put_u32(&p, r->leader_id);
-    put_u32(&p, r->len);
-    put_bytes(&p, r->value, r->len);
-    if (out_len)
-        *out_len = frame;
-    return 0;
+    wire_client_body c = client_reply_body(r);
+    return wire_client_encode(&c, WIRE_CLIENT_REPLY, WIRE_MAX_VALUE_BYTES,
+                              buf, cap, out_len);
 }
 
 static int client_reply_into(const void *r, uint8_t *buf, size_t cap, size_t *n)
@@ -816,31 +857,20 @@ int wire_encode_client_reply(const wire_client_reply *r, uint8_t **out, size_t *
 int wire_decode_client_reply(const uint8_t *buf, size_t len,
                              wire_client_reply *r)
 {
-    const uint8_t *p;
-    size_t left;
-    wire_client_reply c;
+    wire_client_body c;
     if (!r)
         return -EINVAL;
-    int rc = wire_open_body(buf, len, WIRE_CLIENT_REPLY, &p, &left);
+    int rc = wire_client_decode(buf, len, WIRE_CLIENT_REPLY,
+                                WIRE_MAX_VALUE_BYTES, &c);
     if (rc)
         return rc;
-    if (left < WIRE_CLIENT_FIXED)
-        return -EBADMSG;
-    c.client_id = get_u64(&p);
-    c.seq = get_u64(&p);
-    uint32_t status = get_u32(&p);
+    uint32_t status = (uint32_t)c.mid;
     /* two's complement back to i32 without implementation-defined casts */
-    c.status = status <= INT32_MAX ? (int32_t)status
-                                   : -(int32_t)(UINT32_MAX - status) - 1;
-    c.leader_id = get_u32(&p);
-    c.len = get_u32(&p);
-    left -= WIRE_CLIENT_FIXED;
-    if (c.len > WIRE_MAX_VALUE_BYTES)
-        return -EMSGSIZE;
-    if (c.len != left)
-        return -EBADMSG;
-    c.value = c.len ? p : NULL;
-    *r = c;
+    *r = (wire_client_reply){
+        .client_id = c.client_id, .seq = c.seq,
+        .status = status <= INT32_MAX ? (int32_t)status
+                                      : -(int32_t)(UINT32_MAX - status) - 1,
+        .leader_id = (uint32_t)(c.mid >> 32), .len = c.len, .value = c.bytes };
     return 0;
 }
 
