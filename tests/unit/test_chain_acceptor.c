@@ -19,29 +19,7 @@
 #include <unistd.h>
 
 #include "../../chain/chain.h"
-
-static int rm_entry(const char *path, const struct stat *st, int flag,
-                    struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static char *make_tmpdir(void)
-{
-    char *dir = strdup("/tmp/paxosfs-acc-test-XXXXXX");
-    assert_non_null(dir);
-    assert_non_null(mkdtemp(dir));
-    return dir;
-}
-
-static void rm_tree(char *dir)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(dir);
-}
+#include "tmpdir.h"
 
 static px_ballot B(uint64_t round, uint32_t node)
 {

@@ -24,32 +24,11 @@
 #include <openssl/evp.h>
 
 #include "../../chain/chain.h"
+#include "tmpdir.h"
 
 #define SMALL_SEGMENT 2048
 
 /* ------------------------------------------------------------ helpers */
-
-static int rm_entry(const char *path, const struct stat *st, int flag,
-                    struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_tree(const char *dir)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static char *make_tmpdir(void)
-{
-    char *dir = strdup("/tmp/paxosfs-chain-test-XXXXXX");
-    assert_non_null(dir);
-    assert_non_null(mkdtemp(dir));
-    return dir;
-}
 
 /* Deterministic block content for index i. */
 static uint32_t block_data(uint64_t i, uint8_t *buf, uint32_t cap)
@@ -228,7 +207,6 @@ static void test_empty_chain(void **state)
     assert_int_equal(chain_verify_dir(dir, &head, h, &dmg), 0);
     assert_int_equal(head, 0);
     rm_tree(dir);
-    free(dir);
 }
 
 static void test_append_reopen_rolls(void **state)
@@ -290,7 +268,6 @@ static void test_append_reopen_rolls(void **state)
     assert_int_equal(vhead, n + 1);
     assert_memory_equal(head, h, 32);
     rm_tree(dir);
-    free(dir);
 }
 
 /* chain_sync in three steps: a job covers what was appended when it
@@ -351,7 +328,6 @@ static void test_sync_job(void **state)
     assert_int_equal(chain_verify_dir(dir, &vhead, head, &dmg), 0);
     assert_int_equal(vhead, 302);
     rm_tree(dir);
-    free(dir);
 }
 
 /* Truncating inside the last record, at every byte, cuts back exactly to
@@ -439,7 +415,6 @@ static void test_torn_tail_every_offset(void **state)
     free(z);
     free_segments(segs, 1);
     rm_tree(dir);
-    free(dir);
 }
 
 /* Which block holds byte `off` of a segment, by walking record lengths of
@@ -518,7 +493,6 @@ static void test_tamper_every_byte(void **state)
     assert_true(flips > 2000);
     free_segments(segs, nseg);
     rm_tree(dir);
-    free(dir);
 }
 
 static void test_tamper_random_large(void **state)
@@ -541,7 +515,6 @@ static void test_tamper_random_large(void **state)
     }
     free_segments(segs, nseg);
     rm_tree(dir);
-    free(dir);
 }
 
 /* Structural damage: a missing segment, a renamed one, an empty middle
@@ -591,7 +564,6 @@ static void test_structural_damage(void **state)
     }
     free_segments(segs, nseg);
     rm_tree(dir);
-    free(dir);
 }
 
 static double now_ms(void)
@@ -626,7 +598,6 @@ static void test_open_speed_100k(void **state)
     print_message("open+verify of 100000 blocks: %.1f ms\n", t1 - t0);
     assert_true(t1 - t0 < 3000.0);
     rm_tree(dir);
-    free(dir);
 }
 
 int main(void)

@@ -20,6 +20,7 @@
 
 #include "../../chain/chain_io.h"
 #include "../../net/syncer.h"
+#include "tmpdir.h"
 
 /* fdatasync that can be held at a gate, or fail */
 static struct {
@@ -86,7 +87,7 @@ static int wait_take(syncer *s, uint64_t *ids, uint32_t max)
 }
 
 typedef struct fixture {
-    char dir[64];
+    char *dir;
     acceptor_store *store;
     syncer *sync;
 } fixture;
@@ -95,8 +96,7 @@ static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
     assert_non_null(f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/paxosfs-syncer.XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
+    f->dir = make_tmpdir();
     acceptor_state st;
     assert_int_equal(acceptor_open(f->dir, &f->store, &st, NULL), 0);
     fake_ops = *chain_io_libc();
@@ -116,9 +116,7 @@ static int teardown(void **state)
     syncer_destroy(f->sync);
     chain_io_set(NULL);
     acceptor_close(f->store);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
-    assert_int_equal(system(cmd), 0);
+    rm_tree(f->dir);
     free(f);
     return 0;
 }
