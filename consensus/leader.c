@@ -229,41 +229,50 @@ void px_leader_update_commit(px_replica *r)
     }
 }
 
-void px_on_accepted(px_replica *r, const px_msg *m)
+/* The peer answering our ballot as leader (its last contact noted), or
+ * NULL: the message is stale or not for a leader, and counted ignored. */
+static px_peer *px_answering_peer(px_replica *r, const px_msg *m)
 {
     px_peer *p = px_peer_find(r, m->from);
     if (r->role != PX_LEADER || !p ||
         px_ballot_cmp(m->ballot, r->ballot) != 0) {
         r->stats.msgs_ignored++;
-        return;
+        return NULL;
     }
     p->last_contact_ms = r->now_ms;
-    uint64_t claim = m->aux ? m->aux - 1 : 0;
-    if (claim >= r->next_slot)
-        claim = r->next_slot - 1;
-    if (claim > p->match) {
-        p->match = claim;
+    return p;
+}
+
+/* Every slot <= `slot` (below next_slot) is vouched for by `p`. */
+static void px_peer_vouched(px_replica *r, px_peer *p, uint64_t slot)
+{
+    if (slot >= r->next_slot)
+        slot = r->next_slot - 1;
+    if (slot > p->match) {
+        p->match = slot;
         p->last_progress_ms = r->now_ms;
     }
+}
+
+void px_on_accepted(px_replica *r, const px_msg *m)
+{
+    px_peer *p = px_answering_peer(r, m);
+    if (!p)
+        return;
+    px_peer_vouched(r, p, m->aux ? m->aux - 1 : 0);
     px_leader_update_commit(r);
 }
 
 void px_on_heartbeat_ack(px_replica *r, const px_msg *m)
 {
-    px_peer *p = px_peer_find(r, m->from);
-    if (r->role != PX_LEADER || !p ||
-        px_ballot_cmp(m->ballot, r->ballot) != 0) {
-        r->stats.msgs_ignored++;
+    px_peer *p = px_answering_peer(r, m);
+    if (!p)
         return;
-    }
-    p->last_contact_ms = r->now_ms;
     p->commit = m->slot;
     if (m->aux > p->acked_round && m->aux <= r->hb_round)
         p->acked_round = m->aux;
-    if (m->slot > p->match && m->slot < r->next_slot) {
-        p->match = m->slot; /* committed there: chosen, so vouched */
-        p->last_progress_ms = r->now_ms;
-    }
+    if (m->slot < r->next_slot)
+        px_peer_vouched(r, p, m->slot); /* committed there: chosen */
     px_leader_update_commit(r);
 }
 
