@@ -1213,22 +1213,24 @@ int node_run(node *n)
      * system call; zmq_poll() checked every socket's events around it,
      * a dozen more per turn. */
     bool zmq_pending = true;   /* drain once before the first sleep */
+    /* the descriptors stay the same for the loop's life; poll() rewrites
+     * only revents */
+    struct pollfd fds[POLL_MAX];
+    for (int i = 0; i < POLL_MAX; i++)
+        fds[i] = (struct pollfd){ .fd = -1, .events = POLLIN };
+    fds[POLL_SIGNAL].fd = n->signal_fd;
+    fds[POLL_SYNC].fd = syncer_wake_fd(n->sync);
+    fds[POLL_BG].fd = worker_wake_fd(n->bg);
+    fds[POLL_FUSE].fd = n->mount ? fs_fd(n->mount) : -1;
+    fds[POLL_ADMIN].fd = admin_fd(n->adm);
+    int n_fds = POLL_NET;
+    if (n->net) {
+        int net_fds[POLL_MAX - POLL_NET];
+        int k = transport_poll_fds(n->net, net_fds, POLL_MAX - POLL_NET);
+        for (int i = 0; i < k; i++)
+            fds[n_fds++].fd = net_fds[i];
+    }
     while (!n->stop) {
-        struct pollfd fds[POLL_MAX];
-        for (int i = 0; i < POLL_MAX; i++)
-            fds[i] = (struct pollfd){ .fd = -1, .events = POLLIN };
-        fds[POLL_SIGNAL].fd = n->signal_fd;
-        fds[POLL_SYNC].fd = syncer_wake_fd(n->sync);
-        fds[POLL_BG].fd = worker_wake_fd(n->bg);
-        fds[POLL_FUSE].fd = n->mount ? fs_fd(n->mount) : -1;
-        fds[POLL_ADMIN].fd = admin_fd(n->adm);
-        int n_fds = POLL_NET;
-        if (n->net) {
-            int net_fds[POLL_MAX - POLL_NET];
-            int k = transport_poll_fds(n->net, net_fds, POLL_MAX - POLL_NET);
-            for (int i = 0; i < k; i++)
-                fds[n_fds++].fd = net_fds[i];
-        }
         uint64_t now = node_now_ms(n);
         int timeout = 100;
         if (n->next_tick_ms && n->next_tick_ms > now && n->next_tick_ms - now < 100)
