@@ -315,6 +315,9 @@ typedef struct px_status {
 
 void px_get_status(const px_replica *r, px_status *st);
 
+/* The role alone (enum px_role): cheap enough for every loop turn. */
+uint8_t px_role(const px_replica *r);
+
 /* Counters: dropped and stale messages, elections, ... */
 typedef struct px_stats {
     uint64_t msgs_received;

@@ -508,6 +508,11 @@ void px_set_chain_head(px_replica *r, uint64_t index,
         memcpy(r->chain_hash, hash, PX_HASH_BYTES);
 }
 
+uint8_t px_role(const px_replica *r)
+{
+    return r ? r->role : PX_FOLLOWER;
+}
+
 void px_get_status(const px_replica *r, px_status *st)
 {
     memset(st, 0, sizeof(*st));

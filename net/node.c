@@ -39,6 +39,7 @@
 #include "../consensus/px.h"
 #include "../fs/fs.h"
 #include "admin.h"
+#include "cpus.h"
 #include "outbox.h"
 #include "syncer.h"
 #include "worker.h"
@@ -136,6 +137,12 @@ struct node {
     uint64_t next_tick_ms;
     uint64_t last_chain_sync_ms;
     uint64_t last_fuse_ms;      /* the mount last had requests */
+
+    /* CPU placement (cfg.leader_cpus, docs/design.md "CPU placement") */
+    cpu_set_t leader_cpus;      /* cfg.leader_cpus points here */
+    cpu_set_t other_cpus;       /* where a follower runs */
+    int placed_as;              /* -1 not yet, 0 follower, 1 leader */
+    int placement_error;        /* last cpus_apply failure, logged once */
     int fatal;                  /* negative errno once storage failed */
     bool stop;
 };
@@ -496,9 +503,7 @@ static bool sync_inline(node *n)
 {
     if (n->mount && node_now_ms(n) - n->last_fuse_ms < NODE_MOUNT_IDLE_MS)
         return false;
-    px_status st;
-    px_get_status(n->px, &st);
-    return st.role != PX_LEADER && syncer_idle(n->sync);
+    return px_role(n->px) != PX_LEADER && syncer_idle(n->sync);
 }
 
 /* Write the buffered records as a new generation and make it durable:
@@ -786,7 +791,16 @@ static int node_status_text(void *ctx, char **text, size_t *len)
                 ps.recv_dropped, ps.send_dropped);
         sep = ",";
     }
-    fprintf(fp, "],\"held_messages\":%u,\"held_dropped\":%" PRIu64
+    char cpus[256] = "";
+    if (n->cfg.leader_cpus)
+        cpus_format(&n->leader_cpus, cpus, sizeof cpus);
+    fprintf(fp, "],\"leader_cpus\":\"%s\"", cpus);
+    cpu_set_t now_on;
+    cpus[0] = '\0';
+    if (cpus_allowed(&now_on) == 0)
+        cpus_format(&now_on, cpus, sizeof cpus);
+    fprintf(fp, ",\"cpus\":\"%s\"", cpus);
+    fprintf(fp, ",\"held_messages\":%u,\"held_dropped\":%" PRIu64
             ",\"held_superseded\":%" PRIu64 ",\"rejected_connections\":%" PRIu64
             ",\"unknown_dropped\":%" PRIu64 "}\n", n->held.count,
             n->held.dropped, n->held.superseded,
@@ -941,6 +955,19 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     if (cfg->key) {
         n->key = *cfg->key;
         n->cfg.key = &n->key;
+    }
+    n->placed_as = -1;
+    if (cfg->leader_cpus) {
+        n->leader_cpus = *cfg->leader_cpus;
+        n->cfg.leader_cpus = &n->leader_cpus;
+        /* followers keep off the leader's CPUs, unless that leaves none */
+        if (cpus_allowed(&n->other_cpus) == 0) {
+            cpu_set_t rest;
+            CPU_XOR(&rest, &n->other_cpus, &n->leader_cpus);
+            CPU_AND(&rest, &rest, &n->other_cpus);
+            if (CPU_COUNT(&rest) > 0)
+                n->other_cpus = rest;
+        }
     }
     n->client_id = random_u64();
     n->next_seq = n->low_seq = n->to_propose_from = 1;
@@ -1186,6 +1213,35 @@ static void on_admin(void *arg, const char *request, char **reply)
 enum { POLL_SIGNAL, POLL_SYNC, POLL_BG, POLL_FUSE, POLL_ADMIN, POLL_NET,
        POLL_MAX = 9 };
 
+/* Keep the threads of a leader on cfg.leader_cpus and those of any other
+ * role off them.  A leader's loop carries every write; the hand-offs
+ * between its threads (loop, ZeroMQ I/O thread, sync thread) are cheap
+ * on one CPU and cost an inter-processor wake-up across two.  Checked
+ * every turn, moved only when the role changed. */
+static void place_threads(node *n)
+{
+    if (!n->cfg.leader_cpus)
+        return;
+    int as = px_role(n->px) == PX_LEADER;
+    if (as == n->placed_as)
+        return;
+    n->placed_as = as;
+    const cpu_set_t *set = as ? &n->leader_cpus : &n->other_cpus;
+    char list[256];
+    cpus_format(set, list, sizeof list);
+    int rc = cpus_apply(set);
+    if (rc < 0) {
+        if (rc != n->placement_error)
+            fprintf(stderr, "paxosfs: node %u: cannot move threads to CPUs "
+                    "%s: %s\n", n->cfg.id, list, strerror(-rc));
+        n->placement_error = rc;
+        return;
+    }
+    n->placement_error = 0;
+    fprintf(stderr, "paxosfs: node %u: %s: threads on CPUs %s\n", n->cfg.id,
+            as ? "leading" : "not leading", list);
+}
+
 int node_run(node *n)
 {
     int rc = syncer_create(n->acceptor, &n->sync);
@@ -1205,6 +1261,7 @@ int node_run(node *n)
     px_event first = { .type = PX_EV_TICK };
     step(n, &first);
     flush_writes(n);
+    place_threads(n);
 
     /* ZeroMQ sockets are polled through their ZMQ_FD, which signals only
      * changes: the loop blocks on them only after draining each socket
@@ -1281,6 +1338,7 @@ int node_run(node *n)
             }
         }
         step_queued(n);
+        place_threads(n);
         now = node_now_ms(n);
         if (n->next_tick_ms && now >= n->next_tick_ms) {
             px_event ev = { .type = PX_EV_TICK };

@@ -14,6 +14,7 @@
 #ifndef PAXOSFS_NODE_H
 #define PAXOSFS_NODE_H
 
+#include <sched.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -35,6 +36,9 @@ typedef struct node_config {
                                       n_peers == 0: a cluster of one */
     uint32_t n_peers;
     const keys *key;               /* cluster key, or NULL */
+    const cpu_set_t *leader_cpus;  /* NULL, or: while leading, every thread
+                                      runs on these CPUs only, and while not
+                                      leading on the other allowed ones */
 } node_config;
 
 void node_config_default(node_config *cfg);

@@ -131,6 +131,59 @@ def test_leader_failover_loses_no_acknowledged_write(cluster):
             assert int(read_file(n.path(key))) >= i, (key, n.id)
 
 
+def cpu_list(text):
+    """A kernel CPU list ("0-2,5") as a set."""
+    cpus = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def thread_cpus(pid):
+    """The CPU set of every thread of pid, as a list of sets."""
+    sets = []
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+            for line in f:
+                if line.startswith("Cpus_allowed_list:"):
+                    sets.append(cpu_list(line.split()[1]))
+    return sets
+
+
+def test_leader_gets_a_cpu_of_its_own(cluster):
+    """tools/cluster passes --leader-cpus LOWEST: every thread of the leader
+    runs on that CPU, every thread of the others off it, and a new leader
+    moves there when the old one dies."""
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("needs 2 CPUs")
+    lowest = min(allowed)
+    c = cluster()
+
+    def placed(ids, leader):
+        for k in ids:
+            want = {lowest} if k == leader else allowed - {lowest}
+            st = c.node(k).status_within()
+            if not st or cpu_list(st["cpus"]) != want or st["leader_cpus"] != str(lowest):
+                return False
+            if any(s != want for s in thread_cpus(c.node(k).pid)):
+                return False
+        return True
+
+    leader = c.wait_leader()
+    wait_for(lambda: placed((1, 2, 3), leader), 10, "the leader alone on CPU %d" % lowest)
+    argv = c.record(leader)["argv"]
+    assert argv[argv.index("--leader-cpus") + 1] == str(lowest)
+    c.kill(leader)
+    survivors = [k for k in (1, 2, 3) if k != leader]
+    new_leader = c.wait_leader(among=survivors, exclude=(leader,))
+    wait_for(lambda: placed(survivors, new_leader), 10,
+             "the new leader %d moved to CPU %d" % (new_leader, lowest))
+    write_file(c.node(new_leader).path("k"), "placed\n")
+    assert read_file(c.node(survivors[0]).path("k")) == "placed\n"
+
+
 def test_paused_leader_serves_no_stale_value(cluster):
     c = cluster()
     leader = c.wait_leader()

@@ -332,6 +332,22 @@ def test_three_nodes_agree_and_replicate(cluster):
 
 
 @needs_peers
+def test_no_pin_leaves_the_cpus_alone(cluster):
+    cluster.ok("up", 3, "--bin", BUILD, "--timeout", 60, "--no-pin")
+    allowed = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    for k in (1, 2, 3):
+        assert "--leader-cpus" not in cluster.node(k)["argv"]
+        st = cluster.status(k)
+        assert st["leader_cpus"] == ""
+        # the kernel writes ranges; compare as sets
+        got = set()
+        for part in st["cpus"].split(","):
+            lo, _, hi = part.partition("-")
+            got.update(range(int(lo), int(hi or lo) + 1))
+        assert got == set(os.sched_getaffinity(0)), (k, st["cpus"], allowed)
+
+
+@needs_peers
 def test_kill_leader_elects_a_new_one(cluster):
     cluster.up(3)
     old = cluster.leader()
