@@ -218,7 +218,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         if (strcmp(name, FS_RESERVED_CHAIN) == 0) {
             e.ino = FS_INO_CHAIN;
             fill_dir_attr(f, FS_INO_CHAIN, 0555, &e.attr);
-            e.attr_timeout = e.entry_timeout = f->opt.attr_timeout_s;
+            e.attr_timeout = f->opt.attr_timeout_s;
+            e.entry_timeout = f->opt.entry_timeout_s;
             fuse_reply_entry(req, &e);
             return;
         }
@@ -255,7 +256,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         }
         e.ino = FS_INO_BLOCK_BASE + index;
         fill_text_attr(f, e.ino, len, &e.attr);
-        e.attr_timeout = e.entry_timeout = f->opt.attr_timeout_s; /* immutable */
+        e.attr_timeout = e.entry_timeout = f->opt.entry_timeout_s; /* immutable */
         fuse_reply_entry(req, &e);
         return;
     }

@@ -63,7 +63,10 @@ typedef struct fs_backend {
 typedef struct fs fs;
 
 typedef struct fs_options {
-    double attr_timeout_s;    /* kernel attribute/entry cache timeout */
+    double attr_timeout_s;    /* kernel attribute cache timeout */
+    double entry_timeout_s;   /* kernel name -> inode cache timeout: a name
+                                 changes its inode only when removed, and a
+                                 removal invalidates it at once */
     int debug;                /* pass -d to libfuse */
     int allow_other;
 } fs_options;

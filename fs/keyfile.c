@@ -113,7 +113,7 @@ static void fill_entry(fs *f, fs_inode *in, const kv_value *v,
     e->ino = in->ino;
     e->generation = 1;
     e->attr_timeout = f->opt.attr_timeout_s;
-    e->entry_timeout = f->opt.attr_timeout_s;
+    e->entry_timeout = f->opt.entry_timeout_s;
     fs_fill_key_attr(f, in, v, 0, v == NULL, &e->attr);
 }
 

@@ -168,6 +168,7 @@ void node_config_default(node_config *cfg)
     cfg->id = 1;
     cfg->commit_timeout_ms = 10000;
     cfg->attr_timeout_s = 1.0;
+    cfg->entry_timeout_s = 10.0;
     cfg->chain_sync_interval_ms = 200;
 }
 
@@ -1111,6 +1112,7 @@ int node_mount(node *n, char *err, size_t err_len)
     };
     fs_options opt = {
         .attr_timeout_s = n->cfg.attr_timeout_s,
+        .entry_timeout_s = n->cfg.entry_timeout_s,
         .debug = n->cfg.fuse_debug,
         .allow_other = n->cfg.allow_other,
     };

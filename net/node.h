@@ -28,7 +28,8 @@ typedef struct node_config {
     const char *data_dir;          /* backing directory */
     const char *mountpoint;        /* NULL: no mount */
     uint64_t commit_timeout_ms;    /* a write not applied by then fails */
-    double attr_timeout_s;         /* FUSE attribute/entry cache */
+    double attr_timeout_s;         /* FUSE attribute cache */
+    double entry_timeout_s;        /* FUSE name cache (fs_options) */
     bool fuse_debug;
     bool allow_other;
     uint64_t chain_sync_interval_ms; /* background fdatasync of the chain */

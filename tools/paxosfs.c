@@ -51,6 +51,8 @@ static void usage(FILE *fp)
 "  --commit-timeout-ms N  a write not committed within N ms fails with\n"
 "                         ETIMEDOUT (default 10000)\n"
 "  --attr-timeout S       kernel attribute cache seconds (default 1.0)\n"
+"  --entry-timeout S      kernel name cache seconds (default 10; a removal\n"
+"                         is invalidated at once whatever the timeout)\n"
 "  --allow-other          let other users access the mount\n"
 "  --leader-cpus LIST     while this node leads, run all its threads on\n"
 "                         these CPUs only (\"0\", \"0-1,4\"); while it does\n"
@@ -97,13 +99,14 @@ int main(int argc, char **argv)
     const char *peers_spec = NULL, *key_path = NULL;
     cpu_set_t leader_cpus;
     enum { OPT_ID = 256, OPT_DATA, OPT_LOG, OPT_COMMIT_TIMEOUT, OPT_ATTR,
-           OPT_ALLOW_OTHER, OPT_PEERS, OPT_KEY, OPT_LEADER_CPUS };
+           OPT_ALLOW_OTHER, OPT_PEERS, OPT_KEY, OPT_LEADER_CPUS, OPT_ENTRY };
     static const struct option longopts[] = {
         { "id", required_argument, NULL, OPT_ID },
         { "data", required_argument, NULL, OPT_DATA },
         { "log", required_argument, NULL, OPT_LOG },
         { "commit-timeout-ms", required_argument, NULL, OPT_COMMIT_TIMEOUT },
         { "attr-timeout", required_argument, NULL, OPT_ATTR },
+        { "entry-timeout", required_argument, NULL, OPT_ENTRY },
         { "allow-other", no_argument, NULL, OPT_ALLOW_OTHER },
         { "peers", required_argument, NULL, OPT_PEERS },
         { "key", required_argument, NULL, OPT_KEY },
@@ -133,14 +136,19 @@ int main(int argc, char **argv)
             }
             cfg.commit_timeout_ms = v;
             break;
-        case OPT_ATTR: {
+        case OPT_ATTR:
+        case OPT_ENTRY: {
             char *end = NULL;
             double d = strtod(optarg, &end);
-            if (!end || *end || d < 0 || d > 3600) {
-                fprintf(stderr, "paxosfs: --attr-timeout needs seconds in [0, 3600]\n");
+            if (!end || end == optarg || *end || !(d >= 0 && d <= 3600)) {
+                fprintf(stderr, "paxosfs: --%s needs seconds in [0, 3600]\n",
+                        c == OPT_ATTR ? "attr-timeout" : "entry-timeout");
                 return 2;
             }
-            cfg.attr_timeout_s = d;
+            if (c == OPT_ATTR)
+                cfg.attr_timeout_s = d;
+            else
+                cfg.entry_timeout_s = d;
             break;
         }
         case OPT_ALLOW_OTHER: cfg.allow_other = true; break;

@@ -55,6 +55,26 @@ def test_write_on_one_node_read_on_the_others(cluster):
     assert sorted(os.listdir(c.node(2).mnt)) == [".chain", ".status", "shared"]
 
 
+def test_removal_on_one_node_is_seen_at_once_on_the_others(cluster):
+    """Names stay in the kernel's cache for --entry-timeout (10 s), but a
+    removal committed elsewhere must not be hidden by it: an open() that
+    starts after unlink() returned fails with ENOENT on every mount, and a
+    new file of the same name is a new file."""
+    c = cluster()
+    for round in range(3):
+        write_file(c.node(1).path("gone"), "v%d\n" % round)
+        # cache the name on every mount
+        assert read_file(c.node(2).path("gone")) == "v%d\n" % round
+        assert read_file(c.node(3).path("gone")) == "v%d\n" % round
+        remover = c.node(1 + round % 3)
+        os.unlink(remover.path("gone"))
+        for k in (1, 2, 3):
+            with pytest.raises(FileNotFoundError):
+                read_file(c.node(k).path("gone"))
+    write_file(c.node(2).path("gone"), "again\n")
+    assert read_file(c.node(3).path("gone")) == "again\n"
+
+
 def test_status_shows_peers(cluster):
     c = cluster()
     leader = c.wait_leader()

@@ -248,8 +248,24 @@ def test_help_documents_options():
     out = subprocess.run([PAXOSFS, "--help"], capture_output=True, text=True)
     assert out.returncode == 0
     for opt in ("--id", "--data", "-f", "--log", "--commit-timeout-ms",
-                "--attr-timeout", "--allow-other", "--debug"):
+                "--attr-timeout", "--entry-timeout", "--leader-cpus",
+                "--allow-other", "--debug"):
         assert opt in out.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--entry-timeout", "-1"], "--entry-timeout needs seconds"),
+    (["--entry-timeout", "x"], "--entry-timeout needs seconds"),
+    (["--attr-timeout", "nan"], "--attr-timeout needs seconds"),
+    (["--leader-cpus", "4096"], "--leader-cpus: bad CPU list"),
+    (["--leader-cpus", "0-"], "--leader-cpus: bad CPU range"),
+])
+def test_bad_option_values_are_one_line_errors(tmp_path, args, message):
+    r = subprocess.run([PAXOSFS, "--data", str(tmp_path / "d")] + args + [str(tmp_path / "m")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not os.path.exists(tmp_path / "d")
 
 
 def test_second_node_on_same_data_is_refused(node, nodes):
