@@ -470,10 +470,10 @@ class LaunchedCluster:
             " ".join(map(str, args)), r.returncode, r.stdout, r.stderr)
         return r
 
-    def up(self, size, extra=(), timeout=60):
-        """`up DIR SIZE --bin BUILD -- EXTRA`: returns once every mount
-        works and all nodes agree on one leader."""
-        argv = ["up", size, "--bin", BUILD, "--timeout", timeout]
+    def up(self, size, extra=(), timeout=60, launcher_args=()):
+        """`up DIR SIZE --bin BUILD LAUNCHER_ARGS -- EXTRA`: returns once
+        every mount works and all nodes agree on one leader."""
+        argv = ["up", size, "--bin", BUILD, "--timeout", timeout] + list(launcher_args)
         r = self.ok(*(argv + (["--"] + list(extra) if extra else [])), timeout=timeout + 60)
         self.nodes = [ClusterNode(self, rec["id"]) for rec in self.info()["nodes"]]
         return r
@@ -581,10 +581,10 @@ def launched(tmp_path):
     made = []
     runner = CommandRunner()
 
-    def make(size=3, extra=()):
+    def make(size=3, extra=(), launcher_args=()):
         c = LaunchedCluster(tmp_path / ("cluster%d" % len(made)), runner)
         made.append(c)
-        c.up(size, extra)
+        c.up(size, extra, launcher_args=launcher_args)
         return c
 
     try:

@@ -172,14 +172,14 @@ def thread_cpus(pid):
 
 
 def test_leader_gets_a_cpu_of_its_own(cluster):
-    """tools/cluster passes --leader-cpus LOWEST: every thread of the leader
-    runs on that CPU, every thread of the others off it, and a new leader
-    moves there when the old one dies."""
+    """tools/cluster up --pin passes --leader-cpus LOWEST: every thread of
+    the leader runs on that CPU, every thread of the others off it, and a
+    new leader moves there when the old one dies."""
     allowed = os.sched_getaffinity(0)
     if len(allowed) < 2:
         pytest.skip("needs 2 CPUs")
     lowest = min(allowed)
-    c = cluster()
+    c = cluster(launcher_args=("--pin",))
 
     def placed(ids, leader):
         for k in ids:

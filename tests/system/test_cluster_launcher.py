@@ -332,8 +332,8 @@ def test_three_nodes_agree_and_replicate(cluster):
 
 
 @needs_peers
-def test_no_pin_leaves_the_cpus_alone(cluster):
-    cluster.ok("up", 3, "--bin", BUILD, "--timeout", 60, "--no-pin")
+def test_up_leaves_the_cpus_alone_unless_asked(cluster):
+    cluster.ok("up", 3, "--bin", BUILD, "--timeout", 60)
     allowed = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
     for k in (1, 2, 3):
         assert "--leader-cpus" not in cluster.node(k)["argv"]
