@@ -82,6 +82,10 @@ typedef struct px_options {
     uint64_t retry_interval_ms;       /* re-send of unanswered accepts/forwards */
     uint64_t commit_notice_ms;        /* a commit index no ACCEPT carried by
                                          then goes out in COMMIT messages */
+    bool thrifty;                     /* phase 2 at once only to the voters a
+                                         quorum needs (and to forwarders);
+                                         the others within
+                                         heartbeat_interval_ms */
     uint32_t retain_slots;            /* committed slots kept for catch-up */
     uint32_t max_pending_requests;    /* requests queued at this replica */
     uint64_t seed;                    /* all randomness comes from here */

@@ -95,6 +95,8 @@ typedef struct px_peer {
     uint64_t acked_round;      /* read round echoed */
     uint64_t notify_slot;      /* highest slot holding a request it forwarded */
     uint64_t commit_sent;      /* highest commit index we sent it */
+    uint64_t sent;             /* highest slot sent to it in an ACCEPT */
+    bool eager;                /* gets every batch at once (thrifty) */
     /* election */
     bool granted;              /* probe granted */
     uint64_t covered;          /* promise pieces cover [start, covered) */
@@ -236,6 +238,8 @@ struct px_replica {
     uint64_t quorum_ok_ms;      /* last time a quorum was in contact */
     uint64_t next_heartbeat_ms;
     uint64_t commit_notice_at_ms;  /* 0, or when COMMIT goes to every peer */
+    uint64_t lazy_due_ms;          /* 0, or when peers a batch skipped
+                                      (thrifty phase 2) get what they lack */
     uint64_t bcast_lo, bcast_hi; /* slots proposed during this step */
     bool commit_moved;
     uint64_t hb_round, hb_confirmed;
@@ -327,6 +331,10 @@ void px_become_leader(px_replica *r);
 int px_propose_cell(px_replica *r, uint64_t slot, uint64_t time_ms,
                     uint8_t kind, uint32_t len, const uint8_t *data);
 void px_leader_pump(px_replica *r);
+/* Thrifty phase 2 (leader.c invariant 7): send p every slot it lacks;
+ * send every peer what it lacks. */
+void px_leader_send_missing(px_replica *r, px_peer *p);
+void px_leader_fill_lazy(px_replica *r);
 void px_on_accepted(px_replica *r, const px_msg *m);
 void px_on_heartbeat_ack(px_replica *r, const px_msg *m);
 void px_on_reject(px_replica *r, const px_msg *m);

@@ -145,6 +145,11 @@ static void px_read_release(px_replica *r, const px_read *x)
         px_out_read(r, x->token, r->commit, 0);
         return;
     }
+    /* the origin applies up to the index it gets: it needs the entries
+     * (a peer thrifty phase 2 skipped may lack them) */
+    px_peer *p = px_peer_find(r, x->origin);
+    if (p)
+        px_leader_send_missing(r, p);
     int k = px_out_msg(r, PX_MSG_FORWARD, x->origin, r->ballot);
     if (k < 0)
         return;
@@ -180,6 +185,7 @@ static void px_reads_leader(px_replica *r)
         if (r->need_round && r->hb_confirmed == r->hb_round) {
             r->hb_round++;
             r->need_round = false;
+            px_leader_fill_lazy(r);   /* heartbeats carry the commit */
             for (uint32_t i = 0; i < r->n_peers; i++) {
                 int k = px_out_msg(r, PX_MSG_HEARTBEAT, r->peers[i].id,
                                    r->ballot);

@@ -77,6 +77,7 @@ void px_options_default(px_options *opt, uint32_t self_id)
     opt->window_slots = 32;
     opt->retry_interval_ms = 100;
     opt->commit_notice_ms = 2;
+    opt->thrifty = true;
     opt->retain_slots = 1024;
     opt->max_pending_requests = 4096;
     opt->seed = UINT64_C(0x243F6A8885A308D3) ^ self_id;
@@ -380,6 +381,8 @@ static uint64_t px_next_tick(const px_replica *r)
             next = r->next_heartbeat_ms;
         if (r->commit_notice_at_ms && r->commit_notice_at_ms < next)
             next = r->commit_notice_at_ms;
+        if (r->lazy_due_ms && r->lazy_due_ms < next)
+            next = r->lazy_due_ms;
     } else if (r->self_voter && r->election_deadline_ms < next) {
         next = r->election_deadline_ms;
     }

@@ -417,10 +417,17 @@ static void test_single_voter(void **state)
     h_free(c);
 }
 
+/* Every batch to every follower at once (thrifty phase 2 off): the tests
+ * below count one ACCEPT per follower. */
+static void tweak_eager(px_options *o)
+{
+    o->thrifty = false;
+}
+
 static void test_three_node_commit_after_persist(void **state)
 {
     (void)state;
-    cluster *c = h_cluster(3, NULL);
+    cluster *c = h_cluster(3, tweak_eager);
     h_elect(c, 1);
     for (uint32_t id = 1; id <= 3; id++) {
         assert_int_equal(c->n[id].applied, 1);
@@ -452,7 +459,7 @@ static void test_three_node_commit_after_persist(void **state)
 static void test_recovery_and_noop_fill(void **state)
 {
     (void)state;
-    cluster *c = h_cluster(3, NULL);
+    cluster *c = h_cluster(3, tweak_eager);
     h_elect(c, 1);
     h_propose(c, 1, 1, 1, "A"); /* slot 2: nobody else gets it */
     assert_int_equal(h_drop(c, PX_MSG_ACCEPT, 1, 0), 2);
@@ -589,7 +596,7 @@ static void test_forwarding(void **state)
 static void test_commit_notice(void **state)
 {
     (void)state;
-    cluster *c = h_cluster(3, NULL);
+    cluster *c = h_cluster(3, tweak_eager);
     h_elect(c, 1);
     h_propose(c, 1, 7, 1, "a");
     assert_int_equal(h_deliver(c, PX_MSG_ACCEPT, 1, 0), 2);
@@ -628,6 +635,88 @@ static void test_commit_notice(void **state)
     assert_true(h_log_has(&c->n[3].log[4], 9, 1));
     assert_int_equal(h_status(c, 3).pending_requests, 0);
     assert_int_equal(c->n[2].applied, 3);
+    h_free(c);
+}
+
+/* Thrifty phase 2 (leader.c invariant 7): a batch goes at once to one
+ * follower of two (a quorum with the leader), the other gets it a
+ * heartbeat interval later with the commit; a forwarder gets its batch at
+ * once; a silent eager follower is replaced by the one that answers. */
+static void test_thrifty_phase2(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    h_run(c);
+    c->now += 10;   /* a heartbeat interval: the no-op reaches node 3 too */
+    h_tick(c, 1);
+    h_run(c);
+    assert_int_equal(c->n[3].applied, 1);
+    /* ties on match: the lower id is eager */
+    h_propose(c, 1, 7, 1, "a");
+    assert_int_equal(h_count(c, PX_MSG_ACCEPT, 1, 2), 1);
+    assert_int_equal(h_count(c, PX_MSG_ACCEPT, 1, 3), 0);
+    h_run(c);
+    assert_int_equal(c->n[1].applied, 2);   /* leader + node 2 */
+    assert_int_equal(c->n[3].applied, 1);
+    /* node 2 learns the commit after commit_notice_ms; node 3, which
+     * lacks the entry, gets no bare COMMIT (it would only ask for it) */
+    c->now += 2;
+    h_tick(c, 1);
+    assert_int_equal(h_count(c, PX_MSG_COMMIT, 1, 2), 1);
+    assert_int_equal(h_count(c, PX_MSG_COMMIT, 1, 3), 0);
+    assert_int_equal(h_count(c, PX_MSG_ACCEPT, 1, 3), 0);
+    h_run(c);
+    /* a heartbeat interval after the batch, slot 2 reaches node 3 with
+     * the commit */
+    c->now += 7;
+    h_tick(c, 1);
+    assert_int_equal(h_count(c, PX_MSG_ACCEPT, 1, 3), 0);
+    c->now += 1;
+    h_tick(c, 1);
+    assert_int_equal(h_count(c, PX_MSG_ACCEPT, 1, 3), 1);
+    assert_int_equal(h_count(c, PX_MSG_COMMIT, 1, 3), 0);
+    h_run(c);
+    assert_int_equal(c->n[3].applied, 2);
+    assert_true(h_log_has(&c->n[3].log[2], 7, 1));
+
+    /* a request node 3 forwarded: its batch goes to node 3 at once too */
+    h_propose(c, 3, 9, 1, "fwd");
+    assert_int_equal(h_deliver(c, PX_MSG_FORWARD, 3, 1), 1);
+    assert_int_equal(h_count(c, PX_MSG_ACCEPT, 1, 2), 1);
+    assert_int_equal(h_count(c, PX_MSG_ACCEPT, 1, 3), 1);
+    h_run(c);
+    assert_int_equal(c->n[3].applied, 3);
+    assert_true(h_log_has(&c->n[3].log[3], 9, 1));
+
+    /* node 2 goes silent: the next batch waits for node 3, which gets it
+     * a heartbeat interval later, answers, and becomes the eager one */
+    c->n[2].down = true;
+    c->now += 10;
+    h_tick(c, 1);
+    h_run(c);
+    h_propose(c, 1, 7, 2, "b");
+    assert_int_equal(h_count(c, PX_MSG_ACCEPT, 1, 3), 0);
+    h_run(c);
+    assert_int_equal(c->n[1].applied, 3);   /* no quorum yet */
+    c->now += 9;
+    h_tick(c, 1);
+    h_run(c);
+    assert_int_equal(c->n[1].applied, 3);
+    c->now += 1;
+    h_tick(c, 1);
+    h_run(c);
+    assert_int_equal(c->n[1].applied, 4);
+    h_propose(c, 1, 7, 3, "c");
+    assert_int_equal(h_count(c, PX_MSG_ACCEPT, 1, 3), 1);
+    h_run(c);
+    assert_int_equal(c->n[1].applied, 5);
+    c->now += 2;   /* node 3 learns the commit */
+    h_tick(c, 1);
+    h_run(c);
+    assert_int_equal(c->n[3].applied, 5);
+    assert_true(h_log_has(&c->n[3].log[4], 7, 2));
+    assert_true(h_log_has(&c->n[3].log[5], 7, 3));
     h_free(c);
 }
 
@@ -1017,6 +1106,7 @@ int main(void)
         cmocka_unit_test(test_leader_stickiness),
         cmocka_unit_test(test_forwarding),
         cmocka_unit_test(test_commit_notice),
+        cmocka_unit_test(test_thrifty_phase2),
         cmocka_unit_test(test_batching_window_full),
         cmocka_unit_test(test_follower_commit_rule),
         cmocka_unit_test(test_snapshot_needed),
