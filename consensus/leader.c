@@ -243,13 +243,24 @@ static void px_broadcast_heartbeat(px_replica *r)
 
 /* Tell followers the commit index (invariant 6): one waiting for its
  * forwarded requests at once, the others once commit_notice_ms passed
- * without an ACCEPT or HEARTBEAT carrying it. */
+ * without an ACCEPT or HEARTBEAT carrying it.  A peer that lacks committed
+ * entries (thrifty phase 2 skipped it) gets no bare COMMIT, which would
+ * only make it ask for them: the entries at once if it waits for a
+ * request it forwarded, else with the next lazy fill (no timer here). */
 static void px_notify_commit(px_replica *r)
 {
     bool behind = false;
-    for (uint32_t i = 0; i < r->n_peers; i++)
-        if (r->peers[i].commit_sent < r->commit)
-            behind = true;
+    for (uint32_t i = 0; i < r->n_peers; i++) {
+        px_peer *p = &r->peers[i];
+        if (p->commit_sent >= r->commit)
+            continue;
+        if (p->sent < r->commit && p->match < r->commit) {
+            if (p->notify_slot > p->commit_sent && p->notify_slot <= r->commit)
+                px_leader_send_missing(r, p);
+            continue;
+        }
+        behind = true;
+    }
     if (!behind) {
         r->commit_notice_at_ms = 0;
         return;
@@ -264,15 +275,8 @@ static void px_notify_commit(px_replica *r)
         if (!all && (p->notify_slot <= p->commit_sent ||
                      p->notify_slot > r->commit))
             continue;
-        if (p->sent < r->commit && p->match < r->commit) {
-            /* it lacks committed entries (thrifty phase 2 skipped it): a
-             * bare COMMIT would only make it ask for them.  One waiting
-             * for a request it forwarded gets them now, the others with
-             * the next lazy fill. */
-            if (!all)
-                px_leader_send_missing(r, p);
-            continue;
-        }
+        if (p->sent < r->commit && p->match < r->commit)
+            continue;   /* see above */
         if (px_out_msg(r, PX_MSG_COMMIT, p->id, r->ballot) < 0)
             return;
         p->commit_sent = r->commit;
