@@ -28,10 +28,11 @@
  *      a newly committed slot (its client waits), to the others after
  *      commit_notice_ms (under load the next ACCEPT carries it first, so
  *      a commit costs no extra message).
- *   7. Thrifty phase 2 (opt.thrifty): a new batch goes at once to the
- *      voters a quorum needs besides this leader, the most caught-up ones
- *      (highest match, then lowest id), and to every peer that forwarded
- *      a request in it; every other peer gets all it lacks, with the
+ *   7. Thrifty phase 2 (opt.thrifty): a new batch goes at once to every
+ *      peer that forwarded a request in it (it waits for the entries
+ *      anyway, and counts toward the quorum when it votes), then to the
+ *      most caught-up voters (highest match, then lowest id) until a
+ *      quorum with this leader is reached; every other peer gets all it lacks, with the
  *      commit, within heartbeat_interval_ms of the first batch it missed
  *      (lazy_due_ms), before any HEARTBEAT, and before a read it asked
  *      for is answered.  Safety does not depend on who gets an ACCEPT.
@@ -166,15 +167,22 @@ static void px_send_accepts(px_replica *r, const px_peer *p, uint64_t lo,
     }
 }
 
-/* Invariant 7: mark the voters a quorum needs besides this leader. */
+/* Invariant 7: mark the peers that get the new batch at once: those that
+ * forwarded a request in it, then the most caught-up voters until a
+ * quorum with this leader is reached. */
 static void px_pick_eager(px_replica *r)
 {
     uint32_t need = px_members_quorum(&r->members);
     if (r->self_voter && need > 0)
         need--;
-    for (uint32_t i = 0; i < r->n_peers; i++)
-        r->peers[i].eager = !r->opt.thrifty;
-    for (uint32_t k = 0; r->opt.thrifty && k < need; k++) {
+    uint32_t have = 0;
+    for (uint32_t i = 0; i < r->n_peers; i++) {
+        px_peer *p = &r->peers[i];
+        p->eager = !r->opt.thrifty || p->notify_slot >= r->bcast_lo;
+        if (p->eager && p->voter)
+            have++;
+    }
+    for (uint32_t k = have; r->opt.thrifty && k < need; k++) {
         px_peer *best = NULL;
         for (uint32_t i = 0; i < r->n_peers; i++) {
             px_peer *p = &r->peers[i];
@@ -302,7 +310,7 @@ void px_leader_pump(px_replica *r)
         px_pick_eager(r);
         for (uint32_t i = 0; i < r->n_peers; i++) {
             px_peer *p = &r->peers[i];
-            if (p->eager || p->notify_slot >= r->bcast_lo)
+            if (p->eager)
                 px_send_from(r, p, r->bcast_lo, r->bcast_hi);
             else if (!r->lazy_due_ms)
                 r->lazy_due_ms = r->now_ms + r->opt.heartbeat_interval_ms;
