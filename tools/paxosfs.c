@@ -57,7 +57,7 @@ static void usage(FILE *fp)
 "  --leader-cpus LIST     while this node leads, run all its threads on\n"
 "                         these CPUs only (\"0\", \"0-1,4\"); while it does\n"
 "                         not, keep them off these CPUs.  For several nodes\n"
-"                         on one machine (tools/cluster passes 0): the\n"
+"                         on one machine (tools/cluster up --pin): the\n"
 "                         leader gets a CPU of its own.  Default: no pinning\n"
 "  -h, --help             this help\n"
 "\n"
