@@ -198,6 +198,12 @@ static void px_pick_eager(px_replica *r)
     }
 }
 
+/* p holds neither a vouched nor a sent copy of `slot`. */
+static bool px_peer_lacks(const px_peer *p, uint64_t slot)
+{
+    return p->sent < slot && p->match < slot;
+}
+
 /* Send p the slots [lo, hi], starting earlier if it lacks slots below lo
  * (invariant 7: what it accepts stays contiguous). */
 static void px_send_from(px_replica *r, px_peer *p, uint64_t lo, uint64_t hi)
@@ -224,7 +230,7 @@ void px_leader_send_missing(px_replica *r, px_peer *p)
     if (r->role != PX_LEADER || r->next_slot <= 1)
         return;
     uint64_t hi = r->next_slot - 1;
-    if (p->sent < hi && p->match < hi)
+    if (px_peer_lacks(p, hi))
         px_send_from(r, p, hi, hi);
 }
 
@@ -262,7 +268,7 @@ static void px_notify_commit(px_replica *r)
         px_peer *p = &r->peers[i];
         if (p->commit_sent >= r->commit)
             continue;
-        if (p->sent < r->commit && p->match < r->commit) {
+        if (px_peer_lacks(p, r->commit)) {
             if (p->notify_slot > p->commit_sent && p->notify_slot <= r->commit)
                 px_leader_send_missing(r, p);
             continue;
@@ -283,7 +289,7 @@ static void px_notify_commit(px_replica *r)
         if (!all && (p->notify_slot <= p->commit_sent ||
                      p->notify_slot > r->commit))
             continue;
-        if (p->sent < r->commit && p->match < r->commit)
+        if (px_peer_lacks(p, r->commit))
             continue;   /* see above */
         if (px_out_msg(r, PX_MSG_COMMIT, p->id, r->ballot) < 0)
             return;

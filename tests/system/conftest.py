@@ -208,6 +208,15 @@ def chain_head(n):
     return n.status()["chain_head"]["index"]
 
 
+def cpu_list(text):
+    """A kernel CPU list ("0-2,5") as a set."""
+    cpus = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
 def read_file(path, mode="r"):
     with open(path, mode) as f:
         return f.read()

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import (MountClient, SUSPICIOUS, call_with_deadline, pid_alive, read_file,
-                      wait_for, write_file)
+from conftest import (MountClient, SUSPICIOUS, call_with_deadline, cpu_list, pid_alive,
+                      read_file, wait_for, write_file)
 
 
 @pytest.fixture
@@ -149,15 +149,6 @@ def test_leader_failover_loses_no_acknowledged_write(cluster):
     for key, i in acked.items():
         for n in others:
             assert int(read_file(n.path(key))) >= i, (key, n.id)
-
-
-def cpu_list(text):
-    """A kernel CPU list ("0-2,5") as a set."""
-    cpus = set()
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        cpus.update(range(int(lo), int(hi or lo) + 1))
-    return cpus
 
 
 def thread_cpus(pid):

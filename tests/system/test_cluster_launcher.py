@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import (BUILD, CLUSTER, PAXOSCTL, PAXOSFS, SUSPICIOUS, is_mounted,
+from conftest import (BUILD, CLUSTER, PAXOSCTL, PAXOSFS, SUSPICIOUS, cpu_list, is_mounted,
                       mounts_under, pid_alive, pids_under, read_file, unmount, wait_for,
                       write_file)
 
@@ -340,11 +340,7 @@ def test_up_leaves_the_cpus_alone_unless_asked(cluster):
         st = cluster.status(k)
         assert st["leader_cpus"] == ""
         # the kernel writes ranges; compare as sets
-        got = set()
-        for part in st["cpus"].split(","):
-            lo, _, hi = part.partition("-")
-            got.update(range(int(lo), int(hi or lo) + 1))
-        assert got == set(os.sched_getaffinity(0)), (k, st["cpus"], allowed)
+        assert cpu_list(st["cpus"]) == set(os.sched_getaffinity(0)), (k, st["cpus"], allowed)
 
 
 @needs_peers
