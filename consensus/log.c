@@ -12,7 +12,10 @@
  *      and first_retained <= s < first_retained + cap; every other cell is
  *      empty (slot 0).  Lookup and store are O(1).
  *   2. first_retained <= commit + 1; after compaction (start of each step)
- *      at most retain_slots committed slots are kept.  Compaction never
+ *      at most retain_slots committed slots are kept, holding at most
+ *      retain_bytes bytes unless the newest one alone is larger (values of
+ *      up to PX_MAX_VALUE_BYTES would otherwise keep gigabytes for a
+ *      catch-up the host's chain can serve as well).  Compaction never
  *      runs in the middle of a step, so px_output pointers into cells stay
  *      valid until the next px_step.
  *   3. A cell is written at most once per step, so an entry handed out in
@@ -122,10 +125,25 @@ int px_log_put(px_replica *r, uint64_t slot, px_ballot b, uint64_t time_ms,
 
 void px_log_compact(px_replica *r)
 {
-    while (r->first_retained + r->opt.retain_slots <= r->commit) {
-        px_cell *c = px_log_get(r, r->first_retained);
+    if (r->counted_to + 1 < r->first_retained) {
+        /* px_log_drop_through released what was counted */
+        r->counted_to = r->first_retained - 1;
+        r->retained_bytes = 0;
+    }
+    while (r->counted_to < r->commit) {
+        px_cell *c = px_log_get(r, ++r->counted_to);
         if (c)
+            r->retained_bytes += c->len;
+    }
+    while (r->first_retained + r->opt.retain_slots <= r->commit ||
+           (r->retained_bytes > r->opt.retain_bytes &&
+            r->first_retained < r->commit)) {
+        px_cell *c = px_log_get(r, r->first_retained);
+        if (c) {
+            PX_ASSERT(r->retained_bytes >= c->len);
+            r->retained_bytes -= c->len;
             px_cell_release(c);
+        }
         r->first_retained++;
     }
 }

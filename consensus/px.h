@@ -87,6 +87,11 @@ typedef struct px_options {
                                          the others within
                                          heartbeat_interval_ms */
     uint32_t retain_slots;            /* committed slots kept for catch-up */
+    uint64_t retain_bytes;            /* ... and at most this many bytes of
+                                         them (the newest committed slot is
+                                         kept whatever its size); older
+                                         slots are served from the host's
+                                         chain (snapshot_to) */
     uint32_t max_pending_requests;    /* requests queued at this replica */
     uint64_t seed;                    /* all randomness comes from here */
 } px_options;
@@ -321,6 +326,15 @@ void px_get_status(const px_replica *r, px_status *st);
 
 /* The role alone (enum px_role): cheap enough for every loop turn. */
 uint8_t px_role(const px_replica *r);
+
+/* When this replica last knew a leader to be alive: the current time
+ * (of its last event) while it leads, the time of the last message from
+ * the leader it follows, 0 when it knows of no leader.  Cheap. */
+uint64_t px_leader_contact_ms(const px_replica *r);
+
+/* Bytes of committed values retained for catch-up (retain_bytes bounds
+ * them). */
+uint64_t px_retained_bytes(const px_replica *r);
 
 /* Counters: dropped and stale messages, elections, ... */
 typedef struct px_stats {

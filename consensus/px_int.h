@@ -51,6 +51,11 @@
 
 #include "px.h"
 
+/* An invariant the code relies on, checked in every build: a state that
+ * "cannot happen" stops the process instead of being repaired silently
+ * (the replica does no I/O, so no message: the core dump has the place). */
+#define PX_ASSERT(cond) ((cond) ? (void)0 : abort())
+
 #define PX_MSG_MAX_ENTRIES 4096u      /* entries accepted in one message */
 #define PX_MSG_MAX_REQUESTS 65536u    /* requests accepted in one message */
 #define PX_PIECE_MAX_ENTRIES 64u      /* entries per PROMISE/CATCHUP/resend */
@@ -212,6 +217,9 @@ struct px_replica {
     px_cell *cells;
     uint64_t cap, mask;
     uint64_t first_retained;
+    uint64_t counted_to;        /* retained_bytes sums the committed cells
+                                   in [first_retained, counted_to] */
+    uint64_t retained_bytes;
     uint64_t commit;            /* == applied after every step */
     uint64_t log_max;           /* highest slot ever stored (hint) */
     uint64_t acc_durable;       /* see acceptor.c invariant 3 */

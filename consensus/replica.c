@@ -79,6 +79,7 @@ void px_options_default(px_options *opt, uint32_t self_id)
     opt->commit_notice_ms = 2;
     opt->thrifty = true;
     opt->retain_slots = 1024;
+    opt->retain_bytes = UINT64_C(64) << 20;
     opt->max_pending_requests = 4096;
     opt->seed = UINT64_C(0x243F6A8885A308D3) ^ self_id;
 }
@@ -92,7 +93,7 @@ static bool px_options_valid(const px_options *o)
            o->window_slots >= 1 && o->window_slots <= (1u << 20) &&
            o->retry_interval_ms > 0 &&
            o->commit_notice_ms < o->heartbeat_interval_ms &&
-           o->retain_slots <= (1u << 24) &&
+           o->retain_slots <= (1u << 24) && o->retain_bytes > 0 &&
            o->max_pending_requests >= 1 &&
            o->max_pending_requests <= (1u << 24);
 }
@@ -161,6 +162,7 @@ int px_create(const px_options *opt, const px_restore *restore,
     r->durable_promise = r->promise;
     r->max_round_seen = r->promise.round;
     r->first_retained = r->commit + 1;
+    r->counted_to = r->commit;
     r->acc_durable = r->commit;
     r->last_claim = r->commit;
     r->leader_commit = r->commit;
@@ -514,6 +516,20 @@ void px_set_chain_head(px_replica *r, uint64_t index,
 uint8_t px_role(const px_replica *r)
 {
     return r ? r->role : PX_FOLLOWER;
+}
+
+uint64_t px_leader_contact_ms(const px_replica *r)
+{
+    if (!r)
+        return 0;
+    if (r->role == PX_LEADER)
+        return r->now_ms;
+    return r->leader_id ? r->last_leader_contact_ms : 0;
+}
+
+uint64_t px_retained_bytes(const px_replica *r)
+{
+    return r ? r->retained_bytes : 0;
 }
 
 void px_get_status(const px_replica *r, px_status *st)

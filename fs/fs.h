@@ -50,6 +50,10 @@ typedef struct fs_backend {
      * before this call (linearizable read point) and every answered write
      * submitted before it. */
     int (*read_barrier)(void *ctx, fs_done_fn done, void *arg);
+    /* 0 if a write may be accepted now, else the negative errno a write
+     * would fail with (-EHOSTUNREACH: no leader reachable, -EIO: storage
+     * failed): checked at open() for writing, where a shell sees it. */
+    int (*can_write)(void *ctx);
     /* The applied key-value state (loop thread only). */
     const kv *(*state)(void *ctx);
     /* Render .status (malloc'ed JSON text + newline). */

@@ -92,7 +92,7 @@ static int commit_errno(int result)
 {
     switch (-result) {
     case EFBIG: case ENAMETOOLONG: case EINVAL: case ENOENT:
-    case ETIMEDOUT: case ENOSPC: case EROFS:
+    case ETIMEDOUT: case ENOSPC: case EROFS: case EHOSTUNREACH:
         return -result;
     default:
         return EIO;
@@ -563,6 +563,11 @@ void fs_key_open(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi)
 {
     fs *f = fs_of(req);
     int acc = fi->flags & O_ACCMODE;
+    int rc = acc != O_RDONLY && f->be.can_write ? f->be.can_write(f->be.ctx) : 0;
+    if (rc < 0) {
+        fuse_reply_err(req, commit_errno(rc));
+        return;
+    }
     bool blind = (acc == O_WRONLY) && (fi->flags & (O_TRUNC | O_APPEND));
     if (blind) {
         /* nothing of the old value is read: no read point needed */
@@ -577,7 +582,7 @@ void fs_key_open(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi)
     w->in = in;
     in->open_count++;   /* keeps the inode while parked */
     w->fi = *fi;
-    int rc = f->be.read_barrier(f->be.ctx, done_open, w);
+    rc = f->be.read_barrier(f->be.ctx, done_open, w);
     if (rc < 0) {
         in->open_count--;
         w->in = NULL;
@@ -590,6 +595,8 @@ void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi)
 {
     fs *f = fs_of(req);
     int rc = fs_check_name(name);
+    if (!rc && f->be.can_write && (rc = f->be.can_write(f->be.ctx)) < 0)
+        rc = commit_errno(rc);
     if (rc) {
         fuse_reply_err(req, rc);
         return;

@@ -17,9 +17,11 @@
  */
 #include "node.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -57,11 +59,24 @@
 #define NODE_CATCHUP_BYTES (4u << 20)
 #define NODE_MOUNT_IDLE_MS 100          /* no FUSE request for this long:
                                            a follower syncs inline */
+#define NODE_NO_LEADER_FACTOR 2         /* no leader heard from for this
+                                           many maximum election timeouts:
+                                           fail new requests at once */
+#define NODE_MMAP_THRESHOLD (256u << 10) /* allocations from here on are
+                                           mmap'ed and returned on free */
 
-/* A write submitted by the mount, until its entry is applied. */
+/* A write submitted by the mount, until its entry is applied.  `ticket`
+ * numbers every submission in order, including those still waiting for
+ * room in the ring (struct waiting), so read points can name "every write
+ * submitted so far". */
 typedef struct pending {
     bool used;
+    bool answered;          /* its caller already returned: no deadline,
+                               retried until it commits (node.h) */
+    bool retry;             /* the replica refused it for now (queue full):
+                               propose it again next turn */
     uint64_t seq;
+    uint64_t ticket;
     uint64_t deadline_ms;
     fs_done_fn done;
     void *arg;
@@ -69,12 +84,25 @@ typedef struct pending {
     uint32_t op_len;
 } pending;
 
+/* A write that found the ring full: it waits here, in submission order,
+ * for room (overload pushes back on the writer, it does not fail it). */
+typedef struct waiting {
+    struct waiting *next;
+    bool answered;
+    uint64_t ticket;
+    uint64_t deadline_ms;
+    fs_done_fn done;
+    void *arg;
+    uint8_t *op;
+    uint32_t op_len;
+} waiting;
+
 /* A read barrier, until its read index is applied. */
 typedef struct read_wait {
     uint64_t token;
     uint64_t index;         /* 0 until the replica answered */
     uint64_t deadline_ms;
-    uint64_t after_seq;     /* this node's writes up to here first: the
+    uint64_t after_ticket;  /* this node's writes up to here first: the
                                newest whose caller was already answered */
     fs_done_fn done;
     void *arg;
@@ -99,9 +127,24 @@ struct node {
      * every seq in [low_seq, next_seq) is either used or done */
     pending *ring;
     uint64_t low_seq;
-    uint64_t answered_seq;      /* newest write submitted after its caller
+    uint64_t next_ticket;
+    uint64_t answered_ticket;   /* newest write submitted after its caller
                                    was answered (a commit at release) */
+    uint64_t answered_outstanding; /* such writes not yet applied */
     uint64_t to_propose_from;   /* first seq not yet stepped */
+    uint32_t n_retry;           /* ring entries with retry set */
+    waiting *wait_head, *wait_tail;  /* overflow of the ring, FIFO */
+    uint64_t n_waiting;
+    uint64_t waited_total;      /* writes that ever had to wait for room */
+
+    /* a reachable leader (net/node.h "No leader"): when one was last
+     * known alive; none for longer than no_leader_ms makes new requests
+     * fail at once with EHOSTUNREACH */
+    uint64_t leader_seen_ms;
+    uint64_t no_leader_ms;
+    bool no_leader;
+    uint64_t fast_failed;       /* requests refused for want of a leader */
+    uint64_t drain_deadline_ms; /* stopping: wait for answered writes */
 
     read_wait *reads;
     uint32_t n_reads;
@@ -184,19 +227,94 @@ static pending *pending_at(node *n, uint64_t seq)
 
 static void serve_ready_reads(node *n);
 
+/* Give the oldest waiting writes the ring slots that are free. */
+static void admit_waiting(node *n)
+{
+    while (n->wait_head && n->next_seq - n->low_seq < NODE_MAX_PENDING) {
+        waiting *w = n->wait_head;
+        n->wait_head = w->next;
+        if (!n->wait_head)
+            n->wait_tail = NULL;
+        n->n_waiting--;
+        uint64_t seq = n->next_seq++;
+        pending *p = &n->ring[seq & (NODE_MAX_PENDING - 1)];
+        assert(!p->used);
+        *p = (pending){ .used = true, .answered = w->answered, .seq = seq,
+                        .ticket = w->ticket, .deadline_ms = w->deadline_ms,
+                        .done = w->done, .arg = w->arg, .op = w->op,
+                        .op_len = w->op_len };
+        free(w);
+    }
+}
+
+/* The oldest submission not yet finished (tickets are admitted to the
+ * ring in order, and the ring's lowest seq is always in use). */
+static uint64_t low_ticket(const node *n)
+{
+    if (n->low_seq < n->next_seq)
+        return n->ring[n->low_seq & (NODE_MAX_PENDING - 1)].ticket;
+    if (n->wait_head)
+        return n->wait_head->ticket;
+    return n->next_ticket;
+}
+
 static void pending_finish(node *n, pending *p, int result)
 {
     fs_done_fn done = p->done;
     void *arg = p->arg;
+    if (p->answered)
+        n->answered_outstanding--;
+    if (p->retry)
+        n->n_retry--;
     free(p->op);
     memset(p, 0, sizeof *p);
     while (n->low_seq < n->next_seq &&
            !n->ring[n->low_seq & (NODE_MAX_PENDING - 1)].used)
         n->low_seq++;
+    admit_waiting(n);
     if (done)
         done(arg, result);
     if (n->n_reads)
         serve_ready_reads(n);
+}
+
+/* Answer every waiting write that `pick` selects with `result`. */
+static void finish_waiting(node *n, bool (*pick)(const waiting *, void *),
+                           void *pick_arg, int result)
+{
+    waiting *keep = NULL, **tail = &keep, *done = NULL, **dtail = &done;
+    for (waiting *w = n->wait_head, *next; w; w = next) {
+        next = w->next;
+        w->next = NULL;
+        if (pick(w, pick_arg)) {
+            *dtail = w;
+            dtail = &w->next;
+            n->n_waiting--;
+            if (w->answered)
+                n->answered_outstanding--;
+        } else {
+            *tail = w;
+            tail = &w->next;
+        }
+    }
+    n->wait_head = keep;
+    n->wait_tail = NULL;
+    for (waiting *w = keep; w; w = w->next)
+        n->wait_tail = w;
+    for (waiting *w = done, *next; w; w = next) {
+        next = w->next;
+        if (w->done)
+            w->done(w->arg, result);
+        free(w->op);
+        free(w);
+    }
+}
+
+static bool waiting_any(const waiting *w, void *arg)
+{
+    (void)w;
+    (void)arg;
+    return true;
 }
 
 static bool read_is_expired(const read_wait *r, void *arg);
@@ -205,6 +323,7 @@ static void finish_reads(node *n, bool (*pick)(const read_wait *, void *),
 
 static void fail_all_pending(node *n, int result)
 {
+    finish_waiting(n, waiting_any, NULL, result);
     for (uint64_t s = n->low_seq; s < n->next_seq; s++) {
         pending *p = pending_at(n, s);
         if (p)
@@ -288,7 +407,7 @@ static void finish_reads(node *n, bool (*pick)(const read_wait *, void *),
 
 struct serve_point {
     uint64_t applied;
-    uint64_t low_seq;
+    uint64_t low_ticket;
 };
 
 /* A read is served once the state has applied its read index and this
@@ -300,12 +419,12 @@ struct serve_point {
 static bool read_is_served(const read_wait *r, void *arg)
 {
     const struct serve_point *p = arg;
-    return r->ready && r->index <= p->applied && p->low_seq > r->after_seq;
+    return r->ready && r->index <= p->applied && p->low_ticket > r->after_ticket;
 }
 
 static void serve_ready_reads(node *n)
 {
-    struct serve_point p = { kv_applied_index(n->state), n->low_seq };
+    struct serve_point p = { kv_applied_index(n->state), low_ticket(n) };
     finish_reads(n, read_is_served, &p, 0);
 }
 
@@ -422,8 +541,17 @@ static void handle_output(node *n, const px_output *out)
         if (out->failed[i].client_id != n->client_id)
             continue;
         pending *p = pending_at(n, out->failed[i].seq);
-        if (p)
-            pending_finish(n, p, out->failed[i].status);
+        if (!p)
+            continue;
+        int st = out->failed[i].status;
+        if ((st == -EAGAIN || st == -ENOMEM) && p->op && !p->retry) {
+            /* the replica's queue is full for now: the write waits, it
+             * does not fail (step_queued proposes it again) */
+            p->retry = true;
+            n->n_retry++;
+        } else if (!p->retry) {
+            pending_finish(n, p, st);
+        }
     }
     for (uint32_t i = 0; i < out->n_reads; i++) {
         const px_read_ready *rr = &out->reads[i];
@@ -548,11 +676,48 @@ static void drain_sync(node *n)
 }
 
 /* Step everything the mount queued during this turn. */
+/* Propose `k` requests; the replica copies the ops it took, so each op
+ * is freed unless the replica asked for a retry. */
+static void propose(node *n, px_request *reqs, uint32_t k)
+{
+    px_event ev = { .type = PX_EV_PROPOSE };
+    ev.u.propose.requests = reqs;
+    ev.u.propose.n_requests = k;
+    step(n, &ev);
+    for (uint32_t i = 0; i < k; i++) {
+        pending *p = pending_at(n, reqs[i].seq);
+        if (p && !p->retry) {
+            free(p->op);
+            p->op = NULL;
+        }
+    }
+}
+
 static void step_queued(node *n)
 {
     px_request reqs[64];
+    /* writes the replica refused last turn (queue full) go first, once
+     * per turn */
+    uint32_t k = 0;
+    for (uint64_t s = n->low_seq; n->n_retry && s < n->to_propose_from &&
+                                  !n->fatal; s++) {
+        pending *p = pending_at(n, s);
+        if (!p || !p->retry)
+            continue;
+        p->retry = false;
+        n->n_retry--;
+        reqs[k++] = (px_request){ .client_id = n->client_id, .seq = p->seq,
+                                  .ack_seq = n->low_seq, .len = p->op_len,
+                                  .op = p->op };
+        if (k == 64) {
+            propose(n, reqs, k);
+            k = 0;
+        }
+    }
+    if (k)
+        propose(n, reqs, k);
     while (n->to_propose_from < n->next_seq && !n->fatal) {
-        uint32_t k = 0;
+        k = 0;
         while (k < 64 && n->to_propose_from < n->next_seq) {
             pending *p = pending_at(n, n->to_propose_from++);
             if (!p)
@@ -563,18 +728,7 @@ static void step_queued(node *n)
         }
         if (k == 0)
             break;
-        px_event ev = { .type = PX_EV_PROPOSE };
-        ev.u.propose.requests = reqs;
-        ev.u.propose.n_requests = k;
-        step(n, &ev);
-        /* the replica copied the ops */
-        for (uint32_t i = 0; i < k; i++) {
-            pending *p = pending_at(n, reqs[i].seq);
-            if (p) {
-                free(p->op);
-                p->op = NULL;
-            }
-        }
+        propose(n, reqs, k);
     }
     /* a step may queue a read again (retry after a leader change): those
      * wait for the next turn */
@@ -594,14 +748,43 @@ static bool read_is_expired(const read_wait *r, void *arg)
     return r->deadline_ms <= *(const uint64_t *)arg;
 }
 
+static bool waiting_is_expired(const waiting *w, void *arg)
+{
+    return !w->answered && w->deadline_ms <= *(const uint64_t *)arg;
+}
+
+/* Writes whose callers wait fail with ETIMEDOUT at their deadline (they
+ * may still commit later, as a whole); a write whose caller already
+ * returned (a commit at release) has no deadline: it is retried until it
+ * commits or the node stops. */
 static void expire_deadlines(node *n, uint64_t now_ms)
 {
+    if (n->wait_head)
+        finish_waiting(n, waiting_is_expired, &now_ms, -ETIMEDOUT);
     for (uint64_t s = n->low_seq; s < n->next_seq; s++) {
         pending *p = pending_at(n, s);
-        if (p && p->deadline_ms <= now_ms && s < n->to_propose_from)
+        if (p && !p->answered && p->deadline_ms <= now_ms &&
+            s < n->to_propose_from)
             pending_finish(n, p, -ETIMEDOUT);
     }
     finish_reads(n, read_is_expired, &now_ms, -ETIMEDOUT);
+}
+
+/* Whether a leader was alive within no_leader_ms: a node cut off from
+ * the majority refuses new requests at once (EHOSTUNREACH) instead of
+ * letting each wait out its own deadline in turn (node.h). */
+static void track_leader(node *n, uint64_t now_ms)
+{
+    uint64_t contact = px_leader_contact_ms(n->px);
+    if (contact > n->leader_seen_ms)
+        n->leader_seen_ms = contact;
+    bool none = now_ms - n->leader_seen_ms > n->no_leader_ms;
+    if (none != n->no_leader)
+        fprintf(stderr, "paxosfs: node %u: %s\n", n->cfg.id,
+                none ? "no leader reachable; new requests fail with "
+                       "EHOSTUNREACH until one is back"
+                     : "a leader is reachable again");
+    n->no_leader = none;
 }
 
 static int run_chain_sync(void *arg)
@@ -662,36 +845,72 @@ static void drain_chain_sync(node *n)
 
 /* ------------------------------------------------------ fs backend */
 
+/* A write from the mount.  With the ring full it waits in the overflow
+ * queue (in order) until a slot frees or its deadline passes: overload
+ * slows writers down, it never fails them.  A write whose caller already
+ * returned is accepted even without a leader and retried until it
+ * commits. */
 static int node_submit(void *ctx, const uint8_t *op, uint32_t len,
                        bool answered, fs_done_fn done, void *arg)
 {
     node *n = ctx;
     if (n->fatal)
         return -EIO;
-    if (n->next_seq - n->low_seq >= NODE_MAX_PENDING)
-        return -EAGAIN;
+    if (n->no_leader && !answered) {
+        n->fast_failed++;
+        return -EHOSTUNREACH;
+    }
     uint8_t *copy = malloc(len ? len : 1);
     if (!copy)
         return -ENOMEM;
     memcpy(copy, op, len);
+    uint64_t ticket = n->next_ticket++;
+    uint64_t deadline = node_now_ms(n) + n->cfg.commit_timeout_ms;
+    if (answered) {
+        n->answered_ticket = ticket;
+        n->answered_outstanding++;
+    }
+    if (n->wait_head || n->next_seq - n->low_seq >= NODE_MAX_PENDING) {
+        waiting *w = malloc(sizeof *w);
+        if (!w) {
+            free(copy);
+            if (answered)
+                n->answered_outstanding--;
+            return -ENOMEM;
+        }
+        *w = (waiting){ .answered = answered, .ticket = ticket,
+                        .deadline_ms = deadline, .done = done, .arg = arg,
+                        .op = copy, .op_len = len };
+        if (n->wait_tail)
+            n->wait_tail->next = w;
+        else
+            n->wait_head = w;
+        n->wait_tail = w;
+        n->n_waiting++;
+        n->waited_total++;
+        return 0;
+    }
     uint64_t seq = n->next_seq++;
-    if (answered)
-        n->answered_seq = seq;
     pending *p = &n->ring[seq & (NODE_MAX_PENDING - 1)];
-    *p = (pending){ .used = true, .seq = seq, .done = done, .arg = arg,
-                    .op = copy, .op_len = len,
-                    .deadline_ms = node_now_ms(n) + n->cfg.commit_timeout_ms };
+    *p = (pending){ .used = true, .answered = answered, .seq = seq,
+                    .ticket = ticket, .done = done, .arg = arg,
+                    .op = copy, .op_len = len, .deadline_ms = deadline };
     return 0;
 }
 
 static int node_read_barrier(void *ctx, fs_done_fn done, void *arg)
 {
     node *n = ctx;
+    if (n->no_leader) {
+        n->fast_failed++;
+        return -EHOSTUNREACH;
+    }
     if (n->n_reads >= NODE_MAX_READS)
         return -EAGAIN;
     uint64_t token = ++n->next_read_token;
     n->reads[n->n_reads++] = (read_wait){
-        .token = token, .done = done, .arg = arg, .after_seq = n->answered_seq,
+        .token = token, .done = done, .arg = arg,
+        .after_ticket = n->answered_ticket,
         .deadline_ms = node_now_ms(n) + n->cfg.commit_timeout_ms };
     n->new_reads[n->n_new_reads++] = token;
     return 0;
@@ -700,6 +919,20 @@ static int node_read_barrier(void *ctx, fs_done_fn done, void *arg)
 static const kv *node_state(void *ctx)
 {
     return ((node *)ctx)->state;
+}
+
+/* Whether a write may be accepted now: what can be known before the value
+ * is written is reported at open(), where a shell sees it. */
+static int node_can_write(void *ctx)
+{
+    node *n = ctx;
+    if (n->fatal)
+        return -EIO;
+    if (n->no_leader) {
+        n->fast_failed++;
+        return -EHOSTUNREACH;
+    }
+    return 0;
 }
 
 static void hex(const uint8_t *b, size_t len, char *out)
@@ -746,13 +979,19 @@ static int node_status_text(void *ctx, char **text, size_t *len)
             "\"chain_head\":{\"index\":%" PRIu64 ",\"hash\":\"%s\"},"
             "\"chain_synced_index\":%" PRIu64 ","
             "\"members\":[%s],\"keys\":%" PRIu64 ",\"bytes\":%" PRIu64 ","
-            "\"pending_writes\":%" PRIu64 ",\"acceptor_syncs\":%" PRIu64
+            "\"pending_writes\":%" PRIu64 ",\"waiting_writes\":%" PRIu64
+            ",\"waited_writes\":%" PRIu64 ",\"release_writes\":%" PRIu64
+            ",\"leader_reachable\":%s,\"fast_failed\":%" PRIu64
+            ",\"retained_bytes\":%" PRIu64 ",\"acceptor_syncs\":%" PRIu64
             ",\"healthy\":%s",
             n->cfg.id, role_name(st.role), st.leader_id, st.ballot.round,
             st.ballot.node_id, st.commit_index, kv_applied_index(n->state),
             chain_head_index(n->chain), head, chain_synced_index(n->chain),
             members, kv_count(n->state), kv_bytes(n->state),
-            n->next_seq - n->low_seq, n->sync ? syncer_syncs(n->sync) : 0,
+            n->next_seq - n->low_seq, n->n_waiting, n->waited_total,
+            n->answered_outstanding, n->no_leader ? "false" : "true",
+            n->fast_failed, px_retained_bytes(n->px),
+            n->sync ? syncer_syncs(n->sync) : 0,
             n->fatal ? "false" : "true");
     fprintf(fp, ",\"voting\":%s,\"votes_withheld\":%" PRIu64 ",\"diverged_from\":[",
             n->abstaining ? "false" : "true", n->votes_withheld);
@@ -923,6 +1162,11 @@ static uint64_t random_u64(void)
 
 int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
 {
+    /* a fixed threshold: large values (up to KV_MAX_VALUE) are mmap'ed
+     * and go back to the system when freed; glibc's adaptive threshold
+     * would move them onto the heap after the first free, where they
+     * stay resident */
+    mallopt(M_MMAP_THRESHOLD, NODE_MMAP_THRESHOLD);
     node *n = calloc(1, sizeof *n);
     if (!n) {
         snprintf(err, err_len, "out of memory");
@@ -972,6 +1216,7 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     }
     n->client_id = random_u64();
     n->next_seq = n->low_seq = n->to_propose_from = 1;
+    n->next_ticket = 1;
 
     rc = make_dir(n->data_dir, err, err_len);
     if (rc < 0)
@@ -1071,6 +1316,9 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     }
     px_set_chain_head(n->px, head, chain_head_hash(n->chain));
     n->last_chain_sync_ms = node_now_ms(n);
+    /* a node just started has had no chance to find its leader yet */
+    n->leader_seen_ms = node_now_ms(n);
+    n->no_leader_ms = NODE_NO_LEADER_FACTOR * opt.election_timeout_max_ms;
     *out = n;
     return 0;
 
@@ -1105,6 +1353,7 @@ int node_mount(node *n, char *err, size_t err_len)
         .ctx = n,
         .submit = node_submit,
         .read_barrier = node_read_barrier,
+        .can_write = node_can_write,
         .state = node_state,
         .status_text = node_status_text,
         .block_text = node_block_text,
@@ -1244,6 +1493,28 @@ static void place_threads(node *n)
             as ? "leading" : "not leading", list);
 }
 
+/* Stopping: writes committed at release (their callers already returned)
+ * get up to commit_timeout_ms to commit before the node goes away; the
+ * mount is no longer served meanwhile.  A second signal stops at once. */
+static bool keep_draining(node *n, uint64_t now, struct pollfd *fds)
+{
+    fds[POLL_FUSE].fd = -1;
+    if (n->fatal || n->answered_outstanding == 0)
+        return false;
+    if (n->drain_deadline_ms == 0) {
+        n->drain_deadline_ms = now + n->cfg.commit_timeout_ms;
+        fprintf(stderr, "paxosfs: node %u: waiting up to %" PRIu64 " ms for %"
+                PRIu64 " writes made at close to commit\n", n->cfg.id,
+                n->cfg.commit_timeout_ms, n->answered_outstanding);
+    }
+    if (now < n->drain_deadline_ms)
+        return true;
+    fprintf(stderr, "paxosfs: node %u: stopping with %" PRIu64 " writes made "
+            "at close not known to be committed\n", n->cfg.id,
+            n->answered_outstanding);
+    return false;
+}
+
 int node_run(node *n)
 {
     int rc = syncer_create(n->acceptor, &n->sync);
@@ -1289,8 +1560,10 @@ int node_run(node *n)
         for (int i = 0; i < k; i++)
             fds[n_fds++].fd = net_fds[i];
     }
-    while (!n->stop) {
+    for (;;) {
         uint64_t now = node_now_ms(n);
+        if (n->stop && !keep_draining(n, now, fds))
+            break;
         int timeout = 100;
         if (n->next_tick_ms && n->next_tick_ms > now && n->next_tick_ms - now < 100)
             timeout = (int)(n->next_tick_ms - now);
@@ -1310,6 +1583,8 @@ int node_run(node *n)
             if (read(n->signal_fd, &si, sizeof si) > 0) {
                 fprintf(stderr, "paxosfs: node %u: signal %u, stopping\n",
                         n->cfg.id, si.ssi_signo);
+                if (n->stop)
+                    n->drain_deadline_ms = 1;   /* a second one: now */
                 n->stop = true;
             }
         }
@@ -1326,7 +1601,7 @@ int node_run(node *n)
         if (n->net && which)
             zmq_pending |= transport_receive(n->net, which, node_now_ms(n),
                                              on_message, on_chain_head, n);
-        if (n->mount && pr > 0 &&
+        if (n->mount && pr > 0 && fds[POLL_FUSE].fd >= 0 &&
             (fds[POLL_FUSE].revents & (POLLIN | POLLERR | POLLHUP))) {
             n->last_fuse_ms = node_now_ms(n);
             rc = fs_process(n->mount);
@@ -1339,6 +1614,7 @@ int node_run(node *n)
                 n->stop = true;
             }
         }
+        track_leader(n, node_now_ms(n));
         step_queued(n);
         place_threads(n);
         now = node_now_ms(n);

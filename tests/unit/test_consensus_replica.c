@@ -830,6 +830,49 @@ static void test_snapshot_needed(void **state)
     h_free(c);
 }
 
+static void tweak_retain_bytes(px_options *o)
+{
+    o->retain_slots = 1000;
+    o->retain_bytes = 3000;
+}
+
+/* Retained history is bounded in bytes as well as in slots: values of a
+ * few KiB each keep only the last few slots, and the newest committed
+ * slot stays whatever its size. */
+static void test_retained_bytes_bounded(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, tweak_retain_bytes);
+    h_elect(c, 1);
+    static char big[1025];
+    memset(big, 'b', 1024);
+    for (uint64_t s = 1; s <= 20; s++) {
+        h_propose(c, 1, 1, s, big);
+        h_run(c);
+    }
+    c->now += 1;
+    h_tick(c, 1); /* compaction happens at the start of a step */
+    h_run(c);
+    px_status st = h_status(c, 1);
+    assert_true(st.commit_index >= 20);
+    assert_true(px_retained_bytes(c->n[1].r) <= 3000);
+    assert_true(px_retained_bytes(c->n[1].r) >= 1024);
+    assert_true(st.first_retained + 4 >= st.commit_index);
+    assert_true(st.first_retained <= st.commit_index);
+    /* one value larger than the bound: the newest slot is kept */
+    static char huge[5001];
+    memset(huge, 'h', 5000);
+    h_propose(c, 1, 1, 100, huge);
+    h_run(c);
+    c->now += 1;
+    h_tick(c, 1);
+    h_run(c);
+    st = h_status(c, 1);
+    assert_int_equal(st.first_retained, st.commit_index);
+    assert_true(px_retained_bytes(c->n[1].r) > 5000);
+    h_free(c);
+}
+
 static void test_read_index(void **state)
 {
     (void)state;
@@ -1111,6 +1154,7 @@ int main(void)
         cmocka_unit_test(test_batching_window_full),
         cmocka_unit_test(test_follower_commit_rule),
         cmocka_unit_test(test_snapshot_needed),
+        cmocka_unit_test(test_retained_bytes_bounded),
         cmocka_unit_test(test_read_index),
         cmocka_unit_test(test_restart_never_reuses_ballot),
         cmocka_unit_test(test_malformed_ignored),
