@@ -99,6 +99,14 @@ static void px_send_prepare(px_replica *r, bool only_missing)
         r->out.msgs[k].slot = probe ? r->commit + 1 : r->el.start_slot;
     }
     r->el.resend_ms = r->now_ms;
+    /* each re-send waits twice as long: a PROMISE may carry large values,
+     * and asking again every retry interval made the acceptors send them
+     * again and again until the election timed out */
+    if (!only_missing || r->el.resend_wait_ms < r->opt.retry_interval_ms)
+        r->el.resend_wait_ms = r->opt.retry_interval_ms;
+    else if (r->el.resend_wait_ms <
+             PX_RESEND_BACKOFF_MAX * r->opt.retry_interval_ms)
+        r->el.resend_wait_ms *= 2;
 }
 
 static void px_prepare_start(px_replica *r)
@@ -334,7 +342,7 @@ void px_election_tick(px_replica *r)
         px_election_start(r); /* back off: fresh random timeout */
         return;
     }
-    if (r->now_ms - r->el.resend_ms >= r->opt.retry_interval_ms) {
+    if (r->now_ms - r->el.resend_ms >= r->el.resend_wait_ms) {
         if (r->el.phase == PX_PHASE_PREPARE && !px_persist_room(r))
             return;
         px_send_prepare(r, true);

@@ -45,6 +45,15 @@
  *      was gained).  Every ACCEPT to a peer starts past what it holds or
  *      was sent (sent, match), so its accepted slots stay contiguous and
  *      its ACCEPTED can claim them.
+ *   8. Re-sends (a peer made no progress for resend_wait_ms) carry one
+ *      piece from the first slot the peer lacks, and each one without
+ *      progress doubles the wait (up to PX_RESEND_BACKOFF_MAX retry
+ *      intervals); progress resets it.  A peer that is slow, not lost
+ *      (a 4 MiB value takes longer than a retry interval to arrive,
+ *      encrypted, and to be synced), used to get the value again every
+ *      100 ms: the copies queued ahead of everything else, each was
+ *      written and synced again, the peer fell further behind, and one
+ *      4 MiB write left a 3-node cluster electing leaders for good.
  */
 #include "px_int.h"
 
@@ -142,29 +151,38 @@ static int px_cut_batch(px_replica *r, uint64_t slot)
     return 0;
 }
 
-static void px_send_accepts(px_replica *r, const px_peer *p, uint64_t lo,
-                            uint64_t hi)
+/* ACCEPTs of the slots [lo, hi] in pieces; at most `max_pieces` of them
+ * (0: no bound).  Returns the highest slot covered. */
+static uint64_t px_send_accepts(px_replica *r, const px_peer *p, uint64_t lo,
+                                uint64_t hi, uint32_t max_pieces)
 {
     int idx = -1;
-    uint32_t n = 0;
-    uint64_t bytes = 0;
+    uint32_t n = 0, pieces = 0;
+    uint64_t bytes = 0, last = lo - 1;
     for (uint64_t s = lo; s <= hi; s++) {
         px_cell *c = px_log_get(r, s);
-        if (!c || px_ballot_cmp(c->ballot, r->ballot) != 0)
+        if (!c || px_ballot_cmp(c->ballot, r->ballot) != 0) {
+            last = s;   /* nothing of ours to send there */
             continue;
+        }
         if (idx < 0 || n == PX_PIECE_MAX_ENTRIES ||
             (n > 0 && bytes + c->len > PX_PIECE_MAX_BYTES)) {
+            if (max_pieces && pieces == max_pieces)
+                return last;
+            pieces++;
             idx = px_out_msg(r, PX_MSG_ACCEPT, p->id, r->ballot);
             if (idx < 0)
-                return;
+                return last;
             n = 0;
             bytes = 0;
         }
         if (px_out_entry(r, idx, c) < 0)
-            return;
+            return last;
         n++;
         bytes += c->len;
+        last = s;
     }
+    return hi;
 }
 
 /* Invariant 7: mark the peers that get the new batch at once: those that
@@ -218,7 +236,7 @@ static void px_send_from(px_replica *r, px_peer *p, uint64_t lo, uint64_t hi)
                                                       and catch-up paths */
     if (lo > hi)
         return;
-    px_send_accepts(r, p, lo, hi);
+    px_send_accepts(r, p, lo, hi, 0);
     if (hi > p->sent)
         p->sent = hi;
     if (p->commit_sent < r->commit)
@@ -366,6 +384,7 @@ static void px_peer_vouched(px_replica *r, px_peer *p, uint64_t slot)
     if (slot > p->match) {
         p->match = slot;
         p->last_progress_ms = r->now_ms;
+        p->resend_wait_ms = r->opt.retry_interval_ms;
     }
 }
 
@@ -430,15 +449,20 @@ void px_leader_tick(px_replica *r)
         uint64_t lo = p->match + 1;
         if (lo < r->leader_start_slot)
             lo = r->leader_start_slot;
+        if (p->resend_wait_ms < r->opt.retry_interval_ms)
+            p->resend_wait_ms = r->opt.retry_interval_ms;
         if (lo >= r->next_slot ||
-            r->now_ms - p->last_progress_ms < r->opt.retry_interval_ms)
+            r->now_ms - p->last_progress_ms < p->resend_wait_ms)
             continue;
+        /* invariant 8: one piece, then wait twice as long */
         uint64_t hi = r->next_slot - 1;
         if (hi - lo >= PX_PIECE_MAX_ENTRIES)
             hi = lo + PX_PIECE_MAX_ENTRIES - 1;
-        px_send_accepts(r, p, lo, hi);
+        hi = px_send_accepts(r, p, lo, hi, 1);
         if (hi > p->sent)
             p->sent = hi;
         p->last_progress_ms = r->now_ms;
+        if (p->resend_wait_ms < PX_RESEND_BACKOFF_MAX * r->opt.retry_interval_ms)
+            p->resend_wait_ms *= 2;
     }
 }

@@ -60,6 +60,8 @@
 #define PX_MSG_MAX_REQUESTS 65536u    /* requests accepted in one message */
 #define PX_PIECE_MAX_ENTRIES 64u      /* entries per PROMISE/CATCHUP/resend */
 #define PX_PIECE_MAX_BYTES (4u << 20) /* bytes per piece (>= 1 entry) */
+#define PX_RESEND_BACKOFF_MAX 32u     /* re-sends wait at most this many
+                                         retry intervals */
 #define PX_PERSIST_RECORDS 1024u      /* outstanding persist_ids */
 #define PX_READS_MAX 4096u            /* pending reads per list */
 #define PX_ROUND_MAX (UINT64_C(1) << 62) /* ballots above are malformed */
@@ -97,6 +99,9 @@ typedef struct px_peer {
     uint64_t commit;           /* peer's commit index as last reported */
     uint64_t last_contact_ms;  /* any message in our ballot */
     uint64_t last_progress_ms; /* match last moved (or resend) */
+    uint64_t resend_wait_ms;   /* next re-send after this long without
+                                  progress: retry_interval_ms, doubled by
+                                  every re-send that brought none */
     uint64_t acked_round;      /* read round echoed */
     uint64_t notify_slot;      /* highest slot holding a request it forwarded */
     uint64_t commit_sent;      /* highest commit index we sent it */
@@ -185,6 +190,7 @@ typedef struct px_election {
     uint32_t max_commit_from;
     uint64_t max_slot;         /* highest slot reported */
     uint64_t resend_ms;
+    uint64_t resend_wait_ms;   /* doubles with each PREPARE re-send */
     bool overflow;             /* a reported slot did not fit: abort */
     px_cell *rec;              /* recovered values, slot - start_slot */
     uint64_t rec_cap;

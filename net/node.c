@@ -21,7 +21,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -62,8 +61,6 @@
 #define NODE_NO_LEADER_FACTOR 2         /* no leader heard from for this
                                            many maximum election timeouts:
                                            fail new requests at once */
-#define NODE_MMAP_THRESHOLD (256u << 10) /* allocations from here on are
-                                           mmap'ed and returned on free */
 
 /* A write submitted by the mount, until its entry is applied.  `ticket`
  * numbers every submission in order, including those still waiting for
@@ -1162,11 +1159,6 @@ static uint64_t random_u64(void)
 
 int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
 {
-    /* a fixed threshold: large values (up to KV_MAX_VALUE) are mmap'ed
-     * and go back to the system when freed; glibc's adaptive threshold
-     * would move them onto the heap after the first free, where they
-     * stay resident */
-    mallopt(M_MMAP_THRESHOLD, NODE_MMAP_THRESHOLD);
     node *n = calloc(1, sizeof *n);
     if (!n) {
         snprintf(err, err_len, "out of memory");

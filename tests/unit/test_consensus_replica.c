@@ -873,6 +873,57 @@ static void test_retained_bytes_bounded(void **state)
     h_free(c);
 }
 
+/* Invariant 8 of leader.c: a peer that does not answer gets re-sends
+ * with a doubling wait, not one every retry interval (a slow peer sent
+ * its 4 MiB values again and again fell further behind for good). */
+/* Deliver everything, but nothing to or from node `iso`; returns how
+ * many ACCEPTs were addressed to it. */
+static uint32_t h_run_isolating(cluster *c, uint32_t iso)
+{
+    uint32_t accepts = 0;
+    while (c->nq) {
+        accepts += h_drop(c, PX_MSG_ACCEPT, 0, iso);
+        h_drop(c, 0, 0, iso);
+        h_drop(c, 0, iso, 0);
+        h_deliver(c, 0, 0, 0);
+    }
+    return accepts;
+}
+
+static void test_resend_backs_off(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    h_propose(c, 1, 1, 1, "v");
+    uint32_t accepts = h_run_isolating(c, 2);
+    for (int t = 0; t < 300; t++) {   /* 3 s of 10 ms ticks */
+        c->now += 10;
+        h_tick(c, 1);
+        h_tick(c, 3);
+        accepts += h_run_isolating(c, 2);
+    }
+    assert_true(h_status(c, 1).commit_index >= 2);   /* with node 3 */
+    /* re-sends after 100, 200, 400, 800, 1600 ms: a handful, not one per
+     * retry interval (30) */
+    print_message("ACCEPTs to the silent peer in 3 s: %u\n", accepts);
+    assert_true(accepts >= 3);
+    assert_true(accepts <= 8);
+    /* back in touch: it is caught up */
+    for (int t = 0; t < 400; t++) {
+        c->now += 10;
+        h_tick(c, 1);
+        h_tick(c, 2);
+        h_tick(c, 3);
+        h_run(c);
+    }
+    px_status st = h_status(c, 1);
+    assert_int_equal(st.role, PX_LEADER);
+    for (uint32_t i = 0; i < st.n_peers; i++)
+        assert_true(st.peers[i].match_index >= 2);
+    h_free(c);
+}
+
 static void test_read_index(void **state)
 {
     (void)state;
@@ -1155,6 +1206,7 @@ int main(void)
         cmocka_unit_test(test_follower_commit_rule),
         cmocka_unit_test(test_snapshot_needed),
         cmocka_unit_test(test_retained_bytes_bounded),
+        cmocka_unit_test(test_resend_backs_off),
         cmocka_unit_test(test_read_index),
         cmocka_unit_test(test_restart_never_reuses_ballot),
         cmocka_unit_test(test_malformed_ignored),
