@@ -53,7 +53,7 @@
 #define SNAP_HEADER_BYTES 48
 #define SNAP_MAX_RAW (1ull << 40)
 #define SNAP_KEY_FIXED 22   /* 2 + 8 + 8 + 4 */
-#define SNAP_FIRST_BUFFER (1u << 20) /* most inflate buffer before it grows */
+#define SNAP_FIRST_BUFFER (1u << 20) /* largest first inflate buffer */
 
 typedef struct snap_writer {
     uint8_t *p;
