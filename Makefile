@@ -51,7 +51,7 @@ SIM_BIN   := $(BUILD)/sim
 BENCH_SRC := $(wildcard tools/bench/*.c)
 BENCH_BINS:= $(patsubst tools/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test unit sim systest asan bench deps clean fuzz run stop
+.PHONY: all test unit sim systest asan bench deps clean fuzz fuzz-one fuzz-run fuzz-corpus run stop
 # keep objects: they are not intermediate files to delete after a link
 .SECONDARY:
 
@@ -136,24 +136,92 @@ deps:
 	tools/install-deps
 
 # --- fuzzing ----------------------------------------------------------------
-# `make fuzz` builds build-fuzz/fuzz_wire (clang libFuzzer + ASan + UBSan,
-# net/wire.c only) and runs FUZZ_RUNS inputs from the checked-in seeds in
-# tests/fuzz/corpus/wire; inputs it finds go to a scratch corpus that is
-# emptied first, so a run is reproducible.  Exit 0 = nothing found.
+# `make fuzz` builds one libFuzzer target per decoder of outside input
+# (clang, -fsanitize=fuzzer,address,undefined) into build-fuzz and runs each
+# for a fixed number of inputs from its checked-in seeds in
+# tests/fuzz/corpus/<name>, with a fixed seed; inputs it finds go to a
+# scratch corpus that is emptied first, so a run is reproducible.  Exit 0 =
+# nothing found.  FUZZ_SCALE multiplies every run count (FUZZ_SCALE=10 for a
+# longer search); `make fuzz-one FUZZ_TARGET=segment` runs one target.
+# The seeds are written by tests/fuzz/gen_corpus.c: `make fuzz-corpus`.
+#   wire      net/wire.c frames from peers
+#   segment   chain segment files, verified and opened as on start-up
+#   acceptor  the acceptor log, replayed as on start-up
+#   batch     a BATCH block's value: batch iterator, renderer, state machine
+#   kv_op     one key-value op
+#   members   a CONFIG block's value (membership)
+#   snapshot  key-value snapshots and the session table inside them
+#   keys      the cluster key file (--key)
 FUZZ_CC    ?= clang
 FUZZ_RUNS  ?= 200000
+FUZZ_SCALE ?= 1
 FUZZ_BUILD := build-fuzz
-FUZZ_FLAGS := -g -O1 -fno-omit-frame-pointer $(CSTD) $(WARN) \
-              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_BASE  := -g -O1 -fno-omit-frame-pointer $(CSTD) $(WARN) \
+              -fno-sanitize-recover=all
+FUZZ_FLAGS := $(FUZZ_BASE) -fsanitize=fuzzer,address,undefined
+# objects linked into a fuzz target: coverage and sanitizers, no main
+FUZZ_OBJ_FLAGS := $(FUZZ_BASE) -fsanitize=fuzzer-no-link,address,undefined \
+                  -MMD -MP
+FUZZ_TARGETS := wire segment acceptor batch kv_op members snapshot keys
+# inputs per target (times FUZZ_SCALE) and the largest input, sized so that
+# the whole `make fuzz` takes well under a minute on two cores
+FUZZ_RUNS_wire     = $(FUZZ_RUNS)
+FUZZ_RUNS_segment  = 6000
+FUZZ_RUNS_acceptor = 8000
+FUZZ_RUNS_batch    = 40000
+FUZZ_RUNS_kv_op    = 100000
+FUZZ_RUNS_members  = 100000
+FUZZ_RUNS_snapshot = 20000
+FUZZ_RUNS_keys     = 8000
+FUZZ_LEN_wire      = 4096
+FUZZ_LEN_segment   = 8192
+FUZZ_LEN_acceptor  = 8192
+FUZZ_LEN_batch     = 8192
+FUZZ_LEN_kv_op     = 4096
+FUZZ_LEN_members   = 512
+FUZZ_LEN_snapshot  = 8192
+FUZZ_LEN_keys      = 4096
+
+FUZZ_CHAIN_OBJS := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(CHAIN_SRC) $(CONSENSUS_SRC))
+FUZZ_LINK_CHAIN := $(FUZZ_CHAIN_OBJS) $(CRYPTO_LIBS) $(Z_LIBS)
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_OBJ_FLAGS) -c $< -o $@
 
 $(FUZZ_BUILD)/fuzz_wire: tests/fuzz/fuzz_wire.c net/wire.c net/wire.h consensus/px.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_wire.c net/wire.c
 
-fuzz: $(FUZZ_BUILD)/fuzz_wire
-	rm -rf $(FUZZ_BUILD)/corpus-wire && mkdir -p $(FUZZ_BUILD)/corpus-wire
-	$(FUZZ_BUILD)/fuzz_wire -runs=$(FUZZ_RUNS) -seed=1 -max_len=4096 \
-	    $(FUZZ_BUILD)/corpus-wire tests/fuzz/corpus/wire
+$(FUZZ_BUILD)/fuzz_keys: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_keys.o $(FUZZ_BUILD)/obj/net/keys.o
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(ZMQ_LIBS)
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_CHAIN_OBJS)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_LINK_CHAIN)
+
+fuzz: $(foreach t,$(FUZZ_TARGETS),$(FUZZ_BUILD)/fuzz_$(t))
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    $(MAKE) --no-print-directory fuzz-run FUZZ_TARGET=$$t; done
+
+fuzz-one: $(FUZZ_BUILD)/fuzz_$(FUZZ_TARGET)
+	$(MAKE) --no-print-directory fuzz-run FUZZ_TARGET=$(FUZZ_TARGET)
+
+fuzz-run:
+	@echo "== fuzz_$(FUZZ_TARGET): $$(( $(FUZZ_RUNS_$(FUZZ_TARGET)) * $(FUZZ_SCALE) )) runs"
+	@rm -rf $(FUZZ_BUILD)/corpus-$(FUZZ_TARGET) && mkdir -p $(FUZZ_BUILD)/corpus-$(FUZZ_TARGET)
+	$(FUZZ_BUILD)/fuzz_$(FUZZ_TARGET) -runs=$$(( $(FUZZ_RUNS_$(FUZZ_TARGET)) * $(FUZZ_SCALE) )) \
+	    -seed=1 -max_len=$(FUZZ_LEN_$(FUZZ_TARGET)) -artifact_prefix=$(FUZZ_BUILD)/  \
+	    $(FUZZ_BUILD)/corpus-$(FUZZ_TARGET) tests/fuzz/corpus/$(FUZZ_TARGET) \
+	    2>$(FUZZ_BUILD)/fuzz_$(FUZZ_TARGET).log || \
+	    { tail -n 60 $(FUZZ_BUILD)/fuzz_$(FUZZ_TARGET).log; exit 1; }
+	@tail -n 1 $(FUZZ_BUILD)/fuzz_$(FUZZ_TARGET).log
+
+# the seed corpora, regenerated from the real encoders
+$(BUILD)/gen_corpus: $(call obj,tests/fuzz/gen_corpus.c) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_NET)
+
+fuzz-corpus: $(BUILD)/gen_corpus
+	$(BUILD)/gen_corpus tests/fuzz/corpus
 
 # the main job: a local 3-node cluster, each node with its own mount
 CLUSTER ?= /var/tmp/paxosfs
@@ -167,4 +235,4 @@ stop:
 clean:
 	rm -rf build build-asan build-fuzz
 
--include $(shell find $(BUILD) build-asan -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) build-asan $(FUZZ_BUILD) -name '*.d' 2>/dev/null)

@@ -320,6 +320,8 @@ static void accepts_forget(acceptor_store *a, uint64_t upto)
     uint32_t cut = accepts_lower_bound(a, upto == UINT64_MAX ? upto : upto + 1);
     if (upto == UINT64_MAX)
         cut = a->n_accepts;
+    if (cut == 0)
+        return;   /* nothing to drop (and accepts may be NULL) */
     for (uint32_t i = 0; i < cut; i++)
         free((void *)a->accepts[i].data);
     memmove(a->accepts, a->accepts + cut,

@@ -31,8 +31,10 @@
  *      deterministic zlib), so replicas can compare snapshots.
  *   2. Decoding trusts nothing: every length is checked against what is
  *      left before it is used; the checksums are checked before any
- *      allocation sized by the input; keys must pass kv_key_check and be
- *      strictly ascending (so no duplicates).  Anything else is -EINVAL.
+ *      allocation sized by the input, and the payload buffer grows only
+ *      as inflated bytes arrive (never to a claimed length up front);
+ *      keys must pass kv_key_check and be strictly ascending (so no
+ *      duplicates).  Anything else is -EINVAL.
  *   3. Decode builds a complete new state first and swaps it in only on
  *      success, so a failed decode leaves the target untouched.
  */
@@ -40,6 +42,7 @@
 #include "chain_int.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,6 +53,7 @@
 #define SNAP_HEADER_BYTES 48
 #define SNAP_MAX_RAW (1ull << 40)
 #define SNAP_KEY_FIXED 22   /* 2 + 8 + 8 + 4 */
+#define SNAP_FIRST_BUFFER (1u << 20) /* largest first inflate buffer */
 
 typedef struct snap_writer {
     uint8_t *p;
@@ -191,6 +195,70 @@ static int decode_payload(kv *n, const uint8_t *p, uint64_t len)
     return off == len ? 0 : -EINVAL;
 }
 
+/* Inflate the C compressed bytes into a malloc'ed buffer of exactly
+ * raw_len bytes (*out), or -EINVAL if they do not inflate to exactly that.
+ * The header's raw_len is not trusted for the allocation (invariant 2):
+ * the buffer starts small and doubles only as inflated bytes fill it, so
+ * memory follows what the payload really holds, whatever it claims. */
+static int inflate_payload(const uint8_t *comp, uint64_t comp_len,
+                           uint64_t raw_len, uint8_t **out)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (comp_len > UINT_MAX)
+        return -EINVAL;
+    if (inflateInit(&z) != Z_OK)
+        return -ENOMEM;
+    /* room for one byte more than claimed, so a longer stream shows */
+    uint64_t limit = raw_len + 1;
+    uint64_t cap = 4 * comp_len + 4096;
+    if (cap > SNAP_FIRST_BUFFER)
+        cap = SNAP_FIRST_BUFFER;
+    if (cap > limit)
+        cap = limit;
+    uint8_t *raw = malloc((size_t)cap);
+    int rc = raw ? 0 : -ENOMEM;
+    z.next_in = (Bytef *)comp;
+    z.avail_in = (uInt)comp_len;
+    uint64_t got = 0;
+    int zrc = Z_OK;
+    while (rc == 0 && zrc != Z_STREAM_END) {
+        if (got == cap) {
+            if (cap == limit) {       /* more bytes than claimed */
+                rc = -EINVAL;
+                break;
+            }
+            uint64_t ncap = cap * 2 < limit ? cap * 2 : limit;
+            uint8_t *p = realloc(raw, (size_t)ncap);
+            if (!p) {
+                rc = -ENOMEM;
+                break;
+            }
+            raw = p;
+            cap = ncap;
+        }
+        uint64_t room = cap - got;
+        z.next_out = raw + got;
+        z.avail_out = room > UINT_MAX ? UINT_MAX : (uInt)room;
+        uInt before = z.avail_out;
+        zrc = inflate(&z, Z_NO_FLUSH);
+        got += before - z.avail_out;
+        if (zrc == Z_MEM_ERROR)
+            rc = -ENOMEM;
+        else if (zrc != Z_OK && zrc != Z_STREAM_END)
+            rc = -EINVAL;    /* corrupt, or input ended early (Z_BUF_ERROR) */
+    }
+    inflateEnd(&z);
+    if (rc == 0 && (got != raw_len || z.avail_in != 0))
+        rc = -EINVAL;        /* shorter than claimed, or trailing bytes */
+    if (rc) {
+        free(raw);
+        return rc;
+    }
+    *out = raw;
+    return 0;
+}
+
 int kv_snapshot_decode(kv *s, const uint8_t *buf, size_t len)
 {
     int rc;
@@ -209,16 +277,10 @@ int kv_snapshot_decode(kv *s, const uint8_t *buf, size_t len)
             chain_get_u32(buf + 40))
         return -EINVAL;
 
-    uint8_t *raw = malloc((size_t)raw_len);
-    if (!raw)
-        return -ENOMEM;
-    uLongf out_len = (uLongf)raw_len;
-    int zrc = uncompress(raw, &out_len, buf + SNAP_HEADER_BYTES,
-                         (uLong)comp_len);
-    if (zrc != Z_OK || out_len != raw_len) {
-        rc = zrc == Z_MEM_ERROR ? -ENOMEM : -EINVAL;
-        goto out_free_raw;
-    }
+    uint8_t *raw = NULL;
+    rc = inflate_payload(buf + SNAP_HEADER_BYTES, comp_len, raw_len, &raw);
+    if (rc)
+        return rc;
     kv *n = kv_create();
     if (!n) {
         rc = -ENOMEM;

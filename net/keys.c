@@ -13,6 +13,10 @@
  *      to replace an existing file atomic.
  *   3. keys_load reads at most KEYS_FILE_MAX_BYTES and never keeps secret
  *      material outside the caller's struct (the read buffer is wiped).
+ *   4. Only regular files are key files: keys_load refuses anything else
+ *      (a FIFO, a device, a directory) without blocking on it, and
+ *      keys_save never replaces anything else (with overwrite, a
+ *      `--force` onto /dev/null must not replace the device node).
  */
 #include "keys.h"
 
@@ -127,8 +131,13 @@ int keys_save(const char *path, const keys *k, bool overwrite)
         return -EINVAL;
     if (snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= (int)sizeof tmp)
         return -ENAMETOOLONG;
-    if (!overwrite && access(path, F_OK) == 0)
-        return -EEXIST;   /* early, friendly answer; link() below decides */
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!overwrite)
+            return -EEXIST;   /* early, friendly answer; link() decides */
+        if (!S_ISREG(st.st_mode))
+            return -EINVAL;   /* invariant 4: never replace a non-file */
+    }
     int len = snprintf(text, sizeof text,
                        "# paxosfs cluster key: copy this file to every node "
                        "of the cluster, keep it secret\n"
@@ -315,7 +324,9 @@ int keys_load(const char *path, keys *k, char *err, size_t err_len)
         keys_err(err, err_len, "no key file given");
         return -EINVAL;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (fstat then
+     * refuses it); it changes nothing for a regular file. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) {
         rc = -errno;
         keys_err(err, err_len, "%s: %s", path, strerror(-rc));
@@ -328,7 +339,13 @@ int keys_load(const char *path, keys *k, char *err, size_t err_len)
     }
     if (!S_ISREG(st.st_mode)) {
         rc = -EINVAL;
-        keys_err(err, err_len, "%s: not a regular file", path);
+        keys_err(err, err_len, "%s: not a regular file (%s)", path,
+                 S_ISFIFO(st.st_mode)   ? "a FIFO"
+                 : S_ISCHR(st.st_mode)  ? "a character device"
+                 : S_ISBLK(st.st_mode)  ? "a block device"
+                 : S_ISDIR(st.st_mode)  ? "a directory"
+                 : S_ISSOCK(st.st_mode) ? "a socket"
+                                        : "not a file");
         goto close_file;
     }
     if (st.st_size > KEYS_FILE_MAX_BYTES) {

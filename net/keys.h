@@ -49,15 +49,19 @@ int keys_generate(keys *k);
 /* Write *k to `path` as a key file, mode 0600: a temporary file in the
  * same directory, fsynced, then moved into place, then the directory
  * fsynced, so a crash leaves either no file or the whole file.  With
- * overwrite false an existing `path` is left alone and -EEXIST returned. */
+ * overwrite false an existing `path` is left alone and -EEXIST returned;
+ * with overwrite true only a regular file is replaced: anything else
+ * (a FIFO, a device, a symbolic link, a directory) gives -EINVAL. */
 int keys_save(const char *path, const keys *k, bool overwrite);
 
 /* Read and check a key file: format, key lengths, Z85 alphabet, and that
  * the public key is the one derived from the secret key
  * (zmq_curve_public).  On failure returns -ENOENT/-EACCES/... for the
- * file itself or -EBADMSG for its contents, with the reason in err.  On
- * success err holds "" or, if the file is readable by group or others, a
- * warning to print (the call still succeeds). */
+ * file itself, -EINVAL if it is not a regular file (a FIFO or a device is
+ * refused at once, never waited on), or -EBADMSG for its contents, with
+ * the reason in err.  On success err holds "" or, if the file is
+ * accessible by group or others, a warning to print (the call still
+ * succeeds: see docs/design.md, "Cluster key"). */
 int keys_load(const char *path, keys *k, char *err, size_t err_len);
 
 /* Make a ZeroMQ socket (ROUTER) a CURVE server with the cluster secret

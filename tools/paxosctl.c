@@ -144,6 +144,9 @@ static int cmd_keygen(int argc, char **argv)
     if (rc == -EEXIST) {
         fprintf(stderr, "paxosctl keygen: %s already exists; use --force to "
                         "replace it\n", path);
+    } else if (rc == -EINVAL) {
+        fprintf(stderr, "paxosctl keygen: %s is not a regular file; "
+                        "refusing to replace it\n", path);
     } else if (rc) {
         fprintf(stderr, "paxosctl keygen: %s: %s\n", path, strerror(-rc));
     } else {

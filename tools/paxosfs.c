@@ -191,8 +191,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "paxosfs: --key %s: %s\n", key_path, perr);
             return 2;
         }
-        if (perr[0])
-            fprintf(stderr, "paxosfs: warning: %s\n", perr);
+        if (perr[0])   /* "warning: ..." */
+            fprintf(stderr, "paxosfs: %s\n", perr);
         cfg.key = &key;
     } else if (cfg.n_peers > 1) {
         fprintf(stderr, "paxosfs: warning: no --key: peer traffic is not "

@@ -252,6 +252,64 @@ static void test_load_warns_on_loose_permissions(void **state)
     assert_string_equal(err, "");
 }
 
+/* A FIFO as --key used to hang the node at start-up: open() waited for a
+ * writer.  Now it is refused at once, like a device.  alarm() is the
+ * deadline: a hang kills the test (SIGALRM) instead of blocking it. */
+static void test_load_refuses_fifo_and_devices(void **state)
+{
+    fixture *f = *state;
+    keys out, before;
+    char err[256];
+    memset(&out, 0x5A, sizeof out);
+    before = out;
+    assert_int_equal(mkfifo(f->other, 0600), 0);
+    alarm(10);
+    int rc = keys_load(f->other, &out, err, sizeof err);
+    alarm(0);
+    assert_int_equal(rc, -EINVAL);
+    assert_non_null(strstr(err, f->other));
+    assert_non_null(strstr(err, "not a regular file"));
+    assert_non_null(strstr(err, "FIFO"));
+    alarm(10);
+    rc = keys_load("/dev/null", &out, err, sizeof err);
+    alarm(0);
+    assert_int_equal(rc, -EINVAL);
+    assert_non_null(strstr(err, "not a regular file"));
+    assert_non_null(strstr(err, "device"));
+    assert_memory_equal(&out, &before, sizeof out);
+}
+
+/* keygen --force replaces a key file, but never a FIFO, a device or a
+ * symbolic link in its place (as root, --force onto /dev/null would have
+ * replaced the device node). */
+static void test_save_replaces_only_regular_files(void **state)
+{
+    fixture *f = *state;
+    keys k;
+    struct stat st;
+    assert_int_equal(keys_generate(&k), 0);
+    assert_int_equal(mkfifo(f->other, 0600), 0);
+    alarm(10);
+    assert_int_equal(keys_save(f->other, &k, true), -EINVAL);
+    assert_int_equal(keys_save(f->other, &k, false), -EEXIST);
+    alarm(0);
+    assert_int_equal(lstat(f->other, &st), 0);
+    assert_true(S_ISFIFO(st.st_mode));
+    assert_int_equal(unlink(f->other), 0);
+    assert_int_equal(symlink("/dev/null", f->other), 0);
+    assert_int_equal(keys_save(f->other, &k, true), -EINVAL);
+    assert_int_equal(lstat(f->other, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    assert_int_equal(unlink(f->other), 0);
+    /* nothing left behind but the fixture's files */
+    DIR *d = opendir(f->dir);
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        assert_true(strcmp(e->d_name, ".") == 0 ||
+                    strcmp(e->d_name, "..") == 0);
+    closedir(d);
+}
+
 /* ----------------------------------------------------------------- ZAP */
 
 /* Send a hand-made ZAP request over a REQ socket, let the handler answer
@@ -487,6 +545,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_load_bad_files, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_load_warns_on_loose_permissions,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_refuses_fifo_and_devices,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_save_replaces_only_regular_files,
                                         setup, teardown),
         cmocka_unit_test(test_zap_policy),
         cmocka_unit_test(test_curve_handshake_only_cluster_key_gets_through),
