@@ -851,6 +851,7 @@ static int node_submit(void *ctx, const uint8_t *op, uint32_t len,
                        bool answered, fs_done_fn done, void *arg)
 {
     node *n = ctx;
+    track_leader(n, node_now_ms(n));   /* as of now, not of the last turn */
     if (n->fatal)
         return -EIO;
     if (n->no_leader && !answered) {
@@ -898,6 +899,7 @@ static int node_submit(void *ctx, const uint8_t *op, uint32_t len,
 static int node_read_barrier(void *ctx, fs_done_fn done, void *arg)
 {
     node *n = ctx;
+    track_leader(n, node_now_ms(n));   /* as of now, not of the last turn */
     if (n->no_leader) {
         n->fast_failed++;
         return -EHOSTUNREACH;
@@ -923,6 +925,7 @@ static const kv *node_state(void *ctx)
 static int node_can_write(void *ctx)
 {
     node *n = ctx;
+    track_leader(n, node_now_ms(n));   /* as of now, not of the last turn */
     if (n->fatal)
         return -EIO;
     if (n->no_leader) {
