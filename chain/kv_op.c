@@ -151,12 +151,13 @@ int64_t kv_op_encode_cond(uint8_t *buf, size_t cap, uint8_t kind,
     size_t need = kv_op_size_cond(key_len, inner_len);
     if (!buf || cap < need)
         return -ENOSPC;
+    /* `inner` may lie at the start of `buf` (wrapping in place) */
+    memmove(buf + 12 + key_len, inner, inner_len);
     buf[0] = KV_OP_COND;
     buf[1] = kind;
     chain_put_u16(buf + 2, (uint16_t)key_len);
     memcpy(buf + 4, key, key_len);
     chain_put_u64(buf + 4 + key_len, arg);
-    memmove(buf + 12 + key_len, inner, inner_len);
     return (int64_t)need;
 }
 

@@ -670,6 +670,13 @@ static void test_conditional_ops(void **state)
                                        3, c.b, c.len), -EINVAL);
     assert_int_equal(kv_op_encode_cond(o.b, 5, KV_COND_IDENT, "k", 1, 3, in.b,
                                        in.len), -ENOSPC);
+    /* wrapping in place (the inner op at the start of the output) gives
+     * the same bytes */
+    opbuf inplace = op_put("k", "v");
+    int64_t wn = kv_op_encode_cond(inplace.b, sizeof inplace.b, KV_COND_IDENT,
+                                   "k", 1, 3, inplace.b, inplace.len);
+    assert_int_equal(wn, (int64_t)c.len);
+    assert_memory_equal(inplace.b, c.b, c.len);
     kv_op op;
     assert_int_equal(kv_op_decode(c.b, c.len, &op), 0);
     assert_int_equal(op.type, KV_OP_PUT);
