@@ -79,10 +79,10 @@ typedef struct fs_ofile {
  * An open file.  Key handles:
  *
  *   writable:   `of` is the inode's shared open-file state.
- *   read-only:  `snapshot` holds the committed value of the file; a read
- *               that continues where the previous one ended is served
- *               from it, any other read takes a new read point first
- *               (fs.h, semantics 3).
+ *   read-only:  `snapshot` holds the committed value the last read saw; a
+ *               read that continues where the previous one ended is
+ *               served from it, any other read takes a new read point
+ *               first (fs.h, semantics 3).
  */
 typedef struct fs_handle {
     uint8_t kind;              /* enum fs_handle_kind */
@@ -96,8 +96,8 @@ typedef struct fs_handle {
     fs_ofile *of;              /* writable key handles */
     uint64_t last_owner;       /* lock owner of its last write, 0 = none */
     const kv_value *snapshot;  /* read-only key handles */
-    uint64_t next_off;         /* where the last read ended */
-    bool fresh;                /* no read yet: the open's read point holds */
+    uint64_t next_off;         /* where the last read ended (UINT64_MAX:
+                                  no read to continue) */
     char *text;                /* FS_H_TEXT */
     size_t text_len;
     char **names;              /* FS_H_DIR_ROOT listing */

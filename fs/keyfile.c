@@ -563,7 +563,7 @@ static void finish_open(fs *f, fuse_req_t req, fs_inode *in,
             kv_value_ref(v);
             h->snapshot = v;
         }
-        h->fresh = true;
+        h->next_off = UINT64_MAX;   /* the first read takes a read point */
     }
     in->open_count++;
     fi->fh = (uint64_t)(uintptr_t)h;
@@ -606,9 +606,11 @@ void fs_key_open(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi)
     fs *f = fs_of(req);
     int acc = fi->flags & O_ACCMODE;
     bool writable = acc == O_WRONLY || acc == O_RDWR;
-    if (writable && (in->of || (fi->flags & O_TRUNC))) {
-        /* nothing committed is read: this mount's working copy, or an
-         * empty one; the lookup that found `in` took the read point */
+    if (!writable || in->of || (fi->flags & O_TRUNC)) {
+        /* nothing committed is read here: the lookup that found `in` took
+         * the read point for the name, a reader's first read takes one
+         * for the content, and a writer uses this mount's working copy or
+         * an empty one */
         finish_open(f, req, in, fi, false);
         return;
     }
@@ -708,17 +710,22 @@ static void reply_snapshot(fuse_req_t req, fs_handle *h, size_t size, off_t off)
 {
     const kv_value *v = h->snapshot;
     size_t len = v ? v->len : 0;
-    h->fresh = false;
-    if (off < 0 || (uint64_t)off >= len) {
-        h->next_off = (uint64_t)(off < 0 ? 0 : off);
+    if (off < 0 || (uint64_t)off > len) {
+        h->next_off = UINT64_MAX;
         fuse_reply_buf(req, NULL, 0);
         return;
     }
     size_t n = len - (size_t)off;
     if (n > size)
         n = size;
-    h->next_off = (uint64_t)off + n;
+    h->next_off = (uint64_t)off + n;    /* == len at the end: tail -f */
     fuse_reply_buf(req, (const char *)v->data + off, n);
+}
+
+/* Does `v` hold `old` followed by more (an append)? */
+static bool extends(const kv_value *v, const kv_value *old)
+{
+    return v->len >= old->len && memcmp(v->data, old->data, old->len) == 0;
 }
 
 static void read_then(fs_wait *w, int result)
@@ -732,6 +739,16 @@ static void read_then(fs_wait *w, int result)
     /* the file's value now; a removed file keeps what it last held */
     const kv_value *v = fs_committed(f, h->in);
     if (v && v != h->snapshot) {
+        if ((uint64_t)w->off == h->next_off && h->snapshot &&
+            !extends(v, h->snapshot)) {
+            /* a read at the end of a front-to-back pass: the file was
+             * replaced meanwhile; the pass ends with the value it read
+             * rather than continue into another one */
+            h->next_off = UINT64_MAX;
+            fuse_reply_buf(w->req, NULL, 0);
+            fs_wait_free(w);
+            return;
+        }
         kv_value_ref(v);
         if (h->snapshot)
             kv_value_unref(h->snapshot);
@@ -753,13 +770,13 @@ void fs_key_read(fuse_req_t req, fs_handle *h, size_t size, off_t off)
         fuse_reply_buf(req, (const char *)of->buf + off, n < size ? n : size);
         return;
     }
-    /* A read that continues the previous one (from the open on) is served
-     * from the same value, so a file read in several calls is one value;
-     * any other read (another offset, again from the start, at the end)
-     * takes a new read point (fs.h, semantics 3). */
+    /* A read that continues where the previous one ended, inside the value
+     * that one read, is served from that value: a file read front to back
+     * in several calls is one committed value, never a mix.  Any other
+     * read (the first, another offset, at the end) takes a new read point
+     * (fs.h, semantics 3). */
     uint64_t len = h->snapshot ? h->snapshot->len : 0;
-    if ((h->fresh && off == 0) ||
-        ((uint64_t)off == h->next_off && (uint64_t)off < len && !h->fresh)) {
+    if ((uint64_t)off == h->next_off && (uint64_t)off < len) {
         reply_snapshot(req, h, size, off);
         return;
     }
