@@ -905,17 +905,6 @@ void fs_key_changed(fs *f, const char *key, size_t key_len, bool removed)
         fs_reconcile(f, key, key_len);
 }
 
-static void free_ofile_at_unmount(fs_inode *in, void *arg)
-{
-    (void)arg;
-    if (!in->of)
-        return;
-    /* node_close answered every backend call first: nothing in flight */
-    free(in->of->buf);
-    free(in->of);
-    in->of = NULL;
-}
-
 /* -------------------------------------------------------------- session */
 
 int fs_mount(const fs_options *opt, const fs_backend *backend,
@@ -1035,7 +1024,8 @@ void fs_unmount(fs *f)
     /* the kernel sends no release for files still open at unmount */
     while (f->handles)
         handle_free(f->handles);
-    fs_inode_each(f->inodes, free_ofile_at_unmount, NULL);
+    /* node_close answered every backend call first: nothing in flight */
+    fs_ofile_free_all(f);
     free(f->buf.mem);
     fs_inode_table_destroy(f->inodes);
     pthread_mutex_destroy(&f->lock);

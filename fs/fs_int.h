@@ -32,9 +32,13 @@ typedef struct fs_commit fs_commit;
 typedef struct fs_wait fs_wait;
 
 /*
- * The shared state of a file open for writing on this mount: one per
- * inode, used by every writable handle of it, so that descriptors of one
- * file see and change one content, as on a local file (fs.h, semantics 2).
+ * The shared state of a file open for writing on this mount (a version of
+ * it): used by every writable handle that joined it, so that descriptors
+ * of one file see and change one content, as on a local file (fs.h,
+ * semantics 2).  The inode points at its current version; an open with
+ * O_TRUNC starts a new one (the atomic-replace idiom: concurrent `> key`
+ * writers each commit a whole value of their own, the last close wins),
+ * and a version whose inode moved on lives while its handles do.
  *
  *   buf/len     the content as this mount's writers see it (the working
  *               copy): the committed value at the first writable open
@@ -56,7 +60,8 @@ typedef struct fs_wait fs_wait;
  * It lives while a writable handle is open or a commit is in flight.
  */
 typedef struct fs_ofile {
-    fs_inode *in;
+    fs_inode *in;              /* holds an open_count on it */
+    struct fs_ofile *prev, *next;   /* every live one (unmount frees them) */
     uint32_t handles;          /* writable handles using it */
     uint8_t *buf;
     uint32_t len;
@@ -158,6 +163,7 @@ struct fs {
     fs_notice *notices_head;
     fs_notice *notices_tail;
     fs_handle *handles;        /* list of live handles (loop thread) */
+    fs_ofile *ofiles;          /* list of live open-file versions */
     uint32_t n_notices;
     bool stopping;
 };
@@ -204,9 +210,13 @@ void fs_key_release(fuse_req_t req, fs_handle *h);
 int fs_commit_errno(int result);
 
 /* ofile.c: writing and committing */
-/* The inode's open-file state, created from `v` (NULL: empty) if absent;
- * NULL on ENOMEM. */
+/* The inode's current open-file version, created from `v` (NULL: empty)
+ * if it has none; NULL on ENOMEM. */
 fs_ofile *fs_ofile_get(fs *f, fs_inode *in, const kv_value *v);
+/* A new, empty current version of the inode (O_TRUNC); NULL on ENOMEM. */
+fs_ofile *fs_ofile_new_version(fs *f, fs_inode *in);
+/* Free every version at unmount (nothing is in flight then). */
+void fs_ofile_free_all(fs *f);
 /* Drop a handle's use of `of` and free it once unused.  When it was the
  * last: `commit` commits a change nobody committed (release), else the
  * change is dropped (an open that failed). */

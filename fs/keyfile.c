@@ -260,12 +260,12 @@ void fs_fill_key_attr(fs *f, const fs_inode *in, const fs_handle *h,
     st->st_gid = f->gid;
     st->st_blksize = 4096;
     const kv_value *v = fs_committed(f, in);
+    const fs_ofile *of = h && h->of ? h->of : in->of;
     uint64_t size = 0, ms = fs_wall_ms();
-    if (in->of) {
-        size = in->of->len;
+    if (of) {
+        size = of->len;
         /* mtime: the commit time once committed, else the last change */
-        ms = v && !in->of->dirty && !in->of->inflight ? v->mtime_ms
-                                                      : in->of->changed_ms;
+        ms = v && !of->dirty && !of->inflight ? v->mtime_ms : of->changed_ms;
     } else if (v) {
         size = v->len;
         ms = v->mtime_ms;
@@ -382,7 +382,7 @@ static void setattr_open(fuse_req_t req, fs_inode *in, fs_handle *h,
                          const struct stat *attr, int to_set)
 {
     fs *f = fs_of(req);
-    fs_ofile *of = in->of;
+    fs_ofile *of = h && h->of ? h->of : in->of;
     if (to_set & FUSE_SET_ATTR_SIZE) {
         if (attr->st_size < 0 || (uint64_t)attr->st_size > KV_MAX_VALUE) {
             fuse_reply_err(req, attr->st_size < 0 ? EINVAL : EFBIG);
@@ -427,7 +427,7 @@ static void setattr_then(fs_wait *w, int result)
         reply_wait_err(w, result);
         return;
     }
-    if (in->of) {
+    if (in->of && in->of->handles) {
         /* opened for writing here meanwhile */
         setattr_open(w->req, in, NULL, &w->attr, w->to_set);
         w->req = NULL;
@@ -498,7 +498,11 @@ void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,
     fs_handle *h = fi ? (fs_handle *)(uintptr_t)fi->fh : NULL;
     if (h && h->kind != FS_H_KEY)
         h = NULL;
-    if (in->of && (to_set & (FUSE_SET_ATTR_SIZE | SET_TIMES_NOW))) {
+    if (in->of && in->of->handles &&
+        (to_set & (FUSE_SET_ATTR_SIZE | SET_TIMES_NOW))) {
+        /* open for writing here; a working copy whose writers are all
+         * gone (its last commit on its way) is not: the read point below
+         * waits for that commit */
         setattr_open(req, in, h, attr, to_set);
         return;
     }
@@ -515,9 +519,10 @@ void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,
 
 /* --------------------------------------------------------------- open */
 
-/* Open `in` for a new handle (create: reply with an entry).  Answers req. */
+/* Open `in` for a new handle (create: reply with an entry; created: the
+ * file is new, not committed yet).  Answers req. */
 static void finish_open(fs *f, fuse_req_t req, fs_inode *in,
-                        struct fuse_file_info *fi, bool create)
+                        struct fuse_file_info *fi, bool create, bool created)
 {
     int acc = fi->flags & O_ACCMODE;
     bool writable = acc == O_WRONLY || acc == O_RDWR;
@@ -532,37 +537,39 @@ static void finish_open(fs *f, fuse_req_t req, fs_inode *in,
     h->append = writable && (fi->flags & O_APPEND);
     if (writable) {
         fs_ofile *of = in->of;
-        if (!of) {
-            const kv_value *v = fs_committed(f, in);
-            if (!v) {
-                fs_handle_unref(h);
-                fuse_reply_err(req, ENOENT);
-                return;
-            }
-            of = fs_ofile_get(f, in, (fi->flags & O_TRUNC) ? NULL : v);
-            if (!of) {
-                fs_handle_unref(h);
-                fuse_reply_err(req, ENOMEM);
-                return;
-            }
-        }
-        if (fi->flags & O_TRUNC)
-            fs_ofile_truncate(of, 0, 0);
-        h->of = of;
-        of->handles++;
-    } else {
-        /* a reader sees committed state: a file created here and not
-         * committed yet reads as empty */
         const kv_value *v = fs_committed(f, in);
-        if (!v && !in->of) {
+        if (!of && !v && !created) {
             fs_handle_unref(h);
             fuse_reply_err(req, ENOENT);
             return;
         }
-        if (v) {
-            kv_value_ref(v);
-            h->snapshot = v;
+        if ((fi->flags & O_TRUNC) || created)
+            /* a new version: writers that opened before keep theirs */
+            of = fs_ofile_new_version(f, in);
+        else if (!of)
+            of = fs_ofile_get(f, in, v);
+        if (!of) {
+            fs_handle_unref(h);
+            fuse_reply_err(req, ENOMEM);
+            return;
         }
+        /* the creation or truncation is a change, committed at release
+         * if no write commits it before */
+        if ((fi->flags & O_TRUNC) || created)
+            fs_ofile_truncate(of, 0, 0);
+        h->of = of;
+        of->handles++;
+    } else {
+        /* a reader sees committed values only: a file created here and
+         * not committed yet does not exist for it (DESIGN.md invariant 4) */
+        const kv_value *v = fs_committed(f, in);
+        if (!v) {
+            fs_handle_unref(h);
+            fuse_reply_err(req, ENOENT);
+            return;
+        }
+        kv_value_ref(v);
+        h->snapshot = v;
         h->next_off = UINT64_MAX;   /* the first read takes a read point */
     }
     in->open_count++;
@@ -597,7 +604,7 @@ static void open_then(fs_wait *w, int result)
         reply_wait_err(w, result);
         return;
     }
-    finish_open(w->f, w->req, w->in, &w->fi, false);
+    finish_open(w->f, w->req, w->in, &w->fi, false, false);
     fs_wait_free(w);
 }
 
@@ -611,7 +618,7 @@ void fs_key_open(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi)
          * the read point for the name, a reader's first read takes one
          * for the content, and a writer uses this mount's working copy or
          * an empty one */
-        finish_open(f, req, in, fi, false);
+        finish_open(f, req, in, fi, false, false);
         return;
     }
     fs_wait *w = fs_wait_new(f, req, open_then);
@@ -636,7 +643,7 @@ static void create_excl_then(fs_wait *w, int result)
     if (!in)
         fuse_reply_err(w->req, err);
     else
-        finish_open(f, w->req, in, &w->fi, true);
+        finish_open(f, w->req, in, &w->fi, true, false);
     fs_wait_free(w);
 }
 
@@ -668,7 +675,7 @@ void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi)
             fuse_reply_err(req, rc);
             return;
         }
-        finish_open(f, req, in, fi, true);
+        finish_open(f, req, in, fi, true, false);
         return;
     }
     if (fi->flags & O_EXCL) {
@@ -691,17 +698,14 @@ void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi)
     if (in)
         fs_release_inode(f, in);
     in = fs_inode_get_or_add(f->inodes, name, len);
-    fs_ofile *of = in ? fs_ofile_get(f, in, NULL) : NULL;
-    if (!of) {
-        if (in)
-            fs_release_inode(f, in);
+    if (!in) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    of->dirty = true;
-    of->handles++;              /* held across finish_open */
-    finish_open(f, req, in, fi, true);
-    fs_ofile_put(f, of, false); /* the last user only if the create failed */
+    in->open_count++;           /* held across finish_open */
+    finish_open(f, req, in, fi, true, true);
+    in->open_count--;
+    fs_release_inode(f, in);    /* if the create failed */
 }
 
 /* --------------------------------------------------------------- read */

@@ -4,8 +4,9 @@
  * commits.
  *
  * Invariants:
- *  1. One fs_ofile per inode; every writable handle of the inode uses it,
- *     so descriptors of one file on one mount see one content.
+ *  1. Every writable handle uses the version of its inode that was current
+ *     when it opened (a new one with O_TRUNC), so descriptors of one file
+ *     on one mount see one content; the inode points at its newest.
  *  2. A commit carries its own copy of the bytes it proposes: later writes
  *     never change a proposal in flight.
  *  3. A commit of a committed file is conditional on its identity (COND
@@ -103,11 +104,8 @@ static void changed(fs_ofile *of)
     of->changed_ms = fs_wall_ms();
 }
 
-fs_ofile *fs_ofile_get(fs *f, fs_inode *in, const kv_value *v)
+static fs_ofile *ofile_new(fs *f, fs_inode *in, const kv_value *v)
 {
-    (void)f;
-    if (in->of)
-        return in->of;
     fs_ofile *of = calloc(1, sizeof *of);
     if (!of)
         return NULL;
@@ -120,12 +118,49 @@ fs_ofile *fs_ofile_get(fs *f, fs_inode *in, const kv_value *v)
         of->len = v->len;
     }
     of->in = in;
+    in->open_count++;
     of->base_len = of->len;
     of->append_only = true;
     of->changed_ms = v ? v->mtime_ms : fs_wall_ms();
     of->next_commit_id = 1;
+    of->next = f->ofiles;
+    if (f->ofiles)
+        f->ofiles->prev = of;
+    f->ofiles = of;
     in->of = of;
     return of;
+}
+
+fs_ofile *fs_ofile_get(fs *f, fs_inode *in, const kv_value *v)
+{
+    return in->of ? in->of : ofile_new(f, in, v);
+}
+
+fs_ofile *fs_ofile_new_version(fs *f, fs_inode *in)
+{
+    /* the previous version (if any) lives on with its handles and
+     * commits; the inode now shows the new one */
+    return ofile_new(f, in, NULL);
+}
+
+static void ofile_unlink(fs *f, fs_ofile *of)
+{
+    if (of->prev)
+        of->prev->next = of->next;
+    else
+        f->ofiles = of->next;
+    if (of->next)
+        of->next->prev = of->prev;
+    if (of->in->of == of)
+        of->in->of = NULL;
+    free(of->buf);
+    free(of);
+}
+
+void fs_ofile_free_all(fs *f)
+{
+    while (f->ofiles)
+        ofile_unlink(f, f->ofiles);
 }
 
 /* A truncation (O_TRUNC, ftruncate, truncate(path)): a change that is not
@@ -148,9 +183,8 @@ static void ofile_free_if_unused(fs *f, fs_ofile *of)
     if (of->handles || of->inflight || of->waiters)
         return;
     fs_inode *in = of->in;
-    in->of = NULL;
-    free(of->buf);
-    free(of);
+    ofile_unlink(f, of);
+    in->open_count--;
     fs_release_inode(f, in);
 }
 

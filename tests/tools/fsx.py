@@ -11,8 +11,11 @@ several mounts (one per node of a cluster) the operations are spread over
 them, and after every close each mount's view (listing, sizes, contents)
 is compared with the local directory.
 
-What paxosfs promises across mounts is narrower than one local file, and
-the exerciser keeps to it (README, "The filesystem"):
+What paxosfs promises is narrower than one local file, and the exerciser
+keeps to it (README, "The filesystem"):
+  - an open with O_TRUNC starts a new version of a file: descriptors that
+    opened it before keep theirs (last close wins), so O_TRUNC is used
+    only on a file no descriptor has open;
   - a file is open for writing on one mount at a time (concurrent writers
     on two mounts: the last commit wins, by design);
   - a file created on a mount and not yet committed exists only there;
@@ -157,6 +160,11 @@ class Fsx:
         m = self.pick_mount(before)
         if m is None:
             return
+        if before is not None and before.writer_mount() is not None:
+            # O_TRUNC starts a new version of a file open for writing on
+            # a mount (README): other descriptors keep the old one, which
+            # a local file cannot show
+            flags &= ~os.O_TRUNC
         lfd, lerr = attempt(lambda: os.open(self.lpath(name), flags, 0o644))
         pfd, perr = attempt(lambda: os.open(self.mpath(m, name), flags, 0o644))
         self.note("open %s %s on %d -> %s/%s" % (name, oct(flags), m, lerr, perr))
