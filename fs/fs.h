@@ -18,11 +18,15 @@
  *     writing live in this mount's working copy; a commit proposes one PUT
  *     of it (one APPEND of the appended bytes when every change since the
  *     last commit was an O_APPEND write) and answers once it is applied.
- *  2. One file, one content on a mount: every writable descriptor of a
- *     file on one mount shares its working copy (reads, sizes, seeks,
- *     truncations), as on a local file; stat on that mount shows it too.
- *     Read-only descriptors read committed values (semantics 3), so a
- *     reader never sees a half-written file.
+ *  2. One file, one content on a mount: writable descriptors of a file on
+ *     one mount share its working copy (reads, sizes, seeks, truncations),
+ *     as on a local file; stat on that mount shows it too.  An open with
+ *     O_TRUNC starts a new version (a new working copy the inode shows
+ *     from then on): descriptors opened before keep the old one, each
+ *     commit is a whole value and the last wins, so concurrent `> key`
+ *     writers never mix bytes.  Read-only descriptors read committed
+ *     values (semantics 3), so a reader never sees a half-written file; a
+ *     file created here and never committed does not exist for them.
  *  3. Reads are linearizable: lookup, getattr, opendir/readdir, setattr of
  *     a file not open for writing here, an open that reads the old value
  *     (O_RDWR or O_APPEND without O_TRUNC), and every read of a read-only

@@ -613,11 +613,14 @@ void fs_key_open(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi)
     fs *f = fs_of(req);
     int acc = fi->flags & O_ACCMODE;
     bool writable = acc == O_WRONLY || acc == O_RDWR;
-    if (!writable || in->of || (fi->flags & O_TRUNC)) {
+    if ((!writable || in->of || (fi->flags & O_TRUNC)) &&
+        f->opt.entry_timeout_s <= 0) {
         /* nothing committed is read here: the lookup that found `in` took
          * the read point for the name, a reader's first read takes one
          * for the content, and a writer uses this mount's working copy or
-         * an empty one */
+         * an empty one.  With a name cache the kernel may have skipped
+         * the lookup: then the open takes the read point, so a file
+         * removed elsewhere is not opened. */
         finish_open(f, req, in, fi, false, false);
         return;
     }

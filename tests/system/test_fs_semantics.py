@@ -130,6 +130,48 @@ def test_reread_of_an_open_file_sees_another_mounts_write(cluster):
         os.close(fd)
 
 
+def test_with_kernel_caches_a_removal_elsewhere_is_seen_by_open(launched):
+    """--entry-timeout/--attr-timeout above 0 let the kernel keep names:
+    an open through a cached name still finds a file removed elsewhere
+    gone, and a new file of that name is a new file."""
+    c = launched(3, extra=("--entry-timeout", "10", "--attr-timeout", "1"))
+    c.wait_leader()
+    for r in range(6):
+        write_file(c.node(1).path("cached"), "v%d\n" % r)
+        for k in (1, 2, 3):
+            assert read_file(c.node(k).path("cached")) == "v%d\n" % r
+        os.unlink(c.node(1 + r % 3).path("cached"))
+        for k in (1, 2, 3):
+            with pytest.raises(FileNotFoundError):
+                read_file(c.node(k).path("cached"))
+    write_file(c.node(2).path("cached"), "again\n")
+    assert read_file(c.node(3).path("cached")) == "again\n"
+
+
+def test_concurrent_writers_across_mounts(cluster):
+    """Each mount has its own working copy: whole-value commits, the last
+    one wins; O_APPEND writers each add their bytes."""
+    a, b = followers(cluster)
+    write_file(a.path("both"), "0123456789")
+    fa = os.open(a.path("both"), os.O_RDWR)
+    fb = os.open(b.path("both"), os.O_RDWR)
+    os.pwrite(fa, b"AA", 0)
+    os.pwrite(fb, b"BB", 8)
+    os.close(fa)
+    assert read_file(b.path("both")) == "AA23456789"
+    os.close(fb)
+    for n in (a, b):
+        assert read_file(n.path("both")) == "01234567BB"
+    fa = os.open(a.path("both"), os.O_WRONLY | os.O_APPEND)
+    fb = os.open(b.path("both"), os.O_WRONLY | os.O_APPEND)
+    os.write(fa, b"-a")
+    os.write(fb, b"-b")
+    os.close(fb)
+    os.close(fa)
+    for n in (a, b):
+        assert read_file(n.path("both")) == "01234567BB-b-a"
+
+
 # ------------------------------------------------ B. one file, one content
 
 def check_own_writes(p):
