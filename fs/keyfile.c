@@ -589,10 +589,10 @@ static void finish_open(fs *f, fuse_req_t req, fs_inode *in,
     if (rc != 0) {
         /* the caller is gone: no release will come, and what this open
          * changed (O_TRUNC) was never seen */
-        in->open_count--;
         if (h->of)
             fs_ofile_put(f, h->of, false);
         h->of = NULL;
+        in->open_count--;
         fs_handle_unref(h);
         fs_release_inode(f, in);
     }
