@@ -46,7 +46,7 @@ typedef struct fs_wait fs_wait;
  *               truncation and append made here.
  *   dirty       changed since the last commit was submitted.
  *   owners      the file tables (FUSE lock owners) that wrote since then:
- *               a flush commits only for one of them (semantics 4).
+ *               a flush commits only for one of them (fs.h, semantics 5).
  *   append_only every change since the last commit appended through an
  *               O_APPEND handle: the commit is an APPEND of buf[base_len..]
  *               (atomic against other mounts' appends), else a PUT of buf.

@@ -165,7 +165,7 @@ void fs_ofile_free_all(fs *f)
 
 /* A truncation (O_TRUNC, ftruncate, truncate(path)): a change that is not
  * an append.  `owner` 0: nobody to credit it to, so it alone makes no
- * flush commit (fs.h, semantics 4). */
+ * flush commit (fs.h, semantics 5). */
 void fs_ofile_truncate(fs_ofile *of, uint32_t len, uint64_t owner)
 {
     if (len < of->len)
@@ -477,7 +477,7 @@ void fs_key_flush(fuse_req_t req, fs_handle *h, uint64_t lock_owner,
     }
     /* A flush comes from every close of a descriptor, also from a child
      * that inherited it and never wrote: only a file table that wrote
-     * commits (fs.h, semantics 4); fsync always does. */
+     * commits (fs.h, semantics 5); fsync always does. */
     if (of->dirty && (is_fsync || owner_wrote(of, lock_owner))) {
         int rc = ofile_submit(f, of, false, false);
         if (rc < 0) {
