@@ -1,6 +1,7 @@
 # paxosfs build.  `make` builds build/paxosfs and build/paxosctl;
 # `make test` runs every test; `make asan` runs them under ASan+UBSan;
 # `make sim SEEDS=N` runs the simulator; `make bench` prints benchmarks;
+# `make fsx OPS=N` runs the random file-operation exerciser for N ops;
 # `make deps` installs the Debian packages the build and tests need.
 
 CC       ?= cc
@@ -51,7 +52,7 @@ SIM_BIN   := $(BUILD)/sim
 BENCH_SRC := $(wildcard tools/bench/*.c)
 BENCH_BINS:= $(patsubst tools/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test unit sim systest asan bench deps clean fuzz fuzz-one fuzz-run fuzz-corpus run stop
+.PHONY: all test unit sim systest asan bench deps clean fuzz fuzz-one fuzz-run fuzz-corpus run stop fsx
 # keep objects: they are not intermediate files to delete after a link
 .SECONDARY:
 
@@ -119,6 +120,14 @@ test: all
 	$(MAKE) fuzz
 	$(MAKE) sim
 	$(MAKE) systest
+
+# `make fsx OPS=N SEED=S`: the random-operation exerciser (tests/tools/fsx.py)
+# on one mount and across a 3-node cluster, N operations (make test: 1200)
+OPS  ?= 1200
+SEED ?= 1
+fsx: $(PROGRAMS)
+	PAXOSFS_BUILD=$(abspath $(BUILD)) FSX_OPS=$(OPS) FSX_SEED=$(SEED) \
+	    /usr/bin/python3 -m pytest -q tests/system/test_fsx.py
 
 ASAN_MAKE := $(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
     SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all"

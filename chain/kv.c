@@ -33,6 +33,9 @@
  *   6. Results are deterministic functions of the committed entries (no
  *      clock, no randomness, no allocation failure recorded as a result),
  *      so every replica reaches the same map and session table.
+ *   7. A COND op's condition is judged on the state its entry meets, just
+ *      before the guarded op; file identities come from (slot, position
+ *      in the batch), so they too are the same on every replica.
  */
 #include "kv_int.h"
 
@@ -110,7 +113,8 @@ static int key_cmp(const char *a, size_t alen, const char *b, size_t blen)
 /* ------------------------------------------------------------ values */
 
 kv_value *kv_value_new(const uint8_t *a, uint32_t alen, const uint8_t *b,
-                       uint32_t blen, uint64_t mtime_ms, uint64_t version)
+                       uint32_t blen, uint64_t mtime_ms, uint64_t version,
+                       uint64_t ident)
 {
     kv_value *v = malloc(sizeof *v + (size_t)alen + blen);
     if (!v)
@@ -119,6 +123,7 @@ kv_value *kv_value_new(const uint8_t *a, uint32_t alen, const uint8_t *b,
     v->len = alen + blen;
     v->mtime_ms = mtime_ms;
     v->version = version;
+    v->ident = ident;
     if (alen)
         memcpy(v->data, a, alen);
     if (blen)
@@ -394,18 +399,42 @@ int kv_scan(const kv *s, const char *prefix, size_t prefix_len,
 
 /* Apply one decoded, valid op.  Returns the op's result (0 or a negative
  * errno that is part of the replicated outcome), or KV_APPLY_NOMEM when
- * nothing was changed for lack of memory. */
+ * nothing was changed for lack of memory.  `ident` is the identity a key
+ * created by this op gets (kv.h). */
 #define KV_APPLY_NOMEM INT32_MIN
+#define KV_IDENT_SLOT_SHIFT 24
+
+/* The guard of a COND op: 0 if it holds, else the op's result. */
+static int32_t check_cond(const kv *s, const kv_op *op)
+{
+    const kv_node *c = find_node(s, op->cond_key, op->cond_key_len);
+    switch (op->cond_kind) {
+    case KV_COND_ABSENT:
+        return c ? -EEXIST : 0;
+    case KV_COND_IDENT:
+        return c && c->val->ident == op->cond_arg ? 0 : -ESTALE;
+    case KV_COND_VERSION:
+        return c && c->val->version == op->cond_arg ? 0 : -ESTALE;
+    default:
+        return -EINVAL;
+    }
+}
 
 static int32_t apply_op(kv *s, const kv_op *op, uint64_t slot,
-                        uint64_t time_ms)
+                        uint64_t time_ms, uint64_t ident)
 {
     kv_node *n = find_node(s, op->key, op->key_len);
     kv_value *v;
 
+    if (op->cond_kind) {
+        int32_t rc = check_cond(s, op);
+        if (rc)
+            return rc;
+    }
     switch (op->type) {
     case KV_OP_PUT:
-        v = kv_value_new(op->value, op->value_len, NULL, 0, time_ms, slot);
+        v = kv_value_new(op->value, op->value_len, NULL, 0, time_ms, slot,
+                         n ? n->val->ident : ident);
         if (!v)
             return KV_APPLY_NOMEM;
         return map_put(s, op->key, op->key_len, v) ? KV_APPLY_NOMEM : 0;
@@ -413,7 +442,8 @@ static int32_t apply_op(kv *s, const kv_op *op, uint64_t slot,
         if (n && (uint64_t)n->val->len + op->value_len > KV_MAX_VALUE)
             return -EFBIG;
         v = kv_value_new(n ? n->val->data : NULL, n ? n->val->len : 0,
-                         op->value, op->value_len, time_ms, slot);
+                         op->value, op->value_len, time_ms, slot,
+                         n ? n->val->ident : ident);
         if (!v)
             return KV_APPLY_NOMEM;
         return map_put(s, op->key, op->key_len, v) ? KV_APPLY_NOMEM : 0;
@@ -428,9 +458,10 @@ static int32_t apply_op(kv *s, const kv_op *op, uint64_t slot,
         if (key_cmp(op->key, op->key_len, op->key2, op->key2_len) == 0)
             return 0;
         /* The moved value keeps its mtime (as rename(2) keeps a file's)
-         * but gets this slot as version: the target key changed here. */
+         * and its identity, but gets this slot as version: the target key
+         * changed here. */
         v = kv_value_new(n->val->data, n->val->len, NULL, 0, n->val->mtime_ms,
-                         slot);
+                         slot, n->val->ident);
         if (!v)
             return KV_APPLY_NOMEM;
         if (map_put(s, op->key2, op->key2_len, v))
@@ -444,13 +475,14 @@ static int32_t apply_op(kv *s, const kv_op *op, uint64_t slot,
 }
 
 static int32_t apply_request(kv *s, const px_request *req, uint64_t slot,
-                             uint64_t time_ms)
+                             uint64_t time_ms, uint32_t position)
 {
     kv_op op;
     int rc = kv_op_decode(req->op, req->len, &op);
     if (rc)
         return rc;   /* malformed: consumed, state unchanged */
-    return apply_op(s, &op, slot, time_ms);
+    return apply_op(s, &op, slot, time_ms,
+                    (slot << KV_IDENT_SLOT_SHIFT) | (uint64_t)(position + 1));
 }
 
 /* Request results for FORGOTTEN requests (already applied and answered
@@ -468,7 +500,9 @@ static int apply_batch(kv *s, const px_entry *e, kv_result_fn cb, void *arg)
     while ((r = px_batch_next(e->data, e->len, &off, &req)) == 1)
         if (++n > bound)
             return -EINVAL;
-    if (r < 0)
+    /* identities hold the position below the slot (kv.h) */
+    if (r < 0 || n >= (1u << KV_IDENT_SLOT_SHIFT) ||
+        e->slot >= (1ull << (64 - KV_IDENT_SLOT_SHIFT)))
         return -EINVAL;
 
     uint32_t skip = s->partial_slot == e->slot ? s->partial_done : 0;
@@ -483,7 +517,7 @@ static int apply_batch(kv *s, const px_entry *e, kv_result_fn cb, void *arg)
         if (st < 0)
             goto out_partial;
         if (st == PX_SESSION_NEW) {
-            result = apply_request(s, &req, e->slot, e->time_ms);
+            result = apply_request(s, &req, e->slot, e->time_ms, i);
             if (result == KV_APPLY_NOMEM) {
                 st = -ENOMEM;
                 goto out_partial;

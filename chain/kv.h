@@ -11,15 +11,35 @@
  *
  * Op encoding, little-endian:
  *   offset size  meaning
- *   0      1     op: 1 PUT, 2 DEL, 3 APPEND, 4 RENAME
+ *   0      1     op: 1 PUT, 2 DEL, 3 APPEND, 4 RENAME, 5 COND
  *   1      2     key length K (1..KV_MAX_KEY)
  *   3      K     key bytes
  *   PUT, APPEND: 3+K 4 value length V (<= KV_MAX_VALUE), then V bytes
  *   RENAME:      3+K 2 new key length K2, then K2 bytes
  *
+ * COND guards one other op with a condition on a key, decided when the
+ * entry is applied (so every replica decides the same):
+ *   0      1     5 (COND)
+ *   1      1     condition: 1 ABSENT (the key must not exist),
+ *                2 IDENT (the key must hold the file with identity ARG),
+ *                3 VERSION (the key's value must have version ARG)
+ *   2      2     condition key length C (1..KV_MAX_KEY)
+ *   4      C     condition key
+ *   4+C    8     ARG (0 for ABSENT)
+ *   12+C   ...   the guarded op: PUT, DEL, APPEND or RENAME (not COND)
+ *
  * Results (int32, reported per request): 0, or a negative errno:
  *   DEL of a missing key -ENOENT; RENAME of a missing key -ENOENT;
- *   APPEND growing past KV_MAX_VALUE -EFBIG; malformed op -EINVAL.
+ *   APPEND growing past KV_MAX_VALUE -EFBIG; malformed op -EINVAL;
+ *   COND whose condition fails: -EEXIST (ABSENT) or -ESTALE (IDENT,
+ *   VERSION, also when the key is missing); the guarded op is not applied.
+ *
+ * File identity: a value carries the identity of the file it belongs to.
+ * A PUT or APPEND that creates a missing key gives it a new identity,
+ * (slot << 24) | (1 + position of the request in its batch): unique and
+ * never reused, the same on every replica.  PUT and APPEND of an existing
+ * key keep its identity; RENAME moves it with the value; a key deleted and
+ * created again is a new file.  The version is the slot of the last change.
  *
  * Values are immutable and reference-counted so that a reader holding one
  * keeps a consistent copy while newer entries replace the key.
@@ -36,7 +56,9 @@
 #define KV_MAX_NAME 255                /* bytes of one path component */
 #define KV_MAX_VALUE (4u << 20)        /* 4 MiB per value */
 
-enum kv_op_type { KV_OP_PUT = 1, KV_OP_DEL = 2, KV_OP_APPEND = 3, KV_OP_RENAME = 4 };
+enum kv_op_type { KV_OP_PUT = 1, KV_OP_DEL = 2, KV_OP_APPEND = 3, KV_OP_RENAME = 4,
+                  KV_OP_COND = 5 };
+enum kv_cond_kind { KV_COND_ABSENT = 1, KV_COND_IDENT = 2, KV_COND_VERSION = 3 };
 
 typedef struct kv kv;
 
@@ -45,6 +67,7 @@ typedef struct kv_value {
     uint32_t len;
     uint64_t mtime_ms;   /* commit time of the entry that wrote it */
     uint64_t version;    /* slot that wrote it */
+    uint64_t ident;      /* file identity (see above), never 0 */
     uint8_t data[];      /* len bytes */
 } kv_value;
 
@@ -91,10 +114,20 @@ int64_t kv_op_encode_del(uint8_t *buf, size_t cap, const char *key,
                          size_t key_len);
 int64_t kv_op_encode_rename(uint8_t *buf, size_t cap, const char *from,
                             size_t from_len, const char *to, size_t to_len);
+/* Wrap the encoded op `inner` (not itself a COND) in a condition on
+ * `key`; `arg` is the identity or version it must have (0 for ABSENT). */
+int64_t kv_op_encode_cond(uint8_t *buf, size_t cap, uint8_t kind,
+                          const char *key, size_t key_len, uint64_t arg,
+                          const uint8_t *inner, size_t inner_len);
 
-/* Decoded view of one op (pointers into the encoded bytes). */
+/* Decoded view of one op (pointers into the encoded bytes).  A COND op
+ * decodes as the op it guards, with cond_kind set. */
 typedef struct kv_op {
-    uint8_t type;
+    uint8_t type;          /* PUT, DEL, APPEND or RENAME */
+    uint8_t cond_kind;     /* 0, or enum kv_cond_kind */
+    const char *cond_key;
+    uint16_t cond_key_len;
+    uint64_t cond_arg;
     const char *key;
     uint16_t key_len;
     const char *key2;      /* RENAME target */
@@ -111,6 +144,7 @@ int kv_op_decode(const uint8_t *buf, uint32_t len, kv_op *op);
 size_t kv_op_size_put(size_t key_len, uint32_t val_len);
 size_t kv_op_size_del(size_t key_len);
 size_t kv_op_size_rename(size_t from_len, size_t to_len);
+size_t kv_op_size_cond(size_t key_len, size_t inner_len);
 
 /* Snapshot of the whole state machine: applied index, every key with its
  * value, mtime and version, and the session table (px_sessions_encode).

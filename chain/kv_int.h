@@ -11,7 +11,8 @@
 
 /* A new value holding a || b (refs = 1), or NULL. */
 kv_value *kv_value_new(const uint8_t *a, uint32_t alen, const uint8_t *b,
-                       uint32_t blen, uint64_t mtime_ms, uint64_t version);
+                       uint32_t blen, uint64_t mtime_ms, uint64_t version,
+                       uint64_t ident);
 
 /* 0 if `key` may be stored, else -EINVAL or -ENAMETOOLONG. */
 int kv_key_check(const char *key, size_t len);

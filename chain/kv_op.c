@@ -3,7 +3,8 @@
  * and the rule for which keys may be stored.
  *
  * Layout: see kv.h (op byte, u16 key length, key, then per op a u32 value
- * length + value or a u16 target length + target).
+ * length + value or a u16 target length + target; COND: kind, u16 key
+ * length, key, u64 argument, then one plain op).
  *
  * Invariants:
  *   1. kv_op_decode accepts exactly what the encoders produce: the op must
@@ -58,6 +59,11 @@ size_t kv_op_size_del(size_t key_len)
 size_t kv_op_size_rename(size_t from_len, size_t to_len)
 {
     return 3 + from_len + 2 + to_len;
+}
+
+size_t kv_op_size_cond(size_t key_len, size_t inner_len)
+{
+    return 12 + key_len + inner_len;
 }
 
 static int64_t encode_value_op(uint8_t type, uint8_t *buf, size_t cap,
@@ -131,13 +137,70 @@ int64_t kv_op_encode_rename(uint8_t *buf, size_t cap, const char *from,
     return (int64_t)need;
 }
 
+int64_t kv_op_encode_cond(uint8_t *buf, size_t cap, uint8_t kind,
+                          const char *key, size_t key_len, uint64_t arg,
+                          const uint8_t *inner, size_t inner_len)
+{
+    if (kind < KV_COND_ABSENT || kind > KV_COND_VERSION ||
+        (kind == KV_COND_ABSENT && arg != 0) || !inner || inner_len < 3 ||
+        inner[0] == KV_OP_COND)
+        return -EINVAL;
+    int rc = kv_key_check(key, key_len);
+    if (rc)
+        return rc;
+    size_t need = kv_op_size_cond(key_len, inner_len);
+    if (!buf || cap < need)
+        return -ENOSPC;
+    /* `inner` may lie at the start of `buf` (wrapping in place) */
+    memmove(buf + 12 + key_len, inner, inner_len);
+    buf[0] = KV_OP_COND;
+    buf[1] = kind;
+    chain_put_u16(buf + 2, (uint16_t)key_len);
+    memcpy(buf + 4, key, key_len);
+    chain_put_u64(buf + 4 + key_len, arg);
+    return (int64_t)need;
+}
+
+static int decode_plain(const uint8_t *buf, uint32_t len, kv_op *op);
+
 int kv_op_decode(const uint8_t *buf, uint32_t len, kv_op *op)
 {
-    int rc;
-
     if (!buf || !op || len < 3)
         return -EINVAL;
     memset(op, 0, sizeof *op);
+    if (buf[0] != KV_OP_COND)
+        return decode_plain(buf, len, op);
+    /* COND: condition header, then one plain op filling the rest */
+    if (len < 12)
+        return -EINVAL;
+    uint8_t kind = buf[1];
+    uint16_t klen = chain_get_u16(buf + 2);
+    uint64_t pos = 4 + (uint64_t)klen + 8;
+    if (kind < KV_COND_ABSENT || kind > KV_COND_VERSION || klen == 0 ||
+        pos + 3 > len || buf[pos] == KV_OP_COND)
+        return -EINVAL;
+    uint64_t arg = chain_get_u64(buf + 4 + klen);
+    if (kind == KV_COND_ABSENT && arg != 0)
+        return -EINVAL;
+    int rc = kv_key_check((const char *)buf + 4, klen);
+    if (rc)
+        return rc;
+    rc = decode_plain(buf + pos, (uint32_t)(len - pos), op);
+    if (rc)
+        return rc;
+    op->cond_kind = kind;
+    op->cond_key = (const char *)buf + 4;
+    op->cond_key_len = klen;
+    op->cond_arg = arg;
+    return 0;
+}
+
+static int decode_plain(const uint8_t *buf, uint32_t len, kv_op *op)
+{
+    int rc;
+
+    if (len < 3)
+        return -EINVAL;
     op->type = buf[0];
     op->key_len = chain_get_u16(buf + 1);
     op->key = (const char *)buf + 3;

@@ -5,7 +5,7 @@
  * Snapshot (little-endian):
  *   offset  size  meaning
  *   0       8     magic "pxkvsnap"
- *   8       4     format version, 1
+ *   8       4     format version, 2
  *   12      4     flags, 0
  *   16      8     applied index (last slot contained)
  *   24      8     payload length before compression U
@@ -23,6 +23,7 @@
  *           K     key
  *           8     mtime_ms
  *           8     version
+ *           8     identity (never 0)
  *           4     value length V (<= KV_MAX_VALUE)
  *           V     value
  *
@@ -49,10 +50,10 @@
 #include <zlib.h>
 
 #define SNAP_MAGIC "pxkvsnap"
-#define SNAP_VERSION 1
+#define SNAP_VERSION 2
 #define SNAP_HEADER_BYTES 48
 #define SNAP_MAX_RAW (1ull << 40)
-#define SNAP_KEY_FIXED 22   /* 2 + 8 + 8 + 4 */
+#define SNAP_KEY_FIXED 30   /* 2 + 8 + 8 + 8 + 4 */
 #define SNAP_FIRST_BUFFER (1u << 20) /* largest first inflate buffer */
 
 typedef struct snap_writer {
@@ -78,9 +79,10 @@ static int write_visit(void *arg, const char *key, size_t key_len,
     p += 2 + key_len;
     chain_put_u64(p, v->mtime_ms);
     chain_put_u64(p + 8, v->version);
-    chain_put_u32(p + 16, v->len);
+    chain_put_u64(p + 16, v->ident);
+    chain_put_u32(p + 24, v->len);
     if (v->len)
-        memcpy(p + 20, v->data, v->len);
+        memcpy(p + 28, v->data, v->len);
     w->off += SNAP_KEY_FIXED + key_len + v->len;
     return 0;
 }
@@ -170,8 +172,9 @@ static int decode_payload(kv *n, const uint8_t *p, uint64_t len)
         const uint8_t *f = p + off + 2 + klen;
         uint64_t mtime = chain_get_u64(f);
         uint64_t version = chain_get_u64(f + 8);
-        uint32_t vlen = chain_get_u32(f + 16);
-        if (vlen > KV_MAX_VALUE ||
+        uint64_t ident = chain_get_u64(f + 16);
+        uint32_t vlen = chain_get_u32(f + 24);
+        if (vlen > KV_MAX_VALUE || ident == 0 ||
             len - off - SNAP_KEY_FIXED - klen < vlen)
             return -EINVAL;
         if (kv_key_check(key, klen) != 0)
@@ -182,7 +185,8 @@ static int decode_payload(kv *n, const uint8_t *p, uint64_t len)
             if (c > 0 || (c == 0 && prev_len >= klen))
                 return -EINVAL;   /* not strictly ascending */
         }
-        kv_value *v = kv_value_new(f + 20, vlen, NULL, 0, mtime, version);
+        kv_value *v = kv_value_new(f + 28, vlen, NULL, 0, mtime, version,
+                                   ident);
         if (!v)
             return -ENOMEM;
         int rc = kv_insert_value(n, key, klen, v);

@@ -22,6 +22,7 @@
 #include "kv.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,17 @@ static void render_op(text *t, const px_request *req)
                     : rc == -EFBIG      ? "value too big"
                                         : "invalid");
     } else {
+        if (op.cond_kind) {
+            static const char *const conds[] = { "?", "absent", "ident",
+                                                 "version" };
+            text_printf(t, "if %s key=", conds[op.cond_kind]);
+            text_quoted(t, (const uint8_t *)op.cond_key, op.cond_key_len,
+                        RENDER_KEY_BYTES);
+            if (op.cond_kind != KV_COND_ABSENT)
+                text_printf(t, " %s=%" PRIu64, conds[op.cond_kind],
+                            op.cond_arg);
+            text_printf(t, " then ");
+        }
         text_printf(t, "%s key=", names[op.type]);
         text_quoted(t, (const uint8_t *)op.key, op.key_len, RENDER_KEY_BYTES);
         if (op.type == KV_OP_PUT || op.type == KV_OP_APPEND) {

@@ -56,7 +56,6 @@ static void handle_free(fs_handle *h)
         h->owner->handles = h->next;
     if (h->next)
         h->next->prev = h->prev;
-    free(h->buf);
     if (h->snapshot)
         kv_value_unref(h->snapshot);
     free(h->text);
@@ -75,9 +74,9 @@ void fs_handle_unref(fs_handle *h)
 
 void fs_release_inode(fs *f, fs_inode *in)
 {
-    if (in->nlookup > 0 || in->open_count > 0)
+    if (in->nlookup > 0 || in->open_count > 0 || in->of)
         return;
-    if (!in->orphan && kv_get(f->be.state(f->be.ctx), in->key, in->key_len))
+    if (fs_committed(f, in))
         return;
     fs_inode_release_if_unused(f->inodes, in);
 }
@@ -103,30 +102,17 @@ static void set_times_ms(struct stat *st, uint64_t ms)
     st->st_atim = st->st_mtim;
 }
 
-static uint64_t wall_ms(void)
+uint64_t fs_wall_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-void fs_fill_key_attr(const fs *f, const fs_inode *in, const kv_value *v,
-                      uint32_t len_override, bool use_override,
-                      struct stat *st)
-{
-    memset(st, 0, sizeof *st);
-    st->st_ino = in->ino;
-    st->st_mode = S_IFREG | 0644;
-    st->st_nlink = 1;
-    st->st_uid = f->uid;
-    st->st_gid = f->gid;
-    st->st_size = use_override ? len_override : (v ? v->len : 0);
-    st->st_blksize = 4096;
-    st->st_blocks = (st->st_size + 511) / 512;
-    /* mtime is the commit time the leader stamped into the entry; a file
-     * created here and not committed yet shows the current time */
-    set_times_ms(st, v ? v->mtime_ms : wall_ms());
-}
+/* Directories never change their attributes (their times are the mount
+ * time), so the kernel may keep them: no GETATTR of the root on every
+ * path walk when it checks permissions. */
+#define FS_DIR_ATTR_TIMEOUT_S 3600.0
 
 static void fill_dir_attr(const fs *f, uint64_t ino, mode_t mode, struct stat *st)
 {
@@ -137,7 +123,7 @@ static void fill_dir_attr(const fs *f, uint64_t ino, mode_t mode, struct stat *s
     st->st_uid = f->uid;
     st->st_gid = f->gid;
     st->st_blksize = 4096;
-    set_times_ms(st, wall_ms());
+    set_times_ms(st, f->mounted_ms);
 }
 
 static void fill_text_attr(const fs *f, uint64_t ino, size_t len, struct stat *st)
@@ -151,7 +137,7 @@ static void fill_text_attr(const fs *f, uint64_t ino, size_t len, struct stat *s
     st->st_size = (off_t)len;
     st->st_blksize = 4096;
     st->st_blocks = (st->st_size + 511) / 512;
-    set_times_ms(st, wall_ms());
+    set_times_ms(st, fs_wall_ms());
 }
 
 /* Render a read-only file; 0 or a positive errno. */
@@ -218,8 +204,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         if (strcmp(name, FS_RESERVED_CHAIN) == 0) {
             e.ino = FS_INO_CHAIN;
             fill_dir_attr(f, FS_INO_CHAIN, 0555, &e.attr);
-            e.attr_timeout = f->opt.attr_timeout_s;
-            e.entry_timeout = f->opt.entry_timeout_s;
+            e.attr_timeout = e.entry_timeout = FS_DIR_ATTR_TIMEOUT_S;
             fuse_reply_entry(req, &e);
             return;
         }
@@ -256,7 +241,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         }
         e.ino = FS_INO_BLOCK_BASE + index;
         fill_text_attr(f, e.ino, len, &e.attr);
-        e.attr_timeout = e.entry_timeout = f->opt.entry_timeout_s; /* immutable */
+        e.attr_timeout = e.entry_timeout = FS_DIR_ATTR_TIMEOUT_S; /* immutable */
         fuse_reply_entry(req, &e);
         return;
     }
@@ -316,15 +301,31 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fs_key_getattr(req, in, fi);
         return;
     }
-    fuse_reply_attr(req, &st, ino == FS_INO_STATUS ? 0 : f->opt.attr_timeout_s);
+    fuse_reply_attr(req, &st, ino == FS_INO_STATUS ? 0 : FS_DIR_ATTR_TIMEOUT_S);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
                        int to_set, struct fuse_file_info *fi)
 {
     fs *f = fs_of(req);
+    if (ino == FS_INO_ROOT || ino == FS_INO_CHAIN) {
+        /* setting the owner or mode a directory has succeeds (chmod -R) */
+        mode_t mode = ino == FS_INO_ROOT ? 0755 : 0555;
+        if ((to_set & ~(FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
+                        FUSE_SET_ATTR_GID)) ||
+            ((to_set & FUSE_SET_ATTR_MODE) && (attr->st_mode & 07777) != mode) ||
+            ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != f->uid) ||
+            ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != f->gid)) {
+            fuse_reply_err(req, ino == FS_INO_ROOT ? EPERM : EACCES);
+            return;
+        }
+        struct stat st;
+        fill_dir_attr(f, ino, mode, &st);
+        fuse_reply_attr(req, &st, FS_DIR_ATTR_TIMEOUT_S);
+        return;
+    }
     if (ino < FS_INO_FIRST_KEY || is_block_ino(ino)) {
-        fuse_reply_err(req, ino == FS_INO_ROOT ? EPERM : EACCES);
+        fuse_reply_err(req, EACCES);
         return;
     }
     fs_inode *in = fs_inode_by_ino(f->inodes, ino);
@@ -451,11 +452,11 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
         fuse_reply_err(req, ENOTDIR);
         return;
     }
-    if (flags) {
-        fuse_reply_err(req, EINVAL);  /* RENAME_NOREPLACE/EXCHANGE */
+    if (flags & ~RENAME_NOREPLACE) {
+        fuse_reply_err(req, EINVAL);  /* RENAME_EXCHANGE, RENAME_WHITEOUT */
         return;
     }
-    fs_key_rename(req, name, newname);
+    fs_key_rename(req, name, newname, flags);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
@@ -484,12 +485,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     if (h->kind == FS_H_TEXT) {
         data = (const uint8_t *)h->text;
         len = h->text_len;
-    } else if (h->kind == FS_H_KEY && h->writable) {
-        data = h->buf;
-        len = h->len;
     } else if (h->kind == FS_H_KEY) {
-        data = h->snapshot ? h->snapshot->data : NULL;
-        len = h->snapshot ? h->snapshot->len : 0;
+        fs_key_read(req, h, size, off);
+        return;
     } else {
         fuse_reply_err(req, EISDIR);
         return;
@@ -511,7 +509,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
         fuse_reply_err(req, h->kind == FS_H_TEXT ? EACCES : EISDIR);
         return;
     }
-    fs_key_write(req, h, buf, size, off);
+    fs_key_write(req, h, buf, size, off, fi->lock_owner);
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -519,7 +517,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     (void)ino;
     fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
     if (h->kind == FS_H_KEY)
-        fs_key_flush(req, h, false);
+        fs_key_flush(req, h, fi->lock_owner, false);
     else
         fuse_reply_err(req, 0);
 }
@@ -531,7 +529,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
     (void)datasync;
     fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
     if (h->kind == FS_H_KEY)
-        fs_key_flush(req, h, true);
+        fs_key_flush(req, h, fi->lock_owner, true);
     else
         fuse_reply_err(req, 0);
 }
@@ -550,13 +548,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* ---------------------------------------------------------- directories */
 
-static int collect_name(void *arg, const char *key, size_t key_len,
-                        const kv_value *v)
+static int add_name(fs_handle *h, const char *key, size_t key_len)
 {
-    (void)v;
-    fs_handle *h = arg;
-    if (memchr(key, '/', key_len))
-        return 0;    /* keys below a prefix are not root entries */
     if (h->n_names % 256 == 0) {
         char **nn = realloc(h->names, (h->n_names + 256) * sizeof *nn);
         if (!nn)
@@ -568,6 +561,74 @@ static int collect_name(void *arg, const char *key, size_t key_len,
         return -ENOMEM;
     h->names[h->n_names++] = copy;
     return 0;
+}
+
+static int collect_name(void *arg, const char *key, size_t key_len,
+                        const kv_value *v)
+{
+    (void)v;
+    if (memchr(key, '/', key_len))
+        return 0;    /* keys below a prefix are not root entries */
+    return add_name(arg, key, key_len);
+}
+
+struct pending_names {
+    fs *f;
+    fs_handle *h;
+    int rc;
+};
+
+/* Files created on this mount and not committed yet are listed too: on
+ * this mount they exist from creat() on. */
+static void collect_pending(fs_inode *in, void *arg)
+{
+    struct pending_names *p = arg;
+    if (p->rc || in->orphan || in->ident || !in->of ||
+        kv_get(p->f->be.state(p->f->be.ctx), in->key, in->key_len))
+        return;
+    p->rc = add_name(p->h, in->key, in->key_len);
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The root listing at the state now: committed keys and this mount's
+ * pending creations, sorted.  0 or a negative errno. */
+static int list_root(fs *f, fs_handle *h)
+{
+    for (size_t i = 0; i < h->n_names; i++)
+        free(h->names[i]);
+    free(h->names);
+    h->names = NULL;
+    h->n_names = 0;
+    int rc = kv_scan(f->be.state(f->be.ctx), "", 0, collect_name, h);
+    if (rc < 0)
+        return rc;
+    size_t committed = h->n_names;
+    struct pending_names p = { f, h, 0 };
+    fs_inode_each(f->inodes, collect_pending, &p);
+    if (p.rc < 0)
+        return p.rc;
+    if (h->n_names > committed)
+        qsort(h->names, h->n_names, sizeof *h->names, cmp_names);
+    return 0;
+}
+
+static void opendir_then(fs_wait *w, int result)
+{
+    fs_handle *h = w->h;
+    if (result == 0)
+        result = list_root(w->f, h);
+    if (result < 0) {
+        fuse_reply_err(w->req, fs_commit_errno(result));
+    } else {
+        w->fi.fh = (uint64_t)(uintptr_t)h;
+        if (fuse_reply_open(w->req, &w->fi) == 0)
+            h->refs++;          /* the open handle's own reference */
+    }
+    fs_wait_free(w);            /* drops the wait's reference */
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -583,15 +644,19 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         return;
     }
     if (ino == FS_INO_ROOT) {
-        int rc = kv_scan(f->be.state(f->be.ctx), "", 0, collect_name, h);
-        if (rc < 0) {
+        /* a listing is a read: it waits for a read point */
+        fs_wait *w = fs_wait_new(f, req, opendir_then);
+        if (!w) {
             fs_handle_unref(h);
-            fuse_reply_err(req, -rc);
+            fuse_reply_err(req, ENOMEM);
             return;
         }
-    } else {
-        h->chain_head = f->be.chain_head(f->be.ctx);
+        w->h = h;               /* takes the handle's first reference */
+        w->fi = *fi;
+        fs_wait_read_point(w);
+        return;
     }
+    h->chain_head = f->be.chain_head(f->be.ctx);
     fi->fh = (uint64_t)(uintptr_t)h;
     if (fuse_reply_open(req, fi) != 0)
         fs_handle_unref(h);
@@ -647,11 +712,9 @@ static bool dir_entry(fs *f, const fs_handle *h, uint64_t i, char *name,
     return true;
 }
 
-static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                       struct fuse_file_info *fi)
+static void reply_readdir(fuse_req_t req, fs_handle *h, size_t size,
+                          off_t off)
 {
-    (void)ino;
-    fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
     char *buf = malloc(size);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);
@@ -660,6 +723,8 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     size_t used = 0;
     char name[KV_MAX_NAME + 1];
     struct stat st;
+    if (off == 0)
+        h->listed = true;
     for (uint64_t i = (uint64_t)off; dir_entry(fs_of(req), h, i, name, sizeof name, &st); i++) {
         size_t need = fuse_add_direntry(req, buf + used, size - used, name, &st,
                                         (off_t)(i + 1));
@@ -669,6 +734,40 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     }
     fuse_reply_buf(req, buf, used);
     free(buf);
+}
+
+static void relist_then(fs_wait *w, int result)
+{
+    if (result == 0)
+        result = list_root(w->f, w->h);
+    if (result < 0)
+        fuse_reply_err(w->req, fs_commit_errno(result));
+    else
+        reply_readdir(w->req, w->h, w->size, 0);
+    fs_wait_free(w);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    (void)ino;
+    fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
+    if (off == 0 && h->listed && h->kind == FS_H_DIR_ROOT) {
+        /* rewinddir: list again, at a new read point */
+        fs_wait *w = fs_wait_new(fs_of(req), req, relist_then);
+        if (!w) {
+            fuse_reply_err(req, ENOMEM);
+            return;
+        }
+        w->h = h;
+        h->refs++;
+        w->size = size;
+        fs_wait_read_point(w);
+        return;
+    }
+    if (off == 0 && h->kind == FS_H_DIR_CHAIN)
+        h->chain_head = fs_of(req)->be.chain_head(fs_of(req)->be.ctx);
+    reply_readdir(req, h, size, off);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
@@ -755,28 +854,23 @@ static void *notifier_main(void *arg)
     return NULL;
 }
 
-void fs_key_changed(fs *f, const char *key, size_t key_len, bool removed)
+/* Queue a kernel cache invalidation.  Only needed when the kernel caches
+ * at all (a timeout above 0); with the default 0 it asks us every time. */
+static void queue_notice(fs *f, uint64_t ino, const char *key, size_t key_len)
 {
-    if (!f || !f->notifier_running)
+    if (!f->notifier_running ||
+        (f->opt.attr_timeout_s <= 0 && f->opt.entry_timeout_s <= 0))
         return;
-    fs_inode *in = fs_inode_by_key(f->inodes, key, key_len);
-    if (removed && in) {
-        /* deleted or renamed away by an entry: a later creation of the
-         * same name must get a new inode number */
-        fs_inode_orphan(f->inodes, in);
-        fs_release_inode(f, in);
-        in = NULL;
-    }
-    if (!in && !removed)
-        return;   /* the kernel knows nothing of it: nothing to drop */
+    if (key && memchr(key, '/', key_len))
+        return;   /* not a root entry: the kernel cannot have it */
     fs_notice *n = calloc(1, sizeof *n);
     if (!n)
-        return;   /* caches expire on their own after attr_timeout */
-    n->ino = in ? in->ino : 0;
-    /* only a removal changes what a name resolves to (negative lookups
-     * are never cached) */
-    if (removed && !memchr(key, '/', key_len))
-        n->name = strndup(key, key_len);
+        return;   /* caches expire on their own after their timeout */
+    n->ino = ino;
+    if (key && !(n->name = strndup(key, key_len))) {
+        free(n);
+        return;
+    }
     pthread_mutex_lock(&f->lock);
     if (f->n_notices >= FS_NOTICE_MAX) {
         pthread_mutex_unlock(&f->lock);
@@ -794,6 +888,23 @@ void fs_key_changed(fs *f, const char *key, size_t key_len, bool removed)
     pthread_mutex_unlock(&f->lock);
 }
 
+void fs_notice_entry(fs *f, const char *key, size_t key_len)
+{
+    queue_notice(f, 0, key, key_len);
+}
+
+void fs_notice_inode(fs *f, uint64_t ino)
+{
+    queue_notice(f, ino, NULL, 0);
+}
+
+void fs_key_changed(fs *f, const char *key, size_t key_len, bool removed)
+{
+    (void)removed;   /* judged from the state itself */
+    if (f)
+        fs_reconcile(f, key, key_len);
+}
+
 /* -------------------------------------------------------------- session */
 
 int fs_mount(const fs_options *opt, const fs_backend *backend,
@@ -808,6 +919,7 @@ int fs_mount(const fs_options *opt, const fs_backend *backend,
     f->opt = *opt;
     f->uid = getuid();
     f->gid = getgid();
+    f->mounted_ms = fs_wall_ms();
     pthread_mutex_init(&f->lock, NULL);
     pthread_cond_init(&f->cond, NULL);
     f->inodes = fs_inode_table_create();
@@ -819,8 +931,9 @@ int fs_mount(const fs_options *opt, const fs_backend *backend,
     int argc = 0;
     argv[argc++] = "paxosfs";
     argv[argc++] = "-o";
+    /* other users: the kernel checks each key's owner and mode */
     argv[argc++] = opt->allow_other
-        ? "fsname=paxosfs,subtype=paxosfs,allow_other"
+        ? "fsname=paxosfs,subtype=paxosfs,allow_other,default_permissions"
         : "fsname=paxosfs,subtype=paxosfs";
     if (opt->debug)
         argv[argc++] = "-d";
@@ -911,6 +1024,8 @@ void fs_unmount(fs *f)
     /* the kernel sends no release for files still open at unmount */
     while (f->handles)
         handle_free(f->handles);
+    /* node_close answered every backend call first: nothing in flight */
+    fs_ofile_free_all(f);
     free(f->buf.mem);
     fs_inode_table_destroy(f->inodes);
     pthread_mutex_destroy(&f->lock);

@@ -1,5 +1,5 @@
 /*
- * fs.h - the FUSE adapter of paxosfs: paths to keys, open-file buffers,
+ * fs.h - the FUSE adapter of paxosfs: paths to keys, open files,
  * the read-only .chain/ and .status views, errno mapping.
  *
  * The adapter runs on the node's event-loop thread: the loop reads FUSE
@@ -13,15 +13,52 @@
  * linearizable read point; read the applied key-value state; render
  * status and chain blocks).
  *
- * Semantics (docs/filesystem.md has the user-facing version):
- *  1. A written file is one atomic replace: the bytes of an open file live
- *     in a private buffer; flush/fsync/close proposes one PUT (or one
- *     APPEND for O_APPEND handles) and replies after it is applied.
- *  2. A flush with nothing written since the last commit proposes nothing;
- *     a truncation or creation that is never followed by a write is
- *     committed at fsync, at futimens (touch) or at release.
- *  3. Reads see the value as of open(): open waits for a linearizable read
- *     point, then takes a reference to the committed value.
+ * Semantics (README.md "The filesystem" has the user-facing version):
+ *  1. A written file is one atomic replace: the bytes of a file open for
+ *     writing live in this mount's working copy; a commit proposes one PUT
+ *     of it (one APPEND of the appended bytes when every change since the
+ *     last commit was an O_APPEND write) and answers once it is applied.
+ *  2. One file, one content on a mount: writable descriptors of a file on
+ *     one mount share its working copy (reads, sizes, seeks, truncations),
+ *     as on a local file; stat on that mount shows it too.  An open with
+ *     O_TRUNC starts a new version (a new working copy the inode shows
+ *     from then on): descriptors opened before keep the old one, each
+ *     commit is a whole value and the last wins, so concurrent `> key`
+ *     writers never mix bytes.  Read-only descriptors read committed
+ *     values (semantics 3), so a reader never sees a half-written file; a
+ *     file created here and never committed does not exist for them.
+ *  3. Reads are linearizable: lookup, getattr, opendir/readdir, setattr of
+ *     a file not open for writing here, an open that reads the old value
+ *     (O_RDWR or O_APPEND without O_TRUNC), and every read of a read-only
+ *     descriptor that does not continue the previous one first wait for a
+ *     read point, so they reflect every write whose call returned before
+ *     they began, on any mount.  A read that continues where the previous
+ *     read of the descriptor ended, inside the value that one read, is
+ *     served from that value (a file read front to back is one value); at
+ *     its end a pass continues only into a value that extends it (an
+ *     append), and ends if the file was replaced.  The kernel must not
+ *     answer from its caches: attr/entry timeouts are 0 by default.
+ *  4. A descriptor writes to the file it opened, not to a name: commits
+ *     are conditional on the file's identity (chain/kv.h COND IDENT) and
+ *     follow it through renames; a file removed or renamed over while
+ *     open stays removed, its later writes vanish.
+ *  5. Commit points: a flush (close) commits only when it comes from a
+ *     file table (FUSE lock owner) that wrote since the last commit, so a
+ *     child that inherited the descriptor and exits commits nothing of
+ *     its parent's half-written file; fsync and touch (futimens) commit at
+ *     once; what nobody committed (a truncation or creation never written,
+ *     a writer whose table never flushed) commits when the last writable
+ *     descriptor of the file on this mount is released.  A flush waits for
+ *     every commit of the file already in flight.
+ *  6. A file created here exists on this mount (lookup, readdir, unlink,
+ *     truncate, rename) from creat() on; elsewhere once it is committed.
+ *     O_EXCL creates commit the empty file at open, conditional on the
+ *     name being free (COND ABSENT), so exactly one creator wins across
+ *     mounts; RENAME_NOREPLACE likewise.
+ *  7. Keys belong to the mounting user, mode 0644 (the root 0755); with
+ *     allow_other the kernel checks them (default_permissions).  Setting
+ *     the mode or owner a key has succeeds, any other EPERM; explicit
+ *     times EPERM (the mtime is the commit time), "now" commits (touch).
  */
 #ifndef PAXOSFS_FS_H
 #define PAXOSFS_FS_H
@@ -67,10 +104,13 @@ typedef struct fs_backend {
 typedef struct fs fs;
 
 typedef struct fs_options {
-    double attr_timeout_s;    /* kernel attribute cache timeout */
-    double entry_timeout_s;   /* kernel name -> inode cache timeout: a name
-                                 changes its inode only when removed, and a
-                                 removal invalidates it at once */
+    double attr_timeout_s;    /* kernel attribute cache timeout; above 0,
+                                 stat may miss another mount's write for
+                                 that long (semantics 3) */
+    double entry_timeout_s;   /* kernel name -> inode cache timeout; above
+                                 0, a name may miss another mount's
+                                 creation or rename for that long (changes
+                                 are invalidated when applied here) */
     int debug;                /* pass -d to libfuse */
     int allow_other;
 } fs_options;
@@ -87,9 +127,11 @@ int fs_fd(const fs *f);
  * 0, or 1 once the filesystem was unmounted, or a negative errno. */
 int fs_process(fs *f);
 
-/* The backend applied an entry that changed `key` (`removed`: deleted, or
- * renamed away): drop kernel caches for it, asynchronously, off the loop
- * thread. */
+/* The backend applied an entry that changed `key` (any mount's, this
+ * one's included): the inode of the file follows it (renamed, removed,
+ * replaced) and, when the kernel caches, its caches are dropped
+ * asynchronously, off the loop thread.  `removed` is informational: the
+ * applied state decides. */
 void fs_key_changed(fs *f, const char *key, size_t key_len, bool removed);
 
 /* Unmount (if still mounted) and free. */

@@ -1,7 +1,8 @@
 /*
- * fs_int.h - private to fs/: the adapter's state, open-file handles and the
- * handlers shared between fs.c (session, directories, read-only views) and
- * keyfile.c (key files).
+ * fs_int.h - private to fs/: the adapter's state, open-file handles, the
+ * shared state of a file open for writing (ofile.c), parked requests, and
+ * the handlers shared between fs.c (session, directories, read-only views),
+ * keyfile.c (names, attributes, opening) and ofile.c (writing, commits).
  */
 #ifndef PAXOSFS_FS_INT_H
 #define PAXOSFS_FS_INT_H
@@ -17,6 +18,8 @@
 
 #define FS_RESERVED_CHAIN ".chain"
 #define FS_RESERVED_STATUS ".status"
+#define FS_OWNERS_MAX 8       /* file tables remembered per open file */
+#define FS_COMMIT_TRIES 16    /* commits re-sent after the file moved */
 
 enum fs_handle_kind {
     FS_H_KEY = 1,     /* a key file */
@@ -25,22 +28,66 @@ enum fs_handle_kind {
     FS_H_DIR_CHAIN,
 };
 
+typedef struct fs_commit fs_commit;
+typedef struct fs_wait fs_wait;
+
+/*
+ * The shared state of a file open for writing on this mount (a version of
+ * it): used by every writable handle that joined it, so that descriptors
+ * of one file see and change one content, as on a local file (fs.h,
+ * semantics 2).  The inode points at its current version; an open with
+ * O_TRUNC starts a new one (the atomic-replace idiom: concurrent `> key`
+ * writers each commit a whole value of their own, the last close wins),
+ * and a version whose inode moved on lives while its handles do.
+ *
+ *   buf/len     the content as this mount's writers see it (the working
+ *               copy): the committed value at the first writable open
+ *               (empty with O_TRUNC or for a new file), then every write,
+ *               truncation and append made here.
+ *   dirty       changed since the last commit was submitted.
+ *   owners      the file tables (FUSE lock owners) that wrote since then:
+ *               a flush commits only for one of them (fs.h, semantics 5).
+ *   append_only every change since the last commit appended through an
+ *               O_APPEND handle: the commit is an APPEND of buf[base_len..]
+ *               (atomic against other mounts' appends), else a PUT of buf.
+ *   error       sticky EFBIG: nothing of this open file is committed.
+ *
+ *   open ──► clean ──write──► dirty ──flush by an owner / fsync──► commit
+ *     │ O_TRUNC / new            │ truncation only: commits at fsync,    │
+ *     └──────────► dirty ◄───────┘ futimens or the last release          ▼
+ *                                                   applied (in flight ─► done)
+ *
+ * It lives while a writable handle is open or a commit is in flight.
+ */
+typedef struct fs_ofile {
+    fs_inode *in;              /* holds an open_count on it */
+    struct fs_ofile *prev, *next;   /* every live one (unmount frees them) */
+    uint32_t handles;          /* writable handles using it */
+    uint8_t *buf;
+    uint32_t len;
+    uint32_t cap;
+    uint32_t base_len;         /* committed prefix, for append commits */
+    bool append_only;
+    bool dirty;
+    bool any_owner;            /* a writer we could not name: any flush
+                                  commits */
+    int error;                 /* sticky positive errno (EFBIG) */
+    uint32_t n_owners;
+    uint64_t owners[FS_OWNERS_MAX];
+    uint64_t changed_ms;       /* wall time of the last local change */
+    uint64_t next_commit_id;
+    fs_commit *inflight;       /* submitted, oldest first */
+    fs_wait *waiters;          /* flushes waiting for commits in flight */
+} fs_ofile;
+
 /*
  * An open file.  Key handles:
  *
- *   read-only:  `snapshot` holds the committed value as of open().
- *   writable:   `buf` holds the whole new value (or, with O_APPEND, only
- *               the bytes appended since the last commit).
- *
- *        open/create ──► clean ──write──► dirty_data ──flush──► commit
- *              │ O_TRUNC/new                                     │
- *              ▼                                                 ▼
- *          dirty_trunc ──write──► dirty_data            applied: clean
- *              │ fsync/futimens: commit now; release: commit, nobody waits
- *
- * A flush with only dirty_trunc commits nothing: shells open, dup2 and
- * close the first descriptor before they write, and committing there
- * would show an empty file to every reader (fs.h, semantics 2).
+ *   writable:   `of` is the inode's shared open-file state.
+ *   read-only:  `snapshot` holds the committed value the last read saw; a
+ *               read that continues where the previous one ended is
+ *               served from it, any other read takes a new read point
+ *               first (fs.h, semantics 3).
  */
 typedef struct fs_handle {
     uint8_t kind;              /* enum fs_handle_kind */
@@ -51,19 +98,45 @@ typedef struct fs_handle {
     fs_inode *in;              /* key handles */
     bool writable;
     bool append;
-    bool dirty_data;
-    bool dirty_trunc;
-    int error;                 /* sticky positive errno (EFBIG) */
-    uint8_t *buf;
-    uint32_t len;
-    uint32_t cap;
+    fs_ofile *of;              /* writable key handles */
+    uint64_t last_owner;       /* lock owner of its last write, 0 = none */
     const kv_value *snapshot;  /* read-only key handles */
+    uint64_t next_off;         /* where the last read ended (UINT64_MAX:
+                                  no read to continue) */
     char *text;                /* FS_H_TEXT */
     size_t text_len;
-    char **names;              /* FS_H_DIR_ROOT listing taken at opendir */
+    char **names;              /* FS_H_DIR_ROOT listing */
     size_t n_names;
+    bool listed;               /* the listing was read from offset 0 */
     uint64_t chain_head;       /* FS_H_DIR_CHAIN listing bound */
 } fs_handle;
+
+/*
+ * A request parked until a backend call completes: the continuation
+ * `then` runs with the call's result, answers `req` (exactly once) and
+ * frees the wait.  It holds a reference on `h` and an open_count on `in`.
+ */
+typedef void (*fs_then_fn)(fs_wait *w, int result);
+
+struct fs_wait {
+    struct fs *f;
+    fuse_req_t req;            /* NULL: nobody to answer */
+    fs_then_fn then;
+    fs_handle *h;
+    fs_inode *in;
+    struct fuse_file_info fi;  /* copy: the original dies with the handler */
+    char *name;
+    char *newname;
+    struct stat attr;          /* setattr arguments */
+    int to_set;
+    uint32_t flags;
+    uint32_t tries;
+    uint64_t upto;             /* flush: commits up to this id */
+    int err;                   /* flush: first failure among them */
+    off_t off;                 /* read */
+    size_t size;
+    fs_wait *next;             /* in the ofile's waiters */
+};
 
 /* Invalidation queue item, handled by the notifier thread. */
 typedef struct fs_notice {
@@ -81,6 +154,7 @@ struct fs {
     bool mounted;
     uid_t uid;
     gid_t gid;
+    uint64_t mounted_ms;       /* times of the directories */
     /* notifier thread: kernel cache invalidations off the loop thread */
     pthread_t notifier;
     bool notifier_running;
@@ -89,33 +163,75 @@ struct fs {
     fs_notice *notices_head;
     fs_notice *notices_tail;
     fs_handle *handles;        /* list of live handles (loop thread) */
+    fs_ofile *ofiles;          /* list of live open-file versions */
     uint32_t n_notices;
     bool stopping;
 };
 
+/* fs.c */
 fs *fs_of(fuse_req_t req);
 void fs_handle_unref(fs_handle *h);
 fs_handle *fs_handle_new(fs *f, uint8_t kind);
-void fs_fill_key_attr(const fs *f, const fs_inode *in, const kv_value *v,
-                      uint32_t len_override, bool use_override,
-                      struct stat *st);
 int fs_check_name(const char *name);
-/* Free `in` once nothing references it and its key is gone: a key that
+uint64_t fs_wall_ms(void);
+/* Free `in` once nothing references it and its file is gone: a key that
  * exists keeps its inode number for the life of the mount. */
 void fs_release_inode(fs *f, fs_inode *in);
+/* Queue kernel cache invalidations (only when caching is on). */
+void fs_notice_entry(fs *f, const char *key, size_t key_len);
+void fs_notice_inode(fs *f, uint64_t ino);
 
-/* keyfile.c */
+/* keyfile.c: names, attributes, opening */
+fs_wait *fs_wait_new(fs *f, fuse_req_t req, fs_then_fn then);
+void fs_wait_free(fs_wait *w);
+/* Park `w` until a linearizable read point; then w->then(w, result). */
+void fs_wait_read_point(fs_wait *w);
+/* The committed value of the file `in` stands for, or NULL. */
+const kv_value *fs_committed(fs *f, const fs_inode *in);
+/* Bring the inode table in line with the applied state for `key`. */
+void fs_reconcile(fs *f, const char *key, size_t key_len);
+/* Where the file `ident` is now, scanning the state: 0 and its key
+ * (malloc'ed, *key_len) or -ENOENT / -ENOMEM. */
+int fs_find_ident(fs *f, uint64_t ident, char **key, size_t *key_len);
+void fs_fill_key_attr(fs *f, const fs_inode *in, const fs_handle *h,
+                      struct stat *st);
 void fs_key_lookup(fuse_req_t req, const char *name);
 void fs_key_getattr(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi);
 void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,
                     int to_set, struct fuse_file_info *fi);
 void fs_key_open(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi);
 void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi);
-void fs_key_write(fuse_req_t req, fs_handle *h, const char *data, size_t size,
-                  off_t off);
-void fs_key_flush(fuse_req_t req, fs_handle *h, bool is_fsync);
-void fs_key_release(fuse_req_t req, fs_handle *h);
+void fs_key_read(fuse_req_t req, fs_handle *h, size_t size, off_t off);
 void fs_key_unlink(fuse_req_t req, const char *name);
-void fs_key_rename(fuse_req_t req, const char *name, const char *newname);
+void fs_key_rename(fuse_req_t req, const char *name, const char *newname,
+                   unsigned int flags);
+void fs_key_release(fuse_req_t req, fs_handle *h);
+/* Map a backend failure to what a file operation reports. */
+int fs_commit_errno(int result);
+
+/* ofile.c: writing and committing */
+/* The inode's current open-file version, created from `v` (NULL: empty)
+ * if it has none; NULL on ENOMEM. */
+fs_ofile *fs_ofile_get(fs *f, fs_inode *in, const kv_value *v);
+/* A new, empty current version of the inode (O_TRUNC); NULL on ENOMEM. */
+fs_ofile *fs_ofile_new_version(fs *f, fs_inode *in);
+/* Free every version at unmount (nothing is in flight then). */
+void fs_ofile_free_all(fs *f);
+/* Drop a handle's use of `of` and free it once unused.  When it was the
+ * last: `commit` commits a change nobody committed (release), else the
+ * change is dropped (an open that failed). */
+void fs_ofile_put(fs *f, fs_ofile *of, bool commit);
+void fs_ofile_truncate(fs_ofile *of, uint32_t len, uint64_t owner);
+int fs_ofile_set_length(fs_ofile *of, uint64_t len);
+void fs_key_write(fuse_req_t req, fs_handle *h, const char *data, size_t size,
+                  off_t off, uint64_t lock_owner);
+void fs_key_flush(fuse_req_t req, fs_handle *h, uint64_t lock_owner,
+                  bool is_fsync);
+/* Commit the open file now (touch) and reply its attributes. */
+void fs_ofile_commit_now(fuse_req_t req, fs_inode *in, fs_handle *h);
+/* Park `w` until the commits of `of` now in flight are done; then
+ * w->then(w, 0 or -errno of a failed one).  For a rename or unlink of a
+ * file whose first commit is on its way. */
+void fs_ofile_wait_idle(fs_ofile *of, fs_wait *w);
 
 #endif

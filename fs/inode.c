@@ -5,6 +5,7 @@
  */
 #include "inode.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 struct fs_inode_table {
     fs_inode **by_key;
     fs_inode **by_ino;
+    fs_inode **by_ident;
     size_t n_buckets;   /* power of two, same for both tables */
     size_t count;
     uint64_t next_ino;
@@ -43,9 +45,11 @@ fs_inode_table *fs_inode_table_create(void)
     t->n_buckets = 1024;
     t->by_key = calloc(t->n_buckets, sizeof *t->by_key);
     t->by_ino = calloc(t->n_buckets, sizeof *t->by_ino);
-    if (!t->by_key || !t->by_ino) {
+    t->by_ident = calloc(t->n_buckets, sizeof *t->by_ident);
+    if (!t->by_key || !t->by_ino || !t->by_ident) {
         free(t->by_key);
         free(t->by_ino);
+        free(t->by_ident);
         free(t);
         return NULL;
     }
@@ -68,6 +72,7 @@ void fs_inode_table_destroy(fs_inode_table *t)
     }
     free(t->by_key);
     free(t->by_ino);
+    free(t->by_ident);
     free(t);
 }
 
@@ -83,6 +88,24 @@ static void link_ino(fs_inode_table *t, fs_inode *in)
     size_t b = hash_ino(in->ino) & (t->n_buckets - 1);
     in->next_by_ino = t->by_ino[b];
     t->by_ino[b] = in;
+}
+
+static void link_ident(fs_inode_table *t, fs_inode *in)
+{
+    size_t b = hash_ino(in->ident) & (t->n_buckets - 1);
+    in->next_by_ident = t->by_ident[b];
+    t->by_ident[b] = in;
+}
+
+static void unlink_ident(fs_inode_table *t, fs_inode *in)
+{
+    size_t b = hash_ino(in->ident) & (t->n_buckets - 1);
+    for (fs_inode **pp = &t->by_ident[b]; *pp; pp = &(*pp)->next_by_ident) {
+        if (*pp == in) {
+            *pp = in->next_by_ident;
+            return;
+        }
+    }
 }
 
 static void unlink_key(fs_inode_table *t, fs_inode *in)
@@ -116,16 +139,20 @@ static void maybe_grow(fs_inode_table *t)
     size_t n = t->n_buckets * 2;
     fs_inode **by_key = calloc(n, sizeof *by_key);
     fs_inode **by_ino = calloc(n, sizeof *by_ino);
-    if (!by_key || !by_ino) {
+    fs_inode **by_ident = calloc(n, sizeof *by_ident);
+    if (!by_key || !by_ino || !by_ident) {
         free(by_key);
         free(by_ino);
+        free(by_ident);
         return;
     }
     fs_inode **old = t->by_ino;
     size_t old_n = t->n_buckets;
     free(t->by_key);
+    free(t->by_ident);
     t->by_key = by_key;
     t->by_ino = by_ino;
+    t->by_ident = by_ident;
     t->n_buckets = n;
     for (size_t b = 0; b < old_n; b++) {
         fs_inode *in = old[b];
@@ -134,6 +161,8 @@ static void maybe_grow(fs_inode_table *t)
             if (!in->orphan)
                 link_key(t, in);
             link_ino(t, in);
+            if (in->ident)
+                link_ident(t, in);
             in = next;
         }
     }
@@ -156,6 +185,43 @@ fs_inode *fs_inode_by_ino(fs_inode_table *t, uint64_t ino)
         if (in->ino == ino)
             return in;
     return NULL;
+}
+
+fs_inode *fs_inode_by_ident(fs_inode_table *t, uint64_t ident)
+{
+    if (!ident)
+        return NULL;
+    size_t b = hash_ino(ident) & (t->n_buckets - 1);
+    for (fs_inode *in = t->by_ident[b]; in; in = in->next_by_ident)
+        if (in->ident == ident)
+            return in;
+    return NULL;
+}
+
+void fs_inode_set_ident(fs_inode_table *t, fs_inode *in, uint64_t ident)
+{
+    if (in->ident == ident)
+        return;
+    if (in->ident)
+        unlink_ident(t, in);
+    if (ident) {
+        fs_inode *old = fs_inode_by_ident(t, ident);
+        if (old) {
+            unlink_ident(t, old);
+            old->ident = 0;
+        }
+    }
+    in->ident = ident;
+    if (ident)
+        link_ident(t, in);
+}
+
+void fs_inode_each(fs_inode_table *t, void (*fn)(fs_inode *in, void *arg),
+                   void *arg)
+{
+    for (size_t b = 0; b < t->n_buckets; b++)
+        for (fs_inode *in = t->by_ino[b]; in; in = in->next_by_ino)
+            fn(in, arg);
 }
 
 fs_inode *fs_inode_get_or_add(fs_inode_table *t, const char *key,
@@ -186,6 +252,10 @@ fs_inode *fs_inode_get_or_add(fs_inode_table *t, const char *key,
 int fs_inode_rekey(fs_inode_table *t, fs_inode *in, const char *key,
                    size_t key_len)
 {
+    /* one record per key: the caller detached the one that held it */
+    fs_inode *holder = fs_inode_by_key(t, key, key_len);
+    assert(!holder || holder == in);
+    (void)holder;
     char *copy = malloc(key_len + 1);
     if (!copy)
         return -ENOMEM;
@@ -211,10 +281,12 @@ void fs_inode_orphan(fs_inode_table *t, fs_inode *in)
 
 void fs_inode_release_if_unused(fs_inode_table *t, fs_inode *in)
 {
-    if (in->nlookup > 0 || in->open_count > 0)
+    if (in->nlookup > 0 || in->open_count > 0 || in->of)
         return;
     if (!in->orphan)
         unlink_key(t, in);
+    if (in->ident)
+        unlink_ident(t, in);
     unlink_ino(t, in);
     t->count--;
     free(in->key);

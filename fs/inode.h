@@ -9,6 +9,13 @@
  *     a handle is open on it, or it is parked as a pending creation.
  *  3. Fixed numbers: 1 root, 2 .chain, 3 .status; blocks of .chain are
  *     FS_INO_BLOCK_BASE + index; keys start at FS_INO_FIRST_KEY.
+ *  4. A record stands for one file: `ident` is the file identity of the
+ *     committed key (chain/kv.h), 0 while the file was created on this
+ *     mount and not committed yet.  At most one record has a given
+ *     non-zero identity (the by-identity index is a map).
+ *  5. A record is reachable by key iff it is not an orphan; an orphan is
+ *     a file without a name on this mount (unlinked, renamed over, or
+ *     moved away by an entry whose new name is not known yet).
  */
 #ifndef PAXOSFS_FS_INODE_H
 #define PAXOSFS_FS_INODE_H
@@ -30,8 +37,11 @@ typedef struct fs_inode {
     uint32_t key_len;
     char *key;               /* NUL-terminated; "" once orphaned */
     bool orphan;             /* not reachable by key any more */
+    uint64_t ident;          /* committed file identity; 0 = not yet */
+    struct fs_ofile *of;     /* shared state of its writable opens, or NULL */
     struct fs_inode *next_by_key;
     struct fs_inode *next_by_ino;
+    struct fs_inode *next_by_ident;
 } fs_inode;
 
 typedef struct fs_inode_table fs_inode_table;
@@ -44,6 +54,16 @@ fs_inode *fs_inode_get_or_add(fs_inode_table *t, const char *key,
                               size_t key_len);
 fs_inode *fs_inode_by_key(fs_inode_table *t, const char *key, size_t key_len);
 fs_inode *fs_inode_by_ino(fs_inode_table *t, uint64_t ino);
+/* The record standing for file identity `ident` (non-zero), or NULL. */
+fs_inode *fs_inode_by_ident(fs_inode_table *t, uint64_t ident);
+
+/* Set the record's file identity (0 clears it).  A record that held
+ * `ident` before loses it (invariant 4). */
+void fs_inode_set_ident(fs_inode_table *t, fs_inode *in, uint64_t ident);
+
+/* Call fn for every record (fn must not add or remove records). */
+void fs_inode_each(fs_inode_table *t, void (*fn)(fs_inode *in, void *arg),
+                   void *arg);
 
 /* Point `in` at a new key (after a rename). 0 or -ENOMEM. */
 int fs_inode_rekey(fs_inode_table *t, fs_inode *in, const char *key,
@@ -54,7 +74,8 @@ int fs_inode_rekey(fs_inode_table *t, fs_inode *in, const char *key,
  * later creation of the same key gets a new inode number. */
 void fs_inode_orphan(fs_inode_table *t, fs_inode *in);
 
-/* Drop the record if nothing references it any more. */
+/* Drop the record if nothing references it any more (no kernel lookup,
+ * no open handle, no open-file state). */
 void fs_inode_release_if_unused(fs_inode_table *t, fs_inode *in);
 
 #endif

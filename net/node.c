@@ -207,8 +207,10 @@ void node_config_default(node_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->id = 1;
     cfg->commit_timeout_ms = 10000;
-    cfg->attr_timeout_s = 1.0;
-    cfg->entry_timeout_s = 10.0;
+    /* 0: the kernel asks the mount every time, so every stat and lookup
+     * is linearizable (docs/design.md, "Reads") */
+    cfg->attr_timeout_s = 0.0;
+    cfg->entry_timeout_s = 0.0;
     cfg->chain_sync_interval_ms = 200;
 }
 
@@ -355,7 +357,8 @@ static void on_result(void *arg, uint64_t client_id, uint64_t seq,
         pending_finish(n, p, result);
 }
 
-/* Tell the mount which keys an applied batch changed. */
+/* Tell the mount which keys an applied batch changed (its own writes
+ * too: an inode follows its file through renames, whoever made them). */
 static void notify_changes(node *n, const px_entry *e)
 {
     if (!n->mount || e->kind != PX_ENTRY_BATCH)
@@ -364,14 +367,10 @@ static void notify_changes(node *n, const px_entry *e)
     px_request req;
     while (px_batch_next(e->data, e->len, &off, &req) == 1) {
         kv_op op;
-        /* this mount's own writes need no notice: the kernel already
-         * dropped the size and times it cached for a written file, and
-         * unlink/rename replies update its names */
-        if (req.client_id == n->client_id ||
-            kv_op_decode(req.op, req.len, &op) != 0)
+        if (kv_op_decode(req.op, req.len, &op) != 0)
             continue;
         /* judged from the state after the entry: a failed op changed
-         * nothing, and a rename this mount made was already re-keyed */
+         * nothing */
         fs_key_changed(n->mount, op.key, op.key_len,
                        !kv_get(n->state, op.key, op.key_len));
         if (op.type == KV_OP_RENAME)

@@ -56,10 +56,10 @@ def test_write_on_one_node_read_on_the_others(cluster):
 
 
 def test_removal_on_one_node_is_seen_at_once_on_the_others(cluster):
-    """Names stay in the kernel's cache for --entry-timeout (10 s), but a
-    removal committed elsewhere must not be hidden by it: an open() that
-    starts after unlink() returned fails with ENOENT on every mount, and a
-    new file of the same name is a new file."""
+    """A removal committed elsewhere is never hidden: an open() that starts
+    after unlink() returned fails with ENOENT on every mount, and a new
+    file of the same name is a new file (with kernel name caches too:
+    test_fs_semantics.py)."""
     c = cluster()
     for round in range(3):
         write_file(c.node(1).path("gone"), "v%d\n" % round)

@@ -109,6 +109,16 @@ static opbuf op_rename(const char *from, const char *to)
     return o;
 }
 
+static opbuf op_cond(uint8_t kind, const char *key, uint64_t arg, opbuf inner)
+{
+    opbuf o;
+    int64_t n = kv_op_encode_cond(o.b, sizeof o.b, kind, key, strlen(key), arg,
+                                  inner.b, inner.len);
+    assert_true(n > 0);
+    o.len = (uint32_t)n;
+    return o;
+}
+
 /* ------------------------------------------------------ applying */
 
 typedef struct results {
@@ -555,9 +565,137 @@ static int compare_into(void *arg, const char *key, size_t key_len,
     assert_int_equal(w->len, v->len);
     assert_int_equal(w->mtime_ms, v->mtime_ms);
     assert_int_equal(w->version, v->version);
+    assert_int_equal(w->ident, v->ident);
     if (v->len)
         assert_memory_equal(w->data, v->data, v->len);
     return 0;
+}
+
+static uint64_t ident_of(const kv *s, const char *key)
+{
+    const kv_value *v = kv_get(s, key, strlen(key));
+    assert_non_null(v);
+    assert_true(v->ident != 0);
+    return v->ident;
+}
+
+/* A key is one file: writes keep its identity, a rename moves it, a
+ * removal ends it, and two creations in one entry get different ones. */
+static void test_file_identity(void **state)
+{
+    (void)state;
+    kv *s = kv_create();
+    assert_int_equal(apply1(s, 1, op_put("a", "1")), 0);
+    uint64_t a = ident_of(s, "a");
+    assert_int_equal(apply1(s, 2, op_put("a", "22")), 0);
+    assert_int_equal(apply1(s, 3, op_append("a", "3")), 0);
+    assert_int_equal(ident_of(s, "a"), a);
+    assert_int_equal(apply1(s, 4, op_append("b", "x")), 0);   /* creates */
+    uint64_t b = ident_of(s, "b");
+    assert_true(b != a);
+    assert_int_equal(apply1(s, 5, op_rename("a", "b")), 0);   /* over b */
+    assert_int_equal(ident_of(s, "b"), a);
+    assert_int_equal(apply1(s, 6, op_del("b")), 0);
+    assert_int_equal(apply1(s, 7, op_put("b", "new")), 0);
+    assert_true(ident_of(s, "b") != a && ident_of(s, "b") != b);
+
+    /* one entry, two creations of the same key */
+    batch bt;
+    batch_init(&bt);
+    opbuf p1 = op_put("c", "1"), d = op_del("c"), p2 = op_put("c", "2");
+    batch_add(&bt, 9, 1, 1, p1.b, p1.len);
+    batch_add(&bt, 9, 2, 1, d.b, d.len);
+    batch_add(&bt, 9, 3, 1, p2.b, p2.len);
+    px_entry e = { .slot = kv_applied_index(s) + 1, .time_ms = 8,
+                   .kind = PX_ENTRY_BATCH, .len = bt.len, .data = bt.buf };
+    assert_int_equal(kv_apply_entry(s, &e, NULL, NULL), 0);
+    free(bt.buf);
+    assert_int_equal(ident_of(s, "c"), (e.slot << 24) | 3);   /* not | 1 */
+    kv_destroy(s);
+}
+
+/* Conditions are decided at apply time; a failed one changes nothing. */
+static void test_conditional_ops(void **state)
+{
+    (void)state;
+    kv *s = kv_create();
+    /* create-if-absent */
+    assert_int_equal(apply1(s, 1, op_cond(KV_COND_ABSENT, "lock", 0,
+                                          op_put("lock", "me"))), 0);
+    assert_int_equal(apply1(s, 2, op_cond(KV_COND_ABSENT, "lock", 0,
+                                          op_put("lock", "you"))), -EEXIST);
+    expect_key(s, "lock", "me");
+    uint64_t id = ident_of(s, "lock");
+    uint64_t ver = kv_get(s, "lock", 4)->version;
+
+    /* write only to the same file */
+    assert_int_equal(apply1(s, 3, op_cond(KV_COND_IDENT, "lock", id,
+                                          op_put("lock", "again"))), 0);
+    assert_int_equal(apply1(s, 4, op_cond(KV_COND_IDENT, "lock", id + 1,
+                                          op_append("lock", "!"))), -ESTALE);
+    expect_key(s, "lock", "again");
+    /* version: compare-and-swap on the last change */
+    assert_int_equal(apply1(s, 5, op_cond(KV_COND_VERSION, "lock", ver,
+                                          op_put("lock", "old"))), -ESTALE);
+    ver = kv_get(s, "lock", 4)->version;
+    assert_int_equal(apply1(s, 6, op_cond(KV_COND_VERSION, "lock", ver,
+                                          op_put("lock", "cas"))), 0);
+    expect_key(s, "lock", "cas");
+    /* renamed away: the identity is no longer at the old key */
+    assert_int_equal(apply1(s, 7, op_rename("lock", "moved")), 0);
+    assert_int_equal(apply1(s, 8, op_cond(KV_COND_IDENT, "lock", id,
+                                          op_put("lock", "x"))), -ESTALE);
+    assert_null(kv_get(s, "lock", 4));
+    assert_int_equal(apply1(s, 9, op_cond(KV_COND_IDENT, "moved", id,
+                                          op_put("moved", "y"))), 0);
+    expect_key(s, "moved", "y");
+    /* guarded delete and rename; the condition may name another key */
+    assert_int_equal(apply1(s, 10, op_put("t", "T")), 0);
+    assert_int_equal(apply1(s, 11, op_cond(KV_COND_ABSENT, "t", 0,
+                                           op_rename("moved", "t"))), -EEXIST);
+    expect_key(s, "moved", "y");
+    assert_int_equal(apply1(s, 12, op_cond(KV_COND_IDENT, "moved", id,
+                                           op_del("moved"))), 0);
+    assert_null(kv_get(s, "moved", 5));
+    assert_int_equal(kv_count(s), 1);
+
+    /* encoding: bad kinds, nesting and ABSENT with an argument are refused */
+    opbuf in = op_put("k", "v"), o;
+    assert_int_equal(kv_op_encode_cond(o.b, sizeof o.b, 0, "k", 1, 0, in.b,
+                                       in.len), -EINVAL);
+    assert_int_equal(kv_op_encode_cond(o.b, sizeof o.b, KV_COND_ABSENT, "k", 1,
+                                       5, in.b, in.len), -EINVAL);
+    opbuf c = op_cond(KV_COND_IDENT, "k", 3, in);
+    assert_int_equal(kv_op_encode_cond(o.b, sizeof o.b, KV_COND_IDENT, "k", 1,
+                                       3, c.b, c.len), -EINVAL);
+    assert_int_equal(kv_op_encode_cond(o.b, 5, KV_COND_IDENT, "k", 1, 3, in.b,
+                                       in.len), -ENOSPC);
+    /* wrapping in place (the inner op at the start of the output) gives
+     * the same bytes */
+    opbuf inplace = op_put("k", "v");
+    int64_t wn = kv_op_encode_cond(inplace.b, sizeof inplace.b, KV_COND_IDENT,
+                                   "k", 1, 3, inplace.b, inplace.len);
+    assert_int_equal(wn, (int64_t)c.len);
+    assert_memory_equal(inplace.b, c.b, c.len);
+    kv_op op;
+    assert_int_equal(kv_op_decode(c.b, c.len, &op), 0);
+    assert_int_equal(op.type, KV_OP_PUT);
+    assert_int_equal(op.cond_kind, KV_COND_IDENT);
+    assert_int_equal(op.cond_arg, 3);
+    assert_int_equal(op.cond_key_len, 1);
+    assert_int_equal(op.value_len, 1);
+    assert_int_equal(c.len, kv_op_size_cond(1, in.len));
+    /* every truncation of a COND op, and a COND inside a COND, is malformed */
+    for (uint32_t cut = 0; cut < c.len; cut++)
+        assert_int_not_equal(kv_op_decode(c.b, cut, &op), 0);
+    uint8_t nested[128];
+    memcpy(nested, c.b, 12 + 1);
+    memcpy(nested + 13, c.b, c.len);
+    assert_int_equal(kv_op_decode(nested, 13 + c.len, &op), -EINVAL);
+    c.b[1] = 9;
+    assert_int_equal(kv_op_decode(c.b, c.len, &op), -EINVAL);
+    assert_int_equal(apply1(s, 13, c), -EINVAL);   /* consumed, no change */
+    kv_destroy(s);
 }
 
 static void test_snapshot_round_trip(void **state)
@@ -680,6 +818,8 @@ int main(void)
         cmocka_unit_test(test_scan_order_prefix),
         cmocka_unit_test(test_value_refs),
         cmocka_unit_test(test_many_keys),
+        cmocka_unit_test(test_file_identity),
+        cmocka_unit_test(test_conditional_ops),
         cmocka_unit_test(test_snapshot_round_trip),
         cmocka_unit_test(test_snapshot_garbage),
     };

@@ -50,10 +50,13 @@ static void test_render_batch(void **state)
                                      (uint32_t)strlen(longval));
     int64_t l3 = kv_op_encode_rename(op3, sizeof op3, "a", 1, "b\tc", 3);
     int64_t l4 = kv_op_encode_del(op4, sizeof op4, "x", 1);
-    const uint8_t *ops[] = { op1, op2, op3, op4, (const uint8_t *)"\x09" };
+    uint8_t op6[128];
+    int64_t l6 = kv_op_encode_cond(op6, sizeof op6, KV_COND_IDENT, "foo", 3,
+                                   77, op1, (size_t)l1);
+    const uint8_t *ops[] = { op1, op2, op3, op4, (const uint8_t *)"\x09", op6 };
     const uint32_t lens[] = { (uint32_t)l1, (uint32_t)l2, (uint32_t)l3,
-                              (uint32_t)l4, 1 };
-    uint32_t blen = make_batch(batch, ops, lens, 5);
+                              (uint32_t)l4, 1, (uint32_t)l6 };
+    uint32_t blen = make_batch(batch, ops, lens, 6);
     chain_block b = { .index = 42, .time_ms = 1763829601123ull,
                       .kind = PX_ENTRY_BATCH, .len = blen, .data = batch };
     memset(b.prev_hash, 0xab, 32);
@@ -66,12 +69,13 @@ static void test_render_batch(void **state)
     assert_non_null(strstr(text, "time: 2025-11-22T16:40:01.123Z (1763829601123)\n"));
     assert_non_null(strstr(text, "prev: abababab"));
     assert_non_null(strstr(text, "hash: 01010101"));
-    assert_non_null(strstr(text, "kind: batch (5 requests)\n"));
+    assert_non_null(strstr(text, "kind: batch (6 requests)\n"));
     assert_non_null(strstr(text, "op: put key=\"foo\" len=6 value=\"hello\\n\"\n"));
     assert_non_null(strstr(text, "op: append key=\"d/\\\"q\\\"\" len=49 value=\"0123456789012345678901234567890123456789\"...\n"));
     assert_non_null(strstr(text, "op: rename key=\"a\" to=\"b\\tc\"\n"));
     assert_non_null(strstr(text, "op: del key=\"x\"\n"));
     assert_non_null(strstr(text, "op: malformed"));
+    assert_non_null(strstr(text, "op: if ident key=\"foo\" ident=77 then put key=\"foo\" len=6"));
     for (uint32_t i = 0; i < len; i++)
         assert_true(text[i] == '\n' || (text[i] >= 0x20 && text[i] < 0x7f));
     free(text);
