@@ -35,7 +35,7 @@ static uint8_t *snapshot_claiming(const uint8_t *payload, size_t len,
     assert_non_null(s);
     assert_int_equal(compress2(s + 48, &comp, payload, (uLong)len, 1), Z_OK);
     memcpy(s, "pxkvsnap", 8);
-    put_le(s + 8, 1, 4);
+    put_le(s + 8, 2, 4);        /* SNAP_VERSION */
     put_le(s + 12, 0, 4);
     put_le(s + 16, 9, 8);
     put_le(s + 24, claimed, 8);
