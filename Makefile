@@ -52,7 +52,7 @@ SIM_BIN   := $(BUILD)/sim
 BENCH_SRC := $(wildcard tools/bench/*.c)
 BENCH_BINS:= $(patsubst tools/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test unit sim systest asan bench deps clean fuzz fuzz-one fuzz-run fuzz-corpus run stop fsx
+.PHONY: all test unit sim systest asan bench deps clean fuzz fuzz-one fuzz-run fuzz-corpus run stop fsx mutants
 # keep objects: they are not intermediate files to delete after a link
 .SECONDARY:
 
@@ -137,6 +137,10 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_MAKE) unit
 	ASAN_OPTIONS=detect_leaks=1 $(ASAN_MAKE) sim SEEDS=200
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_MAKE) systest
+
+# each core-rule mutant applied to a scratch copy of HEAD: caught or missed
+mutants:
+	tests/mutants/run
 
 bench: all
 	tools/bench/run $(abspath $(BUILD))
