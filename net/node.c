@@ -204,6 +204,7 @@ struct node {
     uint64_t held_catchup_ms;
     uint64_t catchup_dropped, catchup_installed;
     uint64_t last_catchup_log_ms;
+    uint64_t catchup_query_index, catchup_query_ms;  /* last asked */
 
     uint64_t last_now_ms;
     uint64_t next_tick_ms;
@@ -1766,8 +1767,15 @@ static bool catchup_deliver(node *n, const px_msg *m)
     uint64_t last = 0;
     uint32_t keep = catchup_vouched(n, m, &last);
     if (keep == 0 && last != 0) {
-        uint8_t none[CHAIN_HASH_BYTES] = {0};
-        head_frame(n, 0, NODE_HEAD_QUERY | last, none);
+        /* ask the others for their hash there, once per retry interval */
+        uint64_t now = node_now_ms(n);
+        if (last != n->catchup_query_index ||
+            now - n->catchup_query_ms >= 100) {
+            uint8_t none[CHAIN_HASH_BYTES] = {0};
+            head_frame(n, 0, NODE_HEAD_QUERY | last, none);
+            n->catchup_query_index = last;
+            n->catchup_query_ms = now;
+        }
         return false;
     }
     px_msg part = *m;
