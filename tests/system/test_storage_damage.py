@@ -272,6 +272,8 @@ def test_lost_acceptor_store_recovers_before_voting(launched, how):
             mark = max(1, F_head - max(20, F_head // 5))
         cut_chain_to(F.data, mark)
         damage_acceptor(F.data, how)
+        out = verify(F.data)
+        assert out.returncode == 1 and "acceptor store" in out.stderr, out.stdout + out.stderr
         c.pause(leader)
         try:
             c.start(f_id)
@@ -387,6 +389,7 @@ def test_rolled_back_follower_does_not_vote(launched, tmp_path):
             if x:
                 x.stop()
     assert "restored from an older copy" in F.log()
+    assert "node %d started from an older copy" % f_id in T.log()
     for n in (L, F, T):
         check_acked([w, w2, w3], n)
 
