@@ -74,6 +74,8 @@
  */
 #include "px_int.h"
 
+#include <assert.h>
+
 bool px_is_vote(uint8_t type)
 {
     return type == PX_MSG_PROMISE || type == PX_MSG_ACCEPTED ||
@@ -221,9 +223,11 @@ void px_recovery_on_reject(px_replica *r, const px_msg *m)
     r->rec_sent_ms = r->now_ms ? r->now_ms : 1;
 }
 
-/* Rule 4, and invariant 2. */
+/* Rule 4, and invariant 2 (invariant 1 checked). */
 void px_recovery_check(px_replica *r)
 {
+    assert(!r->recovering ||
+           (r->role != PX_LEADER && r->role != PX_CANDIDATE));
     if (!r->recovering || r->rec_phase != PX_REC_WAIT ||
         r->commit < r->rec_slot)
         return;

@@ -1912,6 +1912,10 @@ int node_run(node *n)
         return rc;
     }
     write_lock_pid(n);
+    if (n->recovering_why[0])     /* said before the log was redirected */
+        fprintf(stderr, "paxosfs: node %u: recovering lost acceptor state "
+                "(%s); casting no vote until recovered\n", n->cfg.id,
+                n->recovering_why);
     /* let the replica start (a sole voter elects itself at once) */
     px_event first = { .type = PX_EV_TICK };
     step(n, &first);
