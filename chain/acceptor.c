@@ -13,7 +13,11 @@
  * development machine (ext4, 300-byte records, 2000 rounds): 0.14-0.16 ms
  * per write+fdatasync when growing the file, 0.09-0.13 ms when overwriting
  * preallocated space.  The end of the log is therefore the first record
- * that does not parse when everything from there on is zero.
+ * that does not parse when everything from there on is zero.  The file is
+ * always longer than its records (at least ACC_SLACK zero bytes follow the
+ * last one) and grows, zero-filled and synced, before a record may land in
+ * the new space: so a log that ends inside or right after a record was cut
+ * short by someone, not by a crash.
  *
  * Record layout (little-endian):
  *   offset  size  meaning
@@ -35,14 +39,31 @@
  *   40      8     time_ms
  *   48      4     data length L (<= PX_MAX_VALUE_BYTES)
  *   52      L     data
- *   forget (R = 28):
+ *   forget (R = 28, type 3; written by older versions):
  *   16      8     upto: slots <= upto are forgotten
+ *   mark (R = 60, type 4): the chain is durable up to here
+ *   16      8     index: blocks 1..index were fdatasync'ed in the chain
+ *   24      32    hash of block index
+ *                 (slots <= index are forgotten, as by a forget record)
+ *   incarnation (R = 36, type 5): this node's latest start
+ *   16      8     counter: starts so far (1 = the first)
+ *   24      8     nonce: random, one per start
+ *   peer (R = 44, type 6): the latest start of another node seen
+ *   16      4     node id
+ *   20      4     reserved, 0
+ *   24      8     its counter
+ *   32      8     its nonce
+ *   recovery (R = 28, type 7)
+ *   16      8     1: the acceptor state is known to be incomplete and the
+ *                 node must recover before it votes; 0: recovered
  *   R-4     4     body checksum: CRC-32 of bytes 16..R-5
  *
  * Replay (acceptor_open) reads records in order: the promise is the
  * highest ballot of any promise record; per slot the value with the
- * highest ballot wins (a later record wins a tie); a forget record drops
- * every slot <= upto known at that point.
+ * highest ballot wins (a later record wins a tie); a forget or mark record
+ * drops every slot <= upto known at that point; the mark, the incarnation
+ * and each peer's start are the highest seen (a later record wins a tie);
+ * the recovery state is the last one written.
  *
  * Invariants:
  *   1. Memory == replay(disk records) + replay(pending), always.
@@ -50,17 +71,30 @@
  *      decreases (lower ones are ignored, not written).
  *   3. Records at [0, end) are whole and valid; [end, capacity) is zero
  *      on disk.  pending is written at `end`.
- *   4. Torn vs damage: the first record that does not parse, followed by
- *      non-zero bytes, is a torn write (cut: zeroed and synced) unless a
- *      valid record header and body exist anywhere after it, which proves
- *      it was once whole: then it is damage (-EBADMSG).  A torn record
- *      can only come from an acceptor_sync that did not return, so no
- *      reply depended on it.
+ *   4. Torn vs damage.  The first record that does not parse is, when
+ *      everything from it on is zero, the end of the log.  Otherwise it is
+ *      a torn write (cut: zeroed and synced) only if it looks like one: a
+ *      write that did not finish leaves zeros (the space was preallocated
+ *      and synced) where its data did not land, so from some byte in the
+ *      record on everything to the end of the file is zero, or an aligned
+ *      512-byte sector of the record is all zero.  Anything else is damage
+ *      (-EBADMSG): a valid record anywhere after it (so it was once whole
+ *      and synced before the next one), a record that runs past the end of
+ *      the file, a file that ends without zero space after its last record
+ *      (it was truncated: the file is never that short), an empty file,
+ *      and a complete record with a wrong byte.  A torn record can only
+ *      come from an acceptor_sync that did not return, so no reply
+ *      depended on it; damage may have lost an acknowledged promise or
+ *      accepted value (acceptor_open_salvage).
  *   5. A failed write or fdatasync is sticky (`failed`): the page cache
  *      may have dropped the data, so the store must be reopened.
  *   6. Rolling (acceptor_compact past the size bound) writes promise and
  *      live accepts to log.tmp, syncs it, renames it over log and syncs
  *      the directory: at every instant one complete log is on disk.
+ *   7. end + ACC_SLACK <= capacity, and the zero bytes up to capacity are
+ *      durable before a record is written over them (acceptor_write syncs
+ *      a growth before writing past the old capacity).
+ *   8. Files are created 0600, the directory 0700 (chain_io).
  *
  *   state:  [open] --put--> [dirty] --sync--> [open]
  *                  \--write/sync error--> [failed] (only close)
@@ -79,10 +113,20 @@
 #define ACC_PROMISE 1
 #define ACC_ACCEPT 2
 #define ACC_FORGET 3
+#define ACC_MARK 4
+#define ACC_INCARNATION 5
+#define ACC_PEER 6
+#define ACC_RECOVERY 7
 #define ACC_HEADER_BYTES 16
 #define ACC_PROMISE_BYTES 32
 #define ACC_ACCEPT_FIXED 56
 #define ACC_FORGET_BYTES 28
+#define ACC_MARK_BYTES 60
+#define ACC_INCARNATION_BYTES 36
+#define ACC_PEER_BYTES 44
+#define ACC_RECOVERY_BYTES 28
+#define ACC_SLACK 64               /* zero bytes always after the records */
+#define ACC_SECTOR 512             /* unit a torn write leaves unwritten */
 #define ACC_MAX_FILE_BYTES (1ull << 30)
 #define ACC_MAX_SLOTS (1u << 20)
 #define ACC_MAX_PENDING (256u << 20)
@@ -102,6 +146,8 @@ struct acceptor_store {
     uint8_t *pending;
     size_t pending_len, pending_cap;
     int failed;
+    acceptor_info info;            /* mark, incarnation, peers, recovery */
+    char kept_path[ACC_PATH_MAX];  /* DIR/acceptor/log.damaged */
 };
 
 static int ballot_cmp(px_ballot a, px_ballot b)
@@ -174,54 +220,114 @@ static uint32_t encode_forget(uint8_t *p, uint64_t upto)
     return ACC_FORGET_BYTES;
 }
 
+static uint32_t encode_mark(uint8_t *p, const chain_mark *m)
+{
+    rec_header(p, ACC_MARK, ACC_MARK_BYTES);
+    chain_put_u64(p + 16, m->index);
+    memcpy(p + 24, m->hash, CHAIN_HASH_BYTES);
+    rec_seal(p, ACC_MARK_BYTES);
+    return ACC_MARK_BYTES;
+}
+
+static uint32_t encode_incarnation(uint8_t *p, uint64_t counter,
+                                   uint64_t nonce)
+{
+    rec_header(p, ACC_INCARNATION, ACC_INCARNATION_BYTES);
+    chain_put_u64(p + 16, counter);
+    chain_put_u64(p + 24, nonce);
+    rec_seal(p, ACC_INCARNATION_BYTES);
+    return ACC_INCARNATION_BYTES;
+}
+
+static uint32_t encode_peer(uint8_t *p, const acceptor_peer *peer)
+{
+    rec_header(p, ACC_PEER, ACC_PEER_BYTES);
+    chain_put_u32(p + 16, peer->id);
+    chain_put_u32(p + 20, 0);
+    chain_put_u64(p + 24, peer->counter);
+    chain_put_u64(p + 32, peer->nonce);
+    rec_seal(p, ACC_PEER_BYTES);
+    return ACC_PEER_BYTES;
+}
+
+static uint32_t encode_recovery(uint8_t *p, bool recovering)
+{
+    rec_header(p, ACC_RECOVERY, ACC_RECOVERY_BYTES);
+    chain_put_u64(p + 16, recovering ? 1 : 0);
+    rec_seal(p, ACC_RECOVERY_BYTES);
+    return ACC_RECOVERY_BYTES;
+}
+
 typedef struct acc_rec {
     uint8_t type;
     uint32_t rec_len;
     px_ballot ballot;      /* promise, accept */
     px_entry entry;        /* accept (data points into the buffer) */
-    uint64_t upto;         /* forget */
+    uint64_t upto;         /* forget, mark */
+    const uint8_t *hash;   /* mark */
+    acceptor_peer peer;    /* incarnation (id 0), peer */
+    uint64_t state;        /* recovery */
 } acc_rec;
 
-/* 0 and *r filled, or -EBADMSG with *reason. */
+enum acc_parse {
+    ACC_OK = 0,
+    ACC_BAD_SHORT,         /* fewer than a header's bytes left */
+    ACC_BAD_HEADER,        /* magic, checksum, version, type or length */
+    ACC_BAD_PAST_END,      /* valid header, record longer than the file */
+    ACC_BAD_BODY,          /* valid header, body checksum or fields wrong */
+};
+
+static uint32_t rec_fixed_len(uint8_t type)
+{
+    switch (type) {
+    case ACC_PROMISE: return ACC_PROMISE_BYTES;
+    case ACC_ACCEPT: return ACC_ACCEPT_FIXED;
+    case ACC_FORGET: return ACC_FORGET_BYTES;
+    case ACC_MARK: return ACC_MARK_BYTES;
+    case ACC_INCARNATION: return ACC_INCARNATION_BYTES;
+    case ACC_PEER: return ACC_PEER_BYTES;
+    case ACC_RECOVERY: return ACC_RECOVERY_BYTES;
+    default: return 0;
+    }
+}
+
+/* ACC_OK and *r filled, or why not with *reason. */
 static int rec_parse(const uint8_t *p, uint64_t avail, acc_rec *r,
                      const char **reason)
 {
     if (avail < ACC_HEADER_BYTES) {
         *reason = "truncated record header";
-        return -EBADMSG;
+        return ACC_BAD_SHORT;
     }
     if (chain_get_u32(p) != ACC_MAGIC) {
         *reason = "bad magic";
-        return -EBADMSG;
+        return ACC_BAD_HEADER;
     }
     if (chain_crc32(p, 12) != chain_get_u32(p + 12)) {
         *reason = "bad header checksum";
-        return -EBADMSG;
+        return ACC_BAD_HEADER;
     }
     r->type = p[4];
     r->rec_len = chain_get_u32(p + 8);
     if (p[5] != ACC_VERSION || chain_get_u16(p + 6) != 0) {
         *reason = "unknown record version";
-        return -EBADMSG;
+        return ACC_BAD_HEADER;
     }
-    uint64_t min = r->type == ACC_PROMISE  ? ACC_PROMISE_BYTES
-                   : r->type == ACC_ACCEPT ? ACC_ACCEPT_FIXED
-                   : r->type == ACC_FORGET ? ACC_FORGET_BYTES
-                                           : 0;
+    uint64_t min = rec_fixed_len(r->type);
     if (!min || r->rec_len < min ||
         r->rec_len > (uint64_t)ACC_ACCEPT_FIXED + PX_MAX_VALUE_BYTES ||
         (r->type != ACC_ACCEPT && r->rec_len != min)) {
         *reason = "bad record type or length";
-        return -EBADMSG;
+        return ACC_BAD_HEADER;
     }
     if (r->rec_len > avail) {
         *reason = "record extends past end of file";
-        return -EBADMSG;
+        return ACC_BAD_PAST_END;
     }
     if (chain_crc32(p + 16, r->rec_len - 20) !=
         chain_get_u32(p + r->rec_len - 4)) {
         *reason = "bad checksum";
-        return -EBADMSG;
+        return ACC_BAD_BODY;
     }
     switch (r->type) {
     case ACC_PROMISE:
@@ -240,15 +346,39 @@ static int rec_parse(const uint8_t *p, uint64_t avail, acc_rec *r,
             p[37] || p[38] || p[39] || r->entry.kind > PX_ENTRY_CONFIG ||
             r->entry.slot == 0) {
             *reason = "inconsistent accept record";
-            return -EBADMSG;
+            return ACC_BAD_BODY;
+        }
+        break;
+    case ACC_FORGET:
+        r->upto = chain_get_u64(p + 16);
+        break;
+    case ACC_MARK:
+        r->upto = chain_get_u64(p + 16);
+        r->hash = p + 24;
+        break;
+    case ACC_INCARNATION:
+        r->peer = (acceptor_peer){ .id = 0, .counter = chain_get_u64(p + 16),
+                                   .nonce = chain_get_u64(p + 24) };
+        break;
+    case ACC_PEER:
+        r->peer = (acceptor_peer){ .id = chain_get_u32(p + 16),
+                                   .counter = chain_get_u64(p + 24),
+                                   .nonce = chain_get_u64(p + 32) };
+        if (r->peer.id == 0 || chain_get_u32(p + 20) != 0) {
+            *reason = "inconsistent peer record";
+            return ACC_BAD_BODY;
         }
         break;
     default:
-        r->upto = chain_get_u64(p + 16);
+        r->state = chain_get_u64(p + 16);
+        if (r->state > 1) {
+            *reason = "inconsistent recovery record";
+            return ACC_BAD_BODY;
+        }
         break;
     }
     *reason = NULL;
-    return 0;
+    return ACC_OK;
 }
 
 /* ---------------------------------------------------------- memory */
@@ -368,18 +498,91 @@ static int write_zeros(int fd, uint64_t from, uint64_t to)
     return 0;
 }
 
-/* Encode promise + every accept into one buffer (for a new log). */
+/* ------------------------------------------------------------ records */
+
+static void info_mark(acceptor_store *a, uint64_t index, const uint8_t *hash)
+{
+    if (index < a->info.mark.index)
+        return;
+    a->info.mark.index = index;
+    memcpy(a->info.mark.hash, hash, CHAIN_HASH_BYTES);
+}
+
+/* Keep the newest start of node `id` (0: this node).  Bounded: at most
+ * ACCEPTOR_MAX_PEERS peers are remembered, later ones are not. */
+static void info_start(acceptor_store *a, const acceptor_peer *p)
+{
+    if (p->id == 0) {
+        if (p->counter >= a->info.incarnation) {
+            a->info.incarnation = p->counter;
+            a->info.nonce = p->nonce;
+        }
+        return;
+    }
+    for (uint32_t i = 0; i < a->info.n_peers; i++) {
+        acceptor_peer *q = &a->info.peers[i];
+        if (q->id != p->id)
+            continue;
+        if (p->counter >= q->counter)
+            *q = *p;
+        return;
+    }
+    if (a->info.n_peers < ACCEPTOR_MAX_PEERS)
+        a->info.peers[a->info.n_peers++] = *p;
+}
+
+/* Apply one parsed record to memory (replay and nothing else). */
+static int rec_apply(acceptor_store *a, const acc_rec *r)
+{
+    switch (r->type) {
+    case ACC_PROMISE:
+        if (ballot_cmp(r->ballot, a->promise) > 0)
+            a->promise = r->ballot;
+        return 0;
+    case ACC_ACCEPT: {
+        int rc = accepts_store(a, &r->entry);
+        return rc < 0 ? rc : 0;
+    }
+    case ACC_FORGET:
+        accepts_forget(a, r->upto);
+        return 0;
+    case ACC_MARK:
+        accepts_forget(a, r->upto);
+        info_mark(a, r->upto, r->hash);
+        return 0;
+    case ACC_INCARNATION:
+    case ACC_PEER:
+        info_start(a, &r->peer);
+        return 0;
+    default:
+        a->info.recovering = r->state == 1;
+        return 0;
+    }
+}
+
+/* Encode the whole memory state into one buffer (for a new log). */
 static int encode_state(const acceptor_store *a, uint8_t **out, size_t *len)
 {
-    size_t need = ACC_PROMISE_BYTES;
+    size_t need = ACC_PROMISE_BYTES + ACC_MARK_BYTES + ACC_INCARNATION_BYTES +
+                  ACC_RECOVERY_BYTES +
+                  (size_t)a->info.n_peers * ACC_PEER_BYTES;
     for (uint32_t i = 0; i < a->n_accepts; i++)
         need += ACC_ACCEPT_FIXED + a->accepts[i].len;
     uint8_t *p = malloc(need);
     if (!p)
         return -ENOMEM;
     size_t off = 0;
+    if (a->info.incarnation)
+        off += encode_incarnation(p + off, a->info.incarnation,
+                                  a->info.nonce);
+    if (a->info.mark.index)
+        off += encode_mark(p + off, &a->info.mark);
+    for (uint32_t i = 0; i < a->info.n_peers; i++)
+        off += encode_peer(p + off, &a->info.peers[i]);
+    if (a->info.recovering)
+        off += encode_recovery(p + off, true);
     if (a->promise.round || a->promise.node_id)
-        off += encode_promise(p, a->promise);
+        off += encode_promise(p + off, a->promise);
     for (uint32_t i = 0; i < a->n_accepts; i++)
         off += encode_accept(p + off, &a->accepts[i]);
     *out = p;
@@ -397,7 +600,7 @@ static int roll_log(acceptor_store *a)
     if (rc)
         return rc;
     uint64_t capacity = len + prealloc_chunk(a);
-    int fd = io->open(a->tmp_path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    int fd = io->open(a->tmp_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
     if (fd < 0) {
         rc = fd;
         goto out_free;
@@ -443,79 +646,144 @@ static bool valid_record_after(const uint8_t *p, uint64_t from, uint64_t len)
         const char *reason;
         if (p[off] != 0x70)   /* first magic byte: skip quickly */
             continue;
-        if (rec_parse(p + off, len - off, &r, &reason) == 0)
+        if (rec_parse(p + off, len - off, &r, &reason) == ACC_OK)
             return true;
     }
     return false;
 }
 
+/* End of the used part: after the last non-zero byte. */
+static uint64_t used_end(const uint8_t *p, uint64_t len)
+{
+    while (len > 0 && p[len - 1] == 0)
+        len--;
+    return len;
+}
+
+/* Invariant 4: does the bad record at `off` look like a write that did not
+ * finish?  `len` is its length when its header is valid (ACC_BAD_BODY),
+ * else 0. */
+static bool looks_torn(const uint8_t *p, uint64_t off, uint64_t size,
+                       uint64_t len)
+{
+    if (len == 0) {
+        /* the header's last byte never landed, nor anything after it */
+        uint64_t from = off + ACC_HEADER_BYTES - 1;
+        return from < size &&
+               chain_all_zero(p + from, (size_t)(size - from));
+    }
+    uint64_t end = off + len;
+    /* its checksum (the last 4 bytes) and everything after never landed */
+    if (chain_all_zero(p + end - 4, (size_t)(size - (end - 4))))
+        return true;
+    /* or a whole aligned sector inside it was never written */
+    for (uint64_t s = (off + ACC_SECTOR - 1) / ACC_SECTOR * ACC_SECTOR;
+         s + ACC_SECTOR <= end; s += ACC_SECTOR)
+        if (chain_all_zero(p + s, ACC_SECTOR))
+            return true;
+    return false;
+}
+
+/* Replay buf[0, size) into memory.  0 with *end = the end of the last
+ * whole record and *torn set when a torn write follows it, or -EBADMSG
+ * with *damage (memory then holds the records before the damage). */
 static int replay(acceptor_store *a, const uint8_t *buf, uint64_t size,
-                  uint64_t *end, chain_damage *damage)
+                  uint64_t *end, bool *torn, chain_damage *damage)
 {
     uint64_t off = 0;
+    *torn = false;
+    if (size == 0) {
+        chain_damage_set(damage, a->path, 0, 0,
+                         "empty acceptor log (one is never created empty)");
+        return -EBADMSG;
+    }
     /* Bounded: every record is at least ACC_FORGET_BYTES long. */
     while (off < size) {
         acc_rec r;
         const char *reason;
-        if (rec_parse(buf + off, size - off, &r, &reason) != 0) {
-            if (!chain_all_zero(buf + off, (size_t)(size - off)) &&
-                valid_record_after(buf, off + 1, size)) {
-                chain_damage_set(damage, a->path, off, 0, reason);
+        int st = rec_parse(buf + off, size - off, &r, &reason);
+        if (st != ACC_OK) {
+            if (chain_all_zero(buf + off, (size_t)(size - off)))
+                break;   /* the end of the log */
+            if (st == ACC_BAD_PAST_END || st == ACC_BAD_SHORT) {
+                chain_damage_set(damage, a->path, off, 0,
+                                 "record extends past the end of the file "
+                                 "(the log was truncated)");
                 return -EBADMSG;
             }
-            break;   /* end of log, or a torn write (invariant 4) */
+            if (!valid_record_after(buf, off + 1, size) &&
+                looks_torn(buf, off, size,
+                           st == ACC_BAD_BODY ? r.rec_len : 0)) {
+                *torn = true;
+                break;
+            }
+            chain_damage_set(damage, a->path, off, 0, reason);
+            return -EBADMSG;
         }
-        int rc = 0;
-        switch (r.type) {
-        case ACC_PROMISE:
-            if (ballot_cmp(r.ballot, a->promise) > 0)
-                a->promise = r.ballot;
-            break;
-        case ACC_ACCEPT:
-            rc = accepts_store(a, &r.entry);
-            break;
-        default:
-            accepts_forget(a, r.upto);
-        }
+        int rc = rec_apply(a, &r);
         if (rc < 0)
             return rc;
         off += r.rec_len;
     }
     *end = off;
+    if (off == size) {
+        chain_damage_set(damage, a->path, off, 0,
+                         "the log ends right after its last record without "
+                         "the zero space that always follows it (truncated)");
+        return -EBADMSG;
+    }
     return 0;
 }
 
-static int load_log(acceptor_store *a, chain_damage *damage)
+static int read_log(int fd, uint8_t **buf_out, uint64_t *size_out,
+                    const char *path, chain_damage *damage)
 {
-    const chain_io_ops *io = chain_io();
     struct stat st;
-    uint8_t *buf = NULL;
-    int rc = io->fstat(a->fd, &st);
+    int rc = chain_io()->fstat(fd, &st);
     if (rc)
         return rc;
     uint64_t size = (uint64_t)st.st_size;
     if (size > ACC_MAX_FILE_BYTES) {
-        chain_damage_set(damage, a->path, 0, 0, "acceptor log too large");
+        chain_damage_set(damage, path, 0, 0, "acceptor log too large");
         return -EBADMSG;
     }
-    buf = malloc(size ? size : 1);
+    uint8_t *buf = malloc(size ? size : 1);
     if (!buf)
         return -ENOMEM;
-    int64_t got = chain_io_pread_all(a->fd, buf, (size_t)size, 0);
+    int64_t got = chain_io_pread_all(fd, buf, (size_t)size, 0);
     if (got < 0) {
-        rc = (int)got;
-        goto out_free;
+        free(buf);
+        return (int)got;
     }
-    size = (uint64_t)got;
-    rc = replay(a, buf, size, &a->end, damage);
+    *buf_out = buf;
+    *size_out = (uint64_t)got;
+    return 0;
+}
+
+static int load_log(acceptor_store *a, acceptor_open_report *rep,
+                    chain_damage *damage)
+{
+    uint8_t *buf = NULL;
+    uint64_t size = 0;
+    bool torn;
+    int rc = read_log(a->fd, &buf, &size, a->path, damage);
+    if (rc)
+        return rc;
+    rc = replay(a, buf, size, &a->end, &torn, damage);
     if (rc)
         goto out_free;
     a->capacity = size;
-    if (!chain_all_zero(buf + a->end, (size_t)(size - a->end))) {
-        /* torn write: zero it so the next record lands on clean space */
+    if (torn) {
+        /* zero it so the next record lands on clean space */
         rc = write_zeros(a->fd, a->end, size);
         if (!rc)
-            rc = io->fdatasync(a->fd);
+            rc = chain_io()->fdatasync(a->fd);
+        if (!rc && rep) {
+            rep->torn_cut = true;
+            snprintf(rep->torn_path, sizeof rep->torn_path, "%s", a->path);
+            rep->torn_offset = a->end;
+            rep->torn_bytes = used_end(buf, size) - a->end;
+        }
     }
 out_free:
     free(buf);
@@ -529,16 +797,8 @@ void acceptor_set_log_bytes(acceptor_store *a, uint64_t bytes)
     a->log_bytes = bytes < 1024 ? 1024 : bytes;
 }
 
-int acceptor_open(const char *dir, acceptor_store **out, acceptor_state *st,
-                  chain_damage *damage)
+static int store_new(const char *dir, acceptor_store **out)
 {
-    const chain_io_ops *io = chain_io();
-    int rc;
-
-    if (damage)
-        memset(damage, 0, sizeof *damage);
-    if (!dir || !out)
-        return -EINVAL;
     acceptor_store *a = calloc(1, sizeof *a);
     if (!a)
         return -ENOMEM;
@@ -548,11 +808,60 @@ int acceptor_open(const char *dir, acceptor_store **out, acceptor_state *st,
     int n2 = snprintf(a->path, sizeof a->path, "%s/acceptor/log", dir);
     int n3 = snprintf(a->tmp_path, sizeof a->tmp_path, "%s/acceptor/log.tmp",
                       dir);
-    if (n1 < 0 || n2 < 0 || n3 < 0 || (size_t)n3 >= sizeof a->tmp_path) {
-        rc = -ENAMETOOLONG;
-        goto out_free;
+    int n4 = snprintf(a->kept_path, sizeof a->kept_path,
+                      "%s/acceptor/log.damaged", dir);
+    if (n1 < 0 || n2 < 0 || n3 < 0 || n4 < 0 ||
+        (size_t)n4 >= sizeof a->kept_path) {
+        free(a);
+        return -ENAMETOOLONG;
     }
-    rc = io->mkdir(a->dir, 0755);
+    *out = a;
+    return 0;
+}
+
+/* A damaged log (invariant 4): keep it as log.damaged for whoever wants to
+ * look at it, and go on with a new log holding what the records before the
+ * damage said, marked recovering. */
+static int salvage(acceptor_store *a, acceptor_open_report *rep)
+{
+    const chain_io_ops *io = chain_io();
+    if (a->fd >= 0)
+        io->close(a->fd);
+    a->fd = -1;
+    int rc = io->rename(a->path, a->kept_path);
+    if (rc == 0)
+        rc = chain_io_fsync_dir(a->dir);
+    if (rc)
+        return rc;
+    a->info.recovering = true;
+    rc = roll_log(a);
+    if (rc)
+        return rc;
+    rep->lost = true;
+    snprintf(rep->kept_path, sizeof rep->kept_path, "%s", a->kept_path);
+    return 0;
+}
+
+static int open_store(const char *dir, acceptor_store **out,
+                      acceptor_state *st, acceptor_open_report *rep,
+                      chain_damage *damage, bool salvage_damage)
+{
+    const chain_io_ops *io = chain_io();
+    acceptor_open_report ignored;
+    acceptor_store *a = NULL;
+    int rc;
+
+    if (!rep)
+        rep = &ignored;
+    memset(rep, 0, sizeof *rep);
+    if (damage)
+        memset(damage, 0, sizeof *damage);
+    if (!dir || !out)
+        return -EINVAL;
+    rc = store_new(dir, &a);
+    if (rc)
+        return rc;
+    rc = io->mkdir(a->dir, 0700);
     if (rc == 0)
         rc = chain_io_fsync_dir(dir);
     else if (rc == -EEXIST)
@@ -565,12 +874,21 @@ int acceptor_open(const char *dir, acceptor_store **out, acceptor_state *st,
     a->fd = io->open(a->path, O_RDWR, 0);
     if (a->fd == -ENOENT) {
         a->fd = -1;
+        rep->created = true;
         rc = roll_log(a);         /* a new, empty, preallocated log */
     } else if (a->fd < 0) {
         rc = a->fd;
         a->fd = -1;
     } else {
-        rc = load_log(a, damage);
+        chain_damage d;
+        rc = load_log(a, rep, &d);
+        if (rc == -EBADMSG) {
+            if (damage)
+                *damage = d;
+            rep->damage = d;
+            if (salvage_damage)
+                rc = salvage(a, rep);
+        }
     }
     if (rc)
         goto out_free;
@@ -580,6 +898,18 @@ int acceptor_open(const char *dir, acceptor_store **out, acceptor_state *st,
 out_free:
     acceptor_close(a);
     return rc;
+}
+
+int acceptor_open(const char *dir, acceptor_store **out, acceptor_state *st,
+                  chain_damage *damage)
+{
+    return open_store(dir, out, st, NULL, damage, false);
+}
+
+int acceptor_open_salvage(const char *dir, acceptor_store **out,
+                          acceptor_state *st, acceptor_open_report *rep)
+{
+    return open_store(dir, out, st, rep, NULL, true);
 }
 
 void acceptor_close(acceptor_store *a)
@@ -628,13 +958,69 @@ int acceptor_put_accept(acceptor_store *a, const px_entry *e)
     encode_accept(p, e);
     acc_rec r;
     const char *reason;
-    if (rec_parse(p, rec_len, &r, &reason) != 0 || r.entry.slot != e->slot)
+    if (rec_parse(p, rec_len, &r, &reason) != ACC_OK ||
+        r.entry.slot != e->slot)
         return -EIO;
     rc = accepts_store(a, e);
     if (rc < 0)
         return rc;
     if (rc == 1)
         a->pending_len += rec_len;
+    return 0;
+}
+
+int acceptor_put_incarnation(acceptor_store *a, uint64_t counter,
+                             uint64_t nonce)
+{
+    if (a->failed)
+        return a->failed;
+    if (counter <= a->info.incarnation)
+        return -EINVAL;        /* a start counts up */
+    int rc = pending_reserve(a, ACC_INCARNATION_BYTES);
+    if (rc)
+        return rc;
+    a->pending_len += encode_incarnation(a->pending + a->pending_len,
+                                         counter, nonce);
+    a->info.incarnation = counter;
+    a->info.nonce = nonce;
+    return 0;
+}
+
+int acceptor_put_peer(acceptor_store *a, const acceptor_peer *peer)
+{
+    if (a->failed)
+        return a->failed;
+    if (!peer || peer->id == 0)
+        return -EINVAL;
+    bool known = false;
+    for (uint32_t i = 0; i < a->info.n_peers; i++)
+        if (a->info.peers[i].id == peer->id) {
+            known = true;
+            if (peer->counter < a->info.peers[i].counter)
+                return -EINVAL;   /* the newest start is kept */
+        }
+    if (!known && a->info.n_peers == ACCEPTOR_MAX_PEERS)
+        return -ENOSPC;
+    int rc = pending_reserve(a, ACC_PEER_BYTES);
+    if (rc)
+        return rc;
+    a->pending_len += encode_peer(a->pending + a->pending_len, peer);
+    info_start(a, peer);
+    return 0;
+}
+
+int acceptor_put_recovery(acceptor_store *a, bool recovering)
+{
+    if (a->failed)
+        return a->failed;
+    if (a->info.recovering == recovering)
+        return 0;
+    int rc = pending_reserve(a, ACC_RECOVERY_BYTES);
+    if (rc)
+        return rc;
+    a->pending_len += encode_recovery(a->pending + a->pending_len,
+                                      recovering);
+    a->info.recovering = recovering;
     return 0;
 }
 
@@ -673,10 +1059,14 @@ int acceptor_write(acceptor_store *a)
     if (a->pending_len == 0)
         return 0;
     uint64_t need = a->end + a->pending_len;
-    if (need > a->capacity) {
-        /* Grow the preallocated area; the same fdatasync covers it. */
-        uint64_t cap = need + prealloc_chunk(a);
+    if (need + ACC_SLACK > a->capacity) {
+        /* Invariant 7: grow the zero space and make it durable before any
+         * record lands there, so that a crash never leaves a file that
+         * ends inside a record (which only truncation does). */
+        uint64_t cap = need + ACC_SLACK + prealloc_chunk(a);
         rc = write_zeros(a->fd, a->capacity, cap);
+        if (!rc)
+            rc = chain_io()->fdatasync(a->fd);
         if (rc)
             goto out_fail;
         a->capacity = cap;
@@ -692,14 +1082,22 @@ out_fail:
     return rc;
 }
 
-int acceptor_compact(acceptor_store *a, uint64_t upto)
+static int compact(acceptor_store *a, uint64_t upto, const uint8_t *hash)
 {
     if (a->failed)
         return a->failed;
-    int rc = pending_reserve(a, ACC_FORGET_BYTES);
+    uint32_t len = hash ? ACC_MARK_BYTES : ACC_FORGET_BYTES;
+    int rc = pending_reserve(a, len);
     if (rc)
         return rc;
-    a->pending_len += encode_forget(a->pending + a->pending_len, upto);
+    if (hash) {
+        chain_mark m = { .index = upto };
+        memcpy(m.hash, hash, CHAIN_HASH_BYTES);
+        a->pending_len += encode_mark(a->pending + a->pending_len, &m);
+        info_mark(a, upto, hash);
+    } else {
+        a->pending_len += encode_forget(a->pending + a->pending_len, upto);
+    }
     accepts_forget(a, upto);
     /* Forgetting needs no sync of its own: replaying forgotten slots
      * after a crash is harmless, they are in the durable chain. */
@@ -708,7 +1106,74 @@ int acceptor_compact(acceptor_store *a, uint64_t upto)
     return roll_log(a);
 }
 
+int acceptor_compact(acceptor_store *a, uint64_t upto)
+{
+    return compact(a, upto, NULL);
+}
+
+int acceptor_mark(acceptor_store *a, uint64_t index,
+                  const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    if (!hash || index < a->info.mark.index)
+        return -EINVAL;   /* the chain only grows */
+    return compact(a, index, hash);
+}
+
 void acceptor_get_state(const acceptor_store *a, acceptor_state *st)
 {
     state_out(a, st);
+}
+
+void acceptor_get_info(const acceptor_store *a, acceptor_info *info)
+{
+    *info = a->info;
+}
+
+int acceptor_verify_dir(const char *dir, acceptor_verify *v)
+{
+    const chain_io_ops *io = chain_io();
+    acceptor_store *a = NULL;
+    uint8_t *buf = NULL;
+    uint64_t size = 0;
+    bool torn = false;
+
+    memset(v, 0, sizeof *v);
+    int rc = store_new(dir, &a);
+    if (rc)
+        return rc;
+    snprintf(v->path, sizeof v->path, "%s", a->path);
+    int fd = io->open(a->path, O_RDONLY, 0);
+    if (fd == -ENOENT) {
+        v->missing = true;
+        rc = 0;
+        goto out;
+    }
+    if (fd < 0) {
+        rc = fd;
+        goto out;
+    }
+    rc = read_log(fd, &buf, &size, a->path, &v->damage);
+    io->close(fd);
+    if (rc)
+        goto out;
+    rc = replay(a, buf, size, &a->end, &torn, &v->damage);
+    if (rc)
+        goto out;
+    if (torn) {
+        v->torn_offset = a->end;
+        v->torn_bytes = used_end(buf, size) - a->end;
+    }
+out:
+    if (a) {
+        v->promise = a->promise;
+        v->n_accepts = a->n_accepts;
+        if (a->n_accepts) {
+            v->first_slot = a->accepts[0].slot;
+            v->last_slot = a->accepts[a->n_accepts - 1].slot;
+        }
+        v->info = a->info;
+    }
+    free(buf);
+    acceptor_close(a);
+    return rc;
 }

@@ -104,6 +104,7 @@ typedef struct chain_sync_job {
     bool sync_dir;              /* a segment name not yet fsync'ed */
     char dir[512];
     uint64_t head;              /* blocks the job covers */
+    uint8_t head_hash[CHAIN_HASH_BYTES];  /* hash of block head */
     uint64_t rolls;             /* segment rolls when started */
 } chain_sync_job;
 
@@ -147,6 +148,9 @@ void chain_set_segment_bytes(chain *c, uint64_t bytes);
 int chain_verify_dir_report(const char *dir, uint64_t *head_index,
                             uint8_t head_hash[CHAIN_HASH_BYTES],
                             chain_open_report *torn, chain_damage *damage);
+
+/* Hash of block chain_synced_index (the zero hash for an empty chain). */
+const uint8_t *chain_synced_hash(const chain *c);
 
 /* ------------------------------------------------------- acceptor store */
 
@@ -194,5 +198,108 @@ void acceptor_set_log_bytes(acceptor_store *a, uint64_t bytes);
 /* The current state (promise and accepts, including buffered ones), with
  * the lifetime rules of acceptor_state. */
 void acceptor_get_state(const acceptor_store *a, acceptor_state *st);
+
+/* What the store keeps besides promise and accepts (record layouts in
+ * chain/acceptor.c):
+ *   mark        the chain position known durable: blocks 1..index were
+ *               fdatasync'ed, block index has this hash.  A chain shorter
+ *               than the mark, or with another block there, lost or
+ *               replaced durable blocks (chain_open_marked).
+ *   incarnation this node's starts (counter) and a random nonce per start;
+ *   peers       the latest start seen of each other node: a node whose
+ *               store knows fewer starts of itself than a peer saw was
+ *               restored from an older copy (net/node.c);
+ *   recovering  the acceptor state is known to be incomplete: the node must
+ *               recover before it votes (px_begin_recovery) and says so
+ *               until it has. */
+#define ACCEPTOR_MAX_PEERS PX_MAX_MEMBERS
+
+typedef struct chain_mark {
+    uint64_t index;                  /* 0: none recorded */
+    uint8_t hash[CHAIN_HASH_BYTES];
+} chain_mark;
+
+typedef struct acceptor_peer {
+    uint32_t id;                     /* node id (0: this node) */
+    uint64_t counter;                /* its starts so far, 0 = none seen */
+    uint64_t nonce;                  /* random, one per start */
+} acceptor_peer;
+
+typedef struct acceptor_info {
+    chain_mark mark;
+    uint64_t incarnation, nonce;     /* this node's latest start */
+    bool recovering;
+    uint32_t n_peers;
+    acceptor_peer peers[ACCEPTOR_MAX_PEERS];
+} acceptor_info;
+
+void acceptor_get_info(const acceptor_store *a, acceptor_info *info);
+
+/* Record the durable chain position (after chain_sync made blocks
+ * 1..index durable): forgets accepted slots <= index as acceptor_compact
+ * does.  -EINVAL below the current mark. */
+int acceptor_mark(acceptor_store *a, uint64_t index,
+                  const uint8_t hash[CHAIN_HASH_BYTES]);
+
+/* Buffer a start of this node (counter above the last), the latest start
+ * seen of a peer (-EINVAL below the one kept, -ENOSPC past
+ * ACCEPTOR_MAX_PEERS peers), or the recovery state.  Durable after the
+ * next acceptor_sync (or group commit). */
+int acceptor_put_incarnation(acceptor_store *a, uint64_t counter,
+                             uint64_t nonce);
+int acceptor_put_peer(acceptor_store *a, const acceptor_peer *peer);
+int acceptor_put_recovery(acceptor_store *a, bool recovering);
+
+/* What acceptor_open_salvage found. */
+typedef struct acceptor_open_report {
+    bool created;           /* there was no log: a new, empty store */
+    bool torn_cut;          /* a torn last write was cut away */
+    char torn_path[512];
+    uint64_t torn_offset;
+    uint64_t torn_bytes;
+    bool lost;              /* the log was damaged (damage says where and
+                               why): an acknowledged promise or accepted
+                               value may be lost.  The damaged log was
+                               moved to kept_path and a new one holds what
+                               the records before the damage said, marked
+                               recovering */
+    chain_damage damage;
+    char kept_path[512];
+} acceptor_open_report;
+
+/* acceptor_open that never refuses a damaged log: it is kept aside and the
+ * store goes on marked recovering (rep->lost).  acceptor_open instead
+ * answers -EBADMSG and changes nothing. */
+int acceptor_open_salvage(const char *dir, acceptor_store **out,
+                          acceptor_state *st, acceptor_open_report *rep);
+
+/* Offline check of DIR/acceptor/log (paxosctl verify): opens nothing for
+ * writing.  0 with *v filled (missing: no log; torn_bytes > 0: a torn
+ * last write the next open cuts), -EBADMSG with v->damage, or another
+ * negative errno. */
+typedef struct acceptor_verify {
+    char path[512];
+    bool missing;
+    uint64_t torn_offset, torn_bytes;
+    chain_damage damage;
+    px_ballot promise;
+    uint32_t n_accepts;
+    uint64_t first_slot, last_slot;
+    acceptor_info info;
+} acceptor_verify;
+
+int acceptor_verify_dir(const char *dir, acceptor_verify *v);
+
+/* chain_open and chain_verify_dir_report that also hold the chain to the
+ * position the acceptor store recorded as durable (`durable`, NULL or
+ * index 0: none): a chain that ends before it, a torn record at or below
+ * it, or another block at its index is damage (-EBADMSG; segment.c
+ * invariant 6).  A torn record above it is cut as before. */
+int chain_open_marked(const char *dir, const chain_mark *durable, chain **out,
+                      chain_open_report *report, chain_damage *damage);
+int chain_verify_dir_marked(const char *dir, const chain_mark *durable,
+                            uint64_t *head_index,
+                            uint8_t head_hash[CHAIN_HASH_BYTES],
+                            chain_open_report *torn, chain_damage *damage);
 
 #endif /* PAXOSFS_CHAIN_H */

@@ -7,6 +7,9 @@
  *      installed by chain_io_set.
  *   2. Every libc wrapper retries EINTR and turns -1/errno into -errno, so
  *      callers see one error convention whether the table is real or fake.
+ *   3. What the libc table creates is private to the node's user whatever
+ *      the caller asks and whatever the umask: files 0600 at most,
+ *      directories 0700 at most (a backing directory holds every value).
  */
 #include "chain_io.h"
 
@@ -18,7 +21,7 @@
 static int libc_open(const char *path, int flags, mode_t mode)
 {
     for (;;) {
-        int fd = open(path, flags | O_CLOEXEC, mode);
+        int fd = open(path, flags | O_CLOEXEC, mode & 0600);
         if (fd >= 0)
             return fd;
         if (errno != EINTR)
@@ -102,7 +105,7 @@ static int libc_unlink(const char *path)
 
 static int libc_mkdir(const char *path, mode_t mode)
 {
-    return mkdir(path, mode) == 0 ? 0 : -errno;
+    return mkdir(path, mode & 0700) == 0 ? 0 : -errno;
 }
 
 static const chain_io_ops libc_ops = {

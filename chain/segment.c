@@ -53,6 +53,13 @@
  *      block: a complete record that fails a check cannot come from a
  *      crash of this writer.  Empty segment files after the last
  *      non-empty one are crash leftovers of a roll and are removed.
+ *   6. What was durable is never a torn tail.  chain_open_marked gets the
+ *      chain position the acceptor store recorded as durable (its mark,
+ *      written only after a chain sync): a torn record at or below the
+ *      mark, a chain that ends before it, or another block at the mark's
+ *      index is damage (blocks were cut away, rolled back or replaced),
+ *      named by file, offset and the first block missing or different.
+ *   7. Files are created 0600, the directory 0700.
  *
  * Segment life:  [created, empty] --append--> [active] --roll--> [sealed]
  *   created by chain_open (first segment) or append_roll; sealed segments
@@ -99,11 +106,14 @@ struct chain {
     bool writable;
     chain_seg *segs;
     uint32_t n_segs, cap_segs;
+    uint32_t n_listed;                 /* segment files found on open */
     chain_loc *locs;                   /* locs[i-1] for block i */
     uint64_t cap_locs;
     uint64_t head;
     uint8_t head_hash[CHAIN_HASH_BYTES];
     uint64_t synced;
+    uint8_t synced_hash[CHAIN_HASH_BYTES];
+    chain_mark mark;                   /* durable position to check */
     uint64_t segment_bytes;
     int active_fd;                     /* last segment */
     int unsynced_fd;                   /* sealed segment not yet synced */
@@ -336,7 +346,7 @@ static int list_segments(chain *c)
         c->segs[i].n_blocks = 0;
         c->segs[i].size = 0;
     }
-    c->n_segs = n;
+    c->n_segs = c->n_listed = n;
 out_free:
     free(firsts);
     closedir(d);
@@ -373,9 +383,17 @@ static int scan_segment(chain *c, uint32_t si, const char *path,
             bool torn = is_last &&
                 (st == REC_SHORT_HEADER || st == REC_PAST_END ||
                  chain_all_zero(buf + off, (size_t)(size - off)));
-            if (torn) {
+            if (torn && expect > c->mark.index) {
                 *torn_at = off;
                 break;
+            }
+            if (torn) {
+                char why[128];
+                snprintf(why, sizeof why, "%s, but the acceptor store "
+                         "recorded block %llu as durable (cut short)", reason,
+                         (unsigned long long)c->mark.index);
+                chain_damage_set(damage, path, off, expect, why);
+                return -EBADMSG;
             }
             chain_damage_set(damage, path, off, expect, reason);
             return -EBADMSG;
@@ -396,6 +414,15 @@ static int scan_segment(chain *c, uint32_t si, const char *path,
             return rc;
         if (memcmp(computed, v.hash, CHAIN_HASH_BYTES) != 0) {
             chain_damage_set(damage, path, off, expect, "hash mismatch");
+            return -EBADMSG;
+        }
+        if (v.index == c->mark.index &&
+            memcmp(v.hash, c->mark.hash, CHAIN_HASH_BYTES) != 0) {
+            char why[128];
+            snprintf(why, sizeof why, "block %llu differs from the one the "
+                     "acceptor store recorded as durable (the chain was "
+                     "replaced)", (unsigned long long)v.index);
+            chain_damage_set(damage, path, off, expect, why);
             return -EBADMSG;
         }
         rc = locs_reserve(c, c->head + 1);
@@ -440,7 +467,7 @@ static int create_segment_file(chain *c, uint64_t first_index, int *fd_out)
     int rc = seg_path(c, first_index, path, sizeof path);
     if (rc)
         return rc;
-    int fd = chain_io()->open(path, O_RDWR | O_CREAT | O_EXCL, 0644);
+    int fd = chain_io()->open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
     if (fd < 0)
         return fd;
     *fd_out = fd;
@@ -524,7 +551,6 @@ static int drop_empty_tail(chain *c)
 {
     const chain_io_ops *io = chain_io();
     char path[CHAIN_PATH_MAX];
-    bool removed = false;
     int rc;
 
     while (c->n_segs > 1) {
@@ -542,15 +568,27 @@ static int drop_empty_tail(chain *c)
             return rc;
         if (st.st_size != 0)
             break;
-        if (c->writable) {
-            rc = io->unlink(path);
-            if (rc)
-                return rc;
-            removed = true;
-        }
         c->n_segs--;
     }
-    return removed ? chain_io_fsync_dir(c->dir) : 0;
+    return 0;
+}
+
+/* Remove the empty segment files drop_empty_tail left out of the list
+ * (only once the chain verified: nothing changes on disk otherwise). */
+static int remove_empty_tail(chain *c)
+{
+    char path[CHAIN_PATH_MAX];
+    if (!c->writable || c->n_listed <= c->n_segs)
+        return 0;
+    for (uint32_t i = c->n_segs; i < c->n_listed; i++) {
+        int rc = seg_path(c, c->segs[i].first_index, path, sizeof path);
+        if (rc == 0)
+            rc = chain_io()->unlink(path);
+        if (rc)
+            return rc;
+    }
+    c->n_listed = c->n_segs;
+    return chain_io_fsync_dir(c->dir);
 }
 
 static int load_segments(chain *c, chain_open_report *report,
@@ -567,8 +605,53 @@ static int load_segments(chain *c, chain_open_report *report,
     return 0;
 }
 
-static int chain_load(const char *dir, bool writable, chain **out,
-                      chain_open_report *report, chain_damage *damage)
+/* Invariant 6: the chain holds the block the acceptor store recorded as
+ * durable, and that very block. */
+static int check_mark(chain *c, chain_damage *damage)
+{
+    char path[CHAIN_PATH_MAX];
+    char why[128];
+    if (c->mark.index == 0)
+        return 0;
+    if (c->head < c->mark.index) {
+        uint64_t offset = 0;
+        if (c->n_segs) {
+            int rc = seg_path(c, c->segs[c->n_segs - 1].first_index, path,
+                              sizeof path);
+            if (rc)
+                return rc;
+            offset = c->segs[c->n_segs - 1].size;
+        } else {
+            snprintf(path, sizeof path, "%s", c->dir);
+        }
+        snprintf(why, sizeof why, "the chain ends at block %llu but the "
+                 "acceptor store recorded block %llu as durable (blocks "
+                 "were cut away or rolled back)",
+                 (unsigned long long)c->head,
+                 (unsigned long long)c->mark.index);
+        chain_damage_set(damage, path, offset, c->head + 1, why);
+        return -EBADMSG;
+    }
+    uint8_t hash[CHAIN_HASH_BYTES];
+    int rc = chain_hash_at(c, c->mark.index, hash);
+    if (rc)
+        return rc;
+    if (memcmp(hash, c->mark.hash, CHAIN_HASH_BYTES) == 0)
+        return 0;
+    const chain_loc *l = &c->locs[c->mark.index - 1];
+    rc = seg_path(c, c->segs[l->seg].first_index, path, sizeof path);
+    if (rc)
+        return rc;
+    snprintf(why, sizeof why, "block %llu differs from the one the acceptor "
+             "store recorded as durable (the chain was replaced)",
+             (unsigned long long)c->mark.index);
+    chain_damage_set(damage, path, l->offset, c->mark.index, why);
+    return -EBADMSG;
+}
+
+static int chain_load(const char *dir, bool writable, const chain_mark *mark,
+                      chain **out, chain_open_report *report,
+                      chain_damage *damage)
 {
     const chain_io_ops *io = chain_io();
     int rc;
@@ -584,6 +667,8 @@ static int chain_load(const char *dir, bool writable, chain **out,
         return -ENOMEM;
     c->active_fd = c->unsynced_fd = c->read_fd = -1;
     c->writable = writable;
+    if (mark)
+        c->mark = *mark;
     c->segment_bytes = CHAIN_SEGMENT_BYTES;
     int n = snprintf(c->dir, sizeof c->dir, "%s/chain", dir);
     if (n < 0 || (size_t)n + SEG_NAME_LEN + 2 > sizeof c->dir) {
@@ -594,7 +679,7 @@ static int chain_load(const char *dir, bool writable, chain **out,
     if (rc)
         goto out_free;
     if (writable) {
-        rc = io->mkdir(c->dir, 0755);
+        rc = io->mkdir(c->dir, 0700);
         if (rc == 0)
             rc = chain_io_fsync_dir(dir);
         else if (rc == -EEXIST)
@@ -605,6 +690,10 @@ static int chain_load(const char *dir, bool writable, chain **out,
     rc = list_segments(c);
     if (rc)
         goto out_free;
+    if (c->n_segs == 0 && c->mark.index) {
+        rc = check_mark(c, damage);   /* every durable block is gone */
+        goto out_free;
+    }
     if (c->n_segs == 0 && writable) {
         rc = segs_reserve(c, 1);
         if (rc)
@@ -619,11 +708,16 @@ static int chain_load(const char *dir, bool writable, chain **out,
             goto out_free;
     } else {
         rc = load_segments(c, report, damage);
+        if (rc == 0)
+            rc = check_mark(c, damage);
+        if (rc == 0)
+            rc = remove_empty_tail(c);
         if (rc)
             goto out_free;
     }
     /* What survived verification is on disk; the torn cut was synced. */
     c->synced = c->head;
+    memcpy(c->synced_hash, c->head_hash, CHAIN_HASH_BYTES);
     *out = c;
     return 0;
 out_free:
@@ -636,7 +730,13 @@ out_free:
 int chain_open(const char *dir, chain **out, chain_open_report *report,
                chain_damage *damage)
 {
-    return chain_load(dir, true, out, report, damage);
+    return chain_load(dir, true, NULL, out, report, damage);
+}
+
+int chain_open_marked(const char *dir, const chain_mark *durable, chain **out,
+                      chain_open_report *report, chain_damage *damage)
+{
+    return chain_load(dir, true, durable, out, report, damage);
 }
 
 void chain_close(chain *c)
@@ -657,6 +757,11 @@ const uint8_t *chain_head_hash(const chain *c)
 uint64_t chain_synced_index(const chain *c)
 {
     return c->synced;
+}
+
+const uint8_t *chain_synced_hash(const chain *c)
+{
+    return c->synced_hash;
 }
 
 void chain_set_segment_bytes(chain *c, uint64_t bytes)
@@ -794,6 +899,7 @@ int chain_sync_start(chain *c, chain_sync_job *job)
     job->sync_dir = c->dir_dirty;
     snprintf(job->dir, sizeof job->dir, "%s", c->dir);
     job->head = c->head;
+    memcpy(job->head_hash, c->head_hash, CHAIN_HASH_BYTES);
     job->rolls = c->rolls;
     c->job_active = true;
     return 0;
@@ -823,8 +929,10 @@ int chain_sync_finish(chain *c, const chain_sync_job *job, int rc)
             c->failed = rc;
         return rc;
     }
-    if (job->head > c->synced)
+    if (job->head > c->synced) {
         c->synced = job->head;
+        memcpy(c->synced_hash, job->head_hash, CHAIN_HASH_BYTES);
+    }
     if (job->sync_dir && job->rolls == c->rolls)
         c->dir_dirty = false;   /* no segment was started since */
     return 0;
@@ -942,12 +1050,13 @@ int chain_hash_at(chain *c, uint64_t index, uint8_t out[CHAIN_HASH_BYTES])
 
 /* Read-only: the torn tail is reported, not cut; the head is the last
  * whole block before it (what the next chain_open will keep). */
-int chain_verify_dir_report(const char *dir, uint64_t *head_index,
+int chain_verify_dir_marked(const char *dir, const chain_mark *durable,
+                            uint64_t *head_index,
                             uint8_t head_hash[CHAIN_HASH_BYTES],
                             chain_open_report *torn, chain_damage *damage)
 {
     chain *c = NULL;
-    int rc = chain_load(dir, false, &c, torn, damage);
+    int rc = chain_load(dir, false, durable, &c, torn, damage);
     if (rc)
         return rc;
     if (head_index)
@@ -956,6 +1065,14 @@ int chain_verify_dir_report(const char *dir, uint64_t *head_index,
         memcpy(head_hash, c->head_hash, CHAIN_HASH_BYTES);
     chain_free(c);
     return 0;
+}
+
+int chain_verify_dir_report(const char *dir, uint64_t *head_index,
+                            uint8_t head_hash[CHAIN_HASH_BYTES],
+                            chain_open_report *torn, chain_damage *damage)
+{
+    return chain_verify_dir_marked(dir, NULL, head_index, head_hash, torn,
+                                   damage);
 }
 
 int chain_verify_dir(const char *dir, uint64_t *head_index,

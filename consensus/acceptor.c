@@ -29,6 +29,9 @@
  *      a node coming back from a partition cannot depose a healthy leader.
  *   5. Learners (non-voters) never promise; they still accept to keep the
  *      log, and their ACCEPTED only feeds the leader's view of them.
+ *   6. A recovery PREPARE (recovery.c) is answered despite invariant 4,
+ *      and only with a strictly higher promise: the recovering voter must
+ *      know that every other voter moved above every ballot it knew.
  */
 #include "px_int.h"
 
@@ -158,9 +161,41 @@ static void px_send_promise(px_replica *r, const px_msg *m)
     r->out.msgs[idx].aux = UINT64_MAX;
 }
 
+/* The acceptor's side of a recovery round (recovery.c rule 2): answered
+ * whatever leader we follow, with a promise only for a ballot strictly
+ * above ours, never by a replica that is recovering itself. */
+static void px_on_recovery_prepare(px_replica *r, const px_msg *m)
+{
+    if (!r->self_voter || r->recovering ||
+        !px_members_is_voter(&r->members, m->from)) {
+        r->stats.msgs_ignored++;
+        return;
+    }
+    if (px_ballot_cmp(m->ballot, r->promise) <= 0) {
+        px_send_reject(r, m);
+        return;
+    }
+    if (!px_persist_room(r)) {
+        r->stats.msgs_ignored++;
+        return;
+    }
+    px_raise_promise(r, m->ballot);   /* a leader or candidate steps down */
+    if (r->leader_id != 0) {
+        r->leader_id = 0;   /* we no longer accept the old leader */
+        px_forward_leader_changed(r);
+    }
+    px_reset_election_timer(r);
+    px_ensure_promise_durable(r);
+    px_send_promise(r, m);
+}
+
 void px_on_prepare(px_replica *r, const px_msg *m)
 {
-    bool probe = m->aux == 1;
+    if (m->aux == PX_PREPARE_RECOVERY) {
+        px_on_recovery_prepare(r, m);
+        return;
+    }
+    bool probe = m->aux == PX_PREPARE_PROBE;
     if (!r->self_voter || px_sticky(r, m->from)) {
         r->stats.msgs_ignored++;
         return;

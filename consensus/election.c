@@ -142,7 +142,7 @@ static void px_prepare_start(px_replica *r)
 
 void px_election_start(px_replica *r)
 {
-    if (!r->self_voter)
+    if (!r->self_voter || r->recovering)
         return;
     px_election_reset(r);
     if (r->leader_id) {
@@ -191,6 +191,10 @@ static void px_rec_put(px_replica *r, const px_entry *e, bool chosen)
 void px_on_promise(px_replica *r, const px_msg *m)
 {
     px_election *el = &r->el;
+    if (r->recovering) {
+        px_recovery_on_promise(r, m);
+        return;
+    }
     px_peer *p = px_peer_find(r, m->from);
     if (el->phase == PX_PHASE_NONE || !p || !p->voter ||
         px_ballot_cmp(m->ballot, el->ballot) != 0) {
@@ -330,7 +334,7 @@ void px_election_check(px_replica *r)
 /* Timers for a non-leader. */
 void px_election_tick(px_replica *r)
 {
-    if (!r->self_voter || r->role == PX_LEADER)
+    if (!r->self_voter || r->role == PX_LEADER || r->recovering)
         return;
     if (r->el.phase == PX_PHASE_NONE) {
         bool alone = r->members.n_voters == 1 && r->leader_id == 0;

@@ -412,6 +412,10 @@ void px_on_heartbeat_ack(px_replica *r, const px_msg *m)
 
 void px_on_reject(px_replica *r, const px_msg *m)
 {
+    if (r->recovering) {
+        px_recovery_on_reject(r, m);
+        return;
+    }
     if (r->role == PX_LEADER &&
         px_ballot_cmp(m->aux_ballot, r->ballot) > 0) {
         px_step_down(r);

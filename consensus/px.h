@@ -263,6 +263,11 @@ typedef struct px_output {
     /* this replica needs a snapshot from `snapshot_from` (0 = none) */
     uint32_t snapshot_from;
 
+    /* the recovery of an incomplete acceptor state (px_begin_recovery)
+     * finished in this step: the replica votes again; the host may record
+     * that durably (until it does, a restart recovers once more) */
+    bool recovered;
+
     /* 6. timer */
     uint64_t next_tick_ms;
 } px_output;
@@ -282,6 +287,9 @@ typedef struct px_restore {
                                    = px_options.members */
     uint32_t n_accepts;         /* accepted values above applied_index */
     const px_entry *accepts;
+    bool recovering;            /* the acceptor state above may be
+                                   incomplete (lost, damaged, rolled back):
+                                   recover before voting (px_begin_recovery) */
 } px_restore;
 
 /* Create a replica.  `restore` may be NULL for a fresh one.  On success
@@ -294,6 +302,26 @@ void px_destroy(px_replica *r);
  * negative errno (-ENOMEM: the replica is unchanged and the event may be
  * retried; -EINVAL: bad event). */
 int px_step(px_replica *r, const px_event *ev, px_output *out);
+
+/* The host found out that this replica's acceptor state may be
+ * incomplete: promises or accepted values lost (a damaged, emptied or
+ * deleted acceptor store, a backing directory restored from an older
+ * copy).  From now on the replica casts no vote (no PROMISE, ACCEPTED,
+ * REJECT or HEARTBEAT_ACK leaves it), never campaigns and never leads,
+ * until it has recovered (consensus/recovery.c):
+ *   1. it sends a recovery PREPARE (aux = 2) with a ballot above every
+ *      round it knows to every other voter, which each answers, whatever
+ *      leader it follows, by promising that ballot (a strictly higher one
+ *      than its own promise, else it rejects and the round is retried
+ *      higher) and reporting its accepted values and commit index;
+ *   2. once every other voter has promised, it raises its own promise to
+ *      that ballot and notes the highest slot any voter reported;
+ *   3. it votes again once its commit index reaches that slot, which it
+ *      learns from the leader as any follower does.
+ * Already recovering: no-op.  px_status.recovering shows the state and
+ * px_output.recovered the end.  No I/O; the next step sends. */
+void px_begin_recovery(px_replica *r);
+bool px_recovering(const px_replica *r);
 
 /* Tell the replica the chain head the host computed, so heartbeats and
  * acks carry it to peers (DESIGN.md invariant 3).  No I/O. */
@@ -320,6 +348,13 @@ typedef struct px_status {
         uint64_t match_index;   /* highest slot known accepted */
         uint64_t last_contact_ms;
     } peers[PX_MAX_MEMBERS];
+    /* recovery of an incomplete acceptor state (px_begin_recovery) */
+    bool recovering;
+    px_ballot recovery_ballot;    /* ballot of the recovery round */
+    uint32_t recovery_promised;   /* other voters that promised it */
+    uint32_t recovery_needed;     /* other voters in all */
+    uint64_t recovery_slot;       /* votes again once commit reaches it;
+                                     0 until every voter promised */
 } px_status;
 
 void px_get_status(const px_replica *r, px_status *st);

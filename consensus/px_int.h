@@ -12,6 +12,7 @@
  *   reads.c    - linearizable read index
  *   learner.c  - commit rule, apply order, catch-up, snapshots
  *   forward.c  - the request queue: forwarding, retries, dedupe
+ *   recovery.c - recovery of an incomplete acceptor state before voting
  *   members.c  - configuration encoding and quorum helpers
  *   batch.c    - batch encoding
  *   sessions.c - exactly-once session table
@@ -40,6 +41,10 @@
  *             leader ballot: read-index reply, aux = token, slot = index.
  *   CATCHUP   slot = first slot carried; commit = sender's commit; every
  *             entry is a chosen value.
+ *   PREPARE   aux = 2: recovery prepare (recovery.c) from a voter whose
+ *             acceptor state may be incomplete; every voter answers it
+ *             (stickiness does not apply) with a real PROMISE if the
+ *             ballot is strictly above its promise, else a REJECT.
  *   SNAPSHOT_NEEDED slot = sender's first retained slot.
  */
 #ifndef PAXOSFS_PX_INT_H
@@ -66,6 +71,8 @@
 #define PX_READS_MAX 4096u            /* pending reads per list */
 #define PX_ROUND_MAX (UINT64_C(1) << 62) /* ballots above are malformed */
 #define PX_KEEP_BUFFER_BYTES (64u << 10) /* cell buffers kept for reuse */
+#define PX_PREPARE_PROBE 1u           /* PREPARE aux: pre-vote probe */
+#define PX_PREPARE_RECOVERY 2u        /* PREPARE aux: recovery round */
 
 /* ----------------------------------------------------------- slot ring */
 
@@ -111,6 +118,9 @@ typedef struct px_peer {
     bool granted;              /* probe granted */
     uint64_t covered;          /* promise pieces cover [start, covered) */
     bool promised;             /* promise complete */
+    /* recovery round (recovery.c) */
+    uint64_t rec_covered;      /* its promise pieces cover [start, here) */
+    bool rec_promised;         /* its promise is complete */
 } px_peer;
 
 /* ------------------------------------------------------ request queue */
@@ -175,6 +185,7 @@ typedef struct px_outbuf {
     bool persist_promise;
     px_ballot promise;
     uint32_t snapshot_to, snapshot_from;
+    bool recovered;
     int error;                    /* first -ENOMEM while building */
 } px_outbuf;
 
@@ -266,6 +277,14 @@ struct px_replica {
 
     uint64_t chain_index;
     uint8_t chain_hash[PX_HASH_BYTES];
+
+    /* recovery of an incomplete acceptor state (recovery.c) */
+    bool recovering;
+    uint8_t rec_phase;          /* enum px_rec_phase */
+    px_ballot rec_ballot;       /* ballot of the round in progress */
+    uint64_t rec_start;         /* slot its PREPAREs asked from */
+    uint64_t rec_slot;          /* highest slot a voter reported */
+    uint64_t rec_sent_ms;       /* last PREPAREs sent (or round given up) */
 
     px_stats stats;
     px_outbuf out;
@@ -373,6 +392,14 @@ void px_on_snapshot_installed(px_replica *r, uint64_t index,
                               const px_members *members);
 void px_request_catchup(px_replica *r, uint32_t to, bool force);
 int px_learn_chosen(px_replica *r, const px_entry *e);
+
+/* recovery.c */
+enum px_rec_phase { PX_REC_START = 0, PX_REC_PREPARE = 1, PX_REC_WAIT = 2 };
+bool px_is_vote(uint8_t type);
+void px_recovery_tick(px_replica *r);
+void px_recovery_on_promise(px_replica *r, const px_msg *m);
+void px_recovery_on_reject(px_replica *r, const px_msg *m);
+void px_recovery_check(px_replica *r);
 
 /* forward.c */
 int px_queue_init(px_queue *q, uint32_t cap);

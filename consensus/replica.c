@@ -179,6 +179,8 @@ int px_create(const px_options *opt, const px_restore *restore,
         goto free_lreads;
     px_members_apply(r, m);
     r->role = r->self_voter ? PX_FOLLOWER : PX_LEARNER;
+    if (restore && restore->recovering)
+        px_begin_recovery(r);
     *out = r;
     return 0;
 
@@ -242,6 +244,8 @@ static bool px_grow(void **p, uint32_t *cap, uint32_t n, size_t elem,
 int px_out_msg(px_replica *r, uint8_t type, uint32_t to, px_ballot b)
 {
     px_outbuf *o = &r->out;
+    if (r->recovering && px_is_vote(type))
+        return -1;   /* recovery.c invariant 1: no vote, and no error */
     if (o->n_msgs == o->cap_msgs) {
         uint32_t c = o->cap_msgs ? o->cap_msgs * 2 : 32;
         px_msg *m = realloc(o->msgs, c * sizeof(*m));
@@ -343,6 +347,7 @@ static void px_out_reset(px_replica *r)
     o->persist_promise = false;
     o->promise = (px_ballot){0, 0};
     o->snapshot_to = o->snapshot_from = 0;
+    o->recovered = false;
     o->error = 0;
     r->cur_persist_id = 0;
     r->commit_moved = false;
@@ -373,6 +378,7 @@ static void px_out_publish(px_replica *r, px_output *out)
     out->failed = o->n_failed ? o->failed : NULL;
     out->snapshot_to = o->snapshot_to;
     out->snapshot_from = o->snapshot_from;
+    out->recovered = o->recovered;
 }
 
 static uint64_t px_next_tick(const px_replica *r)
@@ -385,7 +391,8 @@ static uint64_t px_next_tick(const px_replica *r)
             next = r->commit_notice_at_ms;
         if (r->lazy_due_ms && r->lazy_due_ms < next)
             next = r->lazy_due_ms;
-    } else if (r->self_voter && r->election_deadline_ms < next) {
+    } else if (r->self_voter && !r->recovering &&
+               r->election_deadline_ms < next) {
         next = r->election_deadline_ms;
     }
     return next > r->now_ms ? next : r->now_ms + 1;
@@ -486,11 +493,14 @@ int px_step(px_replica *r, const px_event *ev, px_output *out)
 
     if (r->role == PX_LEADER)
         px_leader_tick(r);
+    else if (r->recovering)
+        px_recovery_tick(r);
     else
         px_election_tick(r);
     px_leader_pump(r);
     px_forward_pump(r);
     px_reads_pump(r);
+    px_recovery_check(r);
 
     uint64_t persist_id = r->cur_persist_id;
     px_persist_finish(r);
@@ -549,6 +559,18 @@ void px_get_status(const px_replica *r, px_status *st)
     st->pending_requests = r->q.count;
     if (r->role == PX_LEADER && r->next_slot > r->commit + 1)
         st->slots_in_flight = (uint32_t)(r->next_slot - 1 - r->commit);
+    st->recovering = r->recovering;
+    if (r->recovering) {
+        st->recovery_ballot = r->rec_ballot;
+        st->recovery_needed = 0;
+        for (uint32_t i = 0; i < r->n_peers; i++) {
+            st->recovery_needed += r->peers[i].voter;
+            st->recovery_promised += r->peers[i].voter &&
+                                     r->peers[i].rec_promised;
+        }
+        if (r->rec_phase == PX_REC_WAIT)
+            st->recovery_slot = r->rec_slot;
+    }
     if (r->role == PX_LEADER) {
         st->n_peers = r->n_peers;
         for (uint32_t i = 0; i < r->n_peers; i++) {

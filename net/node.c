@@ -14,6 +14,26 @@
  *  4. After a storage failure (a failed fdatasync or chain append) the
  *     node accepts no more writes: durability can no longer be promised.
  *     Reads of already applied state go on.
+ *  5. A started node votes, leads and serves its chain (reads, catch-up)
+ *     only once it is confirmed: a majority of the members, itself
+ *     included, hold the same block as it does where their chains meet
+ *     (at its head, or at theirs when they are behind: positive
+ *     agreement, never the absence of disagreement), and each peer
+ *     counted reported this node's start as it last saw it, so a node
+ *     restored from an older copy of its backing directory learns so
+ *     before it votes.  Until then only FORWARD and CATCHUP_REQ leave
+ *     (abstain_filter).
+ *  6. A node whose acceptor state may be incomplete (store lost, damaged,
+ *     or rolled back) runs its replica recovering (consensus/recovery.c)
+ *     and keeps that durably in the acceptor store until it recovered.
+ *  7. Entries installed from a CATCHUP come from the leader the replica
+ *     follows, in its ballot, and only up to a block whose hash (computed
+ *     over our chain and the entries) a quorum of the other members has
+ *     told us they hold; the rest waits for their answer or is dropped
+ *     and counted (catchup_dropped).
+ *  8. Reads are served only while the node is confirmed and its chain
+ *     does not differ from a majority's; otherwise they wait until the
+ *     read deadline (ETIMEDOUT).
  */
 #include "node.h"
 
@@ -54,6 +74,23 @@
 #define NODE_MAX_HELD_MSGS 100000       /* messages waiting for a sync */
 #define NODE_PEER_ALIVE_MS 1500        /* .status: "connected" */
 #define NODE_CHAIN_HEAD_INTERVAL_MS 250 /* chain head to every peer */
+#define NODE_CONFIRM_INTERVAL_MS 50     /* ... and while not confirmed */
+#define NODE_FACTS 64                   /* (index, hash) kept per peer */
+#define NODE_CATCHUP_HOLD_MS 2000       /* a CATCHUP waits this long for
+                                           the peers' hashes */
+/* CHAIN_HEAD frames (net/wire.h: from, index, hash) carry three things,
+ * told apart by the top bits of `index`:
+ *   plain      "I hold block `index` with hash `hash`" (a fact: the head
+ *              every NODE_CHAIN_HEAD_INTERVAL_MS, or an answer);
+ *   QUERY      "which hash do you hold at block index & MASK?": answered
+ *              with a plain frame to the asker if it holds that block;
+ *   START      a node's start: index & MASK = its counter, hash[0..7] its
+ *              nonce, hash[8..11] whose start it is, hash[12] 0 = the
+ *              sender's own start, 1 = the receiver's start as the sender
+ *              last saw it (acceptor store, peer records). */
+#define NODE_HEAD_START (UINT64_C(1) << 63)
+#define NODE_HEAD_QUERY (UINT64_C(1) << 62)
+#define NODE_HEAD_MASK (NODE_HEAD_QUERY - 1)
 #define NODE_CATCHUP_BLOCKS 256         /* chain blocks per catch-up frame */
 #define NODE_CATCHUP_BYTES (4u << 20)
 #define NODE_MOUNT_IDLE_MS 100          /* no FUSE request for this long:
@@ -172,6 +209,42 @@ struct node {
     bool abstaining;              /* our chain differs from a majority's */
     uint64_t last_head_sent_ms;
     uint64_t votes_withheld;      /* messages not sent while abstaining */
+
+    /* invariant 5: the start gate */
+    uint64_t start_head;          /* chain head when the node started */
+    bool confirmed;
+    uint64_t started_ms, last_wait_log_ms;
+    bool peer_holds_head[TRANSPORT_MAX_PEERS]; /* same block at >= start_head */
+    bool peer_agrees[TRANSPORT_MAX_PEERS];     /* its last block compared
+                                                  (index >= 1) was ours */
+    bool peer_saw_start[TRANSPORT_MAX_PEERS];  /* reported our start, and it
+                                                  fits our store */
+    acceptor_peer start;          /* this start (counter, nonce) */
+    acceptor_peer prev_start;     /* the start before it, from the store */
+    acceptor_peer peer_start[TRANSPORT_MAX_PEERS]; /* each peer's latest */
+    bool peer_rolled_back[TRANSPORT_MAX_PEERS];    /* logged once */
+    /* START frames heard, judged once the peer's chain agrees with ours
+     * (a node with another cluster's directory reports nonsense) */
+    acceptor_peer heard_own[TRANSPORT_MAX_PEERS];  /* its own start */
+    acceptor_peer heard_ours[TRANSPORT_MAX_PEERS]; /* ours, as it saw it */
+    bool heard_own_set[TRANSPORT_MAX_PEERS];
+    bool heard_ours_set[TRANSPORT_MAX_PEERS];
+    acceptor_peer last_own[TRANSPORT_MAX_PEERS];   /* its start, as heard:
+                                                      a new one means its
+                                                      chain must agree anew */
+    /* invariant 6 */
+    char recovering_why[1400];    /* "" = not recovering */
+    /* invariant 7: what peers told us they hold, and a held CATCHUP */
+    struct node_fact {
+        uint64_t index;
+        uint8_t hash[CHAIN_HASH_BYTES];
+    } facts[TRANSPORT_MAX_PEERS][NODE_FACTS];
+    uint32_t fact_next[TRANSPORT_MAX_PEERS];
+    px_msg *held_catchup;
+    uint64_t held_catchup_ms;
+    uint64_t catchup_dropped, catchup_installed;
+    uint64_t last_catchup_log_ms;
+    uint64_t catchup_query_index, catchup_query_ms;  /* last asked */
 
     uint64_t last_now_ms;
     uint64_t next_tick_ms;
@@ -404,6 +477,7 @@ static void finish_reads(node *n, bool (*pick)(const read_wait *, void *),
 struct serve_point {
     uint64_t applied;
     uint64_t low_ticket;
+    bool serving;           /* invariant 8 */
 };
 
 /* A read is served once the state has applied its read index and this
@@ -415,12 +489,20 @@ struct serve_point {
 static bool read_is_served(const read_wait *r, void *arg)
 {
     const struct serve_point *p = arg;
-    return r->ready && r->index <= p->applied && p->low_ticket > r->after_ticket;
+    return p->serving && r->ready && r->index <= p->applied &&
+           p->low_ticket > r->after_ticket;
+}
+
+/* Invariant 8: this node's state is one a majority vouches for. */
+static bool node_serves(const node *n)
+{
+    return n->confirmed && !n->abstaining;
 }
 
 static void serve_ready_reads(node *n)
 {
-    struct serve_point p = { kv_applied_index(n->state), low_ticket(n) };
+    struct serve_point p = { kv_applied_index(n->state), low_ticket(n),
+                             node_serves(n) };
     finish_reads(n, read_is_served, &p, 0);
 }
 
@@ -449,6 +531,7 @@ static void apply_committed(node *n, const px_entry *e)
 /* ------------------------------------------------------------ outputs */
 
 static bool abstain_filter(node *n, const px_msg *m);
+static void recovery_done(node *n);
 
 static void send_now(node *n, const px_msg *m)
 {
@@ -529,6 +612,8 @@ static void handle_output(node *n, const px_output *out)
     }
     if (out->snapshot_to)
         send_chain_catchup(n, out->snapshot_to);
+    if (out->recovered)
+        recovery_done(n);
 
     for (uint32_t i = 0; i < out->n_committed; i++)
         apply_committed(n, &out->committed[i]);
@@ -799,7 +884,15 @@ static void background_sync(node *n, uint64_t now_ms)
         return;
     if (n->compact_due && syncer_idle(n->sync)) {
         n->compact_due = false;
-        int rc = acceptor_compact(n->acceptor, chain_synced_index(n->chain));
+        /* the durable chain position goes into the acceptor store, which
+         * the commit path syncs anyway: a chain found shorter than it
+         * later was cut (chain_open_marked) */
+        acceptor_info info;
+        acceptor_get_info(n->acceptor, &info);
+        int rc = 0;
+        if (chain_synced_index(n->chain) > info.mark.index)
+            rc = acceptor_mark(n->acceptor, chain_synced_index(n->chain),
+                               chain_synced_hash(n->chain));
         if (rc < 0) {
             storage_failed(n, "acceptor compaction", rc);
             return;
@@ -954,6 +1047,48 @@ static const char *role_name(uint8_t role)
     }
 }
 
+/* A JSON string (quotes, backslashes and control bytes escaped). */
+static void json_string(FILE *fp, const char *s)
+{
+    fputc('"', fp);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(fp, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(fp, "\\u%04x", c);
+        else
+            fputc(c, fp);
+    }
+    fputc('"', fp);
+}
+
+/* .status: the start gate, lost acceptor state, reads, catch-up checks
+ * (invariants 5-8). */
+static void status_storage(const node *n, const px_status *st, FILE *fp)
+{
+    fprintf(fp, ",\"confirmed\":%s,\"start\":%" PRIu64 ",\"start_head\":%"
+            PRIu64 ",\"recovering\":", n->confirmed ? "true" : "false",
+            n->start.counter, n->start_head);
+    if (st->recovering || n->recovering_why[0]) {
+        fprintf(fp, "{\"why\":");
+        json_string(fp, n->recovering_why);
+        fprintf(fp, ",\"ballot\":{\"round\":%" PRIu64 ",\"node\":%u},"
+                "\"promised\":%u,\"needed\":%u,\"until_index\":%" PRIu64 "}",
+                st->recovery_ballot.round, st->recovery_ballot.node_id,
+                st->recovery_promised, st->recovery_needed,
+                st->recovery_slot);
+    } else {
+        fprintf(fp, "false");
+    }
+    fprintf(fp, ",\"reads\":\"%s\",\"catchup_installed\":%" PRIu64
+            ",\"catchup_dropped\":%" PRIu64,
+            n->abstaining ? "waiting: chain differs from a majority's"
+            : !n->confirmed ? "waiting: chain not yet confirmed by a majority"
+                            : "served",
+            n->catchup_installed, n->catchup_dropped);
+}
+
 static int node_status_text(void *ctx, char **text, size_t *len)
 {
     node *n = ctx;
@@ -993,7 +1128,8 @@ static int node_status_text(void *ctx, char **text, size_t *len)
             n->sync ? syncer_syncs(n->sync) : 0,
             n->fatal ? "false" : "true");
     fprintf(fp, ",\"voting\":%s,\"votes_withheld\":%" PRIu64 ",\"diverged_from\":[",
-            n->abstaining ? "false" : "true", n->votes_withheld);
+            n->abstaining || !n->confirmed || st.recovering ? "false" : "true",
+            n->votes_withheld);
     const char *dsep = "";
     for (uint32_t i = 0; i < n->cfg.n_peers; i++) {
         if (!n->peer_chain_differs[i])
@@ -1003,6 +1139,7 @@ static int node_status_text(void *ctx, char **text, size_t *len)
         dsep = ",";
     }
     fprintf(fp, "]");
+    status_storage(n, &st, fp);
     fprintf(fp, ",\"peers\":[");
     uint64_t now = node_now_ms(n);
     const char *sep = "";
@@ -1073,13 +1210,29 @@ static uint64_t node_chain_head(void *ctx)
 
 /* -------------------------------------------------------- open/close */
 
+/* The backing directory holds every value: 0700 whoever made it (an
+ * existing one that others may enter is tightened, if it is ours). */
 static int make_dir(const char *path, char *err, size_t err_len)
 {
-    if (mkdir(path, 0700) == 0 || errno == EEXIST)
-        return 0;
-    int e = errno;
-    snprintf(err, err_len, "cannot create %s: %s", path, strerror(e));
-    return -e;
+    struct stat st;
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        int e = errno;
+        snprintf(err, err_len, "cannot create %s: %s", path, strerror(e));
+        return -e;
+    }
+    if (stat(path, &st) != 0) {
+        int e = errno;
+        snprintf(err, err_len, "cannot stat %s: %s", path, strerror(e));
+        return -e;
+    }
+    if ((st.st_mode & 077) && st.st_uid == geteuid() &&
+        chmod(path, st.st_mode & 0700) != 0) {
+        int e = errno;
+        snprintf(err, err_len, "cannot make %s private (chmod 0700): %s",
+                 path, strerror(e));
+        return -e;
+    }
+    return 0;
 }
 
 static int take_lock(node *n, char *err, size_t err_len)
@@ -1159,6 +1312,110 @@ static uint64_t random_u64(void)
     return v;
 }
 
+static void begin_recovery(node *n, const char *why);
+static void gate_update(node *n);
+static bool start_trusted(const node *n, uint32_t k);
+
+/* Open the acceptor store, then the chain held to the position the store
+ * recorded as durable; decide whether the acceptor state may be
+ * incomplete (invariant 6); record this start (invariant 5). */
+static int open_storage(node *n, char *err, size_t err_len)
+{
+    uint32_t id = n->cfg.id;
+    acceptor_open_report arep;
+    acceptor_state ast;
+    int rc = acceptor_open_salvage(n->data_dir, &n->acceptor, &ast, &arep);
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot open the acceptor store in %s: %s",
+                 n->data_dir, strerror(-rc));
+        return rc;
+    }
+    if (arep.torn_cut)
+        fprintf(stderr, "paxosfs: node %u: torn last write in %s: cut %"
+                PRIu64 " bytes at offset %" PRIu64 " (never acknowledged)\n",
+                id, arep.torn_path, arep.torn_bytes, arep.torn_offset);
+    if (arep.created) {
+        /* until the chain says whether there was state to lose: a crash
+         * right here must not leave an empty store that looks fresh */
+        rc = acceptor_put_recovery(n->acceptor, true);
+        if (rc == 0)
+            rc = acceptor_sync(n->acceptor);
+        if (rc < 0) {
+            snprintf(err, err_len, "cannot write the acceptor store in %s: "
+                     "%s", n->data_dir, strerror(-rc));
+            return rc;
+        }
+    }
+    acceptor_info info;
+    acceptor_get_info(n->acceptor, &info);
+
+    chain_open_report report;
+    chain_damage damage;
+    rc = chain_open_marked(n->data_dir, &info.mark, &n->chain, &report,
+                           &damage);
+    if (rc == -EBADMSG) {
+        snprintf(err, err_len, "chain damaged: %s offset %" PRIu64 " block %"
+                 PRIu64 ": %s; refusing to serve (run paxosctl verify %s)",
+                 damage.path, damage.offset, damage.index, damage.reason,
+                 n->data_dir);
+        return rc;
+    }
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot open the chain in %s: %s", n->data_dir,
+                 strerror(-rc));
+        return rc;
+    }
+    if (report.torn_tail_cut)
+        fprintf(stderr, "paxosfs: node %u: torn tail in %s: cut %" PRIu64
+                " bytes at offset %" PRIu64 " back to block %" PRIu64 "\n",
+                id, report.torn_path, report.torn_bytes,
+                report.torn_offset, chain_head_index(n->chain));
+
+    uint64_t head = chain_head_index(n->chain);
+    char why[sizeof n->recovering_why] = "";
+    if (arep.lost)
+        snprintf(why, sizeof why, "acceptor store damaged: %s offset %" PRIu64
+                 ": %s (kept as %s)", arep.damage.path, arep.damage.offset,
+                 arep.damage.reason, arep.kept_path);
+    else if (arep.created && head > 0)
+        snprintf(why, sizeof why, "acceptor store missing beside a chain of %"
+                 PRIu64 " blocks", head);
+    else if (info.recovering && !arep.created)
+        snprintf(why, sizeof why, "lost acceptor state not yet recovered "
+                 "when the node last stopped");
+    if (arep.created && head == 0) {
+        rc = acceptor_put_recovery(n->acceptor, false);   /* a new node */
+        if (rc < 0) {
+            snprintf(err, err_len, "cannot write the acceptor store in %s: "
+                     "%s", n->data_dir, strerror(-rc));
+            return rc;
+        }
+    }
+    if (why[0])
+        begin_recovery(n, why);
+
+    /* this start: one more than the store knows of, a fresh nonce */
+    n->prev_start = (acceptor_peer){ .counter = info.incarnation,
+                                     .nonce = info.nonce };
+    n->start = (acceptor_peer){ .counter = info.incarnation + 1,
+                                .nonce = random_u64() };
+    for (uint32_t k = 0; k < n->cfg.n_peers; k++)
+        for (uint32_t i = 0; i < info.n_peers; i++)
+            if (info.peers[i].id == n->cfg.peers[k].id)
+                n->peer_start[k] = info.peers[i];
+    rc = acceptor_put_incarnation(n->acceptor, n->start.counter,
+                                  n->start.nonce);
+    if (rc == 0)
+        rc = acceptor_sync(n->acceptor);
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot write the acceptor store in %s: %s",
+                 n->data_dir, strerror(-rc));
+        return rc;
+    }
+    (void)ast;
+    return 0;
+}
+
 int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
 {
     node *n = calloc(1, sizeof *n);
@@ -1219,43 +1476,9 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     if (rc < 0)
         goto fail;
 
-    chain_open_report report;
-    chain_damage damage;
-    memset(&report, 0, sizeof report);
-    memset(&damage, 0, sizeof damage);
-    rc = chain_open(n->data_dir, &n->chain, &report, &damage);
-    if (rc == -EBADMSG) {
-        snprintf(err, err_len, "chain damaged: %s offset %" PRIu64 " block %"
-                 PRIu64 ": %s; refusing to serve (run paxosctl verify %s)",
-                 damage.path, damage.offset, damage.index, damage.reason,
-                 n->data_dir);
+    rc = open_storage(n, err, err_len);
+    if (rc < 0)
         goto fail;
-    }
-    if (rc < 0) {
-        snprintf(err, err_len, "cannot open the chain in %s: %s", n->data_dir,
-                 strerror(-rc));
-        goto fail;
-    }
-    if (report.torn_tail_cut)
-        fprintf(stderr, "paxosfs: node %u: torn tail in %s: cut %" PRIu64
-                " bytes at offset %" PRIu64 " back to block %" PRIu64 "\n",
-                cfg->id, report.torn_path, report.torn_bytes,
-                report.torn_offset, chain_head_index(n->chain));
-
-    acceptor_state ast;
-    memset(&ast, 0, sizeof ast);
-    rc = acceptor_open(n->data_dir, &n->acceptor, &ast, &damage);
-    if (rc == -EBADMSG) {
-        snprintf(err, err_len, "acceptor store damaged: %s offset %" PRIu64
-                 ": %s; refusing to serve", damage.path, damage.offset,
-                 damage.reason);
-        goto fail;
-    }
-    if (rc < 0) {
-        snprintf(err, err_len, "cannot open the acceptor store in %s: %s",
-                 n->data_dir, strerror(-rc));
-        goto fail;
-    }
 
     n->state = kv_create();
     if (!n->state) {
@@ -1294,6 +1517,8 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     if (rc < 0)
         goto fail;
     uint64_t head = chain_head_index(n->chain);
+    acceptor_state ast;
+    acceptor_get_state(n->acceptor, &ast);
     uint32_t first = 0;
     while (first < ast.n_accepts && ast.accepts[first].slot <= head)
         first++;
@@ -1302,6 +1527,7 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
         .applied_index = head,
         .n_accepts = ast.n_accepts - first,
         .accepts = ast.accepts + first,
+        .recovering = n->recovering_why[0] != '\0',
     };
     rc = px_create(&opt, &restore, &n->px);
     if (rc < 0) {
@@ -1313,6 +1539,9 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     /* a node just started has had no chance to find its leader yet */
     n->leader_seen_ms = node_now_ms(n);
     n->no_leader_ms = NODE_NO_LEADER_FACTOR * opt.election_timeout_max_ms;
+    n->start_head = head;
+    n->started_ms = n->last_wait_log_ms = node_now_ms(n);
+    gate_update(n);   /* a cluster of one is confirmed at once */
     *out = n;
     return 0;
 
@@ -1395,33 +1624,457 @@ static void check_divergence(node *n, uint32_t from, uint64_t index,
     bool abstain = differing >= n->cfg.n_peers / 2 + 1;
     if (abstain && !n->abstaining)
         fprintf(stderr, "paxosfs: node %u: chain differs from a majority's; "
-                "no longer voting, campaigning or leading\n", n->cfg.id);
+                "no longer voting, campaigning or leading, and serving no "
+                "reads\n", n->cfg.id);
+    bool was = n->abstaining;
     n->abstaining = abstain;
+    if (was && !abstain)
+        serve_ready_reads(n);
+}
+
+/* ------------------------------------------- start gate (invariant 5) */
+
+static uint32_t peer_slot(const node *n, uint32_t id)
+{
+    uint32_t k = 0;
+    while (k < n->cfg.n_peers && n->cfg.peers[k].id != id)
+        k++;
+    return k;
+}
+
+static uint32_t node_quorum(const node *n)
+{
+    return n->cfg.n_peers > 1 ? n->cfg.n_peers / 2 + 1 : 1;
+}
+
+static void gate_update(node *n)
+{
+    if (n->confirmed)
+        return;
+    uint32_t have = 1;
+    char who[128] = "";
+    size_t w = 0;
+    for (uint32_t k = 0; k < n->cfg.n_peers; k++) {
+        if (n->cfg.peers[k].id == n->cfg.id || !n->peer_holds_head[k] ||
+            !n->peer_saw_start[k])
+            continue;
+        have++;
+        if (w < sizeof who)
+            w += (size_t)snprintf(who + w, sizeof who - w, "%s%u",
+                                  w ? "," : " by node ", n->cfg.peers[k].id);
+    }
+    if (have < node_quorum(n))
+        return;
+    n->confirmed = true;
+    if (n->cfg.n_peers > 1)
+        fprintf(stderr, "paxosfs: node %u: chain head %" PRIu64 " confirmed%s "
+                "(a majority holds it); %s\n", n->cfg.id, n->start_head, who,
+                n->recovering_why[0] ? "still recovering lost acceptor state"
+                                     : "voting");
+    serve_ready_reads(n);
+}
+
+/* Invariant 6: from now on (and durably) the replica casts no vote until
+ * it recovered from every other voter. */
+static void begin_recovery(node *n, const char *why)
+{
+    if (n->recovering_why[0])
+        return;
+    snprintf(n->recovering_why, sizeof n->recovering_why, "%s", why);
+    int rc = acceptor_put_recovery(n->acceptor, true);
+    if (rc < 0)
+        storage_failed(n, "acceptor store write", rc);
+    if (n->px)
+        px_begin_recovery(n->px);
+    fprintf(stderr, "paxosfs: node %u: %s: promises or accepted values may "
+            "be lost; casting no vote until every other voter has answered "
+            "and this node has learned all they reported%s\n", n->cfg.id, why,
+            n->cfg.n_peers > 1 ? "" : " (a cluster of one has nobody to ask: "
+            "writes acknowledged after the last durable block are lost)");
+}
+
+static void recovery_done(node *n)
+{
+    px_status st;
+    px_get_status(n->px, &st);
+    fprintf(stderr, "paxosfs: node %u: recovered lost acceptor state (%s): "
+            "every other voter promised a higher ballot and this node learned "
+            "everything up to block %" PRIu64 "; voting again\n", n->cfg.id,
+            n->recovering_why[0] ? n->recovering_why : "?", st.commit_index);
+    n->recovering_why[0] = '\0';
+    int rc = acceptor_put_recovery(n->acceptor, false);
+    if (rc < 0)
+        storage_failed(n, "acceptor store write", rc);
+}
+
+static void head_frame(node *n, uint32_t to, uint64_t index,
+                       const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    if (to == 0) {
+        transport_send_chain_head(n->net, index, hash);
+        return;
+    }
+    wire_chain_head h = { .from = n->cfg.id, .index = index };
+    memcpy(h.hash, hash, CHAIN_HASH_BYTES);
+    uint8_t frame[WIRE_HEADER_BYTES + 64];
+    size_t len = 0;
+    if (wire_encode_chain_head_into(&h, frame, sizeof frame, &len) == 0)
+        transport_send_frame(n->net, to, frame, len);
+}
+
+/* A START frame: whose start (subject), 0 = the sender's own, 1 = the
+ * receiver's as the sender last saw it. */
+static void start_frame(node *n, uint32_t to, const acceptor_peer *start,
+                        uint32_t subject, uint8_t kind)
+{
+    uint8_t hash[CHAIN_HASH_BYTES] = {0};
+    for (int i = 0; i < 8; i++)
+        hash[i] = (uint8_t)(start->nonce >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        hash[8 + i] = (uint8_t)(subject >> (8 * i));
+    hash[12] = kind;
+    head_frame(n, to, NODE_HEAD_START | (start->counter & NODE_HEAD_MASK),
+               hash);
+}
+
+/* Every interval: our head (a fact), our start, each peer's start as we
+ * last saw it, and while not confirmed a query for our start head. */
+static void send_heads(node *n, uint64_t now)
+{
+    uint64_t every = n->confirmed ? NODE_CHAIN_HEAD_INTERVAL_MS
+                                  : NODE_CONFIRM_INTERVAL_MS;
+    if (!n->net || now - n->last_head_sent_ms < every)
+        return;
+    n->last_head_sent_ms = now;
+    transport_send_chain_head(n->net, chain_head_index(n->chain),
+                              chain_head_hash(n->chain));
+    start_frame(n, 0, &n->start, n->cfg.id, 0);
+    for (uint32_t k = 0; k < n->cfg.n_peers; k++)
+        if (n->cfg.peers[k].id != n->cfg.id)
+            start_frame(n, n->cfg.peers[k].id, &n->peer_start[k],
+                        n->cfg.peers[k].id, 1);
+    uint8_t none[CHAIN_HASH_BYTES] = {0};
+    if (!n->confirmed && n->start_head > 0)
+        head_frame(n, 0, NODE_HEAD_QUERY | n->start_head, none);
+    /* a peer whose START frames wait for our chains to agree: ask it for
+     * our head block */
+    uint64_t head = chain_head_index(n->chain);
+    for (uint32_t k = 0; head > 0 && k < n->cfg.n_peers; k++)
+        if ((n->heard_own_set[k] || n->heard_ours_set[k]) &&
+            !start_trusted(n, k))
+            head_frame(n, n->cfg.peers[k].id, NODE_HEAD_QUERY | head, none);
+    if (!n->confirmed && now - n->last_wait_log_ms >= 5000) {
+        n->last_wait_log_ms = now;
+        fprintf(stderr, "paxosfs: node %u: waiting for a majority to confirm "
+                "chain head %" PRIu64 " and this start (%" PRIu64 " ms); not "
+                "voting, serving no reads\n", n->cfg.id, n->start_head,
+                now - n->started_ms);
+    }
+}
+
+/* A peer's start, and ours as it saw it, from a peer whose chain agrees
+ * with ours (positive agreement): record the first, check the second. */
+static bool start_trusted(const node *n, uint32_t k)
+{
+    return chain_head_index(n->chain) == 0 ||
+           (n->peer_agrees[k] && !n->peer_chain_differs[k]);
+}
+
+static void starts_judge(node *n, uint32_t k)
+{
+    if (!start_trusted(n, k))
+        return;
+    uint32_t from = n->cfg.peers[k].id;
+    if (n->heard_own_set[k]) {
+        n->heard_own_set[k] = false;
+        acceptor_peer rec = n->heard_own[k];
+        acceptor_peer *known = &n->peer_start[k];
+        rec.id = from;
+        if (rec.counter > known->counter) {
+            *known = rec;
+            n->peer_rolled_back[k] = false;
+            int rc = acceptor_put_peer(n->acceptor, &rec);
+            if (rc < 0 && rc != -ENOSPC)
+                storage_failed(n, "acceptor store write", rc);
+        } else if ((rec.counter < known->counter ||
+                    rec.nonce != known->nonce) && !n->peer_rolled_back[k]) {
+            n->peer_rolled_back[k] = true;
+            fprintf(stderr, "paxosfs: node %u: node %u started from an older "
+                    "copy of its backing directory (its start %" PRIu64
+                    ", this node saw start %" PRIu64 "); it recovers before it "
+                    "votes\n", n->cfg.id, from, rec.counter, known->counter);
+        }
+    }
+    if (!n->heard_ours_set[k])
+        return;
+    n->heard_ours_set[k] = false;
+    acceptor_peer rec = n->heard_ours[k];
+    /* what the peer saw of us must be this start or one our store knows */
+    bool fits = rec.counter == 0 ||
+                (rec.counter == n->start.counter &&
+                 rec.nonce == n->start.nonce) ||
+                rec.counter < n->prev_start.counter ||
+                (rec.counter == n->prev_start.counter &&
+                 rec.nonce == n->prev_start.nonce);
+    if (!fits) {
+        char why[sizeof n->recovering_why];
+        snprintf(why, sizeof why, "node %u saw start %" PRIu64 " of this "
+                 "node, but the backing directory knows only %" PRIu64
+                 " starts: it was restored from an older copy", from,
+                 rec.counter, n->prev_start.counter);
+        begin_recovery(n, why);
+        /* start above what anyone saw, so that the next reports fit */
+        if (rec.counter >= n->start.counter) {
+            n->start.counter = rec.counter + 1;
+            n->start.nonce = random_u64();
+            int rc = acceptor_put_incarnation(n->acceptor, n->start.counter,
+                                              n->start.nonce);
+            if (rc < 0)
+                storage_failed(n, "acceptor store write", rc);
+        }
+    }
+    if (!n->peer_saw_start[k]) {
+        n->peer_saw_start[k] = true;
+        gate_update(n);
+    }
+}
+
+static void on_start(node *n, uint32_t k, uint64_t index,
+                     const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    acceptor_peer rec = { .counter = index & NODE_HEAD_MASK };
+    for (int i = 7; i >= 0; i--)
+        rec.nonce = (rec.nonce << 8) | hash[i];
+    uint32_t subject = 0;
+    for (int i = 3; i >= 0; i--)
+        subject = (subject << 8) | hash[8 + i];
+    if (hash[12] == 0 && subject == n->cfg.peers[k].id) {
+        if (rec.counter != n->last_own[k].counter ||
+            rec.nonce != n->last_own[k].nonce) {
+            n->last_own[k] = rec;
+            n->peer_agrees[k] = false;   /* it restarted: its directory
+                                            may be another one now */
+        }
+        n->heard_own[k] = rec;
+        n->heard_own_set[k] = true;
+    } else if (hash[12] == 1 && subject == n->cfg.id) {
+        n->heard_ours[k] = rec;
+        n->heard_ours_set[k] = true;
+    } else {
+        return;
+    }
+    starts_judge(n, k);
+}
+
+static void catchup_try_held(node *n);
+
+/* A peer holds block `index` with `hash`. */
+static void on_fact(node *n, uint32_t k, uint64_t index,
+                    const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    struct node_fact *f = &n->facts[k][n->fact_next[k]++ % NODE_FACTS];
+    f->index = index;
+    memcpy(f->hash, hash, CHAIN_HASH_BYTES);
+    check_divergence(n, n->cfg.peers[k].id, index, hash);
+    /* positive agreement: the peer holds our block at an index both
+     * chains reach, at or past our start head or at its own head (a peer
+     * behind us announces nothing else below it; then its whole chain is
+     * a prefix of ours) */
+    uint8_t ours[CHAIN_HASH_BYTES];
+    if (index >= 1 && index <= chain_head_index(n->chain) &&
+        chain_hash_at(n->chain, index, ours) == 0) {
+        bool was = n->peer_agrees[k];
+        n->peer_agrees[k] = memcmp(ours, hash, CHAIN_HASH_BYTES) == 0;
+        if (n->peer_agrees[k] && !n->peer_holds_head[k]) {
+            n->peer_holds_head[k] = true;
+            gate_update(n);
+        }
+        if (n->peer_agrees[k] && !was)
+            starts_judge(n, k);
+    }
+    if (!n->peer_holds_head[k] && n->start_head == 0) {
+        n->peer_holds_head[k] = true;   /* nothing of ours to confirm */
+        gate_update(n);
+    }
+    if (n->held_catchup)
+        catchup_try_held(n);
 }
 
 static void on_chain_head(void *arg, uint32_t from, uint64_t index,
                           const uint8_t hash[PX_HASH_BYTES])
 {
-    check_divergence(arg, from, index, hash);
+    node *n = arg;
+    uint32_t k = peer_slot(n, from);
+    if (k == n->cfg.n_peers || from == n->cfg.id)
+        return;
+    if (index & NODE_HEAD_START) {
+        on_start(n, k, index, hash);
+    } else if (index & NODE_HEAD_QUERY) {
+        uint64_t want = index & NODE_HEAD_MASK;
+        uint8_t ours[CHAIN_HASH_BYTES];
+        if (want <= chain_head_index(n->chain) &&
+            chain_hash_at(n->chain, want, ours) == 0)
+            head_frame(n, from, want, ours);
+    } else {
+        on_fact(n, k, index, hash);
+    }
 }
 
-/* While abstaining the node neither votes, campaigns nor leads: of what
- * its replica sends, only requests for the leader (FORWARD) and for
- * missing slots (CATCHUP_REQ) leave.  A node that led when it found out
- * goes silent, so the others elect a leader among themselves. */
+/* While not confirmed (invariant 5) or abstaining the node neither votes,
+ * campaigns nor leads: of what its replica sends, only requests for the
+ * leader (FORWARD) and for missing slots (CATCHUP_REQ) leave.  A node that
+ * led when it found out goes silent, so the others elect a leader among
+ * themselves. */
 static bool abstain_filter(node *n, const px_msg *m)
 {
-    if (!n->abstaining || m->type == PX_MSG_FORWARD ||
+    if ((n->confirmed && !n->abstaining) || m->type == PX_MSG_FORWARD ||
         m->type == PX_MSG_CATCHUP_REQ)
         return false;
     n->votes_withheld++;
     return true;
 }
 
+/* ---------------------------------------------- catch-up (invariant 7) */
+
+/* Peers other than us that told us they hold `hash` at `index`. */
+static uint32_t fact_vouchers(const node *n, uint64_t index,
+                              const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    uint32_t count = 0;
+    for (uint32_t k = 0; k < n->cfg.n_peers; k++) {
+        if (n->cfg.peers[k].id == n->cfg.id)
+            continue;
+        for (uint32_t i = 0; i < NODE_FACTS; i++) {
+            const struct node_fact *f = &n->facts[k][i];
+            if (f->index == index && index != 0 &&
+                memcmp(f->hash, hash, CHAIN_HASH_BYTES) == 0) {
+                count++;
+                break;
+            }
+        }
+    }
+    return count;
+}
+
+static void catchup_dropped(node *n, const char *why)
+{
+    n->catchup_dropped++;
+    uint64_t now = node_now_ms(n);
+    if (now - n->last_catchup_log_ms >= 10000) {
+        n->last_catchup_log_ms = now;
+        fprintf(stderr, "paxosfs: node %u: dropped a catch-up: %s (%" PRIu64
+                " dropped so far)\n", n->cfg.id, why, n->catchup_dropped);
+    }
+}
+
+/* How many leading entries of m this node may install: every entry up to
+ * the last one whose hash over our chain a quorum of the other members
+ * vouches for.  0 with *last = the slot to ask about when none is. */
+static uint32_t catchup_vouched(node *n, const px_msg *m, uint64_t *last)
+{
+    uint64_t head = chain_head_index(n->chain);
+    uint8_t hash[CHAIN_HASH_BYTES];
+    memcpy(hash, chain_head_hash(n->chain), CHAIN_HASH_BYTES);
+    uint32_t need = node_quorum(n) > 0 ? node_quorum(n) - 1 : 0;
+    uint32_t keep = 0;
+    uint64_t next = head + 1;
+    *last = 0;
+    for (uint32_t i = 0; i < m->n_entries; i++) {
+        const px_entry *e = &m->entries[i];
+        if (e->slot <= head)
+            continue;               /* the replica skips these */
+        if (e->slot != next || e->slot > m->commit)
+            break;
+        chain_hash_block(hash, e->slot, e->time_ms, e->kind, e->data, e->len,
+                         hash);
+        next++;
+        *last = e->slot;
+        if (fact_vouchers(n, e->slot, hash) >= need)
+            keep = i + 1;
+    }
+    return keep;
+}
+
+/* Returns true when m was dealt with (stepped in part or whole, or
+ * dropped), false when nothing could be checked yet. */
+static bool catchup_deliver(node *n, const px_msg *m)
+{
+    px_status st;
+    px_get_status(n->px, &st);
+    if (m->from != st.leader_id || st.leader_id == n->cfg.id ||
+        px_ballot_cmp(m->ballot, st.ballot) != 0) {
+        catchup_dropped(n, "not from the leader this node follows, in its "
+                        "ballot");
+        return true;
+    }
+    uint64_t last = 0;
+    uint32_t keep = catchup_vouched(n, m, &last);
+    if (keep == 0 && last != 0) {
+        /* ask the others for their hash there, once per retry interval */
+        uint64_t now = node_now_ms(n);
+        if (last != n->catchup_query_index ||
+            now - n->catchup_query_ms >= 100) {
+            uint8_t none[CHAIN_HASH_BYTES] = {0};
+            head_frame(n, 0, NODE_HEAD_QUERY | last, none);
+            n->catchup_query_index = last;
+            n->catchup_query_ms = now;
+        }
+        return false;
+    }
+    px_msg part = *m;
+    if (last != 0)
+        part.n_entries = keep;
+    n->catchup_installed += keep;
+    px_event ev = { .type = PX_EV_RECEIVE };
+    ev.u.msg = &part;
+    step(n, &ev);
+    return true;
+}
+
+static void catchup_receive(node *n, const px_msg *m)
+{
+    if (catchup_deliver(n, m))
+        return;
+    px_msg *copy = px_msg_copy(m);
+    if (!copy) {
+        catchup_dropped(n, "out of memory holding it");
+        return;
+    }
+    if (n->held_catchup)
+        catchup_dropped(n, "superseded before its blocks were vouched for");
+    free(n->held_catchup);
+    n->held_catchup = copy;
+    n->held_catchup_ms = node_now_ms(n);
+}
+
+static void catchup_try_held(node *n)
+{
+    px_msg *m = n->held_catchup;
+    n->held_catchup = NULL;
+    if (catchup_deliver(n, m)) {
+        free(m);
+        return;
+    }
+    n->held_catchup = m;
+}
+
+static void catchup_expire(node *n, uint64_t now)
+{
+    if (n->held_catchup && now - n->held_catchup_ms >= NODE_CATCHUP_HOLD_MS) {
+        free(n->held_catchup);
+        n->held_catchup = NULL;
+        catchup_dropped(n, "no quorum of the other members holds its blocks");
+    }
+}
+
 static void on_message(void *arg, const px_msg *m)
 {
     node *n = arg;
     check_divergence(n, m->from, m->chain_index, m->chain_hash);
+    if (m->type == PX_MSG_CATCHUP) {
+        catchup_receive(n, m);
+        return;
+    }
     px_event ev = { .type = PX_EV_RECEIVE };
     ev.u.msg = m;
     step(n, &ev);
@@ -1524,6 +2177,10 @@ int node_run(node *n)
         return rc;
     }
     write_lock_pid(n);
+    if (n->recovering_why[0])     /* said before the log was redirected */
+        fprintf(stderr, "paxosfs: node %u: recovering lost acceptor state "
+                "(%s); casting no vote until recovered\n", n->cfg.id,
+                n->recovering_why);
     /* let the replica start (a sole voter elects itself at once) */
     px_event first = { .type = PX_EV_TICK };
     step(n, &first);
@@ -1620,11 +2277,8 @@ int node_run(node *n)
         now = node_now_ms(n);
         expire_deadlines(n, now);
         background_sync(n, now);
-        if (n->net && now - n->last_head_sent_ms >= NODE_CHAIN_HEAD_INTERVAL_MS) {
-            n->last_head_sent_ms = now;
-            transport_send_chain_head(n->net, chain_head_index(n->chain),
-                                      chain_head_hash(n->chain));
-        }
+        send_heads(n, now);
+        catchup_expire(n, now);
     }
     /* what was acknowledged is durable already; finish what is in flight */
     drain_sync(n);
@@ -1657,12 +2311,24 @@ void node_close(node *n)
         zmq_ctx_term(n->zctx);
     if (n->chain && !n->fatal) {
         int rc = chain_sync(n->chain);
-        if (rc < 0)
+        if (rc < 0) {
             fprintf(stderr, "paxosfs: final chain fdatasync failed: %s\n",
                     strerror(-rc));
-        else if (n->acceptor)
-            acceptor_compact(n->acceptor, chain_synced_index(n->chain));
+        } else if (n->acceptor) {
+            /* the durable chain position, durably (a stop is clean) */
+            acceptor_info info;
+            acceptor_get_info(n->acceptor, &info);
+            if (chain_synced_index(n->chain) > info.mark.index)
+                rc = acceptor_mark(n->acceptor, chain_synced_index(n->chain),
+                                   chain_synced_hash(n->chain));
+            if (rc == 0)
+                rc = acceptor_sync(n->acceptor);
+            if (rc < 0)
+                fprintf(stderr, "paxosfs: final acceptor store write failed: "
+                        "%s\n", strerror(-rc));
+        }
     }
+    free(n->held_catchup);
     if (n->px)
         px_destroy(n->px);
     if (n->state)

@@ -40,8 +40,8 @@ static int cmd_link(int argc, char **argv);
 
 static const ctl_command commands[] = {
     { "verify", "DIR",
-      "verify every block of the hash chain in backing directory DIR "
-      "(read-only)", cmd_verify },
+      "verify the hash chain and the acceptor store in backing directory "
+      "DIR (read-only)", cmd_verify },
     { "keygen", "[--force] FILE",
       "write a new cluster key file (mode 0600) and print its public key",
       cmd_keygen },
@@ -76,6 +76,9 @@ static int cmd_help(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* verify: the chain (every block, and that it still holds the position
+ * the acceptor store recorded as durable) and the acceptor store (every
+ * record; present beside a non-empty chain).  Damage of either is exit 1. */
 static int cmd_verify(int argc, char **argv)
 {
     uint64_t head = 0;
@@ -83,12 +86,27 @@ static int cmd_verify(int argc, char **argv)
     char hex[2 * CHAIN_HASH_BYTES + 1];
     chain_open_report torn;
     chain_damage damage;
+    acceptor_verify av;
+    bool bad = false;
 
     if (argc != 2) {
         fprintf(stderr, "usage: paxosctl verify DIR\n");
         return EXIT_ERROR;
     }
-    int rc = chain_verify_dir_report(argv[1], &head, hash, &torn, &damage);
+    int arc = acceptor_verify_dir(argv[1], &av);
+    if (arc == -EBADMSG) {
+        fprintf(stderr, "damaged: %s offset %llu: %s (acceptor store: "
+                "promises or accepted values may be lost)\n", av.damage.path,
+                (unsigned long long)av.damage.offset, av.damage.reason);
+        bad = true;
+    } else if (arc) {
+        fprintf(stderr, "paxosctl verify: %s: acceptor store: %s\n", argv[1],
+                strerror(-arc));
+        return EXIT_ERROR;
+    }
+    /* the mark of what could be read holds even for a damaged store */
+    int rc = chain_verify_dir_marked(argv[1], &av.info.mark, &head, hash,
+                                     &torn, &damage);
     if (rc == -EBADMSG) {
         fprintf(stderr, "damaged: %s offset %llu block %llu: %s\n",
                 damage.path, (unsigned long long)damage.offset,
@@ -108,6 +126,34 @@ static int cmd_verify(int argc, char **argv)
                         "start\n", torn.torn_path,
                 (unsigned long long)torn.torn_offset,
                 (unsigned long long)torn.torn_bytes);
+    if (av.missing && head > 0) {
+        fprintf(stderr, "damaged: %s: missing beside a chain of %llu blocks "
+                "(acceptor store: promises and accepted values lost)\n",
+                av.path, (unsigned long long)head);
+        return EXIT_BAD;
+    }
+    if (bad)
+        return EXIT_BAD;
+    if (!av.missing) {
+        printf("acceptor: promise %llu.%u, %u accepted slot(s)",
+               (unsigned long long)av.promise.round, av.promise.node_id,
+               av.n_accepts);
+        if (av.n_accepts)
+            printf(" %llu..%llu", (unsigned long long)av.first_slot,
+                   (unsigned long long)av.last_slot);
+        printf(", chain durable to block %llu, %llu start(s)\n",
+               (unsigned long long)av.info.mark.index,
+               (unsigned long long)av.info.incarnation);
+    }
+    if (av.torn_bytes)
+        fprintf(stderr, "note: torn last write in %s at offset %llu, %llu "
+                "bytes; the node cuts it on next start\n", av.path,
+                (unsigned long long)av.torn_offset,
+                (unsigned long long)av.torn_bytes);
+    if (av.info.recovering)
+        fprintf(stderr, "note: the acceptor state is known to be incomplete: "
+                "the node recovers it from the other voters before it votes "
+                "again\n");
     return EXIT_OK;
 }
 

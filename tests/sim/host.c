@@ -15,7 +15,11 @@
  *              persist step is not yet durable: their messages, commits and
  *              reads), the timer, and every client waiting here.
  *   A crash destroys everything volatile; a restart calls px_create with a
- *   px_restore built from the durable part.
+ *   px_restore built from the durable part.  The amnesia profile's crashes
+ *   may also lose the acceptor store (promise and accepts) or roll the
+ *   node back to the copy of its durable state taken at its last start;
+ *   both are detected (d_recovering), so the node restarts recovering
+ *   (consensus/recovery.c) and must cast no vote until it has recovered.
  *
  * Sync pipeline (group commit):
  *
@@ -447,6 +451,20 @@ static uint64_t sim_output(sim_world *w, sim_host *h, const px_output *o)
 {
     for (uint32_t i = 0; i < o->n_committed; i++)
         sim_check_committed(w, h->id, &o->committed[i]);
+    if (o->recovered) {
+        h->d_recovering = false;
+        sim_trace_note(w, h->id, SIM_TR_FAULT, "recovered, voting again",
+                       h->applied, 0);
+    }
+    if (px_recovering(h->px))
+        for (uint32_t i = 0; i < o->n_msgs; i++)
+            if (o->msgs[i].type == PX_MSG_PROMISE ||
+                o->msgs[i].type == PX_MSG_ACCEPTED ||
+                o->msgs[i].type == PX_MSG_REJECT ||
+                o->msgs[i].type == PX_MSG_HEARTBEAT_ACK)
+                sim_violation(w, "node %u voted (message type %u) while "
+                              "recovering lost acceptor state", h->id,
+                              o->msgs[i].type);
     sim_arm_timer(w, h, o->next_tick_ms);
     if (!h->inflight && !h->gather &&
         (!sim_has_persist(o) || w->cfg.profile->fsync_max_ms == 0)) {
@@ -622,16 +640,34 @@ void sim_host_free(sim_host *h)
         free(h->deferred[i].msg);
     free(h->deferred);
     sim_entries_free(h->d_accepts, h->d_n);
+    sim_entries_free(h->b_accepts, h->b_n);
     if (h->kv)
         kv_destroy(h->kv);
     memset(h, 0, sizeof(*h));
 }
 
+/* The copy of the durable state that a rollback fault restores. */
+static void sim_backup(sim_world *w, sim_host *h)
+{
+    sim_entries_free(h->b_accepts, h->b_n);
+    h->b_accepts = NULL;
+    h->b_n = 0;
+    if (sim_entries_copy(h->d_accepts, h->d_n, &h->b_accepts) < 0) {
+        sim_violation(w, "node %u: out of memory copying its state", h->id);
+        return;
+    }
+    h->b_n = h->d_n;
+    h->b_promise = h->d_promise;
+    h->b_synced = h->synced;
+}
+
 int sim_host_start(sim_world *w, sim_host *h)
 {
+    if (w->cfg.profile->amnesia && !h->d_recovering)
+        sim_backup(w, h);
     px_restore rs = {.promise = h->d_promise, .applied_index = h->applied,
                      .members = h->members, .n_accepts = h->d_n,
-                     .accepts = h->d_accepts};
+                     .accepts = h->d_accepts, .recovering = h->d_recovering};
     h->opt.seed = w->cfg.seed * 1000003u + h->id * 7919u + h->epoch;
     int rc = px_create(&h->opt, &rs, &h->px);
     if (rc < 0) {
@@ -674,6 +710,34 @@ void sim_host_crash(sim_world *w, sim_host *h)
     h->n_deferred = 0;
     h->timer_at_ms = 0;
     h->granted_reads = 0;
+}
+
+void sim_host_lose_state(sim_world *w, sim_host *h, bool rollback)
+{
+    if (!h->alive)
+        return;
+    sim_host_crash(w, h);
+    sim_entries_free(h->d_accepts, h->d_n);
+    h->d_accepts = NULL;
+    h->d_n = h->d_cap = 0;
+    h->d_promise = (px_ballot){0, 0};
+    if (rollback && h->b_synced <= h->applied) {
+        /* the whole backing directory as it was at the last start */
+        if (sim_entries_copy(h->b_accepts, h->b_n, &h->d_accepts) < 0) {
+            sim_violation(w, "node %u: out of memory restoring", h->id);
+            return;
+        }
+        h->d_n = h->d_cap = h->b_n;
+        h->d_promise = h->b_promise;
+        if (h->b_synced < h->applied)
+            sim_rebuild(w, h, h->b_synced, false);
+        h->synced = h->b_synced;
+    }
+    h->d_recovering = true;
+    sim_trace_note(w, h->id, SIM_TR_FAULT,
+                   rollback ? "rolled back to an older copy, back to"
+                            : "acceptor store lost; chain kept at",
+                   h->applied, 0);
 }
 
 int sim_host_event(sim_world *w, sim_host *h, const sim_event *ev)

@@ -50,6 +50,13 @@ static const sim_regression sim_regressions[] = {
      * "LINEARIZABILITY ... NOT linearizable". */
     {"read-index-before-recovered-slots-commit", 2246, 3, "crash"},
     {"read-index-before-recovered-slots-chaos", 1065, 3, "chaos"},
+    /* A node that lost its acceptor store (or was rolled back to an older
+     * copy of it) voted at once with the promises and accepted values it
+     * had forgotten: "AGREEMENT: slot N chosen twice" at these seeds until
+     * it recovered from every other voter first (consensus/recovery.c). */
+    {"lost-acceptor-state-votes-at-once-21", 21, 3, "amnesia"},
+    {"lost-acceptor-state-votes-at-once-34", 34, 3, "amnesia"},
+    {"lost-acceptor-state-votes-at-once-42", 42, 3, "amnesia"},
     /* smoke entries: one per profile and cluster size */
     {"single-node-crash-restart", 11, 1, "crash"},
     {"three-calm", 12, 3, "calm"},

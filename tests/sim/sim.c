@@ -60,6 +60,10 @@ static const sim_profile sim_profiles[] = {
      .delay_max_ms = 4, .fsync_max_ms = 40, .crashes = true, .chain_lag = true,
      .leader_isolation = true, .fault_gap_ms = 600,
      .fault_phase_ms = 45000},
+    {.name = "amnesia", .drop_ppm = 5000, .delay_min_ms = 1,
+     .delay_max_ms = 10, .fsync_max_ms = 6, .partitions = true,
+     .crashes = true, .pauses = true, .chain_lag = true, .amnesia = true,
+     .fault_gap_ms = 400, .fault_phase_ms = 45000},
     /* last: never drawn for a seed */
     {.name = "bench", .delay_min_ms = 1, .delay_max_ms = 1,
      .fault_gap_ms = 1000, .fault_phase_ms = 0},
@@ -160,9 +164,15 @@ static void sim_fault(sim_world *w)
 {
     const sim_profile *p = w->cfg.profile;
     uint32_t n = w->cfg.nodes;
-    enum { F_PART, F_ASYM, F_ISOLATE, F_CRASH, F_PAUSE, F_COUNT };
+    enum { F_PART, F_ASYM, F_ISOLATE, F_CRASH, F_PAUSE, F_AMNESIA, F_COUNT };
+    /* a lost store is recovered from every other voter: one at a time,
+     * and never in a cluster too small to have others to ask */
+    bool recovering = false;
+    for (uint32_t i = 1; i <= n; i++)
+        recovering |= w->hosts[i].d_recovering;
     bool on[F_COUNT] = {p->partitions && n > 1, p->asym_partitions && n > 1,
-                        p->leader_isolation && n > 1, p->crashes, p->pauses};
+                        p->leader_isolation && n > 1, p->crashes, p->pauses,
+                        p->amnesia && n >= 3 && !recovering};
     uint32_t choices[F_COUNT], k = 0;
     for (uint32_t i = 0; i < F_COUNT; i++)
         if (on[i])
@@ -222,6 +232,17 @@ static void sim_fault(sim_world *w)
         sim_schedule(w, w->now_ms + sim_rng_range(&w->rng, 30, 1500),
                      SIM_EV_RESTART, victim, h->epoch, 0);
         break;
+    case F_AMNESIA: {
+        if (!h->alive)
+            break;
+        bool rollback = sim_rng_below(&w->rng, 2);
+        sim_host_lose_state(w, h, rollback);
+        sim_trace_note(w, 0, SIM_TR_FAULT, rollback ? "roll back node"
+                       : "node loses its acceptor store", victim, victim);
+        sim_schedule(w, w->now_ms + sim_rng_range(&w->rng, 30, 1500),
+                     SIM_EV_RESTART, victim, h->epoch, 0);
+        break;
+    }
     case F_PAUSE:
         if (!h->alive || h->paused)
             break;
@@ -506,7 +527,7 @@ static void sim_usage(void)
             "usage: sim [--seeds N [--from S]] [--seed S] [--nodes N] [--profile NAME]\n"
             "           [--clients N] [--window N] [--batch N] [--ops N]\n"
             "           [--trace] [--bench] [--no-regressions]\n"
-            "profiles: calm lossy partition crash chaos slowdisk\n");
+            "profiles: calm lossy partition crash chaos slowdisk amnesia\n");
 }
 
 static void sim_add(sim_stats *total, const sim_stats *s)

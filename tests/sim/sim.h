@@ -57,6 +57,9 @@ typedef struct sim_profile {
     bool leader_isolation;
     bool pauses;
     bool chain_lag;            /* chain synced lazily: crashes lose a tail */
+    bool amnesia;              /* crashes may also lose the acceptor store,
+                                  or roll the node back to an older copy
+                                  (detected: it restarts recovering) */
     uint32_t fault_gap_ms;     /* mean time between injected faults */
     uint32_t fault_phase_ms;   /* faults only before this time */
 } sim_profile;
@@ -133,6 +136,14 @@ typedef struct sim_host {
     uint64_t synced;             /* chain durable up to here (<= applied) */
     uint8_t head_hash[PX_HASH_BYTES];
     px_members members;
+    bool d_recovering;           /* acceptor state known incomplete: the
+                                    replica recovers before it votes */
+    /* an older copy of the durable state, taken at the last start, for
+     * rollback faults: promise, accepts and the chain position */
+    px_ballot b_promise;
+    px_entry *b_accepts;
+    uint32_t b_n;
+    uint64_t b_synced;
 
     /* volatile */
     sim_pending *inflight, *inflight_tail;   /* being fsynced */
@@ -308,6 +319,9 @@ int sim_host_init(sim_world *w, sim_host *h, uint32_t id);
 void sim_host_free(sim_host *h);
 int sim_host_start(sim_world *w, sim_host *h);
 void sim_host_crash(sim_world *w, sim_host *h);
+/* Crash that also loses acceptor state: `rollback` restores the copy taken
+ * at the last start (promise, accepts, chain), else the store is gone. */
+void sim_host_lose_state(sim_world *w, sim_host *h, bool rollback);
 int sim_host_event(sim_world *w, sim_host *h, const sim_event *ev);
 int sim_host_propose(sim_world *w, sim_host *h, const px_request *req);
 int sim_host_read(sim_world *w, sim_host *h, uint64_t token);

@@ -507,10 +507,12 @@ def test_node_with_a_divergent_chain_stops_voting(cluster):
     for i in range(5):
         write_file(c.node(1).path("after%d" % i), "v%d" % i)
     c.start(3)
-    # the others' chains pass the fork point: node 3 sees both differ
-    wait_for(lambda: (n3.status_within() or {}).get("voting") is False, 30,
-             "node 3 to stop voting")
+    # the others' chains pass the fork point: node 3 sees both differ (it
+    # never voted: no majority confirmed its chain)
+    wait_for(lambda: len((n3.status_within() or {}).get("diverged_from", [])) == 2, 30,
+             "node 3 to see both chains differ")
     st = n3.status_within()
+    assert st["voting"] is False
     assert sorted(d["peer"] for d in st["diverged_from"]) == [1, 2]
     assert "differs from a majority" in n3.log()
     for n in c.nodes[:2]:

@@ -1,7 +1,10 @@
 /*
  * test_chain_acceptor.c - the acceptor store: replay after reopen,
  * monotonic promise, highest ballot per slot, buffered-until-sync,
- * compaction, torn tail at every cut point, damage in the middle.
+ * compaction, torn tail at every cut point, damage in the middle and in
+ * the last record, truncation at every length, salvage of a damaged log,
+ * marks, starts and recovery records, the zero space after the records,
+ * file modes.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -262,23 +265,30 @@ static void test_torn_tail(void **state)
     size_t end = used_end(full, len);
     assert_true(end > good);
 
-    for (size_t cut = good + 1; cut < end; cut++) {
-        /* keep `cut` bytes, the rest of the record never reached disk */
+    /* `cut` bytes reached the disk, the rest of the record (its checksum
+     * at least) never did: the preallocated zeros are still there */
+    for (size_t cut = good + 1; cut + 4 <= end; cut++) {
         uint8_t *copy = malloc(len);
         assert_non_null(copy);
         memcpy(copy, full, len);
         memset(copy + cut, 0, len - cut);
         write_all(path, copy, len);
         free(copy);
-        assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+        acceptor_open_report rep;
+        assert_int_equal(acceptor_open_salvage(dir, &a, &st, &rep), 0);
+        assert_true(rep.torn_cut);
+        assert_false(rep.lost);
+        assert_int_equal(rep.torn_offset, good);
         assert_int_equal(st.n_accepts, 1);
         check_slot(&st, 1, B(1, 1), "first");
         acceptor_close(a);
-        /* a file cut short (not preallocated) is torn as well */
+        /* a file cut short there is not a crash: the file is always
+         * longer than its records */
         write_all(path, full, cut);
-        assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
-        assert_int_equal(st.n_accepts, 1);
-        acceptor_close(a);
+        memset(&dmg, 0, sizeof dmg);
+        assert_int_equal(acceptor_open(dir, &a, &st, &dmg), -EBADMSG);
+        assert_string_equal(dmg.path, path);
+        assert_int_equal(dmg.offset, good);
     }
     /* after the cut, new records are written and read back */
     memset(full + good, 0, len - good);
@@ -342,6 +352,290 @@ static void test_damage_middle(void **state)
     rm_tree(dir);
 }
 
+static void build_log(const char *dir, size_t *good_end)
+{
+    acceptor_store *a;
+    acceptor_state st;
+    chain_damage dmg;
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    assert_int_equal(acceptor_put_promise(a, B(3, 2)), 0);
+    put(a, 1, B(3, 2), "aaaa");
+    put(a, 2, B(3, 2), "bbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+    assert_int_equal(acceptor_put_promise(a, B(4, 1)), 0);
+    put(a, 3, B(4, 1), "cccc");
+    assert_int_equal(acceptor_sync(a), 0);
+    acceptor_close(a);
+    char path[600];
+    log_path(dir, path, sizeof path);
+    size_t len;
+    uint8_t *p = read_all(path, &len);
+    *good_end = used_end(p, len);
+    assert_true(len >= *good_end + 64);   /* zero space after the records */
+    free(p);
+}
+
+/* Any length that cuts into or right after the records is damage; a
+ * length inside the zero space after them loses nothing. */
+static void test_truncation_is_damage(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    char path[600];
+    log_path(dir, path, sizeof path);
+    size_t used;
+    build_log(dir, &used);
+    size_t len;
+    uint8_t *full = read_all(path, &len);
+    acceptor_store *a;
+    acceptor_state st;
+    chain_damage dmg;
+    for (size_t cut = 0; cut <= used; cut++) {
+        write_all(path, full, cut);
+        memset(&dmg, 0, sizeof dmg);
+        int rc = acceptor_open(dir, &a, &st, &dmg);
+        if (rc != -EBADMSG)
+            fail_msg("log cut to %zu bytes not detected (rc %d)", cut, rc);
+        assert_string_equal(dmg.path, path);
+        assert_true(dmg.offset <= cut);
+        assert_true(dmg.reason[0] != '\0');
+    }
+    write_all(path, full, used + 1);
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    assert_int_equal(st.n_accepts, 3);
+    assert_int_equal(st.promise.round, 4);
+    acceptor_close(a);
+    free(full);
+    rm_tree(dir);
+}
+
+/* A changed byte in the last record is damage, not a torn write. */
+static void test_damage_last_record(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    char path[600];
+    log_path(dir, path, sizeof path);
+    acceptor_store *a;
+    acceptor_state st;
+    chain_damage dmg;
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    put(a, 1, B(1, 1), "aaaa");
+    assert_int_equal(acceptor_sync(a), 0);
+    size_t len;
+    uint8_t *p = read_all(path, &len);
+    size_t before = used_end(p, len);
+    free(p);
+    assert_int_equal(acceptor_put_promise(a, B(9, 3)), 0);
+    assert_int_equal(acceptor_sync(a), 0);
+    acceptor_close(a);
+    uint8_t *full = read_all(path, &len);
+    size_t end = used_end(full, len);
+    for (size_t off = before; off < end; off++) {
+        for (int bit = 0; bit < 8; bit++) {
+            full[off] ^= (uint8_t)(1u << bit);
+            write_all(path, full, len);
+            memset(&dmg, 0, sizeof dmg);
+            int rc = acceptor_open(dir, &a, &st, &dmg);
+            if (rc != -EBADMSG)
+                fail_msg("flip of bit %d at %zu not detected (rc %d)", bit,
+                         off, rc);
+            assert_int_equal(dmg.offset, before);
+            full[off] ^= (uint8_t)(1u << bit);
+        }
+    }
+    free(full);
+    rm_tree(dir);
+}
+
+/* acceptor_open_salvage keeps a damaged log aside and goes on with what
+ * the records before the damage said, marked recovering until told
+ * otherwise; the recovery state survives reopening and rolling. */
+static void test_salvage(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    char path[600], kept[620];
+    log_path(dir, path, sizeof path);
+    snprintf(kept, sizeof kept, "%s.damaged", path);
+    size_t used;
+    build_log(dir, &used);
+    size_t len;
+    uint8_t *full = read_all(path, &len);
+    full[used - 2] ^= 1;                  /* in slot 3's record */
+    write_all(path, full, len);
+    acceptor_store *a;
+    acceptor_state st;
+    acceptor_open_report rep;
+    assert_int_equal(acceptor_open_salvage(dir, &a, &st, &rep), 0);
+    assert_true(rep.lost);
+    assert_false(rep.created);
+    assert_string_equal(rep.damage.path, path);
+    assert_string_equal(rep.kept_path, kept);
+    assert_int_equal(st.n_accepts, 2);    /* slots 1 and 2 */
+    assert_int_equal(st.promise.round, 4);
+    acceptor_info info;
+    acceptor_get_info(a, &info);
+    assert_true(info.recovering);
+    acceptor_close(a);
+    size_t klen;
+    uint8_t *k = read_all(kept, &klen);
+    assert_int_equal(klen, len);
+    assert_memory_equal(k, full, len);    /* kept as it was found */
+    free(k);
+    chain_damage dmg;
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    acceptor_get_info(a, &info);
+    assert_true(info.recovering);
+    acceptor_set_log_bytes(a, 1024);
+    uint8_t h[CHAIN_HASH_BYTES] = {7};
+    for (uint64_t i = 1; i <= 40; i++) {   /* rolls the log */
+        put(a, 100 + i, B(4, 1), "padding padding padding padding");
+        assert_int_equal(acceptor_mark(a, 100 + i, h), 0);
+    }
+    assert_int_equal(acceptor_sync(a), 0);
+    acceptor_close(a);
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    acceptor_get_info(a, &info);
+    assert_true(info.recovering);
+    assert_int_equal(info.mark.index, 140);
+    assert_int_equal(acceptor_put_recovery(a, false), 0);
+    assert_int_equal(acceptor_sync(a), 0);
+    acceptor_close(a);
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    acceptor_get_info(a, &info);
+    assert_false(info.recovering);
+    acceptor_close(a);
+    /* a missing log is a new store (the caller judges whether one was
+     * expected); an empty one is damage */
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(acceptor_open_salvage(dir, &a, &st, &rep), 0);
+    assert_true(rep.created);
+    assert_false(rep.lost);
+    acceptor_close(a);
+    write_all(path, full, 0);
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), -EBADMSG);
+    assert_int_equal(acceptor_open_salvage(dir, &a, &st, &rep), 0);
+    assert_true(rep.lost);
+    assert_int_equal(st.n_accepts, 0);
+    acceptor_close(a);
+    free(full);
+    rm_tree(dir);
+}
+
+/* Mark, starts of this node and of peers: replayed, kept across rolls,
+ * and checked (no going back). */
+static void test_info_records(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    acceptor_store *a;
+    acceptor_state st;
+    chain_damage dmg;
+    acceptor_info info;
+    uint8_t h5[CHAIN_HASH_BYTES], h9[CHAIN_HASH_BYTES];
+    memset(h5, 5, sizeof h5);
+    memset(h9, 9, sizeof h9);
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    acceptor_get_info(a, &info);
+    assert_int_equal(info.mark.index, 0);
+    assert_int_equal(info.incarnation, 0);
+    for (uint64_t s = 1; s <= 12; s++)
+        put(a, s, B(1, 1), "v");
+    assert_int_equal(acceptor_mark(a, 5, h5), 0);
+    assert_int_equal(acceptor_mark(a, 4, h5), -EINVAL);
+    assert_int_equal(acceptor_put_incarnation(a, 1, 0xabc), 0);
+    assert_int_equal(acceptor_put_incarnation(a, 1, 0xdef), -EINVAL);
+    acceptor_peer p2 = { .id = 2, .counter = 3, .nonce = 77 };
+    acceptor_peer p3 = { .id = 3, .counter = 1, .nonce = 78 };
+    assert_int_equal(acceptor_put_peer(a, &p2), 0);
+    assert_int_equal(acceptor_put_peer(a, &p3), 0);
+    p2.counter = 2;
+    assert_int_equal(acceptor_put_peer(a, &p2), -EINVAL);
+    p2.counter = 4;
+    p2.nonce = 79;
+    assert_int_equal(acceptor_put_peer(a, &p2), 0);
+    assert_int_equal(acceptor_sync(a), 0);
+    acceptor_close(a);
+
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    assert_int_equal(st.n_accepts, 7);    /* the mark forgot 1..5 */
+    acceptor_get_info(a, &info);
+    assert_int_equal(info.mark.index, 5);
+    assert_memory_equal(info.mark.hash, h5, sizeof h5);
+    assert_int_equal(info.incarnation, 1);
+    assert_int_equal(info.nonce, 0xabc);
+    assert_int_equal(info.n_peers, 2);
+    assert_int_equal(info.peers[0].id, 2);
+    assert_int_equal(info.peers[0].counter, 4);
+    assert_int_equal(info.peers[0].nonce, 79);
+    assert_int_equal(info.peers[1].id, 3);
+    /* a roll keeps all of it */
+    acceptor_set_log_bytes(a, 1024);
+    assert_int_equal(acceptor_put_incarnation(a, 2, 0x123), 0);
+    for (int i = 0; i < 30; i++)
+        assert_int_equal(acceptor_put_promise(a, B(2 + (uint64_t)i, 1)), 0);
+    assert_int_equal(acceptor_mark(a, 9, h9), 0);
+    assert_int_equal(acceptor_sync(a), 0);
+    acceptor_close(a);
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    acceptor_get_info(a, &info);
+    assert_int_equal(st.n_accepts, 3);
+    assert_int_equal(info.mark.index, 9);
+    assert_memory_equal(info.mark.hash, h9, sizeof h9);
+    assert_int_equal(info.incarnation, 2);
+    assert_int_equal(info.nonce, 0x123);
+    assert_int_equal(info.n_peers, 2);
+    assert_int_equal(info.peers[0].counter, 4);
+    assert_int_equal(st.promise.round, 31);
+    acceptor_close(a);
+    acceptor_verify v;
+    assert_int_equal(acceptor_verify_dir(dir, &v), 0);
+    assert_false(v.missing);
+    assert_int_equal(v.info.mark.index, 9);
+    assert_int_equal(v.n_accepts, 3);
+    assert_int_equal(v.first_slot, 10);
+    assert_int_equal(v.last_slot, 12);
+    rm_tree(dir);
+}
+
+/* The log always keeps zero space after its records, however it grows,
+ * and what it creates is private (whatever the umask). */
+static void test_slack_and_modes(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    char path[600];
+    log_path(dir, path, sizeof path);
+    mode_t old = umask(0);
+    acceptor_store *a;
+    acceptor_state st;
+    chain_damage dmg;
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    char big[3000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    for (uint64_t s = 1; s <= 2000; s++) {
+        put(a, s, B(1, 1), s % 7 ? "small" : big);
+        if (s % 13 == 0) {
+            assert_int_equal(acceptor_sync(a), 0);
+            size_t len;
+            uint8_t *p = read_all(path, &len);
+            assert_true(len >= used_end(p, len) + 64);
+            free(p);
+        }
+    }
+    acceptor_close(a);
+    umask(old);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    char sub[600];
+    snprintf(sub, sizeof sub, "%s/acceptor", dir);
+    assert_int_equal(stat(sub, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0700);
+    rm_tree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +645,11 @@ int main(void)
         cmocka_unit_test(test_compaction),
         cmocka_unit_test(test_torn_tail),
         cmocka_unit_test(test_damage_middle),
+        cmocka_unit_test(test_truncation_is_damage),
+        cmocka_unit_test(test_damage_last_record),
+        cmocka_unit_test(test_salvage),
+        cmocka_unit_test(test_info_records),
+        cmocka_unit_test(test_slack_and_modes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

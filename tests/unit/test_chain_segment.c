@@ -2,7 +2,10 @@
  * test_chain_segment.c - the hash chain on disk: hash rule, append and
  * reopen across segment rolls, torn-tail repair at every cut point, and
  * detection of every single flipped byte as damage with the right file
- * and block index.
+ * and block index; against a durable mark (what the acceptor store
+ * recorded), a cut at any offset of any segment, lost segments and a
+ * replaced chain are damage, a torn record above the mark is still cut;
+ * files are created private.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -475,6 +478,176 @@ static void expect_damage(const char *dir, const seg_file *s, size_t off,
     free(copy);
 }
 
+static chain_mark mark_of(uint64_t index, const uint8_t hash[32])
+{
+    chain_mark m = { .index = index };
+    memcpy(m.hash, hash, 32);
+    return m;
+}
+
+/* Blocks 1..12 over several segments, all durable (the mark says so).
+ * Cutting any segment at any offset, or removing segments, loses durable
+ * blocks: damage naming the file, the offset and the first block lost,
+ * never a torn tail; nothing is changed on disk. */
+static void test_mark_cut_anywhere(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    uint8_t head[32];
+    const uint64_t n = 12;
+    build_chain(dir, n, 700, head);
+    chain_mark m = mark_of(n, head);
+    seg_file segs[16];
+    size_t ns = load_segments(dir, segs, 16);
+    assert_true(ns >= 3);
+
+    for (size_t si = 0; si < ns; si++) {
+        for (size_t cut = 0; cut < segs[si].size; cut++) {
+            write_file(segs[si].path, segs[si].bytes, cut);
+            chain_damage dmg;
+            chain_open_report rep;
+            uint64_t h;
+            memset(&dmg, 0, sizeof dmg);
+            int rc = chain_verify_dir_marked(dir, &m, &h, NULL, &rep, &dmg);
+            if (rc != -EBADMSG)
+                fail_msg("%s cut at %zu not detected (rc %d)", segs[si].path,
+                         cut, rc);
+            /* the first block that is not whole, where it should be */
+            size_t rec_start = 0;
+            uint64_t idx = index_at(&segs[si], cut, &rec_start);
+            assert_int_equal(dmg.index, idx);
+            if (si + 1 == ns && cut > 0) {
+                assert_string_equal(dmg.path, segs[si].path);
+                assert_int_equal(dmg.offset, rec_start);
+            }
+            chain *c = NULL;
+            assert_int_equal(chain_open_marked(dir, &m, &c, &rep, &dmg),
+                             -EBADMSG);
+            assert_null(c);
+            assert_false(rep.torn_tail_cut);
+            assert_int_equal(file_size(segs[si].path), (off_t)cut);
+        }
+        write_file(segs[si].path, segs[si].bytes, segs[si].size);
+    }
+    /* whole segments gone from the end, or every one */
+    for (size_t keep = ns; keep-- > 0;) {
+        assert_int_equal(unlink(segs[keep].path), 0);
+        chain_damage dmg;
+        chain_open_report rep;
+        uint64_t h;
+        assert_int_equal(chain_verify_dir_marked(dir, &m, &h, NULL, &rep,
+                                                 &dmg), -EBADMSG);
+        assert_int_equal(dmg.index, segs[keep].first_index);
+        assert_true(strstr(dmg.reason, "recorded block 12") != NULL);
+    }
+    chain *c = NULL;
+    chain_open_report rep;
+    chain_damage dmg;
+    assert_int_equal(chain_open_marked(dir, &m, &c, &rep, &dmg), -EBADMSG);
+    assert_int_equal(dmg.index, 1);
+    /* without a mark (an older store) an empty chain is just empty */
+    assert_int_equal(chain_open(dir, &c, &rep, &dmg), 0);
+    assert_int_equal(chain_head_index(c), 0);
+    chain_close(c);
+    free_segments(segs, ns);
+    rm_tree(dir);
+}
+
+/* Above the mark a torn record is what it always was: cut, with the
+ * blocks up to the mark kept. */
+static void test_mark_torn_above(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    uint8_t h5[32], h6[32];
+    build_chain(dir, 5, 0, h5);
+    seg_file before[2];
+    assert_int_equal(load_segments(dir, before, 2), 1);
+    size_t good = before[0].size;
+    free_segments(before, 1);
+    build_chain(dir, 6, 0, h6);
+    seg_file segs[2];
+    assert_int_equal(load_segments(dir, segs, 2), 1);
+    chain_mark m = mark_of(5, h5);
+    for (size_t cut = good + 1; cut < segs[0].size; cut += 13) {
+        write_file(segs[0].path, segs[0].bytes, cut);
+        chain *c = NULL;
+        chain_open_report rep;
+        chain_damage dmg;
+        assert_int_equal(chain_open_marked(dir, &m, &c, &rep, &dmg), 0);
+        assert_true(rep.torn_tail_cut);
+        assert_int_equal(rep.torn_offset, good);
+        assert_int_equal(chain_head_index(c), 5);
+        assert_memory_equal(chain_synced_hash(c), h5, 32);
+        chain_close(c);
+    }
+    /* the same cut is damage once block 6 was recorded durable */
+    write_file(segs[0].path, segs[0].bytes, good + 40);
+    chain_mark m6 = mark_of(6, h6);
+    chain *c = NULL;
+    chain_open_report rep;
+    chain_damage dmg;
+    assert_int_equal(chain_open_marked(dir, &m6, &c, &rep, &dmg), -EBADMSG);
+    assert_int_equal(dmg.index, 6);
+    assert_int_equal(dmg.offset, good);
+    assert_string_equal(dmg.path, segs[0].path);
+    free_segments(segs, 1);
+    rm_tree(dir);
+}
+
+/* A chain of the right length whose block at the mark is another one (a
+ * chain copied from elsewhere) is damage at that block. */
+static void test_mark_other_chain(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    char *other = make_tmpdir();
+    uint8_t mine[32], theirs[32];
+    build_chain(dir, 8, 0, mine);
+    chain *c;
+    chain_open_report rep;
+    chain_damage dmg;
+    assert_int_equal(chain_open(other, &c, &rep, &dmg), 0);
+    for (uint64_t i = 1; i <= 20; i++)
+        assert_int_equal(chain_append(c, i, 5000 + i, PX_ENTRY_NOOP, NULL, 0,
+                                      NULL), 0);
+    assert_int_equal(chain_sync(c), 0);
+    assert_int_equal(chain_hash_at(c, 8, theirs), 0);
+    chain_close(c);
+    assert_true(memcmp(mine, theirs, 32) != 0);
+    chain_mark m = mark_of(8, mine);
+    assert_int_equal(chain_open_marked(other, &m, &c, &rep, &dmg), -EBADMSG);
+    assert_int_equal(dmg.index, 8);
+    assert_true(strstr(dmg.reason, "differs") != NULL);
+    assert_int_equal(chain_open_marked(dir, &m, &c, &rep, &dmg), 0);
+    chain_close(c);
+    rm_tree(other);
+    rm_tree(dir);
+}
+
+static void test_private_files(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    mode_t old = umask(0);
+    build_chain(dir, 30, 700, NULL);
+    umask(old);
+    char cdir[600];
+    snprintf(cdir, sizeof cdir, "%s/chain", dir);
+    struct stat st;
+    assert_int_equal(stat(cdir, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    seg_file segs[16];
+    size_t ns = load_segments(dir, segs, 16);
+    assert_true(ns >= 2);
+    for (size_t i = 0; i < ns; i++) {
+        assert_int_equal(stat(segs[i].path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+    }
+    free_segments(segs, ns);
+    rm_tree(dir);
+}
+
 static void test_tamper_every_byte(void **state)
 {
     (void)state;
@@ -608,6 +781,10 @@ int main(void)
         cmocka_unit_test(test_append_reopen_rolls),
         cmocka_unit_test(test_sync_job),
         cmocka_unit_test(test_torn_tail_every_offset),
+        cmocka_unit_test(test_mark_cut_anywhere),
+        cmocka_unit_test(test_mark_torn_above),
+        cmocka_unit_test(test_mark_other_chain),
+        cmocka_unit_test(test_private_files),
         cmocka_unit_test(test_tamper_every_byte),
         cmocka_unit_test(test_tamper_random_large),
         cmocka_unit_test(test_structural_damage),

@@ -149,6 +149,13 @@ static void h_step(cluster *c, uint32_t id, px_event ev);
 
 static void h_output(cluster *c, hnode *h, const px_output *o)
 {
+    /* a replica recovering lost acceptor state never votes */
+    if (px_recovering(h->r))
+        for (uint32_t i = 0; i < o->n_msgs; i++)
+            assert_false(o->msgs[i].type == PX_MSG_PROMISE ||
+                         o->msgs[i].type == PX_MSG_ACCEPTED ||
+                         o->msgs[i].type == PX_MSG_REJECT ||
+                         o->msgs[i].type == PX_MSG_HEARTBEAT_ACK);
     if (o->persist_promise) {
         assert_true(px_ballot_cmp(o->promise, h->d_promise) >= 0);
         h->d_promise = o->promise;
@@ -992,6 +999,88 @@ static void test_restart_never_reuses_ballot(void **state)
     h_free(c);
 }
 
+/* Node 2 accepted slot 3 with the leader (node 1), which committed it
+ * with node 2's vote; node 3 never saw it.  Node 2 then loses its
+ * acceptor store.  Restarted recovering, it casts no vote: node 3 cannot
+ * be elected with it while node 1 is away (that election would fill slot
+ * 3 with a NOOP over the chosen value), and its recovery round waits for
+ * every other voter.  Once node 1 is back the round completes, the others
+ * elect a leader that re-commits slot 3, and node 2 votes again only after
+ * it has learned slot 3. */
+static void test_lost_acceptor_state_recovers(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, tweak_eager);
+    h_elect(c, 1);
+    h_propose(c, 1, 5, 1, "a");
+    h_run(c);
+    c->now += 10;
+    h_tick(c, 1);
+    h_run(c);
+    assert_int_equal(c->n[2].applied, 2);
+    h_propose(c, 1, 5, 2, "b");
+    h_drop(c, PX_MSG_ACCEPT, 1, 3);
+    h_deliver(c, PX_MSG_ACCEPT, 1, 2);
+    h_deliver(c, PX_MSG_ACCEPTED, 2, 1);
+    assert_int_equal(c->n[1].applied, 3);       /* chosen by {1, 2} */
+    h_drop(c, 0, 0, 0);
+    assert_int_equal(c->n[2].applied, 2);
+    assert_int_equal(c->n[3].applied, 2);
+
+    /* node 2 loses its acceptor store (chain kept: applied 2) */
+    hnode *h2 = &c->n[2];
+    px_destroy(h2->r);
+    for (uint32_t i = 0; i < h2->n_acc; i++)
+        free((void *)h2->d_acc[i].data);
+    h2->n_acc = 0;
+    h2->d_promise = (px_ballot){0, 0};
+    px_restore rs = {.applied_index = h2->applied, .members = h2->members,
+                     .recovering = true};
+    h_start(c, 2, &rs);
+    assert_true(h_status(c, 2).recovering);
+
+    /* node 1 away: node 3 cannot win an election with node 2's vote */
+    c->n[1].cut = true;
+    for (int i = 0; i < 40; i++) {
+        c->now += 60;
+        h_tick(c, 2);
+        h_tick(c, 3);
+        h_run(c);
+        assert_int_not_equal(h_status(c, 3).role, PX_LEADER);
+    }
+    px_status st = h_status(c, 2);
+    assert_true(st.recovering);
+    assert_int_equal(st.recovery_needed, 2);
+    assert_true(st.recovery_promised <= 1);
+    assert_int_equal(st.recovery_slot, 0);
+    assert_int_equal(c->n[3].applied, 2);
+
+    /* node 1 back: the round completes, a leader re-commits slot 3 */
+    c->n[1].cut = false;
+    for (int i = 0; i < 100 && (h_status(c, 2).recovering ||
+                                c->n[3].applied < 3); i++) {
+        c->now += 60;
+        for (uint32_t id = 1; id <= 3; id++)
+            h_tick(c, id);
+        h_run(c);
+    }
+    assert_false(h_status(c, 2).recovering);
+    for (uint32_t id = 1; id <= 3; id++) {
+        assert_true(c->n[id].applied >= 3);
+        assert_true(h_log_has(&c->n[id].log[3], 5, 2));
+    }
+    assert_true(px_ballot_cmp(c->n[2].d_promise, st.recovery_ballot) >= 0);
+    /* and node 2 votes again */
+    uint32_t leader = h_status(c, 1).leader_id;
+    assert_true(leader == 1 || leader == 3);
+    h_propose(c, leader, 5, 3, "c");
+    assert_true(h_count(c, PX_MSG_ACCEPT, leader, 2) >= 1);
+    h_deliver(c, PX_MSG_ACCEPT, leader, 2);
+    assert_int_equal(h_count(c, PX_MSG_ACCEPTED, 2, leader), 1);
+    h_run(c);
+    h_free(c);
+}
+
 static void test_malformed_ignored(void **state)
 {
     (void)state;
@@ -1209,6 +1298,7 @@ int main(void)
         cmocka_unit_test(test_resend_backs_off),
         cmocka_unit_test(test_read_index),
         cmocka_unit_test(test_restart_never_reuses_ballot),
+        cmocka_unit_test(test_lost_acceptor_state_recovers),
         cmocka_unit_test(test_malformed_ignored),
         cmocka_unit_test(test_regression_recover_past_peer_commit),
         cmocka_unit_test(test_chaos),
