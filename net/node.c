@@ -801,6 +801,17 @@ static int node_status_text(void *ctx, char **text, size_t *len)
     if (cpus_allowed(&now_on) == 0)
         cpus_format(&now_on, cpus, sizeof cpus);
     fprintf(fp, ",\"cpus\":\"%s\"", cpus);
+    fprintf(fp, ",\"invalid_ops\":%" PRIu64, kv_invalid_ops(n->state));
+    if (n->net) {
+        transport_conn_stats cs;
+        transport_conn_stats_get(n->net, &cs);
+        fprintf(fp, ",\"connections\":{\"accepted\":%" PRIu64
+                ",\"handshakes\":%" PRIu64 ",\"failed_protocol\":%" PRIu64
+                ",\"failed_auth\":%" PRIu64 ",\"failed_other\":%" PRIu64
+                ",\"dropped\":%" PRIu64 "}", cs.accepted, cs.handshakes,
+                cs.failed_protocol, cs.failed_auth, cs.failed_other,
+                cs.dropped);
+    }
     fprintf(fp, ",\"held_messages\":%u,\"held_dropped\":%" PRIu64
             ",\"held_superseded\":%" PRIu64 ",\"rejected_connections\":%" PRIu64
             ",\"unknown_dropped\":%" PRIu64 "}\n", n->held.count,

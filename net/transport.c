@@ -20,6 +20,13 @@
 #include "zap.h"
 
 #define TRANSPORT_RECV_BATCH 1024     /* frames per transport_receive */
+#define TRANSPORT_MONITOR_BATCH 1024  /* monitor events per call */
+#define TRANSPORT_MONITOR_HWM 10000   /* events queued for the loop */
+#define TRANSPORT_MONITOR_ENDPOINT "inproc://paxosfs-router-monitor"
+#define TRANSPORT_MONITOR_EVENTS                                         \
+    (ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |                       \
+     ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | \
+     ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
 #define TRANSPORT_RECONNECT_MS 100
 #define TRANSPORT_RECONNECT_MAX_MS 1000
 
@@ -31,15 +38,35 @@ typedef struct peer {
     uint64_t unlogged_drops;
 } peer;
 
+/* What the monitor knows about a connection to the ROUTER, by socket
+ * descriptor (invariant 5). */
+enum { CONN_NONE = 0, CONN_HANDSHAKE = 1, CONN_UP = 2 };
+
+/* Socket kinds behind the poll descriptors, in transport_poll_fds order. */
+enum { POLL_ROUTER = 0, POLL_ZAP = 1, POLL_MONITOR = 2 };
+
 struct transport {
     uint32_t self_id;
     void *ctx;
     void *router;
     zap *zap;
+    void *monitor;               /* PAIR receiving the ROUTER's events */
     peer peers[TRANSPORT_MAX_PEERS];
     uint32_t n_peers;
     uint64_t unknown_drops;      /* frames that name no member */
     uint64_t last_unknown_log_ms;
+    int poll_kind[TRANSPORT_POLL_FDS];   /* POLL_* per transport_poll_fds */
+    int n_poll;
+    /* connection monitor (invariant 5) */
+    uint8_t *conn;               /* CONN_* by descriptor */
+    size_t conn_cap;
+    uint64_t in_handshake;       /* descriptors in CONN_HANDSHAKE */
+    uint64_t unplaced_ups;       /* finished handshakes not yet tied to a
+                                    descriptor (libzmq does not say which) */
+    uint64_t unclosed_failures;  /* failure events whose close is to come */
+    transport_conn_stats conns;
+    uint64_t last_reject_log_ms;
+    zmq_msg_t *parts;            /* the parts of one frame being joined */
 };
 
 int net_parse_peers(const char *spec, net_peer_addr *out, uint32_t cap,
@@ -100,6 +127,31 @@ static int set_int(void *s, int opt, int v)
     return zmq_setsockopt(s, opt, &v, sizeof v);
 }
 
+/* Invariant 4, for every socket that talks TCP. */
+static void set_bounds(void *s)
+{
+    int64_t max = TRANSPORT_MAX_MSG_BYTES;
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max, sizeof max);
+    set_int(s, ZMQ_HANDSHAKE_IVL, TRANSPORT_HANDSHAKE_MS);
+}
+
+/* Watch the ROUTER's connections (invariant 5): a PAIR socket receives
+ * libzmq's events for it. */
+static int open_monitor(transport *t)
+{
+    if (zmq_socket_monitor(t->router, TRANSPORT_MONITOR_ENDPOINT,
+                           TRANSPORT_MONITOR_EVENTS) != 0)
+        return -errno;
+    t->monitor = zmq_socket(t->ctx, ZMQ_PAIR);
+    if (!t->monitor)
+        return -errno;
+    set_int(t->monitor, ZMQ_LINGER, 0);
+    set_int(t->monitor, ZMQ_RCVHWM, TRANSPORT_MONITOR_HWM);
+    if (zmq_connect(t->monitor, TRANSPORT_MONITOR_ENDPOINT) != 0)
+        return -errno;
+    return 0;
+}
+
 static peer *find_peer(transport *t, uint32_t id)
 {
     for (uint32_t i = 0; i < t->n_peers; i++)
@@ -152,6 +204,13 @@ int transport_open(void *ctx, uint32_t self_id, const net_peer_addr *peers,
     }
     set_int(t->router, ZMQ_LINGER, 0);
     set_int(t->router, ZMQ_RCVHWM, TRANSPORT_SEND_HWM);
+    set_bounds(t->router);
+    rc = open_monitor(t);
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot monitor the ROUTER socket: %s",
+                 zmq_strerror(-rc));
+        goto fail;
+    }
     rc = key ? keys_set_server(t->router, key) : 0;
     if (rc == 0) {
         snprintf(endpoint, sizeof endpoint, "tcp://%s:%u", me->host, me->port);
@@ -182,6 +241,7 @@ int transport_open(void *ctx, uint32_t self_id, const net_peer_addr *peers,
         /* queue only for peers we are connected to: a dead peer's backlog
          * would otherwise arrive stale after it restarts */
         set_int(p->dealer, ZMQ_IMMEDIATE, 1);
+        set_bounds(p->dealer);
         rc = key ? keys_set_client(p->dealer, key) : 0;
         snprintf(endpoint, sizeof endpoint, "tcp://%s:%u", p->addr.host, p->addr.port);
         if (rc == 0 && zmq_connect(p->dealer, endpoint) != 0)
@@ -206,10 +266,17 @@ void transport_close(transport *t)
     for (uint32_t i = 0; i < t->n_peers; i++)
         if (t->peers[i].dealer)
             zmq_close(t->peers[i].dealer);
-    if (t->router)
+    if (t->router) {
+        if (t->monitor)
+            zmq_socket_monitor(t->router, NULL, 0);
         zmq_close(t->router);
+    }
+    if (t->monitor)
+        zmq_close(t->monitor);
     if (t->zap)
         zap_close(t->zap);
+    free(t->conn);
+    free(t->parts);
     free(t);
 }
 
@@ -225,10 +292,15 @@ static int socket_fd(void *socket)
 int transport_poll_fds(transport *t, int *fds, int cap)
 {
     int n = 0;
-    if (n < cap)
-        fds[n++] = socket_fd(t->router);
-    if (t->zap && n < cap)
-        fds[n++] = socket_fd(zap_socket(t->zap));
+    void *socks[TRANSPORT_POLL_FDS] = { t->router, zap_socket(t->zap),
+                                        t->monitor };
+    for (int k = POLL_ROUTER; k <= POLL_MONITOR && n < cap; k++) {
+        if (!socks[k])
+            continue;
+        t->poll_kind[n] = k;
+        fds[n++] = socket_fd(socks[k]);
+    }
+    t->n_poll = n;
     return n;
 }
 
@@ -276,12 +348,10 @@ static void receive_head(transport *t, const uint8_t *buf, size_t len,
     }
 }
 
-static void receive_one(transport *t, zmq_msg_t *frame, uint64_t now_ms,
-                        transport_recv_fn fn, transport_head_fn head_fn,
-                        void *arg)
+static void receive_one(transport *t, const uint8_t *buf, size_t len,
+                        uint64_t now_ms, transport_recv_fn fn,
+                        transport_head_fn head_fn, void *arg)
 {
-    const uint8_t *buf = zmq_msg_data(frame);
-    size_t len = zmq_msg_size(frame);
     wire_header hdr;
     if (wire_peek(buf, len, &hdr) == 0 && hdr.kind == WIRE_CHAIN_HEAD) {
         receive_head(t, buf, len, now_ms, head_fn, arg);
@@ -311,44 +381,297 @@ static void receive_one(transport *t, zmq_msg_t *frame, uint64_t now_ms,
     wire_decoded_free(&d);
 }
 
+/* ------------------------------------------------ connection monitor */
+
+static uint8_t *conn_slot(transport *t, int fd)
+{
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= t->conn_cap) {
+        size_t cap = t->conn_cap ? t->conn_cap : 256;
+        while (cap <= (size_t)fd)
+            cap *= 2;
+        uint8_t *c = realloc(t->conn, cap);
+        if (!c)
+            return NULL;
+        memset(c + t->conn_cap, CONN_NONE, cap - t->conn_cap);
+        t->conn = c;
+        t->conn_cap = cap;
+    }
+    return &t->conn[fd];
+}
+
+static void conn_set(transport *t, uint8_t *c, uint8_t state)
+{
+    if (*c == CONN_HANDSHAKE)
+        t->in_handshake--;
+    if (state == CONN_HANDSHAKE)
+        t->in_handshake++;
+    *c = state;
+}
+
+/* libzmq names the descriptor of a finished handshake nowhere; the only
+ * connection still in its handshake must be the one. */
+static void conn_up_unplaced(transport *t)
+{
+    if (t->in_handshake == 1) {
+        for (size_t fd = 0; fd < t->conn_cap; fd++) {
+            if (t->conn[fd] == CONN_HANDSHAKE) {
+                conn_set(t, &t->conn[fd], CONN_UP);
+                return;
+            }
+        }
+    }
+    t->unplaced_ups++;
+}
+
+/* A frame arrived on descriptor fd: its handshake finished. */
+static void conn_seen(transport *t, int fd)
+{
+    uint8_t *c = conn_slot(t, fd);
+    if (c && *c == CONN_HANDSHAKE) {
+        conn_set(t, c, CONN_UP);
+        if (t->unplaced_ups)
+            t->unplaced_ups--;
+    }
+}
+
+static void conn_closed(transport *t, int fd)
+{
+    uint8_t *c = conn_slot(t, fd);
+    if (!c || *c != CONN_HANDSHAKE) {
+        if (c)
+            conn_set(t, c, CONN_NONE);
+        return;
+    }
+    conn_set(t, c, CONN_NONE);
+    if (t->unclosed_failures) {
+        t->unclosed_failures--;    /* counted with its failure event */
+    } else if (t->unplaced_ups) {
+        t->unplaced_ups--;         /* it finished, then closed */
+    } else {
+        t->conns.dropped++;        /* closed in its handshake, silently */
+        t->conns.rejected++;
+    }
+}
+
+static void conn_failed(transport *t, uint64_t *kind, uint64_t now_ms,
+                        const char *why, uint32_t value)
+{
+    (*kind)++;
+    t->conns.rejected++;
+    t->unclosed_failures++;
+    if (now_ms - t->last_reject_log_ms >= TRANSPORT_LOG_INTERVAL_MS) {
+        t->last_reject_log_ms = now_ms;
+        fprintf(stderr, "paxosfs: node %u: refused a connection: %s (%#x); "
+                "%" PRIu64 " refused so far\n", t->self_id, why, value,
+                t->conns.rejected);
+    }
+}
+
+/* One monitor event: [u16 event, u32 value] then the endpoint.  False
+ * when none was waiting. */
+static bool monitor_one(transport *t, uint64_t now_ms)
+{
+    zmq_msg_t ev, ep;
+    zmq_msg_init(&ev);
+    if (zmq_msg_recv(&ev, t->monitor, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&ev);
+        return false;
+    }
+    bool more = zmq_msg_more(&ev);
+    while (more) {       /* the endpoint (and nothing else, in v1) */
+        zmq_msg_init(&ep);
+        if (zmq_msg_recv(&ep, t->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ep);
+            break;
+        }
+        more = zmq_msg_more(&ep);
+        zmq_msg_close(&ep);
+    }
+    if (zmq_msg_size(&ev) == 6) {
+        const uint8_t *b = zmq_msg_data(&ev);
+        uint16_t event;
+        uint32_t value;
+        memcpy(&event, b, 2);     /* libzmq writes both in host order */
+        memcpy(&value, b + 2, 4);
+        uint8_t *c;
+        switch (event) {
+        case ZMQ_EVENT_ACCEPTED:
+            t->conns.accepted++;
+            c = conn_slot(t, (int)value);
+            if (c)
+                conn_set(t, c, CONN_HANDSHAKE);
+            break;
+        case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+            t->conns.handshakes++;
+            conn_up_unplaced(t);
+            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            conn_failed(t, &t->conns.failed_protocol, now_ms,
+                        "handshake protocol error (no CURVE, wrong server "
+                        "key or malformed)", value);
+            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+            conn_failed(t, &t->conns.failed_auth, now_ms,
+                        "not the cluster key", value);
+            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            conn_failed(t, &t->conns.failed_other, now_ms,
+                        "handshake timed out or reset", value);
+            break;
+        case ZMQ_EVENT_DISCONNECTED:
+            conn_closed(t, (int)value);
+            break;
+        default:
+            break;
+        }
+    }
+    zmq_msg_close(&ev);
+    return true;
+}
+
+/* ------------------------------------------------------------ frames */
+
+/* Receive the parts of one frame (the identity part already read) and
+ * hand it on.  Parts beyond the bounds are drained and the frame is
+ * dropped.  False when the ROUTER broke off (a torn multipart). */
+static bool receive_parts(transport *t, uint64_t now_ms, transport_recv_fn fn,
+                          transport_head_fn head_fn, void *arg)
+{
+    zmq_msg_t part;
+    zmq_msg_init(&part);
+    if (zmq_msg_recv(&part, t->router, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&part);
+        return false;
+    }
+    if (t->unplaced_ups || t->in_handshake)
+        conn_seen(t, zmq_msg_get(&part, ZMQ_SRCFD));
+    if (!zmq_msg_more(&part)) {       /* one part: no copy */
+        receive_one(t, zmq_msg_data(&part), zmq_msg_size(&part), now_ms, fn,
+                    head_fn, arg);
+        zmq_msg_close(&part);
+        return true;
+    }
+    /* several parts: hold them (at most WIRE_MAX_PARTS), then copy them
+     * into one frame of exactly their size */
+    if (!t->parts) {
+        t->parts = malloc(WIRE_MAX_PARTS * sizeof *t->parts);
+        if (!t->parts)
+            note_drop(t, NULL, now_ms, "out of memory");
+    }
+    uint32_t n = 0;
+    size_t len = 0;
+    bool over = false, torn = false;
+    for (;;) {
+        bool more = zmq_msg_more(&part);
+        size_t size = zmq_msg_size(&part);
+        if (n == WIRE_MAX_PARTS || !t->parts || size > WIRE_PART_BYTES ||
+            size > WIRE_MAX_FRAME - len)
+            over = true;
+        if (over) {
+            zmq_msg_close(&part);
+        } else {
+            t->parts[n++] = part;     /* moved: closed below */
+            len += size;
+        }
+        if (!more)
+            break;
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, t->router, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&part);
+            torn = true;
+            break;
+        }
+    }
+    uint8_t *buf = over || torn ? NULL : malloc(len ? len : 1);
+    size_t off = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (buf)
+            memcpy(buf + off, zmq_msg_data(&t->parts[i]),
+                   zmq_msg_size(&t->parts[i]));
+        off += zmq_msg_size(&t->parts[i]);
+        zmq_msg_close(&t->parts[i]);
+    }
+    if (torn)
+        return false;
+    if (over)
+        note_drop(t, NULL, now_ms, "frame over the size or part limit");
+    else if (!buf)
+        note_drop(t, NULL, now_ms, "out of memory");
+    else
+        receive_one(t, buf, len, now_ms, fn, head_fn, arg);
+    free(buf);
+    return true;
+}
+
+/* Drain the ROUTER: [identity, part, part...] per frame.  True when it
+ * stopped at the batch bound. */
+static bool receive_router(transport *t, uint64_t now_ms, transport_recv_fn fn,
+                           transport_head_fn head_fn, void *arg)
+{
+    for (int i = 0; i < TRANSPORT_RECV_BATCH; i++) {
+        zmq_msg_t id;
+        zmq_msg_init(&id);
+        if (zmq_msg_recv(&id, t->router, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&id);
+            return false;    /* the ROUTER is drained */
+        }
+        bool more = zmq_msg_more(&id);
+        zmq_msg_close(&id);
+        if (!more) {
+            note_drop(t, NULL, now_ms, "unexpected number of parts");
+            continue;
+        }
+        if (!receive_parts(t, now_ms, fn, head_fn, arg))
+            return true;     /* a torn multipart: look again */
+    }
+    return true;   /* the batch bound: more may be waiting */
+}
+
 bool transport_receive(transport *t, unsigned which, uint64_t now_ms,
                        transport_recv_fn fn, transport_head_fn head_fn,
                        void *arg)
 {
-    bool more_zap = t->zap && (which & TRANSPORT_ZAP);
-    for (int i = 0; more_zap && i < 64; i++) {
-        if (zap_handle(t->zap) == -EAGAIN)
-            more_zap = false;   /* drained (a malformed request is not) */
+    bool more = false;
+    unsigned want = 0;
+    for (int i = 0; i < t->n_poll; i++)
+        if (which & (1u << i))
+            want |= 1u << t->poll_kind[i];
+    if (t->zap && (want & (1u << POLL_ZAP))) {
+        int i = 0;
+        while (i < 64 && zap_handle(t->zap) != -EAGAIN)
+            i++;            /* a malformed request does not stop it */
+        more |= i == 64;
     }
-    if (!(which & TRANSPORT_ROUTER))
-        return more_zap;
-    for (int i = 0; i < TRANSPORT_RECV_BATCH; i++) {
-        zmq_msg_t part;
-        zmq_msg_init(&part);
-        if (zmq_msg_recv(&part, t->router, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&part);
-            return more_zap;    /* the ROUTER is drained */
-        }
-        /* [identity, frame]: skip to the last part */
-        int more = zmq_msg_more(&part);
-        int parts = 1;
-        while (more) {
-            zmq_msg_close(&part);
-            zmq_msg_init(&part);
-            if (zmq_msg_recv(&part, t->router, ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&part);
-                return true;    /* a torn multipart: look again */
-            }
-            more = zmq_msg_more(&part);
-            parts++;
-        }
-        if (parts == 2)
-            receive_one(t, &part, now_ms, fn, head_fn, arg);
-        else
-            note_drop(t, NULL, now_ms, "unexpected number of parts");
-        zmq_msg_close(&part);
+    /* events before frames: a frame may tie a finished handshake to its
+     * connection only once the connection is known */
+    if (t->monitor && (want & (1u << POLL_MONITOR))) {
+        int i = 0;
+        while (i < TRANSPORT_MONITOR_BATCH && monitor_one(t, now_ms))
+            i++;
+        more |= i == TRANSPORT_MONITOR_BATCH;
     }
-    return true;   /* the batch bound: more may be waiting */
+    if (want & (1u << POLL_ROUTER))
+        more |= receive_router(t, now_ms, fn, head_fn, arg);
+    return more;
+}
+
+/* Send one frame in parts of at most WIRE_PART_BYTES (wire.h). */
+static int send_parts(void *dealer, const uint8_t *frame, size_t len)
+{
+    size_t off = 0;
+    do {
+        size_t n = len - off > WIRE_PART_BYTES ? WIRE_PART_BYTES : len - off;
+        int flags = ZMQ_DONTWAIT | (off + n < len ? ZMQ_SNDMORE : 0);
+        if (zmq_send(dealer, frame + off, n, flags) < 0) {
+            /* only the first part can fail: once it is queued, libzmq
+             * takes the rest of the message whatever the queue holds */
+            return -errno;
+        }
+        off += n;
+    } while (off < len);
+    return 0;
 }
 
 int transport_send_frame(transport *t, uint32_t to, const uint8_t *frame,
@@ -361,9 +684,10 @@ int transport_send_frame(transport *t, uint32_t to, const uint8_t *frame,
         p->st.send_dropped++;
         return -ECONNREFUSED;
     }
-    if (zmq_send(p->dealer, frame, len, ZMQ_DONTWAIT) < 0) {
+    int rc = send_parts(p->dealer, frame, len);
+    if (rc < 0) {
         p->st.send_dropped++;
-        return -errno;
+        return rc;
     }
     p->st.sent++;
     return 0;
@@ -420,7 +744,12 @@ uint64_t transport_unknown_drops(const transport *t)
     return t->unknown_drops;
 }
 
+void transport_conn_stats_get(const transport *t, transport_conn_stats *st)
+{
+    *st = t->conns;
+}
+
 uint64_t transport_rejected_connections(const transport *t)
 {
-    return t->zap ? zap_rejections(t->zap) : 0;
+    return t->conns.rejected;
 }

@@ -15,6 +15,19 @@
  *     dropped and counted, and logged at most once per peer per
  *     TRANSPORT_LOG_INTERVAL_MS; it never reaches the replica.
  *  3. transport_send never blocks.
+ *  4. Nothing is spent on a connection before it is authenticated beyond
+ *     one bounded part: every socket refuses a ZeroMQ message part above
+ *     TRANSPORT_MAX_MSG_BYTES (ZMQ_MAXMSGSIZE, which libzmq also applies
+ *     to the CURVE handshake commands: the connection is dropped at the
+ *     declared size, before anything is allocated), and a handshake not
+ *     finished within TRANSPORT_HANDSHAKE_MS is dropped.
+ *  5. Every connection to the ROUTER that is refused or dropped before its
+ *     handshake finished is counted (transport_conn_stats), whatever the
+ *     reason: a socket monitor reports libzmq's handshake failures (no
+ *     CURVE or a wrong server key: "protocol"; a wrong client key, refused
+ *     by the ZAP handler: "auth"; time-outs and resets: "other"), and a
+ *     connection that closes while still in its handshake without such an
+ *     event (an oversized or malformed handshake frame) is "dropped".
  */
 #ifndef PAXOSFS_TRANSPORT_H
 #define PAXOSFS_TRANSPORT_H
@@ -26,10 +39,21 @@
 
 #include "../consensus/px.h"
 #include "keys.h"
+#include "wire.h"
 
 #define TRANSPORT_MAX_PEERS PX_MAX_MEMBERS
 #define TRANSPORT_SEND_HWM 10000
 #define TRANSPORT_LOG_INTERVAL_MS 10000
+/* The largest ZeroMQ message part a socket accepts: one wire part
+ * (WIRE_PART_BYTES, net/wire.h) plus what CURVE adds to it (a MESSAGE
+ * command: 8-byte name, 8-byte nonce, flags byte, 16-byte tag = 33 bytes;
+ * rounded up).  CURVE handshake commands are a few hundred bytes. */
+#define TRANSPORT_CURVE_OVERHEAD 64
+#define TRANSPORT_MAX_MSG_BYTES (WIRE_PART_BYTES + TRANSPORT_CURVE_OVERHEAD)
+/* A connection whose ZeroMQ handshake (greeting, CURVE, ZAP) has not
+ * finished after this long is dropped (ZMQ_HANDSHAKE_IVL; libzmq's default
+ * is 30 s).  Members finish theirs in milliseconds. */
+#define TRANSPORT_HANDSHAKE_MS 5000
 
 typedef struct net_peer_addr {
     uint32_t id;
@@ -69,20 +93,20 @@ int transport_open(void *ctx, uint32_t self_id, const net_peer_addr *peers,
                    char *err, size_t err_len);
 void transport_close(transport *t);
 
-/* The ZMQ_FDs the loop must poll (ROUTER, and the ZAP handler when
- * keyed): readable when a socket may have input.  ZeroMQ signals only
- * changes, so the loop may block on them only after transport_receive
- * drained both sockets (it returned false).  Returns how many were
- * written to fds (cap >= 2). */
+/* The ZMQ_FDs the loop must poll (the ROUTER, the ZAP handler when keyed,
+ * the ROUTER's connection monitor): readable when a socket may have
+ * input.  ZeroMQ signals only changes, so the loop may block on them only
+ * after transport_receive drained every socket (it returned false).
+ * Returns how many were written to fds (cap >= TRANSPORT_POLL_FDS). */
+#define TRANSPORT_POLL_FDS 3
 int transport_poll_fds(transport *t, int *fds, int cap);
 
-/* Serve the ZAP handler and drain the ROUTER (bounded per call), calling
- * fn for every accepted message and head_fn for every chain head; only the
- * sockets named in `which` (TRANSPORT_ROUTER, TRANSPORT_ZAP: fds[0] and
- * fds[1] of transport_poll_fds).  `now_ms` stamps last-contact times.
- * True when it stopped at a bound: more may be waiting, poll without
- * blocking. */
-enum { TRANSPORT_ROUTER = 1, TRANSPORT_ZAP = 2 };
+/* Serve the ZAP handler, read the connection monitor and drain the ROUTER
+ * (bounded per call), calling fn for every accepted message and head_fn
+ * for every chain head; only the sockets whose bit is set in `which`: bit
+ * i stands for fds[i] of transport_poll_fds.  `now_ms` stamps
+ * last-contact times.  True when it stopped at a bound: more may be
+ * waiting, poll without blocking. */
 bool transport_receive(transport *t, unsigned which, uint64_t now_ms,
                        transport_recv_fn fn, transport_head_fn head_fn,
                        void *arg);
@@ -106,6 +130,19 @@ int transport_block(transport *t, uint32_t peer, bool blocked);
 uint32_t transport_peer_count(const transport *t);
 void transport_peer_stats_get(const transport *t, uint32_t i,
                               transport_peer_stats *st);
+/* Connections to this node's ROUTER (invariant 5). */
+typedef struct transport_conn_stats {
+    uint64_t accepted;          /* TCP connections accepted */
+    uint64_t handshakes;        /* handshakes that finished */
+    uint64_t rejected;          /* the sum of the four below */
+    uint64_t failed_protocol;   /* no CURVE, wrong server key, malformed */
+    uint64_t failed_auth;       /* refused by the ZAP handler */
+    uint64_t failed_other;      /* handshake time-out, reset by the peer */
+    uint64_t dropped;           /* closed in the handshake without an event
+                                   (oversized or malformed frame) */
+} transport_conn_stats;
+void transport_conn_stats_get(const transport *t, transport_conn_stats *st);
+/* = transport_conn_stats.rejected */
 uint64_t transport_rejected_connections(const transport *t);
 /* Frames dropped before a sender could be named (undecodable). */
 uint64_t transport_unknown_drops(const transport *t);

@@ -2,8 +2,15 @@
  * wire.h - the paxosfs wire format: every byte that crosses the network
  * between paxosfs processes is encoded and decoded here, and only here.
  *
- * One ZeroMQ message carries exactly one frame.  A frame is a fixed
- * 12-byte header followed by a body whose layout depends on `kind`.  All
+ * One ZeroMQ message carries exactly one frame, in one or more parts of
+ * at most WIRE_PART_BYTES each (the frame is the concatenation of the
+ * parts; a frame of up to WIRE_PART_BYTES goes as a single part).  Parts
+ * keep what any connection can make a node buffer before it is
+ * authenticated small: ZeroMQ bounds each part (ZMQ_MAXMSGSIZE, set from
+ * WIRE_PART_BYTES in net/transport.c), handshake frames included, and a
+ * node reassembles at most WIRE_MAX_FRAME bytes in WIRE_MAX_PARTS parts.
+ * A frame is a fixed 12-byte header followed by a body whose layout
+ * depends on `kind`.  All
  * integers are little-endian and unaligned; there is no padding and no
  * struct is ever copied to the wire as is.
  *
@@ -56,6 +63,8 @@
 #define WIRE_HEADER_BYTES 12u
 
 #define WIRE_MAX_FRAME (64u << 20)      /* header + body */
+#define WIRE_PART_BYTES (64u << 10)     /* one ZeroMQ message part */
+#define WIRE_MAX_PARTS (WIRE_MAX_FRAME / WIRE_PART_BYTES)
 #define WIRE_MAX_ENTRIES 4096u          /* = the replica's own bound */
 #define WIRE_MAX_REQUESTS 65536u        /* = the replica's own bound */
 #define WIRE_MAX_ENTRY_BYTES PX_MAX_VALUE_BYTES

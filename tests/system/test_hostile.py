@@ -1,0 +1,193 @@
+"""Hostile peers against a real cluster: connections that never finish
+their handshake, connections refused for every reason, forged messages
+from a holder of the cluster key (a ballot at the end of the round space,
+catch-up floods, floods of maximum-size frames, requests naming keys no
+node may store).  The attacker is tests/system/hostile.py, speaking the
+wire format of net/wire.h over ZeroMQ (with or without the key) or raw
+TCP.  Every attack is bounded in time and sent only to 127.0.0.1."""
+import json
+import os
+import random
+import resource
+import socket
+import time
+
+import pytest
+
+import hostile
+from conftest import call_with_deadline, read_file, wait_for, write_file
+
+
+@pytest.fixture
+def cluster(launched):
+    return launched
+
+
+def status(c, k):
+    st = c.node(k).status_within(10)
+    assert st is not None, "node %d did not answer .status" % k
+    return st
+
+
+def key_of(c):
+    return hostile.load_key(c.info()["key"])
+
+
+def write_commits(c, k, name, data, timeout=10.0):
+    """A write through node k's mount that returns (commits) within
+    timeout seconds."""
+    t0 = time.monotonic()
+    ok = call_with_deadline(lambda: write_file(c.node(k).path(name), data) or True,
+                            timeout)
+    assert ok, "write of %s on node %d did not commit within %ss" % (name, k, timeout)
+    return time.monotonic() - t0
+
+
+# ---------------------------------------------------------------- item 3
+
+def test_node_raises_its_open_files_limit(nodes):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        n = nodes()
+        n.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with open("/proc/%d/limits" % n.pid) as f:
+        line = [l for l in f if l.startswith("Max open files")][0]
+    fields = line.split()
+    assert int(fields[3]) == hard and int(fields[4]) == hard, line
+    wait_for(lambda: "open files: soft limit %d (was %d), hard %d" % (hard, low, hard)
+             in n.log(), 10, "the limits in the log")
+
+
+# ---------------------------------------------------------------- item 1
+
+def test_unauthenticated_handshake_frames_cost_nothing(cluster):
+    """Three connections without a key greet as CURVE clients, declare one
+    huge handshake frame each (8 GiB, 1 GiB, and just what a part may be)
+    and stream zeros into it for 30 s: the node's RSS rises by less than
+    50 MB and writes through it keep committing."""
+    c = cluster()
+    target = c.node(1)
+    pid = target.pid
+    base = hostile.rss_bytes(pid)
+    peak = hostile.RssPeak(pid)
+    attackers = [hostile.UnfinishedHandshake(target.port, declared=d, connections=1,
+                                             seconds=40).start()
+                 for d in (8 << 30, 1 << 30, 64 * 1024 + 64)]
+    try:
+        end = time.monotonic() + 30
+        i = 0
+        while time.monotonic() < end:
+            write_commits(c, 1, "during-%d" % i, "v%d\n" % i)
+            i += 1
+            time.sleep(0.2)
+        sent = sum(a.bytes for a in attackers)
+    finally:
+        for a in attackers:
+            a.stop()
+        grown = peak.stop() - base
+    assert sent > 100 << 20, "the attack sent only %d bytes" % sent
+    assert grown < 50 << 20, "RSS grew by %.1f MB" % (grown / 1e6)
+    st = status(c, 1)
+    assert st["connections"]["dropped"] + st["connections"]["failed_protocol"] >= 3, st
+    assert read_file(c.node(2).path("during-%d" % (i - 1))) == "v%d\n" % (i - 1)
+
+
+def test_a_handshake_that_never_finishes_is_dropped(cluster):
+    """A connection that greets and then says nothing is closed after the
+    handshake interval (5 s; libzmq's default is 30 s) and counted."""
+    c = cluster()
+    s = socket.create_connection(("127.0.0.1", c.node(2).port), timeout=30)
+    try:
+        s.sendall(hostile.CURVE_GREETING)
+        t0 = time.monotonic()
+        s.settimeout(20)
+        closed = False
+        try:
+            while True:
+                data = s.recv(4096)
+                if not data:
+                    closed = True
+                    break
+        except ConnectionResetError:
+            closed = True
+        except socket.timeout:
+            closed = False
+        took = time.monotonic() - t0
+    finally:
+        s.close()
+    assert closed and took < 10, "connection open for %.1fs" % took
+    wait_for(lambda: status(c, 2)["connections"]["failed_other"] >= 1, 10,
+             "the time-out counted")
+
+
+# ---------------------------------------------------------------- item 2
+
+@pytest.mark.parametrize("kind", ["no_curve", "wrong_server_key", "wrong_client_key"])
+def test_refused_connections_are_counted(cluster, kind):
+    c = cluster()
+    pub, sec = key_of(c)
+    before = status(c, 3)
+    field = {"no_curve": "failed_protocol", "wrong_server_key": "failed_protocol",
+             "wrong_client_key": "failed_auth"}[kind]
+    if kind == "no_curve":
+        peer = hostile.Peer(c.node(3).port)
+    elif kind == "wrong_server_key":
+        peer = hostile.Peer(c.node(3).port, client_keys=(pub, sec),
+                            server_key=hostile.random_keys()[0])
+    else:
+        peer = hostile.Peer(c.node(3).port, client_keys=hostile.random_keys(),
+                            server_key=pub)
+    try:
+        def counted():
+            st = status(c, 3)
+            return (st["rejected_connections"] > before["rejected_connections"] and
+                    st["connections"][field] > before.get("connections", {}).get(field, 0))
+        wait_for(counted, 10, "a refused %s connection counted (before %s, now %s)" % (
+            kind, before.get("connections"), status(c, 3).get("connections")))
+    finally:
+        peer.close()
+    # and nothing it sent arrived
+    assert status(c, 3)["unknown_dropped"] == before["unknown_dropped"]
+
+
+# ---------------------------------------------------------------- item 7
+
+def test_forged_requests_cannot_store_reserved_or_hidden_keys(cluster):
+    """A key holder forwards requests to the leader naming .status, .chain
+    and a key with '/': they commit as counted no-ops, identical on every
+    node; a valid request in the same batch is applied."""
+    c = cluster()
+    leader = c.wait_leader()
+    other = next(k for k in (1, 2, 3) if k != leader)
+    key = key_of(c)
+    client = random.getrandbits(63) | 1
+    ops = [hostile.kv_op(hostile.KV_PUT, ".status", b"forged\n"),
+           hostile.kv_op(hostile.KV_PUT, ".chain", b"forged\n"),
+           hostile.kv_op(hostile.KV_PUT, "dir/hidden", b"forged\n"),
+           hostile.kv_op(hostile.KV_RENAME, "x", ".status"),
+           hostile.kv_op(hostile.KV_PUT, "forged-ok", b"fine\n")]
+    reqs = [(client, i + 1, 1, op) for i, op in enumerate(ops)]
+    peer = hostile.Peer(c.node(leader).port, key=key)
+    try:
+        assert peer.send(hostile.paxos(hostile.FORWARD, other, leader, requests=reqs))
+        for k in (1, 2, 3):
+            wait_for(lambda k=k: call_with_deadline(
+                lambda: read_file(c.node(k).path("forged-ok"))) == "fine\n",
+                10, "the valid forged request on node %d" % k)
+    finally:
+        peer.close()
+    write_file(c.node(1).path("after"), "x\n")
+    for k in (1, 2, 3):
+        wait_for(lambda k=k: status(c, k)["applied_index"] >= status(c, 1)["applied_index"],
+                 10, "node %d applied" % k)
+        names = sorted(os.listdir(c.node(k).mnt))
+        assert names == [".chain", ".status", "after", "forged-ok"], (k, names)
+        st = status(c, k)
+        assert st["invalid_ops"] == 4, (k, st["invalid_ops"])
+        json.loads(read_file(c.node(k).path(".status")))
+    heads = {status(c, k)["chain_head"]["hash"] for k in (1, 2, 3)}
+    assert len(heads) == 1
