@@ -801,7 +801,11 @@ static int node_status_text(void *ctx, char **text, size_t *len)
     if (cpus_allowed(&now_on) == 0)
         cpus_format(&now_on, cpus, sizeof cpus);
     fprintf(fp, ",\"cpus\":\"%s\"", cpus);
-    fprintf(fp, ",\"invalid_ops\":%" PRIu64, kv_invalid_ops(n->state));
+    px_stats pst;
+    px_get_stats(n->px, &pst);
+    fprintf(fp, ",\"invalid_ops\":%" PRIu64 ",\"ballots_refused\":%" PRIu64
+            ",\"rounds_exhausted\":%" PRIu64, kv_invalid_ops(n->state),
+            pst.ballots_refused, pst.rounds_exhausted);
     if (n->net) {
         transport_conn_stats cs;
         transport_conn_stats_get(n->net, &cs);

@@ -57,6 +57,8 @@ typedef struct sim_profile {
     bool leader_isolation;
     bool pauses;
     bool chain_lag;            /* chain synced lazily: crashes lose a tail */
+    bool forged_ballots;       /* a key holder forges messages with a
+                                  ballot at the end of the round space */
     uint32_t fault_gap_ms;     /* mean time between injected faults */
     uint32_t fault_phase_ms;   /* faults only before this time */
 } sim_profile;

@@ -191,3 +191,48 @@ def test_forged_requests_cannot_store_reserved_or_hidden_keys(cluster):
         json.loads(read_file(c.node(k).path(".status")))
     heads = {status(c, k)["chain_head"]["hash"] for k in (1, 2, 3)}
     assert len(heads) == 1
+
+
+# ---------------------------------------------------------------- item 4
+
+def send_top_ballots(c, key):
+    """One HEARTBEAT per node, in the name of another member, with the
+    largest round the replica once accepted (2^62 - 1)."""
+    for to in (1, 2, 3):
+        frm = to % 3 + 1
+        peer = hostile.Peer(c.node(to).port, key=key)
+        try:
+            assert peer.send(hostile.paxos(hostile.HEARTBEAT, frm, to,
+                                           ballot=(hostile.OLD_ROUND_MAX, frm)))
+            wait_for(lambda: status(c, to).get("ballots_refused", 0) >= 1 or
+                     status(c, to)["ballot"]["round"] == hostile.OLD_ROUND_MAX,
+                     10, "node %d to take the forged heartbeat" % to)
+        finally:
+            peer.close()
+
+
+def elected_and_commits(c, name, exclude=()):
+    t0 = time.monotonic()
+    leader = c.wait_leader(exclude=exclude, timeout=10)
+    write_commits(c, leader, name, name + "\n", timeout=max(1.0, 10 - (time.monotonic() - t0)))
+    assert time.monotonic() - t0 < 10
+    return leader
+
+
+def test_a_forged_top_ballot_does_not_wedge_elections(cluster):
+    c = cluster()
+    key = key_of(c)
+    leader = c.wait_leader()
+    send_top_ballots(c, key)
+    for k in (1, 2, 3):
+        assert status(c, k)["ballot"]["round"] < 1 << 20
+    elected_and_commits(c, "after-forgery")
+    # the old leader goes: the others elect among themselves
+    c.kill(leader)
+    elected_and_commits(c, "after-kill", exclude=(leader,))
+    c.start(leader)
+    c.ok("down")
+    c.up(3)
+    elected_and_commits(c, "after-restart")
+    for k in (1, 2, 3):
+        assert read_file(c.node(k).path("after-forgery")) == "after-forgery\n"
