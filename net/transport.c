@@ -19,7 +19,11 @@
 #include "wire.h"
 #include "zap.h"
 
-#define TRANSPORT_RECV_BATCH 1024     /* frames per transport_receive */
+#define TRANSPORT_RECV_BATCH 1024     /* pieces per transport_receive */
+#define TRANSPORT_RECV_BATCH_BYTES (2u << 20) /* and bytes: one call never
+                                   takes long, so the loop's timers (the
+                                   leader's heartbeats) run between floods
+                                   of large frames */
 #define TRANSPORT_MONITOR_BATCH 1024  /* monitor events per call */
 #define TRANSPORT_MONITOR_HWM 10000   /* events queued for the loop */
 #define TRANSPORT_MONITOR_ENDPOINT "inproc://paxosfs-router-monitor"
@@ -36,11 +40,28 @@ typedef struct peer {
     transport_peer_stats st;
     uint64_t last_log_ms;
     uint64_t unlogged_drops;
+    /* catch-up budget (invariant 6) */
+    int64_t catchup_tokens;      /* bytes; may go below 0 by one response */
+    uint64_t catchup_refill_ms;
+    uint64_t catchup_last_ms;    /* last request served, and what it was */
+    uint64_t catchup_last_slot, catchup_last_commit;
+    uint64_t catchup_log_ms;
 } peer;
 
 /* What the monitor knows about a connection to the ROUTER, by socket
  * descriptor (invariant 5). */
 enum { CONN_NONE = 0, CONN_HANDSHAKE = 1, CONN_UP = 2 };
+
+/* A frame arriving in pieces from one connection (wire.h). */
+typedef struct reasm {
+    uint8_t id[256];             /* the connection's ZeroMQ routing id */
+    size_t id_len;
+    bool active;                 /* a frame is being joined */
+    uint8_t *buf;                /* kept between frames */
+    size_t cap;                  /* bytes at buf */
+    size_t total, len;           /* the frame's size, bytes so far */
+    uint64_t seq;                /* last progress, in pieces */
+} reasm;
 
 /* Socket kinds behind the poll descriptors, in transport_poll_fds order. */
 enum { POLL_ROUTER = 0, POLL_ZAP = 1, POLL_MONITOR = 2 };
@@ -66,7 +87,10 @@ struct transport {
     uint64_t unclosed_failures;  /* failure events whose close is to come */
     transport_conn_stats conns;
     uint64_t last_reject_log_ms;
-    zmq_msg_t *parts;            /* the parts of one frame being joined */
+    reasm reasm[TRANSPORT_REASM_SLOTS];   /* frames in pieces */
+    uint64_t reasm_bytes;        /* allocated for them */
+    uint32_t reasm_active;       /* slots joining a frame */
+    uint64_t reasm_seq;
 };
 
 int net_parse_peers(const char *spec, net_peer_addr *out, uint32_t cap,
@@ -203,7 +227,7 @@ int transport_open(void *ctx, uint32_t self_id, const net_peer_addr *peers,
         goto fail;
     }
     set_int(t->router, ZMQ_LINGER, 0);
-    set_int(t->router, ZMQ_RCVHWM, TRANSPORT_SEND_HWM);
+    set_int(t->router, ZMQ_RCVHWM, TRANSPORT_RECV_HWM);
     set_bounds(t->router);
     rc = open_monitor(t);
     if (rc < 0) {
@@ -276,7 +300,8 @@ void transport_close(transport *t)
     if (t->zap)
         zap_close(t->zap);
     free(t->conn);
-    free(t->parts);
+    for (uint32_t i = 0; i < TRANSPORT_REASM_SLOTS; i++)
+        free(t->reasm[i].buf);
     free(t);
 }
 
@@ -376,7 +401,9 @@ static void receive_one(transport *t, const uint8_t *buf, size_t len,
         p->st.received++;
         p->st.last_recv_ms = now_ms;
         p->st.last_commit = m->commit;
-        fn(arg, m);
+        if (m->type != PX_MSG_CATCHUP_REQ ||
+            transport_catchup_admit(t, m->from, now_ms, m->slot, m->commit))
+            fn(arg, m);     /* else refused and counted (invariant 6) */
     }
     wire_decoded_free(&d);
 }
@@ -533,98 +560,201 @@ static bool monitor_one(transport *t, uint64_t now_ms)
 
 /* ------------------------------------------------------------ frames */
 
-/* Receive the parts of one frame (the identity part already read) and
- * hand it on.  Parts beyond the bounds are drained and the frame is
- * dropped.  False when the ROUTER broke off (a torn multipart). */
-static bool receive_parts(transport *t, uint64_t now_ms, transport_recv_fn fn,
-                          transport_head_fn head_fn, void *arg)
+/* Frames of several pieces being joined, one per connection (wire.h).  A
+ * slot keeps its buffer when its frame is done: the next large frame
+ * reuses it instead of touching fresh pages (on these virtual machines a
+ * first touch costs more than the copy).  Buffers, in use or kept, take
+ * at most TRANSPORT_REASM_BYTES. */
+_Static_assert(WIRE_MAX_FRAME <= TRANSPORT_REASM_BYTES,
+               "a frame of the largest size must fit");
+
+static reasm *reasm_find(transport *t, const uint8_t *id, size_t id_len)
 {
-    zmq_msg_t part;
-    zmq_msg_init(&part);
-    if (zmq_msg_recv(&part, t->router, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&part);
-        return false;
+    for (uint32_t i = 0; i < TRANSPORT_REASM_SLOTS; i++) {
+        reasm *r = &t->reasm[i];
+        if (r->active && r->id_len == id_len && memcmp(r->id, id, id_len) == 0)
+            return r;
     }
-    if (t->unplaced_ups || t->in_handshake)
-        conn_seen(t, zmq_msg_get(&part, ZMQ_SRCFD));
-    if (!zmq_msg_more(&part)) {       /* one part: no copy */
-        receive_one(t, zmq_msg_data(&part), zmq_msg_size(&part), now_ms, fn,
-                    head_fn, arg);
-        zmq_msg_close(&part);
-        return true;
-    }
-    /* several parts: hold them (at most WIRE_MAX_PARTS), then copy them
-     * into one frame of exactly their size */
-    if (!t->parts) {
-        t->parts = malloc(WIRE_MAX_PARTS * sizeof *t->parts);
-        if (!t->parts)
-            note_drop(t, NULL, now_ms, "out of memory");
-    }
-    uint32_t n = 0;
-    size_t len = 0;
-    bool over = false, torn = false;
-    for (;;) {
-        bool more = zmq_msg_more(&part);
-        size_t size = zmq_msg_size(&part);
-        if (n == WIRE_MAX_PARTS || !t->parts || size > WIRE_PART_BYTES ||
-            size > WIRE_MAX_FRAME - len)
-            over = true;
-        if (over) {
-            zmq_msg_close(&part);
-        } else {
-            t->parts[n++] = part;     /* moved: closed below */
-            len += size;
-        }
-        if (!more)
-            break;
-        zmq_msg_init(&part);
-        if (zmq_msg_recv(&part, t->router, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&part);
-            torn = true;
-            break;
-        }
-    }
-    uint8_t *buf = over || torn ? NULL : malloc(len ? len : 1);
-    size_t off = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        if (buf)
-            memcpy(buf + off, zmq_msg_data(&t->parts[i]),
-                   zmq_msg_size(&t->parts[i]));
-        off += zmq_msg_size(&t->parts[i]);
-        zmq_msg_close(&t->parts[i]);
-    }
-    if (torn)
-        return false;
-    if (over)
-        note_drop(t, NULL, now_ms, "frame over the size or part limit");
-    else if (!buf)
-        note_drop(t, NULL, now_ms, "out of memory");
-    else
-        receive_one(t, buf, len, now_ms, fn, head_fn, arg);
-    free(buf);
-    return true;
+    return NULL;
 }
 
-/* Drain the ROUTER: [identity, part, part...] per frame.  True when it
- * stopped at the batch bound. */
+static void reasm_drop(transport *t, reasm *r)
+{
+    if (r->active)
+        t->reasm_active--;
+    r->active = false;
+    r->total = r->len = 0;
+}
+
+static void reasm_release(transport *t, reasm *r)
+{
+    t->reasm_bytes -= r->cap;
+    free(r->buf);
+    r->buf = NULL;
+    r->cap = 0;
+}
+
+/* Room for a frame of `total` bytes from connection `id`: an idle slot
+ * (one whose buffer fits first), within TRANSPORT_REASM_BYTES, made by
+ * releasing idle buffers and then dropping the frames that progressed
+ * least recently (each a counted drop). */
+static reasm *reasm_start(transport *t, const uint8_t *id, size_t id_len,
+                          size_t total, uint64_t now_ms)
+{
+    for (;;) {
+        reasm *fits = NULL, *idle = NULL, *oldest = NULL;
+        for (uint32_t i = 0; i < TRANSPORT_REASM_SLOTS; i++) {
+            reasm *r = &t->reasm[i];
+            if (r->active) {
+                if (!oldest || r->seq < oldest->seq)
+                    oldest = r;
+            } else if (r->cap >= total) {
+                if (!fits || r->cap < fits->cap)
+                    fits = r;
+            } else if (!idle || r->cap > idle->cap) {
+                idle = r;    /* the one that grows least */
+            }
+        }
+        reasm *r = fits;
+        if (!r && idle && t->reasm_bytes - idle->cap + total <=
+                              TRANSPORT_REASM_BYTES) {
+            reasm_release(t, idle);
+            idle->buf = malloc(total);
+            if (!idle->buf)
+                return NULL;
+            idle->cap = total;
+            t->reasm_bytes += total;
+            r = idle;
+        }
+        if (r) {
+            memcpy(r->id, id, id_len);
+            r->id_len = id_len;
+            r->total = total;
+            r->len = 0;
+            r->active = true;
+            t->reasm_active++;
+            return r;
+        }
+        /* make room: an idle buffer first, else the stalest frame */
+        reasm *victim = NULL;
+        for (uint32_t i = 0; i < TRANSPORT_REASM_SLOTS && !victim; i++)
+            if (!t->reasm[i].active && t->reasm[i].cap)
+                victim = &t->reasm[i];
+        if (victim) {
+            reasm_release(t, victim);
+            continue;
+        }
+        if (!oldest)
+            return NULL;
+        note_drop(t, NULL, now_ms, "a frame in pieces made room for another");
+        reasm_drop(t, oldest);
+    }
+}
+
+/* One piece [flags, bytes] from connection `id` (wire.h). */
+static void receive_piece(transport *t, const uint8_t *id, size_t id_len,
+                          zmq_msg_t *piece, uint64_t now_ms,
+                          transport_recv_fn fn, transport_head_fn head_fn,
+                          void *arg)
+{
+    const uint8_t *data = zmq_msg_data(piece);
+    size_t size = zmq_msg_size(piece);
+    if (size < 1 || (data[0] & ~(WIRE_PIECE_FIRST | WIRE_PIECE_LAST)) ||
+        size - 1 > WIRE_PART_BYTES) {
+        note_drop(t, NULL, now_ms, "not a piece of a frame");
+        return;
+    }
+    uint8_t flags = data[0];
+    data++;
+    size--;
+    reasm *r = t->reasm_active ? reasm_find(t, id, id_len) : NULL;
+    if (r && (flags & WIRE_PIECE_FIRST)) {
+        /* the sender dropped the rest of that frame (its queue was full) */
+        note_drop(t, NULL, now_ms, "a frame's pieces stopped short");
+        reasm_drop(t, r);
+        r = NULL;
+    }
+    if (flags == (WIRE_PIECE_FIRST | WIRE_PIECE_LAST)) {
+        receive_one(t, data, size, now_ms, fn, head_fn, arg);   /* no copy */
+        return;
+    }
+    if (flags & WIRE_PIECE_FIRST) {
+        size_t total = 0;
+        int rc = wire_frame_size(data, size, &total);
+        if (rc < 0 || total <= size || size != WIRE_PART_BYTES) {
+            note_drop(t, NULL, now_ms, rc < 0 ? "bad header" :
+                      "a frame's pieces do not match its size");
+            return;
+        }
+        r = reasm_start(t, id, id_len, total, now_ms);
+        if (!r) {
+            note_drop(t, NULL, now_ms, "no room to join a frame's pieces");
+            return;
+        }
+    } else if (!r) {
+        note_drop(t, NULL, now_ms, "a piece without the start of its frame");
+        return;
+    }
+    bool last = flags & WIRE_PIECE_LAST;
+    if (size > r->total - r->len || (!last && size != WIRE_PART_BYTES) ||
+        (last && r->len + size != r->total)) {
+        note_drop(t, NULL, now_ms, "a frame's pieces do not match its size");
+        reasm_drop(t, r);
+        return;
+    }
+    memcpy(r->buf + r->len, data, size);
+    r->len += size;
+    r->seq = ++t->reasm_seq;
+    if (!last)
+        return;
+    size_t len = r->len;
+    reasm_drop(t, r);           /* idle again; the buffer stays */
+    receive_one(t, r->buf, len, now_ms, fn, head_fn, arg);
+}
+
+/* Drain the ROUTER: [identity, piece] per message.  True when it stopped
+ * at the batch bound. */
 static bool receive_router(transport *t, uint64_t now_ms, transport_recv_fn fn,
                            transport_head_fn head_fn, void *arg)
 {
-    for (int i = 0; i < TRANSPORT_RECV_BATCH; i++) {
-        zmq_msg_t id;
+    size_t bytes = 0;
+    for (int i = 0; i < TRANSPORT_RECV_BATCH &&
+                    bytes < TRANSPORT_RECV_BATCH_BYTES; i++) {
+        zmq_msg_t id, piece;
         zmq_msg_init(&id);
         if (zmq_msg_recv(&id, t->router, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&id);
             return false;    /* the ROUTER is drained */
         }
         bool more = zmq_msg_more(&id);
-        zmq_msg_close(&id);
         if (!more) {
+            zmq_msg_close(&id);
             note_drop(t, NULL, now_ms, "unexpected number of parts");
             continue;
         }
-        if (!receive_parts(t, now_ms, fn, head_fn, arg))
+        zmq_msg_init(&piece);
+        if (zmq_msg_recv(&piece, t->router, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&piece);
+            zmq_msg_close(&id);
             return true;     /* a torn multipart: look again */
+        }
+        if (t->unplaced_ups || t->in_handshake)
+            conn_seen(t, zmq_msg_get(&piece, ZMQ_SRCFD));
+        bytes += zmq_msg_size(&piece);
+        if (zmq_msg_more(&piece)) {
+            note_drop(t, NULL, now_ms, "unexpected number of parts");
+            while (zmq_msg_more(&piece)) {
+                zmq_msg_close(&piece);
+                zmq_msg_init(&piece);
+                if (zmq_msg_recv(&piece, t->router, ZMQ_DONTWAIT) < 0)
+                    break;
+            }
+        } else if (zmq_msg_size(&id) <= sizeof t->reasm[0].id) {
+            receive_piece(t, zmq_msg_data(&id), zmq_msg_size(&id), &piece,
+                          now_ms, fn, head_fn, arg);
+        }
+        zmq_msg_close(&piece);
+        zmq_msg_close(&id);
     }
     return true;   /* the batch bound: more may be waiting */
 }
@@ -657,17 +787,25 @@ bool transport_receive(transport *t, unsigned which, uint64_t now_ms,
     return more;
 }
 
-/* Send one frame in parts of at most WIRE_PART_BYTES (wire.h). */
-static int send_parts(void *dealer, const uint8_t *frame, size_t len)
+/* Send one frame in pieces (wire.h). */
+static int send_pieces(void *dealer, const uint8_t *frame, size_t len)
 {
     size_t off = 0;
     do {
         size_t n = len - off > WIRE_PART_BYTES ? WIRE_PART_BYTES : len - off;
-        int flags = ZMQ_DONTWAIT | (off + n < len ? ZMQ_SNDMORE : 0);
-        if (zmq_send(dealer, frame + off, n, flags) < 0) {
-            /* only the first part can fail: once it is queued, libzmq
-             * takes the rest of the message whatever the queue holds */
-            return -errno;
+        zmq_msg_t piece;
+        if (zmq_msg_init_size(&piece, n + 1) != 0)
+            return -ENOMEM;
+        uint8_t *p = zmq_msg_data(&piece);
+        p[0] = (uint8_t)((off == 0 ? WIRE_PIECE_FIRST : 0) |
+                         (off + n == len ? WIRE_PIECE_LAST : 0));
+        memcpy(p + 1, frame + off, n);
+        if (zmq_msg_send(&piece, dealer, ZMQ_DONTWAIT) < 0) {
+            /* the queue is full: a frame cut short is dropped by the
+             * receiver when the next one starts */
+            int rc = -errno;
+            zmq_msg_close(&piece);
+            return rc;
         }
         off += n;
     } while (off < len);
@@ -684,7 +822,7 @@ int transport_send_frame(transport *t, uint32_t to, const uint8_t *frame,
         p->st.send_dropped++;
         return -ECONNREFUSED;
     }
-    int rc = send_parts(p->dealer, frame, len);
+    int rc = send_pieces(p->dealer, frame, len);
     if (rc < 0) {
         p->st.send_dropped++;
         return rc;
@@ -702,6 +840,8 @@ int transport_send(transport *t, const px_msg *m)
         return rc;
     rc = transport_send_frame(t, m->to, frame, len);
     free(frame);
+    if (rc == 0 && m->type == PX_MSG_CATCHUP)
+        transport_catchup_charge(t, m->to, len);   /* invariant 6 */
     return rc;
 }
 
@@ -717,6 +857,55 @@ void transport_send_chain_head(transport *t, uint64_t index,
     for (uint32_t i = 0; i < t->n_peers; i++)
         if (t->peers[i].dealer)
             transport_send_frame(t, t->peers[i].addr.id, frame, len);
+}
+
+bool transport_catchup_admit(transport *t, uint32_t id, uint64_t now_ms,
+                             uint64_t slot, uint64_t commit)
+{
+    peer *p = find_peer(t, id);
+    if (!p || !p->dealer)
+        return false;
+    if (p->catchup_refill_ms == 0) {
+        p->catchup_tokens = TRANSPORT_CATCHUP_BURST;
+    } else if (now_ms > p->catchup_refill_ms) {
+        uint64_t add = (now_ms - p->catchup_refill_ms) *
+                       (uint64_t)TRANSPORT_CATCHUP_RATE / 1000;
+        if (add > TRANSPORT_CATCHUP_BURST)
+            add = TRANSPORT_CATCHUP_BURST;
+        p->catchup_tokens += (int64_t)add;
+        if (p->catchup_tokens > (int64_t)TRANSPORT_CATCHUP_BURST)
+            p->catchup_tokens = TRANSPORT_CATCHUP_BURST;
+    }
+    if (now_ms > p->catchup_refill_ms || p->catchup_refill_ms == 0)
+        p->catchup_refill_ms = now_ms ? now_ms : 1;
+    bool repeat = p->st.catchup_served && slot == p->catchup_last_slot &&
+                  commit == p->catchup_last_commit &&
+                  now_ms - p->catchup_last_ms < TRANSPORT_CATCHUP_REPEAT_MS;
+    if (repeat || p->catchup_tokens <= 0) {
+        p->st.catchup_dropped++;
+        if (now_ms - p->catchup_log_ms >= TRANSPORT_LOG_INTERVAL_MS) {
+            p->catchup_log_ms = now_ms;
+            fprintf(stderr, "paxosfs: node %u: not serving catch-up to peer "
+                    "%u: %s (%" PRIu64 " refused so far)\n", t->self_id, id,
+                    repeat ? "a repeated request" : "over its byte budget",
+                    p->st.catchup_dropped);
+        }
+        return false;
+    }
+    p->st.catchup_served++;
+    p->catchup_last_ms = now_ms;
+    p->catchup_last_slot = slot;
+    p->catchup_last_commit = commit;
+    return true;
+}
+
+void transport_catchup_charge(transport *t, uint32_t id, uint64_t bytes)
+{
+    peer *p = find_peer(t, id);
+    if (!p)
+        return;
+    p->st.catchup_bytes += bytes;
+    p->catchup_tokens -= bytes > INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)bytes;
 }
 
 int transport_block(transport *t, uint32_t id, bool blocked)

@@ -58,14 +58,53 @@ def paxos(mtype, frm, to, ballot=(0, 0), slot=0, commit=0, aux=0,
     """A PAXOS frame (wire.c: fixed part of 105 bytes, then entries
     (slot, (round, node), time_ms, kind, data) and requests
     (client_id, seq, ack_seq, op))."""
-    body = struct.pack("<BIIQIQQQQIQ", mtype, frm, to, ballot[0], ballot[1], slot,
-                       commit, aux, aux_ballot[0], aux_ballot[1], chain_index)
-    body += chain_hash + struct.pack("<II", len(entries), len(requests))
+    body = [struct.pack("<BIIQIQQQQIQ", mtype, frm, to, ballot[0], ballot[1], slot,
+                        commit, aux, aux_ballot[0], aux_ballot[1], chain_index),
+            chain_hash, struct.pack("<II", len(entries), len(requests))]
     for slot_, (rnd, node), time_ms, kind, data in entries:
-        body += struct.pack("<QQIQBI", slot_, rnd, node, time_ms, kind, len(data)) + data
+        body += [struct.pack("<QQIQBI", slot_, rnd, node, time_ms, kind, len(data)), data]
     for client, seq, ack, op in requests:
-        body += struct.pack("<QQQI", client, seq, ack, len(op)) + op
-    return frame(WIRE_PAXOS, body)
+        body += [struct.pack("<QQQI", client, seq, ack, len(op)), op]
+    return frame(WIRE_PAXOS, b"".join(body))
+
+
+WIRE_PART_BYTES = 64 << 10
+
+
+def both_forms(data):
+    """A frame as this version sends it (pieces) followed by the frame as
+    one message, as nodes sent frames before they went in pieces: each
+    version drops the form it does not speak, so one attack runs against
+    the old code and the new alike (the regression tests show that it
+    worked on the old)."""
+    return pieces(data) + [data]
+
+
+def pieces(data):
+    """A frame as the pieces (one ZeroMQ message each) a node sends it in
+    (net/wire.h): a flags byte (1 first, 2 last) and up to 64 KiB."""
+    cuts = [data[i:i + WIRE_PART_BYTES] for i in range(0, len(data), WIRE_PART_BYTES)] or [b""]
+    return [bytes([(1 if i == 0 else 0) | (2 if i == len(cuts) - 1 else 0)]) + c
+            for i, c in enumerate(cuts)]
+
+
+def max_size_frames(frm, to):
+    """Two frames of WIRE_MAX_FRAME bytes each, in pieces, that cost the
+    receiver all their bytes and achieve nothing: a PAXOS frame with
+    trailing garbage (malformed), and a CATCHUP of slots the receiver
+    has (ignored)."""
+    fixed = 12 + 105
+    junk = paxos(ACCEPTED, frm, to)[:fixed]
+    body_len = WIRE_MAX_FRAME - 12
+    junk = struct.pack("<IBBHI", WIRE_MAGIC, WIRE_VERSION, WIRE_PAXOS, 0, body_len) + \
+        junk[12:] + bytes(WIRE_MAX_FRAME - fixed)
+    n = 1024
+    per = (WIRE_MAX_FRAME - fixed - n * 33) // n
+    data = bytes(per)
+    ents = [(1 + i, (1, frm), 0, 0, data) for i in range(n)]
+    catchup = paxos(CATCHUP, frm, to, slot=1, commit=1, entries=ents)
+    assert len(junk) == WIRE_MAX_FRAME and len(catchup) <= WIRE_MAX_FRAME
+    return junk, catchup
 
 
 def kv_op(optype, key, arg=b""):
@@ -102,17 +141,20 @@ class Peer:
         self.sock.connect("tcp://127.0.0.1:%d" % port)
 
     def send(self, data, timeout=5.0):
-        """Queue one frame; waits up to timeout for the connection (a
-        DEALER with IMMEDIATE queues only on a finished handshake)."""
+        """Queue one frame, in both forms (both_forms); waits up to timeout for the
+        connection (a DEALER with IMMEDIATE queues only on a finished
+        handshake)."""
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.sock.send(data, zmq.DONTWAIT, copy=len(data) < 65536)
-                return True
-            except zmq.Again:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(0.005)
+        for piece in both_forms(data):
+            while True:
+                try:
+                    self.sock.send(piece, zmq.DONTWAIT)
+                    break
+                except zmq.Again:
+                    if time.monotonic() > deadline:
+                        return False
+                    time.sleep(0.005)
+        return True
 
     def close(self):
         self.sock.close(0)
@@ -133,16 +175,28 @@ class Flood:
         self.peer, self.make, self.seconds, self.rate = peer, make, seconds, rate
         self.sent = 0
         self.stopping = threading.Event()
+        self.on = threading.Event()       # cleared: paused
+        self.on.set()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def start(self):
         self.thread.start()
         return self
 
+    def pause(self, paused):
+        if paused:
+            self.on.clear()
+        else:
+            self.on.set()
+
     def run(self):
         deadline = time.monotonic() + self.seconds
         next_at = time.monotonic()
         while not self.stopping.is_set() and time.monotonic() < deadline:
+            if not self.on.is_set():
+                self.on.wait(0.05)
+                next_at = time.monotonic()
+                continue
             data = self.make(self.sent)
             if data is None:
                 return
@@ -151,11 +205,18 @@ class Flood:
                 if delay > 0:
                     self.stopping.wait(delay)
                 next_at += 1.0 / self.rate
-            try:
-                self.peer.sock.send(data, zmq.DONTWAIT, copy=len(data) < 65536)
-                self.sent += 1
-            except zmq.Again:
-                self.stopping.wait(0.001)
+            # a frame (bytes), its pieces cut once by the caller (a list),
+            # or a frame as one message (a tuple of one: what nodes sent
+            # before frames went in pieces)
+            msgs = data if isinstance(data, (list, tuple)) else both_forms(data)
+            for piece in msgs:
+                while not self.stopping.is_set():
+                    try:
+                        self.peer.sock.send(piece, zmq.DONTWAIT, copy=False)
+                        break
+                    except zmq.Again:
+                        self.stopping.wait(0.001)
+            self.sent += 1
 
     def stop(self):
         self.stopping.set()
