@@ -163,15 +163,17 @@ static void set_bounds(void *s)
  * libzmq's events for it. */
 static int open_monitor(transport *t)
 {
-    if (zmq_socket_monitor(t->router, TRANSPORT_MONITOR_ENDPOINT,
-                           TRANSPORT_MONITOR_EVENTS) != 0)
+    char endpoint[80];   /* one per transport, even within one context */
+    snprintf(endpoint, sizeof endpoint, "%s-%u-%p", TRANSPORT_MONITOR_ENDPOINT,
+             t->self_id, (void *)t);
+    if (zmq_socket_monitor(t->router, endpoint, TRANSPORT_MONITOR_EVENTS) != 0)
         return -errno;
     t->monitor = zmq_socket(t->ctx, ZMQ_PAIR);
     if (!t->monitor)
         return -errno;
     set_int(t->monitor, ZMQ_LINGER, 0);
     set_int(t->monitor, ZMQ_RCVHWM, TRANSPORT_MONITOR_HWM);
-    if (zmq_connect(t->monitor, TRANSPORT_MONITOR_ENDPOINT) != 0)
+    if (zmq_connect(t->monitor, endpoint) != 0)
         return -errno;
     return 0;
 }
