@@ -536,7 +536,7 @@ static void sim_usage(void)
             "usage: sim [--seeds N [--from S]] [--seed S] [--nodes N] [--profile NAME]\n"
             "           [--clients N] [--window N] [--batch N] [--ops N]\n"
             "           [--trace] [--bench] [--no-regressions]\n"
-            "profiles: calm lossy partition crash chaos slowdisk\n");
+            "profiles: calm lossy partition crash chaos slowdisk forged\n");
 }
 
 static void sim_add(sim_stats *total, const sim_stats *s)
