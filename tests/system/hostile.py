@@ -294,6 +294,14 @@ def rss_bytes(pid):
     raise AssertionError("no VmRSS for %d" % pid)
 
 
+def asan_slack(pid):
+    """Bytes an AddressSanitizer build keeps resident on top of what the
+    code holds: freed blocks wait in ASan's quarantine (256 MiB by
+    default) before they are reused.  0 for a normal build."""
+    with open("/proc/%d/maps" % pid) as f:
+        return (256 << 20) + (64 << 20) if "libasan" in f.read() else 0
+
+
 class RssPeak:
     """Samples a process's RSS every 50 ms on a thread; .peak is the
     highest seen."""
