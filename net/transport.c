@@ -2,11 +2,14 @@
  * transport.c - ZeroMQ ROUTER/DEALER messaging between paxosfs nodes (see
  * transport.h for the invariants).
  *
- * Sockets: ROUTER bound at this node's address receives [identity, frame];
- * the identity is ZeroMQ's, the sender is the `from` inside the frame
- * (every connection is authenticated by CURVE when the cluster is keyed,
- * and every key holder is a member).  One DEALER per peer connects to that
- * peer's ROUTER and reconnects by itself after the peer restarts.
+ * Sockets: ROUTER bound at this node's address receives [identity, piece]
+ * (frames travel in pieces, wire.h; the pieces of one connection are
+ * joined per identity); the identity is ZeroMQ's, the sender is the
+ * `from` inside the frame (every connection is authenticated by CURVE
+ * when the cluster is keyed, and every key holder is a member).  One
+ * DEALER per peer connects to that peer's ROUTER and reconnects by itself
+ * after the peer restarts.  A PAIR socket receives the ROUTER's
+ * connection events (invariant 5).
  */
 #include "transport.h"
 
