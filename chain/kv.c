@@ -15,9 +15,10 @@
  * Invariants:
  *   1. A key is in the hash table iff it is in the skip list; count and
  *      value_bytes describe exactly those nodes.
- *   2. Every stored key passed kv_key_check (non-empty, no NUL, every
- *      '/'-separated component 1..KV_MAX_NAME bytes and not "." or "..",
- *      at most KV_MAX_KEY bytes).
+ *   2. Every stored key passed kv_key_check (kv.h: one name the mount can
+ *      show), checked here, as each committed op is applied, on every
+ *      replica alike; an op that fails it changes nothing and is counted
+ *      (invalid_ops).
  *   3. The map holds one reference on each node's value.  A value is
  *      never modified after creation; writes install a new value and drop
  *      the map's reference on the old one, so readers holding a reference
@@ -66,6 +67,7 @@ struct kv {
     uint64_t applied;
     uint64_t partial_slot;    /* invariant 5 */
     uint32_t partial_done;
+    uint64_t invalid_ops;     /* committed ops applied as no-ops */
     px_sessions *sessions;
 };
 
@@ -178,6 +180,11 @@ void kv_destroy(kv *s)
     px_sessions_destroy(s->sessions);
     free(s->table);
     free(s);
+}
+
+uint64_t kv_invalid_ops(const kv *s)
+{
+    return s ? s->invalid_ops : 0;
 }
 
 uint64_t kv_applied_index(const kv *s)
@@ -479,8 +486,12 @@ static int32_t apply_request(kv *s, const px_request *req, uint64_t slot,
 {
     kv_op op;
     int rc = kv_op_decode(req->op, req->len, &op);
-    if (rc)
-        return rc;   /* malformed: consumed, state unchanged */
+    if (rc) {
+        /* malformed, or a key no replica may store (kv_key_check): a
+         * no-op with the same result on every replica */
+        s->invalid_ops++;
+        return rc;
+    }
     return apply_op(s, &op, slot, time_ms,
                     (slot << KV_IDENT_SLOT_SHIFT) | (uint64_t)(position + 1));
 }
@@ -590,4 +601,8 @@ void kv_swap(kv *a, kv *b)
     kv tmp = *a;
     *a = *b;
     *b = tmp;
+    /* the count describes what each map applied, not its contents */
+    uint64_t invalid = a->invalid_ops;
+    a->invalid_ops = b->invalid_ops;
+    b->invalid_ops = invalid;
 }

@@ -9,10 +9,18 @@
  * and applied with kv_apply_entry, which also runs the exactly-once session
  * table (px_sessions) so that a retried request is applied once.
  *
+ * Keys: one name of 1..KV_MAX_NAME bytes, without '/' or NUL, not "." or
+ * "..", and not one of the names the mount shows itself (KV_NAME_CHAIN,
+ * KV_NAME_STATUS).  Every replica checks every committed op against this
+ * rule as it applies it: an op naming another key is a counted no-op
+ * (kv_invalid_ops) with the result -EINVAL or -ENAMETOOLONG, so what a
+ * forged or buggy proposal carries never reaches the map and every
+ * replica reaches the same state.
+ *
  * Op encoding, little-endian:
  *   offset size  meaning
  *   0      1     op: 1 PUT, 2 DEL, 3 APPEND, 4 RENAME, 5 COND
- *   1      2     key length K (1..KV_MAX_KEY)
+ *   1      2     key length K (1..KV_MAX_NAME)
  *   3      K     key bytes
  *   PUT, APPEND: 3+K 4 value length V (<= KV_MAX_VALUE), then V bytes
  *   RENAME:      3+K 2 new key length K2, then K2 bytes
@@ -30,7 +38,8 @@
  *
  * Results (int32, reported per request): 0, or a negative errno:
  *   DEL of a missing key -ENOENT; RENAME of a missing key -ENOENT;
- *   APPEND growing past KV_MAX_VALUE -EFBIG; malformed op -EINVAL;
+ *   APPEND growing past KV_MAX_VALUE -EFBIG; malformed op or a key
+ *   outside the rule above -EINVAL (-ENAMETOOLONG for a long one);
  *   COND whose condition fails: -EEXIST (ABSENT) or -ESTALE (IDENT,
  *   VERSION, also when the key is missing); the guarded op is not applied.
  *
@@ -52,8 +61,11 @@
 
 #include "../consensus/px.h"
 
-#define KV_MAX_KEY 4096                /* bytes of a full key (path) */
-#define KV_MAX_NAME 255                /* bytes of one path component */
+#define KV_MAX_KEY 4096                /* bytes of a full key (path), once
+                                          keys may hold directories */
+#define KV_MAX_NAME 255                /* bytes of one name: of a key today */
+#define KV_NAME_CHAIN ".chain"         /* names the mount shows itself */
+#define KV_NAME_STATUS ".status"
 #define KV_MAX_VALUE (4u << 20)        /* 4 MiB per value */
 
 enum kv_op_type { KV_OP_PUT = 1, KV_OP_DEL = 2, KV_OP_APPEND = 3, KV_OP_RENAME = 4,
@@ -101,6 +113,10 @@ int kv_scan(const kv *s, const char *prefix, size_t prefix_len,
             kv_visit_fn fn, void *arg);
 
 uint64_t kv_count(const kv *s);      /* number of keys */
+/* Committed ops that were malformed or named a key outside the rule
+ * (applied as no-ops), since kv_create: the same on every replica that
+ * applied the same entries. */
+uint64_t kv_invalid_ops(const kv *s);
 uint64_t kv_bytes(const kv *s);      /* sum of value lengths */
 
 /* Op encoders: return bytes written, or -ENOSPC / -EINVAL / -ENAMETOOLONG

@@ -10,7 +10,11 @@
  *   1. kv_op_decode accepts exactly what the encoders produce: the op must
  *      fill `len` exactly, with no trailing bytes, and every key must pass
  *      kv_key_check; a value may not exceed KV_MAX_VALUE.
- *   2. Errors are precise (DESIGN.md invariant 6): -ENAMETOOLONG for a key
+ *   2. kv_key_check is the one rule for which keys exist, applied by
+ *      every replica to every committed op (kv.c): a key is one name the
+ *      mount can show, so an op that names anything else (forged, or from
+ *      an older encoder) is a no-op with the same result everywhere.
+ *   3. Errors are precise (DESIGN.md invariant 6): -ENAMETOOLONG for a key
  *      or component that is too long, -EFBIG for a value that is too big,
  *      -EINVAL for everything else that is malformed.  These are the
  *      results a client sees for an op that was committed but refused.
@@ -26,23 +30,17 @@ int kv_key_check(const char *key, size_t len)
 {
     if (!key || len == 0)
         return -EINVAL;
-    if (len > KV_MAX_KEY)
+    if (len > KV_MAX_NAME)
         return -ENAMETOOLONG;
-    size_t start = 0;
-    for (size_t i = 0; i <= len; i++) {
-        if (i < len && key[i] == '\0')
-            return -EINVAL;
-        if (i < len && key[i] != '/')
-            continue;
-        size_t comp = i - start;
-        if (comp == 0)
-            return -EINVAL;        /* leading, trailing or double '/' */
-        if (comp > KV_MAX_NAME)
-            return -ENAMETOOLONG;
-        if (key[start] == '.' && (comp == 1 || (comp == 2 && key[start + 1] == '.')))
-            return -EINVAL;        /* "." and ".." name no file */
-        start = i + 1;
-    }
+    if (memchr(key, '\0', len) || memchr(key, '/', len))
+        return -EINVAL;            /* one name: no directories yet */
+    if (key[0] == '.' && (len == 1 || (len == 2 && key[1] == '.')))
+        return -EINVAL;            /* "." and ".." name no file */
+    if ((len == sizeof KV_NAME_CHAIN - 1 &&
+         memcmp(key, KV_NAME_CHAIN, len) == 0) ||
+        (len == sizeof KV_NAME_STATUS - 1 &&
+         memcmp(key, KV_NAME_STATUS, len) == 0))
+        return -EINVAL;            /* the mount's own files */
     return 0;
 }
 

@@ -56,6 +56,9 @@ void px_raise_promise(px_replica *r, px_ballot b)
 {
     if (px_ballot_cmp(b, r->promise) <= 0)
         return;
+    /* every ballot comes from px_next_ballot or passed px_msg_valid and
+     * px_msg_in_reach (msg.c invariant 3) */
+    assert(b.round < PX_ROUND_MAX);
     r->promise = b;
     px_persist_promise(r);
     r->acc_durable = r->commit;

@@ -16,7 +16,9 @@
  *   1. A ballot is never reused: a new one has round max(promise, every
  *      round seen) + 1, and our own promise of it is persisted before any
  *      PREPARE with it leaves, so a restart (which resumes from the
- *      durable promise) continues strictly above it.
+ *      durable promise) continues strictly above it.  The round never
+ *      overflows: rounds seen stay below PX_ROUND_MAX (msg.c), and with
+ *      none left above them the replica does not campaign.
  *   2. The probe (PREPARE aux = 1) changes no state anywhere; only a
  *      quorum of grants lets a node raise its promise.  So a node cut off
  *      from a healthy leader, whose probes are ignored by sticky acceptors,
@@ -75,12 +77,30 @@ void px_step_down(px_replica *r)
     px_reset_election_timer(r);
 }
 
+/* The next own ballot: one round above every round seen, or the null
+ * ballot when none is left (a store written before rounds were bounded
+ * may hold a promise at the very top; msg.c invariant 3 keeps anything
+ * newer well below it). */
 static px_ballot px_next_ballot(const px_replica *r)
 {
     uint64_t round = r->max_round_seen;
     if (r->promise.round > round)
         round = r->promise.round;
+    assert(round < PX_ROUND_MAX);
+    if (round + 1 >= PX_ROUND_MAX)
+        return (px_ballot){0, 0};
     return (px_ballot){round + 1, r->self};
+}
+
+/* No round is left for an own ballot: stay a follower (others may still
+ * lead), count it, try again at the next timeout. */
+static bool px_rounds_exhausted(px_replica *r)
+{
+    if (!px_ballot_is_null(px_next_ballot(r)))
+        return false;
+    r->stats.rounds_exhausted++;
+    px_reset_election_timer(r);
+    return true;
 }
 
 static void px_send_prepare(px_replica *r, bool only_missing)
@@ -113,6 +133,10 @@ static void px_prepare_start(px_replica *r)
 {
     if (!px_persist_room(r))
         return; /* retried from the tick */
+    if (px_rounds_exhausted(r)) {
+        px_step_down(r);
+        return;
+    }
     if (!r->el.rec) {
         r->el.rec = calloc(r->cap, sizeof(px_cell));
         if (!r->el.rec) {
@@ -142,7 +166,7 @@ static void px_prepare_start(px_replica *r)
 
 void px_election_start(px_replica *r)
 {
-    if (!r->self_voter || r->recovering)
+    if (!r->self_voter || r->recovering || px_rounds_exhausted(r))
         return;
     px_election_reset(r);
     if (r->leader_id) {

@@ -13,6 +13,16 @@
  *   2. px_msg_copy returns one allocation holding the message, its entry
  *      and request arrays and every byte they point to; it never reads
  *      beyond what the message declares.
+ *   3. No message moves this replica's rounds by more than
+ *      PX_ROUND_WINDOW: a message whose ballot, aux ballot or any entry's
+ *      ballot has a round above max_round_seen + PX_ROUND_WINDOW is
+ *      dropped before any handler sees it (px_msg_in_reach; counted in
+ *      ballots_refused).  Rejecting a message is always safe in Paxos;
+ *      it costs liveness only, and legitimate rounds climb by one per
+ *      election.  So the 2^63 rounds cannot be used up by a few forged
+ *      messages (it would take 2^43 of them, each persisted as a promise
+ *      before the next could build on it), and every round a replica
+ *      takes leaves room for its own next ballot (election.c).
  */
 #include "px_int.h"
 
@@ -151,4 +161,18 @@ bool px_msg_valid(const px_replica *r, const px_msg *m)
     if (m->type != PX_MSG_FORWARD && m->n_requests)
         return false;
     return px_entries_valid(m) && px_requests_valid(m);
+}
+
+/* Invariant 3.  max_round_seen < PX_ROUND_MAX (2^63), so the limit cannot
+ * wrap. */
+bool px_msg_in_reach(const px_replica *r, const px_msg *m)
+{
+    assert(r->max_round_seen < PX_ROUND_MAX);
+    uint64_t limit = r->max_round_seen + PX_ROUND_WINDOW;
+    if (m->ballot.round > limit || m->aux_ballot.round > limit)
+        return false;
+    for (uint32_t i = 0; i < m->n_entries; i++)
+        if (m->entries[i].ballot.round > limit)
+            return false;
+    return true;
 }

@@ -381,6 +381,9 @@ typedef struct px_stats {
     uint64_t requests_committed;
     uint64_t requests_forwarded;
     uint64_t requests_failed;
+    uint64_t ballots_refused;    /* ballot beyond PX_ROUND_WINDOW above
+                                    every round seen: dropped (msg.c) */
+    uint64_t rounds_exhausted;   /* elections not started: no round left */
 } px_stats;
 
 void px_get_stats(const px_replica *r, px_stats *st);

@@ -50,6 +50,7 @@
 #ifndef PAXOSFS_PX_INT_H
 #define PAXOSFS_PX_INT_H
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,7 +70,12 @@
                                          retry intervals */
 #define PX_PERSIST_RECORDS 1024u      /* outstanding persist_ids */
 #define PX_READS_MAX 4096u            /* pending reads per list */
-#define PX_ROUND_MAX (UINT64_C(1) << 62) /* ballots above are malformed */
+#define PX_ROUND_MAX (UINT64_C(1) << 63) /* rounds at or above are malformed */
+/* How far above the highest round it has seen a replica lets a message's
+ * ballot be (msg.c invariant 3): legitimate rounds climb by one per
+ * election, so a ballot further up can only be forged, and taking it
+ * would let one message use up the round space. */
+#define PX_ROUND_WINDOW (UINT64_C(1) << 20)
 #define PX_KEEP_BUFFER_BYTES (64u << 10) /* cell buffers kept for reuse */
 #define PX_PREPARE_PROBE 1u           /* PREPARE aux: pre-vote probe */
 #define PX_PREPARE_RECOVERY 2u        /* PREPARE aux: recovery round */
@@ -294,6 +300,7 @@ struct px_replica {
 
 /* msg.c */
 bool px_msg_valid(const px_replica *r, const px_msg *m);
+bool px_msg_in_reach(const px_replica *r, const px_msg *m);
 bool px_ballot_is_null(px_ballot b);
 
 /* members.c */

@@ -407,6 +407,11 @@ static void px_dispatch(px_replica *r, const px_msg *m)
         r->stats.msgs_ignored++;
         return;
     }
+    if (!px_msg_in_reach(r, m)) {
+        r->stats.msgs_ignored++;
+        r->stats.ballots_refused++;
+        return;
+    }
     if (m->ballot.round > r->max_round_seen)
         r->max_round_seen = m->ballot.round;
     if (m->aux_ballot.round > r->max_round_seen)

@@ -1176,6 +1176,34 @@ static int node_status_text(void *ctx, char **text, size_t *len)
     if (cpus_allowed(&now_on) == 0)
         cpus_format(&now_on, cpus, sizeof cpus);
     fprintf(fp, ",\"cpus\":\"%s\"", cpus);
+    px_stats pst;
+    px_get_stats(n->px, &pst);
+    fprintf(fp, ",\"invalid_ops\":%" PRIu64 ",\"ballots_refused\":%" PRIu64
+            ",\"rounds_exhausted\":%" PRIu64, kv_invalid_ops(n->state),
+            pst.ballots_refused, pst.rounds_exhausted);
+    fprintf(fp, ",\"catchup\":[");
+    const char *csep = "";
+    for (uint32_t i = 0; n->net && i < transport_peer_count(n->net); i++) {
+        transport_peer_stats ps;
+        transport_peer_stats_get(n->net, i, &ps);
+        if (ps.id == n->cfg.id)
+            continue;
+        fprintf(fp, "%s{\"peer\":%u,\"served\":%" PRIu64 ",\"dropped\":%"
+                PRIu64 ",\"bytes\":%" PRIu64 "}", csep, ps.id,
+                ps.catchup_served, ps.catchup_dropped, ps.catchup_bytes);
+        csep = ",";
+    }
+    fprintf(fp, "]");
+    if (n->net) {
+        transport_conn_stats cs;
+        transport_conn_stats_get(n->net, &cs);
+        fprintf(fp, ",\"connections\":{\"accepted\":%" PRIu64
+                ",\"handshakes\":%" PRIu64 ",\"failed_protocol\":%" PRIu64
+                ",\"failed_auth\":%" PRIu64 ",\"failed_other\":%" PRIu64
+                ",\"dropped\":%" PRIu64 "}", cs.accepted, cs.handshakes,
+                cs.failed_protocol, cs.failed_auth, cs.failed_other,
+                cs.dropped);
+    }
     fprintf(fp, ",\"held_messages\":%u,\"held_dropped\":%" PRIu64
             ",\"held_superseded\":%" PRIu64 ",\"rejected_connections\":%" PRIu64
             ",\"unknown_dropped\":%" PRIu64 "}\n", n->held.count,

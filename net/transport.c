@@ -2,11 +2,14 @@
  * transport.c - ZeroMQ ROUTER/DEALER messaging between paxosfs nodes (see
  * transport.h for the invariants).
  *
- * Sockets: ROUTER bound at this node's address receives [identity, frame];
- * the identity is ZeroMQ's, the sender is the `from` inside the frame
- * (every connection is authenticated by CURVE when the cluster is keyed,
- * and every key holder is a member).  One DEALER per peer connects to that
- * peer's ROUTER and reconnects by itself after the peer restarts.
+ * Sockets: ROUTER bound at this node's address receives [identity, piece]
+ * (frames travel in pieces, wire.h; the pieces of one connection are
+ * joined per identity); the identity is ZeroMQ's, the sender is the
+ * `from` inside the frame (every connection is authenticated by CURVE
+ * when the cluster is keyed, and every key holder is a member).  One
+ * DEALER per peer connects to that peer's ROUTER and reconnects by itself
+ * after the peer restarts.  A PAIR socket receives the ROUTER's
+ * connection events (invariant 5).
  */
 #include "transport.h"
 
@@ -19,7 +22,18 @@
 #include "wire.h"
 #include "zap.h"
 
-#define TRANSPORT_RECV_BATCH 1024     /* frames per transport_receive */
+#define TRANSPORT_RECV_BATCH 1024     /* pieces per transport_receive */
+#define TRANSPORT_RECV_BATCH_BYTES (2u << 20) /* and bytes: one call never
+                                   takes long, so the loop's timers (the
+                                   leader's heartbeats) run between floods
+                                   of large frames */
+#define TRANSPORT_MONITOR_BATCH 1024  /* monitor events per call */
+#define TRANSPORT_MONITOR_HWM 10000   /* events queued for the loop */
+#define TRANSPORT_MONITOR_ENDPOINT "inproc://paxosfs-router-monitor"
+#define TRANSPORT_MONITOR_EVENTS                                         \
+    (ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |                       \
+     ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | \
+     ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
 #define TRANSPORT_RECONNECT_MS 100
 #define TRANSPORT_RECONNECT_MAX_MS 1000
 
@@ -29,17 +43,57 @@ typedef struct peer {
     transport_peer_stats st;
     uint64_t last_log_ms;
     uint64_t unlogged_drops;
+    /* catch-up budget (invariant 6) */
+    int64_t catchup_tokens;      /* bytes; may go below 0 by one response */
+    uint64_t catchup_refill_ms;
+    uint64_t catchup_last_ms;    /* last request served, and what it was */
+    uint64_t catchup_last_slot, catchup_last_commit;
+    uint64_t catchup_log_ms;
 } peer;
+
+/* What the monitor knows about a connection to the ROUTER, by socket
+ * descriptor (invariant 5). */
+enum { CONN_NONE = 0, CONN_HANDSHAKE = 1, CONN_UP = 2 };
+
+/* A frame arriving in pieces from one connection (wire.h). */
+typedef struct reasm {
+    uint8_t id[256];             /* the connection's ZeroMQ routing id */
+    size_t id_len;
+    bool active;                 /* a frame is being joined */
+    uint8_t *buf;                /* kept between frames */
+    size_t cap;                  /* bytes at buf */
+    size_t total, len;           /* the frame's size, bytes so far */
+    uint64_t seq;                /* last progress, in pieces */
+} reasm;
+
+/* Socket kinds behind the poll descriptors, in transport_poll_fds order. */
+enum { POLL_ROUTER = 0, POLL_ZAP = 1, POLL_MONITOR = 2 };
 
 struct transport {
     uint32_t self_id;
     void *ctx;
     void *router;
     zap *zap;
+    void *monitor;               /* PAIR receiving the ROUTER's events */
     peer peers[TRANSPORT_MAX_PEERS];
     uint32_t n_peers;
     uint64_t unknown_drops;      /* frames that name no member */
     uint64_t last_unknown_log_ms;
+    int poll_kind[TRANSPORT_POLL_FDS];   /* POLL_* per transport_poll_fds */
+    int n_poll;
+    /* connection monitor (invariant 5) */
+    uint8_t *conn;               /* CONN_* by descriptor */
+    size_t conn_cap;
+    uint64_t in_handshake;       /* descriptors in CONN_HANDSHAKE */
+    uint64_t unplaced_ups;       /* finished handshakes not yet tied to a
+                                    descriptor (libzmq does not say which) */
+    uint64_t unclosed_failures;  /* failure events whose close is to come */
+    transport_conn_stats conns;
+    uint64_t last_reject_log_ms;
+    reasm reasm[TRANSPORT_REASM_SLOTS];   /* frames in pieces */
+    uint64_t reasm_bytes;        /* allocated for them */
+    uint32_t reasm_active;       /* slots joining a frame */
+    uint64_t reasm_seq;
 };
 
 int net_parse_peers(const char *spec, net_peer_addr *out, uint32_t cap,
@@ -100,6 +154,33 @@ static int set_int(void *s, int opt, int v)
     return zmq_setsockopt(s, opt, &v, sizeof v);
 }
 
+/* Invariant 4, for every socket that talks TCP. */
+static void set_bounds(void *s)
+{
+    int64_t max = TRANSPORT_MAX_MSG_BYTES;
+    zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max, sizeof max);
+    set_int(s, ZMQ_HANDSHAKE_IVL, TRANSPORT_HANDSHAKE_MS);
+}
+
+/* Watch the ROUTER's connections (invariant 5): a PAIR socket receives
+ * libzmq's events for it. */
+static int open_monitor(transport *t)
+{
+    char endpoint[80];   /* one per transport, even within one context */
+    snprintf(endpoint, sizeof endpoint, "%s-%u-%p", TRANSPORT_MONITOR_ENDPOINT,
+             t->self_id, (void *)t);
+    if (zmq_socket_monitor(t->router, endpoint, TRANSPORT_MONITOR_EVENTS) != 0)
+        return -errno;
+    t->monitor = zmq_socket(t->ctx, ZMQ_PAIR);
+    if (!t->monitor)
+        return -errno;
+    set_int(t->monitor, ZMQ_LINGER, 0);
+    set_int(t->monitor, ZMQ_RCVHWM, TRANSPORT_MONITOR_HWM);
+    if (zmq_connect(t->monitor, endpoint) != 0)
+        return -errno;
+    return 0;
+}
+
 static peer *find_peer(transport *t, uint32_t id)
 {
     for (uint32_t i = 0; i < t->n_peers; i++)
@@ -151,7 +232,14 @@ int transport_open(void *ctx, uint32_t self_id, const net_peer_addr *peers,
         goto fail;
     }
     set_int(t->router, ZMQ_LINGER, 0);
-    set_int(t->router, ZMQ_RCVHWM, TRANSPORT_SEND_HWM);
+    set_int(t->router, ZMQ_RCVHWM, TRANSPORT_RECV_HWM);
+    set_bounds(t->router);
+    rc = open_monitor(t);
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot monitor the ROUTER socket: %s",
+                 zmq_strerror(-rc));
+        goto fail;
+    }
     rc = key ? keys_set_server(t->router, key) : 0;
     if (rc == 0) {
         snprintf(endpoint, sizeof endpoint, "tcp://%s:%u", me->host, me->port);
@@ -182,6 +270,7 @@ int transport_open(void *ctx, uint32_t self_id, const net_peer_addr *peers,
         /* queue only for peers we are connected to: a dead peer's backlog
          * would otherwise arrive stale after it restarts */
         set_int(p->dealer, ZMQ_IMMEDIATE, 1);
+        set_bounds(p->dealer);
         rc = key ? keys_set_client(p->dealer, key) : 0;
         snprintf(endpoint, sizeof endpoint, "tcp://%s:%u", p->addr.host, p->addr.port);
         if (rc == 0 && zmq_connect(p->dealer, endpoint) != 0)
@@ -206,10 +295,18 @@ void transport_close(transport *t)
     for (uint32_t i = 0; i < t->n_peers; i++)
         if (t->peers[i].dealer)
             zmq_close(t->peers[i].dealer);
-    if (t->router)
+    if (t->router) {
+        if (t->monitor)
+            zmq_socket_monitor(t->router, NULL, 0);
         zmq_close(t->router);
+    }
+    if (t->monitor)
+        zmq_close(t->monitor);
     if (t->zap)
         zap_close(t->zap);
+    free(t->conn);
+    for (uint32_t i = 0; i < TRANSPORT_REASM_SLOTS; i++)
+        free(t->reasm[i].buf);
     free(t);
 }
 
@@ -225,10 +322,15 @@ static int socket_fd(void *socket)
 int transport_poll_fds(transport *t, int *fds, int cap)
 {
     int n = 0;
-    if (n < cap)
-        fds[n++] = socket_fd(t->router);
-    if (t->zap && n < cap)
-        fds[n++] = socket_fd(zap_socket(t->zap));
+    void *socks[TRANSPORT_POLL_FDS] = { t->router, zap_socket(t->zap),
+                                        t->monitor };
+    for (int k = POLL_ROUTER; k <= POLL_MONITOR && n < cap; k++) {
+        if (!socks[k])
+            continue;
+        t->poll_kind[n] = k;
+        fds[n++] = socket_fd(socks[k]);
+    }
+    t->n_poll = n;
     return n;
 }
 
@@ -276,12 +378,10 @@ static void receive_head(transport *t, const uint8_t *buf, size_t len,
     }
 }
 
-static void receive_one(transport *t, zmq_msg_t *frame, uint64_t now_ms,
-                        transport_recv_fn fn, transport_head_fn head_fn,
-                        void *arg)
+static void receive_one(transport *t, const uint8_t *buf, size_t len,
+                        uint64_t now_ms, transport_recv_fn fn,
+                        transport_head_fn head_fn, void *arg)
 {
-    const uint8_t *buf = zmq_msg_data(frame);
-    size_t len = zmq_msg_size(frame);
     wire_header hdr;
     if (wire_peek(buf, len, &hdr) == 0 && hdr.kind == WIRE_CHAIN_HEAD) {
         receive_head(t, buf, len, now_ms, head_fn, arg);
@@ -306,49 +406,415 @@ static void receive_one(transport *t, zmq_msg_t *frame, uint64_t now_ms,
         p->st.received++;
         p->st.last_recv_ms = now_ms;
         p->st.last_commit = m->commit;
-        fn(arg, m);
+        if (m->type != PX_MSG_CATCHUP_REQ ||
+            transport_catchup_admit(t, m->from, now_ms, m->slot, m->commit))
+            fn(arg, m);     /* else refused and counted (invariant 6) */
     }
     wire_decoded_free(&d);
+}
+
+/* ------------------------------------------------ connection monitor */
+
+static uint8_t *conn_slot(transport *t, int fd)
+{
+    if (fd < 0)
+        return NULL;
+    if ((size_t)fd >= t->conn_cap) {
+        size_t cap = t->conn_cap ? t->conn_cap : 256;
+        while (cap <= (size_t)fd)
+            cap *= 2;
+        uint8_t *c = realloc(t->conn, cap);
+        if (!c)
+            return NULL;
+        memset(c + t->conn_cap, CONN_NONE, cap - t->conn_cap);
+        t->conn = c;
+        t->conn_cap = cap;
+    }
+    return &t->conn[fd];
+}
+
+static void conn_set(transport *t, uint8_t *c, uint8_t state)
+{
+    if (*c == CONN_HANDSHAKE)
+        t->in_handshake--;
+    if (state == CONN_HANDSHAKE)
+        t->in_handshake++;
+    *c = state;
+}
+
+/* libzmq names the descriptor of a finished handshake nowhere; the only
+ * connection still in its handshake must be the one. */
+static void conn_up_unplaced(transport *t)
+{
+    if (t->in_handshake == 1) {
+        for (size_t fd = 0; fd < t->conn_cap; fd++) {
+            if (t->conn[fd] == CONN_HANDSHAKE) {
+                conn_set(t, &t->conn[fd], CONN_UP);
+                return;
+            }
+        }
+    }
+    t->unplaced_ups++;
+}
+
+/* A frame arrived on descriptor fd: its handshake finished. */
+static void conn_seen(transport *t, int fd)
+{
+    uint8_t *c = conn_slot(t, fd);
+    if (c && *c == CONN_HANDSHAKE) {
+        conn_set(t, c, CONN_UP);
+        if (t->unplaced_ups)
+            t->unplaced_ups--;
+    }
+}
+
+static void conn_closed(transport *t, int fd)
+{
+    uint8_t *c = conn_slot(t, fd);
+    if (!c || *c != CONN_HANDSHAKE) {
+        if (c)
+            conn_set(t, c, CONN_NONE);
+        return;
+    }
+    conn_set(t, c, CONN_NONE);
+    if (t->unclosed_failures) {
+        t->unclosed_failures--;    /* counted with its failure event */
+    } else if (t->unplaced_ups) {
+        t->unplaced_ups--;         /* it finished, then closed */
+    } else {
+        t->conns.dropped++;        /* closed in its handshake, silently */
+        t->conns.rejected++;
+    }
+}
+
+static void conn_failed(transport *t, uint64_t *kind, uint64_t now_ms,
+                        const char *why, uint32_t value)
+{
+    (*kind)++;
+    t->conns.rejected++;
+    t->unclosed_failures++;
+    if (now_ms - t->last_reject_log_ms >= TRANSPORT_LOG_INTERVAL_MS) {
+        t->last_reject_log_ms = now_ms;
+        fprintf(stderr, "paxosfs: node %u: refused a connection: %s (%#x); "
+                "%" PRIu64 " refused so far\n", t->self_id, why, value,
+                t->conns.rejected);
+    }
+}
+
+/* One monitor event: [u16 event, u32 value] then the endpoint.  False
+ * when none was waiting. */
+static bool monitor_one(transport *t, uint64_t now_ms)
+{
+    zmq_msg_t ev, ep;
+    zmq_msg_init(&ev);
+    if (zmq_msg_recv(&ev, t->monitor, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&ev);
+        return false;
+    }
+    bool more = zmq_msg_more(&ev);
+    while (more) {       /* the endpoint (and nothing else, in v1) */
+        zmq_msg_init(&ep);
+        if (zmq_msg_recv(&ep, t->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ep);
+            break;
+        }
+        more = zmq_msg_more(&ep);
+        zmq_msg_close(&ep);
+    }
+    if (zmq_msg_size(&ev) == 6) {
+        const uint8_t *b = zmq_msg_data(&ev);
+        uint16_t event;
+        uint32_t value;
+        memcpy(&event, b, 2);     /* libzmq writes both in host order */
+        memcpy(&value, b + 2, 4);
+        uint8_t *c;
+        switch (event) {
+        case ZMQ_EVENT_ACCEPTED:
+            t->conns.accepted++;
+            c = conn_slot(t, (int)value);
+            if (c)
+                conn_set(t, c, CONN_HANDSHAKE);
+            break;
+        case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+            t->conns.handshakes++;
+            conn_up_unplaced(t);
+            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            conn_failed(t, &t->conns.failed_protocol, now_ms,
+                        "handshake protocol error (no CURVE, wrong server "
+                        "key or malformed)", value);
+            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+            conn_failed(t, &t->conns.failed_auth, now_ms,
+                        "not the cluster key", value);
+            break;
+        case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            conn_failed(t, &t->conns.failed_other, now_ms,
+                        "handshake timed out or reset", value);
+            break;
+        case ZMQ_EVENT_DISCONNECTED:
+            conn_closed(t, (int)value);
+            break;
+        default:
+            break;
+        }
+    }
+    zmq_msg_close(&ev);
+    return true;
+}
+
+/* ------------------------------------------------------------ frames */
+
+/* Frames of several pieces being joined, one per connection (wire.h).  A
+ * slot keeps its buffer when its frame is done: the next large frame
+ * reuses it instead of touching fresh pages (on these virtual machines a
+ * first touch costs more than the copy).  Buffers, in use or kept, take
+ * at most TRANSPORT_REASM_BYTES. */
+_Static_assert(WIRE_MAX_FRAME <= TRANSPORT_REASM_BYTES,
+               "a frame of the largest size must fit");
+
+static reasm *reasm_find(transport *t, const uint8_t *id, size_t id_len)
+{
+    for (uint32_t i = 0; i < TRANSPORT_REASM_SLOTS; i++) {
+        reasm *r = &t->reasm[i];
+        if (r->active && r->id_len == id_len && memcmp(r->id, id, id_len) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+static void reasm_drop(transport *t, reasm *r)
+{
+    if (r->active)
+        t->reasm_active--;
+    r->active = false;
+    r->total = r->len = 0;
+}
+
+static void reasm_release(transport *t, reasm *r)
+{
+    t->reasm_bytes -= r->cap;
+    free(r->buf);
+    r->buf = NULL;
+    r->cap = 0;
+}
+
+/* Room for a frame of `total` bytes from connection `id`: an idle slot
+ * (one whose buffer fits first), within TRANSPORT_REASM_BYTES, made by
+ * releasing idle buffers and then dropping the frames that progressed
+ * least recently (each a counted drop). */
+static reasm *reasm_start(transport *t, const uint8_t *id, size_t id_len,
+                          size_t total, uint64_t now_ms)
+{
+    for (;;) {
+        reasm *fits = NULL, *idle = NULL, *oldest = NULL;
+        for (uint32_t i = 0; i < TRANSPORT_REASM_SLOTS; i++) {
+            reasm *r = &t->reasm[i];
+            if (r->active) {
+                if (!oldest || r->seq < oldest->seq)
+                    oldest = r;
+            } else if (r->cap >= total) {
+                if (!fits || r->cap < fits->cap)
+                    fits = r;
+            } else if (!idle || r->cap > idle->cap) {
+                idle = r;    /* the one that grows least */
+            }
+        }
+        reasm *r = fits;
+        if (!r && idle && t->reasm_bytes - idle->cap + total <=
+                              TRANSPORT_REASM_BYTES) {
+            reasm_release(t, idle);
+            idle->buf = malloc(total);
+            if (!idle->buf)
+                return NULL;
+            idle->cap = total;
+            t->reasm_bytes += total;
+            r = idle;
+        }
+        if (r) {
+            memcpy(r->id, id, id_len);
+            r->id_len = id_len;
+            r->total = total;
+            r->len = 0;
+            r->active = true;
+            t->reasm_active++;
+            return r;
+        }
+        /* make room: an idle buffer first, else the stalest frame */
+        reasm *victim = NULL;
+        for (uint32_t i = 0; i < TRANSPORT_REASM_SLOTS && !victim; i++)
+            if (!t->reasm[i].active && t->reasm[i].cap)
+                victim = &t->reasm[i];
+        if (victim) {
+            reasm_release(t, victim);
+            continue;
+        }
+        if (!oldest)
+            return NULL;
+        note_drop(t, NULL, now_ms, "a frame in pieces made room for another");
+        reasm_drop(t, oldest);
+    }
+}
+
+/* One piece [flags, bytes] from connection `id` (wire.h). */
+static void receive_piece(transport *t, const uint8_t *id, size_t id_len,
+                          zmq_msg_t *piece, uint64_t now_ms,
+                          transport_recv_fn fn, transport_head_fn head_fn,
+                          void *arg)
+{
+    const uint8_t *data = zmq_msg_data(piece);
+    size_t size = zmq_msg_size(piece);
+    if (size < 1 || (data[0] & ~(WIRE_PIECE_FIRST | WIRE_PIECE_LAST)) ||
+        size - 1 > WIRE_PART_BYTES) {
+        note_drop(t, NULL, now_ms, "not a piece of a frame");
+        return;
+    }
+    uint8_t flags = data[0];
+    data++;
+    size--;
+    reasm *r = t->reasm_active ? reasm_find(t, id, id_len) : NULL;
+    if (r && (flags & WIRE_PIECE_FIRST)) {
+        /* the sender dropped the rest of that frame (its queue was full) */
+        note_drop(t, NULL, now_ms, "a frame's pieces stopped short");
+        reasm_drop(t, r);
+        r = NULL;
+    }
+    if (flags == (WIRE_PIECE_FIRST | WIRE_PIECE_LAST)) {
+        receive_one(t, data, size, now_ms, fn, head_fn, arg);   /* no copy */
+        return;
+    }
+    if (flags & WIRE_PIECE_FIRST) {
+        size_t total = 0;
+        int rc = wire_frame_size(data, size, &total);
+        if (rc < 0 || total <= size || size != WIRE_PART_BYTES) {
+            note_drop(t, NULL, now_ms, rc < 0 ? "bad header" :
+                      "a frame's pieces do not match its size");
+            return;
+        }
+        r = reasm_start(t, id, id_len, total, now_ms);
+        if (!r) {
+            note_drop(t, NULL, now_ms, "no room to join a frame's pieces");
+            return;
+        }
+    } else if (!r) {
+        note_drop(t, NULL, now_ms, "a piece without the start of its frame");
+        return;
+    }
+    bool last = flags & WIRE_PIECE_LAST;
+    if (size > r->total - r->len || (!last && size != WIRE_PART_BYTES) ||
+        (last && r->len + size != r->total)) {
+        note_drop(t, NULL, now_ms, "a frame's pieces do not match its size");
+        reasm_drop(t, r);
+        return;
+    }
+    memcpy(r->buf + r->len, data, size);
+    r->len += size;
+    r->seq = ++t->reasm_seq;
+    if (!last)
+        return;
+    size_t len = r->len;
+    reasm_drop(t, r);           /* idle again; the buffer stays */
+    receive_one(t, r->buf, len, now_ms, fn, head_fn, arg);
+}
+
+/* Drain the ROUTER: [identity, piece] per message.  True when it stopped
+ * at the batch bound. */
+static bool receive_router(transport *t, uint64_t now_ms, transport_recv_fn fn,
+                           transport_head_fn head_fn, void *arg)
+{
+    size_t bytes = 0;
+    for (int i = 0; i < TRANSPORT_RECV_BATCH &&
+                    bytes < TRANSPORT_RECV_BATCH_BYTES; i++) {
+        zmq_msg_t id, piece;
+        zmq_msg_init(&id);
+        if (zmq_msg_recv(&id, t->router, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&id);
+            return false;    /* the ROUTER is drained */
+        }
+        bool more = zmq_msg_more(&id);
+        if (!more) {
+            zmq_msg_close(&id);
+            note_drop(t, NULL, now_ms, "unexpected number of parts");
+            continue;
+        }
+        zmq_msg_init(&piece);
+        if (zmq_msg_recv(&piece, t->router, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&piece);
+            zmq_msg_close(&id);
+            return true;     /* a torn multipart: look again */
+        }
+        if (t->unplaced_ups || t->in_handshake)
+            conn_seen(t, zmq_msg_get(&piece, ZMQ_SRCFD));
+        bytes += zmq_msg_size(&piece);
+        if (zmq_msg_more(&piece)) {
+            note_drop(t, NULL, now_ms, "unexpected number of parts");
+            while (zmq_msg_more(&piece)) {
+                zmq_msg_close(&piece);
+                zmq_msg_init(&piece);
+                if (zmq_msg_recv(&piece, t->router, ZMQ_DONTWAIT) < 0)
+                    break;
+            }
+        } else if (zmq_msg_size(&id) <= sizeof t->reasm[0].id) {
+            receive_piece(t, zmq_msg_data(&id), zmq_msg_size(&id), &piece,
+                          now_ms, fn, head_fn, arg);
+        }
+        zmq_msg_close(&piece);
+        zmq_msg_close(&id);
+    }
+    return true;   /* the batch bound: more may be waiting */
 }
 
 bool transport_receive(transport *t, unsigned which, uint64_t now_ms,
                        transport_recv_fn fn, transport_head_fn head_fn,
                        void *arg)
 {
-    bool more_zap = t->zap && (which & TRANSPORT_ZAP);
-    for (int i = 0; more_zap && i < 64; i++) {
-        if (zap_handle(t->zap) == -EAGAIN)
-            more_zap = false;   /* drained (a malformed request is not) */
+    bool more = false;
+    unsigned want = 0;
+    for (int i = 0; i < t->n_poll; i++)
+        if (which & (1u << i))
+            want |= 1u << t->poll_kind[i];
+    if (t->zap && (want & (1u << POLL_ZAP))) {
+        int i = 0;
+        while (i < 64 && zap_handle(t->zap) != -EAGAIN)
+            i++;            /* a malformed request does not stop it */
+        more |= i == 64;
     }
-    if (!(which & TRANSPORT_ROUTER))
-        return more_zap;
-    for (int i = 0; i < TRANSPORT_RECV_BATCH; i++) {
-        zmq_msg_t part;
-        zmq_msg_init(&part);
-        if (zmq_msg_recv(&part, t->router, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&part);
-            return more_zap;    /* the ROUTER is drained */
-        }
-        /* [identity, frame]: skip to the last part */
-        int more = zmq_msg_more(&part);
-        int parts = 1;
-        while (more) {
-            zmq_msg_close(&part);
-            zmq_msg_init(&part);
-            if (zmq_msg_recv(&part, t->router, ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&part);
-                return true;    /* a torn multipart: look again */
-            }
-            more = zmq_msg_more(&part);
-            parts++;
-        }
-        if (parts == 2)
-            receive_one(t, &part, now_ms, fn, head_fn, arg);
-        else
-            note_drop(t, NULL, now_ms, "unexpected number of parts");
-        zmq_msg_close(&part);
+    /* events before frames: a frame may tie a finished handshake to its
+     * connection only once the connection is known */
+    if (t->monitor && (want & (1u << POLL_MONITOR))) {
+        int i = 0;
+        while (i < TRANSPORT_MONITOR_BATCH && monitor_one(t, now_ms))
+            i++;
+        more |= i == TRANSPORT_MONITOR_BATCH;
     }
-    return true;   /* the batch bound: more may be waiting */
+    if (want & (1u << POLL_ROUTER))
+        more |= receive_router(t, now_ms, fn, head_fn, arg);
+    return more;
+}
+
+/* Send one frame in pieces (wire.h). */
+static int send_pieces(void *dealer, const uint8_t *frame, size_t len)
+{
+    size_t off = 0;
+    do {
+        size_t n = len - off > WIRE_PART_BYTES ? WIRE_PART_BYTES : len - off;
+        zmq_msg_t piece;
+        if (zmq_msg_init_size(&piece, n + 1) != 0)
+            return -ENOMEM;
+        uint8_t *p = zmq_msg_data(&piece);
+        p[0] = (uint8_t)((off == 0 ? WIRE_PIECE_FIRST : 0) |
+                         (off + n == len ? WIRE_PIECE_LAST : 0));
+        memcpy(p + 1, frame + off, n);
+        if (zmq_msg_send(&piece, dealer, ZMQ_DONTWAIT) < 0) {
+            /* the queue is full: a frame cut short is dropped by the
+             * receiver when the next one starts */
+            int rc = -errno;
+            zmq_msg_close(&piece);
+            return rc;
+        }
+        off += n;
+    } while (off < len);
+    return 0;
 }
 
 int transport_send_frame(transport *t, uint32_t to, const uint8_t *frame,
@@ -361,9 +827,10 @@ int transport_send_frame(transport *t, uint32_t to, const uint8_t *frame,
         p->st.send_dropped++;
         return -ECONNREFUSED;
     }
-    if (zmq_send(p->dealer, frame, len, ZMQ_DONTWAIT) < 0) {
+    int rc = send_pieces(p->dealer, frame, len);
+    if (rc < 0) {
         p->st.send_dropped++;
-        return -errno;
+        return rc;
     }
     p->st.sent++;
     return 0;
@@ -378,6 +845,8 @@ int transport_send(transport *t, const px_msg *m)
         return rc;
     rc = transport_send_frame(t, m->to, frame, len);
     free(frame);
+    if (rc == 0 && m->type == PX_MSG_CATCHUP)
+        transport_catchup_charge(t, m->to, len);   /* invariant 6 */
     return rc;
 }
 
@@ -393,6 +862,55 @@ void transport_send_chain_head(transport *t, uint64_t index,
     for (uint32_t i = 0; i < t->n_peers; i++)
         if (t->peers[i].dealer)
             transport_send_frame(t, t->peers[i].addr.id, frame, len);
+}
+
+bool transport_catchup_admit(transport *t, uint32_t id, uint64_t now_ms,
+                             uint64_t slot, uint64_t commit)
+{
+    peer *p = find_peer(t, id);
+    if (!p || !p->dealer)
+        return false;
+    if (p->catchup_refill_ms == 0) {
+        p->catchup_tokens = TRANSPORT_CATCHUP_BURST;
+    } else if (now_ms > p->catchup_refill_ms) {
+        uint64_t add = (now_ms - p->catchup_refill_ms) *
+                       (uint64_t)TRANSPORT_CATCHUP_RATE / 1000;
+        if (add > TRANSPORT_CATCHUP_BURST)
+            add = TRANSPORT_CATCHUP_BURST;
+        p->catchup_tokens += (int64_t)add;
+        if (p->catchup_tokens > (int64_t)TRANSPORT_CATCHUP_BURST)
+            p->catchup_tokens = TRANSPORT_CATCHUP_BURST;
+    }
+    if (now_ms > p->catchup_refill_ms || p->catchup_refill_ms == 0)
+        p->catchup_refill_ms = now_ms ? now_ms : 1;
+    bool repeat = p->st.catchup_served && slot == p->catchup_last_slot &&
+                  commit == p->catchup_last_commit &&
+                  now_ms - p->catchup_last_ms < TRANSPORT_CATCHUP_REPEAT_MS;
+    if (repeat || p->catchup_tokens <= 0) {
+        p->st.catchup_dropped++;
+        if (now_ms - p->catchup_log_ms >= TRANSPORT_LOG_INTERVAL_MS) {
+            p->catchup_log_ms = now_ms;
+            fprintf(stderr, "paxosfs: node %u: not serving catch-up to peer "
+                    "%u: %s (%" PRIu64 " refused so far)\n", t->self_id, id,
+                    repeat ? "a repeated request" : "over its byte budget",
+                    p->st.catchup_dropped);
+        }
+        return false;
+    }
+    p->st.catchup_served++;
+    p->catchup_last_ms = now_ms;
+    p->catchup_last_slot = slot;
+    p->catchup_last_commit = commit;
+    return true;
+}
+
+void transport_catchup_charge(transport *t, uint32_t id, uint64_t bytes)
+{
+    peer *p = find_peer(t, id);
+    if (!p)
+        return;
+    p->st.catchup_bytes += bytes;
+    p->catchup_tokens -= bytes > INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)bytes;
 }
 
 int transport_block(transport *t, uint32_t id, bool blocked)
@@ -420,7 +938,12 @@ uint64_t transport_unknown_drops(const transport *t)
     return t->unknown_drops;
 }
 
+void transport_conn_stats_get(const transport *t, transport_conn_stats *st)
+{
+    *st = t->conns;
+}
+
 uint64_t transport_rejected_connections(const transport *t)
 {
-    return t->zap ? zap_rejections(t->zap) : 0;
+    return t->conns.rejected;
 }

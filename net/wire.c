@@ -105,7 +105,8 @@ static void put_header(uint8_t **p, uint8_t kind, uint32_t body_len)
     put_u32(p, body_len);
 }
 
-int wire_peek(const uint8_t *buf, size_t len, wire_header *h)
+/* The header checks of wire_peek, without the length match. */
+static int wire_header_check(const uint8_t *buf, size_t len, wire_header *h)
 {
     if (!buf || !h)
         return -EINVAL;
@@ -123,6 +124,29 @@ int wire_peek(const uint8_t *buf, size_t len, wire_header *h)
         return -EPROTO;
     if (w.body_len > WIRE_MAX_FRAME - WIRE_HEADER_BYTES)
         return -EMSGSIZE;
+    *h = w;
+    return 0;
+}
+
+int wire_frame_size(const uint8_t *buf, size_t len, size_t *frame_len)
+{
+    wire_header h;
+    int rc = wire_header_check(buf, len, &h);
+    if (rc)
+        return rc;
+    if (frame_len)
+        *frame_len = (size_t)h.body_len + WIRE_HEADER_BYTES;
+    return 0;
+}
+
+int wire_peek(const uint8_t *buf, size_t len, wire_header *h)
+{
+    if (!h)
+        return -EINVAL;
+    wire_header w;
+    int rc = wire_header_check(buf, len, &w);
+    if (rc)
+        return rc;
     if ((size_t)w.body_len + WIRE_HEADER_BYTES != len)
         return -EBADMSG;
     *h = w;

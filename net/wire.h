@@ -2,8 +2,29 @@
  * wire.h - the paxosfs wire format: every byte that crosses the network
  * between paxosfs processes is encoded and decoded here, and only here.
  *
- * One ZeroMQ message carries exactly one frame.  A frame is a fixed
- * 12-byte header followed by a body whose layout depends on `kind`.  All
+ * A frame travels in pieces, one ZeroMQ message each: a frame of up to
+ * WIRE_PART_BYTES is one piece, a larger one is cut into consecutive
+ * pieces of WIRE_PART_BYTES (the last may be shorter).  A piece is
+ *
+ *   offset size meaning
+ *   ------ ---- -------------------------------------------------------
+ *        0    1 flags: WIRE_PIECE_FIRST (1) on the first piece of a
+ *               frame, WIRE_PIECE_LAST (2) on the last, both on a frame
+ *               of one piece; no other bits
+ *        1    . up to WIRE_PART_BYTES bytes of the frame
+ *
+ * Small messages keep what a connection can make a node hold small:
+ * ZeroMQ refuses any message above one piece (ZMQ_MAXMSGSIZE, set in
+ * net/transport.c), CURVE handshake commands included, so nothing large
+ * is spent before authentication; and ZeroMQ's queue limits count
+ * messages, so a connection's queue holds at most so many pieces, not so
+ * many frames of up to WIRE_MAX_FRAME.  A node joins the pieces of one
+ * connection in order (ZeroMQ keeps a connection's messages in order and
+ * never interleaves two frames of one sender) into a frame of the size
+ * its first piece's header declares (wire_frame_size).
+ *
+ * A frame is a fixed 12-byte header followed by a body whose layout
+ * depends on `kind`.  All
  * integers are little-endian and unaligned; there is no padding and no
  * struct is ever copied to the wire as is.
  *
@@ -56,6 +77,9 @@
 #define WIRE_HEADER_BYTES 12u
 
 #define WIRE_MAX_FRAME (64u << 20)      /* header + body */
+#define WIRE_PART_BYTES (64u << 10)     /* frame bytes in one piece */
+#define WIRE_PIECE_FIRST 1u
+#define WIRE_PIECE_LAST 2u
 #define WIRE_MAX_ENTRIES 4096u          /* = the replica's own bound */
 #define WIRE_MAX_REQUESTS 65536u        /* = the replica's own bound */
 #define WIRE_MAX_ENTRY_BYTES PX_MAX_VALUE_BYTES
@@ -86,6 +110,12 @@ typedef struct wire_header {
  * most WIRE_MAX_FRAME.  It does not look into the body.  0 or a negative
  * errno as listed at the top. */
 int wire_peek(const uint8_t *buf, size_t len, wire_header *h);
+
+/* Check the header at the start of buf[0..len) (the first piece of a
+ * frame: len may be less than the frame) and set *frame_len to the whole
+ * frame's size.  The same checks as wire_peek except that the frame need
+ * not be complete. */
+int wire_frame_size(const uint8_t *buf, size_t len, size_t *frame_len);
 
 /* ------------------------------------------------------------------ PAXOS */
 

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +24,33 @@
 #include "../net/keys.h"
 #include "../net/node.h"
 #include "../net/transport.h"
+
+/* Raise the soft limit of open descriptors to the hard limit: every peer
+ * connection, every open file of the mount and the chain segments take
+ * one, and a node that runs out refuses connections or fails writes.
+ * Writes what was found and set into msg, for the log. */
+static void raise_nofile(char *msg, size_t len)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        snprintf(msg, len, "cannot read RLIMIT_NOFILE: %s", strerror(errno));
+        return;
+    }
+    rlim_t was = rl.rlim_cur;
+    if (rl.rlim_cur != rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            snprintf(msg, len, "open files: soft limit %llu, hard %llu; "
+                     "cannot raise the soft limit: %s",
+                     (unsigned long long)was, (unsigned long long)rl.rlim_max,
+                     strerror(errno));
+            return;
+        }
+    }
+    snprintf(msg, len, "open files: soft limit %llu (was %llu), hard %llu",
+             (unsigned long long)rl.rlim_cur, (unsigned long long)was,
+             (unsigned long long)rl.rlim_max);
+}
 
 static void usage(FILE *fp)
 {
@@ -257,6 +285,8 @@ int main(int argc, char **argv)
         setsid();
     }
 
+    char nofile[200] = "";
+    raise_nofile(nofile, sizeof nofile);
     char err[1024] = "";
     node *n = NULL;
     int rc = node_open(&cfg, &n, err, sizeof err);
@@ -294,6 +324,7 @@ int main(int argc, char **argv)
             perror("paxosfs: write");
         close(ready_pipe[1]);
     }
+    fprintf(stderr, "paxosfs: node %u: %s\n", cfg.id, nofile);
     rc = node_run(n);
     node_close(n);
     fprintf(stderr, "paxosfs: node %u stopped%s\n", cfg.id, rc ? " after a storage failure" : "");

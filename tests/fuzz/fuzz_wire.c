@@ -167,6 +167,15 @@ static void fuzz_all_decoders(const uint8_t *buf, size_t len)
     if (rc == 0)
         CHECK(h.kind >= WIRE_PAXOS && h.kind < WIRE_KIND_COUNT &&
               (size_t)h.body_len + WIRE_HEADER_BYTES == len);
+    /* the first piece's header check agrees with wire_peek on a whole
+     * frame, and never declares more than WIRE_MAX_FRAME */
+    size_t total = 0;
+    int frc = wire_frame_size(buf, len, &total);
+    check_error(frc);
+    if (rc == 0)
+        CHECK(frc == 0 && total == len);
+    if (frc == 0)
+        CHECK(total >= WIRE_HEADER_BYTES && total <= WIRE_MAX_FRAME);
     fuzz_paxos(buf, len);
     fuzz_hello(buf, len);
     fuzz_snapshot(buf, len);

@@ -57,6 +57,13 @@ static const sim_regression sim_regressions[] = {
     {"lost-acceptor-state-votes-at-once-21", 21, 3, "amnesia"},
     {"lost-acceptor-state-votes-at-once-34", 34, 3, "amnesia"},
     {"lost-acceptor-state-votes-at-once-42", 42, 3, "amnesia"},
+    /* One forged message per node with ballot round 2^62 - 1 (then the
+     * largest valid) left every node a candidate forever: the next round
+     * was malformed to every peer, and the promise was persisted, so
+     * restarts did not help (liveness: requests never finished).  Now a
+     * ballot far above every round seen is dropped (consensus/msg.c). */
+    {"forged-top-ballot-wedges-elections", 21, 3, "forged"},
+    {"forged-top-ballot-five", 22, 5, "forged"},
     /* smoke entries: one per profile and cluster size */
     {"single-node-crash-restart", 11, 1, "crash"},
     {"three-calm", 12, 3, "calm"},

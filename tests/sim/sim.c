@@ -64,16 +64,20 @@ static const sim_profile sim_profiles[] = {
      .delay_max_ms = 10, .fsync_max_ms = 6, .partitions = true,
      .crashes = true, .pauses = true, .chain_lag = true, .amnesia = true,
      .fault_gap_ms = 400, .fault_phase_ms = 45000},
-    /* last: never drawn for a seed */
+    /* from here on: never drawn for a seed */
     {.name = "bench", .delay_min_ms = 1, .delay_max_ms = 1,
      .fault_gap_ms = 1000, .fault_phase_ms = 0},
+    /* named regressions only: crashes, pauses and forged ballots */
+    {.name = "forged", .delay_min_ms = 1, .delay_max_ms = 10,
+     .fsync_max_ms = 4, .crashes = true, .pauses = true,
+     .forged_ballots = true, .fault_gap_ms = 400, .fault_phase_ms = 20000},
 };
 
 #define SIM_N_PROFILES (sizeof(sim_profiles) / sizeof(sim_profiles[0]))
 
 uint32_t sim_profile_count(void)
 {
-    return (uint32_t)SIM_N_PROFILES - 1;   /* "bench" is not drawn */
+    return (uint32_t)SIM_N_PROFILES - 2;   /* "bench", "forged" are not */
 }
 
 const sim_profile *sim_profile_at(uint32_t i)
@@ -164,7 +168,8 @@ static void sim_fault(sim_world *w)
 {
     const sim_profile *p = w->cfg.profile;
     uint32_t n = w->cfg.nodes;
-    enum { F_PART, F_ASYM, F_ISOLATE, F_CRASH, F_PAUSE, F_AMNESIA, F_COUNT };
+    enum { F_PART, F_ASYM, F_ISOLATE, F_CRASH, F_PAUSE, F_AMNESIA, F_FORGE,
+           F_COUNT };
     /* a lost store is recovered from every other voter: one at a time,
      * and never in a cluster too small to have others to ask */
     bool recovering = false;
@@ -172,7 +177,8 @@ static void sim_fault(sim_world *w)
         recovering |= w->hosts[i].d_recovering;
     bool on[F_COUNT] = {p->partitions && n > 1, p->asym_partitions && n > 1,
                         p->leader_isolation && n > 1, p->crashes, p->pauses,
-                        p->amnesia && n >= 3 && !recovering};
+                        p->amnesia && n >= 3 && !recovering,
+                        p->forged_ballots && n > 1};
     uint32_t choices[F_COUNT], k = 0;
     for (uint32_t i = 0; i < F_COUNT; i++)
         if (on[i])
@@ -241,6 +247,31 @@ static void sim_fault(sim_world *w)
                        : "node loses its acceptor store", victim, victim);
         sim_schedule(w, w->now_ms + sim_rng_range(&w->rng, 30, 1500),
                      SIM_EV_RESTART, victim, h->epoch, 0);
+        break;
+    }
+    case F_FORGE: {
+        /* in the name of `victim`, to every other node: a ballot with the
+         * largest round the replica once accepted (2^62 - 1), which used
+         * to leave the cluster without a usable next round */
+        static const uint8_t types[] = { PX_MSG_HEARTBEAT, PX_MSG_PREPARE,
+                                         PX_MSG_ACCEPT, PX_MSG_REJECT,
+                                         PX_MSG_COMMIT };
+        uint8_t type = types[sim_rng_below(&w->rng, sizeof types)];
+        px_ballot top = {(UINT64_C(1) << 62) - 1, victim};
+        for (uint32_t to = 1; to <= n; to++) {
+            if (to == victim)
+                continue;
+            px_msg m = {.type = type, .from = victim, .to = to};
+            if (type == PX_MSG_REJECT) {
+                m.ballot = (px_ballot){1, to};
+                m.aux_ballot = top;
+            } else {
+                m.ballot = top;
+            }
+            sim_net_send(w, &m);
+        }
+        sim_trace_note(w, 0, SIM_TR_FAULT, "forged ballot from node", type,
+                       victim);
         break;
     }
     case F_PAUSE:
@@ -527,7 +558,7 @@ static void sim_usage(void)
             "usage: sim [--seeds N [--from S]] [--seed S] [--nodes N] [--profile NAME]\n"
             "           [--clients N] [--window N] [--batch N] [--ops N]\n"
             "           [--trace] [--bench] [--no-regressions]\n"
-            "profiles: calm lossy partition crash chaos slowdisk amnesia\n");
+            "profiles: calm lossy partition crash chaos slowdisk amnesia forged\n");
 }
 
 static void sim_add(sim_stats *total, const sim_stats *s)

@@ -60,6 +60,8 @@ typedef struct sim_profile {
     bool amnesia;              /* crashes may also lose the acceptor store,
                                   or roll the node back to an older copy
                                   (detected: it restarts recovering) */
+    bool forged_ballots;       /* a key holder forges messages with a
+                                  ballot at the end of the round space */
     uint32_t fault_gap_ms;     /* mean time between injected faults */
     uint32_t fault_phase_ms;   /* faults only before this time */
 } sim_profile;

@@ -221,8 +221,10 @@ static void test_append_del_rename(void **state)
     assert_int_equal(kv_bytes(s), 3);
     assert_int_equal(apply1(s, 90, op_rename("b", "b")), 0);
     expect_key(s, "b", "AAA");
-    assert_int_equal(apply1(s, 95, op_rename("b", "dir/c")), 0);
-    expect_key(s, "dir/c", "AAA");
+    /* a key is one name: no directories yet */
+    opbuf o;
+    assert_int_equal(kv_op_encode_rename(o.b, sizeof o.b, "b", 1, "dir/c", 5),
+                     -EINVAL);
     kv_destroy(s);
 }
 
@@ -421,27 +423,121 @@ static int collect(void *arg, const char *key, size_t key_len,
     return a->stop_after && a->n == a->stop_after ? 99 : 0;
 }
 
+/* An op the encoders would refuse, made by hand (a forged or buggy
+ * proposal): op type, key, and for PUT a value, for RENAME a target. */
+static opbuf raw_op(uint8_t type, const char *key, const char *arg)
+{
+    opbuf o;
+    size_t k = strlen(key), a = arg ? strlen(arg) : 0;
+    o.b[0] = type;
+    put_le(o.b + 1, k, 2);
+    memcpy(o.b + 3, key, k);
+    o.len = (uint32_t)(3 + k);
+    if (type == KV_OP_PUT || type == KV_OP_APPEND) {
+        put_le(o.b + o.len, a, 4);
+        memcpy(o.b + o.len + 4, arg, a);
+        o.len += (uint32_t)(4 + a);
+    } else if (type == KV_OP_RENAME) {
+        put_le(o.b + o.len, a, 2);
+        memcpy(o.b + o.len + 2, arg, a);
+        o.len += (uint32_t)(2 + a);
+    }
+    return o;
+}
+
+static int dump_visit(void *arg, const char *key, size_t key_len,
+                      const kv_value *v)
+{
+    FILE *fp = arg;
+    fprintf(fp, "%.*s=%.*s@%llu;", (int)key_len, key, (int)v->len,
+            (const char *)v->data, (unsigned long long)v->mtime_ms);
+    return 0;
+}
+
+static char *dump(const kv *s)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&text, &len);
+    assert_non_null(fp);
+    kv_scan(s, "", 0, dump_visit, fp);
+    fclose(fp);
+    return text;
+}
+
+/* Keys are checked where committed entries are applied: a forged request
+ * naming one of the mount's own files, a path with '/', "." or ".." or a
+ * name that is too long is a counted no-op with the same result on every
+ * replica, and the maps stay identical. */
+static void test_forged_keys_are_noops(void **state)
+{
+    (void)state;
+    char longname[300];
+    memset(longname, 'n', sizeof longname);
+    longname[256] = '\0';
+    struct { opbuf op; int32_t want; } cases[] = {
+        { raw_op(KV_OP_PUT, ".status", "forged"), -EINVAL },
+        { raw_op(KV_OP_PUT, ".chain", "forged"), -EINVAL },
+        { raw_op(KV_OP_APPEND, ".chain", "forged"), -EINVAL },
+        { raw_op(KV_OP_PUT, "dir/file", "invisible"), -EINVAL },
+        { raw_op(KV_OP_PUT, "/abs", "x"), -EINVAL },
+        { raw_op(KV_OP_PUT, "..", "x"), -EINVAL },
+        { raw_op(KV_OP_PUT, longname, "x"), -ENAMETOOLONG },
+        { raw_op(KV_OP_RENAME, "keep", ".status"), -EINVAL },
+        { raw_op(KV_OP_RENAME, "keep", "a/b"), -EINVAL },
+        { raw_op(KV_OP_DEL, ".chain", NULL), -EINVAL },
+    };
+    size_t n = sizeof cases / sizeof cases[0];
+    kv *s[2] = { kv_create(), kv_create() };
+    for (int r = 0; r < 2; r++) {
+        assert_non_null(s[r]);
+        assert_int_equal(apply1(s[r], 1, op_put("keep", "v")), 0);
+        for (size_t i = 0; i < n; i++)
+            assert_int_equal(apply1(s[r], 2 + i, cases[i].op), cases[i].want);
+        assert_int_equal(kv_invalid_ops(s[r]), n);
+        assert_int_equal(kv_count(s[r]), 1);
+        expect_key(s[r], "keep", "v");
+        assert_null(kv_get(s[r], ".status", 7));
+        assert_null(kv_get(s[r], ".chain", 6));
+        assert_null(kv_get(s[r], "dir/file", 8));
+        assert_int_equal(kv_applied_index(s[r]), 1 + n);
+    }
+    char *a = dump(s[0]), *b = dump(s[1]);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    /* the encoders refuse the same keys */
+    opbuf o;
+    assert_int_equal(kv_op_encode_put(o.b, sizeof o.b, ".status", 7, NULL, 0),
+                     -EINVAL);
+    assert_int_equal(kv_op_encode_del(o.b, sizeof o.b, ".chain", 6), -EINVAL);
+    assert_int_equal(kv_op_encode_put(o.b, sizeof o.b, ".chainx", 7, NULL, 0),
+                     (int64_t)kv_op_size_put(7, 0));
+    kv_destroy(s[0]);
+    kv_destroy(s[1]);
+}
+
 static void test_scan_order_prefix(void **state)
 {
     (void)state;
     kv *s = kv_create();
-    const char *keys[] = { "b", "a/2", "a/10", "a", "a/1", "ab", "c/x/y",
-                           "a/1/z", "\xff", "B" };
+    const char *keys[] = { "b", "a-2", "a-10", "a", "a-1", "ab", "c-x-y",
+                           "a-1-z", "\xff", "B" };
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         assert_int_equal(apply1(s, 1, op_put(keys[i], "v")), 0);
     scan_acc all = { 0 };
     assert_int_equal(kv_scan(s, "", 0, collect, &all), 0);
-    const char *sorted[] = { "B", "a", "a/1", "a/1/z", "a/10", "a/2", "ab",
-                             "b", "c/x/y", "\xff" };
+    const char *sorted[] = { "B", "a", "a-1", "a-1-z", "a-10", "a-2", "ab",
+                             "b", "c-x-y", "\xff" };
     assert_int_equal(all.n, 10);
     for (int i = 0; i < 10; i++)
         assert_string_equal(all.keys[i], sorted[i]);
 
     scan_acc pre = { 0 };
-    assert_int_equal(kv_scan(s, "a/", 2, collect, &pre), 0);
+    assert_int_equal(kv_scan(s, "a-", 2, collect, &pre), 0);
     assert_int_equal(pre.n, 4);
-    assert_string_equal(pre.keys[0], "a/1");
-    assert_string_equal(pre.keys[3], "a/2");
+    assert_string_equal(pre.keys[0], "a-1");
+    assert_string_equal(pre.keys[3], "a-2");
 
     scan_acc none = { 0 };
     assert_int_equal(kv_scan(s, "zz", 2, collect, &none), 0);
@@ -451,12 +547,12 @@ static void test_scan_order_prefix(void **state)
     assert_int_equal(kv_scan(s, "", 0, collect, &stop), 99);
     assert_int_equal(stop.n, 3);
 
-    assert_int_equal(apply1(s, 1, op_del("a/1")), 0);
+    assert_int_equal(apply1(s, 1, op_del("a-1")), 0);
     scan_acc after = { 0 };
-    assert_int_equal(kv_scan(s, "a/1", 3, collect, &after), 0);
+    assert_int_equal(kv_scan(s, "a-1", 3, collect, &after), 0);
     assert_int_equal(after.n, 2);
-    assert_string_equal(after.keys[0], "a/1/z");
-    assert_string_equal(after.keys[1], "a/10");
+    assert_string_equal(after.keys[0], "a-1-z");
+    assert_string_equal(after.keys[1], "a-10");
     kv_destroy(s);
 }
 
@@ -527,7 +623,7 @@ static void test_many_keys(void **state)
         batch b;
         batch_init(&b);
         for (uint32_t j = i; j < i + 100; j++) {
-            snprintf(key, sizeof key, "d%u/k%u", (j * 7919u) % 13, j * 2654435761u);
+            snprintf(key, sizeof key, "d%u-k%u", (j * 7919u) % 13, j * 2654435761u);
             opbuf o = op_put(key, "v");
             batch_add(&b, 5, seq, seq, o.b, o.len);
             seq++;
@@ -542,13 +638,13 @@ static void test_many_keys(void **state)
     assert_int_equal(kv_scan(s, "", 0, check_order, &oc), 0);
     assert_int_equal(oc.n, n);
     uint64_t in_d3 = 0;
-    assert_int_equal(kv_scan(s, "d3/", 3, count_visit, &in_d3), 0);
+    assert_int_equal(kv_scan(s, "d3-", 3, count_visit, &in_d3), 0);
     uint64_t expect = 0;
     for (uint32_t j = 0; j < n; j++)
         expect += (j * 7919u) % 13 == 3;
     assert_int_equal(in_d3, expect);
     for (uint32_t j = 0; j < n; j++) {
-        snprintf(key, sizeof key, "d%u/k%u", (j * 7919u) % 13, j * 2654435761u);
+        snprintf(key, sizeof key, "d%u-k%u", (j * 7919u) % 13, j * 2654435761u);
         assert_non_null(kv_get(s, key, strlen(key)));
     }
     kv_destroy(s);
@@ -704,7 +800,7 @@ static void test_snapshot_round_trip(void **state)
     kv *s = kv_create();
     for (int i = 0; i < 200; i++) {
         char key[32], val[64];
-        snprintf(key, sizeof key, "dir%d/file%d", i % 7, i);
+        snprintf(key, sizeof key, "dir%d-file%d", i % 7, i);
         snprintf(val, sizeof val, "value %d\n", i * i);
         assert_int_equal(apply1(s, 1000 + (uint64_t)i, op_put(key, val)), 0);
     }
@@ -813,6 +909,7 @@ int main(void)
         cmocka_unit_test(test_append_del_rename),
         cmocka_unit_test(test_append_too_big),
         cmocka_unit_test(test_malformed_ops),
+        cmocka_unit_test(test_forged_keys_are_noops),
         cmocka_unit_test(test_entry_order_and_kinds),
         cmocka_unit_test(test_exactly_once),
         cmocka_unit_test(test_scan_order_prefix),

@@ -45,7 +45,7 @@ static void test_render_batch(void **state)
     const char *longval = "0123456789012345678901234567890123456789-and-more";
     int64_t l1 = kv_op_encode_put(op1, sizeof op1, "foo", 3,
                                   (const uint8_t *)"hello\n", 6);
-    int64_t l2 = kv_op_encode_append(op2, sizeof op2, "d/\"q\"", 5,
+    int64_t l2 = kv_op_encode_append(op2, sizeof op2, "d\"q\"", 4,
                                      (const uint8_t *)longval,
                                      (uint32_t)strlen(longval));
     int64_t l3 = kv_op_encode_rename(op3, sizeof op3, "a", 1, "b\tc", 3);
@@ -71,7 +71,7 @@ static void test_render_batch(void **state)
     assert_non_null(strstr(text, "hash: 01010101"));
     assert_non_null(strstr(text, "kind: batch (6 requests)\n"));
     assert_non_null(strstr(text, "op: put key=\"foo\" len=6 value=\"hello\\n\"\n"));
-    assert_non_null(strstr(text, "op: append key=\"d/\\\"q\\\"\" len=49 value=\"0123456789012345678901234567890123456789\"...\n"));
+    assert_non_null(strstr(text, "op: append key=\"d\\\"q\\\"\" len=49 value=\"0123456789012345678901234567890123456789\"...\n"));
     assert_non_null(strstr(text, "op: rename key=\"a\" to=\"b\\tc\"\n"));
     assert_non_null(strstr(text, "op: del key=\"x\"\n"));
     assert_non_null(strstr(text, "op: malformed"));

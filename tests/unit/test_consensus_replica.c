@@ -1122,6 +1122,113 @@ static void test_malformed_ignored(void **state)
     h_free(c);
 }
 
+/* A ballot at the end of the round space cannot wedge elections: one
+ * forged message per node with the largest round the replica once
+ * accepted (2^62 - 1) used to leave every node a candidate forever (the
+ * next round was malformed to every peer) and was persisted as the
+ * promise.  Now a ballot more than PX_ROUND_WINDOW (2^20) above every
+ * round seen is dropped and counted; a store that already holds such a
+ * promise still elects; and with no round left a node stops campaigning
+ * instead of overflowing. */
+#define OLD_ROUND_MAX ((UINT64_C(1) << 62) - 1)
+#define ROUND_WINDOW (UINT64_C(1) << 20)
+
+static void forge(cluster *c, uint8_t type, uint32_t from, uint32_t to,
+                  px_ballot b, px_ballot aux)
+{
+    px_msg m = {.type = type, .from = from, .to = to, .ballot = b,
+                .aux_ballot = aux, .commit = 0};
+    h_step(c, to, (px_event){.type = PX_EV_RECEIVE, .u.msg = &m});
+}
+
+static void commit_one(cluster *c, uint32_t leader, uint64_t client,
+                       uint64_t seq)
+{
+    h_propose(c, leader, client, seq, "w");
+    h_run(c);
+    c->now += 60;
+    for (uint32_t k = 1; k <= c->count; k++)
+        h_tick(c, k);
+    h_run(c);
+    assert_true(h_log_has(&c->n[leader].log[c->n[leader].applied], client, seq));
+}
+
+static void test_forged_ballot_cannot_wedge_elections(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    commit_one(c, 1, 5, 1);
+    uint64_t round = h_status(c, 1).ballot.round;
+    for (uint32_t to = 1; to <= 3; to++) {
+        uint32_t from = to % 3 + 1;
+        px_ballot top = {OLD_ROUND_MAX, from};
+        uint64_t refused = h_stats(c, to).ballots_refused;
+        forge(c, PX_MSG_HEARTBEAT, from, to, top, (px_ballot){0, 0});
+        forge(c, PX_MSG_PREPARE, from, to, top, (px_ballot){0, 0});
+        forge(c, PX_MSG_ACCEPT, from, to, top, (px_ballot){0, 0});
+        forge(c, PX_MSG_REJECT, from, to, (px_ballot){round, 1}, top);
+        forge(c, PX_MSG_HEARTBEAT_ACK, from, to, top, (px_ballot){0, 0});
+        /* just beyond the window, too */
+        forge(c, PX_MSG_HEARTBEAT, from, to,
+              (px_ballot){round + ROUND_WINDOW + 1, from}, (px_ballot){0, 0});
+        assert_int_equal(h_stats(c, to).ballots_refused, refused + 6);
+        assert_true(c->n[to].d_promise.round <= round);
+    }
+    h_run(c);
+    assert_int_equal(h_status(c, 1).role, PX_LEADER);
+    /* the leader fails: another one is elected and commits */
+    c->n[1].down = true;
+    for (int i = 0; i < 50 && h_status(c, 2).role != PX_LEADER &&
+                    h_status(c, 3).role != PX_LEADER; i++) {
+        c->now += 50;
+        h_tick(c, 2);
+        h_tick(c, 3);
+        h_run(c);
+    }
+    uint32_t leader = h_status(c, 2).role == PX_LEADER ? 2 : 3;
+    assert_int_equal(h_status(c, leader).role, PX_LEADER);
+    assert_true(h_status(c, leader).ballot.round < round + 10);
+    commit_one(c, leader, 5, 2);
+    /* a ballot within the window is a legitimate later round: followed */
+    uint32_t follower = 5 - leader;
+    forge(c, PX_MSG_HEARTBEAT, 1, follower,
+          (px_ballot){round + ROUND_WINDOW / 2, 1}, (px_ballot){0, 0});
+    assert_int_equal(c->n[follower].d_promise.round, round + ROUND_WINDOW / 2);
+    h_free(c);
+
+    /* what the old code persisted: every promise at the top of the old
+     * round space (a node's own next ballot, 2^62, included) */
+    c = h_cluster(3, NULL);
+    for (uint32_t k = 1; k <= 3; k++) {
+        px_destroy(c->n[k].r);
+        c->n[k].d_promise = (px_ballot){k == 1 ? OLD_ROUND_MAX + 1 : OLD_ROUND_MAX, k};
+        px_restore rs = {.promise = c->n[k].d_promise};
+        h_start(c, k, &rs);
+    }
+    h_elect(c, 2);
+    assert_true(h_status(c, 2).ballot.round > OLD_ROUND_MAX + 1);
+    commit_one(c, 2, 6, 1);
+    h_free(c);
+
+    /* no round left: the node does not campaign, nothing overflows */
+    c = h_cluster(1, NULL);
+    px_destroy(c->n[1].r);
+    px_restore top = {.promise = {(UINT64_C(1) << 63) - 1, 1}};
+    h_start(c, 1, &top);
+    h_tick(c, 1);
+    c->now += 1000;
+    h_tick(c, 1);
+    assert_int_not_equal(h_status(c, 1).role, PX_LEADER);
+    assert_true(h_stats(c, 1).rounds_exhausted > 0);
+    assert_int_equal(c->n[1].d_promise.round, 0);   /* nothing persisted */
+    /* a promise at or above 2^63 is a damaged store: refused */
+    px_replica *r = NULL;
+    px_restore bad = {.promise = {UINT64_C(1) << 63, 1}};
+    assert_int_equal(px_create(&c->n[1].opt, &bad, &r), -EINVAL);
+    h_free(c);
+}
+
 /* Regression (sim crash seed 2): a candidate whose commit index is behind
  * a promiser's, and who gets no values for the slots in between (the
  * promiser restarted and retains nothing below its applied index), must
@@ -1300,6 +1407,7 @@ int main(void)
         cmocka_unit_test(test_restart_never_reuses_ballot),
         cmocka_unit_test(test_lost_acceptor_state_recovers),
         cmocka_unit_test(test_malformed_ignored),
+        cmocka_unit_test(test_forged_ballot_cannot_wedge_elections),
         cmocka_unit_test(test_regression_recover_past_peer_commit),
         cmocka_unit_test(test_chaos),
     };
