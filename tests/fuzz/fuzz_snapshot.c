@@ -61,7 +61,7 @@ static kv *starting_state(void)
     kv *s = kv_create();
     CHECK(s != NULL);
     uint32_t off = 4;
-    const char *keys[] = { "a", "dir/b" };
+    const char *keys[] = { "a", "b" };
     for (uint32_t i = 0; i < 2; i++) {
         int64_t n = kv_op_encode_put(op, sizeof op, keys[i], strlen(keys[i]),
                                      val, sizeof val);

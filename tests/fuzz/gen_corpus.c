@@ -192,9 +192,9 @@ static bytes mixed_batch(void)
     batch_req(&body, &count, 11, 1, 0, op, n);
     n = op_append(op, "greeting", "world\n");
     batch_req(&body, &count, 11, 2, 1, op, n);
-    n = op_put(op, "dir/sub/file", "x");
+    n = op_put(op, "file", "x");
     batch_req(&body, &count, 12, 1, 0, op, n);
-    n = op_rename(op, "dir/sub/file", "moved");
+    n = op_rename(op, "file", "moved");
     batch_req(&body, &count, 12, 2, 0, op, n);
     n = op_del(op, "missing");
     batch_req(&body, &count, 13, 5, 3, op, n);
@@ -235,10 +235,10 @@ static void gen_batch(void)
 static void gen_kv_op(void)
 {
     uint8_t op[512];
-    seed("kv_op", "put", op, op_put(op, "a/b", "value"));
+    seed("kv_op", "put", op, op_put(op, "ab", "value"));
     seed("kv_op", "append", op, op_append(op, "log", "line\n"));
     seed("kv_op", "del", op, op_del(op, "gone"));
-    seed("kv_op", "rename", op, op_rename(op, "from", "to/here"));
+    seed("kv_op", "rename", op, op_rename(op, "from", "to-here"));
     static const uint8_t dotdot[] = { 2, 2, 0, '.', '.' };
     seed("kv_op", "dotdot", dotdot, sizeof dotdot);
 }
