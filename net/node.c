@@ -2098,6 +2098,13 @@ static void catchup_expire(node *n, uint64_t now)
 static void on_message(void *arg, const px_msg *m)
 {
     node *n = arg;
+    /* a leader's messages arrive: this node is not cut off, even while its
+     * replica does not follow that leader yet (a higher promise after a
+     * partition, a start not yet confirmed, a diverged chain); requests
+     * then wait for their deadline instead of failing at once */
+    if (m->type == PX_MSG_HEARTBEAT || m->type == PX_MSG_ACCEPT ||
+        m->type == PX_MSG_COMMIT)
+        n->leader_seen_ms = node_now_ms(n);
     check_divergence(n, m->from, m->chain_index, m->chain_hash);
     if (m->type == PX_MSG_CATCHUP) {
         catchup_receive(n, m);
