@@ -22,6 +22,11 @@
  *   4. A request leaves the queue only when a committed BATCH contains it,
  *      never on a timer, so a lost FORWARD or a deposed leader costs a
  *      retry, not the request.
+ *   5. Re-forwards back off: after a round of them the wait doubles (up to
+ *      PX_RESEND_BACKOFF_MAX retry intervals), until one of our requests
+ *      commits or the leader changes.  A leader slow to commit large
+ *      values was otherwise sent every one of them again each retry
+ *      interval, megabytes each, ahead of its heartbeats.
  */
 #include "px_int.h"
 
@@ -238,6 +243,7 @@ void px_on_forward(px_replica *r, const px_msg *m)
 
 void px_forward_leader_changed(px_replica *r)
 {
+    r->fwd_wait_ms = r->opt.retry_interval_ms;
     px_queue_splice(&r->q, PX_Q_SENT, PX_Q_PENDING);
 }
 
@@ -250,8 +256,10 @@ void px_forward_committed(px_replica *r, const px_cell *c)
             break;
         r->stats.requests_committed++;
         int32_t i = px_queue_find(&r->q, req.client_id, req.seq);
-        if (i >= 0)
+        if (i >= 0) {
             px_queue_remove(&r->q, i);
+            r->fwd_wait_ms = r->opt.retry_interval_ms;   /* invariant 5 */
+        }
     }
 }
 
@@ -288,11 +296,17 @@ void px_forward_pump(px_replica *r)
     uint32_t n = q->n[PX_Q_PENDING];
     for (uint32_t k = 0; k < n && q->head[PX_Q_PENDING] >= 0; k++)
         px_forward_one(r, &msg, &n_in_msg, &bytes, q->head[PX_Q_PENDING]);
+    if (r->fwd_wait_ms < r->opt.retry_interval_ms)
+        r->fwd_wait_ms = r->opt.retry_interval_ms;
+    bool resent = false;
     n = q->n[PX_Q_SENT];
     for (uint32_t k = 0; k < n && q->head[PX_Q_SENT] >= 0; k++) {
         int32_t i = q->head[PX_Q_SENT];
-        if (r->now_ms - q->reqs[i].sent_ms < r->opt.retry_interval_ms)
+        if (r->now_ms - q->reqs[i].sent_ms < r->fwd_wait_ms)
             break;
         px_forward_one(r, &msg, &n_in_msg, &bytes, i);
+        resent = true;
     }
+    if (resent && r->fwd_wait_ms < PX_RESEND_BACKOFF_MAX * r->opt.retry_interval_ms)
+        r->fwd_wait_ms *= 2;   /* invariant 5 */
 }

@@ -278,6 +278,9 @@ struct px_replica {
 
     px_election el;
     px_queue q;
+    uint64_t fwd_wait_ms;       /* re-forward after this long: doubles with
+                                   every re-send round until a forwarded
+                                   request commits (forward.c invariant 5) */
     px_readq lreads;            /* leader: reads awaiting a round */
     px_readq freads;            /* non-leader: reads asked of the leader */
 

@@ -931,6 +931,42 @@ static void test_resend_backs_off(void **state)
     h_free(c);
 }
 
+/* forward.c invariant 5: a follower whose forwarded request does not
+ * commit re-forwards it with a doubling wait, not every retry interval
+ * (4 MiB requests were sent again ten times a second). */
+static void test_forward_backs_off(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    h_propose(c, 2, 9, 1, "forwarded");
+    uint32_t forwards = h_drop(c, PX_MSG_FORWARD, 2, 1);
+    h_run(c);
+    for (int t = 0; t < 300; t++) {   /* 3 s of 10 ms ticks */
+        c->now += 10;
+        h_tick(c, 1);
+        h_tick(c, 2);
+        h_tick(c, 3);
+        forwards += h_drop(c, PX_MSG_FORWARD, 2, 1);
+        h_run(c);
+        forwards += h_drop(c, PX_MSG_FORWARD, 2, 1);
+    }
+    assert_int_equal(h_status(c, 2).leader_id, 1);
+    print_message("FORWARDs of one request in 3 s: %u\n", forwards);
+    assert_true(forwards >= 3);
+    assert_true(forwards <= 8);
+    /* delivered at last: it commits, and node 2 learns so */
+    for (int t = 0; t < 400 && h_status(c, 2).pending_requests; t++) {
+        c->now += 10;
+        h_tick(c, 1);
+        h_tick(c, 2);
+        h_tick(c, 3);
+        h_run(c);
+    }
+    assert_int_equal(h_status(c, 2).pending_requests, 0);
+    h_free(c);
+}
+
 static void test_read_index(void **state)
 {
     (void)state;
@@ -1403,6 +1439,7 @@ int main(void)
         cmocka_unit_test(test_snapshot_needed),
         cmocka_unit_test(test_retained_bytes_bounded),
         cmocka_unit_test(test_resend_backs_off),
+        cmocka_unit_test(test_forward_backs_off),
         cmocka_unit_test(test_read_index),
         cmocka_unit_test(test_restart_never_reuses_ballot),
         cmocka_unit_test(test_lost_acceptor_state_recovers),
