@@ -95,7 +95,7 @@
 #define NODE_CATCHUP_BYTES (4u << 20)
 #define NODE_MOUNT_IDLE_MS 100          /* no FUSE request for this long:
                                            a follower syncs inline */
-#define NODE_NO_LEADER_FACTOR 2         /* no leader heard from for this
+#define NODE_NO_LEADER_FACTOR 4         /* no leader heard from for this
                                            many maximum election timeouts:
                                            fail new requests at once */
 
