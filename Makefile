@@ -26,6 +26,7 @@ LDFLAGS  := $(SANITIZE) $(EXTRA_LDFLAGS)
 CONSENSUS_SRC := $(wildcard consensus/*.c)
 CHAIN_SRC     := $(wildcard chain/*.c)
 NET_SRC       := $(wildcard net/*.c)
+NODE_SRC      := $(wildcard node/*.c)
 FS_SRC        := $(wildcard fs/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -33,15 +34,16 @@ obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 LIB_CONSENSUS := $(BUILD)/libpx.a
 LIB_CHAIN     := $(BUILD)/libchain.a
 LIB_NET       := $(BUILD)/libnet.a
+LIB_NODE      := $(BUILD)/libnode.a
 LIB_FS        := $(BUILD)/libfs.a
 
 # link sets, most dependent first
 LINK_CONSENSUS := $(LIB_CONSENSUS)
 LINK_CHAIN     := $(LIB_CHAIN) $(LIB_CONSENSUS) $(CRYPTO_LIBS) $(Z_LIBS)
 LINK_NET       := $(LIB_NET) $(LINK_CHAIN) $(ZMQ_LIBS) -lpthread
-LINK_ALL       := $(LIB_NET) $(LIB_FS) $(LINK_CHAIN) $(ZMQ_LIBS) $(FUSE_LIBS) -lpthread
+LINK_ALL       := $(LIB_NODE) $(LIB_FS) $(LIB_NET) $(LINK_CHAIN) $(ZMQ_LIBS) $(FUSE_LIBS) -lpthread
 
-PROGRAMS := $(BUILD)/paxosfs $(BUILD)/paxosctl $(BUILD)/lincheck
+PROGRAMS := $(BUILD)/paxosfs $(BUILD)/paxosctl $(BUILD)/lincheck $(BUILD)/clockshift.so
 
 # --- tests -----------------------------------------------------------------
 # tests/unit/test_<module>_*.c links against <module> and what it uses.
@@ -66,13 +68,14 @@ $(BUILD)/obj/%.o: %.c
 $(LIB_CONSENSUS): $(call obj,$(CONSENSUS_SRC))
 $(LIB_CHAIN): $(call obj,$(CHAIN_SRC))
 $(LIB_NET): $(call obj,$(NET_SRC))
+$(LIB_NODE): $(call obj,$(NODE_SRC))
 $(LIB_FS): $(call obj,$(FS_SRC))
 $(BUILD)/lib%.a:
 	@mkdir -p $(dir $@)
 	rm -f $@
 	$(if $^,ar rcs $@ $^,ar rcs $@)
 
-$(BUILD)/paxosfs: $(call obj,tools/paxosfs.c) $(LIB_FS) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
+$(BUILD)/paxosfs: $(call obj,tools/paxosfs.c) $(LIB_NODE) $(LIB_FS) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_ALL)
 
 $(BUILD)/paxosctl: $(call obj,tools/paxosctl.c) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
@@ -86,13 +89,18 @@ $(BUILD)/tests/test_chain%: $(call obj,tests/unit/test_chain%.c) $(LIB_CHAIN) $(
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_CHAIN) -lcmocka
 
-$(BUILD)/tests/test_net%: $(call obj,tests/unit/test_net%.c) $(LIB_NET) $(LIB_FS) $(LIB_CHAIN) $(LIB_CONSENSUS)
+$(BUILD)/tests/test_net%: $(call obj,tests/unit/test_net%.c) $(LIB_NODE) $(LIB_NET) $(LIB_FS) $(LIB_CHAIN) $(LIB_CONSENSUS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_ALL) -lcmocka
 
-$(BUILD)/tests/test_fs%: $(call obj,tests/unit/test_fs%.c) $(LIB_FS) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
+$(BUILD)/tests/test_fs%: $(call obj,tests/unit/test_fs%.c) $(LIB_NODE) $(LIB_FS) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_ALL) -lcmocka
+
+# test helper: LD_PRELOAD library that steps a node's wall clock
+$(BUILD)/clockshift.so: tests/tools/clockshift.c
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) $(WARN) -std=c11 -fPIC -shared -o $@ $< -ldl
 
 $(BUILD)/lincheck: $(call obj,tests/tools/lincheck.c tests/sim/lincheck.c)
 	$(CC) $(LDFLAGS) -o $@ $^

@@ -173,24 +173,24 @@ static uint64_t prealloc_chunk(const acceptor_store *a)
 
 static void rec_header(uint8_t *p, uint8_t type, uint32_t rec_len)
 {
-    chain_put_u32(p, ACC_MAGIC);
+    le_put32(p, ACC_MAGIC);
     p[4] = type;
     p[5] = ACC_VERSION;
-    chain_put_u16(p + 6, 0);
-    chain_put_u32(p + 8, rec_len);
-    chain_put_u32(p + 12, chain_crc32(p, 12));
+    le_put16(p + 6, 0);
+    le_put32(p + 8, rec_len);
+    le_put32(p + 12, chain_crc32(p, 12));
 }
 
 static void rec_seal(uint8_t *p, uint32_t rec_len)
 {
-    chain_put_u32(p + rec_len - 4, chain_crc32(p + 16, rec_len - 20));
+    le_put32(p + rec_len - 4, chain_crc32(p + 16, rec_len - 20));
 }
 
 static uint32_t encode_promise(uint8_t *p, px_ballot b)
 {
     rec_header(p, ACC_PROMISE, ACC_PROMISE_BYTES);
-    chain_put_u64(p + 16, b.round);
-    chain_put_u32(p + 24, b.node_id);
+    le_put64(p + 16, b.round);
+    le_put32(p + 24, b.node_id);
     rec_seal(p, ACC_PROMISE_BYTES);
     return ACC_PROMISE_BYTES;
 }
@@ -199,13 +199,13 @@ static uint32_t encode_accept(uint8_t *p, const px_entry *e)
 {
     uint32_t rec_len = ACC_ACCEPT_FIXED + e->len;
     rec_header(p, ACC_ACCEPT, rec_len);
-    chain_put_u64(p + 16, e->slot);
-    chain_put_u64(p + 24, e->ballot.round);
-    chain_put_u32(p + 32, e->ballot.node_id);
+    le_put64(p + 16, e->slot);
+    le_put64(p + 24, e->ballot.round);
+    le_put32(p + 32, e->ballot.node_id);
     p[36] = e->kind;
     p[37] = p[38] = p[39] = 0;
-    chain_put_u64(p + 40, e->time_ms);
-    chain_put_u32(p + 48, e->len);
+    le_put64(p + 40, e->time_ms);
+    le_put32(p + 48, e->len);
     if (e->len)
         memcpy(p + 52, e->data, e->len);
     rec_seal(p, rec_len);
@@ -215,7 +215,7 @@ static uint32_t encode_accept(uint8_t *p, const px_entry *e)
 static uint32_t encode_forget(uint8_t *p, uint64_t upto)
 {
     rec_header(p, ACC_FORGET, ACC_FORGET_BYTES);
-    chain_put_u64(p + 16, upto);
+    le_put64(p + 16, upto);
     rec_seal(p, ACC_FORGET_BYTES);
     return ACC_FORGET_BYTES;
 }
@@ -223,7 +223,7 @@ static uint32_t encode_forget(uint8_t *p, uint64_t upto)
 static uint32_t encode_mark(uint8_t *p, const chain_mark *m)
 {
     rec_header(p, ACC_MARK, ACC_MARK_BYTES);
-    chain_put_u64(p + 16, m->index);
+    le_put64(p + 16, m->index);
     memcpy(p + 24, m->hash, CHAIN_HASH_BYTES);
     rec_seal(p, ACC_MARK_BYTES);
     return ACC_MARK_BYTES;
@@ -233,8 +233,8 @@ static uint32_t encode_incarnation(uint8_t *p, uint64_t counter,
                                    uint64_t nonce)
 {
     rec_header(p, ACC_INCARNATION, ACC_INCARNATION_BYTES);
-    chain_put_u64(p + 16, counter);
-    chain_put_u64(p + 24, nonce);
+    le_put64(p + 16, counter);
+    le_put64(p + 24, nonce);
     rec_seal(p, ACC_INCARNATION_BYTES);
     return ACC_INCARNATION_BYTES;
 }
@@ -242,10 +242,10 @@ static uint32_t encode_incarnation(uint8_t *p, uint64_t counter,
 static uint32_t encode_peer(uint8_t *p, const acceptor_peer *peer)
 {
     rec_header(p, ACC_PEER, ACC_PEER_BYTES);
-    chain_put_u32(p + 16, peer->id);
-    chain_put_u32(p + 20, 0);
-    chain_put_u64(p + 24, peer->counter);
-    chain_put_u64(p + 32, peer->nonce);
+    le_put32(p + 16, peer->id);
+    le_put32(p + 20, 0);
+    le_put64(p + 24, peer->counter);
+    le_put64(p + 32, peer->nonce);
     rec_seal(p, ACC_PEER_BYTES);
     return ACC_PEER_BYTES;
 }
@@ -253,7 +253,7 @@ static uint32_t encode_peer(uint8_t *p, const acceptor_peer *peer)
 static uint32_t encode_recovery(uint8_t *p, bool recovering)
 {
     rec_header(p, ACC_RECOVERY, ACC_RECOVERY_BYTES);
-    chain_put_u64(p + 16, recovering ? 1 : 0);
+    le_put64(p + 16, recovering ? 1 : 0);
     rec_seal(p, ACC_RECOVERY_BYTES);
     return ACC_RECOVERY_BYTES;
 }
@@ -299,17 +299,17 @@ static int rec_parse(const uint8_t *p, uint64_t avail, acc_rec *r,
         *reason = "truncated record header";
         return ACC_BAD_SHORT;
     }
-    if (chain_get_u32(p) != ACC_MAGIC) {
+    if (le_get32(p) != ACC_MAGIC) {
         *reason = "bad magic";
         return ACC_BAD_HEADER;
     }
-    if (chain_crc32(p, 12) != chain_get_u32(p + 12)) {
+    if (chain_crc32(p, 12) != le_get32(p + 12)) {
         *reason = "bad header checksum";
         return ACC_BAD_HEADER;
     }
     r->type = p[4];
-    r->rec_len = chain_get_u32(p + 8);
-    if (p[5] != ACC_VERSION || chain_get_u16(p + 6) != 0) {
+    r->rec_len = le_get32(p + 8);
+    if (p[5] != ACC_VERSION || le_get16(p + 6) != 0) {
         *reason = "unknown record version";
         return ACC_BAD_HEADER;
     }
@@ -325,22 +325,22 @@ static int rec_parse(const uint8_t *p, uint64_t avail, acc_rec *r,
         return ACC_BAD_PAST_END;
     }
     if (chain_crc32(p + 16, r->rec_len - 20) !=
-        chain_get_u32(p + r->rec_len - 4)) {
+        le_get32(p + r->rec_len - 4)) {
         *reason = "bad checksum";
         return ACC_BAD_BODY;
     }
     switch (r->type) {
     case ACC_PROMISE:
-        r->ballot.round = chain_get_u64(p + 16);
-        r->ballot.node_id = chain_get_u32(p + 24);
+        r->ballot.round = le_get64(p + 16);
+        r->ballot.node_id = le_get32(p + 24);
         break;
     case ACC_ACCEPT:
-        r->entry.slot = chain_get_u64(p + 16);
-        r->entry.ballot.round = chain_get_u64(p + 24);
-        r->entry.ballot.node_id = chain_get_u32(p + 32);
+        r->entry.slot = le_get64(p + 16);
+        r->entry.ballot.round = le_get64(p + 24);
+        r->entry.ballot.node_id = le_get32(p + 32);
         r->entry.kind = p[36];
-        r->entry.time_ms = chain_get_u64(p + 40);
-        r->entry.len = chain_get_u32(p + 48);
+        r->entry.time_ms = le_get64(p + 40);
+        r->entry.len = le_get32(p + 48);
         r->entry.data = p + 52;
         if ((uint64_t)r->entry.len + ACC_ACCEPT_FIXED != r->rec_len ||
             p[37] || p[38] || p[39] || r->entry.kind > PX_ENTRY_CONFIG ||
@@ -350,27 +350,27 @@ static int rec_parse(const uint8_t *p, uint64_t avail, acc_rec *r,
         }
         break;
     case ACC_FORGET:
-        r->upto = chain_get_u64(p + 16);
+        r->upto = le_get64(p + 16);
         break;
     case ACC_MARK:
-        r->upto = chain_get_u64(p + 16);
+        r->upto = le_get64(p + 16);
         r->hash = p + 24;
         break;
     case ACC_INCARNATION:
-        r->peer = (acceptor_peer){ .id = 0, .counter = chain_get_u64(p + 16),
-                                   .nonce = chain_get_u64(p + 24) };
+        r->peer = (acceptor_peer){ .id = 0, .counter = le_get64(p + 16),
+                                   .nonce = le_get64(p + 24) };
         break;
     case ACC_PEER:
-        r->peer = (acceptor_peer){ .id = chain_get_u32(p + 16),
-                                   .counter = chain_get_u64(p + 24),
-                                   .nonce = chain_get_u64(p + 32) };
-        if (r->peer.id == 0 || chain_get_u32(p + 20) != 0) {
+        r->peer = (acceptor_peer){ .id = le_get32(p + 16),
+                                   .counter = le_get64(p + 24),
+                                   .nonce = le_get64(p + 32) };
+        if (r->peer.id == 0 || le_get32(p + 20) != 0) {
             *reason = "inconsistent peer record";
             return ACC_BAD_BODY;
         }
         break;
     default:
-        r->state = chain_get_u64(p + 16);
+        r->state = le_get64(p + 16);
         if (r->state > 1) {
             *reason = "inconsistent recovery record";
             return ACC_BAD_BODY;

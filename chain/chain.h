@@ -208,7 +208,7 @@ void acceptor_get_state(const acceptor_store *a, acceptor_state *st);
  *   incarnation this node's starts (counter) and a random nonce per start;
  *   peers       the latest start seen of each other node: a node whose
  *               store knows fewer starts of itself than a peer saw was
- *               restored from an older copy (net/node.c);
+ *               restored from an older copy (node/integrity.c);
  *   recovering  the acceptor state is known to be incomplete: the node must
  *               recover before it votes (px_begin_recovery) and says so
  *               until it has. */

@@ -82,10 +82,10 @@ static int hash_with(EVP_MD_CTX *ctx, const EVP_MD *md,
     uint8_t fixed[ENCODE_FIXED_BYTES];
     unsigned int out_len = 0;
 
-    chain_put_u64(fixed, index);
-    chain_put_u64(fixed + 8, time_ms);
+    le_put64(fixed, index);
+    le_put64(fixed + 8, time_ms);
     fixed[16] = kind;
-    chain_put_u32(fixed + 17, len);
+    le_put32(fixed + 17, len);
     if (EVP_DigestInit_ex(ctx, md, NULL) != 1 ||
         EVP_DigestUpdate(ctx, prev, CHAIN_HASH_BYTES) != 1 ||
         EVP_DigestUpdate(ctx, fixed, sizeof fixed) != 1 ||

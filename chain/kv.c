@@ -69,6 +69,8 @@ struct kv {
     uint32_t partial_done;
     uint64_t invalid_ops;     /* committed ops applied as no-ops */
     px_sessions *sessions;
+    kv_changed_fn changed;    /* kv_set_changed */
+    void *changed_arg;
 };
 
 static const char *node_key(const kv_node *n)
@@ -492,8 +494,23 @@ static int32_t apply_request(kv *s, const px_request *req, uint64_t slot,
         s->invalid_ops++;
         return rc;
     }
-    return apply_op(s, &op, slot, time_ms,
-                    (slot << KV_IDENT_SLOT_SHIFT) | (uint64_t)(position + 1));
+    int32_t result = apply_op(s, &op, slot, time_ms,
+                              (slot << KV_IDENT_SLOT_SHIFT) |
+                              (uint64_t)(position + 1));
+    if (result == 0 && s->changed) {
+        s->changed(s->changed_arg, op.key, op.key_len,
+                   !find_node(s, op.key, op.key_len));
+        if (op.type == KV_OP_RENAME)
+            s->changed(s->changed_arg, op.key2, op.key2_len,
+                       !find_node(s, op.key2, op.key2_len));
+    }
+    return result;
+}
+
+void kv_set_changed(kv *s, kv_changed_fn fn, void *arg)
+{
+    s->changed = fn;
+    s->changed_arg = arg;
 }
 
 /* Request results for FORGOTTEN requests (already applied and answered

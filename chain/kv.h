@@ -57,6 +57,7 @@
 #define PAXOSFS_KV_H
 
 #include <stdint.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "../consensus/px.h"
@@ -87,7 +88,17 @@ typedef struct kv_value {
 typedef void (*kv_result_fn)(void *arg, uint64_t client_id, uint64_t seq,
                              int32_t result, uint64_t slot);
 
+/* Called for every key an applied op changed, right after the op (the
+ * state then shows the change): the one stream of changes the node feeds
+ * to the mount's caches.  `removed`: the key no longer exists.  Ops that
+ * failed or were duplicates changed nothing and are not reported. */
+typedef void (*kv_changed_fn)(void *arg, const char *key, size_t key_len,
+                              bool removed);
+
 kv *kv_create(void);
+
+/* Install (or with NULL remove) the observer of changed keys. */
+void kv_set_changed(kv *s, kv_changed_fn fn, void *arg);
 void kv_destroy(kv *s);
 
 /* Apply committed entry `e` (slot must be kv_applied_index + 1).  NOOP and

@@ -79,9 +79,9 @@ static int64_t encode_value_op(uint8_t type, uint8_t *buf, size_t cap,
     if (!buf || cap < need)
         return -ENOSPC;
     buf[0] = type;
-    chain_put_u16(buf + 1, (uint16_t)key_len);
+    le_put16(buf + 1, (uint16_t)key_len);
     memcpy(buf + 3, key, key_len);
-    chain_put_u32(buf + 3 + key_len, val_len);
+    le_put32(buf + 3 + key_len, val_len);
     if (val_len)
         memcpy(buf + 7 + key_len, val, val_len);
     return (int64_t)need;
@@ -111,7 +111,7 @@ int64_t kv_op_encode_del(uint8_t *buf, size_t cap, const char *key,
     if (!buf || cap < need)
         return -ENOSPC;
     buf[0] = KV_OP_DEL;
-    chain_put_u16(buf + 1, (uint16_t)key_len);
+    le_put16(buf + 1, (uint16_t)key_len);
     memcpy(buf + 3, key, key_len);
     return (int64_t)need;
 }
@@ -128,9 +128,9 @@ int64_t kv_op_encode_rename(uint8_t *buf, size_t cap, const char *from,
     if (!buf || cap < need)
         return -ENOSPC;
     buf[0] = KV_OP_RENAME;
-    chain_put_u16(buf + 1, (uint16_t)from_len);
+    le_put16(buf + 1, (uint16_t)from_len);
     memcpy(buf + 3, from, from_len);
-    chain_put_u16(buf + 3 + from_len, (uint16_t)to_len);
+    le_put16(buf + 3 + from_len, (uint16_t)to_len);
     memcpy(buf + 5 + from_len, to, to_len);
     return (int64_t)need;
 }
@@ -153,9 +153,9 @@ int64_t kv_op_encode_cond(uint8_t *buf, size_t cap, uint8_t kind,
     memmove(buf + 12 + key_len, inner, inner_len);
     buf[0] = KV_OP_COND;
     buf[1] = kind;
-    chain_put_u16(buf + 2, (uint16_t)key_len);
+    le_put16(buf + 2, (uint16_t)key_len);
     memcpy(buf + 4, key, key_len);
-    chain_put_u64(buf + 4 + key_len, arg);
+    le_put64(buf + 4 + key_len, arg);
     return (int64_t)need;
 }
 
@@ -172,12 +172,12 @@ int kv_op_decode(const uint8_t *buf, uint32_t len, kv_op *op)
     if (len < 12)
         return -EINVAL;
     uint8_t kind = buf[1];
-    uint16_t klen = chain_get_u16(buf + 2);
+    uint16_t klen = le_get16(buf + 2);
     uint64_t pos = 4 + (uint64_t)klen + 8;
     if (kind < KV_COND_ABSENT || kind > KV_COND_VERSION || klen == 0 ||
         pos + 3 > len || buf[pos] == KV_OP_COND)
         return -EINVAL;
-    uint64_t arg = chain_get_u64(buf + 4 + klen);
+    uint64_t arg = le_get64(buf + 4 + klen);
     if (kind == KV_COND_ABSENT && arg != 0)
         return -EINVAL;
     int rc = kv_key_check((const char *)buf + 4, klen);
@@ -200,7 +200,7 @@ static int decode_plain(const uint8_t *buf, uint32_t len, kv_op *op)
     if (len < 3)
         return -EINVAL;
     op->type = buf[0];
-    op->key_len = chain_get_u16(buf + 1);
+    op->key_len = le_get16(buf + 1);
     op->key = (const char *)buf + 3;
     uint64_t pos = 3 + (uint64_t)op->key_len;
     if (op->key_len == 0 || pos > len)
@@ -210,7 +210,7 @@ static int decode_plain(const uint8_t *buf, uint32_t len, kv_op *op)
     case KV_OP_APPEND:
         if (pos + 4 > len)
             return -EINVAL;
-        op->value_len = chain_get_u32(buf + pos);
+        op->value_len = le_get32(buf + pos);
         op->value = buf + pos + 4;
         if (pos + 4 + op->value_len != len)
             return -EINVAL;
@@ -224,7 +224,7 @@ static int decode_plain(const uint8_t *buf, uint32_t len, kv_op *op)
     case KV_OP_RENAME:
         if (pos + 2 > len)
             return -EINVAL;
-        op->key2_len = chain_get_u16(buf + pos);
+        op->key2_len = le_get16(buf + pos);
         op->key2 = (const char *)buf + pos + 2;
         if (op->key2_len == 0 || pos + 2 + op->key2_len != len)
             return -EINVAL;

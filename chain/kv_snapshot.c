@@ -74,13 +74,13 @@ static int write_visit(void *arg, const char *key, size_t key_len,
 {
     snap_writer *w = arg;
     uint8_t *p = w->p + w->off;
-    chain_put_u16(p, (uint16_t)key_len);
+    le_put16(p, (uint16_t)key_len);
     memcpy(p + 2, key, key_len);
     p += 2 + key_len;
-    chain_put_u64(p, v->mtime_ms);
-    chain_put_u64(p + 8, v->version);
-    chain_put_u64(p + 16, v->ident);
-    chain_put_u32(p + 24, v->len);
+    le_put64(p, v->mtime_ms);
+    le_put64(p + 8, v->version);
+    le_put64(p + 16, v->ident);
+    le_put32(p + 24, v->len);
     if (v->len)
         memcpy(p + 28, v->data, v->len);
     w->off += SNAP_KEY_FIXED + key_len + v->len;
@@ -104,8 +104,8 @@ int kv_snapshot_encode(const kv *s, uint8_t **out, size_t *out_len)
     uint8_t *raw = malloc((size_t)raw_len);
     if (!raw)
         return -ENOMEM;
-    chain_put_u64(raw, kv_count(s));
-    chain_put_u64(raw + 8, (uint64_t)sess_len);
+    le_put64(raw, kv_count(s));
+    le_put64(raw + 8, (uint64_t)sess_len);
     int64_t got = px_sessions_encode(t, raw + 16, (uint64_t)sess_len);
     if (got != sess_len) {
         rc = got < 0 ? (int)got : -EIO;
@@ -130,13 +130,13 @@ int kv_snapshot_encode(const kv *s, uint8_t **out, size_t *out_len)
         goto out_free_buf;
     }
     memcpy(buf, SNAP_MAGIC, 8);
-    chain_put_u32(buf + 8, SNAP_VERSION);
-    chain_put_u32(buf + 12, 0);
-    chain_put_u64(buf + 16, kv_applied_index(s));
-    chain_put_u64(buf + 24, raw_len);
-    chain_put_u64(buf + 32, comp_len);
-    chain_put_u32(buf + 40, chain_crc32(buf + SNAP_HEADER_BYTES, comp_len));
-    chain_put_u32(buf + 44, chain_crc32(buf, 44));
+    le_put32(buf + 8, SNAP_VERSION);
+    le_put32(buf + 12, 0);
+    le_put64(buf + 16, kv_applied_index(s));
+    le_put64(buf + 24, raw_len);
+    le_put64(buf + 32, comp_len);
+    le_put32(buf + 40, chain_crc32(buf + SNAP_HEADER_BYTES, comp_len));
+    le_put32(buf + 44, chain_crc32(buf, 44));
     free(raw);
     *out = buf;
     *out_len = SNAP_HEADER_BYTES + (size_t)comp_len;
@@ -153,8 +153,8 @@ static int decode_payload(kv *n, const uint8_t *p, uint64_t len)
 {
     if (len < 16)
         return -EINVAL;
-    uint64_t count = chain_get_u64(p);
-    uint64_t sess_len = chain_get_u64(p + 8);
+    uint64_t count = le_get64(p);
+    uint64_t sess_len = le_get64(p + 8);
     if (sess_len > len - 16 || count > (len - 16) / SNAP_KEY_FIXED)
         return -EINVAL;
     if (px_sessions_decode(kv_sessions(n), p + 16, sess_len) != 0)
@@ -165,15 +165,15 @@ static int decode_payload(kv *n, const uint8_t *p, uint64_t len)
     for (uint64_t i = 0; i < count; i++) {
         if (len - off < SNAP_KEY_FIXED)
             return -EINVAL;
-        uint16_t klen = chain_get_u16(p + off);
+        uint16_t klen = le_get16(p + off);
         if (len - off < (uint64_t)SNAP_KEY_FIXED + klen)
             return -EINVAL;
         const char *key = (const char *)p + off + 2;
         const uint8_t *f = p + off + 2 + klen;
-        uint64_t mtime = chain_get_u64(f);
-        uint64_t version = chain_get_u64(f + 8);
-        uint64_t ident = chain_get_u64(f + 16);
-        uint32_t vlen = chain_get_u32(f + 24);
+        uint64_t mtime = le_get64(f);
+        uint64_t version = le_get64(f + 8);
+        uint64_t ident = le_get64(f + 16);
+        uint32_t vlen = le_get32(f + 24);
         if (vlen > KV_MAX_VALUE || ident == 0 ||
             len - off - SNAP_KEY_FIXED - klen < vlen)
             return -EINVAL;
@@ -269,16 +269,16 @@ int kv_snapshot_decode(kv *s, const uint8_t *buf, size_t len)
     if (!s || !buf || len < SNAP_HEADER_BYTES)
         return -EINVAL;
     if (memcmp(buf, SNAP_MAGIC, 8) != 0 ||
-        chain_crc32(buf, 44) != chain_get_u32(buf + 44) ||
-        chain_get_u32(buf + 8) != SNAP_VERSION || chain_get_u32(buf + 12))
+        chain_crc32(buf, 44) != le_get32(buf + 44) ||
+        le_get32(buf + 8) != SNAP_VERSION || le_get32(buf + 12))
         return -EINVAL;
-    uint64_t applied = chain_get_u64(buf + 16);
-    uint64_t raw_len = chain_get_u64(buf + 24);
-    uint64_t comp_len = chain_get_u64(buf + 32);
+    uint64_t applied = le_get64(buf + 16);
+    uint64_t raw_len = le_get64(buf + 24);
+    uint64_t comp_len = le_get64(buf + 32);
     if (comp_len != len - SNAP_HEADER_BYTES || raw_len < 16 ||
         raw_len > SNAP_MAX_RAW || raw_len > SIZE_MAX / 2 ||
         chain_crc32(buf + SNAP_HEADER_BYTES, (size_t)comp_len) !=
-            chain_get_u32(buf + 40))
+            le_get32(buf + 40))
         return -EINVAL;
 
     uint8_t *raw = NULL;

@@ -156,19 +156,19 @@ static int rec_parse(const uint8_t *p, uint64_t avail, rec_view *v,
         *reason = "truncated record header";
         return REC_SHORT_HEADER;
     }
-    if (chain_get_u32(p) != REC_MAGIC) {
+    if (le_get32(p) != REC_MAGIC) {
         *reason = "bad magic";
         return REC_BAD_HEADER;
     }
-    if (chain_crc32(p, 12) != chain_get_u32(p + 12)) {
+    if (chain_crc32(p, 12) != le_get32(p + 12)) {
         *reason = "bad header checksum";
         return REC_BAD_HEADER;
     }
-    if (chain_get_u16(p + 4) != REC_VERSION || chain_get_u16(p + 6) != 0) {
+    if (le_get16(p + 4) != REC_VERSION || le_get16(p + 6) != 0) {
         *reason = "unknown record version";
         return REC_BAD_HEADER;
     }
-    uint32_t rec_len = chain_get_u32(p + 8);
+    uint32_t rec_len = le_get32(p + 8);
     if (rec_len < REC_FIXED_BYTES || rec_len > REC_MAX_BYTES) {
         *reason = "bad record length";
         return REC_BAD_HEADER;
@@ -177,14 +177,14 @@ static int rec_parse(const uint8_t *p, uint64_t avail, rec_view *v,
         *reason = "record extends past end of file";
         return REC_PAST_END;
     }
-    if (chain_crc32(p + 16, rec_len - 20) != chain_get_u32(p + rec_len - 4)) {
+    if (chain_crc32(p + 16, rec_len - 20) != le_get32(p + rec_len - 4)) {
         *reason = "bad checksum";
         return REC_BAD_BODY;
     }
-    v->index = chain_get_u64(p + 16);
-    v->time_ms = chain_get_u64(p + 24);
+    v->index = le_get64(p + 16);
+    v->time_ms = le_get64(p + 24);
     v->kind = p[32];
-    v->len = chain_get_u32(p + 36);
+    v->len = le_get32(p + 36);
     v->rec_len = rec_len;
     if ((uint64_t)v->len + REC_FIXED_BYTES != rec_len ||
         p[33] || p[34] || p[35]) {
@@ -210,26 +210,26 @@ static void rec_encode(uint8_t *p, uint64_t index, uint64_t time_ms,
 {
     uint32_t rec_len = REC_FIXED_BYTES + len;
 
-    chain_put_u32(p, REC_MAGIC);
-    chain_put_u16(p + 4, REC_VERSION);
-    chain_put_u16(p + 6, 0);
-    chain_put_u32(p + 8, rec_len);
-    chain_put_u32(p + 12, chain_crc32(p, 12));
-    chain_put_u64(p + 16, index);
-    chain_put_u64(p + 24, time_ms);
+    le_put32(p, REC_MAGIC);
+    le_put16(p + 4, REC_VERSION);
+    le_put16(p + 6, 0);
+    le_put32(p + 8, rec_len);
+    le_put32(p + 12, chain_crc32(p, 12));
+    le_put64(p + 16, index);
+    le_put64(p + 24, time_ms);
     p[32] = kind;
     p[33] = p[34] = p[35] = 0;
-    chain_put_u32(p + 36, len);
+    le_put32(p + 36, len);
     if (len)
         memcpy(p + 40, data, len);
     memcpy(p + 40 + len, prev, CHAIN_HASH_BYTES);
     memcpy(p + 72 + len, hash, CHAIN_HASH_BYTES);
-    chain_put_u32(p + rec_len - 4, chain_crc32(p + 16, rec_len - 20));
+    le_put32(p + rec_len - 4, chain_crc32(p + 16, rec_len - 20));
 }
 
 static uint64_t hash8(const uint8_t *h)
 {
-    return chain_get_u64(h);
+    return le_get64(h);
 }
 
 /* ------------------------------------------------------------ helpers */

@@ -16,47 +16,23 @@
  *      malformed batch yields -EINVAL and never a partial iteration.
  *   2. The encoder writes exactly px_batch_req_bytes(len) per record.
  */
+#include "../base/le.h"
 #include "px_int.h"
 
 #define PX_BATCH_HEADER 4u
 #define PX_BATCH_REC_HEADER 28u
-
-static uint32_t px_get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
-
-static uint64_t px_get64(const uint8_t *p)
-{
-    return (uint64_t)px_get32(p) | (uint64_t)px_get32(p + 4) << 32;
-}
-
-static void px_put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static void px_put64(uint8_t *p, uint64_t v)
-{
-    px_put32(p, (uint32_t)v);
-    px_put32(p + 4, (uint32_t)(v >> 32));
-}
 
 /* Walk the batch; returns the count or -EINVAL. */
 static int64_t px_batch_validate(const uint8_t *data, uint32_t len)
 {
     if (!data || len < PX_BATCH_HEADER)
         return -EINVAL;
-    uint32_t count = px_get32(data);
+    uint32_t count = le_get32(data);
     uint64_t off = PX_BATCH_HEADER;
     for (uint32_t i = 0; i < count; i++) {
         if (len - off < PX_BATCH_REC_HEADER)
             return -EINVAL;
-        uint32_t op_len = px_get32(data + off + 24);
+        uint32_t op_len = le_get32(data + off + 24);
         off += PX_BATCH_REC_HEADER;
         if (len - off < op_len)
             return -EINVAL;
@@ -82,12 +58,12 @@ int px_batch_next(const uint8_t *data, uint32_t len, uint32_t *offset,
     if (*offset > len || len - *offset < PX_BATCH_REC_HEADER)
         return -EINVAL;
     const uint8_t *p = data + *offset;
-    uint32_t op_len = px_get32(p + 24);
+    uint32_t op_len = le_get32(p + 24);
     if (len - *offset - PX_BATCH_REC_HEADER < op_len)
         return -EINVAL;
-    req->client_id = px_get64(p);
-    req->seq = px_get64(p + 8);
-    req->ack_seq = px_get64(p + 16);
+    req->client_id = le_get64(p);
+    req->seq = le_get64(p + 8);
+    req->ack_seq = le_get64(p + 16);
     req->len = op_len;
     req->op = op_len ? p + PX_BATCH_REC_HEADER : NULL;
     *offset += PX_BATCH_REC_HEADER + op_len;
@@ -107,15 +83,15 @@ uint64_t px_batch_req_bytes(uint32_t op_len)
 
 void px_batch_put_header(uint8_t *buf, uint32_t count)
 {
-    px_put32(buf, count);
+    le_put32(buf, count);
 }
 
 uint32_t px_batch_put_req(uint8_t *buf, const px_req *q)
 {
-    px_put64(buf, q->client_id);
-    px_put64(buf + 8, q->seq);
-    px_put64(buf + 16, q->ack_seq);
-    px_put32(buf + 24, q->len);
+    le_put64(buf, q->client_id);
+    le_put64(buf + 8, q->seq);
+    le_put64(buf + 16, q->ack_seq);
+    le_put32(buf + 24, q->len);
     if (q->len)
         memcpy(buf + PX_BATCH_REC_HEADER, q->op, q->len);
     return PX_BATCH_REC_HEADER + q->len;

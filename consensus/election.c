@@ -316,14 +316,14 @@ static void px_election_win(px_replica *r)
             rc = px_propose_cell(r, s, src->time_ms, src->kind, src->len,
                                  src->data);
         else
-            rc = px_propose_cell(r, s, r->now_ms, PX_ENTRY_NOOP, 0, NULL);
+            rc = px_propose_cell(r, s, r->wall_ms, PX_ENTRY_NOOP, 0, NULL);
         if (rc < 0) {
             r->out.error = rc;
             break;
         }
     }
     if (hi < start)
-        px_propose_cell(r, start, r->now_ms, PX_ENTRY_NOOP, 0, NULL);
+        px_propose_cell(r, start, r->wall_ms, PX_ENTRY_NOOP, 0, NULL);
     /* every slot that may have been chosen before us is <= hi (phase 1
      * heard a quorum): reads wait until all of them are committed, or a
      * write acknowledged under the old leader could be missed */

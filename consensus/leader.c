@@ -20,8 +20,9 @@
  *      PREPARE/ACCEPT/HEARTBEAT that raises its promise: acceptor.c), and
  *      when no quorum of voters was in contact for election_timeout_max_ms,
  *      so a deposed leader stops accepting work.
- *   5. Every entry a leader proposes carries time_ms = the event's now_ms
- *      (NOOPs too); re-proposals keep their original time.
+ *   5. Every entry a leader proposes carries time_ms = the event's wall_ms
+ *      (NOOPs too; now_ms when the host gives none); re-proposals keep
+ *      their original time.
  *   6. Followers learn the commit index from ACCEPT and HEARTBEAT, which
  *      always carry it; a commit neither carried goes out in an unanswered
  *      COMMIT message: at once to a follower that forwarded a request in
@@ -123,7 +124,7 @@ static int px_cut_batch(px_replica *r, uint64_t slot)
         count++;
     }
     px_cell *c;
-    int rc = px_log_put(r, slot, r->ballot, r->now_ms, PX_ENTRY_BATCH, 0,
+    int rc = px_log_put(r, slot, r->ballot, r->wall_ms, PX_ENTRY_BATCH, 0,
                         NULL, &c);
     if (rc < 0)
         return rc;

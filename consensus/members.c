@@ -17,21 +17,8 @@
  *   3. r->peers holds exactly the members other than self, voters first;
  *      a peer that stays across a change keeps its state.
  */
+#include "../base/le.h"
 #include "px_int.h"
-
-static uint32_t px_rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
-
-static void px_wr32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
 
 bool px_members_valid(const px_members *m)
 {
@@ -63,14 +50,14 @@ int px_members_encode(const px_members *m, uint8_t *buf, uint32_t cap)
     if (!buf || cap < need)
         return -ENOSPC;
     uint8_t *p = buf;
-    px_wr32(p, m->n_voters);
+    le_put32(p, m->n_voters);
     p += 4;
     for (uint32_t i = 0; i < m->n_voters; i++, p += 4)
-        px_wr32(p, m->voters[i]);
-    px_wr32(p, m->n_learners);
+        le_put32(p, m->voters[i]);
+    le_put32(p, m->n_learners);
     p += 4;
     for (uint32_t i = 0; i < m->n_learners; i++, p += 4)
-        px_wr32(p, m->learners[i]);
+        le_put32(p, m->learners[i]);
     return (int)need;
 }
 
@@ -80,18 +67,18 @@ int px_members_decode(const uint8_t *buf, uint32_t len, px_members *m)
         return -EINVAL;
     px_members t;
     memset(&t, 0, sizeof(t));
-    t.n_voters = px_rd32(buf);
+    t.n_voters = le_get32(buf);
     if (t.n_voters > PX_MAX_MEMBERS || len < 8 + 4 * t.n_voters)
         return -EINVAL;
     for (uint32_t i = 0; i < t.n_voters; i++)
-        t.voters[i] = px_rd32(buf + 4 + 4 * i);
+        t.voters[i] = le_get32(buf + 4 + 4 * i);
     const uint8_t *p = buf + 4 + 4 * t.n_voters;
-    t.n_learners = px_rd32(p);
+    t.n_learners = le_get32(p);
     if (t.n_learners > PX_MAX_MEMBERS ||
         len != 8 + 4 * (t.n_voters + t.n_learners))
         return -EINVAL;
     for (uint32_t i = 0; i < t.n_learners; i++)
-        t.learners[i] = px_rd32(p + 4 + 4 * i);
+        t.learners[i] = le_get32(p + 4 + 4 * i);
     if (!px_members_valid(&t))
         return -EINVAL;
     *m = t;

@@ -199,7 +199,11 @@ enum px_event_type {
 
 typedef struct px_event {
     uint8_t type;             /* enum px_event_type */
-    uint64_t now_ms;          /* the host's monotonic time, never decreasing */
+    uint64_t now_ms;          /* the host's monotonic time, never decreasing:
+                                 every timer runs on it */
+    uint64_t wall_ms;         /* wall-clock time, stamped into the entries a
+                                 leader proposes (their commit time); 0:
+                                 use now_ms (hosts without a wall clock) */
     union {
         const px_msg *msg;
         struct {

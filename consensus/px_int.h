@@ -55,12 +55,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../base/check.h"
 #include "px.h"
 
-/* An invariant the code relies on, checked in every build: a state that
- * "cannot happen" stops the process instead of being repaired silently
- * (the replica does no I/O, so no message: the core dump has the place). */
-#define PX_ASSERT(cond) ((cond) ? (void)0 : abort())
+/* An invariant the code relies on, checked in every build (base/check.h;
+ * the replica does no I/O, so no message: the core dump has the place). */
+#define PX_ASSERT(cond) CHECK(cond)
 
 #define PX_MSG_MAX_ENTRIES 4096u      /* entries accepted in one message */
 #define PX_MSG_MAX_REQUESTS 65536u    /* requests accepted in one message */
@@ -220,6 +220,7 @@ struct px_replica {
     uint32_t self;
     uint64_t rng;
     uint64_t now_ms;
+    uint64_t wall_ms;           /* of the event being stepped (px.h) */
     bool started;               /* first event seen (timers armed) */
 
     /* configuration in force */

@@ -466,6 +466,7 @@ int px_step(px_replica *r, const px_event *ev, px_output *out)
     }
     if (ev->now_ms > r->now_ms)
         r->now_ms = ev->now_ms;
+    r->wall_ms = ev->wall_ms ? ev->wall_ms : r->now_ms;
     px_out_reset(r);
     if (!r->started) {
         r->started = true;

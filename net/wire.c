@@ -20,6 +20,8 @@
  */
 #include "wire.h"
 
+#include "../base/le.h"
+
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -35,22 +37,19 @@ static inline void put_u8(uint8_t **p, uint8_t v)
 
 static inline void put_u16(uint8_t **p, uint16_t v)
 {
-    (*p)[0] = (uint8_t)v;
-    (*p)[1] = (uint8_t)(v >> 8);
+    le_put16(*p, v);
     *p += 2;
 }
 
 static inline void put_u32(uint8_t **p, uint32_t v)
 {
-    for (int k = 0; k < 4; k++)
-        (*p)[k] = (uint8_t)(v >> (8 * k));
+    le_put32(*p, v);
     *p += 4;
 }
 
 static inline void put_u64(uint8_t **p, uint64_t v)
 {
-    for (int k = 0; k < 8; k++)
-        (*p)[k] = (uint8_t)(v >> (8 * k));
+    le_put64(*p, v);
     *p += 8;
 }
 
@@ -71,25 +70,21 @@ static inline uint8_t get_u8(const uint8_t **p)
 
 static inline uint16_t get_u16(const uint8_t **p)
 {
-    uint16_t v = (uint16_t)((*p)[0] | ((uint16_t)(*p)[1] << 8));
+    uint16_t v = le_get16(*p);
     *p += 2;
     return v;
 }
 
 static inline uint32_t get_u32(const uint8_t **p)
 {
-    uint32_t v = 0;
-    for (int k = 0; k < 4; k++)
-        v |= (uint32_t)(*p)[k] << (8 * k);
+    uint32_t v = le_get32(*p);
     *p += 4;
     return v;
 }
 
 static inline uint64_t get_u64(const uint8_t **p)
 {
-    uint64_t v = 0;
-    for (int k = 0; k < 8; k++)
-        v |= (uint64_t)(*p)[k] << (8 * k);
+    uint64_t v = le_get64(*p);
     *p += 8;
     return v;
 }

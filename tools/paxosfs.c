@@ -22,7 +22,7 @@
 
 #include "../net/cpus.h"
 #include "../net/keys.h"
-#include "../net/node.h"
+#include "../node/node.h"
 #include "../net/transport.h"
 
 /* Raise the soft limit of open descriptors to the hard limit: every peer

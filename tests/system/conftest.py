@@ -307,12 +307,13 @@ CLUSTER = os.path.join(ROOT, "tools", "cluster")
 # itself starts programs (fusermount3, lincheck) only while no node is
 # paused.
 _RUNNER = r"""
-import json, subprocess, sys
+import json, os, subprocess, sys
 for line in sys.stdin:
     req = json.loads(line)
     try:
         r = subprocess.run(req["argv"], capture_output=True, text=True,
-                           timeout=req["timeout"], stdin=subprocess.DEVNULL)
+                           timeout=req["timeout"], stdin=subprocess.DEVNULL,
+                           env=dict(os.environ, **req.get("env", {})))
         out = {"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr}
     except subprocess.TimeoutExpired:
         out = {"rc": None, "stdout": "", "stderr": "timed out after %ss" % req["timeout"]}
@@ -345,13 +346,15 @@ class CommandRunner:
         self.proc.stdin.close()
         self.proc.stdout.close()
 
-    def run(self, argv, timeout):
+    def run(self, argv, timeout, env=None):
+        """argv with `env` added to the runner's environment."""
         with self.lock:
             if self.proc.poll() is not None:
                 self._discard()
                 self._spawn()
             try:
-                self.proc.stdin.write(json.dumps({"argv": argv, "timeout": timeout}) + "\n")
+                self.proc.stdin.write(json.dumps({"argv": argv, "timeout": timeout,
+                                                  "env": env or {}}) + "\n")
                 self.proc.stdin.flush()
             except BrokenPipeError:
                 line = ""
@@ -464,14 +467,15 @@ class ClusterNode:
 class LaunchedCluster:
     """A cluster directory and the tools/cluster commands run against it."""
 
-    def __init__(self, base, runner):
+    def __init__(self, base, runner, env=None):
         self.dir = str(base)
         self.runner = runner
+        self.env = env or {}      # added to the environment of every command
         self.nodes = []
 
     def run(self, *args, timeout=120):
         argv = [CLUSTER, args[0], self.dir] + [str(a) for a in args[1:]]
-        return self.runner.run(argv, timeout)
+        return self.runner.run(argv, timeout, self.env)
 
     def ok(self, *args, timeout=120):
         r = self.run(*args, timeout=timeout)
@@ -590,8 +594,8 @@ def launched(tmp_path):
     made = []
     runner = CommandRunner()
 
-    def make(size=3, extra=(), launcher_args=()):
-        c = LaunchedCluster(tmp_path / ("cluster%d" % len(made)), runner)
+    def make(size=3, extra=(), launcher_args=(), env=None):
+        c = LaunchedCluster(tmp_path / ("cluster%d" % len(made)), runner, env)
         made.append(c)
         c.up(size, extra, launcher_args=launcher_args)
         return c

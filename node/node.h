@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "transport.h"
+#include "../net/transport.h"
 
 typedef struct node node;
 

@@ -1,0 +1,392 @@
+/*
+ * integrity.c - whether this node may vote, lead and serve reads: the
+ * start gate, divergence from a majority's chain, and lost acceptor state.
+ *
+ * Invariants:
+ *  1. A started node votes, leads and serves its chain (reads, catch-up)
+ *     only once it is confirmed: a majority of the members, itself
+ *     included, hold the same block as it does where their chains meet
+ *     (at its head, or at theirs when they are behind: positive
+ *     agreement, never the absence of disagreement), and each peer
+ *     counted reported this node's start as it last saw it, so a node
+ *     restored from an older copy of its backing directory learns so
+ *     before it votes.  Until then only FORWARD and CATCHUP_REQ leave
+ *     (integrity_filter).
+ *  2. A node whose acceptor state may be incomplete (store lost, damaged,
+ *     or rolled back) runs its replica recovering (consensus/recovery.c)
+ *     and keeps that durably in the acceptor store until it recovered.
+ *  3. Reads are served only while the node is confirmed and its chain
+ *     does not differ from a majority's; otherwise they wait until the
+ *     read deadline (ETIMEDOUT).
+ */
+#include "node_int.h"
+
+#include "../base/le.h"
+
+#include <inttypes.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static bool start_trusted(const node *n, uint32_t k);
+
+uint64_t node_random_u64(void)
+{
+    uint64_t v = 0;
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (read(fd, &v, sizeof v) != (ssize_t)sizeof v)
+            v = 0;
+        close(fd);
+    }
+    if (v == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        v = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid();
+    }
+    return v;
+}
+
+/* Invariant 3: this node's state is one a majority vouches for. */
+bool integrity_serves(const node *n)
+{
+    return n->confirmed && !n->abstaining;
+}
+
+/* Peers exchange (index, head hash) (DESIGN.md invariant 3): a hash that
+ * differs from ours at the same index means one of the two histories is
+ * wrong.  When ours differs from the chains of a majority of the members,
+ * ours is the wrong one: the node stops voting (abstain_filter) and says
+ * so in .status and the log.  Repair (a snapshot from the peers) is for
+ * the snapshot machinery. */
+void integrity_check_divergence(node *n, uint32_t from, uint64_t index,
+                             const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    if (index == 0 || index > chain_head_index(n->chain))
+        return;   /* we cannot compare (yet): we hold no block there */
+    uint32_t k = 0;
+    while (k < n->cfg.n_peers && n->cfg.peers[k].id != from)
+        k++;
+    if (k == n->cfg.n_peers || n->peer_chain_index[k] == index)
+        return;   /* unknown, or this index was compared already */
+    uint8_t ours[CHAIN_HASH_BYTES];
+    if (chain_hash_at(n->chain, index, ours) < 0)
+        return;
+    bool differs = memcmp(ours, hash, CHAIN_HASH_BYTES) != 0;
+    n->peer_chain_index[k] = index;
+    if (differs && !n->peer_chain_differs[k])
+        fprintf(stderr, "paxosfs: node %u: chain differs from node %u's at "
+                "block %" PRIu64 "\n", n->cfg.id, from, index);
+    n->peer_chain_differs[k] = differs;
+    uint32_t differing = 0;
+    for (uint32_t i = 0; i < n->cfg.n_peers; i++)
+        differing += n->peer_chain_differs[i];
+    bool abstain = differing >= n->cfg.n_peers / 2 + 1;
+    if (abstain && !n->abstaining)
+        fprintf(stderr, "paxosfs: node %u: chain differs from a majority's; "
+                "no longer voting, campaigning or leading, and serving no "
+                "reads\n", n->cfg.id);
+    bool was = n->abstaining;
+    n->abstaining = abstain;
+    if (was && !abstain)
+        node_serve_reads(n);
+}
+
+/* ------------------------------------------- start gate (invariant 5) */
+
+uint32_t integrity_peer_slot(const node *n, uint32_t id)
+{
+    uint32_t k = 0;
+    while (k < n->cfg.n_peers && n->cfg.peers[k].id != id)
+        k++;
+    return k;
+}
+
+uint32_t integrity_quorum(const node *n)
+{
+    return n->cfg.n_peers > 1 ? n->cfg.n_peers / 2 + 1 : 1;
+}
+
+void integrity_gate_update(node *n)
+{
+    if (n->confirmed)
+        return;
+    uint32_t have = 1;
+    char who[128] = "";
+    size_t w = 0;
+    for (uint32_t k = 0; k < n->cfg.n_peers; k++) {
+        if (n->cfg.peers[k].id == n->cfg.id || !n->peer_holds_head[k] ||
+            !n->peer_saw_start[k])
+            continue;
+        have++;
+        if (w < sizeof who)
+            w += (size_t)snprintf(who + w, sizeof who - w, "%s%u",
+                                  w ? "," : " by node ", n->cfg.peers[k].id);
+    }
+    if (have < integrity_quorum(n))
+        return;
+    n->confirmed = true;
+    if (n->cfg.n_peers > 1)
+        fprintf(stderr, "paxosfs: node %u: chain head %" PRIu64 " confirmed%s "
+                "(a majority holds it); %s\n", n->cfg.id, n->start_head, who,
+                n->recovering_why[0] ? "still recovering lost acceptor state"
+                                     : "voting");
+    node_serve_reads(n);
+}
+
+/* Invariant 6: from now on (and durably) the replica casts no vote until
+ * it recovered from every other voter. */
+void integrity_begin_recovery(node *n, const char *why)
+{
+    if (n->recovering_why[0])
+        return;
+    snprintf(n->recovering_why, sizeof n->recovering_why, "%s", why);
+    int rc = acceptor_put_recovery(n->acceptor, true);
+    if (rc < 0)
+        node_storage_failed(n, "acceptor store write", rc);
+    if (n->px)
+        px_begin_recovery(n->px);
+    fprintf(stderr, "paxosfs: node %u: %s: promises or accepted values may "
+            "be lost; casting no vote until every other voter has answered "
+            "and this node has learned all they reported%s\n", n->cfg.id, why,
+            n->cfg.n_peers > 1 ? "" : " (a cluster of one has nobody to ask: "
+            "writes acknowledged after the last durable block are lost)");
+}
+
+void integrity_recovery_done(node *n)
+{
+    px_status st;
+    px_get_status(n->px, &st);
+    fprintf(stderr, "paxosfs: node %u: recovered lost acceptor state (%s): "
+            "every other voter promised a higher ballot and this node learned "
+            "everything up to block %" PRIu64 "; voting again\n", n->cfg.id,
+            n->recovering_why[0] ? n->recovering_why : "?", st.commit_index);
+    n->recovering_why[0] = '\0';
+    int rc = acceptor_put_recovery(n->acceptor, false);
+    if (rc < 0)
+        node_storage_failed(n, "acceptor store write", rc);
+}
+
+void integrity_head_frame(node *n, uint32_t to, uint64_t index,
+                       const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    if (to == 0) {
+        transport_send_chain_head(n->net, index, hash);
+        return;
+    }
+    wire_chain_head h = { .from = n->cfg.id, .index = index };
+    memcpy(h.hash, hash, CHAIN_HASH_BYTES);
+    uint8_t frame[WIRE_HEADER_BYTES + 64];
+    size_t len = 0;
+    if (wire_encode_chain_head_into(&h, frame, sizeof frame, &len) == 0)
+        transport_send_frame(n->net, to, frame, len);
+}
+
+/* A START frame: whose start (subject), 0 = the sender's own, 1 = the
+ * receiver's as the sender last saw it. */
+static void start_frame(node *n, uint32_t to, const acceptor_peer *start,
+                        uint32_t subject, uint8_t kind)
+{
+    uint8_t hash[CHAIN_HASH_BYTES] = {0};
+    le_put64(hash, start->nonce);
+    le_put32(hash + 8, subject);
+    hash[12] = kind;
+    integrity_head_frame(n, to,
+                         NODE_HEAD_START | (start->counter & NODE_HEAD_MASK),
+                         hash);
+}
+
+/* Every interval: our head (a fact), our start, each peer's start as we
+ * last saw it, and while not confirmed a query for our start head. */
+void integrity_send_heads(node *n, uint64_t now)
+{
+    uint64_t every = n->confirmed ? NODE_CHAIN_HEAD_INTERVAL_MS
+                                  : NODE_CONFIRM_INTERVAL_MS;
+    if (!n->net || now - n->last_head_sent_ms < every)
+        return;
+    n->last_head_sent_ms = now;
+    transport_send_chain_head(n->net, chain_head_index(n->chain),
+                              chain_head_hash(n->chain));
+    start_frame(n, 0, &n->start, n->cfg.id, 0);
+    for (uint32_t k = 0; k < n->cfg.n_peers; k++)
+        if (n->cfg.peers[k].id != n->cfg.id)
+            start_frame(n, n->cfg.peers[k].id, &n->peer_start[k],
+                        n->cfg.peers[k].id, 1);
+    uint8_t none[CHAIN_HASH_BYTES] = {0};
+    if (!n->confirmed && n->start_head > 0)
+        integrity_head_frame(n, 0, NODE_HEAD_QUERY | n->start_head, none);
+    /* a peer whose START frames wait for our chains to agree: ask it for
+     * our head block */
+    uint64_t head = chain_head_index(n->chain);
+    for (uint32_t k = 0; head > 0 && k < n->cfg.n_peers; k++)
+        if ((n->heard_own_set[k] || n->heard_ours_set[k]) &&
+            !start_trusted(n, k))
+            integrity_head_frame(n, n->cfg.peers[k].id, NODE_HEAD_QUERY | head, none);
+    if (!n->confirmed && now - n->last_wait_log_ms >= 5000) {
+        n->last_wait_log_ms = now;
+        fprintf(stderr, "paxosfs: node %u: waiting for a majority to confirm "
+                "chain head %" PRIu64 " and this start (%" PRIu64 " ms); not "
+                "voting, serving no reads\n", n->cfg.id, n->start_head,
+                now - n->started_ms);
+    }
+}
+
+/* A peer's start, and ours as it saw it, from a peer whose chain agrees
+ * with ours (positive agreement): record the first, check the second. */
+static bool start_trusted(const node *n, uint32_t k)
+{
+    return chain_head_index(n->chain) == 0 ||
+           (n->peer_agrees[k] && !n->peer_chain_differs[k]);
+}
+
+static void starts_judge(node *n, uint32_t k)
+{
+    if (!start_trusted(n, k))
+        return;
+    uint32_t from = n->cfg.peers[k].id;
+    if (n->heard_own_set[k]) {
+        n->heard_own_set[k] = false;
+        acceptor_peer rec = n->heard_own[k];
+        acceptor_peer *known = &n->peer_start[k];
+        rec.id = from;
+        if (rec.counter > known->counter) {
+            *known = rec;
+            n->peer_rolled_back[k] = false;
+            int rc = acceptor_put_peer(n->acceptor, &rec);
+            if (rc < 0 && rc != -ENOSPC)
+                node_storage_failed(n, "acceptor store write", rc);
+        } else if ((rec.counter < known->counter ||
+                    rec.nonce != known->nonce) && !n->peer_rolled_back[k]) {
+            n->peer_rolled_back[k] = true;
+            fprintf(stderr, "paxosfs: node %u: node %u started from an older "
+                    "copy of its backing directory (its start %" PRIu64
+                    ", this node saw start %" PRIu64 "); it recovers before it "
+                    "votes\n", n->cfg.id, from, rec.counter, known->counter);
+        }
+    }
+    if (!n->heard_ours_set[k])
+        return;
+    n->heard_ours_set[k] = false;
+    acceptor_peer rec = n->heard_ours[k];
+    /* what the peer saw of us must be this start or one our store knows */
+    bool fits = rec.counter == 0 ||
+                (rec.counter == n->start.counter &&
+                 rec.nonce == n->start.nonce) ||
+                rec.counter < n->prev_start.counter ||
+                (rec.counter == n->prev_start.counter &&
+                 rec.nonce == n->prev_start.nonce);
+    if (!fits) {
+        char why[sizeof n->recovering_why];
+        snprintf(why, sizeof why, "node %u saw start %" PRIu64 " of this "
+                 "node, but the backing directory knows only %" PRIu64
+                 " starts: it was restored from an older copy", from,
+                 rec.counter, n->prev_start.counter);
+        integrity_begin_recovery(n, why);
+        /* start above what anyone saw, so that the next reports fit */
+        if (rec.counter >= n->start.counter) {
+            n->start.counter = rec.counter + 1;
+            n->start.nonce = node_random_u64();
+            int rc = acceptor_put_incarnation(n->acceptor, n->start.counter,
+                                              n->start.nonce);
+            if (rc < 0)
+                node_storage_failed(n, "acceptor store write", rc);
+        }
+    }
+    if (!n->peer_saw_start[k]) {
+        n->peer_saw_start[k] = true;
+        integrity_gate_update(n);
+    }
+}
+
+static void on_start(node *n, uint32_t k, uint64_t index,
+                     const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    acceptor_peer rec = { .counter = index & NODE_HEAD_MASK,
+                          .nonce = le_get64(hash) };
+    uint32_t subject = le_get32(hash + 8);
+    if (hash[12] == 0 && subject == n->cfg.peers[k].id) {
+        if (rec.counter != n->last_own[k].counter ||
+            rec.nonce != n->last_own[k].nonce) {
+            n->last_own[k] = rec;
+            n->peer_agrees[k] = false;   /* it restarted: its directory
+                                            may be another one now */
+        }
+        n->heard_own[k] = rec;
+        n->heard_own_set[k] = true;
+    } else if (hash[12] == 1 && subject == n->cfg.id) {
+        n->heard_ours[k] = rec;
+        n->heard_ours_set[k] = true;
+    } else {
+        return;
+    }
+    starts_judge(n, k);
+}
+
+/* A peer holds block `index` with `hash`. */
+static void on_fact(node *n, uint32_t k, uint64_t index,
+                    const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    struct node_fact *f = &n->facts[k][n->fact_next[k]++ % NODE_FACTS];
+    f->index = index;
+    memcpy(f->hash, hash, CHAIN_HASH_BYTES);
+    integrity_check_divergence(n, n->cfg.peers[k].id, index, hash);
+    /* positive agreement: the peer holds our block at an index both
+     * chains reach, at or past our start head or at its own head (a peer
+     * behind us announces nothing else below it; then its whole chain is
+     * a prefix of ours) */
+    uint8_t ours[CHAIN_HASH_BYTES];
+    if (index >= 1 && index <= chain_head_index(n->chain) &&
+        chain_hash_at(n->chain, index, ours) == 0) {
+        bool was = n->peer_agrees[k];
+        n->peer_agrees[k] = memcmp(ours, hash, CHAIN_HASH_BYTES) == 0;
+        if (n->peer_agrees[k] && !n->peer_holds_head[k]) {
+            n->peer_holds_head[k] = true;
+            integrity_gate_update(n);
+        }
+        if (n->peer_agrees[k] && !was)
+            starts_judge(n, k);
+    }
+    if (!n->peer_holds_head[k] && n->start_head == 0) {
+        n->peer_holds_head[k] = true;   /* nothing of ours to confirm */
+        integrity_gate_update(n);
+    }
+    if (n->held_catchup)
+        catchup_try_held(n);
+}
+
+void integrity_on_chain_head(void *arg, uint32_t from, uint64_t index,
+                          const uint8_t hash[PX_HASH_BYTES])
+{
+    node *n = arg;
+    uint32_t k = integrity_peer_slot(n, from);
+    if (k == n->cfg.n_peers || from == n->cfg.id)
+        return;
+    if (index & NODE_HEAD_START) {
+        on_start(n, k, index, hash);
+    } else if (index & NODE_HEAD_QUERY) {
+        uint64_t want = index & NODE_HEAD_MASK;
+        uint8_t ours[CHAIN_HASH_BYTES];
+        if (want <= chain_head_index(n->chain) &&
+            chain_hash_at(n->chain, want, ours) == 0)
+            integrity_head_frame(n, from, want, ours);
+    } else {
+        on_fact(n, k, index, hash);
+    }
+}
+
+/* While not confirmed (invariant 5) or abstaining the node neither votes,
+ * campaigns nor leads: of what its replica sends, only requests for the
+ * leader (FORWARD) and for missing slots (CATCHUP_REQ) leave.  A node that
+ * led when it found out goes silent, so the others elect a leader among
+ * themselves. */
+bool integrity_filter(node *n, const px_msg *m)
+{
+    if ((n->confirmed && !n->abstaining) || m->type == PX_MSG_FORWARD ||
+        m->type == PX_MSG_CATCHUP_REQ)
+        return false;
+    n->votes_withheld++;
+    return true;
+}
+

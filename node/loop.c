@@ -1,0 +1,420 @@
+/*
+ * loop.c - the node's event loop: one thread that owns the replica, the
+ * state and the mount, and the order of work in a turn (node.h).
+ *
+ * Invariants:
+ *   1. Completion callbacks of fs requests never run inside the backend
+ *      calls of the mount (node_submit, node_read_barrier): requests are
+ *      queued in the client handle and stepped by the loop, so fs
+ *      handlers are never re-entered.
+ *   2. After a storage failure (a failed fdatasync or chain append) the
+ *      node accepts no more writes: durability can no longer be promised.
+ *   3. Timers (election, heartbeat, deadlines, back-off) run on
+ *      CLOCK_MONOTONIC; the wall clock only stamps entries (their commit
+ *      time, the mtime of keys), so a step of the wall clock neither
+ *      freezes nor fires them.
+ */
+#include "node_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../net/cpus.h"
+
+/* ------------------------------------------------------------- clock */
+
+static uint64_t ms_of(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t node_now_ms(void)
+{
+    return ms_of(CLOCK_MONOTONIC);
+}
+
+/* The commit time a leader stamps into entries: wall-clock, never
+ * decreasing on this node (a key's mtime does not go back when the clock
+ * is stepped back; it stands still until the clock catches up). */
+uint64_t node_wall_ms(node *n)
+{
+    uint64_t ms = ms_of(CLOCK_REALTIME);
+    if (ms < n->last_wall_ms)
+        ms = n->last_wall_ms;
+    n->last_wall_ms = ms;
+    return ms;
+}
+
+/* ----------------------------------------------------------- failure */
+
+void node_storage_failed(node *n, const char *what, int rc)
+{
+    if (n->fatal)
+        return;
+    n->fatal = rc < 0 ? rc : -EIO;
+    fprintf(stderr, "paxosfs: node %u: %s failed: %s; refusing further writes\n",
+            n->cfg.id, what, strerror(-n->fatal));
+    if (n->cl)
+        client_fail_all(n->cl, -EIO);
+}
+
+/* ------------------------------------------------------------- step */
+
+void node_serve_reads(node *n)
+{
+    if (n->cl)
+        client_serve(n->cl, kv_applied_index(n->state), integrity_serves(n));
+}
+
+/* Route one output of the replica: persist and messages (commit.c), then
+ * catch-up, recovery, committed entries (host.c), refused requests and
+ * read points (the client handle). */
+static void handle_output(node *n, const px_output *out)
+{
+    commit_output(n, out);
+    if (out->snapshot_to)
+        host_send_catchup(n, out->snapshot_to);
+    if (out->recovered)
+        integrity_recovery_done(n);
+    for (uint32_t i = 0; i < out->n_committed; i++)
+        host_apply(n, &out->committed[i]);
+    uint64_t id = client_id(n->cl);
+    for (uint32_t i = 0; i < out->n_failed; i++)
+        if (out->failed[i].client_id == id)
+            client_refused(n->cl, out->failed[i].seq, out->failed[i].status);
+    for (uint32_t i = 0; i < out->n_reads; i++)
+        client_read_point(n->cl, out->reads[i].read_token,
+                          out->reads[i].status, out->reads[i].index,
+                          node_now_ms());
+    if (out->n_reads || out->n_committed)
+        node_serve_reads(n);
+    if (out->next_tick_ms)
+        n->next_tick_ms = out->next_tick_ms;
+}
+
+void node_step(node *n, px_event *ev)
+{
+    px_output out;
+    ev->now_ms = node_now_ms();
+    ev->wall_ms = node_wall_ms(n);
+    int rc = px_step(n->px, ev, &out);
+    if (rc < 0) {
+        fprintf(stderr, "paxosfs: node %u: replica step failed: %s\n",
+                n->cfg.id, strerror(-rc));
+        return;
+    }
+    handle_output(n, &out);
+}
+
+/* client_flush's outlets: a batch of requests, one read point. */
+static void propose_batch(void *arg, px_request *reqs, uint32_t k)
+{
+    node *n = arg;
+    if (n->fatal)
+        return;
+    px_event ev = { .type = PX_EV_PROPOSE };
+    ev.u.propose.requests = reqs;
+    ev.u.propose.n_requests = k;
+    node_step(n, &ev);
+}
+
+static void read_point(void *arg, uint64_t token)
+{
+    px_event ev = { .type = PX_EV_READ_INDEX };
+    ev.u.read_token = token;
+    node_step(arg, &ev);
+}
+
+/* Whether a leader was alive within no_leader_ms: a node cut off from
+ * the majority refuses new requests at once (EHOSTUNREACH) instead of
+ * letting each wait out its own deadline in turn (node.h). */
+void node_track_leader(node *n, uint64_t now_ms)
+{
+    uint64_t contact = px_leader_contact_ms(n->px);
+    if (contact > n->leader_seen_ms)
+        n->leader_seen_ms = contact;
+    bool none = now_ms - n->leader_seen_ms > n->no_leader_ms;
+    if (none != n->no_leader)
+        fprintf(stderr, "paxosfs: node %u: %s\n", n->cfg.id,
+                none ? "no leader reachable; new requests fail with "
+                       "EHOSTUNREACH until one is back"
+                     : "a leader is reachable again");
+    n->no_leader = none;
+}
+
+/* ------------------------------------------------- the mount's backend */
+
+/* A write from the mount, queued in the client handle.  A write whose
+ * caller already returned is accepted even without a leader and retried
+ * until it commits. */
+static int node_submit(void *ctx, const uint8_t *op, uint32_t len,
+                       bool answered, fs_done_fn done, void *arg)
+{
+    node *n = ctx;
+    node_track_leader(n, node_now_ms());   /* as of now, not of the turn */
+    if (n->fatal)
+        return -EIO;
+    if (n->no_leader && !answered) {
+        n->fast_failed++;
+        return -EHOSTUNREACH;
+    }
+    return client_submit(n->cl, node_now_ms(), op, len, answered, done, arg);
+}
+
+static int node_read_barrier(void *ctx, fs_done_fn done, void *arg)
+{
+    node *n = ctx;
+    node_track_leader(n, node_now_ms());
+    if (n->no_leader) {
+        n->fast_failed++;
+        return -EHOSTUNREACH;
+    }
+    return client_read(n->cl, node_now_ms(), done, arg);
+}
+
+static const kv *node_state(void *ctx)
+{
+    return ((node *)ctx)->state;
+}
+
+/* Whether a write may be accepted now: what can be known before the value
+ * is written is reported at open(), where a shell sees it. */
+static int node_can_write(void *ctx)
+{
+    node *n = ctx;
+    node_track_leader(n, node_now_ms());
+    if (n->fatal)
+        return -EIO;
+    if (n->no_leader) {
+        n->fast_failed++;
+        return -EHOSTUNREACH;
+    }
+    return 0;
+}
+
+void node_backend(node *n, fs_backend *be)
+{
+    *be = (fs_backend){
+        .ctx = n,
+        .submit = node_submit,
+        .read_barrier = node_read_barrier,
+        .can_write = node_can_write,
+        .state = node_state,
+        .status_text = status_text,
+        .block_text = host_block_text,
+        .chain_head = host_chain_head,
+    };
+}
+
+/* ---------------------------------------------------------------- input */
+
+static void on_message(void *arg, const px_msg *m)
+{
+    node *n = arg;
+    /* a leader's messages arrive: this node is not cut off, even while its
+     * replica does not follow that leader yet (a higher promise after a
+     * partition, a start not yet confirmed, a diverged chain); requests
+     * then wait for their deadline instead of failing at once */
+    if (m->type == PX_MSG_HEARTBEAT || m->type == PX_MSG_ACCEPT ||
+        m->type == PX_MSG_COMMIT)
+        n->leader_seen_ms = node_now_ms();
+    integrity_check_divergence(n, m->from, m->chain_index, m->chain_hash);
+    if (m->type == PX_MSG_CATCHUP) {
+        catchup_receive(n, m);
+        return;
+    }
+    px_event ev = { .type = PX_EV_RECEIVE };
+    ev.u.msg = m;
+    node_step(n, &ev);
+}
+
+/* ---------------------------------------------------------------- loop */
+
+enum { POLL_SIGNAL, POLL_SYNC, POLL_BG, POLL_FUSE, POLL_ADMIN, POLL_NET,
+       POLL_MAX = 9 };
+
+/* Keep the threads of a leader on cfg.leader_cpus and those of any other
+ * role off them.  A leader's loop carries every write; the hand-offs
+ * between its threads (loop, ZeroMQ I/O thread, sync thread) are cheap
+ * on one CPU and cost an inter-processor wake-up across two.  Checked
+ * every turn, moved only when the role changed. */
+static void place_threads(node *n)
+{
+    if (!n->cfg.leader_cpus)
+        return;
+    int as = px_role(n->px) == PX_LEADER;
+    if (as == n->placed_as)
+        return;
+    n->placed_as = as;
+    const cpu_set_t *set = as ? &n->leader_cpus : &n->other_cpus;
+    char list[256];
+    cpus_format(set, list, sizeof list);
+    int rc = cpus_apply(set);
+    if (rc < 0) {
+        if (rc != n->placement_error)
+            fprintf(stderr, "paxosfs: node %u: cannot move threads to CPUs "
+                    "%s: %s\n", n->cfg.id, list, strerror(-rc));
+        n->placement_error = rc;
+        return;
+    }
+    n->placement_error = 0;
+    fprintf(stderr, "paxosfs: node %u: %s: threads on CPUs %s\n", n->cfg.id,
+            as ? "leading" : "not leading", list);
+}
+
+/* Stopping: writes committed at release (their callers already returned)
+ * get up to commit_timeout_ms to commit before the node goes away; the
+ * mount is no longer served meanwhile.  A second signal stops at once. */
+static bool keep_draining(node *n, uint64_t now, struct pollfd *fds)
+{
+    fds[POLL_FUSE].fd = -1;
+    client_stats cs;
+    client_get_stats(n->cl, &cs);
+    if (n->fatal || cs.answered_outstanding == 0)
+        return false;
+    if (n->drain_deadline_ms == 0) {
+        n->drain_deadline_ms = now + n->cfg.commit_timeout_ms;
+        fprintf(stderr, "paxosfs: node %u: waiting up to %" PRIu64 " ms for %"
+                PRIu64 " writes made at close to commit\n", n->cfg.id,
+                n->cfg.commit_timeout_ms, cs.answered_outstanding);
+    }
+    if (now < n->drain_deadline_ms)
+        return true;
+    fprintf(stderr, "paxosfs: node %u: stopping with %" PRIu64 " writes made "
+            "at close not known to be committed\n", n->cfg.id,
+            cs.answered_outstanding);
+    return false;
+}
+
+int node_run(node *n)
+{
+    int rc = syncer_create(n->acceptor, &n->sync);
+    if (rc < 0) {
+        fprintf(stderr, "paxosfs: cannot start the sync thread: %s\n",
+                strerror(-rc));
+        return rc;
+    }
+    rc = worker_create(&n->bg);
+    if (rc < 0) {
+        fprintf(stderr, "paxosfs: cannot start the chain sync thread: %s\n",
+                strerror(-rc));
+        return rc;
+    }
+    node_write_lock_pid(n);
+    if (n->recovering_why[0])     /* said before the log was redirected */
+        fprintf(stderr, "paxosfs: node %u: recovering lost acceptor state "
+                "(%s); casting no vote until recovered\n", n->cfg.id,
+                n->recovering_why);
+    /* let the replica start (a sole voter elects itself at once) */
+    px_event first = { .type = PX_EV_TICK };
+    node_step(n, &first);
+    commit_flush(n);
+    place_threads(n);
+
+    /* ZeroMQ sockets are polled through their ZMQ_FD, which signals only
+     * changes: the loop blocks on them only after draining each socket
+     * (the drain functions say when they stopped at a bound instead), and
+     * drains them all on every timeout as well.  A plain poll() costs one
+     * system call; zmq_poll() checked every socket's events around it,
+     * a dozen more per turn. */
+    bool zmq_pending = true;   /* drain once before the first sleep */
+    /* the descriptors stay the same for the loop's life; poll() rewrites
+     * only revents */
+    struct pollfd fds[POLL_MAX];
+    for (int i = 0; i < POLL_MAX; i++)
+        fds[i] = (struct pollfd){ .fd = -1, .events = POLLIN };
+    fds[POLL_SIGNAL].fd = n->signal_fd;
+    fds[POLL_SYNC].fd = syncer_wake_fd(n->sync);
+    fds[POLL_BG].fd = worker_wake_fd(n->bg);
+    fds[POLL_FUSE].fd = n->mount ? fs_fd(n->mount) : -1;
+    fds[POLL_ADMIN].fd = admin_fd(n->adm);
+    int n_fds = POLL_NET;
+    if (n->net) {
+        int net_fds[POLL_MAX - POLL_NET];
+        int k = transport_poll_fds(n->net, net_fds, POLL_MAX - POLL_NET);
+        for (int i = 0; i < k; i++)
+            fds[n_fds++].fd = net_fds[i];
+    }
+    for (;;) {
+        uint64_t now = node_now_ms();
+        if (n->stop && !keep_draining(n, now, fds))
+            break;
+        int timeout = 100;
+        if (n->next_tick_ms && n->next_tick_ms > now && n->next_tick_ms - now < 100)
+            timeout = (int)(n->next_tick_ms - now);
+        else if (n->next_tick_ms && n->next_tick_ms <= now)
+            timeout = 0;
+        if (zmq_pending)
+            timeout = 0;
+        int pr = poll(fds, (nfds_t)n_fds, timeout);
+        if (pr < 0 && errno != EINTR) {
+            fprintf(stderr, "paxosfs: poll: %s\n", strerror(errno));
+            break;
+        }
+        bool drain_all = pr == 0 || zmq_pending;
+        zmq_pending = false;
+        if (pr > 0 && (fds[POLL_SIGNAL].revents & POLLIN)) {
+            struct signalfd_siginfo si;
+            if (read(n->signal_fd, &si, sizeof si) > 0) {
+                fprintf(stderr, "paxosfs: node %u: signal %u, stopping\n",
+                        n->cfg.id, si.ssi_signo);
+                if (n->stop)
+                    n->drain_deadline_ms = 1;   /* a second one: now */
+                n->stop = true;
+            }
+        }
+        if (pr > 0 && (fds[POLL_BG].revents & POLLIN))
+            host_collect_chain_sync(n);
+        if (pr > 0 && (fds[POLL_SYNC].revents & POLLIN))
+            commit_collect(n);
+        if (drain_all || fds[POLL_ADMIN].revents)
+            zmq_pending |= admin_serve(n->adm, status_admin, n);
+        unsigned which = 0;   /* fds[POLL_NET + i]: bit i (transport.h) */
+        for (int i = POLL_NET; i < n_fds; i++)
+            if (drain_all || fds[i].revents)
+                which |= 1u << (i - POLL_NET);
+        if (n->net && which)
+            zmq_pending |= transport_receive(n->net, which, node_now_ms(),
+                                             on_message, integrity_on_chain_head, n);
+        if (n->mount && pr > 0 && fds[POLL_FUSE].fd >= 0 &&
+            (fds[POLL_FUSE].revents & (POLLIN | POLLERR | POLLHUP))) {
+            n->last_fuse_ms = node_now_ms();
+            rc = fs_process(n->mount);
+            if (rc != 0) {
+                if (rc < 0)
+                    fprintf(stderr, "paxosfs: FUSE: %s\n", strerror(-rc));
+                else
+                    fprintf(stderr, "paxosfs: node %u: unmounted, stopping\n",
+                            n->cfg.id);
+                n->stop = true;
+            }
+        }
+        node_track_leader(n, node_now_ms());
+        client_flush(n->cl, propose_batch, read_point, n);
+        place_threads(n);
+        now = node_now_ms();
+        if (n->next_tick_ms && now >= n->next_tick_ms) {
+            px_event ev = { .type = PX_EV_TICK };
+            node_step(n, &ev);
+        }
+        commit_flush(n);
+        now = node_now_ms();
+        client_expire(n->cl, now);
+        host_background_sync(n, now);
+        integrity_send_heads(n, now);
+        catchup_expire(n, now);
+    }
+    /* what was acknowledged is durable already; finish what is in flight */
+    commit_drain(n);
+    host_drain_chain_sync(n);
+    return n->fatal;
+}
+

@@ -1,0 +1,224 @@
+/*
+ * node_int.h - private to node/: the state of one node runtime, shared by
+ * its modules, and what each module offers the others.
+ *
+ *   loop.c       the poll loop, the order of a turn, stepping the replica
+ *                and routing its output (node_run)
+ *   commit.c     group commit: acceptor records, fdatasync on the sync
+ *                thread, messages held until what they vouch for is durable
+ *   host.c       the state-machine host: committed entries into the chain
+ *                and the key-value state, the chain's own fdatasync, chain
+ *                blocks for lagging peers, one stream of changed keys
+ *   client.c     the client handle (client.h): requests of the mount
+ *   integrity.c  whether this node may vote and serve: the start gate,
+ *                divergence from a majority, lost acceptor state
+ *   catchup.c    entries installed from a peer, checked against the chain
+ *                heads the other members vouch for
+ *   status.c     .status and the admin socket
+ *   open.c       backing directory, lock, restart, mount, close
+ */
+#ifndef PAXOSFS_NODE_INT_H
+#define PAXOSFS_NODE_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sched.h>
+
+#include "../chain/chain.h"
+#include "../chain/kv.h"
+#include "../consensus/px.h"
+#include "../fs/fs.h"
+#include "../net/admin.h"
+#include "../net/outbox.h"
+#include "../net/syncer.h"
+#include "../net/transport.h"
+#include "../net/worker.h"
+#include "client.h"
+#include "node.h"
+
+#define NODE_MAX_HELD_MSGS 100000       /* messages waiting for a sync */
+#define NODE_PEER_ALIVE_MS 1500        /* .status: "connected" */
+#define NODE_CHAIN_HEAD_INTERVAL_MS 250 /* chain head to every peer */
+#define NODE_CONFIRM_INTERVAL_MS 50     /* ... and while not confirmed */
+#define NODE_FACTS 64                   /* (index, hash) kept per peer */
+#define NODE_CATCHUP_HOLD_MS 2000       /* a CATCHUP waits this long for
+                                           the peers' hashes */
+/* CHAIN_HEAD frames (net/wire.h: from, index, hash) carry three things,
+ * told apart by the top bits of `index`:
+ *   plain      "I hold block `index` with hash `hash`" (a fact: the head
+ *              every NODE_CHAIN_HEAD_INTERVAL_MS, or an answer);
+ *   QUERY      "which hash do you hold at block index & MASK?": answered
+ *              with a plain frame to the asker if it holds that block;
+ *   START      a node's start: index & MASK = its counter, hash[0..7] its
+ *              nonce, hash[8..11] whose start it is, hash[12] 0 = the
+ *              sender's own start, 1 = the receiver's start as the sender
+ *              last saw it (acceptor store, peer records). */
+#define NODE_HEAD_START (UINT64_C(1) << 63)
+#define NODE_HEAD_QUERY (UINT64_C(1) << 62)
+#define NODE_HEAD_MASK (NODE_HEAD_QUERY - 1)
+#define NODE_CATCHUP_BLOCKS 256         /* chain blocks per catch-up frame */
+#define NODE_CATCHUP_BYTES (4u << 20)
+#define NODE_MOUNT_IDLE_MS 100          /* no FUSE request for this long:
+                                           a follower syncs inline */
+#define NODE_NO_LEADER_FACTOR 4         /* no leader heard from for this
+                                           many maximum election timeouts:
+                                           fail new requests at once */
+
+struct node_fact {
+    uint64_t index;
+    uint8_t hash[CHAIN_HASH_BYTES];
+};
+
+struct node {
+    node_config cfg;
+    char *data_dir;
+    char *mountpoint;
+    int lock_fd;
+    chain *chain;
+    acceptor_store *acceptor;
+    kv *state;
+    px_replica *px;
+    fs *mount;
+    client *cl;                 /* the mount's session (client.h) */
+    int signal_fd;
+
+    /* a reachable leader (node.h "No leader"): when one was last known
+     * alive; none for longer than no_leader_ms makes new requests fail at
+     * once with EHOSTUNREACH */
+    uint64_t leader_seen_ms;
+    uint64_t no_leader_ms;
+    bool no_leader;
+    uint64_t fast_failed;       /* requests refused for want of a leader */
+    uint64_t drain_deadline_ms; /* stopping: wait for answered writes */
+
+    /* commit.c */
+    syncer *sync;               /* group commit of the acceptor store */
+    uint64_t last_persist_issued;
+    uint64_t durable_persist_id;
+    outbox held;                /* messages waiting for a sync */
+
+    /* host.c */
+    worker *bg;                 /* the chain's periodic fdatasync */
+    chain_sync_job chain_job;   /* valid while bg runs it */
+    bool compact_due;           /* chain synced further: compact the
+                                   acceptor store once its sync is idle */
+    uint64_t last_chain_sync_ms;
+
+    /* cluster */
+    void *zctx;
+    transport *net;
+    net_peer_addr peers[TRANSPORT_MAX_PEERS];   /* cfg.peers points here */
+    keys key;                                   /* cfg.key points here */
+    admin *adm;
+
+    /* integrity.c: chain comparison with each member (index as in
+     * cfg.peers): the block index last compared and whether the hashes
+     * differed there */
+    uint64_t peer_chain_index[TRANSPORT_MAX_PEERS];
+    bool peer_chain_differs[TRANSPORT_MAX_PEERS];
+    bool abstaining;              /* our chain differs from a majority's */
+    uint64_t last_head_sent_ms;
+    uint64_t votes_withheld;      /* messages not sent while abstaining */
+    /* the start gate (integrity.c invariant 1) */
+    uint64_t start_head;          /* chain head when the node started */
+    bool confirmed;
+    uint64_t started_ms, last_wait_log_ms;
+    bool peer_holds_head[TRANSPORT_MAX_PEERS]; /* same block at >= start_head */
+    bool peer_agrees[TRANSPORT_MAX_PEERS];     /* its last block compared
+                                                  (index >= 1) was ours */
+    bool peer_saw_start[TRANSPORT_MAX_PEERS];  /* reported our start, and it
+                                                  fits our store */
+    acceptor_peer start;          /* this start (counter, nonce) */
+    acceptor_peer prev_start;     /* the start before it, from the store */
+    acceptor_peer peer_start[TRANSPORT_MAX_PEERS]; /* each peer's latest */
+    bool peer_rolled_back[TRANSPORT_MAX_PEERS];    /* logged once */
+    /* START frames heard, judged once the peer's chain agrees with ours
+     * (a node with another cluster's directory reports nonsense) */
+    acceptor_peer heard_own[TRANSPORT_MAX_PEERS];  /* its own start */
+    acceptor_peer heard_ours[TRANSPORT_MAX_PEERS]; /* ours, as it saw it */
+    bool heard_own_set[TRANSPORT_MAX_PEERS];
+    bool heard_ours_set[TRANSPORT_MAX_PEERS];
+    acceptor_peer last_own[TRANSPORT_MAX_PEERS];   /* its start, as heard:
+                                                      a new one means its
+                                                      chain must agree anew */
+    char recovering_why[1400];    /* "" = not recovering (integrity.c 2) */
+
+    /* catchup.c: what peers told us they hold, and a held CATCHUP */
+    struct node_fact facts[TRANSPORT_MAX_PEERS][NODE_FACTS];
+    uint32_t fact_next[TRANSPORT_MAX_PEERS];
+    px_msg *held_catchup;
+    uint64_t held_catchup_ms;
+    uint64_t catchup_dropped, catchup_installed;
+    uint64_t last_catchup_log_ms;
+    uint64_t catchup_query_index, catchup_query_ms;  /* last asked */
+
+    /* loop.c */
+    uint64_t last_wall_ms;
+    uint64_t next_tick_ms;
+    uint64_t last_fuse_ms;      /* the mount last had requests */
+    /* CPU placement (cfg.leader_cpus, docs/design.md "CPU placement") */
+    cpu_set_t leader_cpus;      /* cfg.leader_cpus points here */
+    cpu_set_t other_cpus;       /* where a follower runs */
+    int placed_as;              /* -1 not yet, 0 follower, 1 leader */
+    int placement_error;        /* last cpus_apply failure, logged once */
+    int fatal;                  /* negative errno once storage failed */
+    bool stop;
+};
+
+/* loop.c */
+uint64_t node_now_ms(void);           /* CLOCK_MONOTONIC: every timer */
+uint64_t node_wall_ms(node *n);       /* CLOCK_REALTIME, never decreasing:
+                                         stamped into entries */
+void node_step(node *n, px_event *ev);
+void node_storage_failed(node *n, const char *what, int rc);
+void node_track_leader(node *n, uint64_t now_ms);
+void node_serve_reads(node *n);     /* as far as state and health allow */
+void node_backend(node *n, fs_backend *be);   /* what the mount calls */
+void node_write_lock_pid(node *n);  /* open.c */
+
+/* commit.c */
+void commit_output(node *n, const px_output *out);   /* persist, send */
+void commit_send(node *n, const px_msg *m);          /* send now */
+void commit_flush(node *n);
+void commit_collect(node *n);
+void commit_drain(node *n);
+
+/* host.c */
+int host_replay(node *n, char *err, size_t err_len);
+void host_apply(node *n, const px_entry *e);
+void host_on_changed(void *arg, const char *key, size_t key_len,
+                     bool removed);
+void host_send_catchup(node *n, uint32_t peer_id);
+void host_background_sync(node *n, uint64_t now_ms);
+void host_collect_chain_sync(node *n);
+void host_drain_chain_sync(node *n);
+int host_block_text(void *ctx, uint64_t index, char **text, uint32_t *len);
+uint64_t host_chain_head(void *ctx);
+
+/* integrity.c */
+bool integrity_serves(const node *n);
+bool integrity_filter(node *n, const px_msg *m);   /* true: withhold */
+void integrity_check_divergence(node *n, uint32_t from, uint64_t index,
+                                const uint8_t hash[CHAIN_HASH_BYTES]);
+void integrity_gate_update(node *n);
+void integrity_begin_recovery(node *n, const char *why);
+void integrity_recovery_done(node *n);
+void integrity_send_heads(node *n, uint64_t now);
+void integrity_on_chain_head(void *arg, uint32_t from, uint64_t index,
+                             const uint8_t hash[PX_HASH_BYTES]);
+void integrity_head_frame(node *n, uint32_t to, uint64_t index,
+                          const uint8_t hash[CHAIN_HASH_BYTES]);
+uint32_t integrity_peer_slot(const node *n, uint32_t id);
+uint32_t integrity_quorum(const node *n);
+uint64_t node_random_u64(void);
+
+/* catchup.c */
+void catchup_receive(node *n, const px_msg *m);
+void catchup_try_held(node *n);
+void catchup_expire(node *n, uint64_t now);
+
+/* status.c */
+int status_text(void *ctx, char **text, size_t *len);
+void status_admin(void *arg, const char *request, char **reply);
+
+#endif

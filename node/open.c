@@ -1,0 +1,422 @@
+/*
+ * open.c - a node's life outside the loop: the backing directory and its
+ * lock, restart from what is on disk (acceptor store, chain, key-value
+ * state), the replica, the network, the mount, and the orderly close.
+ */
+#include "node_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "../net/cpus.h"
+
+void node_config_default(node_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->id = 1;
+    cfg->commit_timeout_ms = 10000;
+    /* 0: the kernel asks the mount every time, so every stat and lookup
+     * is linearizable (docs/design.md, "Reads") */
+    cfg->attr_timeout_s = 0.0;
+    cfg->entry_timeout_s = 0.0;
+    cfg->chain_sync_interval_ms = 200;
+}
+
+/* -------------------------------------------------------- open/close */
+
+/* The backing directory holds every value: 0700 whoever made it (an
+ * existing one that others may enter is tightened, if it is ours). */
+static int make_dir(const char *path, char *err, size_t err_len)
+{
+    struct stat st;
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        int e = errno;
+        snprintf(err, err_len, "cannot create %s: %s", path, strerror(e));
+        return -e;
+    }
+    if (stat(path, &st) != 0) {
+        int e = errno;
+        snprintf(err, err_len, "cannot stat %s: %s", path, strerror(e));
+        return -e;
+    }
+    if ((st.st_mode & 077) && st.st_uid == geteuid() &&
+        chmod(path, st.st_mode & 0700) != 0) {
+        int e = errno;
+        snprintf(err, err_len, "cannot make %s private (chmod 0700): %s",
+                 path, strerror(e));
+        return -e;
+    }
+    return 0;
+}
+
+static int take_lock(node *n, char *err, size_t err_len)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/LOCK", n->data_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, err_len, "cannot open %s: %s", path, strerror(e));
+        return -e;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char owner[32] = "";
+        ssize_t r = pread(fd, owner, sizeof owner - 1, 0);
+        owner[r > 0 ? r : 0] = '\0';
+        owner[strcspn(owner, "\n")] = '\0';
+        snprintf(err, err_len, "%s is in use by another paxosfs node%s%s",
+                 n->data_dir, owner[0] ? " (pid " : "", owner[0] ? owner : "");
+        if (owner[0])
+            strncat(err, ")", err_len - strlen(err) - 1);
+        close(fd);
+        return e == EWOULDBLOCK ? -EBUSY : -e;
+    }
+    n->lock_fd = fd;
+    return 0;
+}
+
+/* Record the pid of the process that holds the lock (after daemonizing). */
+void node_write_lock_pid(node *n)
+{
+    char buf[32];
+    int len = snprintf(buf, sizeof buf, "%ld\n", (long)getpid());
+    if (ftruncate(n->lock_fd, 0) == 0 && pwrite(n->lock_fd, buf, (size_t)len, 0) < 0)
+        fprintf(stderr, "paxosfs: cannot record pid in LOCK: %s\n", strerror(errno));
+}
+
+/* Open the acceptor store, then the chain held to the position the store
+ * recorded as durable; decide whether the acceptor state may be
+ * incomplete (invariant 6); record this start (invariant 5). */
+static int open_storage(node *n, char *err, size_t err_len)
+{
+    uint32_t id = n->cfg.id;
+    acceptor_open_report arep;
+    acceptor_state ast;
+    int rc = acceptor_open_salvage(n->data_dir, &n->acceptor, &ast, &arep);
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot open the acceptor store in %s: %s",
+                 n->data_dir, strerror(-rc));
+        return rc;
+    }
+    if (arep.torn_cut)
+        fprintf(stderr, "paxosfs: node %u: torn last write in %s: cut %"
+                PRIu64 " bytes at offset %" PRIu64 " (never acknowledged)\n",
+                id, arep.torn_path, arep.torn_bytes, arep.torn_offset);
+    if (arep.created) {
+        /* until the chain says whether there was state to lose: a crash
+         * right here must not leave an empty store that looks fresh */
+        rc = acceptor_put_recovery(n->acceptor, true);
+        if (rc == 0)
+            rc = acceptor_sync(n->acceptor);
+        if (rc < 0) {
+            snprintf(err, err_len, "cannot write the acceptor store in %s: "
+                     "%s", n->data_dir, strerror(-rc));
+            return rc;
+        }
+    }
+    acceptor_info info;
+    acceptor_get_info(n->acceptor, &info);
+
+    chain_open_report report;
+    chain_damage damage;
+    rc = chain_open_marked(n->data_dir, &info.mark, &n->chain, &report,
+                           &damage);
+    if (rc == -EBADMSG) {
+        snprintf(err, err_len, "chain damaged: %s offset %" PRIu64 " block %"
+                 PRIu64 ": %s; refusing to serve (run paxosctl verify %s)",
+                 damage.path, damage.offset, damage.index, damage.reason,
+                 n->data_dir);
+        return rc;
+    }
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot open the chain in %s: %s", n->data_dir,
+                 strerror(-rc));
+        return rc;
+    }
+    if (report.torn_tail_cut)
+        fprintf(stderr, "paxosfs: node %u: torn tail in %s: cut %" PRIu64
+                " bytes at offset %" PRIu64 " back to block %" PRIu64 "\n",
+                id, report.torn_path, report.torn_bytes,
+                report.torn_offset, chain_head_index(n->chain));
+
+    uint64_t head = chain_head_index(n->chain);
+    char why[sizeof n->recovering_why] = "";
+    if (arep.lost)
+        snprintf(why, sizeof why, "acceptor store damaged: %s offset %" PRIu64
+                 ": %s (kept as %s)", arep.damage.path, arep.damage.offset,
+                 arep.damage.reason, arep.kept_path);
+    else if (arep.created && head > 0)
+        snprintf(why, sizeof why, "acceptor store missing beside a chain of %"
+                 PRIu64 " blocks", head);
+    else if (info.recovering && !arep.created)
+        snprintf(why, sizeof why, "lost acceptor state not yet recovered "
+                 "when the node last stopped");
+    if (arep.created && head == 0) {
+        rc = acceptor_put_recovery(n->acceptor, false);   /* a new node */
+        if (rc < 0) {
+            snprintf(err, err_len, "cannot write the acceptor store in %s: "
+                     "%s", n->data_dir, strerror(-rc));
+            return rc;
+        }
+    }
+    if (why[0])
+        integrity_begin_recovery(n, why);
+
+    /* this start: one more than the store knows of, a fresh nonce */
+    n->prev_start = (acceptor_peer){ .counter = info.incarnation,
+                                     .nonce = info.nonce };
+    n->start = (acceptor_peer){ .counter = info.incarnation + 1,
+                                .nonce = node_random_u64() };
+    for (uint32_t k = 0; k < n->cfg.n_peers; k++)
+        for (uint32_t i = 0; i < info.n_peers; i++)
+            if (info.peers[i].id == n->cfg.peers[k].id)
+                n->peer_start[k] = info.peers[i];
+    rc = acceptor_put_incarnation(n->acceptor, n->start.counter,
+                                  n->start.nonce);
+    if (rc == 0)
+        rc = acceptor_sync(n->acceptor);
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot write the acceptor store in %s: %s",
+                 n->data_dir, strerror(-rc));
+        return rc;
+    }
+    (void)ast;
+    return 0;
+}
+
+int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
+{
+    node *n = calloc(1, sizeof *n);
+    if (!n) {
+        snprintf(err, err_len, "out of memory");
+        return -ENOMEM;
+    }
+    n->cfg = *cfg;
+    n->lock_fd = -1;
+    outbox_init(&n->held, NODE_MAX_HELD_MSGS);
+    n->signal_fd = -1;
+    n->data_dir = strdup(cfg->data_dir);
+    n->mountpoint = cfg->mountpoint ? strdup(cfg->mountpoint) : NULL;
+    int rc = client_create(node_random_u64(), cfg->commit_timeout_ms,
+                           &n->cl);
+    if (rc == 0)
+        rc = -ENOMEM;
+    if (!n->data_dir || (cfg->mountpoint && !n->mountpoint) || !n->cl) {
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    n->cfg.data_dir = n->data_dir;
+    n->cfg.mountpoint = n->mountpoint;
+    if (cfg->n_peers > TRANSPORT_MAX_PEERS) {
+        rc = -EINVAL;
+        snprintf(err, err_len, "at most %d members", TRANSPORT_MAX_PEERS);
+        goto fail;
+    }
+    if (cfg->n_peers)
+        memcpy(n->peers, cfg->peers, cfg->n_peers * sizeof *cfg->peers);
+    n->cfg.peers = n->peers;
+    if (cfg->key) {
+        n->key = *cfg->key;
+        n->cfg.key = &n->key;
+    }
+    n->placed_as = -1;
+    if (cfg->leader_cpus) {
+        n->leader_cpus = *cfg->leader_cpus;
+        n->cfg.leader_cpus = &n->leader_cpus;
+        /* followers keep off the leader's CPUs, unless that leaves none */
+        if (cpus_allowed(&n->other_cpus) == 0) {
+            cpu_set_t rest;
+            CPU_XOR(&rest, &n->other_cpus, &n->leader_cpus);
+            CPU_AND(&rest, &rest, &n->other_cpus);
+            if (CPU_COUNT(&rest) > 0)
+                n->other_cpus = rest;
+        }
+    }
+
+    rc = make_dir(n->data_dir, err, err_len);
+    if (rc < 0)
+        goto fail;
+    rc = take_lock(n, err, err_len);
+    if (rc < 0)
+        goto fail;
+
+    rc = open_storage(n, err, err_len);
+    if (rc < 0)
+        goto fail;
+
+    n->state = kv_create();
+    if (!n->state) {
+        rc = -ENOMEM;
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    rc = host_replay(n, err, err_len);
+    if (rc < 0)
+        goto fail;
+    kv_set_changed(n->state, host_on_changed, n);   /* replay told nobody */
+
+    px_options opt;
+    px_options_default(&opt, cfg->id);
+    if (cfg->n_peers == 0) {
+        opt.members.voters[0] = cfg->id;
+        opt.members.n_voters = 1;
+    } else {
+        for (uint32_t i = 0; i < cfg->n_peers; i++)
+            opt.members.voters[opt.members.n_voters++] = cfg->peers[i].id;
+    }
+    opt.seed = node_random_u64();
+
+    n->zctx = zmq_ctx_new();
+    if (!n->zctx) {
+        rc = -ENOMEM;
+        snprintf(err, err_len, "cannot create the ZeroMQ context");
+        goto fail;
+    }
+    if (cfg->n_peers > 0) {
+        rc = transport_open(n->zctx, cfg->id, n->cfg.peers, cfg->n_peers,
+                            n->cfg.key, &n->net, err, err_len);
+        if (rc < 0)
+            goto fail;
+    }
+    rc = admin_open(n->zctx, n->data_dir, &n->adm, err, err_len);
+    if (rc < 0)
+        goto fail;
+    uint64_t head = chain_head_index(n->chain);
+    acceptor_state ast;
+    acceptor_get_state(n->acceptor, &ast);
+    uint32_t first = 0;
+    while (first < ast.n_accepts && ast.accepts[first].slot <= head)
+        first++;
+    px_restore restore = {
+        .promise = ast.promise,
+        .applied_index = head,
+        .n_accepts = ast.n_accepts - first,
+        .accepts = ast.accepts + first,
+        .recovering = n->recovering_why[0] != '\0',
+    };
+    rc = px_create(&opt, &restore, &n->px);
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot create the replica: %s", strerror(-rc));
+        goto fail;
+    }
+    px_set_chain_head(n->px, head, chain_head_hash(n->chain));
+    n->last_chain_sync_ms = node_now_ms();
+    /* a node just started has had no chance to find its leader yet */
+    n->leader_seen_ms = node_now_ms();
+    n->no_leader_ms = NODE_NO_LEADER_FACTOR * opt.election_timeout_max_ms;
+    n->start_head = head;
+    n->started_ms = n->last_wait_log_ms = node_now_ms();
+    integrity_gate_update(n);   /* a cluster of one is confirmed at once */
+    *out = n;
+    return 0;
+
+fail:
+    node_close(n);
+    return rc < 0 ? rc : -EIO;
+}
+
+static int open_signal_fd(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+        return -errno;
+    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int node_mount(node *n, char *err, size_t err_len)
+{
+    /* block the stop signals before the mount starts its threads, so they
+     * reach the loop's signalfd and no thread dies of them */
+    n->signal_fd = open_signal_fd();
+    if (n->signal_fd < 0) {
+        snprintf(err, err_len, "signalfd: %s", strerror(-n->signal_fd));
+        return n->signal_fd;
+    }
+    fs_backend be;
+    node_backend(n, &be);
+    fs_options opt = {
+        .attr_timeout_s = n->cfg.attr_timeout_s,
+        .entry_timeout_s = n->cfg.entry_timeout_s,
+        .debug = n->cfg.fuse_debug,
+        .allow_other = n->cfg.allow_other,
+    };
+    return fs_mount(&opt, &be, n->mountpoint, &n->mount, err, err_len);
+}
+
+void node_close(node *n)
+{
+    if (!n)
+        return;
+    if (n->mount) {
+        /* parked requests of a mount that is going away: answer (into the
+         * void) so that nothing they hold leaks */
+        client_fail_all(n->cl, -EIO);
+        fs_unmount(n->mount);
+        n->mount = NULL;
+    }
+    syncer_destroy(n->sync);
+    n->sync = NULL;
+    worker_destroy(n->bg);   /* waits for a job drain_chain_sync gave up on */
+    n->bg = NULL;
+    n->sync = NULL;
+    outbox_free(&n->held);
+    if (n->adm)
+        admin_close(n->adm);
+    if (n->net)
+        transport_close(n->net);
+    if (n->zctx)
+        zmq_ctx_term(n->zctx);
+    if (n->chain && !n->fatal) {
+        int rc = chain_sync(n->chain);
+        if (rc < 0) {
+            fprintf(stderr, "paxosfs: final chain fdatasync failed: %s\n",
+                    strerror(-rc));
+        } else if (n->acceptor) {
+            /* the durable chain position, durably (a stop is clean) */
+            acceptor_info info;
+            acceptor_get_info(n->acceptor, &info);
+            if (chain_synced_index(n->chain) > info.mark.index)
+                rc = acceptor_mark(n->acceptor, chain_synced_index(n->chain),
+                                   chain_synced_hash(n->chain));
+            if (rc == 0)
+                rc = acceptor_sync(n->acceptor);
+            if (rc < 0)
+                fprintf(stderr, "paxosfs: final acceptor store write failed: "
+                        "%s\n", strerror(-rc));
+        }
+    }
+    free(n->held_catchup);
+    if (n->px)
+        px_destroy(n->px);
+    if (n->state)
+        kv_destroy(n->state);
+    if (n->acceptor)
+        acceptor_close(n->acceptor);
+    if (n->chain)
+        chain_close(n->chain);
+    if (n->signal_fd >= 0)
+        close(n->signal_fd);
+    if (n->lock_fd >= 0)
+        close(n->lock_fd);
+    client_destroy(n->cl);
+    free(n->data_dir);
+    free(n->mountpoint);
+    free(n);
+}
