@@ -23,6 +23,7 @@ CFLAGS   := $(OPT) $(WARN) $(CSTD) $(SANITIZE) -MMD -MP $(FUSE_CFLAGS) $(EXTRA_C
 LDFLAGS  := $(SANITIZE) $(EXTRA_LDFLAGS)
 
 # --- module libraries: one per folder -------------------------------------
+BASE_SRC      := $(wildcard base/*.c)
 CONSENSUS_SRC := $(wildcard consensus/*.c)
 CHAIN_SRC     := $(wildcard chain/*.c)
 NET_SRC       := $(wildcard net/*.c)
@@ -31,17 +32,21 @@ FS_SRC        := $(wildcard fs/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
+LIB_BASE      := $(BUILD)/libbase.a
 LIB_CONSENSUS := $(BUILD)/libpx.a
 LIB_CHAIN     := $(BUILD)/libchain.a
 LIB_NET       := $(BUILD)/libnet.a
 LIB_NODE      := $(BUILD)/libnode.a
 LIB_FS        := $(BUILD)/libfs.a
 
-# link sets, most dependent first
-LINK_CONSENSUS := $(LIB_CONSENSUS)
-LINK_CHAIN     := $(LIB_CHAIN) $(LIB_CONSENSUS) $(CRYPTO_LIBS) $(Z_LIBS)
-LINK_NET       := $(LIB_NET) $(LINK_CHAIN) $(ZMQ_LIBS) -lpthread
-LINK_ALL       := $(LIB_NODE) $(LIB_FS) $(LIB_NET) $(LINK_CHAIN) $(ZMQ_LIBS) $(FUSE_LIBS) -lpthread
+# link sets, most dependent first: the order states the layering
+# (docs/design.md "Layers"): chain/ and consensus/ both sit on base/ and
+# neither on the other; net/ carries the core's messages; node/ runs it all.
+LINK_CONSENSUS := $(LIB_CONSENSUS) $(LIB_BASE)
+LINK_CHAIN     := $(LIB_CHAIN) $(LIB_BASE) $(CRYPTO_LIBS) $(Z_LIBS)
+LINK_NET       := $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE) $(CRYPTO_LIBS) $(Z_LIBS) $(ZMQ_LIBS) -lpthread
+LINK_ALL       := $(LIB_NODE) $(LIB_FS) $(LINK_NET) $(FUSE_LIBS)
+LINK_SIM       := $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE) $(CRYPTO_LIBS) $(Z_LIBS)
 
 PROGRAMS := $(BUILD)/paxosfs $(BUILD)/paxosctl $(BUILD)/lincheck $(BUILD)/clockshift.so
 
@@ -65,6 +70,7 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+$(LIB_BASE): $(call obj,$(BASE_SRC))
 $(LIB_CONSENSUS): $(call obj,$(CONSENSUS_SRC))
 $(LIB_CHAIN): $(call obj,$(CHAIN_SRC))
 $(LIB_NET): $(call obj,$(NET_SRC))
@@ -75,25 +81,25 @@ $(BUILD)/lib%.a:
 	rm -f $@
 	$(if $^,ar rcs $@ $^,ar rcs $@)
 
-$(BUILD)/paxosfs: $(call obj,tools/paxosfs.c) $(LIB_NODE) $(LIB_FS) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
+$(BUILD)/paxosfs: $(call obj,tools/paxosfs.c) $(LIB_NODE) $(LIB_FS) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_ALL)
 
-$(BUILD)/paxosctl: $(call obj,tools/paxosctl.c) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
+$(BUILD)/paxosctl: $(call obj,tools/paxosctl.c) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_NET)
 
-$(BUILD)/tests/test_consensus%: $(call obj,tests/unit/test_consensus%.c) $(LIB_CONSENSUS)
+$(BUILD)/tests/test_consensus%: $(call obj,tests/unit/test_consensus%.c) $(LIB_CONSENSUS) $(LIB_BASE)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_CONSENSUS) -lcmocka
 
-$(BUILD)/tests/test_chain%: $(call obj,tests/unit/test_chain%.c) $(LIB_CHAIN) $(LIB_CONSENSUS)
+$(BUILD)/tests/test_chain%: $(call obj,tests/unit/test_chain%.c) $(LIB_CHAIN) $(LIB_BASE)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_CHAIN) -lcmocka
 
-$(BUILD)/tests/test_net%: $(call obj,tests/unit/test_net%.c) $(LIB_NODE) $(LIB_NET) $(LIB_FS) $(LIB_CHAIN) $(LIB_CONSENSUS)
+$(BUILD)/tests/test_net%: $(call obj,tests/unit/test_net%.c) $(LIB_NODE) $(LIB_NET) $(LIB_FS) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_ALL) -lcmocka
 
-$(BUILD)/tests/test_fs%: $(call obj,tests/unit/test_fs%.c) $(LIB_NODE) $(LIB_FS) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
+$(BUILD)/tests/test_fs%: $(call obj,tests/unit/test_fs%.c) $(LIB_NODE) $(LIB_FS) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_ALL) -lcmocka
 
@@ -105,11 +111,11 @@ $(BUILD)/clockshift.so: tests/tools/clockshift.c
 $(BUILD)/lincheck: $(call obj,tests/tools/lincheck.c tests/sim/lincheck.c)
 	$(CC) $(LDFLAGS) -o $@ $^
 
-$(SIM_BIN): $(call obj,$(SIM_SRC)) $(LIB_CHAIN) $(LIB_CONSENSUS)
+$(SIM_BIN): $(call obj,$(SIM_SRC)) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_CHAIN)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_SIM)
 
-$(BUILD)/bench/%: $(call obj,tools/bench/%.c) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
+$(BUILD)/bench/%: $(call obj,tools/bench/%.c) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_NET)
 
@@ -203,7 +209,7 @@ FUZZ_LEN_members   = 512
 FUZZ_LEN_snapshot  = 8192
 FUZZ_LEN_keys      = 4096
 
-FUZZ_CHAIN_OBJS := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(CHAIN_SRC) $(CONSENSUS_SRC))
+FUZZ_CHAIN_OBJS := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(CHAIN_SRC) $(CONSENSUS_SRC) $(BASE_SRC))
 FUZZ_LINK_CHAIN := $(FUZZ_CHAIN_OBJS) $(CRYPTO_LIBS) $(Z_LIBS)
 
 $(FUZZ_BUILD)/obj/%.o: %.c
@@ -238,7 +244,7 @@ fuzz-run:
 	@tail -n 1 $(FUZZ_BUILD)/fuzz_$(FUZZ_TARGET).log
 
 # the seed corpora, regenerated from the real encoders
-$(BUILD)/gen_corpus: $(call obj,tests/fuzz/gen_corpus.c) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS)
+$(BUILD)/gen_corpus: $(call obj,tests/fuzz/gen_corpus.c) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_NET)
 
 fuzz-corpus: $(BUILD)/gen_corpus

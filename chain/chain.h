@@ -28,7 +28,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "../consensus/px.h"
+#include "../base/entry.h"
+#include "../base/types.h"
 
 #define CHAIN_HASH_BYTES 32
 

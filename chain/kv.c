@@ -68,7 +68,7 @@ struct kv {
     uint64_t partial_slot;    /* invariant 5 */
     uint32_t partial_done;
     uint64_t invalid_ops;     /* committed ops applied as no-ops */
-    px_sessions *sessions;
+    kv_sessions *sessions;
     kv_changed_fn changed;    /* kv_set_changed */
     void *changed_arg;
 };
@@ -157,10 +157,10 @@ kv *kv_create(void)
         return NULL;
     s->cap = KV_TABLE_MIN;
     s->table = calloc(s->cap, sizeof *s->table);
-    s->sessions = px_sessions_create(KV_SESSION_CLIENTS, KV_SESSION_PER_CLIENT);
+    s->sessions = kv_sessions_create(KV_SESSION_CLIENTS, KV_SESSION_PER_CLIENT);
     if (!s->table || !s->sessions) {
         if (s->sessions)
-            px_sessions_destroy(s->sessions);
+            kv_sessions_destroy(s->sessions);
         free(s->table);
         free(s);
         return NULL;
@@ -179,7 +179,7 @@ void kv_destroy(kv *s)
         free(n);
         n = next;
     }
-    px_sessions_destroy(s->sessions);
+    kv_sessions_destroy(s->sessions);
     free(s->table);
     free(s);
 }
@@ -541,22 +541,22 @@ static int apply_batch(kv *s, const px_entry *e, kv_result_fn cb, void *arg)
         if (i < skip)
             continue;
         int32_t result = 0;
-        int st = px_sessions_check(s->sessions, &req, &result);
+        int st = kv_sessions_check(s->sessions, &req, &result);
         if (st < 0)
             goto out_partial;
-        if (st == PX_SESSION_NEW) {
+        if (st == KV_SESSION_NEW) {
             result = apply_request(s, &req, e->slot, e->time_ms, i);
             if (result == KV_APPLY_NOMEM) {
                 st = -ENOMEM;
                 goto out_partial;
             }
-            st = px_sessions_record(s->sessions, &req, result, e->slot);
+            st = kv_sessions_record(s->sessions, &req, result, e->slot);
             if (st < 0) {
                 /* The op is applied; do not apply it again on retry. */
                 i++;
                 goto out_partial;
             }
-        } else if (st == PX_SESSION_FORGOTTEN) {
+        } else if (st == KV_SESSION_FORGOTTEN) {
             result = -EALREADY;
         }
         if (cb)
@@ -591,12 +591,12 @@ int kv_apply_entry(kv *s, const px_entry *e, kv_result_fn cb, void *arg)
 
 /* ------------------------------------------------- for kv_snapshot.c */
 
-px_sessions *kv_sessions(kv *s)
+kv_sessions *kv_session_table(kv *s)
 {
     return s->sessions;
 }
 
-const px_sessions *kv_sessions_const(const kv *s)
+const kv_sessions *kv_session_table_const(const kv *s)
 {
     return s->sessions;
 }

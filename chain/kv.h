@@ -7,7 +7,7 @@
  *
  * Operations are encoded by kv_op_encode_* (the op bytes of a px_request)
  * and applied with kv_apply_entry, which also runs the exactly-once session
- * table (px_sessions) so that a retried request is applied once.
+ * table (kv_sessions) so that a retried request is applied once.
  *
  * Keys: one name of 1..KV_MAX_NAME bytes, without '/' or NUL, not "." or
  * "..", and not one of the names the mount shows itself (KV_NAME_CHAIN,
@@ -60,7 +60,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "../consensus/px.h"
+#include "../base/entry.h"
+#include "../base/types.h"
+#include "sessions.h"
 
 #define KV_MAX_KEY 4096                /* bytes of a full key (path), once
                                           keys may hold directories */
@@ -174,7 +176,7 @@ size_t kv_op_size_rename(size_t from_len, size_t to_len);
 size_t kv_op_size_cond(size_t key_len, size_t inner_len);
 
 /* Snapshot of the whole state machine: applied index, every key with its
- * value, mtime and version, and the session table (px_sessions_encode).
+ * value, mtime and version, and the session table (kv_sessions_encode).
  * Layout and checks in chain/kv_snapshot.c (versioned header, zlib level 1
  * payload, CRC-32).  kv_snapshot_encode mallocs *out (free with free()).
  * kv_snapshot_decode replaces the contents of `s` only on success; on

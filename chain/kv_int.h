@@ -17,8 +17,8 @@ kv_value *kv_value_new(const uint8_t *a, uint32_t alen, const uint8_t *b,
 /* 0 if `key` may be stored, else -EINVAL or -ENAMETOOLONG. */
 int kv_key_check(const char *key, size_t len);
 
-px_sessions *kv_sessions(kv *s);
-const px_sessions *kv_sessions_const(const kv *s);
+kv_sessions *kv_session_table(kv *s);
+const kv_sessions *kv_session_table_const(const kv *s);
 void kv_set_applied(kv *s, uint64_t index);
 /* Store v under key, taking the caller's reference (released on error). */
 int kv_insert_value(kv *s, const char *key, size_t len, kv_value *v);

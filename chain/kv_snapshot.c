@@ -17,7 +17,7 @@
  * Payload, uncompressed:
  *   0       8     key count N
  *   8       8     session table length S
- *   16      S     px_sessions_encode bytes
+ *   16      S     kv_sessions_encode bytes
  *   then N times, keys strictly ascending in byte order:
  *           2     key length K
  *           K     key
@@ -92,8 +92,8 @@ int kv_snapshot_encode(const kv *s, uint8_t **out, size_t *out_len)
     int rc;
     if (!s || !out || !out_len)
         return -EINVAL;
-    const px_sessions *t = kv_sessions_const(s);
-    int64_t sess_len = px_sessions_encode(t, NULL, 0);
+    const kv_sessions *t = kv_session_table_const(s);
+    int64_t sess_len = kv_sessions_encode(t, NULL, 0);
     if (sess_len < 0)
         return (int)sess_len;
     uint64_t raw_len = 16 + (uint64_t)sess_len;
@@ -106,7 +106,7 @@ int kv_snapshot_encode(const kv *s, uint8_t **out, size_t *out_len)
         return -ENOMEM;
     le_put64(raw, kv_count(s));
     le_put64(raw + 8, (uint64_t)sess_len);
-    int64_t got = px_sessions_encode(t, raw + 16, (uint64_t)sess_len);
+    int64_t got = kv_sessions_encode(t, raw + 16, (uint64_t)sess_len);
     if (got != sess_len) {
         rc = got < 0 ? (int)got : -EIO;
         goto out_free_raw;
@@ -157,7 +157,7 @@ static int decode_payload(kv *n, const uint8_t *p, uint64_t len)
     uint64_t sess_len = le_get64(p + 8);
     if (sess_len > len - 16 || count > (len - 16) / SNAP_KEY_FIXED)
         return -EINVAL;
-    if (px_sessions_decode(kv_sessions(n), p + 16, sess_len) != 0)
+    if (kv_sessions_decode(kv_session_table(n), p + 16, sess_len) != 0)
         return -EINVAL;
     uint64_t off = 16 + sess_len;
     const char *prev = NULL;

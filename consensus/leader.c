@@ -141,7 +141,10 @@ static int px_cut_batch(px_replica *r, uint64_t slot)
             if (p)
                 p->notify_slot = slot;
         }
-        off += px_batch_put_req(c->data + off, &q->reqs[i]);
+        const px_req *x = &q->reqs[i];
+        px_request rq = { .client_id = x->client_id, .seq = x->seq,
+                          .ack_seq = x->ack_seq, .len = x->len, .op = x->op };
+        off += px_batch_put(c->data + off, &rq);
         px_queue_move(q, i, PX_Q_PROPOSED);
     }
     px_persist_accept(r, c);

@@ -1,13 +1,7 @@
 /*
- * members.c - owns the configuration in force: its encoding (PX_ENTRY_CONFIG
- * values), quorum arithmetic and the leader's per-peer table built from it.
- *
- * Encoding, little-endian:
- *   offset        size          meaning
- *   0             4             n_voters (1..PX_MAX_MEMBERS)
- *   4             4*n_voters    voter ids
- *   4+4v          4             n_learners
- *   8+4v          4*n_learners  learner ids
+ * members.c - owns the configuration in force: quorum arithmetic and the
+ * leader's per-peer table built from it (the encoding of a configuration
+ * is in base/entry.c).
  *
  * Invariants:
  *   1. A configuration in force is valid: 1..PX_MAX_MEMBERS members in
@@ -17,73 +11,7 @@
  *   3. r->peers holds exactly the members other than self, voters first;
  *      a peer that stays across a change keeps its state.
  */
-#include "../base/le.h"
 #include "px_int.h"
-
-bool px_members_valid(const px_members *m)
-{
-    if (m->n_voters < 1 || m->n_voters > PX_MAX_MEMBERS ||
-        m->n_learners > PX_MAX_MEMBERS ||
-        m->n_voters + m->n_learners > PX_MAX_MEMBERS)
-        return false;
-    uint32_t all[2 * PX_MAX_MEMBERS];
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < m->n_voters; i++)
-        all[n++] = m->voters[i];
-    for (uint32_t i = 0; i < m->n_learners; i++)
-        all[n++] = m->learners[i];
-    for (uint32_t i = 0; i < n; i++) {
-        if (all[i] == 0)
-            return false;
-        for (uint32_t j = i + 1; j < n; j++)
-            if (all[i] == all[j])
-                return false;
-    }
-    return true;
-}
-
-int px_members_encode(const px_members *m, uint8_t *buf, uint32_t cap)
-{
-    if (!m || !px_members_valid(m))
-        return -EINVAL;
-    uint32_t need = 8 + 4 * (m->n_voters + m->n_learners);
-    if (!buf || cap < need)
-        return -ENOSPC;
-    uint8_t *p = buf;
-    le_put32(p, m->n_voters);
-    p += 4;
-    for (uint32_t i = 0; i < m->n_voters; i++, p += 4)
-        le_put32(p, m->voters[i]);
-    le_put32(p, m->n_learners);
-    p += 4;
-    for (uint32_t i = 0; i < m->n_learners; i++, p += 4)
-        le_put32(p, m->learners[i]);
-    return (int)need;
-}
-
-int px_members_decode(const uint8_t *buf, uint32_t len, px_members *m)
-{
-    if (!buf || !m || len < 8)
-        return -EINVAL;
-    px_members t;
-    memset(&t, 0, sizeof(t));
-    t.n_voters = le_get32(buf);
-    if (t.n_voters > PX_MAX_MEMBERS || len < 8 + 4 * t.n_voters)
-        return -EINVAL;
-    for (uint32_t i = 0; i < t.n_voters; i++)
-        t.voters[i] = le_get32(buf + 4 + 4 * i);
-    const uint8_t *p = buf + 4 + 4 * t.n_voters;
-    t.n_learners = le_get32(p);
-    if (t.n_learners > PX_MAX_MEMBERS ||
-        len != 8 + 4 * (t.n_voters + t.n_learners))
-        return -EINVAL;
-    for (uint32_t i = 0; i < t.n_learners; i++)
-        t.learners[i] = le_get32(p + 4 + 4 * i);
-    if (!px_members_valid(&t))
-        return -EINVAL;
-    *m = t;
-    return 0;
-}
 
 uint32_t px_members_quorum(const px_members *m)
 {

@@ -45,30 +45,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PX_MAX_MEMBERS 16      /* voters + learners in one configuration */
-#define PX_MAX_VALUE_BYTES (8u << 20) /* one slot's value, encoded batch */
-#define PX_HASH_BYTES 32
+#include "../base/entry.h"
+#include "../base/types.h"
 
 /* ---------------------------------------------------------------- ballots */
 
-/* Ballot = (round, node id), ordered by round, then node id.  (0, 0) is the
- * null ballot, below every real one. */
-typedef struct px_ballot {
-    uint64_t round;
-    uint32_t node_id;
-} px_ballot;
-
 int px_ballot_cmp(px_ballot a, px_ballot b); /* <0, 0, >0 */
-
-/* --------------------------------------------------------- configuration */
-
-/* A configuration: who votes, who only learns.  Quorum = n_voters / 2 + 1. */
-typedef struct px_members {
-    uint32_t voters[PX_MAX_MEMBERS];
-    uint32_t n_voters;
-    uint32_t learners[PX_MAX_MEMBERS]; /* receive the log, never vote */
-    uint32_t n_learners;
-} px_members;
 
 typedef struct px_options {
     uint32_t self_id;                 /* non-zero, unique in the cluster */
@@ -98,50 +80,6 @@ typedef struct px_options {
 
 /* Fill *opt with working defaults for `self_id` (members left empty). */
 void px_options_default(px_options *opt, uint32_t self_id);
-
-/* --------------------------------------------------------------- entries */
-
-enum px_entry_kind {
-    PX_ENTRY_NOOP = 0,   /* fills a hole left by a deposed leader */
-    PX_ENTRY_BATCH = 1,  /* data = px batch encoding of client requests */
-    PX_ENTRY_CONFIG = 2, /* data = px_members encoding (px_members_encode) */
-};
-
-/* One slot's value together with the ballot it was accepted in. */
-typedef struct px_entry {
-    uint64_t slot;       /* slots start at 1; 0 means "none" */
-    px_ballot ballot;    /* ballot in which this value was accepted */
-    uint64_t time_ms;    /* stamped by the proposing leader; state machines
-                            use this as the commit time, never a local clock */
-    uint8_t kind;        /* enum px_entry_kind */
-    uint32_t len;
-    const uint8_t *data; /* len bytes */
-} px_entry;
-
-/* A client request: an opaque operation tagged for exactly-once.
- * `ack_seq`: every request of this client with seq < ack_seq has been
- * answered, so the session table may drop their results. */
-typedef struct px_request {
-    uint64_t client_id;
-    uint64_t seq;        /* > 0, increasing per client */
-    uint64_t ack_seq;
-    uint32_t len;
-    const uint8_t *op;   /* opaque to the replica */
-} px_request;
-
-/* Batch encoding (PX_ENTRY_BATCH data), little-endian:
- *   u32 count, then count x { u64 client_id, u64 seq, u64 ack_seq,
- *                             u32 len, len bytes op }
- * px_batch_next iterates: set *offset = 0 first; returns 1 and fills *req
- * (pointing into data) while requests remain, 0 at the end, -EINVAL on a
- * malformed batch. */
-int px_batch_next(const uint8_t *data, uint32_t len, uint32_t *offset,
-                  px_request *req);
-uint32_t px_batch_count(const uint8_t *data, uint32_t len);
-
-/* Configuration entry encoding.  Returns bytes written or -ENOSPC. */
-int px_members_encode(const px_members *m, uint8_t *buf, uint32_t cap);
-int px_members_decode(const uint8_t *buf, uint32_t len, px_members *m);
 
 /* --------------------------------------------------------------- messages */
 
@@ -391,32 +329,5 @@ typedef struct px_stats {
 } px_stats;
 
 void px_get_stats(const px_replica *r, px_stats *st);
-
-/* ------------------------------------------------------- session table */
-
-/* Exactly-once: the state machine keeps one px_sessions table, updated
- * only while applying committed entries, so every replica holds the same
- * table (and it travels in snapshots).  Before applying a request:
- *   px_sessions_check(t, req, &result) ==
- *     PX_SESSION_NEW        apply it, then px_sessions_record(...)
- *     PX_SESSION_DUPLICATE  already applied: *result is the stored answer
- *     PX_SESSION_FORGOTTEN  already applied and acknowledged (seq below the
- *                           client's ack_seq): skip, answer nothing
- * Bounded: at most `max_clients` clients (the least recently used client is
- * evicted, deterministically) and `max_per_client` unacknowledged results
- * per client. */
-typedef struct px_sessions px_sessions;
-
-enum { PX_SESSION_NEW = 0, PX_SESSION_DUPLICATE = 1, PX_SESSION_FORGOTTEN = 2 };
-
-px_sessions *px_sessions_create(uint32_t max_clients, uint32_t max_per_client);
-void px_sessions_destroy(px_sessions *t);
-int px_sessions_check(px_sessions *t, const px_request *req, int32_t *result);
-int px_sessions_record(px_sessions *t, const px_request *req, int32_t result,
-                       uint64_t slot);
-/* Serialisation for snapshots: px_sessions_encode returns the byte count
- * needed (call with cap 0 to size) or -ENOSPC; decode replaces contents. */
-int64_t px_sessions_encode(const px_sessions *t, uint8_t *buf, uint64_t cap);
-int px_sessions_decode(px_sessions *t, const uint8_t *buf, uint64_t len);
 
 #endif /* PAXOSFS_PX_H */

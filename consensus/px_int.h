@@ -311,16 +311,10 @@ bool px_ballot_is_null(px_ballot b);
 uint32_t px_members_quorum(const px_members *m);
 bool px_members_is_voter(const px_members *m, uint32_t id);
 bool px_members_is_member(const px_members *m, uint32_t id);
-bool px_members_valid(const px_members *m);
 void px_members_apply(px_replica *r, const px_members *m);
 px_peer *px_peer_find(px_replica *r, uint32_t id);
 uint64_t px_quorum_value(const px_replica *r, uint64_t self_value,
                          bool use_match);
-
-/* batch.c */
-uint64_t px_batch_req_bytes(uint32_t op_len);
-void px_batch_put_header(uint8_t *buf, uint32_t count);
-uint32_t px_batch_put_req(uint8_t *buf, const px_req *q);
 
 /* log.c */
 px_cell *px_log_get(px_replica *r, uint64_t slot);

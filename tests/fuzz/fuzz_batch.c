@@ -1,6 +1,6 @@
 /*
  * fuzz_batch.c - libFuzzer target for the value of a BATCH block
- * (consensus/batch.c), as every consumer of a committed block reads it:
+ * (base/entry.c), as every consumer of a committed block reads it:
  * the batch iterator, the `.chain/<n>` renderer (chain/render.c) and the
  * key-value state machine (kv_apply_entry, which decodes each op with
  * chain/kv_op.c and runs the session table).
@@ -21,7 +21,7 @@
 
 #include "../../chain/chain.h"
 #include "../../chain/kv.h"
-#include "../../consensus/px_int.h"
+#include "../../base/entry.h"
 
 typedef struct results {
     uint32_t calls;
@@ -106,10 +106,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(off <= len);
         CHECK(req.len == 0 || (req.op >= buf && req.op + req.len <= buf + len));
         CHECK(re_len + px_batch_req_bytes(req.len) <= size);
-        px_req q = { .client_id = req.client_id, .seq = req.seq,
+        px_request q = { .client_id = req.client_id, .seq = req.seq,
                      .ack_seq = req.ack_seq, .len = req.len,
                      .op = (uint8_t *)req.op };
-        re_len += px_batch_put_req(re + re_len, &q);
+        re_len += px_batch_put(re + re_len, &q);
         n++;
     }
     CHECK(r == 0 || r == -EINVAL);

@@ -16,7 +16,7 @@
 #include "fuzz_util.h"
 
 #include "../../chain/kv.h"
-#include "../../consensus/px_int.h"
+#include "../../base/entry.h"
 
 static int32_t last_result;
 
@@ -75,10 +75,10 @@ static void check_apply(const uint8_t *buf, uint32_t len, int dec,
     uint32_t blen = 4 + (uint32_t)px_batch_req_bytes(len);
     uint8_t *batch = malloc(blen);
     CHECK(batch != NULL);
-    px_req q = { .client_id = 1, .seq = 1, .ack_seq = 0, .len = len,
+    px_request q = { .client_id = 1, .seq = 1, .ack_seq = 0, .len = len,
                  .op = (uint8_t *)buf };
     px_batch_put_header(batch, 1);
-    px_batch_put_req(batch + 4, &q);
+    px_batch_put(batch + 4, &q);
     px_entry e = { .slot = 1, .time_ms = 9, .kind = PX_ENTRY_BATCH,
                    .len = blen, .data = batch };
     last_result = 1;

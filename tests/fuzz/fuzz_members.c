@@ -1,6 +1,6 @@
 /*
  * fuzz_members.c - libFuzzer target for the membership decoder
- * (px_members_decode in consensus/members.c): the value of a CONFIG
+ * (px_members_decode in base/entry.c): the value of a CONFIG
  * block, as the replica and the `.chain/<n>` renderer read it.
  *
  * Properties (a violation traps):

@@ -1,7 +1,7 @@
 /*
  * fuzz_snapshot.c - libFuzzer target for the key-value snapshot decoder
  * (kv_snapshot_decode in chain/kv_snapshot.c) and the session table
- * decoder inside it (px_sessions_decode in consensus/sessions.c).
+ * decoder inside it (kv_sessions_decode in chain/sessions.c).
  *
  * Input: byte 0 picks the mode, the rest is used by it.
  *   mode 0  raw: the rest is a snapshot as it would arrive;
@@ -32,7 +32,7 @@
 #include <zlib.h>
 
 #include "../../chain/kv.h"
-#include "../../consensus/px_int.h"
+#include "../../base/entry.h"
 
 #define SNAP_HEADER 48
 
@@ -66,9 +66,9 @@ static kv *starting_state(void)
         int64_t n = kv_op_encode_put(op, sizeof op, keys[i], strlen(keys[i]),
                                      val, sizeof val);
         CHECK(n > 0);
-        px_req q = { .client_id = 77, .seq = i + 1, .len = (uint32_t)n,
+        px_request q = { .client_id = 77, .seq = i + 1, .len = (uint32_t)n,
                      .op = op };
-        off += px_batch_put_req(batch + off, &q);
+        off += px_batch_put(batch + off, &q);
     }
     px_batch_put_header(batch, 2);
     px_entry e = { .slot = 1, .time_ms = 3, .kind = PX_ENTRY_BATCH,
@@ -144,22 +144,22 @@ static void fuzz_framed(fuzz_cursor *in)
 /* P4 */
 static void fuzz_sessions(const uint8_t *buf, size_t len)
 {
-    px_sessions *t = px_sessions_create(4096, 1024);
+    kv_sessions *t = kv_sessions_create(4096, 1024);
     CHECK(t != NULL);
-    int rc = px_sessions_decode(t, buf, len);
+    int rc = kv_sessions_decode(t, buf, len);
     CHECK(rc == 0 || rc == -EINVAL);
     if (rc == 0) {
-        int64_t need = px_sessions_encode(t, NULL, 0);
+        int64_t need = kv_sessions_encode(t, NULL, 0);
         CHECK(need == (int64_t)len);
         uint8_t *re = malloc(len);
         CHECK(re != NULL);
-        CHECK(px_sessions_encode(t, re, len) == (int64_t)len);
+        CHECK(kv_sessions_encode(t, re, len) == (int64_t)len);
         CHECK(memcmp(re, buf, len) == 0);
         free(re);
     } else {
-        CHECK(px_sessions_encode(t, NULL, 0) == 12);   /* still empty */
+        CHECK(kv_sessions_encode(t, NULL, 0) == 12);   /* still empty */
     }
-    px_sessions_destroy(t);
+    kv_sessions_destroy(t);
 }
 
 typedef struct digest {

@@ -129,8 +129,8 @@ static void batch_req(bytes *body, uint32_t *count, uint64_t client,
                       uint32_t len)
 {
     uint8_t rec[28];
-    px_req q = { .client_id = client, .seq = seq, .ack_seq = ack, .len = 0 };
-    px_batch_put_req(rec, &q);
+    px_request q = { .client_id = client, .seq = seq, .ack_seq = ack, .len = 0 };
+    px_batch_put(rec, &q);
     rec[24] = (uint8_t)len;
     rec[25] = (uint8_t)(len >> 8);
     rec[26] = (uint8_t)(len >> 16);

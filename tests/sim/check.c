@@ -196,7 +196,7 @@ void sim_check_result(sim_world *w, uint32_t node, uint64_t client_id,
         return;
     if (result == -EALREADY) {
         /* kv's answer for a stale duplicate below the client's ack_seq
-         * (PX_SESSION_FORGOTTEN): it must have been applied before */
+         * (KV_SESSION_FORGOTTEN): it must have been applied before */
         if (!sim_result_find(&w->check, client_id, seq, false))
             sim_violation(w, "EXACTLY-ONCE: node %u calls client %llu seq "
                           "%llu forgotten, but it was never applied", node,

@@ -38,7 +38,13 @@
  *      length) before replacing the table; on -EINVAL the table is
  *      unchanged.
  */
-#include "px_int.h"
+#include "sessions.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../base/le.h"
 
 #define PX_SESS_MAGIC 0x53535850u
 #define PX_SESS_VERSION 2u
@@ -55,7 +61,7 @@ typedef struct px_sclient {
     int32_t prev, next;   /* LRU list, head = least recently used */
 } px_sclient;
 
-struct px_sessions {
+struct kv_sessions {
     uint32_t max_clients, max_per_client;
     px_sclient *clients;
     uint32_t n_clients, cap_clients;
@@ -70,7 +76,7 @@ static uint32_t px_sess_hash(uint64_t id, uint32_t mask)
     return (uint32_t)(h ^ (h >> 32)) & mask;
 }
 
-static int px_sess_rehash(px_sessions *t, uint32_t hsize)
+static int px_sess_rehash(kv_sessions *t, uint32_t hsize)
 {
     int32_t *h = malloc((size_t)hsize * sizeof(int32_t));
     if (!h)
@@ -89,12 +95,12 @@ static int px_sess_rehash(px_sessions *t, uint32_t hsize)
     return 0;
 }
 
-px_sessions *px_sessions_create(uint32_t max_clients, uint32_t max_per_client)
+kv_sessions *kv_sessions_create(uint32_t max_clients, uint32_t max_per_client)
 {
     if (max_clients == 0 || max_per_client == 0 ||
         max_clients > (1u << 24) || max_per_client > (1u << 16))
         return NULL;
-    px_sessions *t = calloc(1, sizeof(*t));
+    kv_sessions *t = calloc(1, sizeof(*t));
     if (!t)
         return NULL;
     t->max_clients = max_clients;
@@ -107,7 +113,7 @@ px_sessions *px_sessions_create(uint32_t max_clients, uint32_t max_per_client)
     return t;
 }
 
-static void px_sess_clear(px_sessions *t)
+static void px_sess_clear(kv_sessions *t)
 {
     for (uint32_t i = 0; i < t->n_clients; i++) {
         free(t->clients[i].seqs);
@@ -118,7 +124,7 @@ static void px_sess_clear(px_sessions *t)
     free(t->hash);
 }
 
-void px_sessions_destroy(px_sessions *t)
+void kv_sessions_destroy(kv_sessions *t)
 {
     if (!t)
         return;
@@ -126,7 +132,7 @@ void px_sessions_destroy(px_sessions *t)
     free(t);
 }
 
-static int32_t px_sess_find(const px_sessions *t, uint64_t id)
+static int32_t px_sess_find(const kv_sessions *t, uint64_t id)
 {
     uint32_t pos = px_sess_hash(id, t->hash_mask);
     for (uint32_t n = 0; n <= t->hash_mask; n++) {
@@ -140,7 +146,7 @@ static int32_t px_sess_find(const px_sessions *t, uint64_t id)
     return -1;
 }
 
-static void px_lru_unlink(px_sessions *t, int32_t i)
+static void px_lru_unlink(kv_sessions *t, int32_t i)
 {
     px_sclient *c = &t->clients[i];
     if (c->prev >= 0)
@@ -153,7 +159,7 @@ static void px_lru_unlink(px_sessions *t, int32_t i)
         t->lru_tail = c->prev;
 }
 
-static void px_lru_append(px_sessions *t, int32_t i)
+static void px_lru_append(kv_sessions *t, int32_t i)
 {
     px_sclient *c = &t->clients[i];
     c->next = -1;
@@ -186,30 +192,30 @@ static int64_t px_sess_search(const px_sclient *c, uint64_t seq)
     return px_seq_search(c->seqs, c->n, seq);
 }
 
-int px_sessions_check(px_sessions *t, const px_request *req, int32_t *result)
+int kv_sessions_check(kv_sessions *t, const px_request *req, int32_t *result)
 {
     if (!t || !req)
         return -EINVAL;
     int32_t i = px_sess_find(t, req->client_id);
     if (i < 0)
-        return PX_SESSION_NEW;
+        return KV_SESSION_NEW;
     const px_sclient *c = &t->clients[i];
     if (req->seq < c->floor)
-        return PX_SESSION_FORGOTTEN;
+        return KV_SESSION_FORGOTTEN;
     int64_t k = px_sess_search(c, req->seq);
     if (k >= 0) {
         if (result)
             *result = c->results[k];
-        return PX_SESSION_DUPLICATE;
+        return KV_SESSION_DUPLICATE;
     }
     if (req->seq <= c->high && px_seq_search(c->gaps, c->n_gaps, req->seq) < 0)
-        return PX_SESSION_FORGOTTEN; /* applied; result dropped for space */
-    return PX_SESSION_NEW;
+        return KV_SESSION_FORGOTTEN; /* applied; result dropped for space */
+    return KV_SESSION_NEW;
 }
 
 /* Remove client i (the LRU head) and move the last client into its
  * index, keeping the hash and the LRU links right. */
-static void px_sess_evict(px_sessions *t, int32_t i)
+static void px_sess_evict(kv_sessions *t, int32_t i)
 {
     px_lru_unlink(t, i);
     free(t->clients[i].seqs);
@@ -233,7 +239,7 @@ static void px_sess_evict(px_sessions *t, int32_t i)
     (void)px_sess_rehash(t, t->hash_mask + 1);
 }
 
-static int32_t px_sess_new_client(px_sessions *t, uint64_t id)
+static int32_t px_sess_new_client(kv_sessions *t, uint64_t id)
 {
     if (t->n_clients == t->max_clients && t->lru_head >= 0)
         px_sess_evict(t, t->lru_head);
@@ -331,7 +337,7 @@ static void px_sess_drop_oldest(px_sclient *c, uint32_t max_gaps)
     c->high = seq;
 }
 
-int px_sessions_record(px_sessions *t, const px_request *req, int32_t result,
+int kv_sessions_record(kv_sessions *t, const px_request *req, int32_t result,
                        uint64_t slot)
 {
     if (!t || !req)
@@ -395,7 +401,7 @@ static uint64_t px_r64(const uint8_t *p)
     return v;
 }
 
-int64_t px_sessions_encode(const px_sessions *t, uint8_t *buf, uint64_t cap)
+int64_t kv_sessions_encode(const kv_sessions *t, uint8_t *buf, uint64_t cap)
 {
     if (!t)
         return -EINVAL;
@@ -431,7 +437,7 @@ int64_t px_sessions_encode(const px_sessions *t, uint8_t *buf, uint64_t cap)
     return (int64_t)need;
 }
 
-int px_sessions_decode(px_sessions *t, const uint8_t *buf, uint64_t len)
+int kv_sessions_decode(kv_sessions *t, const uint8_t *buf, uint64_t len)
 {
     if (!t || (!buf && len))
         return -EINVAL;
@@ -441,7 +447,7 @@ int px_sessions_decode(px_sessions *t, const uint8_t *buf, uint64_t len)
     uint32_t count = px_r32(buf + 8);
     if (count > t->max_clients)
         return -EINVAL;
-    px_sessions *n = px_sessions_create(t->max_clients, t->max_per_client);
+    kv_sessions *n = kv_sessions_create(t->max_clients, t->max_per_client);
     if (!n)
         return -ENOMEM;
     int rc = -EINVAL;
@@ -496,6 +502,6 @@ int px_sessions_decode(px_sessions *t, const uint8_t *buf, uint64_t len)
     return 0;
 
 free_new:
-    px_sessions_destroy(n);
+    kv_sessions_destroy(n);
     return rc;
 }

@@ -1,6 +1,7 @@
 /*
- * batch.c - owns the PX_ENTRY_BATCH value encoding (layout in px.h):
+ * entry.c - owns the encodings of entry values (entry.h).
  *
+ * PX_ENTRY_BATCH:
  *   offset  size  meaning
  *   0       4     count, little-endian
  *   4       ...   count records:
@@ -15,9 +16,21 @@
  *      records, exact length) before handing out the first request, so a
  *      malformed batch yields -EINVAL and never a partial iteration.
  *   2. The encoder writes exactly px_batch_req_bytes(len) per record.
+ *
+ * PX_ENTRY_CONFIG, little-endian:
+ *   offset        size          meaning
+ *   0             4             n_voters (1..PX_MAX_MEMBERS)
+ *   4             4*n_voters    voter ids
+ *   4+4v          4             n_learners
+ *   8+4v          4*n_learners  learner ids
+ *   3. A decoded configuration is valid (px_members_valid).
  */
-#include "../base/le.h"
-#include "px_int.h"
+#include "entry.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "le.h"
 
 #define PX_BATCH_HEADER 4u
 #define PX_BATCH_REC_HEADER 28u
@@ -86,7 +99,7 @@ void px_batch_put_header(uint8_t *buf, uint32_t count)
     le_put32(buf, count);
 }
 
-uint32_t px_batch_put_req(uint8_t *buf, const px_req *q)
+uint32_t px_batch_put(uint8_t *buf, const px_request *q)
 {
     le_put64(buf, q->client_id);
     le_put64(buf + 8, q->seq);
@@ -95,4 +108,69 @@ uint32_t px_batch_put_req(uint8_t *buf, const px_req *q)
     if (q->len)
         memcpy(buf + PX_BATCH_REC_HEADER, q->op, q->len);
     return PX_BATCH_REC_HEADER + q->len;
+}
+
+bool px_members_valid(const px_members *m)
+{
+    if (m->n_voters < 1 || m->n_voters > PX_MAX_MEMBERS ||
+        m->n_learners > PX_MAX_MEMBERS ||
+        m->n_voters + m->n_learners > PX_MAX_MEMBERS)
+        return false;
+    uint32_t all[2 * PX_MAX_MEMBERS];
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < m->n_voters; i++)
+        all[n++] = m->voters[i];
+    for (uint32_t i = 0; i < m->n_learners; i++)
+        all[n++] = m->learners[i];
+    for (uint32_t i = 0; i < n; i++) {
+        if (all[i] == 0)
+            return false;
+        for (uint32_t j = i + 1; j < n; j++)
+            if (all[i] == all[j])
+                return false;
+    }
+    return true;
+}
+
+int px_members_encode(const px_members *m, uint8_t *buf, uint32_t cap)
+{
+    if (!m || !px_members_valid(m))
+        return -EINVAL;
+    uint32_t need = 8 + 4 * (m->n_voters + m->n_learners);
+    if (!buf || cap < need)
+        return -ENOSPC;
+    uint8_t *p = buf;
+    le_put32(p, m->n_voters);
+    p += 4;
+    for (uint32_t i = 0; i < m->n_voters; i++, p += 4)
+        le_put32(p, m->voters[i]);
+    le_put32(p, m->n_learners);
+    p += 4;
+    for (uint32_t i = 0; i < m->n_learners; i++, p += 4)
+        le_put32(p, m->learners[i]);
+    return (int)need;
+}
+
+int px_members_decode(const uint8_t *buf, uint32_t len, px_members *m)
+{
+    if (!buf || !m || len < 8)
+        return -EINVAL;
+    px_members t;
+    memset(&t, 0, sizeof(t));
+    t.n_voters = le_get32(buf);
+    if (t.n_voters > PX_MAX_MEMBERS || len < 8 + 4 * t.n_voters)
+        return -EINVAL;
+    for (uint32_t i = 0; i < t.n_voters; i++)
+        t.voters[i] = le_get32(buf + 4 + 4 * i);
+    const uint8_t *p = buf + 4 + 4 * t.n_voters;
+    t.n_learners = le_get32(p);
+    if (t.n_learners > PX_MAX_MEMBERS ||
+        len != 8 + 4 * (t.n_voters + t.n_learners))
+        return -EINVAL;
+    for (uint32_t i = 0; i < t.n_learners; i++)
+        t.learners[i] = le_get32(p + 4 + 4 * i);
+    if (!px_members_valid(&t))
+        return -EINVAL;
+    *m = t;
+    return 0;
 }

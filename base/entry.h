@@ -1,0 +1,35 @@
+/*
+ * entry.h - the encodings of entry values, shared by the core (which
+ * builds them: a leader batches requests into a slot, a configuration
+ * change is a CONFIG entry) and the state machine (which applies them).
+ */
+#ifndef PAXOSFS_BASE_ENTRY_H
+#define PAXOSFS_BASE_ENTRY_H
+
+#include "types.h"
+
+/* Batch encoding (PX_ENTRY_BATCH data), little-endian:
+ *   u32 count, then count x { u64 client_id, u64 seq, u64 ack_seq,
+ *                             u32 len, len bytes op }
+ * px_batch_next iterates: set *offset = 0 first; returns 1 and fills *req
+ * (pointing into data) while requests remain, 0 at the end, -EINVAL on a
+ * malformed batch. */
+int px_batch_next(const uint8_t *data, uint32_t len, uint32_t *offset,
+                  px_request *req);
+uint32_t px_batch_count(const uint8_t *data, uint32_t len);
+
+/* Configuration entry encoding.  Returns bytes written or -ENOSPC. */
+int px_members_encode(const px_members *m, uint8_t *buf, uint32_t cap);
+int px_members_decode(const uint8_t *buf, uint32_t len, px_members *m);
+
+/* Encoder of a batch: a header, then one record per request; a record of
+ * an op of `op_len` bytes takes px_batch_req_bytes(op_len). */
+uint64_t px_batch_req_bytes(uint32_t op_len);
+void px_batch_put_header(uint8_t *buf, uint32_t count);
+uint32_t px_batch_put(uint8_t *buf, const px_request *req);
+
+/* A configuration is valid: 1..PX_MAX_MEMBERS members in total, at least
+ * one voter, non-zero ids, none listed twice. */
+bool px_members_valid(const px_members *m);
+
+#endif
