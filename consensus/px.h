@@ -241,8 +241,18 @@ int px_create(const px_options *opt, const px_restore *restore,
 void px_destroy(px_replica *r);
 
 /* Feed one event; fills *out (see the ordering at the top).  Returns 0 or a
- * negative errno (-ENOMEM: the replica is unchanged and the event may be
- * retried; -EINVAL: bad event). */
+ * negative errno:
+ *   -EINVAL  a bad event; nothing changed, *out is empty.
+ *   -ENOMEM  an allocation failed part way through the step.  The replica
+ *            may have changed and *out is incomplete (it may, for example,
+ *            vouch for an accept whose record it could not add), so the
+ *            host must carry out nothing of *out and must not step this
+ *            replica again: px_destroy it and, to go on, px_create a new
+ *            one from the durable state, as after a crash.  Safety rests
+ *            on the durable state alone, so this is safe; outputs of
+ *            earlier steps still in the host's pipeline stay valid.
+ *            (Tested by failing allocations at random: test_consensus_
+ *            replica.c test_failing_allocations.) */
 int px_step(px_replica *r, const px_event *ev, px_output *out);
 
 /* The host found out that this replica's acceptor state may be

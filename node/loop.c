@@ -105,7 +105,25 @@ void node_step(node *n, px_event *ev)
     px_output out;
     ev->now_ms = node_now_ms();
     ev->wall_ms = node_wall_ms(n);
+    if (n->fatal == -ENOMEM)
+        return;   /* the replica is unusable (below) */
     int rc = px_step(n->px, ev, &out);
+    if (rc == -ENOMEM) {
+        /* px.h: nothing of this output may be carried out and the replica
+         * must not be stepped again; the durable state is intact, so the
+         * node stops and a restart resumes from it (the other members go
+         * on without this one meanwhile) */
+        fprintf(stderr, "paxosfs: node %u: out of memory in the replica: "
+                "stopping; a restart resumes from the durable state\n",
+                n->cfg.id);
+        if (!n->fatal) {
+            n->fatal = -ENOMEM;
+            if (n->cl)
+                client_fail_all(n->cl, -EIO);
+        }
+        n->stop = true;
+        return;
+    }
     if (rc < 0) {
         fprintf(stderr, "paxosfs: node %u: replica step failed: %s\n",
                 n->cfg.id, strerror(-rc));

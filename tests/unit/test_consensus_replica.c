@@ -146,6 +146,52 @@ static void h_apply(cluster *c, hnode *h, const px_entry *e)
 }
 
 static void h_step(cluster *c, uint32_t id, px_event ev);
+static void h_restart(cluster *c, uint32_t id);
+
+/* ------------------------------------------------- failing allocations */
+
+/* The test binary is linked with --wrap=malloc,calloc,realloc (Makefile):
+ * while `nomem_armed` (inside px_step only), one allocation in
+ * `nomem_one_in` fails.  px.h: after -ENOMEM the host discards that
+ * output and the replica, and creates a new one from its durable state;
+ * `nomem_keep_going` instead does what the old contract promised (the
+ * replica is unchanged: carry the output out and go on), to show that
+ * this was not true. */
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t k, size_t n);
+void *__real_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t k, size_t n);
+void *__wrap_realloc(void *p, size_t n);
+
+static bool nomem_armed, nomem_keep_going;
+static uint64_t nomem_one_in, nomem_rng = 1, nomem_failed, nomem_steps;
+
+static bool nomem_fail(void)
+{
+    if (!nomem_armed || !nomem_one_in)
+        return false;
+    nomem_rng = nomem_rng * 6364136223846793005ULL + 1442695040888963407ULL;
+    if ((nomem_rng >> 33) % nomem_one_in)
+        return false;
+    nomem_failed++;
+    return true;
+}
+
+void *__wrap_malloc(size_t n)
+{
+    return nomem_fail() ? NULL : __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t k, size_t n)
+{
+    return nomem_fail() ? NULL : __real_calloc(k, n);
+}
+
+void *__wrap_realloc(void *p, size_t n)
+{
+    return nomem_fail() ? NULL : __real_realloc(p, n);
+}
 
 static void h_output(cluster *c, hnode *h, const px_output *o)
 {
@@ -189,7 +235,18 @@ static void h_step(cluster *c, uint32_t id, px_event ev)
     for (int loop = 0; loop < 100; loop++) {
         px_output out;
         ev.now_ms = c->now;
-        assert_int_equal(px_step(h->r, &ev, &out), 0);
+        nomem_armed = true;
+        int rc = px_step(h->r, &ev, &out);
+        nomem_armed = false;
+        if (rc == -ENOMEM && nomem_one_in) {
+            nomem_steps++;
+            if (!nomem_keep_going) {
+                h_restart(c, id);   /* nothing of this step is carried out */
+                return;
+            }
+        } else {
+            assert_int_equal(rc, 0);
+        }
         h_output(c, h, &out);
         if (!out.persist_id)
             return;
@@ -1334,9 +1391,12 @@ static void h_snapshots(cluster *c, uint32_t nv)
     }
 }
 
-static void chaos_run(uint32_t nv, uint64_t seed, int steps)
+static void chaos_run_nomem(uint32_t nv, uint64_t seed, int steps,
+                            uint64_t one_in)
 {
     cluster *c = h_cluster(nv, NULL);
+    nomem_one_in = one_in;
+    nomem_rng = seed;
     c->rng = seed;
     uint64_t next_seq[8] = {0};
     for (int i = 0; i < steps; i++) {
@@ -1376,6 +1436,7 @@ static void chaos_run(uint32_t nv, uint64_t seed, int steps)
         h_snapshots(c, nv);
     }
     /* heal and let it settle: every node must converge */
+    nomem_one_in = 0;
     for (uint32_t id = 1; id <= nv; id++) {
         c->n[id].cut = false;
         c->n[id].hold = false;
@@ -1413,6 +1474,11 @@ static void chaos_run(uint32_t nv, uint64_t seed, int steps)
     h_free(c);
 }
 
+static void chaos_run(uint32_t nv, uint64_t seed, int steps)
+{
+    chaos_run_nomem(nv, seed, steps, 0);
+}
+
 static void test_chaos(void **state)
 {
     (void)state;
@@ -1421,6 +1487,26 @@ static void test_chaos(void **state)
     for (uint64_t seed = 100; seed <= 105; seed++)
         chaos_run(5, seed, 3000);
     chaos_run(7, 777, 3000);
+}
+
+/* px.h: -ENOMEM from px_step means "discard this output and the replica,
+ * recreate it from the durable state".  Allocations fail at random inside
+ * px_step (about one in 30): agreement holds on every slot and the
+ * cluster converges.  PX_NOMEM_KEEP_GOING=1 runs the old contract (carry
+ * the output out and keep the replica), which breaks agreement. */
+static void test_failing_allocations(void **state)
+{
+    (void)state;
+    nomem_keep_going = getenv("PX_NOMEM_KEEP_GOING") != NULL;
+    nomem_failed = nomem_steps = 0;
+    for (uint64_t seed = 1; seed <= 12; seed++)
+        chaos_run_nomem(3, seed, 3000, 30);
+    for (uint64_t seed = 50; seed <= 52; seed++)
+        chaos_run_nomem(5, seed, 3000, 30);
+    fprintf(stderr, "failing allocations: %llu failed, %llu steps returned "
+            "-ENOMEM\n", (unsigned long long)nomem_failed,
+            (unsigned long long)nomem_steps);
+    assert_true(nomem_steps > 100);
 }
 
 int main(void)
@@ -1447,6 +1533,7 @@ int main(void)
         cmocka_unit_test(test_forged_ballot_cannot_wedge_elections),
         cmocka_unit_test(test_regression_recover_past_peer_commit),
         cmocka_unit_test(test_chaos),
+        cmocka_unit_test(test_failing_allocations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
