@@ -34,6 +34,9 @@
 
 #define PX_BATCH_HEADER 4u
 #define PX_BATCH_REC_HEADER 28u
+_Static_assert(PX_BATCH_HEADER == LIMIT_BATCH_HEADER &&
+               PX_BATCH_REC_HEADER == LIMIT_REQUEST_HEADER,
+               "base/limits.h counts the batch format right");
 
 /* Walk the batch; returns the count or -EINVAL. */
 static int64_t px_batch_validate(const uint8_t *data, uint32_t len)

@@ -11,8 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "limits.h"
+
 #define PX_MAX_MEMBERS 16      /* voters + learners in one configuration */
-#define PX_MAX_VALUE_BYTES (8u << 20) /* one slot's value, encoded batch */
+#define PX_MAX_VALUE_BYTES LIMIT_ENTRY /* one slot's value, encoded batch */
 #define PX_HASH_BYTES 32
 
 /* ---------------------------------------------------------------- ballots */

@@ -64,12 +64,12 @@
 #include "../base/types.h"
 #include "sessions.h"
 
-#define KV_MAX_KEY 4096                /* bytes of a full key (path), once
+#define KV_MAX_KEY LIMIT_KEY           /* bytes of a full key (path), once
                                           keys may hold directories */
-#define KV_MAX_NAME 255                /* bytes of one name: of a key today */
+#define KV_MAX_NAME LIMIT_NAME         /* bytes of one name: of a key today */
 #define KV_NAME_CHAIN ".chain"         /* names the mount shows itself */
 #define KV_NAME_STATUS ".status"
-#define KV_MAX_VALUE (4u << 20)        /* 4 MiB per value */
+#define KV_MAX_VALUE LIMIT_VALUE       /* 4 MiB per value */
 
 enum kv_op_type { KV_OP_PUT = 1, KV_OP_DEL = 2, KV_OP_APPEND = 3, KV_OP_RENAME = 4,
                   KV_OP_COND = 5 };

@@ -65,7 +65,7 @@
 #define PX_MSG_MAX_ENTRIES 4096u      /* entries accepted in one message */
 #define PX_MSG_MAX_REQUESTS 65536u    /* requests accepted in one message */
 #define PX_PIECE_MAX_ENTRIES 64u      /* entries per PROMISE/CATCHUP/resend */
-#define PX_PIECE_MAX_BYTES (4u << 20) /* bytes per piece (>= 1 entry) */
+#define PX_PIECE_MAX_BYTES LIMIT_PIECE /* bytes per piece (>= 1 entry) */
 #define PX_RESEND_BACKOFF_MAX 32u     /* re-sends wait at most this many
                                          retry intervals */
 #define PX_PERSIST_RECORDS 1024u      /* outstanding persist_ids */

@@ -76,16 +76,16 @@
 #define WIRE_VERSION 1u
 #define WIRE_HEADER_BYTES 12u
 
-#define WIRE_MAX_FRAME (64u << 20)      /* header + body */
-#define WIRE_PART_BYTES (64u << 10)     /* frame bytes in one piece */
+#define WIRE_MAX_FRAME LIMIT_FRAME      /* header + body */
+#define WIRE_PART_BYTES LIMIT_WIRE_PART /* frame bytes in one piece */
 #define WIRE_PIECE_FIRST 1u
 #define WIRE_PIECE_LAST 2u
 #define WIRE_MAX_ENTRIES 4096u          /* = the replica's own bound */
 #define WIRE_MAX_REQUESTS 65536u        /* = the replica's own bound */
 #define WIRE_MAX_ENTRY_BYTES PX_MAX_VALUE_BYTES
-#define WIRE_MAX_OP_BYTES ((4u << 20) + (8u << 10)) /* 4 MiB value + key room */
-#define WIRE_MAX_CHUNK_BYTES (16u << 20) /* one snapshot chunk */
-#define WIRE_MAX_VALUE_BYTES ((4u << 20) + (8u << 10)) /* client reply value */
+#define WIRE_MAX_OP_BYTES LIMIT_OP       /* a value + key room */
+#define WIRE_MAX_CHUNK_BYTES LIMIT_SNAPSHOT_CHUNK /* one snapshot chunk */
+#define WIRE_MAX_VALUE_BYTES LIMIT_OP    /* client reply value */
 
 enum wire_kind {
     WIRE_PAXOS = 1,        /* a px_msg */

@@ -57,7 +57,7 @@
 #define NODE_HEAD_QUERY (UINT64_C(1) << 62)
 #define NODE_HEAD_MASK (NODE_HEAD_QUERY - 1)
 #define NODE_CATCHUP_BLOCKS 256         /* chain blocks per catch-up frame */
-#define NODE_CATCHUP_BYTES (4u << 20)
+#define NODE_CATCHUP_BYTES LIMIT_CATCHUP_FRAME
 #define NODE_MOUNT_IDLE_MS 100          /* no FUSE request for this long:
                                            a follower syncs inline */
 #define NODE_NO_LEADER_FACTOR 4         /* no leader heard from for this
