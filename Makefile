@@ -173,7 +173,7 @@ deps:
 # nothing found.  FUZZ_SCALE multiplies every run count (FUZZ_SCALE=10 for a
 # longer search); `make fuzz-one FUZZ_TARGET=segment` runs one target.
 # The seeds are written by tests/fuzz/gen_corpus.c: `make fuzz-corpus`.
-#   wire      net/wire.c frames from peers
+#   wire      net/wire.c, net/wire_frames.c frames from peers
 #   segment   chain segment files, verified and opened as on start-up
 #   acceptor  the acceptor log, replayed as on start-up
 #   batch     a BATCH block's value: batch iterator, renderer, state machine
@@ -218,9 +218,9 @@ $(FUZZ_BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_OBJ_FLAGS) -c $< -o $@
 
-$(FUZZ_BUILD)/fuzz_wire: tests/fuzz/fuzz_wire.c net/wire.c net/wire.h consensus/px.h
+$(FUZZ_BUILD)/fuzz_wire: tests/fuzz/fuzz_wire.c net/wire.c net/wire_frames.c net/wire.h net/wire_int.h consensus/px.h
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_wire.c net/wire.c
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_wire.c net/wire.c net/wire_frames.c
 
 $(FUZZ_BUILD)/fuzz_keys: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_keys.o $(FUZZ_BUILD)/obj/net/keys.o
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(ZMQ_LIBS)

@@ -11,7 +11,7 @@
  * after the peer restarts.  A PAIR socket receives the ROUTER's
  * connection events (invariant 5).
  */
-#include "transport.h"
+#include "transport_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -27,74 +27,9 @@
                                    takes long, so the loop's timers (the
                                    leader's heartbeats) run between floods
                                    of large frames */
-#define TRANSPORT_MONITOR_BATCH 1024  /* monitor events per call */
-#define TRANSPORT_MONITOR_HWM 10000   /* events queued for the loop */
-#define TRANSPORT_MONITOR_ENDPOINT "inproc://paxosfs-router-monitor"
-#define TRANSPORT_MONITOR_EVENTS                                         \
-    (ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |                       \
-     ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | \
-     ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
 #define TRANSPORT_RECONNECT_MS 100
 #define TRANSPORT_RECONNECT_MAX_MS 1000
 
-typedef struct peer {
-    net_peer_addr addr;
-    void *dealer;                /* NULL for ourselves */
-    transport_peer_stats st;
-    uint64_t last_log_ms;
-    uint64_t unlogged_drops;
-    /* catch-up budget (invariant 6) */
-    int64_t catchup_tokens;      /* bytes; may go below 0 by one response */
-    uint64_t catchup_refill_ms;
-    uint64_t catchup_last_ms;    /* last request served, and what it was */
-    uint64_t catchup_last_slot, catchup_last_commit;
-    uint64_t catchup_log_ms;
-} peer;
-
-/* What the monitor knows about a connection to the ROUTER, by socket
- * descriptor (invariant 5). */
-enum { CONN_NONE = 0, CONN_HANDSHAKE = 1, CONN_UP = 2 };
-
-/* A frame arriving in pieces from one connection (wire.h). */
-typedef struct reasm {
-    uint8_t id[256];             /* the connection's ZeroMQ routing id */
-    size_t id_len;
-    bool active;                 /* a frame is being joined */
-    uint8_t *buf;                /* kept between frames */
-    size_t cap;                  /* bytes at buf */
-    size_t total, len;           /* the frame's size, bytes so far */
-    uint64_t seq;                /* last progress, in pieces */
-} reasm;
-
-/* Socket kinds behind the poll descriptors, in transport_poll_fds order. */
-enum { POLL_ROUTER = 0, POLL_ZAP = 1, POLL_MONITOR = 2 };
-
-struct transport {
-    uint32_t self_id;
-    void *ctx;
-    void *router;
-    zap *zap;
-    void *monitor;               /* PAIR receiving the ROUTER's events */
-    peer peers[TRANSPORT_MAX_PEERS];
-    uint32_t n_peers;
-    uint64_t unknown_drops;      /* frames that name no member */
-    uint64_t last_unknown_log_ms;
-    int poll_kind[TRANSPORT_POLL_FDS];   /* POLL_* per transport_poll_fds */
-    int n_poll;
-    /* connection monitor (invariant 5) */
-    uint8_t *conn;               /* CONN_* by descriptor */
-    size_t conn_cap;
-    uint64_t in_handshake;       /* descriptors in CONN_HANDSHAKE */
-    uint64_t unplaced_ups;       /* finished handshakes not yet tied to a
-                                    descriptor (libzmq does not say which) */
-    uint64_t unclosed_failures;  /* failure events whose close is to come */
-    transport_conn_stats conns;
-    uint64_t last_reject_log_ms;
-    reasm reasm[TRANSPORT_REASM_SLOTS];   /* frames in pieces */
-    uint64_t reasm_bytes;        /* allocated for them */
-    uint32_t reasm_active;       /* slots joining a frame */
-    uint64_t reasm_seq;
-};
 
 int net_parse_peers(const char *spec, net_peer_addr *out, uint32_t cap,
                     uint32_t *n, char *err, size_t err_len)
@@ -413,156 +348,6 @@ static void receive_one(transport *t, const uint8_t *buf, size_t len,
     wire_decoded_free(&d);
 }
 
-/* ------------------------------------------------ connection monitor */
-
-static uint8_t *conn_slot(transport *t, int fd)
-{
-    if (fd < 0)
-        return NULL;
-    if ((size_t)fd >= t->conn_cap) {
-        size_t cap = t->conn_cap ? t->conn_cap : 256;
-        while (cap <= (size_t)fd)
-            cap *= 2;
-        uint8_t *c = realloc(t->conn, cap);
-        if (!c)
-            return NULL;
-        memset(c + t->conn_cap, CONN_NONE, cap - t->conn_cap);
-        t->conn = c;
-        t->conn_cap = cap;
-    }
-    return &t->conn[fd];
-}
-
-static void conn_set(transport *t, uint8_t *c, uint8_t state)
-{
-    if (*c == CONN_HANDSHAKE)
-        t->in_handshake--;
-    if (state == CONN_HANDSHAKE)
-        t->in_handshake++;
-    *c = state;
-}
-
-/* libzmq names the descriptor of a finished handshake nowhere; the only
- * connection still in its handshake must be the one. */
-static void conn_up_unplaced(transport *t)
-{
-    if (t->in_handshake == 1) {
-        for (size_t fd = 0; fd < t->conn_cap; fd++) {
-            if (t->conn[fd] == CONN_HANDSHAKE) {
-                conn_set(t, &t->conn[fd], CONN_UP);
-                return;
-            }
-        }
-    }
-    t->unplaced_ups++;
-}
-
-/* A frame arrived on descriptor fd: its handshake finished. */
-static void conn_seen(transport *t, int fd)
-{
-    uint8_t *c = conn_slot(t, fd);
-    if (c && *c == CONN_HANDSHAKE) {
-        conn_set(t, c, CONN_UP);
-        if (t->unplaced_ups)
-            t->unplaced_ups--;
-    }
-}
-
-static void conn_closed(transport *t, int fd)
-{
-    uint8_t *c = conn_slot(t, fd);
-    if (!c || *c != CONN_HANDSHAKE) {
-        if (c)
-            conn_set(t, c, CONN_NONE);
-        return;
-    }
-    conn_set(t, c, CONN_NONE);
-    if (t->unclosed_failures) {
-        t->unclosed_failures--;    /* counted with its failure event */
-    } else if (t->unplaced_ups) {
-        t->unplaced_ups--;         /* it finished, then closed */
-    } else {
-        t->conns.dropped++;        /* closed in its handshake, silently */
-        t->conns.rejected++;
-    }
-}
-
-static void conn_failed(transport *t, uint64_t *kind, uint64_t now_ms,
-                        const char *why, uint32_t value)
-{
-    (*kind)++;
-    t->conns.rejected++;
-    t->unclosed_failures++;
-    if (now_ms - t->last_reject_log_ms >= TRANSPORT_LOG_INTERVAL_MS) {
-        t->last_reject_log_ms = now_ms;
-        fprintf(stderr, "paxosfs: node %u: refused a connection: %s (%#x); "
-                "%" PRIu64 " refused so far\n", t->self_id, why, value,
-                t->conns.rejected);
-    }
-}
-
-/* One monitor event: [u16 event, u32 value] then the endpoint.  False
- * when none was waiting. */
-static bool monitor_one(transport *t, uint64_t now_ms)
-{
-    zmq_msg_t ev, ep;
-    zmq_msg_init(&ev);
-    if (zmq_msg_recv(&ev, t->monitor, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&ev);
-        return false;
-    }
-    bool more = zmq_msg_more(&ev);
-    while (more) {       /* the endpoint (and nothing else, in v1) */
-        zmq_msg_init(&ep);
-        if (zmq_msg_recv(&ep, t->monitor, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&ep);
-            break;
-        }
-        more = zmq_msg_more(&ep);
-        zmq_msg_close(&ep);
-    }
-    if (zmq_msg_size(&ev) == 6) {
-        const uint8_t *b = zmq_msg_data(&ev);
-        uint16_t event;
-        uint32_t value;
-        memcpy(&event, b, 2);     /* libzmq writes both in host order */
-        memcpy(&value, b + 2, 4);
-        uint8_t *c;
-        switch (event) {
-        case ZMQ_EVENT_ACCEPTED:
-            t->conns.accepted++;
-            c = conn_slot(t, (int)value);
-            if (c)
-                conn_set(t, c, CONN_HANDSHAKE);
-            break;
-        case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
-            t->conns.handshakes++;
-            conn_up_unplaced(t);
-            break;
-        case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
-            conn_failed(t, &t->conns.failed_protocol, now_ms,
-                        "handshake protocol error (no CURVE, wrong server "
-                        "key or malformed)", value);
-            break;
-        case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
-            conn_failed(t, &t->conns.failed_auth, now_ms,
-                        "not the cluster key", value);
-            break;
-        case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-            conn_failed(t, &t->conns.failed_other, now_ms,
-                        "handshake timed out or reset", value);
-            break;
-        case ZMQ_EVENT_DISCONNECTED:
-            conn_closed(t, (int)value);
-            break;
-        default:
-            break;
-        }
-    }
-    zmq_msg_close(&ev);
-    return true;
-}
-
 /* ------------------------------------------------------------ frames */
 
 /* Frames of several pieces being joined, one per connection (wire.h).  A
@@ -744,7 +529,7 @@ static bool receive_router(transport *t, uint64_t now_ms, transport_recv_fn fn,
             return true;     /* a torn multipart: look again */
         }
         if (t->unplaced_ups || t->in_handshake)
-            conn_seen(t, zmq_msg_get(&piece, ZMQ_SRCFD));
+            transport_conn_seen(t, zmq_msg_get(&piece, ZMQ_SRCFD));
         bytes += zmq_msg_size(&piece);
         if (zmq_msg_more(&piece)) {
             note_drop(t, NULL, now_ms, "unexpected number of parts");
@@ -783,7 +568,7 @@ bool transport_receive(transport *t, unsigned which, uint64_t now_ms,
      * connection only once the connection is known */
     if (t->monitor && (want & (1u << POLL_MONITOR))) {
         int i = 0;
-        while (i < TRANSPORT_MONITOR_BATCH && monitor_one(t, now_ms))
+        while (i < TRANSPORT_MONITOR_BATCH && transport_monitor_one(t, now_ms))
             i++;
         more |= i == TRANSPORT_MONITOR_BATCH;
     }
