@@ -32,6 +32,8 @@
  *   6. A recovery PREPARE (recovery.c) is answered despite invariant 4,
  *      and only with a strictly higher promise: the recovering voter must
  *      know that every other voter moved above every ballot it knew.
+ *   7. For lease_ms after it starts, a replica ignores PREPAREs like a
+ *      sticky one (reads.c invariant 5): it forgot whom it followed.
  */
 #include "px_int.h"
 
@@ -206,6 +208,10 @@ void px_on_prepare(px_replica *r, const px_msg *m)
     int cmp = px_ballot_cmp(m->ballot, r->promise);
     if (cmp < 0 || (probe && cmp == 0)) {
         px_send_reject(r, m);
+        return;
+    }
+    if (r->now_ms < r->quiet_until_ms) {   /* invariant 7 */
+        r->stats.msgs_ignored++;
         return;
     }
     if (probe) {

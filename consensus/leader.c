@@ -86,6 +86,8 @@ void px_become_leader(px_replica *r)
     r->read_fence_slot = r->commit + 1;
     r->leader_commit = r->commit;
     r->hb_confirmed = r->hb_round;
+    r->lease_until_ms = 0;                  /* reads.c invariant 6 */
+    r->lease_first_round = r->hb_round + 1;
     r->commit_notice_at_ms = 0;
     r->need_round = false;
     r->last_leader_contact_ms = r->now_ms;
@@ -267,6 +269,7 @@ void px_leader_fill_lazy(px_replica *r)
 static void px_broadcast_heartbeat(px_replica *r)
 {
     px_leader_fill_lazy(r);
+    px_round_start(r);   /* every broadcast is a round: renews the lease */
     for (uint32_t i = 0; i < r->n_peers; i++) {
         int k = px_out_msg(r, PX_MSG_HEARTBEAT, r->peers[i].id, r->ballot);
         if (k < 0)
@@ -452,6 +455,9 @@ void px_leader_tick(px_replica *r)
     r->last_leader_contact_ms = r->now_ms;
     if (r->now_ms >= r->next_heartbeat_ms && r->n_peers)
         px_broadcast_heartbeat(r);
+    else if (px_lease_renew_due(r))
+        px_broadcast_heartbeat(r);   /* ACCEPTs postpone heartbeats: the
+                                        lease needs a round now and then */
     for (uint32_t i = 0; i < r->n_peers; i++) {
         px_peer *p = &r->peers[i];
         uint64_t lo = p->match + 1;

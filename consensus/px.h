@@ -52,12 +52,24 @@
 
 int px_ballot_cmp(px_ballot a, px_ballot b); /* <0, 0, >0 */
 
+#define PX_LEASE_AUTO UINT64_MAX
+
 typedef struct px_options {
     uint32_t self_id;                 /* non-zero, unique in the cluster */
     px_members members;               /* configuration at creation */
     uint64_t heartbeat_interval_ms;   /* leader -> followers */
     uint64_t election_timeout_min_ms; /* randomised in [min, max) */
     uint64_t election_timeout_max_ms;
+    uint64_t lease_ms;                /* read lease (reads.c): a leader
+                                         whose heartbeat round sent at t a
+                                         quorum echoed serves reads without
+                                         a round until t + lease_ms; 0: no
+                                         lease.  Must stay below
+                                         election_timeout_min_ms by the
+                                         clock-rate error allowed
+                                         (docs/design.md "Read lease");
+                                         PX_LEASE_AUTO (the default):
+                                         half of it */
     uint32_t batch_max_requests;      /* client requests per slot, >= 1 */
     uint32_t batch_max_bytes;         /* encoded batch size bound */
     uint32_t window_slots;            /* slots in flight (pipelining), >= 1 */
@@ -293,6 +305,8 @@ typedef struct px_status {
     uint64_t first_retained;   /* lowest slot still kept for catch-up */
     px_members members;
     uint32_t pending_requests; /* queued or forwarded, not yet committed */
+    bool read_lease;           /* leader holding its read lease now */
+    uint64_t lease_ms_left;    /* ... for this much longer */
     uint32_t slots_in_flight;
     uint32_t n_peers;          /* per-peer view, leader only */
     struct {

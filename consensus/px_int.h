@@ -70,6 +70,8 @@
                                          retry intervals */
 #define PX_PERSIST_RECORDS 1024u      /* outstanding persist_ids */
 #define PX_READS_MAX 4096u            /* pending reads per list */
+#define PX_LEASE_ROUNDS 64u           /* heartbeat rounds whose send time
+                                         is kept for the read lease */
 #define PX_ROUND_MAX (UINT64_C(1) << 63) /* rounds at or above are malformed */
 /* How far above the highest round it has seen a replica lets a message's
  * ballot be (msg.c invariant 3): legitimate rounds climb by one per
@@ -275,6 +277,13 @@ struct px_replica {
     uint64_t bcast_lo, bcast_hi; /* slots proposed during this step */
     bool commit_moved;
     uint64_t hb_round, hb_confirmed;
+    uint64_t hb_sent_ms[PX_LEASE_ROUNDS]; /* send time of round k, at
+                                             k % PX_LEASE_ROUNDS */
+    uint64_t lease_until_ms;    /* reads.c: reads served without a round
+                                   while now < this (leader only) */
+    uint64_t quiet_until_ms;    /* no promise before (reads.c inv. 5) */
+    bool quiet_on_start;        /* restored from durable state */
+    uint64_t lease_first_round; /* rounds of this leadership start here */
     bool need_round;
 
     px_election el;
@@ -355,6 +364,10 @@ void px_on_heartbeat(px_replica *r, const px_msg *m);
 void px_on_commit(px_replica *r, const px_msg *m);
 void px_on_persisted_acceptor(px_replica *r);
 void px_follow(px_replica *r, uint32_t leader, px_ballot b);
+/* reads.c: heartbeat rounds and the read lease */
+void px_round_start(px_replica *r);
+bool px_lease_renew_due(const px_replica *r);
+bool px_lease_valid(const px_replica *r);
 
 /* election.c */
 void px_election_start(px_replica *r);

@@ -1,7 +1,7 @@
 /*
- * reads.c - owns linearizable reads (read index, as in "Paxos Made Live"
- * section 5.2's master leases, but confirmed by a quorum round instead of
- * a clock).
+ * reads.c - owns linearizable reads: a read index confirmed by a quorum
+ * round, and a read lease that lets a leader skip the round while a
+ * recent round holds ("Paxos Made Live" section 5.2's master leases).
  *
  *   leader:     READ_INDEX -> queued with round = hb_round + 1
  *               -> HEARTBEAT(aux = round) to all -> quorum echoes round
@@ -23,6 +23,24 @@
  *   3. Rounds are monotonic; the leader's queue is FIFO in rounds, so
  *      release pops from the head.  Concurrent reads share one round.
  *   4. Both queues are bounded (PX_READS_MAX); overflow answers -EAGAIN.
+ *   5. Followers are sticky (acceptor.c invariant 4): one that accepted a
+ *      leader's ACCEPT or HEARTBEAT at its time t ignores every other
+ *      node's PREPARE until t + election_timeout_min_ms, and a replica
+ *      restarted from durable state ignores PREPAREs for lease_ms after
+ *      its first event (it may have followed a leader before a crash; a
+ *      replica whose state was lost votes only once recovered).
+ *   6. The lease: when a quorum of voters (the leader included) echoed
+ *      heartbeat round k of this leadership, sent at the leader's time s,
+ *      each of them accepted the heartbeat after s, so by invariant 5 no
+ *      quorum can promise another node before s + election_timeout_min_ms
+ *      on their clocks, and no other leader can commit anything before.
+ *      The leader serves reads without a round until s + lease_ms on its
+ *      own clock (lease_until_ms), lease_ms < election_timeout_min_ms.
+ *      This assumes the clocks' rates differ by less than the factor
+ *      between them (2x with the defaults) and that now_ms never jumps
+ *      forward on a follower without time having passed (CLOCK_MONOTONIC
+ *      slews, it does not jump; a forward jump on the leader only
+ *      shortens its lease).  The wall clock plays no part.
  */
 #include "px_int.h"
 
@@ -67,6 +85,45 @@ static void px_readq_remove(px_readq *q, uint32_t i)
     q->count--;
 }
 
+/* A new heartbeat round: its number and the time it is sent. */
+void px_round_start(px_replica *r)
+{
+    r->hb_round++;
+    r->hb_sent_ms[r->hb_round % PX_LEASE_ROUNDS] = r->now_ms;
+}
+
+/* The lease holds (invariant 6); a sole voter always holds it. */
+bool px_lease_valid(const px_replica *r)
+{
+    if (r->role != PX_LEADER || !r->opt.lease_ms)
+        return false;
+    if (r->members.n_voters == 1 && r->self_voter)
+        return true;
+    return r->now_ms < r->lease_until_ms;
+}
+
+/* Time to renew the lease with a round of its own (no round out, and the
+ * lease is more than half spent). */
+bool px_lease_renew_due(const px_replica *r)
+{
+    return r->opt.lease_ms && r->n_peers && r->role == PX_LEADER &&
+           r->hb_confirmed == r->hb_round &&
+           r->now_ms + r->opt.lease_ms / 2 >= r->lease_until_ms;
+}
+
+/* A quorum echoed round c: extend the lease from its send time. */
+static void px_lease_extend(px_replica *r, uint64_t c)
+{
+    if (!r->opt.lease_ms || c < r->lease_first_round ||
+        r->hb_round - c >= PX_LEASE_ROUNDS)
+        return;
+    uint64_t until = r->hb_sent_ms[c % PX_LEASE_ROUNDS] + r->opt.lease_ms;
+    if (until > r->lease_until_ms)
+        r->lease_until_ms = until;
+}
+
+static void px_read_release(px_replica *r, const px_read *x);
+
 static uint64_t px_read_deadline(const px_replica *r)
 {
     return r->now_ms + 2 * r->opt.election_timeout_max_ms +
@@ -75,6 +132,13 @@ static uint64_t px_read_deadline(const px_replica *r)
 
 void px_on_read_index(px_replica *r, uint64_t token, uint32_t origin)
 {
+    if (r->role == PX_LEADER && px_lease_valid(r) &&
+        r->commit >= r->read_fence_slot && r->lreads.count == 0) {
+        /* invariant 6: no round needed (FIFO: only with none queued) */
+        px_read x = { .token = token, .origin = origin };
+        px_read_release(r, &x);
+        return;
+    }
     if (r->role == PX_LEADER) {
         px_read *x = px_readq_push(&r->lreads);
         if (!x) {
@@ -182,8 +246,9 @@ static void px_reads_leader(px_replica *r)
         uint64_t c = px_quorum_value(r, r->hb_round, false);
         if (c > r->hb_confirmed)
             r->hb_confirmed = c;
+        px_lease_extend(r, r->hb_confirmed);
         if (r->need_round && r->hb_confirmed == r->hb_round) {
-            r->hb_round++;
+            px_round_start(r);
             r->need_round = false;
             px_leader_fill_lazy(r);   /* heartbeats carry the commit */
             for (uint32_t i = 0; i < r->n_peers; i++) {
@@ -197,9 +262,10 @@ static void px_reads_leader(px_replica *r)
         }
     }
     bool own_committed = r->commit >= r->read_fence_slot;
+    bool lease = px_lease_valid(r);
     while (r->lreads.count) {
         px_read *x = px_readq_at(&r->lreads, 0);
-        if (own_committed && x->round <= r->hb_confirmed) {
+        if (own_committed && (x->round <= r->hb_confirmed || lease)) {
             px_read_release(r, x);
         } else if (r->now_ms >= x->deadline_ms) {
             if (!x->origin)

@@ -72,6 +72,8 @@ void px_options_default(px_options *opt, uint32_t self_id)
     opt->heartbeat_interval_ms = 50;
     opt->election_timeout_min_ms = 300;
     opt->election_timeout_max_ms = 600;
+    opt->lease_ms = PX_LEASE_AUTO;   /* half the stickiness window: clock
+                                        rates may differ by up to 2x */
     opt->batch_max_requests = 100;
     opt->batch_max_bytes = 1u << 20;
     opt->window_slots = 32;
@@ -89,6 +91,8 @@ static bool px_options_valid(const px_options *o)
     return o->self_id != 0 && o->heartbeat_interval_ms > 0 &&
            o->election_timeout_min_ms > 0 &&
            o->election_timeout_max_ms >= o->election_timeout_min_ms &&
+           (o->lease_ms == PX_LEASE_AUTO ||
+            o->lease_ms < o->election_timeout_min_ms) &&
            o->batch_max_requests >= 1 && o->batch_max_bytes >= 64 &&
            o->window_slots >= 1 && o->window_slots <= (1u << 20) &&
            o->retry_interval_ms > 0 &&
@@ -140,11 +144,14 @@ int px_create(const px_options *opt, const px_restore *restore,
     if (!r)
         return -ENOMEM;
     r->opt = *opt;
+    if (r->opt.lease_ms == PX_LEASE_AUTO)
+        r->opt.lease_ms = r->opt.election_timeout_min_ms / 2;
     r->self = opt->self_id;
     r->rng = opt->seed ^ ((uint64_t)opt->self_id << 32);
     r->role = PX_FOLLOWER;
     uint64_t ahead = 4 * (uint64_t)opt->window_slots + 64;
     if (restore) {
+        r->quiet_on_start = true;   /* reads.c invariant 5 */
         r->promise = restore->promise;
         r->commit = restore->applied_index;
         for (uint32_t i = 0; i < restore->n_accepts; i++) {
@@ -470,6 +477,10 @@ int px_step(px_replica *r, const px_event *ev, px_output *out)
     px_out_reset(r);
     if (!r->started) {
         r->started = true;
+        /* reads.c invariant 5: no promise for a lease's length after a
+         * restart (whom this node followed before is forgotten) */
+        if (r->quiet_on_start)
+            r->quiet_until_ms = r->now_ms + r->opt.lease_ms;
         px_reset_election_timer(r);
         r->quorum_ok_ms = r->now_ms;
     }
@@ -563,6 +574,9 @@ void px_get_status(const px_replica *r, px_status *st)
     st->first_retained = r->first_retained;
     st->members = r->members;
     st->pending_requests = r->q.count;
+    st->read_lease = px_lease_valid(r);
+    if (st->read_lease && r->lease_until_ms > r->now_ms)
+        st->lease_ms_left = r->lease_until_ms - r->now_ms;
     if (r->role == PX_LEADER && r->next_slot > r->commit + 1)
         st->slots_in_flight = (uint32_t)(r->next_slot - 1 - r->commit);
     st->recovering = r->recovering;

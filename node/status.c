@@ -115,6 +115,8 @@ int status_text(void *ctx, char **text, size_t *len)
             n->fast_failed, px_retained_bytes(n->px),
             n->sync ? syncer_syncs(n->sync) : 0,
             n->fatal ? "false" : "true");
+    fprintf(fp, ",\"read_lease\":%s,\"read_lease_ms_left\":%" PRIu64,
+            st.read_lease ? "true" : "false", st.lease_ms_left);
     fprintf(fp, ",\"voting\":%s,\"votes_withheld\":%" PRIu64 ",\"diverged_from\":[",
             n->abstaining || !n->confirmed || st.recovering ? "false" : "true",
             n->votes_withheld);

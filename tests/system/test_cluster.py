@@ -75,6 +75,31 @@ def test_removal_on_one_node_is_seen_at_once_on_the_others(cluster):
     assert read_file(c.node(3).path("gone")) == "again\n"
 
 
+def test_every_read_path_sees_the_last_change_on_any_mount(cluster):
+    """Reads are linearizable on every path and mount, read lease or not
+    (consensus/reads.c): a create, overwrite or unlink that returned on one
+    mount is seen at once by lookup, stat, open, read and readdir on every
+    other, leader's and followers' alike."""
+    c = cluster()
+    mounts = [c.node(k) for k in (1, 2, 3)]
+    for i in range(60):
+        a, b, d = mounts[i % 3], mounts[(i + 1) % 3], mounts[(i + 2) % 3]
+        name = "lin%d" % (i % 7)
+        body = "v%d\n" % i
+        write_file(a.path(name), body)
+        for m in (b, d):
+            assert os.stat(m.path(name)).st_size == len(body)
+            assert read_file(m.path(name)) == body
+            assert name in os.listdir(m.mnt)
+        os.unlink(b.path(name))
+        for m in (a, d):
+            with pytest.raises(FileNotFoundError):
+                os.stat(m.path(name))
+            assert name not in os.listdir(m.mnt)
+        write_file(d.path(name), "again%d\n" % i)
+        assert read_file(a.path(name)) == "again%d\n" % i
+
+
 def test_status_shows_peers(cluster):
     c = cluster()
     leader = c.wait_leader()

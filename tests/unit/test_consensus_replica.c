@@ -358,6 +358,10 @@ static void h_start(cluster *c, uint32_t id, const px_restore *rs)
 {
     hnode *h = &c->n[id];
     assert_int_equal(px_create(&h->opt, rs, &h->r), 0);
+    /* a restarted node's first event is its own tick, as in the node
+     * runtime: its quiet period (reads.c invariant 5) starts then */
+    if (rs)
+        h_tick(c, id);
 }
 
 static cluster *h_cluster(uint32_t nv, void (*tweak)(px_options *))
@@ -1024,10 +1028,15 @@ static void test_forward_backs_off(void **state)
     h_free(c);
 }
 
+static void tweak_no_lease(px_options *o)
+{
+    o->lease_ms = 0;
+}
+
 static void test_read_index(void **state)
 {
     (void)state;
-    cluster *c = h_cluster(3, NULL);
+    cluster *c = h_cluster(3, tweak_no_lease);
     h_elect(c, 1);
     h_step(c, 1, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 42});
     assert_int_equal(c->n[1].n_reads, 0); /* needs a quorum round */
@@ -1059,6 +1068,77 @@ static void test_read_index(void **state)
     h_free(c);
 }
 
+static void commit_one(cluster *c, uint32_t leader, uint64_t client,
+                       uint64_t seq);
+
+/* Deliver everything queued, except what travels between a and b. */
+static void h_run_split(cluster *c, uint32_t a, uint32_t b)
+{
+    for (int n = 0; n < 100000; n++) {
+        h_drop(c, 0, a, b);
+        h_drop(c, 0, b, a);
+        if (!c->nq)
+            return;
+        h_deliver_at(c, 0);
+    }
+}
+
+/* reads.c invariant 5: a follower that echoed the leader's lease round
+ * and restarts has forgotten whom it followed; if it promised a waiting
+ * candidate at once, that candidate could win and commit while the old
+ * leader still serves reads from its lease.  It promises nobody for
+ * lease_ms after its restart. */
+static void test_read_lease_restarted_follower(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);   /* etmin 100 ms: lease 50 ms */
+    h_elect(c, 1);
+    commit_one(c, 1, 9, 1);
+    /* node 3 loses the leader: it campaigns, node 2 (sticky) ignores it */
+    for (int i = 0; i < 30; i++) {
+        c->now += 10;
+        h_tick(c, 1);
+        h_tick(c, 3);
+        h_run_split(c, 1, 3);
+    }
+    assert_int_equal(h_status(c, 1).role, PX_LEADER);
+    assert_true(h_status(c, 1).read_lease);
+    /* node 3 asks node 2 again; its PREPARE is held back while node 2
+     * goes on echoing the leader's rounds */
+    bool asked = false;
+    for (int i = 0; i < 60 && !asked; i++) {
+        c->now += 10;
+        h_tick(c, 1);
+        h_tick(c, 3);
+        h_drop(c, 0, 1, 3);
+        h_drop(c, 0, 3, 1);
+        asked = h_count(c, PX_MSG_PREPARE, 3, 2) > 0;
+        for (int k = 0; k < 3; k++) {
+            h_deliver(c, 0, 1, 2);
+            h_deliver(c, 0, 2, 1);
+        }
+    }
+    assert_true(asked);
+    assert_true(h_status(c, 1).read_lease);
+    /* node 2 crashes and restarts, the leader is cut off, and node 3's
+     * PREPARE arrives */
+    c->n[1].cut = true;
+    h_restart(c, 2);
+    h_run(c);
+    uint64_t newer = 0;
+    if (h_status(c, 3).role == PX_LEADER) {
+        h_propose(c, 3, 9, 2, "w");   /* committed by nodes 3 and 2 */
+        h_run(c);
+        newer = h_status(c, 3).commit_index;
+    }
+    /* the old leader, within its lease: its answer must not miss that */
+    c->n[1].n_reads = 0;
+    h_step(c, 1, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 7});
+    if (c->n[1].n_reads == 1 && c->n[1].reads[0].status == 0)
+        assert_true(c->n[1].reads[0].index >= newer);
+    h_free(c);
+}
+
 static void test_restart_never_reuses_ballot(void **state)
 {
     (void)state;
@@ -1074,8 +1154,8 @@ static void test_restart_never_reuses_ballot(void **state)
     px_entry e = {.slot = 3, .ballot = {11, 2}, .kind = PX_ENTRY_NOOP};
     px_restore rs2 = {.promise = {7, 1}, .applied_index = 2, .n_accepts = 1,
                       .accepts = &e};
-    h_start(c, 1, &rs2);
     c->n[1].applied = 2;
+    h_start(c, 1, &rs2);
     h_tick(c, 1);
     assert_int_equal(h_status(c, 1).ballot.round, 12);
     /* the restored value is re-learned through phase 1, not re-invented */
@@ -1245,6 +1325,64 @@ static void commit_one(cluster *c, uint32_t leader, uint64_t client,
     h_run(c);
     assert_true(h_log_has(&c->n[leader].log[c->n[leader].applied], client, seq));
 }
+
+static uint32_t h_count_queued_heartbeats(cluster *c)
+{
+    return h_count(c, PX_MSG_HEARTBEAT, 0, 0);
+}
+
+/* reads.c invariant 6: a leader whose last heartbeat round a quorum
+ * echoed serves reads at once (the leader's and a follower's) without a
+ * round; cut off, its lease runs out before anyone else can be elected,
+ * so it never serves a read that misses a newer leader's commit. */
+static void test_read_lease(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);   /* etmin 100 ms: lease 50 ms */
+    h_elect(c, 1);
+    assert_true(h_status(c, 1).read_lease);
+    h_step(c, 1, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 42});
+    assert_int_equal(c->n[1].n_reads, 1);          /* at once */
+    assert_int_equal(c->n[1].reads[0].status, 0);
+    assert_int_equal(h_count_queued_heartbeats(c), 0);
+    /* a follower's read: one FORWARD and its answer, no heartbeat round */
+    h_step(c, 2, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 43});
+    h_deliver(c, PX_MSG_FORWARD, 2, 1);
+    assert_int_equal(h_count_queued_heartbeats(c), 0);
+    h_deliver(c, PX_MSG_FORWARD, 1, 2);
+    assert_int_equal(c->n[2].n_reads, 1);
+    assert_int_equal(c->n[2].reads[0].status, 0);
+    h_run(c);
+    /* the leader is cut off right after a confirmed round */
+    c->now += 10;
+    h_tick(c, 1);
+    h_run(c);
+    c->n[1].cut = true;
+    /* the others wait out their stickiness, elect node 2, commit */
+    for (int i = 0; i < 40 && h_status(c, 2).role != PX_LEADER; i++) {
+        c->now += 10;
+        h_tick(c, 2);
+        h_tick(c, 3);
+        h_run(c);
+    }
+    assert_int_equal(h_status(c, 2).role, PX_LEADER);
+    commit_one(c, 2, 9, 1);
+    uint64_t newer = c->n[2].applied;
+    /* node 1 may still think it leads; whatever it answers now must not
+     * miss node 2's commit */
+    c->n[1].n_reads = 0;
+    h_step(c, 1, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 44});
+    for (int i = 0; i < 30; i++) {
+        c->now += 10;
+        h_tick(c, 1);
+        h_run(c);
+    }
+    assert_int_equal(c->n[1].n_reads, 1);
+    assert_true(c->n[1].reads[0].status != 0 ||
+                c->n[1].reads[0].index >= newer);
+    h_free(c);
+}
+
 
 static void test_forged_ballot_cannot_wedge_elections(void **state)
 {
@@ -1527,6 +1665,8 @@ int main(void)
         cmocka_unit_test(test_resend_backs_off),
         cmocka_unit_test(test_forward_backs_off),
         cmocka_unit_test(test_read_index),
+        cmocka_unit_test(test_read_lease),
+        cmocka_unit_test(test_read_lease_restarted_follower),
         cmocka_unit_test(test_restart_never_reuses_ballot),
         cmocka_unit_test(test_lost_acceptor_state_recovers),
         cmocka_unit_test(test_malformed_ignored),
