@@ -11,9 +11,13 @@
  *  3. Completion callbacks of fs requests never run inside node_submit or
  *     node_read_barrier: requests are queued and stepped by the loop, so
  *     fs handlers are never re-entered.
- *  4. After a storage failure (a failed fdatasync or chain append) the
- *     node accepts no more writes: durability can no longer be promised.
- *     Reads of already applied state go on.
+ *  4. After a storage failure (a failed write or fdatasync of the chain
+ *     or the acceptor store, no descriptor left) the node neither leads
+ *     nor votes (px_suspend), sends nothing, and fails writes and reads
+ *     on its mount at once with ENOSPC (its disk is full) or EIO; net/health.c retries
+ *     with back-off and, once a probe passes, storage_reopen re-verifies
+ *     the stores from disk, builds a new replica and passes the start
+ *     gate (invariant 5) again before it votes.
  *  5. A started node votes, leads and serves its chain (reads, catch-up)
  *     only once it is confirmed: a majority of the members, itself
  *     included, hold the same block as it does where their chains meet
@@ -61,6 +65,7 @@
 #include "../fs/fs.h"
 #include "admin.h"
 #include "cpus.h"
+#include "health.h"
 #include "outbox.h"
 #include "syncer.h"
 #include "worker.h"
@@ -256,7 +261,10 @@ struct node {
     cpu_set_t other_cpus;       /* where a follower runs */
     int placed_as;              /* -1 not yet, 0 follower, 1 leader */
     int placement_error;        /* last cpus_apply failure, logged once */
-    int fatal;                  /* negative errno once storage failed */
+    int fatal;                  /* negative errno while storage is failed
+                                   (invariant 4) */
+    health health;              /* net/health.h */
+    px_options px_opt;          /* to build a new replica (storage_reopen) */
     bool stop;
 };
 
@@ -393,7 +401,7 @@ static bool read_is_expired(const read_wait *r, void *arg);
 static void finish_reads(node *n, bool (*pick)(const read_wait *, void *),
                          void *pick_arg, int result);
 
-static void fail_all_pending(node *n, int result)
+static void fail_all_pending(node *n, int result, int read_result)
 {
     finish_waiting(n, waiting_any, NULL, result);
     for (uint64_t s = n->low_seq; s < n->next_seq; s++) {
@@ -402,18 +410,21 @@ static void fail_all_pending(node *n, int result)
             pending_finish(n, p, result);
     }
     uint64_t all = UINT64_MAX;
-    finish_reads(n, read_is_expired, &all, result);
+    finish_reads(n, read_is_expired, &all, read_result);
     n->n_new_reads = 0;
 }
 
+/* Invariant 4: logged once (net/health.c); the replica stops leading and
+ * voting from its next step on; writers get ENOSPC or EIO now. */
 static void storage_failed(node *n, const char *what, int rc)
 {
     if (n->fatal)
         return;
     n->fatal = rc < 0 ? rc : -EIO;
-    fprintf(stderr, "paxosfs: node %u: %s failed: %s; refusing further writes\n",
-            n->cfg.id, what, strerror(-n->fatal));
-    fail_all_pending(n, -EIO);
+    health_fail(&n->health, what, n->fatal, node_now_ms(n));
+    px_suspend(n->px);
+    fail_all_pending(n, health_client_errno(n->fatal),
+                     health_client_errno(n->fatal));
 }
 
 /* ------------------------------------------------------------- apply */
@@ -510,17 +521,22 @@ static void apply_committed(node *n, const px_entry *e)
 {
     if (n->fatal)
         return;
-    if (e->slot <= kv_applied_index(n->state))
-        return;  /* already applied (restart replay) */
-    uint8_t hash[CHAIN_HASH_BYTES];
-    int rc = chain_append(n->chain, e->slot, e->time_ms, e->kind, e->data,
-                          e->len, hash);
-    if (rc < 0) {
-        storage_failed(n, "chain append", rc);
-        return;
+    if (e->slot > chain_head_index(n->chain)) {
+        uint8_t hash[CHAIN_HASH_BYTES];
+        int rc = chain_append(n->chain, e->slot, e->time_ms, e->kind,
+                              e->data, e->len, hash);
+        if (rc < 0) {
+            storage_failed(n, "chain append", rc);
+            return;
+        }
+        px_set_chain_head(n->px, e->slot, hash);
     }
-    px_set_chain_head(n->px, e->slot, hash);
-    rc = kv_apply_entry(n->state, e, on_result, n);
+    /* already applied: a restart's replay, or blocks whose chain copy a
+     * failed disk lost and that come again after storage_reopen (the
+     * state never goes back) */
+    if (e->slot <= kv_applied_index(n->state))
+        return;
+    int rc = kv_apply_entry(n->state, e, on_result, n);
     if (rc < 0) {
         storage_failed(n, "applying a committed entry", rc);
         return;
@@ -945,7 +961,7 @@ static int node_submit(void *ctx, const uint8_t *op, uint32_t len,
     node *n = ctx;
     track_leader(n, node_now_ms(n));   /* as of now, not of the last turn */
     if (n->fatal)
-        return -EIO;
+        return health_client_errno(n->fatal);   /* invariant 4 */
     if (n->no_leader && !answered) {
         n->fast_failed++;
         return -EHOSTUNREACH;
@@ -992,6 +1008,8 @@ static int node_read_barrier(void *ctx, fs_done_fn done, void *arg)
 {
     node *n = ctx;
     track_leader(n, node_now_ms(n));   /* as of now, not of the last turn */
+    if (n->fatal)   /* invariant 4: nothing is applied meanwhile */
+        return health_client_errno(n->fatal);
     if (n->no_leader) {
         n->fast_failed++;
         return -EHOSTUNREACH;
@@ -1019,7 +1037,7 @@ static int node_can_write(void *ctx)
     node *n = ctx;
     track_leader(n, node_now_ms(n));   /* as of now, not of the last turn */
     if (n->fatal)
-        return -EIO;
+        return health_client_errno(n->fatal);   /* invariant 4 */
     if (n->no_leader) {
         n->fast_failed++;
         return -EHOSTUNREACH;
@@ -1083,7 +1101,9 @@ static void status_storage(const node *n, const px_status *st, FILE *fp)
     }
     fprintf(fp, ",\"reads\":\"%s\",\"catchup_installed\":%" PRIu64
             ",\"catchup_dropped\":%" PRIu64,
-            n->abstaining ? "waiting: chain differs from a majority's"
+            n->fatal == -ENOSPC ? "failing with ENOSPC: this node cannot persist"
+            : n->fatal ? "failing with EIO: this node cannot persist"
+            : n->abstaining ? "waiting: chain differs from a majority's"
             : !n->confirmed ? "waiting: chain not yet confirmed by a majority"
                             : "served",
             n->catchup_installed, n->catchup_dropped);
@@ -1127,8 +1147,11 @@ static int node_status_text(void *ctx, char **text, size_t *len)
             n->fast_failed, px_retained_bytes(n->px),
             n->sync ? syncer_syncs(n->sync) : 0,
             n->fatal ? "false" : "true");
+    fputc(',', fp);
+    health_status_json(&n->health, fp, node_now_ms(n));
     fprintf(fp, ",\"voting\":%s,\"votes_withheld\":%" PRIu64 ",\"diverged_from\":[",
-            n->abstaining || !n->confirmed || st.recovering ? "false" : "true",
+            n->abstaining || !n->confirmed || st.recovering || n->fatal
+                ? "false" : "true",
             n->votes_withheld);
     const char *dsep = "";
     for (uint32_t i = 0; i < n->cfg.n_peers; i++) {
@@ -1299,10 +1322,11 @@ static void write_lock_pid(node *n)
         fprintf(stderr, "paxosfs: cannot record pid in LOCK: %s\n", strerror(errno));
 }
 
+/* Apply the chain blocks the state lacks (all of them at start). */
 static int replay_chain(node *n, char *err, size_t err_len)
 {
     uint64_t head = chain_head_index(n->chain);
-    for (uint64_t i = 1; i <= head; i++) {
+    for (uint64_t i = kv_applied_index(n->state) + 1; i <= head; i++) {
         chain_block b;
         int rc = chain_read(n->chain, i, &b);
         if (rc < 0) {
@@ -1503,6 +1527,12 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     rc = take_lock(n, err, err_len);
     if (rc < 0)
         goto fail;
+    rc = health_init(&n->health, cfg->id, n->data_dir, NULL, NULL, NULL);
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot start the health thread: %s",
+                 strerror(-rc));
+        goto fail;
+    }
 
     rc = open_storage(n, err, err_len);
     if (rc < 0)
@@ -1528,6 +1558,7 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
             opt.members.voters[opt.members.n_voters++] = cfg->peers[i].id;
     }
     opt.seed = random_u64();
+    n->px_opt = opt;
 
     n->zctx = zmq_ctx_new();
     if (!n->zctx) {
@@ -1955,9 +1986,10 @@ static void on_chain_head(void *arg, uint32_t from, uint64_t index,
  * themselves. */
 static bool abstain_filter(node *n, const px_msg *m)
 {
-    if ((n->confirmed && !n->abstaining) || m->type == PX_MSG_FORWARD ||
-        m->type == PX_MSG_CATCHUP_REQ)
-        return false;
+    if (!n->fatal && ((n->confirmed && !n->abstaining) ||
+                      m->type == PX_MSG_FORWARD ||
+                      m->type == PX_MSG_CATCHUP_REQ))
+        return false;   /* invariant 4: nothing at all while failed */
     n->votes_withheld++;
     return true;
 }
@@ -2141,6 +2173,215 @@ static void on_admin(void *arg, const char *request, char **reply)
                     "link heal J)");
 }
 
+/* --------------------------- reopening the storage (invariant 4) */
+
+/* Take DIR/LOCK again when the path names another file now (the disk
+ * was mounted again): the flock held is on the old one. */
+static int relock(node *n, char *err, size_t err_len)
+{
+    char path[4096];
+    struct stat held, now;
+    snprintf(path, sizeof path, "%s/LOCK", n->data_dir);
+    if (fstat(n->lock_fd, &held) == 0 && stat(path, &now) == 0 &&
+        held.st_dev == now.st_dev && held.st_ino == now.st_ino)
+        return 0;
+    int old = n->lock_fd;
+    n->lock_fd = -1;
+    int rc = take_lock(n, err, err_len);
+    if (rc < 0) {
+        n->lock_fd = old;
+        return rc;
+    }
+    close(old);
+    write_lock_pid(n);
+    return 0;
+}
+
+/* The log file may have been on the disk that failed and was mounted
+ * again: open it anew (cfg.log_path), so what follows lands where an
+ * operator looks. */
+static void reopen_log(node *n)
+{
+    if (!n->cfg.log_path)
+        return;
+    int fd = open(n->cfg.log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+                  0600);
+    if (fd < 0) {
+        fprintf(stderr, "paxosfs: node %u: cannot reopen the log %s: %s\n",
+                n->cfg.id, n->cfg.log_path, strerror(errno));
+        return;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    if (dup2(fd, STDOUT_FILENO) < 0 || dup2(fd, STDERR_FILENO) < 0)
+        fprintf(stderr, "paxosfs: node %u: cannot reopen the log %s: %s\n",
+                n->cfg.id, n->cfg.log_path, strerror(errno));
+    close(fd);
+}
+
+/* The chain on disk must be the one the state was built from: a prefix
+ * of it (the tail a failed disk lost is learned again) or an extension
+ * of it (blocks appended whose state was not applied). */
+static int reopen_check_chain(node *n, chain *old, uint64_t old_head,
+                              const uint8_t old_hash[CHAIN_HASH_BYTES],
+                              char *err, size_t err_len)
+{
+    uint64_t head = chain_head_index(n->chain);
+    uint8_t ours[CHAIN_HASH_BYTES], theirs[CHAIN_HASH_BYTES];
+    uint64_t at = head < old_head ? head : old_head;
+    if (chain_hash_at(n->chain, at, ours) < 0)
+        return 0;
+    if (at == old_head)
+        memcpy(theirs, old_hash, CHAIN_HASH_BYTES);
+    else if (chain_hash_at(old, at, theirs) < 0)
+        return 0;   /* the old copy is unreadable: the mark was checked */
+    if (memcmp(ours, theirs, CHAIN_HASH_BYTES) == 0)
+        return 0;
+    snprintf(err, err_len, "the chain in %s differs at block %" PRIu64
+             " from the one this node applied (another disk?); restart "
+             "the node", n->data_dir, at);
+    return -EBADMSG;
+}
+
+/* The probe passed: re-verify what the disk holds and take part again as
+ * a restarted node does, without a restart.  Settle the files (what was
+ * written becomes durable, cached pages are dropped), take the lock
+ * again if the disk was mounted anew, reopen and verify the acceptor
+ * store and the chain as on start (a torn tail is cut, a damaged store
+ * kept aside and recovered from the peers), bring the state up to the
+ * chain, build a new replica from the store (the suspended one may hold
+ * promises and acceptances that never reached the disk), start group
+ * commit over and pass the start gate again: no vote before a majority
+ * confirmed this chain head and this start.  On a failure the suspended
+ * state stays and health backs off. */
+static void storage_reopen(node *n)
+{
+    uint64_t now = node_now_ms(n);
+    char err[1024] = "";
+    drain_chain_sync(n);
+    if (worker_busy(n->bg)) {
+        health_fail(&n->health, "a chain fdatasync that does not return",
+                    -EBUSY, now);
+        return;
+    }
+    int rc = chain_settle_dir(n->data_dir);
+    if (rc < 0) {
+        health_fail(&n->health, "settling the chain and acceptor files", rc,
+                    now);
+        return;
+    }
+    rc = relock(n, err, sizeof err);
+    if (rc < 0) {
+        health_fail(&n->health, err, rc, now);
+        return;
+    }
+    chain *old_chain = n->chain;
+    acceptor_store *old_acc = n->acceptor;
+    px_replica *old_px = n->px;
+    uint64_t old_head = chain_head_index(old_chain);
+    uint8_t old_hash[CHAIN_HASH_BYTES];
+    memcpy(old_hash, chain_head_hash(old_chain), CHAIN_HASH_BYTES);
+    acceptor_peer old_start = n->start, old_prev = n->prev_start;
+    acceptor_peer old_peers[TRANSPORT_MAX_PEERS];
+    memcpy(old_peers, n->peer_start, sizeof old_peers);
+    char old_why[sizeof n->recovering_why];
+    memcpy(old_why, n->recovering_why, sizeof old_why);
+    n->chain = NULL;
+    n->acceptor = NULL;
+    n->px = NULL;
+
+    rc = open_storage(n, err, sizeof err);
+    if (rc == 0)
+        rc = reopen_check_chain(n, old_chain, old_head, old_hash, err,
+                                sizeof err);
+    if (rc == 0)
+        rc = replay_chain(n, err, sizeof err);
+    uint64_t head = n->chain ? chain_head_index(n->chain) : 0;
+    if (rc == 0) {
+        /* as node_open does */
+        acceptor_state ast;
+        acceptor_get_state(n->acceptor, &ast);
+        uint32_t first = 0;
+        while (first < ast.n_accepts && ast.accepts[first].slot <= head)
+            first++;
+        px_restore restore = {
+            .promise = ast.promise,
+            .applied_index = head,
+            .n_accepts = ast.n_accepts - first,
+            .accepts = ast.accepts + first,
+            .recovering = n->recovering_why[0] != '\0',
+        };
+        px_options opt = n->px_opt;
+        opt.seed = random_u64();
+        rc = px_create(&opt, &restore, &n->px);
+        if (rc < 0)
+            snprintf(err, sizeof err, "cannot create the replica: %s",
+                     strerror(-rc));
+    }
+    if (rc == 0) {
+        rc = syncer_reset(n->sync, n->acceptor);
+        if (rc < 0)
+            snprintf(err, sizeof err, "cannot restart the sync thread: %s",
+                     strerror(-rc));
+    }
+    if (rc < 0) {
+        if (n->px)
+            px_destroy(n->px);
+        if (n->acceptor)
+            acceptor_close(n->acceptor);
+        if (n->chain)
+            chain_close(n->chain);
+        n->chain = old_chain;
+        n->acceptor = old_acc;
+        n->px = old_px;
+        n->start = old_start;
+        n->prev_start = old_prev;
+        memcpy(n->peer_start, old_peers, sizeof old_peers);
+        memcpy(n->recovering_why, old_why, sizeof old_why);
+        health_fail(&n->health, err[0] ? err : "reopening the storage", rc,
+                    now);
+        return;
+    }
+    px_destroy(old_px);
+    acceptor_close(old_acc);
+    chain_close(old_chain);
+    px_set_chain_head(n->px, head, chain_head_hash(n->chain));
+
+    /* nothing held waits for the old replica's persists any more */
+    uint64_t dropped = n->held.dropped, superseded = n->held.superseded;
+    outbox_free(&n->held);
+    outbox_init(&n->held, NODE_MAX_HELD_MSGS);
+    n->held.dropped = dropped;
+    n->held.superseded = superseded;
+    n->durable_persist_id = n->last_persist_issued = 0;
+    n->compact_due = false;
+    n->last_chain_sync_ms = now;
+    n->next_tick_ms = 0;
+    free(n->held_catchup);
+    n->held_catchup = NULL;
+    /* the start gate again (invariant 5), for this chain and this start */
+    n->confirmed = false;
+    n->abstaining = false;
+    n->start_head = head;
+    n->started_ms = n->last_wait_log_ms = now;
+    for (uint32_t k = 0; k < TRANSPORT_MAX_PEERS; k++) {
+        n->peer_holds_head[k] = n->peer_agrees[k] = false;
+        n->peer_saw_start[k] = false;
+        n->peer_chain_index[k] = 0;
+        n->peer_chain_differs[k] = false;
+    }
+    n->fatal = 0;
+    reopen_log(n);
+    health_recovered(&n->health, now);
+    if (n->recovering_why[0])
+        fprintf(stderr, "paxosfs: node %u: recovering lost acceptor state "
+                "(%s); casting no vote until recovered\n", n->cfg.id,
+                n->recovering_why);
+    gate_update(n);
+    px_event first = { .type = PX_EV_TICK };
+    step(n, &first);
+}
+
 /* ---------------------------------------------------------------- loop */
 
 enum { POLL_SIGNAL, POLL_SYNC, POLL_BG, POLL_FUSE, POLL_ADMIN, POLL_NET,
@@ -2314,6 +2555,8 @@ int node_run(node *n)
         background_sync(n, now);
         send_heads(n, now);
         catchup_expire(n, now);
+        if (n->fatal && health_poll(&n->health, now))
+            storage_reopen(n);   /* invariant 4: the probe passed */
     }
     /* what was acknowledged is durable already; finish what is in flight */
     drain_sync(n);
@@ -2328,7 +2571,7 @@ void node_close(node *n)
     if (n->mount) {
         /* parked requests of a mount that is going away: answer (into the
          * void) so that nothing they hold leaks */
-        fail_all_pending(n, -EIO);
+        fail_all_pending(n, -EIO, -EIO);
         fs_unmount(n->mount);
         n->mount = NULL;
     }
@@ -2336,6 +2579,7 @@ void node_close(node *n)
     n->sync = NULL;
     worker_destroy(n->bg);   /* waits for a job drain_chain_sync gave up on */
     n->bg = NULL;
+    health_fini(&n->health);
     n->sync = NULL;
     outbox_free(&n->held);
     if (n->adm)
