@@ -2373,6 +2373,11 @@ static void storage_reopen(node *n)
     n->fatal = 0;
     reopen_log(n);
     health_recovered(&n->health, now);
+    if (head < kv_applied_index(n->state))
+        fprintf(stderr, "paxosfs: node %u: the chain on disk ends at block %"
+                PRIu64 ", %" PRIu64 " blocks short of the state (never "
+                "synced); they are appended again as the leader sends them\n",
+                n->cfg.id, head, kv_applied_index(n->state) - head);
     if (n->recovering_why[0])
         fprintf(stderr, "paxosfs: node %u: recovering lost acceptor state "
                 "(%s); casting no vote until recovered\n", n->cfg.id,
