@@ -202,8 +202,8 @@ void health_fail(health *h, const char *what, int err, uint64_t now_ms)
     h->logged_ms = now_ms;
     int client = health_client_errno(err);
     say(h, LOG_ERR, "cannot persist: %s failed: %s; not leading or voting, "
-        "writes on this mount fail with %s and reads with EIO; retrying "
-        "with back-off (%d ms up to %d ms)", h->what, strerror(-err),
+        "writes and reads on this mount fail with %s; retrying with "
+        "back-off (%d ms up to %d ms)", h->what, strerror(-err),
         client == -ENOSPC ? "ENOSPC" : client == -EDQUOT ? "EDQUOT" : "EIO",
         HEALTH_BACKOFF_MIN_MS, HEALTH_BACKOFF_MAX_MS);
 }

@@ -117,10 +117,10 @@ bool health_poll(health *h, uint64_t now_ms);
 /* The owner reopened and re-verified its storage: HEALTHY, logged. */
 void health_recovered(health *h, uint64_t now_ms);
 
-/* The errno a writer on this node's mount gets for failure `err`: the
+/* The errno a call on this node's mount gets for failure `err`: the
  * disk is full (ENOSPC, EDQUOT) as it is, everything else (EIO, EMFILE,
- * ENFILE, EROFS, ...) as -EIO: the write was refused because this node
- * cannot store it; .status and the log say why. */
+ * ENFILE, EROFS, ...) as -EIO: the call was refused because this node
+ * cannot store (nor apply) anything; .status and the log say why. */
 int health_client_errno(int err);
 
 /* .status: `"storage":{...}` (the state, what failed, errno and message,
