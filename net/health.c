@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,7 +125,14 @@ int health_init(health *h, uint32_t node_id, const char *dir,
     n = snprintf(path, sizeof path, "%s/%s", dir, HEALTH_PROBE_NAME);
     if (n > 0 && (size_t)n < sizeof path)
         (void)unlink(path);
-    return worker_create(&h->thread);
+    /* the thread takes no signal: a stop signal must reach the loop's
+     * signalfd, whenever the owner blocks it (node_mount, after us) */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = worker_create(&h->thread);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
 }
 
 void health_fini(health *h)

@@ -13,7 +13,9 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -276,6 +278,55 @@ static void test_probe_dir(void **state)
     rm_tree(dir);
 }
 
+/* The SigBlk mask of every thread of this process but `skip`: a thread
+ * with SIGTERM unblocked could take a stop signal meant for the node's
+ * signalfd and kill the process. */
+static int threads_taking_sigterm(void)
+{
+    int count = 0;
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        char path[300], line[256];
+        snprintf(path, sizeof path, "/proc/self/task/%s/status", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        while (fgets(line, sizeof line, f))
+            if (strncmp(line, "SigBlk:", 7) == 0) {
+                unsigned long long mask = strtoull(line + 7, NULL, 16);
+                count += !(mask & (1ull << (SIGTERM - 1)));
+            }
+        fclose(f);
+    }
+    closedir(d);
+    return count;
+}
+
+/* node_open starts the health thread before node_mount blocks the stop
+ * signals: the thread must block them itself. */
+static void test_health_thread_takes_no_signal(void **state)
+{
+    (void)state;
+    int before = threads_taking_sigterm();
+    assert_true(before >= 1);                /* this thread */
+    reset_fakes();
+    health h;
+    assert_int_equal(health_init(&h, 1, "/nonexistent", fake_probe,
+                                 fake_log, NULL), 0);
+    /* once it ran a probe the thread has its own signal mask for sure
+     * (a thread starts with every signal blocked until it runs) */
+    health_fail(&h, "chain append", -EIO, 0);
+    health_poll(&h, HEALTH_BACKOFF_MIN_MS);
+    assert_true(finish_probe(&h, HEALTH_BACKOFF_MIN_MS));
+    assert_int_equal(probes, 1);
+    assert_int_equal(threads_taking_sigterm(), before);
+    health_fini(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -285,6 +336,7 @@ int main(void)
         cmocka_unit_test(test_client_errno),
         cmocka_unit_test(test_status_json),
         cmocka_unit_test(test_probe_dir),
+        cmocka_unit_test(test_health_thread_takes_no_signal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
