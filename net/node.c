@@ -14,10 +14,11 @@
  *  4. After a storage failure (a failed write or fdatasync of the chain
  *     or the acceptor store, no descriptor left) the node neither leads
  *     nor votes (px_suspend), sends nothing, and fails writes and reads
- *     on its mount at once with ENOSPC (its disk is full) or EIO; net/health.c retries
- *     with back-off and, once a probe passes, storage_reopen re-verifies
- *     the stores from disk, builds a new replica and passes the start
- *     gate (invariant 5) again before it votes.
+ *     on its mount at once with ENOSPC (its disk is full) or EIO;
+ *     net/health.c retries with back-off and, once a probe passes,
+ *     storage_reopen re-verifies the stores from disk, builds a new
+ *     replica and passes the start gate (invariant 5) again before it
+ *     votes.
  *  5. A started node votes, leads and serves its chain (reads, catch-up)
  *     only once it is confirmed: a majority of the members, itself
  *     included, hold the same block as it does where their chains meet
@@ -1101,7 +1102,8 @@ static void status_storage(const node *n, const px_status *st, FILE *fp)
     }
     fprintf(fp, ",\"reads\":\"%s\",\"catchup_installed\":%" PRIu64
             ",\"catchup_dropped\":%" PRIu64,
-            n->fatal == -ENOSPC ? "failing with ENOSPC: this node cannot persist"
+            n->fatal == -ENOSPC
+                ? "failing with ENOSPC: this node cannot persist"
             : n->fatal ? "failing with EIO: this node cannot persist"
             : n->abstaining ? "waiting: chain differs from a majority's"
             : !n->confirmed ? "waiting: chain not yet confirmed by a majority"
