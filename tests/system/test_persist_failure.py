@@ -332,11 +332,12 @@ def check_storage_failed(c, k, errnum, error):
 
 
 def check_sick(c, k, errnum):
-    """Node k neither leads nor votes, and every call on its mount fails at
-    once with errnum."""
+    """Node k neither leads nor votes (its replica is suspended: it follows
+    nobody and ignores what it receives, so it names no leader), and every
+    call on its mount fails at once with errnum."""
     st = status(c, k)
     assert st["healthy"] is False and st["voting"] is False, st
-    assert st["role"] != "leader", st
+    assert st["role"] == "follower" and st["leader"] == 0, st
     fails_fast(lambda: write_file(c.node(k).path("refused"), "x\n"), errnum,
                "a write on node %d" % k)
     fails_fast(lambda: read_file(c.node(k).path("before")), errnum, "a read on node %d" % k)
