@@ -303,4 +303,15 @@ int chain_verify_dir_marked(const char *dir, const chain_mark *durable,
                             uint8_t head_hash[CHAIN_HASH_BYTES],
                             chain_open_report *torn, chain_damage *damage);
 
+/* Make what the chain and the acceptor store under `dir` hold durable
+ * (fdatasync of every file in DIR/chain and DIR/acceptor, fsync of both
+ * directories and of DIR), then drop the pages the kernel caches of those
+ * files.  A node whose writes or fdatasyncs failed calls it before it
+ * reopens them: the next chain_open_marked and acceptor_open_salvage then
+ * verify what the disk holds, not what the page cache kept of writes
+ * whose fate is unknown, and nothing they find is taken for durable
+ * without being so.  0, or the first negative errno (a directory that
+ * does not exist is skipped). */
+int chain_settle_dir(const char *dir);
+
 #endif /* PAXOSFS_CHAIN_H */

@@ -61,6 +61,10 @@
  *      named by file, offset and the first block missing or different.
  *   7. Files are created 0600, the directory 0700.
  *
+ *   8. chain_settle_dir (a node reopening its storage after a failure)
+ *      syncs every file before it drops cached pages, so what the next
+ *      open reads and calls durable is on the disk.
+ *
  * Segment life:  [created, empty] --append--> [active] --roll--> [sealed]
  *   created by chain_open (first segment) or append_roll; sealed segments
  *   are never written again.
@@ -1046,6 +1050,58 @@ int chain_hash_at(chain *c, uint64_t index, uint8_t out[CHAIN_HASH_BYTES])
         return rc;
     memcpy(out, v.hash, CHAIN_HASH_BYTES);
     return 0;
+}
+
+/* fdatasync every regular file in `path`, then drop its cached pages,
+ * then fsync `path` itself. */
+static int settle_one_dir(const char *path)
+{
+    const chain_io_ops *io = chain_io();
+    DIR *d = opendir(path);
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    char file[CHAIN_PATH_MAX];
+    int rc = 0;
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        int n = snprintf(file, sizeof file, "%s/%s", path, de->d_name);
+        if (n < 0 || (size_t)n >= sizeof file)
+            continue;   /* not a name chain/ ever makes */
+        int fd = io->open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
+        if (fd == -ENOENT || fd == -ELOOP || fd == -ENXIO)
+            continue;   /* gone meanwhile, a link, a socket: not ours */
+        if (fd < 0) {
+            rc = fd;
+            break;
+        }
+        struct stat st;
+        rc = io->fstat(fd, &st);
+        if (rc == 0 && S_ISREG(st.st_mode)) {
+            rc = io->fdatasync(fd);
+            if (rc == 0)
+                (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        }
+        io->close(fd);
+    }
+    closedir(d);
+    return rc ? rc : chain_io_fsync_dir(path);
+}
+
+int chain_settle_dir(const char *dir)
+{
+    char path[CHAIN_PATH_MAX];
+    static const char *const subs[] = { "chain", "acceptor" };
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
+        int n = snprintf(path, sizeof path, "%s/%s", dir, subs[i]);
+        if (n < 0 || (size_t)n >= sizeof path)
+            return -ENAMETOOLONG;
+        int rc = settle_one_dir(path);
+        if (rc)
+            return rc;
+    }
+    return chain_io_fsync_dir(dir);
 }
 
 /* Read-only: the torn tail is reported, not cut; the head is the last

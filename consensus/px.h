@@ -287,6 +287,27 @@ int px_step(px_replica *r, const px_event *ev, px_output *out);
 void px_begin_recovery(px_replica *r);
 bool px_recovering(const px_replica *r);
 
+/* The host can no longer persist: a write or fdatasync of its acceptor
+ * store or chain failed (EIO, ENOSPC), or it has no descriptor left
+ * (EMFILE).  Nothing it would persist from now on could be made durable,
+ * so from its next px_step on, and for the rest of its life, the replica:
+ *   - neither leads, campaigns nor votes: a leader or candidate steps
+ *     down (its heartbeats stop, so the others elect a leader among
+ *     themselves) and it follows no leader (leader_id 0);
+ *   - ignores every message it receives (px_stats.msgs_suspended);
+ *   - puts out no message, no persist step and no committed entry;
+ *   - answers every request and read submitted here with -EIO: those
+ *     queued when px_suspend was called in the output of that next step,
+ *     later ones in the output of their own PX_EV_PROPOSE or
+ *     PX_EV_READ_INDEX.  Requests it had already forwarded to a leader,
+ *     or proposed as leader, may still commit (as after a timeout).
+ * Once persisting works again the host builds a new replica with
+ * px_create from what its storage holds (never resumes this one: its
+ * memory may hold promises and accepted values that never reached the
+ * disk).  Already suspended: no-op.  No I/O. */
+void px_suspend(px_replica *r);
+bool px_suspended(const px_replica *r);
+
 /* Tell the replica the chain head the host computed, so heartbeats and
  * acks carry it to peers (DESIGN.md invariant 3).  No I/O. */
 void px_set_chain_head(px_replica *r, uint64_t index,
@@ -321,6 +342,7 @@ typedef struct px_status {
     uint32_t recovery_needed;     /* other voters in all */
     uint64_t recovery_slot;       /* votes again once commit reaches it;
                                      0 until every voter promised */
+    bool suspended;               /* px_suspend: neither leads nor votes */
 } px_status;
 
 void px_get_status(const px_replica *r, px_status *st);
@@ -350,6 +372,7 @@ typedef struct px_stats {
     uint64_t ballots_refused;    /* ballot beyond PX_ROUND_WINDOW above
                                     every round seen: dropped (msg.c) */
     uint64_t rounds_exhausted;   /* elections not started: no round left */
+    uint64_t msgs_suspended;     /* ignored while suspended (px_suspend) */
 } px_stats;
 
 void px_get_stats(const px_replica *r, px_stats *st);

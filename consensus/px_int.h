@@ -13,6 +13,7 @@
  *   learner.c  - commit rule, apply order, catch-up, snapshots
  *   forward.c  - the request queue: forwarding, retries, dedupe
  *   recovery.c - recovery of an incomplete acceptor state before voting
+ *   suspend.c  - the suspended mode of a replica whose host cannot persist
  *   members.c  - configuration encoding and quorum helpers
  *   batch.c    - batch encoding
  *   sessions.c - exactly-once session table
@@ -305,6 +306,10 @@ struct px_replica {
     uint64_t rec_slot;          /* highest slot a voter reported */
     uint64_t rec_sent_ms;       /* last PREPAREs sent (or round given up) */
 
+    /* the host can no longer persist (suspend.c) */
+    bool suspended;
+    bool suspend_settled;       /* the first suspended step ran */
+
     px_stats stats;
     px_outbuf out;
 };
@@ -397,6 +402,7 @@ void px_on_read_index(px_replica *r, uint64_t token, uint32_t origin);
 void px_on_read_msg(px_replica *r, const px_msg *m);
 void px_reads_pump(px_replica *r);
 void px_reads_fail_leader(px_replica *r);
+void px_reads_fail_all(px_replica *r, int status);
 int px_readq_init(px_readq *q);
 void px_readq_free(px_readq *q);
 
@@ -418,6 +424,9 @@ void px_recovery_tick(px_replica *r);
 void px_recovery_on_promise(px_replica *r, const px_msg *m);
 void px_recovery_on_reject(px_replica *r, const px_msg *m);
 void px_recovery_check(px_replica *r);
+
+/* suspend.c */
+void px_suspended_step(px_replica *r, const px_event *ev);
 
 /* forward.c */
 int px_queue_init(px_queue *q, uint32_t cap);

@@ -63,6 +63,23 @@ static px_read *px_readq_at(px_readq *q, uint32_t i)
     return &q->items[(q->head + i) % PX_READS_MAX];
 }
 
+/* Answer every read submitted here with `status` and forget every read
+ * (those asked by peers are asked again of whoever leads next). */
+void px_reads_fail_all(px_replica *r, int status)
+{
+    px_readq *qs[2] = { &r->lreads, &r->freads };
+    for (int k = 0; k < 2; k++) {
+        px_readq *q = qs[k];
+        for (uint32_t i = 0; i < q->count; i++) {
+            const px_read *x = px_readq_at(q, i);
+            if (!x->origin)
+                px_out_read(r, x->token, 0, status);
+        }
+        q->head = q->count = 0;
+    }
+    r->need_round = false;
+}
+
 static px_read *px_readq_push(px_readq *q)
 {
     if (q->count == PX_READS_MAX)

@@ -16,6 +16,9 @@
  *     LEARNER: not a voter of the configuration in force (members.c); it
  *     follows the leader's log but never votes or campaigns.
  *
+ *     px_suspend (suspend.c): any role -> FOLLOWER (or LEARNER) at the next
+ *     step, for good; the host replaces a suspended replica.
+ *
  * One px_step:
  *     reset output -> compact ring -> handle event -> timers ->
  *     leader pump (phase 2) -> forward pump -> reads pump ->
@@ -253,6 +256,8 @@ int px_out_msg(px_replica *r, uint8_t type, uint32_t to, px_ballot b)
     px_outbuf *o = &r->out;
     if (r->recovering && px_is_vote(type))
         return -1;   /* recovery.c invariant 1: no vote, and no error */
+    if (r->suspended)
+        return -1;   /* suspend.c invariant 1: nothing leaves */
     if (o->n_msgs == o->cap_msgs) {
         uint32_t c = o->cap_msgs ? o->cap_msgs * 2 : 32;
         px_msg *m = realloc(o->msgs, c * sizeof(*m));
@@ -398,7 +403,7 @@ static uint64_t px_next_tick(const px_replica *r)
             next = r->commit_notice_at_ms;
         if (r->lazy_due_ms && r->lazy_due_ms < next)
             next = r->lazy_due_ms;
-    } else if (r->self_voter && !r->recovering &&
+    } else if (r->self_voter && !r->recovering && !r->suspended &&
                r->election_deadline_ms < next) {
         next = r->election_deadline_ms;
     }
@@ -485,6 +490,18 @@ int px_step(px_replica *r, const px_event *ev, px_output *out)
         r->quorum_ok_ms = r->now_ms;
     }
     px_log_compact(r);
+
+    if (r->suspended) {
+        /* suspend.c: no handler, timer or pump runs */
+        px_suspended_step(r, ev);
+        PX_ASSERT(r->cur_persist_id == 0 && !r->out.persist_promise &&
+                  r->out.n_accepts == 0 && r->out.n_committed == 0 &&
+                  r->out.n_msgs == 0 && r->role != PX_LEADER &&
+                  r->role != PX_CANDIDATE);
+        px_out_publish(r, out);
+        out->next_tick_ms = px_next_tick(r);
+        return r->out.error;
+    }
 
     switch (ev->type) {
     case PX_EV_RECEIVE:
@@ -579,6 +596,7 @@ void px_get_status(const px_replica *r, px_status *st)
         st->lease_ms_left = r->lease_until_ms - r->now_ms;
     if (r->role == PX_LEADER && r->next_slot > r->commit + 1)
         st->slots_in_flight = (uint32_t)(r->next_slot - 1 - r->commit);
+    st->suspended = r->suspended;
     st->recovering = r->recovering;
     if (r->recovering) {
         st->recovery_ballot = r->rec_ballot;

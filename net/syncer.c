@@ -109,6 +109,31 @@ void syncer_destroy(syncer *s)
     free(s);
 }
 
+int syncer_reset(syncer *s, acceptor_store *store)
+{
+    if (s->started) {
+        pthread_mutex_lock(&s->lock);
+        s->stop = true;
+        pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->thread, NULL);
+        s->started = false;
+    }
+    syncer_ack_wake(s);
+    s->store = store;
+    s->n_buffered = 0;
+    s->head = s->n = 0;
+    s->write_gen = 0;
+    s->published_gen = s->synced_gen = 0;
+    s->running = false;
+    s->stop = false;
+    s->result = 0;
+    if (pthread_create(&s->thread, NULL, syncer_main, s) != 0)
+        return -EAGAIN;
+    s->started = true;
+    return 0;
+}
+
 int syncer_wake_fd(const syncer *s)
 {
     return s->wake_fd;

@@ -65,6 +65,15 @@ int syncer_flush(syncer *s, bool inline_sync);
  * return how many, or the negative errno of a failed fdatasync. */
 int syncer_take(syncer *s, uint64_t *ids, uint32_t max);
 
+/* Start over with `store` (the node reopened its acceptor store after a
+ * failure, net/health.h): stops the sync thread (waiting for an fdatasync
+ * in progress on the old store), forgets every persist id buffered or
+ * written and the sticky failure (invariant 2 held for the old store,
+ * which the caller closes afterwards), and starts the thread again.  The
+ * wake fd stays the same.  0 or a negative errno (no thread: the caller
+ * must not use the syncer). */
+int syncer_reset(syncer *s, acceptor_store *store);
+
 /* fdatasyncs done so far (on the thread and inline): with the number of
  * writes, it shows how many each group commit covered. */
 uint64_t syncer_syncs(syncer *s);

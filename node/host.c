@@ -7,8 +7,10 @@
  * Invariants:
  *   1. Committed entries are applied in slot order, each once: chain block
  *      first (it fixes the hash), then the key-value state.
- *   2. After a storage failure nothing more is applied: the chain and the
- *      state stay at the last block that was written.
+ *   2. After a storage failure nothing more is applied until the stores
+ *      are reopened (reopen.c); the state never goes back: blocks a
+ *      failed disk lost from the chain are appended again when they come
+ *      again, without being applied twice.
  *   3. The acceptor store forgets accepted values only up to a chain
  *      position that is durable (chain_sync_finish returned), and that
  *      position is recorded in the store (acceptor_mark) so that a chain
@@ -47,26 +49,31 @@ void host_apply(node *n, const px_entry *e)
 {
     if (n->fatal)
         return;   /* invariant 2 */
-    if (e->slot <= kv_applied_index(n->state))
-        return;   /* already applied (restart replay) */
-    uint8_t hash[CHAIN_HASH_BYTES];
-    int rc = chain_append(n->chain, e->slot, e->time_ms, e->kind, e->data,
-                          e->len, hash);
-    if (rc < 0) {
-        node_storage_failed(n, "chain append", rc);
-        return;
+    if (e->slot > chain_head_index(n->chain)) {
+        uint8_t hash[CHAIN_HASH_BYTES];
+        int rc = chain_append(n->chain, e->slot, e->time_ms, e->kind,
+                              e->data, e->len, hash);
+        if (rc < 0) {
+            node_storage_failed(n, "chain append", rc);
+            return;
+        }
+        px_set_chain_head(n->px, e->slot, hash);
     }
-    px_set_chain_head(n->px, e->slot, hash);
-    rc = kv_apply_entry(n->state, e, on_result, n);
+    /* already applied: a restart's replay, or blocks whose chain copy a
+     * failed disk lost and that come again after a reopen (the state
+     * never goes back) */
+    if (e->slot <= kv_applied_index(n->state))
+        return;
+    int rc = kv_apply_entry(n->state, e, on_result, n);
     if (rc < 0)
         node_storage_failed(n, "applying a committed entry", rc);
 }
 
-/* Restart: the chain into the key-value state. */
+/* The chain blocks the state lacks into it (all of them at start). */
 int host_replay(node *n, char *err, size_t err_len)
 {
     uint64_t head = chain_head_index(n->chain);
-    for (uint64_t i = 1; i <= head; i++) {
+    for (uint64_t i = kv_applied_index(n->state) + 1; i <= head; i++) {
         chain_block b;
         int rc = chain_read(n->chain, i, &b);
         if (rc < 0) {

@@ -383,9 +383,10 @@ void integrity_on_chain_head(void *arg, uint32_t from, uint64_t index,
  * themselves. */
 bool integrity_filter(node *n, const px_msg *m)
 {
-    if ((n->confirmed && !n->abstaining) || m->type == PX_MSG_FORWARD ||
-        m->type == PX_MSG_CATCHUP_REQ)
-        return false;
+    if (!n->fatal && ((n->confirmed && !n->abstaining) ||
+                      m->type == PX_MSG_FORWARD ||
+                      m->type == PX_MSG_CATCHUP_REQ))
+        return false;   /* loop.c invariant 2: nothing at all while failed */
     n->votes_withheld++;
     return true;
 }

@@ -7,8 +7,15 @@
  *      calls of the mount (node_submit, node_read_barrier): requests are
  *      queued in the client handle and stepped by the loop, so fs
  *      handlers are never re-entered.
- *   2. After a storage failure (a failed fdatasync or chain append) the
- *      node accepts no more writes: durability can no longer be promised.
+ *   2. After a storage failure (a failed write or fdatasync of the chain
+ *      or the acceptor store, no descriptor left) the node neither leads
+ *      nor votes (px_suspend), sends nothing, and fails writes and reads
+ *      on its mount at once with ENOSPC (its disk is full) or EIO;
+ *      net/health.c retries with back-off and, once a probe passes,
+ *      reopen.c re-verifies the stores from disk, builds a new replica
+ *      and passes the start gate (integrity.c invariant 1) again before
+ *      it votes.  A replica step that ran out of memory is handled the
+ *      same way (px.h: the replica must not be used again).
  *   3. Timers (election, heartbeat, deadlines, back-off) run on
  *      CLOCK_MONOTONIC; the wall clock only stamps entries (their commit
  *      time, the mtime of keys), so a step of the wall clock neither
@@ -55,15 +62,18 @@ uint64_t node_wall_ms(node *n)
 
 /* ----------------------------------------------------------- failure */
 
+/* Invariant 2: logged once (net/health.c); the replica stops leading and
+ * voting from its next step on; callers get ENOSPC or EIO now. */
 void node_storage_failed(node *n, const char *what, int rc)
 {
     if (n->fatal)
         return;
     n->fatal = rc < 0 ? rc : -EIO;
-    fprintf(stderr, "paxosfs: node %u: %s failed: %s; refusing further writes\n",
-            n->cfg.id, what, strerror(-n->fatal));
+    health_fail(&n->health, what, n->fatal, node_now_ms());
+    if (n->px)
+        px_suspend(n->px);
     if (n->cl)
-        client_fail_all(n->cl, -EIO);
+        client_fail_all(n->cl, health_client_errno(n->fatal));
 }
 
 /* ------------------------------------------------------------- step */
@@ -105,23 +115,13 @@ void node_step(node *n, px_event *ev)
     px_output out;
     ev->now_ms = node_now_ms();
     ev->wall_ms = node_wall_ms(n);
-    if (n->fatal == -ENOMEM)
-        return;   /* the replica is unusable (below) */
     int rc = px_step(n->px, ev, &out);
     if (rc == -ENOMEM) {
         /* px.h: nothing of this output may be carried out and the replica
-         * must not be stepped again; the durable state is intact, so the
-         * node stops and a restart resumes from it (the other members go
-         * on without this one meanwhile) */
-        fprintf(stderr, "paxosfs: node %u: out of memory in the replica: "
-                "stopping; a restart resumes from the durable state\n",
-                n->cfg.id);
-        if (!n->fatal) {
-            n->fatal = -ENOMEM;
-            if (n->cl)
-                client_fail_all(n->cl, -EIO);
-        }
-        n->stop = true;
+         * must not be stepped again: suspend it (it then puts out nothing)
+         * and let reopen.c build a new one from the durable state, as
+         * after a storage failure (invariant 2) */
+        node_storage_failed(n, "a replica step (out of memory)", -ENOMEM);
         return;
     }
     if (rc < 0) {
@@ -179,7 +179,7 @@ static int node_submit(void *ctx, const uint8_t *op, uint32_t len,
     node *n = ctx;
     node_track_leader(n, node_now_ms());   /* as of now, not of the turn */
     if (n->fatal)
-        return -EIO;
+        return health_client_errno(n->fatal);   /* invariant 2 */
     if (n->no_leader && !answered) {
         n->fast_failed++;
         return -EHOSTUNREACH;
@@ -191,6 +191,8 @@ static int node_read_barrier(void *ctx, fs_done_fn done, void *arg)
 {
     node *n = ctx;
     node_track_leader(n, node_now_ms());
+    if (n->fatal)   /* invariant 2: nothing is applied meanwhile */
+        return health_client_errno(n->fatal);
     if (n->no_leader) {
         n->fast_failed++;
         return -EHOSTUNREACH;
@@ -210,7 +212,7 @@ static int node_can_write(void *ctx)
     node *n = ctx;
     node_track_leader(n, node_now_ms());
     if (n->fatal)
-        return -EIO;
+        return health_client_errno(n->fatal);   /* invariant 2 */
     if (n->no_leader) {
         n->fast_failed++;
         return -EHOSTUNREACH;
@@ -429,6 +431,8 @@ int node_run(node *n)
         host_background_sync(n, now);
         integrity_send_heads(n, now);
         catchup_expire(n, now);
+        if (n->fatal && health_poll(&n->health, now))
+            node_storage_reopen(n);   /* invariant 2: the probe passed */
     }
     /* what was acknowledged is durable already; finish what is in flight */
     commit_drain(n);

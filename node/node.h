@@ -40,6 +40,10 @@ typedef struct node_config {
     const cpu_set_t *leader_cpus;  /* NULL, or: while leading, every thread
                                       runs on these CPUs only, and while not
                                       leading on the other allowed ones */
+    const char *log_path;          /* NULL, or the file stdout and stderr
+                                      go to: opened again after the node
+                                      reopened its storage (a data disk
+                                      mounted anew); must outlive the node */
 } node_config;
 
 void node_config_default(node_config *cfg);
@@ -54,8 +58,11 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len);
 /* Mount the filesystem (cfg->mountpoint).  0 or negative errno + err. */
 int node_mount(node *n, char *err, size_t err_len);
 
-/* Run until SIGTERM/SIGINT or the mount goes away.  Returns 0 on a clean
- * stop, or a negative errno after a fatal storage error. */
+/* Run until SIGTERM/SIGINT or the mount goes away.  A storage failure
+ * is not fatal: the node stops leading and voting, fails the calls on its
+ * mount with ENOSPC or EIO, and resumes once its storage works again
+ * (net/health.h).  Returns 0 on a clean stop, or the negative errno of a
+ * storage failure the node had not recovered from when it stopped. */
 int node_run(node *n);
 
 /* Unmount, sync the chain, release the lock and free everything. */

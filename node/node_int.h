@@ -16,6 +16,8 @@
  *                heads the other members vouch for
  *   status.c     .status and the admin socket
  *   open.c       backing directory, lock, restart, mount, close
+ *   reopen.c     after a storage failure: reverify the stores, build a
+ *                new replica, pass the start gate again
  */
 #ifndef PAXOSFS_NODE_INT_H
 #define PAXOSFS_NODE_INT_H
@@ -29,6 +31,7 @@
 #include "../consensus/px.h"
 #include "../fs/fs.h"
 #include "../net/admin.h"
+#include "../net/health.h"
 #include "../net/outbox.h"
 #include "../net/syncer.h"
 #include "../net/transport.h"
@@ -161,7 +164,10 @@ struct node {
     cpu_set_t other_cpus;       /* where a follower runs */
     int placed_as;              /* -1 not yet, 0 follower, 1 leader */
     int placement_error;        /* last cpus_apply failure, logged once */
-    int fatal;                  /* negative errno once storage failed */
+    int fatal;                  /* negative errno while storage is failed
+                                   (loop.c invariant 2) */
+    health health;              /* net/health.h: probing with back-off */
+    px_options px_opt;          /* to build a new replica (reopen.c) */
     bool stop;
 };
 
@@ -175,6 +181,9 @@ void node_track_leader(node *n, uint64_t now_ms);
 void node_serve_reads(node *n);     /* as far as state and health allow */
 void node_backend(node *n, fs_backend *be);   /* what the mount calls */
 void node_write_lock_pid(node *n);  /* open.c */
+int node_take_lock(node *n, char *err, size_t err_len);     /* open.c */
+int node_open_storage(node *n, char *err, size_t err_len);  /* open.c */
+void node_storage_reopen(node *n);  /* reopen.c */
 
 /* commit.c */
 void commit_output(node *n, const px_output *out);   /* persist, send */

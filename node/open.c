@@ -60,7 +60,7 @@ static int make_dir(const char *path, char *err, size_t err_len)
     return 0;
 }
 
-static int take_lock(node *n, char *err, size_t err_len)
+int node_take_lock(node *n, char *err, size_t err_len)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/LOCK", n->data_dir);
@@ -99,7 +99,7 @@ void node_write_lock_pid(node *n)
 /* Open the acceptor store, then the chain held to the position the store
  * recorded as durable; decide whether the acceptor state may be
  * incomplete (invariant 6); record this start (invariant 5). */
-static int open_storage(node *n, char *err, size_t err_len)
+int node_open_storage(node *n, char *err, size_t err_len)
 {
     uint32_t id = n->cfg.id;
     acceptor_open_report arep;
@@ -248,11 +248,17 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     rc = make_dir(n->data_dir, err, err_len);
     if (rc < 0)
         goto fail;
-    rc = take_lock(n, err, err_len);
+    rc = node_take_lock(n, err, err_len);
     if (rc < 0)
         goto fail;
+    rc = health_init(&n->health, cfg->id, n->data_dir, NULL, NULL, NULL);
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot start the health thread: %s",
+                 strerror(-rc));
+        goto fail;
+    }
 
-    rc = open_storage(n, err, err_len);
+    rc = node_open_storage(n, err, err_len);
     if (rc < 0)
         goto fail;
 
@@ -277,6 +283,7 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
             opt.members.voters[opt.members.n_voters++] = cfg->peers[i].id;
     }
     opt.seed = node_random_u64();
+    n->px_opt = opt;
 
     n->zctx = zmq_ctx_new();
     if (!n->zctx) {
@@ -375,6 +382,7 @@ void node_close(node *n)
     n->sync = NULL;
     worker_destroy(n->bg);   /* waits for a job drain_chain_sync gave up on */
     n->bg = NULL;
+    health_fini(&n->health);
     n->sync = NULL;
     outbox_free(&n->held);
     if (n->adm)

@@ -68,7 +68,10 @@ static void status_storage(const node *n, const px_status *st, FILE *fp)
     }
     fprintf(fp, ",\"reads\":\"%s\",\"catchup_installed\":%" PRIu64
             ",\"catchup_dropped\":%" PRIu64,
-            n->abstaining ? "waiting: chain differs from a majority's"
+            n->fatal == -ENOSPC
+                ? "failing with ENOSPC: this node cannot persist"
+            : n->fatal ? "failing with EIO: this node cannot persist"
+            : n->abstaining ? "waiting: chain differs from a majority's"
             : !n->confirmed ? "waiting: chain not yet confirmed by a majority"
                             : "served",
             n->catchup_installed, n->catchup_dropped);
@@ -115,10 +118,13 @@ int status_text(void *ctx, char **text, size_t *len)
             n->fast_failed, px_retained_bytes(n->px),
             n->sync ? syncer_syncs(n->sync) : 0,
             n->fatal ? "false" : "true");
+    fputc(',', fp);
+    health_status_json(&n->health, fp, node_now_ms());
     fprintf(fp, ",\"read_lease\":%s,\"read_lease_ms_left\":%" PRIu64,
             st.read_lease ? "true" : "false", st.lease_ms_left);
     fprintf(fp, ",\"voting\":%s,\"votes_withheld\":%" PRIu64 ",\"diverged_from\":[",
-            n->abstaining || !n->confirmed || st.recovering ? "false" : "true",
+            n->abstaining || !n->confirmed || st.recovering || n->fatal
+                ? "false" : "true",
             n->votes_withheld);
     const char *dsep = "";
     for (uint32_t i = 0; i < n->cfg.n_peers; i++) {

@@ -258,6 +258,7 @@ int main(int argc, char **argv)
     }
     cfg.data_dir = data_dir;
     cfg.mountpoint = mountpoint;
+    cfg.log_path = foreground ? NULL : log_file;
 
     int exit_code = 1;
     int ready_pipe[2] = { -1, -1 };

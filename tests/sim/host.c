@@ -15,7 +15,13 @@
  *              persist step is not yet durable: their messages, commits and
  *              reads), the timer, and every client waiting here.
  *   A crash destroys everything volatile; a restart calls px_create with a
- *   px_restore built from the durable part.  The amnesia profile's crashes
+ *   px_restore built from the durable part.  The sickdisk profile's disks
+ *   fail for a while: the host stays up, its sync pipeline is lost as in
+ *   a crash, its replica is suspended (px_suspend: it must put out no
+ *   message, persist or commit), and when the disk works again a new
+ *   replica is built from the durable part, with the applied index of the
+ *   durable chain (`synced`) while the kv keeps what it applied: the
+ *   blocks in between come again and are skipped, as net/node.c does.  The amnesia profile's crashes
  *   may also lose the acceptor store (promise and accepts) or roll the
  *   node back to the copy of its durable state taken at its last start;
  *   both are detected (d_recovering), so the node restarts recovering
@@ -44,6 +50,8 @@
  *      is processed (the synced chain covers the rest); synced <= applied.
  *   5. Every event carries the host epoch it was made for; a crash bumps the
  *      epoch, so timers and syncs of a dead incarnation do nothing.
+ *   6. A suspended replica (sick disk) puts out no message, no persist step
+ *      and no committed entry, and never leads (checked in sim_output).
  */
 #include "sim.h"
 
@@ -465,6 +473,13 @@ static uint64_t sim_output(sim_world *w, sim_host *h, const px_output *o)
                 sim_violation(w, "node %u voted (message type %u) while "
                               "recovering lost acceptor state", h->id,
                               o->msgs[i].type);
+    if (px_suspended(h->px) &&
+        (o->n_msgs || sim_has_persist(o) || o->n_committed ||
+         px_role(h->px) == PX_LEADER || px_role(h->px) == PX_CANDIDATE))
+        sim_violation(w, "node %u took part while its disk failed: %u "
+                      "messages, persist %d, %u committed, role %u", h->id,
+                      o->n_msgs, sim_has_persist(o), o->n_committed,
+                      px_role(h->px));
     sim_arm_timer(w, h, o->next_tick_ms);
     if (!h->inflight && !h->gather &&
         (!sim_has_persist(o) || w->cfg.profile->fsync_max_ms == 0)) {
@@ -676,6 +691,7 @@ int sim_host_start(sim_world *w, sim_host *h)
     }
     h->alive = true;
     h->paused = false;
+    h->sick = false;
     h->timer_at_ms = 0;
     h->granted_reads = 0;
     if (h->applied)
@@ -701,6 +717,7 @@ void sim_host_crash(sim_world *w, sim_host *h)
     }
     h->alive = false;
     h->paused = false;
+    h->sick = false;
     h->epoch++;
     sim_pending_list_free(h->inflight);
     sim_pending_list_free(h->gather);
@@ -740,6 +757,54 @@ void sim_host_lose_state(sim_world *w, sim_host *h, bool rollback)
                    h->applied, 0);
 }
 
+void sim_host_disk_fail(sim_world *w, sim_host *h)
+{
+    if (!h->alive || h->sick)
+        return;
+    sim_trace_note(w, h->id, SIM_TR_FAULT, "disk fails", h->applied, 0);
+    h->sick = true;
+    h->sick_gen++;
+    /* what the pipeline held never became durable: as in a crash, its
+     * messages never leave and its commits are learned again */
+    sim_pending_list_free(h->inflight);
+    sim_pending_list_free(h->gather);
+    h->inflight = h->inflight_tail = h->gather = h->gather_tail = NULL;
+    px_suspend(h->px);
+    px_event ev = {.type = PX_EV_TICK};
+    sim_step(w, h, &ev);
+}
+
+void sim_host_disk_ok(sim_world *w, sim_host *h)
+{
+    if (!h->alive || !h->sick)
+        return;
+    px_destroy(h->px);
+    h->px = NULL;
+    h->sick = false;
+    h->epoch++;                          /* the old replica's timers */
+    h->timer_at_ms = 0;
+    h->granted_reads = 0;
+    /* the durable chain ends at `synced`; accepts above it are kept */
+    uint32_t first = 0;
+    while (first < h->d_n && h->d_accepts[first].slot <= h->synced)
+        first++;
+    px_restore rs = {.promise = h->d_promise, .applied_index = h->synced,
+                     .members = h->members, .n_accepts = h->d_n - first,
+                     .accepts = h->d_accepts + first,
+                     .recovering = h->d_recovering};
+    h->opt.seed = w->cfg.seed * 1000003u + h->id * 7919u + h->epoch;
+    int rc = px_create(&h->opt, &rs, &h->px);
+    if (rc < 0) {
+        sim_violation(w, "node %u: px_create = %d", h->id, rc);
+        h->alive = false;
+        return;
+    }
+    sim_trace_note(w, h->id, SIM_TR_FAULT, "disk works again, chain at",
+                   h->synced, 0);
+    px_event ev = {.type = PX_EV_TICK};
+    sim_step(w, h, &ev);
+}
+
 int sim_host_event(sim_world *w, sim_host *h, const sim_event *ev)
 {
     switch (ev->kind) {
@@ -772,7 +837,7 @@ int sim_host_event(sim_world *w, sim_host *h, const sim_event *ev)
             sim_sync_done(w, h);
         return 0;
     case SIM_EV_SNAPSHOT:
-        if (h->alive)
+        if (h->alive && !h->sick)        /* a sick disk stores nothing */
             sim_snapshot_install(w, h, ev->a, (uint32_t)ev->b);
         return 0;
     default:

@@ -64,12 +64,19 @@ static const sim_regression sim_regressions[] = {
      * ballot far above every round seen is dropped (consensus/msg.c). */
     {"forged-top-ballot-wedges-elections", 21, 3, "forged"},
     {"forged-top-ballot-five", 22, 5, "forged"},
+    /* A node whose disk fails must stop leading, campaigning and voting
+     * at once (px_suspend): a replica that went on leading or campaigning
+     * there ("node N took part while its disk failed", role 2 or 1, or
+     * messages put out) fails these seeds. */
+    {"sick-disk-leader-keeps-leading", 1, 3, "sickdisk"},
+    {"sick-disk-node-campaigns", 4, 3, "sickdisk"},
     /* smoke entries: one per profile and cluster size */
     {"single-node-crash-restart", 11, 1, "crash"},
     {"three-calm", 12, 3, "calm"},
     {"five-lossy-reorder", 13, 5, "lossy"},
     {"seven-partitions", 14, 7, "partition"},
     {"three-slowdisk", 16, 3, "slowdisk"},
+    {"five-sickdisk", 17, 5, "sickdisk"},
 };
 
 int sim_run_regressions(FILE *out, sim_stats *total, uint32_t *passed,

@@ -64,6 +64,10 @@ static const sim_profile sim_profiles[] = {
      .delay_max_ms = 10, .fsync_max_ms = 6, .partitions = true,
      .crashes = true, .pauses = true, .chain_lag = true, .amnesia = true,
      .fault_gap_ms = 400, .fault_phase_ms = 45000},
+    {.name = "sickdisk", .drop_ppm = 5000, .delay_min_ms = 1,
+     .delay_max_ms = 10, .fsync_max_ms = 6, .crashes = true, .pauses = true,
+     .chain_lag = true, .sick_disks = true, .fault_gap_ms = 400,
+     .fault_phase_ms = 45000},
     /* from here on: never drawn for a seed */
     {.name = "bench", .delay_min_ms = 1, .delay_max_ms = 1,
      .fault_gap_ms = 1000, .fault_phase_ms = 0},
@@ -169,7 +173,7 @@ static void sim_fault(sim_world *w)
     const sim_profile *p = w->cfg.profile;
     uint32_t n = w->cfg.nodes;
     enum { F_PART, F_ASYM, F_ISOLATE, F_CRASH, F_PAUSE, F_AMNESIA, F_FORGE,
-           F_COUNT };
+           F_SICK, F_COUNT };
     /* a lost store is recovered from every other voter: one at a time,
      * and never in a cluster too small to have others to ask */
     bool recovering = false;
@@ -178,7 +182,7 @@ static void sim_fault(sim_world *w)
     bool on[F_COUNT] = {p->partitions && n > 1, p->asym_partitions && n > 1,
                         p->leader_isolation && n > 1, p->crashes, p->pauses,
                         p->amnesia && n >= 3 && !recovering,
-                        p->forged_ballots && n > 1};
+                        p->forged_ballots && n > 1, p->sick_disks};
     uint32_t choices[F_COUNT], k = 0;
     for (uint32_t i = 0; i < F_COUNT; i++)
         if (on[i])
@@ -274,6 +278,20 @@ static void sim_fault(sim_world *w)
                        victim);
         break;
     }
+    case F_SICK: {
+        /* mostly the leader's disk: the case that must fail over */
+        uint32_t leader = sim_find_leader(w);
+        if (leader && sim_rng_below(&w->rng, 2))
+            h = &w->hosts[victim = leader];
+        if (!h->alive || h->paused || h->sick)
+            break;
+        sim_host_disk_fail(w, h);
+        sim_trace_note(w, 0, SIM_TR_FAULT, "disk of node fails", victim,
+                       victim);
+        sim_schedule(w, w->now_ms + sim_rng_range(&w->rng, 100, 2000),
+                     SIM_EV_DISK_OK, victim, h->sick_gen, 0);
+        break;
+    }
     case F_PAUSE:
         if (!h->alive || h->paused)
             break;
@@ -318,6 +336,8 @@ static void sim_heal(sim_world *w)
             sim_host_start(w, h);
         else
             sim_resume(w, h);
+        if (h->alive && h->sick)
+            sim_host_disk_ok(w, h);
     }
 }
 
@@ -440,6 +460,14 @@ static void sim_dispatch(sim_world *w, sim_event *ev, sim_probe *probe)
         if (h && h->pause_gen == ev->a)
             sim_resume(w, h);
         break;
+    case SIM_EV_DISK_OK:
+        /* a paused node's disk is mended when it resumes (or at heal) */
+        if (h && h->sick && h->sick_gen == ev->a && !h->paused)
+            sim_host_disk_ok(w, h);
+        else if (h && h->sick && h->sick_gen == ev->a)
+            sim_schedule(w, w->now_ms + 100, SIM_EV_DISK_OK, ev->node,
+                         ev->a, 0);
+        break;
     case SIM_EV_HEAL_LINKS:
         if (ev->a == w->partition_gen) {
             sim_cut_clear(w);
@@ -558,7 +586,8 @@ static void sim_usage(void)
             "usage: sim [--seeds N [--from S]] [--seed S] [--nodes N] [--profile NAME]\n"
             "           [--clients N] [--window N] [--batch N] [--ops N]\n"
             "           [--trace] [--bench] [--no-regressions]\n"
-            "profiles: calm lossy partition crash chaos slowdisk amnesia forged\n");
+            "profiles: calm lossy partition crash chaos slowdisk amnesia sickdisk "
+            "forged\n");
 }
 
 static void sim_add(sim_stats *total, const sim_stats *s)

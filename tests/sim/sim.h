@@ -62,6 +62,9 @@ typedef struct sim_profile {
                                   (detected: it restarts recovering) */
     bool forged_ballots;       /* a key holder forges messages with a
                                   ballot at the end of the round space */
+    bool sick_disks;           /* a node's disk fails for a while: its
+                                  replica is suspended (px_suspend), then
+                                  replaced by one built from its store */
     uint32_t fault_gap_ms;     /* mean time between injected faults */
     uint32_t fault_phase_ms;   /* faults only before this time */
 } sim_profile;
@@ -83,6 +86,7 @@ enum sim_ev_kind {
     SIM_EV_RESTART,        /* node restarts; a = epoch it crashed in */
     SIM_EV_RESUME,         /* node pause ends; a = pause gen */
     SIM_EV_HEAL_LINKS,     /* link cuts end; a = partition gen */
+    SIM_EV_DISK_OK,        /* node's disk works again; a = sick gen */
 };
 
 typedef struct sim_event {
@@ -140,6 +144,9 @@ typedef struct sim_host {
     px_members members;
     bool d_recovering;           /* acceptor state known incomplete: the
                                     replica recovers before it votes */
+    bool sick;                   /* its disk fails: nothing is persisted,
+                                    the replica is suspended */
+    uint64_t sick_gen;
     /* an older copy of the durable state, taken at the last start, for
      * rollback faults: promise, accepts and the chain position */
     px_ballot b_promise;
@@ -324,6 +331,10 @@ void sim_host_crash(sim_world *w, sim_host *h);
 /* Crash that also loses acceptor state: `rollback` restores the copy taken
  * at the last start (promise, accepts, chain), else the store is gone. */
 void sim_host_lose_state(sim_world *w, sim_host *h, bool rollback);
+/* The disk fails (the host stays up, its replica is suspended) and works
+ * again (a new replica from the durable store; net/node.c does the same). */
+void sim_host_disk_fail(sim_world *w, sim_host *h);
+void sim_host_disk_ok(sim_world *w, sim_host *h);
 int sim_host_event(sim_world *w, sim_host *h, const sim_event *ev);
 int sim_host_propose(sim_world *w, sim_host *h, const px_request *req);
 int sim_host_read(sim_world *w, sim_host *h, uint64_t token);

@@ -400,10 +400,17 @@ def call_with_deadline(fn, timeout=5.0):
     return box.get("v")
 
 
-def mounts_under(path):
+def mounts_under(path, fuse_only=False):
+    """Mount points below path; with fuse_only, only FUSE mounts (a node's
+    mount, not a file system a test put a backing directory on)."""
+    found = []
     with open("/proc/mounts") as f:
-        return [line.split()[1] for line in f
-                if len(line.split()) > 1 and line.split()[1].startswith(path + "/")]
+        for line in f:
+            fields = line.split()
+            if len(fields) > 2 and fields[1].startswith(path + "/") and (
+                    not fuse_only or fields[2].startswith("fuse")):
+                found.append(fields[1])
+    return found
 
 
 def pids_under(path):
@@ -570,7 +577,7 @@ class LaunchedCluster:
             failed = "" if r.returncode == 0 else r.stdout + r.stderr
         except (AssertionError, subprocess.TimeoutExpired) as e:
             failed = str(e)
-        stale = mounts_under(self.dir)
+        stale = mounts_under(self.dir, fuse_only=True)
         for m in stale:
             unmount(m)
         left = pids_under(self.dir)

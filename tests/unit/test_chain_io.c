@@ -469,6 +469,55 @@ static void test_acceptor_failures(void **state)
     rm_tree(dir);
 }
 
+/* A node that lost its storage settles the files before reopening
+ * them: what was written but never synced (the chain's tail, an acceptor
+ * write whose fdatasync never ran) becomes durable, so that a crash
+ * afterwards keeps what the reopened stores took for durable; a sync that
+ * still fails is reported and the files are not called settled. */
+static void test_settle_makes_written_durable(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    chain *c;
+    chain_open_report rep;
+    chain_damage dmg;
+    acceptor_store *a;
+    acceptor_state st;
+    uint8_t hash[32];
+    px_entry e = { .slot = 1, .ballot = { 1, 1 }, .time_ms = 5,
+                   .kind = PX_ENTRY_BATCH, .len = 3,
+                   .data = (const uint8_t *)"abc" };
+
+    assert_int_equal(chain_open(dir, &c, &rep, &dmg), 0);
+    chain_set_segment_bytes(c, 1024);
+    assert_int_equal(append_n(c, 3), 0);
+    assert_int_equal(chain_sync(c), 0);
+    assert_int_equal(append_n(c, 30), 0);          /* rolls, unsynced */
+    memcpy(hash, chain_head_hash(c), 32);
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    assert_int_equal(acceptor_put_accept(a, &e), 0);
+    assert_int_equal(acceptor_write(a), 0);        /* no fdatasync */
+
+    /* a failing disk: the settle says so */
+    F.fail_fdatasync_at = F.n_fdatasync + 1;
+    assert_int_equal(chain_settle_dir(dir), -EIO);
+    /* it works again: everything written is durable now */
+    assert_int_equal(chain_settle_dir(dir), 0);
+    crash();
+    assert_int_equal(F.n_undo, 0);
+    acceptor_close(a);
+    chain_close(c);
+    reopen_expect(dir, 33, hash, false);
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    assert_int_equal(st.n_accepts, 1);
+    acceptor_close(a);
+    /* a directory without stores settles to nothing */
+    char *empty = make_tmpdir();
+    assert_int_equal(chain_settle_dir(empty), 0);
+    rm_tree(empty);
+    rm_tree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -481,6 +530,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_crash_drops_unsynced, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_settle_makes_written_durable,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_acceptor_failures, setup,
                                         teardown),
     };

@@ -202,6 +202,14 @@ static void h_output(cluster *c, hnode *h, const px_output *o)
                          o->msgs[i].type == PX_MSG_ACCEPTED ||
                          o->msgs[i].type == PX_MSG_REJECT ||
                          o->msgs[i].type == PX_MSG_HEARTBEAT_ACK);
+    /* a suspended replica (its host cannot persist) puts out nothing */
+    if (px_suspended(h->r)) {
+        assert_int_equal(o->n_msgs, 0);
+        assert_int_equal(o->n_accepts, 0);
+        assert_false(o->persist_promise);
+        assert_int_equal(o->persist_id, 0);
+        assert_int_equal(o->n_committed, 0);
+    }
     if (o->persist_promise) {
         assert_true(px_ballot_cmp(o->promise, h->d_promise) >= 0);
         h->d_promise = o->promise;
@@ -1254,6 +1262,161 @@ static void test_lost_acceptor_state_recovers(void **state)
     h_free(c);
 }
 
+static bool h_failed_with(const hnode *h, uint64_t client, uint64_t seq,
+                          int status)
+{
+    for (uint32_t i = 0; i < h->n_failed; i++)
+        if (h->failed[i].client_id == client && h->failed[i].seq == seq)
+            return h->failed[i].status == status;
+    return false;
+}
+
+/* The leader's host cannot persist any more (px_suspend): at its next
+ * step it steps down, answers what was submitted there with -EIO and
+ * from then on sends nothing, votes for nobody and never campaigns, while
+ * the other two elect a leader and go on committing; a request it had
+ * already proposed may still commit.  A new replica built from its store
+ * (what a host does once persisting works again) catches up and votes. */
+static void tweak_eager_no_lease(px_options *o)
+{
+    tweak_eager(o);
+    o->lease_ms = 0;   /* the read below must still wait for its round */
+}
+
+static void test_suspended_replica_neither_leads_nor_votes(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, tweak_eager_no_lease);
+    h_elect(c, 1);
+    h_propose(c, 1, 5, 1, "a");
+    h_run(c);
+    c->now += 10;
+    h_tick(c, 1);
+    h_run(c);
+    assert_int_equal(c->n[2].applied, 2);
+
+    /* a request proposed (its ACCEPTs out) and a read, then the failure */
+    c->n[1].hold = true;
+    h_propose(c, 1, 5, 2, "b");
+    h_step(c, 1, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 9});
+    uint32_t queued = c->nq;
+    px_suspend(c->n[1].r);
+    assert_true(px_suspended(c->n[1].r));
+    c->n[1].n_reads = c->n[1].n_failed = 0;
+    h_tick(c, 1);
+    px_status st = h_status(c, 1);
+    assert_true(st.suspended);
+    assert_int_equal(st.role, PX_FOLLOWER);
+    assert_int_equal(st.leader_id, 0);
+    assert_int_equal(st.pending_requests, 0);
+    assert_int_equal(px_leader_contact_ms(c->n[1].r), 0);
+    assert_true(h_failed_with(&c->n[1], 5, 2, -EIO));
+    assert_int_equal(c->n[1].n_reads, 1);
+    assert_int_equal(c->n[1].reads[0].read_token, 9);
+    assert_int_equal(c->n[1].reads[0].status, -EIO);
+    assert_int_equal(c->nq, queued);              /* nothing more left it */
+    /* submitted later: answered at once */
+    h_propose(c, 1, 6, 1, "x");
+    assert_true(h_failed_with(&c->n[1], 6, 1, -EIO));
+    h_step(c, 1, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 10});
+    assert_int_equal(c->n[1].reads[1].read_token, 10);
+    assert_int_equal(c->n[1].reads[1].status, -EIO);
+    h_release(c, 1);                     /* a late PERSISTED changes nothing */
+    assert_int_equal(c->n[1].applied, 2);
+
+    /* the others elect a leader; node 1 answers no message and never
+     * campaigns, however long it waits */
+    uint64_t received = h_stats(c, 1).msgs_received;
+    uint64_t elections = h_stats(c, 1).elections_started;
+    uint32_t leader = 0;
+    for (int i = 0; i < 100 && !leader; i++) {
+        c->now += 20;
+        uint32_t from1 = h_count(c, 0, 1, 0);   /* sent before: in flight */
+        for (uint32_t id = 1; id <= 3; id++)
+            h_tick(c, id);
+        assert_int_equal(h_count(c, 0, 1, 0), from1);
+        h_run(c);
+        for (uint32_t id = 2; id <= 3; id++)
+            if (h_status(c, id).role == PX_LEADER)
+                leader = id;
+    }
+    assert_true(leader == 2 || leader == 3);
+    px_stats ps = h_stats(c, 1);
+    assert_true(ps.msgs_suspended > 0);
+    assert_int_equal(ps.msgs_received - received, ps.msgs_suspended);
+    assert_int_equal(ps.elections_started, elections);
+    /* its proposal of (5, 2) reached nodes 2 and 3: the new leader's
+     * phase 1 finds it and commits it; new writes commit with two votes */
+    h_propose(c, leader, 7, 1, "c");
+    for (int i = 0; i < 20; i++) {
+        c->now += 20;
+        for (uint32_t id = 1; id <= 3; id++)
+            h_tick(c, id);
+        h_run(c);
+    }
+    uint32_t other = leader == 2 ? 3 : 2;
+    assert_true(c->n[other].applied >= 4);
+    bool seen_b = false, seen_c = false;
+    for (uint64_t s = 1; s <= c->n[other].applied; s++) {
+        seen_b |= h_log_has(&c->n[other].log[s], 5, 2);
+        seen_c |= h_log_has(&c->n[other].log[s], 7, 1);
+    }
+    assert_true(seen_b && seen_c);
+    assert_int_equal(c->n[1].applied, 2);
+    assert_int_equal(h_status(c, 1).role, PX_FOLLOWER);
+
+    /* storage works again: a new replica from the store rejoins */
+    c->n[1].hold = false;
+    h_restart(c, 1);
+    assert_false(h_status(c, 1).suspended);
+    for (int i = 0; i < 40 && c->n[1].applied < c->n[other].applied; i++) {
+        c->now += 20;
+        for (uint32_t id = 1; id <= 3; id++)
+            h_tick(c, id);
+        h_run(c);
+    }
+    assert_int_equal(c->n[1].applied, c->n[other].applied);
+    h_propose(c, leader, 7, 2, "d");
+    assert_true(h_count(c, PX_MSG_ACCEPT, leader, 1) >= 1);
+    h_deliver(c, PX_MSG_ACCEPT, leader, 1);
+    assert_int_equal(h_count(c, PX_MSG_ACCEPTED, 1, leader), 1);
+    h_run(c);
+    h_free(c);
+}
+
+/* A suspended follower: the leader keeps committing with the third
+ * vote; a candidate's PREPARE gets no answer from it. */
+static void test_suspended_follower_casts_no_vote(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, tweak_eager);
+    h_elect(c, 1);
+    px_suspend(c->n[3].r);
+    h_tick(c, 3);
+    h_propose(c, 1, 5, 1, "a");
+    h_run(c);
+    c->now += 10;
+    h_tick(c, 1);
+    h_run(c);
+    assert_int_equal(c->n[1].applied, 2);
+    assert_int_equal(c->n[2].applied, 2);
+    assert_int_equal(c->n[3].applied, 1);
+    /* node 2 campaigns with node 1 cut off: node 3 cannot elect it */
+    c->n[1].cut = true;
+    for (int i = 0; i < 40; i++) {
+        c->now += 50;
+        h_tick(c, 2);
+        h_tick(c, 3);
+        h_run(c);
+        assert_int_not_equal(h_status(c, 2).role, PX_LEADER);
+        assert_int_not_equal(h_status(c, 3).role, PX_LEADER);
+        assert_int_not_equal(h_status(c, 3).role, PX_CANDIDATE);
+    }
+    assert_true(h_stats(c, 2).elections_started > 0);
+    assert_int_equal(h_stats(c, 3).elections_started, 0);
+    h_free(c);
+}
+
 static void test_malformed_ignored(void **state)
 {
     (void)state;
@@ -1669,6 +1832,8 @@ int main(void)
         cmocka_unit_test(test_read_lease_restarted_follower),
         cmocka_unit_test(test_restart_never_reuses_ballot),
         cmocka_unit_test(test_lost_acceptor_state_recovers),
+        cmocka_unit_test(test_suspended_replica_neither_leads_nor_votes),
+        cmocka_unit_test(test_suspended_follower_casts_no_vote),
         cmocka_unit_test(test_malformed_ignored),
         cmocka_unit_test(test_forged_ballot_cannot_wedge_elections),
         cmocka_unit_test(test_regression_recover_past_peer_commit),

@@ -211,6 +211,48 @@ static void test_failure_is_sticky(void **state)
     assert_false(syncer_idle(f->sync));
 }
 
+/* A node that reopened its acceptor store starts the syncer over: what
+ * was noted before the failure never comes out, the failure is gone, and
+ * new ids go through the thread (same wake fd) and inline again. */
+static void test_reset_after_failure(void **state)
+{
+    fixture *f = *state;
+    uint64_t ids[4];
+    int wake = syncer_wake_fd(f->sync);
+    G.fail_errno = EIO;
+    put(f, 1, 1);
+    assert_int_equal(syncer_flush(f->sync, false), 0);
+    assert_int_equal(wait_take(f->sync, ids, 4), -EIO);
+    put(f, 2, 2);                          /* buffered, never written */
+    G.fail_errno = 0;
+    acceptor_store *old = f->store;
+    acceptor_state st;
+    assert_int_equal(acceptor_open(f->dir, &f->store, &st, NULL), 0);
+    assert_int_equal(syncer_reset(f->sync, f->store), 0);
+    acceptor_close(old);
+    assert_int_equal(syncer_wake_fd(f->sync), wake);
+    assert_true(syncer_idle(f->sync));
+    assert_false(syncer_pending(f->sync));
+    assert_int_equal(syncer_take(f->sync, ids, 4), 0);
+    put(f, 1, 1);
+    assert_int_equal(syncer_flush(f->sync, false), 0);
+    assert_int_equal(wait_take(f->sync, ids, 4), 1);
+    assert_int_equal(ids[0], 1);
+    put(f, 2, 2);
+    assert_int_equal(syncer_flush(f->sync, true), 0);
+    assert_int_equal(syncer_take(f->sync, ids, 4), 1);
+    assert_int_equal(ids[0], 2);
+    /* and a reset while a sync is parked waits for it */
+    gate(true);
+    put(f, 3, 3);
+    assert_int_equal(syncer_flush(f->sync, false), 0);
+    wait_parked();
+    gate(false);
+    assert_int_equal(syncer_reset(f->sync, f->store), 0);
+    assert_int_equal(syncer_take(f->sync, ids, 4), 0);
+    assert_true(syncer_idle(f->sync));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -218,6 +260,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inline_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_take_respects_max, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_is_sticky, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reset_after_failure, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
