@@ -1,8 +1,19 @@
 /*
  * fs_int.h - private to fs/: the adapter's state, open-file handles, the
- * shared state of a file open for writing (ofile.c), parked requests, and
- * the handlers shared between fs.c (session, directories, read-only views),
- * keyfile.c (names, attributes, opening) and ofile.c (writing, commits).
+ * shared state of a file open for writing, parked requests, and what the
+ * modules of fs/ offer each other:
+ *
+ *   session.c   mount, the request pump, unmount; handle lifetime
+ *   ops.c       FUSE handlers: routing by inode; .status and .chain/<n>
+ *   dir.c       the root and .chain listings; statfs
+ *   notify.c    kernel cache invalidation on the notifier thread
+ *   wait.c      requests parked on a backend call; errno mapping
+ *   state.c     inodes kept in line with the committed state
+ *   names.c     lookup, unlink, rename
+ *   attr.c      attributes: getattr, setattr
+ *   open.c      open, create, reads of read-only descriptors, release
+ *   ofile.c     working copies of files open for writing, commits
+ *   inode.c     the inode table (inode.h)
  */
 #ifndef PAXOSFS_FS_INT_H
 #define PAXOSFS_FS_INT_H
@@ -20,6 +31,7 @@
 #define FS_RESERVED_STATUS ".status"
 #define FS_OWNERS_MAX 8       /* file tables remembered per open file */
 #define FS_COMMIT_TRIES 16    /* commits re-sent after the file moved */
+#define FS_BLOCK_NAME_DIGITS 10   /* .chain/0000000001 */
 
 enum fs_handle_kind {
     FS_H_KEY = 1,     /* a key file */
@@ -168,46 +180,94 @@ struct fs {
     bool stopping;
 };
 
-/* fs.c */
+/* session.c */
+extern const struct fuse_lowlevel_ops fs_ops;   /* ops.c */
 fs *fs_of(fuse_req_t req);
 void fs_handle_unref(fs_handle *h);
 fs_handle *fs_handle_new(fs *f, uint8_t kind);
-int fs_check_name(const char *name);
 uint64_t fs_wall_ms(void);
-/* Free `in` once nothing references it and its file is gone: a key that
- * exists keeps its inode number for the life of the mount. */
-void fs_release_inode(fs *f, fs_inode *in);
+
+/* ops.c */
+void fs_set_times_ms(struct stat *st, uint64_t ms);
+bool fs_is_block_ino(uint64_t ino);
+
+/* dir.c: the FUSE handlers of directories */
+void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                 struct fuse_file_info *fi);
+void fs_dir_release(fuse_req_t req, fuse_ino_t ino,
+                    struct fuse_file_info *fi);
+void fs_statfs(fuse_req_t req, fuse_ino_t ino);
+
+/* notify.c */
+void *fs_notifier_main(void *arg);
+/* Stop the notifier thread (if it runs) and drop queued notices. */
+void fs_notifier_stop(fs *f);
 /* Queue kernel cache invalidations (only when caching is on). */
 void fs_notice_entry(fs *f, const char *key, size_t key_len);
 void fs_notice_inode(fs *f, uint64_t ino);
 
-/* keyfile.c: names, attributes, opening */
+/* wait.c */
 fs_wait *fs_wait_new(fs *f, fuse_req_t req, fs_then_fn then);
 void fs_wait_free(fs_wait *w);
 /* Park `w` until a linearizable read point; then w->then(w, result). */
 void fs_wait_read_point(fs_wait *w);
+/* Propose `op` (n bytes, or a negative errno from its encoder); then
+ * w->then(w, the state machine's result). */
+void fs_wait_submit(fs_wait *w, const uint8_t *op, int64_t n);
+/* `w` holds an open_count on `in` and a reference on `h` (each may be
+ * NULL) until it is freed. */
+void fs_wait_hold(fs_wait *w, fs_inode *in, fs_handle *h);
+/* A wait that keeps copies of the names it acts on (newname may be NULL).
+ * Checks the names first; on a bad name or ENOMEM it answers the request
+ * itself and returns NULL. */
+fs_wait *fs_wait_named(fuse_req_t req, fs_then_fn then, const char *name,
+                       const char *newname);
+/* Answer w's request with `result` (0 or a backend errno) and free it. */
+void fs_reply_wait_err(fs_wait *w, int result);
+/* Map a backend failure to what a file operation reports. */
+int fs_commit_errno(int result);
+
+/* state.c */
+const kv *fs_state(fs *f);
 /* The committed value of the file `in` stands for, or NULL. */
 const kv_value *fs_committed(fs *f, const fs_inode *in);
+/* A file created on this mount and not committed yet. */
+bool fs_is_pending(const fs_inode *in);
 /* Bring the inode table in line with the applied state for `key`. */
 void fs_reconcile(fs *f, const char *key, size_t key_len);
 /* Where the file `ident` is now, scanning the state: 0 and its key
  * (malloc'ed, *key_len) or -ENOENT / -ENOMEM. */
 int fs_find_ident(fs *f, uint64_t ident, char **key, size_t *key_len);
-void fs_fill_key_attr(fs *f, const fs_inode *in, const fs_handle *h,
-                      struct stat *st);
+/* The inode of the file `name` names on this mount after a read point,
+ * created if needed; NULL with *err set (ENOENT, ENOMEM). */
+fs_inode *fs_resolve(fs *f, const char *name, int *err);
+/* Free `in` once nothing references it and its file is gone: a key that
+ * exists keeps its inode number for the life of the mount. */
+void fs_release_inode(fs *f, fs_inode *in);
+
+/* names.c */
+int fs_check_name(const char *name);
 void fs_key_lookup(fuse_req_t req, const char *name);
-void fs_key_getattr(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi);
-void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,
-                    int to_set, struct fuse_file_info *fi);
-void fs_key_open(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi);
-void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi);
-void fs_key_read(fuse_req_t req, fs_handle *h, size_t size, off_t off);
 void fs_key_unlink(fuse_req_t req, const char *name);
 void fs_key_rename(fuse_req_t req, const char *name, const char *newname,
                    unsigned int flags);
+
+/* attr.c */
+void fs_fill_key_attr(fs *f, const fs_inode *in, const fs_handle *h,
+                      struct stat *st);
+/* Does `in` exist for a getattr through `h` (NULL: by path)? */
+bool fs_key_exists(fs *f, const fs_inode *in, const fs_handle *h);
+void fs_fill_entry(fs *f, fs_inode *in, struct fuse_entry_param *e);
+void fs_key_getattr(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi);
+void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,
+                    int to_set, struct fuse_file_info *fi);
+
+/* open.c */
+void fs_key_open(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi);
+void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi);
+void fs_key_read(fuse_req_t req, fs_handle *h, size_t size, off_t off);
 void fs_key_release(fuse_req_t req, fs_handle *h);
-/* Map a backend failure to what a file operation reports. */
-int fs_commit_errno(int result);
 
 /* ofile.c: writing and committing */
 /* The inode's current open-file version, created from `v` (NULL: empty)
