@@ -17,8 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---------------------------------------------------------- attributes */
+#include "../base/check.h"
 
+/* ---------------------------------------------------------- attributes */
 
 /* Attributes of `in` as this mount sees it: the working copy while it is
  * open for writing here, else the committed value (or, for a removed file
@@ -33,7 +34,7 @@ void fs_fill_key_attr(fs *f, const fs_inode *in, const fs_handle *h,
     st->st_uid = f->uid;
     st->st_gid = f->gid;
     st->st_blksize = 4096;
-    const kv_value *v = fs_committed(f, in);
+    const fs_meta *v = fs_committed(in);
     const fs_ofile *of = h && h->of ? h->of : in->of;
     uint64_t size = 0, ms = fs_wall_ms();
     if (of) {
@@ -53,9 +54,9 @@ void fs_fill_key_attr(fs *f, const fs_inode *in, const fs_handle *h,
 }
 
 /* Does `in` exist for a getattr through `h` (NULL: by path)? */
-bool fs_key_exists(fs *f, const fs_inode *in, const fs_handle *h)
+bool fs_key_exists(const fs_inode *in, const fs_handle *h)
 {
-    return in->of || fs_committed(f, in) || (h && h->kind == FS_H_KEY);
+    return in->of || fs_committed(in) || (h && h->kind == FS_H_KEY);
 }
 
 void fs_fill_entry(fs *f, fs_inode *in, struct fuse_entry_param *e)
@@ -77,7 +78,9 @@ static void getattr_then(fs_wait *w, int result)
         fs_reply_wait_err(w, result);
         return;
     }
-    if (!fs_key_exists(f, w->in, w->h)) {
+    /* the read brought the inode up to date (fs.h rule B2): its
+     * attributes are what the read point found */
+    if (!fs_key_exists(w->in, w->h)) {
         fuse_reply_err(w->req, ENOENT);
     } else {
         struct stat st;
@@ -97,7 +100,7 @@ void fs_key_getattr(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi)
         return;
     }
     fs_wait_hold(w, in, h && h->kind == FS_H_KEY ? h : NULL);
-    fs_wait_read_point(w);
+    fs_wait_read_file(w, 0);    /* metadata only */
 }
 
 /* ------------------------------------------------------------ setattr */
@@ -136,13 +139,19 @@ static void setattr_open(fuse_req_t req, fs_inode *in, fs_handle *h,
 
 static void setattr_then(fs_wait *w, int result);
 
+/* What setattr reads: the value too when it writes a new one. */
+static unsigned setattr_reads(int to_set)
+{
+    return (to_set & (FUSE_SET_ATTR_SIZE | SET_TIMES_NOW)) ? FS_READ_VALUE : 0;
+}
+
 static void setattr_applied(fs_wait *w, int result)
 {
     if (result == -ESTALE && w->tries++ < FS_COMMIT_TRIES) {
         /* changed (or removed) between our read point and our write:
          * read it again */
         w->then = setattr_then;
-        fs_wait_read_point(w);
+        fs_wait_read_file(w, setattr_reads(w->to_set));
         return;
     }
     if (result < 0)
@@ -170,8 +179,7 @@ static void setattr_then(fs_wait *w, int result)
         fs_wait_free(w);
         return;
     }
-    const kv_value *v = fs_committed(f, in);
-    if (!v) {
+    if (!fs_committed(in)) {
         fs_reply_wait_err(w, -ENOENT);
         return;
     }
@@ -180,6 +188,10 @@ static void setattr_then(fs_wait *w, int result)
         fs_wait_free(w);
         return;
     }
+    /* the file's value at the read point (wait.c: the read delivers the
+     * value of a file committed when it completes) */
+    CHECK(w->view && w->view->value);
+    const kv_value *v = w->view->value;
     uint64_t len = (w->to_set & FUSE_SET_ATTR_SIZE) ? (uint64_t)w->attr.st_size
                                                      : v->len;
     if (len > KV_MAX_VALUE) {
@@ -201,7 +213,7 @@ static void setattr_then(fs_wait *w, int result)
                                  (uint32_t)len);
     if (n >= 0)
         n = kv_op_encode_cond(op, cap, KV_COND_VERSION, in->key, in->key_len,
-                              v->version, op, (size_t)n);
+                              w->view->meta.version, op, (size_t)n);
     free(val);
     w->then = setattr_applied;
     fs_wait_submit(w, op, n);
@@ -250,5 +262,5 @@ void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,
     fs_wait_hold(w, in, h);
     w->attr = *attr;
     w->to_set = to_set;
-    fs_wait_read_point(w);
+    fs_wait_read_file(w, setattr_reads(to_set));
 }

@@ -21,45 +21,28 @@
 #include <string.h>
 #include <sys/statvfs.h>
 
-static int add_name(fs_handle *h, const char *key, size_t key_len)
+int fs_names_add(fs_names *l, const char *name, size_t len)
 {
-    if (h->n_names % 256 == 0) {
-        char **nn = realloc(h->names, (h->n_names + 256) * sizeof *nn);
-        if (!nn)
+    if (l->n % 256 == 0) {
+        char **nv = realloc(l->v, (l->n + 256) * sizeof *nv);
+        if (!nv)
             return -ENOMEM;
-        h->names = nn;
+        l->v = nv;
     }
-    char *copy = strndup(key, key_len);
+    char *copy = strndup(name, len);
     if (!copy)
         return -ENOMEM;
-    h->names[h->n_names++] = copy;
+    l->v[l->n++] = copy;
     return 0;
 }
 
-static int collect_name(void *arg, const char *key, size_t key_len,
-                        const kv_value *v)
+void fs_names_free(fs_names *l)
 {
-    (void)v;
-    if (memchr(key, '/', key_len))
-        return 0;    /* keys below a prefix are not root entries */
-    return add_name(arg, key, key_len);
-}
-
-struct pending_names {
-    fs *f;
-    fs_handle *h;
-    int rc;
-};
-
-/* Files created on this mount and not committed yet are listed too: on
- * this mount they exist from creat() on. */
-static void collect_pending(fs_inode *in, void *arg)
-{
-    struct pending_names *p = arg;
-    if (p->rc || in->orphan || in->ident || !in->of ||
-        kv_get(p->f->be.state(p->f->be.ctx), in->key, in->key_len))
-        return;
-    p->rc = add_name(p->h, in->key, in->key_len);
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
 }
 
 static int cmp_names(const void *a, const void *b)
@@ -67,33 +50,81 @@ static int cmp_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The root listing at the state now: committed keys and this mount's
- * pending creations, sorted.  0 or a negative errno. */
-static int list_root(fs *f, fs_handle *h)
+struct pending_names {
+    fs_names *l;
+    size_t committed;          /* l->v[0..committed) are sorted */
+    int rc;
+};
+
+/* Files created on this mount and not committed yet are listed too: on
+ * this mount they exist from creat() on (invariant 2). */
+static void collect_pending(fs_inode *in, void *arg)
 {
-    for (size_t i = 0; i < h->n_names; i++)
-        free(h->names[i]);
-    free(h->names);
-    h->names = NULL;
-    h->n_names = 0;
-    int rc = kv_scan(f->be.state(f->be.ctx), "", 0, collect_name, h);
+    struct pending_names *p = arg;
+    if (p->rc || in->orphan || !fs_is_pending(in))
+        return;
+    const char *key = in->key;
+    if (bsearch(&key, p->l->v, p->committed, sizeof *p->l->v, cmp_names))
+        return;   /* committed elsewhere meanwhile: listed already */
+    p->rc = fs_names_add(p->l, in->key, in->key_len);
+}
+
+static void list_page_done(void *arg, int result, const fs_dir_page *page);
+
+/* The next page of the listing w gathers, after `after` (NULL: the first,
+ * at a read point; the rest from the state as applied since). */
+static int list_next(fs_wait *w, const char *after, size_t after_len)
+{
+    fs *f = w->f;
+    return f->be.list(f->be.ctx, after, after_len, FS_LIST_MAX,
+                      after ? FS_READ_APPLIED : 0, list_page_done, w);
+}
+
+static void list_page_done(void *arg, int result, const fs_dir_page *page)
+{
+    fs_wait *w = arg;
+    fs *f = w->f;
+    for (uint32_t i = 0; result == 0 && i < page->n; i++) {
+        const fs_entry_view *e = &page->entries[i];
+        if (!memchr(e->key, '/', e->key_len))   /* below a prefix: not a
+                                                   root entry */
+            result = fs_names_add(&w->names, e->key, e->key_len);
+    }
+    if (result == 0 && page->more && page->n > 0) {
+        const fs_entry_view *last = &page->entries[page->n - 1];
+        result = list_next(w, last->key, last->key_len);
+        if (result == 0)
+            return;
+    }
+    if (result == 0) {
+        struct pending_names p = { &w->names, w->names.n, 0 };
+        fs_inode_each(f->inodes, collect_pending, &p);
+        result = p.rc;
+        if (result == 0 && w->names.n > p.committed)
+            qsort(w->names.v, w->names.n, sizeof *w->names.v, cmp_names);
+    }
+    if (result == 0) {
+        /* the handle lists what was gathered from now on */
+        fs_names_free(&w->h->names);
+        w->h->names = w->names;
+        w->names = (fs_names){ 0 };
+    }
+    w->then(w, result);
+}
+
+/* Gather the root listing for w->h: committed keys and this mount's
+ * pending creations, sorted; then w->then(w, result). */
+static void list_root(fs_wait *w)
+{
+    fs_names_free(&w->names);
+    int rc = list_next(w, NULL, 0);
     if (rc < 0)
-        return rc;
-    size_t committed = h->n_names;
-    struct pending_names p = { f, h, 0 };
-    fs_inode_each(f->inodes, collect_pending, &p);
-    if (p.rc < 0)
-        return p.rc;
-    if (h->n_names > committed)
-        qsort(h->names, h->n_names, sizeof *h->names, cmp_names);
-    return 0;
+        w->then(w, rc);
 }
 
 static void opendir_then(fs_wait *w, int result)
 {
     fs_handle *h = w->h;
-    if (result == 0)
-        result = list_root(w->f, h);
     if (result < 0) {
         fuse_reply_err(w->req, fs_commit_errno(result));
     } else {
@@ -117,7 +148,7 @@ void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     if (ino == FS_INO_ROOT) {
-        /* a listing is a read: it waits for a read point */
+        /* a listing is a read: it starts at a read point */
         fs_wait *w = fs_wait_new(f, req, opendir_then);
         if (!w) {
             fs_handle_unref(h);
@@ -126,7 +157,7 @@ void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         }
         w->h = h;               /* takes the handle's first reference */
         w->fi = *fi;
-        fs_wait_read_point(w);
+        list_root(w);
         return;
     }
     h->chain_head = f->be.chain_head(f->be.ctx);
@@ -177,9 +208,9 @@ static bool dir_entry(fs *f, const fs_handle *h, uint64_t i, char *name,
         return true;
     }
     i -= 2;
-    if (i >= h->n_names)
+    if (i >= h->names.n)
         return false;
-    snprintf(name, cap, "%s", h->names[i]);
+    snprintf(name, cap, "%s", h->names.v[i]);
     st->st_ino = key_dirent_ino(f, name);
     st->st_mode = S_IFREG;
     return true;
@@ -211,8 +242,6 @@ static void reply_readdir(fuse_req_t req, fs_handle *h, size_t size,
 
 static void relist_then(fs_wait *w, int result)
 {
-    if (result == 0)
-        result = list_root(w->f, w->h);
     if (result < 0)
         fuse_reply_err(w->req, fs_commit_errno(result));
     else
@@ -235,7 +264,7 @@ void fs_dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         w->h = h;
         h->refs++;
         w->size = size;
-        fs_wait_read_point(w);
+        list_root(w);
         return;
     }
     if (off == 0 && h->kind == FS_H_DIR_CHAIN)
@@ -251,20 +280,31 @@ void fs_dir_release(fuse_req_t req, fuse_ino_t ino,
     fuse_reply_err(req, 0);
 }
 
-void fs_statfs(fuse_req_t req, fuse_ino_t ino)
+static void statfs_done(void *arg, int result, const fs_usage *u)
 {
-    (void)ino;
-    fs *f = fs_of(req);
-    const kv *s = f->be.state(f->be.ctx);
+    fuse_req_t req = arg;
+    if (result < 0) {
+        fuse_reply_err(req, fs_commit_errno(result));
+        return;
+    }
     struct statvfs sv;
     memset(&sv, 0, sizeof sv);
     sv.f_bsize = 4096;
     sv.f_frsize = 4096;
-    uint64_t used = (kv_bytes(s) + 4095) / 4096;
+    uint64_t used = (u->bytes + 4095) / 4096;
     sv.f_blocks = used + (1u << 20);
     sv.f_bfree = sv.f_bavail = 1u << 20;
-    sv.f_files = kv_count(s) + (1u << 20);
+    sv.f_files = u->keys + (1u << 20);
     sv.f_ffree = sv.f_favail = 1u << 20;
     sv.f_namemax = KV_MAX_NAME;
     fuse_reply_statfs(req, &sv);
+}
+
+void fs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    (void)ino;
+    fs *f = fs_of(req);
+    int rc = f->be.usage(f->be.ctx, statfs_done, req);
+    if (rc < 0)
+        fuse_reply_err(req, fs_commit_errno(rc));
 }

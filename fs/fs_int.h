@@ -43,6 +43,12 @@ enum fs_handle_kind {
 typedef struct fs_commit fs_commit;
 typedef struct fs_wait fs_wait;
 
+/* A list of names (a root listing). */
+typedef struct fs_names {
+    char **v;
+    size_t n;
+} fs_names;
+
 /*
  * The shared state of a file open for writing on this mount (a version of
  * it): used by every writable handle that joined it, so that descriptors
@@ -96,10 +102,11 @@ typedef struct fs_ofile {
  * An open file.  Key handles:
  *
  *   writable:   `of` is the inode's shared open-file state.
- *   read-only:  `snapshot` holds the committed value the last read saw; a
- *               read that continues where the previous one ended is
- *               served from it, any other read takes a new read point
- *               first (fs.h, semantics 3).
+ *   read-only:  `snapshot` holds the committed value at open, then the
+ *               one the last read saw (a reference: a copy, not the
+ *               state's); a read that continues where the previous one
+ *               ended is served from it, any other read takes a new read
+ *               point first (fs.h, semantics 3).
  */
 typedef struct fs_handle {
     uint8_t kind;              /* enum fs_handle_kind */
@@ -117,8 +124,7 @@ typedef struct fs_handle {
                                   no read to continue) */
     char *text;                /* FS_H_TEXT */
     size_t text_len;
-    char **names;              /* FS_H_DIR_ROOT listing */
-    size_t n_names;
+    fs_names names;            /* FS_H_DIR_ROOT listing */
     bool listed;               /* the listing was read from offset 0 */
     uint64_t chain_head;       /* FS_H_DIR_CHAIN listing bound */
 } fs_handle;
@@ -127,6 +133,7 @@ typedef struct fs_handle {
  * A request parked until a backend call completes: the continuation
  * `then` runs with the call's result, answers `req` (exactly once) and
  * frees the wait.  It holds a reference on `h` and an open_count on `in`.
+ * After a read, `view` is what it found, valid during `then` only.
  */
 typedef void (*fs_then_fn)(fs_wait *w, int result);
 
@@ -147,6 +154,10 @@ struct fs_wait {
     int err;                   /* flush: first failure among them */
     off_t off;                 /* read */
     size_t size;
+    const fs_entry_view *view; /* a read's result, during `then` only */
+    unsigned read_flags;       /* FS_READ_* of the read in progress */
+    uint32_t rereads;          /* a file read again where it moved */
+    fs_names names;            /* a listing being gathered */
     fs_wait *next;             /* in the ofile's waiters */
 };
 
@@ -191,7 +202,9 @@ uint64_t fs_wall_ms(void);
 void fs_set_times_ms(struct stat *st, uint64_t ms);
 bool fs_is_block_ino(uint64_t ino);
 
-/* dir.c: the FUSE handlers of directories */
+/* dir.c: the FUSE handlers of directories; lists of names */
+int fs_names_add(fs_names *l, const char *name, size_t len);
+void fs_names_free(fs_names *l);
 void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                  struct fuse_file_info *fi);
@@ -212,6 +225,15 @@ fs_wait *fs_wait_new(fs *f, fuse_req_t req, fs_then_fn then);
 void fs_wait_free(fs_wait *w);
 /* Park `w` until a linearizable read point; then w->then(w, result). */
 void fs_wait_read_point(fs_wait *w);
+/* Park `w` until `key` (a name) is read with `flags` (FS_READ_*); then
+ * w->then(w, result) with w->view what the read found. */
+void fs_wait_read_key(fs_wait *w, const char *key, unsigned flags);
+/* Park `w` until the file w->in stands for is read with `flags`; then
+ * w->then(w, result) with w->view that file as read, or NULL when it has
+ * no committed value on this mount (not committed yet, removed).  Without
+ * FS_READ_APPLIED it waits for a read point in any case; with it, a file
+ * without a committed value is answered at once. */
+void fs_wait_read_file(fs_wait *w, unsigned flags);
 /* Propose `op` (n bytes, or a negative errno from its encoder); then
  * w->then(w, the state machine's result). */
 void fs_wait_submit(fs_wait *w, const uint8_t *op, int64_t n);
@@ -229,19 +251,18 @@ void fs_reply_wait_err(fs_wait *w, int result);
 int fs_commit_errno(int result);
 
 /* state.c */
-const kv *fs_state(fs *f);
-/* The committed value of the file `in` stands for, or NULL. */
-const kv_value *fs_committed(fs *f, const fs_inode *in);
+/* The committed metadata of the file `in` stands for, or NULL (not
+ * committed yet, or gone). */
+const fs_meta *fs_committed(const fs_inode *in);
 /* A file created on this mount and not committed yet. */
 bool fs_is_pending(const fs_inode *in);
-/* Bring the inode table in line with the applied state for `key`. */
-void fs_reconcile(fs *f, const char *key, size_t key_len);
-/* Where the file `ident` is now, scanning the state: 0 and its key
- * (malloc'ed, *key_len) or -ENOENT / -ENOMEM. */
-int fs_find_ident(fs *f, uint64_t ident, char **key, size_t *key_len);
-/* The inode of the file `name` names on this mount after a read point,
- * created if needed; NULL with *err set (ENOENT, ENOMEM). */
-fs_inode *fs_resolve(fs *f, const char *name, int *err);
+/* Bring the inode table in line with `key` holding `now` (ident 0:
+ * absent), as told by the backend or found by a read. */
+void fs_reconcile(fs *f, const char *key, size_t key_len, const fs_meta *now);
+/* The inode of the file `name` names on this mount, `now` being what a
+ * read found under it; created if needed; NULL with *err set (ENOENT,
+ * ENOMEM). */
+fs_inode *fs_resolve(fs *f, const char *name, const fs_meta *now, int *err);
 /* Free `in` once nothing references it and its file is gone: a key that
  * exists keeps its inode number for the life of the mount. */
 void fs_release_inode(fs *f, fs_inode *in);
@@ -257,7 +278,7 @@ void fs_key_rename(fuse_req_t req, const char *name, const char *newname,
 void fs_fill_key_attr(fs *f, const fs_inode *in, const fs_handle *h,
                       struct stat *st);
 /* Does `in` exist for a getattr through `h` (NULL: by path)? */
-bool fs_key_exists(fs *f, const fs_inode *in, const fs_handle *h);
+bool fs_key_exists(const fs_inode *in, const fs_handle *h);
 void fs_fill_entry(fs *f, fs_inode *in, struct fuse_entry_param *e);
 void fs_key_getattr(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi);
 void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,

@@ -11,7 +11,12 @@
  *     way, the unlink or rename waits for it (it would land under the old
  *     name).
  *  3. RENAME_NOREPLACE is decided by the state machine (COND ABSENT), so
- *     exactly one of two racing mounts wins.
+ *     exactly one of two racing mounts wins; whether the target name holds
+ *     a committed file (NOREPLACE's early EEXIST, the rename of a file not
+ *     committed yet) is read from the state as applied here, as before.
+ *  4. What an applied unlink or rename changed reached the inodes before
+ *     its answer (fs.h rule B2); only a file created here under the
+ *     target name is retired by the answer itself.
  */
 #include "fs_int.h"
 
@@ -43,8 +48,8 @@ static void lookup_then(fs_wait *w, int result)
         return;
     }
     int err = 0;
-    fs_inode *in = fs_resolve(f, w->name, &err);
-    if (in && !fs_key_exists(f, in, NULL)) {
+    fs_inode *in = fs_resolve(f, w->name, &w->view->meta, &err);
+    if (in && !fs_key_exists(in, NULL)) {
         fs_release_inode(f, in);
         in = NULL;
         err = ENOENT;
@@ -65,20 +70,19 @@ static void lookup_then(fs_wait *w, int result)
 void fs_key_lookup(fuse_req_t req, const char *name)
 {
     /* even a name known here may have been removed elsewhere a moment
-     * ago: only a read point can say what it names (invariant 2) */
+     * ago: only a read at a read point can say what it names (invariant
+     * 1); one read, with its metadata, answers the lookup */
     fs_wait *w = fs_wait_named(req, lookup_then, name, NULL);
     if (w)
-        fs_wait_read_point(w);
+        fs_wait_read_key(w, w->name, 0);
 }
 
 /* ------------------------------------------------------ unlink, rename */
 
-static void unlink_step(fs_wait *w, int result);
-
+/* The removal was applied: the backend told this mount before the
+ * answer, and the inode was orphaned then (fs.h rule B2). */
 static void unlink_applied(fs_wait *w, int result)
 {
-    if (result == 0)
-        fs_reconcile(w->f, w->name, strlen(w->name));
     fs_reply_wait_err(w, result);
 }
 
@@ -133,21 +137,21 @@ static void rename_local(fs *f, fs_inode *src, const char *newname)
     }
 }
 
-static void rename_step(fs_wait *w, int result);
-
 static void rename_applied(fs_wait *w, int result)
 {
     fs *f = w->f;
     if (result == 0) {
-        /* a file created here under the target name is replaced */
+        /* a file created here under the target name is replaced; the
+         * renamed file's inode, which the pending one kept from its new
+         * name when the change was told (fs.h rule B2), follows it now */
         size_t nlen = strlen(w->newname);
         fs_inode *tgt = fs_inode_by_key(f->inodes, w->newname, nlen);
         if (fs_is_pending(tgt)) {
+            fs_meta now = tgt->seen;
             fs_inode_orphan(f->inodes, tgt);
             fs_release_inode(f, tgt);
+            fs_reconcile(f, w->newname, nlen, &now);
         }
-        fs_reconcile(f, w->name, strlen(w->name));
-        fs_reconcile(f, w->newname, nlen);
     }
     fs_reply_wait_err(w, result);
 }
@@ -162,31 +166,45 @@ static void rename_local_applied(fs_wait *w, int result)
     fs_inode *src = fs_inode_by_key(f->inodes, w->name, strlen(w->name));
     if (fs_is_pending(src))
         rename_local(f, src, w->newname);
-    fs_reconcile(f, w->newname, strlen(w->newname));
     fs_reply_wait_err(w, 0);
 }
 
-static void rename_step(fs_wait *w, int result)
+/* A first commit on its way would land under the old name: the inode
+ * that must wait for it, or NULL. */
+static fs_inode *rename_busy(fs *f, const fs_wait *w)
+{
+    fs_inode *src = fs_inode_by_key(f->inodes, w->name, strlen(w->name));
+    fs_inode *tgt = fs_inode_by_key(f->inodes, w->newname,
+                                    strlen(w->newname));
+    return fs_is_pending(src) && src->of->inflight ? src
+         : fs_is_pending(tgt) && tgt->of->inflight ? tgt : NULL;
+}
+
+static void rename_step(fs_wait *w, int result);
+
+/* Rename, knowing from w->view whether the target name holds a committed
+ * file (the view is needed only for RENAME_NOREPLACE and for a file not
+ * committed yet). */
+static void rename_decide(fs_wait *w, int result)
 {
     fs *f = w->f;
     if (result < 0) {
         fs_reply_wait_err(w, result);
         return;
     }
-    size_t len = strlen(w->name), nlen = strlen(w->newname);
-    fs_inode *src = fs_inode_by_key(f->inodes, w->name, len);
-    fs_inode *tgt = fs_inode_by_key(f->inodes, w->newname, nlen);
-    bool noreplace = w->flags & RENAME_NOREPLACE;
-    /* a first commit on its way would land under the old name */
-    fs_inode *busy = fs_is_pending(src) && src->of->inflight ? src
-                   : fs_is_pending(tgt) && tgt->of->inflight ? tgt : NULL;
+    fs_inode *busy = rename_busy(f, w);
     if (busy) {
+        /* a flush started one while the target was read */
         w->then = rename_step;
         fs_ofile_wait_idle(busy->of, w);
         return;
     }
-    if (noreplace && (fs_is_pending(tgt) ||
-                      kv_get(fs_state(f), w->newname, nlen))) {
+    size_t len = strlen(w->name), nlen = strlen(w->newname);
+    fs_inode *src = fs_inode_by_key(f->inodes, w->name, len);
+    fs_inode *tgt = fs_inode_by_key(f->inodes, w->newname, nlen);
+    bool noreplace = w->flags & RENAME_NOREPLACE;
+    bool target_committed = w->view && w->view->meta.ident;
+    if (noreplace && (fs_is_pending(tgt) || target_committed)) {
         fs_reply_wait_err(w, -EEXIST);
         return;
     }
@@ -195,7 +213,7 @@ static void rename_step(fs_wait *w, int result)
             fs_reply_wait_err(w, 0);
             return;
         }
-        if (!kv_get(fs_state(f), w->newname, nlen)) {
+        if (!target_committed) {
             rename_local(f, src, w->newname);
             fs_reply_wait_err(w, 0);
             return;
@@ -216,6 +234,32 @@ static void rename_step(fs_wait *w, int result)
         memcpy(op, inner, (size_t)n);
     w->then = rename_applied;
     fs_wait_submit(w, op, n);
+}
+
+static void rename_step(fs_wait *w, int result)
+{
+    fs *f = w->f;
+    if (result < 0) {
+        fs_reply_wait_err(w, result);
+        return;
+    }
+    fs_inode *busy = rename_busy(f, w);
+    if (busy) {
+        w->then = rename_step;
+        fs_ofile_wait_idle(busy->of, w);
+        return;
+    }
+    fs_inode *src = fs_inode_by_key(f->inodes, w->name, strlen(w->name));
+    w->then = rename_decide;
+    if ((w->flags & RENAME_NOREPLACE) || fs_is_pending(src)) {
+        /* whether the target name holds a committed file: the state as
+         * applied here, as a check of the applied state always was (the
+         * state machine decides NOREPLACE itself, COND ABSENT) */
+        fs_wait_read_key(w, w->newname, FS_READ_APPLIED);
+        return;
+    }
+    w->view = NULL;
+    rename_decide(w, 0);
 }
 
 void fs_key_rename(fuse_req_t req, const char *name, const char *newname,

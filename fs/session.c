@@ -52,9 +52,7 @@ static void handle_free(fs_handle *h)
     if (h->snapshot)
         kv_value_unref(h->snapshot);
     free(h->text);
-    for (size_t i = 0; i < h->n_names; i++)
-        free(h->names[i]);
-    free(h->names);
+    fs_names_free(&h->names);
     free(h);
 }
 
