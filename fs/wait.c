@@ -69,6 +69,7 @@ void fs_wait_free(fs_wait *w)
 static void wait_then(void *arg, int result)
 {
     fs_wait *w = arg;
+    w->view = NULL;         /* nothing read: no earlier read's view */
     w->then(w, result);
 }
 
@@ -148,6 +149,7 @@ void fs_wait_read_file(fs_wait *w, unsigned flags)
 {
     CHECK(w->in);
     w->read_flags = flags;
+    w->rereads = 0;
     if (!fs_committed(w->in)) {
         /* nothing committed to read: a read point alone keeps the request
          * in order with other mounts' writes */
