@@ -64,7 +64,8 @@ static void collect_pending(fs_inode *in, void *arg)
     if (p->rc || in->orphan || !fs_is_pending(in))
         return;
     const char *key = in->key;
-    if (bsearch(&key, p->l->v, p->committed, sizeof *p->l->v, cmp_names))
+    if (p->committed &&
+        bsearch(&key, p->l->v, p->committed, sizeof *p->l->v, cmp_names))
         return;   /* committed elsewhere meanwhile: listed already */
     p->rc = fs_names_add(p->l, in->key, in->key_len);
 }
