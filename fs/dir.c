@@ -113,9 +113,7 @@ static void list_page_done(void *arg, int result, const fs_dir_page *page)
     w->then(w, result);
 }
 
-/* Gather the root listing for w->h: committed keys and this mount's
- * pending creations, sorted; then w->then(w, result). */
-static void list_root(fs_wait *w)
+void fs_dir_list(fs_wait *w)
 {
     fs_names_free(&w->names);
     int rc = list_next(w, NULL, 0);
@@ -158,7 +156,7 @@ void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         }
         w->h = h;               /* takes the handle's first reference */
         w->fi = *fi;
-        list_root(w);
+        fs_dir_list(w);
         return;
     }
     h->chain_head = f->be.chain_head(f->be.ctx);
@@ -265,7 +263,7 @@ void fs_dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         w->h = h;
         h->refs++;
         w->size = size;
-        list_root(w);
+        fs_dir_list(w);
         return;
     }
     if (off == 0 && h->kind == FS_H_DIR_CHAIN)

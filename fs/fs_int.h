@@ -205,6 +205,10 @@ bool fs_is_block_ino(uint64_t ino);
 /* dir.c: the FUSE handlers of directories; lists of names */
 int fs_names_add(fs_names *l, const char *name, size_t len);
 void fs_names_free(fs_names *l);
+/* Gather the root listing into w->h->names, page by page (the first page
+ * at a read point, the rest from the state as applied since), with this
+ * mount's pending creations, sorted; then w->then(w, result). */
+void fs_dir_list(fs_wait *w);
 void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                  struct fuse_file_info *fi);

@@ -36,6 +36,14 @@ typedef struct fake {
         void *arg;
     } points[8];
     uint32_t n_points;
+    struct {
+        char after[64];
+        uint32_t max;
+        unsigned flags;
+        fs_list_fn done;
+        void *arg;
+    } lists[8];
+    uint32_t n_lists;
 } fake;
 
 static int fake_read_key(void *ctx, const char *key, size_t key_len,
@@ -62,6 +70,22 @@ static int fake_barrier(void *ctx, fs_done_fn done, void *arg)
     return 0;
 }
 
+static int fake_list(void *ctx, const char *after, size_t after_len,
+                     uint32_t max, unsigned flags, fs_list_fn done, void *arg)
+{
+    fake *b = ctx;
+    assert_true(b->n_lists < 8 && after_len < 64);
+    if (after_len)
+        memcpy(b->lists[b->n_lists].after, after, after_len);
+    b->lists[b->n_lists].after[after_len] = '\0';
+    b->lists[b->n_lists].max = max;
+    b->lists[b->n_lists].flags = flags;
+    b->lists[b->n_lists].done = done;
+    b->lists[b->n_lists].arg = arg;
+    b->n_lists++;
+    return 0;
+}
+
 typedef struct world {
     fake be;
     fs *f;
@@ -74,7 +98,8 @@ static int setup(void **st)
     w->f = calloc(1, sizeof *w->f);
     assert_non_null(w->f);
     w->f->be = (fs_backend){ .ctx = &w->be, .read_key = fake_read_key,
-                             .read_barrier = fake_barrier };
+                             .read_barrier = fake_barrier,
+                             .list = fake_list };
     w->f->inodes = fs_inode_table_create();
     assert_non_null(w->f->inodes);
     *st = w;
@@ -324,6 +349,76 @@ static void test_rereads_are_bounded(void **st)
     assert_int_equal(w->be.n_reads, FS_COMMIT_TRIES + 1);
 }
 
+/* Answer listing request i with the keys given (NULL-terminated). */
+static void page(world *w, uint32_t i, bool more, const char **keys)
+{
+    fs_entry_view e[8];
+    uint32_t n = 0;
+    for (; keys[n]; n++)
+        e[n] = (fs_entry_view){ .key = keys[n], .key_len = strlen(keys[n]),
+                                .meta = meta(500 + n, 1, 1) };
+    fs_dir_page p = { .entries = e, .n = n, .more = more };
+    w->be.lists[i].done(w->be.lists[i].arg, 0, &p);
+}
+
+static int listed_result = 1;
+
+static void then_listed(fs_wait *wt, int result)
+{
+    listed_result = result;
+    fs_wait_free(wt);
+}
+
+/* A listing is gathered page by page: the first at a read point, the
+ * rest from the applied state after the last key of the page before;
+ * files created here and not committed are listed once, in order. */
+static void test_a_listing_is_gathered_in_pages(void **st)
+{
+    world *w = *st;
+    fs_inode *p1 = fs_inode_get_or_add(w->f->inodes, "b2", 2);
+    fs_inode *p2 = fs_inode_get_or_add(w->f->inodes, "a0", 2);
+    fs_ofile dummy = { 0 };
+    p1->of = p2->of = &dummy;
+    fs_handle *h = fs_handle_new(w->f, FS_H_DIR_ROOT);
+    assert_non_null(h);
+    fs_wait *wt = fs_wait_new(w->f, NULL, then_listed);
+    wt->h = h;                      /* takes the handle's first reference */
+    h->refs++;                      /* the test's own */
+    listed_result = 1;
+    fs_dir_list(wt);
+    assert_int_equal(w->be.n_lists, 1);
+    assert_string_equal(w->be.lists[0].after, "");
+    assert_int_equal(w->be.lists[0].flags, 0);
+    assert_int_equal(w->be.lists[0].max, FS_LIST_MAX);
+    const char *first[] = { "a", "b", NULL };
+    page(w, 0, true, first);
+    assert_int_equal(listed_result, 1);
+    assert_int_equal(w->be.n_lists, 2);
+    assert_string_equal(w->be.lists[1].after, "b");
+    assert_int_equal(w->be.lists[1].flags, FS_READ_APPLIED);
+    const char *second[] = { "b2", "c", NULL };      /* b2 committed too */
+    page(w, 1, false, second);
+    assert_int_equal(listed_result, 0);
+    const char *want[] = { "a", "a0", "b", "b2", "c" };
+    assert_int_equal(h->names.n, 5);
+    for (size_t i = 0; i < 5; i++)
+        assert_string_equal(h->names.v[i], want[i]);
+    /* nothing committed: the pending files alone */
+    wt = fs_wait_new(w->f, NULL, then_listed);
+    wt->h = h;
+    h->refs++;
+    listed_result = 1;
+    fs_dir_list(wt);
+    const char *none[] = { NULL };
+    page(w, 2, false, none);
+    assert_int_equal(listed_result, 0);
+    assert_int_equal(h->names.n, 2);
+    assert_string_equal(h->names.v[0], "a0");
+    assert_string_equal(h->names.v[1], "b2");
+    fs_handle_unref(h);
+    p1->of = p2->of = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -339,6 +434,8 @@ int main(void)
             test_an_uncommitted_file_takes_a_read_point, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rereads_are_bounded, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_a_listing_is_gathered_in_pages,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
