@@ -137,7 +137,9 @@ typedef void (*fs_usage_fn)(void *arg, int result, const fs_usage *usage);
  *      changes, and the completions of calls, reach the adapter in the
  *      order the state applied them; what a read delivers is the state
  *      with exactly the changes told before its completion.  The inodes
- *      of the mount follow their files by this stream (fs/state.c).
+ *      of the mount follow their files by this stream (fs/state.c), so a
+ *      backend that replaces its state wholesale (a snapshot installed)
+ *      must tell every key whose value it changed, removed ones too.
  *  B3. A read without FS_READ_APPLIED, and read_barrier, reflect a
  *      linearizable read point taken after the call (every write
  *      committed before it, on any mount) and every write submitted
