@@ -8,10 +8,14 @@
  * its fuse_req_t and replies when the backend reports the entry applied.
  * Every request is answered exactly once.
  *
- * The adapter knows nothing of consensus or disks: it talks to an
- * fs_backend (submit an op and be told when it is applied; wait for a
- * linearizable read point; read the applied key-value state; render
- * status and chain blocks).
+ * The adapter knows nothing of consensus, disks or where the state is: it
+ * talks to an fs_backend (submit an op and be told when it is applied;
+ * read a key, a page of keys or the counts and be told what the read
+ * found; render status and chain blocks) and learns of every key an
+ * applied entry changed through fs_key_changed.  It never holds the
+ * key-value map: the in-process backend (node/reads.c) serves reads from
+ * the node's state, and a client-only mount can be served the same
+ * answers over the network.
  *
  * Semantics (README.md "The filesystem" has the user-facing version):
  *  1. A written file is one atomic replace: the bytes of a file open for
@@ -32,11 +36,13 @@
  *     (O_RDWR or O_APPEND without O_TRUNC), and every read of a read-only
  *     descriptor that does not continue the previous one first wait for a
  *     read point, so they reflect every write whose call returned before
- *     they began, on any mount.  A read that continues where the previous
- *     read of the descriptor ended, inside the value that one read, is
- *     served from that value (a file read front to back is one value); at
- *     its end a pass continues only into a value that extends it (an
- *     append), and ends if the file was replaced.  The kernel must not
+ *     they began, on any mount (the backend's read point, rule B3).  A
+ *     read that continues where the previous read of the descriptor
+ *     ended, inside the value that one read, is served from that value (a
+ *     file read front to back is one value); at its end a pass continues
+ *     only into a value that extends it (an append), and ends if the file
+ *     was replaced.  A read-only descriptor holds the value it opened
+ *     until its first read, so a file removed before it reads as opened.  The kernel must not
  *     answer from its caches: attr/entry timeouts are 0 by default.
  *  4. A descriptor writes to the file it opened, not to a name: commits
  *     are conditional on the file's identity (chain/kv.h COND IDENT) and
@@ -74,6 +80,74 @@ struct fuse_session;
 /* Completion of a backend call: result is 0 or a negative errno. */
 typedef void (*fs_done_fn)(void *arg, int result);
 
+/* The metadata of a key's committed value.  ident 0: the key is absent
+ * (a present key's identity is never 0, chain/kv.h). */
+typedef struct fs_meta {
+    uint64_t ident;            /* the file it belongs to (chain/kv.h) */
+    uint64_t version;          /* slot of its last change */
+    uint64_t mtime_ms;         /* commit time */
+    uint32_t len;              /* bytes */
+} fs_meta;
+
+/* One key as a read found it. */
+typedef struct fs_entry_view {
+    const char *key;           /* in a listing: the key (key_len bytes) */
+    size_t key_len;
+    fs_meta meta;              /* ident 0: absent */
+    const kv_value *value;     /* with FS_READ_VALUE, of a present key: its
+                                  value, immutable; the reference is lent
+                                  for the callback (kv_value_ref to keep it) */
+} fs_entry_view;
+
+/* A page of a listing: keys in byte order, all after the one asked from,
+ * with their metadata (no values). */
+typedef struct fs_dir_page {
+    const fs_entry_view *entries;
+    uint32_t n;
+    bool more;                 /* keys may follow the last: ask from it */
+} fs_dir_page;
+
+typedef struct fs_usage {
+    uint64_t keys;
+    uint64_t bytes;            /* sum of value lengths */
+} fs_usage;
+
+/* Completions of reads: `view`, `page`, `usage` are valid during the call
+ * only, and NULL when result < 0. */
+typedef void (*fs_read_fn)(void *arg, int result, const fs_entry_view *view);
+typedef void (*fs_list_fn)(void *arg, int result, const fs_dir_page *page);
+typedef void (*fs_usage_fn)(void *arg, int result, const fs_usage *usage);
+
+/* Read flags. */
+#define FS_READ_VALUE 1u       /* deliver the value, not only its metadata */
+#define FS_READ_APPLIED 2u     /* no read point: the state as the backend
+                                  has applied it (rule B2); to look again
+                                  after a read point was taken, or where a
+                                  check needs no more (create, rename) */
+
+/* Reads return at most this many keys per page. */
+#define FS_LIST_MAX 65536u
+
+/*
+ * The backend: what the adapter needs of the replicated store.  Rules it
+ * relies on:
+ *  B1. A completion runs exactly once and never inside the call that
+ *      started it; a call that returns an error never runs it.
+ *  B2. One ordered stream: fs_key_changed for every key an applied entry
+ *      changes, and the completions of calls, reach the adapter in the
+ *      order the state applied them; what a read delivers is the state
+ *      with exactly the changes told before its completion.  The inodes
+ *      of the mount follow their files by this stream (fs/state.c), so a
+ *      backend that replaces its state wholesale (a snapshot installed)
+ *      must tell every key whose value it changed, removed ones too.
+ *  B3. A read without FS_READ_APPLIED, and read_barrier, reflect a
+ *      linearizable read point taken after the call (every write
+ *      committed before it, on any mount) and every write submitted
+ *      `answered` before it (read-your-writes).
+ *  B4. What a read delivers is a copy for the adapter (metadata, a lent
+ *      reference to an immutable value, keys), never a pointer into the
+ *      state that the adapter keeps.
+ */
 typedef struct fs_backend {
     void *ctx;
     /* Propose `op` (kv op encoding); `done` runs once it is applied (with
@@ -83,16 +157,21 @@ typedef struct fs_backend {
      * Returns 0 or a negative errno (then `done` is never called). */
     int (*submit)(void *ctx, const uint8_t *op, uint32_t len, bool answered,
                   fs_done_fn done, void *arg);
-    /* `done` runs once the applied state reflects every write committed
-     * before this call (linearizable read point) and every answered write
-     * submitted before it. */
+    /* `done` runs at a linearizable read point (B3), with nothing to read. */
     int (*read_barrier)(void *ctx, fs_done_fn done, void *arg);
+    /* Read `key`: its metadata, and with FS_READ_VALUE its value. */
+    int (*read_key)(void *ctx, const char *key, size_t key_len,
+                    unsigned flags, fs_read_fn done, void *arg);
+    /* List up to `max` (<= FS_LIST_MAX) keys after `after` (after_len 0:
+     * from the first) in byte order. */
+    int (*list)(void *ctx, const char *after, size_t after_len, uint32_t max,
+                unsigned flags, fs_list_fn done, void *arg);
+    /* Count keys and bytes (as FS_READ_APPLIED: for statfs). */
+    int (*usage)(void *ctx, fs_usage_fn done, void *arg);
     /* 0 if a write may be accepted now, else the negative errno a write
      * would fail with (-EHOSTUNREACH: no leader reachable, -EIO: storage
      * failed): checked at open() for writing, where a shell sees it. */
     int (*can_write)(void *ctx);
-    /* The applied key-value state (loop thread only). */
-    const kv *(*state)(void *ctx);
     /* Render .status (malloc'ed JSON text + newline). */
     int (*status_text)(void *ctx, char **text, size_t *len);
     /* Render block `index` of the chain (malloc'ed); -ENOENT if absent. */
@@ -128,11 +207,12 @@ int fs_fd(const fs *f);
 int fs_process(fs *f);
 
 /* The backend applied an entry that changed `key` (any mount's, this
- * one's included): the inode of the file follows it (renamed, removed,
+ * one's included), which now holds `now` (ident 0: removed), in the order
+ * of rule B2: the inode of the file follows it (renamed, removed,
  * replaced) and, when the kernel caches, its caches are dropped
- * asynchronously, off the loop thread.  `removed` is informational: the
- * applied state decides. */
-void fs_key_changed(fs *f, const char *key, size_t key_len, bool removed);
+ * asynchronously, off the loop thread. */
+void fs_key_changed(fs *f, const char *key, size_t key_len,
+                    const fs_meta *now);
 
 /* Unmount (if still mounted) and free. */
 void fs_unmount(fs *f);

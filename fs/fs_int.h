@@ -1,8 +1,19 @@
 /*
  * fs_int.h - private to fs/: the adapter's state, open-file handles, the
- * shared state of a file open for writing (ofile.c), parked requests, and
- * the handlers shared between fs.c (session, directories, read-only views),
- * keyfile.c (names, attributes, opening) and ofile.c (writing, commits).
+ * shared state of a file open for writing, parked requests, and what the
+ * modules of fs/ offer each other:
+ *
+ *   session.c   mount, the request pump, unmount; handle lifetime
+ *   ops.c       FUSE handlers: routing by inode; .status and .chain/<n>
+ *   dir.c       the root and .chain listings; statfs
+ *   notify.c    kernel cache invalidation on the notifier thread
+ *   wait.c      requests parked on a backend call; errno mapping
+ *   state.c     inodes kept in line with the committed state
+ *   names.c     lookup, unlink, rename
+ *   attr.c      attributes: getattr, setattr
+ *   open.c      open, create, reads of read-only descriptors, release
+ *   ofile.c     working copies of files open for writing, commits
+ *   inode.c     the inode table (inode.h)
  */
 #ifndef PAXOSFS_FS_INT_H
 #define PAXOSFS_FS_INT_H
@@ -20,6 +31,7 @@
 #define FS_RESERVED_STATUS ".status"
 #define FS_OWNERS_MAX 8       /* file tables remembered per open file */
 #define FS_COMMIT_TRIES 16    /* commits re-sent after the file moved */
+#define FS_BLOCK_NAME_DIGITS 10   /* .chain/0000000001 */
 
 enum fs_handle_kind {
     FS_H_KEY = 1,     /* a key file */
@@ -30,6 +42,12 @@ enum fs_handle_kind {
 
 typedef struct fs_commit fs_commit;
 typedef struct fs_wait fs_wait;
+
+/* A list of names (a root listing). */
+typedef struct fs_names {
+    char **v;
+    size_t n;
+} fs_names;
 
 /*
  * The shared state of a file open for writing on this mount (a version of
@@ -84,10 +102,11 @@ typedef struct fs_ofile {
  * An open file.  Key handles:
  *
  *   writable:   `of` is the inode's shared open-file state.
- *   read-only:  `snapshot` holds the committed value the last read saw; a
- *               read that continues where the previous one ended is
- *               served from it, any other read takes a new read point
- *               first (fs.h, semantics 3).
+ *   read-only:  `snapshot` holds the committed value at open, then the
+ *               one the last read saw (a reference: a copy, not the
+ *               state's); a read that continues where the previous one
+ *               ended is served from it, any other read takes a new read
+ *               point first (fs.h, semantics 3).
  */
 typedef struct fs_handle {
     uint8_t kind;              /* enum fs_handle_kind */
@@ -105,8 +124,7 @@ typedef struct fs_handle {
                                   no read to continue) */
     char *text;                /* FS_H_TEXT */
     size_t text_len;
-    char **names;              /* FS_H_DIR_ROOT listing */
-    size_t n_names;
+    fs_names names;            /* FS_H_DIR_ROOT listing */
     bool listed;               /* the listing was read from offset 0 */
     uint64_t chain_head;       /* FS_H_DIR_CHAIN listing bound */
 } fs_handle;
@@ -115,6 +133,7 @@ typedef struct fs_handle {
  * A request parked until a backend call completes: the continuation
  * `then` runs with the call's result, answers `req` (exactly once) and
  * frees the wait.  It holds a reference on `h` and an open_count on `in`.
+ * After a read, `view` is what it found, valid during `then` only.
  */
 typedef void (*fs_then_fn)(fs_wait *w, int result);
 
@@ -135,6 +154,10 @@ struct fs_wait {
     int err;                   /* flush: first failure among them */
     off_t off;                 /* read */
     size_t size;
+    const fs_entry_view *view; /* a read's result, during `then` only */
+    unsigned read_flags;       /* FS_READ_* of the read in progress */
+    uint32_t rereads;          /* a file read again where it moved */
+    fs_names names;            /* a listing being gathered */
     fs_wait *next;             /* in the ofile's waiters */
 };
 
@@ -168,46 +191,108 @@ struct fs {
     bool stopping;
 };
 
-/* fs.c */
+/* session.c */
+extern const struct fuse_lowlevel_ops fs_ops;   /* ops.c */
 fs *fs_of(fuse_req_t req);
 void fs_handle_unref(fs_handle *h);
 fs_handle *fs_handle_new(fs *f, uint8_t kind);
-int fs_check_name(const char *name);
 uint64_t fs_wall_ms(void);
-/* Free `in` once nothing references it and its file is gone: a key that
- * exists keeps its inode number for the life of the mount. */
-void fs_release_inode(fs *f, fs_inode *in);
+
+/* ops.c */
+void fs_set_times_ms(struct stat *st, uint64_t ms);
+bool fs_is_block_ino(uint64_t ino);
+
+/* dir.c: the FUSE handlers of directories; lists of names */
+int fs_names_add(fs_names *l, const char *name, size_t len);
+void fs_names_free(fs_names *l);
+/* Gather the root listing into w->h->names, page by page (the first page
+ * at a read point, the rest from the state as applied since), with this
+ * mount's pending creations, sorted; then w->then(w, result). */
+void fs_dir_list(fs_wait *w);
+void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                 struct fuse_file_info *fi);
+void fs_dir_release(fuse_req_t req, fuse_ino_t ino,
+                    struct fuse_file_info *fi);
+void fs_statfs(fuse_req_t req, fuse_ino_t ino);
+
+/* notify.c */
+void *fs_notifier_main(void *arg);
+/* Stop the notifier thread (if it runs) and drop queued notices. */
+void fs_notifier_stop(fs *f);
 /* Queue kernel cache invalidations (only when caching is on). */
 void fs_notice_entry(fs *f, const char *key, size_t key_len);
 void fs_notice_inode(fs *f, uint64_t ino);
 
-/* keyfile.c: names, attributes, opening */
+/* wait.c */
 fs_wait *fs_wait_new(fs *f, fuse_req_t req, fs_then_fn then);
 void fs_wait_free(fs_wait *w);
 /* Park `w` until a linearizable read point; then w->then(w, result). */
 void fs_wait_read_point(fs_wait *w);
-/* The committed value of the file `in` stands for, or NULL. */
-const kv_value *fs_committed(fs *f, const fs_inode *in);
-/* Bring the inode table in line with the applied state for `key`. */
-void fs_reconcile(fs *f, const char *key, size_t key_len);
-/* Where the file `ident` is now, scanning the state: 0 and its key
- * (malloc'ed, *key_len) or -ENOENT / -ENOMEM. */
-int fs_find_ident(fs *f, uint64_t ident, char **key, size_t *key_len);
-void fs_fill_key_attr(fs *f, const fs_inode *in, const fs_handle *h,
-                      struct stat *st);
+/* Park `w` until `key` (a name) is read with `flags` (FS_READ_*); then
+ * w->then(w, result) with w->view what the read found. */
+void fs_wait_read_key(fs_wait *w, const char *key, unsigned flags);
+/* Park `w` until the file w->in stands for is read with `flags`; then
+ * w->then(w, result) with w->view that file as read, or NULL when it has
+ * no committed value on this mount (not committed yet, removed).  Without
+ * FS_READ_APPLIED it waits for a read point in any case; with it, a file
+ * without a committed value is answered at once. */
+void fs_wait_read_file(fs_wait *w, unsigned flags);
+/* Propose `op` (n bytes, or a negative errno from its encoder); then
+ * w->then(w, the state machine's result). */
+void fs_wait_submit(fs_wait *w, const uint8_t *op, int64_t n);
+/* `w` holds an open_count on `in` and a reference on `h` (each may be
+ * NULL) until it is freed. */
+void fs_wait_hold(fs_wait *w, fs_inode *in, fs_handle *h);
+/* A wait that keeps copies of the names it acts on (newname may be NULL).
+ * Checks the names first; on a bad name or ENOMEM it answers the request
+ * itself and returns NULL. */
+fs_wait *fs_wait_named(fuse_req_t req, fs_then_fn then, const char *name,
+                       const char *newname);
+/* Answer w's request with `result` (0 or a backend errno) and free it. */
+void fs_reply_wait_err(fs_wait *w, int result);
+/* Map a backend failure to what a file operation reports. */
+int fs_commit_errno(int result);
+
+/* state.c */
+/* The committed metadata of the file `in` stands for, or NULL (not
+ * committed yet, or gone). */
+const fs_meta *fs_committed(const fs_inode *in);
+/* A file created on this mount and not committed yet. */
+bool fs_is_pending(const fs_inode *in);
+/* Bring the inode table in line with `key` holding `now` (ident 0:
+ * absent), as told by the backend or found by a read. */
+void fs_reconcile(fs *f, const char *key, size_t key_len, const fs_meta *now);
+/* The inode of the file `name` names on this mount, `now` being what a
+ * read found under it; created if needed; NULL with *err set (ENOENT,
+ * ENOMEM). */
+fs_inode *fs_resolve(fs *f, const char *name, const fs_meta *now, int *err);
+/* Free `in` once nothing references it and its file is gone: a key that
+ * exists keeps its inode number for the life of the mount. */
+void fs_release_inode(fs *f, fs_inode *in);
+
+/* names.c */
+int fs_check_name(const char *name);
 void fs_key_lookup(fuse_req_t req, const char *name);
-void fs_key_getattr(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi);
-void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,
-                    int to_set, struct fuse_file_info *fi);
-void fs_key_open(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi);
-void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi);
-void fs_key_read(fuse_req_t req, fs_handle *h, size_t size, off_t off);
 void fs_key_unlink(fuse_req_t req, const char *name);
 void fs_key_rename(fuse_req_t req, const char *name, const char *newname,
                    unsigned int flags);
+
+/* attr.c */
+void fs_fill_key_attr(fs *f, const fs_inode *in, const fs_handle *h,
+                      struct stat *st);
+/* Does `in` exist for a getattr through `h` (NULL: by path)? */
+bool fs_key_exists(const fs_inode *in, const fs_handle *h);
+void fs_fill_entry(fs *f, fs_inode *in, struct fuse_entry_param *e);
+void fs_key_getattr(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi);
+void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,
+                    int to_set, struct fuse_file_info *fi);
+
+/* open.c */
+void fs_key_open(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi);
+void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi);
+void fs_key_read(fuse_req_t req, fs_handle *h, size_t size, off_t off);
 void fs_key_release(fuse_req_t req, fs_handle *h);
-/* Map a backend failure to what a file operation reports. */
-int fs_commit_errno(int result);
 
 /* ofile.c: writing and committing */
 /* The inode's current open-file version, created from `v` (NULL: empty)

@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fs.h"
+
 #define FS_INO_ROOT 1u
 #define FS_INO_CHAIN 2u
 #define FS_INO_STATUS 3u
@@ -38,6 +40,14 @@ typedef struct fs_inode {
     char *key;               /* NUL-terminated; "" once orphaned */
     bool orphan;             /* not reachable by key any more */
     uint64_t ident;          /* committed file identity; 0 = not yet */
+    fs_meta seen;            /* what its key held when last told (state.c):
+                                the committed metadata of its file while
+                                it is not an orphan (seen.ident == ident),
+                                or, created here and not committed yet,
+                                what the key holds (its first commit's
+                                identity once that is applied) */
+    bool lost;               /* orphaned by a rename whose new name could
+                                not be stored (ENOMEM): commits fail */
     struct fs_ofile *of;     /* shared state of its writable opens, or NULL */
     struct fs_inode *next_by_key;
     struct fs_inode *next_by_ino;

@@ -222,22 +222,15 @@ static void commit_free(fs_commit *c)
     free(c);
 }
 
-/* Where the file of `in` lives now: 0 (in->key is its key), or -ENOENT
- * when it was removed (or was never committed and lost its name). */
-static int locate(fs *f, fs_inode *in)
+/* Where the file of `in` lives now: 0 (in->key is its key: the inode
+ * follows its file through renames, state.c), -ENOENT when it was
+ * removed (or was never committed and lost its name), -ENOMEM when its
+ * new name could not be stored. */
+static int locate(const fs_inode *in)
 {
     if (!in->orphan)
         return 0;
-    if (!in->ident)
-        return -ENOENT;
-    char *key = NULL;
-    size_t len = 0;
-    int rc = fs_find_ident(f, in->ident, &key, &len);
-    if (rc < 0)
-        return rc;
-    fs_reconcile(f, key, len);     /* re-keys `in` there */
-    free(key);
-    return in->orphan ? -ENOENT : 0;
+    return in->lost ? -ENOMEM : -ENOENT;
 }
 
 /* Propose the working copy (`force`: even when nothing changed, for a new
@@ -248,7 +241,7 @@ static int ofile_submit(fs *f, fs_ofile *of, bool answered, bool force)
     fs_inode *in = of->in;
     if (!of->dirty && !force)
         return 0;
-    int rc = locate(f, in);
+    int rc = locate(in);
     if (rc == -ENOENT) {
         /* removed: its bytes go nowhere (invariant 3) */
         of->dirty = false;
@@ -335,29 +328,31 @@ static void commit_done(void *arg, int result)
     fs_inode *in = of->in;
 
     if (result == -ESTALE && c->ident) {
-        /* the key no longer holds the file: follow it (invariant 3) */
+        /* the key no longer holds the file: follow it (invariant 3).  The
+         * change that moved it reached this mount before this answer
+         * (fs.h rule B2), so the inode is where its file is now. */
+        int rc = locate(in);
         char *key = NULL;
-        size_t len = 0;
-        int rc = fs_find_ident(f, c->ident, &key, &len);
-        if (rc == 0 && c->tries < FS_COMMIT_TRIES) {
-            fs_reconcile(f, key, len);
+        if (rc == 0 && in->ident != c->ident)
+            rc = -EIO;         /* cannot happen: the inode is this file's */
+        else if (rc == 0 && c->tries >= FS_COMMIT_TRIES)
+            rc = -EIO;
+        else if (rc == 0 && !(key = strdup(in->key)))
+            rc = -ENOMEM;
+        if (rc == 0) {
             free(c->key);
             c->key = key;
             c->tries++;
             rc = commit_send(c);
             if (rc == 0)
                 return;
-            result = rc;
-        } else {
-            free(key);
-            result = rc == -ENOENT ? 0 : (rc < 0 ? rc : -EIO);
         }
-    } else if (result == 0 && !in->ident) {
-        /* the first commit of a file created here names its file */
-        const kv_value *v = kv_get(f->be.state(f->be.ctx), c->key,
-                                   strlen(c->key));
-        if (v)
-            fs_inode_set_ident(f->inodes, in, v->ident);
+        result = rc == -ENOENT ? 0 : rc;   /* removed: the bytes go nowhere */
+    } else if (result == 0 && !in->ident && in->seen.ident) {
+        /* the first commit of a file created here names its file: the
+         * identity its key was told to hold right before this answer
+         * (state.c invariant 3) */
+        fs_inode_set_ident(f->inodes, in, in->seen.ident);
     }
     if (result < 0) {
         /* not committed; the next commit proposes the whole copy */

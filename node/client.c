@@ -1,6 +1,7 @@
 /*
  * client.c - owns the client handle (see client.h): the ring of writes in
- * flight, the overflow FIFO, the read points and their deadlines.
+ * flight, the overflow FIFO, the read points and their deadlines, and the
+ * deferred calls.
  */
 #include "client.h"
 
@@ -47,6 +48,13 @@ typedef struct read_wait {
     bool ready;
 } read_wait;
 
+/* A call to make at the next client_flush. */
+typedef struct deferred {
+    struct deferred *next;
+    client_done_fn done;
+    void *arg;
+} deferred;
+
 struct client {
     uint64_t id;
     uint64_t timeout_ms;
@@ -69,6 +77,8 @@ struct client {
 
     uint64_t applied;           /* client_serve */
     bool serving;
+
+    deferred *defer_head, *defer_tail;
 };
 
 int client_create(uint64_t id, uint64_t timeout_ms, client **out)
@@ -102,6 +112,10 @@ void client_destroy(client *c)
         next = w->next;
         free(w->op);
         free(w);
+    }
+    for (deferred *d = c->defer_head, *next; d; d = next) {
+        next = d->next;
+        free(d);
     }
     free(c->ring);
     free(c->reads);
@@ -304,6 +318,41 @@ int client_read(client *c, uint64_t now_ms, client_done_fn done, void *arg)
     return 0;
 }
 
+int client_defer(client *c, client_done_fn done, void *arg)
+{
+    deferred *d = malloc(sizeof *d);
+    if (!d)
+        return -ENOMEM;
+    *d = (deferred){ .done = done, .arg = arg };
+    if (c->defer_tail)
+        c->defer_tail->next = d;
+    else
+        c->defer_head = d;
+    c->defer_tail = d;
+    return 0;
+}
+
+bool client_has_deferred(const client *c)
+{
+    return c->defer_head != NULL;
+}
+
+/* Run the deferred calls queued so far with `result`; what they queue
+ * waits for the next run. */
+static void run_deferred(client *c, int result)
+{
+    deferred *d = c->defer_head;
+    c->defer_head = c->defer_tail = NULL;
+    while (d) {
+        deferred *next = d->next;
+        client_done_fn done = d->done;
+        void *arg = d->arg;
+        free(d);
+        done(arg, result);
+        d = next;
+    }
+}
+
 static void propose(client *c, client_propose_fn fn, void *arg,
                     px_request *reqs, uint32_t k)
 {
@@ -320,6 +369,7 @@ static void propose(client *c, client_propose_fn fn, void *arg,
 void client_flush(client *c, client_propose_fn fn, client_read_fn read,
                   void *arg)
 {
+    run_deferred(c, 0);
     px_request reqs[64];
     uint32_t k = 0;
     /* refused last time: once per call (a refusal during this call waits
@@ -447,6 +497,7 @@ void client_expire(client *c, uint64_t now_ms)
 
 void client_fail_all(client *c, int result)
 {
+    run_deferred(c, result);
     finish_waiting(c, waiting_any, NULL, result);
     for (uint64_t s = c->low_seq; s < c->next_seq; s++) {
         pending *p = pending_at(c, s);

@@ -26,9 +26,13 @@
  * applied: a process sees its own writes.  Writes whose callers still wait
  * are concurrent with the read, which need not wait for them.
  *
+ * Deferred calls (client_defer): a read that needs no read point (served
+ * from the applied state as it is) still completes later, at the next
+ * client_flush, so that nothing runs inside the call that asked for it.
+ *
  * Invariants:
- *   1. Every callback runs exactly once, and never inside client_submit or
- *      client_read (the caller is not re-entered).
+ *   1. Every callback runs exactly once, and never inside client_submit,
+ *      client_read or client_defer (the caller is not re-entered).
  *   2. Seqs in [low_seq, next_seq) are either in use or finished; the
  *      ring's lowest seq is always in use, so tickets leave in order.
  *   3. A write whose caller already returned ("answered") has no
@@ -82,7 +86,18 @@ int client_submit(client *c, uint64_t now_ms, const uint8_t *op,
 /* Queue a read point.  0, or -EAGAIN when CLIENT_MAX_READS wait. */
 int client_read(client *c, uint64_t now_ms, client_done_fn done, void *arg);
 
-/* Hand the runtime what was queued: writes the replica refused last turn
+/* Run `done(arg, 0)` at the next client_flush, before anything else it
+ * does (a read from the applied state, without a read point).  0 or
+ * -ENOMEM. */
+int client_defer(client *c, client_done_fn done, void *arg);
+
+/* Whether deferred calls wait: the runtime must not sleep before its next
+ * client_flush. */
+bool client_has_deferred(const client *c);
+
+/* Hand the runtime what was queued: deferred calls first (those queued
+ * before this call; what they queue waits for the next), writes the
+ * replica refused last turn
  * first (once per call), then new writes, in batches to `propose`; then
  * the new read points to `read`, one token each.  The replica copies the
  * ops it takes; an op is freed after its batch unless client_refused
@@ -111,7 +126,7 @@ void client_serve(client *c, uint64_t applied, bool serving);
 /* Fail what passed its deadline with -ETIMEDOUT. */
 void client_expire(client *c, uint64_t now_ms);
 
-/* Fail everything outstanding with `result`. */
+/* Fail everything outstanding with `result` (deferred calls too). */
 void client_fail_all(client *c, int result);
 
 #endif

@@ -24,6 +24,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "reads.h"
+
 /* The key-value state's answer for one request: our own client's. */
 static void on_result(void *arg, uint64_t who, uint64_t seq,
                       int32_t result, uint64_t slot)
@@ -35,14 +37,21 @@ static void on_result(void *arg, uint64_t who, uint64_t seq,
 }
 
 /* The key-value state's stream of changed keys (kv_set_changed, installed
- * once replay is done): tell the mount which keys an applied entry changed (its own writes
- * too: an inode follows its file through renames, whoever made them). */
+ * once replay is done): tell the mount which keys an applied entry changed
+ * and what they hold now (its own writes too: an inode follows its file
+ * through renames, whoever made them), right after the op that changed
+ * them and so before its request's result (fs.h rule B2). */
 void host_on_changed(void *arg, const char *key, size_t key_len,
                        bool removed)
 {
     node *n = arg;
-    if (n->mount)
-        fs_key_changed(n->mount, key, key_len, removed);
+    if (!n->mount)
+        return;
+    fs_meta now = { 0 };
+    const kv_value *v = removed ? NULL : kv_get(n->state, key, key_len);
+    if (v)
+        reads_meta(v, &now);
+    fs_key_changed(n->mount, key, key_len, &now);
 }
 
 void host_apply(node *n, const px_entry *e)

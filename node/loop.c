@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "../net/cpus.h"
+#include "reads.h"
 
 /* ------------------------------------------------------------- clock */
 
@@ -187,9 +188,12 @@ static int node_submit(void *ctx, const uint8_t *op, uint32_t len,
     return client_submit(n->cl, node_now_ms(), op, len, answered, done, arg);
 }
 
-static int node_read_barrier(void *ctx, fs_done_fn done, void *arg)
+/* A read that needs a read point fails at once on a node cut off from
+ * the majority; one from the applied state (FS_READ_APPLIED) does not. */
+static int read_gate(node *n, unsigned flags)
 {
-    node *n = ctx;
+    if (flags & FS_READ_APPLIED)
+        return 0;
     node_track_leader(n, node_now_ms());
     if (n->fatal)   /* invariant 2: nothing is applied meanwhile */
         return health_client_errno(n->fatal);
@@ -197,12 +201,40 @@ static int node_read_barrier(void *ctx, fs_done_fn done, void *arg)
         n->fast_failed++;
         return -EHOSTUNREACH;
     }
-    return client_read(n->cl, node_now_ms(), done, arg);
+    return 0;
 }
 
-static const kv *node_state(void *ctx)
+static int node_read_barrier(void *ctx, fs_done_fn done, void *arg)
 {
-    return ((node *)ctx)->state;
+    node *n = ctx;
+    int rc = read_gate(n, 0);
+    return rc < 0 ? rc : client_read(n->cl, node_now_ms(), done, arg);
+}
+
+/* Reads of state (node/reads.c): served from this node's key-value state
+ * once the client handle lets them. */
+static int node_read_key(void *ctx, const char *key, size_t key_len,
+                         unsigned flags, fs_read_fn done, void *arg)
+{
+    node *n = ctx;
+    int rc = read_gate(n, flags);
+    return rc < 0 ? rc : reads_key(n->cl, n->state, node_now_ms(), key,
+                                   key_len, flags, done, arg);
+}
+
+static int node_list(void *ctx, const char *after, size_t after_len,
+                     uint32_t max, unsigned flags, fs_list_fn done, void *arg)
+{
+    node *n = ctx;
+    int rc = read_gate(n, flags);
+    return rc < 0 ? rc : reads_list(n->cl, n->state, node_now_ms(), after,
+                                    after_len, max, flags, done, arg);
+}
+
+static int node_usage(void *ctx, fs_usage_fn done, void *arg)
+{
+    node *n = ctx;
+    return reads_usage(n->cl, n->state, done, arg);
 }
 
 /* Whether a write may be accepted now: what can be known before the value
@@ -226,8 +258,10 @@ void node_backend(node *n, fs_backend *be)
         .ctx = n,
         .submit = node_submit,
         .read_barrier = node_read_barrier,
+        .read_key = node_read_key,
+        .list = node_list,
+        .usage = node_usage,
         .can_write = node_can_write,
-        .state = node_state,
         .status_text = status_text,
         .block_text = host_block_text,
         .chain_head = host_chain_head,
@@ -372,8 +406,8 @@ int node_run(node *n)
             timeout = (int)(n->next_tick_ms - now);
         else if (n->next_tick_ms && n->next_tick_ms <= now)
             timeout = 0;
-        if (zmq_pending)
-            timeout = 0;
+        if (zmq_pending || client_has_deferred(n->cl))
+            timeout = 0;   /* deferred reads run at the next client_flush */
         int pr = poll(fds, (nfds_t)n_fds, timeout);
         if (pr < 0 && errno != EINTR) {
             fprintf(stderr, "paxosfs: poll: %s\n", strerror(errno));

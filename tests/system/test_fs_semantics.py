@@ -130,6 +130,68 @@ def test_reread_of_an_open_file_sees_another_mounts_write(cluster):
         os.close(fd)
 
 
+def test_every_read_path_sees_another_mounts_change_at_once(cluster):
+    """Whatever a mount does first after another mount's write returned,
+    it sees that write: a stat (lookup, getattr), an open and read, a
+    listing, an open that loads the value for writing (O_RDWR, O_APPEND),
+    a truncate(path); after another mount's unlink, a stat, an open and a
+    listing miss the name at once, and a descriptor opened before reads
+    the value it opened."""
+    a, b = followers(cluster)
+
+    def first_read(kind, name, want):
+        p = b.path(name)
+        if kind == "stat":
+            assert os.stat(p).st_size == len(want)
+        elif kind == "read":
+            assert read_file(p) == want
+        elif kind == "listdir":
+            assert name in os.listdir(b.mnt)
+        elif kind == "rdwr":
+            fd = os.open(p, os.O_RDWR)
+            try:
+                assert os.read(fd, 100) == want.encode()
+            finally:
+                os.close(fd)
+        elif kind == "append":
+            write_file(p, "+", "a")
+            want += "+"
+        elif kind == "truncate":
+            os.truncate(p, 1)
+            want = want[:1]
+        return want
+
+    kinds = ("stat", "read", "listdir", "rdwr", "append", "truncate")
+    for i in range(10):
+        for kind in kinds:
+            name = "path-%s-%d" % (kind, i)
+            value = "v%d-%s" % (i, kind)
+            write_file(a.path(name), value)                 # created on A
+            value = first_read(kind, name, value)           # at once on B
+            assert read_file(a.path(name)) == value, (kind, i)
+            write_file(a.path(name), value + "!")           # replaced on A
+            value = first_read(kind, name, value + "!")
+            assert read_file(a.path(name)) == value, (kind, i)
+        for kind in ("stat", "open", "listdir", "descriptor"):
+            name = "gone-%s-%d" % (kind, i)
+            write_file(a.path(name), "x%d" % i)
+            if kind == "descriptor":
+                fd = os.open(b.path(name), os.O_RDONLY)
+            os.unlink(a.path(name))                         # removed on A
+            if kind == "stat":
+                expect_errno(errno.ENOENT, os.stat, b.path(name))
+            elif kind == "open":
+                expect_errno(errno.ENOENT, os.open, b.path(name), os.O_RDONLY)
+            elif kind == "listdir":
+                assert name not in os.listdir(b.mnt), i
+            else:
+                try:
+                    assert os.pread(fd, 100, 0) == b"x%d" % i, i
+                finally:
+                    os.close(fd)
+                expect_errno(errno.ENOENT, os.stat, b.path(name))
+
+
 def test_with_kernel_caches_a_removal_elsewhere_is_seen_by_open(launched):
     """--entry-timeout/--attr-timeout above 0 let the kernel keep names:
     an open through a cached name still finds a file removed elsewhere

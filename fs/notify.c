@@ -1,0 +1,114 @@
+/*
+ * notify.c - kernel cache invalidation off the loop thread: a bounded
+ * queue of notices (an inode whose content changed, a root entry whose
+ * name changed) and the notifier thread that sends them.
+ *
+ * Invariants:
+ *  1. The notifier thread touches nothing but this queue (under f->lock)
+ *     and the session's notify calls, which libfuse allows from any
+ *     thread: a notification issued on the loop thread can deadlock
+ *     against a request the kernel is waiting on.
+ *  2. Notices are queued only when the kernel caches at all (an attr or
+ *     entry timeout above 0) and at most FS_NOTICE_MAX wait; one dropped
+ *     (full queue, ENOMEM) only means the kernel keeps its entry until
+ *     the entry's timeout.
+ */
+#include "fs_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define FS_NOTICE_MAX 65536   /* bound on queued invalidations */
+
+void *fs_notifier_main(void *arg)
+{
+    fs *f = arg;
+    pthread_mutex_lock(&f->lock);
+    for (;;) {
+        while (!f->notices_head && !f->stopping)
+            pthread_cond_wait(&f->cond, &f->lock);
+        if (!f->notices_head && f->stopping)
+            break;
+        fs_notice *n = f->notices_head;
+        f->notices_head = n->next;
+        if (!f->notices_head)
+            f->notices_tail = NULL;
+        f->n_notices--;
+        pthread_mutex_unlock(&f->lock);
+        /* errors (ENOENT: the kernel no longer caches it) are expected */
+        if (n->ino)
+            fuse_lowlevel_notify_inval_inode(f->se, n->ino, 0, 0);
+        if (n->name)
+            fuse_lowlevel_notify_inval_entry(f->se, FS_INO_ROOT, n->name,
+                                             strlen(n->name));
+        free(n->name);
+        free(n);
+        pthread_mutex_lock(&f->lock);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return NULL;
+}
+
+/* Queue a kernel cache invalidation.  Only needed when the kernel caches
+ * at all (a timeout above 0); with the default 0 it asks us every time. */
+static void queue_notice(fs *f, uint64_t ino, const char *key, size_t key_len)
+{
+    if (!f->notifier_running ||
+        (f->opt.attr_timeout_s <= 0 && f->opt.entry_timeout_s <= 0))
+        return;
+    if (key && memchr(key, '/', key_len))
+        return;   /* not a root entry: the kernel cannot have it */
+    fs_notice *n = calloc(1, sizeof *n);
+    if (!n)
+        return;   /* caches expire on their own after their timeout */
+    n->ino = ino;
+    if (key && !(n->name = strndup(key, key_len))) {
+        free(n);
+        return;
+    }
+    pthread_mutex_lock(&f->lock);
+    if (f->n_notices >= FS_NOTICE_MAX) {
+        pthread_mutex_unlock(&f->lock);
+        free(n->name);
+        free(n);
+        return;
+    }
+    if (f->notices_tail)
+        f->notices_tail->next = n;
+    else
+        f->notices_head = n;
+    f->notices_tail = n;
+    f->n_notices++;
+    pthread_cond_signal(&f->cond);
+    pthread_mutex_unlock(&f->lock);
+}
+
+void fs_notice_entry(fs *f, const char *key, size_t key_len)
+{
+    queue_notice(f, 0, key, key_len);
+}
+
+void fs_notice_inode(fs *f, uint64_t ino)
+{
+    queue_notice(f, ino, NULL, 0);
+}
+
+void fs_notifier_stop(fs *f)
+{
+    if (f->notifier_running) {
+        pthread_mutex_lock(&f->lock);
+        f->stopping = true;
+        pthread_cond_signal(&f->cond);
+        pthread_mutex_unlock(&f->lock);
+        pthread_join(f->notifier, NULL);
+        f->notifier_running = false;
+    }
+    while (f->notices_head) {
+        fs_notice *n = f->notices_head;
+        f->notices_head = n->next;
+        free(n->name);
+        free(n);
+    }
+    f->notices_tail = NULL;
+    f->n_notices = 0;
+}
