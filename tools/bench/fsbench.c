@@ -9,6 +9,9 @@
  *
  * DIR may be a comma-separated list: thread t works in the (t mod n)th.
  * VALUE_BYTES may be changed with env FSBENCH_VALUE_BYTES (default 100).
+ * With env FSBENCH_MAX_SECONDS=S a thread of write/read stops after S
+ * seconds even if it did fewer than OPS (a slow machine ends the run in
+ * bounded time; ops= says how many were done).
  * Each thread works on its own 64 files.  Prints one line:
  *   <what> threads=T ops=N ops_per_s=X p50_us=Y p99_us=Z
  *
@@ -49,7 +52,9 @@ typedef struct worker {
     int id;
     int ops;
     int mode;          /* 0 write, 1 read */
+    double end_us;     /* 0: no time limit */
     double *lat_us;
+    int done;
     int failures;
 } worker;
 
@@ -72,7 +77,7 @@ static void *run_worker(void *arg)
     static char value[VALUE_BYTES_MAX];
     char path[4096], buf[4096];
     memset(value, 'a' + w->id % 26, value_bytes);
-    for (int i = 0; i < w->ops; i++) {
+    for (int i = 0; i < w->ops && !(w->end_us && now_us() >= w->end_us); i++) {
         snprintf(path, sizeof path, "%s/bench-%d-%d", w->dir, w->id,
                  i % FILES_PER_THREAD);
         double t0 = now_us();
@@ -89,6 +94,7 @@ static void *run_worker(void *arg)
                 close(fd);
         }
         w->lat_us[i] = now_us() - t0;
+        w->done = i + 1;
         if (!ok)
             w->failures++;
     }
@@ -120,9 +126,12 @@ static int bench_files(const char *dirs, int mode, int threads, int ops)
     double *lat = calloc((size_t)threads * (size_t)ops, sizeof *lat);
     if (!ws || !tids || !lat)
         return 2;
+    const char *max = getenv("FSBENCH_MAX_SECONDS");
     double t0 = now_us();
+    double end = max && atof(max) > 0 ? t0 + atof(max) * 1e6 : 0;
     for (int t = 0; t < threads; t++) {
         ws[t] = (worker){ .dir = list[t % n_dirs], .id = t, .ops = ops, .mode = mode,
+                          .end_us = end,
                           .lat_us = lat + (size_t)t * (size_t)ops };
         pthread_create(&tids[t], NULL, run_worker, &ws[t]);
     }
@@ -132,8 +141,14 @@ static int bench_files(const char *dirs, int mode, int threads, int ops)
         failures += ws[t].failures;
     }
     double elapsed = now_us() - t0;
-    int rc = report(mode == 0 ? "write" : "read", threads, lat, threads * ops,
-                    elapsed, failures);
+    /* the latencies of the operations done, packed */
+    int n = 0;
+    for (int t = 0; t < threads; t++) {
+        memmove(lat + n, ws[t].lat_us, (size_t)ws[t].done * sizeof *lat);
+        n += ws[t].done;
+    }
+    int rc = n ? report(mode == 0 ? "write" : "read", threads, lat, n, elapsed,
+                        failures) : 1;
     free(ws);
     free(tids);
     free(lat);
