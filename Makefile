@@ -1,6 +1,7 @@
 # paxosfs build.  `make` builds build/paxosfs and build/paxosctl;
 # `make test` runs every test; `make asan` runs them under ASan+UBSan;
-# `make sim SEEDS=N` runs the simulator; `make bench` prints benchmarks;
+# `make sim SEEDS=N` runs the simulator; `make bench` prints benchmarks
+# (text, data and a PNG also go to build/bench/results/<time>/);
 # `make fsx OPS=N` runs the random file-operation exerciser for N ops;
 # `make deps` installs the Debian packages the build and tests need.
 
@@ -116,6 +117,11 @@ $(BUILD)/lincheck: $(call obj,tests/tools/lincheck.c tests/sim/lincheck.c)
 $(SIM_BIN): $(call obj,$(SIM_SRC)) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_SIM)
+
+# the benchmark's baseline filesystem stands alone: libfuse3 only
+$(BUILD)/bench/memfs: $(call obj,tools/bench/memfs.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(FUSE_LIBS) -lpthread
 
 $(BUILD)/bench/%: $(call obj,tools/bench/%.c) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE)
 	@mkdir -p $(dir $@)
