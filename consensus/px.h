@@ -145,6 +145,8 @@ enum px_event_type {
     PX_EV_PERSISTED,          /* .persist_id: that output is durable */
     PX_EV_SNAPSHOT_INSTALLED, /* .snapshot: state machine now at index */
     PX_EV_READ_INDEX,         /* .read_token: ask for a linearizable read */
+    PX_EV_READ_BATCH,         /* .reads: as many READ_INDEX in one step (a
+                                 follower asks the leader once for all) */
 };
 
 typedef struct px_event {
@@ -166,6 +168,10 @@ typedef struct px_event {
             px_members members;
         } snapshot;
         uint64_t read_token;  /* host's tag, echoed in px_read_ready */
+        struct {
+            const uint64_t *tokens;
+            uint32_t n;
+        } reads;
     } u;
 } px_event;
 

@@ -161,7 +161,9 @@ typedef struct px_queue {
 
 typedef struct px_read {
     uint64_t token;
-    uint64_t round;            /* leader: heartbeat round that confirms */
+    uint64_t round;            /* leader: heartbeat round that confirms;
+                                  follower: its first read round (reads.c
+                                  invariant 7) */
     uint64_t deadline_ms;
     uint64_t sent_ms;          /* follower: last request to the leader */
     uint32_t origin;           /* 0 = local, else requesting node */
@@ -285,6 +287,7 @@ struct px_replica {
     uint64_t quiet_until_ms;    /* no promise before (reads.c inv. 5) */
     bool quiet_on_start;        /* restored from durable state */
     uint64_t lease_first_round; /* rounds of this leadership start here */
+    uint64_t fread_round;       /* follower read rounds (reads.c inv. 7) */
     bool need_round;
 
     px_election el;

@@ -41,6 +41,13 @@
  *      forward on a follower without time having passed (CLOCK_MONOTONIC
  *      slews, it does not jump; a forward jump on the leader only
  *      shortens its lease).  The wall clock plays no part.
+ *   7. A follower asks the leader once per step for all its reads that
+ *      wait: one FORWARD whose token is a follower read round; a read
+ *      joins the first round sent after it arrived (x->round), and the
+ *      leader's answer to any round at or after that one is a read index
+ *      confirmed after the read arrived, so it serves the read.  Reads
+ *      not answered within retry_interval_ms join a new round (a leader
+ *      change), keeping their first round.
  */
 #include "px_int.h"
 
@@ -189,24 +196,29 @@ void px_on_read_msg(px_replica *r, const px_msg *m)
         px_on_read_index(r, m->aux, m->from);
         return;
     }
-    for (uint32_t i = 0; i < r->freads.count; i++) {
+    /* invariant 7: every read sent in round m->aux or before */
+    uint32_t served = 0;
+    for (uint32_t i = 0; i < r->freads.count;) {
         px_read *x = px_readq_at(&r->freads, i);
-        if (x->token == m->aux && x->sent) {
+        if (x->sent && x->round && x->round <= m->aux) {
             px_out_read(r, x->token, m->slot, 0);
             px_readq_remove(&r->freads, i);
-            /* the answer carries the leader's commit index: the read
-             * waits for it, so learn it now rather than at the next
-             * ACCEPT or HEARTBEAT */
-            if (m->from == r->leader_id &&
-                px_ballot_cmp(m->ballot, r->ballot) == 0) {
-                if (m->commit > r->leader_commit)
-                    r->leader_commit = m->commit;
-                px_learn_from_leader(r);
-            }
-            return;
+            served++;
+            continue;
         }
+        i++;
     }
-    r->stats.msgs_ignored++;
+    if (!served) {
+        r->stats.msgs_ignored++;
+        return;
+    }
+    /* the answer carries the leader's commit index: the reads wait for
+     * it, so learn it now rather than at the next ACCEPT or HEARTBEAT */
+    if (m->from == r->leader_id && px_ballot_cmp(m->ballot, r->ballot) == 0) {
+        if (m->commit > r->leader_commit)
+            r->leader_commit = m->commit;
+        px_learn_from_leader(r);
+    }
 }
 
 void px_reads_fail_leader(px_replica *r)
@@ -300,6 +312,7 @@ void px_reads_pump(px_replica *r)
         px_reads_leader(r);
         return;
     }
+    bool ask = false;
     for (uint32_t i = 0; i < r->freads.count;) {
         px_read *x = px_readq_at(&r->freads, i);
         if (r->now_ms >= x->deadline_ms) {
@@ -307,14 +320,23 @@ void px_reads_pump(px_replica *r)
             px_readq_remove(&r->freads, i);
             continue;
         }
-        if (r->leader_id && r->leader_id != r->self &&
-            (!x->sent || r->now_ms - x->sent_ms >= r->opt.retry_interval_ms)) {
-            int k = px_out_msg(r, PX_MSG_FORWARD, r->leader_id, r->ballot);
-            if (k >= 0)
-                r->out.msgs[k].aux = x->token;
-            x->sent = true;
-            x->sent_ms = r->now_ms;
-        }
+        ask |= !x->sent || r->now_ms - x->sent_ms >= r->opt.retry_interval_ms;
         i++;
+    }
+    if (!ask || !r->leader_id || r->leader_id == r->self)
+        return;
+    /* invariant 7: one round for every read that waits for one */
+    int k = px_out_msg(r, PX_MSG_FORWARD, r->leader_id, r->ballot);
+    if (k < 0)
+        return;
+    r->out.msgs[k].aux = ++r->fread_round;
+    for (uint32_t i = 0; i < r->freads.count; i++) {
+        px_read *x = px_readq_at(&r->freads, i);
+        if (x->sent && r->now_ms - x->sent_ms < r->opt.retry_interval_ms)
+            continue;
+        if (!x->sent)
+            x->round = r->fread_round;
+        x->sent = true;
+        x->sent_ms = r->now_ms;
     }
 }

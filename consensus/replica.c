@@ -473,6 +473,10 @@ int px_step(px_replica *r, const px_event *ev, px_output *out)
     case PX_EV_PERSISTED:
     case PX_EV_READ_INDEX:
         break;
+    case PX_EV_READ_BATCH:
+        if (ev->u.reads.n && !ev->u.reads.tokens)
+            return -EINVAL;
+        break;
     default:
         return -EINVAL;
     }
@@ -520,6 +524,10 @@ int px_step(px_replica *r, const px_event *ev, px_output *out)
         break;
     case PX_EV_READ_INDEX:
         px_on_read_index(r, ev->u.read_token, 0);
+        break;
+    case PX_EV_READ_BATCH:
+        for (uint32_t i = 0; i < ev->u.reads.n; i++)
+            px_on_read_index(r, ev->u.reads.tokens[i], 0);
         break;
     default:
         break;

@@ -406,8 +406,8 @@ void client_flush(client *c, client_propose_fn fn, client_read_fn read,
     }
     /* a read handed out may come back to be asked again: next call */
     uint32_t count = c->n_new_reads;
-    for (uint32_t i = 0; i < count; i++)
-        read(arg, c->new_reads[i]);
+    if (count)
+        read(arg, c->new_reads, count);   /* appends stay behind count */
     memmove(c->new_reads, c->new_reads + count,
             (c->n_new_reads - count) * sizeof *c->new_reads);
     c->n_new_reads -= count;

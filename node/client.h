@@ -99,11 +99,12 @@ bool client_has_deferred(const client *c);
  * before this call; what they queue waits for the next), writes the
  * replica refused last turn
  * first (once per call), then new writes, in batches to `propose`; then
- * the new read points to `read`, one token each.  The replica copies the
+ * the new read points to `read`, all in one call.  The replica copies the
  * ops it takes; an op is freed after its batch unless client_refused
  * marked it for another try during that batch. */
 typedef void (*client_propose_fn)(void *arg, px_request *reqs, uint32_t k);
-typedef void (*client_read_fn)(void *arg, uint64_t token);
+typedef void (*client_read_fn)(void *arg, const uint64_t *tokens,
+                               uint32_t n);
 void client_flush(client *c, client_propose_fn propose, client_read_fn read,
                   void *arg);
 

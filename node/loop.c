@@ -145,10 +145,11 @@ static void propose_batch(void *arg, px_request *reqs, uint32_t k)
     node_step(n, &ev);
 }
 
-static void read_point(void *arg, uint64_t token)
+static void read_point(void *arg, const uint64_t *tokens, uint32_t n)
 {
-    px_event ev = { .type = PX_EV_READ_INDEX };
-    ev.u.read_token = token;
+    px_event ev = { .type = PX_EV_READ_BATCH };
+    ev.u.reads.tokens = tokens;
+    ev.u.reads.n = n;
     node_step(arg, &ev);
 }
 

@@ -1147,6 +1147,42 @@ static void test_read_lease_restarted_follower(void **state)
     h_free(c);
 }
 
+/* reads.c invariant 7: a follower asks the leader once for all the
+ * reads waiting in a step, and an answer serves only the reads that had
+ * arrived before the round it answers was sent. */
+static void test_follower_reads_share_one_round(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    uint64_t tokens[5] = {101, 102, 103, 104, 105};
+    px_event ev = {.type = PX_EV_READ_BATCH};
+    ev.u.reads.tokens = tokens;
+    ev.u.reads.n = 5;
+    h_step(c, 2, ev);
+    assert_int_equal(h_count(c, PX_MSG_FORWARD, 2, 1), 1);
+    /* a sixth read arrives before the answer: a round of its own */
+    h_step(c, 2, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 106});
+    assert_int_equal(h_count(c, PX_MSG_FORWARD, 2, 1), 2);
+    /* the leader answers the first round only */
+    h_deliver_at(c, 0);
+    assert_int_equal(h_count(c, PX_MSG_FORWARD, 1, 2), 1);
+    for (uint32_t k = 0; k < c->nq; k++)
+        if (h_match(c->q[k], PX_MSG_FORWARD, 1, 2)) {
+            h_deliver_at(c, k);
+            break;
+        }
+    assert_int_equal(c->n[2].n_reads, 5);
+    for (uint32_t i = 0; i < 5; i++) {
+        assert_int_equal(c->n[2].reads[i].status, 0);
+        assert_true(c->n[2].reads[i].read_token != 106);
+    }
+    h_run(c);
+    assert_int_equal(c->n[2].n_reads, 6);
+    assert_int_equal(c->n[2].reads[5].read_token, 106);
+    h_free(c);
+}
+
 static void test_restart_never_reuses_ballot(void **state)
 {
     (void)state;
@@ -1830,6 +1866,7 @@ int main(void)
         cmocka_unit_test(test_read_index),
         cmocka_unit_test(test_read_lease),
         cmocka_unit_test(test_read_lease_restarted_follower),
+        cmocka_unit_test(test_follower_reads_share_one_round),
         cmocka_unit_test(test_restart_never_reuses_ballot),
         cmocka_unit_test(test_lost_acceptor_state_recovers),
         cmocka_unit_test(test_suspended_replica_neither_leads_nor_votes),

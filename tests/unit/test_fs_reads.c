@@ -87,11 +87,13 @@ static void on_propose(void *arg, px_request *reqs, uint32_t k)
     }
 }
 
-static void on_read_token(void *arg, uint64_t token)
+static void on_read_token(void *arg, const uint64_t *tokens, uint32_t n)
 {
     world *w = arg;
-    assert_true(w->n_tokens < 16);
-    w->tokens[w->n_tokens++] = token;
+    for (uint32_t i = 0; i < n; i++) {
+        assert_true(w->n_tokens < 16);
+        w->tokens[w->n_tokens++] = tokens[i];
+    }
 }
 
 static void flush(world *w)
