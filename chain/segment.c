@@ -235,6 +235,47 @@ static void rec_encode(uint8_t *p, uint64_t index, uint64_t time_ms,
     chain_put_u32(p + rec_len - 4, chain_crc32(p + 16, rec_len - 20));
 }
 
+int chain_record_parse(const uint8_t *p, uint64_t avail, chain_record *r,
+                       const char **reason)
+{
+    rec_view v;
+    int st = rec_parse(p, avail, &v, reason);
+    if (st == REC_SHORT_HEADER || st == REC_PAST_END)
+        return -EAGAIN;
+    if (st != REC_OK)
+        return -EBADMSG;
+    r->index = v.index;
+    r->time_ms = v.time_ms;
+    r->kind = v.kind;
+    r->len = v.len;
+    r->rec_len = v.rec_len;
+    r->data = v.data;
+    r->prev = v.prev;
+    r->hash = v.hash;
+    return 0;
+}
+
+uint32_t chain_record_size(uint32_t len)
+{
+    return REC_FIXED_BYTES + len;
+}
+
+uint32_t chain_record_header_bytes(void)
+{
+    return REC_HEADER_BYTES;
+}
+
+uint32_t chain_record_length(const uint8_t *header)
+{
+    return chain_get_u32(header + 8);
+}
+
+void chain_record_encode(uint8_t *p, const chain_block *b)
+{
+    rec_encode(p, b->index, b->time_ms, b->kind, b->data, b->len, b->prev_hash,
+               b->hash);
+}
+
 static uint64_t hash8(const uint8_t *h)
 {
     return chain_get_u64(h);

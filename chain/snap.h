@@ -279,9 +279,10 @@ int chain_verify_all(const char *dir, const chain_mark *durable,
  *   backup_restore    checks FILE completely (snapshot, every block and
  *                     link, the snapshot's head hash into the chain, the
  *                     trailer) and only then prepares backing directory
- *                     DIR (absent or empty) with the snapshot and the
- *                     chain; no acceptor store (the node starts
- *                     recovering, see README).  -EBADMSG with *damage
+ *                     DIR (absent or empty) with the snapshot, the
+ *                     chain, and an acceptor store durable to the head
+ *                     and marked recovering (the node recovers its
+ *                     acceptor state before it votes, see README).  -EBADMSG with *damage
  *                     (path FILE, offset in FILE) on a damaged file,
  *                     -ENOTEMPTY when DIR holds anything. */
 typedef struct backup_report {
