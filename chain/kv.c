@@ -464,12 +464,22 @@ static void skip_unlink(kv *s, kv_node *n)
     }
 }
 
-/* Insert a new node (table space reserved by the caller). */
+/* The first empty slot of n's probe run: for a key known to be absent,
+ * no node in the run needs to be compared (or even read). */
+static void table_place(kv *s, kv_node *n)
+{
+    uint64_t mask = s->cap - 1;
+    uint64_t i = n->hash & mask;
+    while (s->table[i])          /* bounded: load <= 70 % */
+        i = (i + 1) & mask;
+    s->table[i] = n;
+}
+
+/* Insert a new node whose key is absent (table space reserved by the
+ * caller). */
 static void map_insert(kv *s, kv_node *n)
 {
-    bool found;
-    uint64_t i = table_find_slot(s, node_key(n), n->key_len, n->hash, &found);
-    s->table[i] = n;
+    table_place(s, n);
     skip_link(s, n);
     s->count++;
     s->value_bytes += n->val->len;
@@ -761,8 +771,8 @@ int kv_apply_entry(kv *s, const px_entry *e, kv_result_fn cb, void *arg)
     s->partial_slot = 0;
     s->partial_done = 0;
     s->applied = e->slot;
-    if (!s->view && s->n_dead)   /* at least what an entry can add */
-        kv_reclaim(s, KV_RECLAIM_PER_APPLY + e->len / 16);
+    if (!s->view && s->n_dead)
+        kv_reclaim(s, KV_RECLAIM_PER_APPLY);
     return 0;
 }
 
@@ -929,6 +939,24 @@ void kv_set_applied(kv *s, uint64_t index)
 int kv_insert_value(kv *s, const char *key, size_t len, kv_value *v)
 {
     return map_put(s, key, len, v);
+}
+
+int kv_insert_new(kv *s, const char *key, size_t len, kv_value *v)
+{
+    uint8_t h[KV_DIGEST_BYTES];
+    assert(!s->view);
+    if (record_hash(s, key, len, v, h) != 0 || table_reserve(s) != 0)
+        goto out_unref;
+    kv_node *n = node_new(s, key, len, key_hash(key, len));
+    if (!n)
+        goto out_unref;
+    n->val = v;
+    map_insert(s, n);
+    digest_add(s->digest, h, 1);
+    return 0;
+out_unref:
+    kv_value_unref(v);
+    return -ENOMEM;
 }
 
 bool kv_frozen(const kv *s)

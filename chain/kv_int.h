@@ -32,6 +32,9 @@ const px_sessions *kv_sessions_const(const kv *s);
 void kv_set_applied(kv *s, uint64_t index);
 /* Store v under key, taking the caller's reference (released on error). */
 int kv_insert_value(kv *s, const char *key, size_t len, kv_value *v);
+/* kv_insert_value for a key the caller knows is absent (the loader: keys
+ * strictly ascending), without looking it up. */
+int kv_insert_new(kv *s, const char *key, size_t len, kv_value *v);
 /* Exchange the whole contents of two maps (neither frozen). */
 void kv_swap(kv *a, kv *b);
 /* True while a view is out (kv_freeze). */

@@ -30,7 +30,7 @@
  *      rule (kv_key_check), strictly ascending keys, identity not 0,
  *      value length; a failure is final (-EINVAL, *why says what) and
  *      nothing is kept.
- *   3. The map is built with kv_insert_value, so its digest (kv.h) is
+ *   3. The map is built with kv_insert_new, so its digest (kv.h) is
  *      computed from every record as it arrives: after kv_loader_finish
  *      the built state's digest is a recomputation from the payload.
  */
@@ -134,7 +134,8 @@ static int record_end(kv_loader *l)
 {
     kv_value *v = l->val;
     l->val = NULL;
-    int rc = kv_insert_value(l->s, l->key, l->key_len, v);
+    /* strictly ascending keys (checked in record_start) are new keys */
+    int rc = kv_insert_new(l->s, l->key, l->key_len, v);
     if (rc)
         return fail(l, rc, "out of memory");
     l->keys++;
