@@ -75,7 +75,9 @@ typedef struct snap_expect {
  *                    fields are compared with `expect` as soon as they
  *                    arrive; every 64 KiB frame's CRC as soon as it is
  *                    complete); the receiver is then dead
- *                    (snap_recv_damage says where and why);
+ *                    (snap_recv_damage says where and why), as after any
+ *                    other failure (-ENOMEM, or -errno writing out_fd):
+ *                    every later call answers the same;
  *   snap_recv_finish all `total` bytes arrived: the SHA-256 of the file,
  *                    the trailer, and the state digest recomputed from the
  *                    records all check out, and match `expect`: *state is

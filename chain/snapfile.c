@@ -362,12 +362,14 @@ struct snap_recv {
     bool z_open, z_end;
     uint64_t raw_total, comp_total;
     kv_loader *loader;
+    int err;                           /* why the receiver is dead */
     chain_damage damage;
 };
 
 static int damaged(snap_recv *r, uint64_t offset, const char *why)
 {
     r->phase = RP_DEAD;
+    r->err = -EBADMSG;
     chain_damage_set(&r->damage, "", offset, r->info.index, why);
     return -EBADMSG;
 }
@@ -405,6 +407,7 @@ int snap_recv_begin(uint64_t total, const snap_expect *expect, int out_fd,
     }
     if (total < SF_HEADER + SF_FRAME_HEADER + SF_TRAILER)
         damaged(r, total, "shorter than the smallest snapshot file");
+    /* (the receiver is then dead: every call answers -EBADMSG) */
     *out = r;
     return 0;
 }
@@ -558,18 +561,32 @@ static int trailer_done(snap_recv *r)
     return 0;
 }
 
+static int recv_some(snap_recv *r, const uint8_t *data, size_t len);
+
+/* Any failure but a misplaced chunk is final: the receiver's state is no
+ * longer one a next chunk could continue (r->err is returned from then
+ * on). */
 int snap_recv_chunk(snap_recv *r, uint64_t offset, const uint8_t *data,
                     size_t len)
 {
     if (r->phase == RP_DEAD)
-        return -EBADMSG;
+        return r->err;
     if (offset != r->received || (len && !data) || len > r->total - offset)
         return -EINVAL;
-    if (r->out_fd >= 0 && len) {
-        int rc = chain_io_pwrite_all(r->out_fd, data, len, offset);
-        if (rc)
-            return rc;
+    int rc = 0;
+    if (r->out_fd >= 0 && len)
+        rc = chain_io_pwrite_all(r->out_fd, data, len, offset);
+    if (rc == 0)
+        rc = recv_some(r, data, len);
+    if (rc) {
+        r->phase = RP_DEAD;
+        r->err = rc;
     }
+    return rc;
+}
+
+static int recv_some(snap_recv *r, const uint8_t *data, size_t len)
+{
     while (len > 0) {
         size_t take = 0;
         int rc = 0;
@@ -625,7 +642,7 @@ int snap_recv_chunk(snap_recv *r, uint64_t offset, const uint8_t *data,
         case RP_DONE:
             return damaged(r, pos, "bytes after the end of the snapshot");
         case RP_DEAD:
-            return -EBADMSG;
+            return r->err;
         }
         if (rc < 0)
             return rc;
@@ -653,7 +670,7 @@ int snap_recv_chunk(snap_recv *r, uint64_t offset, const uint8_t *data,
 int snap_recv_finish(snap_recv *r, kv **state, snap_info *info)
 {
     if (r->phase == RP_DEAD)
-        return -EBADMSG;
+        return r->err;
     if (r->received != r->total || r->phase != RP_DONE) {
         const char *why = "the file ends early";
         switch (r->phase) {
@@ -670,8 +687,11 @@ int snap_recv_finish(snap_recv *r, kv **state, snap_info *info)
     }
     kv *s = NULL;
     int rc = kv_loader_finish(r->loader, r->info.index, &s);
-    if (rc == -ENOMEM)
+    if (rc == -ENOMEM) {
+        r->phase = RP_DEAD;
+        r->err = rc;
         return rc;
+    }
     if (rc) {
         char why[128];
         snprintf(why, sizeof why, "state: %s", kv_loader_error(r->loader));
@@ -698,7 +718,7 @@ int snap_recv_finish(snap_recv *r, kv **state, snap_info *info)
     else
         kv_destroy(s);
     r->phase = RP_DEAD;        /* the state was given away */
-    chain_damage_set(&r->damage, "", 0, r->info.index, "already finished");
+    r->err = -EALREADY;
     return 0;
 }
 
