@@ -159,8 +159,8 @@ static void *helper_main(void *p)
 static int run(uint64_t nkeys)
 {
     char dir[512];
-    const char *base = getenv("BENCH_DIR") ? getenv("BENCH_DIR") : "/var/tmp";
-    snprintf(dir, sizeof dir, "%s/paxosfs-snapbench-XXXXXX", base);
+    const char *root = getenv("BENCH_DIR") ? getenv("BENCH_DIR") : "/var/tmp";
+    snprintf(dir, sizeof dir, "%s/paxosfs-snapbench-XXXXXX", root);
     if (!mkdtemp(dir)) {
         perror("mkdtemp");
         return 1;
