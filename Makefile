@@ -186,6 +186,7 @@ deps:
 #   kv_op     one key-value op
 #   members   a CONFIG block's value (membership)
 #   snapshot  key-value snapshots and the session table inside them
+#   snapfile  snapshot files and transfers: the chunk receiver and its checks
 #   keys      the cluster key file (--key)
 FUZZ_CC    ?= clang
 FUZZ_RUNS  ?= 200000
@@ -197,7 +198,7 @@ FUZZ_FLAGS := $(FUZZ_BASE) -fsanitize=fuzzer,address,undefined
 # objects linked into a fuzz target: coverage and sanitizers, no main
 FUZZ_OBJ_FLAGS := $(FUZZ_BASE) -fsanitize=fuzzer-no-link,address,undefined \
                   -MMD -MP
-FUZZ_TARGETS := wire segment acceptor batch kv_op members snapshot keys
+FUZZ_TARGETS := wire segment acceptor batch kv_op members snapshot snapfile keys
 # inputs per target (times FUZZ_SCALE) and the largest input, sized so that
 # the whole `make fuzz` takes well under a minute on two cores
 FUZZ_RUNS_wire     = $(FUZZ_RUNS)
@@ -207,6 +208,7 @@ FUZZ_RUNS_batch    = 40000
 FUZZ_RUNS_kv_op    = 100000
 FUZZ_RUNS_members  = 100000
 FUZZ_RUNS_snapshot = 20000
+FUZZ_RUNS_snapfile = 6000
 FUZZ_RUNS_keys     = 8000
 FUZZ_LEN_wire      = 4096
 FUZZ_LEN_segment   = 8192
@@ -215,6 +217,7 @@ FUZZ_LEN_batch     = 8192
 FUZZ_LEN_kv_op     = 4096
 FUZZ_LEN_members   = 512
 FUZZ_LEN_snapshot  = 8192
+FUZZ_LEN_snapfile  = 16384
 FUZZ_LEN_keys      = 4096
 
 FUZZ_CHAIN_OBJS := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(CHAIN_SRC) $(CONSENSUS_SRC) $(BASE_SRC))

@@ -60,6 +60,11 @@ typedef struct chain_open_report {
     char torn_path[512];
     uint64_t torn_offset;      /* where the file was truncated */
     uint64_t torn_bytes;       /* bytes removed */
+    bool reset;                /* chain_open_ex: the chain ended at block
+                                  reset_head, before the snapshot it
+                                  continues; it now starts after the
+                                  snapshot (read-only: would) */
+    uint64_t reset_head;
 } chain_open_report;
 
 /* Open (creating if absent) the chain in `dir`, verify every block (hashes
@@ -113,7 +118,8 @@ int chain_sync_start(chain *c, chain_sync_job *job);
 int chain_sync_run(chain_sync_job *job);
 int chain_sync_finish(chain *c, const chain_sync_job *job, int rc);
 
-/* Read block `index` (1..head).  -ENOENT if outside the chain. */
+/* Read block `index` (base+1..head, chain_base_index).  -ENOENT if
+ * outside the chain. */
 int chain_read(chain *c, uint64_t index, chain_block *out);
 void chain_block_free(chain_block *b);
 
@@ -313,5 +319,80 @@ int chain_verify_dir_marked(const char *dir, const chain_mark *durable,
  * without being so.  0, or the first negative errno (a directory that
  * does not exist is skipped). */
 int chain_settle_dir(const char *dir);
+
+/* ------------------------------------------- snapshots and compaction */
+
+/* A chain need not start at block 1: once a snapshot holds the state at
+ * block S (chain/snap.h), the segments whose blocks are all covered may be
+ * removed (compaction), and a node that installed a snapshot from a peer
+ * continues its chain after S.  The blocks the chain holds are then
+ * base+1..head; block base+1 links to the hash of block base (the base
+ * hash), which is the snapshot's head hash when base == S, and otherwise
+ * is bound to the snapshot through block S's hash (base < S <= head).
+ *
+ * chain_open_ex opens with options:
+ *   durable   as chain_open_marked (NULL: none); a mark at or below the
+ *             base, or (the chain being behind the snapshot) at or below
+ *             S, is satisfied by the snapshot;
+ *   snapshot  the snapshot the chain continues (index S, head hash H);
+ *             NULL: the chain must start at block 1, as chain_open.  With
+ *             it the chain may start at any block <= S+1; starting later
+ *             (blocks missing between snapshot and chain), a block S+1
+ *             that does not link to H, or a block S whose hash is not H
+ *             is damage (-EBADMSG, *damage names file, offset, block).  A
+ *             chain that ends before S is behind the snapshot: it is
+ *             replaced by an empty chain after S (report->reset; a
+ *             read-only open only reports it and acts as if);
+ *   read_only opens nothing for writing (verification): torn tails are
+ *             reported, not cut.
+ * Blocks at or below the base are outside the chain (chain_read and
+ * chain_hash_at answer -ENOENT; chain_hash_at(base) gives the base hash). */
+typedef struct chain_base {
+    uint64_t index;                  /* S: last block the snapshot holds */
+    uint8_t hash[CHAIN_HASH_BYTES];  /* H: hash of block S */
+} chain_base;
+
+typedef struct chain_open_opts {
+    const chain_mark *durable;
+    const chain_base *snapshot;
+    bool read_only;
+} chain_open_opts;
+
+int chain_open_ex(const char *dir, const chain_open_opts *opts, chain **out,
+                  chain_open_report *report, chain_damage *damage);
+
+uint64_t chain_base_index(const chain *c);       /* 0: starts at block 1 */
+const uint8_t *chain_base_hash(const chain *c);  /* hash of block base */
+
+/* Compaction: remove the segments whose blocks are all <= upto, never the
+ * active (last) segment, so a segment only partly covered stays.  The node
+ * passes the index of the *previous* snapshot (snapstore_compact_index),
+ * so that falling back from a damaged newest snapshot to the previous one
+ * still finds every block after it.  In two steps like chain_sync:
+ *   chain_compact_start (owner) drops the segments from the chain at once
+ *                       (chain_base_index moves up) and returns how many
+ *                       (0: nothing to do; the job is empty);
+ *   chain_compact_run   (any thread) unlinks their files and fsyncs the
+ *                       directory; 0 or -errno (a file left behind is
+ *                       harmless: the next open starts the chain earlier).
+ * chain_compact does both: segments removed, or -errno. */
+typedef struct chain_compact_job {
+    uint64_t *firsts;                /* first block of each file */
+    uint32_t n;
+    char dir[512];
+} chain_compact_job;
+
+int chain_compact_start(chain *c, uint64_t upto, chain_compact_job *job);
+int chain_compact_run(chain_compact_job *job);
+int chain_compact(chain *c, uint64_t upto);
+
+/* Replace the whole chain by an empty one continuing after block `index`
+ * with hash `hash` (a snapshot installed from a peer, which the local
+ * chain does not reach or contradicts): DIR/chain is renamed aside in one
+ * step, a new one with an empty segment index+1 is made durable, and the
+ * old one removed.  A crash leaves the old chain or the new one; the next
+ * chain_open_ex with the snapshot finishes the job.  -EBUSY while a sync
+ * job is out; a failure is sticky (the chain must be reopened). */
+int chain_reset(chain *c, uint64_t index, const uint8_t hash[CHAIN_HASH_BYTES]);
 
 #endif /* PAXOSFS_CHAIN_H */

@@ -61,4 +61,26 @@ void chain_hex(const uint8_t *p, size_t len, char *out);
 void chain_damage_set(chain_damage *d, const char *path, uint64_t offset,
                       uint64_t index, const char *reason);
 
+/* One block record of a segment file (layout in segment.c), for files
+ * that carry records elsewhere (backups).  chain_record_parse checks the
+ * record at p (avail bytes there): 0 with *r pointing into p, -EAGAIN
+ * when fewer than a whole record's bytes are there (the header says how
+ * many: chain_record_length once chain_record_header_bytes are there), or
+ * -EBADMSG (a checksum or field is wrong, *reason says which).  It does
+ * not check the hash rule or the link.  chain_record_encode writes
+ * chain_record_size(b->len) bytes. */
+typedef struct chain_record {
+    uint64_t index, time_ms;
+    uint8_t kind;
+    uint32_t len, rec_len;
+    const uint8_t *data, *prev, *hash;
+} chain_record;
+
+int chain_record_parse(const uint8_t *p, uint64_t avail, chain_record *r,
+                       const char **reason);
+uint32_t chain_record_size(uint32_t len);
+uint32_t chain_record_header_bytes(void);
+uint32_t chain_record_length(const uint8_t *header);
+void chain_record_encode(uint8_t *p, const chain_block *b);
+
 #endif /* PAXOSFS_CHAIN_INT_H */

@@ -37,24 +37,50 @@
  *   7. A COND op's condition is judged on the state its entry meets, just
  *      before the guarded op; file identities come from (slot, position
  *      in the batch), so they too are the same on every replica.
+ *   8. digest is the sum modulo 2^256 of record_hash() over the live keys
+ *      (kv.h, "State digest"); every change of the map adds and subtracts
+ *      the hashes of the records it creates and removes, computed before
+ *      anything changes (so a failed hash changes nothing, invariant 4).
+ *
+ * Frozen views (kv_freeze): a snapshot is written on another thread from
+ * the skip list's level 0 while the owner goes on applying.  While a view
+ * is out (gen is its generation):
+ *   F1. nodes created now get born == gen; the view skips them;
+ *   F2. a node the view can see (born != gen) is never changed: its first
+ *       change replaces it by a new node (F1) and marks it DEAD; a removed
+ *       one is marked DEAD; DEAD nodes leave the hash table at once but
+ *       stay in the skip list, with their value, until the view is thawed
+ *       and they are reclaimed (kv_reclaim), so the view walks them;
+ *   F3. level-0 links are published with release stores and read by the
+ *       view with acquire loads; nothing the view reads is freed before
+ *       kv_thaw.
+ * DEAD nodes are skipped by kv_scan and never found by kv_get.  A live
+ * node comes first among nodes with its key (inserts go before the first
+ * node >= key), so removal finds it where it always did.
  */
 #include "kv_int.h"
+#include "chain_int.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #define KV_SKIP_MAX 24           /* 4^24 keys before heights saturate */
 #define KV_TABLE_MIN 64
-#define KV_SESSION_CLIENTS 4096  /* same on every replica (invariant 6) */
-#define KV_SESSION_PER_CLIENT 1024 /* >= a node's writes in flight */
 #define KV_REQUEST_MIN_BYTES 28  /* encoded request without op bytes */
+#define KV_RECLAIM_PER_APPLY 64  /* DEAD nodes reclaimed per applied entry */
+#define KV_NODE_DEAD 1
 
 typedef struct kv_node {
     uint64_t hash;
     kv_value *val;
     uint16_t key_len;
     uint8_t height;
+    uint8_t flags;            /* KV_NODE_DEAD */
+    uint32_t born;            /* kv.gen when created (F1) */
     struct kv_node *next[];   /* height pointers, then the key bytes */
 } kv_node;
 
@@ -71,6 +97,23 @@ struct kv {
     kv_sessions *sessions;
     kv_changed_fn changed;    /* kv_set_changed */
     void *changed_arg;
+    uint64_t digest[4];       /* invariant 8, little-endian limbs */
+    chain_hasher hasher;
+    uint32_t gen;             /* generation of the view out, or the last */
+    kv_view *view;            /* non-NULL while frozen */
+    kv_node **dead;           /* DEAD nodes still in the skip list */
+    size_t n_dead, cap_dead;
+};
+
+struct kv_view {
+    kv *s;
+    uint32_t gen;
+    uint64_t applied, count, bytes;
+    uint8_t digest[KV_DIGEST_BYTES];
+    uint8_t *sessions;
+    size_t sessions_len;
+    const kv_node *cursor;    /* last node returned */
+    int started;
 };
 
 static const char *node_key(const kv_node *n)
@@ -128,9 +171,9 @@ kv_value *kv_value_new(const uint8_t *a, uint32_t alen, const uint8_t *b,
     v->mtime_ms = mtime_ms;
     v->version = version;
     v->ident = ident;
-    if (alen)
+    if (alen && a)          /* a NULL: the caller fills the bytes */
         memcpy(v->data, a, alen);
-    if (blen)
+    if (blen && b)
         memcpy(v->data + alen, b, blen);
     return v;
 }
@@ -148,6 +191,71 @@ void kv_value_unref(const kv_value *v)
         free((kv_value *)v);
 }
 
+/* ------------------------------------------------------------ digest */
+
+#define KV_RECORD_TAG "pxkvrec1"
+
+/* SHA-256 of the canonical record of one key (kv.h, "State digest"). */
+static int record_hash(kv *s, const char *key, size_t len, const kv_value *v,
+                       uint8_t out[KV_DIGEST_BYTES])
+{
+    return kv_record_hash(&s->hasher, key, len, v, out);
+}
+
+int kv_record_hash(chain_hasher *h, const char *key, size_t len,
+                   const kv_value *v, uint8_t out[KV_DIGEST_BYTES])
+{
+    uint8_t fixed[8 + 2 + 8 + 8 + 8 + 4];
+    unsigned int out_len = 0;
+    memcpy(fixed, KV_RECORD_TAG, 8);
+    le_put16(fixed + 8, (uint16_t)len);
+    le_put64(fixed + 10, v->mtime_ms);
+    le_put64(fixed + 18, v->version);
+    le_put64(fixed + 26, v->ident);
+    le_put32(fixed + 34, v->len);
+    if (EVP_DigestInit_ex(h->ctx, h->md, NULL) != 1 ||
+        EVP_DigestUpdate(h->ctx, fixed, 10) != 1 ||
+        EVP_DigestUpdate(h->ctx, key, len) != 1 ||
+        EVP_DigestUpdate(h->ctx, fixed + 10, sizeof fixed - 10) != 1 ||
+        (v->len && EVP_DigestUpdate(h->ctx, v->data, v->len) != 1) ||
+        EVP_DigestFinal_ex(h->ctx, out, &out_len) != 1 ||
+        out_len != KV_DIGEST_BYTES)
+        return -EIO;
+    return 0;
+}
+
+/* d += h (sign > 0) or d -= h, modulo 2^256; h little-endian. */
+static void digest_add(uint64_t d[4], const uint8_t h[KV_DIGEST_BYTES],
+                       int sign)
+{
+    uint64_t carry = 0;
+    for (int i = 0; i < 4; i++) {
+        uint64_t x = le_get64(h + 8 * i);
+        if (sign > 0) {
+            uint64_t t = d[i] + x;
+            uint64_t c1 = t < x;
+            d[i] = t + carry;
+            carry = c1 | (d[i] < t);
+        } else {
+            uint64_t t = d[i] - x;
+            uint64_t b1 = d[i] < x;
+            d[i] = t - carry;
+            carry = b1 | (t < carry);
+        }
+    }
+}
+
+static void digest_out(const uint64_t d[4], uint8_t out[KV_DIGEST_BYTES])
+{
+    for (int i = 0; i < 4; i++)
+        le_put64(out + 8 * i, d[i]);
+}
+
+void kv_digest(const kv *s, uint8_t out[KV_DIGEST_BYTES])
+{
+    digest_out(s->digest, out);
+}
+
 /* ------------------------------------------------------------ map */
 
 kv *kv_create(void)
@@ -158,7 +266,7 @@ kv *kv_create(void)
     s->cap = KV_TABLE_MIN;
     s->table = calloc(s->cap, sizeof *s->table);
     s->sessions = kv_sessions_create(KV_SESSION_CLIENTS, KV_SESSION_PER_CLIENT);
-    if (!s->table || !s->sessions) {
+    if (!s->table || !s->sessions || chain_hasher_init(&s->hasher) != 0) {
         if (s->sessions)
             kv_sessions_destroy(s->sessions);
         free(s->table);
@@ -172,6 +280,8 @@ void kv_destroy(kv *s)
 {
     if (!s)
         return;
+    /* a view out would read freed memory: the owner thaws first */
+    assert(s->view == NULL);
     kv_node *n = s->head[0];
     while (n) {
         kv_node *next = n->next[0];
@@ -180,6 +290,8 @@ void kv_destroy(kv *s)
         n = next;
     }
     kv_sessions_destroy(s->sessions);
+    chain_hasher_free(&s->hasher);
+    free(s->dead);
     free(s->table);
     free(s);
 }
@@ -287,7 +399,8 @@ static void table_remove_at(kv *s, uint64_t i)
     }
 }
 
-static kv_node *node_new(const char *key, size_t len, uint64_t h)
+static kv_node *node_new(const kv *s, const char *key, size_t len,
+                         uint64_t h)
 {
     uint8_t height = 1;
     uint64_t bits = h >> 16;
@@ -302,6 +415,8 @@ static kv_node *node_new(const char *key, size_t len, uint64_t h)
     n->val = NULL;
     n->key_len = (uint16_t)len;
     n->height = height;
+    n->flags = 0;
+    n->born = s->gen;
     memcpy((char *)node_key(n), key, len);
     return n;
 }
@@ -320,64 +435,144 @@ static void skip_find(kv *s, const char *key, size_t len,
     }
 }
 
-/* Insert a new node (table space reserved by the caller). */
-static void map_insert(kv *s, kv_node *n)
+/* Link n into the skip list before the first node >= its key.  The
+ * level-0 link is published with a release store (F3). */
+static void skip_link(kv *s, kv_node *n)
 {
-    bool found;
     kv_node **prev[KV_SKIP_MAX];
-    uint64_t i = table_find_slot(s, node_key(n), n->key_len, n->hash, &found);
-    s->table[i] = n;
+    skip_find(s, node_key(n), n->key_len, prev);
+    for (int l = n->height - 1; l >= 0; l--) {
+        n->next[l] = *prev[l];
+        if (l == 0)
+            __atomic_store_n(prev[0], n, __ATOMIC_RELEASE);
+        else
+            *prev[l] = n;
+    }
+}
+
+/* Unlink n from the skip list: it is among the nodes with its key, which
+ * follow the first node >= key at every level it is on. */
+static void skip_unlink(kv *s, kv_node *n)
+{
+    kv_node **prev[KV_SKIP_MAX];
     skip_find(s, node_key(n), n->key_len, prev);
     for (int l = 0; l < n->height; l++) {
-        n->next[l] = *prev[l];
-        *prev[l] = n;
+        kv_node **link = prev[l];
+        while (*link && *link != n)
+            link = &(*link)->next[l];
+        assert(*link == n);
+        if (*link == n)
+            *link = n->next[l];
     }
+}
+
+/* The first empty slot of n's probe run: for a key known to be absent,
+ * no node in the run needs to be compared (or even read). */
+static void table_place(kv *s, kv_node *n)
+{
+    uint64_t mask = s->cap - 1;
+    uint64_t i = n->hash & mask;
+    while (s->table[i])          /* bounded: load <= 70 % */
+        i = (i + 1) & mask;
+    s->table[i] = n;
+}
+
+/* Insert a new node whose key is absent (table space reserved by the
+ * caller). */
+static void map_insert(kv *s, kv_node *n)
+{
+    table_place(s, n);
+    skip_link(s, n);
     s->count++;
     s->value_bytes += n->val->len;
 }
 
-static void map_remove(kv *s, kv_node *n)
+/* Room for `more` DEAD nodes (F2), before anything changes. */
+static int dead_reserve(kv *s, size_t more)
+{
+    if (s->n_dead + more <= s->cap_dead)
+        return 0;
+    kv_node **p = chain_grow(s->dead, &s->cap_dead, s->n_dead + more,
+                             sizeof *p, 64);
+    if (!p)
+        return -ENOMEM;
+    s->dead = p;
+    return 0;
+}
+
+/* Take n out of the map.  `old` is the hash of its record (digest); a
+ * frozen map needs a DEAD slot reserved (dead_reserve). */
+static void map_remove_hashed(kv *s, kv_node *n,
+                              const uint8_t old[KV_DIGEST_BYTES])
 {
     bool found;
-    kv_node **prev[KV_SKIP_MAX];
     uint64_t i = table_find_slot(s, node_key(n), n->key_len, n->hash, &found);
-    if (found)
+    if (found && s->table[i] == n)
         table_remove_at(s, i);
-    skip_find(s, node_key(n), n->key_len, prev);
-    for (int l = 0; l < n->height; l++)
-        if (*prev[l] == n)
-            *prev[l] = n->next[l];
     s->count--;
     s->value_bytes -= n->val->len;
+    digest_add(s->digest, old, -1);
+    if (s->view) {
+        n->flags |= KV_NODE_DEAD;          /* F2: reclaimed after thaw */
+        assert(s->n_dead < s->cap_dead);
+        s->dead[s->n_dead++] = n;
+        return;
+    }
+    skip_unlink(s, n);
     kv_value_unref(n->val);
     free(n);
 }
 
-/* Replace n's value with v (takes the caller's reference on v). */
-static void node_set(kv *s, kv_node *n, kv_value *v)
+static int map_remove(kv *s, kv_node *n)
 {
-    s->value_bytes -= n->val->len;
-    kv_value_unref(n->val);
-    n->val = v;
-    s->value_bytes += v->len;
+    uint8_t old[KV_DIGEST_BYTES];
+    if (record_hash(s, node_key(n), n->key_len, n->val, old) != 0 ||
+        (s->view && dead_reserve(s, 1) != 0))
+        return -ENOMEM;
+    map_remove_hashed(s, n, old);
+    return 0;
 }
 
 /* Store v under key (takes the caller's reference on v); on failure v is
  * released and nothing changed. */
 static int map_put(kv *s, const char *key, size_t len, kv_value *v)
 {
+    uint8_t h_new[KV_DIGEST_BYTES], h_old[KV_DIGEST_BYTES];
     kv_node *n = find_node(s, key, len);
+    if (record_hash(s, key, len, v, h_new) != 0 ||
+        (n && record_hash(s, key, len, n->val, h_old) != 0))
+        goto out_unref;
+    if (n && !(s->view && n->born != s->gen)) {
+        /* not seen by a view: change in place */
+        s->value_bytes -= n->val->len;
+        kv_value_unref(n->val);
+        n->val = v;
+        s->value_bytes += v->len;
+        digest_add(s->digest, h_old, -1);
+        digest_add(s->digest, h_new, 1);
+        return 0;
+    }
     if (n) {
-        node_set(s, n, v);
+        /* F2: a view sees n; a new node takes its place */
+        if (dead_reserve(s, 1) != 0)
+            goto out_unref;
+        kv_node *m = node_new(s, key, len, n->hash);
+        if (!m)
+            goto out_unref;
+        m->val = v;
+        map_remove_hashed(s, n, h_old);
+        map_insert(s, m);     /* the table slot n left is found again */
+        digest_add(s->digest, h_new, 1);
         return 0;
     }
     if (table_reserve(s) != 0)
         goto out_unref;
-    n = node_new(key, len, key_hash(key, len));
+    n = node_new(s, key, len, key_hash(key, len));
     if (!n)
         goto out_unref;
     n->val = v;
     map_insert(s, n);
+    digest_add(s->digest, h_new, 1);
     return 0;
 out_unref:
     kv_value_unref(v);
@@ -397,6 +592,8 @@ int kv_scan(const kv *s, const char *prefix, size_t prefix_len,
         if (n->key_len < prefix_len ||
             (prefix_len && memcmp(node_key(n), prefix, prefix_len) != 0))
             break;
+        if (n->flags & KV_NODE_DEAD)
+            continue;
         int rc = fn(arg, node_key(n), n->key_len, n->val);
         if (rc)
             return rc;
@@ -459,8 +656,7 @@ static int32_t apply_op(kv *s, const kv_op *op, uint64_t slot,
     case KV_OP_DEL:
         if (!n)
             return -ENOENT;
-        map_remove(s, n);
-        return 0;
+        return map_remove(s, n) ? KV_APPLY_NOMEM : 0;
     case KV_OP_RENAME:
         if (!n)
             return -ENOENT;
@@ -469,6 +665,12 @@ static int32_t apply_op(kv *s, const kv_op *op, uint64_t slot,
         /* The moved value keeps its mtime (as rename(2) keeps a file's)
          * and its identity, but gets this slot as version: the target key
          * changed here. */
+        /* invariant 4: the source's hash and a DEAD slot for each of the
+         * two keys are ready before map_put changes anything */
+        uint8_t h_src[KV_DIGEST_BYTES];
+        if (record_hash(s, op->key, op->key_len, n->val, h_src) != 0 ||
+            (s->view && dead_reserve(s, 2) != 0))
+            return KV_APPLY_NOMEM;
         v = kv_value_new(n->val->data, n->val->len, NULL, 0, n->val->mtime_ms,
                          slot, n->val->ident);
         if (!v)
@@ -476,7 +678,7 @@ static int32_t apply_op(kv *s, const kv_op *op, uint64_t slot,
         if (map_put(s, op->key2, op->key2_len, v))
             return KV_APPLY_NOMEM;
         /* map_put may have grown the table: look the source up again. */
-        map_remove(s, find_node(s, op->key, op->key_len));
+        map_remove_hashed(s, find_node(s, op->key, op->key_len), h_src);
         return 0;
     default:
         return -EINVAL;
@@ -586,6 +788,149 @@ int kv_apply_entry(kv *s, const px_entry *e, kv_result_fn cb, void *arg)
     s->partial_slot = 0;
     s->partial_done = 0;
     s->applied = e->slot;
+    if (!s->view && s->n_dead)
+        kv_reclaim(s, KV_RECLAIM_PER_APPLY);
+    return 0;
+}
+
+/* ------------------------------------------------------- frozen views */
+
+int kv_freeze(kv *s, kv_view **out)
+{
+    if (!s || !out)
+        return -EINVAL;
+    if (s->view)
+        return -EBUSY;
+    kv_reclaim(s, SIZE_MAX);     /* no DEAD node from an earlier view */
+    kv_view *v = calloc(1, sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    int64_t len = kv_sessions_encode(s->sessions, NULL, 0);
+    if (len < 0) {
+        free(v);
+        return (int)len;
+    }
+    v->sessions = malloc((size_t)len);
+    if (!v->sessions ||
+        kv_sessions_encode(s->sessions, v->sessions, (uint64_t)len) != len) {
+        free(v->sessions);
+        free(v);
+        return -ENOMEM;
+    }
+    v->sessions_len = (size_t)len;
+    v->s = s;
+    v->gen = ++s->gen;
+    v->applied = s->applied;
+    v->count = s->count;
+    v->bytes = s->value_bytes;
+    digest_out(s->digest, v->digest);
+    s->view = v;
+    *out = v;
+    return 0;
+}
+
+int kv_view_next(kv_view *v, const char **key, size_t *key_len,
+                 const kv_value **val)
+{
+    kv_node *n;
+    if (v->started)
+        n = __atomic_load_n(&((kv_node *)v->cursor)->next[0], __ATOMIC_ACQUIRE);
+    else
+        n = __atomic_load_n(&v->s->head[0], __ATOMIC_ACQUIRE);
+    while (n && n->born == v->gen)          /* F1: created after the view */
+        n = __atomic_load_n(&n->next[0], __ATOMIC_ACQUIRE);
+    if (!n)
+        return 0;
+    v->started = 1;
+    v->cursor = n;
+    *key = node_key(n);
+    *key_len = n->key_len;
+    *val = n->val;
+    return 1;
+}
+
+void kv_view_rewind(kv_view *v)
+{
+    v->started = 0;
+    v->cursor = NULL;
+}
+
+uint64_t kv_view_index(const kv_view *v)
+{
+    return v->applied;
+}
+
+uint64_t kv_view_count(const kv_view *v)
+{
+    return v->count;
+}
+
+uint64_t kv_view_bytes(const kv_view *v)
+{
+    return v->bytes;
+}
+
+void kv_view_digest(const kv_view *v, uint8_t out[KV_DIGEST_BYTES])
+{
+    memcpy(out, v->digest, KV_DIGEST_BYTES);
+}
+
+const uint8_t *kv_view_sessions(const kv_view *v, size_t *len)
+{
+    *len = v->sessions_len;
+    return v->sessions;
+}
+
+void kv_thaw(kv *s, kv_view *v)
+{
+    if (!s || !v)
+        return;
+    assert(s->view == v);
+    s->view = NULL;
+    free(v->sessions);
+    free(v);
+}
+
+size_t kv_reclaim(kv *s, size_t max)
+{
+    size_t done = 0;
+    if (!s || s->view)
+        return 0;
+    while (s->n_dead && done < max) {
+        kv_node *n = s->dead[--s->n_dead];
+        skip_unlink(s, n);
+        kv_value_unref(n->val);
+        free(n);
+        done++;
+    }
+    return s->n_dead;
+}
+
+size_t kv_dead_nodes(const kv *s)
+{
+    return s ? s->n_dead : 0;
+}
+
+static int digest_visit(void *arg, const char *key, size_t key_len,
+                        const kv_value *v)
+{
+    void **a = arg;
+    kv *s = a[0];
+    uint8_t h[KV_DIGEST_BYTES];
+    if (record_hash(s, key, key_len, v, h) != 0)
+        return -EIO;
+    digest_add(a[1], h, 1);
+    return 0;
+}
+
+int kv_digest_recompute(kv *s, uint8_t out[KV_DIGEST_BYTES])
+{
+    uint64_t d[4] = { 0, 0, 0, 0 };
+    void *arg[2] = { s, d };
+    int rc = kv_scan(s, "", 0, digest_visit, arg);
+    if (rc)
+        return rc;
+    digest_out(d, out);
     return 0;
 }
 
@@ -613,8 +958,32 @@ int kv_insert_value(kv *s, const char *key, size_t len, kv_value *v)
     return map_put(s, key, len, v);
 }
 
+int kv_insert_new(kv *s, const char *key, size_t len, kv_value *v)
+{
+    uint8_t h[KV_DIGEST_BYTES];
+    assert(!s->view);
+    if (record_hash(s, key, len, v, h) != 0 || table_reserve(s) != 0)
+        goto out_unref;
+    kv_node *n = node_new(s, key, len, key_hash(key, len));
+    if (!n)
+        goto out_unref;
+    n->val = v;
+    map_insert(s, n);
+    digest_add(s->digest, h, 1);
+    return 0;
+out_unref:
+    kv_value_unref(v);
+    return -ENOMEM;
+}
+
+bool kv_frozen(const kv *s)
+{
+    return s->view != NULL;
+}
+
 void kv_swap(kv *a, kv *b)
 {
+    assert(!a->view && !b->view);
     kv tmp = *a;
     *a = *b;
     *b = tmp;

@@ -184,4 +184,55 @@ size_t kv_op_size_cond(size_t key_len, size_t inner_len);
 int kv_snapshot_encode(const kv *s, uint8_t **out, size_t *out_len);
 int kv_snapshot_decode(kv *s, const uint8_t *buf, size_t len);
 
+/* State digest: a digest of the key-value state, kept current on every
+ * change (O(1) per changed key, independent of the number of keys) and
+ * equal on every replica that holds the same keys with the same values,
+ * whatever the order and history that produced them:
+ *     digest = sum over keys, modulo 2^256, of SHA-256(record)
+ * with SHA-256 read as a little-endian number and
+ *     record = "pxkvrec1" || u16 key length || key || u64 mtime_ms ||
+ *              u64 version || u64 identity || u32 value length || value
+ * (integers little-endian); the digest of an empty map is 32 zero bytes
+ * (little-endian).  It covers the keys and their values with their
+ * metadata, not the session table or the applied index.  It detects a
+ * replica whose state differs (a bug, a damaged disk); it is not meant to
+ * resist someone who chooses many records to collide (the hash chain is
+ * what makes history tamper-evident).  kv_digest_recompute hashes every
+ * record again from scratch (for verification): 0 or -EIO. */
+#define KV_DIGEST_BYTES 32
+void kv_digest(const kv *s, uint8_t out[KV_DIGEST_BYTES]);
+int kv_digest_recompute(kv *s, uint8_t out[KV_DIGEST_BYTES]);
+
+/* Frozen views: the state as it was at one applied index, readable on
+ * another thread while the owner goes on applying entries (a snapshot is
+ * written from it without stalling writes).
+ *   kv_freeze  (owner) O(1) but for a copy of the session table: -EBUSY
+ *              while another view is out;
+ *   kv_view_*  (one other thread at a time, or the owner) read the view:
+ *              kv_view_next gives the keys in byte order (1 with *key,
+ *              *key_len, *val filled, 0 at the end); the pointers stay
+ *              valid until kv_thaw;
+ *   kv_thaw    (owner) once the reader is done with the view.
+ * Meanwhile the first change of a key the view holds costs a new node
+ * (the old one stays for the view); nodes the view kept are reclaimed
+ * after kv_thaw, a bounded number with each applied entry, or all at once
+ * by kv_reclaim (and by the next kv_freeze).  kv_snapshot_decode refuses a
+ * frozen map (-EBUSY); kv_destroy requires a thawed one. */
+typedef struct kv_view kv_view;
+int kv_freeze(kv *s, kv_view **out);
+int kv_view_next(kv_view *v, const char **key, size_t *key_len,
+                 const kv_value **val);
+void kv_view_rewind(kv_view *v);          /* next gives the first key */
+uint64_t kv_view_index(const kv_view *v);   /* applied index */
+uint64_t kv_view_count(const kv_view *v);   /* keys */
+uint64_t kv_view_bytes(const kv_view *v);   /* sum of value lengths */
+void kv_view_digest(const kv_view *v, uint8_t out[KV_DIGEST_BYTES]);
+/* kv_sessions_encode bytes of the session table at the view's index */
+const uint8_t *kv_view_sessions(const kv_view *v, size_t *len);
+void kv_thaw(kv *s, kv_view *v);
+/* Reclaim up to `max` nodes kept for a thawed view; returns how many are
+ * left.  kv_dead_nodes says how many are kept now. */
+size_t kv_reclaim(kv *s, size_t max);
+size_t kv_dead_nodes(const kv *s);
+
 #endif /* PAXOSFS_KV_H */

@@ -8,8 +8,18 @@
 #include <stdbool.h>
 
 #include "kv.h"
+#include "chain_int.h"
 
-/* A new value holding a || b (refs = 1), or NULL. */
+#define KV_SESSION_CLIENTS 4096  /* same on every replica (kv.c inv. 6) */
+#define KV_SESSION_PER_CLIENT 1024 /* >= a node's writes in flight */
+/* The longest session table encoding (kv_sessions_encode) these bounds
+ * allow: header, then per client 40 bytes, 12 per result, 8 per gap. */
+#define KV_SESSIONS_MAX_BYTES \
+    (12ull + (uint64_t)KV_SESSION_CLIENTS * \
+     (40ull + 20ull * KV_SESSION_PER_CLIENT))
+
+/* A new value holding a || b (refs = 1), or NULL.  A NULL `a` (or `b`)
+ * leaves its alen (blen) bytes for the caller to fill. */
 kv_value *kv_value_new(const uint8_t *a, uint32_t alen, const uint8_t *b,
                        uint32_t blen, uint64_t mtime_ms, uint64_t version,
                        uint64_t ident);
@@ -22,7 +32,29 @@ const kv_sessions *kv_session_table_const(const kv *s);
 void kv_set_applied(kv *s, uint64_t index);
 /* Store v under key, taking the caller's reference (released on error). */
 int kv_insert_value(kv *s, const char *key, size_t len, kv_value *v);
-/* Exchange the whole contents of two maps. */
+/* kv_insert_value for a key the caller knows is absent (the loader: keys
+ * strictly ascending), without looking it up. */
+int kv_insert_new(kv *s, const char *key, size_t len, kv_value *v);
+/* Exchange the whole contents of two maps (neither frozen). */
 void kv_swap(kv *a, kv *b);
+/* True while a view is out (kv_freeze). */
+bool kv_frozen(const kv *s);
+/* SHA-256 of the canonical record of one key (kv.h, "State digest"):
+ * 0 or -EIO. */
+int kv_record_hash(chain_hasher *h, const char *key, size_t len,
+                   const kv_value *v, uint8_t out[KV_DIGEST_BYTES]);
+
+/* Incremental parser of the snapshot payload (kv_stream.c): feed the
+ * uncompressed payload in pieces of any size; finish gives the built
+ * state (applied = `applied`).  Errors are final: -EINVAL (malformed,
+ * kv_loader_error says what) or -ENOMEM. */
+typedef struct kv_loader kv_loader;
+int kv_loader_new(kv_loader **out);
+int kv_loader_feed(kv_loader *l, const uint8_t *p, size_t len);
+int kv_loader_finish(kv_loader *l, uint64_t applied, kv **out);
+void kv_loader_free(kv_loader *l);
+uint64_t kv_loader_keys(const kv_loader *l);
+uint64_t kv_loader_consumed(const kv_loader *l);
+const char *kv_loader_error(const kv_loader *l);
 
 #endif /* PAXOSFS_KV_INT_H */

@@ -38,6 +38,8 @@
  *      duplicates).  Anything else is -EINVAL.
  *   3. Decode builds a complete new state first and swaps it in only on
  *      success, so a failed decode leaves the target untouched.
+ * The payload is parsed by kv_loader (kv_stream.c), the same parser that
+ * reads snapshot files and transfers (chain/snapfile.c).
  */
 #include "kv_int.h"
 #include "chain_int.h"
@@ -148,57 +150,6 @@ out_free_raw:
     return rc;
 }
 
-/* Parse the uncompressed payload into the fresh map `n`. */
-static int decode_payload(kv *n, const uint8_t *p, uint64_t len)
-{
-    if (len < 16)
-        return -EINVAL;
-    uint64_t count = le_get64(p);
-    uint64_t sess_len = le_get64(p + 8);
-    if (sess_len > len - 16 || count > (len - 16) / SNAP_KEY_FIXED)
-        return -EINVAL;
-    if (kv_sessions_decode(kv_session_table(n), p + 16, sess_len) != 0)
-        return -EINVAL;
-    uint64_t off = 16 + sess_len;
-    const char *prev = NULL;
-    size_t prev_len = 0;
-    for (uint64_t i = 0; i < count; i++) {
-        if (len - off < SNAP_KEY_FIXED)
-            return -EINVAL;
-        uint16_t klen = le_get16(p + off);
-        if (len - off < (uint64_t)SNAP_KEY_FIXED + klen)
-            return -EINVAL;
-        const char *key = (const char *)p + off + 2;
-        const uint8_t *f = p + off + 2 + klen;
-        uint64_t mtime = le_get64(f);
-        uint64_t version = le_get64(f + 8);
-        uint64_t ident = le_get64(f + 16);
-        uint32_t vlen = le_get32(f + 24);
-        if (vlen > KV_MAX_VALUE || ident == 0 ||
-            len - off - SNAP_KEY_FIXED - klen < vlen)
-            return -EINVAL;
-        if (kv_key_check(key, klen) != 0)
-            return -EINVAL;
-        if (prev) {
-            size_t m = klen < prev_len ? klen : prev_len;
-            int c = memcmp(prev, key, m);
-            if (c > 0 || (c == 0 && prev_len >= klen))
-                return -EINVAL;   /* not strictly ascending */
-        }
-        kv_value *v = kv_value_new(f + 28, vlen, NULL, 0, mtime, version,
-                                   ident);
-        if (!v)
-            return -ENOMEM;
-        int rc = kv_insert_value(n, key, klen, v);
-        if (rc)
-            return rc;
-        prev = key;
-        prev_len = klen;
-        off += SNAP_KEY_FIXED + klen + vlen;
-    }
-    return off == len ? 0 : -EINVAL;
-}
-
 /* Inflate the C compressed bytes into a malloc'ed buffer of exactly
  * raw_len bytes (*out), or -EINVAL if they do not inflate to exactly that.
  * The header's raw_len is not trusted for the allocation (invariant 2):
@@ -281,23 +232,24 @@ int kv_snapshot_decode(kv *s, const uint8_t *buf, size_t len)
             le_get32(buf + 40))
         return -EINVAL;
 
+    if (kv_frozen(s))
+        return -EBUSY;
     uint8_t *raw = NULL;
     rc = inflate_payload(buf + SNAP_HEADER_BYTES, comp_len, raw_len, &raw);
     if (rc)
         return rc;
-    kv *n = kv_create();
-    if (!n) {
-        rc = -ENOMEM;
-        goto out_free_raw;
-    }
-    rc = decode_payload(n, raw, raw_len);
-    if (rc)
-        goto out_destroy;
-    kv_set_applied(n, applied);
-    kv_swap(s, n);   /* invariant 3: n now holds the old state */
-out_destroy:
-    kv_destroy(n);
-out_free_raw:
+    kv_loader *l = NULL;
+    kv *n = NULL;
+    rc = kv_loader_new(&l);
+    if (rc == 0)
+        rc = kv_loader_feed(l, raw, raw_len);
+    if (rc == 0)
+        rc = kv_loader_finish(l, applied, &n);
+    kv_loader_free(l);
     free(raw);
-    return rc;
+    if (rc)
+        return rc;
+    kv_swap(s, n);   /* invariant 3: n now holds the old state */
+    kv_destroy(n);
+    return 0;
 }

@@ -78,6 +78,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define REC_MAGIC 0x6b627870u          /* "pxbk" little-endian */
 #define REC_VERSION 1
@@ -111,8 +112,15 @@ struct chain {
     chain_seg *segs;
     uint32_t n_segs, cap_segs;
     uint32_t n_listed;                 /* segment files found on open */
-    chain_loc *locs;                   /* locs[i-1] for block i */
+    char parent[CHAIN_PATH_MAX];       /* DIR */
+    chain_loc *locs;                   /* locs[i-base-1] for block i */
     uint64_t cap_locs;
+    uint64_t base;                     /* blocks 1..base are not held */
+    uint8_t base_hash[CHAIN_HASH_BYTES];  /* hash of block base */
+    bool base_from_block;              /* base_hash is the first block's
+                                          prev_hash (to be read) */
+    bool has_snap;                     /* the chain continues a snapshot */
+    chain_base snap;
     uint64_t head;
     uint8_t head_hash[CHAIN_HASH_BYTES];
     uint64_t synced;
@@ -229,6 +237,47 @@ static void rec_encode(uint8_t *p, uint64_t index, uint64_t time_ms,
     memcpy(p + 40 + len, prev, CHAIN_HASH_BYTES);
     memcpy(p + 72 + len, hash, CHAIN_HASH_BYTES);
     le_put32(p + rec_len - 4, chain_crc32(p + 16, rec_len - 20));
+}
+
+int chain_record_parse(const uint8_t *p, uint64_t avail, chain_record *r,
+                       const char **reason)
+{
+    rec_view v;
+    int st = rec_parse(p, avail, &v, reason);
+    if (st == REC_SHORT_HEADER || st == REC_PAST_END)
+        return -EAGAIN;
+    if (st != REC_OK)
+        return -EBADMSG;
+    r->index = v.index;
+    r->time_ms = v.time_ms;
+    r->kind = v.kind;
+    r->len = v.len;
+    r->rec_len = v.rec_len;
+    r->data = v.data;
+    r->prev = v.prev;
+    r->hash = v.hash;
+    return 0;
+}
+
+uint32_t chain_record_size(uint32_t len)
+{
+    return REC_FIXED_BYTES + len;
+}
+
+uint32_t chain_record_header_bytes(void)
+{
+    return REC_HEADER_BYTES;
+}
+
+uint32_t chain_record_length(const uint8_t *header)
+{
+    return le_get32(header + 8);
+}
+
+void chain_record_encode(uint8_t *p, const chain_block *b)
+{
+    rec_encode(p, b->index, b->time_ms, b->kind, b->data, b->len, b->prev_hash,
+               b->hash);
 }
 
 static uint64_t hash8(const uint8_t *h)
@@ -407,6 +456,24 @@ static int scan_segment(chain *c, uint32_t si, const char *path,
                              "index gap (block index out of sequence)");
             return -EBADMSG;
         }
+        if (expect == c->base + 1 && c->base_from_block) {
+            /* the first block held after compaction: its prev_hash is
+             * the base, vouched for by the snapshot (check_snapshot) */
+            memcpy(c->base_hash, v.prev, CHAIN_HASH_BYTES);
+            memcpy(c->head_hash, v.prev, CHAIN_HASH_BYTES);
+            c->base_from_block = false;
+        }
+        if (expect == c->base + 1 && c->has_snap &&
+            c->snap.index == c->base &&
+            memcmp(v.prev, c->head_hash, CHAIN_HASH_BYTES) != 0) {
+            char why[128];
+            snprintf(why, sizeof why, "block %llu does not continue from the "
+                     "head hash of the snapshot at block %llu",
+                     (unsigned long long)expect,
+                     (unsigned long long)c->snap.index);
+            chain_damage_set(damage, path, off, expect, why);
+            return -EBADMSG;
+        }
         if (memcmp(v.prev, c->head_hash, CHAIN_HASH_BYTES) != 0) {
             chain_damage_set(damage, path, off, expect,
                              "bad link (prev hash differs from previous block)");
@@ -429,11 +496,13 @@ static int scan_segment(chain *c, uint32_t si, const char *path,
             chain_damage_set(damage, path, off, expect, why);
             return -EBADMSG;
         }
-        rc = locs_reserve(c, c->head + 1);
+        rc = locs_reserve(c, c->head - c->base + 1);
         if (rc)
             return rc;
-        c->locs[c->head] = (chain_loc){ .offset = off, .hash8 = hash8(v.hash),
-                                        .seg = si, .len = v.rec_len };
+        c->locs[c->head - c->base] = (chain_loc){ .offset = off,
+                                                  .hash8 = hash8(v.hash),
+                                                  .seg = si,
+                                                  .len = v.rec_len };
         memcpy(c->head_hash, v.hash, CHAIN_HASH_BYTES);
         c->head++;
         s->n_blocks++;
@@ -609,15 +678,26 @@ static int load_segments(chain *c, chain_open_report *report,
     return 0;
 }
 
+static int loc_path(chain *c, uint64_t index, char *path, size_t cap,
+                    uint64_t *offset)
+{
+    const chain_loc *l = &c->locs[index - c->base - 1];
+    *offset = l->offset;
+    return seg_path(c, c->segs[l->seg].first_index, path, cap);
+}
+
 /* Invariant 6: the chain holds the block the acceptor store recorded as
- * durable, and that very block. */
+ * durable, and that very block.  Blocks compacted away (at or below the
+ * base) and blocks a snapshot holds are durable in the snapshot. */
 static int check_mark(chain *c, chain_damage *damage)
 {
     char path[CHAIN_PATH_MAX];
     char why[128];
-    if (c->mark.index == 0)
+    if (c->mark.index == 0 || c->mark.index <= c->base)
         return 0;
     if (c->head < c->mark.index) {
+        if (c->has_snap && c->mark.index <= c->snap.index)
+            return 0;     /* the chain is behind the snapshot: reset */
         uint64_t offset = 0;
         if (c->n_segs) {
             int rc = seg_path(c, c->segs[c->n_segs - 1].first_index, path,
@@ -642,22 +722,162 @@ static int check_mark(chain *c, chain_damage *damage)
         return rc;
     if (memcmp(hash, c->mark.hash, CHAIN_HASH_BYTES) == 0)
         return 0;
-    const chain_loc *l = &c->locs[c->mark.index - 1];
-    rc = seg_path(c, c->segs[l->seg].first_index, path, sizeof path);
+    uint64_t offset;
+    rc = loc_path(c, c->mark.index, path, sizeof path, &offset);
     if (rc)
         return rc;
     snprintf(why, sizeof why, "block %llu differs from the one the acceptor "
              "store recorded as durable (the chain was replaced)",
              (unsigned long long)c->mark.index);
-    chain_damage_set(damage, path, l->offset, c->mark.index, why);
+    chain_damage_set(damage, path, offset, c->mark.index, why);
     return -EBADMSG;
 }
 
-static int chain_load(const char *dir, bool writable, const chain_mark *mark,
+/* The chain continues the snapshot (index S, head hash H): it starts at
+ * or before block S+1 (else blocks are missing between them), and where
+ * it holds block S, that block's hash is H.  A chain that ends before S
+ * is only behind (the snapshot holds what it lacks): *behind is set. */
+static int check_snapshot(chain *c, bool *behind, chain_damage *damage)
+{
+    char path[CHAIN_PATH_MAX];
+    char why[160];
+    *behind = false;
+    if (!c->has_snap)
+        return 0;
+    uint64_t first = c->base + 1;
+    if (first > c->snap.index + 1) {
+        int rc = seg_path(c, first, path, sizeof path);
+        if (rc)
+            return rc;
+        snprintf(why, sizeof why, "the chain starts at block %llu but the "
+                 "snapshot ends at block %llu: blocks %llu..%llu are missing",
+                 (unsigned long long)first,
+                 (unsigned long long)c->snap.index,
+                 (unsigned long long)c->snap.index + 1,
+                 (unsigned long long)first - 1);
+        chain_damage_set(damage, path, 0, c->snap.index + 1, why);
+        return -EBADMSG;
+    }
+    if (c->head < c->snap.index) {
+        *behind = true;
+        return 0;
+    }
+    if (c->snap.index == c->base)
+        return 0;        /* the first block's link was checked (scan) */
+    uint8_t hash[CHAIN_HASH_BYTES];
+    int rc = chain_hash_at(c, c->snap.index, hash);
+    if (rc)
+        return rc;
+    if (memcmp(hash, c->snap.hash, CHAIN_HASH_BYTES) == 0)
+        return 0;
+    uint64_t offset;
+    rc = loc_path(c, c->snap.index, path, sizeof path, &offset);
+    if (rc)
+        return rc;
+    snprintf(why, sizeof why, "block %llu differs from the head hash of the "
+             "snapshot taken at it", (unsigned long long)c->snap.index);
+    chain_damage_set(damage, path, offset, c->snap.index, why);
+    return -EBADMSG;
+}
+
+/* Forget every block in memory and continue after (index, hash). */
+static void forget_blocks(chain *c, uint64_t index,
+                          const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    const chain_io_ops *io = chain_io();
+    if (c->active_fd >= 0)
+        io->close(c->active_fd);
+    if (c->unsynced_fd >= 0)
+        io->close(c->unsynced_fd);
+    if (c->read_fd >= 0)
+        io->close(c->read_fd);
+    c->active_fd = c->unsynced_fd = c->read_fd = -1;
+    c->n_segs = c->n_listed = 0;
+    c->base = c->head = index;
+    memcpy(c->base_hash, hash, CHAIN_HASH_BYTES);
+    memcpy(c->head_hash, hash, CHAIN_HASH_BYTES);
+    c->base_from_block = false;
+    c->dir_dirty = false;
+}
+
+#define CHAIN_DISCARDED "chain.discarded"
+
+/* Remove DIR/chain.discarded (what a reset moved aside) if it is there. */
+static int remove_discarded(const char *parent)
+{
+    char path[CHAIN_PATH_MAX + 32];
+    int n = snprintf(path, sizeof path, "%s/%s", parent, CHAIN_DISCARDED);
+    if (n < 0 || (size_t)n >= sizeof path)
+        return -ENAMETOOLONG;
+    DIR *d = opendir(path);
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    struct dirent *de;
+    int rc = 0;
+    while ((de = readdir(d)) != NULL) {
+        char f[CHAIN_PATH_MAX + 64];
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        n = snprintf(f, sizeof f, "%s/%s", path, de->d_name);
+        if (n < 0 || (size_t)n >= sizeof f)
+            continue;
+        int r = chain_io()->unlink(f);
+        if (r && r != -ENOENT && rc == 0)
+            rc = r;
+    }
+    closedir(d);
+    if (rc == 0 && rmdir(path) != 0 && errno != ENOENT)
+        rc = -errno;
+    return rc;
+}
+
+/* Replace DIR/chain by an empty chain continuing after (index, hash):
+ * the old directory is renamed aside in one step (a crash leaves either
+ * the old chain or none, never a mix), a new one with an empty segment
+ * index+1 is made durable, then the old one is removed. */
+static int reset_dir(chain *c, uint64_t index,
+                     const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    const chain_io_ops *io = chain_io();
+    char aside[CHAIN_PATH_MAX + 32];
+    int n = snprintf(aside, sizeof aside, "%s/%s", c->parent, CHAIN_DISCARDED);
+    if (n < 0 || (size_t)n >= sizeof aside)
+        return -ENAMETOOLONG;
+    int rc = remove_discarded(c->parent);
+    if (rc)
+        return rc;
+    forget_blocks(c, index, hash);
+    rc = io->rename(c->dir, aside);
+    if (rc && rc != -ENOENT)
+        return rc;
+    rc = io->mkdir(c->dir, 0700);
+    if (rc && rc != -EEXIST)
+        return rc;
+    rc = chain_io_fsync_dir(c->parent);
+    if (rc)
+        return rc;
+    rc = segs_reserve(c, 1);
+    if (rc)
+        return rc;
+    rc = create_segment_file(c, index + 1, &c->active_fd);
+    if (rc)
+        return rc;
+    c->segs[0] = (chain_seg){ .first_index = index + 1 };
+    c->n_segs = c->n_listed = 1;
+    rc = chain_io_fsync_dir(c->dir);
+    if (rc)
+        return rc;
+    c->synced = c->head;
+    memcpy(c->synced_hash, c->head_hash, CHAIN_HASH_BYTES);
+    return remove_discarded(c->parent);
+}
+
+static int chain_load(const char *dir, const chain_open_opts *o,
                       chain **out, chain_open_report *report,
                       chain_damage *damage)
 {
     const chain_io_ops *io = chain_io();
+    bool writable = !o->read_only;
     int rc;
 
     if (report)
@@ -671,19 +891,26 @@ static int chain_load(const char *dir, bool writable, const chain_mark *mark,
         return -ENOMEM;
     c->active_fd = c->unsynced_fd = c->read_fd = -1;
     c->writable = writable;
-    if (mark)
-        c->mark = *mark;
+    if (o->durable)
+        c->mark = *o->durable;
+    if (o->snapshot) {
+        c->has_snap = true;
+        c->snap = *o->snapshot;
+    }
     c->segment_bytes = CHAIN_SEGMENT_BYTES;
     int n = snprintf(c->dir, sizeof c->dir, "%s/chain", dir);
     if (n < 0 || (size_t)n + SEG_NAME_LEN + 2 > sizeof c->dir) {
         rc = -ENAMETOOLONG;
         goto out_free;
     }
+    snprintf(c->parent, sizeof c->parent, "%s", dir);
     rc = chain_hasher_init(&c->hasher);
     if (rc)
         goto out_free;
     if (writable) {
-        rc = io->mkdir(c->dir, 0700);
+        rc = remove_discarded(dir);
+        if (rc == 0)
+            rc = io->mkdir(c->dir, 0700);
         if (rc == 0)
             rc = chain_io_fsync_dir(dir);
         else if (rc == -EEXIST)
@@ -694,7 +921,35 @@ static int chain_load(const char *dir, bool writable, const chain_mark *mark,
     rc = list_segments(c);
     if (rc)
         goto out_free;
-    if (c->n_segs == 0 && c->mark.index) {
+    /* where the chain starts: block 1, or with a snapshot any block up to
+     * the one after it (compaction); check_snapshot judges the start */
+    uint64_t first = c->n_segs ? c->segs[0].first_index
+                               : (c->has_snap ? c->snap.index + 1 : 1);
+    if (!c->has_snap && first != 1) {
+        char path[CHAIN_PATH_MAX];
+        rc = seg_path(c, first, path, sizeof path);
+        if (rc == 0) {
+            chain_damage_set(damage, path, 0, 1, "the chain does not start "
+                             "at block 1 and no snapshot holds the blocks "
+                             "before it");
+            rc = -EBADMSG;
+        }
+        goto out_free;
+    }
+    if (first == 0) {
+        rc = -EBADMSG;
+        chain_damage_set(damage, c->dir, 0, 0, "a segment named block 0");
+        goto out_free;
+    }
+    c->base = c->head = first - 1;
+    if (c->has_snap && c->base == c->snap.index) {
+        memcpy(c->base_hash, c->snap.hash, CHAIN_HASH_BYTES);
+        memcpy(c->head_hash, c->snap.hash, CHAIN_HASH_BYTES);
+    } else if (c->base > 0) {
+        c->base_from_block = true;
+    }
+    if (c->n_segs == 0 && c->mark.index > c->base &&
+        !(c->has_snap && c->mark.index <= c->snap.index)) {
         rc = check_mark(c, damage);   /* every durable block is gone */
         goto out_free;
     }
@@ -702,20 +957,38 @@ static int chain_load(const char *dir, bool writable, const chain_mark *mark,
         rc = segs_reserve(c, 1);
         if (rc)
             goto out_free;
-        rc = create_segment_file(c, 1, &c->active_fd);
+        rc = create_segment_file(c, first, &c->active_fd);
         if (rc)
             goto out_free;
-        c->segs[0] = (chain_seg){ .first_index = 1 };
-        c->n_segs = 1;
+        c->segs[0] = (chain_seg){ .first_index = first };
+        c->n_segs = c->n_listed = 1;
         rc = chain_io_fsync_dir(c->dir);
         if (rc)
             goto out_free;
-    } else {
+    } else if (c->n_segs > 0) {
         rc = load_segments(c, report, damage);
         if (rc == 0)
             rc = check_mark(c, damage);
         if (rc == 0)
             rc = remove_empty_tail(c);
+        if (rc)
+            goto out_free;
+    }
+    bool behind;
+    rc = check_snapshot(c, &behind, damage);
+    if (rc)
+        goto out_free;
+    if (behind) {
+        /* the snapshot holds every block the chain has and more: go on
+         * after it (read-only: as the next writable open will) */
+        if (report) {
+            report->reset = true;
+            report->reset_head = c->head;
+        }
+        if (writable)
+            rc = reset_dir(c, c->snap.index, c->snap.hash);
+        else
+            forget_blocks(c, c->snap.index, c->snap.hash);
         if (rc)
             goto out_free;
     }
@@ -734,18 +1007,139 @@ out_free:
 int chain_open(const char *dir, chain **out, chain_open_report *report,
                chain_damage *damage)
 {
-    return chain_load(dir, true, NULL, out, report, damage);
+    chain_open_opts o = { 0 };
+    return chain_load(dir, &o, out, report, damage);
 }
 
 int chain_open_marked(const char *dir, const chain_mark *durable, chain **out,
                       chain_open_report *report, chain_damage *damage)
 {
-    return chain_load(dir, true, durable, out, report, damage);
+    chain_open_opts o = { .durable = durable };
+    return chain_load(dir, &o, out, report, damage);
+}
+
+int chain_open_ex(const char *dir, const chain_open_opts *opts, chain **out,
+                  chain_open_report *report, chain_damage *damage)
+{
+    chain_open_opts none = { 0 };
+    return chain_load(dir, opts ? opts : &none, out, report, damage);
 }
 
 void chain_close(chain *c)
 {
     chain_free(c);
+}
+
+uint64_t chain_base_index(const chain *c)
+{
+    return c->base;
+}
+
+const uint8_t *chain_base_hash(const chain *c)
+{
+    return c->base_hash;
+}
+
+int chain_reset(chain *c, uint64_t index, const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    if (!c->writable)
+        return -EBADF;
+    if (c->job_active)
+        return -EBUSY;
+    int rc = reset_dir(c, index, hash);
+    if (rc && !c->failed)
+        c->failed = rc;     /* the directory is in an unknown state */
+    return rc;
+}
+
+static int read_record(chain *c, uint64_t index, rec_view *v);
+
+/* Segments 0..k-1 (all sealed) hold only blocks <= upto. */
+static uint32_t compactable(const chain *c, uint64_t upto)
+{
+    uint32_t k = 0;
+    while (k + 1 < c->n_segs && c->segs[k + 1].first_index - 1 <= upto)
+        k++;
+    return k;
+}
+
+int chain_compact_start(chain *c, uint64_t upto, chain_compact_job *job)
+{
+    memset(job, 0, sizeof *job);
+    if (!c->writable)
+        return -EBADF;
+    if (c->failed)
+        return c->failed;
+    uint32_t k = compactable(c, upto);
+    if (k == 0)
+        return 0;
+    uint64_t new_first = c->segs[k].first_index;
+    uint8_t new_base_hash[CHAIN_HASH_BYTES];
+    if (new_first <= c->head) {
+        rec_view v;
+        int rc = read_record(c, new_first, &v);
+        if (rc)
+            return rc;
+        memcpy(new_base_hash, v.prev, CHAIN_HASH_BYTES);
+    } else {
+        memcpy(new_base_hash, c->head_hash, CHAIN_HASH_BYTES);
+    }
+    job->firsts = malloc(k * sizeof *job->firsts);
+    if (!job->firsts)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < k; i++)
+        job->firsts[i] = c->segs[i].first_index;
+    job->n = k;
+    snprintf(job->dir, sizeof job->dir, "%s", c->dir);
+
+    uint64_t drop = new_first - 1 - c->base;
+    uint64_t keep = c->head - (new_first - 1);
+    memmove(c->locs, c->locs + drop, keep * sizeof *c->locs);
+    for (uint64_t i = 0; i < keep; i++)
+        c->locs[i].seg -= k;
+    memmove(c->segs, c->segs + k, (c->n_segs - k) * sizeof *c->segs);
+    c->n_segs -= k;
+    c->n_listed = c->n_listed > k ? c->n_listed - k : 0;
+    if (c->read_fd >= 0 && c->read_seg < k) {
+        chain_io()->close(c->read_fd);
+        c->read_fd = -1;
+    } else if (c->read_fd >= 0) {
+        c->read_seg -= k;
+    }
+    c->base = new_first - 1;
+    memcpy(c->base_hash, new_base_hash, CHAIN_HASH_BYTES);
+    return (int)k;
+}
+
+int chain_compact_run(chain_compact_job *job)
+{
+    char path[CHAIN_PATH_MAX + SEG_NAME_LEN + 2];
+    int rc = 0;
+    for (uint32_t i = 0; i < job->n; i++) {
+        int n = snprintf(path, sizeof path, "%s/seg-%020llu.blk", job->dir,
+                         (unsigned long long)job->firsts[i]);
+        if (n < 0 || (size_t)n >= sizeof path)
+            continue;
+        int r = chain_io()->unlink(path);
+        if (r && r != -ENOENT && rc == 0)
+            rc = r;
+    }
+    if (job->n && rc == 0)
+        rc = chain_io_fsync_dir(job->dir);
+    free(job->firsts);
+    job->firsts = NULL;
+    job->n = 0;
+    return rc;
+}
+
+int chain_compact(chain *c, uint64_t upto)
+{
+    chain_compact_job job;
+    int k = chain_compact_start(c, upto, &job);
+    if (k <= 0)
+        return k;
+    int rc = chain_compact_run(&job);
+    return rc ? rc : k;
 }
 
 uint64_t chain_head_index(const chain *c)
@@ -820,7 +1214,7 @@ int chain_append(chain *c, uint64_t index, uint64_t time_ms, uint8_t kind,
     if (len > PX_MAX_VALUE_BYTES)
         return -EFBIG;
     uint32_t rec_len = REC_FIXED_BYTES + len;
-    rc = locs_reserve(c, c->head + 1);
+    rc = locs_reserve(c, c->head - c->base + 1);
     if (rc)
         return rc;
     rc = buf_reserve(c, rec_len);
@@ -854,8 +1248,10 @@ int chain_append(chain *c, uint64_t index, uint64_t time_ms, uint8_t kind,
             c->failed = -EIO;
         return rc;
     }
-    c->locs[c->head] = (chain_loc){ .offset = s->size, .hash8 = hash8(hash),
-                                    .seg = c->n_segs - 1, .len = rec_len };
+    c->locs[c->head - c->base] = (chain_loc){ .offset = s->size,
+                                              .hash8 = hash8(hash),
+                                              .seg = c->n_segs - 1,
+                                              .len = rec_len };
     s->size += rec_len;
     s->n_blocks++;
     c->head++;
@@ -976,9 +1372,9 @@ static int read_record(chain *c, uint64_t index, rec_view *v)
     int fd, rc;
     const char *reason;
 
-    if (index == 0 || index > c->head)
+    if (index <= c->base || index > c->head)
         return -ENOENT;
-    const chain_loc *l = &c->locs[index - 1];
+    const chain_loc *l = &c->locs[index - c->base - 1];
     rc = read_fd_for(c, l->seg, &fd);
     if (rc)
         return rc;
@@ -992,7 +1388,10 @@ static int read_record(chain *c, uint64_t index, rec_view *v)
         rec_parse(c->buf, l->len, v, &reason) != REC_OK ||
         v->rec_len != l->len || v->index != index ||
         hash8(v->hash) != l->hash8 ||
-        (index > 1 && hash8(v->prev) != c->locs[index - 2].hash8))
+        (index > c->base + 1 &&
+         hash8(v->prev) != c->locs[index - c->base - 2].hash8) ||
+        (index == c->base + 1 &&
+         memcmp(v->prev, c->base_hash, CHAIN_HASH_BYTES) != 0))
         return -EBADMSG;
     uint8_t computed[CHAIN_HASH_BYTES];
     rc = chain_hasher_block(&c->hasher, v->prev, v->index, v->time_ms,
@@ -1036,8 +1435,8 @@ void chain_block_free(chain_block *b)
 
 int chain_hash_at(chain *c, uint64_t index, uint8_t out[CHAIN_HASH_BYTES])
 {
-    if (index == 0) {
-        memset(out, 0, CHAIN_HASH_BYTES);
+    if (index == c->base) {
+        memcpy(out, c->base_hash, CHAIN_HASH_BYTES);
         return 0;
     }
     if (index == c->head) {
@@ -1112,7 +1511,8 @@ int chain_verify_dir_marked(const char *dir, const chain_mark *durable,
                             chain_open_report *torn, chain_damage *damage)
 {
     chain *c = NULL;
-    int rc = chain_load(dir, false, durable, &c, torn, damage);
+    chain_open_opts o = { .durable = durable, .read_only = true };
+    int rc = chain_load(dir, &o, &c, torn, damage);
     if (rc)
         return rc;
     if (head_index)

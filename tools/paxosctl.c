@@ -15,11 +15,15 @@
  *      scripts can parse them.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include "../chain/chain.h"
+#include "../chain/snap.h"
 #include "../net/keys.h"
 #include "../net/admin.h"
 
@@ -37,11 +41,19 @@ static int cmd_verify(int argc, char **argv);
 static int cmd_keygen(int argc, char **argv);
 static int cmd_status(int argc, char **argv);
 static int cmd_link(int argc, char **argv);
+static int cmd_backup(int argc, char **argv);
+static int cmd_restore(int argc, char **argv);
 
 static const ctl_command commands[] = {
     { "verify", "DIR",
-      "verify the hash chain and the acceptor store in backing directory "
-      "DIR (read-only)", cmd_verify },
+      "verify the snapshots, the hash chain after them and the acceptor "
+      "store in backing directory DIR (read-only)", cmd_verify },
+    { "backup", "DIR FILE",
+      "write a verified backup (snapshot + chain after it) of the stopped "
+      "node's DIR to FILE", cmd_backup },
+    { "restore", "FILE DIR",
+      "check backup FILE and prepare a new backing directory DIR from it",
+      cmd_restore },
     { "keygen", "[--force] FILE",
       "write a new cluster key file (mode 0600) and print its public key",
       cmd_keygen },
@@ -76,17 +88,31 @@ static int cmd_help(int argc, char **argv)
     return EXIT_OK;
 }
 
-/* verify: the chain (every block, and that it still holds the position
- * the acceptor store recorded as durable) and the acceptor store (every
- * record; present beside a non-empty chain).  Damage of either is exit 1. */
+static void hex(const uint8_t *p, size_t len, char *out)
+{
+    for (size_t i = 0; i < len; i++)
+        snprintf(out + 2 * i, 3, "%02x", p[i]);
+}
+
+static bool is_snapshot_path(const char *path)
+{
+    size_t n = strlen(path);
+    return n > 4 && strcmp(path + n - 4, ".pxs") == 0;
+}
+
+/* verify: the snapshots (every file completely: checksums, SHA-256, state
+ * digest recomputed from the records), the chain after the newest valid
+ * one (every block and link, continuing the snapshot's head hash, and
+ * still holding the position the acceptor store recorded as durable) and
+ * the acceptor store (every record; present beside a non-empty chain).
+ * Damage of any of them is exit 1. */
 static int cmd_verify(int argc, char **argv)
 {
-    uint64_t head = 0;
-    uint8_t hash[CHAIN_HASH_BYTES];
-    char hex[2 * CHAIN_HASH_BYTES + 1];
-    chain_open_report torn;
+    char h1[2 * CHAIN_HASH_BYTES + 1], h2[2 * KV_DIGEST_BYTES + 1];
     chain_damage damage;
     acceptor_verify av;
+    chain_restored r;
+    chain_restore_report rep;
     bool bad = false;
 
     if (argc != 2) {
@@ -105,27 +131,61 @@ static int cmd_verify(int argc, char **argv)
         return EXIT_ERROR;
     }
     /* the mark of what could be read holds even for a damaged store */
-    int rc = chain_verify_dir_marked(argv[1], &av.info.mark, &head, hash,
-                                     &torn, &damage);
+    int rc = chain_verify_all(argv[1], &av.info.mark, &r, &rep, &damage);
+    for (uint32_t i = 0; i < rep.snaps.n_damaged; i++) {
+        const chain_damage *d = &rep.snaps.damaged[i];
+        if (is_snapshot_path(d->path))
+            fprintf(stderr, "damaged: %s offset %llu snapshot %llu: %s\n",
+                    d->path, (unsigned long long)d->offset,
+                    (unsigned long long)d->index, d->reason);
+        else
+            fprintf(stderr, "damaged: %s offset %llu block %llu: %s\n",
+                    d->path, (unsigned long long)d->offset,
+                    (unsigned long long)d->index, d->reason);
+    }
     if (rc == -EBADMSG) {
-        fprintf(stderr, "damaged: %s offset %llu block %llu: %s\n",
-                damage.path, (unsigned long long)damage.offset,
-                (unsigned long long)damage.index, damage.reason);
+        bool listed = false;
+        for (uint32_t i = 0; i < rep.snaps.n_damaged; i++)
+            listed |= strcmp(rep.snaps.damaged[i].path, damage.path) == 0 &&
+                      rep.snaps.damaged[i].offset == damage.offset;
+        if (!listed)
+            fprintf(stderr, "damaged: %s offset %llu block %llu: %s\n",
+                    damage.path, (unsigned long long)damage.offset,
+                    (unsigned long long)damage.index, damage.reason);
+        if (rep.snaps.fell_back)
+            fprintf(stderr, "note: a restart falls back to an older "
+                    "snapshot\n");
         return EXIT_BAD;
     }
     if (rc) {
         fprintf(stderr, "paxosctl verify: %s: %s\n", argv[1], strerror(-rc));
         return EXIT_ERROR;
     }
-    for (int i = 0; i < CHAIN_HASH_BYTES; i++)
-        snprintf(hex + 2 * i, 3, "%02x", hash[i]);
-    printf("ok: head index %llu hash %s\n", (unsigned long long)head, hex);
-    if (torn.torn_bytes)
+    uint64_t head = r.index;
+    hex(r.head_hash, CHAIN_HASH_BYTES, h1);
+    printf("ok: head index %llu hash %s\n", (unsigned long long)head, h1);
+    if (r.has_snap) {
+        hex(r.snap.head_hash, CHAIN_HASH_BYTES, h1);
+        hex(r.snap.digest, KV_DIGEST_BYTES, h2);
+        printf("snapshot: index %llu head hash %s state digest %s, %llu "
+               "keys, %llu bytes (%llu raw); chain from block %llu\n",
+               (unsigned long long)r.snap.index, h1, h2,
+               (unsigned long long)r.snap.keys,
+               (unsigned long long)r.snap.file_bytes,
+               (unsigned long long)r.snap.raw_bytes,
+               (unsigned long long)chain_base_index(r.chain) + 1);
+    }
+    chain_restored_close(&r);
+    if (rep.chain.torn_bytes)
         fprintf(stderr, "note: torn tail (an interrupted append) in %s at "
                         "offset %llu, %llu bytes; the node cuts it on next "
-                        "start\n", torn.torn_path,
-                (unsigned long long)torn.torn_offset,
-                (unsigned long long)torn.torn_bytes);
+                        "start\n", rep.chain.torn_path,
+                (unsigned long long)rep.chain.torn_offset,
+                (unsigned long long)rep.chain.torn_bytes);
+    if (rep.chain.reset)
+        fprintf(stderr, "note: the chain ends at block %llu, before the "
+                "snapshot; the node continues it after the snapshot on next "
+                "start\n", (unsigned long long)rep.chain.reset_head);
     if (av.missing && head > 0) {
         fprintf(stderr, "damaged: %s: missing beside a chain of %llu blocks "
                 "(acceptor store: promises and accepted values lost)\n",
@@ -154,6 +214,96 @@ static int cmd_verify(int argc, char **argv)
         fprintf(stderr, "note: the acceptor state is known to be incomplete: "
                 "the node recovers it from the other voters before it votes "
                 "again\n");
+    return EXIT_OK;
+}
+
+/* True when a node holds DIR/LOCK (it is running on DIR). */
+static bool node_running(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/LOCK", dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    bool held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    close(fd);
+    return held;
+}
+
+static void print_backup(const char *what, const char *file,
+                         const backup_report *b)
+{
+    char h[2 * CHAIN_HASH_BYTES + 1];
+    hex(b->head_hash, CHAIN_HASH_BYTES, h);
+    printf("%s: %s: ", what, file);
+    if (b->has_snap)
+        printf("snapshot at block %llu", (unsigned long long)b->snap_index);
+    else
+        printf("no snapshot");
+    if (b->head && b->first_block)
+        printf(", blocks %llu..%llu", (unsigned long long)b->first_block,
+               (unsigned long long)b->head);
+    printf(", head hash %s, %llu bytes\n", h, (unsigned long long)b->bytes);
+}
+
+static int report_damage(const char *cmd, const char *what, int rc,
+                         const chain_damage *d)
+{
+    if (rc == -EBADMSG) {
+        fprintf(stderr, "damaged: %s offset %llu %s %llu: %s\n", d->path,
+                (unsigned long long)d->offset,
+                is_snapshot_path(d->path) ? "snapshot" : "block",
+                (unsigned long long)d->index, d->reason);
+        return EXIT_BAD;
+    }
+    fprintf(stderr, "paxosctl %s: %s: %s\n", cmd, what, strerror(-rc));
+    return EXIT_ERROR;
+}
+
+/* backup (offline half): the backing directory of a stopped node, its
+ * newest valid snapshot and the chain after it, verified, into FILE. */
+static int cmd_backup(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: paxosctl backup DIR FILE\n");
+        return EXIT_ERROR;
+    }
+    if (node_running(argv[1])) {
+        fprintf(stderr, "paxosctl backup: a node is running on %s; stop it "
+                "first (the online backup needs the node's snapshot "
+                "command)\n", argv[1]);
+        return EXIT_ERROR;
+    }
+    backup_report b;
+    chain_damage d;
+    int rc = backup_write_dir(argv[1], argv[2], &b, &d);
+    if (rc)
+        return report_damage("backup", argv[1], rc, &d);
+    print_backup("backup", argv[2], &b);
+    return EXIT_OK;
+}
+
+/* restore: check a backup file completely, then prepare backing directory
+ * DIR (absent or empty) from it. */
+static int cmd_restore(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: paxosctl restore FILE DIR\n");
+        return EXIT_ERROR;
+    }
+    backup_report b;
+    chain_damage d;
+    int rc = backup_restore(argv[1], argv[2], &b, &d);
+    if (rc == -ENOTEMPTY) {
+        fprintf(stderr, "paxosctl restore: %s is not empty; restore into a "
+                "new directory\n", argv[2]);
+        return EXIT_ERROR;
+    }
+    if (rc)
+        return report_damage("restore", argv[1], rc, &d);
+    print_backup("restored", argv[2], &b);
+    printf("note: the node starts recovering its acceptor state: in a "
+           "cluster it votes again once the other voters answered it\n");
     return EXIT_OK;
 }
 

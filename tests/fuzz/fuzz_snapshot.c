@@ -130,7 +130,7 @@ static void fuzz_framed(fuzz_cursor *in)
     CHECK(compress2(snap + SNAP_HEADER, &comp_len, in->p, (uLong)in->left,
                     level) == Z_OK);
     memcpy(snap, "pxkvsnap", 8);
-    put_u32(snap + 8, 1);
+    put_u32(snap + 8, 2);   /* SNAP_VERSION */
     put_u32(snap + 12, 0);
     put_u64(snap + 16, 42);
     put_u64(snap + 24, claimed);
@@ -198,7 +198,7 @@ static void fuzz_sessions_in_use(fuzz_cursor *in)
     CHECK(compress2(snap + SNAP_HEADER, &comp_len, payload,
                     (uLong)(16 + got), 1) == Z_OK);
     memcpy(snap, "pxkvsnap", 8);
-    put_u32(snap + 8, 1);
+    put_u32(snap + 8, 2);   /* SNAP_VERSION */
     put_u32(snap + 12, 0);
     put_u64(snap + 16, 0);
     put_u64(snap + 24, 16 + got);

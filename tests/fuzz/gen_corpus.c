@@ -10,6 +10,7 @@
  * randomness.  Scratch files go to a temporary directory that is removed.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 
 #include "../../chain/chain.h"
 #include "../../chain/kv.h"
+#include "../../chain/snap.h"
 #include "../../consensus/px_int.h"
 #include "../../net/keys.h"
 
@@ -502,6 +504,95 @@ static void gen_snapshot(void)
     kv_destroy(s);
 }
 
+/* ---------------------------------------------------------- snapfile */
+
+/* A snapshot file of `s` (snapfile_write), read back. */
+static bytes snapfile_of(kv *s, const char *name)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s.pxs", fresh_dir(name), name);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    must(fd >= 0, "open snapshot file");
+    kv_view *v;
+    uint8_t head[32];
+    memset(head, 0x5a, sizeof head);
+    static const uint8_t members[] = "voters 1 2 3";
+    must(kv_freeze(s, &v) == 0, "kv_freeze");
+    must(snapfile_write(fd, v, head, members, sizeof members, NULL) == 0,
+         "snapfile_write");
+    kv_thaw(s, v);
+    close(fd);
+    return read_file(path);
+}
+
+static void gen_snapfile(void)
+{
+    kv *s = kv_create();
+    must(s != NULL, "kv_create");
+    bytes batch = mixed_batch();
+    px_entry e = { .slot = 1, .time_ms = 1700000000000ull,
+                   .kind = PX_ENTRY_BATCH, .len = (uint32_t)batch.len,
+                   .data = batch.p };
+    must(kv_apply_entry(s, &e, NULL, NULL) == 0, "kv_apply_entry");
+    bytes file = snapfile_of(s, "state");
+    bytes in = { 0 };
+    put_u8(&in, 0);
+    put_u8(&in, 3);                         /* chunks of 112 bytes */
+    put(&in, file.p, file.len);
+    seed_bytes("snapfile", "file", &in);
+    free(in.p);
+
+    /* the same, expected at its own index, head hash and digest */
+    in = (bytes){ 0 };
+    put_u8(&in, 2);
+    put_u8(&in, 0);
+    put(&in, file.p + 16, 8);
+    put(&in, file.p + 24, 32);
+    put(&in, file.p + 56, 32);
+    put(&in, file.p, file.len);
+    seed_bytes("snapfile", "expected", &in);
+    free(in.p);
+
+    /* its payload, framed by the target (mode 1) in frames of 64 bytes */
+    uint8_t *snap;
+    size_t snap_len;
+    must(kv_snapshot_encode(s, &snap, &snap_len) == 0, "kv_snapshot_encode");
+    uint64_t raw_len = 0;
+    for (int i = 7; i >= 0; i--)
+        raw_len = (raw_len << 8) | snap[24 + i];
+    uint8_t *raw = malloc(raw_len);
+    uLongf got = (uLongf)raw_len;
+    must(raw && uncompress(raw, &got, snap + 48, (uLong)(snap_len - 48)) ==
+                    Z_OK && got == raw_len, "uncompress");
+    in = (bytes){ 0 };
+    put_u8(&in, 1);
+    put_u8(&in, 1);
+    put_le(&in, 1, 8);
+    put_u8(&in, 5);
+    put(&in, "1 2 3", 5);
+    put_le(&in, 63, 2);
+    put(&in, raw, raw_len);
+    seed_bytes("snapfile", "payload", &in);
+    free(in.p);
+
+    kv *empty = kv_create();
+    must(empty != NULL, "kv_create");
+    free(file.p);
+    file = snapfile_of(empty, "empty");
+    in = (bytes){ 0 };
+    put_u8(&in, 0);
+    put_u8(&in, 255);
+    put(&in, file.p, file.len);
+    seed_bytes("snapfile", "empty", &in);
+    free(in.p);
+    free(file.p);
+    free(snap);
+    free(raw);
+    free(batch.p);
+    kv_destroy(empty);
+    kv_destroy(s);
+}
+
 /* -------------------------------------------------------------- keys */
 
 static void gen_keys(void)
@@ -543,6 +634,7 @@ int main(int argc, char **argv)
     gen_segment();
     gen_acceptor();
     gen_snapshot();
+    gen_snapfile();
     gen_keys();
     nftw(scratch, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     return 0;

@@ -1,0 +1,269 @@
+/*
+ * kv_stream.c - owns the incremental parser of the key-value snapshot
+ * payload (kv_loader): the payload layout of kv_snapshot.c (key count,
+ * session table, then every key with its value in ascending byte order),
+ * fed in pieces of any size, as they come out of zlib, so that neither a
+ * snapshot file nor a transfer from a peer has to be held in memory whole.
+ *
+ * Payload, uncompressed (the same bytes as in kv_snapshot.c):
+ *   offset  size  meaning
+ *   0       8     key count N
+ *   8       8     session table length S (12 .. KV_SESSIONS_MAX_BYTES)
+ *   16      S     kv_sessions_encode bytes
+ *   then N records, keys strictly ascending in byte order:
+ *           2     key length K (1..KV_MAX_NAME)
+ *           K     key
+ *           8     mtime_ms
+ *           8     version
+ *           8     identity (never 0)
+ *           4     value length V (<= KV_MAX_VALUE)
+ *           V     value
+ *
+ * Invariants:
+ *   1. Memory follows the bytes that really arrived, never a claimed
+ *      length: the session table buffer grows as its bytes come; a value
+ *      is allocated at its (checked, <= KV_MAX_VALUE) length once its
+ *      record header is complete.  Beyond the state being built the
+ *      loader holds at most one record header (<= 2 + KV_MAX_NAME + 28
+ *      bytes) and the previous key.
+ *   2. Every record is checked as soon as its header is complete: key
+ *      rule (kv_key_check), strictly ascending keys, identity not 0,
+ *      value length; a failure is final (-EINVAL, *why says what) and
+ *      nothing is kept.
+ *   3. The map is built with kv_insert_new, so its digest (kv.h) is
+ *      computed from every record as it arrives: after kv_loader_finish
+ *      the built state's digest is a recomputation from the payload.
+ */
+#include "kv_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOADER_HEAD 16
+#define REC_FIXED 28                      /* after the key */
+#define REC_MAX_HEADER (2 + KV_MAX_NAME + REC_FIXED)
+
+enum loader_phase { PH_HEAD, PH_SESS, PH_REC, PH_VALUE, PH_DONE, PH_FAILED };
+
+struct kv_loader {
+    kv *s;
+    enum loader_phase phase;
+    uint8_t head[LOADER_HEAD];
+    uint64_t count, sess_len, keys;
+    uint8_t *sess;
+    size_t sess_cap, sess_have;
+    uint8_t rec[REC_MAX_HEADER];
+    size_t rec_have;
+    kv_value *val;                        /* value being filled */
+    uint32_t val_have;
+    char key[KV_MAX_NAME];                /* key of `val`, then previous */
+    size_t key_len;
+    bool has_prev;
+    uint64_t consumed;
+    const char *why;
+    int err;
+};
+
+int kv_loader_new(kv_loader **out)
+{
+    kv_loader *l = calloc(1, sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    l->s = kv_create();
+    if (!l->s) {
+        free(l);
+        return -ENOMEM;
+    }
+    *out = l;
+    return 0;
+}
+
+void kv_loader_free(kv_loader *l)
+{
+    if (!l)
+        return;
+    kv_destroy(l->s);
+    kv_value_unref(l->val);
+    free(l->sess);
+    free(l);
+}
+
+static int fail(kv_loader *l, int err, const char *why)
+{
+    l->phase = PH_FAILED;
+    l->err = err;
+    l->why = why;
+    return err;
+}
+
+/* A record header is complete in l->rec: check it, start its value. */
+static int record_start(kv_loader *l)
+{
+    uint16_t klen = le_get16(l->rec);
+    const char *key = (const char *)l->rec + 2;
+    const uint8_t *f = l->rec + 2 + klen;
+    uint64_t mtime = le_get64(f);
+    uint64_t version = le_get64(f + 8);
+    uint64_t ident = le_get64(f + 16);
+    uint32_t vlen = le_get32(f + 24);
+    if (kv_key_check(key, klen) != 0)
+        return fail(l, -EINVAL, "a key outside the key rule");
+    if (ident == 0)
+        return fail(l, -EINVAL, "a value without identity");
+    if (vlen > KV_MAX_VALUE)
+        return fail(l, -EINVAL, "a value longer than KV_MAX_VALUE");
+    if (l->has_prev) {
+        size_t m = klen < l->key_len ? klen : l->key_len;
+        int c = memcmp(l->key, key, m);
+        if (c > 0 || (c == 0 && l->key_len >= klen))
+            return fail(l, -EINVAL, "keys not strictly ascending");
+    }
+    l->val = kv_value_new(NULL, vlen, NULL, 0, mtime, version, ident);
+    if (!l->val)
+        return fail(l, -ENOMEM, "out of memory");
+    memcpy(l->key, key, klen);
+    l->key_len = klen;
+    l->has_prev = true;
+    l->val_have = 0;
+    l->phase = PH_VALUE;
+    return 0;
+}
+
+static int record_end(kv_loader *l)
+{
+    kv_value *v = l->val;
+    l->val = NULL;
+    /* strictly ascending keys (checked in record_start) are new keys */
+    int rc = kv_insert_new(l->s, l->key, l->key_len, v);
+    if (rc)
+        return fail(l, rc, "out of memory");
+    l->keys++;
+    l->rec_have = 0;
+    l->phase = l->keys == l->count ? PH_DONE : PH_REC;
+    return 0;
+}
+
+static int sessions_end(kv_loader *l)
+{
+    int rc = kv_sessions_decode(kv_session_table(l->s), l->sess, l->sess_len);
+    free(l->sess);
+    l->sess = NULL;
+    l->sess_cap = l->sess_have = 0;
+    if (rc)
+        return fail(l, rc == -ENOMEM ? -ENOMEM : -EINVAL,
+                    "a malformed session table");
+    l->phase = l->count ? PH_REC : PH_DONE;
+    return 0;
+}
+
+int kv_loader_feed(kv_loader *l, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        size_t take = 0;
+        int rc = 0;
+        switch (l->phase) {
+        case PH_HEAD:
+            take = LOADER_HEAD - l->rec_have;
+            take = take < len ? take : len;
+            memcpy(l->head + l->rec_have, p, take);
+            l->rec_have += take;
+            if (l->rec_have == LOADER_HEAD) {
+                l->rec_have = 0;
+                l->count = le_get64(l->head);
+                l->sess_len = le_get64(l->head + 8);
+                if (l->sess_len < 12 || l->sess_len > KV_SESSIONS_MAX_BYTES)
+                    return fail(l, -EINVAL, "a session table of impossible "
+                                "length");
+                l->phase = PH_SESS;
+            }
+            break;
+        case PH_SESS: {
+            uint64_t left = l->sess_len - l->sess_have;
+            take = left < len ? (size_t)left : len;
+            if (l->sess_have + take > l->sess_cap) {
+                uint8_t *b = chain_grow(l->sess, &l->sess_cap,
+                                        l->sess_have + take, 1, 4096);
+                if (!b)
+                    return fail(l, -ENOMEM, "out of memory");
+                l->sess = b;
+            }
+            memcpy(l->sess + l->sess_have, p, take);
+            l->sess_have += take;
+            if (l->sess_have == l->sess_len)
+                rc = sessions_end(l);
+            break;
+        }
+        case PH_REC: {
+            size_t need = 2;
+            if (l->rec_have >= 2) {
+                uint16_t klen = le_get16(l->rec);
+                if (klen == 0 || klen > KV_MAX_NAME)
+                    return fail(l, -EINVAL, "a key outside the key rule");
+                need = 2 + (size_t)klen + REC_FIXED;
+            }
+            take = need - l->rec_have;
+            take = take < len ? take : len;
+            memcpy(l->rec + l->rec_have, p, take);
+            l->rec_have += take;
+            if (l->rec_have == need && need > 2) {
+                rc = record_start(l);
+                if (rc == 0 && l->val->len == 0)
+                    rc = record_end(l);
+            }
+            break;
+        }
+        case PH_VALUE: {
+            uint32_t left = l->val->len - l->val_have;
+            take = left < len ? left : len;
+            memcpy(l->val->data + l->val_have, p, take);
+            l->val_have += (uint32_t)take;
+            if (l->val_have == l->val->len)
+                rc = record_end(l);
+            break;
+        }
+        case PH_DONE:
+            return fail(l, -EINVAL, "bytes after the last key");
+        case PH_FAILED:
+            return l->err;
+        }
+        if (rc)
+            return rc;
+        p += take;
+        len -= take;
+        l->consumed += take;
+    }
+    return 0;
+}
+
+int kv_loader_finish(kv_loader *l, uint64_t applied, kv **out)
+{
+    if (l->phase == PH_FAILED)
+        return l->err;
+    if (l->phase != PH_DONE)
+        return fail(l, -EINVAL, l->phase == PH_HEAD || l->phase == PH_SESS
+                    ? "the payload ends inside its header"
+                    : "the payload ends before its last key");
+    kv_set_applied(l->s, applied);
+    *out = l->s;
+    l->s = NULL;
+    l->phase = PH_FAILED;          /* nothing more to give */
+    l->err = -EINVAL;
+    l->why = "already finished";
+    return 0;
+}
+
+uint64_t kv_loader_keys(const kv_loader *l)
+{
+    return l->keys;
+}
+
+uint64_t kv_loader_consumed(const kv_loader *l)
+{
+    return l->consumed;
+}
+
+const char *kv_loader_error(const kv_loader *l)
+{
+    return l->why ? l->why : "";
+}
