@@ -69,8 +69,7 @@
  *   created by chain_open (first segment) or append_roll; sealed segments
  *   are never written again.
  */
-#include "chain_int.h"
-#include "chain_io.h"
+#include "segment_int.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -80,214 +79,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define REC_MAGIC 0x6b627870u          /* "pxbk" little-endian */
-#define REC_VERSION 1
-#define REC_HEADER_BYTES 16
-#define REC_FIXED_BYTES 108            /* R - L */
-#define REC_MAX_BYTES ((uint64_t)REC_FIXED_BYTES + PX_MAX_VALUE_BYTES)
-#define SEG_NAME_LEN 28                /* "seg-" 20 digits ".blk" */
-#define SEG_MAX_FILES (1u << 20)       /* bound on segments listed */
-#define SEG_MAX_FILE_BYTES (1ull << 32) /* larger files are not ours */
-#define CHAIN_PATH_MAX 512
-_Static_assert(sizeof(((chain_sync_job *)0)->dir) >= CHAIN_PATH_MAX,
-               "a sync job holds the chain directory");
-#define CHAIN_SEGMENT_MIN_BYTES 256
-
-typedef struct chain_loc {
-    uint64_t offset;     /* record start in its segment */
-    uint64_t hash8;      /* first 8 bytes of the block hash */
-    uint32_t seg;        /* index into chain.segs */
-    uint32_t len;        /* record length R */
-} chain_loc;
-
-typedef struct chain_seg {
-    uint64_t first_index;
-    uint64_t n_blocks;
-    uint64_t size;       /* bytes of whole records */
-} chain_seg;
-
-struct chain {
-    char dir[CHAIN_PATH_MAX];          /* DIR/chain */
-    bool writable;
-    chain_seg *segs;
-    uint32_t n_segs, cap_segs;
-    uint32_t n_listed;                 /* segment files found on open */
-    char parent[CHAIN_PATH_MAX];       /* DIR */
-    chain_loc *locs;                   /* locs[i-base-1] for block i */
-    uint64_t cap_locs;
-    uint64_t base;                     /* blocks 1..base are not held */
-    uint8_t base_hash[CHAIN_HASH_BYTES];  /* hash of block base */
-    bool base_from_block;              /* base_hash is the first block's
-                                          prev_hash (to be read) */
-    bool has_snap;                     /* the chain continues a snapshot */
-    chain_base snap;
-    uint64_t head;
-    uint8_t head_hash[CHAIN_HASH_BYTES];
-    uint64_t synced;
-    uint8_t synced_hash[CHAIN_HASH_BYTES];
-    chain_mark mark;                   /* durable position to check */
-    uint64_t segment_bytes;
-    int active_fd;                     /* last segment */
-    int unsynced_fd;                   /* sealed segment not yet synced */
-    bool dir_dirty;                    /* a segment name not yet fsync'ed */
-    uint64_t rolls;                    /* segments started by appends */
-    bool job_active;                   /* a chain_sync_job is out */
-    int failed;                        /* sticky write error, 0 = none */
-    int read_fd;                       /* cached fd of a sealed segment */
-    uint32_t read_seg;
-    chain_hasher hasher;
-    uint8_t *buf;                      /* record scratch */
-    size_t buf_cap;
-};
-
-/* ------------------------------------------------------------ records */
-
-enum rec_status {
-    REC_OK = 0,
-    REC_SHORT_HEADER,   /* fewer than 16 bytes left */
-    REC_BAD_HEADER,     /* magic, version, checksum or length wrong */
-    REC_PAST_END,       /* valid header, record longer than what is left */
-    REC_BAD_BODY,       /* body checksum or body fields wrong */
-};
-
-typedef struct rec_view {
-    uint64_t index;
-    uint64_t time_ms;
-    uint8_t kind;
-    uint32_t len;
-    uint32_t rec_len;
-    const uint8_t *data;
-    const uint8_t *prev;
-    const uint8_t *hash;
-} rec_view;
-
-static int rec_parse(const uint8_t *p, uint64_t avail, rec_view *v,
-                     const char **reason)
-{
-    if (avail < REC_HEADER_BYTES) {
-        *reason = "truncated record header";
-        return REC_SHORT_HEADER;
-    }
-    if (le_get32(p) != REC_MAGIC) {
-        *reason = "bad magic";
-        return REC_BAD_HEADER;
-    }
-    if (chain_crc32(p, 12) != le_get32(p + 12)) {
-        *reason = "bad header checksum";
-        return REC_BAD_HEADER;
-    }
-    if (le_get16(p + 4) != REC_VERSION || le_get16(p + 6) != 0) {
-        *reason = "unknown record version";
-        return REC_BAD_HEADER;
-    }
-    uint32_t rec_len = le_get32(p + 8);
-    if (rec_len < REC_FIXED_BYTES || rec_len > REC_MAX_BYTES) {
-        *reason = "bad record length";
-        return REC_BAD_HEADER;
-    }
-    if (rec_len > avail) {
-        *reason = "record extends past end of file";
-        return REC_PAST_END;
-    }
-    if (chain_crc32(p + 16, rec_len - 20) != le_get32(p + rec_len - 4)) {
-        *reason = "bad checksum";
-        return REC_BAD_BODY;
-    }
-    v->index = le_get64(p + 16);
-    v->time_ms = le_get64(p + 24);
-    v->kind = p[32];
-    v->len = le_get32(p + 36);
-    v->rec_len = rec_len;
-    if ((uint64_t)v->len + REC_FIXED_BYTES != rec_len ||
-        p[33] || p[34] || p[35]) {
-        *reason = "inconsistent record length";
-        return REC_BAD_BODY;
-    }
-    if (v->kind > PX_ENTRY_CONFIG) {
-        *reason = "unknown block kind";
-        return REC_BAD_BODY;
-    }
-    v->data = p + 40;
-    v->prev = p + 40 + v->len;
-    v->hash = p + 72 + v->len;
-    *reason = NULL;
-    return REC_OK;
-}
-
-/* Encode a record into p (REC_FIXED_BYTES + len bytes). */
-static void rec_encode(uint8_t *p, uint64_t index, uint64_t time_ms,
-                       uint8_t kind, const uint8_t *data, uint32_t len,
-                       const uint8_t prev[CHAIN_HASH_BYTES],
-                       const uint8_t hash[CHAIN_HASH_BYTES])
-{
-    uint32_t rec_len = REC_FIXED_BYTES + len;
-
-    le_put32(p, REC_MAGIC);
-    le_put16(p + 4, REC_VERSION);
-    le_put16(p + 6, 0);
-    le_put32(p + 8, rec_len);
-    le_put32(p + 12, chain_crc32(p, 12));
-    le_put64(p + 16, index);
-    le_put64(p + 24, time_ms);
-    p[32] = kind;
-    p[33] = p[34] = p[35] = 0;
-    le_put32(p + 36, len);
-    if (len)
-        memcpy(p + 40, data, len);
-    memcpy(p + 40 + len, prev, CHAIN_HASH_BYTES);
-    memcpy(p + 72 + len, hash, CHAIN_HASH_BYTES);
-    le_put32(p + rec_len - 4, chain_crc32(p + 16, rec_len - 20));
-}
-
-int chain_record_parse(const uint8_t *p, uint64_t avail, chain_record *r,
-                       const char **reason)
-{
-    rec_view v;
-    int st = rec_parse(p, avail, &v, reason);
-    if (st == REC_SHORT_HEADER || st == REC_PAST_END)
-        return -EAGAIN;
-    if (st != REC_OK)
-        return -EBADMSG;
-    r->index = v.index;
-    r->time_ms = v.time_ms;
-    r->kind = v.kind;
-    r->len = v.len;
-    r->rec_len = v.rec_len;
-    r->data = v.data;
-    r->prev = v.prev;
-    r->hash = v.hash;
-    return 0;
-}
-
-uint32_t chain_record_size(uint32_t len)
-{
-    return REC_FIXED_BYTES + len;
-}
-
-uint32_t chain_record_header_bytes(void)
-{
-    return REC_HEADER_BYTES;
-}
-
-uint32_t chain_record_length(const uint8_t *header)
-{
-    return le_get32(header + 8);
-}
-
-void chain_record_encode(uint8_t *p, const chain_block *b)
-{
-    rec_encode(p, b->index, b->time_ms, b->kind, b->data, b->len, b->prev_hash,
-               b->hash);
-}
-
-static uint64_t hash8(const uint8_t *h)
-{
-    return le_get64(h);
-}
-
 /* ------------------------------------------------------------ helpers */
 
-static int seg_path(const chain *c, uint64_t first_index, char *out,
+int seg_path(const chain *c, uint64_t first_index, char *out,
                     size_t cap)
 {
     int n = snprintf(out, cap, "%s/seg-%020llu.blk", c->dir,
@@ -295,7 +89,7 @@ static int seg_path(const chain *c, uint64_t first_index, char *out,
     return (n < 0 || (size_t)n >= cap) ? -ENAMETOOLONG : 0;
 }
 
-static int buf_reserve(chain *c, size_t need)
+int seg_buf_reserve(chain *c, size_t need)
 {
     if (need <= c->buf_cap)
         return 0;
@@ -306,7 +100,7 @@ static int buf_reserve(chain *c, size_t need)
     return 0;
 }
 
-static int locs_reserve(chain *c, uint64_t need)
+int seg_locs_reserve(chain *c, uint64_t need)
 {
     if (need <= c->cap_locs)
         return 0;
@@ -319,7 +113,7 @@ static int locs_reserve(chain *c, uint64_t need)
     return 0;
 }
 
-static int segs_reserve(chain *c, uint32_t need)
+int seg_segs_reserve(chain *c, uint32_t need)
 {
     if (need <= c->cap_segs)
         return 0;
@@ -360,7 +154,7 @@ static int seg_name_parse(const char *name, uint64_t *first)
 }
 
 /* List segment first indexes in ascending order into c->segs. */
-static int list_segments(chain *c)
+static int seg_list_segments(chain *c)
 {
     DIR *d = opendir(c->dir);
     if (!d)
@@ -391,7 +185,7 @@ static int list_segments(chain *c)
     }
     if (n)
         qsort(firsts, n, sizeof *firsts, cmp_u64);
-    rc = segs_reserve(c, n);
+    rc = seg_segs_reserve(c, n);
     if (rc)
         goto out_free;
     for (uint32_t i = 0; i < n; i++) {
@@ -431,7 +225,7 @@ static int scan_segment(chain *c, uint32_t si, const char *path,
         rec_view v;
         const char *reason;
         uint64_t expect = c->head + 1;
-        int st = rec_parse(buf + off, size - off, &v, &reason);
+        int st = seg_rec_parse(buf + off, size - off, &v, &reason);
         if (st != REC_OK) {
             bool torn = is_last &&
                 (st == REC_SHORT_HEADER || st == REC_PAST_END ||
@@ -496,11 +290,11 @@ static int scan_segment(chain *c, uint32_t si, const char *path,
             chain_damage_set(damage, path, off, expect, why);
             return -EBADMSG;
         }
-        rc = locs_reserve(c, c->head - c->base + 1);
+        rc = seg_locs_reserve(c, c->head - c->base + 1);
         if (rc)
             return rc;
         c->locs[c->head - c->base] = (chain_loc){ .offset = off,
-                                                  .hash8 = hash8(v.hash),
+                                                  .hash8 = seg_hash8(v.hash),
                                                   .seg = si,
                                                   .len = v.rec_len };
         memcpy(c->head_hash, v.hash, CHAIN_HASH_BYTES);
@@ -516,7 +310,7 @@ static int scan_segment(chain *c, uint32_t si, const char *path,
     return 0;
 }
 
-static void chain_free(chain *c)
+void chain_free(chain *c)
 {
     const chain_io_ops *io = chain_io();
     if (!c)
@@ -534,7 +328,7 @@ static void chain_free(chain *c)
     free(c);
 }
 
-static int create_segment_file(chain *c, uint64_t first_index, int *fd_out)
+int seg_create_segment_file(chain *c, uint64_t first_index, int *fd_out)
 {
     char path[CHAIN_PATH_MAX];
     int rc = seg_path(c, first_index, path, sizeof path);
@@ -583,7 +377,7 @@ static int load_segment(chain *c, uint32_t si, chain_open_report *report,
         goto out_close;
     }
     uint64_t size = (uint64_t)st.st_size;
-    rc = buf_reserve(c, size ? (size_t)size : 1);
+    rc = seg_buf_reserve(c, size ? (size_t)size : 1);
     if (rc)
         goto out_close;
     int64_t got = chain_io_pread_all(fd, c->buf, (size_t)size, 0);
@@ -856,10 +650,10 @@ static int reset_dir(chain *c, uint64_t index,
     rc = chain_io_fsync_dir(c->parent);
     if (rc)
         return rc;
-    rc = segs_reserve(c, 1);
+    rc = seg_segs_reserve(c, 1);
     if (rc)
         return rc;
-    rc = create_segment_file(c, index + 1, &c->active_fd);
+    rc = seg_create_segment_file(c, index + 1, &c->active_fd);
     if (rc)
         return rc;
     c->segs[0] = (chain_seg){ .first_index = index + 1 };
@@ -872,9 +666,8 @@ static int reset_dir(chain *c, uint64_t index,
     return remove_discarded(c->parent);
 }
 
-static int chain_load(const char *dir, const chain_open_opts *o,
-                      chain **out, chain_open_report *report,
-                      chain_damage *damage)
+int chain_load(const char *dir, const chain_open_opts *o, chain **out,
+               chain_open_report *report, chain_damage *damage)
 {
     const chain_io_ops *io = chain_io();
     bool writable = !o->read_only;
@@ -918,7 +711,7 @@ static int chain_load(const char *dir, const chain_open_opts *o,
         if (rc)
             goto out_free;
     }
-    rc = list_segments(c);
+    rc = seg_list_segments(c);
     if (rc)
         goto out_free;
     /* where the chain starts: block 1, or with a snapshot any block up to
@@ -954,10 +747,10 @@ static int chain_load(const char *dir, const chain_open_opts *o,
         goto out_free;
     }
     if (c->n_segs == 0 && writable) {
-        rc = segs_reserve(c, 1);
+        rc = seg_segs_reserve(c, 1);
         if (rc)
             goto out_free;
-        rc = create_segment_file(c, first, &c->active_fd);
+        rc = seg_create_segment_file(c, first, &c->active_fd);
         if (rc)
             goto out_free;
         c->segs[0] = (chain_seg){ .first_index = first };
@@ -1052,487 +845,3 @@ int chain_reset(chain *c, uint64_t index, const uint8_t hash[CHAIN_HASH_BYTES])
     return rc;
 }
 
-static int read_record(chain *c, uint64_t index, rec_view *v);
-
-/* Segments 0..k-1 (all sealed) hold only blocks <= upto. */
-static uint32_t compactable(const chain *c, uint64_t upto)
-{
-    uint32_t k = 0;
-    while (k + 1 < c->n_segs && c->segs[k + 1].first_index - 1 <= upto)
-        k++;
-    return k;
-}
-
-int chain_compact_start(chain *c, uint64_t upto, chain_compact_job *job)
-{
-    memset(job, 0, sizeof *job);
-    if (!c->writable)
-        return -EBADF;
-    if (c->failed)
-        return c->failed;
-    uint32_t k = compactable(c, upto);
-    if (k == 0)
-        return 0;
-    uint64_t new_first = c->segs[k].first_index;
-    uint8_t new_base_hash[CHAIN_HASH_BYTES];
-    if (new_first <= c->head) {
-        rec_view v;
-        int rc = read_record(c, new_first, &v);
-        if (rc)
-            return rc;
-        memcpy(new_base_hash, v.prev, CHAIN_HASH_BYTES);
-    } else {
-        memcpy(new_base_hash, c->head_hash, CHAIN_HASH_BYTES);
-    }
-    job->firsts = malloc(k * sizeof *job->firsts);
-    if (!job->firsts)
-        return -ENOMEM;
-    for (uint32_t i = 0; i < k; i++)
-        job->firsts[i] = c->segs[i].first_index;
-    job->n = k;
-    snprintf(job->dir, sizeof job->dir, "%s", c->dir);
-
-    uint64_t drop = new_first - 1 - c->base;
-    uint64_t keep = c->head - (new_first - 1);
-    memmove(c->locs, c->locs + drop, keep * sizeof *c->locs);
-    for (uint64_t i = 0; i < keep; i++)
-        c->locs[i].seg -= k;
-    memmove(c->segs, c->segs + k, (c->n_segs - k) * sizeof *c->segs);
-    c->n_segs -= k;
-    c->n_listed = c->n_listed > k ? c->n_listed - k : 0;
-    if (c->read_fd >= 0 && c->read_seg < k) {
-        chain_io()->close(c->read_fd);
-        c->read_fd = -1;
-    } else if (c->read_fd >= 0) {
-        c->read_seg -= k;
-    }
-    c->base = new_first - 1;
-    memcpy(c->base_hash, new_base_hash, CHAIN_HASH_BYTES);
-    return (int)k;
-}
-
-int chain_compact_run(chain_compact_job *job)
-{
-    char path[CHAIN_PATH_MAX + SEG_NAME_LEN + 2];
-    int rc = 0;
-    for (uint32_t i = 0; i < job->n; i++) {
-        int n = snprintf(path, sizeof path, "%s/seg-%020llu.blk", job->dir,
-                         (unsigned long long)job->firsts[i]);
-        if (n < 0 || (size_t)n >= sizeof path)
-            continue;
-        int r = chain_io()->unlink(path);
-        if (r && r != -ENOENT && rc == 0)
-            rc = r;
-    }
-    if (job->n && rc == 0)
-        rc = chain_io_fsync_dir(job->dir);
-    free(job->firsts);
-    job->firsts = NULL;
-    job->n = 0;
-    return rc;
-}
-
-int chain_compact(chain *c, uint64_t upto)
-{
-    chain_compact_job job;
-    int k = chain_compact_start(c, upto, &job);
-    if (k <= 0)
-        return k;
-    int rc = chain_compact_run(&job);
-    return rc ? rc : k;
-}
-
-uint64_t chain_head_index(const chain *c)
-{
-    return c->head;
-}
-
-const uint8_t *chain_head_hash(const chain *c)
-{
-    return c->head_hash;
-}
-
-uint64_t chain_synced_index(const chain *c)
-{
-    return c->synced;
-}
-
-const uint8_t *chain_synced_hash(const chain *c)
-{
-    return c->synced_hash;
-}
-
-void chain_set_segment_bytes(chain *c, uint64_t bytes)
-{
-    c->segment_bytes = bytes < CHAIN_SEGMENT_MIN_BYTES ? CHAIN_SEGMENT_MIN_BYTES
-                                                       : bytes;
-}
-
-/* Start a new segment for block head+1.  The sealed segment stays open in
- * unsynced_fd until chain_sync, so a roll costs no fsync on the append
- * path (unless two rolls happen between syncs). */
-static int append_roll(chain *c)
-{
-    const chain_io_ops *io = chain_io();
-    int rc, fd = -1;
-
-    rc = segs_reserve(c, c->n_segs + 1);
-    if (rc)
-        return rc;
-    if (c->unsynced_fd >= 0) {
-        rc = io->fdatasync(c->unsynced_fd);
-        if (rc)
-            return rc;
-        io->close(c->unsynced_fd);
-        c->unsynced_fd = -1;
-    }
-    rc = create_segment_file(c, c->head + 1, &fd);
-    if (rc)
-        return rc;
-    c->unsynced_fd = c->active_fd;
-    c->active_fd = fd;
-    c->segs[c->n_segs++] = (chain_seg){ .first_index = c->head + 1 };
-    c->dir_dirty = true;
-    c->rolls++;
-    return 0;
-}
-
-int chain_append(chain *c, uint64_t index, uint64_t time_ms, uint8_t kind,
-                 const uint8_t *data, uint32_t len,
-                 uint8_t hash_out[CHAIN_HASH_BYTES])
-{
-    uint8_t hash[CHAIN_HASH_BYTES];
-    int rc;
-
-    if (!c->writable)
-        return -EBADF;
-    if (c->failed)
-        return c->failed;
-    if (index != c->head + 1 || kind > PX_ENTRY_CONFIG ||
-        (len > 0 && !data))
-        return -EINVAL;
-    if (len > PX_MAX_VALUE_BYTES)
-        return -EFBIG;
-    uint32_t rec_len = REC_FIXED_BYTES + len;
-    rc = locs_reserve(c, c->head - c->base + 1);
-    if (rc)
-        return rc;
-    rc = buf_reserve(c, rec_len);
-    if (rc)
-        return rc;
-    rc = chain_hasher_block(&c->hasher, c->head_hash, index, time_ms, kind,
-                            data, len, hash);
-    if (rc)
-        return rc;
-    rec_encode(c->buf, index, time_ms, kind, data, len, c->head_hash, hash);
-
-    /* Check the record right before it leaves for the disk. */
-    rec_view v;
-    const char *reason;
-    if (rec_parse(c->buf, rec_len, &v, &reason) != REC_OK ||
-        v.index != index || v.len != len ||
-        (len && memcmp(v.data, data, len) != 0))
-        return -EIO;
-
-    chain_seg *s = &c->segs[c->n_segs - 1];
-    if (s->size > 0 && s->size + rec_len > c->segment_bytes) {
-        rc = append_roll(c);
-        if (rc)
-            return rc;
-        s = &c->segs[c->n_segs - 1];
-    }
-    rc = chain_io_pwrite_all(c->active_fd, c->buf, rec_len, s->size);
-    if (rc) {
-        /* Leave no partial record behind the end (invariant 3). */
-        if (chain_io()->ftruncate(c->active_fd, s->size) != 0)
-            c->failed = -EIO;
-        return rc;
-    }
-    c->locs[c->head - c->base] = (chain_loc){ .offset = s->size,
-                                              .hash8 = hash8(hash),
-                                              .seg = c->n_segs - 1,
-                                              .len = rec_len };
-    s->size += rec_len;
-    s->n_blocks++;
-    c->head++;
-    memcpy(c->head_hash, hash, CHAIN_HASH_BYTES);
-    if (hash_out)
-        memcpy(hash_out, hash, CHAIN_HASH_BYTES);
-    return 0;
-}
-
-/* A failed fdatasync leaves the page cache in an unknown state (the
- * kernel may have dropped the dirty pages), so a sync failure is sticky:
- * the node must reopen the chain, which re-verifies what is on disk. */
-int chain_sync(chain *c)
-{
-    chain_sync_job job;
-    int rc = chain_sync_start(c, &job);
-    if (rc != 0)
-        return rc > 0 ? 0 : rc;   /* 1: everything is durable already */
-    return chain_sync_finish(c, &job, chain_sync_run(&job));
-}
-
-/* The job owns the sealed segment's fd (a roll meanwhile finds none to
- * sync, so it closes nothing the job uses) and a duplicate of the active
- * one (a roll meanwhile keeps the original open as the new sealed fd). */
-int chain_sync_start(chain *c, chain_sync_job *job)
-{
-    memset(job, 0, sizeof *job);
-    job->fds[0] = job->fds[1] = -1;
-    if (!c->writable)
-        return -EBADF;
-    if (c->failed)
-        return c->failed;
-    if (c->job_active)
-        return -EBUSY;
-    if (c->synced == c->head && !c->dir_dirty && c->unsynced_fd < 0)
-        return 1;
-    int fd = fcntl(c->active_fd, F_DUPFD_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    if (c->unsynced_fd >= 0) {
-        job->fds[job->n_fds++] = c->unsynced_fd;
-        c->unsynced_fd = -1;
-    }
-    job->fds[job->n_fds++] = fd;
-    job->sync_dir = c->dir_dirty;
-    snprintf(job->dir, sizeof job->dir, "%s", c->dir);
-    job->head = c->head;
-    memcpy(job->head_hash, c->head_hash, CHAIN_HASH_BYTES);
-    job->rolls = c->rolls;
-    c->job_active = true;
-    return 0;
-}
-
-int chain_sync_run(chain_sync_job *job)
-{
-    const chain_io_ops *io = chain_io();
-    int rc = 0;
-    for (uint32_t i = 0; i < job->n_fds; i++) {
-        if (rc == 0)
-            rc = io->fdatasync(job->fds[i]);
-        io->close(job->fds[i]);
-        job->fds[i] = -1;
-    }
-    job->n_fds = 0;
-    if (rc == 0 && job->sync_dir)
-        rc = chain_io_fsync_dir(job->dir);
-    return rc;
-}
-
-int chain_sync_finish(chain *c, const chain_sync_job *job, int rc)
-{
-    c->job_active = false;
-    if (rc) {
-        if (!c->failed)
-            c->failed = rc;
-        return rc;
-    }
-    if (job->head > c->synced) {
-        c->synced = job->head;
-        memcpy(c->synced_hash, job->head_hash, CHAIN_HASH_BYTES);
-    }
-    if (job->sync_dir && job->rolls == c->rolls)
-        c->dir_dirty = false;   /* no segment was started since */
-    return 0;
-}
-
-/* fd for reading segment si (active, or the cached sealed one). */
-static int read_fd_for(chain *c, uint32_t si, int *fd)
-{
-    const chain_io_ops *io = chain_io();
-    char path[CHAIN_PATH_MAX];
-
-    if (si + 1 == c->n_segs && c->active_fd >= 0) {
-        *fd = c->active_fd;
-        return 0;
-    }
-    if (c->read_fd >= 0 && c->read_seg == si) {
-        *fd = c->read_fd;
-        return 0;
-    }
-    int rc = seg_path(c, c->segs[si].first_index, path, sizeof path);
-    if (rc)
-        return rc;
-    int nfd = io->open(path, O_RDONLY, 0);
-    if (nfd < 0)
-        return nfd;
-    if (c->read_fd >= 0)
-        io->close(c->read_fd);
-    c->read_fd = nfd;
-    c->read_seg = si;
-    *fd = nfd;
-    return 0;
-}
-
-/* Read block `index` into c->buf and check it again (invariant 2). */
-static int read_record(chain *c, uint64_t index, rec_view *v)
-{
-    int fd, rc;
-    const char *reason;
-
-    if (index <= c->base || index > c->head)
-        return -ENOENT;
-    const chain_loc *l = &c->locs[index - c->base - 1];
-    rc = read_fd_for(c, l->seg, &fd);
-    if (rc)
-        return rc;
-    rc = buf_reserve(c, l->len);
-    if (rc)
-        return rc;
-    int64_t got = chain_io_pread_all(fd, c->buf, l->len, l->offset);
-    if (got < 0)
-        return (int)got;
-    if ((uint64_t)got != l->len ||
-        rec_parse(c->buf, l->len, v, &reason) != REC_OK ||
-        v->rec_len != l->len || v->index != index ||
-        hash8(v->hash) != l->hash8 ||
-        (index > c->base + 1 &&
-         hash8(v->prev) != c->locs[index - c->base - 2].hash8) ||
-        (index == c->base + 1 &&
-         memcmp(v->prev, c->base_hash, CHAIN_HASH_BYTES) != 0))
-        return -EBADMSG;
-    uint8_t computed[CHAIN_HASH_BYTES];
-    rc = chain_hasher_block(&c->hasher, v->prev, v->index, v->time_ms,
-                            v->kind, v->data, v->len, computed);
-    if (rc)
-        return rc;
-    if (memcmp(computed, v->hash, CHAIN_HASH_BYTES) != 0)
-        return -EBADMSG;
-    return 0;
-}
-
-int chain_read(chain *c, uint64_t index, chain_block *out)
-{
-    rec_view v;
-    int rc = read_record(c, index, &v);
-    if (rc)
-        return rc;
-    memset(out, 0, sizeof *out);
-    out->data = malloc(v.len ? v.len : 1);
-    if (!out->data)
-        return -ENOMEM;
-    if (v.len)
-        memcpy(out->data, v.data, v.len);
-    out->index = v.index;
-    out->time_ms = v.time_ms;
-    out->kind = v.kind;
-    out->len = v.len;
-    memcpy(out->prev_hash, v.prev, CHAIN_HASH_BYTES);
-    memcpy(out->hash, v.hash, CHAIN_HASH_BYTES);
-    return 0;
-}
-
-void chain_block_free(chain_block *b)
-{
-    if (!b)
-        return;
-    free(b->data);
-    b->data = NULL;
-    b->len = 0;
-}
-
-int chain_hash_at(chain *c, uint64_t index, uint8_t out[CHAIN_HASH_BYTES])
-{
-    if (index == c->base) {
-        memcpy(out, c->base_hash, CHAIN_HASH_BYTES);
-        return 0;
-    }
-    if (index == c->head) {
-        memcpy(out, c->head_hash, CHAIN_HASH_BYTES);
-        return 0;
-    }
-    rec_view v;
-    int rc = read_record(c, index, &v);
-    if (rc)
-        return rc;
-    memcpy(out, v.hash, CHAIN_HASH_BYTES);
-    return 0;
-}
-
-/* fdatasync every regular file in `path`, then drop its cached pages,
- * then fsync `path` itself. */
-static int settle_one_dir(const char *path)
-{
-    const chain_io_ops *io = chain_io();
-    DIR *d = opendir(path);
-    if (!d)
-        return errno == ENOENT ? 0 : -errno;
-    char file[CHAIN_PATH_MAX];
-    int rc = 0;
-    struct dirent *de;
-    while (rc == 0 && (de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        int n = snprintf(file, sizeof file, "%s/%s", path, de->d_name);
-        if (n < 0 || (size_t)n >= sizeof file)
-            continue;   /* not a name chain/ ever makes */
-        int fd = io->open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
-        if (fd == -ENOENT || fd == -ELOOP || fd == -ENXIO)
-            continue;   /* gone meanwhile, a link, a socket: not ours */
-        if (fd < 0) {
-            rc = fd;
-            break;
-        }
-        struct stat st;
-        rc = io->fstat(fd, &st);
-        if (rc == 0 && S_ISREG(st.st_mode)) {
-            rc = io->fdatasync(fd);
-            if (rc == 0)
-                (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-        }
-        io->close(fd);
-    }
-    closedir(d);
-    return rc ? rc : chain_io_fsync_dir(path);
-}
-
-int chain_settle_dir(const char *dir)
-{
-    char path[CHAIN_PATH_MAX];
-    static const char *const subs[] = { "chain", "acceptor" };
-    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
-        int n = snprintf(path, sizeof path, "%s/%s", dir, subs[i]);
-        if (n < 0 || (size_t)n >= sizeof path)
-            return -ENAMETOOLONG;
-        int rc = settle_one_dir(path);
-        if (rc)
-            return rc;
-    }
-    return chain_io_fsync_dir(dir);
-}
-
-/* Read-only: the torn tail is reported, not cut; the head is the last
- * whole block before it (what the next chain_open will keep). */
-int chain_verify_dir_marked(const char *dir, const chain_mark *durable,
-                            uint64_t *head_index,
-                            uint8_t head_hash[CHAIN_HASH_BYTES],
-                            chain_open_report *torn, chain_damage *damage)
-{
-    chain *c = NULL;
-    chain_open_opts o = { .durable = durable, .read_only = true };
-    int rc = chain_load(dir, &o, &c, torn, damage);
-    if (rc)
-        return rc;
-    if (head_index)
-        *head_index = c->head;
-    if (head_hash)
-        memcpy(head_hash, c->head_hash, CHAIN_HASH_BYTES);
-    chain_free(c);
-    return 0;
-}
-
-int chain_verify_dir_report(const char *dir, uint64_t *head_index,
-                            uint8_t head_hash[CHAIN_HASH_BYTES],
-                            chain_open_report *torn, chain_damage *damage)
-{
-    return chain_verify_dir_marked(dir, NULL, head_index, head_hash, torn,
-                                   damage);
-}
-
-int chain_verify_dir(const char *dir, uint64_t *head_index,
-                     uint8_t head_hash[CHAIN_HASH_BYTES], chain_damage *damage)
-{
-    return chain_verify_dir_report(dir, head_index, head_hash, NULL, damage);
-}
