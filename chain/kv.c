@@ -37,7 +37,7 @@
  *   7. A COND op's condition is judged on the state its entry meets, just
  *      before the guarded op; file identities come from (slot, position
  *      in the batch), so they too are the same on every replica.
- *   8. digest is the sum modulo 2^256 of record_hash() over the live keys
+ *   8. digest is the sum modulo 2^256 of kv_rec_hash() over the live keys
  *      (kv.h, "State digest"); every change of the map adds and subtracts
  *      the hashes of the records it creates and removes, computed before
  *      anything changes (so a failed hash changes nothing, invariant 4).
@@ -58,7 +58,7 @@
  * node comes first among nodes with its key (inserts go before the first
  * node >= key), so removal finds it where it always did.
  */
-#include "kv_int.h"
+#include "kv_map.h"
 #include "chain_int.h"
 
 #include <assert.h>
@@ -68,53 +68,6 @@
 
 #include <openssl/evp.h>
 
-#define KV_SKIP_MAX 24           /* 4^24 keys before heights saturate */
-#define KV_TABLE_MIN 64
-#define KV_REQUEST_MIN_BYTES 28  /* encoded request without op bytes */
-#define KV_RECLAIM_PER_APPLY 64  /* DEAD nodes reclaimed per applied entry */
-#define KV_NODE_DEAD 1
-
-typedef struct kv_node {
-    uint64_t hash;
-    kv_value *val;
-    uint16_t key_len;
-    uint8_t height;
-    uint8_t flags;            /* KV_NODE_DEAD */
-    uint32_t born;            /* kv.gen when created (F1) */
-    struct kv_node *next[];   /* height pointers, then the key bytes */
-} kv_node;
-
-struct kv {
-    kv_node **table;          /* cap slots, NULL = empty */
-    uint64_t cap;             /* power of two */
-    uint64_t count;
-    uint64_t value_bytes;
-    kv_node *head[KV_SKIP_MAX];
-    uint64_t applied;
-    uint64_t partial_slot;    /* invariant 5 */
-    uint32_t partial_done;
-    uint64_t invalid_ops;     /* committed ops applied as no-ops */
-    kv_sessions *sessions;
-    kv_changed_fn changed;    /* kv_set_changed */
-    void *changed_arg;
-    uint64_t digest[4];       /* invariant 8, little-endian limbs */
-    chain_hasher hasher;
-    uint32_t gen;             /* generation of the view out, or the last */
-    kv_view *view;            /* non-NULL while frozen */
-    kv_node **dead;           /* DEAD nodes still in the skip list */
-    size_t n_dead, cap_dead;
-};
-
-struct kv_view {
-    kv *s;
-    uint32_t gen;
-    uint64_t applied, count, bytes;
-    uint8_t digest[KV_DIGEST_BYTES];
-    uint8_t *sessions;
-    size_t sessions_len;
-    const kv_node *cursor;    /* last node returned */
-    int started;
-};
 
 static const char *node_key(const kv_node *n)
 {
@@ -148,7 +101,7 @@ static uint64_t key_hash(const char *key, size_t len)
     return h;
 }
 
-static int key_cmp(const char *a, size_t alen, const char *b, size_t blen)
+int kv_key_cmp(const char *a, size_t alen, const char *b, size_t blen)
 {
     size_t n = alen < blen ? alen : blen;
     int c = n ? memcmp(a, b, n) : 0;
@@ -196,7 +149,7 @@ void kv_value_unref(const kv_value *v)
 #define KV_RECORD_TAG "pxkvrec1"
 
 /* SHA-256 of the canonical record of one key (kv.h, "State digest"). */
-static int record_hash(kv *s, const char *key, size_t len, const kv_value *v,
+int kv_rec_hash(kv *s, const char *key, size_t len, const kv_value *v,
                        uint8_t out[KV_DIGEST_BYTES])
 {
     return kv_record_hash(&s->hasher, key, len, v, out);
@@ -337,7 +290,7 @@ static uint64_t table_find_slot(const kv *s, const char *key, size_t len,
     return i;
 }
 
-static kv_node *find_node(const kv *s, const char *key, size_t len)
+kv_node *kv_find_node(const kv *s, const char *key, size_t len)
 {
     bool found;
     if (len == 0 || len > KV_MAX_KEY)
@@ -348,7 +301,7 @@ static kv_node *find_node(const kv *s, const char *key, size_t len)
 
 const kv_value *kv_get(const kv *s, const char *key, size_t key_len)
 {
-    kv_node *n = find_node(s, key, key_len);
+    kv_node *n = kv_find_node(s, key, key_len);
     return n ? n->val : NULL;
 }
 
@@ -428,7 +381,7 @@ static void skip_find(kv *s, const char *key, size_t len,
 {
     kv_node **links = s->head;
     for (int l = KV_SKIP_MAX - 1; l >= 0; l--) {
-        while (links[l] && key_cmp(node_key(links[l]), links[l]->key_len,
+        while (links[l] && kv_key_cmp(node_key(links[l]), links[l]->key_len,
                                    key, len) < 0)
             links = links[l]->next;
         prev[l] = &links[l];
@@ -488,7 +441,7 @@ static void map_insert(kv *s, kv_node *n)
 }
 
 /* Room for `more` DEAD nodes (F2), before anything changes. */
-static int dead_reserve(kv *s, size_t more)
+int kv_dead_reserve(kv *s, size_t more)
 {
     if (s->n_dead + more <= s->cap_dead)
         return 0;
@@ -502,7 +455,7 @@ static int dead_reserve(kv *s, size_t more)
 
 /* Take n out of the map.  `old` is the hash of its record (digest); a
  * frozen map needs a DEAD slot reserved (dead_reserve). */
-static void map_remove_hashed(kv *s, kv_node *n,
+void kv_map_remove_hashed(kv *s, kv_node *n,
                               const uint8_t old[KV_DIGEST_BYTES])
 {
     bool found;
@@ -523,24 +476,24 @@ static void map_remove_hashed(kv *s, kv_node *n,
     free(n);
 }
 
-static int map_remove(kv *s, kv_node *n)
+int kv_map_remove(kv *s, kv_node *n)
 {
     uint8_t old[KV_DIGEST_BYTES];
-    if (record_hash(s, node_key(n), n->key_len, n->val, old) != 0 ||
-        (s->view && dead_reserve(s, 1) != 0))
+    if (kv_rec_hash(s, node_key(n), n->key_len, n->val, old) != 0 ||
+        (s->view && kv_dead_reserve(s, 1) != 0))
         return -ENOMEM;
-    map_remove_hashed(s, n, old);
+    kv_map_remove_hashed(s, n, old);
     return 0;
 }
 
 /* Store v under key (takes the caller's reference on v); on failure v is
  * released and nothing changed. */
-static int map_put(kv *s, const char *key, size_t len, kv_value *v)
+int kv_map_put(kv *s, const char *key, size_t len, kv_value *v)
 {
     uint8_t h_new[KV_DIGEST_BYTES], h_old[KV_DIGEST_BYTES];
-    kv_node *n = find_node(s, key, len);
-    if (record_hash(s, key, len, v, h_new) != 0 ||
-        (n && record_hash(s, key, len, n->val, h_old) != 0))
+    kv_node *n = kv_find_node(s, key, len);
+    if (kv_rec_hash(s, key, len, v, h_new) != 0 ||
+        (n && kv_rec_hash(s, key, len, n->val, h_old) != 0))
         goto out_unref;
     if (n && !(s->view && n->born != s->gen)) {
         /* not seen by a view: change in place */
@@ -554,13 +507,13 @@ static int map_put(kv *s, const char *key, size_t len, kv_value *v)
     }
     if (n) {
         /* F2: a view sees n; a new node takes its place */
-        if (dead_reserve(s, 1) != 0)
+        if (kv_dead_reserve(s, 1) != 0)
             goto out_unref;
         kv_node *m = node_new(s, key, len, n->hash);
         if (!m)
             goto out_unref;
         m->val = v;
-        map_remove_hashed(s, n, h_old);
+        kv_map_remove_hashed(s, n, h_old);
         map_insert(s, m);     /* the table slot n left is found again */
         digest_add(s->digest, h_new, 1);
         return 0;
@@ -585,7 +538,7 @@ int kv_scan(const kv *s, const char *prefix, size_t prefix_len,
     /* Lower bound without writing: walk levels from the top. */
     kv_node *const *links = s->head;
     for (int l = KV_SKIP_MAX - 1; l >= 0; l--)
-        while (links[l] && key_cmp(node_key(links[l]), links[l]->key_len,
+        while (links[l] && kv_key_cmp(node_key(links[l]), links[l]->key_len,
                                    prefix, prefix_len) < 0)
             links = links[l]->next;
     for (const kv_node *n = links[0]; n; n = n->next[0]) {
@@ -598,198 +551,6 @@ int kv_scan(const kv *s, const char *prefix, size_t prefix_len,
         if (rc)
             return rc;
     }
-    return 0;
-}
-
-/* --------------------------------------------------------- applying */
-
-/* Apply one decoded, valid op.  Returns the op's result (0 or a negative
- * errno that is part of the replicated outcome), or KV_APPLY_NOMEM when
- * nothing was changed for lack of memory.  `ident` is the identity a key
- * created by this op gets (kv.h). */
-#define KV_APPLY_NOMEM INT32_MIN
-#define KV_IDENT_SLOT_SHIFT 24
-
-/* The guard of a COND op: 0 if it holds, else the op's result. */
-static int32_t check_cond(const kv *s, const kv_op *op)
-{
-    const kv_node *c = find_node(s, op->cond_key, op->cond_key_len);
-    switch (op->cond_kind) {
-    case KV_COND_ABSENT:
-        return c ? -EEXIST : 0;
-    case KV_COND_IDENT:
-        return c && c->val->ident == op->cond_arg ? 0 : -ESTALE;
-    case KV_COND_VERSION:
-        return c && c->val->version == op->cond_arg ? 0 : -ESTALE;
-    default:
-        return -EINVAL;
-    }
-}
-
-static int32_t apply_op(kv *s, const kv_op *op, uint64_t slot,
-                        uint64_t time_ms, uint64_t ident)
-{
-    kv_node *n = find_node(s, op->key, op->key_len);
-    kv_value *v;
-
-    if (op->cond_kind) {
-        int32_t rc = check_cond(s, op);
-        if (rc)
-            return rc;
-    }
-    switch (op->type) {
-    case KV_OP_PUT:
-        v = kv_value_new(op->value, op->value_len, NULL, 0, time_ms, slot,
-                         n ? n->val->ident : ident);
-        if (!v)
-            return KV_APPLY_NOMEM;
-        return map_put(s, op->key, op->key_len, v) ? KV_APPLY_NOMEM : 0;
-    case KV_OP_APPEND:
-        if (n && (uint64_t)n->val->len + op->value_len > KV_MAX_VALUE)
-            return -EFBIG;
-        v = kv_value_new(n ? n->val->data : NULL, n ? n->val->len : 0,
-                         op->value, op->value_len, time_ms, slot,
-                         n ? n->val->ident : ident);
-        if (!v)
-            return KV_APPLY_NOMEM;
-        return map_put(s, op->key, op->key_len, v) ? KV_APPLY_NOMEM : 0;
-    case KV_OP_DEL:
-        if (!n)
-            return -ENOENT;
-        return map_remove(s, n) ? KV_APPLY_NOMEM : 0;
-    case KV_OP_RENAME:
-        if (!n)
-            return -ENOENT;
-        if (key_cmp(op->key, op->key_len, op->key2, op->key2_len) == 0)
-            return 0;
-        /* The moved value keeps its mtime (as rename(2) keeps a file's)
-         * and its identity, but gets this slot as version: the target key
-         * changed here. */
-        /* invariant 4: the source's hash and a DEAD slot for each of the
-         * two keys are ready before map_put changes anything */
-        uint8_t h_src[KV_DIGEST_BYTES];
-        if (record_hash(s, op->key, op->key_len, n->val, h_src) != 0 ||
-            (s->view && dead_reserve(s, 2) != 0))
-            return KV_APPLY_NOMEM;
-        v = kv_value_new(n->val->data, n->val->len, NULL, 0, n->val->mtime_ms,
-                         slot, n->val->ident);
-        if (!v)
-            return KV_APPLY_NOMEM;
-        if (map_put(s, op->key2, op->key2_len, v))
-            return KV_APPLY_NOMEM;
-        /* map_put may have grown the table: look the source up again. */
-        map_remove_hashed(s, find_node(s, op->key, op->key_len), h_src);
-        return 0;
-    default:
-        return -EINVAL;
-    }
-}
-
-static int32_t apply_request(kv *s, const px_request *req, uint64_t slot,
-                             uint64_t time_ms, uint32_t position)
-{
-    kv_op op;
-    int rc = kv_op_decode(req->op, req->len, &op);
-    if (rc) {
-        /* malformed, or a key no replica may store (kv_key_check): a
-         * no-op with the same result on every replica */
-        s->invalid_ops++;
-        return rc;
-    }
-    int32_t result = apply_op(s, &op, slot, time_ms,
-                              (slot << KV_IDENT_SLOT_SHIFT) |
-                              (uint64_t)(position + 1));
-    if (result == 0 && s->changed) {
-        s->changed(s->changed_arg, op.key, op.key_len,
-                   !find_node(s, op.key, op.key_len));
-        if (op.type == KV_OP_RENAME)
-            s->changed(s->changed_arg, op.key2, op.key2_len,
-                       !find_node(s, op.key2, op.key2_len));
-    }
-    return result;
-}
-
-void kv_set_changed(kv *s, kv_changed_fn fn, void *arg)
-{
-    s->changed = fn;
-    s->changed_arg = arg;
-}
-
-/* Request results for FORGOTTEN requests (already applied and answered
- * long ago, below the client's ack_seq): the callback still runs, so
- * "one callback per request" holds, with -EALREADY, which no fresh
- * request can produce. */
-static int apply_batch(kv *s, const px_entry *e, kv_result_fn cb, void *arg)
-{
-    uint32_t off = 0, n = 0;
-    uint32_t bound = e->len / KV_REQUEST_MIN_BYTES + 1;
-    px_request req;
-    int r;
-
-    /* Validate the whole batch first: a malformed one applies nothing. */
-    while ((r = px_batch_next(e->data, e->len, &off, &req)) == 1)
-        if (++n > bound)
-            return -EINVAL;
-    /* identities hold the position below the slot (kv.h) */
-    if (r < 0 || n >= (1u << KV_IDENT_SLOT_SHIFT) ||
-        e->slot >= (1ull << (64 - KV_IDENT_SLOT_SHIFT)))
-        return -EINVAL;
-
-    uint32_t skip = s->partial_slot == e->slot ? s->partial_done : 0;
-    off = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        if (px_batch_next(e->data, e->len, &off, &req) != 1)
-            return -EINVAL;
-        if (i < skip)
-            continue;
-        int32_t result = 0;
-        int st = kv_sessions_check(s->sessions, &req, &result);
-        if (st < 0)
-            goto out_partial;
-        if (st == KV_SESSION_NEW) {
-            result = apply_request(s, &req, e->slot, e->time_ms, i);
-            if (result == KV_APPLY_NOMEM) {
-                st = -ENOMEM;
-                goto out_partial;
-            }
-            st = kv_sessions_record(s->sessions, &req, result, e->slot);
-            if (st < 0) {
-                /* The op is applied; do not apply it again on retry. */
-                i++;
-                goto out_partial;
-            }
-        } else if (st == KV_SESSION_FORGOTTEN) {
-            result = -EALREADY;
-        }
-        if (cb)
-            cb(arg, req.client_id, req.seq, result, e->slot);
-        continue;
-out_partial:
-        s->partial_slot = e->slot;
-        s->partial_done = i;
-        return st;
-    }
-    return 0;
-}
-
-int kv_apply_entry(kv *s, const px_entry *e, kv_result_fn cb, void *arg)
-{
-    if (!s || !e || e->slot != s->applied + 1)
-        return -EINVAL;
-    if (e->kind == PX_ENTRY_BATCH) {
-        if (e->len > 0 && !e->data)
-            return -EINVAL;
-        int rc = apply_batch(s, e, cb, arg);
-        if (rc)
-            return rc;
-    } else if (e->kind != PX_ENTRY_NOOP && e->kind != PX_ENTRY_CONFIG) {
-        return -EINVAL;
-    }
-    s->partial_slot = 0;
-    s->partial_done = 0;
-    s->applied = e->slot;
-    if (!s->view && s->n_dead)
-        kv_reclaim(s, KV_RECLAIM_PER_APPLY);
     return 0;
 }
 
@@ -917,7 +678,7 @@ static int digest_visit(void *arg, const char *key, size_t key_len,
     void **a = arg;
     kv *s = a[0];
     uint8_t h[KV_DIGEST_BYTES];
-    if (record_hash(s, key, key_len, v, h) != 0)
+    if (kv_rec_hash(s, key, key_len, v, h) != 0)
         return -EIO;
     digest_add(a[1], h, 1);
     return 0;
@@ -955,14 +716,14 @@ void kv_set_applied(kv *s, uint64_t index)
 
 int kv_insert_value(kv *s, const char *key, size_t len, kv_value *v)
 {
-    return map_put(s, key, len, v);
+    return kv_map_put(s, key, len, v);
 }
 
 int kv_insert_new(kv *s, const char *key, size_t len, kv_value *v)
 {
     uint8_t h[KV_DIGEST_BYTES];
     assert(!s->view);
-    if (record_hash(s, key, len, v, h) != 0 || table_reserve(s) != 0)
+    if (kv_rec_hash(s, key, len, v, h) != 0 || table_reserve(s) != 0)
         goto out_unref;
     kv_node *n = node_new(s, key, len, key_hash(key, len));
     if (!n)
