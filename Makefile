@@ -102,6 +102,10 @@ $(BUILD)/tests/test_net%: $(call obj,tests/unit/test_net%.c) $(LIB_NODE) $(LIB_N
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_ALL) -lcmocka
 
+$(BUILD)/tests/test_node%: $(call obj,tests/unit/test_node%.c) $(LIB_NODE) $(LIB_NET) $(LIB_FS) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_ALL) -lcmocka
+
 $(BUILD)/tests/test_fs%: $(call obj,tests/unit/test_fs%.c) $(LIB_NODE) $(LIB_FS) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_ALL) -lcmocka

@@ -359,7 +359,9 @@ static void propose(client *c, client_propose_fn fn, void *arg,
     fn(arg, reqs, k);
     for (uint32_t i = 0; i < k; i++) {
         pending *p = pending_at(c, reqs[i].seq);
-        if (p && !p->retry) {
+        if (p && !p->retry && !p->answered) {   /* invariant 3: a write
+                                                   made at release keeps
+                                                   its op for another try */
             free(p->op);
             p->op = NULL;
         }
@@ -493,6 +495,37 @@ void client_expire(client *c, uint64_t now_ms)
             pending_finish(c, p, -ETIMEDOUT);
     }
     finish_reads(c, read_is_expired, &now_ms, -ETIMEDOUT);
+}
+
+static bool waiting_caller(const waiting *w, void *arg)
+{
+    (void)arg;
+    return !w->answered;
+}
+
+void client_fail_callers(client *c, int result)
+{
+    run_deferred(c, result);
+    finish_waiting(c, waiting_caller, NULL, result);
+    for (uint64_t s = c->low_seq; s < c->next_seq; s++) {
+        pending *p = pending_at(c, s);
+        if (p && !p->answered)
+            pending_finish(c, p, result);
+    }
+    uint64_t all = UINT64_MAX;
+    finish_reads(c, read_is_expired, &all, result);
+    c->n_new_reads = 0;
+}
+
+void client_repropose(client *c)
+{
+    for (uint64_t s = c->low_seq; s < c->to_propose_from; s++) {
+        pending *p = pending_at(c, s);
+        if (p && p->op && !p->retry) {
+            p->retry = true;
+            c->n_retry++;
+        }
+    }
 }
 
 void client_fail_all(client *c, int result)

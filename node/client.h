@@ -36,8 +36,9 @@
  *   2. Seqs in [low_seq, next_seq) are either in use or finished; the
  *      ring's lowest seq is always in use, so tickets leave in order.
  *   3. A write whose caller already returned ("answered") has no
- *      deadline: it is proposed again until it is applied or the client
- *      is failed as a whole (client_fail_all).
+ *      deadline: it keeps its op and is proposed again until it is
+ *      applied or the client is failed as a whole (client_fail_all), also
+ *      across a replaced replica (client_repropose).
  *   4. A read is answered 0 only while the runtime says the state may be
  *      served (client_serve's `serving`).
  */
@@ -129,5 +130,17 @@ void client_expire(client *c, uint64_t now_ms);
 
 /* Fail everything outstanding with `result` (deferred calls too). */
 void client_fail_all(client *c, int result);
+
+/* Fail every caller that waits (writes, reads, deferred calls) with
+ * `result`; writes made at release (invariant 3) stay, to be proposed
+ * again. */
+void client_fail_callers(client *c, int result);
+
+/* The replica was replaced (its queue is gone): propose every write still
+ * in flight again at the next client_flush, under its own seq (the
+ * session table applies a request once, whichever copy commits).  Writes
+ * whose callers waited were failed before (client_fail_callers); those
+ * made at release kept their ops for this. */
+void client_repropose(client *c);
 
 #endif

@@ -73,8 +73,8 @@ void node_storage_failed(node *n, const char *what, int rc)
     health_fail(&n->health, what, n->fatal, node_now_ms());
     if (n->px)
         px_suspend(n->px);
-    if (n->cl)
-        client_fail_all(n->cl, health_client_errno(n->fatal));
+    if (n->cl)   /* writes made at release wait for the reopen */
+        client_fail_callers(n->cl, health_client_errno(n->fatal));
 }
 
 /* ------------------------------------------------------------- step */
@@ -180,7 +180,7 @@ static int node_submit(void *ctx, const uint8_t *op, uint32_t len,
 {
     node *n = ctx;
     node_track_leader(n, node_now_ms());   /* as of now, not of the turn */
-    if (n->fatal)
+    if (n->fatal && !answered)   /* a write made at release waits */
         return health_client_errno(n->fatal);   /* invariant 2 */
     if (n->no_leader && !answered) {
         n->fast_failed++;
@@ -333,6 +333,10 @@ static bool keep_draining(node *n, uint64_t now, struct pollfd *fds)
     fds[POLL_FUSE].fd = -1;
     client_stats cs;
     client_get_stats(n->cl, &cs);
+    if (n->fatal && cs.answered_outstanding)
+        fprintf(stderr, "paxosfs: node %u: stopping while it cannot persist, "
+                "with %" PRIu64 " writes made at close not known to be "
+                "committed\n", n->cfg.id, cs.answered_outstanding);
     if (n->fatal || cs.answered_outstanding == 0)
         return false;
     if (n->drain_deadline_ms == 0) {

@@ -216,6 +216,7 @@ void node_storage_reopen(node *n)
         n->peer_chain_differs[k] = false;
     }
     n->fatal = 0;
+    client_repropose(n->cl);   /* writes made at release: the new replica */
     reopen_log(n);
     health_recovered(&n->health, now);
     if (head < kv_applied_index(n->state))
