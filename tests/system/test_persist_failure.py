@@ -179,6 +179,16 @@ def disks(tmp_path):
     down."""
     if os.geteuid() != 0:
         pytest.skip("mounting file systems needs root")
+    # root in a container may still be refused mounts
+    probe = os.path.join(str(tmp_path), "mount-probe")
+    os.mkdir(probe)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", probe],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        os.rmdir(probe)
+        pytest.skip("cannot mount here: %s" % r.stderr.strip())
+    subprocess.run(["umount", probe], capture_output=True)
+    os.rmdir(probe)
     d = Disks(tmp_path)
     yield d
     errors = d.release()
