@@ -277,9 +277,11 @@ static void on_message(void *arg, const px_msg *m)
     /* a leader's messages arrive: this node is not cut off, even while its
      * replica does not follow that leader yet (a higher promise after a
      * partition, a start not yet confirmed, a diverged chain); requests
-     * then wait for their deadline instead of failing at once */
+     * then wait for their deadline instead of failing at once; a CATCHUP
+     * (only a leader sends one) counts too: a node back from a partition
+     * may get what it missed that way before the next heartbeat */
     if (m->type == PX_MSG_HEARTBEAT || m->type == PX_MSG_ACCEPT ||
-        m->type == PX_MSG_COMMIT)
+        m->type == PX_MSG_COMMIT || m->type == PX_MSG_CATCHUP)
         n->leader_seen_ms = node_now_ms();
     integrity_check_divergence(n, m->from, m->chain_index, m->chain_hash);
     if (m->type == PX_MSG_CATCHUP) {
