@@ -60,7 +60,7 @@ static int digest_visit(void *arg, const char *key, size_t key_len,
     return 0;
 }
 
-static digest kv_digest(const kv *s)
+static digest map_digest(const kv *s)
 {
     digest d = { 0, 0 };
     kv_scan(s, "", 0, digest_visit, &d);
@@ -137,12 +137,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(kv_count(s) == 0);
     } else {
         CHECK(rc == 0 && res.calls == n && kv_applied_index(s) == 1);
-        digest before = kv_digest(s);
+        digest before = map_digest(s);
         e.slot = 2;
         res.calls = 0;
         CHECK(kv_apply_entry(s, &e, on_result, &res) == 0);
         CHECK(res.calls == n);
-        digest after = kv_digest(s);
+        digest after = map_digest(s);
         CHECK(before.keys == after.keys && before.sum == after.sum);
     }
     kv_destroy(s);
