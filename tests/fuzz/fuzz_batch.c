@@ -1,6 +1,6 @@
 /*
  * fuzz_batch.c - libFuzzer target for the value of a BATCH block
- * (base/entry.c), as every consumer of a committed block reads it:
+ * (consensus/batch.c), as every consumer of a committed block reads it:
  * the batch iterator, the `.chain/<n>` renderer (chain/render.c) and the
  * key-value state machine (kv_apply_entry, which decodes each op with
  * chain/kv_op.c and runs the session table).
@@ -60,7 +60,7 @@ static int digest_visit(void *arg, const char *key, size_t key_len,
     return 0;
 }
 
-static digest state_digest(const kv *s)
+static digest map_digest(const kv *s)
 {
     digest d = { 0, 0 };
     kv_scan(s, "", 0, digest_visit, &d);
@@ -137,12 +137,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(kv_count(s) == 0);
     } else {
         CHECK(rc == 0 && res.calls == n && kv_applied_index(s) == 1);
-        digest before = state_digest(s);
+        digest before = map_digest(s);
         e.slot = 2;
         res.calls = 0;
         CHECK(kv_apply_entry(s, &e, on_result, &res) == 0);
         CHECK(res.calls == n);
-        digest after = state_digest(s);
+        digest after = map_digest(s);
         CHECK(before.keys == after.keys && before.sum == after.sum);
     }
     kv_destroy(s);

@@ -6,12 +6,14 @@
  * Properties (a violation traps):
  *   P1. no out-of-bounds access or undefined behaviour (ASan, UBSan);
  *   P2. kv_op_decode fails only with -EINVAL, -ENAMETOOLONG or -EFBIG;
- *   P3. whatever decodes re-encodes, through the encoder of its type, to
- *       the same bytes, of the size kv_op_size_* gives (canonical), and
+ *   P3. whatever decodes re-encodes, through the encoder of its type (a
+ *       COND: the guarded op's, wrapped by kv_op_encode_cond), to the
+ *       same bytes, of the size kv_op_size_* gives (canonical), and
  *       points only inside the input;
  *   P4. applied in a batch, the op answers the decoder's error when it
  *       does not decode, and otherwise does what it says (a PUT stores
- *       its value, a DEL of a missing key is -ENOENT, ...).
+ *       its value, a DEL of a missing key is -ENOENT, a COND on an
+ *       identity or version fails with -ESTALE on the empty map, ...).
  */
 #include "fuzz_util.h"
 
@@ -61,6 +63,20 @@ static void check_reencode(const uint8_t *buf, uint32_t len, const kv_op *op)
     default:
         CHECK(0);
     }
+    if (op->cond_kind) {
+        /* the guarded op, then its condition around it */
+        CHECK(n > 0 && (size_t)n == want);
+        CHECK(op->cond_key >= (const char *)buf &&
+              op->cond_key + op->cond_key_len <= (const char *)buf + len);
+        uint8_t *inner = malloc((size_t)n);
+        CHECK(inner != NULL);
+        memcpy(inner, re, (size_t)n);
+        n = kv_op_encode_cond(re, len, op->cond_kind, op->cond_key,
+                              op->cond_key_len, op->cond_arg, inner,
+                              (size_t)n);
+        want = kv_op_size_cond(op->cond_key_len, want);
+        free(inner);
+    }
     CHECK(n == (int64_t)len && want == len);
     CHECK(memcmp(re, buf, len) == 0);
     free(re);
@@ -85,6 +101,9 @@ static void check_apply(const uint8_t *buf, uint32_t len, int dec,
     CHECK(kv_apply_entry(s, &e, on_result, NULL) == 0);
     if (dec) {
         CHECK(last_result == dec && kv_count(s) == 0);
+    } else if (op->cond_kind && op->cond_kind != KV_COND_ABSENT) {
+        /* no key has an identity or a version in an empty map */
+        CHECK(last_result == -ESTALE && kv_count(s) == 0);
     } else if (op->type == KV_OP_PUT || op->type == KV_OP_APPEND) {
         CHECK(last_result == 0 && kv_count(s) == 1);
         const kv_value *v = kv_get(s, op->key, op->key_len);

@@ -243,6 +243,18 @@ static void gen_kv_op(void)
     seed("kv_op", "rename", op, op_rename(op, "from", "to-here"));
     static const uint8_t dotdot[] = { 2, 2, 0, '.', '.' };
     seed("kv_op", "dotdot", dotdot, sizeof dotdot);
+    /* guarded ops: create only if absent, rename only at a version */
+    uint8_t inner[512];
+    uint32_t n = op_put(inner, "new", "first");
+    int64_t c = kv_op_encode_cond(op, sizeof op, KV_COND_ABSENT, "new", 3, 0,
+                                  inner, n);
+    must(c > 0, "kv_op_encode_cond");
+    seed("kv_op", "cond_absent", op, (size_t)c);
+    n = op_rename(inner, "from", "to-here");
+    c = kv_op_encode_cond(op, sizeof op, KV_COND_VERSION, "from", 4, 7, inner,
+                          n);
+    must(c > 0, "kv_op_encode_cond");
+    seed("kv_op", "cond_version", op, (size_t)c);
 }
 
 static void gen_members(void)
