@@ -4,6 +4,7 @@
  * log lines and the .status fields.
  */
 #include "health.h"
+#include "json.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +16,8 @@
 #include <string.h>
 #include <syslog.h>
 #include <unistd.h>
+
+#include "json.h"
 
 #include "worker.h"
 
@@ -267,23 +270,6 @@ static const char *state_name(enum health_state s)
     }
 }
 
-/* what and strerror texts: ours, plain ASCII without quotes or
- * backslashes, but escape anyway */
-static void json_text(FILE *fp, const char *s)
-{
-    fputc('"', fp);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(fp, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(fp, "\\u%04x", c);
-        else
-            fputc(c, fp);
-    }
-    fputc('"', fp);
-}
-
 void health_status_json(const health *h, FILE *fp, uint64_t now_ms)
 {
     fprintf(fp, "\"storage\":{\"state\":\"%s\",\"failures\":%" PRIu64
@@ -291,9 +277,9 @@ void health_status_json(const health *h, FILE *fp, uint64_t now_ms)
             h->recoveries);
     if (h->failures) {
         fprintf(fp, ",\"what\":");
-        json_text(fp, h->what);
+        json_string(fp, h->what);
         fprintf(fp, ",\"errno\":%d,\"error\":", -h->err);
-        json_text(fp, strerror(-h->err));
+        json_string(fp, strerror(-h->err));
         fprintf(fp, ",\"retries\":%" PRIu64, h->retries);
     }
     if (h->state != HEALTH_OK) {
@@ -303,9 +289,9 @@ void health_status_json(const health *h, FILE *fp, uint64_t now_ms)
                     ? h->next_ms - now_ms : 0);
         if (h->retry_err) {
             fprintf(fp, ",\"last_retry\":");
-            json_text(fp, h->retry_what);
+            json_string(fp, h->retry_what);
             fprintf(fp, ",\"last_retry_error\":");
-            json_text(fp, strerror(-h->retry_err));
+            json_string(fp, strerror(-h->retry_err));
         }
     } else if (h->recovered_ms) {
         fprintf(fp, ",\"recovered_ms_ago\":%" PRIu64,

@@ -183,6 +183,7 @@ void node_backend(node *n, fs_backend *be);   /* what the mount calls */
 void node_write_lock_pid(node *n);  /* open.c */
 int node_take_lock(node *n, char *err, size_t err_len);     /* open.c */
 int node_open_storage(node *n, char *err, size_t err_len);  /* open.c */
+int node_new_replica(node *n, char *err, size_t err_len);   /* open.c */
 void node_storage_reopen(node *n);  /* reopen.c */
 
 /* commit.c */

@@ -196,6 +196,35 @@ int node_open_storage(node *n, char *err, size_t err_len)
     return 0;
 }
 
+/* A replica from the durable state: the acceptor store's promise and the
+ * accepted values above the chain head, at the chain head (start, and
+ * reopen.c after a storage failure).  0 or -errno with err. */
+int node_new_replica(node *n, char *err, size_t err_len)
+{
+    uint64_t head = chain_head_index(n->chain);
+    acceptor_state ast;
+    acceptor_get_state(n->acceptor, &ast);
+    uint32_t first = 0;
+    while (first < ast.n_accepts && ast.accepts[first].slot <= head)
+        first++;
+    px_restore restore = {
+        .promise = ast.promise,
+        .applied_index = head,
+        .n_accepts = ast.n_accepts - first,
+        .accepts = ast.accepts + first,
+        .recovering = n->recovering_why[0] != '\0',
+    };
+    px_options opt = n->px_opt;
+    opt.seed = node_random_u64();
+    int rc = px_create(&opt, &restore, &n->px);
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot create the replica: %s", strerror(-rc));
+        return rc;
+    }
+    px_set_chain_head(n->px, head, chain_head_hash(n->chain));
+    return 0;
+}
+
 int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
 {
     node *n = calloc(1, sizeof *n);
@@ -282,8 +311,6 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
         for (uint32_t i = 0; i < cfg->n_peers; i++)
             opt.members.voters[opt.members.n_voters++] = cfg->peers[i].id;
     }
-    opt.seed = node_random_u64();
-    n->px_opt = opt;
 
     n->zctx = zmq_ctx_new();
     if (!n->zctx) {
@@ -300,25 +327,11 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     rc = admin_open(n->zctx, n->data_dir, &n->adm, err, err_len);
     if (rc < 0)
         goto fail;
-    uint64_t head = chain_head_index(n->chain);
-    acceptor_state ast;
-    acceptor_get_state(n->acceptor, &ast);
-    uint32_t first = 0;
-    while (first < ast.n_accepts && ast.accepts[first].slot <= head)
-        first++;
-    px_restore restore = {
-        .promise = ast.promise,
-        .applied_index = head,
-        .n_accepts = ast.n_accepts - first,
-        .accepts = ast.accepts + first,
-        .recovering = n->recovering_why[0] != '\0',
-    };
-    rc = px_create(&opt, &restore, &n->px);
-    if (rc < 0) {
-        snprintf(err, err_len, "cannot create the replica: %s", strerror(-rc));
+    n->px_opt = opt;
+    rc = node_new_replica(n, err, err_len);
+    if (rc < 0)
         goto fail;
-    }
-    px_set_chain_head(n->px, head, chain_head_hash(n->chain));
+    uint64_t head = chain_head_index(n->chain);
     n->last_chain_sync_ms = node_now_ms();
     /* a node just started has had no chance to find its leader yet */
     n->leader_seen_ms = node_now_ms();

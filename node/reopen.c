@@ -142,27 +142,8 @@ void node_storage_reopen(node *n)
     if (rc == 0)
         rc = host_replay(n, err, sizeof err);
     uint64_t head = n->chain ? chain_head_index(n->chain) : 0;
-    if (rc == 0) {
-        /* as node_open does */
-        acceptor_state ast;
-        acceptor_get_state(n->acceptor, &ast);
-        uint32_t first = 0;
-        while (first < ast.n_accepts && ast.accepts[first].slot <= head)
-            first++;
-        px_restore restore = {
-            .promise = ast.promise,
-            .applied_index = head,
-            .n_accepts = ast.n_accepts - first,
-            .accepts = ast.accepts + first,
-            .recovering = n->recovering_why[0] != '\0',
-        };
-        px_options opt = n->px_opt;
-        opt.seed = node_random_u64();
-        rc = px_create(&opt, &restore, &n->px);
-        if (rc < 0)
-            snprintf(err, sizeof err, "cannot create the replica: %s",
-                     strerror(-rc));
-    }
+    if (rc == 0)
+        rc = node_new_replica(n, err, sizeof err);
     if (rc == 0) {
         rc = syncer_reset(n->sync, n->acceptor);
         if (rc < 0)
@@ -190,7 +171,6 @@ void node_storage_reopen(node *n)
     px_destroy(old_px);
     acceptor_close(old_acc);
     chain_close(old_chain);
-    px_set_chain_head(n->px, head, chain_head_hash(n->chain));
 
     /* nothing held waits for the old replica's persists any more */
     uint64_t dropped = n->held.dropped, superseded = n->held.superseded;

@@ -3,6 +3,7 @@
  * mount (one JSON object) and the admin socket's requests.
  */
 #include "node_int.h"
+#include "../net/json.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -30,22 +31,6 @@ static const char *role_name(uint8_t role)
     case PX_LEARNER: return "learner";
     default: return "follower";
     }
-}
-
-/* A JSON string (quotes, backslashes and control bytes escaped). */
-static void json_string(FILE *fp, const char *s)
-{
-    fputc('"', fp);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(fp, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(fp, "\\u%04x", c);
-        else
-            fputc(c, fp);
-    }
-    fputc('"', fp);
 }
 
 /* .status: the start gate, lost acceptor state, reads, catch-up checks
