@@ -4,7 +4,6 @@
  * log lines and the .status fields.
  */
 #include "health.h"
-#include "json.h"
 
 #include <errno.h>
 #include <fcntl.h>
