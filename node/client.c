@@ -59,7 +59,8 @@ struct client {
     uint64_t id;
     uint64_t timeout_ms;
 
-    pending *ring;              /* indexed by seq & (CLIENT_MAX_PENDING-1) */
+    pending *ring;              /* indexed by seq & (window-1) */
+    uint32_t window;            /* ring slots, a power of two */
     uint64_t next_seq, low_seq;
     uint64_t to_propose_from;   /* first seq not yet handed out */
     uint32_t n_retry;           /* ring entries with retry set */
@@ -81,12 +82,18 @@ struct client {
     deferred *defer_head, *defer_tail;
 };
 
-int client_create(uint64_t id, uint64_t timeout_ms, client **out)
+int client_create(uint64_t id, uint64_t timeout_ms, uint32_t window,
+                  client **out)
 {
+    if (window == 0)
+        window = CLIENT_MAX_PENDING;
+    if (window > CLIENT_MAX_PENDING || (window & (window - 1)))
+        return -EINVAL;
     client *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
-    c->ring = calloc(CLIENT_MAX_PENDING, sizeof *c->ring);
+    c->window = window;
+    c->ring = calloc(window, sizeof *c->ring);
     c->reads = calloc(CLIENT_MAX_READS, sizeof *c->reads);
     c->new_reads = calloc(CLIENT_MAX_READS, sizeof *c->new_reads);
     if (!c->ring || !c->reads || !c->new_reads) {
@@ -106,7 +113,7 @@ void client_destroy(client *c)
     if (!c)
         return;
     if (c->ring)
-        for (uint32_t i = 0; i < CLIENT_MAX_PENDING; i++)
+        for (uint32_t i = 0; i < c->window; i++)
             free(c->ring[i].op);
     for (waiting *w = c->wait_head, *next; w; w = next) {
         next = w->next;
@@ -141,21 +148,21 @@ static pending *pending_at(client *c, uint64_t seq)
 {
     if (seq < c->low_seq || seq >= c->next_seq)
         return NULL;
-    pending *p = &c->ring[seq & (CLIENT_MAX_PENDING - 1)];
+    pending *p = &c->ring[seq & (c->window - 1)];
     return p->used && p->seq == seq ? p : NULL;
 }
 
 /* Give the oldest waiting writes the ring slots that are free. */
 static void admit_waiting(client *c)
 {
-    while (c->wait_head && c->next_seq - c->low_seq < CLIENT_MAX_PENDING) {
+    while (c->wait_head && c->next_seq - c->low_seq < c->window) {
         waiting *w = c->wait_head;
         c->wait_head = w->next;
         if (!c->wait_head)
             c->wait_tail = NULL;
         c->n_waiting--;
         uint64_t seq = c->next_seq++;
-        pending *p = &c->ring[seq & (CLIENT_MAX_PENDING - 1)];
+        pending *p = &c->ring[seq & (c->window - 1)];
         CHECK(!p->used);
         *p = (pending){ .used = true, .answered = w->answered, .seq = seq,
                         .ticket = w->ticket, .deadline_ms = w->deadline_ms,
@@ -169,7 +176,7 @@ static void admit_waiting(client *c)
 static uint64_t low_ticket(const client *c)
 {
     if (c->low_seq < c->next_seq)
-        return c->ring[c->low_seq & (CLIENT_MAX_PENDING - 1)].ticket;
+        return c->ring[c->low_seq & (c->window - 1)].ticket;
     if (c->wait_head)
         return c->wait_head->ticket;
     return c->next_ticket;
@@ -224,7 +231,7 @@ static void pending_finish(client *c, pending *p, int result)
     free(p->op);
     memset(p, 0, sizeof *p);
     while (c->low_seq < c->next_seq &&
-           !c->ring[c->low_seq & (CLIENT_MAX_PENDING - 1)].used)
+           !c->ring[c->low_seq & (c->window - 1)].used)
         c->low_seq++;
     admit_waiting(c);
     if (done)
@@ -273,7 +280,7 @@ int client_submit(client *c, uint64_t now_ms, const uint8_t *op,
         return -ENOMEM;
     memcpy(copy, op, len);
     uint64_t deadline = now_ms + c->timeout_ms;
-    if (c->wait_head || c->next_seq - c->low_seq >= CLIENT_MAX_PENDING) {
+    if (c->wait_head || c->next_seq - c->low_seq >= c->window) {
         waiting *w = malloc(sizeof *w);
         if (!w) {
             free(copy);
@@ -291,7 +298,7 @@ int client_submit(client *c, uint64_t now_ms, const uint8_t *op,
         c->waited_total++;
     } else {
         uint64_t seq = c->next_seq++;
-        pending *p = &c->ring[seq & (CLIENT_MAX_PENDING - 1)];
+        pending *p = &c->ring[seq & (c->window - 1)];
         CHECK(!p->used);
         *p = (pending){ .used = true, .answered = answered, .seq = seq,
                         .ticket = c->next_ticket, .done = done, .arg = arg,

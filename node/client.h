@@ -13,9 +13,9 @@
  *                                 v   | client_read_point / client_serve
  *                         px requests, read tokens (the runtime steps them)
  *
- * Writes: a ring of CLIENT_MAX_PENDING slots indexed by request seq (the
- * exactly-once session table bounds a client's seqs in flight); when it is
- * full, writes wait in an overflow FIFO, in order, for a slot (overload
+ * Writes: a ring of `window` slots (at most CLIENT_MAX_PENDING) indexed
+ * by request seq (the exactly-once session table bounds a client's seqs in
+ * flight); when it is full, writes wait in an overflow FIFO, in order, for a slot (overload
  * slows writers down, it never fails them).  Every submission gets a
  * ticket in submission order, so a read point can name "every write
  * submitted so far", also those still waiting for room.
@@ -68,8 +68,11 @@ typedef struct client_stats {
 } client_stats;
 
 /* A client with the session id `id` whose callers wait at most
- * `timeout_ms` (writes made at release excepted).  0 or -ENOMEM. */
-int client_create(uint64_t id, uint64_t timeout_ms, client **out);
+ * `timeout_ms` (writes made at release excepted) and which keeps at most
+ * `window` writes in flight (a power of two <= CLIENT_MAX_PENDING; 0:
+ * CLIENT_MAX_PENDING).  0, -EINVAL or -ENOMEM. */
+int client_create(uint64_t id, uint64_t timeout_ms, uint32_t window,
+                  client **out);
 
 /* Free everything; callbacks still pending are not called (fail them
  * first with client_fail_all). */

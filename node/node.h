@@ -28,6 +28,9 @@ typedef struct node_config {
     const char *data_dir;          /* backing directory */
     const char *mountpoint;        /* NULL: no mount */
     uint64_t commit_timeout_ms;    /* a write not applied by then fails */
+    uint32_t max_writes_in_flight; /* the mount's writes proposed at once;
+                                      more wait their turn (0: the most,
+                                      CLIENT_MAX_PENDING) */
     double attr_timeout_s;         /* FUSE attribute cache */
     double entry_timeout_s;        /* FUSE name cache (fs_options) */
     bool fuse_debug;

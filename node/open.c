@@ -26,6 +26,7 @@ void node_config_default(node_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     cfg->id = 1;
     cfg->commit_timeout_ms = 10000;
+    cfg->max_writes_in_flight = CLIENT_MAX_PENDING;
     /* 0: the kernel asks the mount every time, so every stat and lookup
      * is linearizable (docs/design.md, "Reads") */
     cfg->attr_timeout_s = 0.0;
@@ -239,7 +240,13 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     n->data_dir = strdup(cfg->data_dir);
     n->mountpoint = cfg->mountpoint ? strdup(cfg->mountpoint) : NULL;
     int rc = client_create(node_random_u64(), cfg->commit_timeout_ms,
-                           &n->cl);
+                           cfg->max_writes_in_flight, &n->cl);
+    if (rc == -EINVAL) {
+        snprintf(err, err_len, "writes in flight must be a power of two "
+                 "from 1 to %d, not %" PRIu32, CLIENT_MAX_PENDING,
+                 cfg->max_writes_in_flight);
+        goto fail;
+    }
     if (rc == 0)
         rc = -ENOMEM;
     if (!n->data_dir || (cfg->mountpoint && !n->mountpoint) || !n->cl) {

@@ -22,6 +22,7 @@
 
 #include "../net/cpus.h"
 #include "../net/keys.h"
+#include "../node/client.h"
 #include "../node/node.h"
 #include "../net/transport.h"
 
@@ -78,6 +79,9 @@ static void usage(FILE *fp)
 "                         (default DIR/paxosfs.log)\n"
 "  --commit-timeout-ms N  a write not committed within N ms fails with\n"
 "                         ETIMEDOUT (default 10000)\n"
+"  --max-writes-in-flight N  writes this mount proposes at once, a power\n"
+"                         of two from 1 to 1024 (default 1024); further\n"
+"                         writers wait their turn, none fails for it\n"
 "  --attr-timeout S       kernel attribute cache seconds (default 0: every\n"
 "                         stat is linearizable; above 0 a stat may show\n"
 "                         another mount's change up to S seconds late)\n"
@@ -131,12 +135,14 @@ int main(int argc, char **argv)
     const char *peers_spec = NULL, *key_path = NULL;
     cpu_set_t leader_cpus;
     enum { OPT_ID = 256, OPT_DATA, OPT_LOG, OPT_COMMIT_TIMEOUT, OPT_ATTR,
-           OPT_ALLOW_OTHER, OPT_PEERS, OPT_KEY, OPT_LEADER_CPUS, OPT_ENTRY };
+           OPT_ALLOW_OTHER, OPT_PEERS, OPT_KEY, OPT_LEADER_CPUS, OPT_ENTRY,
+           OPT_MAX_WRITES };
     static const struct option longopts[] = {
         { "id", required_argument, NULL, OPT_ID },
         { "data", required_argument, NULL, OPT_DATA },
         { "log", required_argument, NULL, OPT_LOG },
         { "commit-timeout-ms", required_argument, NULL, OPT_COMMIT_TIMEOUT },
+        { "max-writes-in-flight", required_argument, NULL, OPT_MAX_WRITES },
         { "attr-timeout", required_argument, NULL, OPT_ATTR },
         { "entry-timeout", required_argument, NULL, OPT_ENTRY },
         { "allow-other", no_argument, NULL, OPT_ALLOW_OTHER },
@@ -167,6 +173,16 @@ int main(int argc, char **argv)
                 return 2;
             }
             cfg.commit_timeout_ms = v;
+            break;
+        case OPT_MAX_WRITES:
+            if (parse_u64(optarg, &v) || v == 0 || v > CLIENT_MAX_PENDING ||
+                (v & (v - 1))) {
+                fprintf(stderr, "paxosfs: --max-writes-in-flight needs a power "
+                        "of two from 1 to %d, got '%s'\n", CLIENT_MAX_PENDING,
+                        optarg);
+                return 2;
+            }
+            cfg.max_writes_in_flight = (uint32_t)v;
             break;
         case OPT_ATTR:
         case OPT_ENTRY: {

@@ -10,6 +10,8 @@ import socket
 import stat
 import subprocess
 
+import pytest
+
 from conftest import PAXOSCTL, PAXOSFS, is_mounted, read_file
 
 
@@ -115,3 +117,15 @@ def test_keygen_force_replaces_only_a_regular_file(tmp_path):
                        timeout=20)
     assert r.returncode == 0, r.stderr
     assert read_file(key) != old
+
+
+@pytest.mark.parametrize("value", ["0", "3", "2048", "-4", "x"])
+def test_writes_in_flight_must_be_a_power_of_two_up_to_1024(tmp_path, value):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = subprocess.run([PAXOSFS, "--data", str(tmp_path / "data"),
+                        "--max-writes-in-flight", value, "-f", str(mnt)],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2, r.stderr
+    assert "--max-writes-in-flight needs a power of two from 1 to 1024" in r.stderr, r.stderr
+    assert not is_mounted(str(mnt))

@@ -61,7 +61,7 @@ static int setup(void **st)
     w->state = kv_create();
     assert_non_null(w->state);
     kv_set_changed(w->state, on_changed, w);
-    assert_int_equal(client_create(CLIENT_ID, 1000, &w->cl), 0);
+    assert_int_equal(client_create(CLIENT_ID, 1000, 0, &w->cl), 0);
     *st = w;
     return 0;
 }

@@ -55,7 +55,7 @@ static void test_release_write_survives_a_new_replica(void **state)
     memset(results, 0, sizeof results);
     memset(called, 0, sizeof called);
     client *c;
-    assert_int_equal(client_create(7, 1000, &c), 0);
+    assert_int_equal(client_create(7, 1000, 0, &c), 0);
     /* a write whose caller waits, one made at release, a read point */
     assert_int_equal(client_submit(c, 0, (const uint8_t *)"wait", 4, false,
                                    done, (void *)(intptr_t)0), 0);
