@@ -329,7 +329,10 @@ void px_leader_pump(px_replica *r)
     if (r->role != PX_LEADER)
         return;
     uint32_t guard = r->opt.window_slots;
-    while (guard-- > 0 && r->q.n[PX_Q_PENDING] > 0 &&
+    /* members.c invariants 5 and 7: nothing new above our CONFIG until it
+     * commits, nor while handing over */
+    while (guard-- > 0 && !r->config_slot && !r->transfer_to &&
+           r->q.n[PX_Q_PENDING] > 0 &&
            r->next_slot - 1 - r->commit < r->opt.window_slots &&
            px_log_fits(r, r->next_slot) && px_persist_room(r)) {
         if (px_cut_batch(r, r->next_slot) < 0) {
@@ -363,6 +366,8 @@ void px_leader_update_commit(px_replica *r)
     uint64_t c = px_quorum_value(r, r->acc_durable, true);
     if (c >= r->next_slot)
         c = r->next_slot - 1;
+    /* members.c invariant 5: nothing above an uncommitted CONFIG of ours */
+    PX_ASSERT(!r->config_slot || r->next_slot - 1 == r->config_slot);
     if (c > r->commit) {
         px_commit_to(r, c);
         r->leader_commit = r->commit;
@@ -479,4 +484,5 @@ void px_leader_tick(px_replica *r)
         if (p->resend_wait_ms < PX_RESEND_BACKOFF_MAX * r->opt.retry_interval_ms)
             p->resend_wait_ms *= 2;
     }
+    px_transfer_tick(r);
 }
