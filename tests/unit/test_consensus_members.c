@@ -399,6 +399,31 @@ static void test_recovered_config_reelects(void **state)
     h_free(c);
 }
 
+/* A transfer PREPARE overrides stickiness only at voters that follow the
+ * ballot it names: a node cannot depose a live leader by claiming a
+ * handover that leader never made. */
+static void test_transfer_prepare_needs_that_leader(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    px_status st = h_status(c, 2);
+    px_ballot mine = {st.promise.round + 1, 3};
+    px_ballot other = {st.ballot.round + 7, 1};   /* not the one followed */
+    px_msg m = {.type = PX_MSG_PREPARE, .from = 3, .to = 2, .ballot = mine,
+                .slot = st.commit_index + 1, .aux = 3, .aux_ballot = other};
+    uint64_t ignored = h_stats(c, 2).msgs_ignored;
+    h_step(c, 2, (px_event){.type = PX_EV_RECEIVE, .u.msg = &m});
+    assert_int_equal(h_stats(c, 2).msgs_ignored, ignored + 1);
+    assert_int_equal(h_count(c, PX_MSG_PROMISE, 2, 3), 0);
+    assert_int_equal(px_ballot_cmp(h_status(c, 2).promise, st.promise), 0);
+    /* naming the ballot it follows, it is answered */
+    m.aux_ballot = st.ballot;
+    h_step(c, 2, (px_event){.type = PX_EV_RECEIVE, .u.msg = &m});
+    assert_int_equal(h_count(c, PX_MSG_PROMISE, 2, 3), 1);
+    h_free(c);
+}
+
 /* An ACCEPT whose CONFIG value does not decode is dropped whole. */
 static void test_bad_config_value_refused(void **state)
 {
@@ -428,6 +453,7 @@ int main(void)
         cmocka_unit_test(test_planned_transfer),
         cmocka_unit_test(test_transfer_given_up),
         cmocka_unit_test(test_recovered_config_reelects),
+        cmocka_unit_test(test_transfer_prepare_needs_that_leader),
         cmocka_unit_test(test_bad_config_value_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
