@@ -33,6 +33,13 @@ struct syncer {
     bool stop;
     int result;                 /* first failure, sticky (invariant 2) */
     int wake_fd;                /* eventfd, readable after each sync */
+    /* manual mode (no thread): the sync started and its outcome */
+    bool manual;
+    syncer_started_fn started_fn;
+    void *started_arg;
+    int started_kind;
+    uint64_t manual_target;     /* generation the running sync covers */
+    int manual_rc;              /* what its fdatasync returned */
 };
 
 static void *syncer_main(void *arg)
@@ -89,6 +96,49 @@ int syncer_create(acceptor_store *store, syncer **out)
     return 0;
 }
 
+int syncer_create_manual(acceptor_store *store, syncer_started_fn started,
+                         void *arg, int kind, syncer **out)
+{
+    syncer *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->store = store;
+    s->wake_fd = -1;
+    s->manual = true;
+    s->started_fn = started;
+    s->started_arg = arg;
+    s->started_kind = kind;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    *out = s;
+    return 0;
+}
+
+/* Manual mode: what the thread does when it wakes, up to the fdatasync's
+ * return, which counts only at syncer_complete. */
+static void manual_start(syncer *s)
+{
+    s->manual_target = s->published_gen;
+    s->running = true;
+    s->manual_rc = acceptor_datasync(s->store);
+    if (s->started_fn)
+        s->started_fn(s->started_arg, s->started_kind);
+}
+
+void syncer_complete(syncer *s)
+{
+    if (!s->manual || !s->running)
+        return;
+    s->running = false;
+    s->syncs++;
+    if (s->manual_rc < 0 && !s->result)
+        s->result = s->manual_rc;
+    if (s->manual_rc == 0)
+        s->synced_gen = s->manual_target;
+    if (s->manual_rc == 0 && s->published_gen != s->synced_gen)
+        manual_start(s);   /* newer generations: at once, as the thread */
+}
+
 void syncer_destroy(syncer *s)
 {
     if (!s)
@@ -102,7 +152,8 @@ void syncer_destroy(syncer *s)
     }
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
-    close(s->wake_fd);
+    if (s->wake_fd >= 0)
+        close(s->wake_fd);
     free(s->buffered);
     free(s->ids);
     free(s->gens);
@@ -188,6 +239,12 @@ int syncer_flush(syncer *s, bool inline_sync)
         s->n++;
     }
     s->n_buffered = 0;
+    if (!inline_sync && s->manual) {
+        s->published_gen = gen;
+        if (!s->running)
+            manual_start(s);
+        return 0;
+    }
     if (!inline_sync) {
         pthread_mutex_lock(&s->lock);
         s->published_gen = gen;
@@ -209,6 +266,8 @@ int syncer_flush(syncer *s, bool inline_sync)
 void syncer_ack_wake(syncer *s)
 {
     uint64_t count;
+    if (s->wake_fd < 0)
+        return;
     if (read(s->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
         fprintf(stderr, "paxosfs: reading the sync thread's eventfd: %s\n",
                 strerror(errno));

@@ -38,11 +38,24 @@ typedef struct syncer syncer;
 /* Start the sync thread for `store`.  0 or negative errno. */
 int syncer_create(acceptor_store *store, syncer **out);
 
+/* Without a thread (the simulator drives the disk): an fdatasync that
+ * would start on the thread runs at once on the caller's thread, through
+ * chain_io, and started(arg, kind) is told; it counts as done only once
+ * the owner calls syncer_complete, which starts the next one at once if a
+ * newer generation was written meanwhile (as the thread does).  There is
+ * no wake fd (-1). */
+typedef void (*syncer_started_fn)(void *arg, int kind);
+int syncer_create_manual(acceptor_store *store, syncer_started_fn started,
+                         void *arg, int kind, syncer **out);
+
+/* Manual mode: the fdatasync announced by `started` is done. */
+void syncer_complete(syncer *s);
+
 /* Wait for a running fdatasync, stop the thread and free. */
 void syncer_destroy(syncer *s);
 
 /* Readable after the sync thread finished an fdatasync (poll it);
- * syncer_ack_wake clears it. */
+ * syncer_ack_wake clears it.  -1 in manual mode. */
 int syncer_wake_fd(const syncer *s);
 void syncer_ack_wake(syncer *s);
 
