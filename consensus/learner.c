@@ -15,7 +15,9 @@
  *      retry_interval_ms unless progress was just made).
  *   3. CATCHUP carries only the sender's committed entries, and they are
  *      taken only contiguously from commit + 1, so a learned value is
- *      always a chosen value.
+ *      always a chosen value; as many as the log has room for in one
+ *      step (a host streams up to 256 chain blocks at once), the rest is
+ *      asked for again.
  *   4. A peer asking for slots below our first retained slot gets
  *      SNAPSHOT_NEEDED and the host is told (snapshot_to); the asker's
  *      host is told snapshot_from.  After PX_EV_SNAPSHOT_INSTALLED(index)
@@ -131,6 +133,10 @@ void px_on_catchup(px_replica *r, const px_msg *m)
             continue;
         if (e->slot != r->commit + 1)
             break;
+        if (!px_log_fits(r, e->slot))
+            break;   /* the log is full: the rest after this step's
+                        compaction, on the request below (not an error:
+                        what was learned is handed out) */
         if (px_learn_chosen(r, e) < 0) {
             r->out.error = -ENOMEM;
             return;
