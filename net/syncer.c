@@ -226,6 +226,8 @@ int syncer_flush(syncer *s, bool inline_sync)
     pthread_mutex_unlock(&s->lock);
     if (rc < 0)
         return rc;   /* invariant 2 */
+    if (s->n_buffered == 0 && acceptor_pending_bytes(s->store) == 0)
+        return 0;    /* what was written is in a published generation */
     rc = written_reserve(s, s->n_buffered);
     if (rc < 0)
         return rc;

@@ -70,7 +70,8 @@ bool syncer_idle(syncer *s);
 
 /* Write what is buffered as a new generation, then make it durable: at
  * once on this thread when `inline_sync` (the caller checked syncer_idle),
- * else through the sync thread.  0 or the negative errno of the failed
+ * else through the sync thread.  Nothing buffered: no new generation (what
+ * was written is covered already).  0 or the negative errno of the failed
  * write or inline fdatasync. */
 int syncer_flush(syncer *s, bool inline_sync);
 
