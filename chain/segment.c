@@ -68,7 +68,6 @@
 #include "chain_int.h"
 #include "chain_io.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -306,50 +305,52 @@ static int seg_name_parse(const char *name, uint64_t *first)
     return 1;
 }
 
+typedef struct seg_listing {
+    uint64_t *firsts;
+    uint32_t n, cap;
+} seg_listing;
+
+static int list_one(void *arg, const char *name)
+{
+    seg_listing *l = arg;
+    uint64_t first;
+    if (!seg_name_parse(name, &first))
+        return 0;
+    if (l->n == l->cap) {
+        if (l->cap >= SEG_MAX_FILES)
+            return -EMFILE;
+        uint32_t ncap = l->cap ? l->cap * 2 : 16;
+        uint64_t *p = realloc(l->firsts, ncap * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        l->firsts = p;
+        l->cap = ncap;
+    }
+    l->firsts[l->n++] = first;
+    return 0;
+}
+
 /* List segment first indexes in ascending order into c->segs. */
 static int list_segments(chain *c)
 {
-    DIR *d = opendir(c->dir);
-    if (!d)
-        return -errno;
-    uint64_t *firsts = NULL;
-    uint32_t n = 0, cap = 0;
-    int rc = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        uint64_t first;
-        if (!seg_name_parse(de->d_name, &first))
-            continue;
-        if (n == cap) {
-            if (cap >= SEG_MAX_FILES) {
-                rc = -EMFILE;
-                goto out_free;
-            }
-            uint32_t ncap = cap ? cap * 2 : 16;
-            uint64_t *p = realloc(firsts, ncap * sizeof *p);
-            if (!p) {
-                rc = -ENOMEM;
-                goto out_free;
-            }
-            firsts = p;
-            cap = ncap;
-        }
-        firsts[n++] = first;
-    }
+    seg_listing l = { 0 };
+    int rc = chain_io_list(c->dir, list_one, &l);
+    if (rc)
+        goto out_free;
+    uint32_t n = l.n;
     if (n)
-        qsort(firsts, n, sizeof *firsts, cmp_u64);
+        qsort(l.firsts, n, sizeof *l.firsts, cmp_u64);
     rc = segs_reserve(c, n);
     if (rc)
         goto out_free;
     for (uint32_t i = 0; i < n; i++) {
-        c->segs[i].first_index = firsts[i];
+        c->segs[i].first_index = l.firsts[i];
         c->segs[i].n_blocks = 0;
         c->segs[i].size = 0;
     }
     c->n_segs = c->n_listed = n;
 out_free:
-    free(firsts);
-    closedir(d);
+    free(l.firsts);
     return rc;
 }
 
@@ -888,9 +889,9 @@ int chain_sync_start(chain *c, chain_sync_job *job)
         return -EBUSY;
     if (c->synced == c->head && !c->dir_dirty && c->unsynced_fd < 0)
         return 1;
-    int fd = fcntl(c->active_fd, F_DUPFD_CLOEXEC, 0);
+    int fd = chain_io_dup(c->active_fd);
     if (fd < 0)
-        return -errno;
+        return fd;
     if (c->unsynced_fd >= 0) {
         job->fds[job->n_fds++] = c->unsynced_fd;
         c->unsynced_fd = -1;
