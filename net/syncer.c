@@ -35,7 +35,7 @@ struct syncer {
     int wake_fd;                /* eventfd, readable after each sync */
     /* manual mode (no thread): the sync started and its outcome */
     bool manual;
-    syncer_started_fn started_fn;
+    syncer_run_fn run_fn;
     void *started_arg;
     int started_kind;
     uint64_t manual_target;     /* generation the running sync covers */
@@ -96,7 +96,7 @@ int syncer_create(acceptor_store *store, syncer **out)
     return 0;
 }
 
-int syncer_create_manual(acceptor_store *store, syncer_started_fn started,
+int syncer_create_manual(acceptor_store *store, syncer_run_fn run,
                          void *arg, int kind, syncer **out)
 {
     syncer *s = calloc(1, sizeof *s);
@@ -105,7 +105,7 @@ int syncer_create_manual(acceptor_store *store, syncer_started_fn started,
     s->store = store;
     s->wake_fd = -1;
     s->manual = true;
-    s->started_fn = started;
+    s->run_fn = run;
     s->started_arg = arg;
     s->started_kind = kind;
     pthread_mutex_init(&s->lock, NULL);
@@ -120,9 +120,11 @@ static void manual_start(syncer *s)
 {
     s->manual_target = s->published_gen;
     s->running = true;
+    if (s->run_fn)
+        s->run_fn(s->started_arg, s->started_kind, true);
     s->manual_rc = acceptor_datasync(s->store);
-    if (s->started_fn)
-        s->started_fn(s->started_arg, s->started_kind);
+    if (s->run_fn)
+        s->run_fn(s->started_arg, s->started_kind, false);
 }
 
 void syncer_complete(syncer *s)

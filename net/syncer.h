@@ -40,15 +40,16 @@ int syncer_create(acceptor_store *store, syncer **out);
 
 /* Without a thread (the simulator drives the disk): an fdatasync that
  * would start on the thread runs at once on the caller's thread, through
- * chain_io, and started(arg, kind) is told; it counts as done only once
- * the owner calls syncer_complete, which starts the next one at once if a
+ * chain_io, between run(arg, kind, true) and run(arg, kind, false) (so a
+ * fake disk can tell its calls apart); it counts as done only once the
+ * owner calls syncer_complete, which starts the next one at once if a
  * newer generation was written meanwhile (as the thread does).  There is
  * no wake fd (-1). */
-typedef void (*syncer_started_fn)(void *arg, int kind);
-int syncer_create_manual(acceptor_store *store, syncer_started_fn started,
+typedef void (*syncer_run_fn)(void *arg, int kind, bool begin);
+int syncer_create_manual(acceptor_store *store, syncer_run_fn run,
                          void *arg, int kind, syncer **out);
 
-/* Manual mode: the fdatasync announced by `started` is done. */
+/* Manual mode: the fdatasync that ran last is done. */
 void syncer_complete(syncer *s);
 
 /* Wait for a running fdatasync, stop the thread and free. */

@@ -27,7 +27,7 @@ struct worker {
     int wake_fd;
     /* manual mode: no thread */
     bool manual;
-    worker_started_fn started_fn;
+    worker_run_fn run_fn;
     void *started_arg;
     int started_kind;
 };
@@ -80,7 +80,7 @@ int worker_create(worker **out)
     return 0;
 }
 
-int worker_create_manual(worker_started_fn started, void *arg, int kind,
+int worker_create_manual(worker_run_fn run, void *arg, int kind,
                          worker **out)
 {
     worker *w = calloc(1, sizeof *w);
@@ -88,7 +88,7 @@ int worker_create_manual(worker_started_fn started, void *arg, int kind,
         return -ENOMEM;
     w->wake_fd = -1;
     w->manual = true;
-    w->started_fn = started;
+    w->run_fn = run;
     w->started_arg = arg;
     w->started_kind = kind;
     pthread_mutex_init(&w->lock, NULL);
@@ -144,9 +144,11 @@ int worker_submit(worker *w, worker_fn fn, void *arg)
     if (w->manual) {
         pthread_mutex_unlock(&w->lock);
         w->state = WORKER_RUNNING;
+        if (w->run_fn)
+            w->run_fn(w->started_arg, w->started_kind, true);
         w->result = fn(arg);
-        if (w->started_fn)
-            w->started_fn(w->started_arg, w->started_kind);
+        if (w->run_fn)
+            w->run_fn(w->started_arg, w->started_kind, false);
         return 0;
     }
     w->fn = fn;

@@ -26,11 +26,11 @@ int worker_create(worker **out);
 void worker_destroy(worker *w);
 
 /* Without a thread (the simulator drives the disk): worker_submit runs
- * fn at once on the caller's thread and tells started(arg, kind); the job
- * counts as finished (worker_take) only once the owner calls
- * worker_complete.  There is no wake fd (-1). */
-typedef void (*worker_started_fn)(void *arg, int kind);
-int worker_create_manual(worker_started_fn started, void *arg, int kind,
+ * fn at once on the caller's thread, between run(arg, kind, true) and
+ * run(arg, kind, false); the job counts as finished (worker_take) only
+ * once the owner calls worker_complete.  There is no wake fd (-1). */
+typedef void (*worker_run_fn)(void *arg, int kind, bool begin);
+int worker_create_manual(worker_run_fn run, void *arg, int kind,
                          worker **out);
 void worker_complete(worker *w);
 

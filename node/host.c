@@ -487,10 +487,10 @@ int host_start(host *h)
 {
     int rc;
     if (h->cfg.driven) {
-        rc = syncer_create_manual(h->acceptor, h->e.sync_started, h->e.arg,
+        rc = syncer_create_manual(h->acceptor, h->e.sync_runs, h->e.arg,
                                   HOST_SYNC_ACCEPTOR, &h->sync);
         if (rc == 0)
-            rc = worker_create_manual(h->e.sync_started, h->e.arg,
+            rc = worker_create_manual(h->e.sync_runs, h->e.arg,
                                       HOST_SYNC_CHAIN, &h->bg);
         return rc;
     }

@@ -26,9 +26,10 @@
  *            (net/worker.c); the loop polls host_sync_fd/host_chain_fd
  *            and calls host_collect/host_collect_chain;
  *   driven   no threads: an fdatasync runs (through chain_io) the moment
- *            it starts, edges.sync_started says so, and the caller
- *            completes it later with host_sync_done (the simulator
- *            decides when: a disk's latency).
+ *            it starts, between two calls of edges.sync_runs, and the
+ *            caller completes it later with host_sync_done (the simulator
+ *            decides when: a disk's latency; its fake disk makes the
+ *            calls made in between durable only then).
  *
  * Invariants (each checked where it is relied upon):
  *   1. A message that vouches for acceptor state (outbox_vouches) never
@@ -90,9 +91,10 @@ typedef struct host_edges {
     /* optional: requests are being served right now, so the acceptor's
      * fdatasync stays off this thread even on a follower (threads mode) */
     bool (*serving)(void *arg);
-    /* driven mode: an fdatasync of `kind` started; complete it with
-     * host_sync_done */
-    void (*sync_started)(void *arg, int kind);
+    /* driven mode: an fdatasync of `kind` starts: called with begin true
+     * right before its calls to the disk, false right after; complete it
+     * with host_sync_done */
+    void (*sync_runs)(void *arg, int kind, bool begin);
     /* optional: an entry was applied, with the chain hash it got */
     void (*applied)(void *arg, const px_entry *e,
                     const uint8_t hash[CHAIN_HASH_BYTES]);
@@ -166,7 +168,7 @@ int host_chain_fd(const host *h);
 void host_collect(host *h);
 void host_collect_chain(host *h);
 
-/* driven mode: the fdatasync of `kind` edges.sync_started announced is
+/* driven mode: the fdatasync of `kind` edges.sync_runs announced is
  * done. */
 void host_sync_done(host *h, int kind);
 

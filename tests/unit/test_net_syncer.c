@@ -243,11 +243,13 @@ static void test_flush_of_nothing_adds_no_sync(void **state)
 static int manual_started;
 static int manual_kind;
 
-static void on_started(void *arg, int kind)
+static void on_started(void *arg, int kind, bool begin)
 {
     (void)arg;
-    manual_started++;
-    manual_kind = kind;
+    if (begin) {
+        manual_started++;
+        manual_kind = kind;
+    }
 }
 
 static void test_manual_sync_completes_when_told(void **state)

@@ -111,11 +111,13 @@ static int manual_rc_job(void *arg)
 
 static int started_calls, started_kind;
 
-static void on_started(void *arg, int kind)
+static void on_started(void *arg, int kind, bool begin)
 {
     (void)arg;
-    started_calls++;
-    started_kind = kind;
+    if (begin) {
+        started_calls++;
+        started_kind = kind;
+    }
 }
 
 /* Manual mode (the simulator's): the job runs at submit on the caller's
