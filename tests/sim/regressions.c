@@ -56,7 +56,7 @@ static const sim_regression sim_regressions[] = {
      * it recovered from every other voter first (consensus/recovery.c).
      * Seeds 21, 34 and 42 showed it until the simulator ran the
      * production host on a fake disk; re-found with px_begin_recovery
-     * made a no-op: 1, 49, 71 (and 22, 28, 81, 93, 185 of 300). */
+     * made a no-op: 1, 49, 71 (12 of 300 3-node amnesia seeds fail). */
     {"lost-acceptor-state-votes-at-once-1", 1, 3, "amnesia"},
     {"lost-acceptor-state-votes-at-once-49", 49, 3, "amnesia"},
     {"lost-acceptor-state-votes-at-once-71", 71, 3, "amnesia"},
