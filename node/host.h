@@ -31,7 +31,7 @@
  *            decides when: a disk's latency; its fake disk makes the
  *            calls made in between durable only then).
  *
- * Invariants (each checked where it is relied upon):
+ * Invariants:
  *   1. A message that vouches for acceptor state (outbox_vouches) never
  *      leaves before every persist issued before it is durable, and
  *      PX_EV_PERSISTED is stepped only after the fdatasync covering it
