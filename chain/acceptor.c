@@ -797,13 +797,21 @@ void acceptor_set_log_bytes(acceptor_store *a, uint64_t bytes)
     a->log_bytes = bytes < 1024 ? 1024 : bytes;
 }
 
+static uint64_t default_log_bytes = ACCEPTOR_LOG_BYTES;
+
+void acceptor_set_default_log_bytes(uint64_t bytes)
+{
+    default_log_bytes = bytes == 0 ? ACCEPTOR_LOG_BYTES
+                                   : bytes < 1024 ? 1024 : bytes;
+}
+
 static int store_new(const char *dir, acceptor_store **out)
 {
     acceptor_store *a = calloc(1, sizeof *a);
     if (!a)
         return -ENOMEM;
     a->fd = -1;
-    a->log_bytes = ACCEPTOR_LOG_BYTES;
+    a->log_bytes = default_log_bytes;
     int n1 = snprintf(a->dir, sizeof a->dir, "%s/acceptor", dir);
     int n2 = snprintf(a->path, sizeof a->path, "%s/acceptor/log", dir);
     int n3 = snprintf(a->tmp_path, sizeof a->tmp_path, "%s/acceptor/log.tmp",

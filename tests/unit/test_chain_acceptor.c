@@ -636,6 +636,33 @@ static void test_slack_and_modes(void **state)
     rm_tree(dir);
 }
 
+/* A process-wide default log size applies to every store opened after
+ * it, its first (preallocated) log included; 0 restores the default. */
+static void test_default_log_bytes(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir(), *dir2 = make_tmpdir();
+    char path[600];
+    struct stat sb;
+    acceptor_store *a;
+    acceptor_state st;
+    chain_damage dmg;
+    acceptor_set_default_log_bytes(8192);
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    acceptor_close(a);
+    acceptor_set_default_log_bytes(0);
+    log_path(dir, path, sizeof path);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_true(sb.st_size < 65536);           /* a small first log */
+    assert_int_equal(acceptor_open(dir2, &a, &st, &dmg), 0);
+    acceptor_close(a);
+    log_path(dir2, path, sizeof path);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_true(sb.st_size >= (1 << 20));     /* the default again */
+    rm_tree(dir);
+    rm_tree(dir2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -650,6 +677,7 @@ int main(void)
         cmocka_unit_test(test_salvage),
         cmocka_unit_test(test_info_records),
         cmocka_unit_test(test_slack_and_modes),
+        cmocka_unit_test(test_default_log_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
