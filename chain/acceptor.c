@@ -75,9 +75,10 @@
  *      everything from it on is zero, the end of the log.  Otherwise it is
  *      a torn write (cut: zeroed and synced) only if it looks like one: a
  *      write that did not finish leaves zeros (the space was preallocated
- *      and synced) where its data did not land, so from some byte in the
- *      record on everything to the end of the file is zero, or an aligned
- *      512-byte sector of the record is all zero.  Anything else is damage
+ *      and synced) where its data did not land, in whole sectors, so
+ *      everything to the end of the file is zero from the record's
+ *      checksum on or from a 512-byte boundary inside the record, or an
+ *      aligned 512-byte sector of the record is all zero.  Anything else is damage
  *      (-EBADMSG): a valid record anywhere after it (so it was once whole
  *      and synced before the next one), a record that runs past the end of
  *      the file, a file that ends without zero space after its last record
@@ -681,7 +682,11 @@ static bool looks_torn(const uint8_t *p, uint64_t off, uint64_t size,
          s + ACC_SECTOR <= end; s += ACC_SECTOR)
         if (chain_all_zero(p + s, ACC_SECTOR))
             return true;
-    return false;
+    /* or the write stopped at the last sector boundary inside it: the
+     * rest of the record (a sector's worth or less, perhaps only the last
+     * bytes of its checksum) and everything after never landed */
+    uint64_t b = (end - 1) / ACC_SECTOR * ACC_SECTOR;
+    return b > off && chain_all_zero(p + b, (size_t)(size - b));
 }
 
 /* Replay buf[0, size) into memory.  0 with *end = the end of the last
