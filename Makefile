@@ -47,7 +47,9 @@ LINK_CONSENSUS := $(LIB_CONSENSUS) $(LIB_BASE)
 LINK_CHAIN     := $(LIB_CHAIN) $(LIB_BASE) $(CRYPTO_LIBS) $(Z_LIBS)
 LINK_NET       := $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE) $(CRYPTO_LIBS) $(Z_LIBS) $(ZMQ_LIBS) -lpthread
 LINK_ALL       := $(LIB_NODE) $(LIB_FS) $(LINK_NET) $(FUSE_LIBS)
-LINK_SIM       := $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE) $(CRYPTO_LIBS) $(Z_LIBS)
+# the simulator runs the production state-machine host (node/host.c,
+# node/commit.c and what they use of net/: syncer, worker, outbox)
+LINK_SIM       := $(LIB_NODE) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE) $(CRYPTO_LIBS) $(Z_LIBS) -lpthread
 
 PROGRAMS := $(BUILD)/paxosfs $(BUILD)/paxosctl $(BUILD)/lincheck $(BUILD)/clockshift.so
 
@@ -118,7 +120,7 @@ $(BUILD)/clockshift.so: tests/tools/clockshift.c
 $(BUILD)/lincheck: $(call obj,tests/tools/lincheck.c tests/sim/lincheck.c)
 	$(CC) $(LDFLAGS) -o $@ $^
 
-$(SIM_BIN): $(call obj,$(SIM_SRC)) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE)
+$(SIM_BIN): $(call obj,$(SIM_SRC)) $(LIB_NODE) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_SIM)
 
@@ -135,8 +137,11 @@ $(BUILD)/bench/%: $(call obj,tools/bench/%.c) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONS
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
+# the scenarios, the named regressions, then SEEDS random seeds on
+# SIM_JOBS processes
+SIM_JOBS ?= 2
 sim: $(SIM_BIN)
-	$(SIM_BIN) --seeds $(SEEDS)
+	$(SIM_BIN) --seeds $(SEEDS) --jobs $(SIM_JOBS)
 
 systest: $(PROGRAMS)
 	PAXOSFS_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q tests/system

@@ -75,9 +75,10 @@
  *      everything from it on is zero, the end of the log.  Otherwise it is
  *      a torn write (cut: zeroed and synced) only if it looks like one: a
  *      write that did not finish leaves zeros (the space was preallocated
- *      and synced) where its data did not land, so from some byte in the
- *      record on everything to the end of the file is zero, or an aligned
- *      512-byte sector of the record is all zero.  Anything else is damage
+ *      and synced) where its data did not land, in whole sectors, so
+ *      everything to the end of the file is zero from the record's
+ *      checksum on or from a 512-byte boundary inside the record, or an
+ *      aligned 512-byte sector of the record is all zero.  Anything else is damage
  *      (-EBADMSG): a valid record anywhere after it (so it was once whole
  *      and synced before the next one), a record that runs past the end of
  *      the file, a file that ends without zero space after its last record
@@ -98,57 +99,20 @@
  *
  *   state:  [open] --put--> [dirty] --sync--> [open]
  *                  \--write/sync error--> [failed] (only close)
+ *
+ * Files: acceptor.c the store at run time (memory, puts, the write and
+ * fdatasync of group commit, compaction and rolling), acceptor_rec.c the
+ * record format and the torn-vs-damage rule (invariant 4),
+ * acceptor_open.c opening, salvage and verification; acceptor_int.h is
+ * their private header.
  */
-#include "chain_int.h"
-#include "chain_io.h"
+#include "acceptor_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define ACC_MAGIC 0x63617870u     /* "pxac" */
-#define ACC_VERSION 1
-#define ACC_PROMISE 1
-#define ACC_ACCEPT 2
-#define ACC_FORGET 3
-#define ACC_MARK 4
-#define ACC_INCARNATION 5
-#define ACC_PEER 6
-#define ACC_RECOVERY 7
-#define ACC_HEADER_BYTES 16
-#define ACC_PROMISE_BYTES 32
-#define ACC_ACCEPT_FIXED 56
-#define ACC_FORGET_BYTES 28
-#define ACC_MARK_BYTES 60
-#define ACC_INCARNATION_BYTES 36
-#define ACC_PEER_BYTES 44
-#define ACC_RECOVERY_BYTES 28
-#define ACC_SLACK 64               /* zero bytes always after the records */
-#define ACC_SECTOR 512             /* unit a torn write leaves unwritten */
-#define ACC_MAX_FILE_BYTES (1ull << 30)
-#define ACC_MAX_SLOTS (1u << 20)
-#define ACC_MAX_PENDING (256u << 20)
-#define ACC_PATH_MAX 512
-
-struct acceptor_store {
-    char dir[ACC_PATH_MAX];        /* DIR/acceptor */
-    char path[ACC_PATH_MAX];       /* DIR/acceptor/log */
-    char tmp_path[ACC_PATH_MAX];   /* DIR/acceptor/log.tmp */
-    int fd;
-    uint64_t end;                  /* invariant 3 */
-    uint64_t capacity;             /* file size (preallocated) */
-    uint64_t log_bytes;            /* roll when end exceeds this */
-    px_ballot promise;
-    px_entry *accepts;             /* ascending slot; data owned */
-    uint32_t n_accepts, cap_accepts;
-    uint8_t *pending;
-    size_t pending_len, pending_cap;
-    int failed;
-    acceptor_info info;            /* mark, incarnation, peers, recovery */
-    char kept_path[ACC_PATH_MAX];  /* DIR/acceptor/log.damaged */
-};
 
 static int ballot_cmp(px_ballot a, px_ballot b)
 {
@@ -168,220 +132,6 @@ static uint64_t prealloc_chunk(const acceptor_store *a)
         chunk = 1u << 20;
     return chunk;
 }
-
-/* ----------------------------------------------------------- records */
-
-static void rec_header(uint8_t *p, uint8_t type, uint32_t rec_len)
-{
-    le_put32(p, ACC_MAGIC);
-    p[4] = type;
-    p[5] = ACC_VERSION;
-    le_put16(p + 6, 0);
-    le_put32(p + 8, rec_len);
-    le_put32(p + 12, chain_crc32(p, 12));
-}
-
-static void rec_seal(uint8_t *p, uint32_t rec_len)
-{
-    le_put32(p + rec_len - 4, chain_crc32(p + 16, rec_len - 20));
-}
-
-static uint32_t encode_promise(uint8_t *p, px_ballot b)
-{
-    rec_header(p, ACC_PROMISE, ACC_PROMISE_BYTES);
-    le_put64(p + 16, b.round);
-    le_put32(p + 24, b.node_id);
-    rec_seal(p, ACC_PROMISE_BYTES);
-    return ACC_PROMISE_BYTES;
-}
-
-static uint32_t encode_accept(uint8_t *p, const px_entry *e)
-{
-    uint32_t rec_len = ACC_ACCEPT_FIXED + e->len;
-    rec_header(p, ACC_ACCEPT, rec_len);
-    le_put64(p + 16, e->slot);
-    le_put64(p + 24, e->ballot.round);
-    le_put32(p + 32, e->ballot.node_id);
-    p[36] = e->kind;
-    p[37] = p[38] = p[39] = 0;
-    le_put64(p + 40, e->time_ms);
-    le_put32(p + 48, e->len);
-    if (e->len)
-        memcpy(p + 52, e->data, e->len);
-    rec_seal(p, rec_len);
-    return rec_len;
-}
-
-static uint32_t encode_forget(uint8_t *p, uint64_t upto)
-{
-    rec_header(p, ACC_FORGET, ACC_FORGET_BYTES);
-    le_put64(p + 16, upto);
-    rec_seal(p, ACC_FORGET_BYTES);
-    return ACC_FORGET_BYTES;
-}
-
-static uint32_t encode_mark(uint8_t *p, const chain_mark *m)
-{
-    rec_header(p, ACC_MARK, ACC_MARK_BYTES);
-    le_put64(p + 16, m->index);
-    memcpy(p + 24, m->hash, CHAIN_HASH_BYTES);
-    rec_seal(p, ACC_MARK_BYTES);
-    return ACC_MARK_BYTES;
-}
-
-static uint32_t encode_incarnation(uint8_t *p, uint64_t counter,
-                                   uint64_t nonce)
-{
-    rec_header(p, ACC_INCARNATION, ACC_INCARNATION_BYTES);
-    le_put64(p + 16, counter);
-    le_put64(p + 24, nonce);
-    rec_seal(p, ACC_INCARNATION_BYTES);
-    return ACC_INCARNATION_BYTES;
-}
-
-static uint32_t encode_peer(uint8_t *p, const acceptor_peer *peer)
-{
-    rec_header(p, ACC_PEER, ACC_PEER_BYTES);
-    le_put32(p + 16, peer->id);
-    le_put32(p + 20, 0);
-    le_put64(p + 24, peer->counter);
-    le_put64(p + 32, peer->nonce);
-    rec_seal(p, ACC_PEER_BYTES);
-    return ACC_PEER_BYTES;
-}
-
-static uint32_t encode_recovery(uint8_t *p, bool recovering)
-{
-    rec_header(p, ACC_RECOVERY, ACC_RECOVERY_BYTES);
-    le_put64(p + 16, recovering ? 1 : 0);
-    rec_seal(p, ACC_RECOVERY_BYTES);
-    return ACC_RECOVERY_BYTES;
-}
-
-typedef struct acc_rec {
-    uint8_t type;
-    uint32_t rec_len;
-    px_ballot ballot;      /* promise, accept */
-    px_entry entry;        /* accept (data points into the buffer) */
-    uint64_t upto;         /* forget, mark */
-    const uint8_t *hash;   /* mark */
-    acceptor_peer peer;    /* incarnation (id 0), peer */
-    uint64_t state;        /* recovery */
-} acc_rec;
-
-enum acc_parse {
-    ACC_OK = 0,
-    ACC_BAD_SHORT,         /* fewer than a header's bytes left */
-    ACC_BAD_HEADER,        /* magic, checksum, version, type or length */
-    ACC_BAD_PAST_END,      /* valid header, record longer than the file */
-    ACC_BAD_BODY,          /* valid header, body checksum or fields wrong */
-};
-
-static uint32_t rec_fixed_len(uint8_t type)
-{
-    switch (type) {
-    case ACC_PROMISE: return ACC_PROMISE_BYTES;
-    case ACC_ACCEPT: return ACC_ACCEPT_FIXED;
-    case ACC_FORGET: return ACC_FORGET_BYTES;
-    case ACC_MARK: return ACC_MARK_BYTES;
-    case ACC_INCARNATION: return ACC_INCARNATION_BYTES;
-    case ACC_PEER: return ACC_PEER_BYTES;
-    case ACC_RECOVERY: return ACC_RECOVERY_BYTES;
-    default: return 0;
-    }
-}
-
-/* ACC_OK and *r filled, or why not with *reason. */
-static int rec_parse(const uint8_t *p, uint64_t avail, acc_rec *r,
-                     const char **reason)
-{
-    if (avail < ACC_HEADER_BYTES) {
-        *reason = "truncated record header";
-        return ACC_BAD_SHORT;
-    }
-    if (le_get32(p) != ACC_MAGIC) {
-        *reason = "bad magic";
-        return ACC_BAD_HEADER;
-    }
-    if (chain_crc32(p, 12) != le_get32(p + 12)) {
-        *reason = "bad header checksum";
-        return ACC_BAD_HEADER;
-    }
-    r->type = p[4];
-    r->rec_len = le_get32(p + 8);
-    if (p[5] != ACC_VERSION || le_get16(p + 6) != 0) {
-        *reason = "unknown record version";
-        return ACC_BAD_HEADER;
-    }
-    uint64_t min = rec_fixed_len(r->type);
-    if (!min || r->rec_len < min ||
-        r->rec_len > (uint64_t)ACC_ACCEPT_FIXED + PX_MAX_VALUE_BYTES ||
-        (r->type != ACC_ACCEPT && r->rec_len != min)) {
-        *reason = "bad record type or length";
-        return ACC_BAD_HEADER;
-    }
-    if (r->rec_len > avail) {
-        *reason = "record extends past end of file";
-        return ACC_BAD_PAST_END;
-    }
-    if (chain_crc32(p + 16, r->rec_len - 20) !=
-        le_get32(p + r->rec_len - 4)) {
-        *reason = "bad checksum";
-        return ACC_BAD_BODY;
-    }
-    switch (r->type) {
-    case ACC_PROMISE:
-        r->ballot.round = le_get64(p + 16);
-        r->ballot.node_id = le_get32(p + 24);
-        break;
-    case ACC_ACCEPT:
-        r->entry.slot = le_get64(p + 16);
-        r->entry.ballot.round = le_get64(p + 24);
-        r->entry.ballot.node_id = le_get32(p + 32);
-        r->entry.kind = p[36];
-        r->entry.time_ms = le_get64(p + 40);
-        r->entry.len = le_get32(p + 48);
-        r->entry.data = p + 52;
-        if ((uint64_t)r->entry.len + ACC_ACCEPT_FIXED != r->rec_len ||
-            p[37] || p[38] || p[39] || r->entry.kind > PX_ENTRY_CONFIG ||
-            r->entry.slot == 0) {
-            *reason = "inconsistent accept record";
-            return ACC_BAD_BODY;
-        }
-        break;
-    case ACC_FORGET:
-        r->upto = le_get64(p + 16);
-        break;
-    case ACC_MARK:
-        r->upto = le_get64(p + 16);
-        r->hash = p + 24;
-        break;
-    case ACC_INCARNATION:
-        r->peer = (acceptor_peer){ .id = 0, .counter = le_get64(p + 16),
-                                   .nonce = le_get64(p + 24) };
-        break;
-    case ACC_PEER:
-        r->peer = (acceptor_peer){ .id = le_get32(p + 16),
-                                   .counter = le_get64(p + 24),
-                                   .nonce = le_get64(p + 32) };
-        if (r->peer.id == 0 || le_get32(p + 20) != 0) {
-            *reason = "inconsistent peer record";
-            return ACC_BAD_BODY;
-        }
-        break;
-    default:
-        r->state = le_get64(p + 16);
-        if (r->state > 1) {
-            *reason = "inconsistent recovery record";
-            return ACC_BAD_BODY;
-        }
-        break;
-    }
-    *reason = NULL;
-    return ACC_OK;
-}
-
-/* ---------------------------------------------------------- memory */
 
 static void accepts_free(acceptor_store *a)
 {
@@ -473,7 +223,7 @@ static int pending_reserve(acceptor_store *a, size_t more)
     return 0;
 }
 
-static void state_out(const acceptor_store *a, acceptor_state *st)
+void acc_state_out(const acceptor_store *a, acceptor_state *st)
 {
     if (!st)
         return;
@@ -482,10 +232,8 @@ static void state_out(const acceptor_store *a, acceptor_state *st)
     st->accepts = a->accepts;
 }
 
-/* ------------------------------------------------------------- files */
-
 /* Write zeros over [from, to) of fd. */
-static int write_zeros(int fd, uint64_t from, uint64_t to)
+int acc_write_zeros(int fd, uint64_t from, uint64_t to)
 {
     static const uint8_t zeros[65536];
     while (from < to) {
@@ -497,8 +245,6 @@ static int write_zeros(int fd, uint64_t from, uint64_t to)
     }
     return 0;
 }
-
-/* ------------------------------------------------------------ records */
 
 static void info_mark(acceptor_store *a, uint64_t index, const uint8_t *hash)
 {
@@ -532,7 +278,7 @@ static void info_start(acceptor_store *a, const acceptor_peer *p)
 }
 
 /* Apply one parsed record to memory (replay and nothing else). */
-static int rec_apply(acceptor_store *a, const acc_rec *r)
+int acc_rec_apply(acceptor_store *a, const acc_rec *r)
 {
     switch (r->type) {
     case ACC_PROMISE:
@@ -573,25 +319,25 @@ static int encode_state(const acceptor_store *a, uint8_t **out, size_t *len)
         return -ENOMEM;
     size_t off = 0;
     if (a->info.incarnation)
-        off += encode_incarnation(p + off, a->info.incarnation,
+        off += acc_encode_incarnation(p + off, a->info.incarnation,
                                   a->info.nonce);
     if (a->info.mark.index)
-        off += encode_mark(p + off, &a->info.mark);
+        off += acc_encode_mark(p + off, &a->info.mark);
     for (uint32_t i = 0; i < a->info.n_peers; i++)
-        off += encode_peer(p + off, &a->info.peers[i]);
+        off += acc_encode_peer(p + off, &a->info.peers[i]);
     if (a->info.recovering)
-        off += encode_recovery(p + off, true);
+        off += acc_encode_recovery(p + off, true);
     if (a->promise.round || a->promise.node_id)
-        off += encode_promise(p + off, a->promise);
+        off += acc_encode_promise(p + off, a->promise);
     for (uint32_t i = 0; i < a->n_accepts; i++)
-        off += encode_accept(p + off, &a->accepts[i]);
+        off += acc_encode_accept(p + off, &a->accepts[i]);
     *out = p;
     *len = off;
     return 0;
 }
 
 /* Invariant 6: replace the log by one holding exactly the memory state. */
-static int roll_log(acceptor_store *a)
+int acc_roll_log(acceptor_store *a)
 {
     const chain_io_ops *io = chain_io();
     uint8_t *buf = NULL;
@@ -607,7 +353,7 @@ static int roll_log(acceptor_store *a)
     }
     rc = chain_io_pwrite_all(fd, buf, len, 0);
     if (!rc)
-        rc = write_zeros(fd, len, capacity);
+        rc = acc_write_zeros(fd, len, capacity);
     if (!rc)
         rc = io->fdatasync(fd);
     if (!rc)
@@ -638,278 +384,9 @@ out_free:
     return rc;
 }
 
-/* True when a valid record starts anywhere in p[from, len). */
-static bool valid_record_after(const uint8_t *p, uint64_t from, uint64_t len)
-{
-    for (uint64_t off = from; off + ACC_HEADER_BYTES <= len; off++) {
-        acc_rec r;
-        const char *reason;
-        if (p[off] != 0x70)   /* first magic byte: skip quickly */
-            continue;
-        if (rec_parse(p + off, len - off, &r, &reason) == ACC_OK)
-            return true;
-    }
-    return false;
-}
-
-/* End of the used part: after the last non-zero byte. */
-static uint64_t used_end(const uint8_t *p, uint64_t len)
-{
-    while (len > 0 && p[len - 1] == 0)
-        len--;
-    return len;
-}
-
-/* Invariant 4: does the bad record at `off` look like a write that did not
- * finish?  `len` is its length when its header is valid (ACC_BAD_BODY),
- * else 0. */
-static bool looks_torn(const uint8_t *p, uint64_t off, uint64_t size,
-                       uint64_t len)
-{
-    if (len == 0) {
-        /* the header's last byte never landed, nor anything after it */
-        uint64_t from = off + ACC_HEADER_BYTES - 1;
-        return from < size &&
-               chain_all_zero(p + from, (size_t)(size - from));
-    }
-    uint64_t end = off + len;
-    /* its checksum (the last 4 bytes) and everything after never landed */
-    if (chain_all_zero(p + end - 4, (size_t)(size - (end - 4))))
-        return true;
-    /* or a whole aligned sector inside it was never written */
-    for (uint64_t s = (off + ACC_SECTOR - 1) / ACC_SECTOR * ACC_SECTOR;
-         s + ACC_SECTOR <= end; s += ACC_SECTOR)
-        if (chain_all_zero(p + s, ACC_SECTOR))
-            return true;
-    return false;
-}
-
-/* Replay buf[0, size) into memory.  0 with *end = the end of the last
- * whole record and *torn set when a torn write follows it, or -EBADMSG
- * with *damage (memory then holds the records before the damage). */
-static int replay(acceptor_store *a, const uint8_t *buf, uint64_t size,
-                  uint64_t *end, bool *torn, chain_damage *damage)
-{
-    uint64_t off = 0;
-    *torn = false;
-    if (size == 0) {
-        chain_damage_set(damage, a->path, 0, 0,
-                         "empty acceptor log (one is never created empty)");
-        return -EBADMSG;
-    }
-    /* Bounded: every record is at least ACC_FORGET_BYTES long. */
-    while (off < size) {
-        acc_rec r;
-        const char *reason;
-        int st = rec_parse(buf + off, size - off, &r, &reason);
-        if (st != ACC_OK) {
-            if (chain_all_zero(buf + off, (size_t)(size - off)))
-                break;   /* the end of the log */
-            if (st == ACC_BAD_PAST_END || st == ACC_BAD_SHORT) {
-                chain_damage_set(damage, a->path, off, 0,
-                                 "record extends past the end of the file "
-                                 "(the log was truncated)");
-                return -EBADMSG;
-            }
-            if (!valid_record_after(buf, off + 1, size) &&
-                looks_torn(buf, off, size,
-                           st == ACC_BAD_BODY ? r.rec_len : 0)) {
-                *torn = true;
-                break;
-            }
-            chain_damage_set(damage, a->path, off, 0, reason);
-            return -EBADMSG;
-        }
-        int rc = rec_apply(a, &r);
-        if (rc < 0)
-            return rc;
-        off += r.rec_len;
-    }
-    *end = off;
-    if (off == size) {
-        chain_damage_set(damage, a->path, off, 0,
-                         "the log ends right after its last record without "
-                         "the zero space that always follows it (truncated)");
-        return -EBADMSG;
-    }
-    return 0;
-}
-
-static int read_log(int fd, uint8_t **buf_out, uint64_t *size_out,
-                    const char *path, chain_damage *damage)
-{
-    struct stat st;
-    int rc = chain_io()->fstat(fd, &st);
-    if (rc)
-        return rc;
-    uint64_t size = (uint64_t)st.st_size;
-    if (size > ACC_MAX_FILE_BYTES) {
-        chain_damage_set(damage, path, 0, 0, "acceptor log too large");
-        return -EBADMSG;
-    }
-    uint8_t *buf = malloc(size ? size : 1);
-    if (!buf)
-        return -ENOMEM;
-    int64_t got = chain_io_pread_all(fd, buf, (size_t)size, 0);
-    if (got < 0) {
-        free(buf);
-        return (int)got;
-    }
-    *buf_out = buf;
-    *size_out = (uint64_t)got;
-    return 0;
-}
-
-static int load_log(acceptor_store *a, acceptor_open_report *rep,
-                    chain_damage *damage)
-{
-    uint8_t *buf = NULL;
-    uint64_t size = 0;
-    bool torn;
-    int rc = read_log(a->fd, &buf, &size, a->path, damage);
-    if (rc)
-        return rc;
-    rc = replay(a, buf, size, &a->end, &torn, damage);
-    if (rc)
-        goto out_free;
-    a->capacity = size;
-    if (torn) {
-        /* zero it so the next record lands on clean space */
-        rc = write_zeros(a->fd, a->end, size);
-        if (!rc)
-            rc = chain_io()->fdatasync(a->fd);
-        if (!rc && rep) {
-            rep->torn_cut = true;
-            snprintf(rep->torn_path, sizeof rep->torn_path, "%s", a->path);
-            rep->torn_offset = a->end;
-            rep->torn_bytes = used_end(buf, size) - a->end;
-        }
-    }
-out_free:
-    free(buf);
-    return rc;
-}
-
-/* ------------------------------------------------------------ public */
-
 void acceptor_set_log_bytes(acceptor_store *a, uint64_t bytes)
 {
     a->log_bytes = bytes < 1024 ? 1024 : bytes;
-}
-
-static int store_new(const char *dir, acceptor_store **out)
-{
-    acceptor_store *a = calloc(1, sizeof *a);
-    if (!a)
-        return -ENOMEM;
-    a->fd = -1;
-    a->log_bytes = ACCEPTOR_LOG_BYTES;
-    int n1 = snprintf(a->dir, sizeof a->dir, "%s/acceptor", dir);
-    int n2 = snprintf(a->path, sizeof a->path, "%s/acceptor/log", dir);
-    int n3 = snprintf(a->tmp_path, sizeof a->tmp_path, "%s/acceptor/log.tmp",
-                      dir);
-    int n4 = snprintf(a->kept_path, sizeof a->kept_path,
-                      "%s/acceptor/log.damaged", dir);
-    if (n1 < 0 || n2 < 0 || n3 < 0 || n4 < 0 ||
-        (size_t)n4 >= sizeof a->kept_path) {
-        free(a);
-        return -ENAMETOOLONG;
-    }
-    *out = a;
-    return 0;
-}
-
-/* A damaged log (invariant 4): keep it as log.damaged for whoever wants to
- * look at it, and go on with a new log holding what the records before the
- * damage said, marked recovering. */
-static int salvage(acceptor_store *a, acceptor_open_report *rep)
-{
-    const chain_io_ops *io = chain_io();
-    if (a->fd >= 0)
-        io->close(a->fd);
-    a->fd = -1;
-    int rc = io->rename(a->path, a->kept_path);
-    if (rc == 0)
-        rc = chain_io_fsync_dir(a->dir);
-    if (rc)
-        return rc;
-    a->info.recovering = true;
-    rc = roll_log(a);
-    if (rc)
-        return rc;
-    rep->lost = true;
-    snprintf(rep->kept_path, sizeof rep->kept_path, "%s", a->kept_path);
-    return 0;
-}
-
-static int open_store(const char *dir, acceptor_store **out,
-                      acceptor_state *st, acceptor_open_report *rep,
-                      chain_damage *damage, bool salvage_damage)
-{
-    const chain_io_ops *io = chain_io();
-    acceptor_open_report ignored;
-    acceptor_store *a = NULL;
-    int rc;
-
-    if (!rep)
-        rep = &ignored;
-    memset(rep, 0, sizeof *rep);
-    if (damage)
-        memset(damage, 0, sizeof *damage);
-    if (!dir || !out)
-        return -EINVAL;
-    rc = store_new(dir, &a);
-    if (rc)
-        return rc;
-    rc = io->mkdir(a->dir, 0700);
-    if (rc == 0)
-        rc = chain_io_fsync_dir(dir);
-    else if (rc == -EEXIST)
-        rc = 0;
-    if (rc)
-        goto out_free;
-    rc = io->unlink(a->tmp_path);   /* a roll that did not finish */
-    if (rc && rc != -ENOENT)
-        goto out_free;
-    a->fd = io->open(a->path, O_RDWR, 0);
-    if (a->fd == -ENOENT) {
-        a->fd = -1;
-        rep->created = true;
-        rc = roll_log(a);         /* a new, empty, preallocated log */
-    } else if (a->fd < 0) {
-        rc = a->fd;
-        a->fd = -1;
-    } else {
-        chain_damage d;
-        rc = load_log(a, rep, &d);
-        if (rc == -EBADMSG) {
-            if (damage)
-                *damage = d;
-            rep->damage = d;
-            if (salvage_damage)
-                rc = salvage(a, rep);
-        }
-    }
-    if (rc)
-        goto out_free;
-    state_out(a, st);
-    *out = a;
-    return 0;
-out_free:
-    acceptor_close(a);
-    return rc;
-}
-
-int acceptor_open(const char *dir, acceptor_store **out, acceptor_state *st,
-                  chain_damage *damage)
-{
-    return open_store(dir, out, st, NULL, damage, false);
-}
-
-int acceptor_open_salvage(const char *dir, acceptor_store **out,
-                          acceptor_state *st, acceptor_open_report *rep)
-{
-    return open_store(dir, out, st, rep, NULL, true);
 }
 
 void acceptor_close(acceptor_store *a)
@@ -935,7 +412,7 @@ int acceptor_put_promise(acceptor_store *a, px_ballot promise)
     int rc = pending_reserve(a, ACC_PROMISE_BYTES);
     if (rc)
         return rc;
-    a->pending_len += encode_promise(a->pending + a->pending_len, promise);
+    a->pending_len += acc_encode_promise(a->pending + a->pending_len, promise);
     a->promise = promise;
     return 0;
 }
@@ -955,10 +432,10 @@ int acceptor_put_accept(acceptor_store *a, const px_entry *e)
         return rc;
     /* Encode first (check it parses back), then store: both or neither. */
     uint8_t *p = a->pending + a->pending_len;
-    encode_accept(p, e);
+    acc_encode_accept(p, e);
     acc_rec r;
     const char *reason;
-    if (rec_parse(p, rec_len, &r, &reason) != ACC_OK ||
+    if (acc_rec_parse(p, rec_len, &r, &reason) != ACC_OK ||
         r.entry.slot != e->slot)
         return -EIO;
     rc = accepts_store(a, e);
@@ -979,7 +456,7 @@ int acceptor_put_incarnation(acceptor_store *a, uint64_t counter,
     int rc = pending_reserve(a, ACC_INCARNATION_BYTES);
     if (rc)
         return rc;
-    a->pending_len += encode_incarnation(a->pending + a->pending_len,
+    a->pending_len += acc_encode_incarnation(a->pending + a->pending_len,
                                          counter, nonce);
     a->info.incarnation = counter;
     a->info.nonce = nonce;
@@ -1004,7 +481,7 @@ int acceptor_put_peer(acceptor_store *a, const acceptor_peer *peer)
     int rc = pending_reserve(a, ACC_PEER_BYTES);
     if (rc)
         return rc;
-    a->pending_len += encode_peer(a->pending + a->pending_len, peer);
+    a->pending_len += acc_encode_peer(a->pending + a->pending_len, peer);
     info_start(a, peer);
     return 0;
 }
@@ -1018,7 +495,7 @@ int acceptor_put_recovery(acceptor_store *a, bool recovering)
     int rc = pending_reserve(a, ACC_RECOVERY_BYTES);
     if (rc)
         return rc;
-    a->pending_len += encode_recovery(a->pending + a->pending_len,
+    a->pending_len += acc_encode_recovery(a->pending + a->pending_len,
                                       recovering);
     a->info.recovering = recovering;
     return 0;
@@ -1064,7 +541,7 @@ int acceptor_write(acceptor_store *a)
          * record lands there, so that a crash never leaves a file that
          * ends inside a record (which only truncation does). */
         uint64_t cap = need + ACC_SLACK + prealloc_chunk(a);
-        rc = write_zeros(a->fd, a->capacity, cap);
+        rc = acc_write_zeros(a->fd, a->capacity, cap);
         if (!rc)
             rc = chain_io()->fdatasync(a->fd);
         if (rc)
@@ -1093,17 +570,17 @@ static int compact(acceptor_store *a, uint64_t upto, const uint8_t *hash)
     if (hash) {
         chain_mark m = { .index = upto };
         memcpy(m.hash, hash, CHAIN_HASH_BYTES);
-        a->pending_len += encode_mark(a->pending + a->pending_len, &m);
+        a->pending_len += acc_encode_mark(a->pending + a->pending_len, &m);
         info_mark(a, upto, hash);
     } else {
-        a->pending_len += encode_forget(a->pending + a->pending_len, upto);
+        a->pending_len += acc_encode_forget(a->pending + a->pending_len, upto);
     }
     accepts_forget(a, upto);
     /* Forgetting needs no sync of its own: replaying forgotten slots
      * after a crash is harmless, they are in the durable chain. */
     if (a->end + a->pending_len <= a->log_bytes)
         return 0;
-    return roll_log(a);
+    return acc_roll_log(a);
 }
 
 int acceptor_compact(acceptor_store *a, uint64_t upto)
@@ -1121,59 +598,10 @@ int acceptor_mark(acceptor_store *a, uint64_t index,
 
 void acceptor_get_state(const acceptor_store *a, acceptor_state *st)
 {
-    state_out(a, st);
+    acc_state_out(a, st);
 }
 
 void acceptor_get_info(const acceptor_store *a, acceptor_info *info)
 {
     *info = a->info;
-}
-
-int acceptor_verify_dir(const char *dir, acceptor_verify *v)
-{
-    const chain_io_ops *io = chain_io();
-    acceptor_store *a = NULL;
-    uint8_t *buf = NULL;
-    uint64_t size = 0;
-    bool torn = false;
-
-    memset(v, 0, sizeof *v);
-    int rc = store_new(dir, &a);
-    if (rc)
-        return rc;
-    snprintf(v->path, sizeof v->path, "%s", a->path);
-    int fd = io->open(a->path, O_RDONLY, 0);
-    if (fd == -ENOENT) {
-        v->missing = true;
-        rc = 0;
-        goto out;
-    }
-    if (fd < 0) {
-        rc = fd;
-        goto out;
-    }
-    rc = read_log(fd, &buf, &size, a->path, &v->damage);
-    io->close(fd);
-    if (rc)
-        goto out;
-    rc = replay(a, buf, size, &a->end, &torn, &v->damage);
-    if (rc)
-        goto out;
-    if (torn) {
-        v->torn_offset = a->end;
-        v->torn_bytes = used_end(buf, size) - a->end;
-    }
-out:
-    if (a) {
-        v->promise = a->promise;
-        v->n_accepts = a->n_accepts;
-        if (a->n_accepts) {
-            v->first_slot = a->accepts[0].slot;
-            v->last_slot = a->accepts[a->n_accepts - 1].slot;
-        }
-        v->info = a->info;
-    }
-    free(buf);
-    acceptor_close(a);
-    return rc;
 }

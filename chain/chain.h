@@ -201,6 +201,10 @@ int acceptor_compact(acceptor_store *a, uint64_t upto);
  * many bytes (default ACCEPTOR_LOG_BYTES; tests use small values). */
 #define ACCEPTOR_LOG_BYTES (16u << 20)
 void acceptor_set_log_bytes(acceptor_store *a, uint64_t bytes);
+/* The same for every store opened from now on, its first log included
+ * (process-wide; 0 restores ACCEPTOR_LOG_BYTES).  The simulator keeps its
+ * fake disks small with it. */
+void acceptor_set_default_log_bytes(uint64_t bytes);
 
 /* The current state (promise and accepts, including buffered ones), with
  * the lifetime rules of acceptor_state. */

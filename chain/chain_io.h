@@ -37,6 +37,13 @@ typedef struct chain_io_ops {
     int (*rename)(const char *from, const char *to);
     int (*unlink)(const char *path);
     int (*mkdir)(const char *path, mode_t mode);
+    /* Optional (NULL: libc): a second descriptor of the same open file,
+     * and the names in a directory (each(arg, name) per entry, "." and
+     * ".." left out; a non-zero return of each stops the walk and is
+     * returned). */
+    int (*dup)(int fd);
+    int (*list)(const char *dir, int (*each)(void *arg, const char *name),
+                void *arg);
 } chain_io_ops;
 
 /* The libc implementation (never NULL). */
@@ -58,5 +65,10 @@ int64_t chain_io_pread_all(int fd, void *buf, size_t len, uint64_t offset);
 
 /* fsync the directory `path` (makes created/renamed names durable). */
 int chain_io_fsync_dir(const char *path);
+
+/* The table's dup and list, or libc's when the table has none. */
+int chain_io_dup(int fd);
+int chain_io_list(const char *dir, int (*each)(void *arg, const char *name),
+                  void *arg);
 
 #endif /* PAXOSFS_CHAIN_IO_H */

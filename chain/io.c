@@ -13,9 +13,11 @@
  */
 #include "chain_io.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 static int libc_open(const char *path, int flags, mode_t mode)
@@ -108,6 +110,27 @@ static int libc_mkdir(const char *path, mode_t mode)
     return mkdir(path, mode & 0700) == 0 ? 0 : -errno;
 }
 
+static int libc_dup(int fd)
+{
+    int nfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    return nfd >= 0 ? nfd : -errno;
+}
+
+static int libc_list(const char *dir, int (*each)(void *arg, const char *name),
+                     void *arg)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -errno;
+    int rc = 0;
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(d)) != NULL)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            rc = each(arg, de->d_name);
+    closedir(d);
+    return rc;
+}
+
 static const chain_io_ops libc_ops = {
     .open = libc_open,
     .close = libc_close,
@@ -120,6 +143,8 @@ static const chain_io_ops libc_ops = {
     .rename = libc_rename,
     .unlink = libc_unlink,
     .mkdir = libc_mkdir,
+    .dup = libc_dup,
+    .list = libc_list,
 };
 
 static const chain_io_ops *current = &libc_ops;
@@ -182,4 +207,16 @@ int chain_io_fsync_dir(const char *path)
     int rc = current->fsync(fd);
     int rc_close = current->close(fd);
     return rc ? rc : rc_close;
+}
+
+int chain_io_dup(int fd)
+{
+    return current->dup ? current->dup(fd) : libc_dup(fd);
+}
+
+int chain_io_list(const char *dir, int (*each)(void *arg, const char *name),
+                  void *arg)
+{
+    return current->list ? current->list(dir, each, arg)
+                         : libc_list(dir, each, arg);
 }

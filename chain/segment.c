@@ -71,7 +71,6 @@
  */
 #include "segment_int.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -153,50 +152,52 @@ static int seg_name_parse(const char *name, uint64_t *first)
     return 1;
 }
 
+typedef struct seg_listing {
+    uint64_t *firsts;
+    uint32_t n, cap;
+} seg_listing;
+
+static int list_one(void *arg, const char *name)
+{
+    seg_listing *l = arg;
+    uint64_t first;
+    if (!seg_name_parse(name, &first))
+        return 0;
+    if (l->n == l->cap) {
+        if (l->cap >= SEG_MAX_FILES)
+            return -EMFILE;
+        uint32_t ncap = l->cap ? l->cap * 2 : 16;
+        uint64_t *p = realloc(l->firsts, ncap * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        l->firsts = p;
+        l->cap = ncap;
+    }
+    l->firsts[l->n++] = first;
+    return 0;
+}
+
 /* List segment first indexes in ascending order into c->segs. */
 static int seg_list_segments(chain *c)
 {
-    DIR *d = opendir(c->dir);
-    if (!d)
-        return -errno;
-    uint64_t *firsts = NULL;
-    uint32_t n = 0, cap = 0;
-    int rc = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        uint64_t first;
-        if (!seg_name_parse(de->d_name, &first))
-            continue;
-        if (n == cap) {
-            if (cap >= SEG_MAX_FILES) {
-                rc = -EMFILE;
-                goto out_free;
-            }
-            uint32_t ncap = cap ? cap * 2 : 16;
-            uint64_t *p = realloc(firsts, ncap * sizeof *p);
-            if (!p) {
-                rc = -ENOMEM;
-                goto out_free;
-            }
-            firsts = p;
-            cap = ncap;
-        }
-        firsts[n++] = first;
-    }
+    seg_listing l = { 0 };
+    int rc = chain_io_list(c->dir, list_one, &l);
+    if (rc)
+        goto out_free;
+    uint32_t n = l.n;
     if (n)
-        qsort(firsts, n, sizeof *firsts, cmp_u64);
+        qsort(l.firsts, n, sizeof *l.firsts, cmp_u64);
     rc = seg_segs_reserve(c, n);
     if (rc)
         goto out_free;
     for (uint32_t i = 0; i < n; i++) {
-        c->segs[i].first_index = firsts[i];
+        c->segs[i].first_index = l.firsts[i];
         c->segs[i].n_blocks = 0;
         c->segs[i].size = 0;
     }
     c->n_segs = c->n_listed = n;
 out_free:
-    free(firsts);
-    closedir(d);
+    free(l.firsts);
     return rc;
 }
 
@@ -596,30 +597,37 @@ static void forget_blocks(chain *c, uint64_t index,
 
 #define CHAIN_DISCARDED "chain.discarded"
 
-/* Remove DIR/chain.discarded (what a reset moved aside) if it is there. */
+typedef struct discard_walk {
+    const char *path;
+    int rc;
+} discard_walk;
+
+static int discard_one(void *arg, const char *name)
+{
+    discard_walk *w = arg;
+    char f[CHAIN_PATH_MAX + 64];
+    int n = snprintf(f, sizeof f, "%s/%s", w->path, name);
+    if (n < 0 || (size_t)n >= sizeof f)
+        return 0;
+    int r = chain_io()->unlink(f);
+    if (r && r != -ENOENT && w->rc == 0)
+        w->rc = r;
+    return 0;
+}
+
+/* Remove DIR/chain.discarded (what a reset moved aside) if it is there
+ * (listed and unlinked through chain_io). */
 static int remove_discarded(const char *parent)
 {
     char path[CHAIN_PATH_MAX + 32];
     int n = snprintf(path, sizeof path, "%s/%s", parent, CHAIN_DISCARDED);
     if (n < 0 || (size_t)n >= sizeof path)
         return -ENAMETOOLONG;
-    DIR *d = opendir(path);
-    if (!d)
-        return errno == ENOENT ? 0 : -errno;
-    struct dirent *de;
-    int rc = 0;
-    while ((de = readdir(d)) != NULL) {
-        char f[CHAIN_PATH_MAX + 64];
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        n = snprintf(f, sizeof f, "%s/%s", path, de->d_name);
-        if (n < 0 || (size_t)n >= sizeof f)
-            continue;
-        int r = chain_io()->unlink(f);
-        if (r && r != -ENOENT && rc == 0)
-            rc = r;
-    }
-    closedir(d);
+    discard_walk w = { .path = path };
+    int rc = chain_io_list(path, discard_one, &w);
+    if (rc)
+        return rc == -ENOENT ? 0 : rc;
+    rc = w.rc;
     if (rc == 0 && rmdir(path) != 0 && errno != ENOENT)
         rc = -errno;
     return rc;

@@ -7,7 +7,6 @@
  */
 #include "segment_int.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -250,9 +249,9 @@ int chain_sync_start(chain *c, chain_sync_job *job)
         return -EBUSY;
     if (c->synced == c->head && !c->dir_dirty && c->unsynced_fd < 0)
         return 1;
-    int fd = fcntl(c->active_fd, F_DUPFD_CLOEXEC, 0);
+    int fd = chain_io_dup(c->active_fd);
     if (fd < 0)
-        return -errno;
+        return fd;
     if (c->unsynced_fd >= 0) {
         job->fds[job->n_fds++] = c->unsynced_fd;
         c->unsynced_fd = -1;
@@ -413,40 +412,46 @@ int chain_hash_at(chain *c, uint64_t index, uint8_t out[CHAIN_HASH_BYTES])
     return 0;
 }
 
+/* fdatasync one regular file of a directory settle_one_dir walks, then
+ * drop its cached pages. */
+typedef struct settle_walk {
+    const char *path;
+} settle_walk;
+
+static int settle_one_file(void *arg, const char *name)
+{
+    const settle_walk *w = arg;
+    const chain_io_ops *io = chain_io();
+    char file[CHAIN_PATH_MAX];
+    if (name[0] == '.')
+        return 0;
+    int n = snprintf(file, sizeof file, "%s/%s", w->path, name);
+    if (n < 0 || (size_t)n >= sizeof file)
+        return 0;   /* not a name chain/ ever makes */
+    int fd = io->open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
+    if (fd == -ENOENT || fd == -ELOOP || fd == -ENXIO)
+        return 0;   /* gone meanwhile, a link, a socket: not ours */
+    if (fd < 0)
+        return fd;
+    struct stat st;
+    int rc = io->fstat(fd, &st);
+    if (rc == 0 && S_ISREG(st.st_mode)) {
+        rc = io->fdatasync(fd);
+        if (rc == 0 && io == chain_io_libc())
+            (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    }
+    io->close(fd);
+    return rc;
+}
+
 /* fdatasync every regular file in `path`, then drop its cached pages,
- * then fsync `path` itself. */
+ * then fsync `path` itself (the listing goes through chain_io). */
 static int settle_one_dir(const char *path)
 {
-    const chain_io_ops *io = chain_io();
-    DIR *d = opendir(path);
-    if (!d)
-        return errno == ENOENT ? 0 : -errno;
-    char file[CHAIN_PATH_MAX];
-    int rc = 0;
-    struct dirent *de;
-    while (rc == 0 && (de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        int n = snprintf(file, sizeof file, "%s/%s", path, de->d_name);
-        if (n < 0 || (size_t)n >= sizeof file)
-            continue;   /* not a name chain/ ever makes */
-        int fd = io->open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
-        if (fd == -ENOENT || fd == -ELOOP || fd == -ENXIO)
-            continue;   /* gone meanwhile, a link, a socket: not ours */
-        if (fd < 0) {
-            rc = fd;
-            break;
-        }
-        struct stat st;
-        rc = io->fstat(fd, &st);
-        if (rc == 0 && S_ISREG(st.st_mode)) {
-            rc = io->fdatasync(fd);
-            if (rc == 0)
-                (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-        }
-        io->close(fd);
-    }
-    closedir(d);
+    settle_walk w = { .path = path };
+    int rc = chain_io_list(path, settle_one_file, &w);
+    if (rc == -ENOENT)
+        return 0;
     return rc ? rc : chain_io_fsync_dir(path);
 }
 

@@ -33,6 +33,13 @@ struct syncer {
     bool stop;
     int result;                 /* first failure, sticky (invariant 2) */
     int wake_fd;                /* eventfd, readable after each sync */
+    /* manual mode (no thread): the sync started and its outcome */
+    bool manual;
+    syncer_run_fn run_fn;
+    void *started_arg;
+    int started_kind;
+    uint64_t manual_target;     /* generation the running sync covers */
+    int manual_rc;              /* what its fdatasync returned */
 };
 
 static void *syncer_main(void *arg)
@@ -89,6 +96,51 @@ int syncer_create(acceptor_store *store, syncer **out)
     return 0;
 }
 
+int syncer_create_manual(acceptor_store *store, syncer_run_fn run,
+                         void *arg, int kind, syncer **out)
+{
+    syncer *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->store = store;
+    s->wake_fd = -1;
+    s->manual = true;
+    s->run_fn = run;
+    s->started_arg = arg;
+    s->started_kind = kind;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    *out = s;
+    return 0;
+}
+
+/* Manual mode: what the thread does when it wakes, up to the fdatasync's
+ * return, which counts only at syncer_complete. */
+static void manual_start(syncer *s)
+{
+    s->manual_target = s->published_gen;
+    s->running = true;
+    if (s->run_fn)
+        s->run_fn(s->started_arg, s->started_kind, true);
+    s->manual_rc = acceptor_datasync(s->store);
+    if (s->run_fn)
+        s->run_fn(s->started_arg, s->started_kind, false);
+}
+
+void syncer_complete(syncer *s)
+{
+    if (!s->manual || !s->running)
+        return;
+    s->running = false;
+    s->syncs++;
+    if (s->manual_rc < 0 && !s->result)
+        s->result = s->manual_rc;
+    if (s->manual_rc == 0)
+        s->synced_gen = s->manual_target;
+    if (s->manual_rc == 0 && s->published_gen != s->synced_gen)
+        manual_start(s);   /* newer generations: at once, as the thread */
+}
+
 void syncer_destroy(syncer *s)
 {
     if (!s)
@@ -102,7 +154,8 @@ void syncer_destroy(syncer *s)
     }
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
-    close(s->wake_fd);
+    if (s->wake_fd >= 0)
+        close(s->wake_fd);
     free(s->buffered);
     free(s->ids);
     free(s->gens);
@@ -125,9 +178,13 @@ int syncer_reset(syncer *s, acceptor_store *store)
     s->head = s->n = 0;
     s->write_gen = 0;
     s->published_gen = s->synced_gen = 0;
-    s->running = false;
+    s->running = false;   /* manual mode: a sync that ran never counts */
     s->stop = false;
     s->result = 0;
+    s->manual_target = 0;
+    s->manual_rc = 0;
+    if (s->manual)
+        return 0;
     if (pthread_create(&s->thread, NULL, syncer_main, s) != 0)
         return -EAGAIN;
     s->started = true;
@@ -200,6 +257,8 @@ int syncer_flush(syncer *s, bool inline_sync)
     pthread_mutex_unlock(&s->lock);
     if (rc < 0)
         return rc;   /* invariant 2 */
+    if (s->n_buffered == 0 && acceptor_pending_bytes(s->store) == 0)
+        return 0;    /* what was written is in a published generation */
     rc = written_reserve(s, s->n_buffered);
     if (rc < 0)
         return rc;
@@ -213,6 +272,12 @@ int syncer_flush(syncer *s, bool inline_sync)
         s->n++;
     }
     s->n_buffered = 0;
+    if (!inline_sync && s->manual) {
+        s->published_gen = gen;
+        if (!s->running)
+            manual_start(s);
+        return 0;
+    }
     if (!inline_sync) {
         pthread_mutex_lock(&s->lock);
         s->published_gen = gen;
@@ -234,6 +299,8 @@ int syncer_flush(syncer *s, bool inline_sync)
 void syncer_ack_wake(syncer *s)
 {
     uint64_t count;
+    if (s->wake_fd < 0)
+        return;
     if (read(s->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
         fprintf(stderr, "paxosfs: reading the sync thread's eventfd: %s\n",
                 strerror(errno));

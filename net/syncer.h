@@ -38,11 +38,25 @@ typedef struct syncer syncer;
 /* Start the sync thread for `store`.  0 or negative errno. */
 int syncer_create(acceptor_store *store, syncer **out);
 
+/* Without a thread (the simulator drives the disk): an fdatasync that
+ * would start on the thread runs at once on the caller's thread, through
+ * chain_io, between run(arg, kind, true) and run(arg, kind, false) (so a
+ * fake disk can tell its calls apart); it counts as done only once the
+ * owner calls syncer_complete, which starts the next one at once if a
+ * newer generation was written meanwhile (as the thread does).  There is
+ * no wake fd (-1). */
+typedef void (*syncer_run_fn)(void *arg, int kind, bool begin);
+int syncer_create_manual(acceptor_store *store, syncer_run_fn run,
+                         void *arg, int kind, syncer **out);
+
+/* Manual mode: the fdatasync that ran last is done. */
+void syncer_complete(syncer *s);
+
 /* Wait for a running fdatasync, stop the thread and free. */
 void syncer_destroy(syncer *s);
 
 /* Readable after the sync thread finished an fdatasync (poll it);
- * syncer_ack_wake clears it. */
+ * syncer_ack_wake clears it.  -1 in manual mode. */
 int syncer_wake_fd(const syncer *s);
 void syncer_ack_wake(syncer *s);
 
@@ -57,7 +71,8 @@ bool syncer_idle(syncer *s);
 
 /* Write what is buffered as a new generation, then make it durable: at
  * once on this thread when `inline_sync` (the caller checked syncer_idle),
- * else through the sync thread.  0 or the negative errno of the failed
+ * else through the sync thread.  Nothing buffered: no new generation (what
+ * was written is covered already).  0 or the negative errno of the failed
  * write or inline fdatasync. */
 int syncer_flush(syncer *s, bool inline_sync);
 
@@ -70,8 +85,10 @@ int syncer_take(syncer *s, uint64_t *ids, uint32_t max);
  * in progress on the old store), forgets every persist id buffered or
  * written and the sticky failure (invariant 2 held for the old store,
  * which the caller closes afterwards), and starts the thread again.  The
- * wake fd stays the same.  0 or a negative errno (no thread: the caller
- * must not use the syncer). */
+ * wake fd stays the same.  In manual mode there is no thread: a sync
+ * started and not yet completed is forgotten (syncer_complete after the
+ * reset does nothing).  0 or a negative errno (no thread: the caller must
+ * not use the syncer). */
 int syncer_reset(syncer *s, acceptor_store *store);
 
 /* fdatasyncs done so far (on the thread and inline): with the number of

@@ -25,6 +25,11 @@ struct worker {
     int result;
     bool stop;
     int wake_fd;
+    /* manual mode: no thread */
+    bool manual;
+    worker_run_fn run_fn;
+    void *started_arg;
+    int started_kind;
 };
 
 static void *worker_main(void *arg)
@@ -75,6 +80,29 @@ int worker_create(worker **out)
     return 0;
 }
 
+int worker_create_manual(worker_run_fn run, void *arg, int kind,
+                         worker **out)
+{
+    worker *w = calloc(1, sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->wake_fd = -1;
+    w->manual = true;
+    w->run_fn = run;
+    w->started_arg = arg;
+    w->started_kind = kind;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    *out = w;
+    return 0;
+}
+
+void worker_complete(worker *w)
+{
+    if (w->manual && w->state == WORKER_RUNNING)
+        w->state = WORKER_DONE;
+}
+
 void worker_destroy(worker *w)
 {
     if (!w)
@@ -88,7 +116,8 @@ void worker_destroy(worker *w)
     }
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->cond);
-    close(w->wake_fd);
+    if (w->wake_fd >= 0)
+        close(w->wake_fd);
     free(w);
 }
 
@@ -112,6 +141,16 @@ int worker_submit(worker *w, worker_fn fn, void *arg)
         pthread_mutex_unlock(&w->lock);
         return -EBUSY;
     }
+    if (w->manual) {
+        pthread_mutex_unlock(&w->lock);
+        w->state = WORKER_RUNNING;
+        if (w->run_fn)
+            w->run_fn(w->started_arg, w->started_kind, true);
+        w->result = fn(arg);
+        if (w->run_fn)
+            w->run_fn(w->started_arg, w->started_kind, false);
+        return 0;
+    }
     w->fn = fn;
     w->arg = arg;
     w->state = WORKER_QUEUED;
@@ -123,7 +162,8 @@ int worker_submit(worker *w, worker_fn fn, void *arg)
 bool worker_take(worker *w, int *rc)
 {
     uint64_t count;
-    if (read(w->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
+    if (w->wake_fd >= 0 && read(w->wake_fd, &count, sizeof count) < 0 &&
+        errno != EAGAIN)
         fprintf(stderr, "paxosfs: reading the worker's eventfd: %s\n",
                 strerror(errno));
     pthread_mutex_lock(&w->lock);

@@ -25,7 +25,16 @@ typedef int (*worker_fn)(void *arg);
 int worker_create(worker **out);
 void worker_destroy(worker *w);
 
-/* Readable once a job finished. */
+/* Without a thread (the simulator drives the disk): worker_submit runs
+ * fn at once on the caller's thread, between run(arg, kind, true) and
+ * run(arg, kind, false); the job counts as finished (worker_take) only
+ * once the owner calls worker_complete.  There is no wake fd (-1). */
+typedef void (*worker_run_fn)(void *arg, int kind, bool begin);
+int worker_create_manual(worker_run_fn run, void *arg, int kind,
+                         worker **out);
+void worker_complete(worker *w);
+
+/* Readable once a job finished (-1 in manual mode). */
 int worker_wake_fd(const worker *w);
 
 /* A job is submitted and not yet taken. */

@@ -1,11 +1,12 @@
 /*
  * commit.c - group commit of the acceptor store, and the rule for what
- * may leave before it is durable.
+ * may leave before it is durable (the host's side of host.h
+ * invariant 1).
  *
  *   px_step --output--> acceptor records buffered (syncer_note)
  *                       messages: sent now, or held in the outbox
  *   turn end: commit_flush -> one generation written, one fdatasync
- *             (inline, or on the sync thread while the loop goes on)
+ *             (inline, or started on the sync thread / by the driver)
  *   fdatasync done: commit_collect -> held messages released,
  *             PX_EV_PERSISTED stepped for every persist it covered
  *
@@ -19,121 +20,118 @@
  *   3. Persist ids increase and syncs complete in order, so the newest id
  *      a sync reports covers every older one.
  */
-#include "node_int.h"
+#include "host_int.h"
 
 #include <errno.h>
 #include <poll.h>
 
-void commit_send(node *n, const px_msg *m)
-{
-    if (n->net && !integrity_filter(n, m))
-        transport_send(n->net, m);   /* a drop is counted by the transport */
-}
-
 static void send_held(void *arg, const px_msg *m)
 {
-    commit_send(arg, m);
+    host *h = arg;
+    h->e.send(h->e.arg, m);
 }
 
 /* Buffer the acceptor records of `out` and send or hold its messages. */
-void commit_output(node *n, const px_output *out)
+void commit_output(host *h, const px_output *out)
 {
     int rc = 0;
     if (out->persist_promise)
-        rc = acceptor_put_promise(n->acceptor, out->promise);
+        rc = acceptor_put_promise(h->acceptor, out->promise);
     for (uint32_t i = 0; rc == 0 && i < out->n_accepts; i++)
-        rc = acceptor_put_accept(n->acceptor, &out->accepts[i]);
+        rc = acceptor_put_accept(h->acceptor, &out->accepts[i]);
     if (rc < 0)
-        node_storage_failed(n, "acceptor store write", rc);
-    else if (out->persist_id && syncer_note(n->sync, out->persist_id) < 0)
-        node_storage_failed(n, "bookkeeping", -ENOMEM);
-    if (out->persist_id > n->last_persist_issued)
-        n->last_persist_issued = out->persist_id;
+        host_fail(h, "acceptor store write", rc);
+    else if (out->persist_id && syncer_note(h->sync, out->persist_id) < 0)
+        host_fail(h, "bookkeeping", -ENOMEM);
+    if (out->persist_id > h->last_persist_issued)
+        h->last_persist_issued = out->persist_id;
     for (uint32_t i = 0; i < out->n_msgs; i++) {
         const px_msg *m = &out->msgs[i];
-        uint64_t after = outbox_vouches(m) ? n->last_persist_issued : 0;
+        uint64_t after = outbox_vouches(m) ? h->last_persist_issued : 0;
         /* invariants 1 and 2 */
-        if (after <= n->durable_persist_id && (after == 0 || n->held.count == 0))
-            commit_send(n, m);
+        if (after <= h->durable_persist_id && (after == 0 || h->held.count == 0))
+            h->e.send(h->e.arg, m);
         else
-            (void)outbox_hold(&n->held, m, after);   /* a drop is counted */
+            (void)outbox_hold(&h->held, m, after);   /* a drop is counted */
     }
 }
 
 /* Report every output the finished fdatasyncs covered as persisted (which
  * may commit entries, answer parked requests and buffer new records). */
-static void collect_durable(node *n)
+static void collect_durable(host *h)
 {
     uint64_t ids[256];
     for (;;) {
-        int k = syncer_take(n->sync, ids, 256);
+        int k = syncer_take(h->sync, ids, 256);
         if (k < 0) {
-            node_storage_failed(n, "acceptor fdatasync", k);
+            host_fail(h, "acceptor fdatasync", k);
             return;
         }
         if (k == 0)
             return;
         /* invariant 3: the last one is the newest durable */
-        if (ids[k - 1] > n->durable_persist_id)
-            n->durable_persist_id = ids[k - 1];
-        outbox_release(&n->held, n->durable_persist_id, send_held, n);
-        for (int i = 0; i < k && !n->fatal; i++) {
+        if (ids[k - 1] > h->durable_persist_id)
+            h->durable_persist_id = ids[k - 1];
+        outbox_release(&h->held, h->durable_persist_id, send_held, h);
+        for (int i = 0; i < k && !h->fatal; i++) {
             px_event ev = { .type = PX_EV_PERSISTED };
             ev.u.persist_id = ids[i];
-            node_step(n, &ev);
+            host_step(h, &ev);
         }
     }
 }
 
-/* Whether the loop runs the next fdatasync itself.  A follower whose
- * mount is idle has nothing to overlap with its sync: its ACCEPTED waits
- * for it anyway, and syncing inline saves two thread hand-offs (~70 us of
- * a ~250 us answer here).  A leader, or a follower serving its own mount,
- * keeps the sync thread: the loop must go on reading FUSE requests and
+/* Whether the next fdatasync runs right here.  A follower that serves
+ * no requests has nothing to overlap with its sync: its ACCEPTED waits
+ * for it anyway, and syncing inline saves two thread hand-offs (~70 us
+ * of a ~250 us answer here).  A leader, or a follower serving requests,
+ * keeps the sync off this thread: it must go on reading requests and
  * messages while the disk works, or every request waits for a sync. */
-static bool sync_inline(node *n)
+static bool sync_inline(host *h)
 {
-    if (n->mount && node_now_ms() - n->last_fuse_ms < NODE_MOUNT_IDLE_MS)
+    if (h->e.serving && h->e.serving(h->e.arg))
         return false;
-    return px_role(n->px) != PX_LEADER && syncer_idle(n->sync);
+    return px_role(h->px) != PX_LEADER && syncer_idle(h->sync);
 }
 
 /* Write the buffered records as a new generation and make it durable:
  * inline (sync_inline), or through the sync thread, which covers it with
  * its next fdatasync (group commit without a timer). */
-void commit_flush(node *n)
+void commit_flush(host *h)
 {
-    for (int round = 0; round < 64 && !n->fatal; round++) {
-        if (!syncer_pending(n->sync))
+    for (int round = 0; round < 64 && !h->fatal; round++) {
+        if (!syncer_pending(h->sync))
             return;
-        bool now = sync_inline(n);
-        int rc = syncer_flush(n->sync, now);
+        bool now = sync_inline(h);
+        int rc = syncer_flush(h->sync, now);
         if (rc < 0) {
-            node_storage_failed(n, "acceptor store write or fdatasync", rc);
+            host_fail(h, "acceptor store write or fdatasync", rc);
             return;
         }
         if (!now)
             return;
-        collect_durable(n);   /* may buffer more: another round */
+        collect_durable(h);   /* may buffer more: another round */
     }
 }
 
-/* The sync thread finished an fdatasync. */
-void commit_collect(node *n)
+/* An fdatasync of the sync thread (or the driver) finished. */
+void commit_collect(host *h)
 {
-    syncer_ack_wake(n->sync);
-    collect_durable(n);
-    commit_flush(n);
+    syncer_ack_wake(h->sync);
+    collect_durable(h);
+    commit_flush(h);
 }
 
 /* Wait until everything written is durable and collected (shutdown). */
-void commit_drain(node *n)
+void commit_drain(host *h)
 {
-    for (int i = 0; i < 1000 && !n->fatal && !syncer_idle(n->sync); i++) {
-        struct pollfd p = { .fd = syncer_wake_fd(n->sync), .events = POLLIN };
+    int fd = syncer_wake_fd(h->sync);
+    for (int i = 0; fd >= 0 && i < 1000 && !h->fatal && !syncer_idle(h->sync);
+         i++) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
         if (poll(&p, 1, 100) > 0)
-            commit_collect(n);
+            commit_collect(h);
     }
-    if (!n->fatal)
-        collect_durable(n);
+    if (!h->fatal)
+        collect_durable(h);
 }

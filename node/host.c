@@ -1,90 +1,145 @@
 /*
- * host.c - the state-machine host of a node: committed entries go into
- * the hash chain and then the key-value state; what they changed goes to
- * the mount; the chain is made durable in the background; blocks of the
- * chain go to peers that lag behind what the replica retains.
+ * host.c - the state-machine host (host.h): its stores opened and closed,
+ * the replica stepped and its output carried out, committed entries into
+ * the hash chain and then the key-value state, blocks of the chain for
+ * peers that lag behind what the replica retains, and the chain made
+ * durable in the background.  Group commit and the rule for what may
+ * leave are in commit.c.
  *
- * Invariants:
- *   1. Committed entries are applied in slot order, each once: chain block
+ * Invariants (host.h numbering):
+ *   2. Committed entries are applied in slot order, each once: chain block
  *      first (it fixes the hash), then the key-value state.
- *   2. After a storage failure nothing more is applied until the stores
- *      are reopened (reopen.c); the state never goes back: blocks a
- *      failed disk lost from the chain are appended again when they come
- *      again, without being applied twice.
- *   3. The acceptor store forgets accepted values only up to a chain
+ *   3. After a storage failure nothing more is applied, and the replica is
+ *      suspended, until the stores are reopened (host_reopen); the state
+ *      never goes back: blocks a failed disk lost from the chain are
+ *      appended again when they come again, without being applied twice.
+ *   4. The acceptor store forgets accepted values only up to a chain
  *      position that is durable (chain_sync_finish returned), and that
  *      position is recorded in the store (acceptor_mark) so that a chain
  *      found shorter later was cut.
+ *   5. The wall-clock stamp never goes back on this host.
  */
-#include "node_int.h"
+#include "host_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "reads.h"
+/* ----------------------------------------------------------- edges */
 
-/* The key-value state's answer for one request: our own client's. */
-static void on_result(void *arg, uint64_t who, uint64_t seq,
-                      int32_t result, uint64_t slot)
+void host_logf(host *h, const char *fmt, ...)
 {
-    (void)slot;
-    node *n = arg;
-    if (n->cl && who == client_id(n->cl))
-        client_applied(n->cl, seq, result);
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (h->e.log)
+        h->e.log(h->e.arg, line);
+    else
+        fprintf(stderr, "%s\n", line);
 }
 
-/* The key-value state's stream of changed keys (kv_set_changed, installed
- * once replay is done): tell the mount which keys an applied entry changed
- * and what they hold now (its own writes too: an inode follows its file
- * through renames, whoever made them), right after the op that changed
- * them and so before its request's result (fs.h rule B2). */
-void host_on_changed(void *arg, const char *key, size_t key_len,
+uint64_t host_now(host *h)
+{
+    return h->e.now_ms(h->e.arg);
+}
+
+/* Invariant 5. */
+static uint64_t host_wall(host *h)
+{
+    uint64_t ms = h->e.wall_ms ? h->e.wall_ms(h->e.arg) : 0;
+    if (ms < h->last_wall_ms)
+        ms = h->last_wall_ms;
+    h->last_wall_ms = ms;
+    return ms;
+}
+
+/* Invariant 3: nothing more is applied or reported durable, and the
+ * replica is suspended (px_suspend): it steps down, neither leads, votes
+ * nor campaigns, and puts out nothing until host_reopen replaces it. */
+static void host_suspend(host *h, int rc)
+{
+    h->fatal = rc < 0 ? rc : -EIO;
+    if (h->px)
+        px_suspend(h->px);
+}
+
+void host_fail(host *h, const char *what, int rc)
+{
+    if (h->fatal)
+        return;
+    host_suspend(h, rc);
+    if (h->e.failed)
+        h->e.failed(h->e.arg, what, h->fatal);
+}
+
+void host_mark_failed(host *h, int rc)
+{
+    if (!h->fatal)
+        host_suspend(h, rc);
+}
+
+int host_failed(const host *h)
+{
+    return h->fatal;
+}
+
+/* ------------------------------------------------------------ apply */
+
+static void on_result(void *arg, uint64_t who, uint64_t seq, int32_t result,
+                      uint64_t slot)
+{
+    host *h = arg;
+    if (h->e.result)
+        h->e.result(h->e.arg, who, seq, result, slot);
+}
+
+static void on_changed(void *arg, const char *key, size_t key_len,
                        bool removed)
 {
-    node *n = arg;
-    if (!n->mount)
-        return;
-    fs_meta now = { 0 };
-    const kv_value *v = removed ? NULL : kv_get(n->state, key, key_len);
-    if (v)
-        reads_meta(v, &now);
-    fs_key_changed(n->mount, key, key_len, &now);
+    host *h = arg;
+    if (h->e.changed)
+        h->e.changed(h->e.arg, key, key_len, removed);
 }
 
-void host_apply(node *n, const px_entry *e)
+static void host_apply(host *h, const px_entry *e)
 {
-    if (n->fatal)
-        return;   /* invariant 2 */
-    if (e->slot > chain_head_index(n->chain)) {
+    if (h->fatal)
+        return;   /* invariant 3 */
+    if (e->slot > chain_head_index(h->chain)) {
         uint8_t hash[CHAIN_HASH_BYTES];
-        int rc = chain_append(n->chain, e->slot, e->time_ms, e->kind,
+        int rc = chain_append(h->chain, e->slot, e->time_ms, e->kind,
                               e->data, e->len, hash);
         if (rc < 0) {
-            node_storage_failed(n, "chain append", rc);
+            host_fail(h, "chain append", rc);
             return;
         }
-        px_set_chain_head(n->px, e->slot, hash);
+        px_set_chain_head(h->px, e->slot, hash);
+        if (h->e.applied)
+            h->e.applied(h->e.arg, e, hash);
     }
     /* already applied: a restart's replay, or blocks whose chain copy a
      * failed disk lost and that come again after a reopen (the state
      * never goes back) */
-    if (e->slot <= kv_applied_index(n->state))
+    if (e->slot <= kv_applied_index(h->state))
         return;
-    int rc = kv_apply_entry(n->state, e, on_result, n);
+    int rc = kv_apply_entry(h->state, e, on_result, h);
     if (rc < 0)
-        node_storage_failed(n, "applying a committed entry", rc);
+        host_fail(h, "applying a committed entry", rc);
 }
 
-/* The chain blocks the state lacks into it (all of them at start). */
-int host_replay(node *n, char *err, size_t err_len)
+/* The chain blocks the state lacks into it (all of them at open). */
+static int host_replay(host *h, char *err, size_t err_len)
 {
-    uint64_t head = chain_head_index(n->chain);
-    for (uint64_t i = kv_applied_index(n->state) + 1; i <= head; i++) {
+    uint64_t head = chain_head_index(h->chain);
+    for (uint64_t i = kv_applied_index(h->state) + 1; i <= head; i++) {
         chain_block b;
-        int rc = chain_read(n->chain, i, &b);
+        int rc = chain_read(h->chain, i, &b);
         if (rc < 0) {
             snprintf(err, err_len, "cannot read chain block %" PRIu64 ": %s",
                      i, strerror(-rc));
@@ -92,7 +147,7 @@ int host_replay(node *n, char *err, size_t err_len)
         }
         px_entry e = { .slot = b.index, .time_ms = b.time_ms, .kind = b.kind,
                        .len = b.len, .data = b.data };
-        rc = kv_apply_entry(n->state, &e, NULL, NULL);
+        rc = kv_apply_entry(h->state, &e, NULL, NULL);
         chain_block_free(&b);
         if (rc < 0) {
             snprintf(err, err_len, "cannot apply chain block %" PRIu64 ": %s",
@@ -105,27 +160,20 @@ int host_replay(node *n, char *err, size_t err_len)
 
 /* A peer lags behind what the replica retains: stream it committed blocks
  * from the chain, which holds every committed entry. */
-void host_send_catchup(node *n, uint32_t peer_id)
+static void host_send_catchup(host *h, uint32_t peer_id)
 {
-    if (!n->net)
-        return;
-    uint64_t from = 0;
-    for (uint32_t i = 0; i < transport_peer_count(n->net); i++) {
-        transport_peer_stats st;
-        transport_peer_stats_get(n->net, i, &st);
-        if (st.id == peer_id)
-            from = st.last_commit + 1;
-    }
-    uint64_t head = chain_head_index(n->chain);
+    uint64_t from = h->e.catchup_from ? h->e.catchup_from(h->e.arg, peer_id)
+                                      : 0;
+    uint64_t head = chain_head_index(h->chain);
     if (from == 0 || from > head)
         return;
-    px_entry entries[NODE_CATCHUP_BLOCKS];
-    chain_block blocks[NODE_CATCHUP_BLOCKS];
+    px_entry entries[HOST_CATCHUP_BLOCKS];
+    chain_block blocks[HOST_CATCHUP_BLOCKS];
     uint32_t k = 0;
     uint64_t bytes = 0;
-    for (uint64_t i = from; i <= head && k < NODE_CATCHUP_BLOCKS &&
-                            bytes < NODE_CATCHUP_BYTES; i++) {
-        if (chain_read(n->chain, i, &blocks[k]) < 0)
+    for (uint64_t i = from; i <= head && k < HOST_CATCHUP_BLOCKS &&
+                            bytes < HOST_CATCHUP_BYTES; i++) {
+        if (chain_read(h->chain, i, &blocks[k]) < 0)
             break;
         entries[k] = (px_entry){ .slot = blocks[k].index,
                                  .time_ms = blocks[k].time_ms,
@@ -137,15 +185,71 @@ void host_send_catchup(node *n, uint32_t peer_id)
     }
     if (k > 0) {
         px_status st;
-        px_get_status(n->px, &st);
-        px_msg m = { .type = PX_MSG_CATCHUP, .from = n->cfg.id, .to = peer_id,
+        px_get_status(h->px, &st);
+        px_msg m = { .type = PX_MSG_CATCHUP, .from = h->cfg.id, .to = peer_id,
                      .ballot = st.ballot, .slot = from, .commit = head,
                      .n_entries = k, .entries = entries };
-        commit_send(n, &m);
+        h->e.send(h->e.arg, &m);   /* vouches for nothing: leaves now */
     }
     for (uint32_t i = 0; i < k; i++)
         chain_block_free(&blocks[i]);
 }
+
+/* ------------------------------------------------------------- step */
+
+/* Carry out one output in px.h order (host.h). */
+static void handle_output(host *h, const px_output *out)
+{
+    commit_output(h, out);
+    if (out->snapshot_to)
+        host_send_catchup(h, out->snapshot_to);
+    if (out->recovered) {
+        int rc = acceptor_put_recovery(h->acceptor, false);
+        if (rc < 0)
+            host_fail(h, "acceptor store write", rc);
+    }
+    for (uint32_t i = 0; i < out->n_committed; i++)
+        host_apply(h, &out->committed[i]);
+    if (h->e.output)
+        h->e.output(h->e.arg, out);
+}
+
+void host_step(host *h, px_event *ev)
+{
+    px_output out;
+    ev->now_ms = host_now(h);
+    ev->wall_ms = host_wall(h);
+    int rc = px_step(h->px, ev, &out);
+    if (rc == -ENOMEM) {
+        /* px.h: nothing of this output may be carried out and the replica
+         * must not be stepped again: suspend it (it then puts out nothing)
+         * and let host_reopen build a new one from the durable state, as
+         * after a storage failure (invariant 3) */
+        host_fail(h, "a replica step (out of memory)", -ENOMEM);
+        return;
+    }
+    if (rc < 0) {
+        host_logf(h, "paxosfs: node %u: replica step failed: %s", h->cfg.id,
+                  strerror(-rc));
+        return;
+    }
+    handle_output(h, &out);
+}
+
+void host_flush(host *h)
+{
+    commit_flush(h);
+}
+
+void host_begin_recovery(host *h)
+{
+    int rc = acceptor_put_recovery(h->acceptor, true);
+    if (rc < 0)
+        host_fail(h, "acceptor store write", rc);
+    px_begin_recovery(h->px);
+}
+
+/* ------------------------------------------------- the chain's sync */
 
 static int run_chain_sync(void *arg)
 {
@@ -157,72 +261,480 @@ static int run_chain_sync(void *arg)
  * the loop goes on serving meanwhile), then let the acceptor store forget
  * what the durable chain holds, once its own sync is idle (compaction may
  * replace the file the sync thread syncs). */
-void host_background_sync(node *n, uint64_t now_ms)
+void host_background(host *h, uint64_t now_ms)
 {
-    if (n->fatal)
+    if (h->fatal)
         return;
-    if (n->compact_due && syncer_idle(n->sync)) {
-        n->compact_due = false;
-        /* invariant 3: the durable chain position goes into the acceptor
+    if (h->compact_due && syncer_idle(h->sync)) {
+        h->compact_due = false;
+        /* invariant 4: the durable chain position goes into the acceptor
          * store, which the commit path syncs anyway */
         acceptor_info info;
-        acceptor_get_info(n->acceptor, &info);
+        acceptor_get_info(h->acceptor, &info);
         int rc = 0;
-        if (chain_synced_index(n->chain) > info.mark.index)
-            rc = acceptor_mark(n->acceptor, chain_synced_index(n->chain),
-                               chain_synced_hash(n->chain));
+        if (chain_synced_index(h->chain) > info.mark.index)
+            rc = acceptor_mark(h->acceptor, chain_synced_index(h->chain),
+                               chain_synced_hash(h->chain));
         if (rc < 0) {
-            node_storage_failed(n, "acceptor compaction", rc);
+            host_fail(h, "acceptor compaction", rc);
             return;
         }
     }
-    if (now_ms - n->last_chain_sync_ms < n->cfg.chain_sync_interval_ms ||
-        worker_busy(n->bg))
+    if (now_ms - h->last_chain_sync_ms < h->cfg.chain_sync_interval_ms ||
+        worker_busy(h->bg))
         return;
-    n->last_chain_sync_ms = now_ms;
-    int rc = chain_sync_start(n->chain, &n->chain_job);
+    h->last_chain_sync_ms = now_ms;
+    int rc = chain_sync_start(h->chain, &h->chain_job);
     if (rc == 0)
-        rc = worker_submit(n->bg, run_chain_sync, &n->chain_job);
+        rc = worker_submit(h->bg, run_chain_sync, &h->chain_job);
     if (rc < 0)
-        node_storage_failed(n, "chain fdatasync", rc);
+        host_fail(h, "chain fdatasync", rc);
 }
 
 /* The worker finished a chain sync. */
-void host_collect_chain_sync(node *n)
+void host_collect_chain(host *h)
 {
     int rc;
-    if (!worker_take(n->bg, &rc))
+    if (!worker_take(h->bg, &rc))
         return;
-    rc = chain_sync_finish(n->chain, &n->chain_job, rc);
+    rc = chain_sync_finish(h->chain, &h->chain_job, rc);
     if (rc < 0)
-        node_storage_failed(n, "chain fdatasync", rc);
+        host_fail(h, "chain fdatasync", rc);
     else
-        n->compact_due = true;
+        h->compact_due = true;
 }
 
-/* Shutdown: wait (bounded) for a chain sync in flight and record it. */
-void host_drain_chain_sync(node *n)
+static void host_drain_chain_sync(host *h)
 {
-    for (int i = 0; i < 300 && worker_busy(n->bg); i++) {
-        struct pollfd p = { .fd = worker_wake_fd(n->bg), .events = POLLIN };
+    int fd = worker_wake_fd(h->bg);
+    for (int i = 0; fd >= 0 && i < 300 && worker_busy(h->bg); i++) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
         if (poll(&p, 1, 100) > 0)
-            host_collect_chain_sync(n);
+            host_collect_chain(h);
     }
 }
 
-int host_block_text(void *ctx, uint64_t index, char **text, uint32_t *len)
+void host_drain(host *h)
 {
-    node *n = ctx;
+    commit_drain(h);
+    host_drain_chain_sync(h);
+}
+
+int host_sync_fd(const host *h)
+{
+    return syncer_wake_fd(h->sync);
+}
+
+int host_chain_fd(const host *h)
+{
+    return worker_wake_fd(h->bg);
+}
+
+void host_collect(host *h)
+{
+    commit_collect(h);
+}
+
+void host_sync_done(host *h, int kind)
+{
+    if (kind == HOST_SYNC_ACCEPTOR) {
+        syncer_complete(h->sync);
+        commit_collect(h);
+    } else if (kind == HOST_SYNC_CHAIN) {
+        worker_complete(h->bg);
+        host_collect_chain(h);
+    }
+}
+
+/* ------------------------------------------------------ open, close */
+
+/* Open the acceptor store, then the chain held to the position the store
+ * recorded as durable; decide whether the acceptor state may be
+ * incomplete. */
+static int open_storage(host *h, char *why, char *err, size_t err_len)
+{
+    uint32_t id = h->cfg.id;
+    acceptor_open_report arep;
+    acceptor_state ast;
+    int rc = acceptor_open_salvage(h->data_dir, &h->acceptor, &ast, &arep);
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot open the acceptor store in %s: %s",
+                 h->data_dir, strerror(-rc));
+        return rc;
+    }
+    if (h->cfg.acceptor_log_bytes)
+        acceptor_set_log_bytes(h->acceptor, h->cfg.acceptor_log_bytes);
+    h->opened.acceptor_created = arep.created;
+    h->opened.acceptor_torn = arep.torn_cut;
+    h->opened.acceptor_torn_offset = arep.torn_offset;
+    h->opened.acceptor_lost = arep.lost;
+    if (arep.torn_cut)
+        host_logf(h, "paxosfs: node %u: torn last write in %s: cut %" PRIu64
+                  " bytes at offset %" PRIu64 " (never acknowledged)", id,
+                  arep.torn_path, arep.torn_bytes, arep.torn_offset);
+    if (arep.created) {
+        /* until the chain says whether there was state to lose: a crash
+         * right here must not leave an empty store that looks fresh */
+        rc = acceptor_put_recovery(h->acceptor, true);
+        if (rc == 0)
+            rc = acceptor_sync(h->acceptor);
+        if (rc < 0) {
+            snprintf(err, err_len, "cannot write the acceptor store in %s: "
+                     "%s", h->data_dir, strerror(-rc));
+            return rc;
+        }
+    }
+    acceptor_info info;
+    acceptor_get_info(h->acceptor, &info);
+
+    chain_open_report report;
+    chain_damage damage;
+    rc = chain_open_marked(h->data_dir, &info.mark, &h->chain, &report,
+                           &damage);
+    if (rc == -EBADMSG) {
+        snprintf(err, err_len, "chain damaged: %s offset %" PRIu64 " block %"
+                 PRIu64 ": %s; refusing to serve (run paxosctl verify %s)",
+                 damage.path, damage.offset, damage.index, damage.reason,
+                 h->data_dir);
+        return rc;
+    }
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot open the chain in %s: %s", h->data_dir,
+                 strerror(-rc));
+        return rc;
+    }
+    if (h->cfg.chain_segment_bytes)
+        chain_set_segment_bytes(h->chain, h->cfg.chain_segment_bytes);
+    if (report.torn_tail_cut) {
+        h->opened.chain_torn = true;
+        h->opened.chain_torn_offset = report.torn_offset;
+        snprintf(h->opened.chain_torn_path, sizeof h->opened.chain_torn_path,
+                 "%s", report.torn_path);
+    }
+    if (report.torn_tail_cut)
+        host_logf(h, "paxosfs: node %u: torn tail in %s: cut %" PRIu64
+                  " bytes at offset %" PRIu64 " back to block %" PRIu64, id,
+                  report.torn_path, report.torn_bytes, report.torn_offset,
+                  chain_head_index(h->chain));
+
+    uint64_t head = chain_head_index(h->chain);
+    why[0] = '\0';
+    if (arep.lost)
+        snprintf(why, HOST_WHY_BYTES, "acceptor store damaged: %s offset %"
+                 PRIu64 ": %s (kept as %s)", arep.damage.path,
+                 arep.damage.offset, arep.damage.reason, arep.kept_path);
+    else if (arep.created && head > 0)
+        snprintf(why, HOST_WHY_BYTES, "acceptor store missing beside a chain "
+                 "of %" PRIu64 " blocks", head);
+    else if (info.recovering && !arep.created)
+        snprintf(why, HOST_WHY_BYTES, "lost acceptor state not yet recovered "
+                 "when the node last stopped");
+    if (arep.created && head == 0)
+        rc = acceptor_put_recovery(h->acceptor, false);   /* a new node */
+    else if (why[0])
+        rc = acceptor_put_recovery(h->acceptor, true);
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot write the acceptor store in %s: %s",
+                 h->data_dir, strerror(-rc));
+        return rc;
+    }
+    (void)ast;
+    return 0;
+}
+
+/* A replica from the durable state: the acceptor store's promise and the
+ * accepted values above the chain head, at the chain head (host_open,
+ * and host_reopen after a storage failure).  0 or -errno with err. */
+static int host_new_replica(host *h, bool recovering, uint64_t seed,
+                            char *err, size_t err_len)
+{
+    uint64_t head = chain_head_index(h->chain);
+    acceptor_state ast;
+    acceptor_get_state(h->acceptor, &ast);
+    uint32_t first = 0;
+    while (first < ast.n_accepts && ast.accepts[first].slot <= head)
+        first++;
+    px_restore restore = {
+        .promise = ast.promise,
+        .applied_index = head,
+        .n_accepts = ast.n_accepts - first,
+        .accepts = ast.accepts + first,
+        .recovering = recovering,
+    };
+    px_options opt = h->cfg.px;
+    opt.seed = seed;
+    int rc = px_create(&opt, &restore, &h->px);
+    if (rc < 0) {
+        h->px = NULL;
+        snprintf(err, err_len, "cannot create the replica: %s", strerror(-rc));
+        return rc;
+    }
+    px_set_chain_head(h->px, head, chain_head_hash(h->chain));
+    return 0;
+}
+
+int host_open(const host_config *cfg, const host_edges *edges, host **out,
+              char *why, char *err, size_t err_len)
+{
+    *out = NULL;
+    why[0] = '\0';
+    host *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(err, err_len, "out of memory");
+        return -ENOMEM;
+    }
+    h->cfg = *cfg;
+    h->e = *edges;
+    h->data_dir = strdup(cfg->data_dir);
+    outbox_init(&h->held, cfg->max_held_msgs ? cfg->max_held_msgs
+                                             : HOST_MAX_HELD_MSGS);
+    int rc;
+    if (!h->data_dir) {
+        rc = -ENOMEM;
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    h->cfg.data_dir = h->data_dir;
+    rc = open_storage(h, why, err, err_len);
+    if (rc < 0)
+        goto fail;
+    h->state = kv_create();
+    if (!h->state) {
+        rc = -ENOMEM;
+        snprintf(err, err_len, "out of memory");
+        goto fail;
+    }
+    rc = host_replay(h, err, err_len);
+    if (rc < 0)
+        goto fail;
+    kv_set_changed(h->state, on_changed, h);   /* replay told nobody */
+
+    rc = host_new_replica(h, why[0] != '\0', cfg->px.seed, err, err_len);
+    if (rc < 0)
+        goto fail;
+    h->last_chain_sync_ms = host_now(h);
+    *out = h;
+    return 0;
+
+fail:
+    host_close(h, false);
+    return rc < 0 ? rc : -EIO;
+}
+
+int host_start(host *h)
+{
+    int rc;
+    if (h->cfg.driven) {
+        rc = syncer_create_manual(h->acceptor, h->e.sync_runs, h->e.arg,
+                                  HOST_SYNC_ACCEPTOR, &h->sync);
+        if (rc == 0)
+            rc = worker_create_manual(h->e.sync_runs, h->e.arg,
+                                      HOST_SYNC_CHAIN, &h->bg);
+        return rc;
+    }
+    rc = syncer_create(h->acceptor, &h->sync);
+    if (rc < 0) {
+        host_logf(h, "paxosfs: cannot start the sync thread: %s",
+                  strerror(-rc));
+        return rc;
+    }
+    rc = worker_create(&h->bg);
+    if (rc < 0)
+        host_logf(h, "paxosfs: cannot start the chain sync thread: %s",
+                  strerror(-rc));
+    return rc;
+}
+
+/* The chain on disk must be the one the state was built from: a prefix
+ * of it (the tail a failed disk lost is learned again) or an extension
+ * of it (blocks appended whose state was not applied). */
+static int reopen_check_chain(host *h, chain *old, uint64_t old_head,
+                              const uint8_t old_hash[CHAIN_HASH_BYTES],
+                              char *err, size_t err_len)
+{
+    uint64_t head = chain_head_index(h->chain);
+    uint8_t ours[CHAIN_HASH_BYTES], theirs[CHAIN_HASH_BYTES];
+    uint64_t at = head < old_head ? head : old_head;
+    if (chain_hash_at(h->chain, at, ours) < 0)
+        return 0;
+    if (at == old_head)
+        memcpy(theirs, old_hash, CHAIN_HASH_BYTES);
+    else if (chain_hash_at(old, at, theirs) < 0)
+        return 0;   /* the old copy is unreadable: the mark was checked */
+    if (memcmp(ours, theirs, CHAIN_HASH_BYTES) == 0)
+        return 0;
+    snprintf(err, err_len, "the chain in %s differs at block %" PRIu64
+             " from the one this node applied (another disk?); restart "
+             "the node", h->data_dir, at);
+    return -EBADMSG;
+}
+
+int host_reopen(host *h, bool recovering, uint64_t seed, char *why,
+                char *err, size_t err_len)
+{
+    why[0] = '\0';
+    host_drain_chain_sync(h);
+    if (worker_busy(h->bg)) {
+        snprintf(err, err_len, "a chain fdatasync that does not return");
+        return -EBUSY;
+    }
+    int rc = chain_settle_dir(h->data_dir);
+    if (rc < 0) {
+        snprintf(err, err_len, "settling the chain and acceptor files");
+        return rc;
+    }
+    chain *old_chain = h->chain;
+    acceptor_store *old_acc = h->acceptor;
+    px_replica *old_px = h->px;
+    host_open_report old_opened = h->opened;
+    uint64_t old_head = chain_head_index(old_chain);
+    uint8_t old_hash[CHAIN_HASH_BYTES];
+    memcpy(old_hash, chain_head_hash(old_chain), CHAIN_HASH_BYTES);
+    h->chain = NULL;
+    h->acceptor = NULL;
+    h->px = NULL;
+    memset(&h->opened, 0, sizeof h->opened);
+
+    rc = open_storage(h, why, err, err_len);
+    if (rc == 0)
+        rc = reopen_check_chain(h, old_chain, old_head, old_hash, err,
+                                err_len);
+    if (rc == 0)
+        rc = host_replay(h, err, err_len);
+    if (rc == 0)
+        rc = host_new_replica(h, recovering || why[0] != '\0', seed, err,
+                              err_len);
+    if (rc == 0) {
+        rc = syncer_reset(h->sync, h->acceptor);
+        if (rc < 0) {
+            snprintf(err, err_len, "cannot restart the sync thread: %s",
+                     strerror(-rc));
+            (void)syncer_reset(h->sync, old_acc);   /* keep it off the new */
+        }
+    }
+    if (rc < 0) {
+        if (h->px)
+            px_destroy(h->px);
+        if (h->acceptor)
+            acceptor_close(h->acceptor);
+        if (h->chain)
+            chain_close(h->chain);
+        h->chain = old_chain;
+        h->acceptor = old_acc;
+        h->px = old_px;
+        h->opened = old_opened;
+        return rc;
+    }
+    px_destroy(old_px);
+    acceptor_close(old_acc);
+    chain_close(old_chain);
+
+    /* nothing held waits for the old replica's persists any more */
+    uint64_t dropped = h->held.dropped, superseded = h->held.superseded;
+    outbox_free(&h->held);
+    outbox_init(&h->held, h->cfg.max_held_msgs ? h->cfg.max_held_msgs
+                                               : HOST_MAX_HELD_MSGS);
+    h->held.dropped = dropped;
+    h->held.superseded = superseded;
+    h->durable_persist_id = h->last_persist_issued = 0;
+    h->compact_due = false;
+    h->last_chain_sync_ms = host_now(h);
+    h->fatal = 0;
+    uint64_t head = chain_head_index(h->chain);
+    if (head < kv_applied_index(h->state))
+        host_logf(h, "paxosfs: node %u: the chain on disk ends at block %"
+                  PRIu64 ", %" PRIu64 " blocks short of the state (never "
+                  "synced); they are appended again as the leader sends "
+                  "them", h->cfg.id, head, kv_applied_index(h->state) - head);
+    return 0;
+}
+
+void host_close(host *h, bool clean)
+{
+    if (!h)
+        return;
+    syncer_destroy(h->sync);
+    h->sync = NULL;
+    worker_destroy(h->bg);   /* waits for a job drain gave up on */
+    h->bg = NULL;
+    outbox_free(&h->held);
+    if (clean && h->chain && !h->fatal) {
+        int rc = chain_sync(h->chain);
+        if (rc < 0) {
+            host_logf(h, "paxosfs: final chain fdatasync failed: %s",
+                      strerror(-rc));
+        } else if (h->acceptor) {
+            /* the durable chain position, durably (a stop is clean) */
+            acceptor_info info;
+            acceptor_get_info(h->acceptor, &info);
+            if (chain_synced_index(h->chain) > info.mark.index)
+                rc = acceptor_mark(h->acceptor, chain_synced_index(h->chain),
+                                   chain_synced_hash(h->chain));
+            if (rc == 0)
+                rc = acceptor_sync(h->acceptor);
+            if (rc < 0)
+                host_logf(h, "paxosfs: final acceptor store write failed: "
+                          "%s", strerror(-rc));
+        }
+    }
+    if (h->px)
+        px_destroy(h->px);
+    if (h->state)
+        kv_destroy(h->state);
+    if (h->acceptor)
+        acceptor_close(h->acceptor);
+    if (h->chain)
+        chain_close(h->chain);
+    free(h->data_dir);
+    free(h);
+}
+
+/* ------------------------------------------------------------ reading */
+
+px_replica *host_replica(host *h)
+{
+    return h->px;
+}
+
+chain *host_chain(host *h)
+{
+    return h->chain;
+}
+
+acceptor_store *host_acceptor(host *h)
+{
+    return h->acceptor;
+}
+
+kv *host_state(host *h)
+{
+    return h->state;
+}
+
+void host_get_open_report(const host *h, host_open_report *r)
+{
+    *r = h->opened;
+}
+
+void host_get_stats(host *h, host_stats *st)
+{
+    *st = (host_stats){
+        .acceptor_syncs = h->sync ? syncer_syncs(h->sync) : 0,
+        .persist_issued = h->last_persist_issued,
+        .persist_durable = h->durable_persist_id,
+        .held = h->held.count,
+        .held_dropped = h->held.dropped,
+        .held_superseded = h->held.superseded,
+    };
+}
+
+int host_render_block(host *h, uint64_t index, char **text, uint32_t *len)
+{
     chain_block b;
-    int rc = chain_read(n->chain, index, &b);
+    int rc = chain_read(h->chain, index, &b);
     if (rc < 0)
         return rc;
     rc = chain_block_render(&b, text, len);
     chain_block_free(&b);
     return rc;
-}
-
-uint64_t host_chain_head(void *ctx)
-{
-    return chain_head_index(((node *)ctx)->chain);
 }

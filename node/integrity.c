@@ -143,11 +143,7 @@ void integrity_begin_recovery(node *n, const char *why)
     if (n->recovering_why[0])
         return;
     snprintf(n->recovering_why, sizeof n->recovering_why, "%s", why);
-    int rc = acceptor_put_recovery(n->acceptor, true);
-    if (rc < 0)
-        node_storage_failed(n, "acceptor store write", rc);
-    if (n->px)
-        px_begin_recovery(n->px);
+    host_begin_recovery(n->host);   /* durably, with the next sync */
     fprintf(stderr, "paxosfs: node %u: %s: promises or accepted values may "
             "be lost; casting no vote until every other voter has answered "
             "and this node has learned all they reported%s\n", n->cfg.id, why,
@@ -163,10 +159,7 @@ void integrity_recovery_done(node *n)
             "every other voter promised a higher ballot and this node learned "
             "everything up to block %" PRIu64 "; voting again\n", n->cfg.id,
             n->recovering_why[0] ? n->recovering_why : "?", st.commit_index);
-    n->recovering_why[0] = '\0';
-    int rc = acceptor_put_recovery(n->acceptor, false);
-    if (rc < 0)
-        node_storage_failed(n, "acceptor store write", rc);
+    n->recovering_why[0] = '\0';   /* the host recorded it in the store */
 }
 
 void integrity_head_frame(node *n, uint32_t to, uint64_t index,

@@ -71,8 +71,8 @@ void node_storage_failed(node *n, const char *what, int rc)
         return;
     n->fatal = rc < 0 ? rc : -EIO;
     health_fail(&n->health, what, n->fatal, node_now_ms());
-    if (n->px)
-        px_suspend(n->px);
+    if (n->host)   /* it applies nothing more; the replica is suspended */
+        host_mark_failed(n->host, n->fatal);
     if (n->cl)   /* writes made at release wait for the reopen */
         client_fail_callers(n->cl, health_client_errno(n->fatal));
 }
@@ -85,18 +85,30 @@ void node_serve_reads(node *n)
         client_serve(n->cl, kv_applied_index(n->state), integrity_serves(n));
 }
 
-/* Route one output of the replica: persist and messages (commit.c), then
- * catch-up, recovery, committed entries (host.c), refused requests and
- * read points (the client handle). */
-static void handle_output(node *n, const px_output *out)
+/* ------------------------------------------- the host's edges (host.h) */
+
+/* A message of the replica that may leave now (the host held it until
+ * what it vouches for was durable): to the peer, unless this node may not
+ * vote yet (integrity.c). */
+void node_send(node *n, const px_msg *m)
 {
-    commit_output(n, out);
-    if (out->snapshot_to)
-        host_send_catchup(n, out->snapshot_to);
+    if (n->net && !integrity_filter(n, m))
+        transport_send(n->net, m);   /* a drop is counted by the transport */
+}
+
+static void edge_send(void *arg, const px_msg *m)
+{
+    node_send(arg, m);
+}
+
+/* The runtime's share of an output, after the host persisted, sent and
+ * applied: the end of a recovery, refused requests and read points (the
+ * client handle), the next tick. */
+static void edge_output(void *arg, const px_output *out)
+{
+    node *n = arg;
     if (out->recovered)
         integrity_recovery_done(n);
-    for (uint32_t i = 0; i < out->n_committed; i++)
-        host_apply(n, &out->committed[i]);
     uint64_t id = client_id(n->cl);
     for (uint32_t i = 0; i < out->n_failed; i++)
         if (out->failed[i].client_id == id)
@@ -111,26 +123,91 @@ static void handle_output(node *n, const px_output *out)
         n->next_tick_ms = out->next_tick_ms;
 }
 
+/* The key-value state's answer for one request: our own client's. */
+static void edge_result(void *arg, uint64_t who, uint64_t seq,
+                        int32_t result, uint64_t slot)
+{
+    (void)slot;
+    node *n = arg;
+    if (n->cl && who == client_id(n->cl))
+        client_applied(n->cl, seq, result);
+}
+
+/* The stream of changed keys (installed once the replay at open is
+ * done): tell the mount which keys an applied entry changed and what they
+ * hold now (its own writes too: an inode follows its file through
+ * renames, whoever made them), right after the op that changed them and
+ * so before its request's result (fs.h rule B2). */
+static void edge_changed(void *arg, const char *key, size_t key_len,
+                         bool removed)
+{
+    node *n = arg;
+    if (!n->mount)
+        return;
+    fs_meta now = { 0 };
+    const kv_value *v = removed ? NULL : kv_get(n->state, key, key_len);
+    if (v)
+        reads_meta(v, &now);
+    fs_key_changed(n->mount, key, key_len, &now);
+}
+
+static void edge_failed(void *arg, const char *what, int rc)
+{
+    node_storage_failed(arg, what, rc);
+}
+
+/* Catch-up from the chain starts after the commit index the transport
+ * last heard from the peer. */
+static uint64_t edge_catchup_from(void *arg, uint32_t peer_id)
+{
+    node *n = arg;
+    for (uint32_t i = 0; n->net && i < transport_peer_count(n->net); i++) {
+        transport_peer_stats st;
+        transport_peer_stats_get(n->net, i, &st);
+        if (st.id == peer_id)
+            return st.last_commit + 1;
+    }
+    return 0;
+}
+
+/* A follower whose mount had requests within NODE_MOUNT_IDLE_MS keeps its
+ * fdatasync on the sync thread (commit.c sync_inline). */
+static bool edge_serving(void *arg)
+{
+    node *n = arg;
+    return n->mount && node_now_ms() - n->last_fuse_ms < NODE_MOUNT_IDLE_MS;
+}
+
+static uint64_t edge_now(void *arg)
+{
+    (void)arg;
+    return node_now_ms();
+}
+
+static uint64_t edge_wall(void *arg)
+{
+    return node_wall_ms(arg);
+}
+
+void node_host_edges(node *n, host_edges *e)
+{
+    *e = (host_edges){
+        .arg = n,
+        .now_ms = edge_now,
+        .wall_ms = edge_wall,
+        .send = edge_send,
+        .output = edge_output,
+        .result = edge_result,
+        .changed = edge_changed,
+        .failed = edge_failed,
+        .catchup_from = edge_catchup_from,
+        .serving = edge_serving,
+    };
+}
+
 void node_step(node *n, px_event *ev)
 {
-    px_output out;
-    ev->now_ms = node_now_ms();
-    ev->wall_ms = node_wall_ms(n);
-    int rc = px_step(n->px, ev, &out);
-    if (rc == -ENOMEM) {
-        /* px.h: nothing of this output may be carried out and the replica
-         * must not be stepped again: suspend it (it then puts out nothing)
-         * and let reopen.c build a new one from the durable state, as
-         * after a storage failure (invariant 2) */
-        node_storage_failed(n, "a replica step (out of memory)", -ENOMEM);
-        return;
-    }
-    if (rc < 0) {
-        fprintf(stderr, "paxosfs: node %u: replica step failed: %s\n",
-                n->cfg.id, strerror(-rc));
-        return;
-    }
-    handle_output(n, &out);
+    host_step(n->host, ev);
 }
 
 /* client_flush's outlets: a batch of requests, one read point. */
@@ -357,18 +434,9 @@ static bool keep_draining(node *n, uint64_t now, struct pollfd *fds)
 
 int node_run(node *n)
 {
-    int rc = syncer_create(n->acceptor, &n->sync);
-    if (rc < 0) {
-        fprintf(stderr, "paxosfs: cannot start the sync thread: %s\n",
-                strerror(-rc));
+    int rc = host_start(n->host);   /* the sync and worker threads */
+    if (rc < 0)
         return rc;
-    }
-    rc = worker_create(&n->bg);
-    if (rc < 0) {
-        fprintf(stderr, "paxosfs: cannot start the chain sync thread: %s\n",
-                strerror(-rc));
-        return rc;
-    }
     node_write_lock_pid(n);
     if (n->recovering_why[0])     /* said before the log was redirected */
         fprintf(stderr, "paxosfs: node %u: recovering lost acceptor state "
@@ -377,7 +445,7 @@ int node_run(node *n)
     /* let the replica start (a sole voter elects itself at once) */
     px_event first = { .type = PX_EV_TICK };
     node_step(n, &first);
-    commit_flush(n);
+    host_flush(n->host);
     place_threads(n);
 
     /* ZeroMQ sockets are polled through their ZMQ_FD, which signals only
@@ -393,8 +461,8 @@ int node_run(node *n)
     for (int i = 0; i < POLL_MAX; i++)
         fds[i] = (struct pollfd){ .fd = -1, .events = POLLIN };
     fds[POLL_SIGNAL].fd = n->signal_fd;
-    fds[POLL_SYNC].fd = syncer_wake_fd(n->sync);
-    fds[POLL_BG].fd = worker_wake_fd(n->bg);
+    fds[POLL_SYNC].fd = host_sync_fd(n->host);
+    fds[POLL_BG].fd = host_chain_fd(n->host);
     fds[POLL_FUSE].fd = n->mount ? fs_fd(n->mount) : -1;
     fds[POLL_ADMIN].fd = admin_fd(n->adm);
     int n_fds = POLL_NET;
@@ -433,9 +501,9 @@ int node_run(node *n)
             }
         }
         if (pr > 0 && (fds[POLL_BG].revents & POLLIN))
-            host_collect_chain_sync(n);
+            host_collect_chain(n->host);
         if (pr > 0 && (fds[POLL_SYNC].revents & POLLIN))
-            commit_collect(n);
+            host_collect(n->host);
         if (drain_all || fds[POLL_ADMIN].revents)
             zmq_pending |= admin_serve(n->adm, status_admin, n);
         unsigned which = 0;   /* fds[POLL_NET + i]: bit i (transport.h) */
@@ -466,18 +534,17 @@ int node_run(node *n)
             px_event ev = { .type = PX_EV_TICK };
             node_step(n, &ev);
         }
-        commit_flush(n);
+        host_flush(n->host);
         now = node_now_ms();
         client_expire(n->cl, now);
-        host_background_sync(n, now);
+        host_background(n->host, now);
         integrity_send_heads(n, now);
         catchup_expire(n, now);
         if (n->fatal && health_poll(&n->health, now))
             node_storage_reopen(n);   /* invariant 2: the probe passed */
     }
     /* what was acknowledged is durable already; finish what is in flight */
-    commit_drain(n);
-    host_drain_chain_sync(n);
+    host_drain(n->host);
     return n->fatal;
 }
 

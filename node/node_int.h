@@ -4,11 +4,12 @@
  *
  *   loop.c       the poll loop, the order of a turn, stepping the replica
  *                and routing its output (node_run)
- *   commit.c     group commit: acceptor records, fdatasync on the sync
+ *   host.c       the state-machine host (host.h): the replica, the stores
+ *                and the key-value state; committed entries into the chain
+ *                and the state, the chain's own fdatasync, chain blocks for
+ *                lagging peers, one stream of changed keys
+ *   commit.c     its group commit: acceptor records, fdatasync on the sync
  *                thread, messages held until what they vouch for is durable
- *   host.c       the state-machine host: committed entries into the chain
- *                and the key-value state, the chain's own fdatasync, chain
- *                blocks for lagging peers, one stream of changed keys
  *   client.c     the client handle (client.h): requests of the mount
  *   integrity.c  whether this node may vote and serve: the start gate,
  *                divergence from a majority, lost acceptor state
@@ -16,8 +17,9 @@
  *                heads the other members vouch for
  *   status.c     .status and the admin socket
  *   open.c       backing directory, lock, restart, mount, close
- *   reopen.c     after a storage failure: reverify the stores, build a
- *                new replica, pass the start gate again
+ *   reopen.c     after a storage failure: the host reverifies its stores
+ *                and builds a new replica (host_reopen); the start gate
+ *                again
  */
 #ifndef PAXOSFS_NODE_INT_H
 #define PAXOSFS_NODE_INT_H
@@ -32,14 +34,11 @@
 #include "../fs/fs.h"
 #include "../net/admin.h"
 #include "../net/health.h"
-#include "../net/outbox.h"
-#include "../net/syncer.h"
 #include "../net/transport.h"
-#include "../net/worker.h"
 #include "client.h"
+#include "host.h"
 #include "node.h"
 
-#define NODE_MAX_HELD_MSGS 100000       /* messages waiting for a sync */
 #define NODE_PEER_ALIVE_MS 1500        /* .status: "connected" */
 #define NODE_CHAIN_HEAD_INTERVAL_MS 250 /* chain head to every peer */
 #define NODE_CONFIRM_INTERVAL_MS 50     /* ... and while not confirmed */
@@ -59,8 +58,6 @@
 #define NODE_HEAD_START (UINT64_C(1) << 63)
 #define NODE_HEAD_QUERY (UINT64_C(1) << 62)
 #define NODE_HEAD_MASK (NODE_HEAD_QUERY - 1)
-#define NODE_CATCHUP_BLOCKS 256         /* chain blocks per catch-up frame */
-#define NODE_CATCHUP_BYTES LIMIT_CATCHUP_FRAME
 #define NODE_MOUNT_IDLE_MS 100          /* no FUSE request for this long:
                                            a follower syncs inline */
 #define NODE_NO_LEADER_FACTOR 4         /* no leader heard from for this
@@ -77,6 +74,8 @@ struct node {
     char *data_dir;
     char *mountpoint;
     int lock_fd;
+    host *host;                 /* the state-machine host (host.h); it owns
+                                   what the next four point to */
     chain *chain;
     acceptor_store *acceptor;
     kv *state;
@@ -93,19 +92,6 @@ struct node {
     bool no_leader;
     uint64_t fast_failed;       /* requests refused for want of a leader */
     uint64_t drain_deadline_ms; /* stopping: wait for answered writes */
-
-    /* commit.c */
-    syncer *sync;               /* group commit of the acceptor store */
-    uint64_t last_persist_issued;
-    uint64_t durable_persist_id;
-    outbox held;                /* messages waiting for a sync */
-
-    /* host.c */
-    worker *bg;                 /* the chain's periodic fdatasync */
-    chain_sync_job chain_job;   /* valid while bg runs it */
-    bool compact_due;           /* chain synced further: compact the
-                                   acceptor store once its sync is idle */
-    uint64_t last_chain_sync_ms;
 
     /* cluster */
     void *zctx;
@@ -167,7 +153,6 @@ struct node {
     int fatal;                  /* negative errno while storage is failed
                                    (loop.c invariant 2) */
     health health;              /* net/health.h: probing with back-off */
-    px_options px_opt;          /* to build a new replica (reopen.c) */
     bool stop;
 };
 
@@ -182,28 +167,11 @@ void node_serve_reads(node *n);     /* as far as state and health allow */
 void node_backend(node *n, fs_backend *be);   /* what the mount calls */
 void node_write_lock_pid(node *n);  /* open.c */
 int node_take_lock(node *n, char *err, size_t err_len);     /* open.c */
-int node_open_storage(node *n, char *err, size_t err_len);  /* open.c */
-int node_new_replica(node *n, char *err, size_t err_len);   /* open.c */
+int node_record_start(node *n, char *err, size_t err_len);  /* open.c */
 void node_storage_reopen(node *n);  /* reopen.c */
 
-/* commit.c */
-void commit_output(node *n, const px_output *out);   /* persist, send */
-void commit_send(node *n, const px_msg *m);          /* send now */
-void commit_flush(node *n);
-void commit_collect(node *n);
-void commit_drain(node *n);
-
-/* host.c */
-int host_replay(node *n, char *err, size_t err_len);
-void host_apply(node *n, const px_entry *e);
-void host_on_changed(void *arg, const char *key, size_t key_len,
-                     bool removed);
-void host_send_catchup(node *n, uint32_t peer_id);
-void host_background_sync(node *n, uint64_t now_ms);
-void host_collect_chain_sync(node *n);
-void host_drain_chain_sync(node *n);
-int host_block_text(void *ctx, uint64_t index, char **text, uint32_t *len);
-uint64_t host_chain_head(void *ctx);
+void node_host_edges(node *n, host_edges *e);   /* what the host calls */
+void node_send(node *n, const px_msg *m);       /* to a peer, now */
 
 /* integrity.c */
 bool integrity_serves(const node *n);
@@ -229,6 +197,8 @@ void catchup_expire(node *n, uint64_t now);
 
 /* status.c */
 int status_text(void *ctx, char **text, size_t *len);
+int host_block_text(void *ctx, uint64_t index, char **text, uint32_t *len);
+uint64_t host_chain_head(void *ctx);
 void status_admin(void *arg, const char *request, char **reply);
 
 #endif

@@ -97,85 +97,13 @@ void node_write_lock_pid(node *n)
         fprintf(stderr, "paxosfs: cannot record pid in LOCK: %s\n", strerror(errno));
 }
 
-/* Open the acceptor store, then the chain held to the position the store
- * recorded as durable; decide whether the acceptor state may be
- * incomplete (invariant 6); record this start (invariant 5). */
-int node_open_storage(node *n, char *err, size_t err_len)
+/* Record this start (integrity.c invariant 5): one more than the store
+ * knows of, a fresh nonce; the latest start of each peer seen (at open
+ * and again after reopen.c reopened the stores). */
+int node_record_start(node *n, char *err, size_t err_len)
 {
-    uint32_t id = n->cfg.id;
-    acceptor_open_report arep;
-    acceptor_state ast;
-    int rc = acceptor_open_salvage(n->data_dir, &n->acceptor, &ast, &arep);
-    if (rc < 0) {
-        snprintf(err, err_len, "cannot open the acceptor store in %s: %s",
-                 n->data_dir, strerror(-rc));
-        return rc;
-    }
-    if (arep.torn_cut)
-        fprintf(stderr, "paxosfs: node %u: torn last write in %s: cut %"
-                PRIu64 " bytes at offset %" PRIu64 " (never acknowledged)\n",
-                id, arep.torn_path, arep.torn_bytes, arep.torn_offset);
-    if (arep.created) {
-        /* until the chain says whether there was state to lose: a crash
-         * right here must not leave an empty store that looks fresh */
-        rc = acceptor_put_recovery(n->acceptor, true);
-        if (rc == 0)
-            rc = acceptor_sync(n->acceptor);
-        if (rc < 0) {
-            snprintf(err, err_len, "cannot write the acceptor store in %s: "
-                     "%s", n->data_dir, strerror(-rc));
-            return rc;
-        }
-    }
     acceptor_info info;
     acceptor_get_info(n->acceptor, &info);
-
-    chain_open_report report;
-    chain_damage damage;
-    rc = chain_open_marked(n->data_dir, &info.mark, &n->chain, &report,
-                           &damage);
-    if (rc == -EBADMSG) {
-        snprintf(err, err_len, "chain damaged: %s offset %" PRIu64 " block %"
-                 PRIu64 ": %s; refusing to serve (run paxosctl verify %s)",
-                 damage.path, damage.offset, damage.index, damage.reason,
-                 n->data_dir);
-        return rc;
-    }
-    if (rc < 0) {
-        snprintf(err, err_len, "cannot open the chain in %s: %s", n->data_dir,
-                 strerror(-rc));
-        return rc;
-    }
-    if (report.torn_tail_cut)
-        fprintf(stderr, "paxosfs: node %u: torn tail in %s: cut %" PRIu64
-                " bytes at offset %" PRIu64 " back to block %" PRIu64 "\n",
-                id, report.torn_path, report.torn_bytes,
-                report.torn_offset, chain_head_index(n->chain));
-
-    uint64_t head = chain_head_index(n->chain);
-    char why[sizeof n->recovering_why] = "";
-    if (arep.lost)
-        snprintf(why, sizeof why, "acceptor store damaged: %s offset %" PRIu64
-                 ": %s (kept as %s)", arep.damage.path, arep.damage.offset,
-                 arep.damage.reason, arep.kept_path);
-    else if (arep.created && head > 0)
-        snprintf(why, sizeof why, "acceptor store missing beside a chain of %"
-                 PRIu64 " blocks", head);
-    else if (info.recovering && !arep.created)
-        snprintf(why, sizeof why, "lost acceptor state not yet recovered "
-                 "when the node last stopped");
-    if (arep.created && head == 0) {
-        rc = acceptor_put_recovery(n->acceptor, false);   /* a new node */
-        if (rc < 0) {
-            snprintf(err, err_len, "cannot write the acceptor store in %s: "
-                     "%s", n->data_dir, strerror(-rc));
-            return rc;
-        }
-    }
-    if (why[0])
-        integrity_begin_recovery(n, why);
-
-    /* this start: one more than the store knows of, a fresh nonce */
     n->prev_start = (acceptor_peer){ .counter = info.incarnation,
                                      .nonce = info.nonce };
     n->start = (acceptor_peer){ .counter = info.incarnation + 1,
@@ -184,46 +112,14 @@ int node_open_storage(node *n, char *err, size_t err_len)
         for (uint32_t i = 0; i < info.n_peers; i++)
             if (info.peers[i].id == n->cfg.peers[k].id)
                 n->peer_start[k] = info.peers[i];
-    rc = acceptor_put_incarnation(n->acceptor, n->start.counter,
-                                  n->start.nonce);
+    int rc = acceptor_put_incarnation(n->acceptor, n->start.counter,
+                                      n->start.nonce);
     if (rc == 0)
         rc = acceptor_sync(n->acceptor);
-    if (rc < 0) {
+    if (rc < 0)
         snprintf(err, err_len, "cannot write the acceptor store in %s: %s",
                  n->data_dir, strerror(-rc));
-        return rc;
-    }
-    (void)ast;
-    return 0;
-}
-
-/* A replica from the durable state: the acceptor store's promise and the
- * accepted values above the chain head, at the chain head (start, and
- * reopen.c after a storage failure).  0 or -errno with err. */
-int node_new_replica(node *n, char *err, size_t err_len)
-{
-    uint64_t head = chain_head_index(n->chain);
-    acceptor_state ast;
-    acceptor_get_state(n->acceptor, &ast);
-    uint32_t first = 0;
-    while (first < ast.n_accepts && ast.accepts[first].slot <= head)
-        first++;
-    px_restore restore = {
-        .promise = ast.promise,
-        .applied_index = head,
-        .n_accepts = ast.n_accepts - first,
-        .accepts = ast.accepts + first,
-        .recovering = n->recovering_why[0] != '\0',
-    };
-    px_options opt = n->px_opt;
-    opt.seed = node_random_u64();
-    int rc = px_create(&opt, &restore, &n->px);
-    if (rc < 0) {
-        snprintf(err, err_len, "cannot create the replica: %s", strerror(-rc));
-        return rc;
-    }
-    px_set_chain_head(n->px, head, chain_head_hash(n->chain));
-    return 0;
+    return rc;
 }
 
 int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
@@ -235,7 +131,6 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     }
     n->cfg = *cfg;
     n->lock_fd = -1;
-    outbox_init(&n->held, NODE_MAX_HELD_MSGS);
     n->signal_fd = -1;
     n->data_dir = strdup(cfg->data_dir);
     n->mountpoint = cfg->mountpoint ? strdup(cfg->mountpoint) : NULL;
@@ -294,21 +189,7 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
         goto fail;
     }
 
-    rc = node_open_storage(n, err, err_len);
-    if (rc < 0)
-        goto fail;
-
-    n->state = kv_create();
-    if (!n->state) {
-        rc = -ENOMEM;
-        snprintf(err, err_len, "out of memory");
-        goto fail;
-    }
-    rc = host_replay(n, err, err_len);
-    if (rc < 0)
-        goto fail;
-    kv_set_changed(n->state, host_on_changed, n);   /* replay told nobody */
-
+    /* the stores, the key-value state and the replica (host.c) */
     px_options opt;
     px_options_default(&opt, cfg->id);
     if (cfg->n_peers == 0) {
@@ -318,6 +199,28 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
         for (uint32_t i = 0; i < cfg->n_peers; i++)
             opt.members.voters[opt.members.n_voters++] = cfg->peers[i].id;
     }
+    opt.seed = node_random_u64();
+    host_config hc = {
+        .id = cfg->id,
+        .data_dir = n->data_dir,
+        .px = opt,
+        .chain_sync_interval_ms = cfg->chain_sync_interval_ms,
+    };
+    host_edges edges;
+    node_host_edges(n, &edges);
+    char why[HOST_WHY_BYTES];
+    rc = host_open(&hc, &edges, &n->host, why, err, err_len);
+    if (rc < 0)
+        goto fail;
+    n->chain = host_chain(n->host);
+    n->acceptor = host_acceptor(n->host);
+    n->state = host_state(n->host);
+    n->px = host_replica(n->host);
+    if (why[0])
+        integrity_begin_recovery(n, why);
+    rc = node_record_start(n, err, err_len);
+    if (rc < 0)
+        goto fail;
 
     n->zctx = zmq_ctx_new();
     if (!n->zctx) {
@@ -334,12 +237,7 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     rc = admin_open(n->zctx, n->data_dir, &n->adm, err, err_len);
     if (rc < 0)
         goto fail;
-    n->px_opt = opt;
-    rc = node_new_replica(n, err, err_len);
-    if (rc < 0)
-        goto fail;
     uint64_t head = chain_head_index(n->chain);
-    n->last_chain_sync_ms = node_now_ms();
     /* a node just started has had no chance to find its leader yet */
     n->leader_seen_ms = node_now_ms();
     n->no_leader_ms = NODE_NO_LEADER_FACTOR * opt.election_timeout_max_ms;
@@ -398,47 +296,16 @@ void node_close(node *n)
         fs_unmount(n->mount);
         n->mount = NULL;
     }
-    syncer_destroy(n->sync);
-    n->sync = NULL;
-    worker_destroy(n->bg);   /* waits for a job drain_chain_sync gave up on */
-    n->bg = NULL;
     health_fini(&n->health);
-    n->sync = NULL;
-    outbox_free(&n->held);
     if (n->adm)
         admin_close(n->adm);
     if (n->net)
         transport_close(n->net);
     if (n->zctx)
         zmq_ctx_term(n->zctx);
-    if (n->chain && !n->fatal) {
-        int rc = chain_sync(n->chain);
-        if (rc < 0) {
-            fprintf(stderr, "paxosfs: final chain fdatasync failed: %s\n",
-                    strerror(-rc));
-        } else if (n->acceptor) {
-            /* the durable chain position, durably (a stop is clean) */
-            acceptor_info info;
-            acceptor_get_info(n->acceptor, &info);
-            if (chain_synced_index(n->chain) > info.mark.index)
-                rc = acceptor_mark(n->acceptor, chain_synced_index(n->chain),
-                                   chain_synced_hash(n->chain));
-            if (rc == 0)
-                rc = acceptor_sync(n->acceptor);
-            if (rc < 0)
-                fprintf(stderr, "paxosfs: final acceptor store write failed: "
-                        "%s\n", strerror(-rc));
-        }
-    }
     free(n->held_catchup);
-    if (n->px)
-        px_destroy(n->px);
-    if (n->state)
-        kv_destroy(n->state);
-    if (n->acceptor)
-        acceptor_close(n->acceptor);
-    if (n->chain)
-        chain_close(n->chain);
+    /* makes the chain durable and records its position (a clean stop) */
+    host_close(n->host, !n->fatal);
     if (n->signal_fd >= 0)
         close(n->signal_fd);
     if (n->lock_fd >= 0)

@@ -1,13 +1,13 @@
 /*
  * reopen.c - a node whose storage failed (loop.c invariant 2) takes part
- * again without a restart, once net/health.c's probe passes: the files
- * are settled and re-verified as on start, a new replica is built from
- * the durable state (the suspended one may hold promises and acceptances
- * that never reached the disk), group commit starts over, and the start
- * gate (integrity.c invariant 1) is passed again before the node votes.
- * The key-value state never goes back: what a failed disk lost from the
- * chain comes again from the leader and is appended without being applied
- * twice (host.c invariant 2).
+ * again without a restart, once net/health.c's probe passes: the host
+ * settles and re-verifies its files as on start and builds a new replica
+ * from the durable state (host_reopen: the suspended one may hold
+ * promises and acceptances that never reached the disk; group commit
+ * starts over), and the start gate (integrity.c invariant 1) is passed
+ * again before the node votes.  The key-value state never goes back:
+ * what a failed disk lost from the chain comes again from the leader and
+ * is appended without being applied twice (host.h invariant 3).
  */
 #include "node_int.h"
 
@@ -64,30 +64,6 @@ static void reopen_log(node *n)
     close(fd);
 }
 
-/* The chain on disk must be the one the state was built from: a prefix
- * of it (the tail a failed disk lost is learned again) or an extension
- * of it (blocks appended whose state was not applied). */
-static int reopen_check_chain(node *n, chain *old, uint64_t old_head,
-                              const uint8_t old_hash[CHAIN_HASH_BYTES],
-                              char *err, size_t err_len)
-{
-    uint64_t head = chain_head_index(n->chain);
-    uint8_t ours[CHAIN_HASH_BYTES], theirs[CHAIN_HASH_BYTES];
-    uint64_t at = head < old_head ? head : old_head;
-    if (chain_hash_at(n->chain, at, ours) < 0)
-        return 0;
-    if (at == old_head)
-        memcpy(theirs, old_hash, CHAIN_HASH_BYTES);
-    else if (chain_hash_at(old, at, theirs) < 0)
-        return 0;   /* the old copy is unreadable: the mark was checked */
-    if (memcmp(ours, theirs, CHAIN_HASH_BYTES) == 0)
-        return 0;
-    snprintf(err, err_len, "the chain in %s differs at block %" PRIu64
-             " from the one this node applied (another disk?); restart "
-             "the node", n->data_dir, at);
-    return -EBADMSG;
-}
-
 /* The probe passed: re-verify what the disk holds and take part again as
  * a restarted node does, without a restart.  Settle the files (what was
  * written becomes durable, cached pages are dropped), take the lock
@@ -103,84 +79,34 @@ void node_storage_reopen(node *n)
 {
     uint64_t now = node_now_ms();
     char err[1024] = "";
-    host_drain_chain_sync(n);
-    if (worker_busy(n->bg)) {
-        health_fail(&n->health, "a chain fdatasync that does not return",
-                    -EBUSY, now);
-        return;
-    }
-    int rc = chain_settle_dir(n->data_dir);
-    if (rc < 0) {
-        health_fail(&n->health, "settling the chain and acceptor files", rc,
-                    now);
-        return;
-    }
-    rc = relock(n, err, sizeof err);
+    int rc = relock(n, err, sizeof err);
     if (rc < 0) {
         health_fail(&n->health, err, rc, now);
         return;
     }
-    chain *old_chain = n->chain;
-    acceptor_store *old_acc = n->acceptor;
-    px_replica *old_px = n->px;
-    uint64_t old_head = chain_head_index(old_chain);
-    uint8_t old_hash[CHAIN_HASH_BYTES];
-    memcpy(old_hash, chain_head_hash(old_chain), CHAIN_HASH_BYTES);
-    acceptor_peer old_start = n->start, old_prev = n->prev_start;
-    acceptor_peer old_peers[TRANSPORT_MAX_PEERS];
-    memcpy(old_peers, n->peer_start, sizeof old_peers);
-    char old_why[sizeof n->recovering_why];
-    memcpy(old_why, n->recovering_why, sizeof old_why);
-    n->chain = NULL;
-    n->acceptor = NULL;
-    n->px = NULL;
-
-    rc = node_open_storage(n, err, sizeof err);
-    if (rc == 0)
-        rc = reopen_check_chain(n, old_chain, old_head, old_hash, err,
-                                sizeof err);
-    if (rc == 0)
-        rc = host_replay(n, err, sizeof err);
-    uint64_t head = n->chain ? chain_head_index(n->chain) : 0;
-    if (rc == 0)
-        rc = node_new_replica(n, err, sizeof err);
-    if (rc == 0) {
-        rc = syncer_reset(n->sync, n->acceptor);
-        if (rc < 0)
-            snprintf(err, sizeof err, "cannot restart the sync thread: %s",
-                     strerror(-rc));
-    }
+    char why[HOST_WHY_BYTES];
+    rc = host_reopen(n->host, n->recovering_why[0] != '\0',
+                     node_random_u64(), why, err, sizeof err);
     if (rc < 0) {
-        if (n->px)
-            px_destroy(n->px);
-        if (n->acceptor)
-            acceptor_close(n->acceptor);
-        if (n->chain)
-            chain_close(n->chain);
-        n->chain = old_chain;
-        n->acceptor = old_acc;
-        n->px = old_px;
-        n->start = old_start;
-        n->prev_start = old_prev;
-        memcpy(n->peer_start, old_peers, sizeof old_peers);
-        memcpy(n->recovering_why, old_why, sizeof old_why);
         health_fail(&n->health, err[0] ? err : "reopening the storage", rc,
                     now);
         return;
     }
-    px_destroy(old_px);
-    acceptor_close(old_acc);
-    chain_close(old_chain);
-
-    /* nothing held waits for the old replica's persists any more */
-    uint64_t dropped = n->held.dropped, superseded = n->held.superseded;
-    outbox_free(&n->held);
-    outbox_init(&n->held, NODE_MAX_HELD_MSGS);
-    n->held.dropped = dropped;
-    n->held.superseded = superseded;
-    n->durable_persist_id = n->last_persist_issued = 0;
-    n->compact_due = false;
-    n->last_chain_sync_ms = now;
+    n->chain = host_chain(n->host);
+    n->acceptor = host_acceptor(n->host);
+    n->px = host_replica(n->host);
+    n->fatal = 0;
+    if (why[0])
+        integrity_begin_recovery(n, why);
+    rc = node_record_start(n, err, sizeof err);
+    if (rc < 0) {
+        /* the new stores cannot be written either: failed again */
+        host_mark_failed(n->host, rc);
+        n->fatal = rc;
+        health_fail(&n->health, err, rc, now);
+        return;
+    }
+    uint64_t head = chain_head_index(n->chain);
     n->next_tick_ms = 0;
     free(n->held_catchup);
     n->held_catchup = NULL;
@@ -195,15 +121,9 @@ void node_storage_reopen(node *n)
         n->peer_chain_index[k] = 0;
         n->peer_chain_differs[k] = false;
     }
-    n->fatal = 0;
     client_repropose(n->cl);   /* writes made at release: the new replica */
     reopen_log(n);
     health_recovered(&n->health, now);
-    if (head < kv_applied_index(n->state))
-        fprintf(stderr, "paxosfs: node %u: the chain on disk ends at block %"
-                PRIu64 ", %" PRIu64 " blocks short of the state (never "
-                "synced); they are appended again as the leader sends them\n",
-                n->cfg.id, head, kv_applied_index(n->state) - head);
     if (n->recovering_why[0])
         fprintf(stderr, "paxosfs: node %u: recovering lost acceptor state "
                 "(%s); casting no vote until recovered\n", n->cfg.id,
@@ -212,4 +132,3 @@ void node_storage_reopen(node *n)
     px_event first = { .type = PX_EV_TICK };
     node_step(n, &first);
 }
-

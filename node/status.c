@@ -77,6 +77,8 @@ int status_text(void *ctx, char **text, size_t *len)
     client_stats cs = {0};
     if (n->cl)
         client_get_stats(n->cl, &cs);
+    host_stats hs;
+    host_get_stats(n->host, &hs);
     char *buf = NULL;
     size_t size = 0;
     FILE *fp = open_memstream(&buf, &size);
@@ -101,7 +103,7 @@ int status_text(void *ctx, char **text, size_t *len)
             cs.pending, cs.waiting, cs.waited_total,
             cs.answered_outstanding, n->no_leader ? "false" : "true",
             n->fast_failed, px_retained_bytes(n->px),
-            n->sync ? syncer_syncs(n->sync) : 0,
+            hs.acceptor_syncs,
             n->fatal ? "false" : "true");
     fputc(',', fp);
     health_status_json(&n->health, fp, node_now_ms());
@@ -187,8 +189,8 @@ int status_text(void *ctx, char **text, size_t *len)
     }
     fprintf(fp, ",\"held_messages\":%u,\"held_dropped\":%" PRIu64
             ",\"held_superseded\":%" PRIu64 ",\"rejected_connections\":%" PRIu64
-            ",\"unknown_dropped\":%" PRIu64 "}\n", n->held.count,
-            n->held.dropped, n->held.superseded,
+            ",\"unknown_dropped\":%" PRIu64 "}\n", hs.held,
+            hs.held_dropped, hs.held_superseded,
             n->net ? transport_rejected_connections(n->net) : 0,
             n->net ? transport_unknown_drops(n->net) : 0);
     if (fclose(fp) != 0) {
@@ -226,3 +228,13 @@ void status_admin(void *arg, const char *request, char **reply)
                     "link heal J)");
 }
 
+/* The mount's .chain directory (fs_backend.block_text, .chain_head). */
+int host_block_text(void *ctx, uint64_t index, char **text, uint32_t *len)
+{
+    return host_render_block(((node *)ctx)->host, index, text, len);
+}
+
+uint64_t host_chain_head(void *ctx)
+{
+    return chain_head_index(((node *)ctx)->chain);
+}

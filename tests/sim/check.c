@@ -3,26 +3,46 @@
  *
  * Checked at every step:
  *   1. Agreement: at most one value per slot.  The first committed value
- *      reported by any replica for slot s is recorded (digest of kind,
+ *      reported by any node for slot s is recorded (digest of kind,
  *      time_ms and data, plus a copy); every later report must match.
- *   2. Prefix consistency: a replica applies slot s only right after s-1
+ *   2. Prefix consistency: a node applies slot s only right after s-1
  *      and only the recorded value, so every applied sequence is a prefix
- *      of the recorded log and hence of every other replica's.
+ *      of the recorded log and hence of every other node's.
  *   3. Equal chain hashes at equal indexes (DESIGN.md invariant 3).
- *   4. One answer per request: every replica answers (client, seq) with
+ *   4. One answer per request: every node answers (client, seq) with
  *      the same result when it applies it (exactly-once, invariant 5).
+ *   5. Durable before it vouches: when a message that vouches for
+ *      acceptor state (outbox_vouches: PROMISE, ACCEPTED, REJECT,
+ *      HEARTBEAT_ACK) leaves a node, the fake disk holds what it vouches
+ *      for: a promise at least its ballot, and each slot it claims
+ *      accepted (above the sender's commit index) accepted in that ballot
+ *      or a later one, or in the durable chain.  The disk's view is the
+ *      store's state as an fdatasync of its log saw it (nothing left
+ *      buffered), once that fdatasync completed: at its begin for one
+ *      in flight (sim_durable_capture, made the view when the simulator
+ *      completes it), at once for one made inline (sim_durable_refresh).
+ *   6. Chosen means durable at a quorum: when a slot is first reported
+ *      committed, a majority of the voters hold its value on their disks
+ *      (accepted in the store, or in the durable chain).  Skipped once a
+ *      node lost acceptor state in the run (a vote it cast may be gone;
+ *      the recovery rule, not the disk, makes that safe).
  * Checked at the end (after healing and completion), sim_check_final:
- *   5. Every replica applied the whole committed log.
- *   6. Each request applied at most once and none lost: a shadow model
+ *   7. Every node applied the whole committed log.
+ *   8. Each request applied at most once and none lost: a shadow model
  *      applies the committed log with an unbounded duplicate filter; every
- *      replica's kv must equal it, its answers must match, and every write
+ *      node's kv must equal it, its answers must match, and every write
  *      a client saw acknowledged must be in the log.
- *   7. No appended token appears twice in any value read or stored.
- *   8. The client history is linearizable (lincheck.c).
+ *   9. No appended token appears twice in any value read or stored.
+ *  10. The client history is linearizable (lincheck.c).
+ *  11. The chain files of caught-up nodes are identical, byte for byte
+ *      (same segments, same records).
  * Liveness and leader stability are checked by the run loop (sim.c).
  */
 #include "sim.h"
+#include "disk.h"
 #include "lincheck.h"
+
+#include "../../net/outbox.h"
 
 #ifndef SIM_LIN_BUDGET
 #define SIM_LIN_BUDGET 2000000 /* search steps per key */
@@ -82,6 +102,183 @@ static sim_slot *sim_slot_at(sim_world *w, uint64_t slot)
     return &c->slots[slot];
 }
 
+/* ------------------------------------------------- durability (5, 6) */
+
+void sim_durable_clear(sim_host *h)
+{
+    h->d_promise = (px_ballot){0, 0};
+    h->d_n = 0;
+    h->d_chain = 0;
+    free(h->c_acc);
+    h->c_acc = NULL;
+    h->c_ok = false;
+}
+
+static const sim_dacc *sim_durable_find(const sim_host *h, uint64_t slot)
+{
+    uint32_t lo = 0, hi = h->d_n;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (h->d_acc[mid].slot < slot)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < h->d_n && h->d_acc[lo].slot == slot ? &h->d_acc[lo] : NULL;
+}
+
+/* The store's state (slot, ballot, digest per accepted value), reusing
+ * the digests of values the durable view knows already. */
+static sim_dacc *sim_durable_copy(sim_world *w, sim_host *h,
+                                  px_ballot *promise, uint32_t *n)
+{
+    acceptor_state st;
+    acceptor_get_state(host_acceptor(h->host), &st);
+    sim_dacc *v = malloc((st.n_accepts ? st.n_accepts : 1) * sizeof *v);
+    if (!v) {
+        sim_violation(w, "out of memory in the durability checker");
+        return NULL;
+    }
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < st.n_accepts; i++) {
+        const px_entry *e = &st.accepts[i];
+        while (j < h->d_n && h->d_acc[j].slot < e->slot)
+            j++;
+        v[i] = (sim_dacc){ .slot = e->slot, .ballot = e->ballot };
+        if (j < h->d_n && h->d_acc[j].slot == e->slot &&
+            px_ballot_cmp(h->d_acc[j].ballot, e->ballot) == 0)
+            v[i].digest = h->d_acc[j].digest;
+        else
+            v[i].digest = sim_entry_digest(e);
+    }
+    *promise = st.promise;
+    *n = st.n_accepts;
+    return v;
+}
+
+/* The store's state is on the disk now. */
+void sim_durable_refresh(sim_world *w, sim_host *h)
+{
+    px_ballot p;
+    uint32_t n;
+    sim_dacc *v = sim_durable_copy(w, h, &p, &n);
+    if (!v)
+        return;
+    free(h->d_acc);
+    h->d_acc = v;
+    h->d_n = h->d_cap = n;
+    h->d_promise = p;
+    uint64_t c = chain_synced_index(host_chain(h->host));
+    if (c > h->d_chain)
+        h->d_chain = c;
+}
+
+/* An fdatasync of the store begins: what it will have made durable. */
+void sim_durable_capture(sim_world *w, sim_host *h)
+{
+    free(h->c_acc);
+    h->c_acc = NULL;
+    h->c_ok = false;
+    if (acceptor_pending_bytes(host_acceptor(h->host)) != 0)
+        return;   /* records buffered: keep the older view (conservative) */
+    h->c_acc = sim_durable_copy(w, h, &h->c_promise, &h->c_n);
+    h->c_ok = h->c_acc != NULL;
+}
+
+/* ... and it completed. */
+void sim_durable_promote(sim_host *h)
+{
+    if (!h->c_ok)
+        return;
+    free(h->d_acc);
+    h->d_acc = h->c_acc;
+    h->d_n = h->d_cap = h->c_n;
+    if (px_ballot_cmp(h->c_promise, h->d_promise) > 0)
+        h->d_promise = h->c_promise;
+    h->c_acc = NULL;
+    h->c_ok = false;
+}
+
+static const char *sim_type_name(uint8_t t)
+{
+    static const char *const n[] = {"?", "PREPARE", "PROMISE", "ACCEPT",
+                                    "ACCEPTED", "REJECT", "HEARTBEAT",
+                                    "HEARTBEAT_ACK"};
+    return t < sizeof n / sizeof n[0] ? n[t] : "?";
+}
+
+/* Slot `slot` held durably by h in ballot >= b (or in the durable chain). */
+static bool sim_durably_holds(const sim_host *h, uint64_t slot, px_ballot b)
+{
+    if (slot <= h->d_chain)
+        return true;
+    const sim_dacc *a = sim_durable_find(h, slot);
+    return a && px_ballot_cmp(a->ballot, b) >= 0;
+}
+
+void sim_check_vouch(sim_world *w, sim_host *h, const px_msg *m)
+{
+    if (!outbox_vouches(m) || w->cfg.bench)
+        return;
+    px_ballot need = m->type == PX_MSG_REJECT ? m->aux_ballot : m->ballot;
+    bool probe = m->type == PX_MSG_PROMISE && m->aux == 1;
+    if (!probe && px_ballot_cmp(h->d_promise, need) < 0) {
+        sim_violation(w, "DURABILITY: node %u sent %s to node %u vouching for "
+                      "promise (%llu,%u) while its disk holds promise "
+                      "(%llu,%u)", h->id, sim_type_name(m->type), m->to,
+                      (unsigned long long)need.round, need.node_id,
+                      (unsigned long long)h->d_promise.round,
+                      h->d_promise.node_id);
+        return;
+    }
+    if (m->type == PX_MSG_ACCEPTED) {
+        for (uint64_t s = m->commit + 1; s + 1 <= m->aux; s++)
+            if (!sim_durably_holds(h, s, m->ballot)) {
+                sim_violation(w, "DURABILITY: node %u sent ACCEPTED to node "
+                              "%u claiming slot %llu in ballot (%llu,%u) "
+                              "before its disk holds it", h->id, m->to,
+                              (unsigned long long)s,
+                              (unsigned long long)m->ballot.round,
+                              m->ballot.node_id);
+                return;
+            }
+    } else if (m->type == PX_MSG_PROMISE && !probe) {
+        for (uint32_t i = 0; i < m->n_entries; i++) {
+            const px_entry *e = &m->entries[i];
+            if (e->slot > m->commit &&
+                !sim_durably_holds(h, e->slot, e->ballot)) {
+                sim_violation(w, "DURABILITY: node %u sent PROMISE to node %u "
+                              "reporting slot %llu accepted in (%llu,%u) "
+                              "before its disk holds it", h->id, m->to,
+                              (unsigned long long)e->slot,
+                              (unsigned long long)e->ballot.round,
+                              e->ballot.node_id);
+                return;
+            }
+        }
+    }
+}
+
+/* Invariant 6, at the first report of a slot committed. */
+static void sim_check_quorum_durable(sim_world *w, uint32_t node,
+                                     const px_entry *e, uint64_t digest)
+{
+    if (w->lost_state_ever || w->cfg.bench)
+        return;
+    uint32_t holders = 0;
+    for (uint32_t n = 1; n <= w->cfg.nodes; n++) {
+        const sim_host *h = &w->hosts[n];
+        const sim_dacc *a = sim_durable_find(h, e->slot);
+        if (e->slot <= h->d_chain || (a && a->digest == digest))
+            holders++;
+    }
+    if (holders < w->cfg.nodes / 2 + 1)
+        sim_violation(w, "DURABILITY: slot %llu committed at node %u while "
+                      "only %u of %u voters hold its value on disk",
+                      (unsigned long long)e->slot, node, holders,
+                      w->cfg.nodes);
+}
+
 void sim_check_committed(sim_world *w, uint32_t node, const px_entry *e)
 {
     if (e->slot == 0) {
@@ -105,6 +302,7 @@ void sim_check_committed(sim_world *w, uint32_t node, const px_entry *e)
                           e->len, (unsigned long long)e->time_ms);
         return;
     }
+    sim_check_quorum_durable(w, node, e, d);
     uint8_t *copy = malloc(e->len ? e->len : 1);
     if (!copy) {
         sim_violation(w, "out of memory in the agreement checker");
@@ -454,6 +652,39 @@ static void sim_check_history(sim_world *w)
     free(ops);
 }
 
+/* Invariant 11: every caught-up node holds the same chain files. */
+static void sim_check_chain_files(sim_world *w)
+{
+    if (w->cfg.nodes < 2)
+        return;
+    const char **first, **other;
+    uint32_t n_first = fdisk_names(1, "chain", &first);
+    for (uint32_t n = 2; n <= w->cfg.nodes && !w->stats.violations; n++) {
+        uint32_t n_other = fdisk_names(n, "chain", &other);
+        if (n_other != n_first)
+            sim_violation(w, "CHAIN FILES: node 1 has %u chain files, node %u "
+                          "has %u", n_first, n, n_other);
+        for (uint32_t i = 0; i < n_first && !w->stats.violations; i++) {
+            uint64_t la, lb;
+            const uint8_t *pa = fdisk_peek(1, first[i], &la);
+            const uint8_t *pb = fdisk_peek(n, other[i], &lb);
+            if (strcmp(first[i], other[i]) == 0 && pa && pb && la == lb &&
+                memcmp(pa, pb, (size_t)la) == 0)
+                continue;
+            uint64_t at = 0;
+            while (pa && pb && at < la && at < lb && pa[at] == pb[at])
+                at++;
+            sim_violation(w, "CHAIN FILES: node 1's %s (%llu bytes) and node "
+                          "%u's %s (%llu bytes) differ at byte %llu", first[i],
+                          (unsigned long long)(pa ? la : 0), n, other[i],
+                          (unsigned long long)(pb ? lb : 0),
+                          (unsigned long long)at);
+        }
+        free(other);
+    }
+    free(first);
+}
+
 void sim_check_final(sim_world *w)
 {
     uint64_t top = 0;
@@ -461,14 +692,17 @@ void sim_check_final(sim_world *w)
         top = s;
     for (uint32_t n = 1; n <= w->cfg.nodes; n++) {
         const sim_host *h = &w->hosts[n];
-        if (h->applied != top) {
+        if (sim_host_applied(h) != top) {
             sim_violation(w, "LIVENESS: node %u applied %llu of %llu "
                           "committed slots after healing", n,
-                          (unsigned long long)h->applied,
+                          (unsigned long long)sim_host_applied(h),
                           (unsigned long long)top);
             return;
         }
     }
+    sim_check_chain_files(w);
+    if (w->stats.violations)
+        return;
     if (w->cfg.bench)
         return;
     sim_shadow_val *vals = calloc(SIM_KEYS, sizeof(*vals));
@@ -482,7 +716,8 @@ void sim_check_final(sim_world *w)
         for (uint32_t k = 0; k < SIM_KEYS; k++) {
             size_t klen;
             const char *key = sim_key_name(k, &klen);
-            const kv_value *v = kv_get(w->hosts[n].kv, key, klen);
+            const kv_value *v = kv_get(sim_host_state(&w->hosts[n]), key,
+                                       klen);
             bool same = v ? vals[k].present && v->len == vals[k].len &&
                             memcmp(v->data, vals[k].data, v->len) == 0
                           : !vals[k].present;

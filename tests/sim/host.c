@@ -1,350 +1,119 @@
 /*
- * host.c - owns the emulation of one paxosfs node around a px_replica:
- * its "disk", its sync pipeline, its applied state and its timer.
+ * host.c - owns the glue between a simulated node and its production
+ * state-machine host (node/host.h): the host runs as in a real node, in
+ * driven mode (no threads), on the fake disk (disk.c), with simulated
+ * time and the virtual network as its edges.
  *
- * Storage model:
- *   durable  - d_promise and d_accepts (the acceptor store) and the chain
- *              up to `synced`: the applied state (kv, index, head hash,
- *              members) as of that index.  Without the profile's chain_lag
- *              the chain is synced at every apply (synced == applied); with
- *              it, syncs happen now and then, a crash loses the applied
- *              tail above `synced` (the kv is rebuilt to it), and the
- *              acceptor store keeps accepted values above `synced` only
- *              (chain.h: the chain is synced before acceptor_compact).
- *   volatile - the replica itself, the sync pipeline (outputs whose
- *              persist step is not yet durable: their messages, commits and
- *              reads), the timer, and every client waiting here.
- *   A crash destroys everything volatile; a restart calls px_create with a
- *   px_restore built from the durable part.  The sickdisk profile's disks
- *   fail for a while: the host stays up, its sync pipeline is lost as in
- *   a crash, its replica is suspended (px_suspend: it must put out no
- *   message, persist or commit), and when the disk works again a new
- *   replica is built from the durable part, with the applied index of the
- *   durable chain (`synced`) while the kv keeps what it applied: the
- *   blocks in between come again and are skipped, as net/node.c does.  The amnesia profile's crashes
- *   may also lose the acceptor store (promise and accepts) or roll the
- *   node back to the copy of its durable state taken at its last start;
- *   both are detected (d_recovering), so the node restarts recovering
- *   (consensus/recovery.c) and must cast no vote until it has recovered.
+ *   event (deliver, timer, fdatasync done, client request)
+ *     --> host_step / host_sync_done        (replica, commit rule, apply)
+ *     --> host_flush, host_background       (the end of a loop turn)
+ *     --> a storage failure: the node crashes and restarts (a node that
+ *         cannot write stops; its supervisor starts it again); in the
+ *         sickdisk profile it stays up instead, as a node does: the host
+ *         suspends the replica, and once the disk works again a probe
+ *         with back-off (net/health.c in a node) reopens the stores and
+ *         builds a new replica (host_reopen), the key-value state kept
  *
- * Sync pipeline (group commit):
+ *   edges: send -> durability check at the moment a message leaves
+ *                  (check.c), then the network;
+ *          output -> reads, refused requests, timer, recovery end;
+ *          sync_runs -> the fake disk defers what the fdatasync covers;
+ *                  an FSYNC event after the profile's latency makes it
+ *                  durable and completes the host's fdatasync;
+ *          applied -> agreement, prefix and chain-hash checks.
  *
- *     px_step --out--> [gather] --start_sync--> [inflight] --FSYNC event-->
- *        persist union, then per output: send, apply, reads, failures,
- *        snapshot requests; then report each persist_id (PX_EV_PERSISTED)
- *
- *   An output goes straight through (no copy) when both queues are empty
- *   and it has nothing to persist or sync latency is zero.
+ * What a real node adds and the simulator leaves out: the start gate and
+ * divergence checks (node/integrity.c; a node that lost its acceptor
+ * state is told so at its start, as the start gate would find out from
+ * its peers), the vouching of catch-up blocks (node/catchup.c), the
+ * client handle, FUSE and sockets.
  *
  * Invariants:
- *   1. No message of an output leaves before that output's promise and
- *      accepts are in d_promise/d_accepts (px.h ordering, DESIGN.md
- *      invariant 2).
- *   2. Outputs are processed in the order px_step produced them (FIFO), so
- *      committed entries reach the kv in slot order.
- *   3. A px_output is never touched after the next px_step on the same
- *      replica: the direct path finishes with it before reporting, and the
- *      queued path holds deep copies.  Client callbacks never step a
- *      replica synchronously (clients react through events).
- *   4. d_accepts holds only slots above `synced` once a batch of commits
- *      is processed (the synced chain covers the rest); synced <= applied.
- *   5. Every event carries the host epoch it was made for; a crash bumps the
+ *   1. A host is never re-entered: edges only record and schedule; a
+ *      crash after a storage failure happens after the host call
+ *      returned.
+ *   2. Every event carries the epoch it was made for; a crash bumps the
  *      epoch, so timers and syncs of a dead incarnation do nothing.
- *   6. A suspended replica (sick disk) puts out no message, no persist step
- *      and no committed entry, and never leads (checked in sim_output).
+ *   3. Everything a node keeps over a crash is on the fake disk; the glue
+ *      keeps only what a real node's neighbours or operator would know
+ *      (recovering, a lost state, flipped bits to judge).
+ *   4. The replica of a host whose storage failed (suspended) puts out no
+ *      message, no persist step and no committed entry, and neither leads
+ *      nor campaigns (checked in e_output for the host calls that began
+ *      with the storage failed: the output of the step during which the
+ *      disk failed was made before).
  */
 #include "sim.h"
+#include "disk.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define SIM_PERSISTED_CHAIN_MAX 100000 /* report loops per event */
+#define SIM_WALL_BASE_MS 1700000000000ull   /* the wall clock's epoch */
+#define SIM_BG_MS 100                       /* the loop's poll timeout */
 
-/* ----------------------------------------------------- pending outputs */
+/* ------------------------------------------------------------ edges */
 
-static void sim_entries_free(px_entry *e, uint32_t n)
+static uint64_t e_now(void *arg)
 {
-    for (uint32_t i = 0; i < n; i++)
-        free((void *)e[i].data);
-    free(e);
+    sim_host *h = arg;
+    return h->w->now_ms;
 }
 
-static void sim_pending_free(sim_pending *p)
+static uint64_t e_wall(void *arg)
 {
-    if (!p)
+    sim_host *h = arg;
+    int64_t t = (int64_t)(SIM_WALL_BASE_MS + h->w->now_ms) + h->wall_offset_ms +
+                (int64_t)h->w->now_ms * h->drift_ppm / 1000000;
+    return t > 0 ? (uint64_t)t : 0;
+}
+
+static void e_send(void *arg, const px_msg *m)
+{
+    sim_host *h = arg;
+    sim_world *w = h->w;
+    sim_trace_msg(w, h->id, SIM_TR_MSG_OUT, m);
+    sim_check_vouch(w, h, m);
+    sim_net_send(w, m);
+}
+
+static void sim_arm_timer(sim_world *w, sim_host *h, uint64_t next_ms)
+{
+    if (next_ms == 0)
         return;
-    sim_entries_free(p->accepts, p->n_accepts);
-    for (uint32_t i = 0; i < p->n_msgs; i++)
-        free(p->msgs[i]);
-    free(p->msgs);
-    sim_entries_free(p->committed, p->n_committed);
-    free(p->reads);
-    free(p->failed);
-    free(p);
-}
-
-static int sim_entries_copy(const px_entry *src, uint32_t n, px_entry **out)
-{
-    *out = NULL;
-    if (n == 0)
-        return 0;
-    px_entry *e = calloc(n, sizeof(*e));
-    if (!e)
-        return -ENOMEM;
-    for (uint32_t i = 0; i < n; i++) {
-        e[i] = src[i];
-        uint8_t *d = malloc(src[i].len ? src[i].len : 1);
-        if (!d) {
-            sim_entries_free(e, i);
-            return -ENOMEM;
-        }
-        if (src[i].len)
-            memcpy(d, src[i].data, src[i].len);
-        e[i].data = d;
-    }
-    *out = e;
-    return 0;
-}
-
-static sim_pending *sim_pending_copy(const px_output *o)
-{
-    sim_pending *p = calloc(1, sizeof(*p));
-    if (!p)
-        return NULL;
-    p->persist_promise = o->persist_promise;
-    p->promise = o->promise;
-    p->persist_id = o->persist_id;
-    p->snapshot_to = o->snapshot_to;
-    p->snapshot_from = o->snapshot_from;
-    if (sim_entries_copy(o->accepts, o->n_accepts, &p->accepts) < 0)
-        goto free_pending;
-    p->n_accepts = o->n_accepts;
-    if (sim_entries_copy(o->committed, o->n_committed, &p->committed) < 0)
-        goto free_pending;
-    p->n_committed = o->n_committed;
-    if (o->n_msgs) {
-        p->msgs = calloc(o->n_msgs, sizeof(*p->msgs));
-        if (!p->msgs)
-            goto free_pending;
-        for (uint32_t i = 0; i < o->n_msgs; i++) {
-            p->msgs[i] = px_msg_copy(&o->msgs[i]);
-            if (!p->msgs[i])
-                goto free_pending;
-            p->n_msgs = i + 1;
-        }
-    }
-    if (o->n_reads) {
-        p->reads = malloc(o->n_reads * sizeof(*p->reads));
-        if (!p->reads)
-            goto free_pending;
-        memcpy(p->reads, o->reads, o->n_reads * sizeof(*p->reads));
-        p->n_reads = o->n_reads;
-    }
-    if (o->n_failed) {
-        p->failed = malloc(o->n_failed * sizeof(*p->failed));
-        if (!p->failed)
-            goto free_pending;
-        memcpy(p->failed, o->failed, o->n_failed * sizeof(*p->failed));
-        p->n_failed = o->n_failed;
-    }
-    return p;
-
-free_pending:
-    sim_pending_free(p);
-    return NULL;
-}
-
-static void sim_pending_list_free(sim_pending *p)
-{
-    while (p) {
-        sim_pending *next = p->next;
-        sim_pending_free(p);
-        p = next;
-    }
-}
-
-/* ------------------------------------------------------- durable store */
-
-/* Insert or replace the durable accepted value of e->slot. */
-static int sim_durable_accept(sim_host *h, const px_entry *e)
-{
-    if (e->slot <= h->synced)
-        return 0;                        /* the synced chain holds it */
-    uint32_t lo = 0, hi = h->d_n;
-    if (h->d_n && h->d_accepts[h->d_n - 1].slot < e->slot) {
-        lo = h->d_n;                     /* common case: append */
-    } else {
-        while (lo < hi) {
-            uint32_t mid = (lo + hi) / 2;
-            if (h->d_accepts[mid].slot < e->slot)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-    }
-    uint8_t *d = malloc(e->len ? e->len : 1);
-    if (!d)
-        return -ENOMEM;
-    if (e->len)
-        memcpy(d, e->data, e->len);
-    if (lo < h->d_n && h->d_accepts[lo].slot == e->slot) {
-        free((void *)h->d_accepts[lo].data);
-        h->d_accepts[lo] = *e;
-        h->d_accepts[lo].data = d;
-        return 0;
-    }
-    if (h->d_n == h->d_cap) {
-        uint32_t cap = h->d_cap ? h->d_cap * 2 : 64;
-        px_entry *v = realloc(h->d_accepts, cap * sizeof(*v));
-        if (!v) {
-            free(d);
-            return -ENOMEM;
-        }
-        h->d_accepts = v;
-        h->d_cap = cap;
-    }
-    memmove(&h->d_accepts[lo + 1], &h->d_accepts[lo],
-            (h->d_n - lo) * sizeof(*h->d_accepts));
-    h->d_accepts[lo] = *e;
-    h->d_accepts[lo].data = d;
-    h->d_n++;
-    return 0;
-}
-
-static void sim_durable_compact(sim_host *h)
-{
-    uint32_t k = 0;
-    while (k < h->d_n && h->d_accepts[k].slot <= h->synced)
-        free((void *)h->d_accepts[k++].data);
-    if (k) {
-        memmove(h->d_accepts, h->d_accepts + k,
-                (h->d_n - k) * sizeof(*h->d_accepts));
-        h->d_n -= k;
-    }
-}
-
-static void sim_persist(sim_world *w, sim_host *h, bool persist_promise,
-                        px_ballot promise, const px_entry *accepts,
-                        uint32_t n_accepts)
-{
-    if (persist_promise) {
-        if (px_ballot_cmp(promise, h->d_promise) < 0)
-            sim_violation(w, "node %u persisted promise (%llu,%u) below "
-                          "durable (%llu,%u)", h->id,
-                          (unsigned long long)promise.round, promise.node_id,
-                          (unsigned long long)h->d_promise.round,
-                          h->d_promise.node_id);
-        h->d_promise = promise;
-    }
-    for (uint32_t i = 0; i < n_accepts; i++)
-        if (sim_durable_accept(h, &accepts[i]) < 0)
-            sim_violation(w, "node %u: out of memory persisting", h->id);
-    if (persist_promise || n_accepts) {
-        sim_trace_rec r = {.kind = SIM_TR_PERSIST, .ballot = promise,
-                           .n = n_accepts,
-                           .slot = n_accepts ? accepts[0].slot : 0,
-                           .aux = n_accepts ? accepts[n_accepts - 1].slot : 0};
-        sim_trace_add(w, h->id, &r);
-    }
-}
-
-/* --------------------------------------------------------------- apply */
-
-typedef struct sim_apply_ctx {
-    sim_world *w;
-    sim_host *h;
-} sim_apply_ctx;
-
-static void sim_apply_result(void *arg, uint64_t client_id, uint64_t seq,
-                             int32_t result, uint64_t slot)
-{
-    sim_apply_ctx *c = arg;
-    sim_check_result(c->w, c->h->id, client_id, seq, result, slot);
-    sim_client_on_write(c->w, client_id, seq, result, c->h->id);
-}
-
-static void sim_ignore_result(void *arg, uint64_t client_id, uint64_t seq,
-                              int32_t result, uint64_t slot)
-{
-    (void)arg;
-    (void)client_id;
-    (void)seq;
-    (void)result;
-    (void)slot;
+    if (next_ms < w->now_ms)
+        next_ms = w->now_ms;
+    if (h->timer_at_ms && h->timer_at_ms <= next_ms)
+        return;
+    h->timer_at_ms = next_ms;
+    h->timer_gen++;
+    sim_schedule(w, next_ms, SIM_EV_TIMER, h->id, h->epoch, h->timer_gen);
 }
 
 static void sim_serve_reads(sim_world *w, sim_host *h)
 {
-    if (h->granted_reads == 0)
+    if (h->granted_reads == 0 || !h->host)
         return;
+    uint64_t applied = sim_host_applied(h);
     for (uint32_t ci = 0; ci < w->n_clients; ci++) {
         sim_client *c = &w->clients[ci];
         for (uint32_t i = 0; i < c->window; i++) {
             sim_op *op = &c->ops[i];
             if (!op->busy || op->type != SIM_OP_GET || !op->read_granted ||
                 op->node != h->id || op->node_epoch != h->epoch ||
-                op->read_index > h->applied)
+                op->read_index > applied)
                 continue;
             size_t klen;
             const char *key = sim_key_name(op->key, &klen);
             h->granted_reads--;
             op->read_granted = false;
             sim_client_on_read(w, op->read_token, 0,
-                               kv_get(h->kv, key, klen), h->id);
+                               kv_get(host_state(h->host), key, klen), h->id);
         }
     }
 }
-
-static void sim_apply_one(sim_world *w, sim_host *h, const px_entry *e)
-{
-    if (e->slot <= h->applied)
-        return;                          /* covered by a snapshot */
-    if (e->slot != h->applied + 1) {
-        sim_violation(w, "node %u: committed slot %llu after applied %llu",
-                      h->id, (unsigned long long)e->slot,
-                      (unsigned long long)h->applied);
-        return;
-    }
-    sim_apply_ctx ctx = {w, h};
-    int rc = kv_apply_entry(h->kv, e, sim_apply_result, &ctx);
-    if (rc < 0) {
-        sim_violation(w, "node %u: kv_apply_entry(slot %llu) = %d", h->id,
-                      (unsigned long long)e->slot, rc);
-        return;
-    }
-    chain_hash_block(h->head_hash, e->slot, e->time_ms, e->kind, e->data,
-                     e->len, h->head_hash);
-    h->applied = e->slot;
-    if (e->kind == PX_ENTRY_CONFIG) {
-        px_members m;
-        if (px_members_decode(e->data, e->len, &m) == 0)
-            h->members = m;
-    }
-    sim_check_applied(w, h->id, e, h->head_hash);
-}
-
-static void sim_apply(sim_world *w, sim_host *h, const px_entry *e,
-                      uint32_t n)
-{
-    if (n == 0)
-        return;
-    for (uint32_t i = 0; i < n; i++)
-        sim_apply_one(w, h, &e[i]);
-    sim_trace_rec r = {.kind = SIM_TR_COMMIT, .slot = e[0].slot,
-                       .aux = e[n - 1].slot, .n = n};
-    sim_trace_add(w, h->id, &r);
-    if (h->px)
-        px_set_chain_head(h->px, h->applied, h->head_hash);
-    /* the chain is synced in the background: with chain_lag the synced
-     * head trails the applied one until a sync happens to run */
-    if (!w->cfg.profile->chain_lag || sim_rng_below(&w->rng, 4) == 0)
-        h->synced = h->applied;
-    sim_durable_compact(h);
-    sim_serve_reads(w, h);
-}
-
-/* ------------------------------------------------------------- outputs */
 
 static sim_op *sim_op_for_token(sim_world *w, uint64_t token)
 {
@@ -374,250 +143,217 @@ static void sim_reads(sim_world *w, sim_host *h, const px_read_ready *rd,
         op->read_index = rd[i].index;
         h->granted_reads++;
     }
-    sim_serve_reads(w, h);
 }
 
-static void sim_snapshot_requests(sim_world *w, sim_host *h, uint32_t to,
-                                  uint32_t from)
+static bool sim_is_vote(uint8_t type)
 {
-    if (to && to <= w->cfg.nodes && to != h->id) {
-        sim_trace_note(w, h->id, SIM_TR_SNAPSHOT, "snapshot sent", h->applied,
-                       to);
-        sim_schedule(w, w->now_ms + sim_net_delay(w), SIM_EV_SNAPSHOT, to,
-                     h->applied, h->id);
-    }
-    if (from && from <= w->cfg.nodes && from != h->id) {
-        sim_host *src = &w->hosts[from];
-        if (src->alive && !w->cut[from][h->id]) {
-            sim_trace_note(w, h->id, SIM_TR_SNAPSHOT, "snapshot asked",
-                           src->applied, from);
-            sim_schedule(w, w->now_ms + 2 * sim_net_delay(w),
-                         SIM_EV_SNAPSHOT, h->id, src->applied, from);
-        }
-    }
+    return type == PX_MSG_PROMISE || type == PX_MSG_ACCEPTED ||
+           type == PX_MSG_REJECT || type == PX_MSG_HEARTBEAT_ACK;
 }
 
-static void sim_failed(sim_world *w, sim_host *h, const px_request_failed *f,
-                       uint32_t n)
+static void e_output(void *arg, const px_output *o)
 {
-    for (uint32_t i = 0; i < n; i++)
-        sim_client_on_write_failed(w, f[i].client_id, f[i].seq, f[i].status,
-                                   h->id);
-}
-
-/* Steps 2, 4, 5 and the rest of one output (step 1 done by the caller). */
-static void sim_after_persist(sim_world *w, sim_host *h, px_msg *const *qmsgs,
-                              const px_msg *msgs, uint32_t n_msgs,
-                              const px_entry *committed, uint32_t n_committed,
-                              const px_read_ready *reads, uint32_t n_reads,
-                              const px_request_failed *failed,
-                              uint32_t n_failed, uint32_t snap_to,
-                              uint32_t snap_from)
-{
-    for (uint32_t i = 0; i < n_msgs; i++) {
-        const px_msg *m = qmsgs ? qmsgs[i] : &msgs[i];
-        sim_trace_msg(w, h->id, SIM_TR_MSG_OUT, m);
-        sim_net_send(w, m);
-    }
-    sim_apply(w, h, committed, n_committed);
-    sim_reads(w, h, reads, n_reads);
-    sim_failed(w, h, failed, n_failed);
-    sim_snapshot_requests(w, h, snap_to, snap_from);
-}
-
-static void sim_start_sync(sim_world *w, sim_host *h)
-{
-    if (h->inflight || !h->gather)
-        return;
-    h->inflight = h->gather;
-    h->inflight_tail = h->gather_tail;
-    h->gather = h->gather_tail = NULL;
-    uint64_t delay = sim_rng_range(&w->rng, 0, w->cfg.profile->fsync_max_ms);
-    sim_schedule(w, w->now_ms + delay, SIM_EV_FSYNC, h->id, h->epoch, 0);
-}
-
-static void sim_arm_timer(sim_world *w, sim_host *h, uint64_t next_ms)
-{
-    if (next_ms == 0)
-        return;
-    if (next_ms < w->now_ms)
-        next_ms = w->now_ms;
-    if (h->timer_at_ms && h->timer_at_ms <= next_ms)
-        return;
-    h->timer_at_ms = next_ms;
-    h->timer_gen++;
-    sim_schedule(w, next_ms, SIM_EV_TIMER, h->id, h->epoch, h->timer_gen);
-}
-
-static bool sim_has_persist(const px_output *o)
-{
-    return o->persist_promise || o->n_accepts || o->persist_id;
-}
-
-/* Handle one output; returns the persist_id to report now (0 = none). */
-static uint64_t sim_output(sim_world *w, sim_host *h, const px_output *o)
-{
-    for (uint32_t i = 0; i < o->n_committed; i++)
-        sim_check_committed(w, h->id, &o->committed[i]);
+    sim_host *h = arg;
+    sim_world *w = h->w;
     if (o->recovered) {
-        h->d_recovering = false;
+        h->recovering = false;
         sim_trace_note(w, h->id, SIM_TR_FAULT, "recovered, voting again",
-                       h->applied, 0);
+                       sim_host_applied(h), 0);
     }
     if (px_recovering(h->px))
         for (uint32_t i = 0; i < o->n_msgs; i++)
-            if (o->msgs[i].type == PX_MSG_PROMISE ||
-                o->msgs[i].type == PX_MSG_ACCEPTED ||
-                o->msgs[i].type == PX_MSG_REJECT ||
-                o->msgs[i].type == PX_MSG_HEARTBEAT_ACK)
+            if (sim_is_vote(o->msgs[i].type))
                 sim_violation(w, "node %u voted (message type %u) while "
                               "recovering lost acceptor state", h->id,
                               o->msgs[i].type);
-    if (px_suspended(h->px) &&
-        (o->n_msgs || sim_has_persist(o) || o->n_committed ||
+    if (h->step_failed &&
+        (o->n_msgs || o->persist_promise || o->n_accepts || o->n_committed ||
          px_role(h->px) == PX_LEADER || px_role(h->px) == PX_CANDIDATE))
         sim_violation(w, "node %u took part while its disk failed: %u "
                       "messages, persist %d, %u committed, role %u", h->id,
-                      o->n_msgs, sim_has_persist(o), o->n_committed,
-                      px_role(h->px));
+                      o->n_msgs, o->persist_promise || o->n_accepts,
+                      o->n_committed, px_role(h->px));
+    if (o->persist_promise || o->n_accepts) {
+        sim_trace_rec r = {.kind = SIM_TR_PERSIST, .ballot = o->promise,
+                           .n = o->n_accepts,
+                           .slot = o->n_accepts ? o->accepts[0].slot : 0,
+                           .aux = o->n_accepts ?
+                                  o->accepts[o->n_accepts - 1].slot : 0};
+        sim_trace_add(w, h->id, &r);
+    }
+    if (o->n_committed) {
+        sim_trace_rec r = {.kind = SIM_TR_COMMIT, .slot = o->committed[0].slot,
+                           .aux = o->committed[o->n_committed - 1].slot,
+                           .n = o->n_committed};
+        sim_trace_add(w, h->id, &r);
+    }
     sim_arm_timer(w, h, o->next_tick_ms);
-    if (!h->inflight && !h->gather &&
-        (!sim_has_persist(o) || w->cfg.profile->fsync_max_ms == 0)) {
-        sim_persist(w, h, o->persist_promise, o->promise, o->accepts,
-                    o->n_accepts);
-        sim_after_persist(w, h, NULL, o->msgs, o->n_msgs, o->committed,
-                          o->n_committed, o->reads, o->n_reads, o->failed,
-                          o->n_failed, o->snapshot_to, o->snapshot_from);
-        return o->persist_id;
-    }
-    sim_pending *p = sim_pending_copy(o);
-    if (!p) {
-        sim_violation(w, "node %u: out of memory copying an output", h->id);
-        return 0;
-    }
-    if (h->gather_tail)
-        h->gather_tail->next = p;
-    else
-        h->gather = p;
-    h->gather_tail = p;
-    sim_start_sync(w, h);
-    return 0;
-}
-
-/* px_step plus the PERSISTED reports that the direct path makes. */
-static int sim_step(sim_world *w, sim_host *h, const px_event *first)
-{
-    px_event ev = *first;
-    for (uint32_t i = 0; i < SIM_PERSISTED_CHAIN_MAX; i++) {
-        px_output out;
-        memset(&out, 0, sizeof(out));
-        ev.now_ms = w->now_ms;
-        int rc = px_step(h->px, &ev, &out);
-        w->stats.steps++;
-        if (rc < 0) {
-            sim_violation(w, "node %u: px_step(type %u) = %d", h->id,
-                          ev.type, rc);
-            return rc;
-        }
-        uint64_t id = sim_output(w, h, &out);
-        if (!id || !h->alive)
-            return 0;
-        ev = (px_event){.type = PX_EV_PERSISTED, .u.persist_id = id};
-    }
-    sim_violation(w, "node %u: endless persist chain", h->id);
-    return -ELOOP;
-}
-
-static void sim_sync_done(sim_world *w, sim_host *h)
-{
-    sim_pending *list = h->inflight;
-    h->inflight = h->inflight_tail = NULL;
-    for (sim_pending *p = list; p; p = p->next)
-        sim_persist(w, h, p->persist_promise, p->promise, p->accepts,
-                    p->n_accepts);
-    for (sim_pending *p = list; p; p = p->next)
-        sim_after_persist(w, h, p->msgs, NULL, p->n_msgs, p->committed,
-                          p->n_committed, p->reads, p->n_reads, p->failed,
-                          p->n_failed, p->snapshot_to, p->snapshot_from);
-    for (sim_pending *p = list; p && h->alive; p = p->next) {
-        if (!p->persist_id)
-            continue;
-        px_event ev = {.type = PX_EV_PERSISTED, .u.persist_id = p->persist_id};
-        sim_step(w, h, &ev);
-    }
-    sim_pending_list_free(list);
-    sim_start_sync(w, h);
-}
-
-/* ----------------------------------------------------------- snapshots */
-
-/* Replace h's applied state by the committed log's prefix 1..index,
- * rebuilt on a fresh kv (kv has no snapshot encoding; the checkers prove
- * every replica's applied log equals the recorded one, see check.c).
- * Requests above h->applied are answered to waiting clients when `answer`.
- * Returns 0 or a negative errno (a violation is recorded). */
-static int sim_rebuild(sim_world *w, sim_host *h, uint64_t index, bool answer)
-{
-    kv *fresh = kv_create();
-    if (!fresh) {
-        sim_violation(w, "node %u: kv_create failed", h->id);
-        return -ENOMEM;
-    }
-    uint8_t hash[PX_HASH_BYTES] = {0};
-    px_members members = w->members;
-    sim_apply_ctx ctx = {w, h};
-    for (uint64_t s = 1; s <= index; s++) {
-        if (s >= w->check.n_slots || !w->check.slots[s].known) {
-            sim_violation(w, "rebuild of node %u to %llu: slot %llu was "
-                          "never committed", h->id,
-                          (unsigned long long)index, (unsigned long long)s);
-            kv_destroy(fresh);
-            return -EINVAL;
-        }
-        const px_entry *e = &w->check.slots[s].entry;
-        bool fresh_slot = answer && s > h->applied;
-        int rc = kv_apply_entry(fresh, e, fresh_slot ? sim_apply_result
-                                : sim_ignore_result, &ctx);
-        if (rc < 0) {
-            sim_violation(w, "rebuild: kv_apply_entry = %d", rc);
-            kv_destroy(fresh);
-            return rc;
-        }
-        chain_hash_block(hash, e->slot, e->time_ms, e->kind, e->data, e->len,
-                         hash);
-        if (e->kind == PX_ENTRY_CONFIG)
-            px_members_decode(e->data, e->len, &members);
-        if (fresh_slot)
-            sim_check_applied(w, h->id, e, hash);
-    }
-    kv_destroy(h->kv);
-    h->kv = fresh;
-    h->applied = index;
-    memcpy(h->head_hash, hash, sizeof(hash));
-    h->members = members;
-    return 0;
-}
-
-static void sim_snapshot_install(sim_world *w, sim_host *h, uint64_t index,
-                                 uint32_t from)
-{
-    if (index <= h->applied) {
-        sim_trace_note(w, h->id, SIM_TR_SNAPSHOT, "stale snapshot ignored",
-                       index, from);
-        return;
-    }
-    if (sim_rebuild(w, h, index, true) < 0)
-        return;
-    h->synced = index;                   /* a snapshot is written durably */
-    sim_durable_compact(h);
-    sim_trace_note(w, h->id, SIM_TR_SNAPSHOT, "snapshot installed", index,
-                   from);
-    px_set_chain_head(h->px, h->applied, h->head_hash);
-    px_event ev = {.type = PX_EV_SNAPSHOT_INSTALLED,
-                   .u.snapshot = {.index = index, .members = h->members}};
-    sim_step(w, h, &ev);
-    if (h->alive)
+    sim_reads(w, h, o->reads, o->n_reads);
+    for (uint32_t i = 0; i < o->n_failed; i++)
+        sim_client_on_write_failed(w, o->failed[i].client_id,
+                                   o->failed[i].seq, o->failed[i].status,
+                                   h->id);
+    if (o->n_reads || o->n_committed)
         sim_serve_reads(w, h);
+}
+
+static void e_result(void *arg, uint64_t client_id, uint64_t seq,
+                     int32_t result, uint64_t slot)
+{
+    sim_host *h = arg;
+    sim_check_result(h->w, h->id, client_id, seq, result, slot);
+    sim_client_on_write(h->w, client_id, seq, result, h->id);
+}
+
+/* A storage failure is expected only from an injected EIO or ENOSPC;
+ * anything else (a chain append refused, a committed entry that cannot
+ * be applied) is a bug the failure would otherwise hide. */
+static void e_failed(void *arg, const char *what, int rc)
+{
+    sim_host *h = arg;
+    sim_trace_note(h->w, h->id, SIM_TR_FAULT, "storage failed", (uint64_t)-rc,
+                   0);
+    if (rc != -EIO && rc != -ENOSPC)
+        sim_violation(h->w, "node %u: %s failed with %d (%s), not an "
+                      "injected disk failure", h->id, what, rc, strerror(-rc));
+}
+
+static uint64_t e_catchup_from(void *arg, uint32_t peer)
+{
+    sim_host *h = arg;
+    if (peer == 0 || peer > h->w->cfg.nodes)
+        return 0;
+    return h->peer_commit[peer] + 1;
+}
+
+static bool e_serving(void *arg)
+{
+    sim_host *h = arg;
+    return h->w->cfg.sync_off_loop;
+}
+
+/* An fdatasync of the host begins or has run its calls to the disk: the
+ * fake disk makes what they cover durable only when the FSYNC event
+ * completes it, after the profile's latency (or, scripted, when the
+ * script says). */
+static void e_sync_runs(void *arg, int kind, bool begin)
+{
+    sim_host *h = arg;
+    sim_world *w = h->w;
+    if (kind < 1 || kind > 2) {
+        sim_violation(w, "node %u: fdatasync of kind %d", h->id, kind);
+        return;
+    }
+    if (begin) {
+        if (h->sync_due[kind])
+            sim_violation(w, "node %u: fdatasync of kind %d started while "
+                          "one runs", h->id, kind);
+        h->sync_due[kind] = true;
+        h->sync_ticket[kind] = ++w->next_ticket;
+        fdisk_defer_begin(h->id, h->sync_ticket[kind]);
+        if (kind == HOST_SYNC_ACCEPTOR)
+            sim_durable_capture(w, h);
+        return;
+    }
+    fdisk_defer_end(h->id);
+    if (w->scripted) {              /* the script completes it */
+        if (w->n_syncs < 64)
+            w->syncs[w->n_syncs++] = (sim_sync_ref){ h->id, kind };
+        return;
+    }
+    uint64_t max = w->cfg.profile->fsync_max_ms;
+    if (kind == HOST_SYNC_CHAIN)
+        max *= 3;
+    sim_schedule(w, w->now_ms + sim_rng_range(&w->rng, 0, max), SIM_EV_FSYNC,
+                 h->id, h->epoch, (uint64_t)kind);
+}
+
+static void e_applied(void *arg, const px_entry *e,
+                      const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    sim_host *h = arg;
+    sim_check_committed(h->w, h->id, e);
+    sim_check_applied(h->w, h->id, e, hash);
+}
+
+static void e_log(void *arg, const char *line)
+{
+    sim_host *h = arg;
+    if (h->w->cfg.trace_live && h->w->out)
+        fprintf(h->w->out, "  %8llu n%u log: %s\n",
+                (unsigned long long)h->w->now_ms, h->id, line);
+}
+
+static void sim_edges(sim_host *h, host_edges *e)
+{
+    *e = (host_edges){
+        .arg = h,
+        .now_ms = e_now,
+        .wall_ms = e_wall,
+        .send = e_send,
+        .output = e_output,
+        .result = e_result,
+        .failed = e_failed,
+        .catchup_from = e_catchup_from,
+        .serving = e_serving,
+        .sync_runs = e_sync_runs,
+        .applied = e_applied,
+        .log = e_log,
+    };
+}
+
+/* -------------------------------------------------- a loop turn */
+
+static void sim_restart_later(sim_world *w, sim_host *h, uint64_t lo,
+                              uint64_t hi)
+{
+    sim_schedule(w, w->now_ms + sim_rng_range(&w->rng, lo, hi),
+                 SIM_EV_RESTART, h->id, h->epoch, 1);
+}
+
+#define SIM_REOPEN_MIN_MS 100       /* net/health.h's back-off */
+#define SIM_REOPEN_MAX_MS 2000
+
+static void sim_probe_later(sim_world *w, sim_host *h)
+{
+    sim_schedule(w, w->now_ms + h->reopen_backoff_ms, SIM_EV_REOPEN, h->id,
+                 h->epoch, 0);
+    h->reopen_backoff_ms *= 2;
+    if (h->reopen_backoff_ms > SIM_REOPEN_MAX_MS)
+        h->reopen_backoff_ms = SIM_REOPEN_MAX_MS;
+}
+
+/* The end of a loop turn: write and sync (group commit), background
+ * work; a node whose storage failed crashes and comes back later, or
+ * (sickdisk) stays up suspended and probes until it can reopen. */
+static void sim_turn_end(sim_world *w, sim_host *h)
+{
+    if (!h->alive || !h->host || h->suspended)
+        return;
+    host_flush(h->host);
+    host_background(h->host, w->now_ms);
+    if (!host_failed(h->host))
+        return;
+    if (w->cfg.profile->sick_disks) {
+        h->suspended = true;
+        h->reopen_backoff_ms = SIM_REOPEN_MIN_MS;
+        sim_trace_note(w, h->id, SIM_TR_FAULT, "suspended, probing",
+                       sim_host_applied(h), 0);
+        sim_probe_later(w, h);
+        return;
+    }
+    sim_host_crash(w, h);
+    sim_restart_later(w, h, 30, 500);
+}
+
+static void sim_step(sim_world *w, sim_host *h, px_event *ev)
+{
+    w->stats.steps++;
+    h->in_step = true;
+    h->step_failed = host_failed(h->host) != 0;   /* before: e_output */
+    host_step(h->host, ev);
+    h->in_step = false;
+    sim_turn_end(w, h);
 }
 
 /* --------------------------------------------------------- life cycle */
@@ -625,11 +361,8 @@ static void sim_snapshot_install(sim_world *w, sim_host *h, uint64_t index,
 int sim_host_init(sim_world *w, sim_host *h, uint32_t id)
 {
     memset(h, 0, sizeof(*h));
+    h->w = w;
     h->id = id;
-    h->kv = kv_create();
-    if (!h->kv)
-        return -ENOMEM;
-    h->members = w->members;
     px_options_default(&h->opt, id);
     h->opt.members = w->members;
     h->opt.heartbeat_interval_ms = 50;
@@ -641,92 +374,222 @@ int sim_host_init(sim_world *w, sim_host *h, uint32_t id)
         h->opt.window_slots = w->cfg.window_slots;
     if (w->cfg.retain_slots)
         h->opt.retain_slots = w->cfg.retain_slots;
+    h->chain_sync_ms = w->cfg.chain_sync_ms ? w->cfg.chain_sync_ms : 200;
+    if (w->cfg.profile->clock_steps)
+        h->drift_ppm = (int32_t)sim_rng_range(&w->rng, 0, 2000) - 1000;
     return 0;
+}
+
+static void sim_drop_deferred(sim_host *h)
+{
+    for (uint32_t i = 0; i < h->n_deferred; i++)
+        free(h->deferred[i].msg);
+    h->n_deferred = 0;
 }
 
 void sim_host_free(sim_host *h)
 {
-    if (h->px)
-        px_destroy(h->px);
-    h->px = NULL;
-    sim_pending_list_free(h->inflight);
-    sim_pending_list_free(h->gather);
-    for (uint32_t i = 0; i < h->n_deferred; i++)
-        free(h->deferred[i].msg);
+    if (h->host)
+        host_close(h->host, false);
+    h->host = NULL;
+    sim_drop_deferred(h);
     free(h->deferred);
-    sim_entries_free(h->d_accepts, h->d_n);
-    sim_entries_free(h->b_accepts, h->b_n);
-    if (h->kv)
-        kv_destroy(h->kv);
+    sim_durable_clear(h);
+    free(h->d_acc);
+    free(h->c_acc);
     memset(h, 0, sizeof(*h));
 }
 
-/* The copy of the durable state that a rollback fault restores. */
-static void sim_backup(sim_world *w, sim_host *h)
+/* A flipped bit must be found by the store that holds it: the chain
+ * refuses to open (damage), or cuts it away as a torn tail; the acceptor
+ * store keeps the log aside and recovers, or cuts a torn last write. */
+static void sim_judge_flips(sim_world *w, sim_host *h, bool recovering)
 {
-    sim_entries_free(h->b_accepts, h->b_n);
-    h->b_accepts = NULL;
-    h->b_n = 0;
-    if (sim_entries_copy(h->d_accepts, h->d_n, &h->b_accepts) < 0) {
-        sim_violation(w, "node %u: out of memory copying its state", h->id);
-        return;
+    host_open_report r;
+    host_get_open_report(h->host, &r);
+    for (uint32_t i = 0; i < h->n_flips; i++) {
+        const sim_flip *f = &h->flips[i];
+        bool found;
+        /* recovering: found by an earlier attempt to start, which kept
+         * the damaged log aside before an injected failure stopped it
+         * (acceptor flips are made only while nobody recovers) */
+        if (f->which == 0)
+            found = r.acceptor_lost || recovering ||
+                    (r.acceptor_torn && f->bit / 8 >= r.acceptor_torn_offset);
+        else
+            found = r.chain_torn && strstr(r.chain_torn_path, f->rel) &&
+                    f->bit / 8 >= r.chain_torn_offset;
+        if (!found)
+            sim_violation(w, "DISK: node %u opened its stores without noticing "
+                          "the bit flipped in %s at byte %llu", h->id, f->rel,
+                          (unsigned long long)(f->bit / 8));
     }
-    h->b_n = h->d_n;
-    h->b_promise = h->d_promise;
-    h->b_synced = h->synced;
+    h->n_flips = 0;
+}
+
+/* The chain refused to open: a flipped bit was found (else it is a bug).
+ * The operator puts the byte back (restores it from a copy). */
+static bool sim_repair_flips(sim_world *w, sim_host *h, const char *err)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < h->n_flips; i++) {
+        const sim_flip *f = &h->flips[i];
+        if (f->which == 1) {
+            fdisk_unflip(h->id, f->rel, f->bit);
+            sim_trace_note(w, h->id, SIM_TR_FAULT, "chain damage found, byte "
+                           "restored", f->bit / 8, 0);
+        } else {
+            h->flips[k++] = *f;
+        }
+    }
+    if (k == h->n_flips) {
+        sim_violation(w, "DISK: node %u: chain damaged without a flipped bit: "
+                      "%s", h->id, err);
+        return false;
+    }
+    h->n_flips = k;
+    return true;
 }
 
 int sim_host_start(sim_world *w, sim_host *h)
 {
-    if (w->cfg.profile->amnesia && !h->d_recovering)
-        sim_backup(w, h);
-    px_restore rs = {.promise = h->d_promise, .applied_index = h->applied,
-                     .members = h->members, .n_accepts = h->d_n,
-                     .accepts = h->d_accepts, .recovering = h->d_recovering};
-    h->opt.seed = w->cfg.seed * 1000003u + h->id * 7919u + h->epoch;
-    int rc = px_create(&h->opt, &rs, &h->px);
+    if (h->alive)
+        return 0;
+    host_config hc = {
+        .id = h->id,
+        .data_dir = fdisk_root(h->id),
+        .px = h->opt,
+        .chain_sync_interval_ms = h->chain_sync_ms,
+        .driven = true,
+        .acceptor_log_bytes = w->cfg.acceptor_log_bytes,
+        .chain_segment_bytes = w->cfg.segment_bytes,
+    };
+    hc.px.seed = w->cfg.seed * 1000003u + h->id * 7919u + h->epoch;
+    host_edges edges;
+    sim_edges(h, &edges);
+    char why[HOST_WHY_BYTES], err[1024];
+    int rc = -EBADMSG;
+    for (int attempt = 0; attempt < 3 && rc == -EBADMSG; attempt++) {
+        rc = host_open(&hc, &edges, &h->host, why, err, sizeof err);
+        if (rc == -EBADMSG && !sim_repair_flips(w, h, err))
+            return rc;
+    }
     if (rc < 0) {
-        sim_violation(w, "node %u: px_create = %d", h->id, rc);
+        if ((rc == -EIO || rc == -ENOSPC) && !w->healed) {
+            /* an injected failure during the start: try again later */
+            sim_trace_note(w, h->id, SIM_TR_FAULT, "start failed, retry",
+                           (uint64_t)-rc, 0);
+            h->epoch++;
+            sim_restart_later(w, h, 20, 300);
+            return 0;
+        }
+        sim_violation(w, "node %u cannot start: %s (%d)", h->id, err, rc);
         return rc;
     }
+    sim_judge_flips(w, h, why[0] != '\0');
+    h->px = host_replica(h->host);
+    if (why[0]) {
+        h->recovering = true;
+        sim_trace_note(w, h->id, SIM_TR_FAULT, "starts recovering", 0, 0);
+        e_log(h, why);
+    }
+    if (h->lost_state && !px_recovering(h->px))
+        host_begin_recovery(h->host);   /* the start gate's finding */
+    if (px_recovering(h->px)) {
+        h->recovering = true;
+        w->lost_state_ever = true;
+    }
+    h->lost_state = false;
+    rc = host_start(h->host);
+    if (rc < 0) {
+        sim_violation(w, "node %u: host_start = %d", h->id, rc);
+        return rc;
+    }
+    sim_durable_refresh(w, h);
+    h->d_chain = chain_synced_index(host_chain(h->host));
+    if (w->cfg.profile->amnesia && !h->recovering)
+        fdisk_save(h->id);   /* the older copy a rollback restores */
+    fdisk_faults f = { .on = w->faults_on,
+                       .fail_ppm = w->cfg.profile->disk_fail_ppm,
+                       .short_ppm = w->cfg.profile->short_write_ppm };
+    fdisk_set_faults(h->id, &f);
     h->alive = true;
     h->paused = false;
-    h->sick = false;
+    h->suspended = false;
     h->timer_at_ms = 0;
     h->granted_reads = 0;
-    if (h->applied)
-        px_set_chain_head(h->px, h->applied, h->head_hash);
+    memset(h->sync_due, 0, sizeof h->sync_due);
     sim_trace_note(w, h->id, SIM_TR_FAULT, h->epoch ? "restart" : "start",
-                   h->applied, 0);
+                   sim_host_applied(h), 0);
+    sim_schedule(w, w->now_ms + SIM_BG_MS, SIM_EV_BG, h->id, h->epoch, 0);
     px_event ev = {.type = PX_EV_TICK};
-    return sim_step(w, h, &ev);
+    sim_step(w, h, &ev);
+    return 0;
+}
+
+/* Some node recovers lost acceptor state, or will at its next start. */
+bool sim_anyone_recovering(const sim_world *w)
+{
+    for (uint32_t i = 1; i <= w->cfg.nodes; i++) {
+        const sim_host *h = &w->hosts[i];
+        if (h->recovering || h->lost_state)
+            return true;
+        for (uint32_t k = 0; k < h->n_flips; k++)
+            if (h->flips[k].which == 0)
+                return true;
+    }
+    return false;
+}
+
+/* Which store a crash may flip a bit in: the chain always (the operator
+ * restores the byte once it is found); the acceptor log only where the
+ * node can recover from every other voter and nobody else recovers. */
+static void sim_maybe_flip(sim_world *w, sim_host *h)
+{
+    if (!w->faults_on || w->cfg.profile->flip_pct == 0 ||
+        h->n_flips >= SIM_MAX_FLIPS ||
+        sim_rng_below(&w->rng, 100) >= w->cfg.profile->flip_pct)
+        return;
+    int which = 1;
+    if (w->cfg.nodes >= 3 && !sim_anyone_recovering(w) &&
+        sim_rng_below(&w->rng, 2))
+        which = 0;
+    sim_flip *f = &h->flips[h->n_flips];
+    if (fdisk_flip(h->id, which, f->rel, sizeof f->rel, &f->bit) < 0)
+        return;
+    f->which = which;
+    h->n_flips++;
+    w->stats.by_kind[SIM_F_FLIP]++;
+    if (which == 0) {
+        h->lost_state = false;   /* the store itself must notice */
+        w->lost_state_ever = true;
+    }
+    sim_trace_note(w, h->id, SIM_TR_FAULT, which ? "bit flipped in a chain "
+                   "segment at" : "bit flipped in the acceptor log at",
+                   f->bit / 8, 0);
 }
 
 void sim_host_crash(sim_world *w, sim_host *h)
 {
     if (!h->alive)
         return;
-    sim_trace_note(w, h->id, SIM_TR_FAULT, "crash", h->applied, 0);
-    px_destroy(h->px);
+    sim_trace_note(w, h->id, SIM_TR_FAULT, "crash", sim_host_applied(h), 0);
+    host_close(h->host, false);
+    h->host = NULL;
     h->px = NULL;
-    if (h->applied > h->synced) {
-        /* the unsynced chain tail is lost: back to the synced head */
-        sim_trace_note(w, h->id, SIM_TR_FAULT, "chain tail lost, back to",
-                       h->synced, 0);
-        sim_rebuild(w, h, h->synced, false);
-    }
+    free(h->c_acc);              /* its fdatasync in flight never completed */
+    h->c_acc = NULL;
+    h->c_ok = false;
+    fdisk_crash(h->id);
+    sim_maybe_flip(w, h);
     h->alive = false;
     h->paused = false;
-    h->sick = false;
+    h->suspended = false;
     h->epoch++;
-    sim_pending_list_free(h->inflight);
-    sim_pending_list_free(h->gather);
-    h->inflight = h->inflight_tail = h->gather = h->gather_tail = NULL;
-    for (uint32_t i = 0; i < h->n_deferred; i++)
-        free(h->deferred[i].msg);
-    h->n_deferred = 0;
+    sim_drop_deferred(h);
     h->timer_at_ms = 0;
     h->granted_reads = 0;
+    memset(h->sync_due, 0, sizeof h->sync_due);
 }
 
 void sim_host_lose_state(sim_world *w, sim_host *h, bool rollback)
@@ -734,73 +597,109 @@ void sim_host_lose_state(sim_world *w, sim_host *h, bool rollback)
     if (!h->alive)
         return;
     sim_host_crash(w, h);
-    sim_entries_free(h->d_accepts, h->d_n);
-    h->d_accepts = NULL;
-    h->d_n = h->d_cap = 0;
-    h->d_promise = (px_ballot){0, 0};
-    if (rollback && h->b_synced <= h->applied) {
-        /* the whole backing directory as it was at the last start */
-        if (sim_entries_copy(h->b_accepts, h->b_n, &h->d_accepts) < 0) {
-            sim_violation(w, "node %u: out of memory restoring", h->id);
-            return;
-        }
-        h->d_n = h->d_cap = h->b_n;
-        h->d_promise = h->b_promise;
-        if (h->b_synced < h->applied)
-            sim_rebuild(w, h, h->b_synced, false);
-        h->synced = h->b_synced;
-    }
-    h->d_recovering = true;
+    if (!(rollback && fdisk_restore(h->id)))
+        fdisk_remove_tree(h->id, "acceptor");
+    /* what held them is replaced (a rollback) or gone (the store) */
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < h->n_flips && !rollback; i++)
+        if (h->flips[i].which == 1)
+            h->flips[k++] = h->flips[i];
+    h->n_flips = k;
+    h->lost_state = true;
+    h->recovering = true;
+    w->lost_state_ever = true;
+    sim_durable_clear(h);
     sim_trace_note(w, h->id, SIM_TR_FAULT,
-                   rollback ? "rolled back to an older copy, back to"
-                            : "acceptor store lost; chain kept at",
-                   h->applied, 0);
+                   rollback ? "rolled back to an older copy"
+                            : "acceptor store lost", 0, 0);
+}
+
+/* The wall clock jumps (NTP, an operator): up to an hour either way. */
+void sim_host_clock_step(sim_world *w, sim_host *h)
+{
+    int64_t step = (int64_t)sim_rng_range(&w->rng, 1000, 3600000);
+    if (sim_rng_below(&w->rng, 2))
+        step = -step;
+    h->wall_offset_ms += step;
+    sim_trace_note(w, h->id, SIM_TR_FAULT, step < 0 ? "wall clock stepped back"
+                   : "wall clock stepped forward",
+                   (uint64_t)(step < 0 ? -step : step), 0);
 }
 
 void sim_host_disk_fail(sim_world *w, sim_host *h)
 {
-    if (!h->alive || h->sick)
+    if (h->sick)
         return;
-    sim_trace_note(w, h->id, SIM_TR_FAULT, "disk fails", h->applied, 0);
+    int err = sim_rng_below(&w->rng, 3) ? -EIO : -ENOSPC;
     h->sick = true;
     h->sick_gen++;
-    /* what the pipeline held never became durable: as in a crash, its
-     * messages never leave and its commits are learned again */
-    sim_pending_list_free(h->inflight);
-    sim_pending_list_free(h->gather);
-    h->inflight = h->inflight_tail = h->gather = h->gather_tail = NULL;
-    px_suspend(h->px);
-    px_event ev = {.type = PX_EV_TICK};
-    sim_step(w, h, &ev);
+    fdisk_set_sick(h->id, err);
+    sim_trace_note(w, h->id, SIM_TR_FAULT, err == -EIO ? "disk fails (EIO)"
+                   : "disk full (ENOSPC)", sim_host_applied(h), 0);
 }
 
 void sim_host_disk_ok(sim_world *w, sim_host *h)
 {
-    if (!h->alive || !h->sick)
+    if (!h->sick)
         return;
-    px_destroy(h->px);
-    h->px = NULL;
     h->sick = false;
-    h->epoch++;                          /* the old replica's timers */
-    h->timer_at_ms = 0;
-    h->granted_reads = 0;
-    /* the durable chain ends at `synced`; accepts above it are kept */
-    uint32_t first = 0;
-    while (first < h->d_n && h->d_accepts[first].slot <= h->synced)
-        first++;
-    px_restore rs = {.promise = h->d_promise, .applied_index = h->synced,
-                     .members = h->members, .n_accepts = h->d_n - first,
-                     .accepts = h->d_accepts + first,
-                     .recovering = h->d_recovering};
-    h->opt.seed = w->cfg.seed * 1000003u + h->id * 7919u + h->epoch;
-    int rc = px_create(&h->opt, &rs, &h->px);
-    if (rc < 0) {
-        sim_violation(w, "node %u: px_create = %d", h->id, rc);
-        h->alive = false;
+    fdisk_set_sick(h->id, 0);
+    sim_trace_note(w, h->id, SIM_TR_FAULT, "disk works again",
+                   sim_host_applied(h), 0);
+}
+
+/* The probe of a suspended host: while its disk fails it fails too (back
+ * off and try again); then the host reopens its stores and builds a new
+ * replica (host_reopen), which is stepped as a restarted node's is.  An
+ * injected failure during the reopen backs off as well; any other is a
+ * bug. */
+void sim_host_try_reopen(sim_world *w, sim_host *h)
+{
+    if (!h->alive || !h->suspended || !h->host)
+        return;
+    if (h->sick) {
+        sim_probe_later(w, h);
         return;
     }
-    sim_trace_note(w, h->id, SIM_TR_FAULT, "disk works again, chain at",
-                   h->synced, 0);
+    char why[HOST_WHY_BYTES], err[1024] = "";
+    uint64_t seed = w->cfg.seed * 1000003u + h->id * 7919u + h->epoch + 1;
+    int rc = host_reopen(h->host, h->recovering, seed, why, err, sizeof err);
+    if (rc == -EIO || rc == -ENOSPC || rc == -EBUSY) {
+        sim_trace_note(w, h->id, SIM_TR_FAULT, "reopen failed, retry",
+                       (uint64_t)-rc, 0);
+        sim_probe_later(w, h);
+        return;
+    }
+    if (rc < 0) {
+        sim_violation(w, "node %u cannot reopen its stores: %s (%d)", h->id,
+                      err, rc);
+        return;
+    }
+    /* a new incarnation of the replica: the old one's timers and the
+     * acceptor fdatasync in flight (forgotten by the host) do nothing */
+    h->suspended = false;
+    h->epoch++;
+    h->px = host_replica(h->host);
+    h->timer_at_ms = 0;
+    h->granted_reads = 0;
+    memset(h->sync_due, 0, sizeof h->sync_due);
+    free(h->c_acc);
+    h->c_acc = NULL;
+    h->c_ok = false;
+    if (why[0]) {
+        h->recovering = true;
+        w->lost_state_ever = true;
+        e_log(h, why);
+    }
+    if (px_recovering(h->px))
+        h->recovering = true;
+    sim_durable_refresh(w, h);
+    uint64_t c = chain_synced_index(host_chain(h->host));
+    if (c > h->d_chain)
+        h->d_chain = c;
+    sim_trace_note(w, h->id, SIM_TR_FAULT, "stores reopened, chain at",
+                   chain_head_index(host_chain(h->host)), 0);
+    sim_schedule(w, w->now_ms + SIM_BG_MS, SIM_EV_BG, h->id, h->epoch, 0);
     px_event ev = {.type = PX_EV_TICK};
     sim_step(w, h, &ev);
 }
@@ -811,9 +710,13 @@ int sim_host_event(sim_world *w, sim_host *h, const sim_event *ev)
     case SIM_EV_DELIVER: {
         if (!h->alive)
             return 0;
-        sim_trace_msg(w, h->id, SIM_TR_MSG_IN, ev->msg);
-        px_event pe = {.type = PX_EV_RECEIVE, .u.msg = ev->msg};
-        return sim_step(w, h, &pe);
+        const px_msg *m = ev->msg;
+        sim_trace_msg(w, h->id, SIM_TR_MSG_IN, m);
+        if (m->from >= 1 && m->from <= w->cfg.nodes)
+            h->peer_commit[m->from] = m->commit;   /* the last reported */
+        px_event pe = {.type = PX_EV_RECEIVE, .u.msg = m};
+        sim_step(w, h, &pe);
+        return 0;
     }
     case SIM_EV_TIMER: {
         if (!h->alive || ev->a != h->epoch || ev->b != h->timer_gen)
@@ -830,15 +733,33 @@ int sim_host_event(sim_world *w, sim_host *h, const sim_event *ev)
             h->last_tick_ms = w->now_ms;
         }
         px_event pe = {.type = PX_EV_TICK};
-        return sim_step(w, h, &pe);
+        sim_step(w, h, &pe);
+        return 0;
     }
     case SIM_EV_FSYNC:
-        if (h->alive && ev->a == h->epoch)
-            sim_sync_done(w, h);
+        if (!h->alive || ev->a != h->epoch || ev->b < 1 || ev->b > 2)
+            return 0;
+        h->sync_due[ev->b] = false;
+        fdisk_defer_complete(h->id, h->sync_ticket[ev->b]);
+        if (ev->b == HOST_SYNC_ACCEPTOR)
+            sim_durable_promote(h);
+        h->step_failed = host_failed(h->host) != 0;
+        host_sync_done(h->host, (int)ev->b);
+        if (h->host && chain_synced_index(host_chain(h->host)) > h->d_chain)
+            h->d_chain = chain_synced_index(host_chain(h->host));
+        sim_turn_end(w, h);
         return 0;
-    case SIM_EV_SNAPSHOT:
-        if (h->alive && !h->sick)        /* a sick disk stores nothing */
-            sim_snapshot_install(w, h, ev->a, (uint32_t)ev->b);
+    case SIM_EV_REOPEN:
+        if (h->alive && ev->a == h->epoch && h->suspended)
+            sim_host_try_reopen(w, h);
+        return 0;
+    case SIM_EV_BG:
+        if (!h->alive || ev->a != h->epoch)
+            return 0;
+        sim_turn_end(w, h);
+        if (h->alive)
+            sim_schedule(w, w->now_ms + SIM_BG_MS, SIM_EV_BG, h->id, h->epoch,
+                         0);
         return 0;
     default:
         return -EINVAL;
@@ -853,7 +774,8 @@ int sim_host_propose(sim_world *w, sim_host *h, const px_request *req)
                    (uint32_t)req->client_id);
     px_event ev = {.type = PX_EV_PROPOSE,
                    .u.propose = {.requests = req, .n_requests = 1}};
-    return sim_step(w, h, &ev);
+    sim_step(w, h, &ev);
+    return 0;
 }
 
 int sim_host_read(sim_world *w, sim_host *h, uint64_t token)
@@ -863,5 +785,35 @@ int sim_host_read(sim_world *w, sim_host *h, uint64_t token)
     sim_trace_note(w, h->id, SIM_TR_READ, "read index", token & 0xffffffffffu,
                    (uint32_t)(token >> 48) + 1);
     px_event ev = {.type = PX_EV_READ_INDEX, .u.read_token = token};
-    return sim_step(w, h, &ev);
+    sim_step(w, h, &ev);
+    return 0;
+}
+
+uint64_t sim_host_applied(const sim_host *h)
+{
+    return h->host ? kv_applied_index(host_state(h->host)) : 0;
+}
+
+const kv *sim_host_state(const sim_host *h)
+{
+    return h->host ? host_state(h->host) : NULL;
+}
+
+/* The fake disk finished a sync of the acceptor log (or its directory):
+ * what the store holds is on the disk now, unless records are still
+ * buffered (a sync inside the write that grows the log). */
+void sim_host_synced(void *arg, uint32_t vol, const char *rel)
+{
+    sim_world *w = arg;
+    if (vol < 1 || vol > w->cfg.nodes)
+        return;
+    sim_host *h = &w->hosts[vol];
+    if (!h->host || (strcmp(rel, "acceptor/log") != 0 &&
+                     strcmp(rel, "acceptor") != 0))
+        return;
+    if (acceptor_pending_bytes(host_acceptor(h->host)) == 0)
+        sim_durable_refresh(w, h);
+    uint64_t c = chain_synced_index(host_chain(h->host));
+    if (c > h->d_chain)
+        h->d_chain = c;
 }

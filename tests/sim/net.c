@@ -16,6 +16,8 @@
  *      cut is set; healing clears both, so after the heal every message
  *      between live replicas arrives (with a random delay, which is what
  *      reorders them).
+ *   6. In a scripted world (scenario.c) a message is kept for the script,
+ *      which delivers it, instead of getting a delivery event.
  */
 #include "sim.h"
 
@@ -204,6 +206,19 @@ int sim_net_send(sim_world *w, const px_msg *m)
         sim_violation(w, "CHAIN: node %u advertised a head hash at %llu that "
                       "no replica computed", m->from,
                       (unsigned long long)m->chain_index);
+    if (w->scripted) {              /* the script delivers (scenario.c) */
+        px_msg *copy = px_msg_copy(m);
+        if (!copy || (w->n_captured == w->cap_captured &&
+                      !(w->captured = realloc(w->captured,
+                        (w->cap_captured = w->cap_captured * 2 + 64) *
+                        sizeof *w->captured)))) {
+            free(copy);
+            sim_violation(w, "out of memory capturing a message");
+            return -ENOMEM;
+        }
+        w->captured[w->n_captured++] = copy;
+        return 0;
+    }
     if (m->from <= w->cfg.nodes && w->cut[m->from][m->to]) {
         sim_trace_msg(w, m->from, SIM_TR_DROP, m);
         return 0;

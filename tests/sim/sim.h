@@ -1,15 +1,20 @@
 /*
  * sim.h - internal interfaces of the paxosfs deterministic simulator.
  *
- * One process runs N replicas (consensus/px.h), their hosts, a virtual
- * network and several clients in virtual time.  Everything random comes
- * from one seeded generator, and every event is ordered by (time, sequence
- * number), so one seed replays one run exactly.
+ * One process runs N nodes, each the production state-machine host
+ * (node/host.h: the replica, the commit rule, group commit, apply, the
+ * acceptor store and the chain) over a fake disk (disk.c, under
+ * chain_io), a virtual network and several clients, in virtual time.
+ * Everything random comes from seeded generators, and every event is
+ * ordered by (time, sequence number), so one seed replays one run
+ * exactly.
  *
- * Files: sim.c (CLI, run loop, fault schedule), net.c (event queue, virtual
- * network), host.c (replica host emulation), client.c (clients, history),
+ * Files: sim.c (CLI, run loop, fault schedule), net.c (event queue,
+ * virtual network), host.c (the glue between a simulated node and its
+ * production host), disk.c (the fake disk), client.c (clients, history),
  * check.c (invariant checkers), lincheck.c (linearizability), trace.c
- * (per-replica event rings), regressions.c (named seeds), bench.c.
+ * (per-node event rings), regressions.c (named seeds), scenario.c
+ * (exact-trace scenarios), bench.c.
  */
 #ifndef PAXOSFS_SIM_H
 #define PAXOSFS_SIM_H
@@ -21,6 +26,7 @@
 #include "../../chain/chain.h"
 #include "../../chain/kv.h"
 #include "../../consensus/px.h"
+#include "../../node/host.h"
 
 #define SIM_MAX_NODES 7
 #define SIM_MAX_CLIENTS 16
@@ -62,9 +68,14 @@ typedef struct sim_profile {
                                   (detected: it restarts recovering) */
     bool forged_ballots;       /* a key holder forges messages with a
                                   ballot at the end of the round space */
+    uint32_t disk_fail_ppm;    /* EIO/ENOSPC per disk call (fault phase) */
+    uint32_t short_write_ppm;  /* short writes per write */
+    uint32_t flip_pct;         /* a crash flips a bit on the disk */
+    bool clock_steps;          /* wall clocks drift and step */
     bool sick_disks;           /* a node's disk fails for a while: its
-                                  replica is suspended (px_suspend), then
-                                  replaced by one built from its store */
+                                  host suspends the replica and, once the
+                                  disk works again, reopens its stores and
+                                  builds a new one (host_reopen) */
     uint32_t fault_gap_ms;     /* mean time between injected faults */
     uint32_t fault_phase_ms;   /* faults only before this time */
 } sim_profile;
@@ -79,14 +90,17 @@ const sim_profile *sim_profile_at(uint32_t i);
 enum sim_ev_kind {
     SIM_EV_DELIVER = 1,    /* msg to node */
     SIM_EV_TIMER,          /* node tick; a = host epoch, b = timer gen */
-    SIM_EV_FSYNC,          /* node group commit done; a = epoch */
-    SIM_EV_SNAPSHOT,       /* to node from b, index a */
+    SIM_EV_FSYNC,          /* node's fdatasync done; a = epoch, b = kind
+                              (enum host_sync_kind) */
+    SIM_EV_BG,             /* node's periodic host work; a = epoch */
     SIM_EV_CLIENT,         /* client node, op slot a, gen b */
     SIM_EV_FAULT,          /* fault schedule tick */
     SIM_EV_RESTART,        /* node restarts; a = epoch it crashed in */
     SIM_EV_RESUME,         /* node pause ends; a = pause gen */
     SIM_EV_HEAL_LINKS,     /* link cuts end; a = partition gen */
     SIM_EV_DISK_OK,        /* node's disk works again; a = sick gen */
+    SIM_EV_REOPEN,         /* a suspended host's probe: reopen if the disk
+                              works; a = epoch */
 };
 
 typedef struct sim_event {
@@ -106,57 +120,65 @@ typedef struct sim_queue {
 
 /* ----------------------------------------------------------------- host */
 
-/* A deep copy of one px_output waiting in the host's sync pipeline. */
-typedef struct sim_pending {
-    bool persist_promise;
-    px_ballot promise;
-    uint32_t n_accepts;
-    px_entry *accepts;
-    uint64_t persist_id;
-    uint32_t n_msgs;
-    px_msg **msgs;
-    uint32_t n_committed;
-    px_entry *committed;
-    uint32_t n_reads;
-    px_read_ready *reads;
-    uint32_t n_failed;
-    px_request_failed *failed;
-    uint32_t snapshot_to, snapshot_from;
-    struct sim_pending *next;
-} sim_pending;
+/* One accepted value as the node's disk holds it (check.c). */
+typedef struct sim_dacc {
+    uint64_t slot;
+    px_ballot ballot;
+    uint64_t digest;             /* sim_entry_digest */
+} sim_dacc;
+
+/* A bit flipped on a node's disk, judged at its next start. */
+typedef struct sim_flip {
+    int which;                   /* 0 acceptor log, 1 chain segment */
+    char rel[128];
+    uint64_t bit;                /* byte offset * 8 + bit */
+} sim_flip;
+
+#define SIM_MAX_FLIPS 4
+
+struct sim_world;
 
 typedef struct sim_host {
-    uint32_t id;                 /* node id = index + 1 */
+    struct sim_world *w;
+    uint32_t id;                 /* node id = index + 1 = disk volume */
     bool alive;
     bool paused;
     uint64_t epoch;              /* bumped on crash: stale events ignored */
-    px_replica *px;
+    host *host;                  /* the production host, NULL while down */
+    px_replica *px;              /* host_replica(host) */
     px_options opt;
+    uint64_t chain_sync_ms;      /* the host's chain fdatasync interval */
 
-    /* durable: survives crashes */
+    /* what outlives a crash besides the disk */
+    bool recovering;             /* acceptor state known incomplete */
+    bool lost_state;             /* amnesia since the last start: the host
+                                    is told to recover (what the start
+                                    gate of node/integrity.c finds out
+                                    from the peers, which is not
+                                    simulated) */
+    sim_flip flips[SIM_MAX_FLIPS];
+    uint32_t n_flips;
+    /* the acceptor state as the disk holds it (refreshed when an
+     * fdatasync of the store returns; check.c) and the durable chain */
     px_ballot d_promise;
-    px_entry *d_accepts;         /* ascending slot, one per slot */
+    sim_dacc *d_acc;
     uint32_t d_n, d_cap;
-    kv *kv;                      /* applied state (durable chain model) */
-    uint64_t applied;
-    uint64_t synced;             /* chain durable up to here (<= applied) */
-    uint8_t head_hash[PX_HASH_BYTES];
-    px_members members;
-    bool d_recovering;           /* acceptor state known incomplete: the
-                                    replica recovers before it votes */
-    bool sick;                   /* its disk fails: nothing is persisted,
-                                    the replica is suspended */
-    uint64_t sick_gen;
-    /* an older copy of the durable state, taken at the last start, for
-     * rollback faults: promise, accepts and the chain position */
-    px_ballot b_promise;
-    px_entry *b_accepts;
-    uint32_t b_n;
-    uint64_t b_synced;
+    uint64_t d_chain;
+    /* the store's state when the acceptor fdatasync in flight began: the
+     * disk holds it once that fdatasync completes */
+    px_ballot c_promise;
+    sim_dacc *c_acc;
+    uint32_t c_n;
+    bool c_ok;
+    uint32_t sync_ticket[3];     /* fake-disk ticket of each kind in flight */
+    /* last commit index heard from each peer: catch-up from the
+     * chain starts after it (the transport's bookkeeping in a node) */
+    uint64_t peer_commit[SIM_MAX_NODES + 1];
+    /* the wall clock: simulated time + offset + drift */
+    int64_t wall_offset_ms;
+    int32_t drift_ppm;
 
     /* volatile */
-    sim_pending *inflight, *inflight_tail;   /* being fsynced */
-    sim_pending *gather, *gather_tail;       /* next group */
     uint64_t timer_gen;
     uint64_t timer_at_ms;                    /* 0 = none scheduled */
     uint64_t same_ms_ticks;
@@ -165,6 +187,18 @@ typedef struct sim_host {
     uint64_t pause_gen;
     sim_event *deferred;         /* events that arrived while paused */
     uint32_t n_deferred, cap_deferred;
+    bool sync_due[3];            /* an FSYNC event per kind is queued */
+    /* sickdisk: the disk fails (every write and sync) until DISK_OK; a
+     * host that met the failure stays up, suspended, and probes with
+     * back-off until host_reopen succeeds (net/health.c in a node) */
+    bool sick;
+    uint64_t sick_gen;
+    bool suspended;              /* host_failed: waiting for a reopen */
+    uint64_t reopen_backoff_ms;
+    bool in_step;                /* inside a host call (re-entry check) */
+    bool step_failed;            /* the host's storage had failed when
+                                    the host call began (e_output's
+                                    check) */
 } sim_host;
 
 /* --------------------------------------------------------------- client */
@@ -274,15 +308,33 @@ typedef struct sim_config {
     uint32_t batch_max_requests;
     uint32_t window_slots;       /* px_options.window_slots */
     uint32_t retain_slots;       /* px_options.retain_slots (0 = default) */
+    uint64_t acceptor_log_bytes; /* the store rolls past this (0: default) */
+    uint64_t segment_bytes;      /* chain segment size (0: default) */
+    uint32_t chain_sync_ms;      /* the chain's background fdatasync */
+    bool sync_off_loop;          /* followers never fdatasync inline */
     bool trace_live;             /* print every trace record */
     bool bench;                  /* no checks that cost more than O(1) */
     uint64_t liveness_bound_ms;  /* after healing */
 } sim_config;
 
+enum sim_fault_kind {
+    SIM_F_PARTITION, SIM_F_ONE_WAY, SIM_F_ISOLATE, SIM_F_CRASH, SIM_F_PAUSE,
+    SIM_F_AMNESIA, SIM_F_FORGE, SIM_F_CLOCK, SIM_F_EIO, SIM_F_ENOSPC,
+    SIM_F_SHORT, SIM_F_TORN, SIM_F_LOST, SIM_F_FLIP, SIM_F_SICK, SIM_F_KINDS
+};
+
+typedef struct sim_sync_ref {    /* an fdatasync a script completes */
+    uint32_t node;
+    int kind;
+} sim_sync_ref;
+
 typedef struct sim_stats {
     uint64_t steps, faults, requests, msgs, violations;
     uint64_t ops_done;
+    uint64_t by_kind[SIM_F_KINDS];   /* faults injected, by kind */
 } sim_stats;
+
+const char *sim_fault_name(int kind);
 
 typedef struct sim_world {
     sim_config cfg;
@@ -307,7 +359,18 @@ typedef struct sim_world {
     sim_hist *hist;
     uint32_t n_hist, cap_hist;
 
+    /* scripted runs (scenario.c): messages and fdatasyncs are kept for
+     * the script instead of being delivered and completed */
+    bool scripted;
+    px_msg **captured;
+    uint32_t n_captured, cap_captured;
+    sim_sync_ref syncs[64];
+    uint32_t n_syncs;
+    uint32_t next_ticket;        /* fake-disk tickets of deferred syncs */
+
     sim_check check;
+    bool lost_state_ever;        /* a node lost acceptor state: votes it
+                                    cast before may be gone (check.c) */
     sim_trace *trace;
     sim_stats stats;
     char violation[512];         /* first violation */
@@ -328,16 +391,24 @@ int sim_host_init(sim_world *w, sim_host *h, uint32_t id);
 void sim_host_free(sim_host *h);
 int sim_host_start(sim_world *w, sim_host *h);
 void sim_host_crash(sim_world *w, sim_host *h);
-/* Crash that also loses acceptor state: `rollback` restores the copy taken
- * at the last start (promise, accepts, chain), else the store is gone. */
+/* Crash that also loses acceptor state: `rollback` restores the copy of
+ * the disk taken at the last start, else the store is gone. */
 void sim_host_lose_state(sim_world *w, sim_host *h, bool rollback);
-/* The disk fails (the host stays up, its replica is suspended) and works
- * again (a new replica from the durable store; net/node.c does the same). */
+/* The disk of the node fails (every write and sync, the host notices at
+ * its next disk call and suspends its replica) and works again (a
+ * suspended host reopens at its next probe). */
 void sim_host_disk_fail(sim_world *w, sim_host *h);
 void sim_host_disk_ok(sim_world *w, sim_host *h);
+/* A suspended host's probe, now (at heal). */
+void sim_host_try_reopen(sim_world *w, sim_host *h);
 int sim_host_event(sim_world *w, sim_host *h, const sim_event *ev);
 int sim_host_propose(sim_world *w, sim_host *h, const px_request *req);
 int sim_host_read(sim_world *w, sim_host *h, uint64_t token);
+uint64_t sim_host_applied(const sim_host *h);
+const kv *sim_host_state(const sim_host *h);
+void sim_host_synced(void *arg, uint32_t vol, const char *rel);
+void sim_host_clock_step(sim_world *w, sim_host *h);
+bool sim_anyone_recovering(const sim_world *w);
 
 /* client.c */
 int sim_clients_init(sim_world *w);
@@ -364,6 +435,11 @@ void sim_check_result(sim_world *w, uint32_t node, uint64_t client_id,
                       uint64_t seq, int32_t result, uint64_t slot);
 void sim_check_final(sim_world *w);
 void sim_check_free(sim_check *c);
+void sim_check_vouch(sim_world *w, sim_host *h, const px_msg *m);
+void sim_durable_refresh(sim_world *w, sim_host *h);
+void sim_durable_capture(sim_world *w, sim_host *h);
+void sim_durable_promote(sim_host *h);
+void sim_durable_clear(sim_host *h);
 
 /* trace.c */
 void sim_trace_add(sim_world *w, uint32_t node, const sim_trace_rec *rec);
@@ -377,6 +453,14 @@ void sim_trace_dump(const sim_world *w, FILE *f);
 int sim_run(const sim_config *cfg, sim_stats *stats, FILE *out);
 void sim_default_config(sim_config *cfg, uint64_t seed, uint32_t nodes,
                         const sim_profile *p);
+
+void sim_add(sim_stats *total, const sim_stats *s);
+void sim_fault_summary(const sim_stats *st, char *out, size_t len);
+
+/* scenario.c */
+int sim_run_scenarios(FILE *out, uint32_t *passed, uint32_t *failed);
+int sim_world_init(sim_world *w, const sim_config *cfg, FILE *out);
+void sim_world_free(sim_world *w);
 
 /* regressions.c */
 int sim_run_regressions(FILE *out, sim_stats *total, uint32_t *passed,

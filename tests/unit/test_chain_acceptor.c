@@ -408,6 +408,71 @@ static void test_truncation_is_damage(void **state)
     rm_tree(dir);
 }
 
+/* A torn write that stopped at a sector boundary inside the last record
+ * with only the last bytes of its checksum beyond it: torn, not damage
+ * (the simulator's fake disk tore one so; the store took it for damage
+ * and the node recovered from its peers). */
+static void test_torn_in_the_checksum_at_a_sector_boundary(void **state)
+{
+    (void)state;
+    char v[1200];
+    for (char fill = 'a'; fill <= 'z'; fill++) {
+        char *dir = make_tmpdir();
+        char path[600];
+        log_path(dir, path, sizeof path);
+        acceptor_store *a;
+        acceptor_state st;
+        chain_damage dmg;
+        size_t len;
+        assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+        assert_int_equal(acceptor_sync(a), 0);
+        /* a record's overhead: two records' growth minus their values */
+        size_t used[3];
+        uint8_t *p = read_all(path, &len);
+        used[0] = used_end(p, len);
+        free(p);
+        for (int i = 1; i <= 2; i++) {
+            memset(v, fill, 10u * (size_t)i);
+            v[10 * i] = '\0';
+            put(a, (uint64_t)i, B(1, 1), v);
+            assert_int_equal(acceptor_sync(a), 0);
+            p = read_all(path, &len);
+            used[i] = used_end(p, len);
+            free(p);
+        }
+        size_t over = used[2] - used[1] - 20;
+        assert_int_equal(used[1] - used[0] - 10, over);
+        /* slot 3 ends two bytes past the next sector boundary */
+        size_t b = (used[2] + over) / 512 * 512 + 512;
+        size_t vlen = b + 2 - used[2] - over;
+        assert_true(vlen > 0 && vlen < sizeof v);
+        memset(v, fill, vlen);
+        v[vlen] = '\0';
+        put(a, 3, B(1, 1), v);
+        assert_int_equal(acceptor_sync(a), 0);
+        acceptor_close(a);
+        uint8_t *full = read_all(path, &len);
+        if (used_end(full, len) != b + 2) {   /* its last byte is 0 */
+            free(full);
+            rm_tree(dir);
+            continue;
+        }
+        memset(full + b, 0, len - b);          /* the last sector never came */
+        write_all(path, full, len);
+        free(full);
+        acceptor_open_report rep;
+        assert_int_equal(acceptor_open_salvage(dir, &a, &st, &rep), 0);
+        assert_false(rep.lost);
+        assert_true(rep.torn_cut);
+        assert_int_equal(rep.torn_offset, used[2]);
+        assert_int_equal(st.n_accepts, 2);
+        acceptor_close(a);
+        rm_tree(dir);
+        return;
+    }
+    fail_msg("no fill gave a record whose last byte is not zero");
+}
+
 /* A changed byte in the last record is damage, not a torn write. */
 static void test_damage_last_record(void **state)
 {
@@ -636,6 +701,33 @@ static void test_slack_and_modes(void **state)
     rm_tree(dir);
 }
 
+/* A process-wide default log size applies to every store opened after
+ * it, its first (preallocated) log included; 0 restores the default. */
+static void test_default_log_bytes(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir(), *dir2 = make_tmpdir();
+    char path[600];
+    struct stat sb;
+    acceptor_store *a;
+    acceptor_state st;
+    chain_damage dmg;
+    acceptor_set_default_log_bytes(8192);
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    acceptor_close(a);
+    acceptor_set_default_log_bytes(0);
+    log_path(dir, path, sizeof path);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_true(sb.st_size < 65536);           /* a small first log */
+    assert_int_equal(acceptor_open(dir2, &a, &st, &dmg), 0);
+    acceptor_close(a);
+    log_path(dir2, path, sizeof path);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_true(sb.st_size >= (1 << 20));     /* the default again */
+    rm_tree(dir);
+    rm_tree(dir2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -644,12 +736,14 @@ int main(void)
         cmocka_unit_test(test_highest_ballot_per_slot),
         cmocka_unit_test(test_compaction),
         cmocka_unit_test(test_torn_tail),
+        cmocka_unit_test(test_torn_in_the_checksum_at_a_sector_boundary),
         cmocka_unit_test(test_damage_middle),
         cmocka_unit_test(test_truncation_is_damage),
         cmocka_unit_test(test_damage_last_record),
         cmocka_unit_test(test_salvage),
         cmocka_unit_test(test_info_records),
         cmocka_unit_test(test_slack_and_modes),
+        cmocka_unit_test(test_default_log_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -253,6 +253,129 @@ static void test_reset_after_failure(void **state)
     assert_true(syncer_idle(f->sync));
 }
 
+/* A flush with nothing new to write (a loop turn while a sync runs) adds
+ * no generation: the sync already published covers what was written.
+ * Before, every such turn published an empty generation, and the thread
+ * ran one more fdatasync for nothing after each real one. */
+static void test_flush_of_nothing_adds_no_sync(void **state)
+{
+    fixture *f = *state;
+    uint64_t ids[4];
+    gate(true);
+    put(f, 1, 1);
+    assert_int_equal(syncer_flush(f->sync, false), 0);
+    wait_parked();
+    assert_true(syncer_pending(f->sync));   /* written, not yet durable */
+    for (int turn = 0; turn < 3; turn++)
+        assert_int_equal(syncer_flush(f->sync, false), 0);
+    gate(false);
+    assert_int_equal(wait_take(f->sync, ids, 4), 1);
+    assert_int_equal(ids[0], 1);
+    for (int i = 0; i < 500 && !syncer_idle(f->sync); i++)
+        usleep(1000);
+    assert_true(syncer_idle(f->sync));
+    assert_int_equal(G.calls, 1);
+    assert_int_equal(syncer_syncs(f->sync), 1);
+}
+
+/* Manual mode (the simulator's): the fdatasync runs at once, through
+ * chain_io, when a sync starts; nothing counts as durable before
+ * syncer_complete; a generation written meanwhile gets the next sync,
+ * started by syncer_complete itself. */
+static int manual_started;
+static int manual_kind;
+
+static void on_started(void *arg, int kind, bool begin)
+{
+    (void)arg;
+    if (begin) {
+        manual_started++;
+        manual_kind = kind;
+    }
+}
+
+static void test_manual_sync_completes_when_told(void **state)
+{
+    fixture *f = *state;
+    uint64_t ids[8];
+    syncer *m;
+    manual_started = 0;
+    assert_int_equal(syncer_create_manual(f->store, on_started, NULL, 5, &m),
+                     0);
+    assert_int_equal(syncer_wake_fd(m), -1);
+    px_entry e = { .slot = 1, .ballot = { 1, 1 }, .kind = PX_ENTRY_NOOP };
+    assert_int_equal(acceptor_put_accept(f->store, &e), 0);
+    assert_int_equal(syncer_note(m, 1), 0);
+    assert_int_equal(syncer_flush(m, false), 0);
+    assert_int_equal(G.calls, 1);             /* ran at the start */
+    assert_int_equal(manual_started, 1);
+    assert_int_equal(manual_kind, 5);
+    assert_int_equal(syncer_take(m, ids, 8), 0);   /* not done yet */
+    assert_false(syncer_idle(m));
+    /* generation 2 while the first runs: no second start yet */
+    e.slot = 2;
+    assert_int_equal(acceptor_put_accept(f->store, &e), 0);
+    assert_int_equal(syncer_note(m, 2), 0);
+    assert_int_equal(syncer_flush(m, false), 0);
+    assert_int_equal(G.calls, 1);
+    assert_int_equal(manual_started, 1);
+    syncer_complete(m);                        /* generation 1 durable ... */
+    assert_int_equal(syncer_take(m, ids, 8), 1);
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(G.calls, 2);              /* ... and the next started */
+    assert_int_equal(manual_started, 2);
+    assert_int_equal(syncer_take(m, ids, 8), 0);
+    syncer_complete(m);
+    assert_int_equal(syncer_take(m, ids, 8), 1);
+    assert_int_equal(ids[0], 2);
+    assert_true(syncer_idle(m));
+    assert_int_equal(syncer_syncs(m), 2);
+    syncer_complete(m);                        /* nothing runs: no-op */
+    assert_int_equal(manual_started, 2);
+    /* a failed fdatasync is sticky in manual mode too */
+    G.fail_errno = EIO;
+    e.slot = 3;
+    assert_int_equal(acceptor_put_accept(f->store, &e), 0);
+    assert_int_equal(syncer_note(m, 3), 0);
+    assert_int_equal(syncer_flush(m, false), 0);
+    syncer_complete(m);
+    assert_int_equal(syncer_take(m, ids, 8), -EIO);
+    syncer_destroy(m);
+}
+
+/* Manual mode after a reset (the simulator reopens a host's stores): a
+ * sync started before the reset never counts, syncer_complete after it
+ * does nothing, and the next flush starts a sync of the new store. */
+static void test_manual_reset_forgets_the_running_sync(void **state)
+{
+    fixture *f = *state;
+    uint64_t ids[8];
+    syncer *m;
+    manual_started = 0;
+    assert_int_equal(syncer_create_manual(f->store, on_started, NULL, 5, &m),
+                     0);
+    px_entry e = { .slot = 1, .ballot = { 1, 1 }, .kind = PX_ENTRY_NOOP };
+    assert_int_equal(acceptor_put_accept(f->store, &e), 0);
+    assert_int_equal(syncer_note(m, 1), 0);
+    assert_int_equal(syncer_flush(m, false), 0);
+    assert_int_equal(manual_started, 1);
+    assert_int_equal(syncer_reset(m, f->store), 0);
+    assert_true(syncer_idle(m));
+    syncer_complete(m);                        /* the old one: no effect */
+    assert_int_equal(syncer_take(m, ids, 8), 0);
+    assert_int_equal(manual_started, 1);
+    e.slot = 2;
+    assert_int_equal(acceptor_put_accept(f->store, &e), 0);
+    assert_int_equal(syncer_note(m, 7), 0);
+    assert_int_equal(syncer_flush(m, false), 0);
+    assert_int_equal(manual_started, 2);       /* a new one started */
+    assert_int_equal(syncer_take(m, ids, 8), 0);
+    syncer_complete(m);
+    assert_int_equal(syncer_take(m, ids, 8), 1);
+    assert_int_equal(ids[0], 7);
+    syncer_destroy(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -261,6 +384,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_take_respects_max, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_is_sticky, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_after_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_manual_sync_completes_when_told, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_flush_of_nothing_adds_no_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_manual_reset_forgets_the_running_sync, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

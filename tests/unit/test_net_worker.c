@@ -102,11 +102,53 @@ static void test_destroy_waits_for_running_job(void **state)
     pthread_join(t, NULL);
 }
 
+static int manual_rc_job(void *arg)
+{
+    int *calls = arg;
+    (*calls)++;
+    return -ENOSPC;
+}
+
+static int started_calls, started_kind;
+
+static void on_started(void *arg, int kind, bool begin)
+{
+    (void)arg;
+    if (begin) {
+        started_calls++;
+        started_kind = kind;
+    }
+}
+
+/* Manual mode (the simulator's): the job runs at submit on the caller's
+ * thread, and is finished only once the owner says so. */
+static void test_manual_job_finishes_when_told(void **state)
+{
+    (void)state;
+    worker *w;
+    assert_int_equal(worker_create_manual(on_started, NULL, 2, &w), 0);
+    assert_int_equal(worker_wake_fd(w), -1);
+    int calls = 0, rc = 0;
+    assert_int_equal(worker_submit(w, manual_rc_job, &calls), 0);
+    assert_int_equal(calls, 1);
+    assert_int_equal(started_calls, 1);
+    assert_int_equal(started_kind, 2);
+    assert_true(worker_busy(w));
+    assert_false(worker_take(w, &rc));
+    assert_int_equal(worker_submit(w, manual_rc_job, &calls), -EBUSY);
+    worker_complete(w);
+    assert_true(worker_take(w, &rc));
+    assert_int_equal(rc, -ENOSPC);
+    assert_false(worker_busy(w));
+    worker_destroy(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_job_at_a_time),
         cmocka_unit_test(test_destroy_waits_for_running_job),
+        cmocka_unit_test(test_manual_job_finishes_when_told),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
