@@ -9,21 +9,32 @@
  * and applied with kv_apply_entry, which also runs the exactly-once session
  * table (kv_sessions) so that a retried request is applied once.
  *
- * Keys: one name of 1..KV_MAX_NAME bytes, without '/' or NUL, not "." or
- * "..", and not one of the names the mount shows itself (KV_NAME_CHAIN,
- * KV_NAME_STATUS).  Every replica checks every committed op against this
- * rule as it applies it: an op naming another key is a counted no-op
- * (kv_invalid_ops) with the result -EINVAL or -ENAMETOOLONG, so what a
- * forged or buggy proposal carries never reaches the map and every
- * replica reaches the same state.
+ * Keys: a path of names joined by '/' (the namespace, docs/design.md
+ * "Namespace"): at most KV_MAX_PATH bytes, each name 1..KV_MAX_NAME bytes
+ * without '/' or NUL, not "." or "..", and the first not one of the names
+ * the mount shows itself (KV_NAME_CHAIN, KV_NAME_STATUS).  A file is
+ * stored under its path ("a/b/c"), a directory under its path and a '/'
+ * ("a/b/", empty value); a key other than a top-level one exists only
+ * while the directory of its parent path does.  Every replica checks every
+ * committed op against this rule as it applies it: an op naming another
+ * key is a counted no-op (kv_invalid_ops) with the result -EINVAL or
+ * -ENAMETOOLONG, so what a forged or buggy proposal carries never reaches
+ * the map and every replica reaches the same state.  A chain written when
+ * keys were single names replays to the same map: those ops mean what
+ * they meant (a name has the root as its parent, which always exists).
  *
  * Op encoding, little-endian:
  *   offset size  meaning
- *   0      1     op: 1 PUT, 2 DEL, 3 APPEND, 4 RENAME, 5 COND
- *   1      2     key length K (1..KV_MAX_NAME)
+ *   0      1     op: 1 PUT, 2 DEL, 3 APPEND, 4 RENAME, 5 COND, 6 MKDIR,
+ *                7 RMDIR, 8 RENAMEX
+ *   1      2     key length K (1..KV_MAX_PATH), a path without '/' at the
+ *                end
  *   3      K     key bytes
  *   PUT, APPEND: 3+K 4 value length V (<= KV_MAX_VALUE), then V bytes
  *   RENAME:      3+K 2 new key length K2, then K2 bytes
+ *   RENAMEX:     as RENAME, then 1 byte flags: KV_RENAME_NOREPLACE or
+ *                KV_RENAME_EXCHANGE (not both)
+ *   DEL, MKDIR, RMDIR: nothing more
  *
  * COND guards one other op with a condition on a key, decided when the
  * entry is applied (so every replica decides the same):
@@ -34,14 +45,31 @@
  *   2      2     condition key length C (1..KV_MAX_KEY)
  *   4      C     condition key
  *   4+C    8     ARG (0 for ABSENT)
- *   12+C   ...   the guarded op: PUT, DEL, APPEND or RENAME (not COND)
+ *   12+C   ...   the guarded op: any but COND
  *
- * Results (int32, reported per request): 0, or a negative errno:
- *   DEL of a missing key -ENOENT; RENAME of a missing key -ENOENT;
+ * Results (int32, reported per request): 0, or a negative errno, all
+ * decided on the state the op meets (so the same on every replica):
+ *   a missing directory on the way to the key -ENOENT, a file on the way
+ *   -ENOTDIR (every op, RENAME for both of its paths);
+ *   PUT, APPEND of a key that is a directory -EISDIR;
+ *   DEL of a missing key -ENOENT, of a directory -EISDIR;
+ *   MKDIR of a key that exists (file or directory) -EEXIST;
+ *   RMDIR of a missing directory -ENOENT, of a file -ENOTDIR, of a
+ *   directory that holds anything -ENOTEMPTY;
+ *   RENAME, RENAMEX as rename(2): a missing source -ENOENT; a directory
+ *   moved into itself or below itself -EINVAL; a file over a directory
+ *   -EISDIR, a directory over a file -ENOTDIR, over a directory that holds
+ *   anything -ENOTEMPTY; the replaced target (a file, an empty directory)
+ *   is removed; a directory moves with everything below it, all in this
+ *   one op; NOREPLACE with an existing target -EEXIST; EXCHANGE swaps two
+ *   existing keys of any kind (-ENOENT if either is missing; -EINVAL if
+ *   one is below the other); source and target the same key: 0, nothing
+ *   changes;
  *   APPEND growing past KV_MAX_VALUE -EFBIG; malformed op or a key
  *   outside the rule above -EINVAL (-ENAMETOOLONG for a long one);
- *   COND whose condition fails: -EEXIST (ABSENT) or -ESTALE (IDENT,
- *   VERSION, also when the key is missing); the guarded op is not applied.
+ *   COND whose condition fails: -EEXIST (ABSENT: a file or a directory
+ *   has that path) or -ESTALE (IDENT, VERSION, also when the key is
+ *   missing); the guarded op is not applied.
  *
  * File identity: a value carries the identity of the file it belongs to.
  * A PUT or APPEND that creates a missing key gives it a new identity,
@@ -64,15 +92,21 @@
 #include "../base/types.h"
 #include "sessions.h"
 
-#define KV_MAX_KEY LIMIT_KEY           /* bytes of a full key (path), once
-                                          keys may hold directories */
-#define KV_MAX_NAME LIMIT_NAME         /* bytes of one name: of a key today */
+#define KV_MAX_KEY LIMIT_KEY           /* bytes of a stored key (a directory's
+                                          path and its '/') */
+#define KV_MAX_PATH (LIMIT_KEY - 1)    /* bytes of a path (PATH_MAX less the
+                                          NUL) */
+#define KV_MAX_NAME LIMIT_NAME         /* bytes of one name in a path */
 #define KV_NAME_CHAIN ".chain"         /* names the mount shows itself */
 #define KV_NAME_STATUS ".status"
 #define KV_MAX_VALUE LIMIT_VALUE       /* 4 MiB per value */
 
 enum kv_op_type { KV_OP_PUT = 1, KV_OP_DEL = 2, KV_OP_APPEND = 3, KV_OP_RENAME = 4,
-                  KV_OP_COND = 5 };
+                  KV_OP_COND = 5, KV_OP_MKDIR = 6, KV_OP_RMDIR = 7,
+                  KV_OP_RENAMEX = 8 };
+#define KV_RENAME_NOREPLACE 1u
+#define KV_RENAME_EXCHANGE 2u
+#define KV_RENAME_FLAGS (KV_RENAME_NOREPLACE | KV_RENAME_EXCHANGE)
 enum kv_cond_kind { KV_COND_ABSENT = 1, KV_COND_IDENT = 2, KV_COND_VERSION = 3 };
 
 typedef struct kv kv;
@@ -143,6 +177,13 @@ int64_t kv_op_encode_del(uint8_t *buf, size_t cap, const char *key,
                          size_t key_len);
 int64_t kv_op_encode_rename(uint8_t *buf, size_t cap, const char *from,
                             size_t from_len, const char *to, size_t to_len);
+int64_t kv_op_encode_renamex(uint8_t *buf, size_t cap, const char *from,
+                             size_t from_len, const char *to, size_t to_len,
+                             uint8_t flags);
+int64_t kv_op_encode_mkdir(uint8_t *buf, size_t cap, const char *key,
+                           size_t key_len);
+int64_t kv_op_encode_rmdir(uint8_t *buf, size_t cap, const char *key,
+                           size_t key_len);
 /* Wrap the encoded op `inner` (not itself a COND) in a condition on
  * `key`; `arg` is the identity or version it must have (0 for ABSENT). */
 int64_t kv_op_encode_cond(uint8_t *buf, size_t cap, uint8_t kind,
@@ -152,14 +193,16 @@ int64_t kv_op_encode_cond(uint8_t *buf, size_t cap, uint8_t kind,
 /* Decoded view of one op (pointers into the encoded bytes).  A COND op
  * decodes as the op it guards, with cond_kind set. */
 typedef struct kv_op {
-    uint8_t type;          /* PUT, DEL, APPEND or RENAME */
+    uint8_t type;          /* PUT, DEL, APPEND, RENAME, MKDIR, RMDIR or
+                              RENAMEX */
+    uint8_t flags;         /* RENAMEX: KV_RENAME_* */
     uint8_t cond_kind;     /* 0, or enum kv_cond_kind */
     const char *cond_key;
     uint16_t cond_key_len;
     uint64_t cond_arg;
     const char *key;
     uint16_t key_len;
-    const char *key2;      /* RENAME target */
+    const char *key2;      /* RENAME, RENAMEX target */
     uint16_t key2_len;
     const uint8_t *value;  /* PUT/APPEND */
     uint32_t value_len;
@@ -167,12 +210,18 @@ typedef struct kv_op {
 
 int kv_op_decode(const uint8_t *buf, uint32_t len, kv_op *op);
 
+/* 0 if `key` is a path an op may name (the key rule above, no '/' at the
+ * end), else -EINVAL or -ENAMETOOLONG. */
+int kv_path_check(const char *key, size_t len);
+
 /* Add-only extensions. */
 
 /* Encoded sizes (APPEND has the size of PUT). */
 size_t kv_op_size_put(size_t key_len, uint32_t val_len);
 size_t kv_op_size_del(size_t key_len);
 size_t kv_op_size_rename(size_t from_len, size_t to_len);
+size_t kv_op_size_renamex(size_t from_len, size_t to_len);
+/* (MKDIR and RMDIR have the size of DEL.) */
 size_t kv_op_size_cond(size_t key_len, size_t inner_len);
 
 /* Snapshot of the whole state machine: applied index, every key with its

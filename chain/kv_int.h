@@ -24,7 +24,8 @@ kv_value *kv_value_new(const uint8_t *a, uint32_t alen, const uint8_t *b,
                        uint32_t blen, uint64_t mtime_ms, uint64_t version,
                        uint64_t ident);
 
-/* 0 if `key` may be stored, else -EINVAL or -ENAMETOOLONG. */
+/* 0 if `key` may be stored (a path, or a directory's path and '/'),
+ * else -EINVAL or -ENAMETOOLONG. */
 int kv_key_check(const char *key, size_t len);
 
 kv_sessions *kv_session_table(kv *s);

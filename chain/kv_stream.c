@@ -11,7 +11,7 @@
  *   8       8     session table length S (12 .. KV_SESSIONS_MAX_BYTES)
  *   16      S     kv_sessions_encode bytes
  *   then N records, keys strictly ascending in byte order:
- *           2     key length K (1..KV_MAX_NAME)
+ *           2     key length K (1..KV_MAX_KEY)
  *           K     key
  *           8     mtime_ms
  *           8     version
@@ -24,7 +24,7 @@
  *      length: the session table buffer grows as its bytes come; a value
  *      is allocated at its (checked, <= KV_MAX_VALUE) length once its
  *      record header is complete.  Beyond the state being built the
- *      loader holds at most one record header (<= 2 + KV_MAX_NAME + 28
+ *      loader holds at most one record header (<= 2 + KV_MAX_KEY + 28
  *      bytes) and the previous key.
  *   2. Every record is checked as soon as its header is complete: key
  *      rule (kv_key_check), strictly ascending keys, identity not 0,
@@ -42,7 +42,7 @@
 
 #define LOADER_HEAD 16
 #define REC_FIXED 28                      /* after the key */
-#define REC_MAX_HEADER (2 + KV_MAX_NAME + REC_FIXED)
+#define REC_MAX_HEADER (2 + KV_MAX_KEY + REC_FIXED)
 
 enum loader_phase { PH_HEAD, PH_SESS, PH_REC, PH_VALUE, PH_DONE, PH_FAILED };
 
@@ -57,7 +57,7 @@ struct kv_loader {
     size_t rec_have;
     kv_value *val;                        /* value being filled */
     uint32_t val_have;
-    char key[KV_MAX_NAME];                /* key of `val`, then previous */
+    char key[KV_MAX_KEY];                 /* key of `val`, then previous */
     size_t key_len;
     bool has_prev;
     uint64_t consumed;
@@ -198,7 +198,7 @@ int kv_loader_feed(kv_loader *l, const uint8_t *p, size_t len)
             size_t need = 2;
             if (l->rec_have >= 2) {
                 uint16_t klen = le_get16(l->rec);
-                if (klen == 0 || klen > KV_MAX_NAME)
+                if (klen == 0 || klen > KV_MAX_KEY)
                     return fail(l, -EINVAL, "a key outside the key rule");
                 need = 2 + (size_t)klen + REC_FIXED;
             }

@@ -233,7 +233,7 @@ static int write_payload(sf_writer *w, kv_view *v)
     uint64_t n = 0;
     kv_view_rewind(v);
     while (rc == 0 && kv_view_next(v, &key, &klen, &val) == 1) {
-        uint8_t rec[2 + KV_MAX_NAME + 28];
+        uint8_t rec[2 + KV_MAX_KEY + 28];
         le_put16(rec, (uint16_t)klen);
         memcpy(rec + 2, key, klen);
         uint8_t *f = rec + 2 + klen;
