@@ -35,6 +35,14 @@ void fs_fill_key_attr(fs *f, const fs_inode *in, const fs_handle *h,
     st->st_gid = f->gid;
     st->st_blksize = 4096;
     const fs_meta *v = fs_committed(in);
+    if (fs_is_dir_inode(in)) {
+        /* a directory: its time is the commit time of its creation (or
+         * of the rename that moved it last) */
+        st->st_mode = S_IFDIR | 0755;
+        st->st_nlink = in->orphan ? 0 : 2;
+        fs_set_times_ms(st, v ? v->mtime_ms : f->mounted_ms);
+        return;
+    }
     const fs_ofile *of = h && h->of ? h->of : in->of;
     uint64_t size = 0, ms = fs_wall_ms();
     if (of) {

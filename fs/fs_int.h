@@ -36,7 +36,7 @@
 enum fs_handle_kind {
     FS_H_KEY = 1,     /* a key file */
     FS_H_TEXT,        /* .status or a .chain block: rendered at open */
-    FS_H_DIR_ROOT,
+    FS_H_DIR_ROOT,    /* the root, or a directory key (`in` set) */
     FS_H_DIR_CHAIN,
 };
 
@@ -272,7 +272,18 @@ fs_inode *fs_resolve(fs *f, const char *name, const fs_meta *now, int *err);
 void fs_release_inode(fs *f, fs_inode *in);
 
 /* names.c */
+/* 0 if `name` is a path a request may name (chain/kv.h key rule), else
+ * the positive errno to answer (EACCES for the mount's own names). */
 int fs_check_name(const char *name);
+/* Does `in` stand for a directory (its key ends in '/')? */
+bool fs_is_dir_inode(const fs_inode *in);
+/* The path of `name` in the directory `parent` (malloc'ed into *out):
+ * 0, or ENOENT (no such directory), ENOTDIR, EACCES (.chain),
+ * ENAMETOOLONG (a name above KV_MAX_NAME, a path above KV_MAX_PATH),
+ * ENOMEM. */
+int fs_child_path(fs *f, uint64_t parent, const char *name, char **out);
+void fs_key_mkdir(fuse_req_t req, const char *path);
+void fs_key_rmdir(fuse_req_t req, const char *path);
 void fs_key_lookup(fuse_req_t req, const char *name);
 void fs_key_unlink(fuse_req_t req, const char *name);
 void fs_key_rename(fuse_req_t req, const char *name, const char *newname,

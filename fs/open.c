@@ -226,7 +226,7 @@ static void create_then(fs_wait *w, int result)
     if (fi->flags & O_EXCL) {
         /* exclusive across mounts: the empty file commits now, if the name
          * is still free when the entry is applied (COND ABSENT) */
-        uint8_t inner[16 + KV_MAX_NAME], op[32 + 2 * KV_MAX_NAME];
+        uint8_t inner[16 + KV_MAX_KEY], op[32 + 2 * KV_MAX_KEY];
         int64_t n = kv_op_encode_put(inner, sizeof inner, name, len, NULL, 0);
         if (n >= 0)
             n = kv_op_encode_cond(op, sizeof op, KV_COND_ABSENT, name, len, 0,
