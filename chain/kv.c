@@ -15,10 +15,13 @@
  * Invariants:
  *   1. A key is in the hash table iff it is in the skip list; count and
  *      value_bytes describe exactly those nodes.
- *   2. Every stored key passed kv_key_check (kv.h: one name the mount can
- *      show), checked here, as each committed op is applied, on every
- *      replica alike; an op that fails it changes nothing and is counted
- *      (invalid_ops).
+ *   2. Every stored key passed kv_key_check (kv.h: a path the mount can
+ *      show, a directory's with a '/' at its end), checked as each
+ *      committed op is applied, on every replica alike; an op that fails
+ *      it changes nothing and is counted (invalid_ops).  The tree
+ *      invariant (kv.h "Keys") holds after every op: a key's parent
+ *      directory exists (kv_apply.c checks it; kv_map_replace moves a
+ *      directory with everything below it at once).
  *   3. The map holds one reference on each node's value.  A value is
  *      never modified after creation; writes install a new value and drop
  *      the map's reference on the old one, so readers holding a reference

@@ -9,11 +9,12 @@
  * Invariants:
  *   1. kv_op_decode accepts exactly what the encoders produce: the op must
  *      fill `len` exactly, with no trailing bytes, and every key must pass
- *      kv_key_check; a value may not exceed KV_MAX_VALUE.
- *   2. kv_key_check is the one rule for which keys exist, applied by
- *      every replica to every committed op (kv.c): a key is one name the
- *      mount can show, so an op that names anything else (forged, or from
- *      an older encoder) is a no-op with the same result everywhere.
+ *      kv_path_check; a value may not exceed KV_MAX_VALUE.
+ *   2. kv_key_check is the one rule for which keys exist (kv_path_check
+ *      for the paths ops name: no '/' at the end), applied by every
+ *      replica to every committed op (kv.c): a key is a path the mount
+ *      can show, so an op that names anything else (forged, or from an
+ *      older encoder) is a no-op with the same result everywhere.
  *   3. Errors are precise (DESIGN.md invariant 6): -ENAMETOOLONG for a key
  *      or component that is too long, -EFBIG for a value that is too big,
  *      -EINVAL for everything else that is malformed.  These are the

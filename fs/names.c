@@ -1,6 +1,7 @@
 /*
- * names.c - the names of key files: lookup, unlink and rename, and the
- * check of a name a request carries.
+ * names.c - the names of key files and directories: paths of names in
+ * directories, lookup, mkdir, rmdir, unlink and rename, and the check of
+ * a path a request carries.
  *
  * Invariants:
  *  1. A lookup waits for a linearizable read point: even a name known
@@ -10,8 +11,8 @@
  *     this mount alone, without an entry; if its first commit is on its
  *     way, the unlink or rename waits for it (it would land under the old
  *     name).
- *  3. RENAME_NOREPLACE is decided by the state machine (COND ABSENT), so
- *     exactly one of two racing mounts wins; whether the target name holds
+ *  3. RENAME_NOREPLACE and RENAME_EXCHANGE are decided by the state
+ *     machine (RENAMEX), so exactly one of two racing mounts wins; whether the target name holds
  *     a committed file (NOREPLACE's early EEXIST, the rename of a file not
  *     committed yet) is read from the state as applied here, as before.
  *  4. What an applied unlink or rename changed reached the inodes before
