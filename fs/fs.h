@@ -61,14 +61,14 @@
  *     O_EXCL creates commit the empty file at open, conditional on the
  *     name being free (COND ABSENT), so exactly one creator wins across
  *     mounts; RENAME_NOREPLACE likewise.
- *  8. Directories (docs/design.md "Namespace"): a directory is the key of
- *     its path and a '/'; mkdir, rmdir, unlink, rename (with
- *     RENAME_NOREPLACE and RENAME_EXCHANGE, a whole tree at once) are one
- *     op each, whose errno the state machine decides as it applies it.
  *  7. Keys belong to the mounting user, mode 0644 (directories 0755); with
  *     allow_other the kernel checks them (default_permissions).  Setting
  *     the mode or owner a key has succeeds, any other EPERM; explicit
  *     times EPERM (the mtime is the commit time), "now" commits (touch).
+ *  8. Directories (docs/design.md "Namespace"): a directory is the key of
+ *     its path and a '/'; mkdir, rmdir, unlink, rename (with
+ *     RENAME_NOREPLACE and RENAME_EXCHANGE, a whole tree at once) are one
+ *     op each, whose errno the state machine decides as it applies it.
  */
 #ifndef PAXOSFS_FS_H
 #define PAXOSFS_FS_H
