@@ -117,7 +117,10 @@ static void render_op(text *t, const px_request *req)
 {
     kv_op op;
     static const char *const names[] = { "?", "put", "del", "append",
+                                         "rename", "?", "mkdir", "rmdir",
                                          "rename" };
+    _Static_assert(sizeof names / sizeof names[0] == KV_OP_RENAMEX + 1,
+                   "a name for every op type kv_op_decode accepts");
     int rc = kv_op_decode(req->op, req->len, &op);
     text_printf(t, "op: ");
     if (rc) {
@@ -142,10 +145,14 @@ static void render_op(text *t, const px_request *req)
         if (op.type == KV_OP_PUT || op.type == KV_OP_APPEND) {
             text_printf(t, " len=%u value=", op.value_len);
             text_quoted(t, op.value, op.value_len, RENDER_PREVIEW_BYTES);
-        } else if (op.type == KV_OP_RENAME) {
+        } else if (op.type == KV_OP_RENAME || op.type == KV_OP_RENAMEX) {
             text_printf(t, " to=");
             text_quoted(t, (const uint8_t *)op.key2, op.key2_len,
                         RENDER_KEY_BYTES);
+            if (op.flags & KV_RENAME_NOREPLACE)
+                text_printf(t, " noreplace");
+            if (op.flags & KV_RENAME_EXCHANGE)
+                text_printf(t, " exchange");
         }
     }
     text_printf(t, "\n");
