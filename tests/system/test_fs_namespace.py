@@ -312,3 +312,58 @@ def test_rmdir_race_across_mounts(cluster):
         assert read_file(a.path("race/f")) == "x"
     else:
         assert code == errno.ENOENT and rc == 0
+
+
+def test_exclusive_create_in_directory_across_mounts(cluster):
+    """O_CREAT|O_EXCL of one path below a directory, at once on three
+    mounts: the log decides, exactly one creator succeeds, the others get
+    EEXIST."""
+    os.mkdir(cluster.node(1).path("locks"))
+    for n in (2, 3):
+        wait_for(lambda n=n: os.path.isdir(cluster.node(n).path("locks")), 10,
+                 "locks/ on mount %d" % n)
+    for i in range(5):
+        name = "locks/l%d" % i
+        start = threading.Barrier(3)
+        results = {}
+
+        def create(k):
+            start.wait(10)
+            try:
+                os.close(os.open(cluster.node(k).path(name),
+                                 os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+                results[k] = 0
+            except OSError as e:
+                results[k] = e.errno
+
+        threads = [threading.Thread(target=create, args=(k,)) for k in (1, 2, 3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(results.values()) == [0, errno.EEXIST, errno.EEXIST], results
+
+
+def last_block(n):
+    head = n.status()["chain_head"]["index"]
+    return read_file(n.path(".chain/%010d" % head))
+
+
+def test_chain_shows_namespace_ops(node):
+    """A shell's >> below a directory is one APPEND of the appended bytes;
+    mkdir, rmdir and a rename with flags show in .chain by name."""
+    root = node.mnt
+    os.mkdir(P(root, "d"))
+    assert 'op: mkdir key="d"' in last_block(node)
+    write_file(P(root, "d/log"), "one\n")
+    subprocess.run(["sh", "-c", "echo two >> '%s'" % P(root, "d/log")], check=True)
+    assert 'op: if ident key="d/log"' in last_block(node)
+    assert 'append key="d/log" len=4 value="two\\n"' in last_block(node)
+    assert read_file(P(root, "d/log")) == "one\ntwo\n"
+    write_file(P(root, "x"), "1")
+    renameat2(P(root, "x"), P(root, "d/x"), RENAME_NOREPLACE)
+    assert 'op: rename key="x" to="d/x" noreplace' in last_block(node)
+    os.unlink(P(root, "d/x"))
+    os.unlink(P(root, "d/log"))
+    os.rmdir(P(root, "d"))
+    assert 'op: rmdir key="d"' in last_block(node)
