@@ -14,6 +14,7 @@
  *   open.c      open, create, reads of read-only descriptors, release
  *   ofile.c     working copies of files open for writing, commits
  *   inode.c     the inode table (inode.h)
+ *   xattr.c     user.paxos.* extended attributes
  */
 #ifndef PAXOSFS_FS_INT_H
 #define PAXOSFS_FS_INT_H
@@ -90,6 +91,9 @@ typedef struct fs_ofile {
     bool any_owner;            /* a writer we could not name: any flush
                                   commits */
     int error;                 /* sticky positive errno (EFBIG) */
+    uint64_t expect;           /* user.paxos.expect: the next commit only
+                                  if the key is at this revision (COND
+                                  VERSION), else ECANCELED; 0 = none */
     uint32_t n_owners;
     uint64_t owners[FS_OWNERS_MAX];
     uint64_t changed_ms;       /* wall time of the last local change */
@@ -304,6 +308,14 @@ void fs_key_open(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi);
 void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi);
 void fs_key_read(fuse_req_t req, fs_handle *h, size_t size, off_t off);
 void fs_key_release(fuse_req_t req, fs_handle *h);
+
+/* xattr.c */
+void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+                 size_t size);
+void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+                 const char *value, size_t size, int flags);
+void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 
 /* ofile.c: writing and committing */
 /* The inode's current open-file version, created from `v` (NULL: empty)

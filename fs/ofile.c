@@ -36,6 +36,8 @@ struct fs_commit {
     bool append;
     bool answered;             /* nobody waits: a commit at release */
     uint64_t ident;            /* COND IDENT argument, 0 = none */
+    uint64_t expect;           /* COND VERSION argument instead, 0 = none
+                                  (user.paxos.expect, xattr.c) */
     char *key;                 /* where it is proposed */
     uint32_t tries;
     fs_commit *next;
@@ -204,7 +206,10 @@ static int commit_send(fs_commit *c)
     int64_t n = c->append
         ? kv_op_encode_append(op, cap, c->key, klen, c->data, c->len)
         : kv_op_encode_put(op, cap, c->key, klen, c->data, c->len);
-    if (n >= 0 && c->ident)
+    if (n >= 0 && c->expect)
+        n = kv_op_encode_cond(op, cap, KV_COND_VERSION, c->key, klen,
+                              c->expect, op, (size_t)n);
+    else if (n >= 0 && c->ident)
         n = kv_op_encode_cond(op, cap, KV_COND_IDENT, c->key, klen, c->ident,
                               op, (size_t)n);
     int rc = (int)n;
@@ -261,6 +266,8 @@ static int ofile_submit(fs *f, fs_ofile *of, bool answered, bool force)
     c->append = append;
     c->answered = answered;
     c->ident = in->ident;
+    c->expect = of->expect;     /* used up by this commit */
+    of->expect = 0;
     c->len = of->len - from;
     c->data = malloc(c->len ? c->len : 1);
     c->key = strdup(in->key);
@@ -327,7 +334,11 @@ static void commit_done(void *arg, int result)
     fs_ofile *of = c->of;
     fs_inode *in = of->in;
 
-    if (result == -ESTALE && c->ident) {
+    if (result == -ESTALE && c->expect) {
+        /* the key moved past the expected revision: nothing committed,
+         * and the caller is told so (xattr.c) */
+        result = -ECANCELED;
+    } else if (result == -ESTALE && c->ident) {
         /* the key no longer holds the file: follow it (invariant 3).  The
          * change that moved it reached this mount before this answer
          * (fs.h rule B2), so the inode is where its file is now. */

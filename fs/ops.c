@@ -525,5 +525,9 @@ const struct fuse_lowlevel_ops fs_ops = {
     .readdir = fs_dir_read,
     .releasedir = fs_dir_release,
     .statfs = fs_statfs,
+    .getxattr = fs_getxattr,
+    .listxattr = fs_listxattr,
+    .setxattr = fs_setxattr,
+    .removexattr = fs_removexattr,
     .create = op_create,
 };

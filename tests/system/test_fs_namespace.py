@@ -367,3 +367,64 @@ def test_chain_shows_namespace_ops(node):
     os.unlink(P(root, "d/log"))
     os.rmdir(P(root, "d"))
     assert 'op: rmdir key="d"' in last_block(node)
+
+
+# ------------------------------------------------------------- xattrs
+
+def block_hash(n, index):
+    for line in read_file(n.path(".chain/%010d" % index)).splitlines():
+        if line.startswith("hash: "):
+            return line[6:]
+    raise AssertionError("no hash line")
+
+
+def test_paxos_xattrs(node):
+    """user.paxos.revision is the block that last changed the key (also a
+    directory), user.paxos.hash that block's chain hash; both read-only;
+    other names have no value and cannot be stored."""
+    root = node.mnt
+    os.mkdir(P(root, "d"))
+    drev = int(os.getxattr(P(root, "d"), "user.paxos.revision"))
+    write_file(P(root, "d/k"), "one")
+    rev = int(os.getxattr(P(root, "d/k"), "user.paxos.revision"))
+    assert rev == node.status()["chain_head"]["index"] and rev > drev
+    assert os.getxattr(P(root, "d/k"), "user.paxos.hash").decode() == block_hash(node, rev)
+    assert set(os.listxattr(P(root, "d/k"))) >= {"user.paxos.revision", "user.paxos.hash"}
+    write_file(P(root, "d/k"), "two")
+    assert int(os.getxattr(P(root, "d/k"), "user.paxos.revision")) > rev
+    assert int(os.getxattr(P(root, "d"), "user.paxos.revision")) == drev
+    for call, code in [
+            (lambda: os.setxattr(P(root, "d/k"), "user.paxos.revision", b"1"), errno.EPERM),
+            (lambda: os.setxattr(P(root, "d/k"), "user.other", b"1"), errno.ENOTSUP),
+            (lambda: os.getxattr(P(root, "d/k"), "user.other"), errno.ENODATA),
+            (lambda: os.setxattr(P(root, "d/k"), "user.paxos.expect", b"5"), errno.EBADF),
+            (lambda: os.getxattr(P(root, "nope"), "user.paxos.revision"), errno.ENOENT)]:
+        assert errno_of(call) == code
+
+
+def test_expect_is_compare_and_swap(cluster):
+    """user.paxos.expect set on a descriptor: its next commit lands only if
+    the key is still at that revision; a write from another mount in
+    between makes the commit fail with ECANCELED and nothing changes."""
+    a, b = cluster.node(1), cluster.node(2)
+    write_file(a.path("cas"), "v1")
+    rev = os.getxattr(b.path("cas"), "user.paxos.revision")
+    fd = os.open(b.path("cas"), os.O_WRONLY | os.O_TRUNC)
+    os.setxattr(b.path("cas"), "user.paxos.expect", rev)
+    os.write(fd, b"v2")
+    os.close(fd)                                  # still at rev: commits
+    assert read_file(a.path("cas")) == "v2"
+    rev = os.getxattr(b.path("cas"), "user.paxos.revision")
+    fd = os.open(b.path("cas"), os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.setxattr(b.path("cas"), "user.paxos.expect", rev)
+        assert os.getxattr(b.path("cas"), "user.paxos.expect") == rev
+        write_file(a.path("cas"), "other")        # moves the key on
+        os.write(fd, b"v3")
+        with pytest.raises(OSError) as info:
+            os.fsync(fd)
+        assert info.value.errno == errno.ECANCELED
+    finally:
+        os.close(fd)
+    assert read_file(a.path("cas")) == "other"
+    assert read_file(b.path("cas")) == "other"
