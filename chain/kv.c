@@ -127,6 +127,7 @@ kv_value *kv_value_new(const uint8_t *a, uint32_t alen, const uint8_t *b,
     v->mtime_ms = mtime_ms;
     v->version = version;
     v->ident = ident;
+    v->uid = v->gid = v->mode = 0;
     if (alen && a)          /* a NULL: the caller fills the bytes */
         memcpy(v->data, a, alen);
     if (blen && b)
@@ -150,6 +151,7 @@ void kv_value_unref(const kv_value *v)
 /* ------------------------------------------------------------ digest */
 
 #define KV_RECORD_TAG "pxkvrec1"
+#define KV_RECORD_TAG_OWNED "pxkvrec2"
 
 /* SHA-256 of the canonical record of one key (kv.h, "State digest"). */
 int kv_rec_hash(kv *s, const char *key, size_t len, const kv_value *v,
@@ -161,18 +163,27 @@ int kv_rec_hash(kv *s, const char *key, size_t len, const kv_value *v,
 int kv_record_hash(chain_hasher *h, const char *key, size_t len,
                    const kv_value *v, uint8_t out[KV_DIGEST_BYTES])
 {
-    uint8_t fixed[8 + 2 + 8 + 8 + 8 + 4];
+    /* tag, key length | mtime, version, identity, [uid, gid, mode,]
+     * value length */
+    uint8_t fixed[8 + 2 + 8 + 8 + 8 + 12 + 4];
     unsigned int out_len = 0;
-    memcpy(fixed, KV_RECORD_TAG, 8);
+    size_t tail = 8 + 8 + 8 + 4;
+    memcpy(fixed, v->mode ? KV_RECORD_TAG_OWNED : KV_RECORD_TAG, 8);
     le_put16(fixed + 8, (uint16_t)len);
     le_put64(fixed + 10, v->mtime_ms);
     le_put64(fixed + 18, v->version);
     le_put64(fixed + 26, v->ident);
-    le_put32(fixed + 34, v->len);
+    if (v->mode) {
+        le_put32(fixed + 34, v->uid);
+        le_put32(fixed + 38, v->gid);
+        le_put32(fixed + 42, v->mode);
+        tail += 12;
+    }
+    le_put32(fixed + 10 + tail - 4, v->len);
     if (EVP_DigestInit_ex(h->ctx, h->md, NULL) != 1 ||
         EVP_DigestUpdate(h->ctx, fixed, 10) != 1 ||
         EVP_DigestUpdate(h->ctx, key, len) != 1 ||
-        EVP_DigestUpdate(h->ctx, fixed + 10, sizeof fixed - 10) != 1 ||
+        EVP_DigestUpdate(h->ctx, fixed + 10, tail) != 1 ||
         (v->len && EVP_DigestUpdate(h->ctx, v->data, v->len) != 1) ||
         EVP_DigestFinal_ex(h->ctx, out, &out_len) != 1 ||
         out_len != KV_DIGEST_BYTES)

@@ -35,6 +35,20 @@
  *   RENAMEX:     as RENAME, then 1 byte flags: KV_RENAME_NOREPLACE or
  *                KV_RENAME_EXCHANGE (not both)
  *   DEL, MKDIR, RMDIR: nothing more
+ *   SETATTR:     3+K 1 mask (KV_ATTR_*, not 0; not both MTIME and
+ *                MTIME_NOW), 4 uid, 4 gid, 4 permission bits (<= 07777),
+ *                8 mtime_ms (0 unless MTIME); applies to the file or the
+ *                directory at the path (ENOENT, ENOTDIR as any op)
+ *
+ * OWNER gives a key that the op it wraps creates (PUT, APPEND, MKDIR,
+ * alone or under a COND) its owner and permission bits:
+ *   0      1     10 (OWNER)
+ *   1      4     uid
+ *   5      4     gid
+ *   9      4     permission bits (<= 07777)
+ *   13     ...   the wrapped op (not OWNER, not SETATTR)
+ * A key created without OWNER has mode 0 (nothing recorded: the mount
+ * shows its defaults); writes and renames keep what a key has.
  *
  * COND guards one other op with a condition on a key, decided when the
  * entry is applied (so every replica decides the same):
@@ -103,7 +117,15 @@
 
 enum kv_op_type { KV_OP_PUT = 1, KV_OP_DEL = 2, KV_OP_APPEND = 3, KV_OP_RENAME = 4,
                   KV_OP_COND = 5, KV_OP_MKDIR = 6, KV_OP_RMDIR = 7,
-                  KV_OP_RENAMEX = 8 };
+                  KV_OP_RENAMEX = 8, KV_OP_SETATTR = 9, KV_OP_OWNER = 10 };
+/* SETATTR mask */
+#define KV_ATTR_OWNER 1u        /* set uid, gid and permission bits */
+#define KV_ATTR_MTIME 2u        /* set mtime_ms to the op's time */
+#define KV_ATTR_MTIME_NOW 4u    /* set mtime_ms to the entry's time */
+#define KV_ATTR_MASK 7u
+#define KV_MODE_PERM 07777u
+#define KV_MODE_FILE 0100000u   /* S_IFREG */
+#define KV_MODE_DIR 0040000u    /* S_IFDIR */
 #define KV_RENAME_NOREPLACE 1u
 #define KV_RENAME_EXCHANGE 2u
 #define KV_RENAME_FLAGS (KV_RENAME_NOREPLACE | KV_RENAME_EXCHANGE)
@@ -114,9 +136,15 @@ typedef struct kv kv;
 typedef struct kv_value {
     uint32_t refs;       /* managed by kv_value_ref/unref */
     uint32_t len;
-    uint64_t mtime_ms;   /* commit time of the entry that wrote it */
+    uint64_t mtime_ms;   /* commit time of the entry that wrote it, or the
+                            time a SETATTR gave it */
     uint64_t version;    /* slot that wrote it */
     uint64_t ident;      /* file identity (see above), never 0 */
+    uint32_t uid, gid;   /* owner, when mode != 0 */
+    uint32_t mode;       /* 0: no owner and mode recorded (a key written
+                            before they were, or by an op without OWNER);
+                            else S_IFREG or S_IFDIR and the permission
+                            bits (07777) */
     uint8_t data[];      /* len bytes */
 } kv_value;
 
@@ -190,8 +218,18 @@ int64_t kv_op_encode_cond(uint8_t *buf, size_t cap, uint8_t kind,
                           const char *key, size_t key_len, uint64_t arg,
                           const uint8_t *inner, size_t inner_len);
 
+int64_t kv_op_encode_setattr(uint8_t *buf, size_t cap, const char *key,
+                             size_t key_len, uint8_t mask, uint32_t uid,
+                             uint32_t gid, uint32_t perm, uint64_t mtime_ms);
+/* Wrap the encoded op `inner` (PUT, APPEND, MKDIR or a COND of one) in
+ * OWNER; `inner` may lie at the start of `buf`. */
+int64_t kv_op_encode_owner(uint8_t *buf, size_t cap, uint32_t uid,
+                           uint32_t gid, uint32_t perm, const uint8_t *inner,
+                           size_t inner_len);
+
 /* Decoded view of one op (pointers into the encoded bytes).  A COND op
- * decodes as the op it guards, with cond_kind set. */
+ * decodes as the op it guards, with cond_kind set; an OWNER op as the op
+ * it wraps, with has_owner set. */
 typedef struct kv_op {
     uint8_t type;          /* PUT, DEL, APPEND, RENAME, MKDIR, RMDIR or
                               RENAMEX */
@@ -206,6 +244,10 @@ typedef struct kv_op {
     uint16_t key2_len;
     const uint8_t *value;  /* PUT/APPEND */
     uint32_t value_len;
+    bool has_owner;        /* OWNER: uid, gid, perm for a created key */
+    uint8_t attr_mask;     /* SETATTR: KV_ATTR_* */
+    uint32_t uid, gid, perm;
+    uint64_t mtime_ms;     /* SETATTR with KV_ATTR_MTIME */
 } kv_op;
 
 int kv_op_decode(const uint8_t *buf, uint32_t len, kv_op *op);
@@ -221,6 +263,8 @@ size_t kv_op_size_put(size_t key_len, uint32_t val_len);
 size_t kv_op_size_del(size_t key_len);
 size_t kv_op_size_rename(size_t from_len, size_t to_len);
 size_t kv_op_size_renamex(size_t from_len, size_t to_len);
+size_t kv_op_size_setattr(size_t key_len);
+size_t kv_op_size_owner(size_t inner_len);
 /* (MKDIR and RMDIR have the size of DEL.) */
 size_t kv_op_size_cond(size_t key_len, size_t inner_len);
 
@@ -241,6 +285,10 @@ int kv_snapshot_decode(kv *s, const uint8_t *buf, size_t len);
  * with SHA-256 read as a little-endian number and
  *     record = "pxkvrec1" || u16 key length || key || u64 mtime_ms ||
  *              u64 version || u64 identity || u32 value length || value
+ * for a key without owner and mode (mode 0), and for one with them
+ *     record = "pxkvrec2" || u16 key length || key || u64 mtime_ms ||
+ *              u64 version || u64 identity || u32 uid || u32 gid ||
+ *              u32 mode || u32 value length || value
  * (integers little-endian); the digest of an empty map is 32 zero bytes
  * (little-endian).  It covers the keys and their values with their
  * metadata, not the session table or the applied index.  It detects a

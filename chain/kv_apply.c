@@ -21,6 +21,29 @@
 #define KV_APPLY_NOMEM INT32_MIN
 #define KV_IDENT_SLOT_SHIFT 24
 
+/* A new value keeps the owner and mode of the one it replaces. */
+static void attrs_copy(kv_value *dst, const kv_value *src)
+{
+    dst->uid = src->uid;
+    dst->gid = src->gid;
+    dst->mode = src->mode;
+}
+
+/* The owner and mode an OWNER op gives a key it creates. */
+static void attrs_own(kv_value *v, const kv_op *op, uint32_t type)
+{
+    if (!op->has_owner)
+        return;
+    v->uid = op->uid;
+    v->gid = op->gid;
+    v->mode = type | (op->perm & KV_MODE_PERM);
+}
+
+/* SETATTR (kv.h): a new value of the file or directory at the path, the
+ * same bytes and identity, with this slot as version. */
+static int32_t apply_setattr(kv *s, const kv_op *op, kv_node *n,
+                             uint64_t slot, uint64_t time_ms);
+
 /* The node of the directory at path p (its key: p and '/'), or NULL. */
 static kv_node *dir_node(const kv *s, const char *p, size_t len)
 {
@@ -155,6 +178,7 @@ static int side_build(const kv_side *side, size_t from_len,
                                       slot, v->ident);
             if (!add[i].val)
                 return -ENOMEM;
+            attrs_copy(add[i].val, v);
         } else {
             kv_value_ref(v);
             add[i].val = (kv_value *)v;
@@ -300,12 +324,20 @@ static int32_t apply_op(kv *s, const kv_op *op, uint64_t slot,
         if (op->type == KV_OP_PUT) {
             v = kv_value_new(op->value, op->value_len, NULL, 0, time_ms, slot,
                              n ? n->val->ident : ident);
+            if (v && n)
+                attrs_copy(v, n->val);
+            else if (v)
+                attrs_own(v, op, KV_MODE_FILE);
         } else {
             if (n && (uint64_t)n->val->len + op->value_len > KV_MAX_VALUE)
                 return -EFBIG;
             v = kv_value_new(n ? n->val->data : NULL, n ? n->val->len : 0,
                              op->value, op->value_len, time_ms, slot,
                              n ? n->val->ident : ident);
+            if (v && n)
+                attrs_copy(v, n->val);
+            else if (v)
+                attrs_own(v, op, KV_MODE_FILE);
         }
         if (!v)
             return KV_APPLY_NOMEM;
@@ -327,6 +359,7 @@ static int32_t apply_op(kv *s, const kv_op *op, uint64_t slot,
         v = kv_value_new(NULL, 0, NULL, 0, time_ms, slot, ident);
         if (!v)
             return KV_APPLY_NOMEM;
+        attrs_own(v, op, KV_MODE_DIR);
         return kv_map_put(s, key, op->key_len + 1u, v) ? KV_APPLY_NOMEM : 0;
     }
     case KV_OP_RMDIR: {
@@ -340,9 +373,43 @@ static int32_t apply_op(kv *s, const kv_op *op, uint64_t slot,
     case KV_OP_RENAME:
     case KV_OP_RENAMEX:
         return apply_rename(s, op, slot);
+    case KV_OP_SETATTR:
+        return apply_setattr(s, op, n, slot, time_ms);
     default:
         return -EINVAL;
     }
+}
+
+static int32_t apply_setattr(kv *s, const kv_op *op, kv_node *n,
+                             uint64_t slot, uint64_t time_ms)
+{
+    bool dir = false;
+    if (!n) {
+        n = dir_node(s, op->key, op->key_len);
+        dir = true;
+    }
+    if (!n)
+        return missing(s, op->key, op->key_len);
+    const kv_value *old = n->val;
+    kv_value *v = kv_value_new(old->data, old->len, NULL, 0, old->mtime_ms,
+                               slot, old->ident);
+    if (!v)
+        return KV_APPLY_NOMEM;
+    attrs_copy(v, old);
+    if (op->attr_mask & KV_ATTR_OWNER) {
+        v->uid = op->uid;
+        v->gid = op->gid;
+        v->mode = (dir ? KV_MODE_DIR : KV_MODE_FILE) | op->perm;
+    }
+    if (op->attr_mask & KV_ATTR_MTIME)
+        v->mtime_ms = op->mtime_ms;
+    else if (op->attr_mask & KV_ATTR_MTIME_NOW)
+        v->mtime_ms = time_ms;
+    /* n's key: the path, or the directory's path and '/' */
+    char key[KV_MAX_KEY];
+    size_t klen = n->key_len;
+    memcpy(key, kv_node_key(n), klen);
+    return kv_map_put(s, key, klen, v) ? KV_APPLY_NOMEM : 0;
 }
 
 static int32_t apply_request(kv *s, const px_request *req, uint64_t slot,
@@ -362,7 +429,9 @@ static int32_t apply_request(kv *s, const px_request *req, uint64_t slot,
     if (result == 0 && s->changed && op.type != KV_OP_RENAME &&
         op.type != KV_OP_RENAMEX) {
         /* (a rename told what it changed itself, tell_moved) */
-        if (op.type == KV_OP_MKDIR || op.type == KV_OP_RMDIR) {
+        if (op.type == KV_OP_MKDIR || op.type == KV_OP_RMDIR ||
+            (op.type == KV_OP_SETATTR &&
+             !kv_find_node(s, op.key, op.key_len))) {
             char key[KV_MAX_KEY];
             memcpy(key, op.key, op.key_len);
             key[op.key_len] = '/';

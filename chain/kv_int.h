@@ -45,6 +45,14 @@ bool kv_frozen(const kv *s);
 int kv_record_hash(chain_hasher *h, const char *key, size_t len,
                    const kv_value *v, uint8_t out[KV_DIGEST_BYTES]);
 
+/* One record of the snapshot payload (kv_stream.c): its header (all but
+ * the value bytes) is kv_record_header_size bytes, written by
+ * kv_record_header_put. */
+#define KV_RECORD_OWNED 0x8000u  /* in the key length: owner and mode follow */
+size_t kv_record_header_size(size_t key_len, const kv_value *v);
+size_t kv_record_header_put(uint8_t *out, const char *key, size_t key_len,
+                            const kv_value *v);
+
 /* Incremental parser of the snapshot payload (kv_stream.c): feed the
  * uncompressed payload in pieces of any size; finish gives the built
  * state (applied = `applied`).  Errors are final: -EINVAL (malformed,

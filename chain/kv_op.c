@@ -27,6 +27,9 @@
 
 #include "chain_int.h"
 
+#define OWNER_HEADER 13u
+#define SETATTR_TAIL 21u       /* mask, uid, gid, perm, mtime */
+
 /* One component of a path: 1..KV_MAX_NAME bytes, no '/' or NUL, not "."
  * or "..". */
 static int name_check(const char *p, size_t len)
@@ -91,6 +94,16 @@ size_t kv_op_size_rename(size_t from_len, size_t to_len)
 size_t kv_op_size_renamex(size_t from_len, size_t to_len)
 {
     return kv_op_size_rename(from_len, to_len) + 1;
+}
+
+size_t kv_op_size_setattr(size_t key_len)
+{
+    return 3 + key_len + SETATTR_TAIL;
+}
+
+size_t kv_op_size_owner(size_t inner_len)
+{
+    return OWNER_HEADER + inner_len;
 }
 
 size_t kv_op_size_cond(size_t key_len, size_t inner_len)
@@ -209,6 +222,58 @@ int64_t kv_op_encode_renamex(uint8_t *buf, size_t cap, const char *from,
                          flags);
 }
 
+int64_t kv_op_encode_setattr(uint8_t *buf, size_t cap, const char *key,
+                             size_t key_len, uint8_t mask, uint32_t uid,
+                             uint32_t gid, uint32_t perm, uint64_t mtime_ms)
+{
+    int rc = kv_path_check(key, key_len);
+    if (rc)
+        return rc;
+    if (!mask || (mask & ~KV_ATTR_MASK) ||
+        ((mask & KV_ATTR_MTIME) && (mask & KV_ATTR_MTIME_NOW)) ||
+        (perm & ~KV_MODE_PERM))
+        return -EINVAL;
+    if (!(mask & KV_ATTR_OWNER))
+        uid = gid = perm = 0;
+    if (!(mask & KV_ATTR_MTIME))
+        mtime_ms = 0;
+    size_t need = kv_op_size_setattr(key_len);
+    if (!buf || cap < need)
+        return -ENOSPC;
+    buf[0] = KV_OP_SETATTR;
+    le_put16(buf + 1, (uint16_t)key_len);
+    memcpy(buf + 3, key, key_len);
+    uint8_t *p = buf + 3 + key_len;
+    p[0] = mask;
+    le_put32(p + 1, uid);
+    le_put32(p + 5, gid);
+    le_put32(p + 9, perm);
+    le_put64(p + 13, mtime_ms);
+    return (int64_t)need;
+}
+
+int64_t kv_op_encode_owner(uint8_t *buf, size_t cap, uint32_t uid,
+                           uint32_t gid, uint32_t perm, const uint8_t *inner,
+                           size_t inner_len)
+{
+    kv_op op;
+    if (!inner || inner_len < 3 || inner_len > UINT32_MAX ||
+        (perm & ~KV_MODE_PERM) || inner[0] == KV_OP_OWNER ||
+        kv_op_decode(inner, (uint32_t)inner_len, &op) != 0 ||
+        (op.type != KV_OP_PUT && op.type != KV_OP_APPEND &&
+         op.type != KV_OP_MKDIR))
+        return -EINVAL;
+    size_t need = kv_op_size_owner(inner_len);
+    if (!buf || cap < need)
+        return -ENOSPC;
+    memmove(buf + OWNER_HEADER, inner, inner_len);
+    buf[0] = KV_OP_OWNER;
+    le_put32(buf + 1, uid);
+    le_put32(buf + 5, gid);
+    le_put32(buf + 9, perm);
+    return (int64_t)need;
+}
+
 int64_t kv_op_encode_cond(uint8_t *buf, size_t cap, uint8_t kind,
                           const char *key, size_t key_len, uint64_t arg,
                           const uint8_t *inner, size_t inner_len)
@@ -234,12 +299,40 @@ int64_t kv_op_encode_cond(uint8_t *buf, size_t cap, uint8_t kind,
 }
 
 static int decode_plain(const uint8_t *buf, uint32_t len, kv_op *op);
+static int decode_cond(const uint8_t *buf, uint32_t len, kv_op *op);
+
 
 int kv_op_decode(const uint8_t *buf, uint32_t len, kv_op *op)
 {
     if (!buf || !op || len < 3)
         return -EINVAL;
     memset(op, 0, sizeof *op);
+    if (buf[0] != KV_OP_OWNER)
+        return decode_cond(buf, len, op);
+    /* OWNER: uid, gid, permission bits, then a creating op */
+    if (len < OWNER_HEADER + 3)
+        return -EINVAL;
+    uint32_t uid = le_get32(buf + 1), gid = le_get32(buf + 5);
+    uint32_t perm = le_get32(buf + 9);
+    if (perm & ~KV_MODE_PERM || buf[OWNER_HEADER] == KV_OP_OWNER)
+        return -EINVAL;
+    int rc = decode_cond(buf + OWNER_HEADER, len - OWNER_HEADER, op);
+    if (rc)
+        return rc;
+    if (op->type != KV_OP_PUT && op->type != KV_OP_APPEND &&
+        op->type != KV_OP_MKDIR)
+        return -EINVAL;
+    op->has_owner = true;
+    op->uid = uid;
+    op->gid = gid;
+    op->perm = perm;
+    return 0;
+}
+
+static int decode_cond(const uint8_t *buf, uint32_t len, kv_op *op)
+{
+    if (len < 3)
+        return -EINVAL;
     if (buf[0] != KV_OP_COND)
         return decode_plain(buf, len, op);
     /* COND: condition header, then one plain op filling the rest */
@@ -295,6 +388,23 @@ static int decode_plain(const uint8_t *buf, uint32_t len, kv_op *op)
     case KV_OP_MKDIR:
     case KV_OP_RMDIR:
         if (pos != len)
+            return -EINVAL;
+        break;
+    case KV_OP_SETATTR:
+        if (pos + SETATTR_TAIL != len)
+            return -EINVAL;
+        op->attr_mask = buf[pos];
+        op->uid = le_get32(buf + pos + 1);
+        op->gid = le_get32(buf + pos + 5);
+        op->perm = le_get32(buf + pos + 9);
+        op->mtime_ms = le_get64(buf + pos + 13);
+        if (!op->attr_mask || (op->attr_mask & ~KV_ATTR_MASK) ||
+            ((op->attr_mask & KV_ATTR_MTIME) &&
+             (op->attr_mask & KV_ATTR_MTIME_NOW)) ||
+            (op->perm & ~KV_MODE_PERM) ||
+            (!(op->attr_mask & KV_ATTR_OWNER) &&
+             (op->uid || op->gid || op->perm)) ||
+            (!(op->attr_mask & KV_ATTR_MTIME) && op->mtime_ms))
             return -EINVAL;
         break;
     case KV_OP_RENAME:

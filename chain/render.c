@@ -118,9 +118,9 @@ static void render_op(text *t, const px_request *req)
     kv_op op;
     static const char *const names[] = { "?", "put", "del", "append",
                                          "rename", "?", "mkdir", "rmdir",
-                                         "rename" };
-    _Static_assert(sizeof names / sizeof names[0] == KV_OP_RENAMEX + 1,
-                   "a name for every op type kv_op_decode accepts");
+                                         "rename", "setattr" };
+    _Static_assert(sizeof names / sizeof names[0] == KV_OP_SETATTR + 1,
+                   "a name for every op type kv_op_decode gives");
     int rc = kv_op_decode(req->op, req->len, &op);
     text_printf(t, "op: ");
     if (rc) {
@@ -129,6 +129,9 @@ static void render_op(text *t, const px_request *req)
                     : rc == -EFBIG      ? "value too big"
                                         : "invalid");
     } else {
+        if (op.has_owner)
+            text_printf(t, "owner uid=%u gid=%u mode=%04o ", op.uid, op.gid,
+                        op.perm);
         if (op.cond_kind) {
             static const char *const conds[] = { "?", "absent", "ident",
                                                  "version" };
@@ -153,6 +156,14 @@ static void render_op(text *t, const px_request *req)
                 text_printf(t, " noreplace");
             if (op.flags & KV_RENAME_EXCHANGE)
                 text_printf(t, " exchange");
+        } else if (op.type == KV_OP_SETATTR) {
+            if (op.attr_mask & KV_ATTR_OWNER)
+                text_printf(t, " uid=%u gid=%u mode=%04o", op.uid, op.gid,
+                            op.perm);
+            if (op.attr_mask & KV_ATTR_MTIME)
+                text_printf(t, " mtime=%" PRIu64, op.mtime_ms);
+            if (op.attr_mask & KV_ATTR_MTIME_NOW)
+                text_printf(t, " mtime=now");
         }
     }
     text_printf(t, "\n");

@@ -60,6 +60,12 @@ static void check_reencode(const uint8_t *buf, uint32_t len, const kv_op *op)
             re, len, op->key, op->key_len);
         want = kv_op_size_del(op->key_len);
         break;
+    case KV_OP_SETATTR:
+        n = kv_op_encode_setattr(re, len, op->key, op->key_len,
+                                 op->attr_mask, op->uid, op->gid, op->perm,
+                                 op->mtime_ms);
+        want = kv_op_size_setattr(op->key_len);
+        break;
     case KV_OP_RENAMEX:
         CHECK((const uint8_t *)op->key2 >= buf &&
               (const uint8_t *)op->key2 + op->key2_len <= buf + len);
@@ -90,6 +96,12 @@ static void check_reencode(const uint8_t *buf, uint32_t len, const kv_op *op)
                               (size_t)n);
         want = kv_op_size_cond(op->cond_key_len, want);
         free(inner);
+    }
+    if (op->has_owner) {
+        CHECK(n > 0 && (size_t)n == want);
+        n = kv_op_encode_owner(re, len, op->uid, op->gid, op->perm, re,
+                               (size_t)n);
+        want = kv_op_size_owner(want);
     }
     CHECK(n == (int64_t)len && want == len);
     CHECK(memcmp(re, buf, len) == 0);

@@ -138,6 +138,122 @@ static void expect_digest_current(kv *s)
     assert_memory_equal(d1, d2, KV_DIGEST_BYTES);
 }
 
+/* ------------------------------------------------ owners and modes */
+
+static int32_t apply_op(kv *s, const uint8_t *op, uint32_t len)
+{
+    kvb_batch b;
+    kvb_init(&b);
+    kvb_add(&b, 9, next_seq++, op, len);
+    px_entry e = { .slot = kv_applied_index(s) + 1, .time_ms = 5000,
+                   .kind = PX_ENTRY_BATCH, .len = b.len, .data = b.buf };
+    last_result = 1;
+    assert_int_equal(kv_apply_entry(s, &e, on_result, NULL), 0);
+    kvb_free(&b);
+    return last_result;
+}
+
+static void expect_attrs(const kv *s, const char *key, uint32_t uid,
+                         uint32_t gid, uint32_t mode, uint64_t mtime)
+{
+    const kv_value *v = kv_get(s, key, strlen(key));
+    assert_non_null(v);
+    assert_int_equal(v->uid, uid);
+    assert_int_equal(v->gid, gid);
+    assert_int_equal(v->mode, mode);
+    if (mtime)
+        assert_int_equal(v->mtime_ms, mtime);
+}
+
+/* OWNER gives a created key (file or directory) its owner and mode;
+ * writes, renames and a tree rename keep them; SETATTR changes them and
+ * the mtime (explicit or the entry's time); the digest and a snapshot
+ * carry them; a key created without OWNER records none (mode 0). */
+static void test_owner_and_mode(void **state)
+{
+    (void)state;
+    uint8_t in[256], op[512];
+    kv *s = kv_create();
+    int64_t n = kv_op_encode_mkdir(in, sizeof in, "d", 1);
+    n = kv_op_encode_owner(op, sizeof op, 1000, 100, 0750, in, (size_t)n);
+    assert_true(n > 0);
+    assert_int_equal(apply_op(s, op, (uint32_t)n), 0);
+    expect_attrs(s, "d/", 1000, 100, KV_MODE_DIR | 0750, 5000);
+    /* an O_EXCL create: OWNER around COND ABSENT around PUT */
+    n = kv_op_encode_put(in, sizeof in, "d/f", 3, (const uint8_t *)"x", 1);
+    n = kv_op_encode_cond(op, sizeof op, KV_COND_ABSENT, "d/f", 3, 0, in,
+                          (size_t)n);
+    n = kv_op_encode_owner(op, sizeof op, 1001, 101, 0600, op, (size_t)n);
+    assert_true(n > 0);
+    assert_int_equal(apply_op(s, op, (uint32_t)n), 0);
+    expect_attrs(s, "d/f", 1001, 101, KV_MODE_FILE | 0600, 0);
+    assert_int_equal(apply_op(s, op, (uint32_t)n), -EEXIST);
+    /* a write and renames keep them */
+    assert_int_equal(run(s, "append d/f y"), 0);
+    assert_int_equal(run(s, "mv d/f d/g"), 0);
+    assert_int_equal(run(s, "mv d e"), 0);
+    expect_attrs(s, "e/g", 1001, 101, KV_MODE_FILE | 0600, 0);
+    expect_attrs(s, "e/", 1000, 100, KV_MODE_DIR | 0750, 0);
+    /* chmod/chown of a directory and a file; explicit and "now" times */
+    n = kv_op_encode_setattr(op, sizeof op, "e", 1, KV_ATTR_OWNER, 7, 8,
+                             0700, 0);
+    assert_int_equal(apply_op(s, op, (uint32_t)n), 0);
+    expect_attrs(s, "e/", 7, 8, KV_MODE_DIR | 0700, 0);
+    n = kv_op_encode_setattr(op, sizeof op, "e/g", 3, KV_ATTR_MTIME, 0, 0, 0,
+                             123456);
+    assert_int_equal(apply_op(s, op, (uint32_t)n), 0);
+    expect_attrs(s, "e/g", 1001, 101, KV_MODE_FILE | 0600, 123456);
+    n = kv_op_encode_setattr(op, sizeof op, "e/g", 3, KV_ATTR_MTIME_NOW, 0, 0,
+                             0, 0);
+    assert_int_equal(apply_op(s, op, (uint32_t)n), 0);
+    expect_attrs(s, "e/g", 1001, 101, KV_MODE_FILE | 0600, 5000);
+    n = kv_op_encode_setattr(op, sizeof op, "e/nope", 6, KV_ATTR_MTIME_NOW,
+                             0, 0, 0, 0);
+    assert_int_equal(apply_op(s, op, (uint32_t)n), -ENOENT);
+    /* a key written without OWNER records nothing; chmod records it */
+    assert_int_equal(run(s, "put plain v"), 0);
+    expect_attrs(s, "plain", 0, 0, 0, 0);
+    n = kv_op_encode_setattr(op, sizeof op, "plain", 5, KV_ATTR_OWNER, 0, 0,
+                             0444, 0);
+    assert_int_equal(apply_op(s, op, (uint32_t)n), 0);
+    expect_attrs(s, "plain", 0, 0, KV_MODE_FILE | 0444, 0);
+    expect_digest_current(s);
+    /* the encoders refuse what the decoder would */
+    assert_int_equal(kv_op_encode_setattr(op, sizeof op, "x", 1, 0, 0, 0, 0, 0),
+                     -EINVAL);
+    assert_int_equal(kv_op_encode_setattr(op, sizeof op, "x", 1,
+                                          KV_ATTR_MTIME | KV_ATTR_MTIME_NOW,
+                                          0, 0, 0, 1), -EINVAL);
+    assert_int_equal(kv_op_encode_setattr(op, sizeof op, "x", 1,
+                                          KV_ATTR_OWNER, 0, 0, 010000, 0),
+                     -EINVAL);
+    n = kv_op_encode_del(in, sizeof in, "x", 1);
+    assert_int_equal(kv_op_encode_owner(op, sizeof op, 0, 0, 0644, in,
+                                        (size_t)n), -EINVAL);
+    /* a snapshot carries them; the restored digest is the same */
+    uint8_t *snap = NULL;
+    size_t len = 0;
+    assert_int_equal(kv_snapshot_encode(s, &snap, &len), 0);
+    kv *t = kv_create();
+    assert_int_equal(kv_snapshot_decode(t, snap, len), 0);
+    free(snap);
+    expect_attrs(t, "e/", 7, 8, KV_MODE_DIR | 0700, 0);
+    expect_attrs(t, "e/g", 1001, 101, KV_MODE_FILE | 0600, 5000);
+    expect_attrs(t, "plain", 0, 0, KV_MODE_FILE | 0444, 0);
+    uint8_t d0[KV_DIGEST_BYTES], d1[KV_DIGEST_BYTES];
+    kv_digest(s, d0);
+    kv_digest(t, d1);
+    assert_memory_equal(d0, d1, KV_DIGEST_BYTES);
+    /* an owner changes the digest */
+    n = kv_op_encode_setattr(op, sizeof op, "plain", 5, KV_ATTR_OWNER, 1, 0,
+                             0444, 0);
+    assert_int_equal(apply_op(s, op, (uint32_t)n), 0);
+    kv_digest(s, d1);
+    assert_memory_not_equal(d0, d1, KV_DIGEST_BYTES);
+    kv_destroy(t);
+    kv_destroy(s);
+}
+
 /* ------------------------------------------------------- the table */
 
 typedef struct row {
@@ -414,6 +530,7 @@ int main(void)
         cmocka_unit_test(test_view_during_tree_rename),
         cmocka_unit_test(test_changes_told),
         cmocka_unit_test(test_flat_history_unchanged),
+        cmocka_unit_test(test_owner_and_mode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
