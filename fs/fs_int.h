@@ -91,6 +91,10 @@ typedef struct fs_ofile {
     bool any_owner;            /* a writer we could not name: any flush
                                   commits */
     int error;                 /* sticky positive errno (EFBIG) */
+    uint64_t mtime_set;        /* an explicit mtime (futimens while open,
+                                  utimensat of a file created here): set
+                                  by a SETATTR right after the next commit
+                                  lands, before it is answered; 0 = none */
     uint64_t expect;           /* user.paxos.expect: the next commit only
                                   if the key is at this revision (COND
                                   VERSION), else ECANCELED; 0 = none */
@@ -286,7 +290,7 @@ bool fs_is_dir_inode(const fs_inode *in);
  * ENAMETOOLONG (a name above KV_MAX_NAME, a path above KV_MAX_PATH),
  * ENOMEM. */
 int fs_child_path(fs *f, uint64_t parent, const char *name, char **out);
-void fs_key_mkdir(fuse_req_t req, const char *path);
+void fs_key_mkdir(fuse_req_t req, const char *path, mode_t mode);
 void fs_key_rmdir(fuse_req_t req, const char *path);
 void fs_key_lookup(fuse_req_t req, const char *name);
 void fs_key_unlink(fuse_req_t req, const char *name);
@@ -294,6 +298,11 @@ void fs_key_rename(fuse_req_t req, const char *name, const char *newname,
                    unsigned int flags);
 
 /* attr.c */
+/* The owner and permission bits stat shows for `in` (through `h`, may be
+ * NULL): what its file records, what its creator here gave it, else the
+ * mount's defaults (its user, 0644 for a key, 0755 for a directory). */
+void fs_shown_owner(const fs *f, const fs_inode *in, const fs_handle *h,
+                    uint32_t *uid, uint32_t *gid, uint32_t *perm);
 void fs_fill_key_attr(fs *f, const fs_inode *in, const fs_handle *h,
                       struct stat *st);
 /* Does `in` exist for a getattr through `h` (NULL: by path)? */
@@ -305,7 +314,8 @@ void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,
 
 /* open.c */
 void fs_key_open(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi);
-void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi);
+void fs_key_create(fuse_req_t req, const char *name, mode_t mode,
+                   struct fuse_file_info *fi);
 void fs_key_read(fuse_req_t req, fs_handle *h, size_t size, off_t off);
 void fs_key_release(fuse_req_t req, fs_handle *h);
 

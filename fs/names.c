@@ -201,7 +201,7 @@ static bool has_pending_below(fs *f, const char *dkey, size_t len)
     return b.found;
 }
 
-void fs_key_mkdir(fuse_req_t req, const char *path)
+void fs_key_mkdir(fuse_req_t req, const char *path, mode_t mode)
 {
     fs_wait *w = fs_wait_named(req, mkdir_applied, path, NULL);
     if (!w)
@@ -217,8 +217,14 @@ void fs_key_mkdir(fuse_req_t req, const char *path)
         fs_reply_wait_err(w, rc);
         return;
     }
-    uint8_t op[16 + KV_MAX_KEY];
-    fs_wait_submit(w, op, kv_op_encode_mkdir(op, sizeof op, path, len));
+    /* the creator's owner and permissions (the kernel applied the umask) */
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    uint8_t op[32 + KV_MAX_KEY];
+    int64_t n = kv_op_encode_mkdir(op, sizeof op, path, len);
+    if (n >= 0)
+        n = kv_op_encode_owner(op, sizeof op, ctx->uid, ctx->gid,
+                               mode & KV_MODE_PERM, op, (size_t)n);
+    fs_wait_submit(w, op, n);
 }
 
 void fs_key_rmdir(fuse_req_t req, const char *path)

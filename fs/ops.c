@@ -259,19 +259,6 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
         fuse_reply_err(req, ENOENT);
         return;
     }
-    if (fs_is_dir_inode(in)) {
-        /* as the root: setting what a directory has succeeds */
-        if ((to_set & ~(FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
-                        FUSE_SET_ATTR_GID)) ||
-            ((to_set & FUSE_SET_ATTR_MODE) && (attr->st_mode & 07777) != 0755) ||
-            ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != f->uid) ||
-            ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != f->gid)) {
-            fuse_reply_err(req, EPERM);
-            return;
-        }
-        fs_key_getattr(req, in, NULL);
-        return;
-    }
     fs_key_setattr(req, in, attr, to_set, fi);
 }
 
@@ -337,10 +324,9 @@ static char *change_path(fuse_req_t req, fuse_ino_t parent, const char *name)
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
                       mode_t mode, struct fuse_file_info *fi)
 {
-    (void)mode;
     char *path = change_path(req, parent, name);
     if (path)
-        fs_key_create(req, path, fi);
+        fs_key_create(req, path, mode, fi);
     free(path);
 }
 
@@ -360,7 +346,6 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
                      mode_t mode)
 {
-    (void)mode;
     if (parent == FS_INO_ROOT && (strcmp(name, FS_RESERVED_CHAIN) == 0 ||
                                   strcmp(name, FS_RESERVED_STATUS) == 0)) {
         fuse_reply_err(req, EEXIST);
@@ -368,7 +353,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
     }
     char *path = change_path(req, parent, name);
     if (path)
-        fs_key_mkdir(req, path);
+        fs_key_mkdir(req, path, mode);
     free(path);
 }
 

@@ -354,7 +354,7 @@ def test_chain_shows_namespace_ops(node):
     mkdir, rmdir and a rename with flags show in .chain by name."""
     root = node.mnt
     os.mkdir(P(root, "d"))
-    assert 'op: mkdir key="d"' in last_block(node)
+    assert 'op: owner uid=0 gid=0 mode=0755 mkdir key="d"' in last_block(node)
     write_file(P(root, "d/log"), "one\n")
     subprocess.run(["sh", "-c", "echo two >> '%s'" % P(root, "d/log")], check=True)
     assert 'op: if ident key="d/log"' in last_block(node)
@@ -428,3 +428,72 @@ def test_expect_is_compare_and_swap(cluster):
         os.close(fd)
     assert read_file(a.path("cas")) == "other"
     assert read_file(b.path("cas")) == "other"
+
+
+# ---------------------------------------------------- owners and modes
+
+from test_fs_semantics import as_nobody, shared_node  # noqa: E402,F401
+
+NOBODY = 65534
+
+
+def test_owner_and_mode_of_creator(shared_node):
+    """A key or directory records the uid, gid and mode (umask applied) of
+    its creator; with --allow-other the kernel enforces them; chmod and
+    chown commit an entry; explicit times are stored."""
+    n = shared_node
+    old = os.umask(0o027)
+    try:
+        os.mkdir(n.path("pub"), 0o777)
+        os.chmod(n.path("pub"), 0o777)             # past the umask
+        os.mkdir(n.path("priv"), 0o777)            # umask: 0750
+        write_file(n.path("pub/rootfile"), "r")    # umask: 0640
+    finally:
+        os.umask(old)
+    st = os.stat(n.path("priv"))
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o750)
+    assert os.stat(n.path("pub")).st_mode & 0o7777 == 0o777
+    assert os.stat(n.path("pub/rootfile")).st_mode & 0o7777 == 0o640
+    # nobody creates in pub: the file is nobody's
+    assert as_nobody(lambda: write_file(n.path("pub/mine"), "m")) == {"ok": None}
+    st = os.stat(n.path("pub/mine"))
+    assert st.st_uid == NOBODY
+    assert as_nobody(lambda: os.mkdir(n.path("pub/d"), 0o700)) == {"ok": None}
+    assert os.stat(n.path("pub/d")).st_uid == NOBODY
+    # the kernel checks them (default_permissions)
+    assert as_nobody(lambda: read_file(n.path("pub/rootfile"))) == {"errno": errno.EACCES}
+    assert as_nobody(lambda: os.listdir(n.path("priv"))) == {"errno": errno.EACCES}
+    assert as_nobody(lambda: os.chmod(n.path("pub/rootfile"), 0o666)) == {
+        "errno": errno.EPERM}
+    assert as_nobody(lambda: os.chmod(n.path("pub/mine"), 0o600)) == {"ok": None}
+    assert os.stat(n.path("pub/mine")).st_mode & 0o7777 == 0o600
+    os.chmod(n.path("pub/rootfile"), 0o644)
+    assert as_nobody(lambda: read_file(n.path("pub/rootfile"))) == {"ok": "r"}
+    os.chown(n.path("pub/rootfile"), NOBODY, NOBODY)
+    assert as_nobody(lambda: write_file(n.path("pub/rootfile"), "now mine")) == {"ok": None}
+    # explicit times, on a file and a directory (touch -d, tar x)
+    subprocess.run(["touch", "-d", "2001-02-03 04:05:06Z", n.path("pub/rootfile"),
+                    n.path("priv")], check=True)
+    assert int(os.stat(n.path("pub/rootfile")).st_mtime) == 981173106
+    assert int(os.stat(n.path("priv")).st_mtime) == 981173106
+    # a rename keeps owner and mode
+    os.rename(n.path("pub/mine"), n.path("priv/mine"))
+    st = os.stat(n.path("priv/mine"))
+    assert (st.st_uid, st.st_mode & 0o7777) == (NOBODY, 0o600)
+
+
+def test_tar_keeps_times_and_modes(node, tmp_path):
+    """tar x into the mount stores the archive's modes and times."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f").write_text("f")
+    os.chmod(src / "sub" / "f", 0o751)
+    os.utime(src / "sub" / "f", (1_000_000_000, 1_000_000_000))
+    os.utime(src / "sub", (1_100_000_000, 1_100_000_000))
+    tarpath = tmp_path / "t.tar"
+    with tarfile.open(tarpath, "w") as t:
+        t.add(str(src), arcname="x")
+    sh("tar -x -f %s" % tarpath, cwd=node.mnt)
+    st = os.stat(P(node.mnt, "x/sub/f"))
+    assert (st.st_mode & 0o7777, int(st.st_mtime)) == (0o751, 1_000_000_000)
+    assert int(os.stat(P(node.mnt, "x/sub")).st_mtime) == 1_100_000_000
