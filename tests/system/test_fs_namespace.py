@@ -497,3 +497,27 @@ def test_tar_keeps_times_and_modes(node, tmp_path):
     st = os.stat(P(node.mnt, "x/sub/f"))
     assert (st.st_mode & 0o7777, int(st.st_mtime)) == (0o751, 1_000_000_000)
     assert int(os.stat(P(node.mnt, "x/sub")).st_mtime) == 1_100_000_000
+
+
+def test_fsync_of_key_and_directory(node):
+    """fsync of a key returns once what was written through the descriptor
+    is committed (the chain shows it before close); fsync of a directory
+    succeeds: every namespace change was committed before it returned."""
+    root = node.mnt
+    os.mkdir(P(root, "d"))
+    fd = os.open(P(root, "d/k"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"synced")
+        os.fsync(fd)
+        assert 'put key="d/k" len=6' in last_block(node)
+        os.write(fd, b"!")
+        os.fdatasync(fd)
+        assert 'put key="d/k" len=7' in last_block(node)
+    finally:
+        os.close(fd)
+    dfd = os.open(P(root, "d"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    assert tree(root) == ["d/", "d/k=synced!"]
