@@ -170,7 +170,9 @@ static int side_build(const kv_side *side, size_t from_len,
         *used += to_len + rest;
         add[i].key = nk;
         add[i].len = to_len + rest;
-        if (add[i].len > KV_MAX_KEY)
+        /* the key rule's lengths: a path, or a directory's path and '/' */
+        if (add[i].len > (nk[add[i].len - 1] == '/' ? KV_MAX_KEY
+                                                     : KV_MAX_PATH))
             return -ENAMETOOLONG;
         const kv_value *v = n->val;
         if (i == 0) {

@@ -393,6 +393,47 @@ static void test_path_rule(void **state)
     kv_destroy(s);
 }
 
+/* A tree renamed to a longer path whose deepest key would pass
+ * KV_MAX_PATH: ENAMETOOLONG, and nothing moved. */
+static void test_tree_rename_too_long(void **state)
+{
+    (void)state;
+    kv *s = kv_create();
+    char path[KV_MAX_KEY + 8], op[64];
+    size_t len = 0;
+    /* d/nnn...(200)/nnn...(200)/... up to ~4000 bytes */
+    assert_int_equal(run(s, "mkdir d"), 0);
+    strcpy(path, "d");
+    len = 1;
+    while (len + 201 < KV_MAX_PATH - 60) {
+        path[len++] = '/';
+        memset(path + len, 'n', 200);
+        len += 200;
+        path[len] = '\0';
+        char *cmd = malloc(len + 16);
+        snprintf(cmd, len + 16, "mkdir %s", path);
+        assert_int_equal(run(s, cmd), 0);
+        free(cmd);
+    }
+    /* a file making the path exactly KV_MAX_PATH bytes */
+    size_t flen = KV_MAX_PATH - len - 1;
+    char *cmd = malloc(KV_MAX_KEY + 32);
+    snprintf(cmd, KV_MAX_KEY + 32, "put %s/%0*d x", path, (int)flen, 0);
+    assert_int_equal(run(s, cmd), 0);
+    char *before = dump(s);
+    snprintf(op, sizeof op, "mv d dd");        /* one byte longer */
+    assert_int_equal(run(s, op), -ENAMETOOLONG);
+    char *after = dump(s);
+    assert_string_equal(before, after);
+    snprintf(op, sizeof op, "mv d e");         /* the same length: fine */
+    assert_int_equal(run(s, op), 0);
+    expect_digest_current(s);
+    free(before);
+    free(after);
+    free(cmd);
+    kv_destroy(s);
+}
+
 /* Two replicas applying the same ops hold the same map and digest, and a
  * snapshot of a tree restores it with its digest. */
 static void test_replicas_and_snapshot(void **state)
@@ -531,6 +572,7 @@ int main(void)
         cmocka_unit_test(test_changes_told),
         cmocka_unit_test(test_flat_history_unchanged),
         cmocka_unit_test(test_owner_and_mode),
+        cmocka_unit_test(test_tree_rename_too_long),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
