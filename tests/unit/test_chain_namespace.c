@@ -399,26 +399,32 @@ static void test_tree_rename_too_long(void **state)
 {
     (void)state;
     kv *s = kv_create();
-    char path[KV_MAX_KEY + 8], op[64];
-    size_t len = 0;
+    /* "verb " then a path of up to KV_MAX_PATH bytes, then " x" */
+    static char cmd[KV_MAX_KEY + 32];
+    char op[64];
+    size_t len;
     /* d/nnn...(200)/nnn...(200)/... up to ~4000 bytes */
     assert_int_equal(run(s, "mkdir d"), 0);
-    strcpy(path, "d");
-    len = 1;
-    while (len + 201 < KV_MAX_PATH - 60) {
-        path[len++] = '/';
-        memset(path + len, 'n', 200);
+    memcpy(cmd, "mkdir d", 7);
+    len = 7;                              /* of cmd; the path from 6 */
+    while (len - 6 + 201 < KV_MAX_PATH - 60) {
+        cmd[len++] = '/';
+        memset(cmd + len, 'n', 200);
         len += 200;
-        path[len] = '\0';
-        char *cmd = malloc(len + 16);
-        snprintf(cmd, len + 16, "mkdir %s", path);
+        cmd[len] = '\0';
         assert_int_equal(run(s, cmd), 0);
-        free(cmd);
     }
-    /* a file making the path exactly KV_MAX_PATH bytes */
-    size_t flen = KV_MAX_PATH - len - 1;
-    char *cmd = malloc(KV_MAX_KEY + 32);
-    snprintf(cmd, KV_MAX_KEY + 32, "put %s/%0*d x", path, (int)flen, 0);
+    /* a file making the path exactly KV_MAX_PATH bytes: "put " path "/"
+     * name " x" */
+    size_t plen = len - 6;
+    size_t flen = KV_MAX_PATH - plen - 1;
+    memmove(cmd + 4, cmd + 6, plen);
+    memcpy(cmd, "put ", 4);
+    len = 4 + plen;
+    cmd[len++] = '/';
+    memset(cmd + len, 'f', flen);
+    len += flen;
+    memcpy(cmd + len, " x", 3);
     assert_int_equal(run(s, cmd), 0);
     char *before = dump(s);
     snprintf(op, sizeof op, "mv d dd");        /* one byte longer */
@@ -430,7 +436,6 @@ static void test_tree_rename_too_long(void **state)
     expect_digest_current(s);
     free(before);
     free(after);
-    free(cmd);
     kv_destroy(s);
 }
 
