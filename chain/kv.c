@@ -15,10 +15,13 @@
  * Invariants:
  *   1. A key is in the hash table iff it is in the skip list; count and
  *      value_bytes describe exactly those nodes.
- *   2. Every stored key passed kv_key_check (kv.h: one name the mount can
- *      show), checked here, as each committed op is applied, on every
- *      replica alike; an op that fails it changes nothing and is counted
- *      (invalid_ops).
+ *   2. Every stored key passed kv_key_check (kv.h: a path the mount can
+ *      show, a directory's with a '/' at its end), checked as each
+ *      committed op is applied, on every replica alike; an op that fails
+ *      it changes nothing and is counted (invalid_ops).  The tree
+ *      invariant (kv.h "Keys") holds after every op: a key's parent
+ *      directory exists (kv_apply.c checks it; kv_map_replace moves a
+ *      directory with everything below it at once).
  *   3. The map holds one reference on each node's value.  A value is
  *      never modified after creation; writes install a new value and drop
  *      the map's reference on the old one, so readers holding a reference
@@ -124,6 +127,7 @@ kv_value *kv_value_new(const uint8_t *a, uint32_t alen, const uint8_t *b,
     v->mtime_ms = mtime_ms;
     v->version = version;
     v->ident = ident;
+    v->uid = v->gid = v->mode = 0;
     if (alen && a)          /* a NULL: the caller fills the bytes */
         memcpy(v->data, a, alen);
     if (blen && b)
@@ -147,6 +151,7 @@ void kv_value_unref(const kv_value *v)
 /* ------------------------------------------------------------ digest */
 
 #define KV_RECORD_TAG "pxkvrec1"
+#define KV_RECORD_TAG_OWNED "pxkvrec2"
 
 /* SHA-256 of the canonical record of one key (kv.h, "State digest"). */
 int kv_rec_hash(kv *s, const char *key, size_t len, const kv_value *v,
@@ -158,18 +163,27 @@ int kv_rec_hash(kv *s, const char *key, size_t len, const kv_value *v,
 int kv_record_hash(chain_hasher *h, const char *key, size_t len,
                    const kv_value *v, uint8_t out[KV_DIGEST_BYTES])
 {
-    uint8_t fixed[8 + 2 + 8 + 8 + 8 + 4];
+    /* tag, key length | mtime, version, identity, [uid, gid, mode,]
+     * value length */
+    uint8_t fixed[8 + 2 + 8 + 8 + 8 + 12 + 4];
     unsigned int out_len = 0;
-    memcpy(fixed, KV_RECORD_TAG, 8);
+    size_t tail = 8 + 8 + 8 + 4;
+    memcpy(fixed, v->mode ? KV_RECORD_TAG_OWNED : KV_RECORD_TAG, 8);
     le_put16(fixed + 8, (uint16_t)len);
     le_put64(fixed + 10, v->mtime_ms);
     le_put64(fixed + 18, v->version);
     le_put64(fixed + 26, v->ident);
-    le_put32(fixed + 34, v->len);
+    if (v->mode) {
+        le_put32(fixed + 34, v->uid);
+        le_put32(fixed + 38, v->gid);
+        le_put32(fixed + 42, v->mode);
+        tail += 12;
+    }
+    le_put32(fixed + 10 + tail - 4, v->len);
     if (EVP_DigestInit_ex(h->ctx, h->md, NULL) != 1 ||
         EVP_DigestUpdate(h->ctx, fixed, 10) != 1 ||
         EVP_DigestUpdate(h->ctx, key, len) != 1 ||
-        EVP_DigestUpdate(h->ctx, fixed + 10, sizeof fixed - 10) != 1 ||
+        EVP_DigestUpdate(h->ctx, fixed + 10, tail) != 1 ||
         (v->len && EVP_DigestUpdate(h->ctx, v->data, v->len) != 1) ||
         EVP_DigestFinal_ex(h->ctx, out, &out_len) != 1 ||
         out_len != KV_DIGEST_BYTES)
@@ -305,12 +319,14 @@ const kv_value *kv_get(const kv *s, const char *key, size_t key_len)
     return n ? n->val : NULL;
 }
 
-/* Make room for one more key (invariant 4: before any change). */
-static int table_reserve(kv *s)
+/* Make room for `more` keys (invariant 4: before any change). */
+static int table_reserve_n(kv *s, uint64_t more)
 {
-    if ((s->count + 1) * 10 <= s->cap * 7)
+    if ((s->count + more) * 10 <= s->cap * 7)
         return 0;
     uint64_t ncap = s->cap * 2;
+    while ((s->count + more) * 10 > ncap * 7)
+        ncap *= 2;
     kv_node **nt = calloc(ncap, sizeof *nt);
     if (!nt)
         return -ENOMEM;
@@ -327,6 +343,11 @@ static int table_reserve(kv *s)
     s->table = nt;
     s->cap = ncap;
     return 0;
+}
+
+static int table_reserve(kv *s)
+{
+    return table_reserve_n(s, 1);
 }
 
 static void table_remove_at(kv *s, uint64_t i)
@@ -530,6 +551,106 @@ int kv_map_put(kv *s, const char *key, size_t len, kv_value *v)
 out_unref:
     kv_value_unref(v);
     return -ENOMEM;
+}
+
+const char *kv_node_key(const kv_node *n)
+{
+    return node_key(n);
+}
+
+/* The first node (live or DEAD) with a key >= `key`, without writing. */
+static kv_node *lower_bound(const kv *s, const char *key, size_t len)
+{
+    kv_node *const *links = s->head;
+    for (int l = KV_SKIP_MAX - 1; l >= 0; l--)
+        while (links[l] && kv_key_cmp(node_key(links[l]), links[l]->key_len,
+                                   key, len) < 0)
+            links = links[l]->next;
+    return links[0];
+}
+
+static bool has_prefix(const kv_node *n, const char *prefix, size_t len)
+{
+    return n->key_len >= len && memcmp(node_key(n), prefix, len) == 0;
+}
+
+int kv_map_collect(const kv *s, const char *prefix, size_t len,
+                   kv_node ***out, size_t *n)
+{
+    kv_node **v = NULL;
+    size_t cnt = 0, cap = 0;
+    for (kv_node *x = lower_bound(s, prefix, len); x && has_prefix(x, prefix, len);
+         x = x->next[0]) {
+        if (x->flags & KV_NODE_DEAD)
+            continue;
+        if (cnt == cap) {
+            kv_node **nv = chain_grow(v, &cap, cnt + 1, sizeof *nv, 16);
+            if (!nv) {
+                free(v);
+                return -ENOMEM;
+            }
+            v = nv;
+        }
+        v[cnt++] = x;
+    }
+    *out = v;
+    *n = cnt;
+    return 0;
+}
+
+bool kv_map_has_below(const kv *s, const char *prefix, size_t len)
+{
+    for (kv_node *x = lower_bound(s, prefix, len); x && has_prefix(x, prefix, len);
+         x = x->next[0])
+        if (!(x->flags & KV_NODE_DEAD) && x->key_len > len)
+            return true;
+    return false;
+}
+
+int kv_map_replace(kv *s, kv_node *const *rm, size_t n_rm,
+                   const kv_map_add *add, size_t n_add)
+{
+    int rc = -ENOMEM;
+    uint8_t (*h_rm)[KV_DIGEST_BYTES] = calloc(n_rm + 1, sizeof *h_rm);
+    uint8_t (*h_add)[KV_DIGEST_BYTES] = calloc(n_add + 1, sizeof *h_add);
+    kv_node **nodes = calloc(n_add + 1, sizeof *nodes);
+    size_t made = 0;
+    if (!h_rm || !h_add || !nodes)
+        goto out;
+    for (size_t i = 0; i < n_rm; i++)
+        if (kv_rec_hash(s, node_key(rm[i]), rm[i]->key_len, rm[i]->val,
+                        h_rm[i]) != 0)
+            goto out;
+    for (size_t i = 0; i < n_add; i++)
+        if (kv_rec_hash(s, add[i].key, add[i].len, add[i].val, h_add[i]) != 0)
+            goto out;
+    if (table_reserve_n(s, n_add) != 0 ||
+        (s->view && kv_dead_reserve(s, n_rm) != 0))
+        goto out;
+    for (; made < n_add; made++) {
+        nodes[made] = node_new(s, add[made].key, add[made].len,
+                               key_hash(add[made].key, add[made].len));
+        if (!nodes[made])
+            goto out;
+    }
+    /* nothing can fail from here on (invariant 4) */
+    for (size_t i = 0; i < n_rm; i++)
+        kv_map_remove_hashed(s, rm[i], h_rm[i]);
+    for (size_t i = 0; i < n_add; i++) {
+        assert(!kv_find_node(s, add[i].key, add[i].len));
+        nodes[i]->val = add[i].val;
+        map_insert(s, nodes[i]);
+        digest_add(s->digest, h_add[i], 1);
+    }
+    made = 0;
+    rc = 0;
+out:
+    for (size_t i = 0; i < made; i++)
+        free(nodes[i]);
+    free(nodes);
+    free(h_rm);
+    free(h_add);
+    return rc;
 }
 
 int kv_scan(const kv *s, const char *prefix, size_t prefix_len,

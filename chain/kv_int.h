@@ -24,7 +24,8 @@ kv_value *kv_value_new(const uint8_t *a, uint32_t alen, const uint8_t *b,
                        uint32_t blen, uint64_t mtime_ms, uint64_t version,
                        uint64_t ident);
 
-/* 0 if `key` may be stored, else -EINVAL or -ENAMETOOLONG. */
+/* 0 if `key` may be stored (a path, or a directory's path and '/'),
+ * else -EINVAL or -ENAMETOOLONG. */
 int kv_key_check(const char *key, size_t len);
 
 kv_sessions *kv_session_table(kv *s);
@@ -43,6 +44,14 @@ bool kv_frozen(const kv *s);
  * 0 or -EIO. */
 int kv_record_hash(chain_hasher *h, const char *key, size_t len,
                    const kv_value *v, uint8_t out[KV_DIGEST_BYTES]);
+
+/* One record of the snapshot payload (kv_stream.c): its header (all but
+ * the value bytes) is kv_record_header_size bytes, written by
+ * kv_record_header_put. */
+#define KV_RECORD_OWNED 0x8000u  /* in the key length: owner and mode follow */
+size_t kv_record_header_size(size_t key_len, const kv_value *v);
+size_t kv_record_header_put(uint8_t *out, const char *key, size_t key_len,
+                            const kv_value *v);
 
 /* Incremental parser of the snapshot payload (kv_stream.c): feed the
  * uncompressed payload in pieces of any size; finish gives the built

@@ -67,6 +67,26 @@ void kv_map_remove_hashed(kv *s, kv_node *n,
 /* The record hash of a key's value (kv.h digest): 0 or -ENOMEM. */
 int kv_rec_hash(kv *s, const char *key, size_t len, const kv_value *v,
                 uint8_t out[KV_DIGEST_BYTES]);
+/* The key bytes of a node (n->key_len of them). */
+const char *kv_node_key(const kv_node *n);
+/* The live nodes whose keys start with `prefix`, in byte order, into a
+ * malloc'ed array (*out NULL when none): 0 or -ENOMEM. */
+int kv_map_collect(const kv *s, const char *prefix, size_t len,
+                   kv_node ***out, size_t *n);
+/* Is there a live key that starts with `prefix` and is longer? */
+bool kv_map_has_below(const kv *s, const char *prefix, size_t len);
+/* One key a kv_map_replace inserts. */
+typedef struct kv_map_add {
+    const char *key;
+    size_t len;
+    kv_value *val;
+} kv_map_add;
+/* Remove the nodes rm[0..n_rm) and insert the keys add[0..n_add), which
+ * are absent once those are removed, as one change: everything is
+ * allocated first, so it returns 0 with every change made (the values'
+ * references move in) or -ENOMEM with none (the caller keeps them). */
+int kv_map_replace(kv *s, kv_node *const *rm, size_t n_rm,
+                   const kv_map_add *add, size_t n_add);
 /* Room for `more` DEAD nodes while a view is out: 0 or -ENOMEM. */
 int kv_dead_reserve(kv *s, size_t more);
 

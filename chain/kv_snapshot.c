@@ -19,13 +19,9 @@
  *   8       8     session table length S
  *   16      S     kv_sessions_encode bytes
  *   then N times, keys strictly ascending in byte order:
- *           2     key length K
- *           K     key
- *           8     mtime_ms
- *           8     version
- *           8     identity (never 0)
- *           4     value length V (<= KV_MAX_VALUE)
- *           V     value
+ *           a record of chain/kv_stream.c: key length (| 0x8000 with
+ *           an owner), key, mtime_ms, version, identity, [uid, gid,
+ *           mode,] value length V, value
  *
  * Invariants:
  *   1. The same state always encodes to the same bytes (keys in order,
@@ -67,7 +63,7 @@ static int size_visit(void *arg, const char *key, size_t key_len,
                       const kv_value *v)
 {
     (void)key;
-    *(uint64_t *)arg += SNAP_KEY_FIXED + key_len + v->len;
+    *(uint64_t *)arg += kv_record_header_size(key_len, v) + v->len;
     return 0;
 }
 
@@ -76,16 +72,10 @@ static int write_visit(void *arg, const char *key, size_t key_len,
 {
     snap_writer *w = arg;
     uint8_t *p = w->p + w->off;
-    le_put16(p, (uint16_t)key_len);
-    memcpy(p + 2, key, key_len);
-    p += 2 + key_len;
-    le_put64(p, v->mtime_ms);
-    le_put64(p + 8, v->version);
-    le_put64(p + 16, v->ident);
-    le_put32(p + 24, v->len);
+    size_t h = kv_record_header_put(p, key, key_len, v);
     if (v->len)
-        memcpy(p + 28, v->data, v->len);
-    w->off += SNAP_KEY_FIXED + key_len + v->len;
+        memcpy(p + h, v->data, v->len);
+    w->off += h + v->len;
     return 0;
 }
 

@@ -11,20 +11,27 @@
  *   8       8     session table length S (12 .. KV_SESSIONS_MAX_BYTES)
  *   16      S     kv_sessions_encode bytes
  *   then N records, keys strictly ascending in byte order:
- *           2     key length K (1..KV_MAX_NAME)
+ *           2     key length K (1..KV_MAX_KEY), | 0x8000 when the key
+ *                 has an owner and mode (KV_RECORD_OWNED)
  *           K     key
  *           8     mtime_ms
  *           8     version
  *           8     identity (never 0)
+ *           12    with KV_RECORD_OWNED only: uid, gid, mode (S_IFREG for
+ *                 a file's key, S_IFDIR for a directory's, | bits <=
+ *                 07777)
  *           4     value length V (<= KV_MAX_VALUE)
  *           V     value
+ * A key without owner and mode has the record it always had, so a
+ * payload written before owners existed reads the same, and a state
+ * without them writes the same bytes.
  *
  * Invariants:
  *   1. Memory follows the bytes that really arrived, never a claimed
  *      length: the session table buffer grows as its bytes come; a value
  *      is allocated at its (checked, <= KV_MAX_VALUE) length once its
  *      record header is complete.  Beyond the state being built the
- *      loader holds at most one record header (<= 2 + KV_MAX_NAME + 28
+ *      loader holds at most one record header (<= 2 + KV_MAX_KEY + 28
  *      bytes) and the previous key.
  *   2. Every record is checked as soon as its header is complete: key
  *      rule (kv_key_check), strictly ascending keys, identity not 0,
@@ -42,7 +49,8 @@
 
 #define LOADER_HEAD 16
 #define REC_FIXED 28                      /* after the key */
-#define REC_MAX_HEADER (2 + KV_MAX_NAME + REC_FIXED)
+#define REC_OWNER 12                      /* uid, gid, mode */
+#define REC_MAX_HEADER (2 + KV_MAX_KEY + REC_FIXED + REC_OWNER)
 
 enum loader_phase { PH_HEAD, PH_SESS, PH_REC, PH_VALUE, PH_DONE, PH_FAILED };
 
@@ -57,7 +65,7 @@ struct kv_loader {
     size_t rec_have;
     kv_value *val;                        /* value being filled */
     uint32_t val_have;
-    char key[KV_MAX_NAME];                /* key of `val`, then previous */
+    char key[KV_MAX_KEY];                 /* key of `val`, then previous */
     size_t key_len;
     bool has_prev;
     uint64_t consumed;
@@ -97,16 +105,54 @@ static int fail(kv_loader *l, int err, const char *why)
     return err;
 }
 
+size_t kv_record_header_size(size_t key_len, const kv_value *v)
+{
+    return 2 + key_len + REC_FIXED + (v->mode ? REC_OWNER : 0);
+}
+
+size_t kv_record_header_put(uint8_t *out, const char *key, size_t key_len,
+                            const kv_value *v)
+{
+    le_put16(out, (uint16_t)(key_len | (v->mode ? KV_RECORD_OWNED : 0)));
+    memcpy(out + 2, key, key_len);
+    uint8_t *f = out + 2 + key_len;
+    le_put64(f, v->mtime_ms);
+    le_put64(f + 8, v->version);
+    le_put64(f + 16, v->ident);
+    f += 24;
+    if (v->mode) {
+        le_put32(f, v->uid);
+        le_put32(f + 4, v->gid);
+        le_put32(f + 8, v->mode);
+        f += REC_OWNER;
+    }
+    le_put32(f, v->len);
+    return kv_record_header_size(key_len, v);
+}
+
 /* A record header is complete in l->rec: check it, start its value. */
 static int record_start(kv_loader *l)
 {
-    uint16_t klen = le_get16(l->rec);
+    uint16_t raw = le_get16(l->rec);
+    uint16_t klen = raw & (uint16_t)~KV_RECORD_OWNED;
+    bool owned = raw & KV_RECORD_OWNED;
     const char *key = (const char *)l->rec + 2;
     const uint8_t *f = l->rec + 2 + klen;
     uint64_t mtime = le_get64(f);
     uint64_t version = le_get64(f + 8);
     uint64_t ident = le_get64(f + 16);
+    uint32_t uid = 0, gid = 0, mode = 0;
+    if (owned) {
+        uid = le_get32(f + 24);
+        gid = le_get32(f + 28);
+        mode = le_get32(f + 32);
+        f += REC_OWNER;
+    }
     uint32_t vlen = le_get32(f + 24);
+    bool dir = klen > 0 && key[klen - 1] == '/';
+    if (owned && (mode & ~(KV_MODE_PERM | KV_MODE_DIR | KV_MODE_FILE) ||
+                  (mode & ~KV_MODE_PERM) != (dir ? KV_MODE_DIR : KV_MODE_FILE)))
+        return fail(l, -EINVAL, "an owner record with an impossible mode");
     if (kv_key_check(key, klen) != 0)
         return fail(l, -EINVAL, "a key outside the key rule");
     if (ident == 0)
@@ -122,6 +168,9 @@ static int record_start(kv_loader *l)
     l->val = kv_value_new(NULL, vlen, NULL, 0, mtime, version, ident);
     if (!l->val)
         return fail(l, -ENOMEM, "out of memory");
+    l->val->uid = uid;
+    l->val->gid = gid;
+    l->val->mode = mode;
     memcpy(l->key, key, klen);
     l->key_len = klen;
     l->has_prev = true;
@@ -197,10 +246,12 @@ int kv_loader_feed(kv_loader *l, const uint8_t *p, size_t len)
         case PH_REC: {
             size_t need = 2;
             if (l->rec_have >= 2) {
-                uint16_t klen = le_get16(l->rec);
-                if (klen == 0 || klen > KV_MAX_NAME)
+                uint16_t raw = le_get16(l->rec);
+                uint16_t klen = raw & (uint16_t)~KV_RECORD_OWNED;
+                if (klen == 0 || klen > KV_MAX_KEY)
                     return fail(l, -EINVAL, "a key outside the key rule");
-                need = 2 + (size_t)klen + REC_FIXED;
+                need = 2 + (size_t)klen + REC_FIXED +
+                       ((raw & KV_RECORD_OWNED) ? REC_OWNER : 0);
             }
             take = need - l->rec_have;
             take = take < len ? take : len;

@@ -117,7 +117,10 @@ static void render_op(text *t, const px_request *req)
 {
     kv_op op;
     static const char *const names[] = { "?", "put", "del", "append",
-                                         "rename" };
+                                         "rename", "?", "mkdir", "rmdir",
+                                         "rename", "setattr" };
+    _Static_assert(sizeof names / sizeof names[0] == KV_OP_SETATTR + 1,
+                   "a name for every op type kv_op_decode gives");
     int rc = kv_op_decode(req->op, req->len, &op);
     text_printf(t, "op: ");
     if (rc) {
@@ -126,6 +129,9 @@ static void render_op(text *t, const px_request *req)
                     : rc == -EFBIG      ? "value too big"
                                         : "invalid");
     } else {
+        if (op.has_owner)
+            text_printf(t, "owner uid=%u gid=%u mode=%04o ", op.uid, op.gid,
+                        op.perm);
         if (op.cond_kind) {
             static const char *const conds[] = { "?", "absent", "ident",
                                                  "version" };
@@ -142,10 +148,22 @@ static void render_op(text *t, const px_request *req)
         if (op.type == KV_OP_PUT || op.type == KV_OP_APPEND) {
             text_printf(t, " len=%u value=", op.value_len);
             text_quoted(t, op.value, op.value_len, RENDER_PREVIEW_BYTES);
-        } else if (op.type == KV_OP_RENAME) {
+        } else if (op.type == KV_OP_RENAME || op.type == KV_OP_RENAMEX) {
             text_printf(t, " to=");
             text_quoted(t, (const uint8_t *)op.key2, op.key2_len,
                         RENDER_KEY_BYTES);
+            if (op.flags & KV_RENAME_NOREPLACE)
+                text_printf(t, " noreplace");
+            if (op.flags & KV_RENAME_EXCHANGE)
+                text_printf(t, " exchange");
+        } else if (op.type == KV_OP_SETATTR) {
+            if (op.attr_mask & KV_ATTR_OWNER)
+                text_printf(t, " uid=%u gid=%u mode=%04o", op.uid, op.gid,
+                            op.perm);
+            if (op.attr_mask & KV_ATTR_MTIME)
+                text_printf(t, " mtime=%" PRIu64, op.mtime_ms);
+            if (op.attr_mask & KV_ATTR_MTIME_NOW)
+                text_printf(t, " mtime=now");
         }
     }
     text_printf(t, "\n");

@@ -233,15 +233,9 @@ static int write_payload(sf_writer *w, kv_view *v)
     uint64_t n = 0;
     kv_view_rewind(v);
     while (rc == 0 && kv_view_next(v, &key, &klen, &val) == 1) {
-        uint8_t rec[2 + KV_MAX_NAME + 28];
-        le_put16(rec, (uint16_t)klen);
-        memcpy(rec + 2, key, klen);
-        uint8_t *f = rec + 2 + klen;
-        le_put64(f, val->mtime_ms);
-        le_put64(f + 8, val->version);
-        le_put64(f + 16, val->ident);
-        le_put32(f + 24, val->len);
-        rc = raw_put(w, rec, 2 + klen + 28);
+        uint8_t rec[2 + KV_MAX_KEY + 28 + 12];
+        size_t h = kv_record_header_put(rec, key, klen, val);
+        rc = raw_put(w, rec, h);
         if (rc == 0 && val->len)
             rc = raw_put(w, val->data, val->len);
         n++;

@@ -1,8 +1,8 @@
 /*
  * attr.c - attributes of key files: what stat shows (the working copy
  * while the file is open for writing here, else the committed value),
- * getattr, and setattr (truncate and touch; owner, mode and times are
- * fixed, fs.h semantics 7).
+ * getattr, and setattr (truncate and touch; chmod, chown and explicit
+ * times as one SETATTR entry each, fs.h semantics 7).
  *
  * Invariants:
  *  1. getattr, and setattr of a file not open for writing here, wait for
@@ -21,6 +21,28 @@
 
 /* ---------------------------------------------------------- attributes */
 
+void fs_shown_owner(const fs *f, const fs_inode *in, const fs_handle *h,
+                    uint32_t *uid, uint32_t *gid, uint32_t *perm)
+{
+    const fs_meta *v = fs_committed(in);
+    *uid = f->uid;
+    *gid = f->gid;
+    *perm = fs_is_dir_inode(in) ? 0755 : 0644;
+    if (v && v->mode) {
+        *uid = v->uid;
+        *gid = v->gid;
+        *perm = v->mode & KV_MODE_PERM;
+    } else if (!v && in->has_creator) {
+        *uid = in->c_uid;
+        *gid = in->c_gid;
+        *perm = in->c_perm;
+    } else if (!v && h && h->snapshot && h->snapshot->mode) {
+        *uid = h->snapshot->uid;
+        *gid = h->snapshot->gid;
+        *perm = h->snapshot->mode & KV_MODE_PERM;
+    }
+}
+
 /* Attributes of `in` as this mount sees it: the working copy while it is
  * open for writing here, else the committed value (or, for a removed file
  * still open read-only through `h`, what that handle holds). */
@@ -35,12 +57,27 @@ void fs_fill_key_attr(fs *f, const fs_inode *in, const fs_handle *h,
     st->st_gid = f->gid;
     st->st_blksize = 4096;
     const fs_meta *v = fs_committed(in);
+    uint32_t uid, gid, perm;
+    fs_shown_owner(f, in, h, &uid, &gid, &perm);
+    st->st_uid = uid;
+    st->st_gid = gid;
+    st->st_mode = S_IFREG | perm;
+    if (fs_is_dir_inode(in)) {
+        /* a directory: its time is the commit time of its creation (or
+         * of the rename that moved it last) */
+        st->st_mode = S_IFDIR | perm;
+        st->st_nlink = in->orphan ? 0 : 2;
+        fs_set_times_ms(st, v ? v->mtime_ms : f->mounted_ms);
+        return;
+    }
     const fs_ofile *of = h && h->of ? h->of : in->of;
     uint64_t size = 0, ms = fs_wall_ms();
     if (of) {
         size = of->len;
         /* mtime: the commit time once committed, else the last change */
         ms = v && !of->dirty && !of->inflight ? v->mtime_ms : of->changed_ms;
+        if (of->mtime_set)
+            ms = of->mtime_set;
     } else if (v) {
         size = v->len;
         ms = v->mtime_ms;
@@ -220,23 +257,138 @@ static void setattr_then(fs_wait *w, int result)
     free(op);
 }
 
+#define SET_OWNER (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)
+
+/* Which of `to_set` a SETATTR entry does: owner and mode, an explicit
+ * mtime, and "now" of a directory (a file's "now" re-commits it). */
+static int meta_bits(const fs_inode *in, int to_set)
+{
+    int bits = to_set & SET_OWNER;
+    if ((to_set & FUSE_SET_ATTR_MTIME) && !(to_set & FUSE_SET_ATTR_MTIME_NOW))
+        bits |= FUSE_SET_ATTR_MTIME;
+    if (fs_is_dir_inode(in))
+        bits |= to_set & (FUSE_SET_ATTR_MTIME | SET_TIMES_NOW);
+    return bits;
+}
+
+static void setattr_rest(fs_wait *w, int result);
+
+/* chmod, chown, utimensat with times: one SETATTR entry (chain/kv.h);
+ * then whatever else the request asked (a size, a file's "now"). */
+static void setattr_meta(fuse_req_t req, fs_inode *in, struct stat *attr,
+                         int to_set, struct fuse_file_info *fi)
+{
+    fs *f = fs_of(req);
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    uint32_t uid, gid, perm;
+    fs_shown_owner(f, in, NULL, &uid, &gid, &perm);
+    int bits = meta_bits(in, to_set);
+    bool root = ctx->uid == 0, owner = root || ctx->uid == uid;
+    /* as a local filesystem: the owner changes the mode, the group and the
+     * times, only root the owner */
+    if (((bits & FUSE_SET_ATTR_UID) && attr->st_uid != uid && !root) ||
+        ((bits & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_GID |
+                  FUSE_SET_ATTR_MTIME)) && !owner)) {
+        fuse_reply_err(req, EPERM);
+        return;
+    }
+    if (bits & FUSE_SET_ATTR_UID)
+        uid = attr->st_uid;
+    if (bits & FUSE_SET_ATTR_GID)
+        gid = attr->st_gid;
+    if (bits & FUSE_SET_ATTR_MODE)
+        perm = attr->st_mode & KV_MODE_PERM;
+    fs_wait *w = fs_wait_new(f, req, setattr_rest);
+    if (!w) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    fs_handle *h = fi ? (fs_handle *)(uintptr_t)fi->fh : NULL;
+    fs_wait_hold(w, in, h && h->kind == FS_H_KEY ? h : NULL);
+    w->attr = *attr;
+    w->to_set = to_set & ~bits;       /* what is left after this entry */
+    if (fi)
+        w->fi = *fi;
+    w->flags = fi != NULL;
+    bool explicit = (bits & FUSE_SET_ATTR_MTIME) &&
+                    !(to_set & FUSE_SET_ATTR_MTIME_NOW);
+    uint64_t ms = !explicit || attr->st_mtim.tv_sec < 0 ? 0
+                  : (uint64_t)attr->st_mtim.tv_sec * 1000 +
+                    (uint64_t)attr->st_mtim.tv_nsec / 1000000;
+    bool pending = !fs_committed(in) && fs_is_pending(in);
+    if (explicit && in->of && (in->of->handles || pending)) {
+        /* open for writing here: its next commit would stamp its own
+         * time, so the explicit one follows that commit (ofile.c) */
+        in->of->mtime_set = ms ? ms : 1;
+        in->of->dirty = true;
+        explicit = false;
+    }
+    if (pending) {
+        /* created here, not committed: its first commit carries it */
+        if (bits & SET_OWNER) {
+            in->has_creator = true;
+            in->c_uid = uid;
+            in->c_gid = gid;
+            in->c_perm = perm;
+        }
+        setattr_rest(w, 0);
+        return;
+    }
+    uint8_t mask = (bits & SET_OWNER) ? KV_ATTR_OWNER : 0;
+    if (explicit)
+        mask |= KV_ATTR_MTIME;
+    else if ((bits & SET_TIMES_NOW) && fs_is_dir_inode(in))
+        mask |= KV_ATTR_MTIME_NOW;
+    if (!mask) {                       /* atime only: not stored */
+        setattr_rest(w, 0);
+        return;
+    }
+    /* the path of the file or the directory (kv.h: SETATTR names the
+     * path, not the directory's key) */
+    size_t klen = in->key_len - (fs_is_dir_inode(in) ? 1 : 0);
+    uint8_t op[64 + KV_MAX_KEY];
+    int64_t n = in->orphan ? -ENOENT
+              : kv_op_encode_setattr(op, sizeof op, in->key, klen, mask, uid,
+                                     gid, perm, ms);
+    fs_wait_submit(w, op, n);
+}
+
+static void setattr_rest(fs_wait *w, int result)
+{
+    if (result < 0) {
+        fs_reply_wait_err(w, result);
+        return;
+    }
+    /* applied and told (rule B2): the inode shows it */
+    int rest = w->to_set & (FUSE_SET_ATTR_SIZE | SET_TIMES_NOW);
+    fs_inode *in = w->in;
+    if (rest && !fs_is_dir_inode(in)) {
+        fuse_req_t req = w->req;
+        struct stat attr = w->attr;
+        struct fuse_file_info fi = w->fi;
+        bool has_fi = w->flags;
+        in->open_count++;             /* across the free of w */
+        w->req = NULL;
+        fs_wait_free(w);
+        fs_key_setattr(req, in, &attr, rest, has_fi ? &fi : NULL);
+        in->open_count--;
+        fs_release_inode(fs_of(req), in);
+        return;
+    }
+    reply_attr_of(w->f, w->req, in, w->h);
+    fs_wait_free(w);
+}
+
 void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,
                     int to_set, struct fuse_file_info *fi)
 {
     fs *f = fs_of(req);
-    /* keys have one owner and mode (the mounting user's, 0644): setting
-     * them to what they are succeeds, anything else is EPERM */
-    if (((to_set & FUSE_SET_ATTR_MODE) && (attr->st_mode & 07777) != 0644) ||
-        ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != f->uid) ||
-        ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != f->gid)) {
-        fuse_reply_err(req, EPERM);
+    if (meta_bits(in, to_set)) {
+        setattr_meta(req, in, attr, to_set, fi);
         return;
     }
-    /* the mtime is the commit time the leader stamps: explicit times
-     * cannot be stored (README), only "now" (touch) */
-    if (((to_set & FUSE_SET_ATTR_ATIME) && !(to_set & FUSE_SET_ATTR_ATIME_NOW)) ||
-        ((to_set & FUSE_SET_ATTR_MTIME) && !(to_set & FUSE_SET_ATTR_MTIME_NOW))) {
-        fuse_reply_err(req, EPERM);
+    if (fs_is_dir_inode(in) && (to_set & FUSE_SET_ATTR_SIZE)) {
+        fuse_reply_err(req, EISDIR);
         return;
     }
     if ((to_set & FUSE_SET_ATTR_SIZE) && attr->st_size < 0) {

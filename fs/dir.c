@@ -50,9 +50,40 @@ static int cmp_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* The key prefix of the directory a listing handle lists: "" for the
+ * root, the directory's key ("a/b/") otherwise. */
+static const char *dir_prefix(const fs_handle *h, size_t *len)
+{
+    if (!h->in) {
+        *len = 0;
+        return "";
+    }
+    *len = h->in->key_len;
+    return h->in->key;
+}
+
+/* The name of a direct child of the directory `prefix` that `key` is, in
+ * listing form (a directory keeps its '/'), or NULL for a key further
+ * below (or outside). */
+static const char *child_name(const char *key, size_t key_len,
+                              const char *prefix, size_t plen, size_t *len)
+{
+    if (key_len <= plen || memcmp(key, prefix, plen) != 0)
+        return NULL;
+    const char *rest = key + plen;
+    size_t rlen = key_len - plen;
+    const char *slash = memchr(rest, '/', rlen);
+    if (slash && (size_t)(slash - rest) != rlen - 1)
+        return NULL;         /* below a directory of this one */
+    *len = rlen;
+    return rest;
+}
+
 struct pending_names {
     fs_names *l;
     size_t committed;          /* l->v[0..committed) are sorted */
+    const char *prefix;
+    size_t plen;
     int rc;
 };
 
@@ -61,13 +92,23 @@ struct pending_names {
 static void collect_pending(fs_inode *in, void *arg)
 {
     struct pending_names *p = arg;
+    size_t len;
     if (p->rc || in->orphan || !fs_is_pending(in))
         return;
-    const char *key = in->key;
+    const char *name = child_name(in->key, in->key_len, p->prefix, p->plen,
+                                  &len);
+    if (!name)
+        return;
+    char copy[KV_MAX_NAME + 2];
+    if (len > KV_MAX_NAME + 1)
+        return;
+    memcpy(copy, name, len);
+    copy[len] = '\0';
+    const char *key = copy;
     if (p->committed &&
         bsearch(&key, p->l->v, p->committed, sizeof *p->l->v, cmp_names))
         return;   /* committed elsewhere meanwhile: listed already */
-    p->rc = fs_names_add(p->l, in->key, in->key_len);
+    p->rc = fs_names_add(p->l, name, len);
 }
 
 static void list_page_done(void *arg, int result, const fs_dir_page *page);
@@ -77,28 +118,40 @@ static void list_page_done(void *arg, int result, const fs_dir_page *page);
 static int list_next(fs_wait *w, const char *after, size_t after_len)
 {
     fs *f = w->f;
+    bool first = after == NULL;
+    if (first)
+        after = dir_prefix(w->h, &after_len);   /* keys after the
+                                                   directory's own */
     return f->be.list(f->be.ctx, after, after_len, FS_LIST_MAX,
-                      after ? FS_READ_APPLIED : 0, list_page_done, w);
+                      first ? 0 : FS_READ_APPLIED, list_page_done, w);
 }
 
 static void list_page_done(void *arg, int result, const fs_dir_page *page)
 {
     fs_wait *w = arg;
     fs *f = w->f;
+    size_t plen;
+    const char *prefix = dir_prefix(w->h, &plen);
+    bool past = false;           /* a key after the directory's keys */
     for (uint32_t i = 0; result == 0 && i < page->n; i++) {
         const fs_entry_view *e = &page->entries[i];
-        if (!memchr(e->key, '/', e->key_len))   /* below a prefix: not a
-                                                   root entry */
-            result = fs_names_add(&w->names, e->key, e->key_len);
+        if (e->key_len < plen || memcmp(e->key, prefix, plen) != 0) {
+            past = true;
+            break;
+        }
+        size_t len;
+        const char *name = child_name(e->key, e->key_len, prefix, plen, &len);
+        if (name)                /* not below a directory of this one */
+            result = fs_names_add(&w->names, name, len);
     }
-    if (result == 0 && page->more && page->n > 0) {
+    if (result == 0 && !past && page->more && page->n > 0) {
         const fs_entry_view *last = &page->entries[page->n - 1];
         result = list_next(w, last->key, last->key_len);
         if (result == 0)
             return;
     }
     if (result == 0) {
-        struct pending_names p = { &w->names, w->names.n, 0 };
+        struct pending_names p = { &w->names, w->names.n, prefix, plen, 0 };
         fs_inode_each(f->inodes, collect_pending, &p);
         result = p.rc;
         if (result == 0 && w->names.n > p.committed)
@@ -137,22 +190,33 @@ static void opendir_then(fs_wait *w, int result)
 void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     fs *f = fs_of(req);
+    fs_inode *in = NULL;
     if (ino != FS_INO_ROOT && ino != FS_INO_CHAIN) {
-        fuse_reply_err(req, ENOTDIR);
-        return;
+        in = ino >= FS_INO_FIRST_KEY && !fs_is_block_ino(ino)
+             ? fs_inode_by_ino(f->inodes, ino) : NULL;
+        if (!in || !fs_is_dir_inode(in)) {
+            fuse_reply_err(req, in || ino == FS_INO_STATUS ||
+                                fs_is_block_ino(ino) ? ENOTDIR : ENOENT);
+            return;
+        }
     }
-    fs_handle *h = fs_handle_new(f, ino == FS_INO_ROOT ? FS_H_DIR_ROOT : FS_H_DIR_CHAIN);
+    fs_handle *h = fs_handle_new(f, ino == FS_INO_CHAIN ? FS_H_DIR_CHAIN
+                                                        : FS_H_DIR_ROOT);
     if (!h) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    if (ino == FS_INO_ROOT) {
+    if (ino != FS_INO_CHAIN) {
         /* a listing is a read: it starts at a read point */
         fs_wait *w = fs_wait_new(f, req, opendir_then);
         if (!w) {
             fs_handle_unref(h);
             fuse_reply_err(req, ENOMEM);
             return;
+        }
+        if (in) {
+            h->in = in;          /* the handle holds the directory's inode */
+            in->open_count++;
         }
         w->h = h;               /* takes the handle's first reference */
         w->fi = *fi;
@@ -168,26 +232,37 @@ void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 /* Inode number shown by readdir: the key's own when the kernel knows it,
  * else a stable number from a range keys never get (readdir callers skip
  * entries whose number is 0, so some number must be there). */
-static uint64_t key_dirent_ino(fs *f, const char *name)
+static uint64_t key_dirent_ino(fs *f, const fs_handle *h, const char *name)
 {
-    fs_inode *in = fs_inode_by_key(f->inodes, name, strlen(name));
-    if (in)
-        return in->ino;
-    uint64_t h = 1469598103934665603ull;
-    for (const char *p = name; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    return (FS_INO_BLOCK_BASE >> 1) | (h & ((FS_INO_BLOCK_BASE >> 1) - 1));
+    size_t plen;
+    const char *prefix = dir_prefix(h, &plen);
+    char key[KV_MAX_KEY + 1];
+    size_t nlen = strlen(name);
+    uint64_t hash = 1469598103934665603ull;
+    if (plen + nlen <= KV_MAX_KEY) {
+        memcpy(key, prefix, plen);
+        memcpy(key + plen, name, nlen);
+        fs_inode *in = fs_inode_by_key(f->inodes, key, plen + nlen);
+        if (in)
+            return in->ino;
+        for (size_t i = 0; i < plen + nlen; i++)
+            hash = (hash ^ (unsigned char)key[i]) * 1099511628211ull;
+    }
+    return (FS_INO_BLOCK_BASE >> 1) | (hash & ((FS_INO_BLOCK_BASE >> 1) - 1));
 }
 
 /* Name and type of directory entry number `i` of handle `h`; false past
- * the end.  Root: . .. .chain .status keys...; .chain: . .. blocks. */
+ * the end.  Root: . .. .chain .status names...; another directory:
+ * . .. names...; .chain: . .. blocks.  A directory's name is listed with
+ * its '/', which the entry does not show. */
 static bool dir_entry(fs *f, const fs_handle *h, uint64_t i, char *name,
                       size_t cap, struct stat *st)
 {
     memset(st, 0, sizeof *st);
     if (i < 2) {
         snprintf(name, cap, "%s", i == 0 ? "." : "..");
-        st->st_ino = h->kind == FS_H_DIR_ROOT || i == 1 ? FS_INO_ROOT : FS_INO_CHAIN;
+        st->st_ino = h->kind == FS_H_DIR_CHAIN && i == 0 ? FS_INO_CHAIN
+                   : h->in && i == 0 ? h->in->ino : FS_INO_ROOT;
         st->st_mode = S_IFDIR;
         return true;
     }
@@ -200,18 +275,24 @@ static bool dir_entry(fs *f, const fs_handle *h, uint64_t i, char *name,
         st->st_mode = S_IFREG;
         return true;
     }
-    if (i == 0 || i == 1) {
+    if (!h->in && (i == 0 || i == 1)) {
         snprintf(name, cap, "%s", i == 0 ? FS_RESERVED_CHAIN : FS_RESERVED_STATUS);
         st->st_ino = i == 0 ? FS_INO_CHAIN : FS_INO_STATUS;
         st->st_mode = i == 0 ? S_IFDIR : S_IFREG;
         return true;
     }
-    i -= 2;
+    if (!h->in)
+        i -= 2;
     if (i >= h->names.n)
         return false;
     snprintf(name, cap, "%s", h->names.v[i]);
-    st->st_ino = key_dirent_ino(f, name);
+    st->st_ino = key_dirent_ino(f, h, name);
+    size_t len = strlen(name);
     st->st_mode = S_IFREG;
+    if (len > 1 && name[len - 1] == '/') {
+        name[len - 1] = '\0';
+        st->st_mode = S_IFDIR;
+    }
     return true;
 }
 
@@ -224,7 +305,7 @@ static void reply_readdir(fuse_req_t req, fs_handle *h, size_t size,
         return;
     }
     size_t used = 0;
-    char name[KV_MAX_NAME + 1];
+    char name[KV_MAX_NAME + 2];
     struct stat st;
     if (off == 0)
         h->listed = true;

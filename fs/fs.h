@@ -61,10 +61,15 @@
  *     O_EXCL creates commit the empty file at open, conditional on the
  *     name being free (COND ABSENT), so exactly one creator wins across
  *     mounts; RENAME_NOREPLACE likewise.
- *  7. Keys belong to the mounting user, mode 0644 (the root 0755); with
- *     allow_other the kernel checks them (default_permissions).  Setting
- *     the mode or owner a key has succeeds, any other EPERM; explicit
- *     times EPERM (the mtime is the commit time), "now" commits (touch).
+ *  7. A key or directory records its creator's uid, gid and mode (OWNER,
+ *     chain/kv.h); one without shows the mounting user, 0644 (0755).
+ *     chmod, chown and explicit times are one SETATTR entry each; "now"
+ *     re-commits a file (touch).  With allow_other the kernel checks them
+ *     (default_permissions).
+ *  8. Directories (docs/design.md "Namespace"): a directory is the key of
+ *     its path and a '/'; mkdir, rmdir, unlink, rename (with
+ *     RENAME_NOREPLACE and RENAME_EXCHANGE, a whole tree at once) are one
+ *     op each, whose errno the state machine decides as it applies it.
  */
 #ifndef PAXOSFS_FS_H
 #define PAXOSFS_FS_H
@@ -85,8 +90,11 @@ typedef void (*fs_done_fn)(void *arg, int result);
 typedef struct fs_meta {
     uint64_t ident;            /* the file it belongs to (chain/kv.h) */
     uint64_t version;          /* slot of its last change */
-    uint64_t mtime_ms;         /* commit time */
+    uint64_t mtime_ms;         /* commit time, or a time set explicitly */
     uint32_t len;              /* bytes */
+    uint32_t uid, gid;         /* owner, when mode != 0 */
+    uint32_t mode;             /* 0: none recorded (the mount shows its
+                                  defaults), else type and permissions */
 } fs_meta;
 
 /* One key as a read found it. */

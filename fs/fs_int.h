@@ -14,6 +14,7 @@
  *   open.c      open, create, reads of read-only descriptors, release
  *   ofile.c     working copies of files open for writing, commits
  *   inode.c     the inode table (inode.h)
+ *   xattr.c     user.paxos.* extended attributes
  */
 #ifndef PAXOSFS_FS_INT_H
 #define PAXOSFS_FS_INT_H
@@ -36,7 +37,7 @@
 enum fs_handle_kind {
     FS_H_KEY = 1,     /* a key file */
     FS_H_TEXT,        /* .status or a .chain block: rendered at open */
-    FS_H_DIR_ROOT,
+    FS_H_DIR_ROOT,    /* the root, or a directory key (`in` set) */
     FS_H_DIR_CHAIN,
 };
 
@@ -90,6 +91,13 @@ typedef struct fs_ofile {
     bool any_owner;            /* a writer we could not name: any flush
                                   commits */
     int error;                 /* sticky positive errno (EFBIG) */
+    uint64_t mtime_set;        /* an explicit mtime (futimens while open,
+                                  utimensat of a file created here): set
+                                  by a SETATTR right after the next commit
+                                  lands, before it is answered; 0 = none */
+    uint64_t expect;           /* user.paxos.expect: the next commit only
+                                  if the key is at this revision (COND
+                                  VERSION), else ECANCELED; 0 = none */
     uint32_t n_owners;
     uint64_t owners[FS_OWNERS_MAX];
     uint64_t changed_ms;       /* wall time of the last local change */
@@ -272,13 +280,29 @@ fs_inode *fs_resolve(fs *f, const char *name, const fs_meta *now, int *err);
 void fs_release_inode(fs *f, fs_inode *in);
 
 /* names.c */
+/* 0 if `name` is a path a request may name (chain/kv.h key rule), else
+ * the positive errno to answer (EACCES for the mount's own names). */
 int fs_check_name(const char *name);
+/* Does `in` stand for a directory (its key ends in '/')? */
+bool fs_is_dir_inode(const fs_inode *in);
+/* The path of `name` in the directory `parent` (malloc'ed into *out):
+ * 0, or ENOENT (no such directory), ENOTDIR, EACCES (.chain),
+ * ENAMETOOLONG (a name above KV_MAX_NAME, a path above KV_MAX_PATH),
+ * ENOMEM. */
+int fs_child_path(fs *f, uint64_t parent, const char *name, char **out);
+void fs_key_mkdir(fuse_req_t req, const char *path, mode_t mode);
+void fs_key_rmdir(fuse_req_t req, const char *path);
 void fs_key_lookup(fuse_req_t req, const char *name);
 void fs_key_unlink(fuse_req_t req, const char *name);
 void fs_key_rename(fuse_req_t req, const char *name, const char *newname,
                    unsigned int flags);
 
 /* attr.c */
+/* The owner and permission bits stat shows for `in` (through `h`, may be
+ * NULL): what its file records, what its creator here gave it, else the
+ * mount's defaults (its user, 0644 for a key, 0755 for a directory). */
+void fs_shown_owner(const fs *f, const fs_inode *in, const fs_handle *h,
+                    uint32_t *uid, uint32_t *gid, uint32_t *perm);
 void fs_fill_key_attr(fs *f, const fs_inode *in, const fs_handle *h,
                       struct stat *st);
 /* Does `in` exist for a getattr through `h` (NULL: by path)? */
@@ -290,9 +314,18 @@ void fs_key_setattr(fuse_req_t req, fs_inode *in, struct stat *attr,
 
 /* open.c */
 void fs_key_open(fuse_req_t req, fs_inode *in, struct fuse_file_info *fi);
-void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi);
+void fs_key_create(fuse_req_t req, const char *name, mode_t mode,
+                   struct fuse_file_info *fi);
 void fs_key_read(fuse_req_t req, fs_handle *h, size_t size, off_t off);
 void fs_key_release(fuse_req_t req, fs_handle *h);
+
+/* xattr.c */
+void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+                 size_t size);
+void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+                 const char *value, size_t size, int flags);
+void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 
 /* ofile.c: writing and committing */
 /* The inode's current open-file version, created from `v` (NULL: empty)

@@ -49,6 +49,9 @@ typedef struct fs_inode {
     bool lost;               /* orphaned by a rename whose new name could
                                 not be stored (ENOMEM): commits fail */
     struct fs_ofile *of;     /* shared state of its writable opens, or NULL */
+    bool has_creator;        /* created here: the owner and permissions its
+                                first commit gives it (OWNER, chain/kv.h) */
+    uint32_t c_uid, c_gid, c_perm;
     struct fs_inode *next_by_key;
     struct fs_inode *next_by_ino;
     struct fs_inode *next_by_ident;

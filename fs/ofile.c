@@ -36,6 +36,13 @@ struct fs_commit {
     bool append;
     bool answered;             /* nobody waits: a commit at release */
     uint64_t ident;            /* COND IDENT argument, 0 = none */
+    uint64_t expect;           /* COND VERSION argument instead, 0 = none
+                                  (user.paxos.expect, xattr.c) */
+    uint64_t mtime_after;      /* then SETATTR this mtime (of->mtime_set) */
+    bool mtime_sent;
+    bool owned;                /* the first commit of a file created here:
+                                  OWNER with its creator's attributes */
+    uint32_t uid, gid, perm;
     char *key;                 /* where it is proposed */
     uint32_t tries;
     fs_commit *next;
@@ -197,16 +204,22 @@ static int commit_send(fs_commit *c)
     fs *f = c->f;
     size_t klen = strlen(c->key);
     size_t inner_cap = kv_op_size_put(klen, c->len);
-    size_t cap = kv_op_size_cond(klen, inner_cap);
+    size_t cap = kv_op_size_owner(kv_op_size_cond(klen, inner_cap));
     uint8_t *op = malloc(cap);
     if (!op)
         return -ENOMEM;
     int64_t n = c->append
         ? kv_op_encode_append(op, cap, c->key, klen, c->data, c->len)
         : kv_op_encode_put(op, cap, c->key, klen, c->data, c->len);
-    if (n >= 0 && c->ident)
+    if (n >= 0 && c->expect)
+        n = kv_op_encode_cond(op, cap, KV_COND_VERSION, c->key, klen,
+                              c->expect, op, (size_t)n);
+    else if (n >= 0 && c->ident)
         n = kv_op_encode_cond(op, cap, KV_COND_IDENT, c->key, klen, c->ident,
                               op, (size_t)n);
+    else if (n >= 0 && c->owned)
+        n = kv_op_encode_owner(op, cap, c->uid, c->gid, c->perm, op,
+                               (size_t)n);
     int rc = (int)n;
     if (n >= 0)
         rc = f->be.submit(f->be.ctx, op, (uint32_t)n, c->answered,
@@ -261,6 +274,14 @@ static int ofile_submit(fs *f, fs_ofile *of, bool answered, bool force)
     c->append = append;
     c->answered = answered;
     c->ident = in->ident;
+    c->expect = of->expect;     /* used up by this commit */
+    c->mtime_after = of->mtime_set;
+    of->mtime_set = 0;
+    c->owned = !in->ident && in->has_creator;
+    c->uid = in->c_uid;
+    c->gid = in->c_gid;
+    c->perm = in->c_perm;
+    of->expect = 0;
     c->len = of->len - from;
     c->data = malloc(c->len ? c->len : 1);
     c->key = strdup(in->key);
@@ -327,7 +348,11 @@ static void commit_done(void *arg, int result)
     fs_ofile *of = c->of;
     fs_inode *in = of->in;
 
-    if (result == -ESTALE && c->ident) {
+    if (result == -ESTALE && c->expect) {
+        /* the key moved past the expected revision: nothing committed,
+         * and the caller is told so (xattr.c) */
+        result = -ECANCELED;
+    } else if (result == -ESTALE && c->ident) {
         /* the key no longer holds the file: follow it (invariant 3).  The
          * change that moved it reached this mount before this answer
          * (fs.h rule B2), so the inode is where its file is now. */
@@ -353,6 +378,25 @@ static void commit_done(void *arg, int result)
          * identity its key was told to hold right before this answer
          * (state.c invariant 3) */
         fs_inode_set_ident(f->inodes, in, in->seen.ident);
+    }
+    if (result == 0 && c->mtime_after && !c->mtime_sent) {
+        /* the explicit mtime, on the file where it is now, before anyone
+         * waiting for this commit is answered */
+        int rc = locate(in);
+        c->mtime_sent = true;
+        if (rc == 0) {
+            uint8_t op[64 + KV_MAX_KEY];
+            int64_t n = kv_op_encode_setattr(op, sizeof op, in->key,
+                                             in->key_len, KV_ATTR_MTIME, 0,
+                                             0, 0, c->mtime_after);
+            rc = (int)n;
+            if (n >= 0)
+                rc = f->be.submit(f->be.ctx, op, (uint32_t)n, c->answered,
+                                  commit_done, c);
+            if (rc == 0)
+                return;
+        }
+        result = rc == -ENOENT ? 0 : rc;
     }
     if (result < 0) {
         /* not committed; the next commit proposes the whole copy */

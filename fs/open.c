@@ -241,11 +241,16 @@ static void create_then(fs_wait *w, int result)
     if (fi->flags & O_EXCL) {
         /* exclusive across mounts: the empty file commits now, if the name
          * is still free when the entry is applied (COND ABSENT) */
-        uint8_t inner[16 + KV_MAX_NAME], op[32 + 2 * KV_MAX_NAME];
+        uint8_t inner[16 + KV_MAX_KEY], op[64 + 2 * KV_MAX_KEY];
+        const struct fuse_ctx *ctx = fuse_req_ctx(w->req);
         int64_t n = kv_op_encode_put(inner, sizeof inner, name, len, NULL, 0);
         if (n >= 0)
             n = kv_op_encode_cond(op, sizeof op, KV_COND_ABSENT, name, len, 0,
                                   inner, (size_t)n);
+        if (n >= 0)     /* with its creator's owner and permissions */
+            n = kv_op_encode_owner(op, sizeof op, ctx->uid, ctx->gid,
+                                   w->attr.st_mode & KV_MODE_PERM, op,
+                                   (size_t)n);
         w->then = create_excl_applied;
         w->view = NULL;
         fs_wait_submit(w, op, n);
@@ -261,6 +266,11 @@ static void create_then(fs_wait *w, int result)
         return;
     }
     in->seen = w->view->meta;   /* the name is free (state.c invariant 3) */
+    const struct fuse_ctx *ctx = fuse_req_ctx(w->req);
+    in->has_creator = true;     /* given to it by its first commit */
+    in->c_uid = ctx->uid;
+    in->c_gid = ctx->gid;
+    in->c_perm = w->attr.st_mode & KV_MODE_PERM;
     in->open_count++;           /* held across finish_open */
     finish_open(f, w->req, in, fi, NULL, true, true);
     in->open_count--;
@@ -268,7 +278,8 @@ static void create_then(fs_wait *w, int result)
     fs_wait_free(w);
 }
 
-void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi)
+void fs_key_create(fuse_req_t req, const char *name, mode_t mode,
+                   struct fuse_file_info *fi)
 {
     fs *f = fs_of(req);
     int rc = fs_check_name(name);
@@ -285,6 +296,7 @@ void fs_key_create(fuse_req_t req, const char *name, struct fuse_file_info *fi)
     if (!w)
         return;
     w->fi = *fi;
+    w->attr.st_mode = mode;     /* the creator's permissions (umask applied) */
     /* the kernel creates after a lookup found nothing at its read point;
      * the state applied since may show the name created elsewhere: look
      * at it as applied here (no second read point) */

@@ -144,8 +144,6 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
             fuse_reply_entry(req, &e);   /* timeouts 0: size changes */
             return;
         }
-        fs_key_lookup(req, name);
-        return;
     }
     if (parent == FS_INO_CHAIN) {
         uint64_t index = parse_block_name(f, name);
@@ -167,7 +165,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         fuse_reply_entry(req, &e);
         return;
     }
-    fuse_reply_err(req, fs_inode_by_ino(f->inodes, parent) ? ENOTDIR : ENOENT);
+    char *path = NULL;
+    int rc = fs_child_path(f, parent, name, &path);
+    if (rc)
+        fuse_reply_err(req, rc);
+    else
+        fs_key_lookup(req, path);
+    free(path);
 }
 
 static void op_forget_one(fs *f, fuse_ino_t ino, uint64_t nlookup)
@@ -292,22 +296,38 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fuse_reply_err(req, ENOENT);
         return;
     }
+    if (fs_is_dir_inode(in)) {
+        fuse_reply_err(req, EISDIR);
+        return;
+    }
     fs_key_open(req, in, fi);
+}
+
+/* The path of `name` in `parent` for a request that changes the
+ * namespace, or NULL after answering the request. */
+static char *change_path(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    char *path = NULL;
+    int rc = fs_child_path(fs_of(req), parent, name, &path);
+    if (rc == 0 && parent == FS_INO_ROOT &&
+        (strcmp(name, FS_RESERVED_CHAIN) == 0 ||
+         strcmp(name, FS_RESERVED_STATUS) == 0))
+        rc = EACCES;
+    if (rc) {
+        free(path);
+        fuse_reply_err(req, rc);
+        return NULL;
+    }
+    return path;
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
                       mode_t mode, struct fuse_file_info *fi)
 {
-    (void)mode;
-    if (strlen(name) > KV_MAX_NAME) {
-        fuse_reply_err(req, ENAMETOOLONG);
-        return;
-    }
-    if (parent != FS_INO_ROOT) {
-        fuse_reply_err(req, parent == FS_INO_CHAIN ? EACCES : ENOTDIR);
-        return;
-    }
-    fs_key_create(req, name, fi);
+    char *path = change_path(req, parent, name);
+    if (path)
+        fs_key_create(req, path, mode, fi);
+    free(path);
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -315,70 +335,68 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
     (void)mode;
     (void)rdev;
-    if (strlen(name) > KV_MAX_NAME)
-        fuse_reply_err(req, ENAMETOOLONG);
-    else
-        fuse_reply_err(req, parent == FS_INO_CHAIN ? EACCES : EPERM);
+    char *path = change_path(req, parent, name);
+    /* devices, FIFOs and sockets have no place in the replicated store
+     * (regular files come through create) */
+    if (path)
+        fuse_reply_err(req, EPERM);
+    free(path);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
                      mode_t mode)
 {
-    (void)mode;
-    if (strlen(name) > KV_MAX_NAME)
-        fuse_reply_err(req, ENAMETOOLONG);
-    else if (parent == FS_INO_CHAIN)
-        fuse_reply_err(req, EACCES);
-    else if (parent == FS_INO_ROOT && (strcmp(name, FS_RESERVED_CHAIN) == 0 ||
-                                       strcmp(name, FS_RESERVED_STATUS) == 0))
+    if (parent == FS_INO_ROOT && (strcmp(name, FS_RESERVED_CHAIN) == 0 ||
+                                  strcmp(name, FS_RESERVED_STATUS) == 0)) {
         fuse_reply_err(req, EEXIST);
-    else /* POSIX: EPERM, the file system does not support directories */
-        fuse_reply_err(req, EPERM);
+        return;
+    }
+    char *path = change_path(req, parent, name);
+    if (path)
+        fs_key_mkdir(req, path, mode);
+    free(path);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-    if (strlen(name) > KV_MAX_NAME)
-        fuse_reply_err(req, ENAMETOOLONG);
-    else if (parent == FS_INO_CHAIN)
-        fuse_reply_err(req, EACCES);
-    else if (parent != FS_INO_ROOT)
-        fuse_reply_err(req, ENOTDIR);
-    else
-        fs_key_unlink(req, name);
+    char *path = change_path(req, parent, name);
+    if (path)
+        fs_key_unlink(req, path);
+    free(path);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-    if (parent == FS_INO_ROOT && strcmp(name, FS_RESERVED_CHAIN) == 0)
-        fuse_reply_err(req, EACCES);
-    else if (parent == FS_INO_CHAIN)
-        fuse_reply_err(req, EACCES);
-    else
+    if (parent == FS_INO_ROOT && strcmp(name, FS_RESERVED_STATUS) == 0) {
         fuse_reply_err(req, ENOTDIR);
+        return;
+    }
+    char *path = change_path(req, parent, name);
+    if (path)
+        fs_key_rmdir(req, path);
+    free(path);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
                       fuse_ino_t newparent, const char *newname,
                       unsigned int flags)
 {
-    if (strlen(name) > KV_MAX_NAME || strlen(newname) > KV_MAX_NAME) {
-        fuse_reply_err(req, ENAMETOOLONG);
+    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+        fuse_reply_err(req, EINVAL);  /* RENAME_WHITEOUT */
         return;
     }
-    if (parent == FS_INO_CHAIN || newparent == FS_INO_CHAIN) {
-        fuse_reply_err(req, EACCES);
+    if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) {
+        fuse_reply_err(req, EINVAL);
         return;
     }
-    if (parent != FS_INO_ROOT || newparent != FS_INO_ROOT) {
-        fuse_reply_err(req, ENOTDIR);
+    char *from = change_path(req, parent, name);
+    if (!from)
         return;
-    }
-    if (flags & ~RENAME_NOREPLACE) {
-        fuse_reply_err(req, EINVAL);  /* RENAME_EXCHANGE, RENAME_WHITEOUT */
-        return;
-    }
-    fs_key_rename(req, name, newname, flags);
+    char *to = change_path(req, newparent, newname);
+    if (to)
+        fs_key_rename(req, from, to, flags);
+    free(from);
+    free(to);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
@@ -492,5 +510,9 @@ const struct fuse_lowlevel_ops fs_ops = {
     .readdir = fs_dir_read,
     .releasedir = fs_dir_release,
     .statfs = fs_statfs,
+    .getxattr = fs_getxattr,
+    .listxattr = fs_listxattr,
+    .setxattr = fs_setxattr,
+    .removexattr = fs_removexattr,
     .create = op_create,
 };

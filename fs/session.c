@@ -51,6 +51,11 @@ static void handle_free(fs_handle *h)
         h->next->prev = h->prev;
     if (h->snapshot)
         kv_value_unref(h->snapshot);
+    if (h->kind == FS_H_DIR_ROOT && h->in) {
+        /* a directory's listing held its inode */
+        h->in->open_count--;
+        fs_release_inode(h->owner, h->in);
+    }
     free(h->text);
     fs_names_free(&h->names);
     free(h);

@@ -32,7 +32,8 @@ int fs_commit_errno(int result)
     switch (-result) {
     case EFBIG: case ENAMETOOLONG: case EINVAL: case ENOENT: case EEXIST:
     case ETIMEDOUT: case ENOSPC: case EROFS: case ENOMEM: case EAGAIN:
-    case EHOSTUNREACH:
+    case EHOSTUNREACH: case ENOTDIR: case EISDIR: case ENOTEMPTY:
+    case EBUSY: case EXDEV: case ECANCELED:
         return -result;
     default:
         return EIO;

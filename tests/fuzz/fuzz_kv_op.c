@@ -13,7 +13,8 @@
  *   P4. applied in a batch, the op answers the decoder's error when it
  *       does not decode, and otherwise does what it says (a PUT stores
  *       its value, a DEL of a missing key is -ENOENT, a COND on an
- *       identity or version fails with -ESTALE on the empty map, ...).
+ *       identity or version fails with -ESTALE on the empty map, a PUT
+ *       or MKDIR of a path below a directory is -ENOENT there, ...).
  */
 #include "fuzz_util.h"
 
@@ -53,6 +54,25 @@ static void check_reencode(const uint8_t *buf, uint32_t len, const kv_op *op)
         n = kv_op_encode_del(re, len, op->key, op->key_len);
         want = kv_op_size_del(op->key_len);
         break;
+    case KV_OP_MKDIR:
+    case KV_OP_RMDIR:
+        n = (op->type == KV_OP_MKDIR ? kv_op_encode_mkdir : kv_op_encode_rmdir)(
+            re, len, op->key, op->key_len);
+        want = kv_op_size_del(op->key_len);
+        break;
+    case KV_OP_SETATTR:
+        n = kv_op_encode_setattr(re, len, op->key, op->key_len,
+                                 op->attr_mask, op->uid, op->gid, op->perm,
+                                 op->mtime_ms);
+        want = kv_op_size_setattr(op->key_len);
+        break;
+    case KV_OP_RENAMEX:
+        CHECK((const uint8_t *)op->key2 >= buf &&
+              (const uint8_t *)op->key2 + op->key2_len <= buf + len);
+        n = kv_op_encode_renamex(re, len, op->key, op->key_len, op->key2,
+                                 op->key2_len, op->flags);
+        want = kv_op_size_renamex(op->key_len, op->key2_len);
+        break;
     case KV_OP_RENAME:
         CHECK((const uint8_t *)op->key2 >= buf &&
               (const uint8_t *)op->key2 + op->key2_len <= buf + len);
@@ -76,6 +96,12 @@ static void check_reencode(const uint8_t *buf, uint32_t len, const kv_op *op)
                               (size_t)n);
         want = kv_op_size_cond(op->cond_key_len, want);
         free(inner);
+    }
+    if (op->has_owner) {
+        CHECK(n > 0 && (size_t)n == want);
+        n = kv_op_encode_owner(re, len, op->uid, op->gid, op->perm, re,
+                               (size_t)n);
+        want = kv_op_size_owner(want);
     }
     CHECK(n == (int64_t)len && want == len);
     CHECK(memcmp(re, buf, len) == 0);
@@ -104,6 +130,14 @@ static void check_apply(const uint8_t *buf, uint32_t len, int dec,
     } else if (op->cond_kind && op->cond_kind != KV_COND_ABSENT) {
         /* no key has an identity or a version in an empty map */
         CHECK(last_result == -ESTALE && kv_count(s) == 0);
+    } else if ((op->type == KV_OP_PUT || op->type == KV_OP_APPEND ||
+                op->type == KV_OP_MKDIR) &&
+               memchr(op->key, '/', op->key_len)) {
+        /* the empty map has no directory to hold it */
+        CHECK(last_result == -ENOENT && kv_count(s) == 0);
+    } else if (op->type == KV_OP_MKDIR) {
+        CHECK(last_result == 0 && kv_count(s) == 1);
+        CHECK(kv_get(s, op->key, op->key_len) == NULL);
     } else if (op->type == KV_OP_PUT || op->type == KV_OP_APPEND) {
         CHECK(last_result == 0 && kv_count(s) == 1);
         const kv_value *v = kv_get(s, op->key, op->key_len);

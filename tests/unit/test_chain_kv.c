@@ -221,10 +221,10 @@ static void test_append_del_rename(void **state)
     assert_int_equal(kv_bytes(s), 3);
     assert_int_equal(apply1(s, 90, op_rename("b", "b")), 0);
     expect_key(s, "b", "AAA");
-    /* a key is one name: no directories yet */
-    opbuf o;
-    assert_int_equal(kv_op_encode_rename(o.b, sizeof o.b, "b", 1, "dir/c", 5),
-                     -EINVAL);
+    /* a key is a path: renaming into a directory that does not exist is
+     * refused as the op is applied */
+    assert_int_equal(apply1(s, 95, op_rename("b", "dir/c")), -ENOENT);
+    expect_key(s, "b", "AAA");
     kv_destroy(s);
 }
 
@@ -466,7 +466,8 @@ static char *dump(const kv *s)
 }
 
 /* Keys are checked where committed entries are applied: a forged request
- * naming one of the mount's own files, a path with '/', "." or ".." or a
+ * naming one of the mount's own files, a path with an empty name or a
+ * '/' at the end, "." or ".." or a
  * name that is too long is a counted no-op with the same result on every
  * replica, and the maps stay identical. */
 static void test_forged_keys_are_noops(void **state)
@@ -479,12 +480,15 @@ static void test_forged_keys_are_noops(void **state)
         { raw_op(KV_OP_PUT, ".status", "forged"), -EINVAL },
         { raw_op(KV_OP_PUT, ".chain", "forged"), -EINVAL },
         { raw_op(KV_OP_APPEND, ".chain", "forged"), -EINVAL },
-        { raw_op(KV_OP_PUT, "dir/file", "invisible"), -EINVAL },
+        { raw_op(KV_OP_PUT, "dir//file", "invisible"), -EINVAL },
+        { raw_op(KV_OP_PUT, "dir/", "invisible"), -EINVAL },
+        { raw_op(KV_OP_PUT, "dir/./f", "invisible"), -EINVAL },
         { raw_op(KV_OP_PUT, "/abs", "x"), -EINVAL },
         { raw_op(KV_OP_PUT, "..", "x"), -EINVAL },
         { raw_op(KV_OP_PUT, longname, "x"), -ENAMETOOLONG },
         { raw_op(KV_OP_RENAME, "keep", ".status"), -EINVAL },
-        { raw_op(KV_OP_RENAME, "keep", "a/b"), -EINVAL },
+        { raw_op(KV_OP_RENAME, "keep", "a/../b"), -EINVAL },
+        { raw_op(KV_OP_MKDIR, ".chain", NULL), -EINVAL },
         { raw_op(KV_OP_DEL, ".chain", NULL), -EINVAL },
     };
     size_t n = sizeof cases / sizeof cases[0];

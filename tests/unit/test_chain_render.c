@@ -87,6 +87,33 @@ static void test_render_batch(void **state)
     free(text);
 }
 
+/* The namespace ops (chain/kv.h): each named, a rename with its flags. */
+static void test_render_namespace_ops(void **state)
+{
+    (void)state;
+    uint8_t op1[64], op2[64], op3[64], op4[64], batch[1024];
+    int64_t l1 = kv_op_encode_mkdir(op1, sizeof op1, "a/b", 3);
+    int64_t l2 = kv_op_encode_rmdir(op2, sizeof op2, "a/b", 3);
+    int64_t l3 = kv_op_encode_renamex(op3, sizeof op3, "a", 1, "z/y", 3,
+                                      KV_RENAME_NOREPLACE);
+    int64_t l4 = kv_op_encode_renamex(op4, sizeof op4, "a", 1, "b", 1,
+                                      KV_RENAME_EXCHANGE);
+    const uint8_t *ops[] = { op1, op2, op3, op4 };
+    const uint32_t lens[] = { (uint32_t)l1, (uint32_t)l2, (uint32_t)l3,
+                              (uint32_t)l4 };
+    uint32_t blen = make_batch(batch, ops, lens, 4);
+    chain_block b = { .index = 7, .time_ms = 1, .kind = PX_ENTRY_BATCH,
+                      .len = blen, .data = batch };
+    char *text = NULL;
+    uint32_t len = 0;
+    assert_int_equal(chain_block_render(&b, &text, &len), 0);
+    assert_non_null(strstr(text, "op: mkdir key=\"a/b\"\n"));
+    assert_non_null(strstr(text, "op: rmdir key=\"a/b\"\n"));
+    assert_non_null(strstr(text, "op: rename key=\"a\" to=\"z/y\" noreplace\n"));
+    assert_non_null(strstr(text, "op: rename key=\"a\" to=\"b\" exchange\n"));
+    free(text);
+}
+
 static void test_render_noop_binary(void **state)
 {
     (void)state;
@@ -150,6 +177,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_render_batch),
+        cmocka_unit_test(test_render_namespace_ops),
         cmocka_unit_test(test_render_noop_binary),
         cmocka_unit_test(test_render_config),
     };
