@@ -16,7 +16,12 @@
  *      before it is durable; PX_EV_PERSISTED is reported only after the
  *      fdatasync that covers it returned (DESIGN.md invariant 2).
  *   2. Messages leave in the order the replica produced them: once one is
- *      held, every later one is held behind it.
+ *      held, every later one is held behind it.  Except a HEARTBEAT_ACK:
+ *      it vouches only for the promise of the ballot it echoes (and the
+ *      commit index, which names chosen values), so it waits only for the
+ *      newest persist that raised the promise, and once that is durable it
+ *      leaves at once, past ACCEPTEDs held for their fdatasync: a leader's
+ *      read lease round no longer waits for a follower's disk.
  *   3. Persist ids increase and syncs complete in order, so the newest id
  *      a sync reports covers every older one.
  */
@@ -45,11 +50,16 @@ void commit_output(host *h, const px_output *out)
         host_fail(h, "bookkeeping", -ENOMEM);
     if (out->persist_id > h->last_persist_issued)
         h->last_persist_issued = out->persist_id;
+    if (out->persist_promise && out->persist_id)
+        h->last_promise_issued = out->persist_id;
     for (uint32_t i = 0; i < out->n_msgs; i++) {
         const px_msg *m = &out->msgs[i];
-        uint64_t after = outbox_vouches(m) ? h->last_persist_issued : 0;
+        bool ack = m->type == PX_MSG_HEARTBEAT_ACK;
+        uint64_t after = !outbox_vouches(m) ? 0
+                         : ack ? h->last_promise_issued : h->last_persist_issued;
         /* invariants 1 and 2 */
-        if (after <= h->durable_persist_id && (after == 0 || h->held.count == 0))
+        if (after <= h->durable_persist_id &&
+            (after == 0 || ack || h->held.count == 0))
             h->e.send(h->e.arg, m);
         else
             (void)outbox_hold(&h->held, m, after);   /* a drop is counted */

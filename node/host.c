@@ -637,6 +637,7 @@ int host_reopen(host *h, bool recovering, uint64_t seed, char *why,
     h->held.dropped = dropped;
     h->held.superseded = superseded;
     h->durable_persist_id = h->last_persist_issued = 0;
+    h->last_promise_issued = 0;
     h->compact_due = false;
     h->last_chain_sync_ms = host_now(h);
     h->fatal = 0;

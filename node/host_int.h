@@ -29,6 +29,7 @@ struct host {
     /* commit.c */
     syncer *sync;               /* group commit of the acceptor store */
     uint64_t last_persist_issued;
+    uint64_t last_promise_issued; /* persist id of the newest promise raise */
     uint64_t durable_persist_id;
     outbox held;                /* messages waiting for a sync */
 
