@@ -343,7 +343,7 @@ static int rec_parse(const uint8_t *p, uint64_t avail, acc_rec *r,
         r->entry.len = le_get32(p + 48);
         r->entry.data = p + 52;
         if ((uint64_t)r->entry.len + ACC_ACCEPT_FIXED != r->rec_len ||
-            p[37] || p[38] || p[39] || r->entry.kind > PX_ENTRY_CONFIG ||
+            p[37] || p[38] || p[39] || r->entry.kind > PX_ENTRY_LAST ||
             r->entry.slot == 0) {
             *reason = "inconsistent accept record";
             return ACC_BAD_BODY;
@@ -944,7 +944,7 @@ int acceptor_put_accept(acceptor_store *a, const px_entry *e)
 {
     if (a->failed)
         return a->failed;
-    if (!e || e->slot == 0 || e->kind > PX_ENTRY_CONFIG ||
+    if (!e || e->slot == 0 || e->kind > PX_ENTRY_LAST ||
         (e->len && !e->data))
         return -EINVAL;
     if (e->len > PX_MAX_VALUE_BYTES)

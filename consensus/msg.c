@@ -111,7 +111,7 @@ static bool px_entries_valid(const px_msg *m)
     uint64_t prev = 0;
     for (uint32_t i = 0; i < m->n_entries; i++) {
         const px_entry *e = &m->entries[i];
-        if (e->slot == 0 || e->slot <= prev || e->kind > PX_ENTRY_CONFIG ||
+        if (e->slot == 0 || e->slot <= prev || e->kind > PX_ENTRY_LAST ||
             e->len > PX_MAX_VALUE_BYTES || (e->len && !e->data) ||
             e->ballot.round >= PX_ROUND_MAX)
             return false;

@@ -91,8 +91,8 @@ void node_serve_reads(node *n)
 static void handle_output(node *n, const px_output *out)
 {
     commit_output(n, out);
-    if (out->snapshot_to)
-        host_send_catchup(n, out->snapshot_to);
+    if (out->catchup_to)
+        host_send_catchup(n, out->catchup_to);
     if (out->recovered)
         integrity_recovery_done(n);
     for (uint32_t i = 0; i < out->n_committed; i++)

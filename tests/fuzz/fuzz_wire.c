@@ -252,7 +252,7 @@ static void fuzz_generated(const uint8_t *data, size_t size)
     bool valid_type = m.type >= PX_MSG_PREPARE && m.type < PX_MSG_TYPE_COUNT;
     bool valid_kinds = true;
     for (uint32_t i = 0; i < m.n_entries; i++)
-        valid_kinds = valid_kinds && ents[i].kind <= PX_ENTRY_CONFIG;
+        valid_kinds = valid_kinds && ents[i].kind <= PX_ENTRY_LAST;
     CHECK((rc == 0) == (valid_type && valid_kinds));
     if (rc) {
         CHECK(rc == -EINVAL);

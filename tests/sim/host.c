@@ -689,6 +689,9 @@ int sim_host_start(sim_world *w, sim_host *h)
         sim_violation(w, "node %u: px_create = %d", h->id, rc);
         return rc;
     }
+    /* a simulated host keeps no chain to serve catch-up from: below the
+     * retained log, a peer gets a snapshot */
+    px_set_chain_base(h->px, UINT64_MAX);
     h->alive = true;
     h->paused = false;
     h->sick = false;
@@ -799,6 +802,7 @@ void sim_host_disk_ok(sim_world *w, sim_host *h)
         h->alive = false;
         return;
     }
+    px_set_chain_base(h->px, UINT64_MAX);   /* as at the start */
     sim_trace_note(w, h->id, SIM_TR_FAULT, "disk works again, chain at",
                    h->synced, 0);
     px_event ev = {.type = PX_EV_TICK};
