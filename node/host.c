@@ -76,6 +76,8 @@ void host_apply(node *n, const px_entry *e)
     int rc = kv_apply_entry(n->state, e, on_result, n);
     if (rc < 0)
         node_storage_failed(n, "applying a committed entry", rc);
+    else
+        snapnode_applied(n, e);
 }
 
 /* The chain blocks the state lacks into it (all of them at start). */

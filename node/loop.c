@@ -93,6 +93,7 @@ static void handle_output(node *n, const px_output *out)
     commit_output(n, out);
     if (out->catchup_to)
         host_send_catchup(n, out->catchup_to);
+    snapnode_output(n, out);
     if (out->recovered)
         integrity_recovery_done(n);
     for (uint32_t i = 0; i < out->n_committed; i++)
@@ -472,6 +473,7 @@ int node_run(node *n)
         host_background_sync(n, now);
         integrity_send_heads(n, now);
         catchup_expire(n, now);
+        snapnode_turn(n, now);
         if (n->fatal && health_poll(&n->health, now))
             node_storage_reopen(n);   /* invariant 2: the probe passed */
     }

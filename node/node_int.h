@@ -28,11 +28,13 @@
 
 #include "../chain/chain.h"
 #include "../chain/kv.h"
+#include "../chain/snap.h"
 #include "../consensus/px.h"
 #include "../fs/fs.h"
 #include "../net/admin.h"
 #include "../net/health.h"
 #include "../net/outbox.h"
+#include "../net/snapxfer.h"
 #include "../net/syncer.h"
 #include "../net/transport.h"
 #include "../net/worker.h"
@@ -66,6 +68,15 @@
 #define NODE_NO_LEADER_FACTOR 4         /* no leader heard from for this
                                            many maximum election timeouts:
                                            fail new requests at once */
+
+#define NODE_SNAPSHOT_ENTRIES 100000   /* node_config defaults */
+#define NODE_SNAPSHOT_BYTES (UINT64_C(1) << 30)
+#define NODE_DIGESTS 4096              /* state digests kept (snapshot.c) */
+
+struct node_digest {
+    uint64_t index;
+    uint8_t digest[KV_DIGEST_BYTES];
+};
 
 struct node_fact {
     uint64_t index;
@@ -169,6 +180,25 @@ struct node {
     health health;              /* net/health.h: probing with back-off */
     px_options px_opt;          /* to build a new replica (reopen.c) */
     bool stop;
+
+    /* snapshot.c */
+    snapstore *snaps;
+    worker *snap_bg;            /* writes snapshots, removes segments */
+    snap_take *take;            /* a snapshot being written */
+    uint64_t take_index, take_started_ms, last_take_ms;
+    bool has_snap;
+    snap_info snap;             /* the newest snapshot */
+    uint64_t snap_entries, snap_bytes;   /* applied since the last */
+    uint64_t snaps_taken, snaps_failed, snaps_installed;
+    bool compact_wanted, compacting;
+    chain_compact_job compact_job;
+    snapxfer *xfer;             /* transfers to and from peers */
+    uint64_t xfer_refused;      /* asks while not serving */
+    kv *snap_pending;           /* received, waiting to be installed */
+    snap_info snap_pending_info;
+    struct node_digest digests[NODE_DIGESTS];
+    uint64_t checkpoints_ok, checkpoints_unchecked;
+    bool state_diverged;        /* a checkpoint's digest was not ours */
 };
 
 /* loop.c */
@@ -226,6 +256,19 @@ uint64_t node_random_u64(void);
 void catchup_receive(node *n, const px_msg *m);
 void catchup_try_held(node *n);
 void catchup_expire(node *n, uint64_t now);
+
+/* snapshot.c */
+int snapnode_open_chain(node *n, const chain_mark *mark,
+                        chain_open_report *report, chain_damage *damage,
+                        char *err, size_t err_len);
+int snapnode_start(node *n, char *err, size_t err_len);
+void snapnode_stop(node *n);
+void snapnode_applied(node *n, const px_entry *e);
+void snapnode_output(node *n, const px_output *out);
+void snapnode_turn(node *n, uint64_t now);
+int snapnode_take_now(node *n, uint64_t *index);
+int snapnode_status(node *n, char *buf, size_t cap);
+void integrity_state_diverged(node *n, const char *why);   /* integrity.c */
 
 /* status.c */
 int status_text(void *ctx, char **text, size_t *len);

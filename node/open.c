@@ -32,6 +32,8 @@ void node_config_default(node_config *cfg)
     cfg->attr_timeout_s = 0.0;
     cfg->entry_timeout_s = 0.0;
     cfg->chain_sync_interval_ms = 200;
+    cfg->snapshot_entries = NODE_SNAPSHOT_ENTRIES;
+    cfg->snapshot_bytes = NODE_SNAPSHOT_BYTES;
 }
 
 /* -------------------------------------------------------- open/close */
@@ -132,8 +134,8 @@ int node_open_storage(node *n, char *err, size_t err_len)
 
     chain_open_report report;
     chain_damage damage;
-    rc = chain_open_marked(n->data_dir, &info.mark, &n->chain, &report,
-                           &damage);
+    rc = snapnode_open_chain(n, &info.mark, &report, &damage, err,
+                             err_len);
     if (rc == -EBADMSG) {
         snprintf(err, err_len, "chain damaged: %s offset %" PRIu64 " block %"
                  PRIu64 ": %s; refusing to serve (run paxosctl verify %s)",
@@ -223,6 +225,7 @@ int node_new_replica(node *n, char *err, size_t err_len)
         return rc;
     }
     px_set_chain_head(n->px, head, chain_head_hash(n->chain));
+    px_set_chain_base(n->px, chain_base_index(n->chain));
     return 0;
 }
 
@@ -298,7 +301,8 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     if (rc < 0)
         goto fail;
 
-    n->state = kv_create();
+    if (!n->state)   /* restored with the chain (snapshot.c) */
+        n->state = kv_create();
     if (!n->state) {
         rc = -ENOMEM;
         snprintf(err, err_len, "out of memory");
@@ -332,6 +336,9 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
             goto fail;
     }
     rc = admin_open(n->zctx, n->data_dir, &n->adm, err, err_len);
+    if (rc < 0)
+        goto fail;
+    rc = snapnode_start(n, err, err_len);
     if (rc < 0)
         goto fail;
     n->px_opt = opt;
@@ -430,6 +437,7 @@ void node_close(node *n)
                         "%s\n", strerror(-rc));
         }
     }
+    snapnode_stop(n);
     free(n->held_catchup);
     if (n->px)
         px_destroy(n->px);

@@ -1,0 +1,465 @@
+/*
+ * snapshot.c - snapshots in the node runtime: restart from the newest
+ * valid snapshot plus the chain after it, snapshots taken by entry count
+ * and bytes (or on demand) on a helper thread from a frozen view of the
+ * state, checkpoint entries, compaction of the chain, and catch-up of a
+ * peer by snapshot (net/snapxfer.c) when it lacks compacted blocks.
+ *
+ * Invariants:
+ *   1. A snapshot is taken only from a state whose applied index is the
+ *      chain head (the head hash is the snapshot's), only one at a time,
+ *      and never while a received snapshot waits to be installed; the
+ *      loop thread only freezes and thaws (snapstore_take_start/finish),
+ *      the writing runs on the snapshot worker.
+ *   2. Compaction removes only segments at or below the second newest
+ *      snapshot (snapstore_compact_index), never while a chain sync is
+ *      out, and the replica learns the chain's new base at once
+ *      (px_set_chain_base), so it answers SNAPSHOT_NEEDED for what the
+ *      chain no longer holds, never a CATCHUP it cannot fill.
+ *   3. A received snapshot is installed only when it is newer than the
+ *      state, after the store checked it completely; install replaces the
+ *      chain by one after it (chain_reset), records its head as durable in
+ *      the acceptor store, then tells the replica
+ *      (PX_EV_SNAPSHOT_INSTALLED), in that order.
+ *   4. A checkpoint entry (index, digest) is compared with this node's own
+ *      digest at that index (kept for the last NODE_DIGESTS applied
+ *      entries); a mismatch marks the state diverged (integrity.c): no
+ *      vote, no reads, logged.  A checkpoint whose index this node cannot
+ *      compare (too old, or covered by a snapshot it installed) is
+ *      counted, not judged.
+ */
+#include "node_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ restart */
+
+/* The chain and state at start (restart from the newest valid snapshot),
+ * or, when the node keeps its state (reopen after a storage failure),
+ * the chain continuing the newest snapshot.  0 or -errno with err. */
+int snapnode_open_chain(node *n, const chain_mark *mark,
+                        chain_open_report *report, chain_damage *damage,
+                        char *err, size_t err_len)
+{
+    if (n->state) {
+        chain_base base;
+        chain_open_opts o = { .durable = mark };
+        if (n->has_snap) {
+            base.index = n->snap.index;
+            memcpy(base.hash, n->snap.head_hash, CHAIN_HASH_BYTES);
+            o.snapshot = &base;
+        }
+        return chain_open_ex(n->data_dir, &o, &n->chain, report, damage);
+    }
+    chain_restored r;
+    chain_restore_report rep;
+    int rc = chain_restore(n->data_dir, mark, &r, &rep, damage);
+    for (uint32_t i = 0; i < rep.snaps.n_damaged && i < SNAP_MAX_REPORTED;
+         i++)
+        fprintf(stderr, "paxosfs: node %u: snapshot damaged: %s offset %"
+                PRIu64 ": %s%s\n", n->cfg.id, rep.snaps.damaged[i].path,
+                rep.snaps.damaged[i].offset, rep.snaps.damaged[i].reason,
+                rep.snaps.quarantined ? " (renamed *.damaged)" : "");
+    if (rc < 0)
+        return rc;
+    *report = rep.chain;
+    n->chain = r.chain;
+    n->state = r.state;
+    n->snaps = r.snaps;
+    n->has_snap = r.has_snap;
+    if (r.has_snap) {
+        n->snap = r.snap;
+        fprintf(stderr, "paxosfs: node %u: restarted from the snapshot at "
+                "block %" PRIu64 "%s and %" PRIu64 " blocks after it\n",
+                n->cfg.id, r.snap.index, rep.snaps.fell_back ?
+                " (the newest was damaged)" : "", rep.replayed);
+    }
+    (void)err;
+    (void)err_len;
+    return 0;
+}
+
+/* ------------------------------------------------- digests, checkpoints */
+
+static void record_digest(node *n, uint64_t index)
+{
+    struct node_digest *d = &n->digests[index % NODE_DIGESTS];
+    d->index = index;
+    kv_digest(n->state, d->digest);
+}
+
+static void check_checkpoint(node *n, const px_entry *e)
+{
+    px_checkpoint cp;
+    if (px_checkpoint_decode(e->data, e->len, &cp) < 0) {
+        n->checkpoints_unchecked++;
+        fprintf(stderr, "paxosfs: node %u: malformed checkpoint entry at "
+                "block %" PRIu64 " (%u bytes); not compared\n", n->cfg.id,
+                e->slot, e->len);
+        return;
+    }
+    const struct node_digest *d = &n->digests[cp.index % NODE_DIGESTS];
+    if (d->index != cp.index) {
+        n->checkpoints_unchecked++;
+        return;
+    }
+    if (memcmp(d->digest, cp.digest, KV_DIGEST_BYTES) == 0) {
+        n->checkpoints_ok++;
+        return;
+    }
+    char why[200];
+    snprintf(why, sizeof why, "state digest at block %" PRIu64 " differs "
+             "from the checkpoint committed at block %" PRIu64, cp.index,
+             e->slot);
+    integrity_state_diverged(n, why);
+}
+
+/* ------------------------------------------------------------- taking */
+
+static int run_take(void *arg)
+{
+    return snapstore_take_run(arg);
+}
+
+static int run_compact(void *arg)
+{
+    return chain_compact_run(arg);
+}
+
+static int snap_start_take(node *n, const char *why)
+{
+    if (!n->snaps || !n->snap_bg || n->fatal)
+        return -EIO;
+    if (n->take || n->compacting || n->snap_pending)
+        return -EBUSY;
+    uint64_t index = kv_applied_index(n->state);
+    if (index == 0 || chain_head_index(n->chain) != index)
+        return -EAGAIN;   /* invariant 1 */
+    if (n->has_snap && n->snap.index == index)
+        return -EALREADY;
+    px_status st;
+    px_get_status(n->px, &st);
+    uint8_t members[SNAP_MAX_MEMBERSHIP];
+    int mlen = px_members_encode(&st.members, members, sizeof members);
+    if (mlen < 0)
+        mlen = 0;
+    int rc = snapstore_take_start(n->snaps, n->state,
+                                  chain_head_hash(n->chain), members,
+                                  (uint32_t)mlen, &n->take);
+    if (rc < 0) {
+        n->take = NULL;
+        return rc;
+    }
+    rc = worker_submit(n->snap_bg, run_take, n->take);
+    if (rc < 0) {
+        snapstore_take_finish(n->snaps, n->state, n->take, rc, NULL);
+        n->take = NULL;
+        return rc;
+    }
+    n->take_index = index;
+    n->take_started_ms = node_now_ms();
+    n->snap_entries = n->snap_bytes = 0;
+    fprintf(stderr, "paxosfs: node %u: snapshot at block %" PRIu64 " started "
+            "(%s)\n", n->cfg.id, index, why);
+    return 0;
+}
+
+int snapnode_take_now(node *n, uint64_t *index)
+{
+    int rc = snap_start_take(n, "asked for");
+    if (rc == -EALREADY || rc == -EBUSY || rc == 0) {
+        *index = rc == -EALREADY ? n->snap.index
+                 : n->take ? n->take_index : kv_applied_index(n->state);
+        return rc == -EBUSY && !n->take ? -EBUSY : 0;
+    }
+    return rc;
+}
+
+static void take_done(node *n, int rc)
+{
+    snap_info info;
+    uint64_t took = node_now_ms() - n->take_started_ms;
+    rc = snapstore_take_finish(n->snaps, n->state, n->take, rc, &info);
+    n->take = NULL;
+    if (rc < 0) {
+        n->snaps_failed++;
+        fprintf(stderr, "paxosfs: node %u: snapshot at block %" PRIu64
+                " failed: %s\n", n->cfg.id, n->take_index, strerror(-rc));
+        return;
+    }
+    n->has_snap = true;
+    n->snap = info;
+    n->snaps_taken++;
+    n->last_take_ms = took;
+    fprintf(stderr, "paxosfs: node %u: snapshot at block %" PRIu64 ": %"
+            PRIu64 " keys, %" PRIu64 " bytes (%" PRIu64 " raw) in %" PRIu64
+            " ms\n", n->cfg.id, info.index, info.keys, info.file_bytes,
+            info.raw_bytes, took);
+    /* the leader has every replica compare its digest at this index */
+    if (px_role(n->px) == PX_LEADER) {
+        px_event ev = { .type = PX_EV_CHECKPOINT };
+        ev.u.checkpoint.index = info.index;
+        memcpy(ev.u.checkpoint.digest, info.digest, KV_DIGEST_BYTES);
+        node_step(n, &ev);
+    }
+    n->compact_wanted = !n->cfg.no_compact;
+}
+
+static void compact_maybe(node *n)
+{
+    if (!n->compact_wanted || n->compacting || n->take || worker_busy(n->bg) ||
+        worker_busy(n->snap_bg) || n->fatal)
+        return;
+    n->compact_wanted = false;
+    uint64_t upto = snapstore_compact_index(n->snaps);
+    if (upto <= chain_base_index(n->chain))
+        return;
+    int rc = chain_compact_start(n->chain, upto, &n->compact_job);
+    if (rc < 0) {
+        node_storage_failed(n, "chain compaction", rc);
+        return;
+    }
+    /* invariant 2: the replica learns the base now */
+    px_set_chain_base(n->px, chain_base_index(n->chain));
+    if (n->compact_job.n == 0) {
+        free(n->compact_job.firsts);
+        memset(&n->compact_job, 0, sizeof n->compact_job);
+        return;
+    }
+    rc = worker_submit(n->snap_bg, run_compact, &n->compact_job);
+    if (rc < 0) {
+        chain_compact_run(&n->compact_job);   /* inline, rarely */
+        free(n->compact_job.firsts);
+        memset(&n->compact_job, 0, sizeof n->compact_job);
+        return;
+    }
+    n->compacting = true;
+}
+
+/* --------------------------------------------------------- installing */
+
+static void install(node *n)
+{
+    if (n->take || n->compacting || worker_busy(n->bg) || n->fatal)
+        return;   /* invariant 3: wait for the view, the sync, the disk */
+    kv *state = n->snap_pending;
+    snap_info info = n->snap_pending_info;
+    n->snap_pending = NULL;
+    if (info.index <= kv_applied_index(n->state)) {
+        kv_destroy(state);
+        return;
+    }
+    int rc = chain_reset(n->chain, info.index, info.head_hash);
+    if (rc < 0) {
+        kv_destroy(state);
+        node_storage_failed(n, "replacing the chain after a snapshot", rc);
+        return;
+    }
+    rc = snapstore_prune_below(n->snaps, info.index);
+    if (rc == 0 && syncer_idle(n->sync))
+        rc = acceptor_mark(n->acceptor, info.index, info.head_hash);
+    if (rc < 0) {
+        kv_destroy(state);
+        node_storage_failed(n, "recording an installed snapshot", rc);
+        return;
+    }
+    uint64_t from = kv_applied_index(n->state);
+    kv_destroy(n->state);
+    n->state = state;
+    kv_set_changed(n->state, host_on_changed, n);
+    n->has_snap = true;
+    n->snap = info;
+    n->snaps_installed++;
+    n->snap_entries = n->snap_bytes = 0;
+    fprintf(stderr, "paxosfs: node %u: installed the snapshot at block %"
+            PRIu64 " (was at %" PRIu64 ")\n", n->cfg.id, info.index, from);
+    px_event ev = { .type = PX_EV_SNAPSHOT_INSTALLED };
+    ev.u.snapshot.index = info.index;
+    if (px_members_decode(info.membership, info.membership_len,
+                          &ev.u.snapshot.members) < 0)
+        memset(&ev.u.snapshot.members, 0, sizeof ev.u.snapshot.members);
+    memcpy(ev.u.snapshot.hash, info.head_hash, CHAIN_HASH_BYTES);
+    node_step(n, &ev);
+    node_serve_reads(n);
+}
+
+/* ------------------------------------------------------------- edges */
+
+static int xfer_send(void *arg, uint32_t peer, const uint8_t *frame,
+                     size_t len)
+{
+    node *n = arg;
+    return n->net ? transport_send_frame(n->net, peer, frame, len) : -ENOTCONN;
+}
+
+static void on_snap_frame(void *arg, uint32_t from, const wire_snapshot *chunk,
+                          const wire_snapshot_ask *ask)
+{
+    node *n = arg;
+    uint64_t now = node_now_ms();
+    if (ask) {
+        if (!integrity_serves(n)) {
+            n->xfer_refused++;   /* integrity.c invariant 1: no serving */
+            return;
+        }
+        snapxfer_on_ask(n->xfer, from, ask, now);
+        return;
+    }
+    if (snapxfer_on_chunk(n->xfer, from, chunk, now) == 1) {
+        kv *state = NULL;
+        snap_info info;
+        if (snapxfer_take(n->xfer, &state, &info) == 0) {
+            kv_destroy(n->snap_pending);
+            n->snap_pending = state;
+            n->snap_pending_info = info;
+            install(n);
+        }
+    }
+}
+
+int snapnode_start(node *n, char *err, size_t err_len)
+{
+    int rc;
+    if (!n->snaps) {
+        rc = snapstore_open(n->data_dir, true, &n->snaps);
+        if (rc < 0) {
+            snprintf(err, err_len, "cannot open the snapshot store in %s: %s",
+                     n->data_dir, strerror(-rc));
+            return rc;
+        }
+    }
+    rc = worker_create(&n->snap_bg);
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot start the snapshot thread: %s",
+                 strerror(-rc));
+        return rc;
+    }
+    snapxfer_config xc = { .self_id = n->cfg.id };
+    snapxfer_edges xe = { .arg = n, .send = xfer_send };
+    rc = snapxfer_new(&xc, &xe, n->snaps, &n->xfer);
+    if (rc < 0) {
+        snprintf(err, err_len, "out of memory");
+        return rc;
+    }
+    if (n->net)
+        transport_set_snapshot_handler(n->net, on_snap_frame, n);
+    return 0;
+}
+
+void snapnode_stop(node *n)
+{
+    if (n->snap_bg) {
+        worker_destroy(n->snap_bg);     /* waits for a running job */
+        n->snap_bg = NULL;
+    }
+    if (n->take) {
+        snapstore_take_finish(n->snaps, n->state, n->take, -ECANCELED, NULL);
+        n->take = NULL;
+    }
+    if (n->compacting) {
+        free(n->compact_job.firsts);
+        memset(&n->compact_job, 0, sizeof n->compact_job);
+        n->compacting = false;
+    }
+    snapxfer_free(n->xfer);
+    n->xfer = NULL;
+    kv_destroy(n->snap_pending);
+    n->snap_pending = NULL;
+    snapstore_close(n->snaps);
+    n->snaps = NULL;
+}
+
+/* ---------------------------------------------------------- the hooks */
+
+void snapnode_applied(node *n, const px_entry *e)
+{
+    record_digest(n, e->slot);
+    if (e->kind == PX_ENTRY_CHECKPOINT)
+        check_checkpoint(n, e);
+    n->snap_entries++;
+    n->snap_bytes += e->len;
+}
+
+void snapnode_output(node *n, const px_output *out)
+{
+    if (out->snapshot_from && n->xfer)
+        snapxfer_fetch(n->xfer, out->snapshot_from,
+                       kv_applied_index(n->state), node_now_ms());
+}
+
+void snapnode_turn(node *n, uint64_t now)
+{
+    if (!n->snap_bg)
+        return;
+    int rc;
+    if (worker_take(n->snap_bg, &rc)) {
+        if (n->take) {
+            take_done(n, rc);
+        } else if (n->compacting) {
+            free(n->compact_job.firsts);
+            memset(&n->compact_job, 0, sizeof n->compact_job);
+            n->compacting = false;
+            if (rc < 0)
+                fprintf(stderr, "paxosfs: node %u: removing compacted "
+                        "segments: %s (left behind, harmless)\n", n->cfg.id,
+                        strerror(-rc));
+        }
+    }
+    if (n->snap_pending)
+        install(n);
+    compact_maybe(n);
+    snapxfer_tick(n->xfer, now);
+    bool by_count = n->cfg.snapshot_entries &&
+                    n->snap_entries >= n->cfg.snapshot_entries;
+    bool by_size = n->cfg.snapshot_bytes &&
+                   n->snap_bytes >= n->cfg.snapshot_bytes;
+    if ((by_count || by_size) && !n->take && !n->compacting &&
+        !n->snap_pending) {
+        rc = snap_start_take(n, by_count ? "entries since the last"
+                                         : "bytes since the last");
+        if (rc < 0 && rc != -EBUSY && rc != -EAGAIN && rc != -EALREADY) {
+            n->snaps_failed++;
+            n->snap_entries = n->snap_bytes = 0;   /* try again later */
+            fprintf(stderr, "paxosfs: node %u: cannot start a snapshot: "
+                    "%s\n", n->cfg.id, strerror(-rc));
+        }
+    }
+}
+
+/* .status: "snapshot": {...} (no braces' leading comma) */
+int snapnode_status(node *n, char *buf, size_t cap)
+{
+    snapxfer_stats xs = { 0 };
+    if (n->xfer)
+        snapxfer_get_stats(n->xfer, &xs);
+    char hash[2 * CHAIN_HASH_BYTES + 1] = "";
+    for (uint32_t i = 0; n->has_snap && i < CHAIN_HASH_BYTES; i++)
+        snprintf(hash + 2 * i, 3, "%02x", n->snap.head_hash[i]);
+    return snprintf(buf, cap,
+        "\"snapshot\": {\"index\": %" PRIu64 ", \"head_hash\": \"%s\", "
+        "\"keys\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"raw_bytes\": %"
+        PRIu64 ", \"taking\": %s, \"taken\": %" PRIu64 ", \"failed\": %"
+        PRIu64 ", \"last_take_ms\": %" PRIu64 ", \"installed\": %" PRIu64
+        ", \"entries_since\": %" PRIu64 ", \"chain_base\": %" PRIu64
+        ", \"checkpoints_ok\": %" PRIu64 ", \"checkpoints_unchecked\": %"
+        PRIu64 ", \"state_diverged\": %s, "
+        "\"receiving\": {\"active\": %s, \"from\": %u, \"index\": %" PRIu64
+        ", \"received\": %" PRIu64 ", \"total\": %" PRIu64 ", \"completed\": %"
+        PRIu64 ", \"failed\": %" PRIu64 ", \"dropped\": %" PRIu64 "}, "
+        "\"sending\": {\"sessions\": %u, \"asks\": %" PRIu64 ", \"refused\": %"
+        PRIu64 ", \"bytes\": %" PRIu64 "}}",
+        n->has_snap ? n->snap.index : 0, hash,
+        n->has_snap ? n->snap.keys : 0, n->has_snap ? n->snap.file_bytes : 0,
+        n->has_snap ? n->snap.raw_bytes : 0, n->take ? "true" : "false",
+        n->snaps_taken, n->snaps_failed, n->last_take_ms, n->snaps_installed,
+        n->snap_entries, n->chain ? chain_base_index(n->chain) : 0,
+        n->checkpoints_ok, n->checkpoints_unchecked,
+        n->state_diverged ? "true" : "false",
+        xs.active ? "true" : "false", xs.source, xs.index, xs.received,
+        xs.total, xs.completed, xs.failed, xs.dropped, xs.sessions,
+        xs.asks_served, xs.asks_refused + n->xfer_refused, xs.bytes_sent);
+}
