@@ -43,6 +43,8 @@ typedef struct node_config {
                                       never by size) */
     bool no_compact;               /* keep every chain segment (no
                                       compaction after a snapshot) */
+    uint64_t chain_segment_bytes;  /* 0: CHAIN_SEGMENT_BYTES (tests use
+                                      small segments to see compaction) */
     const net_peer_addr *peers;    /* all members, this node included;
                                       n_peers == 0: a cluster of one */
     uint32_t n_peers;

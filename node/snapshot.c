@@ -324,6 +324,8 @@ static void on_snap_frame(void *arg, uint32_t from, const wire_snapshot *chunk,
 int snapnode_start(node *n, char *err, size_t err_len)
 {
     int rc;
+    if (n->cfg.chain_segment_bytes)
+        chain_set_segment_bytes(n->chain, n->cfg.chain_segment_bytes);
     if (!n->snaps) {
         rc = snapstore_open(n->data_dir, true, &n->snaps);
         if (rc < 0) {

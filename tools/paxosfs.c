@@ -95,6 +95,9 @@ static void usage(FILE *fp)
 "  --snapshot-bytes N     ... or once N bytes of entries were (default\n"
 "                         1073741824; 0: not by size)\n"
 "  --no-compact           keep every chain segment after a snapshot\n"
+"  --chain-segment-bytes N  start a new chain segment past N bytes\n"
+"                         (default 64 MiB; compaction removes whole\n"
+"                         segments)\n"
 "  --allow-other          let other users access the mount\n"
 "  --leader-cpus LIST     while this node leads, run all its threads on\n"
 "                         these CPUs only (\"0\", \"0-1,4\"); while it does\n"
@@ -142,7 +145,8 @@ int main(int argc, char **argv)
     cpu_set_t leader_cpus;
     enum { OPT_ID = 256, OPT_DATA, OPT_LOG, OPT_COMMIT_TIMEOUT, OPT_ATTR,
            OPT_ALLOW_OTHER, OPT_PEERS, OPT_KEY, OPT_LEADER_CPUS, OPT_ENTRY,
-           OPT_MAX_WRITES, OPT_SNAP_ENTRIES, OPT_SNAP_BYTES, OPT_NO_COMPACT };
+           OPT_MAX_WRITES, OPT_SNAP_ENTRIES, OPT_SNAP_BYTES, OPT_NO_COMPACT,
+           OPT_SEGMENT_BYTES };
     static const struct option longopts[] = {
         { "id", required_argument, NULL, OPT_ID },
         { "data", required_argument, NULL, OPT_DATA },
@@ -155,6 +159,7 @@ int main(int argc, char **argv)
         { "snapshot-entries", required_argument, NULL, OPT_SNAP_ENTRIES },
         { "snapshot-bytes", required_argument, NULL, OPT_SNAP_BYTES },
         { "no-compact", no_argument, NULL, OPT_NO_COMPACT },
+        { "chain-segment-bytes", required_argument, NULL, OPT_SEGMENT_BYTES },
         { "peers", required_argument, NULL, OPT_PEERS },
         { "key", required_argument, NULL, OPT_KEY },
         { "leader-cpus", required_argument, NULL, OPT_LEADER_CPUS },
@@ -223,6 +228,14 @@ int main(int argc, char **argv)
                 cfg.snapshot_bytes = v;
             break;
         case OPT_NO_COMPACT: cfg.no_compact = true; break;
+        case OPT_SEGMENT_BYTES:
+            if (parse_u64(optarg, &v) || v == 0) {
+                fprintf(stderr, "paxosfs: --chain-segment-bytes needs a "
+                        "positive integer, got '%s'\n", optarg);
+                return 2;
+            }
+            cfg.chain_segment_bytes = v;
+            break;
         case OPT_PEERS: peers_spec = optarg; break;
         case OPT_KEY: key_path = optarg; break;
         case OPT_LEADER_CPUS: {
