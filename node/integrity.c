@@ -385,6 +385,8 @@ void integrity_on_chain_head(void *arg, uint32_t from, uint64_t index,
         if (want <= chain_head_index(n->chain) &&
             chain_hash_at(n->chain, want, ours) == 0)
             integrity_head_frame(n, from, want, ours);
+        else if (n->has_snap && n->snap.index == want)   /* compacted */
+            integrity_head_frame(n, from, want, n->snap.head_hash);
     } else {
         on_fact(n, k, index, hash);
     }

@@ -195,6 +195,7 @@ struct node {
     snapxfer *xfer;             /* transfers to and from peers */
     uint64_t xfer_refused;      /* asks while not serving */
     kv *snap_pending;           /* received, waiting to be installed */
+    uint64_t snap_query_ms;     /* last asked the peers to vouch for it */
     snap_info snap_pending_info;
     struct node_digest digests[NODE_DIGESTS];
     uint64_t checkpoints_ok, checkpoints_unchecked;
@@ -256,6 +257,8 @@ uint64_t node_random_u64(void);
 void catchup_receive(node *n, const px_msg *m);
 void catchup_try_held(node *n);
 void catchup_expire(node *n, uint64_t now);
+uint32_t catchup_vouchers(const node *n, uint64_t index,
+                          const uint8_t hash[CHAIN_HASH_BYTES]);
 
 /* snapshot.c */
 int snapnode_open_chain(node *n, const chain_mark *mark,

@@ -17,7 +17,9 @@
  *      (px_set_chain_base), so it answers SNAPSHOT_NEEDED for what the
  *      chain no longer holds, never a CATCHUP it cannot fill.
  *   3. A received snapshot is installed only when it is newer than the
- *      state, after the store checked it completely; install replaces the
+ *      state, after the store checked it completely, and once a quorum of
+ *      the other members vouch for its head hash at its index (the facts
+ *      of catchup.c; the sender counts); install replaces the
  *      chain by one after it (chain_reset), records its head as durable in
  *      the acceptor store, then tells the replica
  *      (PX_EV_SNAPSHOT_INSTALLED), in that order.
@@ -242,10 +244,30 @@ static void compact_maybe(node *n)
 
 /* --------------------------------------------------------- installing */
 
+/* Invariant 3: a quorum of the other members (the sender among them)
+ * hold the snapshot's head hash at its index, as for blocks installed
+ * from a CATCHUP (catchup.c); until they said so, ask them (at most every
+ * 100 ms). */
+static bool vouched(node *n, const snap_info *info)
+{
+    uint32_t need = integrity_quorum(n) > 0 ? integrity_quorum(n) - 1 : 0;
+    if (catchup_vouchers(n, info->index, info->head_hash) >= need)
+        return true;
+    uint64_t now = node_now_ms();
+    if (n->net && now - n->snap_query_ms >= 100) {
+        uint8_t none[CHAIN_HASH_BYTES] = {0};
+        integrity_head_frame(n, 0, NODE_HEAD_QUERY | info->index, none);
+        n->snap_query_ms = now;
+    }
+    return false;
+}
+
 static void install(node *n)
 {
     if (n->take || n->compacting || worker_busy(n->bg) || n->fatal)
         return;   /* invariant 3: wait for the view, the sync, the disk */
+    if (!vouched(n, &n->snap_pending_info))
+        return;
     kv *state = n->snap_pending;
     snap_info info = n->snap_pending_info;
     n->snap_pending = NULL;
