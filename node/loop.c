@@ -267,6 +267,8 @@ void node_backend(node *n, fs_backend *be)
         .status_text = status_text,
         .block_text = host_block_text,
         .chain_head = host_chain_head,
+        .chain_base = snapnode_chain_base,
+        .snapshot_text = snapnode_text,
     };
 }
 

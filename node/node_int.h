@@ -271,6 +271,8 @@ void snapnode_output(node *n, const px_output *out);
 void snapnode_turn(node *n, uint64_t now);
 int snapnode_take_now(node *n, uint64_t *index);
 int snapnode_status(node *n, char *buf, size_t cap);
+int snapnode_text(void *ctx, char **text, size_t *len);
+uint64_t snapnode_chain_base(void *ctx);
 void integrity_state_diverged(node *n, const char *why);   /* integrity.c */
 
 /* status.c */

@@ -356,12 +356,6 @@ int snapnode_start(node *n, char *err, size_t err_len)
             return rc;
         }
     }
-    rc = worker_create(&n->snap_bg);
-    if (rc < 0) {
-        snprintf(err, err_len, "cannot start the snapshot thread: %s",
-                 strerror(-rc));
-        return rc;
-    }
     snapxfer_config xc = { .self_id = n->cfg.id };
     snapxfer_edges xe = { .arg = n, .send = xfer_send };
     rc = snapxfer_new(&xc, &xe, n->snaps, &n->xfer);
@@ -417,9 +411,16 @@ void snapnode_output(node *n, const px_output *out)
 
 void snapnode_turn(node *n, uint64_t now)
 {
-    if (!n->snap_bg)
-        return;
     int rc;
+    if (!n->snap_bg) {
+        /* made by the loop, after the stop signals were blocked (open.c
+         * node_mount): a thread of its own would inherit the mask */
+        rc = worker_create(&n->snap_bg);
+        if (rc < 0) {
+            n->snap_bg = NULL;
+            return;
+        }
+    }
     if (worker_take(n->snap_bg, &rc)) {
         if (n->take) {
             take_done(n, rc);
@@ -452,6 +453,21 @@ void snapnode_turn(node *n, uint64_t now)
                     "%s\n", n->cfg.id, strerror(-rc));
         }
     }
+}
+
+/* .chain/snapshot: the newest snapshot, one field per line. */
+int snapnode_text(void *ctx, char **text, size_t *len)
+{
+    node *n = ctx;
+    if (!n->has_snap)
+        return -ENOENT;
+    return snap_info_render(&n->snap, text, len);
+}
+
+uint64_t snapnode_chain_base(void *ctx)
+{
+    node *n = ctx;
+    return n->chain ? chain_base_index(n->chain) : 0;
 }
 
 /* .status: "snapshot": {...} (no braces' leading comma) */

@@ -156,3 +156,39 @@ def test_paxosctl_snapshot(launched):
     c.kill(leader)
     c.start(leader)
     check_values(c.node(leader), last)
+
+
+def test_chain_dir_shows_snapshot_and_compacted_chain(launched):
+    """.chain/snapshot describes the newest snapshot (index, head hash,
+    state digest, key count, sizes raw and compressed), read-only; the
+    listing starts after the compacted blocks, which are gone (ENOENT)."""
+    import errno
+    c = launched(3, extra=SNAP_ARGS)
+    leader = c.wait_leader()
+    node = c.node(leader)
+    write_many(node, 1500, keys=50)
+    st = snap(node)
+    assert st["chain_base"] > 0, st
+    names = os.listdir(node.path(".chain"))
+    assert "snapshot" in names
+    blocks = sorted(int(x) for x in names if x.isdigit())
+    assert blocks[0] == st["chain_base"] + 1
+    text = read_file(node.path(".chain/snapshot"))
+    fields = dict(line.split(": ", 1) for line in text.splitlines())
+    index = int(fields["snapshot index"])
+    assert index >= 300 and int(fields["keys"]) == 50
+    assert int(fields["raw bytes"]) > 0 and int(fields["compressed bytes"]) > 0
+    assert len(fields["head hash"]) == 64 and len(fields["state digest"]) == 64
+    if index > st["chain_base"]:
+        block = read_file(node.path(".chain/%010d" % index))
+        assert ("hash: " + fields["head hash"]) in block
+    try:
+        open(node.path(".chain/%010d" % 1)).close()
+        raise AssertionError("a compacted block is still readable")
+    except OSError as e:
+        assert e.errno == errno.ENOENT
+    try:
+        open(node.path(".chain/snapshot"), "w").close()
+        raise AssertionError(".chain/snapshot opened for writing")
+    except OSError as e:
+        assert e.errno == errno.EACCES
