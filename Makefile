@@ -89,7 +89,7 @@ $(BUILD)/paxosctl: $(call obj,tools/paxosctl.c) $(LIB_NET) $(LIB_CHAIN) $(LIB_CO
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_NET)
 
 # the replica tests fail allocations inside px_step (test_failing_allocations)
-$(BUILD)/tests/test_consensus_replica: LDFLAGS += -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc
+$(BUILD)/tests/test_consensus_replica $(BUILD)/tests/test_consensus_members: LDFLAGS += -Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc
 $(BUILD)/tests/test_consensus%: $(call obj,tests/unit/test_consensus%.c) $(LIB_CONSENSUS) $(LIB_BASE)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(LINK_CONSENSUS) -lcmocka

@@ -160,7 +160,9 @@ int px_members_encode(const px_members *m, uint8_t *buf, uint32_t cap)
     return (int)need;
 }
 
-int px_members_decode(const uint8_t *buf, uint32_t len, px_members *m)
+/* The members encoding at the start of buf: its length in bytes, or
+ * -EINVAL. */
+static int members_prefix(const uint8_t *buf, uint32_t len, px_members *m)
 {
     if (!buf || !m || len < 8)
         return -EINVAL;
@@ -174,13 +176,61 @@ int px_members_decode(const uint8_t *buf, uint32_t len, px_members *m)
     const uint8_t *p = buf + 4 + 4 * t.n_voters;
     t.n_learners = le_get32(p);
     if (t.n_learners > PX_MAX_MEMBERS ||
-        len != 8 + 4 * (t.n_voters + t.n_learners))
+        len < 8 + 4 * (t.n_voters + t.n_learners))
         return -EINVAL;
     for (uint32_t i = 0; i < t.n_learners; i++)
         t.learners[i] = le_get32(p + 4 + 4 * i);
     if (!px_members_valid(&t))
         return -EINVAL;
     *m = t;
+    return (int)(8 + 4 * (t.n_voters + t.n_learners));
+}
+
+int px_members_decode(const uint8_t *buf, uint32_t len, px_members *m)
+{
+    px_members t;
+    int n = members_prefix(buf, len, &t);
+    if (n < 0 || (uint32_t)n != len)
+        return -EINVAL;
+    *m = t;
+    return 0;
+}
+
+int px_config_encode(const px_members *m, const uint8_t *context,
+                     uint32_t context_len, uint8_t *buf, uint32_t cap)
+{
+    if (context_len > PX_CONFIG_MAX_CONTEXT || (context_len && !context))
+        return -EINVAL;
+    int n = px_members_encode(m, buf, cap);
+    if (n < 0 || context_len == 0)
+        return n;
+    if (cap - (uint32_t)n < 4 + context_len)
+        return -ENOSPC;
+    le_put32(buf + n, context_len);
+    memcpy(buf + n + 4, context, context_len);
+    return n + 4 + (int)context_len;
+}
+
+int px_config_decode(const uint8_t *buf, uint32_t len, px_members *m,
+                     const uint8_t **context, uint32_t *context_len)
+{
+    px_members t;
+    int n = members_prefix(buf, len, &t);
+    if (n < 0)
+        return -EINVAL;
+    uint32_t rest = len - (uint32_t)n, clen = 0;
+    if (rest) {
+        if (rest < 4)
+            return -EINVAL;
+        clen = le_get32(buf + n);
+        if (clen == 0 || clen > PX_CONFIG_MAX_CONTEXT || clen != rest - 4)
+            return -EINVAL;
+    }
+    *m = t;
+    if (context)
+        *context = clen ? buf + n + 4 : NULL;
+    if (context_len)
+        *context_len = clen;
     return 0;
 }
 

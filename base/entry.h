@@ -18,9 +18,25 @@ int px_batch_next(const uint8_t *data, uint32_t len, uint32_t *offset,
                   px_request *req);
 uint32_t px_batch_count(const uint8_t *data, uint32_t len);
 
-/* Configuration entry encoding.  Returns bytes written or -ENOSPC. */
+/* Members encoding, little-endian: u32 n_voters, n_voters x u32 id,
+ * u32 n_learners, n_learners x u32 id.  Encode returns bytes written,
+ * -EINVAL (px_members_valid fails) or -ENOSPC; decode takes exactly that
+ * encoding (0 or -EINVAL). */
 int px_members_encode(const px_members *m, uint8_t *buf, uint32_t cap);
 int px_members_decode(const uint8_t *buf, uint32_t len, px_members *m);
+
+/* A CONFIG entry's value: the members encoding, then, when the host gave
+ * a context (what it needs to reach new members: their addresses; who
+ * asked for the change), u32 context_len (1..PX_CONFIG_MAX_CONTEXT) and
+ * the context bytes.  A value without a context is a plain members
+ * encoding, so older CONFIG entries decode unchanged.  Encode returns
+ * bytes written, -EINVAL or -ENOSPC; decode 0 or -EINVAL, with *context
+ * pointing into buf (NULL when there is none). */
+#define PX_CONFIG_MAX_CONTEXT 4096u
+int px_config_encode(const px_members *m, const uint8_t *context,
+                     uint32_t context_len, uint8_t *buf, uint32_t cap);
+int px_config_decode(const uint8_t *buf, uint32_t len, px_members *m,
+                     const uint8_t **context, uint32_t *context_len);
 
 /* Encoder of a batch: a header, then one record per request; a record of
  * an op of `op_len` bytes takes px_batch_req_bytes(op_len). */

@@ -198,7 +198,9 @@ int chain_block_render(const chain_block *b, char **text_out, uint32_t *len)
         break;
     case PX_ENTRY_CONFIG: {
         px_members m;
-        if (px_members_decode(b->data, b->len, &m) < 0) {
+        const uint8_t *ctx;
+        uint32_t ctx_len;
+        if (px_config_decode(b->data, b->len, &m, &ctx, &ctx_len) < 0) {
             text_printf(&t, "kind: config (malformed, %u bytes)\n", b->len);
             break;
         }
@@ -209,6 +211,11 @@ int chain_block_render(const chain_block *b, char **text_out, uint32_t *len)
         for (uint32_t i = 0; i < m.n_learners && i < PX_MAX_MEMBERS; i++)
             text_printf(&t, " %u", m.learners[i]);
         text_printf(&t, "\n");
+        if (ctx_len) {   /* the host's note: addresses, who asked */
+            text_printf(&t, "context: ");
+            text_quoted(&t, ctx, ctx_len, PX_CONFIG_MAX_CONTEXT);
+            text_printf(&t, "\n");
+        }
         break;
     }
     case PX_ENTRY_BATCH:

@@ -27,6 +27,9 @@
  *      that heard from a live leader within election_timeout_min_ms, or is
  *      the leader, ignores PREPAREs (probes and real) from anyone else, so
  *      a node coming back from a partition cannot depose a healthy leader.
+ *      Except: a PREPARE aux = 3 naming the ballot of the leader we follow
+ *      comes from the voter that leader handed over to (it stepped down
+ *      first; members.c invariant 7).
  *   5. Learners (non-voters) never promise; they still accept to keep the
  *      log, and their ACCEPTED only feeds the leader's view of them.
  *   6. A recovery PREPARE (recovery.c) is answered despite invariant 4,
@@ -201,7 +204,11 @@ void px_on_prepare(px_replica *r, const px_msg *m)
         return;
     }
     bool probe = m->aux == PX_PREPARE_PROBE;
-    if (!r->self_voter || px_sticky(r, m->from)) {
+    /* members.c invariant 7: the leader we follow handed over */
+    bool handed_over = m->aux == PX_PREPARE_TRANSFER &&
+                       r->role != PX_LEADER &&
+                       px_ballot_cmp(m->aux_ballot, r->ballot) == 0;
+    if (!r->self_voter || (!handed_over && px_sticky(r, m->from))) {
         r->stats.msgs_ignored++;
         return;
     }

@@ -61,6 +61,7 @@ void px_election_reset(px_replica *r)
     r->el.max_slot = 0;
     r->el.max_commit = 0;
     r->el.overflow = false;
+    r->el.transfer = false;
 }
 
 void px_step_down(px_replica *r)
@@ -70,6 +71,9 @@ void px_step_down(px_replica *r)
         px_queue_splice(&r->q, PX_Q_PROPOSED, PX_Q_PENDING);
         r->leader_id = 0;
     }
+    r->config_slot = 0;
+    r->reelect = false;
+    r->transfer_to = 0;
     px_election_reset(r);
     r->role = r->self_voter ? PX_FOLLOWER : PX_LEARNER;
     if (r->leader_id == r->self)
@@ -115,7 +119,10 @@ static void px_send_prepare(px_replica *r, bool only_missing)
         int k = px_out_msg(r, PX_MSG_PREPARE, p->id, r->el.ballot);
         if (k < 0)
             return;
-        r->out.msgs[k].aux = probe ? 1 : 0;
+        r->out.msgs[k].aux = probe ? PX_PREPARE_PROBE
+                             : r->el.transfer ? PX_PREPARE_TRANSFER : 0;
+        if (!probe && r->el.transfer)
+            r->out.msgs[k].aux_ballot = r->el.transfer_from;
         r->out.msgs[k].slot = probe ? r->commit + 1 : r->el.start_slot;
     }
     r->el.resend_ms = r->now_ms;
@@ -185,6 +192,39 @@ void px_election_start(px_replica *r)
     for (uint32_t i = 0; i < r->n_peers; i++)
         r->peers[i].granted = false;
     px_send_prepare(r, false);
+}
+
+/* Phase 1 at once, without a probe, for a voter the leader handed over
+ * to (members.c invariant 7): its PREPAREs name the leader's ballot, so
+ * voters that follow that leader answer them despite stickiness. */
+void px_election_start_transfer(px_replica *r, px_ballot from)
+{
+    if (!r->self_voter || r->recovering || px_rounds_exhausted(r))
+        return;
+    px_election_reset(r);
+    if (r->leader_id) {
+        r->leader_id = 0;
+        px_forward_leader_changed(r);
+    }
+    r->role = PX_CANDIDATE;
+    r->stats.elections_started++;
+    px_reset_election_timer(r);
+    r->el.transfer = true;
+    r->el.transfer_from = from;
+    px_prepare_start(r);
+}
+
+/* A leader runs phase 1 again in a new ballot (members.c invariant 6):
+ * its followers answer it, stickiness binds them to it. */
+void px_election_restart(px_replica *r)
+{
+    px_step_down(r);
+    if (!r->self_voter || r->recovering || px_rounds_exhausted(r))
+        return;
+    r->role = PX_CANDIDATE;
+    r->stats.elections_started++;
+    px_reset_election_timer(r);
+    px_prepare_start(r);
 }
 
 static void px_rec_put(px_replica *r, const px_entry *e, bool chosen)
@@ -301,11 +341,19 @@ static void px_election_win(px_replica *r)
         px_election_abort(r);
         return;
     }
+    /* members.c invariant 6: up to the first recovered CONFIG only */
+    uint64_t config = 0;
     for (uint64_t s = start; s <= hi; s++) {
-        const px_cell *src;
-        if (px_recover_pick(r, s, &src) < 0) {
+        const px_cell *src = NULL;
+        int k = px_recover_pick(r, s, &src);
+        if (k < 0) {
             px_election_abort(r);
             return;
+        }
+        if (k == 1 && src->kind == PX_ENTRY_CONFIG) {
+            config = s;
+            hi = s;
+            break;
         }
     }
     px_become_leader(r);
@@ -328,6 +376,10 @@ static void px_election_win(px_replica *r)
      * heard a quorum): reads wait until all of them are committed, or a
      * write acknowledged under the old leader could be missed */
     r->read_fence_slot = r->next_slot - 1;
+    if (config) {
+        r->config_slot = config;
+        r->reelect = true;
+    }
     px_election_reset(r);
     px_leader_update_commit(r);
 }

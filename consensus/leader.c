@@ -330,6 +330,8 @@ void px_leader_checkpoint(px_replica *r)
 {
     if (!r->checkpoint_pending || r->role != PX_LEADER)
         return;
+    if (r->config_slot || r->transfer_to)
+        return;   /* members.c invariants 5 and 7: after it commits */
     if (r->next_slot - 1 - r->commit >= r->opt.window_slots ||
         !px_log_fits(r, r->next_slot) || !px_persist_room(r))
         return;   /* next pump */
@@ -353,7 +355,10 @@ void px_leader_pump(px_replica *r)
     }
     px_leader_checkpoint(r);
     uint32_t guard = r->opt.window_slots;
-    while (guard-- > 0 && r->q.n[PX_Q_PENDING] > 0 &&
+    /* members.c invariants 5 and 7: nothing new above our CONFIG until it
+     * commits, nor while handing over */
+    while (guard-- > 0 && !r->config_slot && !r->transfer_to &&
+           r->q.n[PX_Q_PENDING] > 0 &&
            r->next_slot - 1 - r->commit < r->opt.window_slots &&
            px_log_fits(r, r->next_slot) && px_persist_room(r)) {
         if (px_cut_batch(r, r->next_slot) < 0) {
@@ -387,6 +392,8 @@ void px_leader_update_commit(px_replica *r)
     uint64_t c = px_quorum_value(r, r->acc_durable, true);
     if (c >= r->next_slot)
         c = r->next_slot - 1;
+    /* members.c invariant 5: nothing above an uncommitted CONFIG of ours */
+    PX_ASSERT(!r->config_slot || r->next_slot - 1 == r->config_slot);
     if (c > r->commit) {
         px_commit_to(r, c);
         r->leader_commit = r->commit;
@@ -503,4 +510,5 @@ void px_leader_tick(px_replica *r)
         if (p->resend_wait_ms < PX_RESEND_BACKOFF_MAX * r->opt.retry_interval_ms)
             p->resend_wait_ms *= 2;
     }
+    px_transfer_tick(r);
 }

@@ -25,7 +25,7 @@
  *      host is told snapshot_from.  After PX_EV_SNAPSHOT_INSTALLED(index)
  *      the replica continues from index + 1 with the snapshot's members,
  *      its chain head and base at index.
- *   5. A committed CONFIG entry takes effect immediately (members.c); a
+ *   5. A committed CONFIG entry is in force from the next slot (members.c); a
  *      committed BATCH retires its requests from the forward queue.
  */
 #include "px_int.h"
@@ -43,9 +43,7 @@ void px_commit_to(px_replica *r, uint64_t slot)
         if (c->kind == PX_ENTRY_BATCH) {
             px_forward_committed(r, c);
         } else if (c->kind == PX_ENTRY_CONFIG) {
-            px_members m;
-            if (px_members_decode(c->data, c->len, &m) == 0)
-                px_members_apply(r, &m);
+            px_config_committed(r, c);
         }
     }
     if (r->acc_durable < r->commit)

@@ -115,6 +115,10 @@ static bool px_entries_valid(const px_msg *m)
             e->len > PX_MAX_VALUE_BYTES || (e->len && !e->data) ||
             e->ballot.round >= PX_ROUND_MAX)
             return false;
+        px_members cfg;
+        if (e->kind == PX_ENTRY_CONFIG &&
+            px_config_decode(e->data, e->len, &cfg, NULL, NULL) < 0)
+            return false;   /* a CONFIG value must be one (members.c) */
         prev = e->slot;
     }
     return true;
@@ -149,6 +153,7 @@ bool px_msg_valid(const px_replica *r, const px_msg *m)
     case PX_MSG_ACCEPT:
     case PX_MSG_HEARTBEAT:
     case PX_MSG_COMMIT:
+    case PX_MSG_TIMEOUT_NOW:
         if (m->ballot.node_id != m->from || m->ballot.round == 0)
             return false;
         break;

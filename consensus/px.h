@@ -113,6 +113,8 @@ enum px_msg_type {
                              ACCEPT or HEARTBEAT carried it: at once to a
                              follower whose forwarded requests it covers,
                              to the others after commit_notice_ms */
+    PX_MSG_TIMEOUT_NOW,   /* leader -> a voter: I stepped down, campaign
+                             now (leadership transfer, members.c) */
     PX_MSG_TYPE_COUNT
 };
 
@@ -153,6 +155,10 @@ enum px_event_type {
                                  them (in its next free window slot; a
                                  newer one replaces one not yet proposed),
                                  any other replica ignores the event */
+    PX_EV_CHANGE_MEMBERS,     /* .change: propose the next configuration
+                                 (leader only; see px_step) */
+    PX_EV_TRANSFER,           /* .transfer_to: hand leadership to that voter
+                                 (0: the most caught-up one); leader only */
 };
 
 typedef struct px_event {
@@ -182,6 +188,13 @@ typedef struct px_event {
             const uint64_t *tokens;
             uint32_t n;
         } reads;
+        struct {
+            px_members members;     /* the configuration wanted */
+            const uint8_t *context; /* carried in the CONFIG entry for the
+                                       host (base/entry.h) */
+            uint32_t context_len;
+        } change;
+        uint32_t transfer_to;
     } u;
 } px_event;
 
@@ -290,7 +303,19 @@ void px_destroy(px_replica *r);
  *            on the durable state alone, so this is safe; outputs of
  *            earlier steps still in the host's pipeline stay valid.
  *            (Tested by failing allocations at random: test_consensus_
- *            replica.c test_failing_allocations.) */
+ *            replica.c test_failing_allocations.)
+ * PX_EV_CHANGE_MEMBERS and PX_EV_TRANSFER are refused, with nothing
+ * changed and *out empty, by:
+ *   -EAGAIN  not the leader (ask the leader: px_status.leader_id), or the
+ *            leader has not yet committed a slot of its own ballot, or a
+ *            transfer is under way;
+ *   -EBUSY   a configuration change is not committed yet (one at a time);
+ *   -EINVAL  the configuration is invalid, changes more than one voter,
+ *            or is the one in force; the transfer target is not a voter.
+ * 0: the CONFIG entry is proposed (px_status.config_slot names its slot;
+ * it is in force once committed) or the transfer has begun (it ends with
+ * a TIMEOUT_NOW to the target and this leader stepping down, or is given
+ * up after election_timeout_min_ms: px_stats.transfers_given_up). */
 int px_step(px_replica *r, const px_event *ev, px_output *out);
 
 /* The host found out that this replica's acceptor state may be
@@ -378,6 +403,10 @@ typedef struct px_status {
     uint64_t recovery_slot;       /* votes again once commit reaches it;
                                      0 until every voter promised */
     bool suspended;               /* px_suspend: neither leads nor votes */
+    uint64_t config_slot;         /* leader: slot of its CONFIG entry not yet
+                                     committed (no new batch meanwhile), 0:
+                                     none */
+    uint32_t transfer_to;         /* leader: handing over to this voter */
 } px_status;
 
 void px_get_status(const px_replica *r, px_status *st);
@@ -410,6 +439,10 @@ typedef struct px_stats {
     uint64_t msgs_suspended;     /* ignored while suspended (px_suspend) */
     uint64_t checkpoints_proposed; /* PX_EV_CHECKPOINT made an entry */
     uint64_t snapshots_installed;  /* PX_EV_SNAPSHOT_INSTALLED moved commit */
+    uint64_t config_changes;     /* CONFIG entries committed */
+    uint64_t transfers_started;  /* TIMEOUT_NOW sent (this node handed over) */
+    uint64_t transfers_given_up; /* target not caught up in time */
+    uint64_t transfer_elections; /* campaigns started by a TIMEOUT_NOW */
 } px_stats;
 
 void px_get_stats(const px_replica *r, px_stats *st);

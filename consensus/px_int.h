@@ -48,6 +48,11 @@
  *             ballot is strictly above its promise, else a REJECT.
  *   SNAPSHOT_NEEDED slot = the first slot the sender can still serve
  *             (its chain base + 1).
+ *   TIMEOUT_NOW ballot = the sending leader's ballot, which it has just
+ *             left: the receiver, following that ballot, campaigns at once
+ *             with PREPARE aux = 3 and aux_ballot = that ballot; a voter
+ *             that follows the same ballot answers it despite stickiness
+ *             (acceptor.c invariant 4).
  */
 #ifndef PAXOSFS_PX_INT_H
 #define PAXOSFS_PX_INT_H
@@ -83,6 +88,9 @@
 #define PX_KEEP_BUFFER_BYTES (64u << 10) /* cell buffers kept for reuse */
 #define PX_PREPARE_PROBE 1u           /* PREPARE aux: pre-vote probe */
 #define PX_PREPARE_RECOVERY 2u        /* PREPARE aux: recovery round */
+#define PX_PREPARE_TRANSFER 3u        /* PREPARE aux: phase 1a of a voter the
+                                         leader handed over to (TIMEOUT_NOW);
+                                         aux_ballot = that leader's ballot */
 
 /* ----------------------------------------------------------- slot ring */
 
@@ -216,6 +224,8 @@ typedef struct px_election {
     uint64_t resend_ms;
     uint64_t resend_wait_ms;   /* doubles with each PREPARE re-send */
     bool overflow;             /* a reported slot did not fit: abort */
+    bool transfer;             /* started by TIMEOUT_NOW: PREPARE aux = 3 */
+    px_ballot transfer_from;   /* ... the ballot of the leader that left */
     px_cell *rec;              /* recovered values, slot - start_slot */
     uint64_t rec_cap;
 } px_election;
@@ -283,6 +293,13 @@ struct px_replica {
     uint64_t commit_notice_at_ms;  /* 0, or when COMMIT goes to every peer */
     uint64_t lazy_due_ms;          /* 0, or when peers a batch skipped
                                       (thrifty phase 2) get what they lack */
+    uint64_t config_slot;       /* members.c: our CONFIG entry in flight,
+                                   nothing proposed above it until it
+                                   commits; 0: none */
+    bool reelect;               /* members.c invariant 6: phase 1 again once
+                                   config_slot commits */
+    uint32_t transfer_to;       /* members.c: handing over to this voter */
+    uint64_t transfer_until_ms; /* ... given up at this time */
     uint64_t bcast_lo, bcast_hi; /* slots proposed during this step */
     bool commit_moved;
     uint64_t hb_round, hb_confirmed;
@@ -335,6 +352,12 @@ uint32_t px_members_quorum(const px_members *m);
 bool px_members_is_voter(const px_members *m, uint32_t id);
 bool px_members_is_member(const px_members *m, uint32_t id);
 void px_members_apply(px_replica *r, const px_members *m);
+int px_change_check(const px_replica *r, const px_event *ev);
+void px_change_members(px_replica *r, const px_event *ev);
+void px_transfer_start(px_replica *r, uint32_t to);
+void px_transfer_tick(px_replica *r);
+void px_config_committed(px_replica *r, const px_cell *c);
+void px_on_timeout_now(px_replica *r, const px_msg *m);
 px_peer *px_peer_find(px_replica *r, uint32_t id);
 uint64_t px_quorum_value(const px_replica *r, uint64_t self_value,
                          bool use_match);
@@ -389,6 +412,8 @@ void px_on_promise(px_replica *r, const px_msg *m);
 void px_election_tick(px_replica *r);
 void px_election_check(px_replica *r);
 void px_election_reset(px_replica *r);
+void px_election_start_transfer(px_replica *r, px_ballot from);
+void px_election_restart(px_replica *r);
 void px_step_down(px_replica *r);
 
 /* leader.c */

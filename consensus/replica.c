@@ -449,6 +449,7 @@ static void px_dispatch(px_replica *r, const px_msg *m)
     case PX_MSG_CATCHUP_REQ: px_on_catchup_req(r, m); break;
     case PX_MSG_CATCHUP: px_on_catchup(r, m); break;
     case PX_MSG_SNAPSHOT_NEEDED: px_on_snapshot_needed(r, m); break;
+    case PX_MSG_TIMEOUT_NOW: px_on_timeout_now(r, m); break;
     default: r->stats.msgs_ignored++; break;
     }
 }
@@ -484,6 +485,13 @@ int px_step(px_replica *r, const px_event *ev, px_output *out)
         if (ev->u.reads.n && !ev->u.reads.tokens)
             return -EINVAL;
         break;
+    case PX_EV_CHANGE_MEMBERS:
+    case PX_EV_TRANSFER: {
+        int rc = px_change_check(r, ev);
+        if (rc < 0)
+            return rc;
+        break;
+    }
     default:
         return -EINVAL;
     }
@@ -542,6 +550,12 @@ int px_step(px_replica *r, const px_event *ev, px_output *out)
     case PX_EV_READ_BATCH:
         for (uint32_t i = 0; i < ev->u.reads.n; i++)
             px_on_read_index(r, ev->u.reads.tokens[i], 0);
+        break;
+    case PX_EV_CHANGE_MEMBERS:
+        px_change_members(r, ev);
+        break;
+    case PX_EV_TRANSFER:
+        px_transfer_start(r, ev->u.transfer_to);
         break;
     default:
         break;
@@ -630,6 +644,8 @@ void px_get_status(const px_replica *r, px_status *st)
     if (r->role == PX_LEADER && r->next_slot > r->commit + 1)
         st->slots_in_flight = (uint32_t)(r->next_slot - 1 - r->commit);
     st->suspended = r->suspended;
+    st->config_slot = r->config_slot;
+    st->transfer_to = r->transfer_to;
     st->recovering = r->recovering;
     if (r->recovering) {
         st->recovery_ballot = r->rec_ballot;

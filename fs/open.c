@@ -19,6 +19,10 @@
  *     read point: the lookup before it took one).  O_EXCL creates commit
  *     the empty file at once, conditional on the name being free (COND
  *     ABSENT): one creator wins across mounts.
+ *  5. An open never fails with ENOENT for a name that the kernel resolved
+ *     to a file since removed: it answers ESTALE, and the kernel resolves
+ *     the name again (an O_CREAT open then creates the file, as POSIX
+ *     asks).
  */
 #include "fs_int.h"
 
@@ -30,6 +34,17 @@
 #include "../base/check.h"
 
 /* --------------------------------------------------------------- open */
+
+/* The answer to an open of a file that is not there (invariant 5): an
+ * orphan's name was removed or given to another file after the kernel
+ * found it (a cached name, or a removal between the lookup and the open),
+ * and ESTALE makes the kernel look the name up again and act on what it
+ * finds now (O_CREAT creates); a retried open that fails again reports
+ * what it found. */
+static int gone_errno(const fs_inode *in)
+{
+    return in->orphan ? ESTALE : ENOENT;
+}
 
 /* Open `in` for a new handle (create: reply with an entry; created: the
  * file is new, not committed yet).  `value`: the committed value of the
@@ -54,7 +69,7 @@ static void finish_open(fs *f, fuse_req_t req, fs_inode *in,
         fs_ofile *of = in->of;
         if (!of && !fs_committed(in) && !created) {
             fs_handle_unref(h);
-            fuse_reply_err(req, ENOENT);
+            fuse_reply_err(req, gone_errno(in));
             return;
         }
         if ((fi->flags & O_TRUNC) || created)
@@ -81,7 +96,7 @@ static void finish_open(fs *f, fuse_req_t req, fs_inode *in,
          * not committed yet does not exist for it (DESIGN.md invariant 4) */
         if (!fs_committed(in)) {
             fs_handle_unref(h);
-            fuse_reply_err(req, ENOENT);
+            fuse_reply_err(req, gone_errno(in));
             return;
         }
         /* the value at open: a file removed before the first read still

@@ -48,6 +48,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(re);
     }
 
+    /* a CONFIG value: the members, then an optional context */
+    px_members c;
+    const uint8_t *ctx = NULL;
+    uint32_t ctx_len = 0;
+    rc = px_config_decode(buf, len, &c, &ctx, &ctx_len);
+    CHECK(rc == 0 || rc == -EINVAL);
+    if (rc == 0) {
+        CHECK(px_members_valid(&c));
+        CHECK(ctx_len <= PX_CONFIG_MAX_CONTEXT && (ctx_len == 0) == (ctx == NULL));
+        CHECK(ctx == NULL || (ctx >= buf && ctx + ctx_len == buf + len));
+        uint8_t *re = malloc(len);
+        CHECK(re != NULL);
+        CHECK(px_config_encode(&c, ctx, ctx_len, re, len) == (int)len);
+        CHECK(memcmp(re, buf, len) == 0);
+        free(re);
+    }
+
     chain_block b;
     memset(&b, 0, sizeof b);
     b.index = 3;

@@ -25,6 +25,7 @@ static const char *sim_msg_name(uint8_t type)
         [PX_MSG_HEARTBEAT_ACK] = "HB_ACK", [PX_MSG_FORWARD] = "FORWARD",
         [PX_MSG_CATCHUP_REQ] = "CATCHUP_REQ", [PX_MSG_CATCHUP] = "CATCHUP",
         [PX_MSG_SNAPSHOT_NEEDED] = "SNAP_NEEDED", [PX_MSG_COMMIT] = "COMMIT",
+        [PX_MSG_TIMEOUT_NOW] = "TIMEOUT_NOW",
     };
     if (type < PX_MSG_TYPE_COUNT && names[type])
         return names[type];

@@ -210,6 +210,32 @@ def test_with_kernel_caches_a_removal_elsewhere_is_seen_by_open(launched):
     assert read_file(c.node(3).path("cached")) == "again\n"
 
 
+def test_with_kernel_caches_a_name_removed_elsewhere_is_created_again(launched):
+    """The kernel may still hold a name another mount removed (the
+    invalidation is on its way): a reader through it finds nothing, and
+    open(O_CREAT) through it creates the file (the mount answers ESTALE,
+    the kernel looks the name up again), never ENOENT.  Each round races
+    the invalidation, so many rounds."""
+    c = launched(3, extra=("--entry-timeout", "10", "--attr-timeout", "1"))
+    c.wait_leader()
+    m1, m2 = c.node(1), c.node(2)
+    failed = []
+    for r in range(300):
+        write_file(m1.path("k"), "v%d\n" % r)
+        assert read_file(m2.path("k")) == "v%d\n" % r
+        os.unlink(m2.path("k"))
+        with pytest.raises(FileNotFoundError):
+            read_file(m1.path("k"))
+        try:
+            write_file(m1.path("k"), "w%d\n" % r)
+        except OSError as e:
+            failed.append((r, e.errno))
+            break
+        assert read_file(m2.path("k")) == "w%d\n" % r
+        os.unlink(m1.path("k"))
+    assert not failed, "a create through a stale name failed: %s" % failed
+
+
 def test_concurrent_writers_across_mounts(cluster):
     """Each mount has its own working copy: whole-value commits, the last
     one wins; O_APPEND writers each add their bytes."""

@@ -112,11 +112,46 @@ static void test_render_noop_binary(void **state)
     free(text);
 }
 
+static void test_render_config(void **state)
+{
+    (void)state;
+    px_members m = { .voters = {1, 2, 3, 4}, .n_voters = 4,
+                     .learners = {7}, .n_learners = 1 };
+    uint8_t buf[256];
+    const char *ctx = "add 4=127.0.0.1:7004 by 1";
+    int n = px_config_encode(&m, (const uint8_t *)ctx, (uint32_t)strlen(ctx),
+                             buf, sizeof buf);
+    assert_true(n > 0);
+    chain_block b = { .index = 9, .kind = PX_ENTRY_CONFIG,
+                      .len = (uint32_t)n, .data = buf };
+    char *text = NULL;
+    uint32_t len = 0;
+    assert_int_equal(chain_block_render(&b, &text, &len), 0);
+    assert_non_null(strstr(text, "kind: config (membership change)\nvoters: 1 2 3 4\nlearners: 7\n"));
+    assert_non_null(strstr(text, "context: \"add 4=127.0.0.1:7004 by 1\"\n"));
+    free(text);
+    /* a plain members encoding (no context) still renders */
+    n = px_members_encode(&m, buf, sizeof buf);
+    b.len = (uint32_t)n;
+    assert_int_equal(chain_block_render(&b, &text, &len), 0);
+    assert_non_null(strstr(text, "voters: 1 2 3 4\n"));
+    assert_null(strstr(text, "context:"));
+    free(text);
+    /* a context length that does not match is malformed */
+    n = px_config_encode(&m, (const uint8_t *)ctx, (uint32_t)strlen(ctx),
+                         buf, sizeof buf);
+    b.len = (uint32_t)n - 1;
+    assert_int_equal(chain_block_render(&b, &text, &len), 0);
+    assert_non_null(strstr(text, "kind: config (malformed"));
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_render_batch),
         cmocka_unit_test(test_render_noop_binary),
+        cmocka_unit_test(test_render_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

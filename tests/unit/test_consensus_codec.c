@@ -149,6 +149,40 @@ static void test_members_codec(void **state)
     assert_int_equal(px_members_decode(buf, 128, &d), -EINVAL);
 }
 
+static void test_config_codec(void **state)
+{
+    (void)state;
+    px_members m = {.voters = {1, 2, 3}, .n_voters = 3};
+    uint8_t buf[64];
+    px_members d;
+    const uint8_t *ctx;
+    uint32_t ctx_len;
+    /* without a context: exactly the members encoding */
+    int n = px_config_encode(&m, NULL, 0, buf, sizeof buf);
+    assert_int_equal(n, 8 + 4 * 3);
+    assert_int_equal(px_config_decode(buf, (uint32_t)n, &d, &ctx, &ctx_len), 0);
+    assert_null(ctx);
+    assert_int_equal(ctx_len, 0);
+    assert_int_equal(px_members_decode(buf, (uint32_t)n, &d), 0);
+    /* with one */
+    n = px_config_encode(&m, (const uint8_t *)"abc", 3, buf, sizeof buf);
+    assert_int_equal(n, 8 + 4 * 3 + 4 + 3);
+    assert_int_equal(px_config_decode(buf, (uint32_t)n, &d, &ctx, &ctx_len), 0);
+    assert_int_equal(ctx_len, 3);
+    assert_memory_equal(ctx, "abc", 3);
+    assert_int_equal(d.n_voters, 3);
+    assert_int_equal(px_members_decode(buf, (uint32_t)n, &d), -EINVAL);
+    for (int l = 8 + 4 * 3 + 1; l < n; l++)
+        assert_int_equal(px_config_decode(buf, (uint32_t)l, &d, NULL, NULL),
+                         -EINVAL);
+    assert_int_equal(px_config_encode(&m, (const uint8_t *)"abc", 3, buf, 22),
+                     -ENOSPC);
+    put32(buf + 20, 0);   /* an empty context is written as none */
+    assert_int_equal(px_config_decode(buf, 24, &d, NULL, NULL), -EINVAL);
+    assert_int_equal(px_config_encode(&m, buf, PX_CONFIG_MAX_CONTEXT + 1,
+                                      buf, sizeof buf), -EINVAL);
+}
+
 /* ------------------------------------------------------------- msg copy */
 
 /* Checkpoint entries: exactly 40 bytes, index >= 1. */
@@ -213,6 +247,7 @@ int main(void)
         cmocka_unit_test(test_batch_malformed),
         cmocka_unit_test(test_members_codec),
         cmocka_unit_test(test_checkpoint_codec),
+        cmocka_unit_test(test_config_codec),
         cmocka_unit_test(test_msg_copy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
