@@ -119,6 +119,8 @@ static bool px_entries_valid(const px_msg *m)
         if (e->kind == PX_ENTRY_CONFIG &&
             px_config_decode(e->data, e->len, &cfg, NULL, NULL) < 0)
             return false;   /* a CONFIG value must be one (members.c) */
+        if (e->kind == PX_ENTRY_CHECKPOINT && e->len != PX_CHECKPOINT_BYTES)
+            return false;   /* base/entry.c: exactly (index, digest) */
         prev = e->slot;
     }
     return true;

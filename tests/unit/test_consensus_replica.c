@@ -1119,11 +1119,14 @@ static void test_malformed_ignored(void **state)
 {
     (void)state;
     cluster *c = h_cluster(3, NULL);
-    px_entry bad[3] = {{.slot = 0}, {.slot = 2, .len = 4, .data = NULL},
-                       {.slot = 1, .kind = 9}};
+    static const uint8_t short_cp[8] = {1};
+    px_entry bad[4] = {{.slot = 0}, {.slot = 2, .len = 4, .data = NULL},
+                       {.slot = 1, .kind = 9},
+                       {.slot = 1, .kind = PX_ENTRY_CHECKPOINT, .len = 8,
+                        .data = short_cp}};   /* not (index, digest) */
     px_msg m = {.type = PX_MSG_ACCEPT, .from = 1, .to = 3, .ballot = {1, 1}};
     uint64_t ignored = 0;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         m.n_entries = 1;
         m.entries = &bad[i];
         h_step(c, 3, (px_event){.type = PX_EV_RECEIVE, .u.msg = &m});
