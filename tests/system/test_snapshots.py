@@ -192,3 +192,37 @@ def test_chain_dir_shows_snapshot_and_compacted_chain(launched):
         raise AssertionError(".chain/snapshot opened for writing")
     except OSError as e:
         assert e.errno == errno.EACCES
+
+
+def test_unasked_snapshot_frames_are_dropped_and_counted(launched):
+    """A holder of the cluster key sends a node snapshot chunks it never
+    asked for (as member 2), and asks for more than a window of a snapshot
+    that node does not hold: the chunks are dropped and counted, the asks
+    refused and counted, nothing is installed, and writes go on."""
+    import struct
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    import hostile
+    c = launched(3)
+    target = c.node(1)
+    key = hostile.load_key(c.info()["key"])
+    peer = hostile.Peer(target.port, key=key)
+    try:
+        data = os.urandom(1000)
+        for i in range(20):
+            body = struct.pack("<IIQQQBI", 2, 1, 1000 + i, 0, 1 << 40, 0,
+                               len(data)) + data
+            assert peer.send(hostile.frame(3, body))
+        ask = struct.pack("<IIQQI", 2, 1, 0, 0, 256 << 20)
+        assert peer.send(hostile.frame(7, ask))
+        wait_for(lambda: snap(target)["receiving"]["dropped"] >= 20, 20,
+                 "the unasked chunks counted")
+        wait_for(lambda: snap(target)["sending"]["refused"] >= 1, 20,
+                 "the ask refused")
+    finally:
+        peer.close()
+    st = snap(target)
+    assert st["installed"] == 0 and st["receiving"]["active"] is False
+    write_file(target.path("after"), "still writing\n")
+    assert read_file(c.node(2).path("after")) == "still writing\n"
+    assert "dropped a snapshot chunk from node 2" in target.log()
