@@ -196,6 +196,8 @@ struct node {
     uint64_t xfer_refused;      /* asks while not serving */
     kv *snap_pending;           /* received, waiting to be installed */
     uint64_t snap_query_ms;     /* last asked the peers to vouch for it */
+    uint64_t snap_pending_ms;   /* waiting since */
+    bool snap_pending_logged;
     snap_info snap_pending_info;
     struct node_digest digests[NODE_DIGESTS];
     uint64_t checkpoints_ok, checkpoints_unchecked;

@@ -254,6 +254,14 @@ static bool vouched(node *n, const snap_info *info)
     if (catchup_vouchers(n, info->index, info->head_hash) >= need)
         return true;
     uint64_t now = node_now_ms();
+    if (!n->snap_pending_ms)
+        n->snap_pending_ms = now;
+    else if (now - n->snap_pending_ms >= 5000 && !n->snap_pending_logged) {
+        n->snap_pending_logged = true;
+        fprintf(stderr, "paxosfs: node %u: the snapshot at block %" PRIu64
+                " waits for a majority to vouch for its head hash\n",
+                n->cfg.id, info->index);
+    }
     if (n->net && now - n->snap_query_ms >= 100) {
         uint8_t none[CHAIN_HASH_BYTES] = {0};
         integrity_head_frame(n, 0, NODE_HEAD_QUERY | info->index, none);
@@ -271,6 +279,8 @@ static void install(node *n)
     kv *state = n->snap_pending;
     snap_info info = n->snap_pending_info;
     n->snap_pending = NULL;
+    n->snap_pending_ms = 0;
+    n->snap_pending_logged = false;
     if (info.index <= kv_applied_index(n->state)) {
         kv_destroy(state);
         return;
@@ -484,7 +494,8 @@ int snapnode_status(node *n, char *buf, size_t cap)
         "\"keys\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"raw_bytes\": %"
         PRIu64 ", \"taking\": %s, \"taken\": %" PRIu64 ", \"failed\": %"
         PRIu64 ", \"last_take_ms\": %" PRIu64 ", \"installed\": %" PRIu64
-        ", \"entries_since\": %" PRIu64 ", \"chain_base\": %" PRIu64
+        ", \"entries_since\": %" PRIu64 ", \"pending\": %" PRIu64
+        ", \"chain_base\": %" PRIu64
         ", \"checkpoints_ok\": %" PRIu64 ", \"checkpoints_unchecked\": %"
         PRIu64 ", \"state_diverged\": %s, "
         "\"receiving\": {\"active\": %s, \"from\": %u, \"index\": %" PRIu64
@@ -496,7 +507,8 @@ int snapnode_status(node *n, char *buf, size_t cap)
         n->has_snap ? n->snap.keys : 0, n->has_snap ? n->snap.file_bytes : 0,
         n->has_snap ? n->snap.raw_bytes : 0, n->take ? "true" : "false",
         n->snaps_taken, n->snaps_failed, n->last_take_ms, n->snaps_installed,
-        n->snap_entries, n->chain ? chain_base_index(n->chain) : 0,
+        n->snap_entries, n->snap_pending ? n->snap_pending_info.index : 0,
+        n->chain ? chain_base_index(n->chain) : 0,
         n->checkpoints_ok, n->checkpoints_unchecked,
         n->state_diverged ? "true" : "false",
         xs.active ? "true" : "false", xs.source, xs.index, xs.received,
