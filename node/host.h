@@ -60,6 +60,7 @@
 #include "../base/limits.h"
 #include "../chain/chain.h"
 #include "../chain/kv.h"
+#include "../chain/snap.h"
 #include "../consensus/px.h"
 
 typedef struct host host;
@@ -229,6 +230,44 @@ typedef struct host_stats {
 } host_stats;
 
 void host_get_stats(host *h, host_stats *st);
+
+/* ---------------------------------------------------------- snapshots
+ *
+ * host_open restarts from the newest valid snapshot in DIR/snap plus the
+ * chain after it (chain_restore); host_reopen opens the chain continuing
+ * the newest snapshot known.  Taking snapshots, compaction and transfers
+ * are the runtime's (node/snapshot.c); the host keeps the store, the
+ * newest snapshot and the chain's base, and the replica learns that base
+ * (px_set_chain_base) whenever it moves. */
+
+/* The snapshot store (owned by the host). */
+snapstore *host_snapstore(host *h);
+
+/* The newest snapshot (restored from, taken, or installed); NULL: none. */
+const snap_info *host_snapshot(const host *h);
+
+/* The runtime finished taking a snapshot: it is the newest. */
+void host_snapshot_taken(host *h, const snap_info *info);
+
+/* A chain fdatasync is out (threads mode: on the worker). */
+bool host_chain_busy(host *h);
+
+/* Compaction of the chain through `upto` (chain_compact_start): the
+ * segments leave the chain at once and the replica learns the new base in
+ * the same call; the runtime removes the files (chain_compact_run).
+ * -EBUSY while a chain sync is out; another -errno: storage failed
+ * (edges.failed told). */
+int host_compact_start(host *h, uint64_t upto, chain_compact_job *job);
+
+/* Install a snapshot received from a peer (state at info->index, checked
+ * by the store): the chain is replaced by one continuing it (chain_reset),
+ * older snapshots go, its head is recorded in the acceptor store when its
+ * sync is idle, the state is replaced, and the replica is stepped with
+ * PX_EV_SNAPSHOT_INSTALLED, in that order.  -EAGAIN: not now (a chain sync
+ * is out, or storage failed); `state` stays the caller's.  Otherwise the
+ * host takes `state`: 0 installed, -EALREADY not newer than the state
+ * (dropped), another -errno: storage failed (edges.failed told). */
+int host_install_snapshot(host *h, kv *state, const snap_info *info);
 
 /* Block `index` rendered for /MOUNT/.chain/<n> (chain_block_render). */
 int host_render_block(host *h, uint64_t index, char **text, uint32_t *len);
