@@ -102,7 +102,10 @@ typedef struct host_edges {
      * right before its calls to the disk, false right after; complete it
      * with host_sync_done */
     void (*sync_runs)(void *arg, int kind, bool begin);
-    /* optional: an entry was applied, with the chain hash it got */
+    /* optional: an entry went into the chain, with the hash it got;
+     * called after the key-value state took it too (a block a failed
+     * disk lost and that came again after host_reopen is appended to
+     * the chain only: the state is further on) */
     void (*applied)(void *arg, const px_entry *e,
                     const uint8_t hash[CHAIN_HASH_BYTES]);
     /* optional: one line of log (no newline); NULL: stderr */

@@ -15,6 +15,9 @@
  *                divergence from a majority, lost acceptor state
  *   catchup.c    entries installed from a peer, checked against the chain
  *                heads the other members vouch for
+ *   snapshot.c   snapshots taken and compaction (on a thread of its
+ *                own), checkpoints, transfers to and from peers; the
+ *                storage side is the host's (host.h "snapshots")
  *   status.c     .status and the admin socket
  *   open.c       backing directory, lock, restart, mount, close
  *   reopen.c     after a storage failure: the host reverifies its stores
