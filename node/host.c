@@ -839,14 +839,17 @@ int host_install_snapshot(host *h, kv *state, const snap_info *info)
     kv_set_changed(h->state, on_changed, h);
     h->has_snap = true;
     h->snap = *info;
-    px_event ev = { .type = PX_EV_SNAPSHOT_INSTALLED };
-    ev.u.snapshot.index = info->index;
-    if (px_members_decode(info->membership, info->membership_len,
-                          &ev.u.snapshot.members) < 0)
-        memset(&ev.u.snapshot.members, 0, sizeof ev.u.snapshot.members);
-    memcpy(ev.u.snapshot.hash, info->head_hash, CHAIN_HASH_BYTES);
-    host_step(h, &ev);
     return 0;
+}
+
+void host_installed_event(const snap_info *info, px_event *ev)
+{
+    *ev = (px_event){ .type = PX_EV_SNAPSHOT_INSTALLED };
+    ev->u.snapshot.index = info->index;
+    if (px_members_decode(info->membership, info->membership_len,
+                          &ev->u.snapshot.members) < 0)
+        memset(&ev->u.snapshot.members, 0, sizeof ev->u.snapshot.members);
+    memcpy(ev->u.snapshot.hash, info->head_hash, CHAIN_HASH_BYTES);
 }
 
 int host_render_block(host *h, uint64_t index, char **text, uint32_t *len)

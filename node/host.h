@@ -265,12 +265,16 @@ int host_compact_start(host *h, uint64_t upto, chain_compact_job *job);
 /* Install a snapshot received from a peer (state at info->index, checked
  * by the store): the chain is replaced by one continuing it (chain_reset),
  * older snapshots go, its head is recorded in the acceptor store when its
- * sync is idle, the state is replaced, and the replica is stepped with
- * PX_EV_SNAPSHOT_INSTALLED, in that order.  -EAGAIN: not now (a chain sync
- * is out, or storage failed); `state` stays the caller's.  Otherwise the
- * host takes `state`: 0 installed, -EALREADY not newer than the state
- * (dropped), another -errno: storage failed (edges.failed told). */
+ * sync is idle, and the state is replaced (host_state changes: the old
+ * one is freed), in that order.  On 0 the caller steps the replica with
+ * the event host_installed_event makes, at once and before anything else
+ * (host_step; after it let go of the old state, since the edges run
+ * during that step).  -EAGAIN: not now (a chain sync is out, or storage
+ * failed); `state` stays the caller's.  Otherwise the host takes `state`:
+ * -EALREADY not newer than the state (dropped), another -errno: storage
+ * failed (edges.failed told). */
 int host_install_snapshot(host *h, kv *state, const snap_info *info);
+void host_installed_event(const snap_info *info, px_event *ev);
 
 /* Block `index` rendered for /MOUNT/.chain/<n> (chain_block_render). */
 int host_render_block(host *h, uint64_t index, char **text, uint32_t *len);

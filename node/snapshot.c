@@ -247,6 +247,9 @@ static void install(node *n)
     n->snap_entries = n->snap_bytes = 0;
     fprintf(stderr, "paxosfs: node %u: installed the snapshot at block %"
             PRIu64 " (was at %" PRIu64 ")\n", n->cfg.id, info.index, from);
+    px_event ev;
+    host_installed_event(&info, &ev);
+    node_step(n, &ev);   /* invariant 3: the replica last */
     node_serve_reads(n);
 }
 
