@@ -24,6 +24,12 @@
  *   4+4v          4             n_learners
  *   8+4v          4*n_learners  learner ids
  *   3. A decoded configuration is valid (px_members_valid).
+ *
+ * PX_ENTRY_CHECKPOINT, little-endian, exactly 40 bytes:
+ *   offset  size  meaning
+ *   0       8     index (>= 1): the applied index the digest is of
+ *   8       32    state digest at that index (chain/kv.h kv_digest)
+ *   4. A decoded checkpoint has the exact length and a non-zero index.
  */
 #include "entry.h"
 
@@ -225,5 +231,28 @@ int px_config_decode(const uint8_t *buf, uint32_t len, px_members *m,
         *context = clen ? buf + n + 4 : NULL;
     if (context_len)
         *context_len = clen;
+    return 0;
+}
+
+int px_checkpoint_encode(const px_checkpoint *c, uint8_t *buf, uint32_t cap)
+{
+    if (!c || c->index == 0)
+        return -EINVAL;
+    if (!buf || cap < PX_CHECKPOINT_BYTES)
+        return -ENOSPC;
+    le_put64(buf, c->index);
+    memcpy(buf + 8, c->digest, PX_DIGEST_BYTES);
+    return (int)PX_CHECKPOINT_BYTES;
+}
+
+int px_checkpoint_decode(const uint8_t *buf, uint32_t len, px_checkpoint *c)
+{
+    if (!buf || !c || len != PX_CHECKPOINT_BYTES)
+        return -EINVAL;
+    uint64_t index = le_get64(buf);
+    if (index == 0)
+        return -EINVAL;
+    c->index = index;
+    memcpy(c->digest, buf + 8, PX_DIGEST_BYTES);
     return 0;
 }

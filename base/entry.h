@@ -44,6 +44,21 @@ uint64_t px_batch_req_bytes(uint32_t op_len);
 void px_batch_put_header(uint8_t *buf, uint32_t count);
 uint32_t px_batch_put(uint8_t *buf, const px_request *req);
 
+/* Checkpoint entry encoding (PX_ENTRY_CHECKPOINT data), exactly
+ * PX_CHECKPOINT_BYTES: u64 index, then the PX_DIGEST_BYTES state digest
+ * the proposing leader's state had once it applied `index` (a slot before
+ * the checkpoint's own).  encode returns PX_CHECKPOINT_BYTES or -ENOSPC;
+ * decode 0 or -EINVAL (wrong length, index 0). */
+#define PX_DIGEST_BYTES 32u
+#define PX_CHECKPOINT_BYTES (8u + PX_DIGEST_BYTES)
+typedef struct px_checkpoint {
+    uint64_t index;
+    uint8_t digest[PX_DIGEST_BYTES];
+} px_checkpoint;
+
+int px_checkpoint_encode(const px_checkpoint *c, uint8_t *buf, uint32_t cap);
+int px_checkpoint_decode(const uint8_t *buf, uint32_t len, px_checkpoint *c);
+
 /* A configuration is valid: 1..PX_MAX_MEMBERS members in total, at least
  * one voter, non-zero ids, none listed twice. */
 bool px_members_valid(const px_members *m);

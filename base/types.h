@@ -42,7 +42,11 @@ enum px_entry_kind {
     PX_ENTRY_NOOP = 0,   /* fills a hole left by a deposed leader */
     PX_ENTRY_BATCH = 1,  /* data = px batch encoding of client requests */
     PX_ENTRY_CONFIG = 2, /* data = px_members encoding (px_members_encode) */
+    PX_ENTRY_CHECKPOINT = 3, /* data = px_checkpoint encoding: the state
+                                digest a leader's snapshot found at an
+                                earlier index; every replica compares */
 };
+#define PX_ENTRY_LAST PX_ENTRY_CHECKPOINT /* highest valid kind */
 
 /* One slot's value together with the ballot it was accepted in. */
 typedef struct px_entry {

@@ -421,7 +421,7 @@ int acceptor_put_accept(acceptor_store *a, const px_entry *e)
 {
     if (a->failed)
         return a->failed;
-    if (!e || e->slot == 0 || e->kind > PX_ENTRY_CONFIG ||
+    if (!e || e->slot == 0 || e->kind > PX_ENTRY_LAST ||
         (e->len && !e->data))
         return -EINVAL;
     if (e->len > PX_MAX_VALUE_BYTES)

@@ -165,7 +165,7 @@ int acc_rec_parse(const uint8_t *p, uint64_t avail, acc_rec *r,
         r->entry.len = le_get32(p + 48);
         r->entry.data = p + 52;
         if ((uint64_t)r->entry.len + ACC_ACCEPT_FIXED != r->rec_len ||
-            p[37] || p[38] || p[39] || r->entry.kind > PX_ENTRY_CONFIG ||
+            p[37] || p[38] || p[39] || r->entry.kind > PX_ENTRY_LAST ||
             r->entry.slot == 0) {
             *reason = "inconsistent accept record";
             return ACC_BAD_BODY;

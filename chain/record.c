@@ -57,7 +57,7 @@ int seg_rec_parse(const uint8_t *p, uint64_t avail, rec_view *v,
         *reason = "inconsistent record length";
         return REC_BAD_BODY;
     }
-    if (v->kind > PX_ENTRY_CONFIG) {
+    if (v->kind > PX_ENTRY_LAST) {
         *reason = "unknown block kind";
         return REC_BAD_BODY;
     }

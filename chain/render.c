@@ -239,6 +239,19 @@ int chain_block_render(const chain_block *b, char **text_out, uint32_t *len)
     case PX_ENTRY_BATCH:
         render_batch(&t, b);
         break;
+    case PX_ENTRY_CHECKPOINT: {
+        px_checkpoint c;
+        if (px_checkpoint_decode(b->data, b->len, &c) < 0) {
+            text_printf(&t, "kind: checkpoint (malformed, %u bytes)\n", b->len);
+            break;
+        }
+        char dg[2 * PX_DIGEST_BYTES + 1];
+        chain_hex(c.digest, PX_DIGEST_BYTES, dg);
+        text_printf(&t, "kind: checkpoint (state digest of a snapshot; every "
+                    "node compares its own)\nat: %llu\ndigest: %s\n",
+                    (unsigned long long)c.index, dg);
+        break;
+    }
     default:
         text_printf(&t, "kind: unknown (%u, %u bytes)\n", b->kind, b->len);
     }

@@ -169,7 +169,7 @@ int chain_append(chain *c, uint64_t index, uint64_t time_ms, uint8_t kind,
         return -EBADF;
     if (c->failed)
         return c->failed;
-    if (index != c->head + 1 || kind > PX_ENTRY_CONFIG ||
+    if (index != c->head + 1 || kind > PX_ENTRY_LAST ||
         (len > 0 && !data))
         return -EINVAL;
     if (len > PX_MAX_VALUE_BYTES)

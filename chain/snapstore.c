@@ -30,7 +30,6 @@
 #include "chain_int.h"
 #include "chain_io.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -109,36 +108,67 @@ static int cmp_desc(const void *a, const void *b)
     return x > y ? -1 : x < y;
 }
 
-/* List snapshots; a writable store also removes leftover .part files. */
+/* List snapshots; a writable store also removes leftover .part files
+ * (after the walk: the listing is not changed under it).  Through
+ * chain_io, so that the simulator's fake disk serves it too. */
+struct rescan_walk {
+    snapstore *st;
+    char **parts;
+    uint32_t n_parts, cap_parts;
+    int rc;
+};
+
+static int rescan_one(void *arg, const char *name)
+{
+    struct rescan_walk *w = arg;
+    snapstore *st = w->st;
+    uint64_t index;
+    size_t len = strlen(name);
+    if (parse_name(name, &index)) {
+        if (st->n < SNAP_MAX_FILES)
+            st->idx[st->n++] = index;
+    } else if (st->writable && len > 5 && strncmp(name, "tmp-", 4) == 0 &&
+               strcmp(name + len - 5, ".part") == 0) {
+        if (w->n_parts == w->cap_parts) {
+            uint32_t cap = w->cap_parts ? 2 * w->cap_parts : 8;
+            char **p = realloc(w->parts, cap * sizeof *p);
+            if (!p)
+                return -ENOMEM;
+            w->parts = p;
+            w->cap_parts = cap;
+        }
+        w->parts[w->n_parts] = strdup(name);
+        if (!w->parts[w->n_parts])
+            return -ENOMEM;
+        w->n_parts++;
+    }
+    return 0;
+}
+
 static int rescan(snapstore *st)
 {
-    DIR *d = opendir(st->dir);
-    if (!d)
-        return errno == ENOENT && !st->writable ? (st->n = 0, 0) : -errno;
     st->n = 0;
-    bool removed = false;
-    int rc = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        uint64_t index;
-        size_t len = strlen(de->d_name);
-        if (parse_name(de->d_name, &index)) {
-            if (st->n < SNAP_MAX_FILES)
-                st->idx[st->n++] = index;
-        } else if (st->writable && len > 5 &&
-                   strncmp(de->d_name, "tmp-", 4) == 0 &&
-                   strcmp(de->d_name + len - 5, ".part") == 0) {
-            char path[SNAP_PATH_MAX + 300];
-            snprintf(path, sizeof path, "%s/%s", st->dir, de->d_name);
+    struct rescan_walk w = { .st = st };
+    int rc = chain_io_list(st->dir, rescan_one, &w);
+    if (rc == -ENOENT && !st->writable)
+        rc = 0;
+    for (uint32_t i = 0; i < w.n_parts; i++) {
+        char path[SNAP_PATH_MAX + 300];
+        snprintf(path, sizeof path, "%s/%s", st->dir, w.parts[i]);
+        if (rc == 0) {
             int r = chain_io()->unlink(path);
-            if (r && r != -ENOENT && rc == 0)
+            if (r && r != -ENOENT)
                 rc = r;
-            removed = true;
         }
+        free(w.parts[i]);
     }
-    closedir(d);
+    free(w.parts);
+    if (rc < 0) {
+        st->n = 0;
+        return rc;
+    }
     qsort(st->idx, st->n, sizeof *st->idx, cmp_desc);
-    if (rc == 0 && removed)
+    if (w.n_parts)
         rc = chain_io_fsync_dir(st->dir);
     return rc;
 }

@@ -324,10 +324,36 @@ static void px_notify_commit(px_replica *r)
         r->commit_notice_at_ms = 0;
 }
 
+/* A checkpoint the host asked for (PX_EV_CHECKPOINT) goes into the next
+ * free window slot, ahead of batches. */
+void px_leader_checkpoint(px_replica *r)
+{
+    if (!r->checkpoint_pending || r->role != PX_LEADER)
+        return;
+    if (r->config_slot || r->transfer_to)
+        return;   /* members.c invariants 5 and 7: after it commits */
+    if (r->next_slot - 1 - r->commit >= r->opt.window_slots ||
+        !px_log_fits(r, r->next_slot) || !px_persist_room(r))
+        return;   /* next pump */
+    uint8_t data[PX_CHECKPOINT_BYTES];
+    int len = px_checkpoint_encode(&r->checkpoint, data, sizeof data);
+    r->checkpoint_pending = false;
+    PX_ASSERT(len == (int)PX_CHECKPOINT_BYTES);
+    if (px_propose_cell(r, r->next_slot, r->wall_ms, PX_ENTRY_CHECKPOINT,
+                        (uint32_t)len, data) < 0) {
+        r->out.error = -ENOMEM;
+        return;
+    }
+    r->stats.checkpoints_proposed++;
+}
+
 void px_leader_pump(px_replica *r)
 {
-    if (r->role != PX_LEADER)
+    if (r->role != PX_LEADER) {
+        r->checkpoint_pending = false;
         return;
+    }
+    px_leader_checkpoint(r);
     uint32_t guard = r->opt.window_slots;
     /* members.c invariants 5 and 7: nothing new above our CONFIG until it
      * commits, nor while handing over */

@@ -18,10 +18,13 @@
  *      always a chosen value; as many as the log has room for in one
  *      step (a host streams up to 256 chain blocks at once), the rest is
  *      asked for again.
- *   4. A peer asking for slots below our first retained slot gets
+ *   4. A peer asking for slots below our first retained slot gets them
+ *      from the host's chain (catchup_to) while the chain holds them;
+ *      at or below the chain base (px_set_chain_base: compacted) it gets
  *      SNAPSHOT_NEEDED and the host is told (snapshot_to); the asker's
  *      host is told snapshot_from.  After PX_EV_SNAPSHOT_INSTALLED(index)
- *      the replica continues from index + 1 with the snapshot's members.
+ *      the replica continues from index + 1 with the snapshot's members,
+ *      its chain head and base at index.
  *   5. A committed CONFIG entry is in force from the next slot (members.c); a
  *      committed BATCH retires its requests from the forward queue.
  */
@@ -98,11 +101,18 @@ void px_on_catchup_req(px_replica *r, const px_msg *m)
         r->stats.msgs_ignored++;
         return;
     }
-    if (s < r->first_retained) {
+    if (s <= r->chain_base) {
+        /* invariant 4: compacted away everywhere here */
         int k = px_out_msg(r, PX_MSG_SNAPSHOT_NEEDED, m->from, r->ballot);
         if (k >= 0)
-            r->out.msgs[k].slot = r->first_retained;
+            r->out.msgs[k].slot = r->chain_base + 1;
         r->out.snapshot_to = m->from;
+        return;
+    }
+    if (s < r->first_retained) {
+        /* the host's chain holds it */
+        r->out.catchup_to = m->from;
+        r->out.catchup_slot = s;
         return;
     }
     int k = px_out_msg(r, PX_MSG_CATCHUP, m->from, r->ballot);
@@ -161,10 +171,20 @@ void px_on_snapshot_needed(px_replica *r, const px_msg *m)
 }
 
 void px_on_snapshot_installed(px_replica *r, uint64_t index,
-                              const px_members *members)
+                              const px_members *members,
+                              const uint8_t hash[PX_HASH_BYTES])
 {
     if (index <= r->commit)
         return;
+    r->stats.snapshots_installed++;
+    static const uint8_t zero[PX_HASH_BYTES];
+    if (hash && memcmp(hash, zero, PX_HASH_BYTES) != 0 &&
+        index >= r->chain_index) {
+        r->chain_index = index;
+        memcpy(r->chain_hash, hash, PX_HASH_BYTES);
+    }
+    if (r->chain_base < index)
+        r->chain_base = index;
     if (r->role == PX_LEADER || r->role == PX_CANDIDATE)
         px_step_down(r);
     px_log_drop_through(r, index);

@@ -111,7 +111,7 @@ static bool px_entries_valid(const px_msg *m)
     uint64_t prev = 0;
     for (uint32_t i = 0; i < m->n_entries; i++) {
         const px_entry *e = &m->entries[i];
-        if (e->slot == 0 || e->slot <= prev || e->kind > PX_ENTRY_CONFIG ||
+        if (e->slot == 0 || e->slot <= prev || e->kind > PX_ENTRY_LAST ||
             e->len > PX_MAX_VALUE_BYTES || (e->len && !e->data) ||
             e->ballot.round >= PX_ROUND_MAX)
             return false;
@@ -119,6 +119,8 @@ static bool px_entries_valid(const px_msg *m)
         if (e->kind == PX_ENTRY_CONFIG &&
             px_config_decode(e->data, e->len, &cfg, NULL, NULL) < 0)
             return false;   /* a CONFIG value must be one (members.c) */
+        if (e->kind == PX_ENTRY_CHECKPOINT && e->len != PX_CHECKPOINT_BYTES)
+            return false;   /* base/entry.c: exactly (index, digest) */
         prev = e->slot;
     }
     return true;

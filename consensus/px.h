@@ -149,6 +149,12 @@ enum px_event_type {
     PX_EV_READ_INDEX,         /* .read_token: ask for a linearizable read */
     PX_EV_READ_BATCH,         /* .reads: as many READ_INDEX in one step (a
                                  follower asks the leader once for all) */
+    PX_EV_CHECKPOINT,         /* .checkpoint: the host took a snapshot at
+                                 index with this state digest; a leader
+                                 proposes a PX_ENTRY_CHECKPOINT entry with
+                                 them (in its next free window slot; a
+                                 newer one replaces one not yet proposed),
+                                 any other replica ignores the event */
     PX_EV_CHANGE_MEMBERS,     /* .change: propose the next configuration
                                  (leader only; see px_step) */
     PX_EV_TRANSFER,           /* .transfer_to: hand leadership to that voter
@@ -172,7 +178,11 @@ typedef struct px_event {
         struct {
             uint64_t index;   /* last slot contained in the snapshot */
             px_members members;
+            uint8_t hash[PX_HASH_BYTES]; /* chain hash of block index: the
+                                            host's chain head from now on
+                                            (all zero: not given) */
         } snapshot;
+        px_checkpoint checkpoint;
         uint64_t read_token;  /* host's tag, echoed in px_read_ready */
         struct {
             const uint64_t *tokens;
@@ -229,11 +239,21 @@ typedef struct px_output {
     uint32_t n_failed;
     const px_request_failed *failed;
 
-    /* a peer needs a snapshot (we no longer retain its slots): the host
-     * sends one; 0 = none */
+    /* a peer asked for slots from `catchup_slot` on that this replica no
+     * longer retains but the host's chain still holds (above the chain
+     * base, px_set_chain_base): the host streams it chain blocks from
+     * there in CATCHUP messages; 0 = none */
+    uint32_t catchup_to;
+    uint64_t catchup_slot;
+
+    /* a peer asked for slots at or below the host's chain base (they
+     * were compacted away, px_set_chain_base): it was sent
+     * SNAPSHOT_NEEDED and the host sends it a snapshot; 0 = none */
     uint32_t snapshot_to;
 
-    /* this replica needs a snapshot from `snapshot_from` (0 = none) */
+    /* this replica needs a snapshot from `snapshot_from` (0 = none): the
+     * host fetches one, installs it, and steps PX_EV_SNAPSHOT_INSTALLED
+     * (at most once per retry_interval_ms while it lasts) */
     uint32_t snapshot_from;
 
     /* the recovery of an incomplete acceptor state (px_begin_recovery)
@@ -344,6 +364,15 @@ bool px_suspended(const px_replica *r);
 void px_set_chain_head(px_replica *r, uint64_t index,
                        const uint8_t hash[PX_HASH_BYTES]);
 
+/* Tell the replica that the host's chain no longer holds the blocks up to
+ * `base` (compacted after a snapshot, or a snapshot was installed): a
+ * peer asking for one of them is sent SNAPSHOT_NEEDED (px_output
+ * snapshot_to) instead of chain blocks (catchup_to).  The base only
+ * grows; a snapshot install raises it to its index.  0 (the start): the
+ * chain holds every block.  No I/O. */
+void px_set_chain_base(px_replica *r, uint64_t base);
+uint64_t px_chain_base(const px_replica *r);
+
 enum px_role { PX_FOLLOWER = 0, PX_CANDIDATE = 1, PX_LEADER = 2, PX_LEARNER = 3 };
 
 typedef struct px_status {
@@ -408,6 +437,8 @@ typedef struct px_stats {
                                     every round seen: dropped (msg.c) */
     uint64_t rounds_exhausted;   /* elections not started: no round left */
     uint64_t msgs_suspended;     /* ignored while suspended (px_suspend) */
+    uint64_t checkpoints_proposed; /* PX_EV_CHECKPOINT made an entry */
+    uint64_t snapshots_installed;  /* PX_EV_SNAPSHOT_INSTALLED moved commit */
     uint64_t config_changes;     /* CONFIG entries committed */
     uint64_t transfers_started;  /* TIMEOUT_NOW sent (this node handed over) */
     uint64_t transfers_given_up; /* target not caught up in time */

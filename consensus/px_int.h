@@ -46,7 +46,8 @@
  *             acceptor state may be incomplete; every voter answers it
  *             (stickiness does not apply) with a real PROMISE if the
  *             ballot is strictly above its promise, else a REJECT.
- *   SNAPSHOT_NEEDED slot = sender's first retained slot.
+ *   SNAPSHOT_NEEDED slot = the first slot the sender can still serve
+ *             (its chain base + 1).
  *   TIMEOUT_NOW ballot = the sending leader's ballot, which it has just
  *             left: the receiver, following that ballot, campaigns at once
  *             with PREPARE aux = 3 and aux_ballot = that ballot; a voter
@@ -203,7 +204,8 @@ typedef struct px_outbuf {
     uint32_t n_failed, cap_failed;
     bool persist_promise;
     px_ballot promise;
-    uint32_t snapshot_to, snapshot_from;
+    uint32_t snapshot_to, snapshot_from, catchup_to;
+    uint64_t catchup_slot;
     bool recovered;
     int error;                    /* first -ENOMEM while building */
 } px_outbuf;
@@ -266,6 +268,10 @@ struct px_replica {
     uint64_t leader_commit;     /* highest commit heard from the leader */
     uint64_t catchup_ms, catchup_slot;
     uint64_t snapshot_req_ms;
+    uint64_t chain_base;        /* the host's chain starts after this
+                                   (px_set_chain_base) */
+    bool checkpoint_pending;    /* leader: propose `checkpoint` next */
+    px_checkpoint checkpoint;
 
     /* persistence */
     uint64_t next_persist_id;
@@ -424,6 +430,7 @@ void px_on_heartbeat_ack(px_replica *r, const px_msg *m);
 void px_on_reject(px_replica *r, const px_msg *m);
 void px_leader_update_commit(px_replica *r);
 void px_leader_tick(px_replica *r);
+void px_leader_checkpoint(px_replica *r);
 
 /* reads.c */
 void px_on_read_index(px_replica *r, uint64_t token, uint32_t origin);
@@ -441,7 +448,8 @@ void px_on_catchup_req(px_replica *r, const px_msg *m);
 void px_on_catchup(px_replica *r, const px_msg *m);
 void px_on_snapshot_needed(px_replica *r, const px_msg *m);
 void px_on_snapshot_installed(px_replica *r, uint64_t index,
-                              const px_members *members);
+                              const px_members *members,
+                              const uint8_t hash[PX_HASH_BYTES]);
 void px_request_catchup(px_replica *r, uint32_t to, bool force);
 int px_learn_chosen(px_replica *r, const px_entry *e);
 

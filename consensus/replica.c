@@ -111,7 +111,7 @@ static int px_restore_load(px_replica *r, const px_restore *rs)
 {
     for (uint32_t i = 0; i < rs->n_accepts; i++) {
         const px_entry *e = &rs->accepts[i];
-        if (e->slot == 0 || e->kind > PX_ENTRY_CONFIG ||
+        if (e->slot == 0 || e->kind > PX_ENTRY_LAST ||
             e->len > PX_MAX_VALUE_BYTES || (e->len && !e->data) ||
             e->ballot.round >= PX_ROUND_MAX)
             return -EINVAL;
@@ -358,7 +358,8 @@ static void px_out_reset(px_replica *r)
     o->n_accepts = o->n_committed = o->n_reads = o->n_failed = 0;
     o->persist_promise = false;
     o->promise = (px_ballot){0, 0};
-    o->snapshot_to = o->snapshot_from = 0;
+    o->snapshot_to = o->snapshot_from = o->catchup_to = 0;
+    o->catchup_slot = 0;
     o->recovered = false;
     o->error = 0;
     r->cur_persist_id = 0;
@@ -390,6 +391,8 @@ static void px_out_publish(px_replica *r, px_output *out)
     out->failed = o->n_failed ? o->failed : NULL;
     out->snapshot_to = o->snapshot_to;
     out->snapshot_from = o->snapshot_from;
+    out->catchup_to = o->catchup_to;
+    out->catchup_slot = o->catchup_slot;
     out->recovered = o->recovered;
 }
 
@@ -470,6 +473,10 @@ int px_step(px_replica *r, const px_event *ev, px_output *out)
             !px_members_valid(&ev->u.snapshot.members))
             return -EINVAL;
         break;
+    case PX_EV_CHECKPOINT:
+        if (ev->u.checkpoint.index == 0)
+            return -EINVAL;
+        break;
     case PX_EV_TICK:
     case PX_EV_PERSISTED:
     case PX_EV_READ_INDEX:
@@ -528,7 +535,14 @@ int px_step(px_replica *r, const px_event *ev, px_output *out)
         break;
     case PX_EV_SNAPSHOT_INSTALLED:
         px_on_snapshot_installed(r, ev->u.snapshot.index,
-                                 &ev->u.snapshot.members);
+                                 &ev->u.snapshot.members,
+                                 ev->u.snapshot.hash);
+        break;
+    case PX_EV_CHECKPOINT:
+        if (r->role == PX_LEADER) {
+            r->checkpoint = ev->u.checkpoint;
+            r->checkpoint_pending = true;
+        }
         break;
     case PX_EV_READ_INDEX:
         px_on_read_index(r, ev->u.read_token, 0);
@@ -577,6 +591,17 @@ void px_set_chain_head(px_replica *r, uint64_t index,
     r->chain_index = index;
     if (hash)
         memcpy(r->chain_hash, hash, PX_HASH_BYTES);
+}
+
+void px_set_chain_base(px_replica *r, uint64_t base)
+{
+    if (r && base > r->chain_base)
+        r->chain_base = base;
+}
+
+uint64_t px_chain_base(const px_replica *r)
+{
+    return r ? r->chain_base : 0;
 }
 
 uint8_t px_role(const px_replica *r)

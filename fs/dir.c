@@ -223,10 +223,27 @@ void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fs_dir_list(w);
         return;
     }
-    h->chain_head = f->be.chain_head(f->be.ctx);
+    fs_chain_listing(f, h);
     fi->fh = (uint64_t)(uintptr_t)h;
     if (fuse_reply_open(req, fi) != 0)
         fs_handle_unref(h);
+}
+
+/* What a .chain listing shows: the blocks base+1..head, and a snapshot
+ * entry when there is a snapshot. */
+void fs_chain_listing(fs *f, fs_handle *h)
+{
+    h->chain_head = f->be.chain_head(f->be.ctx);
+    h->chain_base = f->be.chain_base ? f->be.chain_base(f->be.ctx) : 0;
+    if (h->chain_base > h->chain_head)
+        h->chain_base = h->chain_head;
+    h->has_snapshot = false;
+    if (f->be.snapshot_text) {
+        char *text = NULL;
+        size_t len = 0;
+        h->has_snapshot = f->be.snapshot_text(f->be.ctx, &text, &len) == 0;
+        free(text);
+    }
 }
 
 /* Inode number shown by readdir: the key's own when the kernel knows it,
@@ -268,10 +285,20 @@ static bool dir_entry(fs *f, const fs_handle *h, uint64_t i, char *name,
     }
     i -= 2;
     if (h->kind == FS_H_DIR_CHAIN) {
-        if (i >= h->chain_head)
+        if (h->has_snapshot) {
+            if (i == 0) {
+                snprintf(name, cap, "%s", FS_CHAIN_SNAPSHOT);
+                st->st_ino = FS_INO_SNAPSHOT;
+                st->st_mode = S_IFREG;
+                return true;
+            }
+            i--;
+        }
+        if (i >= h->chain_head - h->chain_base)
             return false;
-        snprintf(name, cap, "%0*" PRIu64, FS_BLOCK_NAME_DIGITS, i + 1);
-        st->st_ino = FS_INO_BLOCK_BASE + i + 1;
+        uint64_t index = h->chain_base + i + 1;
+        snprintf(name, cap, "%0*" PRIu64, FS_BLOCK_NAME_DIGITS, index);
+        st->st_ino = FS_INO_BLOCK_BASE + index;
         st->st_mode = S_IFREG;
         return true;
     }
@@ -348,7 +375,7 @@ void fs_dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         return;
     }
     if (off == 0 && h->kind == FS_H_DIR_CHAIN)
-        h->chain_head = fs_of(req)->be.chain_head(fs_of(req)->be.ctx);
+        fs_chain_listing(fs_of(req), h);
     reply_readdir(req, h, size, off);
 }
 

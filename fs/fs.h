@@ -186,6 +186,13 @@ typedef struct fs_backend {
     int (*block_text)(void *ctx, uint64_t index, char **text, uint32_t *len);
     /* Highest block index in the chain. */
     uint64_t (*chain_head)(void *ctx);
+    /* Optional: the blocks up to this index were compacted away after a
+     * snapshot (.chain lists base+1..head); NULL: 0. */
+    uint64_t (*chain_base)(void *ctx);
+    /* Optional: render the newest snapshot for .chain/snapshot
+     * (malloc'ed); -ENOENT when there is none (no entry then); NULL: never
+     * an entry. */
+    int (*snapshot_text)(void *ctx, char **text, size_t *len);
 } fs_backend;
 
 typedef struct fs fs;

@@ -30,6 +30,7 @@
 
 #define FS_RESERVED_CHAIN ".chain"
 #define FS_RESERVED_STATUS ".status"
+#define FS_CHAIN_SNAPSHOT "snapshot"    /* .chain/snapshot */
 #define FS_OWNERS_MAX 8       /* file tables remembered per open file */
 #define FS_COMMIT_TRIES 16    /* commits re-sent after the file moved */
 #define FS_BLOCK_NAME_DIGITS 10   /* .chain/0000000001 */
@@ -135,6 +136,8 @@ typedef struct fs_handle {
     fs_names names;            /* FS_H_DIR_ROOT listing */
     bool listed;               /* the listing was read from offset 0 */
     uint64_t chain_head;       /* FS_H_DIR_CHAIN listing bound */
+    uint64_t chain_base;       /* ... blocks listed from base + 1 */
+    bool has_snapshot;         /* ... with a "snapshot" entry first */
 } fs_handle;
 
 /*
@@ -209,6 +212,7 @@ uint64_t fs_wall_ms(void);
 /* ops.c */
 void fs_set_times_ms(struct stat *st, uint64_t ms);
 bool fs_is_block_ino(uint64_t ino);
+void fs_chain_listing(fs *f, fs_handle *h);   /* dir.c */
 
 /* dir.c: the FUSE handlers of directories; lists of names */
 int fs_names_add(fs_names *l, const char *name, size_t len);

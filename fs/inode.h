@@ -7,7 +7,8 @@
  *     counter), so the kernel never confuses two keys.
  *  2. A record lives while the kernel holds lookups on it (nlookup > 0),
  *     a handle is open on it, or it is parked as a pending creation.
- *  3. Fixed numbers: 1 root, 2 .chain, 3 .status; blocks of .chain are
+ *  3. Fixed numbers: 1 root, 2 .chain, 3 .status, 4 .chain/snapshot;
+ *     blocks of .chain are
  *     FS_INO_BLOCK_BASE + index; keys start at FS_INO_FIRST_KEY.
  *  4. A record stands for one file: `ident` is the file identity of the
  *     committed key (chain/kv.h), 0 while the file was created on this
@@ -29,6 +30,7 @@
 #define FS_INO_ROOT 1u
 #define FS_INO_CHAIN 2u
 #define FS_INO_STATUS 3u
+#define FS_INO_SNAPSHOT 4u   /* .chain/snapshot */
 #define FS_INO_FIRST_KEY 16u
 #define FS_INO_BLOCK_BASE (1ull << 56)
 

@@ -69,6 +69,11 @@ static int render(fs *f, uint64_t ino, char **text, size_t *len)
         int rc = f->be.status_text(f->be.ctx, text, len);
         return rc < 0 ? -rc : 0;
     }
+    if (ino == FS_INO_SNAPSHOT) {
+        int rc = f->be.snapshot_text ? f->be.snapshot_text(f->be.ctx, text, len)
+                                     : -ENOENT;
+        return rc < 0 ? -rc : 0;
+    }
     uint32_t n = 0;
     int rc = f->be.block_text(f->be.ctx, ino - FS_INO_BLOCK_BASE, text, &n);
     *len = n;
@@ -78,6 +83,13 @@ static int render(fs *f, uint64_t ino, char **text, size_t *len)
 bool fs_is_block_ino(uint64_t ino)
 {
     return ino >= FS_INO_BLOCK_BASE;
+}
+
+/* .status, .chain/snapshot and the blocks: read-only text files. */
+static bool is_text_ino(uint64_t ino)
+{
+    return ino == FS_INO_STATUS || ino == FS_INO_SNAPSHOT ||
+           fs_is_block_ino(ino);
 }
 
 /* Parse a .chain entry name: digits only, 1..head. */
@@ -145,6 +157,20 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
             return;
         }
     }
+    if (parent == FS_INO_CHAIN && strcmp(name, FS_CHAIN_SNAPSHOT) == 0) {
+        char *text = NULL;
+        size_t len = 0;
+        int rc = render(f, FS_INO_SNAPSHOT, &text, &len);
+        free(text);
+        if (rc) {
+            fuse_reply_err(req, rc);
+            return;
+        }
+        e.ino = FS_INO_SNAPSHOT;
+        fill_text_attr(f, e.ino, len, &e.attr);
+        fuse_reply_entry(req, &e);   /* timeouts 0: a newer one replaces it */
+        return;
+    }
     if (parent == FS_INO_CHAIN) {
         uint64_t index = parse_block_name(f, name);
         if (!index) {
@@ -208,7 +234,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fill_dir_attr(f, ino, 0755, &st);
     } else if (ino == FS_INO_CHAIN) {
         fill_dir_attr(f, ino, 0555, &st);
-    } else if (ino == FS_INO_STATUS || fs_is_block_ino(ino)) {
+    } else if (is_text_ino(ino)) {
         char *text = NULL;
         size_t len = 0;
         int rc = render(f, ino, &text, &len);
@@ -227,7 +253,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fs_key_getattr(req, in, fi);
         return;
     }
-    fuse_reply_attr(req, &st, ino == FS_INO_STATUS ? 0 : FS_DIR_ATTR_TIMEOUT_S);
+    fuse_reply_attr(req, &st, ino == FS_INO_STATUS || ino == FS_INO_SNAPSHOT
+                                  ? 0 : FS_DIR_ATTR_TIMEOUT_S);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
@@ -265,7 +292,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     fs *f = fs_of(req);
-    if (ino == FS_INO_STATUS || fs_is_block_ino(ino)) {
+    if (is_text_ino(ino)) {
         if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
             fuse_reply_err(req, EACCES);
             return;

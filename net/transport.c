@@ -313,6 +313,53 @@ static void receive_head(transport *t, const uint8_t *buf, size_t len,
     }
 }
 
+void transport_set_snapshot_handler(transport *t, transport_snap_fn fn,
+                                    void *arg)
+{
+    t->snap_fn = fn;
+    t->snap_arg = arg;
+}
+
+/* A SNAPSHOT or SNAPSHOT_ASK frame: checked like any frame, then handed
+ * to the snapshot handler. */
+static void receive_snap(transport *t, const uint8_t *buf, size_t len,
+                         uint8_t kind, uint64_t now_ms)
+{
+    wire_snapshot chunk;
+    wire_snapshot_ask ask;
+    uint32_t from, to;
+    int rc;
+    if (kind == WIRE_SNAPSHOT) {
+        rc = wire_decode_snapshot(buf, len, &chunk);
+        from = chunk.from;
+        to = chunk.to;
+    } else {
+        rc = wire_decode_snapshot_ask(buf, len, &ask);
+        from = ask.from;
+        to = ask.to;
+    }
+    if (rc < 0) {
+        note_drop(t, NULL, now_ms, rc == -EMSGSIZE ? "snapshot frame over "
+                  "a size limit" : "malformed snapshot frame");
+        return;
+    }
+    peer *p = find_peer(t, from);
+    if (!p || from == t->self_id) {
+        note_drop(t, NULL, now_ms, "sender is not a member");
+    } else if (to != t->self_id) {
+        note_drop(t, p, now_ms, "addressed to another node");
+    } else if (p->st.blocked) {
+        note_drop(t, p, now_ms, "link blocked");
+    } else if (!t->snap_fn) {
+        note_drop(t, p, now_ms, "snapshot frame, no transfer here");
+    } else {
+        p->st.received++;
+        p->st.last_recv_ms = now_ms;
+        t->snap_fn(t->snap_arg, from, kind == WIRE_SNAPSHOT ? &chunk : NULL,
+                   kind == WIRE_SNAPSHOT ? NULL : &ask);
+    }
+}
+
 static void receive_one(transport *t, const uint8_t *buf, size_t len,
                         uint64_t now_ms, transport_recv_fn fn,
                         transport_head_fn head_fn, void *arg)
@@ -320,6 +367,11 @@ static void receive_one(transport *t, const uint8_t *buf, size_t len,
     wire_header hdr;
     if (wire_peek(buf, len, &hdr) == 0 && hdr.kind == WIRE_CHAIN_HEAD) {
         receive_head(t, buf, len, now_ms, head_fn, arg);
+        return;
+    }
+    if (wire_peek(buf, len, &hdr) == 0 && (hdr.kind == WIRE_SNAPSHOT ||
+                                           hdr.kind == WIRE_SNAPSHOT_ASK)) {
+        receive_snap(t, buf, len, hdr.kind, now_ms);
         return;
     }
     wire_decoded d;

@@ -110,6 +110,13 @@ typedef void (*transport_recv_fn)(void *arg, const px_msg *m);
 typedef void (*transport_head_fn)(void *arg, uint32_t from, uint64_t index,
                                   const uint8_t hash[PX_HASH_BYTES]);
 
+/* A snapshot transfer frame from a member, addressed to this node:
+ * exactly one of chunk and ask is non-NULL (net/snapxfer.h); chunk data
+ * is valid during the call only. */
+typedef void (*transport_snap_fn)(void *arg, uint32_t from,
+                                  const wire_snapshot *chunk,
+                                  const wire_snapshot_ask *ask);
+
 /* Open the sockets in ZeroMQ context `ctx` (owned by the caller, which
  * terminates it after transport_close).  `key` is the cluster key, or NULL
  * for an unauthenticated cluster.  0 or a negative errno with a message in
@@ -136,6 +143,12 @@ int transport_poll_fds(transport *t, int *fds, int cap);
 bool transport_receive(transport *t, unsigned which, uint64_t now_ms,
                        transport_recv_fn fn, transport_head_fn head_fn,
                        void *arg);
+
+/* Where SNAPSHOT and SNAPSHOT_ASK frames go (checked like every frame:
+ * from a member, to this node, link not blocked); without a handler they
+ * are dropped and counted. */
+void transport_set_snapshot_handler(transport *t, transport_snap_fn fn,
+                                    void *arg);
 
 /* Send this node's chain head to every peer (dropped where a queue is
  * full, like any frame). */

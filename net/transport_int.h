@@ -75,6 +75,8 @@ struct transport {
     uint64_t reasm_bytes;        /* allocated for them */
     uint32_t reasm_active;       /* slots joining a frame */
     uint64_t reasm_seq;
+    transport_snap_fn snap_fn;   /* SNAPSHOT and SNAPSHOT_ASK frames */
+    void *snap_arg;
 };
 
 /* transport_monitor.c (invariant 5) */

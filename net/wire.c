@@ -165,7 +165,7 @@ int wire_alloc(const void *msg, size_t frame, wire_into_fn into,
  *        8    8 ballot.round
  *       16    4 ballot.node_id
  *       20    8 time_ms
- *       28    1 kind (enum px_entry_kind, <= PX_ENTRY_CONFIG)
+ *       28    1 kind (enum px_entry_kind, <= PX_ENTRY_LAST)
  *       29    4 len (<= WIRE_MAX_ENTRY_BYTES)
  *       33  len data
  *
@@ -197,7 +197,7 @@ static int wire_paxos_measure(const px_msg *m, size_t *frame)
                     (uint64_t)m->n_requests * WIRE_REQUEST_FIXED;
     for (uint32_t i = 0; i < m->n_entries; i++) {
         const px_entry *e = &m->entries[i];
-        if (e->kind > PX_ENTRY_CONFIG || (e->len && !e->data))
+        if (e->kind > PX_ENTRY_LAST || (e->len && !e->data))
             return -EINVAL;
         if (e->len > WIRE_MAX_ENTRY_BYTES)
             return -EMSGSIZE;
@@ -314,7 +314,7 @@ static int wire_decode_entries(const uint8_t **p, size_t *left,
         e->kind = get_u8(p);
         e->len = get_u32(p);
         *left -= WIRE_ENTRY_FIXED;
-        if (e->kind > PX_ENTRY_CONFIG)
+        if (e->kind > PX_ENTRY_LAST)
             return -EBADMSG;
         if (e->len > WIRE_MAX_ENTRY_BYTES)
             return -EMSGSIZE;

@@ -94,6 +94,7 @@ enum wire_kind {
     WIRE_CLIENT_REQ = 4,   /* client-only mount -> node (reserved) */
     WIRE_CLIENT_REPLY = 5, /* node -> client-only mount (reserved) */
     WIRE_CHAIN_HEAD = 6,   /* a node's chain head, sent to every peer */
+    WIRE_SNAPSHOT_ASK = 7, /* a receiver asks for bytes of a snapshot */
     WIRE_KIND_COUNT
 };
 
@@ -206,6 +207,26 @@ int wire_encode_snapshot_into(const wire_snapshot *s, uint8_t *buf,
 int wire_encode_snapshot(const wire_snapshot *s, uint8_t **out,
                          size_t *out_len);
 int wire_decode_snapshot(const uint8_t *buf, size_t len, wire_snapshot *s);
+
+/* What a node installing a snapshot asks of the peer sending it: up to
+ * `len` bytes from `offset` of the snapshot taken at `index` (0: the
+ * sender's newest; the chunks say which index that is).  The receiver
+ * drives the transfer, so at most what it asked for is ever in flight
+ * (net/snapxfer.h).  Body: from u32, to u32, index u64, offset u64, len
+ * u32 (1..WIRE_MAX_CHUNK_BYTES * WIRE_MAX_ASK_CHUNKS). */
+#define WIRE_MAX_ASK_CHUNKS 16u
+typedef struct wire_snapshot_ask {
+    uint32_t from;
+    uint32_t to;
+    uint64_t index;
+    uint64_t offset;
+    uint32_t len;
+} wire_snapshot_ask;
+
+int wire_encode_snapshot_ask_into(const wire_snapshot_ask *a, uint8_t *buf,
+                                  size_t cap, size_t *out_len);
+int wire_decode_snapshot_ask(const uint8_t *buf, size_t len,
+                             wire_snapshot_ask *a);
 
 /* ------------------------------------------------------ CLIENT_REQ/REPLY */
 

@@ -1,6 +1,6 @@
 /*
  * wire_frames.c - owns the byte layout of the frames other than PAXOS:
- * HELLO, CHAIN_HEAD, SNAPSHOT, CLIENT_REQ and CLIENT_REPLY (wire.c has the
+ * HELLO, CHAIN_HEAD, SNAPSHOT, SNAPSHOT_ASK, CLIENT_REQ and CLIENT_REPLY (wire.c has the
  * header, the PAXOS frames and the invariants both files keep).
  */
 #include "wire_int.h"
@@ -217,6 +217,78 @@ int wire_decode_snapshot(const uint8_t *buf, size_t len, wire_snapshot *s)
         return rc;
     c.data = c.len ? p : NULL;
     *s = c;
+    return 0;
+}
+
+/* ---------------------------------------------------------- SNAPSHOT_ASK */
+
+/*
+ * SNAPSHOT_ASK body (28 bytes):
+ *
+ *   offset size meaning
+ *        0    4 from
+ *        4    4 to
+ *        8    8 index  (0: the sender's newest snapshot)
+ *       16    8 offset (first byte wanted)
+ *       24    4 len    (bytes wanted, 1..WIRE_MAX_CHUNK_BYTES *
+ *                       WIRE_MAX_ASK_CHUNKS)
+ */
+#define WIRE_SNAPSHOT_ASK_BODY 28u
+
+static int wire_ask_check(const wire_snapshot_ask *a)
+{
+    if ((uint64_t)a->len > (uint64_t)WIRE_MAX_CHUNK_BYTES * WIRE_MAX_ASK_CHUNKS)
+        return -EMSGSIZE;
+    if (a->len == 0 || a->offset > UINT64_MAX - a->len)
+        return -EBADMSG;
+    return 0;
+}
+
+int wire_encode_snapshot_ask_into(const wire_snapshot_ask *a, uint8_t *buf,
+                                  size_t cap, size_t *out_len)
+{
+    uint8_t *p;
+    if (!a)
+        return -EINVAL;
+    int rc = wire_ask_check(a);
+    if (rc)
+        return rc == -EBADMSG ? -EINVAL : rc;
+    size_t frame = WIRE_HEADER_BYTES + WIRE_SNAPSHOT_ASK_BODY;
+    rc = wire_start(buf, cap, frame, WIRE_SNAPSHOT_ASK, &p);
+    if (rc)
+        return rc;
+    put_u32(&p, a->from);
+    put_u32(&p, a->to);
+    put_u64(&p, a->index);
+    put_u64(&p, a->offset);
+    put_u32(&p, a->len);
+    if (out_len)
+        *out_len = frame;
+    return 0;
+}
+
+int wire_decode_snapshot_ask(const uint8_t *buf, size_t len,
+                             wire_snapshot_ask *a)
+{
+    const uint8_t *p;
+    size_t left;
+    if (!a)
+        return -EINVAL;
+    int rc = wire_open_body(buf, len, WIRE_SNAPSHOT_ASK, &p, &left);
+    if (rc)
+        return rc;
+    if (left != WIRE_SNAPSHOT_ASK_BODY)
+        return -EBADMSG;
+    wire_snapshot_ask c;
+    c.from = get_u32(&p);
+    c.to = get_u32(&p);
+    c.index = get_u64(&p);
+    c.offset = get_u64(&p);
+    c.len = get_u32(&p);
+    rc = wire_ask_check(&c);
+    if (rc)
+        return rc;
+    *a = c;
     return 0;
 }
 

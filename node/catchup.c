@@ -15,8 +15,8 @@
 #include <string.h>
 
 /* Peers other than us that told us they hold `hash` at `index`. */
-static uint32_t fact_vouchers(const node *n, uint64_t index,
-                              const uint8_t hash[CHAIN_HASH_BYTES])
+uint32_t catchup_vouchers(const node *n, uint64_t index,
+                          const uint8_t hash[CHAIN_HASH_BYTES])
 {
     uint32_t count = 0;
     for (uint32_t k = 0; k < n->cfg.n_peers; k++) {
@@ -67,7 +67,7 @@ static uint32_t catchup_vouched(node *n, const px_msg *m, uint64_t *last)
                          hash);
         next++;
         *last = e->slot;
-        if (fact_vouchers(n, e->slot, hash) >= need)
+        if (catchup_vouchers(n, e->slot, hash) >= need)
             keep = i + 1;
     }
     return keep;

@@ -111,8 +111,9 @@ static void host_apply(host *h, const px_entry *e)
 {
     if (h->fatal)
         return;   /* invariant 3 */
+    bool appended = false;
+    uint8_t hash[CHAIN_HASH_BYTES];
     if (e->slot > chain_head_index(h->chain)) {
-        uint8_t hash[CHAIN_HASH_BYTES];
         int rc = chain_append(h->chain, e->slot, e->time_ms, e->kind,
                               e->data, e->len, hash);
         if (rc < 0) {
@@ -120,17 +121,21 @@ static void host_apply(host *h, const px_entry *e)
             return;
         }
         px_set_chain_head(h->px, e->slot, hash);
-        if (h->e.applied)
-            h->e.applied(h->e.arg, e, hash);
+        appended = true;
     }
     /* already applied: a restart's replay, or blocks whose chain copy a
      * failed disk lost and that come again after a reopen (the state
      * never goes back) */
-    if (e->slot <= kv_applied_index(h->state))
-        return;
-    int rc = kv_apply_entry(h->state, e, on_result, h);
-    if (rc < 0)
-        host_fail(h, "applying a committed entry", rc);
+    if (e->slot > kv_applied_index(h->state)) {
+        int rc = kv_apply_entry(h->state, e, on_result, h);
+        if (rc < 0) {
+            host_fail(h, "applying a committed entry", rc);
+            return;
+        }
+    }
+    /* after the state took it (the node records its digest there) */
+    if (appended && h->e.applied)
+        h->e.applied(h->e.arg, e, hash);
 }
 
 /* The chain blocks the state lacks into it (all of them at open). */
@@ -201,8 +206,8 @@ static void host_send_catchup(host *h, uint32_t peer_id)
 static void handle_output(host *h, const px_output *out)
 {
     commit_output(h, out);
-    if (out->snapshot_to)
-        host_send_catchup(h, out->snapshot_to);
+    if (out->catchup_to)
+        host_send_catchup(h, out->catchup_to);
     if (out->recovered) {
         int rc = acceptor_put_recovery(h->acceptor, false);
         if (rc < 0)
@@ -348,6 +353,49 @@ void host_sync_done(host *h, int kind)
 
 /* ------------------------------------------------------ open, close */
 
+/* The chain and the state at open: the newest valid snapshot (falling
+ * back to the one before it) plus the chain after it, replayed
+ * (chain_restore).  With the state kept (host_reopen), the chain
+ * continuing the newest snapshot; host_replay brings the state up to it. */
+static int open_chain(host *h, const chain_mark *mark,
+                      chain_open_report *report, chain_damage *damage)
+{
+    if (h->state) {
+        chain_base base;
+        chain_open_opts o = { .durable = mark };
+        if (h->has_snap) {
+            base.index = h->snap.index;
+            memcpy(base.hash, h->snap.head_hash, CHAIN_HASH_BYTES);
+            o.snapshot = &base;
+        }
+        return chain_open_ex(h->data_dir, &o, &h->chain, report, damage);
+    }
+    chain_restored r;
+    chain_restore_report rep;
+    int rc = chain_restore(h->data_dir, mark, &r, &rep, damage);
+    for (uint32_t i = 0; i < rep.snaps.n_damaged && i < SNAP_MAX_REPORTED;
+         i++)
+        host_logf(h, "paxosfs: node %u: snapshot damaged: %s offset %"
+                  PRIu64 ": %s%s", h->cfg.id, rep.snaps.damaged[i].path,
+                  rep.snaps.damaged[i].offset, rep.snaps.damaged[i].reason,
+                  rep.snaps.quarantined ? " (renamed *.damaged)" : "");
+    if (rc < 0)
+        return rc;
+    *report = rep.chain;
+    h->chain = r.chain;
+    h->state = r.state;
+    h->snaps = r.snaps;
+    h->has_snap = r.has_snap;
+    if (r.has_snap) {
+        h->snap = r.snap;
+        host_logf(h, "paxosfs: node %u: restarted from the snapshot at "
+                  "block %" PRIu64 "%s and %" PRIu64 " blocks after it",
+                  h->cfg.id, r.snap.index, rep.snaps.fell_back ?
+                  " (the newest was damaged)" : "", rep.replayed);
+    }
+    return 0;
+}
+
 /* Open the acceptor store, then the chain held to the position the store
  * recorded as durable; decide whether the acceptor state may be
  * incomplete. */
@@ -389,8 +437,7 @@ static int open_storage(host *h, char *why, char *err, size_t err_len)
 
     chain_open_report report;
     chain_damage damage;
-    rc = chain_open_marked(h->data_dir, &info.mark, &h->chain, &report,
-                           &damage);
+    rc = open_chain(h, &info.mark, &report, &damage);
     if (rc == -EBADMSG) {
         snprintf(err, err_len, "chain damaged: %s offset %" PRIu64 " block %"
                  PRIu64 ": %s; refusing to serve (run paxosctl verify %s)",
@@ -470,6 +517,9 @@ static int host_new_replica(host *h, bool recovering, uint64_t seed,
         return rc;
     }
     px_set_chain_head(h->px, head, chain_head_hash(h->chain));
+    /* below the chain's base a lagging peer gets a snapshot (0: the chain
+     * holds every block, so catch-up always comes from it) */
+    px_set_chain_base(h->px, chain_base_index(h->chain));
     return 0;
 }
 
@@ -498,13 +548,7 @@ int host_open(const host_config *cfg, const host_edges *edges, host **out,
     rc = open_storage(h, why, err, err_len);
     if (rc < 0)
         goto fail;
-    h->state = kv_create();
-    if (!h->state) {
-        rc = -ENOMEM;
-        snprintf(err, err_len, "out of memory");
-        goto fail;
-    }
-    rc = host_replay(h, err, err_len);
+    rc = host_replay(h, err, err_len);   /* restore replayed: nothing */
     if (rc < 0)
         goto fail;
     kv_set_changed(h->state, on_changed, h);   /* replay told nobody */
@@ -682,6 +726,7 @@ void host_close(host *h, bool clean)
         px_destroy(h->px);
     if (h->state)
         kv_destroy(h->state);
+    snapstore_close(h->snaps);
     if (h->acceptor)
         acceptor_close(h->acceptor);
     if (h->chain)
@@ -727,6 +772,85 @@ void host_get_stats(host *h, host_stats *st)
         .held_dropped = h->held.dropped,
         .held_superseded = h->held.superseded,
     };
+}
+
+/* ---------------------------------------------------------- snapshots */
+
+snapstore *host_snapstore(host *h)
+{
+    return h->snaps;
+}
+
+const snap_info *host_snapshot(const host *h)
+{
+    return h->has_snap ? &h->snap : NULL;
+}
+
+void host_snapshot_taken(host *h, const snap_info *info)
+{
+    h->has_snap = true;
+    h->snap = *info;
+}
+
+bool host_chain_busy(host *h)
+{
+    return h->bg && worker_busy(h->bg);
+}
+
+int host_compact_start(host *h, uint64_t upto, chain_compact_job *job)
+{
+    memset(job, 0, sizeof *job);
+    if (h->fatal)
+        return h->fatal;
+    if (host_chain_busy(h))
+        return -EBUSY;
+    int rc = chain_compact_start(h->chain, upto, job);
+    if (rc < 0) {
+        host_fail(h, "chain compaction", rc);
+        return rc;
+    }
+    px_set_chain_base(h->px, chain_base_index(h->chain));
+    return 0;
+}
+
+int host_install_snapshot(host *h, kv *state, const snap_info *info)
+{
+    if (h->fatal || host_chain_busy(h))
+        return -EAGAIN;
+    if (info->index <= kv_applied_index(h->state)) {
+        kv_destroy(state);
+        return -EALREADY;
+    }
+    int rc = chain_reset(h->chain, info->index, info->head_hash);
+    if (rc < 0) {
+        kv_destroy(state);
+        host_fail(h, "replacing the chain after a snapshot", rc);
+        return rc;
+    }
+    rc = snapstore_prune_below(h->snaps, info->index);
+    if (rc == 0 && (!h->sync || syncer_idle(h->sync)))
+        rc = acceptor_mark(h->acceptor, info->index, info->head_hash);
+    if (rc < 0) {
+        kv_destroy(state);
+        host_fail(h, "recording an installed snapshot", rc);
+        return rc;
+    }
+    kv_destroy(h->state);
+    h->state = state;
+    kv_set_changed(h->state, on_changed, h);
+    h->has_snap = true;
+    h->snap = *info;
+    return 0;
+}
+
+void host_installed_event(const snap_info *info, px_event *ev)
+{
+    *ev = (px_event){ .type = PX_EV_SNAPSHOT_INSTALLED };
+    ev->u.snapshot.index = info->index;
+    if (px_members_decode(info->membership, info->membership_len,
+                          &ev->u.snapshot.members) < 0)
+        memset(&ev->u.snapshot.members, 0, sizeof ev->u.snapshot.members);
+    memcpy(ev->u.snapshot.hash, info->head_hash, CHAIN_HASH_BYTES);
 }
 
 int host_render_block(host *h, uint64_t index, char **text, uint32_t *len)

@@ -60,6 +60,7 @@
 #include "../base/limits.h"
 #include "../chain/chain.h"
 #include "../chain/kv.h"
+#include "../chain/snap.h"
 #include "../consensus/px.h"
 
 typedef struct host host;
@@ -101,7 +102,10 @@ typedef struct host_edges {
      * right before its calls to the disk, false right after; complete it
      * with host_sync_done */
     void (*sync_runs)(void *arg, int kind, bool begin);
-    /* optional: an entry was applied, with the chain hash it got */
+    /* optional: an entry went into the chain, with the hash it got;
+     * called after the key-value state took it too (a block a failed
+     * disk lost and that came again after host_reopen is appended to
+     * the chain only: the state is further on) */
     void (*applied)(void *arg, const px_entry *e,
                     const uint8_t hash[CHAIN_HASH_BYTES]);
     /* optional: one line of log (no newline); NULL: stderr */
@@ -229,6 +233,48 @@ typedef struct host_stats {
 } host_stats;
 
 void host_get_stats(host *h, host_stats *st);
+
+/* ---------------------------------------------------------- snapshots
+ *
+ * host_open restarts from the newest valid snapshot in DIR/snap plus the
+ * chain after it (chain_restore); host_reopen opens the chain continuing
+ * the newest snapshot known.  Taking snapshots, compaction and transfers
+ * are the runtime's (node/snapshot.c); the host keeps the store, the
+ * newest snapshot and the chain's base, and the replica learns that base
+ * (px_set_chain_base) whenever it moves. */
+
+/* The snapshot store (owned by the host). */
+snapstore *host_snapstore(host *h);
+
+/* The newest snapshot (restored from, taken, or installed); NULL: none. */
+const snap_info *host_snapshot(const host *h);
+
+/* The runtime finished taking a snapshot: it is the newest. */
+void host_snapshot_taken(host *h, const snap_info *info);
+
+/* A chain fdatasync is out (threads mode: on the worker). */
+bool host_chain_busy(host *h);
+
+/* Compaction of the chain through `upto` (chain_compact_start): the
+ * segments leave the chain at once and the replica learns the new base in
+ * the same call; the runtime removes the files (chain_compact_run).
+ * -EBUSY while a chain sync is out; another -errno: storage failed
+ * (edges.failed told). */
+int host_compact_start(host *h, uint64_t upto, chain_compact_job *job);
+
+/* Install a snapshot received from a peer (state at info->index, checked
+ * by the store): the chain is replaced by one continuing it (chain_reset),
+ * older snapshots go, its head is recorded in the acceptor store when its
+ * sync is idle, and the state is replaced (host_state changes: the old
+ * one is freed), in that order.  On 0 the caller steps the replica with
+ * the event host_installed_event makes, at once and before anything else
+ * (host_step; after it let go of the old state, since the edges run
+ * during that step).  -EAGAIN: not now (a chain sync is out, or storage
+ * failed); `state` stays the caller's.  Otherwise the host takes `state`:
+ * -EALREADY not newer than the state (dropped), another -errno: storage
+ * failed (edges.failed told). */
+int host_install_snapshot(host *h, kv *state, const snap_info *info);
+void host_installed_event(const snap_info *info, px_event *ev);
 
 /* Block `index` rendered for /MOUNT/.chain/<n> (chain_block_render). */
 int host_render_block(host *h, uint64_t index, char **text, uint32_t *len);

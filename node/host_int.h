@@ -39,6 +39,11 @@ struct host {
     bool compact_due;           /* chain synced further: compact the
                                    acceptor store once its sync is idle */
     uint64_t last_chain_sync_ms;
+
+    /* snapshots (host.h) */
+    snapstore *snaps;
+    bool has_snap;
+    snap_info snap;             /* the newest snapshot */
 };
 
 /* host.c */

@@ -89,9 +89,23 @@ void integrity_check_divergence(node *n, uint32_t from, uint64_t index,
                 "no longer voting, campaigning or leading, and serving no "
                 "reads\n", n->cfg.id);
     bool was = n->abstaining;
-    n->abstaining = abstain;
+    n->abstaining = abstain || n->state_diverged;
     if (was && !abstain)
         node_serve_reads(n);
+}
+
+/* A checkpoint entry's digest differs from this node's state at its
+ * index (snapshot.c invariant 4): the state is wrong here whatever the
+ * chains say, so the node abstains for good (until restarted from good
+ * state), like a node whose chain differs from a majority's. */
+void integrity_state_diverged(node *n, const char *why)
+{
+    if (!n->state_diverged)
+        fprintf(stderr, "paxosfs: node %u: %s; no longer voting, "
+                "campaigning or leading, and serving no reads\n", n->cfg.id,
+                why);
+    n->state_diverged = true;
+    n->abstaining = true;
 }
 
 /* ------------------------------------------- start gate (invariant 5) */
@@ -364,6 +378,10 @@ void integrity_on_chain_head(void *arg, uint32_t from, uint64_t index,
         if (want <= chain_head_index(n->chain) &&
             chain_hash_at(n->chain, want, ours) == 0)
             integrity_head_frame(n, from, want, ours);
+        else if (host_snapshot(n->host) &&
+                 host_snapshot(n->host)->index == want)   /* compacted */
+            integrity_head_frame(n, from, want,
+                                 host_snapshot(n->host)->head_hash);
     } else {
         on_fact(n, k, index, hash);
     }

@@ -107,6 +107,7 @@ static void edge_send(void *arg, const px_msg *m)
 static void edge_output(void *arg, const px_output *out)
 {
     node *n = arg;
+    snapnode_output(n, out);   /* a snapshot to fetch */
     if (out->recovered)
         integrity_recovery_done(n);
     uint64_t id = client_id(n->cl);
@@ -149,6 +150,19 @@ static void edge_changed(void *arg, const char *key, size_t key_len,
     if (v)
         reads_meta(v, &now);
     fs_key_changed(n->mount, key, key_len, &now);
+}
+
+/* An entry went into the chain and the state: its digest and a
+ * checkpoint's comparison (snapshot.c), the count toward the next
+ * snapshot.  Not for a block a failed disk lost and that came again
+ * after a reopen: the state is further on. */
+static void edge_applied(void *arg, const px_entry *e,
+                         const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    node *n = arg;
+    (void)hash;
+    if (kv_applied_index(n->state) == e->slot)
+        snapnode_applied(n, e);
 }
 
 static void edge_failed(void *arg, const char *what, int rc)
@@ -202,6 +216,7 @@ void node_host_edges(node *n, host_edges *e)
         .failed = edge_failed,
         .catchup_from = edge_catchup_from,
         .serving = edge_serving,
+        .applied = edge_applied,
     };
 }
 
@@ -343,6 +358,8 @@ void node_backend(node *n, fs_backend *be)
         .status_text = status_text,
         .block_text = host_block_text,
         .chain_head = host_chain_head,
+        .chain_base = snapnode_chain_base,
+        .snapshot_text = snapnode_text,
     };
 }
 
@@ -540,6 +557,7 @@ int node_run(node *n)
         host_background(n->host, now);
         integrity_send_heads(n, now);
         catchup_expire(n, now);
+        snapnode_turn(n, now);
         if (n->fatal && health_poll(&n->health, now))
             node_storage_reopen(n);   /* invariant 2: the probe passed */
     }

@@ -36,6 +36,15 @@ typedef struct node_config {
     bool fuse_debug;
     bool allow_other;
     uint64_t chain_sync_interval_ms; /* background fdatasync of the chain */
+    uint64_t snapshot_entries;     /* a snapshot once this many entries were
+                                      applied since the last (0: never by
+                                      count) */
+    uint64_t snapshot_bytes;       /* ... or this many bytes of entries (0:
+                                      never by size) */
+    bool no_compact;               /* keep every chain segment (no
+                                      compaction after a snapshot) */
+    uint64_t chain_segment_bytes;  /* 0: CHAIN_SEGMENT_BYTES (tests use
+                                      small segments to see compaction) */
     const net_peer_addr *peers;    /* all members, this node included;
                                       n_peers == 0: a cluster of one */
     uint32_t n_peers;

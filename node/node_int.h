@@ -15,6 +15,9 @@
  *                divergence from a majority, lost acceptor state
  *   catchup.c    entries installed from a peer, checked against the chain
  *                heads the other members vouch for
+ *   snapshot.c   snapshots taken and compaction (on a thread of its
+ *                own), checkpoints, transfers to and from peers; the
+ *                storage side is the host's (host.h "snapshots")
  *   status.c     .status and the admin socket
  *   open.c       backing directory, lock, restart, mount, close
  *   reopen.c     after a storage failure: the host reverifies its stores
@@ -30,11 +33,14 @@
 
 #include "../chain/chain.h"
 #include "../chain/kv.h"
+#include "../chain/snap.h"
 #include "../consensus/px.h"
 #include "../fs/fs.h"
 #include "../net/admin.h"
 #include "../net/health.h"
+#include "../net/snapxfer.h"
 #include "../net/transport.h"
+#include "../net/worker.h"
 #include "client.h"
 #include "host.h"
 #include "node.h"
@@ -63,6 +69,15 @@
 #define NODE_NO_LEADER_FACTOR 4         /* no leader heard from for this
                                            many maximum election timeouts:
                                            fail new requests at once */
+
+#define NODE_SNAPSHOT_ENTRIES 100000   /* node_config defaults */
+#define NODE_SNAPSHOT_BYTES (UINT64_C(1) << 30)
+#define NODE_DIGESTS 4096              /* state digests kept (snapshot.c) */
+
+struct node_digest {
+    uint64_t index;
+    uint8_t digest[KV_DIGEST_BYTES];
+};
 
 struct node_fact {
     uint64_t index;
@@ -154,6 +169,28 @@ struct node {
                                    (loop.c invariant 2) */
     health health;              /* net/health.h: probing with back-off */
     bool stop;
+
+    /* snapshot.c */
+    worker *snap_bg;            /* writes snapshots, removes segments
+                                   (the store and the newest snapshot
+                                   are the host's: host_snapstore,
+                                   host_snapshot) */
+    snap_take *take;            /* a snapshot being written */
+    uint64_t take_index, take_started_ms, last_take_ms;
+    uint64_t snap_entries, snap_bytes;   /* applied since the last */
+    uint64_t snaps_taken, snaps_failed, snaps_installed;
+    bool compact_wanted, compacting;
+    chain_compact_job compact_job;
+    snapxfer *xfer;             /* transfers to and from peers */
+    uint64_t xfer_refused;      /* asks while not serving */
+    kv *snap_pending;           /* received, waiting to be installed */
+    uint64_t snap_query_ms;     /* last asked the peers to vouch for it */
+    uint64_t snap_pending_ms;   /* waiting since */
+    bool snap_pending_logged;
+    snap_info snap_pending_info;
+    struct node_digest digests[NODE_DIGESTS];
+    uint64_t checkpoints_ok, checkpoints_unchecked;
+    bool state_diverged;        /* a checkpoint's digest was not ours */
 };
 
 /* loop.c */
@@ -194,6 +231,20 @@ uint64_t node_random_u64(void);
 void catchup_receive(node *n, const px_msg *m);
 void catchup_try_held(node *n);
 void catchup_expire(node *n, uint64_t now);
+uint32_t catchup_vouchers(const node *n, uint64_t index,
+                          const uint8_t hash[CHAIN_HASH_BYTES]);
+
+/* snapshot.c */
+int snapnode_start(node *n, char *err, size_t err_len);
+void snapnode_stop(node *n);
+void snapnode_applied(node *n, const px_entry *e);
+void snapnode_output(node *n, const px_output *out);
+void snapnode_turn(node *n, uint64_t now);
+int snapnode_take_now(node *n, uint64_t *index);
+int snapnode_status(node *n, char *buf, size_t cap);
+int snapnode_text(void *ctx, char **text, size_t *len);
+uint64_t snapnode_chain_base(void *ctx);
+void integrity_state_diverged(node *n, const char *why);   /* integrity.c */
 
 /* status.c */
 int status_text(void *ctx, char **text, size_t *len);

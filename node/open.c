@@ -32,6 +32,8 @@ void node_config_default(node_config *cfg)
     cfg->attr_timeout_s = 0.0;
     cfg->entry_timeout_s = 0.0;
     cfg->chain_sync_interval_ms = 200;
+    cfg->snapshot_entries = NODE_SNAPSHOT_ENTRIES;
+    cfg->snapshot_bytes = NODE_SNAPSHOT_BYTES;
 }
 
 /* -------------------------------------------------------- open/close */
@@ -205,6 +207,7 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
         .data_dir = n->data_dir,
         .px = opt,
         .chain_sync_interval_ms = cfg->chain_sync_interval_ms,
+        .chain_segment_bytes = cfg->chain_segment_bytes,
     };
     host_edges edges;
     node_host_edges(n, &edges);
@@ -235,6 +238,9 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
             goto fail;
     }
     rc = admin_open(n->zctx, n->data_dir, &n->adm, err, err_len);
+    if (rc < 0)
+        goto fail;
+    rc = snapnode_start(n, err, err_len);
     if (rc < 0)
         goto fail;
     uint64_t head = chain_head_index(n->chain);
@@ -303,6 +309,7 @@ void node_close(node *n)
         transport_close(n->net);
     if (n->zctx)
         zmq_ctx_term(n->zctx);
+    snapnode_stop(n);   /* before the host: a snapshot being written */
     free(n->held_catchup);
     /* makes the chain durable and records its position (a clean stop) */
     host_close(n->host, !n->fatal);

@@ -164,6 +164,9 @@ int status_text(void *ctx, char **text, size_t *len)
     fprintf(fp, ",\"invalid_ops\":%" PRIu64 ",\"ballots_refused\":%" PRIu64
             ",\"rounds_exhausted\":%" PRIu64, kv_invalid_ops(n->state),
             pst.ballots_refused, pst.rounds_exhausted);
+    char snapbuf[1200];
+    if (snapnode_status(n, snapbuf, sizeof snapbuf) > 0)
+        fprintf(fp, ",%s", snapbuf);
     fprintf(fp, ",\"catchup\":[");
     const char *csep = "";
     for (uint32_t i = 0; n->net && i < transport_peer_count(n->net); i++) {
@@ -224,8 +227,38 @@ void status_admin(void *arg, const char *request, char **reply)
         *reply = strdup(rc == 0 ? "ok" : "error: no such peer");
         return;
     }
+    unsigned long long want = 0;
+    if (strcmp(request, "snapshot") == 0) {
+        /* start one now (or report the one running): the reply names its
+         * index; "snapshot-wait INDEX" says when it is done */
+        uint64_t index = 0;
+        int rc = snapnode_take_now(n, &index);
+        char msg[96];
+        if (rc == 0)
+            snprintf(msg, sizeof msg, "started %" PRIu64, index);
+        else
+            snprintf(msg, sizeof msg, "error: cannot take a snapshot now: %s",
+                     strerror(-rc));
+        *reply = strdup(msg);
+        return;
+    }
+    if (sscanf(request, "snapshot-wait %llu", &want) == 1) {
+        char msg[200];
+        const snap_info *last = host_snapshot(n->host);
+        if (last && last->index >= want)
+            snprintf(msg, sizeof msg, "done index %" PRIu64 " keys %" PRIu64
+                     " bytes %" PRIu64 " raw %" PRIu64, last->index,
+                     last->keys, last->file_bytes, last->raw_bytes);
+        else if (n->take)
+            snprintf(msg, sizeof msg, "running %" PRIu64, n->take_index);
+        else
+            snprintf(msg, sizeof msg, "error: no snapshot at %llu (it "
+                     "failed: see the log)", want);
+        *reply = strdup(msg);
+        return;
+    }
     *reply = strdup("error: unknown request (want: status | link drop J | "
-                    "link heal J)");
+                    "link heal J | snapshot | snapshot-wait INDEX)");
 }
 
 /* The mount's .chain directory (fs_backend.block_text, .chain_head). */

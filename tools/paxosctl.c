@@ -41,6 +41,7 @@ static int cmd_verify(int argc, char **argv);
 static int cmd_keygen(int argc, char **argv);
 static int cmd_status(int argc, char **argv);
 static int cmd_link(int argc, char **argv);
+static int cmd_snapshot(int argc, char **argv);
 static int cmd_backup(int argc, char **argv);
 static int cmd_restore(int argc, char **argv);
 
@@ -63,6 +64,9 @@ static const ctl_command commands[] = {
     { "link", "DIR drop|heal J",
       "fault switch: the node of DIR drops (or again passes) all traffic to "
       "and from node J", cmd_link },
+    { "snapshot", "DIR",
+      "the node serving DIR takes a snapshot of its state now; prints its "
+      "index, key count and sizes once it is durable", cmd_snapshot },
     { "help", "", "show this help", cmd_help },
 };
 
@@ -408,4 +412,54 @@ static int cmd_link(int argc, char **argv)
     char request[64];
     snprintf(request, sizeof request, "link %s %lu", argv[2], peer);
     return admin_request(argv[1], request);
+}
+
+/* Start a snapshot, then wait (polling, up to 10 minutes) until the node
+ * reports it durable. */
+static int cmd_snapshot(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: paxosctl snapshot DIR\n");
+        return EXIT_ERROR;
+    }
+    char *reply = NULL;
+    int rc = admin_call(argv[1], "snapshot", 5000, &reply);
+    if (rc < 0) {
+        fprintf(stderr, "paxosctl: no answer from a node serving %s: %s\n",
+                argv[1], rc == -ENOENT ? "no admin socket (is the node "
+                "running?)" : strerror(-rc));
+        return EXIT_ERROR;
+    }
+    unsigned long long index = 0;
+    if (sscanf(reply, "started %llu", &index) != 1) {
+        fprintf(stderr, "paxosctl: %s\n", reply);
+        free(reply);
+        return EXIT_BAD;
+    }
+    free(reply);
+    char request[64];
+    snprintf(request, sizeof request, "snapshot-wait %llu", index);
+    for (int i = 0; i < 6000; i++) {
+        rc = admin_call(argv[1], request, 5000, &reply);
+        if (rc < 0) {
+            fprintf(stderr, "paxosctl: the node serving %s stopped "
+                    "answering: %s\n", argv[1], strerror(-rc));
+            return EXIT_ERROR;
+        }
+        if (strncmp(reply, "done ", 5) == 0) {
+            printf("snapshot %s\n", reply + 5);
+            free(reply);
+            return EXIT_OK;
+        }
+        if (strncmp(reply, "running", 7) != 0) {
+            fprintf(stderr, "paxosctl: %s\n", reply);
+            free(reply);
+            return EXIT_BAD;
+        }
+        free(reply);
+        usleep(100 * 1000);
+    }
+    fprintf(stderr, "paxosctl: the snapshot did not finish within 10 "
+            "minutes\n");
+    return EXIT_ERROR;
 }

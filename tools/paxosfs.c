@@ -89,6 +89,15 @@ static void usage(FILE *fp)
 "                         lookup is linearizable; above 0 a name may show\n"
 "                         another mount's creation or rename S seconds late;\n"
 "                         removals are invalidated as they are applied)\n"
+"  --snapshot-entries N   take a snapshot of the state once N entries were\n"
+"                         applied since the last (default 100000; 0: not\n"
+"                         by count)\n"
+"  --snapshot-bytes N     ... or once N bytes of entries were (default\n"
+"                         1073741824; 0: not by size)\n"
+"  --no-compact           keep every chain segment after a snapshot\n"
+"  --chain-segment-bytes N  start a new chain segment past N bytes\n"
+"                         (default 64 MiB; compaction removes whole\n"
+"                         segments)\n"
 "  --allow-other          let other users access the mount\n"
 "  --leader-cpus LIST     while this node leads, run all its threads on\n"
 "                         these CPUs only (\"0\", \"0-1,4\"); while it does\n"
@@ -136,7 +145,8 @@ int main(int argc, char **argv)
     cpu_set_t leader_cpus;
     enum { OPT_ID = 256, OPT_DATA, OPT_LOG, OPT_COMMIT_TIMEOUT, OPT_ATTR,
            OPT_ALLOW_OTHER, OPT_PEERS, OPT_KEY, OPT_LEADER_CPUS, OPT_ENTRY,
-           OPT_MAX_WRITES };
+           OPT_MAX_WRITES, OPT_SNAP_ENTRIES, OPT_SNAP_BYTES, OPT_NO_COMPACT,
+           OPT_SEGMENT_BYTES };
     static const struct option longopts[] = {
         { "id", required_argument, NULL, OPT_ID },
         { "data", required_argument, NULL, OPT_DATA },
@@ -146,6 +156,10 @@ int main(int argc, char **argv)
         { "attr-timeout", required_argument, NULL, OPT_ATTR },
         { "entry-timeout", required_argument, NULL, OPT_ENTRY },
         { "allow-other", no_argument, NULL, OPT_ALLOW_OTHER },
+        { "snapshot-entries", required_argument, NULL, OPT_SNAP_ENTRIES },
+        { "snapshot-bytes", required_argument, NULL, OPT_SNAP_BYTES },
+        { "no-compact", no_argument, NULL, OPT_NO_COMPACT },
+        { "chain-segment-bytes", required_argument, NULL, OPT_SEGMENT_BYTES },
         { "peers", required_argument, NULL, OPT_PEERS },
         { "key", required_argument, NULL, OPT_KEY },
         { "leader-cpus", required_argument, NULL, OPT_LEADER_CPUS },
@@ -200,6 +214,28 @@ int main(int argc, char **argv)
             break;
         }
         case OPT_ALLOW_OTHER: cfg.allow_other = true; break;
+        case OPT_SNAP_ENTRIES:
+        case OPT_SNAP_BYTES:
+            if (parse_u64(optarg, &v)) {
+                fprintf(stderr, "paxosfs: --%s needs a non-negative integer, "
+                        "got '%s'\n", c == OPT_SNAP_ENTRIES ?
+                        "snapshot-entries" : "snapshot-bytes", optarg);
+                return 2;
+            }
+            if (c == OPT_SNAP_ENTRIES)
+                cfg.snapshot_entries = v;
+            else
+                cfg.snapshot_bytes = v;
+            break;
+        case OPT_NO_COMPACT: cfg.no_compact = true; break;
+        case OPT_SEGMENT_BYTES:
+            if (parse_u64(optarg, &v) || v == 0) {
+                fprintf(stderr, "paxosfs: --chain-segment-bytes needs a "
+                        "positive integer, got '%s'\n", optarg);
+                return 2;
+            }
+            cfg.chain_segment_bytes = v;
+            break;
         case OPT_PEERS: peers_spec = optarg; break;
         case OPT_KEY: key_path = optarg; break;
         case OPT_LEADER_CPUS: {

@@ -58,7 +58,7 @@ static void check_state(const acceptor_state *st)
         const px_entry *e = &st->accepts[i];
         CHECK(e->slot != 0);
         CHECK(i == 0 || e->slot > st->accepts[i - 1].slot);
-        CHECK(e->kind <= PX_ENTRY_CONFIG);
+        CHECK(e->kind <= PX_ENTRY_LAST);
         CHECK(e->len <= PX_MAX_VALUE_BYTES);
         CHECK(e->len == 0 || e->data != NULL);
     }

@@ -159,6 +159,20 @@ static void fuzz_chain_head(const uint8_t *buf, size_t len)
     }
 }
 
+static void fuzz_snapshot_ask(const uint8_t *buf, size_t len)
+{
+    wire_snapshot_ask a;
+    uint8_t re[WIRE_HEADER_BYTES + 64];
+    size_t re_len = 0;
+    int rc = wire_decode_snapshot_ask(buf, len, &a);
+    check_error(rc);
+    if (rc == 0) {
+        CHECK(a.len > 0 && a.offset <= UINT64_MAX - a.len);
+        CHECK(wire_encode_snapshot_ask_into(&a, re, sizeof re, &re_len) == 0);
+        check_same_bytes(buf, len, re, re_len);
+    }
+}
+
 static void fuzz_all_decoders(const uint8_t *buf, size_t len)
 {
     wire_header h;
@@ -181,6 +195,7 @@ static void fuzz_all_decoders(const uint8_t *buf, size_t len)
     fuzz_snapshot(buf, len);
     fuzz_client(buf, len);
     fuzz_chain_head(buf, len);
+    fuzz_snapshot_ask(buf, len);
 }
 
 /* ------------------------------------------------------ generated msgs */
@@ -252,7 +267,7 @@ static void fuzz_generated(const uint8_t *data, size_t size)
     bool valid_type = m.type >= PX_MSG_PREPARE && m.type < PX_MSG_TYPE_COUNT;
     bool valid_kinds = true;
     for (uint32_t i = 0; i < m.n_entries; i++)
-        valid_kinds = valid_kinds && ents[i].kind <= PX_ENTRY_CONFIG;
+        valid_kinds = valid_kinds && ents[i].kind <= PX_ENTRY_LAST;
     CHECK((rc == 0) == (valid_type && valid_kinds));
     if (rc) {
         CHECK(rc == -EINVAL);

@@ -488,6 +488,14 @@ int sim_host_start(sim_world *w, sim_host *h)
     }
     sim_judge_flips(w, h, why[0] != '\0');
     h->px = host_replica(h->host);
+    /* the host set the replica's chain base from its chain (0: it never
+     * compacts here, so a lagging peer always gets chain blocks, never
+     * SNAPSHOT_NEEDED, which the simulator does not serve) */
+    if (px_chain_base(h->px) != chain_base_index(host_chain(h->host)))
+        sim_violation(w, "node %u: replica chain base %llu, chain base %llu",
+                      h->id, (unsigned long long)px_chain_base(h->px),
+                      (unsigned long long)chain_base_index(
+                          host_chain(h->host)));
     if (why[0]) {
         h->recovering = true;
         sim_trace_note(w, h->id, SIM_TR_FAULT, "starts recovering", 0, 0);

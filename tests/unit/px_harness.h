@@ -54,6 +54,8 @@ typedef struct hnode {
     px_request_failed failed[64];
     uint32_t n_failed;
     uint32_t snap_to, snap_from;
+    uint32_t catchup_to;           /* last catchup_to seen */
+    uint64_t chain_base;           /* the host compacted up to here */
 } hnode;
 
 typedef struct cluster {
@@ -196,6 +198,30 @@ void *__wrap_realloc(void *p, size_t n)
     return nomem_fail() ? NULL : __real_realloc(p, n);
 }
 
+/* The host's side of catch-up from the chain: a CATCHUP of up to 64
+ * blocks of its log from `slot` on. */
+static inline void h_serve_chain(cluster *c, hnode *h, uint32_t to,
+                                 uint64_t slot)
+{
+    if (h->cut || c->n[to].cut || c->nq == NETQ || slot == 0 ||
+        slot > h->applied)
+        return;
+    px_entry ents[64];
+    uint32_t n = 0;
+    for (uint64_t s = slot; s <= h->applied && n < 64; s++, n++) {
+        const hentry *x = &h->log[s];
+        assert_int_equal(x->slot, s);
+        ents[n] = (px_entry){.slot = s, .time_ms = x->time_ms, .kind = x->kind,
+                             .len = x->len, .data = x->data};
+    }
+    px_status st;
+    px_get_status(h->r, &st);
+    px_msg m = {.type = PX_MSG_CATCHUP, .from = h->id, .to = to,
+                .ballot = st.ballot, .slot = slot, .commit = h->applied,
+                .n_entries = n, .entries = ents};
+    c->q[c->nq++] = px_msg_copy(&m);
+}
+
 static inline void h_output(cluster *c, hnode *h, const px_output *o)
 {
     /* a replica recovering lost acceptor state never votes */
@@ -235,6 +261,13 @@ static inline void h_output(cluster *c, hnode *h, const px_output *o)
         h->snap_to = o->snapshot_to;
     if (o->snapshot_from)
         h->snap_from = o->snapshot_from;
+    if (o->catchup_to) {
+        /* the host streams chain blocks (its log) from catchup_slot on;
+         * never any it compacted away */
+        assert_true(o->catchup_slot > h->chain_base);
+        h->catchup_to = o->catchup_to;
+        h_serve_chain(c, h, o->catchup_to, o->catchup_slot);
+    }
     assert_true(o->next_tick_ms >= c->now);
 }
 
@@ -408,6 +441,7 @@ static inline void h_restart(cluster *c, uint32_t id)
     h->n_held = 0;
     h->down = false;
     h_start(c, id, &rs);
+    px_set_chain_base(h->r, h->chain_base);
     free(acc);
 }
 

@@ -185,6 +185,33 @@ static void test_config_codec(void **state)
 
 /* ------------------------------------------------------------- msg copy */
 
+/* Checkpoint entries: exactly 40 bytes, index >= 1. */
+static void test_checkpoint_codec(void **state)
+{
+    (void)state;
+    px_checkpoint c = { .index = 0x0102030405060708ull }, d;
+    for (uint32_t i = 0; i < PX_DIGEST_BYTES; i++)
+        c.digest[i] = (uint8_t)(i * 3);
+    uint8_t buf[64];
+    assert_int_equal(px_checkpoint_encode(&c, buf, sizeof buf),
+                     PX_CHECKPOINT_BYTES);
+    assert_int_equal(buf[0], 0x08);          /* little-endian */
+    assert_int_equal(px_checkpoint_decode(buf, PX_CHECKPOINT_BYTES, &d), 0);
+    assert_int_equal(d.index, c.index);
+    assert_memory_equal(d.digest, c.digest, PX_DIGEST_BYTES);
+    assert_int_equal(px_checkpoint_decode(buf, PX_CHECKPOINT_BYTES - 1, &d),
+                     -EINVAL);
+    assert_int_equal(px_checkpoint_decode(buf, PX_CHECKPOINT_BYTES + 1, &d),
+                     -EINVAL);
+    assert_int_equal(px_checkpoint_encode(&c, buf, PX_CHECKPOINT_BYTES - 1),
+                     -ENOSPC);
+    memset(buf, 0, 8);
+    assert_int_equal(px_checkpoint_decode(buf, PX_CHECKPOINT_BYTES, &d),
+                     -EINVAL);
+    c.index = 0;
+    assert_int_equal(px_checkpoint_encode(&c, buf, sizeof buf), -EINVAL);
+}
+
 static void test_msg_copy(void **state)
 {
     (void)state;
@@ -219,6 +246,7 @@ int main(void)
         cmocka_unit_test(test_batch_roundtrip),
         cmocka_unit_test(test_batch_malformed),
         cmocka_unit_test(test_members_codec),
+        cmocka_unit_test(test_checkpoint_codec),
         cmocka_unit_test(test_config_codec),
         cmocka_unit_test(test_msg_copy),
     };

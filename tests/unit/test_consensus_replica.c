@@ -420,6 +420,13 @@ static void test_snapshot_needed(void **state)
     }
     uint64_t commit = h_status(c, 1).commit_index;
     assert_true(commit >= 8);
+    /* the leader's host took a snapshot and compacted its chain */
+    uint64_t base = commit - 1;
+    c->n[1].chain_base = base;
+    px_set_chain_base(c->n[1].r, base);
+    assert_int_equal(px_chain_base(c->n[1].r), base);
+    px_set_chain_base(c->n[1].r, 1);      /* the base never goes back */
+    assert_int_equal(px_chain_base(c->n[1].r), base);
     c->n[3].cut = false;
     c->now += 20;
     h_tick(c, 1);
@@ -429,15 +436,38 @@ static void test_snapshot_needed(void **state)
     h_run(c);
     assert_int_equal(c->n[1].snap_to, 3);
     assert_int_equal(c->n[3].snap_from, 1);
+    assert_int_equal(c->n[1].catchup_to, 0);  /* no chain block below */
     assert_true(h_status(c, 1).first_retained > 2);
     /* the host ships a snapshot; node 3 jumps and continues */
     uint64_t index = h_status(c, 1).commit_index;
     px_event ev = {.type = PX_EV_SNAPSHOT_INSTALLED};
     ev.u.snapshot.index = index;
     ev.u.snapshot.members = c->n[1].opt.members;
+    memset(ev.u.snapshot.hash, 0xab, PX_HASH_BYTES);
     h_step(c, 3, ev);
     c->n[3].applied = index; /* the host's state machine is at index */
     assert_int_equal(h_status(c, 3).commit_index, index);
+    assert_int_equal(px_chain_base(c->n[3].r), index);
+    assert_int_equal(h_stats(c, 3).snapshots_installed, 1);
+    /* its messages carry the snapshot's head as its chain head */
+    c->now += 20;
+    h_tick(c, 1);
+    assert_true(h_deliver(c, PX_MSG_HEARTBEAT, 1, 3) > 0);
+    bool acked = false;
+    for (uint32_t k = 0; k < c->nq; k++) {
+        const px_msg *m = c->q[k];
+        if (m->from == 3 && m->type == PX_MSG_HEARTBEAT_ACK) {
+            assert_int_equal(m->chain_index, index);
+            assert_int_equal(m->chain_hash[0], 0xab);
+            acked = true;
+        }
+    }
+    assert_true(acked);
+    h_run(c);
+    /* an older snapshot changes nothing */
+    ev.u.snapshot.index = index - 1;
+    h_step(c, 3, ev);
+    assert_int_equal(h_stats(c, 3).snapshots_installed, 1);
     h_propose(c, 1, 1, 100, "after");
     h_run(c);
     c->now += 20;
@@ -445,6 +475,96 @@ static void test_snapshot_needed(void **state)
     h_run(c);
     assert_int_equal(c->n[3].applied, index + 1);
     assert_true(h_log_has(&c->n[3].log[index + 1], 1, 100));
+    h_free(c);
+}
+
+/* A peer that lags behind what the leader retains, but not behind what
+ * its host's chain holds, is served from the chain (catchup_to, from the
+ * slot it asked for): no SNAPSHOT_NEEDED, no snapshot. */
+static void test_catchup_from_chain_above_base(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, tweak_retain2);
+    h_elect(c, 1);
+    uint64_t first = h_status(c, 3).commit_index;
+    c->n[3].cut = true;
+    for (uint64_t s = 1; s <= 8; s++) {
+        h_propose(c, 1, 1, s, "v");
+        h_run(c);
+    }
+    uint64_t commit = h_status(c, 1).commit_index;
+    c->n[3].cut = false;
+    for (int i = 0; i < 20 && c->n[3].applied < commit; i++) {
+        c->now += 60;
+        h_tick(c, 1);
+        h_tick(c, 3);
+        h_run(c);
+    }
+    assert_int_equal(c->n[1].catchup_to, 3);
+    assert_int_equal(c->n[1].snap_to, 0);
+    assert_int_equal(c->n[3].snap_from, 0);
+    assert_true(c->n[3].applied >= commit);
+    assert_true(first < commit);
+    for (uint64_t s = 1; s <= 8; s++) {
+        bool found = false;
+        for (uint64_t x = 1; x <= c->n[3].applied; x++)
+            found = found || h_log_has(&c->n[3].log[x], 1, s);
+        assert_true(found);
+    }
+    h_free(c);
+}
+
+/* PX_EV_CHECKPOINT: a leader proposes one PX_ENTRY_CHECKPOINT entry with
+ * the index and digest, every replica commits it in slot order; a newer
+ * checkpoint replaces one not yet proposed; a follower ignores it. */
+static void test_checkpoint_entry(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, tweak_window1);
+    h_elect(c, 1);
+    px_event ev = {.type = PX_EV_CHECKPOINT};
+    ev.u.checkpoint.index = 1;
+    memset(ev.u.checkpoint.digest, 0x11, PX_DIGEST_BYTES);
+    h_step(c, 2, ev);                   /* a follower: nothing */
+    assert_int_equal(h_stats(c, 2).checkpoints_proposed, 0);
+    /* a batch fills the window (1 slot); two checkpoints queue, the
+     * newer replaces the older */
+    c->n[1].hold = true;
+    h_propose(c, 1, 7, 1, "x");
+    h_step(c, 1, ev);
+    ev.u.checkpoint.index = 2;
+    memset(ev.u.checkpoint.digest, 0x22, PX_DIGEST_BYTES);
+    h_step(c, 1, ev);
+    assert_int_equal(h_stats(c, 1).checkpoints_proposed, 0);
+    c->n[1].hold = false;
+    h_release(c, 1);
+    for (int i = 0; i < 10; i++) {
+        c->now += 20;
+        h_tick(c, 1);
+        h_run(c);
+    }
+    assert_int_equal(h_stats(c, 1).checkpoints_proposed, 1);
+    for (uint32_t id = 1; id <= 3; id++) {
+        hnode *h = &c->n[id];
+        uint32_t found = 0;
+        for (uint64_t s = 1; s <= h->applied; s++) {
+            if (h->log[s].kind != PX_ENTRY_CHECKPOINT)
+                continue;
+            px_checkpoint cp;
+            assert_int_equal(px_checkpoint_decode(h->log[s].data,
+                                                  h->log[s].len, &cp), 0);
+            assert_int_equal(cp.index, 2);
+            assert_int_equal(cp.digest[31], 0x22);
+            assert_true(s > 2);
+            found++;
+        }
+        assert_int_equal(found, 1);
+    }
+    /* index 0 is refused */
+    px_output out;
+    ev.u.checkpoint.index = 0;
+    ev.now_ms = c->now;
+    assert_int_equal(px_step(c->n[1].r, &ev, &out), -EINVAL);
     h_free(c);
 }
 
@@ -999,11 +1119,14 @@ static void test_malformed_ignored(void **state)
 {
     (void)state;
     cluster *c = h_cluster(3, NULL);
-    px_entry bad[3] = {{.slot = 0}, {.slot = 2, .len = 4, .data = NULL},
-                       {.slot = 1, .kind = 9}};
+    static const uint8_t short_cp[8] = {1};
+    px_entry bad[4] = {{.slot = 0}, {.slot = 2, .len = 4, .data = NULL},
+                       {.slot = 1, .kind = 9},
+                       {.slot = 1, .kind = PX_ENTRY_CHECKPOINT, .len = 8,
+                        .data = short_cp}};   /* not (index, digest) */
     px_msg m = {.type = PX_MSG_ACCEPT, .from = 1, .to = 3, .ballot = {1, 1}};
     uint64_t ignored = 0;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         m.n_entries = 1;
         m.entries = &bad[i];
         h_step(c, 3, (px_event){.type = PX_EV_RECEIVE, .u.msg = &m});
@@ -1266,6 +1389,8 @@ static void h_snapshots(cluster *c, uint32_t nv)
         ev.u.snapshot.members = src->members;
         h->applied = src->applied;
         h->members = src->members;
+        if (h->chain_base < src->applied)
+            h->chain_base = src->applied;
         h_step(c, id, ev);
     }
 }
@@ -1309,6 +1434,10 @@ static void chaos_run_nomem(uint32_t nv, uint64_t seed, int steps,
             h_restart(c, id); /* reports held are lost; durable kept */
         } else if (x < 64) {
             c->n[id].cut = !c->n[id].cut;
+        } else if (x < 66) {
+            /* the host compacts its chain up to what it applied */
+            c->n[id].chain_base = c->n[id].applied;
+            px_set_chain_base(c->n[id].r, c->n[id].applied);
         } else if (c->nq) {
             h_deliver_at(c, 0);
         }
@@ -1448,6 +1577,8 @@ int main(void)
         cmocka_unit_test(test_batching_window_full),
         cmocka_unit_test(test_follower_commit_rule),
         cmocka_unit_test(test_snapshot_needed),
+        cmocka_unit_test(test_catchup_from_chain_above_base),
+        cmocka_unit_test(test_checkpoint_entry),
         cmocka_unit_test(test_retained_bytes_bounded),
         cmocka_unit_test(test_resend_backs_off),
         cmocka_unit_test(test_forward_backs_off),
