@@ -48,6 +48,7 @@ LINK_CHAIN     := $(LIB_CHAIN) $(LIB_BASE) $(CRYPTO_LIBS) $(Z_LIBS)
 LINK_NET       := $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE) $(CRYPTO_LIBS) $(Z_LIBS) $(ZMQ_LIBS) -lpthread
 LINK_ALL       := $(LIB_NODE) $(LIB_FS) $(LINK_NET) $(FUSE_LIBS)
 # the simulator runs the production state-machine host (node/host.c,
+# host_open.c,
 # node/commit.c and what they use of net/: syncer, worker, outbox)
 LINK_SIM       := $(LIB_NODE) $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE) $(CRYPTO_LIBS) $(Z_LIBS) -lpthread
 

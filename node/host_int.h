@@ -51,6 +51,10 @@ void host_fail(host *h, const char *what, int rc);
 void host_logf(host *h, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 uint64_t host_now(host *h);
+/* host.c, for host_open.c */
+void host_on_changed(void *arg, const char *key, size_t key_len,
+                     bool removed);
+void host_drain_chain_sync(host *h);
 
 /* commit.c */
 void commit_output(host *h, const px_output *out);   /* persist, send */
