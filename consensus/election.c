@@ -171,10 +171,12 @@ static void px_prepare_start(px_replica *r)
     px_election_check(r);
 }
 
-void px_election_start(px_replica *r)
+/* Become a candidate (nothing sent yet); false when this replica may
+ * not campaign (not a voter, recovering, no round left). */
+static bool px_candidate_begin(px_replica *r)
 {
     if (!r->self_voter || r->recovering || px_rounds_exhausted(r))
-        return;
+        return false;
     px_election_reset(r);
     if (r->leader_id) {
         r->leader_id = 0;
@@ -183,6 +185,13 @@ void px_election_start(px_replica *r)
     r->role = PX_CANDIDATE;
     r->stats.elections_started++;
     px_reset_election_timer(r);
+    return true;
+}
+
+void px_election_start(px_replica *r)
+{
+    if (!px_candidate_begin(r))
+        return;
     if (r->members.n_voters == 1) {
         px_prepare_start(r);
         return;
@@ -199,16 +208,8 @@ void px_election_start(px_replica *r)
  * voters that follow that leader answer them despite stickiness. */
 void px_election_start_transfer(px_replica *r, px_ballot from)
 {
-    if (!r->self_voter || r->recovering || px_rounds_exhausted(r))
+    if (!px_candidate_begin(r))
         return;
-    px_election_reset(r);
-    if (r->leader_id) {
-        r->leader_id = 0;
-        px_forward_leader_changed(r);
-    }
-    r->role = PX_CANDIDATE;
-    r->stats.elections_started++;
-    px_reset_election_timer(r);
     r->el.transfer = true;
     r->el.transfer_from = from;
     px_prepare_start(r);
@@ -219,12 +220,8 @@ void px_election_start_transfer(px_replica *r, px_ballot from)
 void px_election_restart(px_replica *r)
 {
     px_step_down(r);
-    if (!r->self_voter || r->recovering || px_rounds_exhausted(r))
-        return;
-    r->role = PX_CANDIDATE;
-    r->stats.elections_started++;
-    px_reset_election_timer(r);
-    px_prepare_start(r);
+    if (px_candidate_begin(r))
+        px_prepare_start(r);
 }
 
 static void px_rec_put(px_replica *r, const px_entry *e, bool chosen)
