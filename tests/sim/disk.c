@@ -406,6 +406,17 @@ static int fail_errno(bool may_enospc)
     return -EIO;
 }
 
+/* Whether a change to volume v (a create, a write, a truncate) fails: a
+ * sick spell's errno, else an injected fault (EIO or ENOSPC), else 0. */
+static int change_refused(fd_vol *v)
+{
+    if (sick_change(v))
+        return sick_change(v);
+    if (fault(v, v->faults.fail_ppm))
+        return fail_errno(true);
+    return 0;
+}
+
 static fd_desc *desc(int fd)
 {
     int i = fd - FDISK_FD_BASE;
@@ -462,10 +473,9 @@ static int f_open(const char *path, int flags, mode_t mode)
         parent_of(rel, parent);
         if (!dir_exists(v, parent))
             return -ENOENT;
-        if (sick_change(v))
-            return sick_change(v);
-        if (fault(v, v->faults.fail_ppm))
-            return fail_errno(true);
+        int rc = change_refused(v);
+        if (rc)
+            return rc;
         fd_inode *ino = inode_new(v);
         names_put(&v->cur, rel, ino);
         fd_pend *p = pend_add(v, P_CREATE, ino);
@@ -514,10 +524,9 @@ static int64_t f_pwrite(int fd, const void *buf, size_t len, uint64_t offset)
     if (!d || !d->ino)
         return -EBADF;
     fd_vol *v = &D.vols[d->vol];
-    if (sick_change(v))
-        return sick_change(v);
-    if (fault(v, v->faults.fail_ppm))
-        return fail_errno(true);
+    int rc = change_refused(v);
+    if (rc)
+        return rc;
     if (len > 1 && fault(v, v->faults.short_ppm)) {
         len = 1 + (size_t)sim_rng_below(&D.rng, len - 1);
         D.counts.short_writes++;
@@ -625,10 +634,9 @@ static int f_ftruncate(int fd, uint64_t len)
     if (!d || !d->ino)
         return -EBADF;
     fd_vol *v = &D.vols[d->vol];
-    if (sick_change(v))
-        return sick_change(v);
-    if (fault(v, v->faults.fail_ppm))
-        return fail_errno(true);
+    int rc = change_refused(v);
+    if (rc)
+        return rc;
     fd_inode *ino = d->ino;
     img_truncate(&ino->cur, len);
     pend_add(v, P_TRUNC, ino)->off = len;
