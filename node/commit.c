@@ -30,6 +30,8 @@
 #include <errno.h>
 #include <poll.h>
 
+#include "../base/check.h"
+
 static void send_held(void *arg, const px_msg *m)
 {
     host *h = arg;
@@ -50,8 +52,10 @@ void commit_output(host *h, const px_output *out)
         host_fail(h, "bookkeeping", -ENOMEM);
     if (out->persist_id > h->last_persist_issued)
         h->last_persist_issued = out->persist_id;
-    if (out->persist_promise && out->persist_id)
+    if (out->persist_promise) {
+        CHECK(out->persist_id);   /* px.h: a promise to persist has an id */
         h->last_promise_issued = out->persist_id;
+    }
     for (uint32_t i = 0; i < out->n_msgs; i++) {
         const px_msg *m = &out->msgs[i];
         bool ack = m->type == PX_MSG_HEARTBEAT_ACK;
