@@ -419,6 +419,14 @@ uint8_t px_role(const px_replica *r);
  * the leader it follows, 0 when it knows of no leader.  Cheap. */
 uint64_t px_leader_contact_ms(const px_replica *r);
 
+/* A read point without a step: true, with the read index in *index,
+ * when a READ_INDEX submitted at `now_ms` would be released at once
+ * (reads.c: this replica leads, its read lease holds at now_ms, its
+ * commit index passed its fence and no read waits for a round); false
+ * otherwise (submit the read as an event), also when now_ms is before
+ * the replica's last event.  Changes nothing; cheap. */
+bool px_read_now(const px_replica *r, uint64_t now_ms, uint64_t *index);
+
 /* Bytes of committed values retained for catch-up (retain_bytes bounds
  * them). */
 uint64_t px_retained_bytes(const px_replica *r);

@@ -116,14 +116,37 @@ void px_round_start(px_replica *r)
     r->hb_sent_ms[r->hb_round % PX_LEASE_ROUNDS] = r->now_ms;
 }
 
-/* The lease holds (invariant 6); a sole voter always holds it. */
-bool px_lease_valid(const px_replica *r)
+/* The lease holds at `now_ms` (invariant 6); a sole voter always holds
+ * it. */
+static bool px_lease_valid_at(const px_replica *r, uint64_t now_ms)
 {
     if (r->role != PX_LEADER || !r->opt.lease_ms)
         return false;
     if (r->members.n_voters == 1 && r->self_voter)
         return true;
-    return r->now_ms < r->lease_until_ms;
+    return now_ms < r->lease_until_ms;
+}
+
+bool px_lease_valid(const px_replica *r)
+{
+    return px_lease_valid_at(r, r->now_ms);
+}
+
+/* A read asked at `now_ms` may be released at once, without a round:
+ * the lease holds (invariant 6), the commit index passed the fence
+ * (invariant 2) and no read waits for a round (invariant 3's FIFO). */
+static bool px_lease_read_ok(const px_replica *r, uint64_t now_ms)
+{
+    return px_lease_valid_at(r, now_ms) && r->commit >= r->read_fence_slot &&
+           r->lreads.count == 0;
+}
+
+bool px_read_now(const px_replica *r, uint64_t now_ms, uint64_t *index)
+{
+    if (now_ms < r->now_ms || !px_lease_read_ok(r, now_ms))
+        return false;
+    *index = r->commit;
+    return true;
 }
 
 /* Time to renew the lease with a round of its own (no round out, and the
@@ -156,8 +179,7 @@ static uint64_t px_read_deadline(const px_replica *r)
 
 void px_on_read_index(px_replica *r, uint64_t token, uint32_t origin)
 {
-    if (r->role == PX_LEADER && px_lease_valid(r) &&
-        r->commit >= r->read_fence_slot && r->lreads.count == 0) {
+    if (px_lease_read_ok(r, r->now_ms)) {
         /* invariant 6: no round needed (FIFO: only with none queued) */
         px_read x = { .token = token, .origin = origin };
         px_read_release(r, &x);

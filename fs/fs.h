@@ -193,6 +193,14 @@ typedef struct fs_backend {
      * (malloc'ed); -ENOENT when there is none (no entry then); NULL: never
      * an entry. */
     int (*snapshot_text)(void *ctx, char **text, size_t *len);
+    /* Optional: called by fs_process after each request it dispatched,
+     * outside every other backend call, so that the backend may complete
+     * calls it can answer now (B1 holds: never inside the call that
+     * started them) instead of after the whole batch of requests; the
+     * kernel holds a directory's lock across the LOOKUP and CREATE of a
+     * new name, so an answer that waits for the batch delays every
+     * create in that directory. */
+    void (*between)(void *ctx);
 } fs_backend;
 
 typedef struct fs fs;

@@ -167,6 +167,8 @@ int fs_process(fs *f)
         if (n == 0)
             return fuse_session_exited(f->se) ? 1 : 0;
         fuse_session_process_buf(f->se, &f->buf);
+        if (f->be.between)
+            f->be.between(f->be.ctx);
     }
     return 0;
 }

@@ -375,6 +375,18 @@ static void propose(client *c, client_propose_fn fn, void *arg,
     }
 }
 
+/* The new read points to `read`; a read handed out may come back to be
+ * asked again: at the next call. */
+static void hand_out_reads(client *c, client_read_fn read, void *arg)
+{
+    uint32_t count = c->n_new_reads;
+    if (count)
+        read(arg, c->new_reads, count);   /* appends stay behind count */
+    memmove(c->new_reads, c->new_reads + count,
+            (c->n_new_reads - count) * sizeof *c->new_reads);
+    c->n_new_reads -= count;
+}
+
 void client_flush(client *c, client_propose_fn fn, client_read_fn read,
                   void *arg)
 {
@@ -413,13 +425,16 @@ void client_flush(client *c, client_propose_fn fn, client_read_fn read,
             break;
         propose(c, fn, arg, reqs, k);
     }
-    /* a read handed out may come back to be asked again: next call */
-    uint32_t count = c->n_new_reads;
-    if (count)
-        read(arg, c->new_reads, count);   /* appends stay behind count */
-    memmove(c->new_reads, c->new_reads + count,
-            (c->n_new_reads - count) * sizeof *c->new_reads);
-    c->n_new_reads -= count;
+    hand_out_reads(c, read, arg);
+}
+
+bool client_flush_reads(client *c, client_read_fn read, void *arg)
+{
+    bool any = c->defer_head || (read && c->n_new_reads);
+    run_deferred(c, 0);
+    if (read)
+        hand_out_reads(c, read, arg);
+    return any;
 }
 
 void client_applied(client *c, uint64_t seq, int result)

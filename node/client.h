@@ -112,6 +112,12 @@ typedef void (*client_read_fn)(void *arg, const uint64_t *tokens,
 void client_flush(client *c, client_propose_fn propose, client_read_fn read,
                   void *arg);
 
+/* The part of client_flush that needs no batching, for the runtime to run
+ * between two requests of the mount: the deferred calls queued so far,
+ * and, when `read` is not NULL, the new read points.  Writes wait for the
+ * next client_flush.  Returns whether it did anything. */
+bool client_flush_reads(client *c, client_read_fn read, void *arg);
+
 /* Request `seq` was applied with `result`. */
 void client_applied(client *c, uint64_t seq, int result);
 

@@ -345,6 +345,35 @@ static int node_can_write(void *ctx)
     return 0;
 }
 
+/* Between two requests of the mount: what needs no batching is answered
+ * now instead of at the end of the turn (fs.h `between`): reads from the
+ * applied state (a CREATE's name check) always; read points while the
+ * replica would release them without a round (px_read_now: this node
+ * leads under a valid read lease), at the index it names, exactly as
+ * the READ_INDEX event would.  Writes wait for the turn's client_flush,
+ * where they are proposed in batches, and so do read points that need a
+ * round (they share it). */
+static void read_now(void *arg, const uint64_t *tokens, uint32_t k)
+{
+    node *n = arg;
+    for (uint32_t i = 0; i < k; i++)
+        client_read_point(n->cl, tokens[i], 0, n->read_now_index,
+                          n->read_now_ms);
+}
+
+static void node_between(void *ctx)
+{
+    node *n = ctx;
+    if (n->fatal || !n->px)
+        return;
+    n->read_now_ms = node_now_ms();
+    bool lease = px_read_now(n->px, n->read_now_ms, &n->read_now_index);
+    if (client_flush_reads(n->cl, lease ? read_now : NULL, n)) {
+        n->between_served++;
+        node_serve_reads(n);
+    }
+}
+
 void node_backend(node *n, fs_backend *be)
 {
     *be = (fs_backend){
@@ -360,6 +389,7 @@ void node_backend(node *n, fs_backend *be)
         .chain_head = host_chain_head,
         .chain_base = snapnode_chain_base,
         .snapshot_text = snapnode_text,
+        .between = node_between,
     };
 }
 

@@ -94,6 +94,7 @@ int status_text(void *ctx, char **text, size_t *len)
             "\"pending_writes\":%" PRIu64 ",\"waiting_writes\":%" PRIu64
             ",\"waited_writes\":%" PRIu64 ",\"release_writes\":%" PRIu64
             ",\"leader_reachable\":%s,\"fast_failed\":%" PRIu64
+            ",\"reads_between_requests\":%" PRIu64
             ",\"retained_bytes\":%" PRIu64 ",\"acceptor_syncs\":%" PRIu64
             ",\"healthy\":%s",
             n->cfg.id, role_name(st.role), st.leader_id, st.ballot.round,
@@ -102,7 +103,7 @@ int status_text(void *ctx, char **text, size_t *len)
             members, kv_count(n->state), kv_bytes(n->state),
             cs.pending, cs.waiting, cs.waited_total,
             cs.answered_outstanding, n->no_leader ? "false" : "true",
-            n->fast_failed, px_retained_bytes(n->px),
+            n->fast_failed, n->between_served, px_retained_bytes(n->px),
             hs.acceptor_syncs,
             n->fatal ? "false" : "true");
     fputc(',', fp);

@@ -100,6 +100,44 @@ def test_every_read_path_sees_the_last_change_on_any_mount(cluster):
         assert read_file(a.path(name)) == "again%d\n" % i
 
 
+def test_many_creators_on_the_leader_are_seen_at_once_everywhere(cluster):
+    """The leader answers lookups between two FUSE requests while its read
+    lease holds (node/loop.c node_between) instead of at the end of its
+    turn: with 16 threads creating new names in one directory on the
+    leader's mount, a name is absent on every mount until its creator's
+    close() returns and present on every mount once it has."""
+    c = cluster()
+    leader = wait_for(lambda: c.leader(), 30, "a leader")
+    others = [c.node(k) for k in (1, 2, 3) if k != leader]
+    lead = c.node(leader)
+    before = lead.status()["reads_between_requests"]
+    errors = []
+
+    def creator(t):
+        try:
+            for i in range(25):
+                name = "c%d-%d" % (t, i)
+                for m in others + [lead]:
+                    with pytest.raises(FileNotFoundError):
+                        os.stat(m.path(name))
+                write_file(lead.path(name), "%d\n" % i)
+                for m in others + [lead]:
+                    assert read_file(m.path(name)) == "%d\n" % i
+        except BaseException as e:   # reported below, on the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=creator, args=(t,)) for t in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    assert not any(th.is_alive() for th in threads)
+    assert not errors, errors[0]
+    assert len([n for n in os.listdir(others[0].mnt) if n.startswith("c")]) == 400
+    # the path under test ran (unless the lease lapsed the whole time)
+    assert lead.status()["reads_between_requests"] > before
+
+
 def test_status_shows_peers(cluster):
     c = cluster()
     leader = c.wait_leader()

@@ -1247,6 +1247,32 @@ static void test_read_lease(void **state)
     h_free(c);
 }
 
+/* px_read_now answers, without a step, what a READ_INDEX would: the same
+ * index while the leader's lease holds; nothing on a follower, once the
+ * lease ran out, or for a time before the replica's last event. */
+static void test_read_now_agrees_with_the_lease(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);   /* etmin 100 ms: lease 50 ms */
+    h_elect(c, 1);
+    commit_one(c, 1, 5, 1);
+    h_run(c);
+    uint64_t idx = 0;
+    assert_true(px_read_now(c->n[1].r, c->now, &idx));
+    h_step(c, 1, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 7});
+    assert_int_equal(c->n[1].n_reads, 1);
+    assert_int_equal(c->n[1].reads[0].status, 0);
+    assert_int_equal(c->n[1].reads[0].index, idx);
+    assert_int_equal(idx, h_status(c, 1).commit_index);
+    assert_false(px_read_now(c->n[1].r, c->now - 1, &idx));
+    assert_false(px_read_now(c->n[2].r, c->now, &idx));
+    assert_false(px_read_now(c->n[3].r, c->now, &idx));
+    /* no round echoed for 60 ms: the 50 ms lease is over */
+    c->n[1].cut = true;
+    assert_false(px_read_now(c->n[1].r, c->now + 60, &idx));
+    h_free(c);
+}
+
 
 static void test_forged_ballot_cannot_wedge_elections(void **state)
 {
@@ -1584,6 +1610,7 @@ int main(void)
         cmocka_unit_test(test_forward_backs_off),
         cmocka_unit_test(test_read_index),
         cmocka_unit_test(test_read_lease),
+        cmocka_unit_test(test_read_now_agrees_with_the_lease),
         cmocka_unit_test(test_read_lease_restarted_follower),
         cmocka_unit_test(test_follower_reads_share_one_round),
         cmocka_unit_test(test_restart_never_reuses_ballot),
