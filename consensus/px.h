@@ -427,6 +427,12 @@ uint64_t px_leader_contact_ms(const px_replica *r);
  * the replica's last event.  Changes nothing; cheap. */
 bool px_read_now(const px_replica *r, uint64_t now_ms, uint64_t *index);
 
+/* A replica that does not lead has asked its leader for a read round
+ * that the leader has not answered yet (reads.c invariant 7): a read
+ * submitted now waits for the next round, which the next step with
+ * reads sends; with none out, that step sends it at once.  Cheap. */
+bool px_read_round_out(const px_replica *r);
+
 /* Bytes of committed values retained for catch-up (retain_bytes bounds
  * them). */
 uint64_t px_retained_bytes(const px_replica *r);

@@ -311,6 +311,7 @@ struct px_replica {
     bool quiet_on_start;        /* restored from durable state */
     uint64_t lease_first_round; /* rounds of this leadership start here */
     uint64_t fread_round;       /* follower read rounds (reads.c inv. 7) */
+    uint64_t fread_answered;    /* the highest of them the leader answered */
     bool need_round;
 
     px_election el;

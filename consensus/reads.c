@@ -141,6 +141,12 @@ static bool px_lease_read_ok(const px_replica *r, uint64_t now_ms)
            r->lreads.count == 0;
 }
 
+bool px_read_round_out(const px_replica *r)
+{
+    return r->role != PX_LEADER && r->freads.count &&
+           r->fread_answered < r->fread_round;
+}
+
 bool px_read_now(const px_replica *r, uint64_t now_ms, uint64_t *index)
 {
     if (now_ms < r->now_ms || !px_lease_read_ok(r, now_ms))
@@ -234,6 +240,8 @@ void px_on_read_msg(px_replica *r, const px_msg *m)
         r->stats.msgs_ignored++;
         return;
     }
+    if (m->aux > r->fread_answered && m->aux <= r->fread_round)
+        r->fread_answered = m->aux;
     /* the answer carries the leader's commit index: the reads wait for
      * it, so learn it now rather than at the next ACCEPT or HEARTBEAT */
     if (m->from == r->leader_id && px_ballot_cmp(m->ballot, r->ballot) == 0) {

@@ -346,13 +346,16 @@ static int node_can_write(void *ctx)
 }
 
 /* Between two requests of the mount: what needs no batching is answered
- * now instead of at the end of the turn (fs.h `between`): reads from the
- * applied state (a CREATE's name check) always; read points while the
- * replica would release them without a round (px_read_now: this node
- * leads under a valid read lease), at the index it names, exactly as
- * the READ_INDEX event would.  Writes wait for the turn's client_flush,
- * where they are proposed in batches, and so do read points that need a
- * round (they share it). */
+ * or asked now instead of at the end of the turn (fs.h `between`): reads
+ * from the applied state (a CREATE's name check) always; read points
+ * while the replica would release them without a round (px_read_now:
+ * this node leads under a valid read lease), at the index it names,
+ * exactly as the READ_INDEX event would; on a follower, read points when
+ * no read round to the leader is out (px_read_round_out), so the round
+ * leaves at once; while one is out, later reads wait for the next round
+ * anyway and gather until the turn's end.  Writes wait for the turn's
+ * client_flush, where they are proposed in batches, and so do a leader's
+ * read points that need a round (they share it). */
 static void read_now(void *arg, const uint64_t *tokens, uint32_t k)
 {
     node *n = arg;
@@ -367,8 +370,12 @@ static void node_between(void *ctx)
     if (n->fatal || !n->px)
         return;
     n->read_now_ms = node_now_ms();
-    bool lease = px_read_now(n->px, n->read_now_ms, &n->read_now_index);
-    if (client_flush_reads(n->cl, lease ? read_now : NULL, n)) {
+    client_read_fn fn = NULL;
+    if (px_read_now(n->px, n->read_now_ms, &n->read_now_index))
+        fn = read_now;
+    else if (px_role(n->px) != PX_LEADER && !px_read_round_out(n->px))
+        fn = read_point;   /* a follower's round leaves now */
+    if (client_flush_reads(n->cl, fn, n)) {
         n->between_served++;
         node_serve_reads(n);
     }

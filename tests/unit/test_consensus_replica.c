@@ -1267,6 +1267,15 @@ static void test_read_now_agrees_with_the_lease(void **state)
     assert_false(px_read_now(c->n[1].r, c->now - 1, &idx));
     assert_false(px_read_now(c->n[2].r, c->now, &idx));
     assert_false(px_read_now(c->n[3].r, c->now, &idx));
+    /* a follower's read round is out from its FORWARD to the answer */
+    assert_false(px_read_round_out(c->n[2].r));
+    h_step(c, 2, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 8});
+    assert_true(px_read_round_out(c->n[2].r));
+    assert_false(px_read_round_out(c->n[1].r));
+    h_deliver(c, PX_MSG_FORWARD, 2, 1);
+    h_deliver(c, PX_MSG_FORWARD, 1, 2);
+    assert_int_equal(c->n[2].n_reads, 1);
+    assert_false(px_read_round_out(c->n[2].r));
     /* no round echoed for 60 ms: the 50 ms lease is over */
     c->n[1].cut = true;
     assert_false(px_read_now(c->n[1].r, c->now + 60, &idx));
