@@ -90,6 +90,9 @@ typedef void (*fs_done_fn)(void *arg, int result);
 typedef struct fs_meta {
     uint64_t ident;            /* the file it belongs to (chain/kv.h) */
     uint64_t version;          /* slot of its last change */
+    uint64_t changes;          /* committed changes of the key since its
+                                  creation (kv_value.changes); 0: the
+                                  backend does not know them */
     uint64_t mtime_ms;         /* commit time, or a time set explicitly */
     uint32_t len;              /* bytes */
     uint32_t uid, gid;         /* owner, when mode != 0 */

@@ -1,0 +1,82 @@
+"""Watching keys and the chain: user.paxos.version (how many committed
+changes made a key's value), across mounts, a restart from a snapshot and
+the replay after it."""
+import errno
+import os
+
+import pytest
+
+from conftest import CommandRunner, LaunchedCluster, read_file, wait_for, write_file
+
+VERSION = "user.paxos.version"
+
+
+def version(path):
+    return int(os.getxattr(path, VERSION))
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One 3-node cluster for the cross-mount tests of this module."""
+    runner = CommandRunner()
+    c = LaunchedCluster(tmp_path_factory.mktemp("watch") / "cluster", runner)
+    try:
+        c.up(3)
+        c.wait_leader()
+        yield c
+    finally:
+        try:
+            c.bring_down()
+        finally:
+            runner.close()
+
+
+def test_version_counts_changes_on_every_mount(cluster):
+    a, b, c = (cluster.node(k) for k in (1, 2, 3))
+    write_file(a.path("ver-a"), "one")
+    assert version(a.path("ver-a")) == 1
+    write_file(b.path("ver-a"), "two")
+    with open(c.path("ver-a"), "a") as f:
+        f.write("three")
+    os.chmod(a.path("ver-a"), 0o600)
+    os.rename(b.path("ver-a"), b.path("ver-b"))
+    for n in (a, b, c):
+        assert version(n.path("ver-b")) == 5
+    assert VERSION in os.listxattr(a.path("ver-b"))
+    # read-only, and a removed and created again key starts over
+    with pytest.raises(OSError) as e:
+        os.setxattr(a.path("ver-b"), VERSION, b"9")
+    assert e.value.errno == errno.EPERM
+    os.unlink(a.path("ver-b"))
+    write_file(c.path("ver-b"), "new")
+    for n in (a, b, c):
+        assert version(n.path("ver-b")) == 1
+    os.mkdir(a.path("ver-dir"))
+    assert version(b.path("ver-dir")) == 1
+
+
+def test_version_survives_snapshot_and_replay(nodes):
+    n = nodes(extra_args=("--snapshot-entries", "40"))
+    n.start()
+    wait_for(lambda: n.status()["role"] == "leader", 20, "the node to lead")
+    for i in range(7):
+        write_file(n.path("counted"), "v%d" % i)
+    os.chmod(n.path("counted"), 0o640)
+    for i in range(100):                      # snapshots are taken
+        write_file(n.path("filler%d" % (i % 10)), "x" * i)
+    wait_for(lambda: n.status()["snapshot"]["taken"] >= 1, 20, "a snapshot")
+    for i in range(3):                        # changes after the snapshot
+        write_file(n.path("counted"), "after%d" % i)
+    write_file(n.path("late"), "1")
+    write_file(n.path("late"), "2")
+    assert version(n.path("counted")) == 11
+    assert version(n.path("filler3")) == 10
+    n.stop()
+    n.start()
+    assert "restarted from the snapshot at block" in n.log()
+    assert version(n.path("counted")) == 11
+    assert version(n.path("filler3")) == 10
+    assert version(n.path("late")) == 2
+    write_file(n.path("counted"), "again")
+    assert version(n.path("counted")) == 12
+    assert read_file(n.path("counted")) == "again"
