@@ -15,6 +15,7 @@
  *   ofile.c     working copies of files open for writing, commits
  *   inode.c     the inode table (inode.h)
  *   xattr.c     user.paxos.* extended attributes
+ *   watch.c     poll() on keys
  */
 #ifndef PAXOSFS_FS_INT_H
 #define PAXOSFS_FS_INT_H
@@ -135,6 +136,10 @@ typedef struct fs_handle {
     size_t text_len;
     fs_names names;            /* FS_H_DIR_ROOT listing */
     bool listed;               /* the listing was read from offset 0 */
+    struct fuse_pollhandle *ph;  /* a poll() waiting for a change of its
+                                    file (watch.c), or NULL */
+    uint64_t seen_ident;       /* key handles: the committed value this */
+    uint64_t seen_version;     /* handle last saw (open, a read point) */
     uint64_t chain_head;       /* FS_H_DIR_CHAIN listing bound */
     uint64_t chain_base;       /* ... blocks listed from base + 1 */
     bool has_snapshot;         /* ... with a "snapshot" entry first */
@@ -200,6 +205,7 @@ struct fs {
     fs_ofile *ofiles;          /* list of live open-file versions */
     uint32_t n_notices;
     bool stopping;
+    uint32_t n_polling;        /* handles holding a poll handle (watch.c) */
 };
 
 /* session.c */
@@ -330,6 +336,18 @@ void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
                  const char *value, size_t size, int flags);
 void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+
+/* watch.c */
+void fs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+             struct fuse_pollhandle *ph);
+/* The committed value of the file `in` stands for changed (or the file
+ * went): wake the poll() waits of its handles that now see a change. */
+void fs_poll_wake(fs *f, fs_inode *in);
+/* `h` saw the committed value of its file as it is now (open, a read at a
+ * read point). */
+void fs_poll_seen(fs_handle *h, const kv_value *v);
+/* Drop a handle's poll handle (release). */
+void fs_poll_drop(fs_handle *h);
 
 /* ofile.c: writing and committing */
 /* The inode's current open-file version, created from `v` (NULL: empty)

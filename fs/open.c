@@ -63,6 +63,9 @@ static void finish_open(fs *f, fuse_req_t req, fs_inode *in,
     }
     h->in = in;
     h->writable = writable;
+    const fs_meta *now = fs_committed(in);
+    h->seen_ident = now ? now->ident : 0;        /* for poll() */
+    h->seen_version = now ? now->version : 0;
     /* O_TRUNC|O_APPEND replaces the value: a plain write afterwards */
     h->append = writable && (fi->flags & O_APPEND);
     if (writable) {
@@ -359,6 +362,9 @@ static void read_then(fs_wait *w, int result)
             kv_value_unref(h->snapshot);
         h->snapshot = v;
     }
+    /* what a read at a read point found is what poll() compares with */
+    if (v)
+        fs_poll_seen(h, v);
     reply_snapshot(w->req, h, w->size, w->off);
     fs_wait_free(w);
 }

@@ -542,4 +542,5 @@ const struct fuse_lowlevel_ops fs_ops = {
     .setxattr = fs_setxattr,
     .removexattr = fs_removexattr,
     .create = op_create,
+    .poll = fs_poll,
 };

@@ -55,12 +55,14 @@ void fs_reconcile(fs *f, const char *key, size_t key_len, const fs_meta *now)
         /* its file left the name: removed, renamed away or replaced */
         fs_inode_orphan(f->inodes, in);
         fs_notice_entry(f, key, key_len);
+        fs_poll_wake(f, in);
         fs_release_inode(f, in);
         in = NULL;
     }
     if (in) {
         in->seen = *now;
         fs_notice_inode(f, in->ino);       /* its content changed */
+        fs_poll_wake(f, in);
         return;
     }
     fs_inode *moved = fs_inode_by_ident(f->inodes, now->ident);
@@ -79,6 +81,7 @@ void fs_reconcile(fs *f, const char *key, size_t key_len, const fs_meta *now)
     moved->lost = false;
     moved->seen = *now;
     fs_notice_entry(f, key, key_len);
+    fs_poll_wake(f, moved);
 }
 
 fs_inode *fs_resolve(fs *f, const char *name, const fs_meta *now, int *err)

@@ -3,6 +3,8 @@ changes made a key's value), across mounts, a restart from a snapshot and
 the replay after it."""
 import errno
 import os
+import select
+import time
 
 import pytest
 
@@ -80,3 +82,69 @@ def test_version_survives_snapshot_and_replay(nodes):
     write_file(n.path("counted"), "again")
     assert version(n.path("counted")) == 12
     assert read_file(n.path("counted")) == "again"
+
+
+# ------------------------------------------------ poll() on an open key
+
+def poll_in(fd, timeout_s):
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return [ev for _, ev in p.poll(int(timeout_s * 1000))]
+
+
+def wait_pollin(fd, deadline_s=20.0):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        evs = poll_in(fd, min(1.0, max(0.0, end - time.monotonic())))
+        if evs and evs[0] & select.POLLIN:
+            return evs[0]
+    raise AssertionError("no POLLIN within %.0f s" % deadline_s)
+
+
+def test_poll_reports_a_new_value_written_on_another_mount(cluster):
+    a, b = cluster.node(1), cluster.node(2)
+    write_file(a.path("watched"), "first")
+    fd = os.open(a.path("watched"), os.O_RDONLY)
+    ep = select.epoll()
+    try:
+        assert os.read(fd, 100) == b"first"
+        ep.register(fd, select.EPOLLIN)
+        # nothing new: not readable, not even after a while
+        assert poll_in(fd, 0) == []
+        assert poll_in(fd, 0.3) == []
+        assert ep.poll(0.1) == []
+        write_file(b.path("watched"), "second")       # returned: committed
+        assert wait_pollin(fd) & select.POLLIN
+        evs = ep.poll(20)
+        assert evs and evs[0][1] & select.EPOLLIN
+        # reading the new value consumes it: quiet again until the next
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert os.read(fd, 100) == b"second"
+        assert poll_in(fd, 0) == []
+        with open(cluster.node(3).path("watched"), "a") as f:   # an append
+            f.write("+")
+        assert wait_pollin(fd) & select.POLLIN
+        r, _, _ = select.select([fd], [], [], 20)
+        assert r == [fd]
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert os.read(fd, 100) == b"second+"
+        assert poll_in(fd, 0) == []
+        os.unlink(b.path("watched"))                  # removal wakes too
+        assert wait_pollin(fd) & select.POLLIN
+    finally:
+        ep.close()
+        os.close(fd)
+
+
+def test_poll_on_a_writable_descriptor(cluster):
+    a, b = cluster.node(1), cluster.node(3)
+    write_file(a.path("watched-w"), "x")
+    fd = os.open(a.path("watched-w"), os.O_RDWR)
+    try:
+        p = select.poll()
+        p.register(fd, select.POLLIN | select.POLLOUT)
+        assert p.poll(0) == [(fd, select.POLLOUT)]
+        write_file(b.path("watched-w"), "y")
+        assert wait_pollin(fd) & select.POLLIN
+    finally:
+        os.close(fd)
