@@ -369,6 +369,14 @@ void fs_key_flush(fuse_req_t req, fs_handle *h, uint64_t lock_owner,
                   bool is_fsync);
 /* Commit the open file now (touch) and reply its attributes. */
 void fs_ofile_commit_now(fuse_req_t req, fs_inode *in, fs_handle *h);
+/* fsync of the directory whose key is dir[0..len) ("" for the root):
+ * every change to its entries made on this mount is committed before the
+ * answer.  Namespace ops are committed before they answer; what is left
+ * are files created here: a creation never committed commits now (as an
+ * fsync of the file would), and commits in flight (a creation committed
+ * at release, after close() returned) are waited for.  Answers req: 0 or
+ * the errno of a commit that failed. */
+void fs_ofile_sync_dir(fuse_req_t req, const char *dir, size_t len);
 /* Park `w` until the commits of `of` now in flight are done; then
  * w->then(w, 0 or -errno of a failed one).  For a rename or unlink of a
  * file whose first commit is on its way. */

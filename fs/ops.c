@@ -501,6 +501,25 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
         fuse_reply_err(req, 0);
 }
 
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+                        struct fuse_file_info *fi)
+{
+    (void)datasync;
+    (void)fi;
+    fs *f = fs_of(req);
+    if (ino == FS_INO_ROOT) {
+        fs_ofile_sync_dir(req, "", 0);
+        return;
+    }
+    fs_inode *in = ino >= FS_INO_FIRST_KEY && !fs_is_block_ino(ino)
+                   ? fs_inode_by_ino(f->inodes, ino) : NULL;
+    if (!in || !fs_is_dir_inode(in) || in->orphan) {
+        fuse_reply_err(req, 0);     /* .chain, or a directory gone */
+        return;
+    }
+    fs_ofile_sync_dir(req, in->key, in->key_len);
+}
+
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
@@ -533,6 +552,7 @@ const struct fuse_lowlevel_ops fs_ops = {
     .flush = op_flush,
     .release = op_release,
     .fsync = op_fsync,
+    .fsyncdir = op_fsyncdir,
     .opendir = fs_dir_open,
     .readdir = fs_dir_read,
     .releasedir = fs_dir_release,

@@ -148,3 +148,37 @@ def test_poll_on_a_writable_descriptor(cluster):
         assert wait_pollin(fd) & select.POLLIN
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------ fsync of a directory
+
+def test_fsync_of_a_directory_commits_the_files_created_in_it(cluster):
+    a, b = cluster.node(1), cluster.node(2)
+    os.mkdir(a.path("syncd"))
+    # created and written, still open: only this mount knows the file
+    fd = os.open(a.path("syncd/open-file"), os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, b"data")
+        assert not os.path.exists(b.path("syncd/open-file"))
+        dfd = os.open(a.path("syncd"), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        # fsync returned: every mount sees the entry (a linearizable stat)
+        assert os.path.exists(b.path("syncd/open-file"))
+    finally:
+        os.close(fd)
+    # a creation committed at release (after close() returned): fsync of
+    # the directory waits for it, in the root too
+    for i in range(20):
+        for d in ("syncd/", ""):
+            name = "%srel%d" % (d, i)
+            os.close(os.open(a.path(name), os.O_CREAT | os.O_WRONLY, 0o644))
+            dfd = os.open(a.path(d or "."), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fdatasync(dfd)
+            finally:
+                os.close(dfd)
+            assert os.path.exists(b.path(name)), name
+    assert read_file(b.path("syncd/open-file")) == "data"
