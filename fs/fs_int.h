@@ -180,7 +180,11 @@ struct fs_wait {
 /* Invalidation queue item, handled by the notifier thread. */
 typedef struct fs_notice {
     uint64_t ino;              /* 0: none */
-    char *name;                /* NULL: none; entry name under the root */
+    char *name;                /* NULL: none; a name in `parent` */
+    uint64_t parent;           /* the directory inode holding `name` */
+    fuse_req_t open_req;       /* non-NULL: answer this open with `fi`
+                                  once the notices before it are sent */
+    struct fuse_file_info fi;
     struct fs_notice *next;
 } fs_notice;
 
@@ -241,6 +245,13 @@ void fs_notifier_stop(fs *f);
 /* Queue kernel cache invalidations (only when caching is on). */
 void fs_notice_entry(fs *f, const char *key, size_t key_len);
 void fs_notice_inode(fs *f, uint64_t ino);
+/* Does the kernel cache attributes, names and pages of keys? */
+bool fs_kernel_caches(const fs *f);
+/* Answer a read-only open after every invalidation queued before it was
+ * sent (so the kernel drops stale sizes and pages before the opener
+ * reads); false if it could not be queued (then answer it directly). */
+bool fs_notice_open_reply(fs *f, fuse_req_t req,
+                          const struct fuse_file_info *fi);
 
 /* wait.c */
 fs_wait *fs_wait_new(fs *f, fuse_req_t req, fs_then_fn then);

@@ -1,7 +1,8 @@
 /*
  * notify.c - kernel cache invalidation off the loop thread: a bounded
- * queue of notices (an inode whose content changed, a root entry whose
- * name changed) and the notifier thread that sends them.
+ * queue of notices (an inode whose content changed: its attributes and
+ * cached pages; a name in a directory that now names something else or
+ * nothing, at any depth) and the notifier thread that sends them.
  *
  * Invariants:
  *  1. The notifier thread touches nothing but this queue (under f->lock)
@@ -12,6 +13,11 @@
  *     entry timeout above 0) and at most FS_NOTICE_MAX wait; one dropped
  *     (full queue, ENOMEM) only means the kernel keeps its entry until
  *     the entry's timeout.
+ *  3. A name is invalidated in the directory inode that holds it: the
+ *     root, or the inode of its parent directory's key.  A parent this
+ *     mount has no inode for was never looked up (an inode lives while
+ *     the kernel holds a lookup on it), so the kernel has no name in it
+ *     to drop.  A directory's key ("a/b/") names "b" in "a/".
  */
 #include "fs_int.h"
 
@@ -35,11 +41,18 @@ void *fs_notifier_main(void *arg)
             f->notices_tail = NULL;
         f->n_notices--;
         pthread_mutex_unlock(&f->lock);
+        if (n->open_req) {
+            /* the opener is gone: its handle is freed at unmount */
+            fuse_reply_open(n->open_req, &n->fi);
+            free(n);
+            pthread_mutex_lock(&f->lock);
+            continue;
+        }
         /* errors (ENOENT: the kernel no longer caches it) are expected */
         if (n->ino)
             fuse_lowlevel_notify_inval_inode(f->se, n->ino, 0, 0);
         if (n->name)
-            fuse_lowlevel_notify_inval_entry(f->se, FS_INO_ROOT, n->name,
+            fuse_lowlevel_notify_inval_entry(f->se, n->parent, n->name,
                                              strlen(n->name));
         free(n->name);
         free(n);
@@ -51,27 +64,18 @@ void *fs_notifier_main(void *arg)
 
 /* Queue a kernel cache invalidation.  Only needed when the kernel caches
  * at all (a timeout above 0); with the default 0 it asks us every time. */
-static void queue_notice(fs *f, uint64_t ino, const char *key, size_t key_len)
+bool fs_kernel_caches(const fs *f)
 {
-    if (!f->notifier_running ||
-        (f->opt.attr_timeout_s <= 0 && f->opt.entry_timeout_s <= 0))
-        return;
-    if (key && memchr(key, '/', key_len))
-        return;   /* not a root entry: the kernel cannot have it */
-    fs_notice *n = calloc(1, sizeof *n);
-    if (!n)
-        return;   /* caches expire on their own after their timeout */
-    n->ino = ino;
-    if (key && !(n->name = strndup(key, key_len))) {
-        free(n);
-        return;
-    }
+    return f->opt.attr_timeout_s > 0 || f->opt.entry_timeout_s > 0;
+}
+
+/* Append n to the queue: false if it is full. */
+static bool enqueue(fs *f, fs_notice *n)
+{
     pthread_mutex_lock(&f->lock);
     if (f->n_notices >= FS_NOTICE_MAX) {
         pthread_mutex_unlock(&f->lock);
-        free(n->name);
-        free(n);
-        return;
+        return false;
     }
     if (f->notices_tail)
         f->notices_tail->next = n;
@@ -81,6 +85,60 @@ static void queue_notice(fs *f, uint64_t ino, const char *key, size_t key_len)
     f->n_notices++;
     pthread_cond_signal(&f->cond);
     pthread_mutex_unlock(&f->lock);
+    return true;
+}
+
+bool fs_notice_open_reply(fs *f, fuse_req_t req,
+                          const struct fuse_file_info *fi)
+{
+    if (!f->notifier_running)
+        return false;
+    fs_notice *n = calloc(1, sizeof *n);
+    if (!n)
+        return false;
+    n->open_req = req;
+    n->fi = *fi;
+    if (!enqueue(f, n)) {
+        free(n);
+        return false;
+    }
+    return true;
+}
+
+static void queue_notice(fs *f, uint64_t ino, const char *key, size_t key_len)
+{
+    if (!f->notifier_running || !fs_kernel_caches(f))
+        return;
+    uint64_t parent = FS_INO_ROOT;
+    if (key) {
+        if (key_len && key[key_len - 1] == '/')
+            key_len--;                /* a directory: its name */
+        const char *slash = key_len ? memrchr(key, '/', key_len) : NULL;
+        if (slash) {                  /* invariant 3 */
+            size_t plen = (size_t)(slash - key) + 1;
+            fs_inode *d = fs_inode_by_key(f->inodes, key, plen);
+            if (!d || d->orphan)
+                return;
+            parent = d->ino;
+            key_len -= plen;
+            key += plen;
+        }
+        if (!key_len)
+            return;
+    }
+    fs_notice *n = calloc(1, sizeof *n);
+    if (!n)
+        return;   /* caches expire on their own after their timeout */
+    n->ino = ino;
+    n->parent = parent;
+    if (key && !(n->name = strndup(key, key_len))) {
+        free(n);
+        return;
+    }
+    if (!enqueue(f, n)) {
+        free(n->name);
+        free(n);
+    }
 }
 
 void fs_notice_entry(fs *f, const char *key, size_t key_len)
