@@ -232,6 +232,11 @@ int fs_process(fs *f);
 void fs_key_changed(fs *f, const char *key, size_t key_len,
                     const fs_meta *now);
 
+/* The backend appended committed blocks to the chain (chain_head grew):
+ * waiting readers of .chain/stream and .chain/since/<n> get them.  Call
+ * on the loop thread after each applied entry (cheap when none waits). */
+void fs_chain_grew(fs *f);
+
 /* Unmount (if still mounted) and free. */
 void fs_unmount(fs *f);
 

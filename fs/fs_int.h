@@ -15,7 +15,8 @@
  *   ofile.c     working copies of files open for writing, commits
  *   inode.c     the inode table (inode.h)
  *   xattr.c     user.paxos.* extended attributes
- *   watch.c     poll() on keys
+ *   watch.c     poll() on keys and streams
+ *   stream.c    .chain/stream and .chain/since/<index>
  */
 #ifndef PAXOSFS_FS_INT_H
 #define PAXOSFS_FS_INT_H
@@ -32,6 +33,8 @@
 #define FS_RESERVED_CHAIN ".chain"
 #define FS_RESERVED_STATUS ".status"
 #define FS_CHAIN_SNAPSHOT "snapshot"    /* .chain/snapshot */
+#define FS_CHAIN_STREAM "stream"        /* .chain/stream (stream.c) */
+#define FS_CHAIN_SINCE "since"          /* .chain/since/<index> */
 #define FS_OWNERS_MAX 8       /* file tables remembered per open file */
 #define FS_COMMIT_TRIES 16    /* commits re-sent after the file moved */
 #define FS_BLOCK_NAME_DIGITS 10   /* .chain/0000000001 */
@@ -41,6 +44,7 @@ enum fs_handle_kind {
     FS_H_TEXT,        /* .status or a .chain block: rendered at open */
     FS_H_DIR_ROOT,    /* the root, or a directory key (`in` set) */
     FS_H_DIR_CHAIN,
+    FS_H_STREAM,      /* .chain/stream, .chain/since/<n> (stream.c) */
 };
 
 typedef struct fs_commit fs_commit;
@@ -140,9 +144,15 @@ typedef struct fs_handle {
                                     file (watch.c), or NULL */
     uint64_t seen_ident;       /* key handles: the committed value this */
     uint64_t seen_version;     /* handle last saw (open, a read point) */
+    uint64_t stream_next;      /* FS_H_STREAM: the next block to load */
+    size_t stream_off;         /* ... bytes of `text` delivered */
+    fuse_req_t stream_req;     /* ... the read waiting for a block */
+    size_t stream_size;
+    struct fs_handle *stream_prev, *stream_nextp;   /* in fs.streams */
     uint64_t chain_head;       /* FS_H_DIR_CHAIN listing bound */
     uint64_t chain_base;       /* ... blocks listed from base + 1 */
-    bool has_snapshot;         /* ... with a "snapshot" entry first */
+    bool has_snapshot;
+    bool since_dir;            /* .chain/since: an empty listing */         /* ... with a "snapshot" entry first */
 } fs_handle;
 
 /*
@@ -210,6 +220,7 @@ struct fs {
     uint32_t n_notices;
     bool stopping;
     uint32_t n_polling;        /* handles holding a poll handle (watch.c) */
+    fs_handle *streams;        /* stream handles with a read waiting */
 };
 
 /* session.c */
@@ -348,7 +359,25 @@ void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
                  const char *value, size_t size, int flags);
 void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 
+/* stream.c */
+bool fs_stream_ino(uint64_t ino);
+/* Lookups in .chain (stream, since) and .chain/since: true if answered. */
+bool fs_stream_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void fs_stream_getattr(fuse_req_t req, fuse_ino_t ino);
+void fs_stream_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_stream_read(fuse_req_t req, fs_handle *h, size_t size);
+/* POLLIN if a block is there to read. */
+unsigned fs_stream_mask(fs *f, fs_handle *h);
+/* Answer every waiting read with end of file (unmount). */
+void fs_stream_end_all(fs *f);
+/* user.paxos.oldest of .chain, .chain/stream, .chain/since: true if
+ * answered. */
+bool fs_stream_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+                        size_t size);
+
 /* watch.c */
+/* Wake the poll() waits of stream handles that have a block to read. */
+void fs_poll_wake_streams(fs *f);
 void fs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
              struct fuse_pollhandle *ph);
 /* The committed value of the file `in` stands for changed (or the file

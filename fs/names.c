@@ -51,9 +51,11 @@ int fs_child_path(fs *f, uint64_t parent, const char *name, char **out)
     *out = NULL;
     if (nlen > KV_MAX_NAME)
         return ENAMETOOLONG;
-    if (parent == FS_INO_CHAIN || fs_is_block_ino(parent) ||
-        parent == FS_INO_STATUS)
-        return parent == FS_INO_CHAIN ? EACCES : ENOTDIR;
+    if (parent == FS_INO_CHAIN || parent == FS_INO_SINCE ||
+        fs_is_block_ino(parent) || parent == FS_INO_STATUS ||
+        parent == FS_INO_STREAM)
+        return parent == FS_INO_CHAIN || parent == FS_INO_SINCE ? EACCES
+                                                                : ENOTDIR;
     if (parent != FS_INO_ROOT) {
         fs_inode *d = fs_inode_by_ino(f->inodes, parent);
         if (!d || d->orphan)

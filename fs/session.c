@@ -176,6 +176,7 @@ void fs_unmount(fs *f)
 {
     if (!f)
         return;
+    fs_stream_end_all(f);
     fs_notifier_stop(f);
     if (f->mounted)
         fuse_session_unmount(f->se);

@@ -67,6 +67,18 @@ void fs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
     (void)ino;
     fs *f = fs_of(req);
     fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
+    if (h->kind == FS_H_STREAM) {
+        unsigned smask = fs_stream_mask(f, h);
+        fs_poll_drop(h);
+        if (ph && !smask) {
+            h->ph = ph;
+            f->n_polling++;
+        } else if (ph) {
+            fuse_pollhandle_destroy(ph);
+        }
+        fuse_reply_poll(req, smask);
+        return;
+    }
     if (h->kind != FS_H_KEY) {
         /* text files and directories: always ready */
         if (ph)
@@ -95,6 +107,18 @@ void fs_poll_wake(fs *f, fs_inode *in)
     for (fs_handle *h = f->handles; h; h = h->next) {
         if (h->in != in || !h->ph || h->kind != FS_H_KEY ||
             !(key_mask(h) & POLLIN))
+            continue;
+        fuse_lowlevel_notify_poll(h->ph);
+        fs_poll_drop(h);
+    }
+}
+
+void fs_poll_wake_streams(fs *f)
+{
+    if (!f->n_polling)
+        return;
+    for (fs_handle *h = f->handles; h; h = h->next) {
+        if (h->kind != FS_H_STREAM || !h->ph || !fs_stream_mask(f, h))
             continue;
         fuse_lowlevel_notify_poll(h->ph);
         fs_poll_drop(h);

@@ -118,6 +118,8 @@ void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
                  size_t size)
 {
     fs *f = fs_of(req);
+    if (fs_stream_getxattr(req, ino, name, size))
+        return;
     fs_inode *in = ino >= FS_INO_FIRST_KEY && !fs_is_block_ino(ino)
                    ? fs_inode_by_ino(f->inodes, ino) : NULL;
     if (!in) {

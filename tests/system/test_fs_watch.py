@@ -4,6 +4,7 @@ the replay after it."""
 import errno
 import os
 import select
+import subprocess
 import time
 
 import pytest
@@ -266,3 +267,129 @@ def test_read_throughput_with_and_without_kernel_caching(nodes, capsys):
         n.stop()
     with capsys.disabled():
         print("\n" + "\n".join(figures))
+
+
+# ------------------------------------------------ tailing the chain
+
+def parse_blocks(text):
+    """Complete blocks of a stream: [(index, text)]; each ends with an
+    empty line."""
+    out = []
+    for chunk in text.split("\n\n"):
+        if chunk.startswith("index: "):
+            out.append((int(chunk.split("\n", 1)[0][7:]), chunk + "\n"))
+    if not text.endswith("\n\n") and out:
+        out.pop()                                # the last one is partial
+    return out
+
+
+def read_available(fd):
+    """Everything a stream has now, without waiting for more."""
+    data = b""
+    while poll_in(fd, 0):
+        chunk = os.read(fd, 1 << 16)
+        assert chunk, "a stream never ends"
+        data += chunk
+    return data.decode()
+
+
+def test_chain_stream_follows_every_commit_in_order(cluster):
+    a, b = cluster.node(1), cluster.node(3)
+    out = os.path.join(os.path.dirname(a.path("")), "..", "stream-out")
+    with open(out, "wb") as sink:
+        cat = subprocess.Popen(["cat", a.path(".chain/stream")], stdout=sink)
+    try:
+        # the stream starts after the head it opened at: a block that
+        # commits from now on shows up
+        def opened():
+            fds = "/proc/%d/fd" % cat.pid
+            return any(os.readlink(os.path.join(fds, x)).endswith(".chain/stream")
+                       for x in os.listdir(fds))
+        wait_for(opened, 10, "cat to open the stream")
+        names = ["streamed%d" % i for i in range(30)]
+        for i, name in enumerate(names):
+            write_file((a if i % 2 else b).path(name), "v%d" % i)
+        def has_all():
+            with open(out) as f:
+                text = f.read()
+            return all(('key="%s"' % n) in text for n in names)
+        wait_for(has_all, 20, "every write in the stream")
+        assert cat.poll() is None                # it waits for more
+    finally:
+        cat.kill()                               # a signal ends the wait
+        cat.wait(timeout=20)
+    with open(out) as f:
+        blocks = parse_blocks(f.read())
+    indexes = [i for i, _ in blocks]
+    assert indexes == list(range(indexes[0], indexes[0] + len(indexes)))
+    for index, text in blocks:                   # each as .chain/<n> has it
+        assert read_file(a.path(".chain/%010d" % index)) == text
+
+
+def test_chain_since_resumes_from_an_index(cluster):
+    a = cluster.node(2)
+    write_file(a.path("since-key"), "x")
+    head = a.status()["chain_head"]["index"]
+    fd = os.open(a.path(".chain/since/1"), os.O_RDONLY)
+    try:
+        blocks = parse_blocks(read_available(fd))
+        assert [i for i, _ in blocks][:head] == list(range(1, head + 1))
+        # caught up: a read would wait; poll says so, until a commit
+        assert poll_in(fd, 0) == []
+        write_file(cluster.node(1).path("since-key"), "y")
+        wait_pollin(fd)
+        more = parse_blocks(read_available(fd))
+        assert more and more[0][0] == blocks[-1][0] + 1
+        assert any('key="since-key"' in t for _, t in more)
+    finally:
+        os.close(fd)
+    # resuming from the middle gives the same blocks
+    fd = os.open(a.path(".chain/since/%d" % (head - 1)), os.O_RDONLY)
+    try:
+        again = parse_blocks(read_available(fd))
+        assert again[0] == blocks[head - 2]
+    finally:
+        os.close(fd)
+    # read-only, and nothing else is there
+    for path, flags, code in ((".chain/stream", os.O_WRONLY, errno.EACCES),
+                              (".chain/since/5", os.O_RDWR, errno.EACCES),
+                              (".chain/since/x", os.O_RDONLY, errno.ENOENT),
+                              (".chain/since", os.O_WRONLY, errno.EISDIR)):
+        with pytest.raises(OSError) as e:
+            os.open(a.path(path), flags)
+        assert e.value.errno == code, path
+    assert os.listdir(a.path(".chain/since")) == []
+    assert os.getxattr(a.path(".chain"), "user.paxos.oldest") == b"1"
+
+
+def test_chain_since_a_compacted_index_is_erange_with_the_oldest(nodes):
+    n = nodes(extra_args=("--snapshot-entries", "40",
+                          "--chain-segment-bytes", "16384"))
+    n.start()
+    wait_for(lambda: n.status()["role"] == "leader", 20, "the node to lead")
+    # a reader that falls more than a snapshot behind
+    slow = os.open(n.path(".chain/since/0"), os.O_RDONLY)   # the oldest
+    try:
+        first = os.read(slow, 64).decode()
+        assert first.startswith("index: 1\n")
+        for i in range(600):
+            write_file(n.path("c%d" % (i % 20)), "x" * 200)
+        wait_for(lambda: n.status()["snapshot"]["chain_base"] > 1, 30,
+                 "compaction")
+        with pytest.raises(OSError) as e:
+            while True:
+                os.read(slow, 1 << 16)
+        assert e.value.errno == errno.ERANGE
+    finally:
+        os.close(slow)
+    oldest = int(os.getxattr(n.path(".chain/since"), "user.paxos.oldest"))
+    assert oldest == n.status()["snapshot"]["chain_base"] + 1
+    assert int(os.getxattr(n.path(".chain/stream"), "user.paxos.oldest")) == oldest
+    with pytest.raises(OSError) as e:
+        os.open(n.path(".chain/since/%d" % (oldest - 1)), os.O_RDONLY)
+    assert e.value.errno == errno.ERANGE
+    fd = os.open(n.path(".chain/since/%d" % oldest), os.O_RDONLY)
+    try:
+        assert os.read(fd, 64).decode().startswith("index: %d\n" % oldest)
+    finally:
+        os.close(fd)
