@@ -63,7 +63,7 @@ SIM_BIN   := $(BUILD)/sim
 BENCH_SRC := $(wildcard tools/bench/*.c)
 BENCH_BINS:= $(patsubst tools/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test unit sim systest asan bench deps clean fuzz fuzz-one fuzz-run fuzz-corpus run stop fsx mutants
+.PHONY: all test unit sim systest asan bench deps clean fuzz fuzz-one fuzz-run fuzz-corpus run stop fsx mutants conformance
 # keep objects: they are not intermediate files to delete after a link
 .SECONDARY:
 
@@ -160,6 +160,12 @@ SEED ?= 1
 fsx: $(PROGRAMS)
 	PAXOSFS_BUILD=$(abspath $(BUILD)) FSX_OPS=$(OPS) FSX_SEED=$(SEED) \
 	    /usr/bin/python3 -m pytest -q tests/system/test_fsx.py
+
+# `make conformance`: the expectation table (tests/conformance/table.txt)
+# against a fresh node's mount (make test runs it with the system tests)
+conformance: $(PROGRAMS)
+	PAXOSFS_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q \
+	    tests/system/test_fs_conformance.py
 
 ASAN_MAKE := $(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
     SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all"
