@@ -153,9 +153,11 @@ test: all
 	$(MAKE) sim
 	$(MAKE) systest
 
-# `make fsx OPS=N SEED=S`: the random-operation exerciser (tests/tools/fsx.py)
-# on one mount and across a 3-node cluster, N operations (make test: 1200)
-OPS  ?= 1200
+# `make fsx N=... SEED=S` (or OPS=N): the random-operation exerciser
+# (tests/tools/fsx.py) on one mount and across a 3-node cluster, N
+# operations (make test: 1200)
+N    ?= 1200
+OPS  ?= $(N)
 SEED ?= 1
 fsx: $(PROGRAMS)
 	PAXOSFS_BUILD=$(abspath $(BUILD)) FSX_OPS=$(OPS) FSX_SEED=$(SEED) \
