@@ -195,6 +195,7 @@ typedef struct fs_notice {
     fuse_req_t open_req;       /* non-NULL: answer this open with `fi`
                                   once the notices before it are sent */
     struct fuse_file_info fi;
+    uint64_t seq;              /* its place in the queue (1, 2, ...) */
     struct fs_notice *next;
 } fs_notice;
 
@@ -218,6 +219,8 @@ struct fs {
     fs_handle *handles;        /* list of live handles (loop thread) */
     fs_ofile *ofiles;          /* list of live open-file versions */
     uint32_t n_notices;
+    uint64_t notices_queued;   /* sequence numbers given (under lock) */
+    uint64_t notices_done;     /* ... and sent by the notifier */
     bool stopping;
     uint32_t n_polling;        /* handles holding a poll handle (watch.c) */
     fs_handle *streams;        /* stream handles with a read waiting */
@@ -256,6 +259,11 @@ void fs_notifier_stop(fs *f);
 /* Queue kernel cache invalidations (only when caching is on). */
 void fs_notice_entry(fs *f, const char *key, size_t key_len);
 void fs_notice_inode(fs *f, uint64_t ino);
+/* The old name of a directory an entry moved: invalidated whether or not
+ * the kernel caches (notify.c invariant 3). */
+uint64_t fs_notice_dir_moved(fs *f, const char *key, size_t key_len);
+/* Is notice `seq` (0: none) still to be sent? */
+bool fs_notice_pending(fs *f, uint64_t seq);
 /* Does the kernel cache attributes, names and pages of keys? */
 bool fs_kernel_caches(const fs *f);
 /* Answer a read-only open after every invalidation queued before it was

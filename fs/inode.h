@@ -57,6 +57,9 @@ typedef struct fs_inode {
     bool lost;               /* orphaned by a rename whose new name could
                                 not be stored (ENOMEM): commits fail */
     struct fs_ofile *of;     /* shared state of its writable opens, or NULL */
+    uint64_t alias_seq;      /* a directory an entry moved: the notice
+                                that drops its old name in the kernel
+                                (names.c renumbers it while pending) */
     uint64_t cache_ident;    /* the committed value the kernel may hold */
     uint64_t cache_version;  /* pages of (read-only opens, fs/open.c) */
     bool has_creator;        /* created here: the owner and permissions its

@@ -85,6 +85,29 @@ static void unlink_applied_reply(fs_wait *w, int result)
 
 /* ------------------------------------------------------------- lookup */
 
+/* A directory another mount moved, whose old name the kernel may still
+ * hold (the notice that drops it is not sent yet, notify.c invariant 3):
+ * the kernel allows a directory one name, and a lookup made inside a
+ * rename(2) cannot move it (ESTALE).  The directory gets a new inode
+ * number here; the old one is left an orphan under its old name, which
+ * the kernel then drops (ENOENT).  NULL on ENOMEM. */
+static fs_inode *renumber(fs *f, fs_inode *in)
+{
+    char key[KV_MAX_KEY + 1];
+    size_t len = in->key_len;
+    memcpy(key, in->key, len);
+    uint64_t ident = in->ident;
+    fs_meta seen = in->seen;
+    fs_inode_orphan(f->inodes, in);
+    fs_inode *fresh = fs_inode_get_or_add(f->inodes, key, len);
+    if (fresh) {
+        fs_inode_set_ident(f->inodes, fresh, ident);   /* in loses it */
+        fresh->seen = seen;
+    }
+    fs_release_inode(f, in);
+    return fresh;
+}
+
 /* Reply the entry of the inode of `key` as w->view found it (ENOENT if
  * nothing is there), and free w. */
 static void reply_found(fs_wait *w, const char *key)
@@ -96,6 +119,15 @@ static void reply_found(fs_wait *w, const char *key)
         fs_release_inode(f, in);
         in = NULL;
         err = ENOENT;
+    }
+    if (in && in->alias_seq) {
+        if (fs_is_dir_inode(in) && in->nlookup &&
+            fs_notice_pending(f, in->alias_seq)) {
+            in = renumber(f, in);
+            err = ENOMEM;
+        } else {
+            in->alias_seq = 0;      /* the old name is gone from the kernel */
+        }
     }
     if (!in) {
         fuse_reply_err(w->req, err);

@@ -54,7 +54,10 @@ void fs_reconcile(fs *f, const char *key, size_t key_len, const fs_meta *now)
     if (in && (!now->ident || now->ident != in->ident)) {
         /* its file left the name: removed, renamed away or replaced */
         fs_inode_orphan(f->inodes, in);
-        fs_notice_entry(f, key, key_len);
+        if (fs_is_dir_inode(in) || (key_len && key[key_len - 1] == '/'))
+            in->alias_seq = fs_notice_dir_moved(f, key, key_len);
+        else
+            fs_notice_entry(f, key, key_len);
         fs_poll_wake(f, in);
         fs_release_inode(f, in);
         in = NULL;
@@ -70,7 +73,11 @@ void fs_reconcile(fs *f, const char *key, size_t key_len, const fs_meta *now)
         return;
     /* renamed: the inode follows its file */
     if (!moved->orphan) {
-        fs_notice_entry(f, moved->key, moved->key_len);
+        if (fs_is_dir_inode(moved))
+            moved->alias_seq = fs_notice_dir_moved(f, moved->key,
+                                                   moved->key_len);
+        else
+            fs_notice_entry(f, moved->key, moved->key_len);
         fs_inode_orphan(f->inodes, moved);
     }
     if (fs_inode_rekey(f->inodes, moved, key, key_len) < 0) {

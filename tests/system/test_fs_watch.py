@@ -393,3 +393,20 @@ def test_chain_since_a_compacted_index_is_erange_with_the_oldest(nodes):
         assert os.read(fd, 64).decode().startswith("index: %d\n" % oldest)
     finally:
         os.close(fd)
+
+
+def test_directory_moved_elsewhere_is_renamed_again_here(cluster):
+    """A directory moved by another mount, whose old name this kernel
+    still holds (a dentry, revalidated on use): renaming it again across
+    directories here must work, not fail with ESTALE (a directory inode
+    has one dentry, and the lookup inside rename(2) cannot move it)."""
+    a, b = cluster.node(1), cluster.node(2)
+    os.mkdir(a.path("mvroot"))
+    for r in range(20):
+        os.mkdir(a.path("mvroot/src%d" % r))
+        write_file(a.path("mvroot/src%d/f" % r), "v%d" % r)
+        os.mkdir(a.path("mvroot/dst%d" % r))
+        assert os.path.isdir(b.path("mvroot/src%d" % r))   # b's dentry
+        os.rename(a.path("mvroot/src%d" % r), a.path("mvroot/dst%d/moved" % r))
+        os.rename(b.path("mvroot/dst%d/moved" % r), b.path("mvroot/again%d" % r))
+        assert read_file(a.path("mvroot/again%d/f" % r)) == "v%d" % r
