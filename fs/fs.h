@@ -70,6 +70,12 @@
  *     its path and a '/'; mkdir, rmdir, unlink, rename (with
  *     RENAME_NOREPLACE and RENAME_EXCHANGE, a whole tree at once) are one
  *     op each, whose errno the state machine decides as it applies it.
+ *  9. Watching (docs/design.md "Watching"): poll() on an open key is
+ *     readable once a new committed value of its file was applied here
+ *     (fs/watch.c); .chain/stream and .chain/since/<n> deliver committed
+ *     blocks in order as they commit (fs/stream.c, fed by fs_chain_grew);
+ *     fsync of a directory commits and waits for this mount's creations
+ *     in it.
  */
 #ifndef PAXOSFS_FS_H
 #define PAXOSFS_FS_H
