@@ -2,7 +2,8 @@
 # `make test` runs every test; `make asan` runs them under ASan+UBSan;
 # `make sim SEEDS=N` runs the simulator; `make bench` prints benchmarks
 # (text, data and a PNG also go to build/bench/results/<time>/);
-# `make fsx OPS=N` runs the random file-operation exerciser for N ops;
+# `make fsx N=...` runs the random file-operation exerciser for N ops;
+# `make conformance` runs the filesystem's expectation table;
 # `make deps` installs the Debian packages the build and tests need.
 
 CC       ?= cc
