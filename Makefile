@@ -2,7 +2,8 @@
 # `make test` runs every test; `make asan` runs them under ASan+UBSan;
 # `make sim SEEDS=N` runs the simulator; `make bench` prints benchmarks
 # (text, data and a PNG also go to build/bench/results/<time>/);
-# `make fsx OPS=N` runs the random file-operation exerciser for N ops;
+# `make fsx N=...` runs the random file-operation exerciser for N ops;
+# `make conformance` runs the filesystem's expectation table;
 # `make deps` installs the Debian packages the build and tests need.
 
 CC       ?= cc
@@ -63,7 +64,7 @@ SIM_BIN   := $(BUILD)/sim
 BENCH_SRC := $(wildcard tools/bench/*.c)
 BENCH_BINS:= $(patsubst tools/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test unit sim systest asan bench deps clean fuzz fuzz-one fuzz-run fuzz-corpus run stop fsx mutants
+.PHONY: all test unit sim systest asan bench deps clean fuzz fuzz-one fuzz-run fuzz-corpus run stop fsx mutants conformance
 # keep objects: they are not intermediate files to delete after a link
 .SECONDARY:
 
@@ -153,13 +154,21 @@ test: all
 	$(MAKE) sim
 	$(MAKE) systest
 
-# `make fsx OPS=N SEED=S`: the random-operation exerciser (tests/tools/fsx.py)
-# on one mount and across a 3-node cluster, N operations (make test: 1200)
-OPS  ?= 1200
+# `make fsx N=... SEED=S` (or OPS=N): the random-operation exerciser
+# (tests/tools/fsx.py) on one mount and across a 3-node cluster, N
+# operations (make test: 1200)
+N    ?= 1200
+OPS  ?= $(N)
 SEED ?= 1
 fsx: $(PROGRAMS)
 	PAXOSFS_BUILD=$(abspath $(BUILD)) FSX_OPS=$(OPS) FSX_SEED=$(SEED) \
 	    /usr/bin/python3 -m pytest -q tests/system/test_fsx.py
+
+# `make conformance`: the expectation table (tests/conformance/table.txt)
+# against a fresh node's mount (make test runs it with the system tests)
+conformance: $(PROGRAMS)
+	PAXOSFS_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q \
+	    tests/system/test_fs_conformance.py
 
 ASAN_MAKE := $(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
     SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=all"

@@ -126,6 +126,7 @@ kv_value *kv_value_new(const uint8_t *a, uint32_t alen, const uint8_t *b,
     v->len = alen + blen;
     v->mtime_ms = mtime_ms;
     v->version = version;
+    v->changes = 1;
     v->ident = ident;
     v->uid = v->gid = v->mode = 0;
     if (alen && a)          /* a NULL: the caller fills the bytes */

@@ -139,6 +139,12 @@ typedef struct kv_value {
     uint64_t mtime_ms;   /* commit time of the entry that wrote it, or the
                             time a SETATTR gave it */
     uint64_t version;    /* slot that wrote it */
+    uint64_t changes;    /* committed changes of the key since it was
+                            created: 1 at creation (PUT, APPEND, MKDIR),
+                            + 1 for each PUT, APPEND, SETATTR and each
+                            rename that moved it there (the keys below a
+                            moved directory keep theirs); the same on
+                            every replica; not in the digest (below) */
     uint64_t ident;      /* file identity (see above), never 0 */
     uint32_t uid, gid;   /* owner, when mode != 0 */
     uint32_t mode;       /* 0: no owner and mode recorded (a key written

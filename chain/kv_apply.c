@@ -21,9 +21,11 @@
 #define KV_APPLY_NOMEM INT32_MIN
 #define KV_IDENT_SLOT_SHIFT 24
 
-/* A new value keeps the owner and mode of the one it replaces. */
+/* dst replaces src as the value of the same file: it keeps src's owner and
+ * mode and counts one more change (kv_value.changes). */
 static void attrs_copy(kv_value *dst, const kv_value *src)
 {
+    dst->changes = src->changes + 1;
     dst->uid = src->uid;
     dst->gid = src->gid;
     dst->mode = src->mode;

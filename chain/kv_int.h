@@ -49,6 +49,8 @@ int kv_record_hash(chain_hasher *h, const char *key, size_t len,
  * the value bytes) is kv_record_header_size bytes, written by
  * kv_record_header_put. */
 #define KV_RECORD_OWNED 0x8000u  /* in the key length: owner and mode follow */
+#define KV_RECORD_COUNTED 0x4000u /* in the key length: a change count
+                                     follows (kv_value.changes != 1) */
 size_t kv_record_header_size(size_t key_len, const kv_value *v);
 size_t kv_record_header_put(uint8_t *out, const char *key, size_t key_len,
                             const kv_value *v);

@@ -5,7 +5,8 @@
  * Snapshot (little-endian):
  *   offset  size  meaning
  *   0       8     magic "pxkvsnap"
- *   8       4     format version, 2
+ *   8       4     format version, 3 (2 is read too: its records never
+ *                 carry a change count)
  *   12      4     flags, 0
  *   16      8     applied index (last slot contained)
  *   24      8     payload length before compression U
@@ -20,8 +21,9 @@
  *   16      S     kv_sessions_encode bytes
  *   then N times, keys strictly ascending in byte order:
  *           a record of chain/kv_stream.c: key length (| 0x8000 with
- *           an owner), key, mtime_ms, version, identity, [uid, gid,
- *           mode,] value length V, value
+ *           an owner, | 0x4000 with a change count), key, mtime_ms,
+ *           version, identity, [change count,] [uid, gid, mode,] value
+ *           length V, value
  *
  * Invariants:
  *   1. The same state always encodes to the same bytes (keys in order,
@@ -48,7 +50,8 @@
 #include <zlib.h>
 
 #define SNAP_MAGIC "pxkvsnap"
-#define SNAP_VERSION 2
+#define SNAP_VERSION 3
+#define SNAP_VERSION_OLD 2   /* read: records without change counts */
 #define SNAP_HEADER_BYTES 48
 #define SNAP_MAX_RAW (1ull << 40)
 #define SNAP_KEY_FIXED 30   /* 2 + 8 + 8 + 8 + 4 */
@@ -211,7 +214,8 @@ int kv_snapshot_decode(kv *s, const uint8_t *buf, size_t len)
         return -EINVAL;
     if (memcmp(buf, SNAP_MAGIC, 8) != 0 ||
         chain_crc32(buf, 44) != le_get32(buf + 44) ||
-        le_get32(buf + 8) != SNAP_VERSION || le_get32(buf + 12))
+        (le_get32(buf + 8) != SNAP_VERSION &&
+         le_get32(buf + 8) != SNAP_VERSION_OLD) || le_get32(buf + 12))
         return -EINVAL;
     uint64_t applied = le_get64(buf + 16);
     uint64_t raw_len = le_get64(buf + 24);

@@ -12,19 +12,25 @@
  *   16      S     kv_sessions_encode bytes
  *   then N records, keys strictly ascending in byte order:
  *           2     key length K (1..KV_MAX_KEY), | 0x8000 when the key
- *                 has an owner and mode (KV_RECORD_OWNED)
+ *                 has an owner and mode (KV_RECORD_OWNED), | 0x4000
+ *                 when its change count is not 1 (KV_RECORD_COUNTED)
  *           K     key
  *           8     mtime_ms
  *           8     version
  *           8     identity (never 0)
+ *           8     with KV_RECORD_COUNTED only: change count (>= 2)
  *           12    with KV_RECORD_OWNED only: uid, gid, mode (S_IFREG for
  *                 a file's key, S_IFDIR for a directory's, | bits <=
  *                 07777)
  *           4     value length V (<= KV_MAX_VALUE)
  *           V     value
- * A key without owner and mode has the record it always had, so a
- * payload written before owners existed reads the same, and a state
- * without them writes the same bytes.
+ * A key without owner and mode, changed once, has the record it always
+ * had, so a payload written before owners or change counts existed reads
+ * the same (a key of such a payload counts 1 change: its history before
+ * that snapshot is not known), and a state without them writes the same
+ * bytes.  The containers that carry a payload with counted records bumped
+ * their format versions (kv_snapshot.c 3, snapfile.c 2) and still read
+ * the older ones.
  *
  * Invariants:
  *   1. Memory follows the bytes that really arrived, never a claimed
@@ -50,7 +56,9 @@
 #define LOADER_HEAD 16
 #define REC_FIXED 28                      /* after the key */
 #define REC_OWNER 12                      /* uid, gid, mode */
-#define REC_MAX_HEADER (2 + KV_MAX_KEY + REC_FIXED + REC_OWNER)
+#define REC_COUNT 8                       /* change count */
+#define REC_FLAGS (KV_RECORD_OWNED | KV_RECORD_COUNTED)
+#define REC_MAX_HEADER (2 + KV_MAX_KEY + REC_FIXED + REC_COUNT + REC_OWNER)
 
 enum loader_phase { PH_HEAD, PH_SESS, PH_REC, PH_VALUE, PH_DONE, PH_FAILED };
 
@@ -107,19 +115,25 @@ static int fail(kv_loader *l, int err, const char *why)
 
 size_t kv_record_header_size(size_t key_len, const kv_value *v)
 {
-    return 2 + key_len + REC_FIXED + (v->mode ? REC_OWNER : 0);
+    return 2 + key_len + REC_FIXED + (v->mode ? REC_OWNER : 0) +
+           (v->changes != 1 ? REC_COUNT : 0);
 }
 
 size_t kv_record_header_put(uint8_t *out, const char *key, size_t key_len,
                             const kv_value *v)
 {
-    le_put16(out, (uint16_t)(key_len | (v->mode ? KV_RECORD_OWNED : 0)));
+    le_put16(out, (uint16_t)(key_len | (v->mode ? KV_RECORD_OWNED : 0) |
+                             (v->changes != 1 ? KV_RECORD_COUNTED : 0)));
     memcpy(out + 2, key, key_len);
     uint8_t *f = out + 2 + key_len;
     le_put64(f, v->mtime_ms);
     le_put64(f + 8, v->version);
     le_put64(f + 16, v->ident);
     f += 24;
+    if (v->changes != 1) {
+        le_put64(f, v->changes);
+        f += REC_COUNT;
+    }
     if (v->mode) {
         le_put32(f, v->uid);
         le_put32(f + 4, v->gid);
@@ -134,13 +148,21 @@ size_t kv_record_header_put(uint8_t *out, const char *key, size_t key_len,
 static int record_start(kv_loader *l)
 {
     uint16_t raw = le_get16(l->rec);
-    uint16_t klen = raw & (uint16_t)~KV_RECORD_OWNED;
+    uint16_t klen = raw & (uint16_t)~REC_FLAGS;
     bool owned = raw & KV_RECORD_OWNED;
     const char *key = (const char *)l->rec + 2;
     const uint8_t *f = l->rec + 2 + klen;
     uint64_t mtime = le_get64(f);
     uint64_t version = le_get64(f + 8);
     uint64_t ident = le_get64(f + 16);
+    uint64_t changes = 1;
+    if (raw & KV_RECORD_COUNTED) {
+        changes = le_get64(f + 24);
+        f += REC_COUNT;
+        if (changes < 2)
+            return fail(l, -EINVAL, "a counted record with a change "
+                        "count below 2");
+    }
     uint32_t uid = 0, gid = 0, mode = 0;
     if (owned) {
         uid = le_get32(f + 24);
@@ -168,6 +190,7 @@ static int record_start(kv_loader *l)
     l->val = kv_value_new(NULL, vlen, NULL, 0, mtime, version, ident);
     if (!l->val)
         return fail(l, -ENOMEM, "out of memory");
+    l->val->changes = changes;
     l->val->uid = uid;
     l->val->gid = gid;
     l->val->mode = mode;
@@ -247,11 +270,12 @@ int kv_loader_feed(kv_loader *l, const uint8_t *p, size_t len)
             size_t need = 2;
             if (l->rec_have >= 2) {
                 uint16_t raw = le_get16(l->rec);
-                uint16_t klen = raw & (uint16_t)~KV_RECORD_OWNED;
+                uint16_t klen = raw & (uint16_t)~REC_FLAGS;
                 if (klen == 0 || klen > KV_MAX_KEY)
                     return fail(l, -EINVAL, "a key outside the key rule");
                 need = 2 + (size_t)klen + REC_FIXED +
-                       ((raw & KV_RECORD_OWNED) ? REC_OWNER : 0);
+                       ((raw & KV_RECORD_OWNED) ? REC_OWNER : 0) +
+                       ((raw & KV_RECORD_COUNTED) ? REC_COUNT : 0);
             }
             take = need - l->rec_have;
             take = take < len ? take : len;

@@ -7,7 +7,8 @@
  *   offset    size  meaning
  *   header
  *   0         8     magic "pxsnapf1"
- *   8         4     format version, 1
+ *   8         4     format version, 2 (1 is read too: its payload
+ *                   records never carry a change count)
  *   12        4     flags, 0
  *   16        8     last included index S
  *   24        32    chain head hash: hash of block S
@@ -66,7 +67,8 @@
 #include <zlib.h>
 
 #define SF_MAGIC "pxsnapf1"
-#define SF_VERSION 1
+#define SF_VERSION 2
+#define SF_VERSION_OLD 1    /* read: records without change counts */
 #define SF_HEADER 120
 #define SF_FRAME_HEADER 8
 #define SF_TRAILER 48
@@ -437,7 +439,8 @@ static int header_done(snap_recv *r)
         return damaged(r, 0, "not a snapshot file (bad magic)");
     if (chain_crc32(h, 116) != le_get32(h + 116))
         return damaged(r, 0, "bad header checksum");
-    if (le_get32(h + 8) != SF_VERSION || le_get32(h + 12) != 0 ||
+    if ((le_get32(h + 8) != SF_VERSION && le_get32(h + 8) != SF_VERSION_OLD) ||
+        le_get32(h + 12) != 0 ||
         le_get32(h + 112) != 0)
         return damaged(r, 8, "unknown snapshot format version or flags");
     snap_info *i = &r->info;

@@ -191,6 +191,19 @@ void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     fs *f = fs_of(req);
     fs_inode *in = NULL;
+    if (ino == FS_INO_SINCE) {
+        /* .chain/since lists nothing: its names are indexes (stream.c) */
+        fs_handle *h = fs_handle_new(f, FS_H_DIR_CHAIN);
+        if (!h) {
+            fuse_reply_err(req, ENOMEM);
+            return;
+        }
+        h->since_dir = true;
+        fi->fh = (uint64_t)(uintptr_t)h;
+        if (fuse_reply_open(req, fi) != 0)
+            fs_handle_unref(h);
+        return;
+    }
     if (ino != FS_INO_ROOT && ino != FS_INO_CHAIN) {
         in = ino >= FS_INO_FIRST_KEY && !fs_is_block_ino(ino)
              ? fs_inode_by_ino(f->inodes, ino) : NULL;
@@ -374,7 +387,7 @@ void fs_dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         fs_dir_list(w);
         return;
     }
-    if (off == 0 && h->kind == FS_H_DIR_CHAIN)
+    if (off == 0 && h->kind == FS_H_DIR_CHAIN && !h->since_dir)
         fs_chain_listing(fs_of(req), h);
     reply_readdir(req, h, size, off);
 }

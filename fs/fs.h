@@ -70,6 +70,12 @@
  *     its path and a '/'; mkdir, rmdir, unlink, rename (with
  *     RENAME_NOREPLACE and RENAME_EXCHANGE, a whole tree at once) are one
  *     op each, whose errno the state machine decides as it applies it.
+ *  9. Watching (docs/design.md "Watching"): poll() on an open key is
+ *     readable once a new committed value of its file was applied here
+ *     (fs/watch.c); .chain/stream and .chain/since/<n> deliver committed
+ *     blocks in order as they commit (fs/stream.c, fed by fs_chain_grew);
+ *     fsync of a directory commits and waits for this mount's creations
+ *     in it.
  */
 #ifndef PAXOSFS_FS_H
 #define PAXOSFS_FS_H
@@ -90,6 +96,9 @@ typedef void (*fs_done_fn)(void *arg, int result);
 typedef struct fs_meta {
     uint64_t ident;            /* the file it belongs to (chain/kv.h) */
     uint64_t version;          /* slot of its last change */
+    uint64_t changes;          /* committed changes of the key since its
+                                  creation (kv_value.changes); 0: the
+                                  backend does not know them */
     uint64_t mtime_ms;         /* commit time, or a time set explicitly */
     uint32_t len;              /* bytes */
     uint32_t uid, gid;         /* owner, when mode != 0 */
@@ -236,6 +245,11 @@ int fs_process(fs *f);
  * asynchronously, off the loop thread. */
 void fs_key_changed(fs *f, const char *key, size_t key_len,
                     const fs_meta *now);
+
+/* The backend appended committed blocks to the chain (chain_head grew):
+ * waiting readers of .chain/stream and .chain/since/<n> get them.  Call
+ * on the loop thread after each applied entry (cheap when none waits). */
+void fs_chain_grew(fs *f);
 
 /* Unmount (if still mounted) and free. */
 void fs_unmount(fs *f);

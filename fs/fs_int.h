@@ -15,6 +15,8 @@
  *   ofile.c     working copies of files open for writing, commits
  *   inode.c     the inode table (inode.h)
  *   xattr.c     user.paxos.* extended attributes
+ *   watch.c     poll() on keys and streams
+ *   stream.c    .chain/stream and .chain/since/<index>
  */
 #ifndef PAXOSFS_FS_INT_H
 #define PAXOSFS_FS_INT_H
@@ -31,6 +33,8 @@
 #define FS_RESERVED_CHAIN ".chain"
 #define FS_RESERVED_STATUS ".status"
 #define FS_CHAIN_SNAPSHOT "snapshot"    /* .chain/snapshot */
+#define FS_CHAIN_STREAM "stream"        /* .chain/stream (stream.c) */
+#define FS_CHAIN_SINCE "since"          /* .chain/since/<index> */
 #define FS_OWNERS_MAX 8       /* file tables remembered per open file */
 #define FS_COMMIT_TRIES 16    /* commits re-sent after the file moved */
 #define FS_BLOCK_NAME_DIGITS 10   /* .chain/0000000001 */
@@ -40,6 +44,7 @@ enum fs_handle_kind {
     FS_H_TEXT,        /* .status or a .chain block: rendered at open */
     FS_H_DIR_ROOT,    /* the root, or a directory key (`in` set) */
     FS_H_DIR_CHAIN,
+    FS_H_STREAM,      /* .chain/stream, .chain/since/<n> (stream.c) */
 };
 
 typedef struct fs_commit fs_commit;
@@ -135,9 +140,19 @@ typedef struct fs_handle {
     size_t text_len;
     fs_names names;            /* FS_H_DIR_ROOT listing */
     bool listed;               /* the listing was read from offset 0 */
+    struct fuse_pollhandle *ph;  /* a poll() waiting for a change of its
+                                    file (watch.c), or NULL */
+    uint64_t seen_ident;       /* key handles: the committed value this */
+    uint64_t seen_version;     /* handle last saw (open, a read point) */
+    uint64_t stream_next;      /* FS_H_STREAM: the next block to load */
+    size_t stream_off;         /* ... bytes of `text` delivered */
+    fuse_req_t stream_req;     /* ... the read waiting for a block */
+    size_t stream_size;
+    struct fs_handle *stream_prev, *stream_nextp;   /* in fs.streams */
     uint64_t chain_head;       /* FS_H_DIR_CHAIN listing bound */
     uint64_t chain_base;       /* ... blocks listed from base + 1 */
-    bool has_snapshot;         /* ... with a "snapshot" entry first */
+    bool has_snapshot;
+    bool since_dir;            /* .chain/since: an empty listing */         /* ... with a "snapshot" entry first */
 } fs_handle;
 
 /*
@@ -175,7 +190,12 @@ struct fs_wait {
 /* Invalidation queue item, handled by the notifier thread. */
 typedef struct fs_notice {
     uint64_t ino;              /* 0: none */
-    char *name;                /* NULL: none; entry name under the root */
+    char *name;                /* NULL: none; a name in `parent` */
+    uint64_t parent;           /* the directory inode holding `name` */
+    fuse_req_t open_req;       /* non-NULL: answer this open with `fi`
+                                  once the notices before it are sent */
+    struct fuse_file_info fi;
+    uint64_t seq;              /* its place in the queue (1, 2, ...) */
     struct fs_notice *next;
 } fs_notice;
 
@@ -199,7 +219,11 @@ struct fs {
     fs_handle *handles;        /* list of live handles (loop thread) */
     fs_ofile *ofiles;          /* list of live open-file versions */
     uint32_t n_notices;
+    uint64_t notices_queued;   /* sequence numbers given (under lock) */
+    uint64_t notices_done;     /* ... and sent by the notifier */
     bool stopping;
+    uint32_t n_polling;        /* handles holding a poll handle (watch.c) */
+    fs_handle *streams;        /* stream handles with a read waiting */
 };
 
 /* session.c */
@@ -235,6 +259,18 @@ void fs_notifier_stop(fs *f);
 /* Queue kernel cache invalidations (only when caching is on). */
 void fs_notice_entry(fs *f, const char *key, size_t key_len);
 void fs_notice_inode(fs *f, uint64_t ino);
+/* The old name of a directory an entry moved: invalidated whether or not
+ * the kernel caches (notify.c invariant 3). */
+uint64_t fs_notice_dir_moved(fs *f, const char *key, size_t key_len);
+/* Is notice `seq` (0: none) still to be sent? */
+bool fs_notice_pending(fs *f, uint64_t seq);
+/* Does the kernel cache attributes, names and pages of keys? */
+bool fs_kernel_caches(const fs *f);
+/* Answer a read-only open after every invalidation queued before it was
+ * sent (so the kernel drops stale sizes and pages before the opener
+ * reads); false if it could not be queued (then answer it directly). */
+bool fs_notice_open_reply(fs *f, fuse_req_t req,
+                          const struct fuse_file_info *fi);
 
 /* wait.c */
 fs_wait *fs_wait_new(fs *f, fuse_req_t req, fs_then_fn then);
@@ -331,6 +367,36 @@ void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
                  const char *value, size_t size, int flags);
 void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 
+/* stream.c */
+bool fs_stream_ino(uint64_t ino);
+/* Lookups in .chain (stream, since) and .chain/since: true if answered. */
+bool fs_stream_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void fs_stream_getattr(fuse_req_t req, fuse_ino_t ino);
+void fs_stream_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void fs_stream_read(fuse_req_t req, fs_handle *h, size_t size);
+/* POLLIN if a block is there to read. */
+unsigned fs_stream_mask(fs *f, fs_handle *h);
+/* Answer every waiting read with end of file (unmount). */
+void fs_stream_end_all(fs *f);
+/* user.paxos.oldest of .chain, .chain/stream, .chain/since: true if
+ * answered. */
+bool fs_stream_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+                        size_t size);
+
+/* watch.c */
+/* Wake the poll() waits of stream handles that have a block to read. */
+void fs_poll_wake_streams(fs *f);
+void fs_poll(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+             struct fuse_pollhandle *ph);
+/* The committed value of the file `in` stands for changed (or the file
+ * went): wake the poll() waits of its handles that now see a change. */
+void fs_poll_wake(fs *f, fs_inode *in);
+/* `h` saw the committed value of its file as it is now (open, a read at a
+ * read point). */
+void fs_poll_seen(fs_handle *h, const kv_value *v);
+/* Drop a handle's poll handle (release). */
+void fs_poll_drop(fs_handle *h);
+
 /* ofile.c: writing and committing */
 /* The inode's current open-file version, created from `v` (NULL: empty)
  * if it has none; NULL on ENOMEM. */
@@ -351,6 +417,14 @@ void fs_key_flush(fuse_req_t req, fs_handle *h, uint64_t lock_owner,
                   bool is_fsync);
 /* Commit the open file now (touch) and reply its attributes. */
 void fs_ofile_commit_now(fuse_req_t req, fs_inode *in, fs_handle *h);
+/* fsync of the directory whose key is dir[0..len) ("" for the root):
+ * every change to its entries made on this mount is committed before the
+ * answer.  Namespace ops are committed before they answer; what is left
+ * are files created here: a creation never committed commits now (as an
+ * fsync of the file would), and commits in flight (a creation committed
+ * at release, after close() returned) are waited for.  Answers req: 0 or
+ * the errno of a commit that failed. */
+void fs_ofile_sync_dir(fuse_req_t req, const char *dir, size_t len);
 /* Park `w` until the commits of `of` now in flight are done; then
  * w->then(w, 0 or -errno of a failed one).  For a rename or unlink of a
  * file whose first commit is on its way. */

@@ -31,8 +31,14 @@
 #define FS_INO_CHAIN 2u
 #define FS_INO_STATUS 3u
 #define FS_INO_SNAPSHOT 4u   /* .chain/snapshot */
+#define FS_INO_SINCE 5u      /* .chain/since (stream.c) */
+#define FS_INO_STREAM 6u     /* .chain/stream */
 #define FS_INO_FIRST_KEY 16u
 #define FS_INO_BLOCK_BASE (1ull << 56)
+/* .chain/since/<n>: FS_INO_SINCE_BASE + n, n < FS_SINCE_MAX (above every
+ * block's number, so every check that a number is not a key's holds) */
+#define FS_INO_SINCE_BASE (FS_INO_BLOCK_BASE + (1ull << 55))
+#define FS_SINCE_MAX (1ull << 54)
 
 typedef struct fs_inode {
     uint64_t ino;
@@ -51,6 +57,11 @@ typedef struct fs_inode {
     bool lost;               /* orphaned by a rename whose new name could
                                 not be stored (ENOMEM): commits fail */
     struct fs_ofile *of;     /* shared state of its writable opens, or NULL */
+    uint64_t alias_seq;      /* a directory an entry moved: the notice
+                                that drops its old name in the kernel
+                                (names.c renumbers it while pending) */
+    uint64_t cache_ident;    /* the committed value the kernel may hold */
+    uint64_t cache_version;  /* pages of (read-only opens, fs/open.c) */
     bool has_creator;        /* created here: the owner and permissions its
                                 first commit gives it (OWNER, chain/kv.h) */
     uint32_t c_uid, c_gid, c_perm;

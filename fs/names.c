@@ -51,9 +51,11 @@ int fs_child_path(fs *f, uint64_t parent, const char *name, char **out)
     *out = NULL;
     if (nlen > KV_MAX_NAME)
         return ENAMETOOLONG;
-    if (parent == FS_INO_CHAIN || fs_is_block_ino(parent) ||
-        parent == FS_INO_STATUS)
-        return parent == FS_INO_CHAIN ? EACCES : ENOTDIR;
+    if (parent == FS_INO_CHAIN || parent == FS_INO_SINCE ||
+        fs_is_block_ino(parent) || parent == FS_INO_STATUS ||
+        parent == FS_INO_STREAM)
+        return parent == FS_INO_CHAIN || parent == FS_INO_SINCE ? EACCES
+                                                                : ENOTDIR;
     if (parent != FS_INO_ROOT) {
         fs_inode *d = fs_inode_by_ino(f->inodes, parent);
         if (!d || d->orphan)
@@ -83,6 +85,29 @@ static void unlink_applied_reply(fs_wait *w, int result)
 
 /* ------------------------------------------------------------- lookup */
 
+/* A directory another mount moved, whose old name the kernel may still
+ * hold (the notice that drops it is not sent yet, notify.c invariant 3):
+ * the kernel allows a directory one name, and a lookup made inside a
+ * rename(2) cannot move it (ESTALE).  The directory gets a new inode
+ * number here; the old one is left an orphan under its old name, which
+ * the kernel then drops (ENOENT).  NULL on ENOMEM. */
+static fs_inode *renumber(fs *f, fs_inode *in)
+{
+    char key[KV_MAX_KEY + 1];
+    size_t len = in->key_len;
+    memcpy(key, in->key, len);
+    uint64_t ident = in->ident;
+    fs_meta seen = in->seen;
+    fs_inode_orphan(f->inodes, in);
+    fs_inode *fresh = fs_inode_get_or_add(f->inodes, key, len);
+    if (fresh) {
+        fs_inode_set_ident(f->inodes, fresh, ident);   /* in loses it */
+        fresh->seen = seen;
+    }
+    fs_release_inode(f, in);
+    return fresh;
+}
+
 /* Reply the entry of the inode of `key` as w->view found it (ENOENT if
  * nothing is there), and free w. */
 static void reply_found(fs_wait *w, const char *key)
@@ -94,6 +119,15 @@ static void reply_found(fs_wait *w, const char *key)
         fs_release_inode(f, in);
         in = NULL;
         err = ENOENT;
+    }
+    if (in && in->alias_seq) {
+        if (fs_is_dir_inode(in) && in->nlookup &&
+            fs_notice_pending(f, in->alias_seq)) {
+            in = renumber(f, in);
+            err = ENOMEM;
+        } else {
+            in->alias_seq = 0;      /* the old name is gone from the kernel */
+        }
     }
     if (!in) {
         fuse_reply_err(w->req, err);

@@ -587,3 +587,53 @@ void fs_ofile_wait_idle(fs_ofile *of, fs_wait *w)
 {
     park_on_inflight(of, w);
 }
+
+/* ------------------------------------------------ fsync of a directory */
+
+/* Is `in` a file directly in the directory whose key is dir[0..len) (""
+ * for the root)? */
+static bool in_dir(const fs_inode *in, const char *dir, size_t len)
+{
+    if (in->orphan || in->key_len <= len || memcmp(in->key, dir, len) != 0)
+        return false;
+    return !memchr(in->key + len, '/', in->key_len - len);
+}
+
+/* One round of fs_ofile_sync_dir: commit the creations of files in the
+ * directory that were never committed, then wait for the commits in
+ * flight of one of its files; once none is left, answer. */
+static void sync_dir_step(fs_wait *w, int result)
+{
+    fs *f = w->f;
+    if (result < 0 && !w->err)
+        w->err = -result;
+    size_t len = strlen(w->name);
+    for (fs_ofile *of = f->ofiles; of; of = of->next) {
+        if (!in_dir(of->in, w->name, len))
+            continue;
+        if (!of->in->ident && of->dirty && !of->error) {
+            int rc = ofile_submit(f, of, false, false);
+            if (rc < 0 && !w->err)
+                w->err = fs_commit_errno(rc);
+        }
+        if (of->inflight) {
+            park_on_inflight(of, w);
+            return;
+        }
+    }
+    fuse_reply_err(w->req, w->err);
+    w->req = NULL;
+    fs_wait_free(w);
+}
+
+void fs_ofile_sync_dir(fuse_req_t req, const char *dir, size_t len)
+{
+    fs_wait *w = fs_wait_new(fs_of(req), req, sync_dir_step);
+    if (!w || !(w->name = strndup(dir, len))) {
+        if (w)
+            fs_wait_free(w);
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    sync_dir_step(w, 0);
+}

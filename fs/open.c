@@ -23,6 +23,15 @@
  *     to a file since removed: it answers ESTALE, and the kernel resolves
  *     the name again (an O_CREAT open then creates the file, as POSIX
  *     asks).
+ *  6. With kernel caching on (an attr or entry timeout above 0) a
+ *     read-only open takes a read point (the kernel may have skipped the
+ *     lookup) and lets the kernel keep the file's pages only if they can
+ *     hold nothing but the value it found: the inode remembers the value
+ *     of the last such open (cache_*), and an applied change of the file
+ *     drops its pages and attributes (notify.c).  Its answer is queued
+ *     behind the invalidations already queued, so the opener never reads
+ *     through a size or page of an older value.  Writers never use the
+ *     page cache (their bytes are this mount's working copy).
  */
 #include "fs_int.h"
 
@@ -63,6 +72,9 @@ static void finish_open(fs *f, fuse_req_t req, fs_inode *in,
     }
     h->in = in;
     h->writable = writable;
+    const fs_meta *now = fs_committed(in);
+    h->seen_ident = now ? now->ident : 0;        /* for poll() */
+    h->seen_version = now ? now->version : 0;
     /* O_TRUNC|O_APPEND replaces the value: a plain write afterwards */
     h->append = writable && (fi->flags & O_APPEND);
     if (writable) {
@@ -110,6 +122,19 @@ static void finish_open(fs *f, fuse_req_t req, fs_inode *in,
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->direct_io = 1;   /* reads always come here: no stale page cache */
     fi->keep_cache = 0;
+    if (!writable && !create && fs_kernel_caches(f)) {
+        /* Kernel caching (invariant 6): a reader reads through the page
+         * cache, kept if it holds the value this open found, else
+         * dropped; the answer goes after the invalidations queued so far
+         * (sizes, pages of older values). */
+        fi->direct_io = 0;
+        fi->keep_cache = in->cache_ident == value->ident &&
+                         in->cache_version == value->version;
+        in->cache_ident = value->ident;
+        in->cache_version = value->version;
+        if (fs_notice_open_reply(f, req, fi))
+            return;
+    }
     int rc;
     if (create) {
         struct fuse_entry_param e;
@@ -359,6 +384,9 @@ static void read_then(fs_wait *w, int result)
             kv_value_unref(h->snapshot);
         h->snapshot = v;
     }
+    /* what a read at a read point found is what poll() compares with */
+    if (v)
+        fs_poll_seen(h, v);
     reply_snapshot(w->req, h, w->size, w->off);
     fs_wait_free(w);
 }

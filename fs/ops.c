@@ -134,6 +134,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         fuse_reply_err(req, ENAMETOOLONG);
         return;
     }
+    if (fs_stream_lookup(req, parent, name))
+        return;
     if (parent == FS_INO_ROOT) {
         if (strcmp(name, FS_RESERVED_CHAIN) == 0) {
             e.ino = FS_INO_CHAIN;
@@ -230,6 +232,10 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
     fs *f = fs_of(req);
     struct stat st;
+    if (fs_stream_ino(ino)) {
+        fs_stream_getattr(req, ino);
+        return;
+    }
     if (ino == FS_INO_ROOT) {
         fill_dir_attr(f, ino, 0755, &st);
     } else if (ino == FS_INO_CHAIN) {
@@ -292,6 +298,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     fs *f = fs_of(req);
+    if (fs_stream_ino(ino)) {
+        fs_stream_open(req, ino, fi);
+        return;
+    }
     if (is_text_ino(ino)) {
         if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
             fuse_reply_err(req, EACCES);
@@ -455,6 +465,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     } else if (h->kind == FS_H_KEY) {
         fs_key_read(req, h, size, off);
         return;
+    } else if (h->kind == FS_H_STREAM) {
+        fs_stream_read(req, h, size);
+        return;
     } else {
         fuse_reply_err(req, EISDIR);
         return;
@@ -473,7 +486,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
     (void)ino;
     fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
     if (h->kind != FS_H_KEY) {
-        fuse_reply_err(req, h->kind == FS_H_TEXT ? EACCES : EISDIR);
+        fuse_reply_err(req, h->kind == FS_H_TEXT || h->kind == FS_H_STREAM
+                            ? EACCES : EISDIR);
         return;
     }
     fs_key_write(req, h, buf, size, off, fi->lock_owner);
@@ -499,6 +513,25 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
         fs_key_flush(req, h, fi->lock_owner, true);
     else
         fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+                        struct fuse_file_info *fi)
+{
+    (void)datasync;
+    (void)fi;
+    fs *f = fs_of(req);
+    if (ino == FS_INO_ROOT) {
+        fs_ofile_sync_dir(req, "", 0);
+        return;
+    }
+    fs_inode *in = ino >= FS_INO_FIRST_KEY && !fs_is_block_ino(ino)
+                   ? fs_inode_by_ino(f->inodes, ino) : NULL;
+    if (!in || !fs_is_dir_inode(in) || in->orphan) {
+        fuse_reply_err(req, 0);     /* .chain, or a directory gone */
+        return;
+    }
+    fs_ofile_sync_dir(req, in->key, in->key_len);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -533,6 +566,7 @@ const struct fuse_lowlevel_ops fs_ops = {
     .flush = op_flush,
     .release = op_release,
     .fsync = op_fsync,
+    .fsyncdir = op_fsyncdir,
     .opendir = fs_dir_open,
     .readdir = fs_dir_read,
     .releasedir = fs_dir_release,
@@ -542,4 +576,5 @@ const struct fuse_lowlevel_ops fs_ops = {
     .setxattr = fs_setxattr,
     .removexattr = fs_removexattr,
     .create = op_create,
+    .poll = fs_poll,
 };

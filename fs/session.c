@@ -51,6 +51,7 @@ static void handle_free(fs_handle *h)
         h->next->prev = h->prev;
     if (h->snapshot)
         kv_value_unref(h->snapshot);
+    fs_poll_drop(h);
     if (h->kind == FS_H_DIR_ROOT && h->in) {
         /* a directory's listing held its inode */
         h->in->open_count--;
@@ -177,6 +178,7 @@ void fs_unmount(fs *f)
 {
     if (!f)
         return;
+    fs_stream_end_all(f);
     fs_notifier_stop(f);
     if (f->mounted)
         fuse_session_unmount(f->se);

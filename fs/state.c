@@ -54,13 +54,18 @@ void fs_reconcile(fs *f, const char *key, size_t key_len, const fs_meta *now)
     if (in && (!now->ident || now->ident != in->ident)) {
         /* its file left the name: removed, renamed away or replaced */
         fs_inode_orphan(f->inodes, in);
-        fs_notice_entry(f, key, key_len);
+        if (fs_is_dir_inode(in) || (key_len && key[key_len - 1] == '/'))
+            in->alias_seq = fs_notice_dir_moved(f, key, key_len);
+        else
+            fs_notice_entry(f, key, key_len);
+        fs_poll_wake(f, in);
         fs_release_inode(f, in);
         in = NULL;
     }
     if (in) {
         in->seen = *now;
         fs_notice_inode(f, in->ino);       /* its content changed */
+        fs_poll_wake(f, in);
         return;
     }
     fs_inode *moved = fs_inode_by_ident(f->inodes, now->ident);
@@ -68,7 +73,11 @@ void fs_reconcile(fs *f, const char *key, size_t key_len, const fs_meta *now)
         return;
     /* renamed: the inode follows its file */
     if (!moved->orphan) {
-        fs_notice_entry(f, moved->key, moved->key_len);
+        if (fs_is_dir_inode(moved))
+            moved->alias_seq = fs_notice_dir_moved(f, moved->key,
+                                                   moved->key_len);
+        else
+            fs_notice_entry(f, moved->key, moved->key_len);
         fs_inode_orphan(f->inodes, moved);
     }
     if (fs_inode_rekey(f->inodes, moved, key, key_len) < 0) {
@@ -79,6 +88,7 @@ void fs_reconcile(fs *f, const char *key, size_t key_len, const fs_meta *now)
     moved->lost = false;
     moved->seen = *now;
     fs_notice_entry(f, key, key_len);
+    fs_poll_wake(f, moved);
 }
 
 fs_inode *fs_resolve(fs *f, const char *name, const fs_meta *now, int *err)

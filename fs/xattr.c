@@ -5,6 +5,12 @@
  *
  *   user.paxos.revision  (read-only) index of the block that last changed
  *                        the key (its version, chain/kv.h), decimal
+ *   user.paxos.version   (read-only) how many committed changes made the
+ *                        key's value since the key was created (1 after
+ *                        the creating write; each write, append,
+ *                        chmod/chown/utimes and rename onto it adds 1;
+ *                        chain/kv.h kv_value.changes), decimal; ENODATA
+ *                        from a backend that does not count them
  *   user.paxos.hash      (read-only) hex SHA-256 hash of the chain at that
  *                        block (its "hash:" line in .chain/<revision>);
  *                        ENODATA once that block was compacted away
@@ -33,6 +39,7 @@
 
 #define XA_REVISION "user.paxos.revision"
 #define XA_HASH "user.paxos.hash"
+#define XA_VERSION "user.paxos.version"
 #define XA_EXPECT "user.paxos.expect"
 
 static void reply_value(fuse_req_t req, const char *v, size_t len,
@@ -90,6 +97,13 @@ static void getxattr_then(fs_wait *w, int result)
     } else if (strcmp(w->name, XA_REVISION) == 0) {
         n = snprintf(buf, sizeof buf, "%" PRIu64, m->version);
         reply_value(w->req, buf, (size_t)n, w->size);
+    } else if (strcmp(w->name, XA_VERSION) == 0) {
+        if (!m->changes) {
+            fuse_reply_err(w->req, ENODATA);
+        } else {
+            n = snprintf(buf, sizeof buf, "%" PRIu64, m->changes);
+            reply_value(w->req, buf, (size_t)n, w->size);
+        }
     } else {
         int rc = block_hash(f, m->version, buf);
         if (rc)
@@ -104,6 +118,8 @@ void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
                  size_t size)
 {
     fs *f = fs_of(req);
+    if (fs_stream_getxattr(req, ino, name, size))
+        return;
     fs_inode *in = ino >= FS_INO_FIRST_KEY && !fs_is_block_ino(ino)
                    ? fs_inode_by_ino(f->inodes, ino) : NULL;
     if (!in) {
@@ -120,7 +136,8 @@ void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
         reply_value(req, buf, (size_t)n, size);
         return;
     }
-    if (strcmp(name, XA_REVISION) != 0 && strcmp(name, XA_HASH) != 0) {
+    if (strcmp(name, XA_REVISION) != 0 && strcmp(name, XA_HASH) != 0 &&
+        strcmp(name, XA_VERSION) != 0) {
         fuse_reply_err(req, ENODATA);
         return;
     }
@@ -141,9 +158,10 @@ void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
     fs *f = fs_of(req);
     fs_inode *in = ino >= FS_INO_FIRST_KEY && !fs_is_block_ino(ino)
                    ? fs_inode_by_ino(f->inodes, ino) : NULL;
-    static const char names[] = XA_REVISION "\0" XA_HASH "\0";
+    static const char names[] = XA_REVISION "\0" XA_HASH "\0"
+                                XA_VERSION "\0";
     static const char with_expect[] = XA_REVISION "\0" XA_HASH "\0"
-                                      XA_EXPECT "\0";
+                                      XA_VERSION "\0" XA_EXPECT "\0";
     if (!in)
         reply_value(req, "", 0, size);
     else if (in->of && in->of->expect)
@@ -159,7 +177,8 @@ void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
     fs *f = fs_of(req);
     fs_inode *in = ino >= FS_INO_FIRST_KEY && !fs_is_block_ino(ino)
                    ? fs_inode_by_ino(f->inodes, ino) : NULL;
-    if (strcmp(name, XA_REVISION) == 0 || strcmp(name, XA_HASH) == 0) {
+    if (strcmp(name, XA_REVISION) == 0 || strcmp(name, XA_HASH) == 0 ||
+        strcmp(name, XA_VERSION) == 0) {
         fuse_reply_err(req, EPERM);
         return;
     }
@@ -194,7 +213,8 @@ void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
     fs *f = fs_of(req);
     fs_inode *in = ino >= FS_INO_FIRST_KEY && !fs_is_block_ino(ino)
                    ? fs_inode_by_ino(f->inodes, ino) : NULL;
-    if (strcmp(name, XA_REVISION) == 0 || strcmp(name, XA_HASH) == 0) {
+    if (strcmp(name, XA_REVISION) == 0 || strcmp(name, XA_HASH) == 0 ||
+        strcmp(name, XA_VERSION) == 0) {
         fuse_reply_err(req, EPERM);
         return;
     }

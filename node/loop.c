@@ -163,6 +163,7 @@ static void edge_applied(void *arg, const px_entry *e,
     (void)hash;
     if (kv_applied_index(n->state) == e->slot)
         snapnode_applied(n, e);
+    fs_chain_grew(n->mount);       /* readers of .chain/stream */
 }
 
 static void edge_failed(void *arg, const char *what, int rc)

@@ -29,7 +29,7 @@ typedef struct read_req {
 void reads_meta(const kv_value *v, fs_meta *m)
 {
     *m = (fs_meta){ .ident = v->ident, .version = v->version,
-                    .mtime_ms = v->mtime_ms, .len = v->len, .uid = v->uid,
+                    .changes = v->changes, .mtime_ms = v->mtime_ms, .len = v->len, .uid = v->uid,
                     .gid = v->gid, .mode = v->mode };
 }
 

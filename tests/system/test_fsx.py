@@ -1,7 +1,10 @@
 """The random-operation exerciser (tests/tools/fsx.py) on a real mount and
 on a 3-node cluster: every return value, errno, size and content must
-agree with a local directory.  `make test` runs a bounded number of seeded
-operations; `make fsx OPS=100000 SEED=7` runs as many as asked."""
+agree with a local directory (the model), files and a small tree of
+directories (mkdir, rmdir, renames of whole trees); with several mounts
+each one's whole tree converges to the model after every close.  `make
+test` runs a bounded number of seeded operations; `make fsx N=100000
+SEED=7` runs as many as asked."""
 import io
 import os
 import sys

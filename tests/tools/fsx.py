@@ -6,7 +6,10 @@ Every operation runs twice, on a mount and on the same-named file of a
 local directory, and every return value, errno, size and byte read must
 agree: open (O_RDWR/O_WRONLY with O_CREAT, O_TRUNC, O_APPEND, O_EXCL),
 close, read, pread, write, pwrite, lseek, ftruncate, truncate, unlink,
-rename, fstat and stat, with several descriptors open at once.  With
+rename, fstat and stat, with several descriptors open at once; and a
+small tree: mkdir, rmdir, renames of directories (a whole tree at once,
+also into another directory) and of files between directories, each
+errno (EEXIST, ENOENT, ENOTDIR, EISDIR, ENOTEMPTY, EINVAL) compared.  With
 several mounts (one per node of a cluster) the operations are spread over
 them, and after every close each mount's view (listing, sizes, contents)
 is compared with the local directory.
@@ -23,7 +26,11 @@ keeps to it (README, "The filesystem"):
     committed value, not this mount's uncommitted writes;
   - a creation or truncation that was never written commits when the file
     is released, just after close() returns: until then other mounts may
-    show the old state (polled with a deadline, never a fixed sleep).
+    show the old state (polled with a deadline, never a fixed sleep);
+  - a directory is removed or renamed only while no file below it is open
+    for writing or waiting for its first commit (a file created on one
+    mount and not committed yet is not in the replicated tree, so rmdir
+    elsewhere does not see it).
 
 Usage:  fsx.py [--seed N] [--ops N] [--files N] LOCALDIR MOUNT [MOUNT...]
 Exit 0 when every operation agreed; otherwise the seed, the operation
@@ -83,7 +90,11 @@ class Fsx:
         self.rng = random.Random(seed)
         self.seed = seed
         self.ops = ops
-        self.names = ["%s%d" % (prefix, i) for i in range(files)]
+        # directories (parents first) and file names at every depth
+        self.dirs = ["%sd0" % prefix, "%sd1" % prefix,
+                     "%sd0/%sd2" % (prefix, prefix)]
+        self.names = ["%s%d" % (prefix, i) for i in range(files)] + [
+            "%s/%s%d" % (d, prefix, files + i) for i, d in enumerate(self.dirs)]
         self.prefix = prefix
         self.fds = []
         self.files = {}          # local ino -> File
@@ -294,6 +305,9 @@ class Fsx:
             f.trunc = True          # the working copy, committed with it
 
     def stat_tuple(self, st):
+        import stat as st_mod
+        if st_mod.S_ISDIR(st.st_mode):
+            return ("dir",)      # sizes and link counts of directories differ
         return (st.st_size, st.st_nlink)
 
     def op_fstat(self):
@@ -349,13 +363,107 @@ class Fsx:
         self.note("rename %s %s on %d -> %s/%s" % (a, b, m, lerr, perr))
         self.same("rename %s %s" % (a, b), perr, lerr)
 
+    def busy_below(self, d):
+        """Is a file below directory d open for writing, or waiting for a
+        commit (created or truncated and not committed yet)?"""
+        top = self.lpath(d)
+        if not os.path.isdir(top):
+            return False
+        for dirpath, _, files in os.walk(top):
+            for n in files:
+                f = self.files.get(os.stat(os.path.join(dirpath, n)).st_ino)
+                if f is not None and (f.writer_mount() is not None or
+                                      f.pending or f.trunc or f.wrote):
+                    return True
+        return False
+
+    def op_mkdir(self):
+        d = self.rng.choice(self.dirs + self.names[:1])
+        m = self.route_names(d)      # a file not committed yet: its mount
+        if m is None:
+            return
+        _, perr = attempt(lambda: os.mkdir(self.mpath(m, d)))
+        _, lerr = attempt(lambda: os.mkdir(self.lpath(d)))
+        self.note("mkdir %s on %d -> %s/%s" % (d, m, lerr, perr))
+        self.same("mkdir %s" % d, perr, lerr)
+
+    def op_rmdir(self):
+        d = self.rng.choice(self.dirs + self.names[:1])
+        if self.busy_below(d):
+            return
+        m = self.route_names(d)
+        if m is None:
+            return
+        _, perr = attempt(lambda: os.rmdir(self.mpath(m, d)))
+        _, lerr = attempt(lambda: os.rmdir(self.lpath(d)))
+        self.note("rmdir %s on %d -> %s/%s" % (d, m, lerr, perr))
+        self.same("rmdir %s" % d, perr, lerr)
+
+    def op_rename_dir(self):
+        """A directory onto another directory name (a whole tree; into
+        itself: EINVAL), or onto a file name (ENOTDIR)."""
+        a = self.rng.choice(self.dirs)
+        b = self.rng.choice(self.dirs + self.names)
+        if self.busy_below(a) or self.busy_below(b):
+            return
+        fb = self.file_at(b) if not os.path.isdir(self.lpath(b)) else None
+        if fb is not None and (fb.writer_mount() is not None or fb.pending):
+            return
+        m = self.route_names(b)
+        if m is None:
+            return
+        _, perr = attempt(lambda: os.rename(self.mpath(m, a), self.mpath(m, b)))
+        _, lerr = attempt(lambda: os.rename(self.lpath(a), self.lpath(b)))
+        self.note("rename dir %s %s on %d -> %s/%s" % (a, b, m, lerr, perr))
+        self.same("rename %s %s" % (a, b), perr, lerr)
+
+    def op_append(self):
+        """`echo data >> name`: open O_APPEND, write, close on one mount."""
+        name = self.rng.choice(self.names)
+        f = self.file_at(name)
+        if f is not None and (f.writer_mount() is not None or f.pending):
+            return
+        m = self.rng.randrange(len(self.mounts))
+        buf = self.data(self.rng.randrange(1, 300))
+
+        def app(path):
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                return os.write(fd, buf)
+            finally:
+                os.close(fd)
+        pr, perr = attempt(lambda: app(self.mpath(m, name)))
+        lr, lerr = attempt(lambda: app(self.lpath(name)))
+        self.note(">> %s %d on %d -> %s/%s" % (name, len(buf), m, lr, pr))
+        self.same(">> %s" % name, (pr, perr), (lr, lerr))
+        if lr:
+            self.check_views((), m)
+
     # --------------------------------------------------------- views
 
+    def tree(self, root):
+        """Every path below root that starts with the prefix, directories
+        with a '/' at the end, sorted."""
+        out = []
+
+        def walk(rel):
+            for n in os.listdir(os.path.join(root, rel)):
+                if not rel and not n.startswith(self.prefix):
+                    continue
+                path = os.path.join(rel, n)
+                if os.path.isdir(os.path.join(root, path)):
+                    out.append(path + "/")
+                    walk(path)
+                else:
+                    out.append(path)
+        walk("")
+        return sorted(out)
+
     def local_view(self):
-        return sorted(n for n in os.listdir(self.local) if n.startswith(self.prefix))
+        return self.tree(self.local)
 
     def mount_view(self, m):
-        return sorted(n for n in os.listdir(self.mounts[m]) if n.startswith(self.prefix))
+        return self.tree(self.mounts[m])
 
     def read_mount(self, m, name):
         fd = os.open(self.mpath(m, name), os.O_RDONLY)
@@ -377,6 +485,8 @@ class Fsx:
         busy = {}      # name -> mount where it is open for writing
         local = {}
         for name in names:
+            if name.endswith("/"):
+                continue
             f = self.file_at(name)
             w = f.writer_mount()
             if w is not None:
@@ -425,7 +535,8 @@ class Fsx:
                (lambda: self.op_write(True), 10), (lambda: self.op_read(False), 7),
                (lambda: self.op_read(True), 7), (self.op_lseek, 6), (self.op_ftruncate, 5),
                (self.op_truncate, 4), (self.op_fstat, 5), (self.op_stat, 4),
-               (self.op_unlink, 4), (self.op_rename, 4)]
+               (self.op_unlink, 4), (self.op_rename, 4), (self.op_mkdir, 3),
+               (self.op_rmdir, 2), (self.op_rename_dir, 2), (self.op_append, 3)]
         if len(self.fds) >= 6:
             op = self.op_close
         else:
@@ -433,13 +544,15 @@ class Fsx:
         op()
 
     def run(self):
-        for name in self.names:
-            for path in [self.lpath(name)] + [self.mpath(m, name)
-                                               for m in range(len(self.mounts))]:
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
+        import shutil
+        for root in [self.local] + self.mounts:
+            for n in os.listdir(root):
+                if n.startswith(self.prefix):
+                    path = os.path.join(root, n)
+                    if os.path.isdir(path):
+                        shutil.rmtree(path)
+                    else:
+                        os.unlink(path)
         self.check_views(settling=[True], closed_on=None)
         for i in range(self.ops):
             self.step_no = i + 1

@@ -194,6 +194,7 @@ static void same_state(kv *a, kv *b)
         assert_int_equal(p->mtime_ms, q->mtime_ms);
         assert_int_equal(p->version, q->version);
         assert_int_equal(p->ident, q->ident);
+        assert_int_equal(p->changes, q->changes);
         assert_memory_equal(p->data, q->data, p->len);
     }
     assert_int_equal(kv_applied_index(a), kv_applied_index(b));
@@ -268,6 +269,7 @@ static void test_round_trip(void **state)
     kvb_batch b;
     kvb_init(&b);
     kvb_add(&b, 9, m.seq++, op, kvb_put(op, 200100, "big", big, 200000));
+    kvb_add(&b, 9, m.seq++, op, kvb_put(op, 200100, "empty", "x", 1));
     kvb_add(&b, 9, m.seq++, op, kvb_put(op, 200100, "empty", "", 0));
     mini_entry(&m, &b);
     kvb_free(&b);
@@ -286,6 +288,7 @@ static void test_round_trip(void **state)
     chain_damage dmg;
     assert_int_equal(snapfile_load(path, NULL, &t, &ri, &dmg), 0);
     same_state(m.s, t);
+    assert_int_equal(kv_get(t, "empty", 5)->changes, 2);  /* counted */
     assert_int_equal(ri.index, wi.index);
     assert_memory_equal(ri.head_hash, chain_head_hash(m.c), CHAIN_HASH_BYTES);
     assert_memory_equal(ri.digest, wi.digest, KV_DIGEST_BYTES);
