@@ -193,6 +193,9 @@ typedef struct fs_backend {
      * (malloc'ed); -ENOENT when there is none (no entry then); NULL: never
      * an entry. */
     int (*snapshot_text)(void *ctx, char **text, size_t *len);
+    /* Optional: .chain/incidents, what damage the node found and what
+     * replaced it (malloc'ed; listed when not empty); NULL: no entry. */
+    int (*incidents_text)(void *ctx, char **text, size_t *len);
 } fs_backend;
 
 typedef struct fs fs;

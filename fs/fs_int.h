@@ -31,6 +31,7 @@
 #define FS_RESERVED_CHAIN ".chain"
 #define FS_RESERVED_STATUS ".status"
 #define FS_CHAIN_SNAPSHOT "snapshot"    /* .chain/snapshot */
+#define FS_CHAIN_INCIDENTS "incidents"  /* .chain/incidents */
 #define FS_OWNERS_MAX 8       /* file tables remembered per open file */
 #define FS_COMMIT_TRIES 16    /* commits re-sent after the file moved */
 #define FS_BLOCK_NAME_DIGITS 10   /* .chain/0000000001 */
@@ -138,6 +139,7 @@ typedef struct fs_handle {
     uint64_t chain_head;       /* FS_H_DIR_CHAIN listing bound */
     uint64_t chain_base;       /* ... blocks listed from base + 1 */
     bool has_snapshot;         /* ... with a "snapshot" entry first */
+    bool has_incidents;        /* ... and an "incidents" entry */
 } fs_handle;
 
 /*

@@ -31,6 +31,7 @@
 #define FS_INO_CHAIN 2u
 #define FS_INO_STATUS 3u
 #define FS_INO_SNAPSHOT 4u   /* .chain/snapshot */
+#define FS_INO_INCIDENTS 5u  /* .chain/incidents */
 #define FS_INO_FIRST_KEY 16u
 #define FS_INO_BLOCK_BASE (1ull << 56)
 

@@ -217,6 +217,7 @@ void node_host_edges(node *n, host_edges *e)
         .catchup_from = edge_catchup_from,
         .serving = edge_serving,
         .applied = edge_applied,
+        .damaged = repair_block_damaged,
     };
 }
 
@@ -360,6 +361,7 @@ void node_backend(node *n, fs_backend *be)
         .chain_head = host_chain_head,
         .chain_base = snapnode_chain_base,
         .snapshot_text = snapnode_text,
+        .incidents_text = repair_incidents_text,
     };
 }
 
