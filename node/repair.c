@@ -77,6 +77,10 @@ struct verify_job {
     chain_damage damage;
     uint64_t head;              /* chain head on the disk (rc 0) */
     uint8_t head_hash[CHAIN_HASH_BYTES];
+    uint64_t incarnation;       /* starts the acceptor store on disk knows */
+    /* the loop's, when the check started */
+    uint64_t synced;            /* chain_synced_index */
+    uint64_t base;              /* chain_base_index */
 };
 
 struct repair {
@@ -221,6 +225,7 @@ static int run_verify(void *arg)
     struct verify_job *j = arg;
     j->kind = RK_NONE;
     j->head = 0;
+    j->incarnation = UINT64_MAX;
     memset(&j->damage, 0, sizeof j->damage);
     chain_restored out;
     chain_restore_report rep;
@@ -240,6 +245,8 @@ static int run_verify(void *arg)
     acceptor_verify v;
     memset(&v, 0, sizeof v);
     int arc = acceptor_verify_dir(j->dir, &v);
+    if (arc == 0)
+        j->incarnation = v.info.incarnation;
     if (arc == -EBADMSG) {
         j->kind = RK_ACCEPTOR;
         j->damage = v.damage;
@@ -255,17 +262,30 @@ static bool same_damage(const chain_damage *a, const chain_damage *b)
            strcmp(a->reason, b->reason) == 0;
 }
 
-/* The disk's chain head against the block this node applied there. */
+/* The disk's chain head against the block this node applied there, and
+ * against what this node had made durable when the check started (a
+ * shorter chain on the disk is an older copy put in its place). */
 static bool head_replaced(node *n, const struct verify_job *j,
                           chain_damage *d)
 {
-    if (j->head == 0 || j->head <= chain_base_index(n->chain) ||
-        j->head > chain_head_index(n->chain))
-        return false;
     uint8_t ours[CHAIN_HASH_BYTES];
-    if (chain_hash_at(n->chain, j->head, ours) < 0 ||
-        memcmp(ours, j->head_hash, CHAIN_HASH_BYTES) == 0)
+    if (j->head == 0 || j->head <= chain_base_index(n->chain) ||
+        j->head > chain_head_index(n->chain) ||
+        chain_hash_at(n->chain, j->head, ours) < 0 ||
+        memcmp(ours, j->head_hash, CHAIN_HASH_BYTES) == 0) {
+        if (j->head < j->synced && j->synced > j->base &&
+            chain_base_index(n->chain) == j->base) {
+            memset(d, 0, sizeof *d);
+            snprintf(d->path, sizeof d->path, "%s/chain", n->data_dir);
+            d->index = j->head + 1;
+            snprintf(d->reason, sizeof d->reason, "the chain on the disk ends at "
+                     "block %" PRIu64 ", before block %" PRIu64 " this node had "
+                     "made durable (an older copy was put in its place)", j->head,
+                     j->synced);
+            return true;
+        }
         return false;
+    }
     memset(d, 0, sizeof *d);
     snprintf(d->path, sizeof d->path, "%s/chain", n->data_dir);
     d->index = j->head;
@@ -288,6 +308,16 @@ static void check_done(node *n, uint64_t now)
     chain_damage d = j->damage;
     if (kind == RK_NONE && j->rc == 0 && head_replaced(n, j, &d))
         kind = RK_REPLACED;
+    if (kind == RK_NONE && j->incarnation != UINT64_MAX &&
+        j->incarnation < n->start.counter) {
+        kind = RK_ACCEPTOR;
+        memset(&d, 0, sizeof d);
+        snprintf(d.path, sizeof d.path, "%s/acceptor/log", n->data_dir);
+        snprintf(d.reason, sizeof d.reason, "the store on the disk knows %"
+                 PRIu64 " starts of this node, which is in start %" PRIu64
+                 " (an older copy was put in its place)", j->incarnation,
+                 n->start.counter);
+    }
     if (kind == RK_NONE || n->fatal || r->phase != RP_NONE) {
         r->suspect = false;
         return;
@@ -530,6 +560,10 @@ void repair_after_reopen(node *n)
                  "from the peers (its acceptor log was moved aside with the "
                  "damaged blocks)", r->incident);
         integrity_begin_recovery(n, text);
+    } else if (!n->recovering_why[0]) {
+        snprintf(text, sizeof text, "incident %" PRIu64 ": %s", r->incident,
+                 r->damage.reason);
+        integrity_begin_recovery(n, text);
     }
     snprintf(text, sizeof text, "stores reopened at chain head %" PRIu64
              "; recovering acceptor state from every other voter, then "
@@ -663,6 +697,8 @@ void repair_turn(node *n, uint64_t now)
     if (n->take || n->compacting || n->snap_pending)
         return;   /* the files are changing: after that */
     snprintf(r->job.dir, sizeof r->job.dir, "%s", n->data_dir);
+    r->job.synced = chain_synced_index(n->chain);
+    r->job.base = chain_base_index(n->chain);
     if (worker_submit(r->w, run_verify, &r->job) == 0) {
         r->running = true;
         r->started_ms = now;

@@ -14,6 +14,7 @@ import errno
 import glob
 import os
 import re
+import shutil
 import threading
 
 from conftest import MountClient, read_file, wait_for, write_file
@@ -279,3 +280,51 @@ def json_status(n):
             return json.load(f)
     except (OSError, ValueError):
         return {}
+
+
+def replace_files(src_dir, dst_dir):
+    """dst_dir's files replaced by src_dir's (as a restore of a copy does):
+    every file of dst_dir removed, src_dir's copied in."""
+    for name in os.listdir(dst_dir):
+        os.unlink(os.path.join(dst_dir, name))
+    for name in os.listdir(src_dir):
+        shutil.copy2(os.path.join(src_dir, name), os.path.join(dst_dir, name))
+
+
+def test_running_followers_directory_replaced_by_an_older_copy_is_repaired(launched, tmp_path):
+    c = launched(3, extra=FAST)
+    leader = c.wait_leader()
+    victim = follower(c, leader)
+    copy = str(tmp_path / "older")
+    for i in range(100):
+        write_file(c.node(leader).path("o%02d" % (i % 20)), "v %d\n" % i)
+    wait_for(lambda: same_heads(c), 30, "one head")
+    shutil.copytree(victim.data, copy, ignore=shutil.ignore_patterns("*.sock", "LOCK"))
+
+    def do_flip():
+        for sub in ("chain", "acceptor"):
+            replace_files(os.path.join(copy, sub), os.path.join(victim.data, sub))
+        return "older copy"
+
+    run_damage(c, victim, do_flip)
+
+
+def test_running_followers_chain_replaced_by_a_fabricated_one_is_repaired(launched, nodes):
+    """Another node's chain (valid hashes of its own, other values under
+    the same names) put in place of a running follower's: found by the
+    head check, repaired, and no fabricated value is ever read."""
+    fake = nodes(9)
+    fake.start()
+    for i in range(30):
+        for wid in ("rp1-0", "rp1-1", "rp3-0", "rp3-1", "rp2-0", "rp2-1"):
+            write_file(fake.path("%s-%d" % (wid, i % 6)), "FAKE %d" % i)
+    assert fake.stop() == 0
+    c = launched(3, extra=FAST)
+    leader = c.wait_leader()
+    victim = follower(c, leader)
+
+    def do_flip():
+        replace_files(os.path.join(fake.data, "chain"), os.path.join(victim.data, "chain"))
+        return "not the block this node applied"
+
+    run_damage(c, victim, do_flip)
