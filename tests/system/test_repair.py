@@ -328,3 +328,104 @@ def test_running_followers_chain_replaced_by_a_fabricated_one_is_repaired(launch
         return "not the block this node applied"
 
     run_damage(c, victim, do_flip)
+
+
+# ------------------------------------------- kill -9 inside snapshot work
+
+def big_values(write, count, size=2048):
+    """count keys of `size` random bytes, written through `write`; what
+    each holds."""
+    vals = {}
+    for i in range(count):
+        v = os.urandom(size // 2).hex().encode()
+        write("b%04d" % i, v)
+        vals["b%04d" % i] = v
+    return vals
+
+
+def part_files(data):
+    return glob.glob(os.path.join(data, "snap", "tmp-*.part"))
+
+
+def test_kill9_while_a_snapshot_is_written_leaves_a_usable_node(nodes):
+    """A single node is killed (SIGKILL) while it writes a snapshot (its
+    .part file exists): it restarts from the chain (and any complete
+    older snapshot), removes the leftover, verifies, and holds every
+    acknowledged value."""
+    import subprocess
+    from conftest import PAXOSCTL
+    n = nodes(1, extra_args=["--snapshot-entries", "0"])
+    n.start()
+
+    def write(k, v):
+        with open(n.path(k), "wb") as f:
+            f.write(v)
+    vals = big_values(write, 3000)
+    hit = False
+    for attempt in range(5):
+        ctl = subprocess.Popen([PAXOSCTL, "snapshot", n.data], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        try:
+            try:
+                wait_for(lambda: part_files(n.data) or ctl.poll() is not None, 10,
+                         "a snapshot being written", interval=0.001)
+            except AssertionError:
+                pass
+            hit = bool(part_files(n.data))
+            n.kill9()
+        finally:
+            ctl.wait(timeout=30)
+        n.start()
+        assert not part_files(n.data)
+        for k in list(vals)[::97]:
+            with open(n.path(k), "rb") as f:
+                assert f.read() == vals[k], k
+        vals.update(big_values(write, 300))
+        if hit:
+            break
+    assert hit, "the snapshot was never caught being written"
+    for k, v in vals.items():
+        with open(n.path(k), "rb") as f:
+            assert f.read() == v, k
+    assert n.stop() == 0
+    import subprocess as sp
+    out = sp.run([PAXOSCTL, "verify", n.data], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+def test_kill9_while_a_snapshot_is_installed_leaves_a_usable_node(launched):
+    """A node that needs a snapshot (it was down while the others
+    compacted) is killed (SIGKILL) while it receives and installs it;
+    started again it installs one again, catches up, and holds every
+    acknowledged value."""
+    c = launched(3, extra=("--snapshot-entries", "500", "--chain-segment-bytes", "262144"))
+    leader = c.wait_leader()
+    if leader == 3:
+        c.kill(3)
+        c.start(3)
+        leader = c.wait_leader(exclude=(3,))
+    victim = c.node(3)
+    c.kill(3)
+    ln = c.node(leader)
+
+    def write(k, v):
+        with open(ln.path(k), "wb") as f:
+            f.write(v)
+    vals = big_values(write, 2500)
+    st = ln.status_within()
+    assert st["snapshot"]["chain_base"] > 0, st["snapshot"]
+    c.start(3)
+    try:
+        wait_for(lambda: part_files(victim.data) or
+                 (victim.status_within() or {}).get("snapshot", {}).get("installed", 0) >= 1,
+                 30, "node 3 receiving a snapshot", interval=0.001)
+    except AssertionError:
+        pass
+    receiving = bool(part_files(victim.data))
+    c.kill(3)
+    c.start(3)
+    wait_for(lambda: same_heads(c), 90, "node 3 level with the others")
+    for k, v in vals.items():
+        with open(victim.path(k), "rb") as f:
+            assert f.read() == v, k
+    assert receiving or "installed the snapshot" in victim.log()
