@@ -312,7 +312,7 @@ static int node_read_key(void *ctx, const char *key, size_t key_len,
 {
     node *n = ctx;
     int rc = read_gate(n, flags);
-    return rc < 0 ? rc : reads_key(n->cl, n->state, node_now_ms(), key,
+    return rc < 0 ? rc : reads_key(n->cl, &n->state, node_now_ms(), key,
                                    key_len, flags, done, arg);
 }
 
@@ -321,14 +321,14 @@ static int node_list(void *ctx, const char *after, size_t after_len,
 {
     node *n = ctx;
     int rc = read_gate(n, flags);
-    return rc < 0 ? rc : reads_list(n->cl, n->state, node_now_ms(), after,
+    return rc < 0 ? rc : reads_list(n->cl, &n->state, node_now_ms(), after,
                                     after_len, max, flags, done, arg);
 }
 
 static int node_usage(void *ctx, fs_usage_fn done, void *arg)
 {
     node *n = ctx;
-    return reads_usage(n->cl, n->state, done, arg);
+    return reads_usage(n->cl, &n->state, done, arg);
 }
 
 /* Whether a write may be accepted now: what can be known before the value
