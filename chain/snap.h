@@ -189,9 +189,6 @@ int snapstore_prune_below(snapstore *st, uint64_t index);
 /* A snapshot found damaged while the owner runs (node/repair.c): renamed
  * to *.damaged and no longer counted (invariant 3).  0 or -errno. */
 int snapstore_quarantine(snapstore *st, uint64_t index);
-/* ... every snapshot the store counts (a history this node must not
- * restart from).  0 or the first -errno. */
-int snapstore_quarantine_all(snapstore *st);
 
 /* The chain index up to which segments may be removed: the index of the
  * second newest snapshot (0 while there are fewer than two), so that a

@@ -315,16 +315,6 @@ int snapstore_quarantine(snapstore *st, uint64_t index)
     return quarantine(st, index);
 }
 
-int snapstore_quarantine_all(snapstore *st)
-{
-    if (!st || !st->writable)
-        return -EROFS;
-    int rc = 0;
-    while (st->n > 0 && rc == 0)
-        rc = quarantine(st, st->idx[0]);
-    return rc;
-}
-
 /* Invariant 2: remove all but the newest SNAP_KEEP. */
 static int prune(snapstore *st)
 {

@@ -220,15 +220,6 @@ int host_failed(const host *h);       /* 0 or the negative errno */
 int host_reopen(host *h, bool recovering, uint64_t seed, char *why,
                 char *err, size_t err_len);
 
-/* Before a host_reopen after the runtime moved the chain and the
- * acceptor store aside (node/repair.c: this node's history differs from
- * the majority's, or its state from a checkpoint): the key-value state
- * is replaced by an empty one and no snapshot is known any more, so the
- * reopen starts from an empty chain and the node learns everything again
- * from its peers.  Only while storage failed (nothing is applied).
- * 0 or -ENOMEM. */
-int host_reset_state(host *h);
-
 /* What it owns, for the runtime's own reading (never freed by it). */
 px_replica *host_replica(host *h);
 chain *host_chain(host *h);

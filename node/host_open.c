@@ -302,21 +302,6 @@ static int reopen_check_chain(host *h, chain *old, uint64_t old_head,
     return -EBADMSG;
 }
 
-int host_reset_state(host *h)
-{
-    if (!h->fatal)
-        return -EBUSY;
-    kv *fresh = kv_create();
-    if (!fresh)
-        return -ENOMEM;
-    kv_destroy(h->state);
-    h->state = fresh;
-    kv_set_changed(h->state, host_on_changed, h);
-    h->has_snap = false;
-    memset(&h->snap, 0, sizeof h->snap);
-    return 0;
-}
-
 int host_reopen(host *h, bool recovering, uint64_t seed, char *why,
                 char *err, size_t err_len)
 {
