@@ -278,10 +278,10 @@ static bool head_replaced(node *n, const struct verify_job *j,
             memset(d, 0, sizeof *d);
             snprintf(d->path, sizeof d->path, "%s/chain", n->data_dir);
             d->index = j->head + 1;
-            snprintf(d->reason, sizeof d->reason, "the chain on the disk ends at "
-                     "block %" PRIu64 ", before block %" PRIu64 " this node had "
-                     "made durable (an older copy was put in its place)", j->head,
-                     j->synced);
+            snprintf(d->reason, sizeof d->reason, "the chain on the disk "
+                     "ends at block %" PRIu64 ", before block %" PRIu64
+                     " this node had made durable (an older copy was put "
+                     "in its place)", j->head, j->synced);
             return true;
         }
         return false;
