@@ -186,6 +186,10 @@ int snapstore_take(snapstore *st, kv *s,
  * not restart the node).  0 or -errno. */
 int snapstore_prune_below(snapstore *st, uint64_t index);
 
+/* A snapshot found damaged while the owner runs (node/repair.c): renamed
+ * to *.damaged and no longer counted (invariant 3).  0 or -errno. */
+int snapstore_quarantine(snapstore *st, uint64_t index);
+
 /* The chain index up to which segments may be removed: the index of the
  * second newest snapshot (0 while there are fewer than two), so that a
  * fall back to it still has every block after it. */

@@ -308,6 +308,13 @@ int snapstore_load(snapstore *st, kv **state, snap_info *info,
     return rc;
 }
 
+int snapstore_quarantine(snapstore *st, uint64_t index)
+{
+    if (!st || !st->writable)
+        return -EROFS;
+    return quarantine(st, index);
+}
+
 /* Invariant 2: remove all but the newest SNAP_KEEP. */
 static int prune(snapstore *st)
 {

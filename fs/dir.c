@@ -257,6 +257,14 @@ void fs_chain_listing(fs *f, fs_handle *h)
         h->has_snapshot = f->be.snapshot_text(f->be.ctx, &text, &len) == 0;
         free(text);
     }
+    h->has_incidents = false;
+    if (f->be.incidents_text) {
+        char *text = NULL;
+        size_t len = 0;
+        h->has_incidents = f->be.incidents_text(f->be.ctx, &text, &len) == 0 &&
+                           len > 0;
+        free(text);
+    }
 }
 
 /* Inode number shown by readdir: the key's own when the kernel knows it,
@@ -302,6 +310,15 @@ static bool dir_entry(fs *f, const fs_handle *h, uint64_t i, char *name,
             if (i == 0) {
                 snprintf(name, cap, "%s", FS_CHAIN_SNAPSHOT);
                 st->st_ino = FS_INO_SNAPSHOT;
+                st->st_mode = S_IFREG;
+                return true;
+            }
+            i--;
+        }
+        if (h->has_incidents) {
+            if (i == 0) {
+                snprintf(name, cap, "%s", FS_CHAIN_INCIDENTS);
+                st->st_ino = FS_INO_INCIDENTS;
                 st->st_mode = S_IFREG;
                 return true;
             }

@@ -210,6 +210,9 @@ typedef struct fs_backend {
      * new name, so an answer that waits for the batch delays every
      * create in that directory. */
     void (*between)(void *ctx);
+    /* Optional: .chain/incidents, what damage the node found and what
+     * replaced it (malloc'ed; listed when not empty); NULL: no entry. */
+    int (*incidents_text)(void *ctx, char **text, size_t *len);
 } fs_backend;
 
 typedef struct fs fs;

@@ -35,6 +35,7 @@
 #define FS_CHAIN_SNAPSHOT "snapshot"    /* .chain/snapshot */
 #define FS_CHAIN_STREAM "stream"        /* .chain/stream (stream.c) */
 #define FS_CHAIN_SINCE "since"          /* .chain/since/<index> */
+#define FS_CHAIN_INCIDENTS "incidents"  /* .chain/incidents */
 #define FS_OWNERS_MAX 8       /* file tables remembered per open file */
 #define FS_COMMIT_TRIES 16    /* commits re-sent after the file moved */
 #define FS_BLOCK_NAME_DIGITS 10   /* .chain/0000000001 */
@@ -151,8 +152,9 @@ typedef struct fs_handle {
     struct fs_handle *stream_prev, *stream_nextp;   /* in fs.streams */
     uint64_t chain_head;       /* FS_H_DIR_CHAIN listing bound */
     uint64_t chain_base;       /* ... blocks listed from base + 1 */
-    bool has_snapshot;
-    bool since_dir;            /* .chain/since: an empty listing */         /* ... with a "snapshot" entry first */
+    bool has_snapshot;         /* ... with a "snapshot" entry first */
+    bool has_incidents;        /* ... and an "incidents" entry */
+    bool since_dir;            /* .chain/since: an empty listing */
 } fs_handle;
 
 /*

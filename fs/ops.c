@@ -74,6 +74,12 @@ static int render(fs *f, uint64_t ino, char **text, size_t *len)
                                      : -ENOENT;
         return rc < 0 ? -rc : 0;
     }
+    if (ino == FS_INO_INCIDENTS) {
+        int rc = f->be.incidents_text ? f->be.incidents_text(f->be.ctx, text,
+                                                             len)
+                                      : -ENOENT;
+        return rc < 0 ? -rc : 0;
+    }
     uint32_t n = 0;
     int rc = f->be.block_text(f->be.ctx, ino - FS_INO_BLOCK_BASE, text, &n);
     *len = n;
@@ -89,7 +95,7 @@ bool fs_is_block_ino(uint64_t ino)
 static bool is_text_ino(uint64_t ino)
 {
     return ino == FS_INO_STATUS || ino == FS_INO_SNAPSHOT ||
-           fs_is_block_ino(ino);
+           ino == FS_INO_INCIDENTS || fs_is_block_ino(ino);
 }
 
 /* Parse a .chain entry name: digits only, 1..head. */
@@ -159,16 +165,18 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
             return;
         }
     }
-    if (parent == FS_INO_CHAIN && strcmp(name, FS_CHAIN_SNAPSHOT) == 0) {
+    if (parent == FS_INO_CHAIN && (strcmp(name, FS_CHAIN_SNAPSHOT) == 0 ||
+                                   strcmp(name, FS_CHAIN_INCIDENTS) == 0)) {
         char *text = NULL;
         size_t len = 0;
-        int rc = render(f, FS_INO_SNAPSHOT, &text, &len);
+        uint64_t ino = name[0] == 's' ? FS_INO_SNAPSHOT : FS_INO_INCIDENTS;
+        int rc = render(f, ino, &text, &len);
         free(text);
         if (rc) {
             fuse_reply_err(req, rc);
             return;
         }
-        e.ino = FS_INO_SNAPSHOT;
+        e.ino = ino;
         fill_text_attr(f, e.ino, len, &e.attr);
         fuse_reply_entry(req, &e);   /* timeouts 0: a newer one replaces it */
         return;
@@ -259,7 +267,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fs_key_getattr(req, in, fi);
         return;
     }
-    fuse_reply_attr(req, &st, ino == FS_INO_STATUS || ino == FS_INO_SNAPSHOT
+    fuse_reply_attr(req, &st, ino == FS_INO_STATUS || ino == FS_INO_SNAPSHOT ||
+                                  ino == FS_INO_INCIDENTS
                                   ? 0 : FS_DIR_ATTR_TIMEOUT_S);
 }
 

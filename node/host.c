@@ -154,8 +154,12 @@ static void host_send_catchup(host *h, uint32_t peer_id)
     uint64_t bytes = 0;
     for (uint64_t i = from; i <= head && k < HOST_CATCHUP_BLOCKS &&
                             bytes < HOST_CATCHUP_BYTES; i++) {
-        if (chain_read(h->chain, i, &blocks[k]) < 0)
+        int rc = chain_read(h->chain, i, &blocks[k]);
+        if (rc < 0) {
+            if (h->e.damaged)   /* the runtime checks and repairs */
+                h->e.damaged(h->e.arg, i, rc);
             break;
+        }
         entries[k] = (px_entry){ .slot = blocks[k].index,
                                  .time_ms = blocks[k].time_ms,
                                  .kind = blocks[k].kind,

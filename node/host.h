@@ -108,6 +108,9 @@ typedef struct host_edges {
      * the chain only: the state is further on) */
     void (*applied)(void *arg, const px_entry *e,
                     const uint8_t hash[CHAIN_HASH_BYTES]);
+    /* optional: block `index` of the chain could not be read back for a
+     * lagging peer (rc: -EBADMSG damaged, or another -errno) */
+    void (*damaged)(void *arg, uint64_t index, int rc);
     /* optional: one line of log (no newline); NULL: stderr */
     void (*log)(void *arg, const char *line);
 } host_edges;

@@ -218,6 +218,7 @@ void node_host_edges(node *n, host_edges *e)
         .catchup_from = edge_catchup_from,
         .serving = edge_serving,
         .applied = edge_applied,
+        .damaged = repair_block_damaged,
     };
 }
 
@@ -312,7 +313,7 @@ static int node_read_key(void *ctx, const char *key, size_t key_len,
 {
     node *n = ctx;
     int rc = read_gate(n, flags);
-    return rc < 0 ? rc : reads_key(n->cl, n->state, node_now_ms(), key,
+    return rc < 0 ? rc : reads_key(n->cl, &n->state, node_now_ms(), key,
                                    key_len, flags, done, arg);
 }
 
@@ -321,14 +322,14 @@ static int node_list(void *ctx, const char *after, size_t after_len,
 {
     node *n = ctx;
     int rc = read_gate(n, flags);
-    return rc < 0 ? rc : reads_list(n->cl, n->state, node_now_ms(), after,
+    return rc < 0 ? rc : reads_list(n->cl, &n->state, node_now_ms(), after,
                                     after_len, max, flags, done, arg);
 }
 
 static int node_usage(void *ctx, fs_usage_fn done, void *arg)
 {
     node *n = ctx;
-    return reads_usage(n->cl, n->state, done, arg);
+    return reads_usage(n->cl, &n->state, done, arg);
 }
 
 /* Whether a write may be accepted now: what can be known before the value
@@ -398,6 +399,7 @@ void node_backend(node *n, fs_backend *be)
         .chain_base = snapnode_chain_base,
         .snapshot_text = snapnode_text,
         .between = node_between,
+        .incidents_text = repair_incidents_text,
     };
 }
 

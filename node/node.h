@@ -45,6 +45,8 @@ typedef struct node_config {
                                       compaction after a snapshot) */
     uint64_t chain_segment_bytes;  /* 0: CHAIN_SEGMENT_BYTES (tests use
                                       small segments to see compaction) */
+    uint64_t verify_interval_ms;   /* the background check of the backing
+                                      directory (node/repair.c); 0: off */
     const net_peer_addr *peers;    /* all members, this node included;
                                       n_peers == 0: a cluster of one */
     uint32_t n_peers;

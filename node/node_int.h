@@ -30,6 +30,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sched.h>
+#include <stdio.h>
 
 #include "../chain/chain.h"
 #include "../chain/kv.h"
@@ -72,6 +73,7 @@
 
 #define NODE_SNAPSHOT_ENTRIES 100000   /* node_config defaults */
 #define NODE_SNAPSHOT_BYTES (UINT64_C(1) << 30)
+#define NODE_VERIFY_INTERVAL_MS 600000 /* node_config default: 10 min */
 #define NODE_DIGESTS 4096              /* state digests kept (snapshot.c) */
 
 struct node_digest {
@@ -195,6 +197,11 @@ struct node {
     struct node_digest digests[NODE_DIGESTS];
     uint64_t checkpoints_ok, checkpoints_unchecked;
     bool state_diverged;        /* a checkpoint's digest was not ours */
+    bool snap_retake;           /* repair.c: a damaged newest snapshot is
+                                   taken again at the same index */
+
+    struct repair *rep;         /* repair.c: the background check and the
+                                   damage being repaired */
 };
 
 /* loop.c */
@@ -249,6 +256,18 @@ int snapnode_status(node *n, char *buf, size_t cap);
 int snapnode_text(void *ctx, char **text, size_t *len);
 uint64_t snapnode_chain_base(void *ctx);
 void integrity_state_diverged(node *n, const char *why);   /* integrity.c */
+
+/* repair.c */
+int repair_start(node *n);
+void repair_stop(node *n);
+void repair_turn(node *n, uint64_t now);
+void repair_check_now(node *n);
+void repair_block_damaged(void *arg, uint64_t index, int rc); /* host edge */
+int repair_before_reopen(node *n);
+void repair_after_reopen(node *n);
+void repair_status(node *n, FILE *fp);
+int repair_incidents_text(void *ctx, char **text, size_t *len);
+int snapnode_retake(node *n);                               /* snapshot.c */
 
 /* status.c */
 int status_text(void *ctx, char **text, size_t *len);

@@ -34,6 +34,7 @@ void node_config_default(node_config *cfg)
     cfg->chain_sync_interval_ms = 200;
     cfg->snapshot_entries = NODE_SNAPSHOT_ENTRIES;
     cfg->snapshot_bytes = NODE_SNAPSHOT_BYTES;
+    cfg->verify_interval_ms = NODE_VERIFY_INTERVAL_MS;
 }
 
 /* -------------------------------------------------------- open/close */

@@ -12,7 +12,7 @@
 enum { READ_KEY = 1, READ_LIST, READ_USAGE };
 
 typedef struct read_req {
-    const kv *state;
+    kv *const *where;          /* where the state lives: read when served */
     uint8_t kind;
     unsigned flags;
     union {
@@ -45,7 +45,7 @@ static int key_cmp(const char *a, size_t alen, const char *b, size_t blen)
 static void serve_key(read_req *r)
 {
     fs_entry_view view = { 0 };
-    const kv_value *v = kv_get(r->state, r->key, r->key_len);
+    const kv_value *v = kv_get(*r->where, r->key, r->key_len);
     if (v) {
         reads_meta(v, &view.meta);
         if (r->flags & FS_READ_VALUE) {
@@ -119,7 +119,7 @@ static void serve_list(read_req *r)
     struct page_build p = { .r = r };
     /* the map's order is byte order; a page after a key walks past the
      * keys before it */
-    int rc = kv_scan(r->state, "", 0, page_visit, &p);
+    int rc = kv_scan(*r->where, "", 0, page_visit, &p);
     rc = p.rc ? p.rc : (rc < 0 ? rc : 0);
     if (rc < 0) {
         r->done.list(r->arg, rc, NULL);
@@ -150,20 +150,20 @@ static void serve(void *arg, int result)
     } else if (r->kind == READ_LIST) {
         serve_list(r);
     } else {
-        fs_usage u = { .keys = kv_count(r->state),
-                       .bytes = kv_bytes(r->state) };
+        fs_usage u = { .keys = kv_count(*r->where),
+                       .bytes = kv_bytes(*r->where) };
         r->done.usage(r->arg, 0, &u);
     }
     free(r);
 }
 
-static read_req *req_new(const kv *state, uint8_t kind, unsigned flags,
+static read_req *req_new(kv *const *state, uint8_t kind, unsigned flags,
                          const char *key, size_t key_len, void *arg)
 {
     read_req *r = malloc(sizeof *r + key_len);
     if (!r)
         return NULL;
-    *r = (read_req){ .state = state, .kind = kind, .flags = flags,
+    *r = (read_req){ .where = state, .kind = kind, .flags = flags,
                      .arg = arg, .key_len = key_len };
     if (key_len)
         memcpy(r->key, key, key_len);
@@ -179,7 +179,7 @@ static int enqueue(client *c, uint64_t now_ms, read_req *r)
     return rc;
 }
 
-int reads_key(client *c, const kv *state, uint64_t now_ms, const char *key,
+int reads_key(client *c, kv *const *state, uint64_t now_ms, const char *key,
               size_t key_len, unsigned flags, fs_read_fn done, void *arg)
 {
     if (key_len == 0 || !done)
@@ -193,7 +193,7 @@ int reads_key(client *c, const kv *state, uint64_t now_ms, const char *key,
     return enqueue(c, now_ms, r);
 }
 
-int reads_list(client *c, const kv *state, uint64_t now_ms, const char *after,
+int reads_list(client *c, kv *const *state, uint64_t now_ms, const char *after,
                size_t after_len, uint32_t max, unsigned flags,
                fs_list_fn done, void *arg)
 {
@@ -210,7 +210,7 @@ int reads_list(client *c, const kv *state, uint64_t now_ms, const char *after,
     return enqueue(c, now_ms, r);
 }
 
-int reads_usage(client *c, const kv *state, fs_usage_fn done, void *arg)
+int reads_usage(client *c, kv *const *state, fs_usage_fn done, void *arg)
 {
     if (!done)
         return -EINVAL;

@@ -35,14 +35,15 @@
 /* The metadata of a value, as the mount sees it. */
 void reads_meta(const kv_value *v, fs_meta *m);
 
-/* fs_backend.read_key, list and usage over `state` (which outlives every
- * request), waiting in `c`.  0, or a negative errno (-EINVAL, -ENOMEM,
+/* fs_backend.read_key, list and usage over the state `*state` holds when
+ * the request is served (a snapshot install replaces the state while
+ * requests wait: the pointer is read then, never kept), waiting in `c`.  0, or a negative errno (-EINVAL, -ENOMEM,
  * -EAGAIN: too many read points wait; then `done` never runs). */
-int reads_key(client *c, const kv *state, uint64_t now_ms, const char *key,
+int reads_key(client *c, kv *const *state, uint64_t now_ms, const char *key,
               size_t key_len, unsigned flags, fs_read_fn done, void *arg);
-int reads_list(client *c, const kv *state, uint64_t now_ms, const char *after,
+int reads_list(client *c, kv *const *state, uint64_t now_ms, const char *after,
                size_t after_len, uint32_t max, unsigned flags,
                fs_list_fn done, void *arg);
-int reads_usage(client *c, const kv *state, fs_usage_fn done, void *arg);
+int reads_usage(client *c, kv *const *state, fs_usage_fn done, void *arg);
 
 #endif

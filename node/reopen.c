@@ -84,6 +84,11 @@ void node_storage_reopen(node *n)
         health_fail(&n->health, err, rc, now);
         return;
     }
+    rc = repair_before_reopen(n);   /* damaged files aside (repair.c) */
+    if (rc < 0) {
+        health_fail(&n->health, "moving damaged files aside", rc, now);
+        return;
+    }
     char why[HOST_WHY_BYTES];
     rc = host_reopen(n->host, n->recovering_why[0] != '\0',
                      node_random_u64(), why, err, sizeof err);
@@ -128,6 +133,7 @@ void node_storage_reopen(node *n)
         fprintf(stderr, "paxosfs: node %u: recovering lost acceptor state "
                 "(%s); casting no vote until recovered\n", n->cfg.id,
                 n->recovering_why);
+    repair_after_reopen(n);
     integrity_gate_update(n);
     px_event first = { .type = PX_EV_TICK };
     node_step(n, &first);

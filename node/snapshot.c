@@ -98,7 +98,7 @@ static int snap_start_take(node *n, const char *why)
     uint64_t index = kv_applied_index(n->state);
     if (index == 0 || chain_head_index(n->chain) != index)
         return -EAGAIN;   /* invariant 1 */
-    if (last && last->index == index)
+    if (last && last->index == index && !n->snap_retake)
         return -EALREADY;
     px_status st;
     px_get_status(n->px, &st);
@@ -136,6 +136,16 @@ int snapnode_take_now(node *n, uint64_t *index)
                  : n->take ? n->take_index : kv_applied_index(n->state);
         return rc == -EBUSY && !n->take ? -EBUSY : 0;
     }
+    return rc;
+}
+
+/* repair.c: the newest snapshot was found damaged and renamed aside:
+ * a new one of the state, also at the index it had. */
+int snapnode_retake(node *n)
+{
+    n->snap_retake = true;
+    int rc = snap_start_take(n, "the newest was found damaged");
+    n->snap_retake = false;
     return rc;
 }
 
@@ -299,11 +309,15 @@ int snapnode_start(node *n, char *err, size_t err_len)
     }
     if (n->net)
         transport_set_snapshot_handler(n->net, on_snap_frame, n);
-    return 0;
+    rc = repair_start(n);
+    if (rc < 0)
+        snprintf(err, err_len, "out of memory");
+    return rc;
 }
 
 void snapnode_stop(node *n)
 {
+    repair_stop(n);   /* its check reads the snapshot files */
     if (n->snap_bg) {
         worker_destroy(n->snap_bg);     /* waits for a running job */
         n->snap_bg = NULL;
@@ -370,6 +384,7 @@ void snapnode_turn(node *n, uint64_t now)
     if (n->snap_pending)
         install(n);
     compact_maybe(n);
+    repair_turn(n, now);
     snapxfer_tick(n->xfer, now);
     bool by_count = n->cfg.snapshot_entries &&
                     n->snap_entries >= n->cfg.snapshot_entries;

@@ -168,6 +168,7 @@ int status_text(void *ctx, char **text, size_t *len)
     char snapbuf[1200];
     if (snapnode_status(n, snapbuf, sizeof snapbuf) > 0)
         fprintf(fp, ",%s", snapbuf);
+    repair_status(n, fp);
     fprintf(fp, ",\"catchup\":[");
     const char *csep = "";
     for (uint32_t i = 0; n->net && i < transport_peer_count(n->net); i++) {

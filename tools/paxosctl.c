@@ -50,8 +50,8 @@ static const ctl_command commands[] = {
       "verify the snapshots, the hash chain after them and the acceptor "
       "store in backing directory DIR (read-only)", cmd_verify },
     { "backup", "DIR FILE",
-      "write a verified backup (snapshot + chain after it) of the stopped "
-      "node's DIR to FILE", cmd_backup },
+      "write a verified backup (snapshot + chain after it) of the node's "
+      "DIR to FILE (running or stopped)", cmd_backup },
     { "restore", "FILE DIR",
       "check backup FILE and prepare a new backing directory DIR from it",
       cmd_restore },
@@ -264,26 +264,42 @@ static int report_damage(const char *cmd, const char *what, int rc,
     return EXIT_ERROR;
 }
 
-/* backup (offline half): the backing directory of a stopped node, its
- * newest valid snapshot and the chain after it, verified, into FILE. */
+static int take_snapshot(const char *dir, bool quiet);
+
+/* backup: the backing directory's newest valid snapshot and the chain
+ * after it, verified, into FILE.  A node running on DIR is first asked
+ * for a snapshot of its state (frozen in O(1) while it goes on serving),
+ * so the backup holds that snapshot and the few blocks after it; the
+ * files are then read as `verify` reads them (snapshot files are only
+ * ever renamed into place complete, chain blocks only appended: a block
+ * being appended is a torn tail and left out).  Should the node remove
+ * what was being read (two more snapshots meanwhile), the backup is
+ * started again, up to three times. */
 static int cmd_backup(int argc, char **argv)
 {
     if (argc != 3) {
         fprintf(stderr, "usage: paxosctl backup DIR FILE\n");
         return EXIT_ERROR;
     }
-    if (node_running(argv[1])) {
-        fprintf(stderr, "paxosctl backup: a node is running on %s; stop it "
-                "first (the online backup needs the node's snapshot "
-                "command)\n", argv[1]);
-        return EXIT_ERROR;
-    }
+    bool online = node_running(argv[1]);
+    if (online && take_snapshot(argv[1], true) != EXIT_OK)
+        fprintf(stderr, "note: the node on %s took no snapshot now; backing "
+                "up its newest one and the chain after it\n", argv[1]);
     backup_report b;
     chain_damage d;
-    int rc = backup_write_dir(argv[1], argv[2], &b, &d);
+    int rc = -EAGAIN;
+    for (int attempt = 0; attempt < (online ? 3 : 1); attempt++) {
+        if (attempt)
+            usleep(200 * 1000);
+        rc = backup_write_dir(argv[1], argv[2], &b, &d);
+        if (rc != -ENOENT && rc != -EBADMSG)
+            break;   /* -EBADMSG twice in a row (online) is damage */
+        if (rc == -EBADMSG && attempt > 0)
+            break;
+    }
     if (rc)
         return report_damage("backup", argv[1], rc, &d);
-    print_backup("backup", argv[2], &b);
+    print_backup(online ? "backup (online)" : "backup", argv[2], &b);
     return EXIT_OK;
 }
 
@@ -422,6 +438,14 @@ static int cmd_snapshot(int argc, char **argv)
         fprintf(stderr, "usage: paxosctl snapshot DIR\n");
         return EXIT_ERROR;
     }
+    return take_snapshot(argv[1], false);
+}
+
+/* The node serving `dir` takes a snapshot now; once it is durable, its
+ * line is printed (not when quiet). */
+static int take_snapshot(const char *dir, bool quiet)
+{
+    const char *argv[2] = { "snapshot", dir };
     char *reply = NULL;
     int rc = admin_call(argv[1], "snapshot", 5000, &reply);
     if (rc < 0) {
@@ -447,7 +471,8 @@ static int cmd_snapshot(int argc, char **argv)
             return EXIT_ERROR;
         }
         if (strncmp(reply, "done ", 5) == 0) {
-            printf("snapshot %s\n", reply + 5);
+            if (!quiet)
+                printf("snapshot %s\n", reply + 5);
             free(reply);
             return EXIT_OK;
         }

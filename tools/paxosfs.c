@@ -96,6 +96,10 @@ static void usage(FILE *fp)
 "  --snapshot-bytes N     ... or once N bytes of entries were (default\n"
 "                         1073741824; 0: not by size)\n"
 "  --no-compact           keep every chain segment after a snapshot\n"
+"  --verify-interval MS   check the chain segments, snapshots and acceptor\n"
+"                         store on disk every MS milliseconds while running,\n"
+"                         repairing damage from the peers (default 600000;\n"
+"                         0: off)\n"
 "  --chain-segment-bytes N  start a new chain segment past N bytes\n"
 "                         (default 64 MiB; compaction removes whole\n"
 "                         segments)\n"
@@ -147,7 +151,7 @@ int main(int argc, char **argv)
     enum { OPT_ID = 256, OPT_DATA, OPT_LOG, OPT_COMMIT_TIMEOUT, OPT_ATTR,
            OPT_ALLOW_OTHER, OPT_PEERS, OPT_KEY, OPT_LEADER_CPUS, OPT_ENTRY,
            OPT_MAX_WRITES, OPT_SNAP_ENTRIES, OPT_SNAP_BYTES, OPT_NO_COMPACT,
-           OPT_SEGMENT_BYTES };
+           OPT_SEGMENT_BYTES, OPT_VERIFY_INTERVAL };
     static const struct option longopts[] = {
         { "id", required_argument, NULL, OPT_ID },
         { "data", required_argument, NULL, OPT_DATA },
@@ -161,6 +165,7 @@ int main(int argc, char **argv)
         { "snapshot-bytes", required_argument, NULL, OPT_SNAP_BYTES },
         { "no-compact", no_argument, NULL, OPT_NO_COMPACT },
         { "chain-segment-bytes", required_argument, NULL, OPT_SEGMENT_BYTES },
+        { "verify-interval", required_argument, NULL, OPT_VERIFY_INTERVAL },
         { "peers", required_argument, NULL, OPT_PEERS },
         { "key", required_argument, NULL, OPT_KEY },
         { "leader-cpus", required_argument, NULL, OPT_LEADER_CPUS },
@@ -236,6 +241,14 @@ int main(int argc, char **argv)
                 return 2;
             }
             cfg.chain_segment_bytes = v;
+            break;
+        case OPT_VERIFY_INTERVAL:
+            if (parse_u64(optarg, &v)) {
+                fprintf(stderr, "paxosfs: --verify-interval needs "
+                        "milliseconds (0: off), got '%s'\n", optarg);
+                return 2;
+            }
+            cfg.verify_interval_ms = v;
             break;
         case OPT_PEERS: peers_spec = optarg; break;
         case OPT_KEY: key_path = optarg; break;

@@ -230,7 +230,7 @@ static void test_read_waits_for_its_read_point(void **st)
     world *w = *st;
     put(w, "k", "v1");
     got g = { .w = w };
-    assert_int_equal(reads_key(w->cl, w->state, 0, "k", 1, 0, on_key, &g), 0);
+    assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1, 0, on_key, &g), 0);
     assert_int_equal(g.calls, 0);                  /* not inside the call */
     flush(w);
     assert_int_equal(w->n_tokens, 1);
@@ -258,9 +258,9 @@ static void test_value_is_a_reference_and_absent_keys(void **st)
     world *w = *st;
     put(w, "k", "first");
     got g = { .w = w }, none = { .w = w };
-    assert_int_equal(reads_key(w->cl, w->state, 0, "k", 1, FS_READ_VALUE,
+    assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1, FS_READ_VALUE,
                                on_key, &g), 0);
-    assert_int_equal(reads_key(w->cl, w->state, 0, "nothing", 7,
+    assert_int_equal(reads_key(w->cl, &w->state, 0, "nothing", 7,
                                FS_READ_VALUE, on_key, &none), 0);
     flush(w);
     for (uint32_t i = 0; i < w->n_tokens; i++)
@@ -290,7 +290,7 @@ static void test_applied_read_runs_at_the_next_flush(void **st)
     put(w, "k", "v");
     client_serve(w->cl, w->slot, false);
     got g = { .w = w };
-    assert_int_equal(reads_key(w->cl, w->state, 0, "k", 1,
+    assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1,
                                FS_READ_APPLIED | FS_READ_VALUE, on_key, &g),
                      0);
     assert_int_equal(g.calls, 0);
@@ -316,7 +316,7 @@ static void test_read_waits_for_answered_writes(void **st)
     assert_int_equal(client_submit(w->cl, 0, op, (uint32_t)n, true, NULL,
                                    NULL), 0);
     got g = { .w = w };
-    assert_int_equal(reads_key(w->cl, w->state, 0, "k", 1, FS_READ_VALUE,
+    assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1, FS_READ_VALUE,
                                on_key, &g), 0);
     flush(w);
     assert_int_equal(w->n_proposed, 1);
@@ -336,7 +336,7 @@ static void test_changes_are_told_before_the_read_that_sees_them(void **st)
 {
     world *w = *st;
     got g = { .w = w };
-    assert_int_equal(reads_key(w->cl, w->state, 0, "k", 1, 0, on_key, &g),
+    assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1, 0, on_key, &g),
                      0);
     flush(w);
     client_read_point(w->cl, w->tokens[0], 0, 1, 0);
@@ -362,7 +362,7 @@ static void test_list_pages_in_byte_order(void **st)
     size_t seen = 0;
     for (int page = 0; page < 3; page++) {
         got g = { 0 };
-        assert_int_equal(reads_list(w->cl, w->state, 0, after, strlen(after),
+        assert_int_equal(reads_list(w->cl, &w->state, 0, after, strlen(after),
                                     2, page ? FS_READ_APPLIED : 0, on_page,
                                     &g), 0);
         assert_int_equal(g.calls, 0);
@@ -381,7 +381,7 @@ static void test_list_pages_in_byte_order(void **st)
     }
     assert_int_equal(seen, 6);
     got last = { 0 };
-    assert_int_equal(reads_list(w->cl, w->state, 0, "d", 1, 5,
+    assert_int_equal(reads_list(w->cl, &w->state, 0, "d", 1, 5,
                                 FS_READ_APPLIED, on_page, &last), 0);
     flush(w);
     assert_int_equal(last.n, 0);
@@ -393,7 +393,7 @@ static void test_list_pages_in_byte_order(void **st)
         put(w, k, "");
     }
     got big = { 0 };
-    assert_int_equal(reads_list(w->cl, w->state, 0, "l", 1, UINT32_MAX,
+    assert_int_equal(reads_list(w->cl, &w->state, 0, "l", 1, UINT32_MAX,
                                 FS_READ_APPLIED, on_page, &big), 0);
     flush(w);
     assert_int_equal(big.n, FS_LIST_MAX);
@@ -406,7 +406,7 @@ static void test_usage_counts_keys_and_bytes(void **st)
     put(w, "a", "123");
     put(w, "b", "45");
     got g = { 0 };
-    assert_int_equal(reads_usage(w->cl, w->state, on_usage, &g), 0);
+    assert_int_equal(reads_usage(w->cl, &w->state, on_usage, &g), 0);
     assert_int_equal(g.calls, 0);
     flush(w);
     assert_int_equal(g.calls, 1);
@@ -422,17 +422,17 @@ static void test_failures_complete_once_without_a_view(void **st)
     got bad = { 0 };
     char longkey[KV_MAX_KEY + 2];
     memset(longkey, 'x', sizeof longkey);
-    assert_int_equal(reads_key(w->cl, w->state, 0, "", 0, 0, on_key, &bad),
+    assert_int_equal(reads_key(w->cl, &w->state, 0, "", 0, 0, on_key, &bad),
                      -EINVAL);
-    assert_int_equal(reads_key(w->cl, w->state, 0, longkey, sizeof longkey,
+    assert_int_equal(reads_key(w->cl, &w->state, 0, longkey, sizeof longkey,
                                0, on_key, &bad), -ENAMETOOLONG);
-    assert_int_equal(reads_list(w->cl, w->state, 0, "", 0, 0, 0, on_page,
+    assert_int_equal(reads_list(w->cl, &w->state, 0, "", 0, 0, 0, on_page,
                                 &bad), -EINVAL);
     flush(w);
     assert_int_equal(bad.calls, 0);
 
     got late = { 0 }, deferred = { 0 }, listing = { 0 };
-    assert_int_equal(reads_key(w->cl, w->state, 0, "k", 1, 0, on_key, &late),
+    assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1, 0, on_key, &late),
                      0);
     client_expire(w->cl, 999);
     assert_int_equal(late.calls, 0);
@@ -441,9 +441,9 @@ static void test_failures_complete_once_without_a_view(void **st)
     assert_int_equal(late.result, -ETIMEDOUT);
     assert_false(late.had_view);
 
-    assert_int_equal(reads_key(w->cl, w->state, 0, "k", 1, FS_READ_APPLIED,
+    assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1, FS_READ_APPLIED,
                                on_key, &deferred), 0);
-    assert_int_equal(reads_list(w->cl, w->state, 0, "", 0, 4, 0, on_page,
+    assert_int_equal(reads_list(w->cl, &w->state, 0, "", 0, 4, 0, on_page,
                                 &listing), 0);
     client_fail_all(w->cl, -EIO);
     assert_int_equal(deferred.calls, 1);
