@@ -114,6 +114,7 @@ struct node {
     net_peer_addr peers[TRANSPORT_MAX_PEERS];   /* cfg.peers points here */
     keys key;                                   /* cfg.key points here */
     admin *adm;
+    struct serve *serve;        /* client-only mounts (serve.h), or NULL */
 
     /* integrity.c: chain comparison with each member (index as in
      * cfg.peers): the block index last compared and whether the hashes
