@@ -1,0 +1,180 @@
+"""Client-only mounts (`paxosfs --client`, node/remote.c, node/serve.c):
+a mount without a backing directory and without a vote, served by the
+nodes' client ports.  Started and stopped through tools/cluster
+(`up --clients`, `client`, `down`); every process is stopped by its pid
+at teardown (the `launched` fixture), also when a test fails.
+
+What is checked: writes on the client mount are seen at once on the
+server mounts and the other way round (linearizable reads: a file created
+on one mount is immediately there on another), and the mount keeps
+working, losing no acknowledged write, when the leader is killed and when
+the node it uses is killed."""
+import json
+import os
+import threading
+import time
+
+from conftest import SUSPICIOUS, read_file, wait_for, write_file
+
+
+def client_mnt(c, k=0):
+    return c.info()["clients"][k]["mnt"]
+
+
+def client_status(c, k=0):
+    with open(os.path.join(client_mnt(c, k), ".status")) as f:
+        return json.load(f)
+
+
+def check_client_logs(c):
+    for rec in c.info().get("clients", []):
+        if os.path.exists(rec["log"]):
+            text = read_file(rec["log"])
+            for bad in SUSPICIOUS:
+                assert bad not in text, "client logged %r:\n%s" % (bad, text[-4000:])
+
+
+def test_client_mount_writes_and_reads_both_ways(launched):
+    c = launched(3, launcher_args=["--clients", 1])
+    cm = client_mnt(c)
+    st = client_status(c)
+    assert st["client"] is True and st["connected"] is True
+    assert st["server"] in (1, 2, 3)
+    assert st["server_status"]["id"] == st["server"]
+    # created on the client: at once on every server mount
+    for i in range(20):
+        write_file(os.path.join(cm, "from-client-%d" % i), "c%d\n" % i)
+        for n in c.nodes:
+            assert read_file(n.path("from-client-%d" % i)) == "c%d\n" % i
+    # created on a server mount: at once on the client (stat, then open)
+    for i in range(20):
+        n = c.nodes[i % 3]
+        write_file(n.path("from-node-%d" % i), "n%d\n" % i)
+        assert os.stat(os.path.join(cm, "from-node-%d" % i)).st_size == len("n%d\n" % i)
+        assert read_file(os.path.join(cm, "from-node-%d" % i)) == "n%d\n" % i
+    # the namespace: a directory, a rename and a removal cross both ways
+    os.mkdir(os.path.join(cm, "d"))
+    write_file(os.path.join(cm, "d", "f"), "x\n")
+    os.rename(c.node(2).path("d/f"), c.node(2).path("d/g"))
+    assert sorted(os.listdir(os.path.join(cm, "d"))) == ["g"]
+    os.unlink(os.path.join(cm, "d", "g"))
+    assert not os.path.exists(c.node(3).path("d/g"))
+    # a file the client has open follows a change made elsewhere
+    with open(os.path.join(cm, "from-node-0")) as f:
+        write_file(c.node(1).path("from-node-0"), "replaced\n")
+        assert read_file(os.path.join(cm, "from-node-0")) == "replaced\n"
+        f.close()
+    # O_EXCL across mounts: exactly one creator
+    fd = os.open(c.node(1).path("excl"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    os.close(fd)
+    try:
+        os.open(os.path.join(cm, "excl"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        assert False, "O_EXCL create succeeded on a second mount"
+    except FileExistsError:
+        pass
+    # .chain is readable through the client
+    assert "hash:" in read_file(os.path.join(cm, ".chain", "%010d" % 1))
+    assert os.statvfs(cm).f_files >= 0
+    # a second client mount sees the first one's writes
+    c.ok("client")
+    cm2 = client_mnt(c, 1)
+    write_file(os.path.join(cm, "between-clients"), "b\n")
+    assert read_file(os.path.join(cm2, "between-clients")) == "b\n"
+    check_client_logs(c)
+
+
+class Writer:
+    """Writes key i = "v<i>" one after another on a mount until stopped;
+    records which writes returned success (acknowledged) and which failed."""
+
+    def __init__(self, mnt, prefix):
+        self.mnt, self.prefix = mnt, prefix
+        self.acked, self.failed = [], []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set():
+            path = os.path.join(self.mnt, "%s%d" % (self.prefix, i))
+            try:
+                with open(path, "w") as f:
+                    f.write("v%d\n" % i)
+                self.acked.append(i)
+            except OSError as e:
+                self.failed.append((i, e.errno))
+            i += 1
+
+    def count(self):
+        return len(self.acked)
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "writer hung"
+
+
+def check_acked(mnts, prefix, acked):
+    for mnt in mnts:
+        for i in acked:
+            assert read_file(os.path.join(mnt, "%s%d" % (prefix, i))) == "v%d\n" % i, \
+                "acknowledged write %d lost on %s" % (i, mnt)
+
+
+def test_client_mount_through_leader_failover(launched):
+    c = launched(3, launcher_args=["--clients", 1])
+    cm = client_mnt(c)
+    leader = c.wait_leader()
+    w = Writer(cm, "k")
+    try:
+        wait_for(lambda: w.count() >= 50, 30, "writes before the failover")
+        pid = c.node(leader).pid
+        c.kill(leader)
+        assert not os.path.exists("/proc/%d" % pid) or \
+            open("/proc/%d/stat" % pid).read().split()[2] in "ZX"
+        before = w.count()
+        wait_for(lambda: w.count() >= before + 100, 60, "writes after the failover")
+    finally:
+        w.finish()
+    assert not w.failed, "writes failed through the failover: %s" % w.failed[:10]
+    rest = [n.mnt for n in c.nodes if n.id != leader]
+    new = c.wait_leader(exclude=(leader,))
+    assert new != leader
+    check_acked(rest + [cm], "k", w.acked)
+    st = client_status(c)
+    assert st["server"] != leader
+    # the client moves to the new leader once it is known
+    wait_for(lambda: client_status(c)["server"] == new, 30, "the client on the new leader")
+    check_client_logs(c)
+
+
+def test_client_mount_survives_stop_of_its_server(launched):
+    c = launched(3, launcher_args=["--clients", 1])
+    cm = client_mnt(c)
+    c.wait_leader()
+    used = client_status(c)["server"]
+    w = Writer(cm, "s")
+    try:
+        wait_for(lambda: w.count() >= 50, 30, "writes before the stop")
+        c.kill(used)
+        before = w.count()
+        wait_for(lambda: w.count() >= before + 100, 60, "writes after the stop")
+        # reads through the client keep working: linearizable against a
+        # write made on a surviving server mount
+        other = next(n for n in c.nodes if n.id != used)
+        write_file(other.path("after-stop"), "yes\n")
+        assert read_file(os.path.join(cm, "after-stop")) == "yes\n"
+    finally:
+        w.finish()
+    assert not w.failed, "writes failed after the node was stopped: %s" % w.failed[:10]
+    st = client_status(c)
+    assert st["server"] != used and st["failovers"] >= 1
+    check_acked([n.mnt for n in c.nodes if n.id != used] + [cm], "s", w.acked)
+    # the stopped node comes back and holds the client's writes
+    c.start(used)
+    n = c.node(used)
+    last = w.acked[-1]
+    wait_for(lambda: os.path.exists(n.path("s%d" % last)), 60, "node %d caught up" % used)
+    check_acked([n.mnt], "s", w.acked)
+    check_client_logs(c)
