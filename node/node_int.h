@@ -23,6 +23,7 @@
  *   reopen.c     after a storage failure: the host reverifies its stores
  *                and builds a new replica (host_reopen); the start gate
  *                again
+ *   serve.c      the client port for client-only mounts (serve.h)
  */
 #ifndef PAXOSFS_NODE_INT_H
 #define PAXOSFS_NODE_INT_H

@@ -623,7 +623,7 @@ int serve_open(node *n, void *zctx, const char *where, uint16_t port,
         goto fail;
     }
     set_int(s->router, ZMQ_LINGER, 0);
-    set_int(s->router, ZMQ_RCVHWM, 256);
+    set_int(s->router, ZMQ_RCVHWM, 32);   /* x one op: 128 MiB a connection */
     set_int(s->router, ZMQ_SNDHWM, 200000);
     set_int(s->router, ZMQ_ROUTER_MANDATORY, 1);
     set_int(s->router, ZMQ_HANDSHAKE_IVL, 5000);
