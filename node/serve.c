@@ -127,7 +127,9 @@ static void send_beat(serve *s, sub *u, uint32_t flags, uint64_t now_ms)
 {
     px_status st;
     px_get_status(s->n->px, &st);
-    int cw = s->be.can_write(s->be.ctx);
+    /* what be.can_write says, without counting a refusal */
+    int cw = s->n->fatal ? health_client_errno(s->n->fatal)
+           : s->n->no_leader ? -EHOSTUNREACH : 0;
     wire_mount_msg m = {
         .op = WIRE_MOUNT_BEAT, .result = cw < 0 ? cw : 0,
         .a = kv_applied_index(s->n->state),

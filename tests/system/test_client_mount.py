@@ -11,9 +11,13 @@ working, losing no acknowledged write, when the leader is killed and when
 the node it uses is killed."""
 import json
 import os
+import struct
 import threading
 import time
 
+import zmq
+
+import hostile
 from conftest import SUSPICIOUS, read_file, wait_for, write_file
 
 
@@ -178,3 +182,94 @@ def test_client_mount_survives_stop_of_its_server(launched):
     wait_for(lambda: os.path.exists(n.path("s%d" % last)), 60, "node %d caught up" % used)
     check_acked([n.mnt], "s", w.acked)
     check_client_logs(c)
+
+
+# ------------------------------------------------ the client port, hostile
+
+WIRE_MOUNT_REQ, WIRE_MOUNT_MSG = 8, 9
+HELLO, SUBMIT, BARRIER, READ = 1, 2, 3, 4
+BEAT, ENTRY = 1, 4
+
+
+def mount_req(op, rid=0, client_id=0, arg=0, flags=0, mx=0, data=b""):
+    """A MOUNT_REQ frame (net/wire_mount.h: 37 fixed bytes, then data)."""
+    body = struct.pack("<BQQQIII", op, rid, client_id, arg, flags, mx, len(data)) + data
+    return hostile.frame(WIRE_MOUNT_REQ, body)
+
+
+def msg_op(frame):
+    """(kind, op, rid) of a frame a node sent."""
+    kind = frame[5]
+    op, rid = struct.unpack_from("<BQ", frame, 12)
+    return kind, op, rid
+
+
+def test_client_port_drops_malformed_frames(launched):
+    """Whatever a key holder sends to a client port, the node drops what
+    does not decode (counted in .status), keeps serving its mount and its
+    clients, and answers a well-formed client on the same connection."""
+    c = launched(3)
+    key = hostile.load_key(c.info()["key"])
+    n1 = c.node(1)
+    port = c.record(1)["client_port"]
+    ctx = zmq.Context()
+    socks = []
+
+    def dealer():
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.curve_publickey, s.curve_secretkey = key
+        s.curve_serverkey = key[0]
+        s.connect("tcp://127.0.0.1:%d" % port)
+        socks.append(s)
+        return s
+
+    def answer(s, want_op, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if s.poll(100):
+                f = s.recv()
+                kind, op, rid = msg_op(f)
+                assert kind == WIRE_MOUNT_MSG
+                if op == want_op:
+                    return f
+        raise AssertionError("no answer (op %d) from the client port" % want_op)
+
+    try:
+        write_file(n1.path("k"), "value\n")
+        s = dealer()
+        bad = [b"", b"\0", b"garbage" * 10,
+               mount_req(HELLO, client_id=7)[:-1],                 # truncated
+               mount_req(HELLO, client_id=7) + b"x",               # trailing
+               mount_req(99, client_id=7),                         # unknown op
+               mount_req(HELLO, client_id=0),                      # no session
+               mount_req(READ, rid=1, data=b"k", flags=8),         # unknown flag
+               mount_req(SUBMIT, rid=1, client_id=7, data=b""),    # empty op
+               hostile.frame(WIRE_MOUNT_MSG, b"\0" * 97),          # wrong kind
+               struct.pack("<IBBHI", 0x53465850, 1, WIRE_MOUNT_REQ, 0, 1 << 30)]
+        for f in bad:
+            s.send(f)
+        s.send_multipart([b"two", b"parts"])
+        s.send(mount_req(READ, rid=5, data=b"k", flags=1))  # before HELLO
+        s.send(mount_req(HELLO, client_id=7))
+        answer(s, BEAT)
+        s.send(mount_req(READ, rid=6, data=b"k", flags=1))
+        f = answer(s, ENTRY)
+        assert f.endswith(b"value\n")
+        # a message above one op: the connection is dropped by ZeroMQ
+        big = dealer()
+        big.send(b"\0" * (5 << 20))
+        st = wait_for(lambda: (lambda x: x if x["clients"]["malformed"] >= len(bad) + 1
+                               and x["clients"]["before_hello"] >= 1 else None)(n1.status()),
+                      20, "the bad frames counted")
+        assert st["clients"]["connected"] >= 1
+        # the node and its mount are fine, and so is a client mount
+        write_file(n1.path("after"), "ok\n")
+        assert read_file(c.node(2).path("after")) == "ok\n"
+        c.ok("client")
+        assert read_file(os.path.join(client_mnt(c), "after")) == "ok\n"
+        assert "AddressSanitizer" not in n1.log()
+    finally:
+        for s in socks:
+            s.close(0)
+        ctx.term()
