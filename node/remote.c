@@ -26,7 +26,7 @@
 #define RETRY_MS 20
 #define RECV_BATCH 512
 
-enum { RD_KEY = 1, RD_LIST, RD_USAGE, RD_BARRIER, RD_RELIST };
+enum { RD_KEY = 1, RD_LIST, RD_USAGE, RD_BARRIER, RD_RECHECK };
 
 typedef struct wr {
     struct wr *prev, *next;
@@ -98,7 +98,7 @@ struct remote {
     rd *r_head, *r_tail;
     uint64_t n_reads;
 
-    uint64_t failovers, moves, gaps, resent, malformed, relists;
+    uint64_t failovers, moves, gaps, resent, malformed, rechecks;
     fs *mount;
     int signal_fd;
     bool stop;
@@ -177,13 +177,13 @@ static void send_read(remote *r, rd *x)
                          .arg = r->told > r->seen ? r->told : r->seen };
     switch (x->kind) {
     case RD_KEY:
+    case RD_RECHECK:
         q.op = WIRE_MOUNT_READ;
         q.flags = x->flags & WIRE_MOUNT_READ_FLAGS;
         q.len = x->key_len;
         q.bytes = (const uint8_t *)x->key;
         break;
     case RD_LIST:
-    case RD_RELIST:
         q.op = WIRE_MOUNT_LIST;
         q.flags = x->flags & WIRE_MOUNT_READ_FLAGS;
         q.max = x->max;
@@ -408,8 +408,8 @@ static void meta_from(const wire_mount_meta *w, fs_meta *m)
                     .gid = w->gid, .mode = w->mode };
 }
 
-static void start_relist(remote *r, const char *after, uint32_t after_len,
-                         uint64_t now);
+static void start_recheck(remote *r, const char *key, size_t key_len);
+static void recheck_one(void *arg, const char *key, size_t key_len);
 
 static void on_read_answer(remote *r, const wire_mount_msg *m, uint64_t now)
 {
@@ -421,6 +421,16 @@ static void on_read_answer(remote *r, const wire_mount_msg *m, uint64_t now)
     read_unlink(r, x);
     int result = m->result;
     switch (x->kind) {
+    case RD_RECHECK:   /* invariant 2: after a gap */
+        if (m->op == WIRE_MOUNT_ENTRY && result == 0) {
+            fs_meta meta;
+            meta_from(&m->meta, &meta);
+            if (r->mount)
+                fs_key_changed(r->mount, x->key, x->key_len, &meta);
+        } else {
+            start_recheck(r, x->key, x->key_len);   /* again */
+        }
+        break;
     case RD_KEY: {
         if (m->op != WIRE_MOUNT_ENTRY) {
             result = -EIO;
@@ -452,8 +462,7 @@ static void on_read_answer(remote *r, const wire_mount_msg *m, uint64_t now)
         kv_value_unref(v);
         break;
     }
-    case RD_LIST:
-    case RD_RELIST: {
+    case RD_LIST: {
         if (m->op != WIRE_MOUNT_PAGE) {
             result = -EIO;
             r->malformed++;
@@ -480,18 +489,7 @@ static void on_read_answer(remote *r, const wire_mount_msg *m, uint64_t now)
             }
             page.n = m->n;
         }
-        if (x->kind == RD_LIST) {
-            x->done.list(x->arg, result, result < 0 ? NULL : &page);
-        } else if (result == 0) {   /* invariant 2: after a gap */
-            for (uint32_t i = 0; i < page.n && r->mount; i++)
-                fs_key_changed(r->mount, ents[i].key, ents[i].key_len,
-                               &ents[i].meta);
-            if (page.more && page.n)
-                start_relist(r, ents[page.n - 1].key,
-                             (uint32_t)ents[page.n - 1].key_len, now);
-        } else {
-            start_relist(r, x->key, x->key_len, now);   /* again */
-        }
+        x->done.list(x->arg, result, result < 0 ? NULL : &page);
         free(ents);
         break;
     }
@@ -536,9 +534,9 @@ static void on_beat(remote *r, const wire_mount_msg *m, uint64_t now)
     if (m->flags & WIRE_MOUNT_BEAT_GAP) {
         r->gaps++;
         fprintf(stderr, "paxosfs: client: node %u no longer holds the changes "
-                "since index %" PRIu64 "; listing every key again\n",
-                m->server, r->seen);
-        start_relist(r, NULL, 0, now);
+                "since index %" PRIu64 "; reading every key the mount holds "
+                "again\n", m->server, r->seen);
+        fs_each_key(r->mount, recheck_one, r);
     }
     if (m->result < 0) {
         if (!r->no_writes_since)
@@ -713,17 +711,24 @@ static void read_go(remote *r, rd *x)
     send_read(r, x);
 }
 
-static void start_relist(remote *r, const char *after, uint32_t after_len,
-                         uint64_t now)
+/* Invariant 2 after a gap: what `key` holds now, told to the mount when
+ * the answer comes (in the stream's order, as every answer). */
+static void start_recheck(remote *r, const char *key, size_t key_len)
 {
-    (void)now;
-    rd *x = read_new(r, RD_RELIST, FS_READ_APPLIED, after, after_len, NULL);
-    if (!x)
+    rd *x = read_new(r, RD_RECHECK, FS_READ_APPLIED, key, key_len, NULL);
+    if (!x) {
+        fprintf(stderr, "paxosfs: client: out of memory rechecking a key "
+                "after a gap; its kernel caches may be stale\n");
         return;
-    r->relists++;
-    x->max = WIRE_MOUNT_PAGE_MAX;
+    }
+    r->rechecks++;
     x->deadline_ms = UINT64_MAX;
     read_go(r, x);
+}
+
+static void recheck_one(void *arg, const char *key, size_t key_len)
+{
+    start_recheck(arg, key, key_len);
 }
 
 static int be_read_key(void *ctx, const char *key, size_t key_len,
@@ -799,14 +804,15 @@ static int be_status_text(void *ctx, char **text, size_t *len)
             "\"server\":%u,\"server_endpoint\":\"%s:%u\",\"connected\":%s,"
             "\"leader\":%u,\"applied_index\":%" PRIu64 ",\"told_index\":%"
             PRIu64 ",\"failovers\":%" PRIu64 ",\"moves_to_leader\":%" PRIu64
-            ",\"stream_gaps\":%" PRIu64 ",\"resent_writes\":%" PRIu64
+            ",\"stream_gaps\":%" PRIu64 ",\"rechecked_keys\":%" PRIu64
+            ",\"resent_writes\":%" PRIu64
             ",\"malformed\":%" PRIu64 ",\"pending_writes\":%" PRIu64
             ",\"reads_in_flight\":%" PRIu64 ",\"last_heard_ms\":%" PRIu64
             ",\"server_status\":%s}\n",
             r->client_id, r->server_id, r->servers[r->cur].host,
             r->servers[r->cur].port, r->subscribed ? "true" : "false",
             r->leader_id, r->seen, r->told, r->failovers, r->moves, r->gaps,
-            r->resent, r->malformed, r->n_writes, r->n_reads,
+            r->rechecks, r->resent, r->malformed, r->n_writes, r->n_reads,
             now - r->last_msg_ms,
             r->server_status && r->server_status[0] == '{' ? r->server_status
                                                            : "null");
