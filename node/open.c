@@ -247,7 +247,7 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
             if (cfg->peers[i].id == cfg->id)
                 where = cfg->peers[i].host;
         rc = serve_open(n, n->zctx, where, cfg->client_port, n->cfg.key,
-                        &n->serve, err, err_len);
+                        cfg->client_ring, &n->serve, err, err_len);
         if (rc < 0)
             goto fail;
     }

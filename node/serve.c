@@ -50,7 +50,8 @@ struct serve {
     fs_backend be;
     void *router;
     sub subs[SERVE_MAX_CLIENTS];
-    change *ring;            /* SERVE_RING slots, [ring_start, +ring_n) */
+    change *ring;            /* ring_cap slots, [ring_start, +ring_n) */
+    uint32_t ring_cap;
     uint32_t ring_start, ring_n;
     size_t ring_bytes;
     uint64_t ring_floor;     /* every change of an index above it is kept */
@@ -166,7 +167,7 @@ static void ring_drop_oldest(serve *s)
     s->ring_bytes -= c->len;
     free(c->key);
     c->key = NULL;
-    s->ring_start = (s->ring_start + 1) % SERVE_RING;
+    s->ring_start = (s->ring_start + 1) % s->ring_cap;
     s->ring_n--;
 }
 
@@ -175,12 +176,12 @@ void serve_changed(serve *s, const char *key, size_t key_len,
 {
     (void)now;   /* what a client is told is read when it is sent */
     char *copy = malloc(key_len ? key_len : 1);
-    while (s->ring_n && (s->ring_n == SERVE_RING ||
+    while (s->ring_n && (s->ring_n == s->ring_cap ||
                          s->ring_bytes + key_len > SERVE_RING_BYTES))
         ring_drop_oldest(s);
     if (copy) {
         memcpy(copy, key, key_len);
-        change *c = &s->ring[(s->ring_start + s->ring_n) % SERVE_RING];
+        change *c = &s->ring[(s->ring_start + s->ring_n) % s->ring_cap];
         *c = (change){ .index = index, .len = (uint32_t)key_len, .key = copy };
         s->ring_n++;
         s->ring_bytes += key_len;
@@ -199,7 +200,7 @@ static bool replay(serve *s, sub *u, uint64_t since)
     if (since < s->ring_floor)
         return false;
     for (uint32_t i = 0; i < s->ring_n; i++) {
-        change *c = &s->ring[(s->ring_start + i) % SERVE_RING];
+        change *c = &s->ring[(s->ring_start + i) % s->ring_cap];
         if (c->index > since)
             send_changed(s, u, c->key, c->len, c->index);
     }
@@ -599,17 +600,19 @@ static void set_int(void *sock, int opt, int v)
 }
 
 int serve_open(node *n, void *zctx, const char *where, uint16_t port,
-               const keys *key, serve **out, char *err, size_t err_len)
+               const keys *key, uint32_t ring, serve **out, char *err,
+               size_t err_len)
 {
     serve *s = calloc(1, sizeof *s);
     if (s)
-        s->ring = calloc(SERVE_RING, sizeof *s->ring);
+        s->ring = calloc(ring ? ring : SERVE_RING, sizeof *s->ring);
     if (!s || !s->ring) {
         free(s);
         snprintf(err, err_len, "out of memory");
         return -ENOMEM;
     }
     s->n = n;
+    s->ring_cap = ring ? ring : SERVE_RING;
     int rc = 0;
     if (key && !n->net) {   /* the ZAP handler is the transport's */
         snprintf(err, err_len, "a client port with a key needs --peers");
@@ -659,7 +662,7 @@ void serve_close(serve *s)
     for (uint32_t i = 0; i < s->n_props; i++)
         free((void *)s->props[i].op);
     for (uint32_t i = 0; i < s->ring_n; i++)
-        free(s->ring[(s->ring_start + i) % SERVE_RING].key);
+        free(s->ring[(s->ring_start + i) % s->ring_cap].key);
     free(s->ring);
     free(s->buf);
     free(s);

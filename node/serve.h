@@ -49,8 +49,10 @@
 typedef struct serve serve;
 struct node;
 
+/* ring: changes kept for resuming clients (0: SERVE_RING). */
 int serve_open(struct node *n, void *zctx, const char *where, uint16_t port,
-               const keys *key, serve **out, char *err, size_t err_len);
+               const keys *key, uint32_t ring, serve **out, char *err,
+               size_t err_len);
 void serve_close(serve *s);
 
 /* The ZMQ_FD to poll. */

@@ -77,6 +77,8 @@ static void usage(FILE *fp)
 "                         authenticated nor encrypted\n"
 "  --client-port PORT     also serve client-only mounts on PORT (this\n"
 "                         node's host in --peers)\n"
+"  --client-ring N        changed keys kept for clients that resume on this\n"
+"                         node after leaving another (default 65536)\n"
 "  --client               a client-only mount: no backing directory, no\n"
 "                         vote; --peers lists the nodes' client ports\n"
 "                         (ID=HOST:CLIENTPORT,...); writes and reads go\n"
@@ -288,7 +290,8 @@ int main(int argc, char **argv)
     enum { OPT_ID = 256, OPT_DATA, OPT_LOG, OPT_COMMIT_TIMEOUT, OPT_ATTR,
            OPT_ALLOW_OTHER, OPT_PEERS, OPT_KEY, OPT_LEADER_CPUS, OPT_ENTRY,
            OPT_MAX_WRITES, OPT_SNAP_ENTRIES, OPT_SNAP_BYTES, OPT_NO_COMPACT,
-           OPT_SEGMENT_BYTES, OPT_CLIENT, OPT_CLIENT_PORT };
+           OPT_SEGMENT_BYTES, OPT_CLIENT, OPT_CLIENT_PORT,
+           OPT_CLIENT_RING };
     static const struct option longopts[] = {
         { "id", required_argument, NULL, OPT_ID },
         { "data", required_argument, NULL, OPT_DATA },
@@ -305,6 +308,7 @@ int main(int argc, char **argv)
         { "peers", required_argument, NULL, OPT_PEERS },
         { "client", no_argument, NULL, OPT_CLIENT },
         { "client-port", required_argument, NULL, OPT_CLIENT_PORT },
+        { "client-ring", required_argument, NULL, OPT_CLIENT_RING },
         { "key", required_argument, NULL, OPT_KEY },
         { "leader-cpus", required_argument, NULL, OPT_LEADER_CPUS },
         { "foreground", no_argument, NULL, 'f' },
@@ -389,6 +393,14 @@ int main(int argc, char **argv)
                 return 2;
             }
             cfg.client_port = (uint16_t)v;
+            break;
+        case OPT_CLIENT_RING:
+            if (parse_u64(optarg, &v) || v == 0 || v > (1u << 24)) {
+                fprintf(stderr, "paxosfs: --client-ring needs 1 to %u, got "
+                        "'%s'\n", 1u << 24, optarg);
+                return 2;
+            }
+            cfg.client_ring = (uint32_t)v;
             break;
         case OPT_KEY: key_path = optarg; break;
         case OPT_LEADER_CPUS: {

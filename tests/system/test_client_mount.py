@@ -11,6 +11,7 @@ working, losing no acknowledged write, when the leader is killed and when
 the node it uses is killed."""
 import json
 import os
+import signal
 import struct
 import threading
 import time
@@ -273,3 +274,38 @@ def test_client_port_drops_malformed_frames(launched):
         for s in socks:
             s.close(0)
         ctx.term()
+
+
+def test_client_mount_after_a_gap_in_its_stream(launched):
+    """A client stalled longer than its node keeps it subscribed (5 s)
+    while more keys changed than the nodes keep for resuming clients
+    (--client-ring 4): it resumes elsewhere, is told of the gap, reads
+    every key its mount holds again (a removed one included) and goes on."""
+    c = launched(3, extra=["--client-ring", "4"], launcher_args=["--clients", 1])
+    cm = client_mnt(c)
+    rec = c.info()["clients"][0]
+    write_file(os.path.join(cm, "g"), "old\n")
+    write_file(os.path.join(cm, "h"), "old\n")
+    assert os.stat(os.path.join(cm, "g")).st_size == 4
+    used = client_status(c)["server"]
+    os.kill(rec["pid"], signal.SIGSTOP)
+    try:
+        wait_for(lambda: c.node(used).status()["clients"]["connected"] == 0, 30,
+                 "node %d forgetting the stalled client" % used)
+        other = c.node(used % 3 + 1)
+        for i in range(10):
+            write_file(other.path("gap%d" % i), "%d\n" % i)
+        os.unlink(other.path("g"))
+        write_file(other.path("h"), "new\n")
+    finally:
+        os.kill(rec["pid"], signal.SIGCONT)
+    st = wait_for(lambda: (lambda s: s if s["stream_gaps"] >= 1 and s["rechecked_keys"] >= 2
+                           else None)(client_status(c)), 30, "the client resuming past a gap")
+    assert st["connected"]
+    assert not os.path.exists(os.path.join(cm, "g"))
+    assert read_file(os.path.join(cm, "h")) == "new\n"
+    for i in range(10):
+        assert read_file(os.path.join(cm, "gap%d" % i)) == "%d\n" % i
+    write_file(os.path.join(cm, "after-gap"), "x\n")
+    assert read_file(other.path("after-gap")) == "x\n"
+    check_client_logs(c)
