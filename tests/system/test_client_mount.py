@@ -157,8 +157,10 @@ def test_client_mount_through_leader_failover(launched):
 def test_client_mount_survives_stop_of_its_server(launched):
     c = launched(3, launcher_args=["--clients", 1])
     cm = client_mnt(c)
-    c.wait_leader()
-    used = client_status(c)["server"]
+    leader = c.wait_leader()
+    # steady: the client on the leader (it moves there), then that node goes
+    wait_for(lambda: client_status(c)["server"] == leader, 30, "the client on the leader")
+    used = leader
     w = Writer(cm, "s")
     try:
         wait_for(lambda: w.count() >= 50, 30, "writes before the stop")
