@@ -234,6 +234,18 @@ static void *open_dealer(remote *r, uint32_t idx)
     return s;
 }
 
+/* Where the stream resumes on another node: every change up to the last
+ * BEAT's index was received, and every change of an entry before the
+ * newest one a CHANGED named (a connection lost mid-entry may have cut
+ * that one short). */
+static uint64_t resume_index(const remote *r)
+{
+    if (!r->ever_subscribed)
+        return 0;
+    uint64_t t = r->told ? r->told - 1 : 0;
+    return r->seen > t ? r->seen : t;
+}
+
 /* Use servers[idx] from now on: a new connection, HELLO with the index to
  * resume from, and every request not answered yet again (invariant 5). */
 static int use_server(remote *r, uint32_t idx, uint64_t now)
@@ -259,7 +271,7 @@ static int use_server(remote *r, uint32_t idx, uint64_t now)
     r->no_writes_since = 0;
     r->status_rid = 0;
     wire_mount_req hello = { .op = WIRE_MOUNT_HELLO, .client_id = r->client_id,
-                             .arg = r->ever_subscribed ? r->seen : 0 };
+                             .arg = resume_index(r) };
     send_req(r, &hello);
     for (wr *w = r->w_head; w; w = w->next) {
         if (w->sent)
@@ -921,7 +933,7 @@ static void timers(remote *r, uint64_t now)
     if (now - r->last_hello_ms >= REMOTE_HELLO_MS) {
         wire_mount_req hello = { .op = WIRE_MOUNT_HELLO,
                                  .client_id = r->client_id,
-                                 .arg = r->ever_subscribed ? r->seen : 0 };
+                                 .arg = resume_index(r) };
         send_req(r, &hello);
         r->last_hello_ms = now;
     }

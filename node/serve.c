@@ -28,6 +28,7 @@ typedef struct sub {
     uint64_t client_id;
     uint64_t last_ms;        /* last request */
     uint64_t beat_ms;        /* last BEAT */
+    uint64_t skip_to;        /* it knows the changes up to here already */
 } sub;
 
 typedef struct change {
@@ -189,14 +190,21 @@ void serve_changed(serve *s, const char *key, size_t key_len,
         s->ring_floor = index;   /* a resume from before cannot replay it */
     }
     for (int i = 0; i < SERVE_MAX_CLIENTS; i++)
-        if (s->subs[i].used && s->subs[i].alive)
+        if (s->subs[i].used && s->subs[i].alive && index > s->subs[i].skip_to)
             send_changed(s, &s->subs[i], key, key_len, index);
 }
 
 /* A client resumes after `since`: every key changed above it, with what
- * it holds now; false if the ring no longer reaches back that far. */
+ * it holds now; false if the ring no longer reaches back that far.  A
+ * node behind the client (it applied less than `since`) sends nothing of
+ * what it applies up to `since`: the client knows newer values of those
+ * keys, and being told older ones would take its inodes back in time. */
 static bool replay(serve *s, sub *u, uint64_t since)
 {
+    if (since > kv_applied_index(s->n->state)) {
+        u->skip_to = since;
+        return true;
+    }
     if (since < s->ring_floor)
         return false;
     for (uint32_t i = 0; i < s->ring_n; i++) {
