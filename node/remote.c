@@ -217,7 +217,8 @@ static void *open_dealer(remote *r, uint32_t idx)
         return NULL;
     set_int(s, ZMQ_LINGER, 0);
     set_int(s, ZMQ_SNDHWM, 100000);
-    set_int(s, ZMQ_RCVHWM, 0);
+    set_int(s, ZMQ_RCVHWM, 100000);   /* a full queue stalls the node,
+                                         which then ends the stream */
     int64_t max = WIRE_MOUNT_MAX_MSG + 1024;
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &max, sizeof max);
     if (r->keyed && keys_set_client(s, &r->key) < 0) {
