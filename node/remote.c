@@ -84,6 +84,7 @@ struct remote {
     uint64_t seen;             /* applied index of the last BEAT */
     uint64_t told;             /* highest CHANGED index */
     uint64_t connected_ms, last_msg_ms, last_hello_ms, last_switch_ms;
+    uint64_t last_rehello_ms;
     uint64_t no_writes_since;  /* the node refuses writes since (0: no) */
     uint32_t server_id, leader_id;
     uint64_t chain_head, chain_base;
@@ -298,6 +299,19 @@ static void fail_over(remote *r, uint64_t now, const char *why)
         fprintf(stderr, "paxosfs: client: cannot connect: out of memory\n");
 }
 
+/* The node does not know this connection (it restarted under it): say
+ * HELLO again, before the requests sent again after it. */
+static void hello_again(remote *r, uint64_t now)
+{
+    if (now - r->last_rehello_ms < 50)
+        return;
+    r->last_rehello_ms = now;
+    r->last_hello_ms = now;
+    wire_mount_req hello = { .op = WIRE_MOUNT_HELLO, .client_id = r->client_id,
+                             .arg = resume_index(r) };
+    send_req(r, &hello);
+}
+
 /* ---------------------------------------------------------- completion */
 
 static void write_unlink(remote *r, wr *w)
@@ -367,6 +381,11 @@ static void on_write_done(remote *r, uint64_t seq, int result, uint64_t now)
         w = w->next;
     if (!w || !w->sent)
         return;   /* a duplicate answer, or one for an earlier send */
+    if (result == -ENOTCONN) {
+        hello_again(r, now);
+        send_write(r, w, now);
+        return;
+    }
     bool in_time = !w->deadline_ms || now < w->deadline_ms;
     if ((result == -EAGAIN || result == -ENOMEM) && in_time) {
         w->sent = false;
@@ -429,6 +448,11 @@ static void on_read_answer(remote *r, const wire_mount_msg *m, uint64_t now)
     rd *x = find_read(r, m->rid);
     if (!x || !x->sent)
         return;
+    if (m->result == -ENOTCONN) {
+        hello_again(r, now);
+        send_read(r, x);
+        return;
+    }
     if (m->result < 0 && read_retry(r, x, m->result, now))
         return;
     read_unlink(r, x);

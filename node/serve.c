@@ -519,8 +519,15 @@ static void handle(serve *s, const uint8_t *id, size_t id_len,
         return;
     }
     if (!u || !u->alive) {
+        /* a node restarted under a connection: the client says HELLO
+         * (resuming its stream) and asks again */
         s->unsubscribed++;
-        note_bad(s, now_ms, "no HELLO on this connection", 0);
+        wire_mount_msg m = { .rid = q.rid, .result = -ENOTCONN,
+                             .op = q.op == WIRE_MOUNT_READ ? WIRE_MOUNT_ENTRY
+                                 : q.op == WIRE_MOUNT_LIST ? WIRE_MOUNT_PAGE
+                                 : q.op == WIRE_MOUNT_USAGE ? WIRE_MOUNT_COUNTS
+                                 : WIRE_MOUNT_DONE };
+        send_msg(s, id, id_len, &m);
         return;
     }
     u->last_ms = now_ms;

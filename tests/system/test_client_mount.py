@@ -227,14 +227,14 @@ def test_client_port_drops_malformed_frames(launched):
         socks.append(s)
         return s
 
-    def answer(s, want_op, timeout=10.0):
+    def answer(s, want_op, want_rid=None, timeout=10.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if s.poll(100):
                 f = s.recv()
                 kind, op, rid = msg_op(f)
                 assert kind == WIRE_MOUNT_MSG
-                if op == want_op:
+                if op == want_op and want_rid in (None, rid):
                     return f
         raise AssertionError("no answer (op %d) from the client port" % want_op)
 
@@ -257,7 +257,7 @@ def test_client_port_drops_malformed_frames(launched):
         s.send(mount_req(HELLO, client_id=7))
         answer(s, BEAT)
         s.send(mount_req(READ, rid=6, data=b"k", flags=1))
-        f = answer(s, ENTRY)
+        f = answer(s, ENTRY, 6)
         assert f.endswith(b"value\n")
         # a message above one op: the connection is dropped by ZeroMQ
         big = dealer()
@@ -281,8 +281,10 @@ def test_client_port_drops_malformed_frames(launched):
 def test_client_mount_after_a_gap_in_its_stream(launched):
     """A client stalled longer than its node keeps it subscribed (5 s)
     while more keys changed than the nodes keep for resuming clients
-    (--client-ring 4): it resumes elsewhere, is told of the gap, reads
-    every key its mount holds again (a removed one included) and goes on."""
+    (--client-ring 4): it subscribes again, is told of the gap, reads
+    every key its mount holds again (a removed one included) and goes on.
+    A read that waited in the kernel meanwhile is answered within a few
+    seconds (sent again after the switch), not failed at its deadline."""
     c = launched(3, extra=["--client-ring", "4"], launcher_args=["--clients", 1])
     cm = client_mnt(c)
     rec = c.info()["clients"][0]
@@ -299,8 +301,26 @@ def test_client_mount_after_a_gap_in_its_stream(launched):
             write_file(other.path("gap%d" % i), "%d\n" % i)
         os.unlink(other.path("g"))
         write_file(other.path("h"), "new\n")
+        got, tid = [], []
+
+        def read_h():
+            tid.append(threading.get_native_id())
+            got.append(read_file(os.path.join(cm, "h")))
+        reader = threading.Thread(target=read_h, daemon=True)
+        reader.start()
+
+        def waits_in_fuse():
+            try:
+                with open("/proc/self/task/%d/wchan" % tid[0]) as f:
+                    w = f.read()
+            except (IndexError, OSError):
+                return False
+            return "fuse" in w or "request_wait_answer" in w
+        wait_for(waits_in_fuse, 10, "the read waiting for the stopped client")
     finally:
         os.kill(rec["pid"], signal.SIGCONT)
+    reader.join(8)
+    assert got == ["new\n"], "a read queued while the client stalled: %r" % got
     st = wait_for(lambda: (lambda s: s if s["stream_gaps"] >= 1 and s["rechecked_keys"] >= 2
                            else None)(client_status(c)), 30, "the client resuming past a gap")
     assert st["connected"]
