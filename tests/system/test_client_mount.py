@@ -9,6 +9,7 @@ server mounts and the other way round (linearizable reads: a file created
 on one mount is immediately there on another), and the mount keeps
 working, losing no acknowledged write, when the leader is killed and when
 the node it uses is killed."""
+import errno
 import json
 import os
 import signal
@@ -254,6 +255,10 @@ def test_client_port_drops_malformed_frames(launched):
             s.send(f)
         s.send_multipart([b"two", b"parts"])
         s.send(mount_req(READ, rid=5, data=b"k", flags=1))  # before HELLO
+        # a request before HELLO is answered ENOTCONN (a node restarted
+        # under a connection: the client says HELLO and asks again)
+        f = answer(s, ENTRY, 5)
+        assert struct.unpack_from("<i", f, 21)[0] == -errno.ENOTCONN
         s.send(mount_req(HELLO, client_id=7))
         answer(s, BEAT)
         s.send(mount_req(READ, rid=6, data=b"k", flags=1))
