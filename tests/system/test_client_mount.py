@@ -33,7 +33,11 @@ def client_status(c, k=0):
 
 
 def check_client_logs(c):
-    for rec in c.info().get("clients", []):
+    """Stop the cluster (`down` stops the clients first) and check that no
+    client logged a sanitizer report or crash, at exit included."""
+    recs = c.info().get("clients", [])
+    c.ok("down")
+    for rec in recs:
         if os.path.exists(rec["log"]):
             text = read_file(rec["log"])
             for bad in SUSPICIOUS:
@@ -281,6 +285,7 @@ def test_client_port_drops_malformed_frames(launched):
         for s in socks:
             s.close(0)
         ctx.term()
+    check_client_logs(c)
 
 
 def test_client_mount_after_a_gap_in_its_stream(launched):
