@@ -469,7 +469,10 @@ static void on_read_answer(remote *r, const wire_mount_msg *m, uint64_t now)
         }
         break;
     case RD_KEY: {
-        if (m->op != WIRE_MOUNT_ENTRY) {
+        /* what the mount relies on: one length, the value's */
+        if (m->op != WIRE_MOUNT_ENTRY ||
+            (result == 0 && (x->flags & FS_READ_VALUE) && m->meta.ident &&
+             m->meta.len != m->len)) {
             result = -EIO;
             r->malformed++;
         }
@@ -523,8 +526,19 @@ static void on_read_answer(remote *r, const wire_mount_msg *m, uint64_t now)
                 ents[i].key = k;
                 ents[i].key_len = kl;
                 meta_from(&wm, &ents[i].meta);
+                /* in byte order, after the key asked from: a listing
+                 * must make progress */
+                const char *prev = i ? ents[i - 1].key : x->key;
+                size_t plen = i ? ents[i - 1].key_len : x->key_len;
+                size_t c = plen < kl ? plen : kl;
+                int cmp = c ? memcmp(prev, k, c) : 0;
+                if ((i || plen) && (cmp > 0 || (cmp == 0 && plen >= kl)))
+                    result = -EIO;
             }
-            page.n = m->n;
+            if (result == 0)
+                page.n = m->n;
+            else
+                r->malformed++;
         }
         x->done.list(x->arg, result, result < 0 ? NULL : &page);
         free(ents);
