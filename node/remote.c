@@ -1,111 +1,20 @@
 /*
- * remote.c - owns a client-only mount (see remote.h): the connection to
- * the node in use, the writes and reads in flight, the stream of changed
- * keys, and the process's loop.
+ * remote.c - owns a client-only mount's protocol (see remote.h): the
+ * connection to the node in use, the writes and reads in flight, the
+ * stream of changed keys, failover; remote_run.c has the process's loop,
+ * start and stop, and the calls answered outside the stream.
  */
-#include "remote.h"
+#include "remote_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <sys/signalfd.h>
 #include <time.h>
-#include <unistd.h>
 #include <zmq.h>
 
-#include "../fs/fs.h"
-#include "../net/wire_mount.h"
-
-#define READ_RID_BIT (UINT64_C(1) << 63)   /* read rids; writes use seqs */
-#define RETRY_MS 20
-#define RECV_BATCH 512
-
-enum { RD_KEY = 1, RD_LIST, RD_USAGE, RD_BARRIER, RD_RECHECK };
-
-typedef struct wr {
-    struct wr *prev, *next;
-    uint64_t seq;
-    uint8_t *op;
-    uint32_t len;
-    bool answered;
-    bool sent;
-    uint64_t deadline_ms;      /* 0: none (answered) */
-    uint64_t sent_ms;
-    uint64_t retry_ms;         /* 0, or resend then */
-    fs_done_fn done;
-    void *arg;
-} wr;
-
-typedef struct rd {
-    struct rd *prev, *next;
-    uint64_t rid;
-    uint8_t kind;
-    unsigned flags;
-    uint32_t max;
-    bool sent;
-    uint64_t after_seq;        /* answered writes up to here first */
-    uint64_t deadline_ms;
-    uint64_t retry_ms;
-    union {
-        fs_read_fn key;
-        fs_list_fn list;
-        fs_usage_fn usage;
-        fs_done_fn barrier;
-    } done;
-    void *arg;
-    uint32_t key_len;
-    char *key;
-} rd;
-
-struct remote {
-    remote_config cfg;
-    net_peer_addr servers[TRANSPORT_MAX_PEERS];
-    keys key;
-    bool keyed;
-    char *mountpoint;
-    void *zctx;
-    void *sock;                /* DEALER to servers[cur] */
-    void *sync_sock;           /* DEALER for synchronous text calls */
-    uint32_t cur;
-    uint64_t client_id;
-    uint64_t next_seq, next_rid;
-    uint8_t *buf;
-    size_t buf_cap;
-
-    /* the stream */
-    bool subscribed;           /* a BEAT came on this connection */
-    bool ever_subscribed;
-    uint64_t seen;             /* applied index of the last BEAT */
-    uint64_t told;             /* highest CHANGED index */
-    uint64_t connected_ms, last_msg_ms, last_hello_ms, last_switch_ms;
-    uint64_t last_rehello_ms;
-    uint64_t no_writes_since;  /* the node refuses writes since (0: no) */
-    uint32_t server_id, leader_id;
-    uint64_t chain_head, chain_base;
-    int can_write;
-
-    /* .status: the node's, kept fresh */
-    char *server_status;
-    uint64_t status_rid, status_ms;
-
-    wr *w_head, *w_tail;       /* by seq */
-    uint64_t n_writes;
-    rd *r_head, *r_tail;
-    uint64_t n_reads;
-
-    uint64_t failovers, moves, gaps, resent, malformed, rechecks;
-    fs *mount;
-    int signal_fd;
-    bool stop;
-};
-
-static uint64_t now_ms(void)
+uint64_t remote_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -114,7 +23,7 @@ static uint64_t now_ms(void)
 
 /* ------------------------------------------------------------- sending */
 
-static int send_on(remote *r, void *sock, const wire_mount_req *q)
+int remote_send_on(remote *r, void *sock, const wire_mount_req *q)
 {
     size_t need = wire_mount_req_size(q);
     if (need == 0)
@@ -139,7 +48,7 @@ static int send_on(remote *r, void *sock, const wire_mount_req *q)
 
 static void send_req(remote *r, const wire_mount_req *q)
 {
-    (void)send_on(r, r->sock, q);
+    (void)remote_send_on(r, r->sock, q);
 }
 
 static uint64_t ack_seq(const remote *r)
@@ -250,7 +159,7 @@ static uint64_t resume_index(const remote *r)
 
 /* Use servers[idx] from now on: a new connection, HELLO with the index to
  * resume from, and every request not answered yet again (invariant 5). */
-static int use_server(remote *r, uint32_t idx, uint64_t now)
+int remote_use_server(remote *r, uint32_t idx, uint64_t now)
 {
     void *s = open_dealer(r, idx);
     void *sync = s ? open_dealer(r, idx) : NULL;
@@ -295,7 +204,7 @@ static void fail_over(remote *r, uint64_t now, const char *why)
             why, r->server_id, r->servers[r->cur].host, r->servers[r->cur].port,
             r->servers[next].host, r->servers[next].port);
     r->failovers++;
-    if (use_server(r, next, now) < 0)
+    if (remote_use_server(r, next, now) < 0)
         fprintf(stderr, "paxosfs: client: cannot connect: out of memory\n");
 }
 
@@ -314,7 +223,7 @@ static void hello_again(remote *r, uint64_t now)
 
 /* ---------------------------------------------------------- completion */
 
-static void write_unlink(remote *r, wr *w)
+void remote_write_unlink(remote *r, wr *w)
 {
     if (w->prev)
         w->prev->next = w->next;
@@ -353,7 +262,7 @@ static void after_writes(remote *r, uint64_t now)
 
 static void write_finish(remote *r, wr *w, int result, uint64_t now)
 {
-    write_unlink(r, w);
+    remote_write_unlink(r, w);
     fs_done_fn done = w->done;
     void *arg = w->arg;
     free(w->op);
@@ -608,7 +517,7 @@ static void on_beat(remote *r, const wire_mount_msg *m, uint64_t now)
                 r->moves++;
                 fprintf(stderr, "paxosfs: client: moving to the leader, node "
                         "%u\n", m->leader);
-                use_server(r, i, now);
+                remote_use_server(r, i, now);
                 return;
             }
     }
@@ -669,7 +578,7 @@ static void on_message(remote *r, const uint8_t *buf, size_t len, uint64_t now)
 }
 
 /* Drain the connection (bounded); true if it stopped at the bound. */
-static bool receive(remote *r, uint64_t now)
+bool remote_receive(remote *r, uint64_t now)
 {
     for (int i = 0; i < RECV_BATCH; i++) {
         zmq_msg_t msg;
@@ -711,7 +620,7 @@ static int be_submit(void *ctx, const uint8_t *op, uint32_t len,
         return -ENOMEM;
     }
     memcpy(copy, op, len);
-    uint64_t now = now_ms();
+    uint64_t now = remote_now_ms();
     *w = (wr){ .seq = r->next_seq++, .op = copy, .len = len,
                .answered = answered, .done = done, .arg = arg,
                .deadline_ms = answered ? 0 : now + r->cfg.commit_timeout_ms };
@@ -746,7 +655,7 @@ static rd *read_new(remote *r, uint8_t kind, unsigned flags, const char *key,
     x->flags = flags;
     x->arg = arg;
     x->after_seq = last_answered_seq(r);
-    x->deadline_ms = now_ms() + r->cfg.commit_timeout_ms;
+    x->deadline_ms = remote_now_ms() + r->cfg.commit_timeout_ms;
     return x;
 }
 
@@ -836,105 +745,10 @@ static int be_read_barrier(void *ctx, fs_done_fn done, void *arg)
 static int be_can_write(void *ctx)
 {
     remote *r = ctx;
-    uint64_t now = now_ms();
+    uint64_t now = remote_now_ms();
     if (!r->subscribed && now - r->last_msg_ms > 2 * REMOTE_SILENT_MS)
         return -EHOSTUNREACH;
     return r->can_write < 0 && r->cfg.n_servers < 2 ? r->can_write : 0;
-}
-
-static int be_status_text(void *ctx, char **text, size_t *len)
-{
-    remote *r = ctx;
-    char *buf = NULL;
-    size_t size = 0;
-    FILE *fp = open_memstream(&buf, &size);
-    if (!fp)
-        return -ENOMEM;
-    uint64_t now = now_ms();
-    fprintf(fp, "{\"client\":true,\"client_id\":\"%016" PRIx64 "\","
-            "\"server\":%u,\"server_endpoint\":\"%s:%u\",\"connected\":%s,"
-            "\"leader\":%u,\"applied_index\":%" PRIu64 ",\"told_index\":%"
-            PRIu64 ",\"failovers\":%" PRIu64 ",\"moves_to_leader\":%" PRIu64
-            ",\"stream_gaps\":%" PRIu64 ",\"rechecked_keys\":%" PRIu64
-            ",\"resent_writes\":%" PRIu64
-            ",\"malformed\":%" PRIu64 ",\"pending_writes\":%" PRIu64
-            ",\"reads_in_flight\":%" PRIu64 ",\"last_heard_ms\":%" PRIu64
-            ",\"server_status\":%s}\n",
-            r->client_id, r->server_id, r->servers[r->cur].host,
-            r->servers[r->cur].port, r->subscribed ? "true" : "false",
-            r->leader_id, r->seen, r->told, r->failovers, r->moves, r->gaps,
-            r->rechecks, r->resent, r->malformed, r->n_writes, r->n_reads,
-            now - r->last_msg_ms,
-            r->server_status && r->server_status[0] == '{' ? r->server_status
-                                                           : "null");
-    if (fclose(fp) != 0) {
-        free(buf);
-        return -ENOMEM;
-    }
-    *text = buf;
-    *len = size;
-    return 0;
-}
-
-/* A text the node renders, asked on the second connection and waited for
- * (at most REMOTE_SYNC_MS; the mount's other requests wait meanwhile:
- * docs/design.md "Client-only mounts"). */
-static int sync_text(remote *r, uint8_t op, uint64_t arg, char **text,
-                     size_t *len)
-{
-    wire_mount_req q = { .op = op, .rid = READ_RID_BIT | r->next_rid++,
-                         .arg = arg };
-    int rc = send_on(r, r->sync_sock, &q);
-    if (rc < 0)
-        return rc;
-    uint64_t deadline = now_ms() + REMOTE_SYNC_MS;
-    for (;;) {
-        uint64_t now = now_ms();
-        if (now >= deadline)
-            return -ETIMEDOUT;
-        zmq_pollitem_t it = { .socket = r->sync_sock, .events = ZMQ_POLLIN };
-        if (zmq_poll(&it, 1, (long)(deadline - now)) <= 0)
-            continue;
-        zmq_msg_t msg;
-        zmq_msg_init(&msg);
-        if (zmq_msg_recv(&msg, r->sync_sock, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&msg);
-            continue;
-        }
-        wire_mount_msg m;
-        rc = wire_decode_mount_msg(zmq_msg_data(&msg), zmq_msg_size(&msg), &m);
-        if (rc < 0 || m.op != WIRE_MOUNT_TEXT || m.rid != q.rid) {
-            zmq_msg_close(&msg);
-            continue;   /* an answer to an earlier call that timed out */
-        }
-        rc = m.result;
-        if (rc == 0) {
-            *text = malloc((size_t)m.len + 1);
-            if (!*text) {
-                rc = -ENOMEM;
-            } else {
-                memcpy(*text, m.bytes, m.len);
-                (*text)[m.len] = '\0';
-                *len = m.len;
-            }
-        }
-        zmq_msg_close(&msg);
-        return rc;
-    }
-}
-
-static int be_block_text(void *ctx, uint64_t index, char **text, uint32_t *len)
-{
-    size_t l = 0;
-    int rc = sync_text(ctx, WIRE_MOUNT_BLOCK, index, text, &l);
-    if (rc == 0)
-        *len = (uint32_t)l;
-    return rc;
-}
-
-static int be_snapshot_text(void *ctx, char **text, size_t *len)
-{
-    return sync_text(ctx, WIRE_MOUNT_SNAPSHOT, 0, text, len);
 }
 
 static uint64_t be_chain_head(void *ctx)
@@ -949,7 +763,7 @@ static uint64_t be_chain_base(void *ctx)
 
 /* -------------------------------------------------------------- timers */
 
-static void fail_read(remote *r, rd *x, int result)
+void remote_fail_read(remote *r, rd *x, int result)
 {
     read_unlink(r, x);
     switch (x->kind) {
@@ -962,7 +776,7 @@ static void fail_read(remote *r, rd *x, int result)
     read_free(x);
 }
 
-static void timers(remote *r, uint64_t now)
+void remote_timers(remote *r, uint64_t now)
 {
     if (now - r->last_msg_ms > REMOTE_SILENT_MS) {
         fail_over(r, now, r->subscribed ? "the node fell silent"
@@ -1003,7 +817,7 @@ static void timers(remote *r, uint64_t now)
     for (rd *x = r->r_head, *next; x; x = next) {
         next = x->next;
         if (now >= x->deadline_ms) {
-            fail_read(r, x, -ETIMEDOUT);
+            remote_fail_read(r, x, -ETIMEDOUT);
             continue;
         }
         if (x->retry_ms && now >= x->retry_ms)
@@ -1011,101 +825,11 @@ static void timers(remote *r, uint64_t now)
     }
 }
 
-/* ---------------------------------------------------------------- run */
-
-static int wait_beat(remote *r, uint64_t until)
+/* The fs_backend calls answered through the stream (remote_run.c adds
+ * status_text, block_text and snapshot_text). */
+void remote_backend(remote *r, fs_backend *be)
 {
-    while (!r->subscribed) {
-        uint64_t now = now_ms();
-        if (now >= until)
-            return -ETIMEDOUT;
-        zmq_pollitem_t it = { .socket = r->sock, .events = ZMQ_POLLIN };
-        long t = (long)(until - now);
-        zmq_poll(&it, 1, t < 50 ? t : 50);
-        receive(r, now_ms());
-    }
-    return 0;
-}
-
-int remote_open(const remote_config *cfg, uint64_t wait_ms, remote **out,
-                char *err, size_t err_len)
-{
-    if (!cfg->n_servers || cfg->n_servers > TRANSPORT_MAX_PEERS) {
-        snprintf(err, err_len, "a client needs 1 to %d nodes in --peers",
-                 TRANSPORT_MAX_PEERS);
-        return -EINVAL;
-    }
-    remote *r = calloc(1, sizeof *r);
-    if (!r) {
-        snprintf(err, err_len, "out of memory");
-        return -ENOMEM;
-    }
-    r->cfg = *cfg;
-    r->signal_fd = -1;
-    memcpy(r->servers, cfg->servers, cfg->n_servers * sizeof *cfg->servers);
-    r->cfg.servers = r->servers;
-    if (cfg->key) {
-        r->key = *cfg->key;
-        r->keyed = true;
-        r->cfg.key = &r->key;
-    }
-    r->mountpoint = strdup(cfg->mountpoint);
-    r->cfg.mountpoint = r->mountpoint;
-    while (r->client_id == 0)
-        if (getrandom(&r->client_id, sizeof r->client_id, 0) !=
-            sizeof r->client_id)
-            r->client_id = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-    r->next_seq = 1;
-    r->next_rid = 1;
-    r->zctx = zmq_ctx_new();
-    if (!r->mountpoint || !r->zctx) {
-        snprintf(err, err_len, "out of memory");
-        remote_close(r);
-        return -ENOMEM;
-    }
-    uint64_t until = now_ms() + wait_ms;
-    for (uint32_t i = 0;; i = (i + 1) % cfg->n_servers) {
-        uint64_t now = now_ms();
-        if (use_server(r, i, now) < 0) {
-            snprintf(err, err_len, "cannot create a socket");
-            remote_close(r);
-            return -ENOMEM;
-        }
-        uint64_t try_until = now + REMOTE_SILENT_MS;
-        if (wait_beat(r, try_until < until ? try_until : until) == 0)
-            break;
-        if (now_ms() >= until) {
-            snprintf(err, err_len, "no node answered on its client port "
-                     "within %" PRIu64 " ms", wait_ms);
-            remote_close(r);
-            return -EHOSTUNREACH;
-        }
-    }
-    *out = r;
-    return 0;
-}
-
-static int open_signal_fd(void)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
-        return -errno;
-    int fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-    return fd < 0 ? -errno : fd;
-}
-
-int remote_mount(remote *r, char *err, size_t err_len)
-{
-    r->signal_fd = open_signal_fd();
-    if (r->signal_fd < 0) {
-        snprintf(err, err_len, "signalfd: %s", strerror(-r->signal_fd));
-        return r->signal_fd;
-    }
-    fs_backend be = {
+    *be = (fs_backend){
         .ctx = r,
         .submit = be_submit,
         .read_barrier = be_read_barrier,
@@ -1113,118 +837,7 @@ int remote_mount(remote *r, char *err, size_t err_len)
         .list = be_list,
         .usage = be_usage,
         .can_write = be_can_write,
-        .status_text = be_status_text,
-        .block_text = be_block_text,
         .chain_head = be_chain_head,
         .chain_base = be_chain_base,
-        .snapshot_text = be_snapshot_text,
     };
-    fs_options opt = {
-        .attr_timeout_s = r->cfg.attr_timeout_s,
-        .entry_timeout_s = r->cfg.entry_timeout_s,
-        .debug = r->cfg.fuse_debug,
-        .allow_other = r->cfg.allow_other,
-    };
-    return fs_mount(&opt, &be, r->mountpoint, &r->mount, err, err_len);
-}
-
-static bool zmq_readable(void *sock)
-{
-    int ev = 0;
-    size_t sz = sizeof ev;
-    return zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &sz) == 0 &&
-           (ev & ZMQ_POLLIN);
-}
-
-int remote_run(remote *r)
-{
-    uint64_t drain_until = 0;
-    for (;;) {
-        uint64_t now = now_ms();
-        if (r->stop) {
-            /* writes made at close: give them the commit timeout */
-            bool answered = false;
-            for (wr *w = r->w_head; w; w = w->next)
-                answered |= w->answered;
-            if (!answered)
-                break;
-            if (!drain_until) {
-                drain_until = now + r->cfg.commit_timeout_ms;
-                fprintf(stderr, "paxosfs: client: waiting for writes made at "
-                        "close to commit\n");
-            }
-            if (now >= drain_until) {
-                fprintf(stderr, "paxosfs: client: stopping with writes made "
-                        "at close not known to be committed\n");
-                break;
-            }
-        }
-        int zfd = -1;
-        size_t sz = sizeof zfd;
-        zmq_getsockopt(r->sock, ZMQ_FD, &zfd, &sz);
-        struct pollfd fds[3] = {
-            { .fd = r->signal_fd, .events = POLLIN },
-            { .fd = zfd, .events = POLLIN },
-            { .fd = r->mount && !r->stop ? fs_fd(r->mount) : -1,
-              .events = POLLIN },
-        };
-        int timeout = zmq_readable(r->sock) ? 0 : 20;
-        int pr = poll(fds, 3, timeout);
-        if (pr < 0 && errno != EINTR)
-            break;
-        if (pr > 0 && (fds[0].revents & POLLIN)) {
-            struct signalfd_siginfo si;
-            if (read(r->signal_fd, &si, sizeof si) > 0) {
-                fprintf(stderr, "paxosfs: client: signal %u, stopping\n",
-                        si.ssi_signo);
-                if (r->stop)
-                    drain_until = 1;
-                r->stop = true;
-            }
-        }
-        receive(r, now_ms());
-        if (pr > 0 && fds[2].fd >= 0 &&
-            (fds[2].revents & (POLLIN | POLLERR | POLLHUP))) {
-            int rc = fs_process(r->mount);
-            if (rc != 0) {
-                if (rc < 0)
-                    fprintf(stderr, "paxosfs: FUSE: %s\n", strerror(-rc));
-                else
-                    fprintf(stderr, "paxosfs: client: unmounted, stopping\n");
-                r->stop = true;
-            }
-        }
-        timers(r, now_ms());
-    }
-    return 0;
-}
-
-void remote_close(remote *r)
-{
-    if (!r)
-        return;
-    /* what still waits: answered into the void, nothing leaks */
-    while (r->r_head)
-        fail_read(r, r->r_head, -EIO);
-    while (r->w_head) {
-        wr *w = r->w_head;
-        write_unlink(r, w);
-        w->done(w->arg, -EIO);
-        free(w->op);
-        free(w);
-    }
-    if (r->mount)
-        fs_unmount(r->mount);
-    if (r->sock)
-        zmq_close(r->sock);
-    if (r->sync_sock)
-        zmq_close(r->sync_sock);
-    if (r->zctx)
-        zmq_ctx_term(r->zctx);
-    if (r->signal_fd >= 0)
-        close(r->signal_fd);
-    free(r->server_status);
-    free(r->buf);
-    free(r->mountpoint);
-    free(r);
 }
