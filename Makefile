@@ -217,7 +217,8 @@ FUZZ_FLAGS := $(FUZZ_BASE) -fsanitize=fuzzer,address,undefined
 # objects linked into a fuzz target: coverage and sanitizers, no main
 FUZZ_OBJ_FLAGS := $(FUZZ_BASE) -fsanitize=fuzzer-no-link,address,undefined \
                   -MMD -MP
-FUZZ_TARGETS := wire segment acceptor batch kv_op members snapshot snapfile keys
+FUZZ_TARGETS := wire segment acceptor batch kv_op members snapshot snapfile keys \
+                wire_mount
 # inputs per target (times FUZZ_SCALE) and the largest input, sized so that
 # the whole `make fuzz` takes well under a minute on two cores
 FUZZ_RUNS_wire     = $(FUZZ_RUNS)
@@ -229,6 +230,7 @@ FUZZ_RUNS_members  = 100000
 FUZZ_RUNS_snapshot = 20000
 FUZZ_RUNS_snapfile = 6000
 FUZZ_RUNS_keys     = 8000
+FUZZ_RUNS_wire_mount = 100000
 FUZZ_LEN_wire      = 4096
 FUZZ_LEN_segment   = 8192
 FUZZ_LEN_acceptor  = 8192
@@ -238,6 +240,7 @@ FUZZ_LEN_members   = 512
 FUZZ_LEN_snapshot  = 8192
 FUZZ_LEN_snapfile  = 16384
 FUZZ_LEN_keys      = 4096
+FUZZ_LEN_wire_mount = 1024
 
 FUZZ_CHAIN_OBJS := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(CHAIN_SRC) $(CONSENSUS_SRC) $(BASE_SRC))
 FUZZ_LINK_CHAIN := $(FUZZ_CHAIN_OBJS) $(CRYPTO_LIBS) $(Z_LIBS)
@@ -249,6 +252,10 @@ $(FUZZ_BUILD)/obj/%.o: %.c
 $(FUZZ_BUILD)/fuzz_wire: tests/fuzz/fuzz_wire.c net/wire.c net/wire_frames.c net/wire.h net/wire_int.h consensus/px.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_wire.c net/wire.c net/wire_frames.c
+
+$(FUZZ_BUILD)/fuzz_wire_mount: tests/fuzz/fuzz_wire_mount.c net/wire.c net/wire_mount.c net/wire_mount.h net/wire.h net/wire_int.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_wire_mount.c net/wire.c net/wire_mount.c
 
 $(FUZZ_BUILD)/fuzz_keys: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_keys.o $(FUZZ_BUILD)/obj/net/keys.o
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(ZMQ_LIBS)

@@ -254,6 +254,12 @@ void fs_key_changed(fs *f, const char *key, size_t key_len,
  * on the loop thread after each applied entry (cheap when none waits). */
 void fs_chain_grew(fs *f);
 
+/* Call fn with the key of every file this mount holds an inode for (not
+ * orphans): for a backend that lost part of its stream of changes, which
+ * must then tell fs_key_changed what each of them holds now. */
+void fs_each_key(fs *f, void (*fn)(void *arg, const char *key,
+                                   size_t key_len), void *arg);
+
 /* Unmount (if still mounted) and free. */
 void fs_unmount(fs *f);
 

@@ -127,3 +127,23 @@ void fs_key_changed(fs *f, const char *key, size_t key_len,
     if (f)
         fs_reconcile(f, key, key_len, now);
 }
+
+struct each_key {
+    void (*fn)(void *arg, const char *key, size_t key_len);
+    void *arg;
+};
+
+static void each_key_one(fs_inode *in, void *arg)
+{
+    struct each_key *e = arg;
+    if (!in->orphan && in->key_len)
+        e->fn(e->arg, in->key, in->key_len);
+}
+
+void fs_each_key(fs *f, void (*fn)(void *arg, const char *key,
+                                   size_t key_len), void *arg)
+{
+    struct each_key e = { fn, arg };
+    if (f)
+        fs_inode_each(f->inodes, each_key_one, &e);
+}

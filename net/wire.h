@@ -95,6 +95,8 @@ enum wire_kind {
     WIRE_CLIENT_REPLY = 5, /* node -> client-only mount (reserved) */
     WIRE_CHAIN_HEAD = 6,   /* a node's chain head, sent to every peer */
     WIRE_SNAPSHOT_ASK = 7, /* a receiver asks for bytes of a snapshot */
+    WIRE_MOUNT_REQ = 8,    /* client-only mount -> node (net/wire_mount.h) */
+    WIRE_MOUNT_MSG = 9,    /* node -> client-only mount (net/wire_mount.h) */
     WIRE_KIND_COUNT
 };
 

@@ -34,6 +34,7 @@
 
 #include "../net/cpus.h"
 #include "reads.h"
+#include "serve.h"
 
 /* ------------------------------------------------------------- clock */
 
@@ -114,6 +115,9 @@ static void edge_output(void *arg, const px_output *out)
     for (uint32_t i = 0; i < out->n_failed; i++)
         if (out->failed[i].client_id == id)
             client_refused(n->cl, out->failed[i].seq, out->failed[i].status);
+        else if (n->serve)   /* a client-only mount's write */
+            serve_result(n->serve, out->failed[i].client_id,
+                         out->failed[i].seq, out->failed[i].status);
     for (uint32_t i = 0; i < out->n_reads; i++)
         client_read_point(n->cl, out->reads[i].read_token,
                           out->reads[i].status, out->reads[i].index,
@@ -132,6 +136,8 @@ static void edge_result(void *arg, uint64_t who, uint64_t seq,
     node *n = arg;
     if (n->cl && who == client_id(n->cl))
         client_applied(n->cl, seq, result);
+    else if (n->serve)
+        serve_result(n->serve, who, seq, result);
 }
 
 /* The stream of changed keys (installed once the replay at open is
@@ -143,13 +149,17 @@ static void edge_changed(void *arg, const char *key, size_t key_len,
                          bool removed)
 {
     node *n = arg;
-    if (!n->mount)
+    if (!n->mount && !n->serve)
         return;
     fs_meta now = { 0 };
     const kv_value *v = removed ? NULL : kv_get(n->state, key, key_len);
     if (v)
         reads_meta(v, &now);
-    fs_key_changed(n->mount, key, key_len, &now);
+    if (n->mount)
+        fs_key_changed(n->mount, key, key_len, &now);
+    if (n->serve)   /* the entry being applied is the one after */
+        serve_changed(n->serve, key, key_len, &now,
+                      kv_applied_index(n->state) + 1);
 }
 
 /* An entry went into the chain and the state: its digest and a
@@ -429,8 +439,8 @@ static void on_message(void *arg, const px_msg *m)
 
 /* ---------------------------------------------------------------- loop */
 
-enum { POLL_SIGNAL, POLL_SYNC, POLL_BG, POLL_FUSE, POLL_ADMIN, POLL_NET,
-       POLL_MAX = 9 };
+enum { POLL_SIGNAL, POLL_SYNC, POLL_BG, POLL_FUSE, POLL_ADMIN, POLL_SERVE,
+       POLL_NET, POLL_MAX = 10 };
 
 /* Keep the threads of a leader on cfg.leader_cpus and those of any other
  * role off them.  A leader's loop carries every write; the hand-offs
@@ -522,6 +532,7 @@ int node_run(node *n)
     fds[POLL_BG].fd = host_chain_fd(n->host);
     fds[POLL_FUSE].fd = n->mount ? fs_fd(n->mount) : -1;
     fds[POLL_ADMIN].fd = admin_fd(n->adm);
+    fds[POLL_SERVE].fd = n->serve ? serve_fd(n->serve) : -1;
     int n_fds = POLL_NET;
     if (n->net) {
         int net_fds[POLL_MAX - POLL_NET];
@@ -563,6 +574,8 @@ int node_run(node *n)
             host_collect(n->host);
         if (drain_all || fds[POLL_ADMIN].revents)
             zmq_pending |= admin_serve(n->adm, status_admin, n);
+        if (n->serve && (drain_all || fds[POLL_SERVE].revents))
+            zmq_pending |= serve_receive(n->serve, node_now_ms());
         unsigned which = 0;   /* fds[POLL_NET + i]: bit i (transport.h) */
         for (int i = POLL_NET; i < n_fds; i++)
             if (drain_all || fds[i].revents)
@@ -585,6 +598,8 @@ int node_run(node *n)
         }
         node_track_leader(n, node_now_ms());
         client_flush(n->cl, propose_batch, read_point, n);
+        if (n->serve)
+            serve_turn(n->serve, node_now_ms());
         place_threads(n);
         now = node_now_ms();
         if (n->next_tick_ms && now >= n->next_tick_ms) {

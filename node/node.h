@@ -54,6 +54,11 @@ typedef struct node_config {
     const cpu_set_t *leader_cpus;  /* NULL, or: while leading, every thread
                                       runs on these CPUs only, and while not
                                       leading on the other allowed ones */
+    uint16_t client_port;          /* 0, or serve client-only mounts on
+                                      this port of this node's host
+                                      (node/serve.h) */
+    uint32_t client_ring;          /* changes kept for clients that resume
+                                      here (0: SERVE_RING) */
     const char *log_path;          /* NULL, or the file stdout and stderr
                                       go to: opened again after the node
                                       reopened its storage (a data disk

@@ -23,6 +23,7 @@
  *   reopen.c     after a storage failure: the host reverifies its stores
  *                and builds a new replica (host_reopen); the start gate
  *                again
+ *   serve.c      the client port for client-only mounts (serve.h)
  */
 #ifndef PAXOSFS_NODE_INT_H
 #define PAXOSFS_NODE_INT_H
@@ -120,6 +121,7 @@ struct node {
     net_peer_addr peers[TRANSPORT_MAX_PEERS];   /* cfg.peers points here */
     keys key;                                   /* cfg.key points here */
     admin *adm;
+    struct serve *serve;        /* client-only mounts (serve.h), or NULL */
 
     /* integrity.c: chain comparison with each member (index as in
      * cfg.peers): the block index last compared and whether the hashes

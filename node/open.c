@@ -20,6 +20,7 @@
 #include <zmq.h>
 
 #include "../net/cpus.h"
+#include "serve.h"
 
 void node_config_default(node_config *cfg)
 {
@@ -241,6 +242,16 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     rc = admin_open(n->zctx, n->data_dir, &n->adm, err, err_len);
     if (rc < 0)
         goto fail;
+    if (cfg->client_port) {
+        const char *where = "127.0.0.1";
+        for (uint32_t i = 0; i < cfg->n_peers; i++)
+            if (cfg->peers[i].id == cfg->id)
+                where = cfg->peers[i].host;
+        rc = serve_open(n, n->zctx, where, cfg->client_port, n->cfg.key,
+                        cfg->client_ring, &n->serve, err, err_len);
+        if (rc < 0)
+            goto fail;
+    }
     rc = snapnode_start(n, err, err_len);
     if (rc < 0)
         goto fail;
@@ -302,6 +313,12 @@ void node_close(node *n)
         client_fail_all(n->cl, -EIO);
         fs_unmount(n->mount);
         n->mount = NULL;
+    }
+    if (n->serve) {
+        /* reads of clients in flight answer (into the void) first */
+        client_fail_all(n->cl, -EIO);
+        serve_close(n->serve);
+        n->serve = NULL;
     }
     health_fini(&n->health);
     if (n->adm)

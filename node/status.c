@@ -4,6 +4,7 @@
  */
 #include "node_int.h"
 #include "../net/json.h"
+#include "serve.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -124,6 +125,8 @@ int status_text(void *ctx, char **text, size_t *len)
     }
     fprintf(fp, "]");
     status_storage(n, &st, fp);
+    if (n->serve)
+        serve_status_json(n->serve, fp);
     fprintf(fp, ",\"peers\":[");
     uint64_t now = node_now_ms();
     const char *sep = "";

@@ -24,6 +24,7 @@
 #include "../net/keys.h"
 #include "../node/client.h"
 #include "../node/node.h"
+#include "../node/remote.h"
 #include "../net/transport.h"
 
 /* Raise the soft limit of open descriptors to the hard limit: every peer
@@ -57,6 +58,7 @@ static void usage(FILE *fp)
 {
     fprintf(fp,
 "usage: paxosfs --id N --data DIR [options] MOUNTPOINT\n"
+"       paxosfs --client --peers LIST [--key FILE] [--log FILE] MOUNTPOINT\n"
 "\n"
 "Run paxosfs node N with its backing directory DIR and mount the store at\n"
 "MOUNTPOINT.  Returns once the mount is ready; the node keeps serving in the\n"
@@ -73,6 +75,16 @@ static void usage(FILE *fp)
 "  --key FILE             cluster key (paxosctl keygen FILE): peers must\n"
 "                         hold the same key; without it traffic is neither\n"
 "                         authenticated nor encrypted\n"
+"  --client-port PORT     also serve client-only mounts on PORT (this\n"
+"                         node's host in --peers)\n"
+"  --client-ring N        changed keys kept for clients that resume on this\n"
+"                         node after leaving another (default 65536)\n"
+"  --client               a client-only mount: no backing directory, no\n"
+"                         vote; --peers lists the nodes' client ports\n"
+"                         (ID=HOST:CLIENTPORT,...); writes and reads go\n"
+"                         to one of them (the leader when known), and to\n"
+"                         the next when it fails; --log is required\n"
+"                         without -f\n"
 "  -f, --foreground       stay in the foreground, log to stderr\n"
 "  -d, --debug            print every FUSE request (implies -f)\n"
 "  --log FILE             log file when in the background\n"
@@ -140,6 +152,137 @@ static int parse_u64(const char *s, unsigned long long *out)
     return 0;
 }
 
+/* Detach: the parent returns once the child reports (through the pipe)
+ * whether its mount is ready.  Returns -1 in the child, else the
+ * parent's exit code. */
+static int detach(int ready_pipe[2])
+{
+    if (pipe(ready_pipe) != 0) {
+        perror("paxosfs: pipe");
+        return 1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("paxosfs: fork");
+        return 1;
+    }
+    if (pid > 0) {
+        close(ready_pipe[1]);
+        char status = 1;
+        ssize_t r;
+        do
+            r = read(ready_pipe[0], &status, 1);
+        while (r < 0 && errno == EINTR);
+        return r == 1 ? status : 1;
+    }
+    close(ready_pipe[0]);
+    setsid();
+    return -1;
+}
+
+/* The child is ready: its output goes to the log, the parent returns. */
+static void detached_ready(int ready_fd, const char *log_file)
+{
+    int fd = open(log_file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        close(fd);
+    }
+    if (null_fd >= 0) {
+        dup2(null_fd, STDIN_FILENO);
+        close(null_fd);
+    }
+    setvbuf(stderr, NULL, _IOLBF, 0);
+    if (chdir("/") != 0)
+        perror("paxosfs: chdir");
+    char status = 0;
+    if (write(ready_fd, &status, 1) < 0)
+        perror("paxosfs: write");
+    close(ready_fd);
+}
+
+/* paxosfs --client: a client-only mount (node/remote.h). */
+static int client_main(int argc, char **argv, const node_config *cfg,
+                       const char *peers_spec, const char *key_path,
+                       const char *log_path, bool foreground)
+{
+    static net_peer_addr servers[TRANSPORT_MAX_PEERS];
+    static keys key;
+    char perr[256] = "";
+    uint32_t n_servers = 0;
+    if (!peers_spec || optind != argc - 1 || (!foreground && !log_path)) {
+        fprintf(stderr, "paxosfs: --client needs --peers, exactly one "
+                "MOUNTPOINT, and --log FILE unless -f\n");
+        return 2;
+    }
+    if (net_parse_peers(peers_spec, servers, TRANSPORT_MAX_PEERS, &n_servers,
+                        perr, sizeof perr) < 0) {
+        fprintf(stderr, "paxosfs: --peers: %s\n", perr);
+        return 2;
+    }
+    if (key_path) {
+        if (keys_load(key_path, &key, perr, sizeof perr) < 0) {
+            fprintf(stderr, "paxosfs: --key %s: %s\n", key_path, perr);
+            return 2;
+        }
+        if (perr[0])
+            fprintf(stderr, "paxosfs: %s\n", perr);
+    }
+    char *mountpoint = realpath(argv[optind], NULL);
+    struct stat st;
+    if (!mountpoint || stat(mountpoint, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "paxosfs: mount point %s is not an existing directory\n",
+                argv[optind]);
+        free(mountpoint);
+        return 2;
+    }
+    char *log_file = log_path ? absolute(log_path) : NULL;
+    int ready_pipe[2] = { -1, -1 };
+    int exit_code = 1;
+    if (!foreground) {
+        exit_code = detach(ready_pipe);
+        if (exit_code >= 0)
+            goto out;
+        exit_code = 1;
+    }
+    remote_config rc_cfg = {
+        .servers = servers, .n_servers = n_servers,
+        .key = key_path ? &key : NULL, .mountpoint = mountpoint,
+        .commit_timeout_ms = cfg->commit_timeout_ms,
+        .attr_timeout_s = cfg->attr_timeout_s,
+        .entry_timeout_s = cfg->entry_timeout_s,
+        .fuse_debug = cfg->fuse_debug, .allow_other = cfg->allow_other,
+    };
+    char err[1024] = "";
+    remote *r = NULL;
+    int rc = remote_open(&rc_cfg, 10000, &r, err, sizeof err);
+    if (rc == 0)
+        rc = remote_mount(r, err, sizeof err);
+    if (rc < 0) {
+        fprintf(stderr, "paxosfs: client: %s\n", err);
+        remote_close(r);
+        if (!foreground) {
+            char status = 1;
+            if (write(ready_pipe[1], &status, 1) < 0)
+                perror("paxosfs: write");
+        }
+        goto out;
+    }
+    fprintf(stderr, "paxosfs: client mount %s ready\n", mountpoint);
+    if (!foreground)
+        detached_ready(ready_pipe[1], log_file);
+    remote_run(r);
+    remote_close(r);
+    fprintf(stderr, "paxosfs: client stopped\n");
+    exit_code = 0;
+out:
+    free(mountpoint);
+    free(log_file);
+    return exit_code;
+}
+
 int main(int argc, char **argv)
 {
     node_config cfg;
@@ -147,11 +290,13 @@ int main(int argc, char **argv)
     const char *data = NULL, *log_path = NULL;
     bool foreground = false;
     const char *peers_spec = NULL, *key_path = NULL;
+    bool client_mode = false;
     cpu_set_t leader_cpus;
     enum { OPT_ID = 256, OPT_DATA, OPT_LOG, OPT_COMMIT_TIMEOUT, OPT_ATTR,
            OPT_ALLOW_OTHER, OPT_PEERS, OPT_KEY, OPT_LEADER_CPUS, OPT_ENTRY,
            OPT_MAX_WRITES, OPT_SNAP_ENTRIES, OPT_SNAP_BYTES, OPT_NO_COMPACT,
-           OPT_SEGMENT_BYTES, OPT_VERIFY_INTERVAL };
+           OPT_SEGMENT_BYTES, OPT_VERIFY_INTERVAL, OPT_CLIENT, OPT_CLIENT_PORT,
+           OPT_CLIENT_RING };
     static const struct option longopts[] = {
         { "id", required_argument, NULL, OPT_ID },
         { "data", required_argument, NULL, OPT_DATA },
@@ -167,6 +312,9 @@ int main(int argc, char **argv)
         { "chain-segment-bytes", required_argument, NULL, OPT_SEGMENT_BYTES },
         { "verify-interval", required_argument, NULL, OPT_VERIFY_INTERVAL },
         { "peers", required_argument, NULL, OPT_PEERS },
+        { "client", no_argument, NULL, OPT_CLIENT },
+        { "client-port", required_argument, NULL, OPT_CLIENT_PORT },
+        { "client-ring", required_argument, NULL, OPT_CLIENT_RING },
         { "key", required_argument, NULL, OPT_KEY },
         { "leader-cpus", required_argument, NULL, OPT_LEADER_CPUS },
         { "foreground", no_argument, NULL, 'f' },
@@ -251,6 +399,23 @@ int main(int argc, char **argv)
             cfg.verify_interval_ms = v;
             break;
         case OPT_PEERS: peers_spec = optarg; break;
+        case OPT_CLIENT: client_mode = true; break;
+        case OPT_CLIENT_PORT:
+            if (parse_u64(optarg, &v) || v == 0 || v > 65535) {
+                fprintf(stderr, "paxosfs: --client-port needs a port number, "
+                        "got '%s'\n", optarg);
+                return 2;
+            }
+            cfg.client_port = (uint16_t)v;
+            break;
+        case OPT_CLIENT_RING:
+            if (parse_u64(optarg, &v) || v == 0 || v > (1u << 24)) {
+                fprintf(stderr, "paxosfs: --client-ring needs 1 to %u, got "
+                        "'%s'\n", 1u << 24, optarg);
+                return 2;
+            }
+            cfg.client_ring = (uint32_t)v;
+            break;
         case OPT_KEY: key_path = optarg; break;
         case OPT_LEADER_CPUS: {
             char cerr[256];
@@ -267,6 +432,9 @@ int main(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
+    if (client_mode)
+        return client_main(argc, argv, &cfg, peers_spec, key_path, log_path,
+                           foreground);
     if (!data || optind != argc - 1) {
         fprintf(stderr, "paxosfs: %s\n", !data ? "--data DIR is required"
                                               : "exactly one MOUNTPOINT is required");

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "../../net/wire.h"
+#include "../../net/wire_mount.h"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -209,6 +210,28 @@ static int decode_any_canonical(const uint8_t *buf, size_t len)
             assert_non_null(again);
             assert_int_equal(wire_encode_snapshot_ask_into(&x, again, len + 64,
                                                            &again_len), 0);
+        }
+        break;
+    }
+    case WIRE_MOUNT_REQ: {   /* net/wire_mount.h */
+        wire_mount_req x;
+        rc = wire_decode_mount_req(buf, len, &x);
+        if (rc == 0) {
+            again = malloc(len);
+            assert_non_null(again);
+            assert_int_equal(wire_encode_mount_req_into(&x, again, len,
+                                                        &again_len), 0);
+        }
+        break;
+    }
+    case WIRE_MOUNT_MSG: {
+        wire_mount_msg x;
+        rc = wire_decode_mount_msg(buf, len, &x);
+        if (rc == 0) {
+            again = malloc(len);
+            assert_non_null(again);
+            assert_int_equal(wire_encode_mount_msg_into(&x, again, len,
+                                                        &again_len), 0);
         }
         break;
     }
