@@ -341,3 +341,33 @@ def test_client_mount_after_a_gap_in_its_stream(launched):
     write_file(os.path.join(cm, "after-gap"), "x\n")
     assert read_file(other.path("after-gap")) == "x\n"
     check_client_logs(c)
+
+
+def test_client_mount_streams_the_chain(launched):
+    """.chain/stream on a client mount: every block committed after it was
+    opened, in order, as the node's heartbeat reports the chain grew
+    (node/remote.c on_beat wakes the waiting readers)."""
+    c = launched(3, launcher_args=["--clients", 1])
+    cm = client_mnt(c)
+    fd = os.open(os.path.join(cm, ".chain/stream"), os.O_RDONLY)
+    got = []
+    def reader():
+        try:
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return
+                got.append(chunk)
+        except OSError:
+            return
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        names = ["cs%d" % i for i in range(10)]
+        for i, name in enumerate(names):
+            write_file(c.node(1 + i % 3).path(name), "v%d\n" % i)
+        wait_for(lambda: all(('key="%s"' % n).encode() in b"".join(got)
+                             for n in names), 20, "every write in the stream")
+    finally:
+        os.close(fd)
+    check_client_logs(c)
