@@ -18,7 +18,27 @@
 struct admin {
     void *rep;
     char path[4096];
+    bool defer_asked;   /* the handler called admin_defer */
+    bool waiting;       /* a request is answered later (admin_answer) */
 };
+
+void admin_defer(admin *a)
+{
+    a->defer_asked = true;
+}
+
+bool admin_waiting(const admin *a)
+{
+    return a->waiting;
+}
+
+int admin_answer(admin *a, const char *text)
+{
+    if (!a->waiting)
+        return -EALREADY;
+    a->waiting = false;
+    return zmq_send(a->rep, text, strlen(text), ZMQ_DONTWAIT) < 0 ? -errno : 0;
+}
 
 static int endpoint_of(const char *data_dir, char *buf, size_t cap)
 {
@@ -79,7 +99,7 @@ int admin_fd(admin *a)
 
 bool admin_serve(admin *a, admin_handler_fn fn, void *arg)
 {
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; i < 64 && !a->waiting; i++) {
         char req[ADMIN_MAX_REQUEST + 1];
         int n = zmq_recv(a->rep, req, ADMIN_MAX_REQUEST, ZMQ_DONTWAIT);
         if (n < 0)
@@ -101,11 +121,17 @@ bool admin_serve(admin *a, admin_handler_fn fn, void *arg)
             req[strcspn(req, "\r\n")] = '\0';
             fn(arg, req, &reply);
         }
+        if (a->defer_asked) {   /* answered later: read nothing meanwhile */
+            a->defer_asked = false;
+            a->waiting = true;
+            free(reply);
+            return false;
+        }
         const char *text = reply ? reply : "error: out of memory";
         zmq_send(a->rep, text, strlen(text), 0);
         free(reply);
     }
-    return true;
+    return !a->waiting;
 }
 
 int admin_call(const char *data_dir, const char *request, int timeout_ms,

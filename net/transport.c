@@ -421,11 +421,48 @@ static void receive_snap(transport *t, const uint8_t *buf, size_t len,
     }
 }
 
+void transport_set_member_handler(transport *t, transport_member_fn fn,
+                                  void *arg)
+{
+    t->member_fn = fn;
+    t->member_arg = arg;
+}
+
+/* A MEMBER frame: checked like any frame, then handed to the handler. */
+static void receive_member(transport *t, const uint8_t *buf, size_t len,
+                           uint64_t now_ms)
+{
+    wire_member m;
+    int rc = wire_decode_member(buf, len, &m);
+    if (rc < 0) {
+        note_drop(t, NULL, now_ms, "malformed membership frame");
+        return;
+    }
+    peer *p = find_peer(t, m.from);
+    if (!p || m.from == t->self_id) {
+        note_drop(t, NULL, now_ms, "sender is not a member");
+    } else if (m.to != t->self_id) {
+        note_drop(t, p, now_ms, "addressed to another node");
+    } else if (p->st.blocked) {
+        note_drop(t, p, now_ms, "link blocked");
+    } else if (!t->member_fn) {
+        note_drop(t, p, now_ms, "membership frame, no handler here");
+    } else {
+        p->st.received++;
+        p->st.last_recv_ms = now_ms;
+        t->member_fn(t->member_arg, &m);
+    }
+}
+
 static void receive_one(transport *t, const uint8_t *buf, size_t len,
                         uint64_t now_ms, transport_recv_fn fn,
                         transport_head_fn head_fn, void *arg)
 {
     wire_header hdr;
+    if (wire_peek(buf, len, &hdr) == 0 && hdr.kind == WIRE_MEMBER) {
+        receive_member(t, buf, len, now_ms);
+        return;
+    }
     if (wire_peek(buf, len, &hdr) == 0 && hdr.kind == WIRE_CHAIN_HEAD) {
         receive_head(t, buf, len, now_ms, head_fn, arg);
         return;

@@ -119,6 +119,10 @@ typedef void (*transport_snap_fn)(void *arg, uint32_t from,
                                   const wire_snapshot *chunk,
                                   const wire_snapshot_ask *ask);
 
+/* A MEMBER frame from a member, addressed to this node (wire.h); its text
+ * is valid during the call only. */
+typedef void (*transport_member_fn)(void *arg, const wire_member *m);
+
 /* Open the sockets in ZeroMQ context `ctx` (owned by the caller, which
  * terminates it after transport_close).  `key` is the cluster key, or NULL
  * for an unauthenticated cluster.  0 or a negative errno with a message in
@@ -165,6 +169,11 @@ bool transport_receive(transport *t, unsigned which, uint64_t now_ms,
  * are dropped and counted. */
 void transport_set_snapshot_handler(transport *t, transport_snap_fn fn,
                                     void *arg);
+
+/* Where MEMBER frames go (checked like every frame); without a handler
+ * they are dropped and counted. */
+void transport_set_member_handler(transport *t, transport_member_fn fn,
+                                  void *arg);
 
 /* Send this node's chain head to every peer (dropped where a queue is
  * full, like any frame). */

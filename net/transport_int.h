@@ -77,6 +77,8 @@ struct transport {
     uint64_t reasm_seq;
     const keys *key;             /* cluster key (the caller's), or NULL */
     uint64_t removed;            /* peers removed (transport_remove_peer) */
+    transport_member_fn member_fn;   /* MEMBER frames */
+    void *member_arg;
     transport_snap_fn snap_fn;   /* SNAPSHOT and SNAPSHOT_ASK frames */
     void *snap_arg;
 };
