@@ -326,6 +326,20 @@ static void refusal(int rc, const char *why, char *buf, size_t cap)
 
 /* ------------------------------------------------- a configuration in */
 
+/* Whether configuration m shows the change `op` made ("add ID=...",
+ * "remove ID", "promote ID", as forwarded). */
+static bool change_in(const px_members *m, const char *op)
+{
+    unsigned long id = 0;
+    if (sscanf(op, "add %lu=", &id) == 1)
+        return has_id(m, (uint32_t)id, false);
+    if (sscanf(op, "remove %lu", &id) == 1)
+        return !has_id(m, (uint32_t)id, false);
+    if (sscanf(op, "promote %lu", &id) == 1)
+        return has_id(m, (uint32_t)id, true);
+    return false;
+}
+
 void members_on_config(node *n, uint64_t slot, const px_members *m,
                        const uint8_t *ctx, uint32_t ctx_len)
 {
@@ -351,6 +365,14 @@ void members_on_config(node *n, uint64_t slot, const px_members *m,
         mm->removed = true;
     }
     follow(n, m, ctx, ctx_len);
+    if (mm->busy && !mm->slot && mm->origin == 0 && change_in(m, mm->what)) {
+        /* forwarded, and in force: the leader's answer may never come
+         * (a removed leader's frames are dropped from now on) */
+        char text[300];
+        snprintf(text, sizeof text, "ok: configuration at block %" PRIu64
+                 ": %s", slot, desc);
+        answer(n, text);
+    }
     if (mm->busy && mm->slot && slot >= mm->slot) {
         char text[300];
         if (slot == mm->slot)
