@@ -223,9 +223,11 @@ int host_reopen(host *h, bool recovering, uint64_t seed, char *why,
  * the newest snapshot's membership when the chain after it holds none;
  * the replica was created with it.  false: neither holds one (the
  * configuration of cfg->px.members is in force).  *ctx points at the
- * CONFIG's host context (NULL, 0: none), valid until the next reopen. */
+ * CONFIG's host context (NULL, 0: none), valid until the next reopen;
+ * *index is the CONFIG's block, or the snapshot's index when it came from
+ * the snapshot (*in_snapshot). */
 bool host_config_found(const host *h, px_members *m, const uint8_t **ctx,
-                       uint32_t *ctx_len);
+                       uint32_t *ctx_len, uint64_t *index, bool *in_snapshot);
 
 /* What it owns, for the runtime's own reading (never freed by it). */
 px_replica *host_replica(host *h);

@@ -44,6 +44,9 @@ struct host {
      * built (host_config_found) */
     bool has_config;
     px_members config;
+    uint64_t config_index;      /* its CONFIG block, or the snapshot's
+                                   index (config_in_snapshot) */
+    bool config_in_snapshot;
     uint32_t config_ctx_len;
     uint8_t config_ctx[PX_CONFIG_MAX_CONTEXT];
 

@@ -194,6 +194,8 @@ static void find_config(host *h)
             uint32_t len = 0;
             if (px_config_decode(b.data, b.len, &h->config, &ctx, &len) == 0) {
                 h->has_config = true;
+                h->config_index = i;
+                h->config_in_snapshot = false;
                 h->config_ctx_len = len;
                 if (len)
                     memcpy(h->config_ctx, ctx, len);
@@ -209,6 +211,8 @@ static void find_config(host *h)
                                         h->snap.membership_len, &h->config,
                                         &ctx, &len) == 0) {
         h->has_config = true;
+        h->config_index = h->snap.index;
+        h->config_in_snapshot = true;
         h->config_ctx_len = len;
         if (len)
             memcpy(h->config_ctx, ctx, len);
@@ -216,10 +220,12 @@ static void find_config(host *h)
 }
 
 bool host_config_found(const host *h, px_members *m, const uint8_t **ctx,
-                       uint32_t *ctx_len)
+                       uint32_t *ctx_len, uint64_t *index, bool *in_snapshot)
 {
     if (!h->has_config)
         return false;
+    *index = h->config_index;
+    *in_snapshot = h->config_in_snapshot;
     *m = h->config;
     *ctx = h->config_ctx_len ? h->config_ctx : NULL;
     *ctx_len = h->config_ctx_len;

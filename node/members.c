@@ -418,8 +418,17 @@ int members_init(node *n, const px_members *initial)
     px_members m;
     const uint8_t *ctx = NULL;
     uint32_t len = 0;
-    if (host_config_found(n->host, &m, &ctx, &len)) {
+    uint64_t index = 0;
+    bool in_snap = false;
+    if (host_config_found(n->host, &m, &ctx, &len, &index, &in_snap)) {
+        char desc[200];
+        describe(&m, desc, sizeof desc);
+        fprintf(stderr, "paxosfs: node %u: configuration in force: %s (%s "
+                "%" PRIu64 "; --peers only seeds addresses)\n", n->cfg.id,
+                desc, in_snap ? "from the snapshot at" : "from chain block",
+                index);
         mm->in_force = m;
+        mm->config_index = index;
         mm->from_chain = true;
         mm->was_member = has_id(&m, n->cfg.id, false);
         /* a node removed earlier stays removed across restarts: it was a

@@ -347,3 +347,56 @@ def test_member_commands_refuse_clearly(launched):
     r = ctl("frobnicate", d, "1")
     assert r.returncode == 2 and "usage" in r.stderr, r.stderr
     assert sorted(c.node(1).status()["members"]) == [1, 2, 3]
+
+
+SNAP_ARGS = ("--snapshot-entries", "300", "--chain-segment-bytes", "16384")
+
+
+def peer_ids(n):
+    return sorted(p["id"] for p in n.status()["peers"])
+
+
+def test_restart_recovers_the_configuration_in_force(launched):
+    """After 4 and 5 joined and 1 left, snapshots compact the CONFIG blocks
+    away; node 4, restarted with --peers naming 1..4 (its command line from
+    `add`), takes the configuration from its snapshot: it talks to 5,
+    not to 1, and serves writes.  Node 2, restarted with the original
+    --peers 1..3, takes it from its chain or snapshot too.  A node added
+    after the compaction catches up by snapshot."""
+    c = launched(3, extra=SNAP_ARGS)
+    load = Load()
+    try:
+        for n in c.nodes:
+            load.start(n)
+        add_node(c, load)
+        add_node(c, load)
+        remove_node(c, load, 1)
+        load.stop_all()
+        writer = c.node(2)
+        for i in range(2500):
+            with open(writer.path("k%d" % (i % 200)), "w") as f:
+                f.write("v%d" % i)
+        for k in (2, 4):
+            wait_for(lambda: c.node(k).status()["snapshot"]["chain_base"] >
+                     c.node(k).status()["membership"]["config_index"], 60,
+                     "node %d to compact the CONFIG blocks away" % k, interval=0.1)
+        for k in (4, 2):
+            c.kill(k)
+            c.start(k)
+            n = c.node(k)
+            assert "from the snapshot at" in n.log() or "from chain block" in n.log()
+            wait_for(lambda: n.status()["membership"]["state"] == "voter", 30,
+                     "node %d to vote again" % k)
+            assert sorted(n.status()["members"]) == [2, 3, 4, 5]
+            assert peer_ids(n) == [m for m in (2, 3, 4, 5) if m != k], peer_ids(n)
+            c.wait_leader()
+            with open(n.path("after-restart-%d" % k), "w") as f:
+                f.write("ok")
+        assert "from the snapshot at" in c.node(4).log()
+        n6 = add_node(c, load)
+        wait_for(lambda: os.path.exists(n6.path("after-restart-2")), 30,
+                 "node 6 to catch up")
+        assert n6.status()["snapshot"]["installed"] >= 1
+        assert read_file(n6.path("k99")) == "v2499"
+    finally:
+        load.stop_all()
