@@ -208,7 +208,10 @@ void px_on_prepare(px_replica *r, const px_msg *m)
     bool handed_over = m->aux == PX_PREPARE_TRANSFER &&
                        r->role != PX_LEADER &&
                        px_ballot_cmp(m->aux_ballot, r->ballot) == 0;
-    if (!r->self_voter || (!handed_over && px_sticky(r, m->from))) {
+    /* a learner promises too: it accepts as every acceptor does, and a
+     * configuration it has not learned yet may count it a voter (a
+     * candidate counts only its own configuration's voters) */
+    if (!handed_over && px_sticky(r, m->from)) {
         r->stats.msgs_ignored++;
         return;
     }
@@ -233,7 +236,8 @@ void px_on_prepare(px_replica *r, const px_msg *m)
             return;
         }
         px_raise_promise(r, m->ballot);
-        if (r->role == PX_FOLLOWER && r->leader_id != 0) {
+        if ((r->role == PX_FOLLOWER || r->role == PX_LEARNER) &&
+            r->leader_id != 0) {
             r->leader_id = 0; /* we no longer accept the old leader */
             px_forward_leader_changed(r);
         }

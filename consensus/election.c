@@ -288,6 +288,14 @@ void px_on_promise(px_replica *r, const px_msg *m)
         }
         px_rec_put(r, e, chosen);
     }
+    /* a chosen CONFIG learned above rebuilt the peer array (members.c
+     * px_members_apply): `p` may now be another peer's, or the sender no
+     * voter any more.  Look it up again. */
+    p = px_peer_find(r, m->from);
+    if (!p || !p->voter) {
+        px_election_check(r);
+        return;
+    }
     if (m->slot <= p->covered && p->covered != UINT64_MAX)
         p->covered = m->aux == UINT64_MAX ? UINT64_MAX
                      : (m->aux + 1 > p->covered ? m->aux + 1 : p->covered);

@@ -346,14 +346,15 @@ static void sim_turn_end(sim_world *w, sim_host *h)
     sim_restart_later(w, h, 30, 500);
 }
 
-static void sim_step(sim_world *w, sim_host *h, px_event *ev)
+static int sim_step(sim_world *w, sim_host *h, px_event *ev)
 {
     w->stats.steps++;
     h->in_step = true;
     h->step_failed = host_failed(h->host) != 0;   /* before: e_output */
-    host_step(h->host, ev);
+    int rc = host_step(h->host, ev);
     h->in_step = false;
     sim_turn_end(w, h);
+    return rc;
 }
 
 /* --------------------------------------------------------- life cycle */
@@ -784,6 +785,13 @@ int sim_host_propose(sim_world *w, sim_host *h, const px_request *req)
                    .u.propose = {.requests = req, .n_requests = 1}};
     sim_step(w, h, &ev);
     return 0;
+}
+
+int sim_host_change(sim_world *w, sim_host *h, px_event *ev)
+{
+    if (!h->alive || h->paused || !h->host)
+        return -EHOSTDOWN;
+    return sim_step(w, h, ev);
 }
 
 int sim_host_read(sim_world *w, sim_host *h, uint64_t token)

@@ -80,6 +80,23 @@ static const sim_regression sim_regressions[] = {
      * the simulator running the production host (9 of 414 seeds). */
     {"catchup-larger-than-the-log-7", 59, 7, "amnesia"},
     {"catchup-larger-than-the-log-3", 361, 3, "amnesia"},
+    /* Membership changes (the "members" profile).  A replica behind on
+     * CONFIG entries dropped every message of a leader added after the
+     * configuration it knew ("senders must be members"), so it never
+     * caught up: "LEADER: node 5 sees leader 0" (msg.c now takes a
+     * leader's messages from outside). */
+    {"lagging-replica-drops-a-newer-leader", 184, 5, "members"},
+    /* A learner promoted by a CONFIG it had not learned yet ignored
+     * PREPAREs (learners did not promise), and the new two-voter
+     * configuration could elect nobody: "LIVENESS ... not done". */
+    {"promoted-learner-never-promises", 118, 7, "members"},
+    /* A PROMISE that carried a chosen CONFIG rebuilt the peer array while
+     * px_on_promise held a pointer into it: the promise was counted for
+     * another peer, a candidate won without a quorum and filled a chosen
+     * slot with a no-op ("AGREEMENT: slot 23 chosen twice"). */
+    {"promise-counted-for-another-peer-7", 237, 7, "members"},
+    {"promise-counted-for-another-peer-5", 102, 5, "members"},
+    {"promise-counted-for-another-peer-7b", 124, 7, "members"},
     /* smoke entries: one per profile and cluster size */
     {"single-node-crash-restart", 11, 1, "crash"},
     {"three-calm", 12, 3, "calm"},
