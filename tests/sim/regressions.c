@@ -89,7 +89,7 @@ static const sim_regression sim_regressions[] = {
     /* A learner promoted by a CONFIG it had not learned yet ignored
      * PREPAREs (learners did not promise), and the new two-voter
      * configuration could elect nobody: "LIVENESS ... not done". */
-    {"promoted-learner-never-promises", 118, 7, "members"},
+    {"promoted-learner-never-promises", 307, 7, "members"},
     /* A PROMISE that carried a chosen CONFIG rebuilt the peer array while
      * px_on_promise held a pointer into it: the promise was counted for
      * another peer, a candidate won without a quorum and filled a chosen
