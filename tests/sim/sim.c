@@ -757,7 +757,7 @@ static void sim_usage(void)
             "           [--trace] [--bench] [--no-regressions] [--jobs N]\n"
             "           [--scenarios]\n"
             "profiles: calm lossy partition crash chaos slowdisk amnesia sickdisk "
-            "forged\n");
+            "members forged\n");
 }
 
 void sim_fault_summary(const sim_stats *st, char *out, size_t len)
