@@ -686,7 +686,39 @@ void members_status_json(node *n, FILE *fp)
         fprintf(fp, "false");
     else
         fprintf(fp, "%" PRIu64, n->cfg.promote_lag);
-    fprintf(fp, "}");
+    /* every member: id, address, role; match and lag where known (the
+     * leader's view; this node's own applied index) */
+    px_status st;
+    px_get_status(n->px, &st);
+    const px_members *m = &st.members;
+    fprintf(fp, ",\"members\":[");
+    for (uint32_t i = 0; i < m->n_voters + m->n_learners; i++) {
+        uint32_t id = i < m->n_voters ? m->voters[i]
+                                      : m->learners[i - m->n_voters];
+        const net_peer_addr *a = addr_of(n, id);
+        char addr[300] = "";
+        if (a)
+            snprintf(addr, sizeof addr, "%s:%u", a->host, a->port);
+        fprintf(fp, "%s{\"id\":%u,\"address\":", i ? "," : "", id);
+        json_string(fp, addr);
+        fprintf(fp, ",\"role\":\"%s\"", i < m->n_voters ? "voter"
+                                                       : "learner");
+        uint64_t match = 0;
+        bool known = id == n->cfg.id;
+        if (known)
+            match = st.applied_index;
+        for (uint32_t j = 0; !known && st.role == PX_LEADER &&
+                             j < st.n_peers; j++)
+            if (st.peers[j].id == id) {
+                match = st.peers[j].match_index;
+                known = true;
+            }
+        if (known)
+            fprintf(fp, ",\"match\":%" PRIu64 ",\"lag\":%" PRIu64, match,
+                    st.commit_index > match ? st.commit_index - match : 0);
+        fprintf(fp, "}");
+    }
+    fprintf(fp, "]}");
 }
 
 /* "member list|add|remove|promote ..." on the admin socket.  true: it was

@@ -347,6 +347,13 @@ def test_member_commands_refuse_clearly(launched):
     r = ctl("frobnicate", d, "1")
     assert r.returncode == 2 and "usage" in r.stderr, r.stderr
     assert sorted(c.node(1).status()["members"]) == [1, 2, 3]
+    # .status shows the same table: id, address, role, match and lag
+    leader = c.wait_leader()
+    table = c.node(leader).status()["membership"]["members"]
+    assert [(e["id"], e["role"]) for e in table] == [(1, "voter"), (2, "voter"),
+                                                     (3, "voter")]
+    assert all(e["address"] == "127.0.0.1:%d" % c.node(e["id"]).port for e in table)
+    assert all(e["match"] >= 1 and e["lag"] >= 0 for e in table)
 
 
 SNAP_ARGS = ("--snapshot-entries", "300", "--chain-segment-bytes", "16384")
