@@ -48,6 +48,7 @@
 #define MEMBERS_ANSWER_MS 10000     /* a change not committed by then */
 #define MEMBERS_FORWARD_MS 15000    /* a forwarded one not answered */
 #define MEMBERS_PROMOTE_EVERY_MS 200
+#define MEMBERS_PROMOTE_BACKOFF_MS 1000   /* after a refused promotion */
 
 static bool has_id(const px_members *m, uint32_t id, bool voters_only)
 {
@@ -288,8 +289,9 @@ static void answer(node *n, const char *text)
         if (wire_encode_member_into(&w, frame, sizeof frame, &len) == 0)
             transport_send_frame(n->net, mm->origin, frame, len);
     }
-    fprintf(stderr, "paxosfs: node %u: membership change \"%s\": %s\n",
-            n->cfg.id, mm->what, text);
+    if (mm->origin != UINT32_MAX || strncmp(text, "ok", 2) == 0)
+        fprintf(stderr, "paxosfs: node %u: membership change \"%s\": %s\n",
+                n->cfg.id, mm->what, text);
 }
 
 static void describe(const px_members *m, char *buf, size_t cap)
@@ -800,7 +802,7 @@ void members_turn(node *n, uint64_t now)
     }
     /* automatic promotion: the leader, one learner at a time */
     if (n->cfg.no_promote || mm->busy ||
-        now - mm->last_promote_ms < MEMBERS_PROMOTE_EVERY_MS ||
+        now < mm->last_promote_ms + MEMBERS_PROMOTE_EVERY_MS ||
         px_role(n->px) != PX_LEADER)
         return;
     mm->last_promote_ms = now;
@@ -821,10 +823,13 @@ void members_turn(node *n, uint64_t now)
                 continue;
             char op[32];
             snprintf(op, sizeof op, "promote %u", id);
-            fprintf(stderr, "paxosfs: node %u: learner %u lags %" PRIu64
-                    " slots (at most %" PRIu64 "): promoting it to voter\n",
-                    n->cfg.id, id, lag, n->cfg.promote_lag);
             change_here(n, UINT32_MAX, 0, op);
+            if (mm->busy)
+                fprintf(stderr, "paxosfs: node %u: learner %u lags %" PRIu64
+                        " slots (at most %" PRIu64 "): promoting it to "
+                        "voter\n", n->cfg.id, id, lag, n->cfg.promote_lag);
+            else   /* refused now (not yet, busy): quietly, later */
+                mm->last_promote_ms = now + MEMBERS_PROMOTE_BACKOFF_MS;
             return;
         }
     }
