@@ -336,14 +336,22 @@ def test_member_commands_refuse_clearly(launched):
     lines = [l for l in r.stdout.splitlines() if not l.startswith("#")]
     assert [l.split()[0] for l in lines] == ["1", "2", "3"]
     assert all(l.split()[2] == "voter" for l in lines)
-    r = ctl("remove", d, "9")
-    assert r.returncode == 1 and "not a member" in r.stderr, r.stderr
-    r = ctl("promote", d, "3")
-    assert r.returncode == 1 and "not a learner" in r.stderr, r.stderr
-    r = ctl("add", d, "3=127.0.0.1:1")
-    assert r.returncode == 1 and "member already" in r.stderr, r.stderr
-    r = ctl("add", d, "bogus")
-    assert r.returncode == 1 and "invalid" in r.stderr, r.stderr
+    # refused by the leader, asked there and through a follower (which
+    # forwards); each answered at once, and the next request is served
+    leader = c.wait_leader()
+    follower = next(n.id for n in c.nodes if n.id != leader)
+    for d in (c.node(leader).data, c.node(follower).data):
+        r = ctl("remove", d, "9")
+        assert r.returncode == 1 and "not a member" in r.stderr, r.stderr
+        r = ctl("promote", d, "3")
+        assert r.returncode == 1 and "not a learner" in r.stderr, r.stderr
+        r = ctl("add", d, "3=127.0.0.1:1")
+        assert r.returncode == 1 and "member already" in r.stderr, r.stderr
+        r = ctl("add", d, "bogus")
+        assert r.returncode == 1 and "invalid" in r.stderr, r.stderr
+        r = subprocess.run([PAXOSCTL, "status", d], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0, r.stderr
     r = ctl("frobnicate", d, "1")
     assert r.returncode == 2 and "usage" in r.stderr, r.stderr
     assert sorted(c.node(1).status()["members"]) == [1, 2, 3]
