@@ -284,6 +284,11 @@ void px_on_promise(px_replica *r, const px_msg *m)
         if (chosen && e->slot == r->commit + 1) {
             if (px_learn_chosen(r, e) < 0)
                 el->overflow = true;
+            /* a CONFIG learned here may have ended the election (this
+             * replica no longer a voter: px_members_apply stepped down
+             * and reset it); what follows belongs to no election */
+            if (el->phase != PX_PHASE_PREPARE)
+                return;
             continue;
         }
         px_rec_put(r, e, chosen);

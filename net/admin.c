@@ -20,6 +20,7 @@ struct admin {
     char path[4096];
     bool defer_asked;   /* the handler called admin_defer */
     bool waiting;       /* a request is answered later (admin_answer) */
+    char *early;        /* answered before the handler returned */
 };
 
 void admin_defer(admin *a)
@@ -34,6 +35,10 @@ bool admin_waiting(const admin *a)
 
 int admin_answer(admin *a, const char *text)
 {
+    if (a->defer_asked && !a->early) {   /* still inside the handler */
+        a->early = strdup(text);
+        return a->early ? 0 : -ENOMEM;
+    }
     if (!a->waiting)
         return -EALREADY;
     a->waiting = false;
@@ -85,6 +90,7 @@ void admin_close(admin *a)
         return;
     zmq_close(a->rep);
     unlink(a->path);
+    free(a->early);
     free(a);
 }
 
@@ -123,9 +129,13 @@ bool admin_serve(admin *a, admin_handler_fn fn, void *arg)
         }
         if (a->defer_asked) {   /* answered later: read nothing meanwhile */
             a->defer_asked = false;
-            a->waiting = true;
             free(reply);
-            return false;
+            reply = a->early;   /* unless that was already */
+            a->early = NULL;
+            if (!reply) {
+                a->waiting = true;
+                return false;
+            }
         }
         const char *text = reply ? reply : "error: out of memory";
         zmq_send(a->rep, text, strlen(text), 0);

@@ -48,6 +48,7 @@
 #define MEMBERS_ANSWER_MS 10000     /* a change not committed by then */
 #define MEMBERS_FORWARD_MS 15000    /* a forwarded one not answered */
 #define MEMBERS_PROMOTE_EVERY_MS 200
+#define MEMBERS_PROMOTE_BACKOFF_MS 1000   /* after a refused promotion */
 
 static bool has_id(const px_members *m, uint32_t id, bool voters_only)
 {
@@ -269,6 +270,9 @@ static void follow(node *n, const px_members *m, const uint8_t *ctx,
 
 /* ------------------------------------------------------------ answers */
 
+static void send_answer(node *n, uint32_t to, uint64_t token,
+                        const char *text);
+
 static void answer(node *n, const char *text)
 {
     struct node_members *mm = &n->mem;
@@ -278,18 +282,12 @@ static void answer(node *n, const char *text)
     if (mm->origin == 0) {
         if (n->adm)
             admin_answer(n->adm, text);
-    } else if (mm->origin != UINT32_MAX && n->net) {
-        wire_member w = { .from = n->cfg.id, .to = mm->origin,
-                          .token = mm->origin_token, .answer = 1,
-                          .len = (uint16_t)strnlen(text, WIRE_MAX_MEMBER_TEXT),
-                          .text = text };
-        uint8_t frame[WIRE_HEADER_BYTES + 32 + WIRE_MAX_MEMBER_TEXT];
-        size_t len = 0;
-        if (wire_encode_member_into(&w, frame, sizeof frame, &len) == 0)
-            transport_send_frame(n->net, mm->origin, frame, len);
+    } else if (mm->origin != UINT32_MAX) {
+        send_answer(n, mm->origin, mm->origin_token, text);
     }
-    fprintf(stderr, "paxosfs: node %u: membership change \"%s\": %s\n",
-            n->cfg.id, mm->what, text);
+    if (mm->origin != UINT32_MAX || strncmp(text, "ok", 2) == 0)
+        fprintf(stderr, "paxosfs: node %u: membership change \"%s\": %s\n",
+                n->cfg.id, mm->what, text);
 }
 
 static void describe(const px_members *m, char *buf, size_t cap)
@@ -566,34 +564,49 @@ static int propose(node *n, const char *op, char *text, size_t cap)
 /* A change to make here (the leader), from `origin` (0: this node's
  * admin socket, UINT32_MAX: the node itself).  Answered now when refused,
  * else once committed. */
-static void change_here(node *n, uint32_t origin, uint64_t token,
-                        const char *op)
+static void send_answer(node *n, uint32_t to, uint64_t token,
+                        const char *text)
+{
+    if (!n->net)
+        return;
+    wire_member w = { .from = n->cfg.id, .to = to, .token = token,
+                      .answer = 1,
+                      .len = (uint16_t)strnlen(text, WIRE_MAX_MEMBER_TEXT),
+                      .text = text };
+    uint8_t frame[WIRE_HEADER_BYTES + 32 + WIRE_MAX_MEMBER_TEXT];
+    size_t len = 0;
+    if (wire_encode_member_into(&w, frame, sizeof frame, &len) == 0)
+        transport_send_frame(n->net, to, frame, len);
+}
+
+/* A change to make here (the leader), from `origin` (0: this node's
+ * admin socket, UINT32_MAX: the node itself, else a member that
+ * forwarded it).  0: proposed, answered once committed (answer).
+ * Otherwise refused now: the words in text; a forwarding member has its
+ * answer already, the admin socket's caller replies with them. */
+static int change_here(node *n, uint32_t origin, uint64_t token,
+                       const char *op, char *text, size_t cap)
 {
     struct node_members *mm = &n->mem;
-    char text[400];
     if (mm->busy) {
-        refusal(-EBUSY, NULL, text, sizeof text);
-        if (origin == 0 && n->adm) {
-            admin_answer(n->adm, text);
-        } else if (origin != UINT32_MAX && n->net) {
-            wire_member w = { .from = n->cfg.id, .to = origin, .token = token,
-                              .answer = 1, .len = (uint16_t)strlen(text),
-                              .text = text };
-            uint8_t frame[WIRE_HEADER_BYTES + 32 + WIRE_MAX_MEMBER_TEXT];
-            size_t len = 0;
-            if (wire_encode_member_into(&w, frame, sizeof frame, &len) == 0)
-                transport_send_frame(n->net, origin, frame, len);
-        }
-        return;
+        refusal(-EBUSY, NULL, text, cap);
+    } else {
+        mm->busy = true;
+        mm->origin = origin;
+        mm->origin_token = token;
+        mm->slot = 0;
+        snprintf(mm->what, sizeof mm->what, "%s", op);
+        mm->deadline_ms = node_now_ms() + MEMBERS_ANSWER_MS;
+        if (propose(n, op, text, cap) == 0)
+            return 0;
+        mm->busy = false;
+        if (origin != UINT32_MAX)
+            fprintf(stderr, "paxosfs: node %u: membership change \"%s\": "
+                    "%s\n", n->cfg.id, op, text);
     }
-    mm->busy = true;
-    mm->origin = origin;
-    mm->origin_token = token;
-    mm->slot = 0;
-    snprintf(mm->what, sizeof mm->what, "%s", op);
-    mm->deadline_ms = node_now_ms() + MEMBERS_ANSWER_MS;
-    if (propose(n, op, text, sizeof text) < 0)
-        answer(n, text);
+    if (origin != 0 && origin != UINT32_MAX)
+        send_answer(n, origin, token, text);
+    return -1;
 }
 
 static void on_member_frame(void *arg, const wire_member *w)
@@ -603,7 +616,8 @@ static void on_member_frame(void *arg, const wire_member *w)
     memcpy(text, w->text, w->len);
     text[w->len] = '\0';
     if (w->answer == 0) {
-        change_here(n, w->from, w->token, text);
+        char words[400];
+        change_here(n, w->from, w->token, text, words, sizeof words);
         return;
     }
     struct node_members *mm = &n->mem;
@@ -686,7 +700,39 @@ void members_status_json(node *n, FILE *fp)
         fprintf(fp, "false");
     else
         fprintf(fp, "%" PRIu64, n->cfg.promote_lag);
-    fprintf(fp, "}");
+    /* every member: id, address, role; match and lag where known (the
+     * leader's view; this node's own applied index) */
+    px_status st;
+    px_get_status(n->px, &st);
+    const px_members *m = &st.members;
+    fprintf(fp, ",\"members\":[");
+    for (uint32_t i = 0; i < m->n_voters + m->n_learners; i++) {
+        uint32_t id = i < m->n_voters ? m->voters[i]
+                                      : m->learners[i - m->n_voters];
+        const net_peer_addr *a = addr_of(n, id);
+        char addr[300] = "";
+        if (a)
+            snprintf(addr, sizeof addr, "%s:%u", a->host, a->port);
+        fprintf(fp, "%s{\"id\":%u,\"address\":", i ? "," : "", id);
+        json_string(fp, addr);
+        fprintf(fp, ",\"role\":\"%s\"", i < m->n_voters ? "voter"
+                                                       : "learner");
+        uint64_t match = 0;
+        bool known = id == n->cfg.id;
+        if (known)
+            match = st.applied_index;
+        for (uint32_t j = 0; !known && st.role == PX_LEADER &&
+                             j < st.n_peers; j++)
+            if (st.peers[j].id == id) {
+                match = st.peers[j].match_index;
+                known = true;
+            }
+        if (known)
+            fprintf(fp, ",\"match\":%" PRIu64 ",\"lag\":%" PRIu64, match,
+                    st.commit_index > match ? st.commit_index - match : 0);
+        fprintf(fp, "}");
+    }
+    fprintf(fp, "]}");
 }
 
 /* "member list|add|remove|promote ..." on the admin socket.  true: it was
@@ -715,8 +761,11 @@ bool members_admin(node *n, const char *req, char **reply)
         return true;
     }
     if (px_role(n->px) == PX_LEADER) {
-        admin_defer(n->adm);
-        change_here(n, 0, 0, op);
+        /* answered once committed; a refusal at once */
+        if (change_here(n, 0, 0, op, text, sizeof text) == 0)
+            admin_defer(n->adm);
+        else
+            *reply = strdup(text);
         return true;
     }
     px_status st;
@@ -768,7 +817,7 @@ void members_turn(node *n, uint64_t now)
     }
     /* automatic promotion: the leader, one learner at a time */
     if (n->cfg.no_promote || mm->busy ||
-        now - mm->last_promote_ms < MEMBERS_PROMOTE_EVERY_MS ||
+        now < mm->last_promote_ms + MEMBERS_PROMOTE_EVERY_MS ||
         px_role(n->px) != PX_LEADER)
         return;
     mm->last_promote_ms = now;
@@ -789,10 +838,14 @@ void members_turn(node *n, uint64_t now)
                 continue;
             char op[32];
             snprintf(op, sizeof op, "promote %u", id);
-            fprintf(stderr, "paxosfs: node %u: learner %u lags %" PRIu64
-                    " slots (at most %" PRIu64 "): promoting it to voter\n",
-                    n->cfg.id, id, lag, n->cfg.promote_lag);
-            change_here(n, UINT32_MAX, 0, op);
+            char words[400];
+            change_here(n, UINT32_MAX, 0, op, words, sizeof words);
+            if (mm->busy)
+                fprintf(stderr, "paxosfs: node %u: learner %u lags %" PRIu64
+                        " slots (at most %" PRIu64 "): promoting it to "
+                        "voter\n", n->cfg.id, id, lag, n->cfg.promote_lag);
+            else   /* refused now (not yet, busy): quietly, later */
+                mm->last_promote_ms = now + MEMBERS_PROMOTE_BACKOFF_MS;
             return;
         }
     }

@@ -88,7 +88,8 @@ static void usage(FILE *out)
                  commands[i].args);
         fprintf(out, "  %-22s %s\n", left, commands[i].summary);
     }
-    fprintf(out, "\nexit status: 0 ok, 1 damaged/bad, 2 usage or I/O error\n");
+    fprintf(out, "\nexit status: 0 ok, 1 damaged/bad/refused, 2 usage or I/O error, "
+            "3 not now (member: retry)\n");
 }
 
 static int cmd_help(int argc, char **argv)

@@ -805,6 +805,21 @@ int sim_host_read(sim_world *w, sim_host *h, uint64_t token)
     return 0;
 }
 
+int sim_host_change_members(sim_world *w, sim_host *h, const px_members *m)
+{
+    if (!h->alive || h->paused)
+        return -EHOSTDOWN;
+    px_event ev = {.type = PX_EV_CHANGE_MEMBERS};
+    ev.u.change.members = *m;
+    w->stats.steps++;
+    h->in_step = true;
+    h->step_failed = host_failed(h->host) != 0;
+    int rc = host_step(h->host, &ev);
+    h->in_step = false;
+    sim_turn_end(w, h);
+    return rc;
+}
+
 uint64_t sim_host_applied(const sim_host *h)
 {
     return h->host ? kv_applied_index(host_state(h->host)) : 0;

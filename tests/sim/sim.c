@@ -74,6 +74,11 @@ static const sim_profile sim_profiles[] = {
      .delay_max_ms = 10, .fsync_max_ms = 6, .crashes = true, .pauses = true,
      .chain_lag = true, .sick_disks = true, .fault_gap_ms = 400,
      .fault_phase_ms = 45000},
+    {.name = "reconfig", .drop_ppm = 10000, .delay_min_ms = 1,
+     .delay_max_ms = 10, .fsync_max_ms = 4, .partitions = true,
+     .crashes = true, .pauses = true, .leader_isolation = true,
+     .chain_lag = true, .reconfig = true, .fault_gap_ms = 300,
+     .fault_phase_ms = 30000},
     {.name = "members", .drop_ppm = 10000, .dup_ppm = 10000,
      .delay_min_ms = 1, .delay_max_ms = 10, .fsync_max_ms = 3,
      .partitions = true, .asym_partitions = true, .crashes = true,
@@ -96,6 +101,7 @@ static const char *const sim_fault_names[SIM_F_KINDS] = {
     [SIM_F_FORGE] = "forge", [SIM_F_CLOCK] = "clock", [SIM_F_EIO] = "eio",
     [SIM_F_ENOSPC] = "enospc", [SIM_F_SHORT] = "short", [SIM_F_TORN] = "torn",
     [SIM_F_LOST] = "lost", [SIM_F_FLIP] = "flip", [SIM_F_SICK] = "sick",
+    [SIM_F_RECONFIG] = "reconfig",
     [SIM_F_MEMBERS] = "members", [SIM_F_TRANSFER] = "transfer",
 };
 
@@ -264,7 +270,7 @@ static void sim_fault(sim_world *w)
     const sim_profile *p = w->cfg.profile;
     uint32_t n = w->cfg.nodes;
     enum { F_PART, F_ASYM, F_ISOLATE, F_CRASH, F_PAUSE, F_AMNESIA, F_FORGE,
-           F_CLOCK, F_SICK, F_MEMBERS, F_COUNT };
+           F_CLOCK, F_SICK, F_RECONFIG, F_MEMBERS, F_COUNT };
     /* a lost store is recovered from every other voter: one at a time,
      * and never in a cluster too small to have others to ask */
     bool recovering = sim_anyone_recovering(w);
@@ -272,7 +278,8 @@ static void sim_fault(sim_world *w)
                         p->leader_isolation && n > 1, p->crashes, p->pauses,
                         p->amnesia && n >= 3 && !recovering,
                         p->forged_ballots && n > 1, p->clock_steps,
-                        p->sick_disks, p->membership && n >= 3};
+                        p->sick_disks, p->reconfig && n >= 3 && n % 2,
+                        p->membership && n >= 3};
     uint32_t choices[F_COUNT], k = 0;
     for (uint32_t i = 0; i < F_COUNT; i++)
         if (on[i])
@@ -391,6 +398,43 @@ static void sim_fault(sim_world *w)
         w->stats.by_kind[SIM_F_SICK]++;
         sim_schedule(w, w->now_ms + sim_rng_range(&w->rng, 100, 2000),
                      SIM_EV_DISK_OK, victim, h->sick_gen, 0);
+        break;
+    }
+    case F_RECONFIG: {
+        /* one voter at a time, at most one learner: a voter (the leader
+         * itself a third of the time) becomes a learner, or the learner
+         * a voter again; refused changes (busy, no leader yet) count
+         * nothing */
+        uint32_t leader = sim_find_leader(w);
+        if (!leader)
+            break;
+        sim_host *lh = &w->hosts[leader];
+        px_status st;
+        px_get_status(lh->px, &st);
+        px_members m = st.members;
+        uint32_t who;
+        if (m.n_learners == 0) {
+            who = sim_rng_below(&w->rng, 3) == 0 ? leader : victim;
+            uint32_t kept = 0;
+            for (uint32_t i = 0; i < m.n_voters; i++)
+                if (m.voters[i] != who)
+                    m.voters[kept++] = m.voters[i];
+            if (kept == m.n_voters || kept == 0)
+                break;
+            m.n_voters = kept;
+            m.learners[m.n_learners++] = who;
+        } else {
+            who = m.learners[0];
+            m.n_learners = 0;
+            m.voters[m.n_voters++] = who;
+        }
+        int rc = sim_host_change_members(w, lh, &m);
+        sim_trace_note(w, 0, SIM_TR_FAULT, rc == 0 ? "reconfig: node to "
+                       "learner(0)/voter(1)" : "reconfig refused for node",
+                       rc == 0 ? (uint64_t)(m.n_learners == 0) : (uint64_t)-rc,
+                       who);
+        if (rc == 0)
+            w->stats.by_kind[SIM_F_RECONFIG]++;
         break;
     }
     case F_MEMBERS:
@@ -757,7 +801,7 @@ static void sim_usage(void)
             "           [--trace] [--bench] [--no-regressions] [--jobs N]\n"
             "           [--scenarios]\n"
             "profiles: calm lossy partition crash chaos slowdisk amnesia sickdisk "
-            "members forged\n");
+            "reconfig members forged\n");
 }
 
 void sim_fault_summary(const sim_stats *st, char *out, size_t len)

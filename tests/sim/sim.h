@@ -82,6 +82,12 @@ typedef struct sim_profile {
                                   host suspends the replica and, once the
                                   disk works again, reopens its stores and
                                   builds a new one (host_reopen) */
+    bool reconfig;             /* the leader changes the configuration:
+                                  demotes a voter (the leader itself,
+                                  too: a handover) to learner, or
+                                  promotes the learner back; at most one
+                                  learner, odd clusters of 3 or more, so
+                                  the quorum stays nodes / 2 + 1 */
     uint32_t fault_gap_ms;     /* mean time between injected faults */
     uint32_t fault_phase_ms;   /* faults only before this time */
 } sim_profile;
@@ -336,7 +342,7 @@ enum sim_fault_kind {
     SIM_F_PARTITION, SIM_F_ONE_WAY, SIM_F_ISOLATE, SIM_F_CRASH, SIM_F_PAUSE,
     SIM_F_AMNESIA, SIM_F_FORGE, SIM_F_CLOCK, SIM_F_EIO, SIM_F_ENOSPC,
     SIM_F_SHORT, SIM_F_TORN, SIM_F_LOST, SIM_F_FLIP, SIM_F_SICK,
-    SIM_F_MEMBERS, SIM_F_TRANSFER, SIM_F_KINDS
+    SIM_F_RECONFIG, SIM_F_MEMBERS, SIM_F_TRANSFER, SIM_F_KINDS
 };
 
 typedef struct sim_sync_ref {    /* an fdatasync a script completes */
@@ -434,6 +440,8 @@ int sim_host_change(sim_world *w, sim_host *h, px_event *ev);
 const px_members *sim_members_at(const sim_world *w, uint64_t slot);
 const px_members *sim_members_now(const sim_world *w);
 bool sim_is_member(const px_members *m, uint32_t id, bool voters_only);
+/* Step `h` with PX_EV_CHANGE_MEMBERS for `m`: px_step's result. */
+int sim_host_change_members(sim_world *w, sim_host *h, const px_members *m);
 uint64_t sim_host_applied(const sim_host *h);
 const kv *sim_host_state(const sim_host *h);
 void sim_host_synced(void *arg, uint32_t vol, const char *rel);

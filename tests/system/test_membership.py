@@ -336,17 +336,32 @@ def test_member_commands_refuse_clearly(launched):
     lines = [l for l in r.stdout.splitlines() if not l.startswith("#")]
     assert [l.split()[0] for l in lines] == ["1", "2", "3"]
     assert all(l.split()[2] == "voter" for l in lines)
-    r = ctl("remove", d, "9")
-    assert r.returncode == 1 and "not a member" in r.stderr, r.stderr
-    r = ctl("promote", d, "3")
-    assert r.returncode == 1 and "not a learner" in r.stderr, r.stderr
-    r = ctl("add", d, "3=127.0.0.1:1")
-    assert r.returncode == 1 and "member already" in r.stderr, r.stderr
-    r = ctl("add", d, "bogus")
-    assert r.returncode == 1 and "invalid" in r.stderr, r.stderr
+    # refused by the leader, asked there and through a follower (which
+    # forwards); each answered at once, and the next request is served
+    leader = c.wait_leader()
+    follower = next(n.id for n in c.nodes if n.id != leader)
+    for d in (c.node(leader).data, c.node(follower).data):
+        r = ctl("remove", d, "9")
+        assert r.returncode == 1 and "not a member" in r.stderr, r.stderr
+        r = ctl("promote", d, "3")
+        assert r.returncode == 1 and "not a learner" in r.stderr, r.stderr
+        r = ctl("add", d, "3=127.0.0.1:1")
+        assert r.returncode == 1 and "member already" in r.stderr, r.stderr
+        r = ctl("add", d, "bogus")
+        assert r.returncode == 1 and "invalid" in r.stderr, r.stderr
+        r = subprocess.run([PAXOSCTL, "status", d], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 0, r.stderr
     r = ctl("frobnicate", d, "1")
     assert r.returncode == 2 and "usage" in r.stderr, r.stderr
     assert sorted(c.node(1).status()["members"]) == [1, 2, 3]
+    # .status shows the same table: id, address, role, match and lag
+    leader = c.wait_leader()
+    table = c.node(leader).status()["membership"]["members"]
+    assert [(e["id"], e["role"]) for e in table] == [(1, "voter"), (2, "voter"),
+                                                     (3, "voter")]
+    assert all(e["address"] == "127.0.0.1:%d" % c.node(e["id"]).port for e in table)
+    assert all(e["match"] >= 1 and e["lag"] >= 0 for e in table)
 
 
 SNAP_ARGS = ("--snapshot-entries", "300", "--chain-segment-bytes", "16384")
@@ -400,3 +415,32 @@ def test_restart_recovers_the_configuration_in_force(launched):
         assert read_file(n6.path("k99")) == "v2499"
     finally:
         load.stop_all()
+
+
+def test_no_promote_leaves_the_learner_to_paxosctl(launched):
+    """With --no-promote the leader leaves a caught-up learner a learner;
+    `paxosctl member promote` makes it a voter."""
+    c = launched(3, extra=("--no-promote",))
+    r = c.ok("add", timeout=90)
+    refresh(c)
+    n4 = node_of(c, 4)
+    wait_for(lambda: member_state(n4) == "learner", 30, "node 4 to be a learner")
+    with open(c.node(1).path("seen-by-learner"), "w") as f:
+        f.write("yes")
+    wait_for(lambda: os.path.exists(n4.path("seen-by-learner")), 30,
+             "the learner to catch up")
+    table = {e["id"]: e for e in c.node(c.wait_leader()).status()["membership"]["members"]}
+    assert table[4]["role"] == "learner" and table[4]["lag"] <= 64, table
+    assert c.node(1).status()["membership"]["auto_promote"] is False
+    # a learner's mount serves writes too (forwarded to the leader)
+    with open(n4.path("from-learner"), "w") as f:
+        f.write("ok")
+    assert read_file(c.node(2).path("from-learner")) == "ok"
+    r = subprocess.run([PAXOSCTL, "member", "list", n4.data], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0 and "4 127.0.0.1:%d learner" % n4.port in r.stdout, r.stdout
+    r = subprocess.run([PAXOSCTL, "member", "promote", n4.data, "4"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "voters 1,2,3,4" in r.stdout
+    wait_for(lambda: member_state(n4) == "voter", 30, "node 4 to be a voter")
