@@ -93,7 +93,11 @@ static const sim_regression sim_regressions[] = {
     /* A PROMISE that carried a chosen CONFIG rebuilt the peer array while
      * px_on_promise held a pointer into it: the promise was counted for
      * another peer, a candidate won without a quorum and filled a chosen
-     * slot with a no-op ("AGREEMENT: slot 23 chosen twice"). */
+     * slot with a no-op ("AGREEMENT: slot 23 chosen twice").  Found while
+     * every non-voter answered PREPAREs; since a non-voter answers only a
+     * candidate that committed more (members.c invariant 8), 3,000 seeds
+     * with the bug put back found it no more, so these seeds now replay
+     * the same configurations without showing it. */
     {"promise-counted-for-another-peer-7", 237, 7, "members"},
     {"promise-counted-for-another-peer-5", 102, 5, "members"},
     {"promise-counted-for-another-peer-7b", 124, 7, "members"},
