@@ -208,7 +208,14 @@ void px_on_prepare(px_replica *r, const px_msg *m)
     bool handed_over = m->aux == PX_PREPARE_TRANSFER &&
                        r->role != PX_LEADER &&
                        px_ballot_cmp(m->aux_ballot, r->ballot) == 0;
-    if (!r->self_voter || (!handed_over && px_sticky(r, m->from))) {
+    /* A non-voter answers only a candidate that committed more than it
+     * did: it may be a voter already, promoted by a CONFIG it has not
+     * learned (members.c invariant 8).  Promising is safe for any
+     * acceptor (quorums are the proposer's to count); ignoring it would
+     * leave a cluster whose other voters need its vote without a leader,
+     * and it without the commit that makes it a voter. */
+    if ((!r->self_voter && m->commit <= r->commit) ||
+        (!handed_over && px_sticky(r, m->from))) {
         r->stats.msgs_ignored++;
         return;
     }
@@ -233,7 +240,8 @@ void px_on_prepare(px_replica *r, const px_msg *m)
             return;
         }
         px_raise_promise(r, m->ballot);
-        if (r->role == PX_FOLLOWER && r->leader_id != 0) {
+        if ((r->role == PX_FOLLOWER || r->role == PX_LEARNER) &&
+            r->leader_id != 0) {
             r->leader_id = 0; /* we no longer accept the old leader */
             px_forward_leader_changed(r);
         }

@@ -284,9 +284,22 @@ void px_on_promise(px_replica *r, const px_msg *m)
         if (chosen && e->slot == r->commit + 1) {
             if (px_learn_chosen(r, e) < 0)
                 el->overflow = true;
+            /* a CONFIG learned here may have ended the election (this
+             * replica no longer a voter: px_members_apply stepped down
+             * and reset it); what follows belongs to no election */
+            if (el->phase != PX_PHASE_PREPARE)
+                return;
             continue;
         }
         px_rec_put(r, e, chosen);
+    }
+    /* a chosen CONFIG learned above rebuilt the peer array (members.c
+     * px_members_apply): `p` may now be another peer's, or the sender no
+     * voter any more.  Look it up again. */
+    p = px_peer_find(r, m->from);
+    if (!p || !p->voter) {
+        px_election_check(r);
+        return;
     }
     if (m->slot <= p->covered && p->covered != UINT64_MAX)
         p->covered = m->aux == UINT64_MAX ? UINT64_MAX

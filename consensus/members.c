@@ -38,6 +38,12 @@
  *      the target to hold every slot, then does the same.  The leader
  *      steps down before the target can gather promises, so its read
  *      lease ends before another leader can exist.
+ *   8. A non-voter answers a PREPARE from a member whose commit index is
+ *      above its own (acceptor.c): promoted by a CONFIG it has not yet
+ *      learned, it may be a voter the candidate needs; learning that
+ *      CONFIG takes a leader, and electing one may take its promise.
+ *      Promises are safe from any acceptor: only the candidate counts
+ *      them, against the configuration it knows.
  */
 #include "px_int.h"
 

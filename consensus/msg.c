@@ -4,7 +4,9 @@
  *
  * Invariants:
  *   1. A message reaching a handler has: a known type; from = a member of
- *      the configuration in force (voter or learner), from != self;
+ *      the configuration in force (voter or learner), or a message a
+ *      replica behind on CONFIG entries must take from a node it does
+ *      not know yet (px_taken_from_outside), from != self;
  *      to = self; a ballot whose round is below PX_ROUND_MAX; for PREPARE,
  *      ACCEPT and HEARTBEAT a ballot owned by the sender; entries with
  *      strictly increasing non-zero slots, a known kind, len bounded by
@@ -139,13 +141,45 @@ static bool px_requests_valid(const px_msg *m)
     return true;
 }
 
+/* What a replica takes from a node outside the configuration in force
+ * here: a leader's PREPARE, ACCEPT, HEARTBEAT and COMMIT (whose ballot
+ * the sender owns, checked below), and the answers of the leader this
+ * replica follows.  A replica behind on CONFIG entries (back after
+ * members were added, or joining) learns of the members added since only
+ * from those entries, which a new leader carries, and its promise may be
+ * the one a newer configuration's quorum needs.  It is safe: what an
+ * acceptor promises and accepts depends on ballots alone, and a leader
+ * counts only the votes of its own configuration's voters.  Stickiness
+ * (acceptor.c) keeps a removed node's PREPARE from disturbing a replica
+ * that hears its leader.  Votes and requests (PROMISE, ACCEPTED, REJECT,
+ * HEARTBEAT_ACK, CATCHUP_REQ, TIMEOUT_NOW, FORWARD to a leader) still
+ * come from members only, so a removed node cannot vote or propose. */
+static bool px_taken_from_outside(const px_replica *r, const px_msg *m)
+{
+    switch (m->type) {
+    case PX_MSG_PREPARE:
+        return m->aux != PX_PREPARE_RECOVERY;
+    case PX_MSG_ACCEPT:
+    case PX_MSG_HEARTBEAT:
+    case PX_MSG_COMMIT:
+        return true;
+    case PX_MSG_CATCHUP:
+    case PX_MSG_SNAPSHOT_NEEDED:
+    case PX_MSG_FORWARD:
+        return r->role != PX_LEADER && m->from == r->leader_id;
+    default:
+        return false;
+    }
+}
+
 bool px_msg_valid(const px_replica *r, const px_msg *m)
 {
     if (m->type < PX_MSG_PREPARE || m->type >= PX_MSG_TYPE_COUNT)
         return false;
     if (m->to != r->self || m->from == 0 || m->from == r->self)
         return false;
-    if (!px_members_is_member(&r->members, m->from))
+    if (!px_members_is_member(&r->members, m->from) &&
+        !px_taken_from_outside(r, m))
         return false;
     if (m->ballot.round >= PX_ROUND_MAX ||
         m->aux_ballot.round >= PX_ROUND_MAX)

@@ -18,7 +18,32 @@
 struct admin {
     void *rep;
     char path[4096];
+    bool defer_asked;   /* the handler called admin_defer */
+    bool waiting;       /* a request is answered later (admin_answer) */
+    char *early;        /* answered before the handler returned */
 };
+
+void admin_defer(admin *a)
+{
+    a->defer_asked = true;
+}
+
+bool admin_waiting(const admin *a)
+{
+    return a->waiting;
+}
+
+int admin_answer(admin *a, const char *text)
+{
+    if (a->defer_asked && !a->early) {   /* still inside the handler */
+        a->early = strdup(text);
+        return a->early ? 0 : -ENOMEM;
+    }
+    if (!a->waiting)
+        return -EALREADY;
+    a->waiting = false;
+    return zmq_send(a->rep, text, strlen(text), ZMQ_DONTWAIT) < 0 ? -errno : 0;
+}
 
 static int endpoint_of(const char *data_dir, char *buf, size_t cap)
 {
@@ -65,6 +90,7 @@ void admin_close(admin *a)
         return;
     zmq_close(a->rep);
     unlink(a->path);
+    free(a->early);
     free(a);
 }
 
@@ -79,7 +105,7 @@ int admin_fd(admin *a)
 
 bool admin_serve(admin *a, admin_handler_fn fn, void *arg)
 {
-    for (int i = 0; i < 64; i++) {
+    for (int i = 0; i < 64 && !a->waiting; i++) {
         char req[ADMIN_MAX_REQUEST + 1];
         int n = zmq_recv(a->rep, req, ADMIN_MAX_REQUEST, ZMQ_DONTWAIT);
         if (n < 0)
@@ -101,11 +127,21 @@ bool admin_serve(admin *a, admin_handler_fn fn, void *arg)
             req[strcspn(req, "\r\n")] = '\0';
             fn(arg, req, &reply);
         }
+        if (a->defer_asked) {   /* answered later: read nothing meanwhile */
+            a->defer_asked = false;
+            free(reply);
+            reply = a->early;   /* unless that was already */
+            a->early = NULL;
+            if (!reply) {
+                a->waiting = true;
+                return false;
+            }
+        }
         const char *text = reply ? reply : "error: out of memory";
         zmq_send(a->rep, text, strlen(text), 0);
         free(reply);
     }
-    return true;
+    return !a->waiting;
 }
 
 int admin_call(const char *data_dir, const char *request, int timeout_ms,

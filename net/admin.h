@@ -33,6 +33,15 @@ int admin_fd(admin *a);
  * at the bound: more may be waiting, poll without blocking. */
 bool admin_serve(admin *a, admin_handler_fn fn, void *arg);
 
+/* Called by the handler: this request is answered later, with
+ * admin_answer (its reply, if any, is dropped).  Meanwhile no request is
+ * read (the socket is a REP: one at a time; others queue in ZeroMQ). */
+void admin_defer(admin *a);
+bool admin_waiting(const admin *a);
+/* The answer to the deferred request.  0, -EALREADY (none waits) or a
+ * ZeroMQ failure. */
+int admin_answer(admin *a, const char *text);
+
 /* Client side (paxosctl): send `request` to the node of `data_dir` and
  * wait up to timeout_ms for the reply (malloc'ed).  0 or negative errno. */
 int admin_call(const char *data_dir, const char *request, int timeout_ms,

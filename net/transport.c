@@ -124,6 +124,91 @@ static peer *find_peer(transport *t, uint32_t id)
     return NULL;
 }
 
+/* A DEALER to `p`'s ROUTER, configured as every one (invariants 1, 4). */
+static int peer_connect(transport *t, peer *p, char *err, size_t err_len)
+{
+    char endpoint[300];
+    p->dealer = zmq_socket(t->ctx, ZMQ_DEALER);
+    if (!p->dealer) {
+        int e = errno;
+        snprintf(err, err_len, "cannot create a DEALER socket");
+        return -e;
+    }
+    set_int(p->dealer, ZMQ_LINGER, 0);
+    set_int(p->dealer, ZMQ_SNDHWM, TRANSPORT_SEND_HWM);
+    set_int(p->dealer, ZMQ_RECONNECT_IVL, TRANSPORT_RECONNECT_MS);
+    set_int(p->dealer, ZMQ_RECONNECT_IVL_MAX, TRANSPORT_RECONNECT_MAX_MS);
+    /* queue only for peers we are connected to: a dead peer's backlog
+     * would otherwise arrive stale after it restarts */
+    set_int(p->dealer, ZMQ_IMMEDIATE, 1);
+    set_bounds(p->dealer);
+    int rc = t->key ? keys_set_client(p->dealer, t->key) : 0;
+    snprintf(endpoint, sizeof endpoint, "tcp://%s:%u", p->addr.host, p->addr.port);
+    if (rc == 0 && zmq_connect(p->dealer, endpoint) != 0)
+        rc = -errno;
+    if (rc < 0) {
+        snprintf(err, err_len, "cannot connect to peer %u at %s: %s",
+                 p->addr.id, endpoint, zmq_strerror(-rc));
+        zmq_close(p->dealer);
+        p->dealer = NULL;
+    }
+    return rc;
+}
+
+int transport_add_peer(transport *t, const net_peer_addr *a, char *err,
+                       size_t err_len)
+{
+    peer *old = find_peer(t, a->id);
+    if (old) {
+        if (strcmp(old->addr.host, a->host) == 0 && old->addr.port == a->port)
+            return -EEXIST;
+        snprintf(err, err_len, "peer %u is already at %s:%u", a->id,
+                 old->addr.host, old->addr.port);
+        return -EEXIST;
+    }
+    if (t->n_peers == TRANSPORT_MAX_PEERS) {
+        snprintf(err, err_len, "at most %d members", TRANSPORT_MAX_PEERS);
+        return -ENOSPC;
+    }
+    if (a->id == 0 || !a->host[0] || a->port == 0) {
+        snprintf(err, err_len, "bad peer address for %u", a->id);
+        return -EINVAL;
+    }
+    peer *p = &t->peers[t->n_peers];
+    memset(p, 0, sizeof *p);
+    p->addr = *a;
+    p->st.id = a->id;
+    if (a->id != t->self_id) {
+        int rc = peer_connect(t, p, err, err_len);
+        if (rc < 0)
+            return rc;
+    }
+    t->n_peers++;
+    return 0;
+}
+
+int transport_remove_peer(transport *t, uint32_t id)
+{
+    peer *p = find_peer(t, id);
+    if (!p || id == t->self_id)
+        return -ENOENT;
+    if (p->dealer)
+        zmq_close(p->dealer);   /* ZMQ_LINGER 0: its queue goes with it */
+    uint32_t i = (uint32_t)(p - t->peers);
+    memmove(&t->peers[i], &t->peers[i + 1],
+            (t->n_peers - i - 1) * sizeof t->peers[0]);
+    t->n_peers--;
+    memset(&t->peers[t->n_peers], 0, sizeof t->peers[0]);
+    t->removed++;
+    return 0;
+}
+
+uint64_t transport_removed_peers(const transport *t)
+{
+    return t->removed;
+}
+
+
 int transport_open(void *ctx, uint32_t self_id, const net_peer_addr *peers,
                    uint32_t n_peers, const keys *key, transport **out,
                    char *err, size_t err_len)
@@ -139,6 +224,7 @@ int transport_open(void *ctx, uint32_t self_id, const net_peer_addr *peers,
     }
     t->self_id = self_id;
     t->ctx = ctx;
+    t->key = key;
     int rc = 0;
     const net_peer_addr *me = NULL;
     for (uint32_t i = 0; i < n_peers; i++)
@@ -187,34 +273,9 @@ int transport_open(void *ctx, uint32_t self_id, const net_peer_addr *peers,
         goto fail;
     }
     for (uint32_t i = 0; i < n_peers; i++) {
-        peer *p = &t->peers[t->n_peers++];
-        p->addr = peers[i];
-        p->st.id = peers[i].id;
-        if (peers[i].id == self_id)
-            continue;
-        p->dealer = zmq_socket(t->ctx, ZMQ_DEALER);
-        if (!p->dealer) {
-            rc = -errno;
-            snprintf(err, err_len, "cannot create a DEALER socket");
+        rc = transport_add_peer(t, &peers[i], err, err_len);
+        if (rc < 0)
             goto fail;
-        }
-        set_int(p->dealer, ZMQ_LINGER, 0);
-        set_int(p->dealer, ZMQ_SNDHWM, TRANSPORT_SEND_HWM);
-        set_int(p->dealer, ZMQ_RECONNECT_IVL, TRANSPORT_RECONNECT_MS);
-        set_int(p->dealer, ZMQ_RECONNECT_IVL_MAX, TRANSPORT_RECONNECT_MAX_MS);
-        /* queue only for peers we are connected to: a dead peer's backlog
-         * would otherwise arrive stale after it restarts */
-        set_int(p->dealer, ZMQ_IMMEDIATE, 1);
-        set_bounds(p->dealer);
-        rc = key ? keys_set_client(p->dealer, key) : 0;
-        snprintf(endpoint, sizeof endpoint, "tcp://%s:%u", p->addr.host, p->addr.port);
-        if (rc == 0 && zmq_connect(p->dealer, endpoint) != 0)
-            rc = -errno;
-        if (rc < 0) {
-            snprintf(err, err_len, "cannot connect to peer %u at %s: %s",
-                     p->addr.id, endpoint, zmq_strerror(-rc));
-            goto fail;
-        }
     }
     *out = t;
     return 0;
@@ -360,11 +421,48 @@ static void receive_snap(transport *t, const uint8_t *buf, size_t len,
     }
 }
 
+void transport_set_member_handler(transport *t, transport_member_fn fn,
+                                  void *arg)
+{
+    t->member_fn = fn;
+    t->member_arg = arg;
+}
+
+/* A MEMBER frame: checked like any frame, then handed to the handler. */
+static void receive_member(transport *t, const uint8_t *buf, size_t len,
+                           uint64_t now_ms)
+{
+    wire_member m;
+    int rc = wire_decode_member(buf, len, &m);
+    if (rc < 0) {
+        note_drop(t, NULL, now_ms, "malformed membership frame");
+        return;
+    }
+    peer *p = find_peer(t, m.from);
+    if (!p || m.from == t->self_id) {
+        note_drop(t, NULL, now_ms, "sender is not a member");
+    } else if (m.to != t->self_id) {
+        note_drop(t, p, now_ms, "addressed to another node");
+    } else if (p->st.blocked) {
+        note_drop(t, p, now_ms, "link blocked");
+    } else if (!t->member_fn) {
+        note_drop(t, p, now_ms, "membership frame, no handler here");
+    } else {
+        p->st.received++;
+        p->st.last_recv_ms = now_ms;
+        t->member_fn(t->member_arg, &m);
+    }
+}
+
 static void receive_one(transport *t, const uint8_t *buf, size_t len,
                         uint64_t now_ms, transport_recv_fn fn,
                         transport_head_fn head_fn, void *arg)
 {
     wire_header hdr;
+    if (wire_peek(buf, len, &hdr) == 0 && hdr.kind == WIRE_MEMBER) {
+        receive_member(t, buf, len, now_ms);
+        return;
+    }
     if (wire_peek(buf, len, &hdr) == 0 && hdr.kind == WIRE_CHAIN_HEAD) {
         receive_head(t, buf, len, now_ms, head_fn, arg);
         return;

@@ -49,6 +49,8 @@
 #include "keys.h"
 #include "wire.h"
 
+/* Members this node talks to, itself included: the bound of a
+ * configuration (voters and learners, base/types.h PX_MAX_MEMBERS). */
 #define TRANSPORT_MAX_PEERS PX_MAX_MEMBERS
 #define TRANSPORT_SEND_HWM 10000
 #define TRANSPORT_LOG_INTERVAL_MS 10000
@@ -117,6 +119,10 @@ typedef void (*transport_snap_fn)(void *arg, uint32_t from,
                                   const wire_snapshot *chunk,
                                   const wire_snapshot_ask *ask);
 
+/* A MEMBER frame from a member, addressed to this node (wire.h); its text
+ * is valid during the call only. */
+typedef void (*transport_member_fn)(void *arg, const wire_member *m);
+
 /* Open the sockets in ZeroMQ context `ctx` (owned by the caller, which
  * terminates it after transport_close).  `key` is the cluster key, or NULL
  * for an unauthenticated cluster.  0 or a negative errno with a message in
@@ -125,6 +131,20 @@ int transport_open(void *ctx, uint32_t self_id, const net_peer_addr *peers,
                    uint32_t n_peers, const keys *key, transport **out,
                    char *err, size_t err_len);
 void transport_close(transport *t);
+
+/* The configuration changed (node/members.c): connect to a new member /
+ * forget a removed one.  `key` given at transport_open must still be
+ * valid.  Add: 0, -EEXIST (already a peer; err says so when at another
+ * address), -ENOSPC (TRANSPORT_MAX_PEERS peers already), -EINVAL or a
+ * ZeroMQ failure (err).  Remove: 0 or -ENOENT (not a peer, or this node);
+ * its DEALER and whatever it still queued are dropped at once, and from
+ * then on its frames are dropped and counted as from a non-member
+ * (invariant 2, transport_unknown_drops).  Peer indexes
+ * (transport_peer_stats_get) may change on either. */
+int transport_add_peer(transport *t, const net_peer_addr *a, char *err,
+                       size_t err_len);
+int transport_remove_peer(transport *t, uint32_t id);
+uint64_t transport_removed_peers(const transport *t);
 
 /* The ZMQ_FDs the loop must poll (the ROUTER, the ZAP handler when keyed,
  * the ROUTER's connection monitor): readable when a socket may have
@@ -149,6 +169,11 @@ bool transport_receive(transport *t, unsigned which, uint64_t now_ms,
  * are dropped and counted. */
 void transport_set_snapshot_handler(transport *t, transport_snap_fn fn,
                                     void *arg);
+
+/* Where MEMBER frames go (checked like every frame); without a handler
+ * they are dropped and counted. */
+void transport_set_member_handler(transport *t, transport_member_fn fn,
+                                  void *arg);
 
 /* Send this node's chain head to every peer (dropped where a queue is
  * full, like any frame). */

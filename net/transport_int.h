@@ -75,6 +75,10 @@ struct transport {
     uint64_t reasm_bytes;        /* allocated for them */
     uint32_t reasm_active;       /* slots joining a frame */
     uint64_t reasm_seq;
+    const keys *key;             /* cluster key (the caller's), or NULL */
+    uint64_t removed;            /* peers removed (transport_remove_peer) */
+    transport_member_fn member_fn;   /* MEMBER frames */
+    void *member_arg;
     transport_snap_fn snap_fn;   /* SNAPSHOT and SNAPSHOT_ASK frames */
     void *snap_arg;
 };

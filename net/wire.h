@@ -97,6 +97,8 @@ enum wire_kind {
     WIRE_SNAPSHOT_ASK = 7, /* a receiver asks for bytes of a snapshot */
     WIRE_MOUNT_REQ = 8,    /* client-only mount -> node (net/wire_mount.h) */
     WIRE_MOUNT_MSG = 9,    /* node -> client-only mount (net/wire_mount.h) */
+    WIRE_MEMBER = 10,      /* a membership change forwarded to the leader,
+                              and its answer (node/members.c) */
     WIRE_KIND_COUNT
 };
 
@@ -229,6 +231,30 @@ int wire_encode_snapshot_ask_into(const wire_snapshot_ask *a, uint8_t *buf,
                                   size_t cap, size_t *out_len);
 int wire_decode_snapshot_ask(const uint8_t *buf, size_t len,
                              wire_snapshot_ask *a);
+
+/* ----------------------------------------------------------------- MEMBER */
+
+/* A membership change asked at a member that does not lead, forwarded to
+ * the leader (answer 0), and the leader's answer (answer 1): `status` 0
+ * or a negative errno, `text` the request ("add 4=HOST:PORT", "remove 4",
+ * "promote 4") or the answer's words.  Body: from u32, to u32, token u64,
+ * answer u8 (0 or 1), status i32, text_len u16 (<= WIRE_MAX_MEMBER_TEXT),
+ * text. */
+#define WIRE_MAX_MEMBER_TEXT 512u
+typedef struct wire_member {
+    uint32_t from;
+    uint32_t to;
+    uint64_t token;        /* the asker's tag, echoed in the answer */
+    uint8_t answer;        /* 0 request, 1 answer */
+    int32_t status;
+    uint16_t len;
+    const char *text;      /* len bytes, not NUL-terminated; decoded:
+                              points into the frame */
+} wire_member;
+
+int wire_encode_member_into(const wire_member *m, uint8_t *buf, size_t cap,
+                            size_t *out_len);
+int wire_decode_member(const uint8_t *buf, size_t len, wire_member *m);
 
 /* ------------------------------------------------------ CLIENT_REQ/REPLY */
 

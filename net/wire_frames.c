@@ -483,3 +483,68 @@ int wire_decode_client_reply(const uint8_t *buf, size_t len,
     return 0;
 }
 
+
+/* --------------------------------------------------------------- MEMBER */
+
+/*
+ * MEMBER body (23 bytes + len):
+ *
+ *   offset size meaning
+ *        0    4 from
+ *        4    4 to
+ *        8    8 token   (the asker's tag, echoed in the answer)
+ *       16    1 answer  (0 a request, 1 its answer)
+ *       17    4 status  (i32: 0 or a negative errno; 0 in a request)
+ *       21    2 len     (<= WIRE_MAX_MEMBER_TEXT)
+ *       23  len text    (the request or the answer's words)
+ */
+#define WIRE_MEMBER_BODY 23u
+
+int wire_encode_member_into(const wire_member *m, uint8_t *buf, size_t cap,
+                            size_t *out_len)
+{
+    uint8_t *p;
+    if (!m || m->answer > 1 || (m->len && !m->text))
+        return -EINVAL;
+    if (m->len > WIRE_MAX_MEMBER_TEXT)
+        return -EMSGSIZE;
+    size_t frame = WIRE_HEADER_BYTES + WIRE_MEMBER_BODY + m->len;
+    int rc = wire_start(buf, cap, frame, WIRE_MEMBER, &p);
+    if (rc)
+        return rc;
+    put_u32(&p, m->from);
+    put_u32(&p, m->to);
+    put_u64(&p, m->token);
+    put_u8(&p, m->answer);
+    put_u32(&p, (uint32_t)m->status);
+    put_u16(&p, m->len);
+    put_bytes(&p, (const uint8_t *)m->text, m->len);
+    if (out_len)
+        *out_len = frame;
+    return 0;
+}
+
+int wire_decode_member(const uint8_t *buf, size_t len, wire_member *m)
+{
+    const uint8_t *p;
+    size_t left;
+    if (!m)
+        return -EINVAL;
+    int rc = wire_open_body(buf, len, WIRE_MEMBER, &p, &left);
+    if (rc)
+        return rc;
+    if (left < WIRE_MEMBER_BODY)
+        return -EBADMSG;
+    m->from = get_u32(&p);
+    m->to = get_u32(&p);
+    m->token = get_u64(&p);
+    m->answer = get_u8(&p);
+    m->status = (int32_t)get_u32(&p);
+    m->len = get_u16(&p);
+    if (m->len > WIRE_MAX_MEMBER_TEXT)
+        return -EMSGSIZE;
+    if (m->answer > 1 || left - WIRE_MEMBER_BODY != m->len)
+        return -EBADMSG;
+    m->text = (const char *)p;
+    return 0;
+}

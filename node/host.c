@@ -199,7 +199,7 @@ static void handle_output(host *h, const px_output *out)
         h->e.output(h->e.arg, out);
 }
 
-void host_step(host *h, px_event *ev)
+int host_step(host *h, px_event *ev)
 {
     px_output out;
     ev->now_ms = host_now(h);
@@ -211,14 +211,17 @@ void host_step(host *h, px_event *ev)
          * and let host_reopen build a new one from the durable state, as
          * after a storage failure (invariant 3) */
         host_fail(h, "a replica step (out of memory)", -ENOMEM);
-        return;
+        return rc;
     }
     if (rc < 0) {
-        host_logf(h, "paxosfs: node %u: replica step failed: %s", h->cfg.id,
-                  strerror(-rc));
-        return;
+        /* a refused change is the caller's to report (px.h) */
+        if (ev->type != PX_EV_CHANGE_MEMBERS && ev->type != PX_EV_TRANSFER)
+            host_logf(h, "paxosfs: node %u: replica step failed: %s",
+                      h->cfg.id, strerror(-rc));
+        return rc;
     }
     handle_output(h, &out);
+    return 0;
 }
 
 void host_flush(host *h)
@@ -443,8 +446,8 @@ void host_installed_event(const snap_info *info, px_event *ev)
 {
     *ev = (px_event){ .type = PX_EV_SNAPSHOT_INSTALLED };
     ev->u.snapshot.index = info->index;
-    if (px_members_decode(info->membership, info->membership_len,
-                          &ev->u.snapshot.members) < 0)
+    if (px_config_decode(info->membership, info->membership_len,
+                         &ev->u.snapshot.members, NULL, NULL) < 0)
         memset(&ev->u.snapshot.members, 0, sizeof ev->u.snapshot.members);
     memcpy(ev->u.snapshot.hash, info->head_hash, CHAIN_HASH_BYTES);
 }

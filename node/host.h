@@ -167,8 +167,9 @@ int host_start(host *h);
 void host_close(host *h, bool clean);
 
 /* Step the replica with `ev` (its clock fields are filled here) and carry
- * out its output. */
-void host_step(host *h, px_event *ev);
+ * out its output.  Returns px_step's result (a refused change: nothing
+ * was carried out). */
+int host_step(host *h, px_event *ev);
 
 /* End of a turn: write what is buffered as one generation and make it
  * durable (group commit). */
@@ -219,6 +220,17 @@ int host_failed(const host *h);       /* 0 or the negative errno */
  * suspended). */
 int host_reopen(host *h, bool recovering, uint64_t seed, char *why,
                 char *err, size_t err_len);
+
+/* The configuration in force at the chain head when the replica was last
+ * built (host_open, host_reopen): the last CONFIG block of the chain, or
+ * the newest snapshot's membership when the chain after it holds none;
+ * the replica was created with it.  false: neither holds one (the
+ * configuration of cfg->px.members is in force).  *ctx points at the
+ * CONFIG's host context (NULL, 0: none), valid until the next reopen;
+ * *index is the CONFIG's block, or the snapshot's index when it came from
+ * the snapshot (*in_snapshot). */
+bool host_config_found(const host *h, px_members *m, const uint8_t **ctx,
+                       uint32_t *ctx_len, uint64_t *index, bool *in_snapshot);
 
 /* What it owns, for the runtime's own reading (never freed by it). */
 px_replica *host_replica(host *h);

@@ -40,6 +40,16 @@ struct host {
                                    acceptor store once its sync is idle */
     uint64_t last_chain_sync_ms;
 
+    /* the configuration in force at the chain head when the replica was
+     * built (host_config_found) */
+    bool has_config;
+    px_members config;
+    uint64_t config_index;      /* its CONFIG block, or the snapshot's
+                                   index (config_in_snapshot) */
+    bool config_in_snapshot;
+    uint32_t config_ctx_len;
+    uint8_t config_ctx[PX_CONFIG_MAX_CONTEXT];
+
     /* snapshots (host.h) */
     snapstore *snaps;
     bool has_snap;

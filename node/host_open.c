@@ -178,6 +178,60 @@ static int open_storage(host *h, char *why, char *err, size_t err_len)
     return 0;
 }
 
+/* The configuration in force at the chain head: the last CONFIG block
+ * after the snapshot, else the snapshot's (host_config_found). */
+static void find_config(host *h)
+{
+    h->has_config = false;
+    h->config_ctx_len = 0;
+    uint64_t base = chain_base_index(h->chain);
+    for (uint64_t i = chain_head_index(h->chain); i > base; i--) {
+        chain_block b;
+        if (chain_read(h->chain, i, &b) < 0)
+            break;   /* verified at open: a read failing now is for later */
+        if (b.kind == PX_ENTRY_CONFIG) {
+            const uint8_t *ctx = NULL;
+            uint32_t len = 0;
+            if (px_config_decode(b.data, b.len, &h->config, &ctx, &len) == 0) {
+                h->has_config = true;
+                h->config_index = i;
+                h->config_in_snapshot = false;
+                h->config_ctx_len = len;
+                if (len)
+                    memcpy(h->config_ctx, ctx, len);
+            }
+            chain_block_free(&b);
+            return;
+        }
+        chain_block_free(&b);
+    }
+    const uint8_t *ctx = NULL;
+    uint32_t len = 0;
+    if (h->has_snap && px_config_decode(h->snap.membership,
+                                        h->snap.membership_len, &h->config,
+                                        &ctx, &len) == 0) {
+        h->has_config = true;
+        h->config_index = h->snap.index;
+        h->config_in_snapshot = true;
+        h->config_ctx_len = len;
+        if (len)
+            memcpy(h->config_ctx, ctx, len);
+    }
+}
+
+bool host_config_found(const host *h, px_members *m, const uint8_t **ctx,
+                       uint32_t *ctx_len, uint64_t *index, bool *in_snapshot)
+{
+    if (!h->has_config)
+        return false;
+    *index = h->config_index;
+    *in_snapshot = h->config_in_snapshot;
+    *m = h->config;
+    *ctx = h->config_ctx_len ? h->config_ctx : NULL;
+    *ctx_len = h->config_ctx_len;
+    return true;
+}
+
 /* A replica from the durable state: the acceptor store's promise and the
  * accepted values above the chain head, at the chain head (host_open,
  * and host_reopen after a storage failure).  0 or -errno with err. */
@@ -197,6 +251,9 @@ static int host_new_replica(host *h, bool recovering, uint64_t seed,
         .accepts = ast.accepts + first,
         .recovering = recovering,
     };
+    find_config(h);   /* the configuration in force, not the options' */
+    if (h->has_config)
+        restore.members = h->config;
     px_options opt = h->cfg.px;
     opt.seed = seed;
     int rc = px_create(&opt, &restore, &h->px);

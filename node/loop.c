@@ -171,6 +171,7 @@ static void edge_applied(void *arg, const px_entry *e,
 {
     node *n = arg;
     (void)hash;
+    members_applied(n, e);   /* a CONFIG: the peers follow */
     if (kv_applied_index(n->state) == e->slot)
         snapnode_applied(n, e);
     fs_chain_grew(n->mount);       /* readers of .chain/stream */
@@ -286,6 +287,8 @@ static int node_submit(void *ctx, const uint8_t *op, uint32_t len,
     node_track_leader(n, node_now_ms());   /* as of now, not of the turn */
     if (n->fatal && !answered)   /* a write made at release waits */
         return health_client_errno(n->fatal);   /* invariant 2 */
+    if (members_removed(n) && !answered)
+        return -EROFS;   /* not a member any more (members.c) */
     if (n->no_leader && !answered) {
         n->fast_failed++;
         return -EHOSTUNREACH;
@@ -302,6 +305,8 @@ static int read_gate(node *n, unsigned flags)
     node_track_leader(n, node_now_ms());
     if (n->fatal)   /* invariant 2: nothing is applied meanwhile */
         return health_client_errno(n->fatal);
+    if (members_removed(n))
+        return -EROFS;   /* no read point outside the configuration */
     if (n->no_leader) {
         n->fast_failed++;
         return -EHOSTUNREACH;
@@ -350,6 +355,8 @@ static int node_can_write(void *ctx)
     node_track_leader(n, node_now_ms());
     if (n->fatal)
         return health_client_errno(n->fatal);   /* invariant 2 */
+    if (members_removed(n))
+        return -EROFS;   /* not a member any more (members.c) */
     if (n->no_leader) {
         n->fast_failed++;
         return -EHOSTUNREACH;
@@ -613,6 +620,7 @@ int node_run(node *n)
         integrity_send_heads(n, now);
         catchup_expire(n, now);
         snapnode_turn(n, now);
+        members_turn(n, now);
         if (n->fatal && health_poll(&n->health, now))
             node_storage_reopen(n);   /* invariant 2: the probe passed */
     }

@@ -59,6 +59,15 @@ typedef struct node_config {
                                       (node/serve.h) */
     uint32_t client_ring;          /* changes kept for clients that resume
                                       here (0: SERVE_RING) */
+    bool join;                     /* a new member joining a running
+                                      cluster: its --peers name the
+                                      members (the seed list) and this
+                                      node; it starts as a non-voter and
+                                      learns the configuration */
+    bool no_promote;               /* leader: never promote a learner by
+                                      itself (paxosctl member promote) */
+    uint64_t promote_lag;          /* ... else promote one lagging at
+                                      most this many slots */
     const char *log_path;          /* NULL, or the file stdout and stderr
                                       go to: opened again after the node
                                       reopened its storage (a data disk

@@ -75,11 +75,41 @@
 #define NODE_SNAPSHOT_ENTRIES 100000   /* node_config defaults */
 #define NODE_SNAPSHOT_BYTES (UINT64_C(1) << 30)
 #define NODE_VERIFY_INTERVAL_MS 600000 /* node_config default: 10 min */
+/* A learner lagging the leader's commit index by at most this many slots
+ * is promoted to voter (node_config.promote_lag): about one window of
+ * slots in flight, so that the new voter can vote on the next slots
+ * without first fetching a backlog (a voter that lags leaves the
+ * cluster's quorums one failure closer to stalling). */
+#define NODE_PROMOTE_LAG 64
 #define NODE_DIGESTS 4096              /* state digests kept (snapshot.c) */
 
 struct node_digest {
     uint64_t index;
     uint8_t digest[KV_DIGEST_BYTES];
+};
+
+/* members.c: the configuration as this node follows it, and a change
+ * asked through it */
+struct node_members {
+    px_members in_force;        /* as last applied (or found at open) */
+    uint64_t config_index;      /* block of its CONFIG (0: initial) */
+    uint64_t changes_applied;
+    bool from_chain;            /* found in the chain or a snapshot */
+    bool was_member, removed;   /* removed: was one, is no longer */
+    net_peer_addr seed[TRANSPORT_MAX_PEERS];   /* --peers as given */
+    uint32_t n_seed;
+    /* the change outstanding here (members.c invariant 2) */
+    bool busy;
+    uint32_t origin;            /* 0 admin socket, UINT32_MAX this node,
+                                   else the member that forwarded it */
+    uint64_t origin_token;      /* its tag */
+    uint64_t forward_token;     /* ours, when we forwarded it */
+    uint64_t slot;              /* its CONFIG's slot (leader; 0: none) */
+    uint64_t deadline_ms;
+    px_members want;
+    char what[96];
+    uint64_t next_token;
+    uint64_t last_promote_ms;
 };
 
 struct node_fact {
@@ -154,6 +184,8 @@ struct node {
                                                       a new one means its
                                                       chain must agree anew */
     char recovering_why[1400];    /* "" = not recovering (integrity.c 2) */
+
+    struct node_members mem;    /* members.c */
 
     /* catchup.c: what peers told us they hold, and a held CATCHUP */
     struct node_fact facts[TRANSPORT_MAX_PEERS][NODE_FACTS];
@@ -270,6 +302,20 @@ void repair_after_reopen(node *n);
 void repair_status(node *n, FILE *fp);
 int repair_incidents_text(void *ctx, char **text, size_t *len);
 int snapnode_retake(node *n);                               /* snapshot.c */
+/* members.c */
+int members_init(node *n, const px_members *initial);
+void members_start(node *n);
+void members_applied(node *n, const px_entry *e);
+void members_installed(node *n, const snap_info *info);
+void members_on_config(node *n, uint64_t slot, const px_members *m,
+                       const uint8_t *ctx, uint32_t ctx_len);
+void members_turn(node *n, uint64_t now);
+bool members_admin(node *n, const char *req, char **reply);
+bool members_removed(const node *n);
+int members_text(node *n, char **text, size_t *len);
+void members_status_json(node *n, FILE *fp);
+int members_snapshot_blob(node *n, const px_members *m, uint8_t *buf,
+                          uint32_t cap);
 
 /* status.c */
 int status_text(void *ctx, char **text, size_t *len);

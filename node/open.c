@@ -36,6 +36,7 @@ void node_config_default(node_config *cfg)
     cfg->snapshot_entries = NODE_SNAPSHOT_ENTRIES;
     cfg->snapshot_bytes = NODE_SNAPSHOT_BYTES;
     cfg->verify_interval_ms = NODE_VERIFY_INTERVAL_MS;
+    cfg->promote_lag = NODE_PROMOTE_LAG;
 }
 
 /* -------------------------------------------------------- open/close */
@@ -200,8 +201,16 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
         opt.members.voters[0] = cfg->id;
         opt.members.n_voters = 1;
     } else {
+        /* joining: the others are the voters, this node none of them (it
+         * learns the configuration in force from the cluster) */
         for (uint32_t i = 0; i < cfg->n_peers; i++)
-            opt.members.voters[opt.members.n_voters++] = cfg->peers[i].id;
+            if (!cfg->join || cfg->peers[i].id != cfg->id)
+                opt.members.voters[opt.members.n_voters++] = cfg->peers[i].id;
+        if (opt.members.n_voters == 0) {
+            rc = -EINVAL;
+            snprintf(err, err_len, "--join needs --peers naming the members");
+            goto fail;
+        }
     }
     opt.seed = node_random_u64();
     host_config hc = {
@@ -223,6 +232,7 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     n->px = host_replica(n->host);
     if (why[0])
         integrity_begin_recovery(n, why);
+    members_init(n, &opt.members);   /* the configuration in force */
     rc = node_record_start(n, err, err_len);
     if (rc < 0)
         goto fail;
@@ -233,11 +243,12 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
         snprintf(err, err_len, "cannot create the ZeroMQ context");
         goto fail;
     }
-    if (cfg->n_peers > 0) {
-        rc = transport_open(n->zctx, cfg->id, n->cfg.peers, cfg->n_peers,
+    if (n->cfg.n_peers > 0) {
+        rc = transport_open(n->zctx, cfg->id, n->cfg.peers, n->cfg.n_peers,
                             n->cfg.key, &n->net, err, err_len);
         if (rc < 0)
             goto fail;
+        members_start(n);
     }
     rc = admin_open(n->zctx, n->data_dir, &n->adm, err, err_len);
     if (rc < 0)

@@ -103,7 +103,7 @@ static int snap_start_take(node *n, const char *why)
     px_status st;
     px_get_status(n->px, &st);
     uint8_t members[SNAP_MAX_MEMBERSHIP];
-    int mlen = px_members_encode(&st.members, members, sizeof members);
+    int mlen = members_snapshot_blob(n, &st.members, members, sizeof members);
     if (mlen < 0)
         mlen = 0;
     int rc = snapstore_take_start(snaps, n->state,
@@ -260,6 +260,7 @@ static void install(node *n)
     px_event ev;
     host_installed_event(&info, &ev);
     node_step(n, &ev);   /* invariant 3: the replica last */
+    members_installed(n, &info);
     node_serve_reads(n);
 }
 

@@ -127,6 +127,7 @@ int status_text(void *ctx, char **text, size_t *len)
     status_storage(n, &st, fp);
     if (n->serve)
         serve_status_json(n->serve, fp);
+    members_status_json(n, fp);
     fprintf(fp, ",\"peers\":[");
     uint64_t now = node_now_ms();
     const char *sep = "";
@@ -215,6 +216,8 @@ void status_admin(void *arg, const char *request, char **reply)
     node *n = arg;
     char verb[16], what[16];
     unsigned peer = 0;
+    if (members_admin(n, request, reply))
+        return;
     if (strcmp(request, "status") == 0) {
         size_t len;
         if (status_text(n, reply, &len) < 0)
@@ -263,7 +266,9 @@ void status_admin(void *arg, const char *request, char **reply)
         return;
     }
     *reply = strdup("error: unknown request (want: status | link drop J | "
-                    "link heal J | snapshot | snapshot-wait INDEX)");
+                    "link heal J | snapshot | snapshot-wait INDEX | member list | "
+                    "member add ID=HOST:PORT | member remove ID | "
+                    "member promote ID)");
 }
 
 /* The mount's .chain directory (fs_backend.block_text, .chain_head). */

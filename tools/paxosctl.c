@@ -8,6 +8,8 @@
  *   1  the thing checked is bad (e.g. verify found damage)
  *   2  usage error, or the check could not be carried out (I/O error,
  *      missing directory, out of memory)
+ *   3  (member) not now: another change is under way, no leader, or the
+ *      change did not commit in time; retrying later may succeed
  *
  * Invariants:
  *   1. Read-only subcommands open nothing for writing.
@@ -27,7 +29,7 @@
 #include "../net/keys.h"
 #include "../net/admin.h"
 
-enum { EXIT_OK = 0, EXIT_BAD = 1, EXIT_ERROR = 2 };
+enum { EXIT_OK = 0, EXIT_BAD = 1, EXIT_ERROR = 2, EXIT_AGAIN = 3 };
 
 typedef struct ctl_command {
     const char *name;
@@ -44,6 +46,7 @@ static int cmd_link(int argc, char **argv);
 static int cmd_snapshot(int argc, char **argv);
 static int cmd_backup(int argc, char **argv);
 static int cmd_restore(int argc, char **argv);
+static int cmd_member(int argc, char **argv);
 
 static const ctl_command commands[] = {
     { "verify", "DIR",
@@ -67,6 +70,10 @@ static const ctl_command commands[] = {
     { "snapshot", "DIR",
       "the node serving DIR takes a snapshot of its state now; prints its "
       "index, key count and sizes once it is durable", cmd_snapshot },
+    { "member", "list|add|remove|promote DIR [ID=HOST:PORT|ID]",
+      "list the members, or change the configuration through the node of "
+      "DIR (it forwards to the leader; one change at a time): add a node "
+      "as a learner, remove one, promote a learner to voter", cmd_member },
     { "help", "", "show this help", cmd_help },
 };
 
@@ -81,7 +88,8 @@ static void usage(FILE *out)
                  commands[i].args);
         fprintf(out, "  %-22s %s\n", left, commands[i].summary);
     }
-    fprintf(out, "\nexit status: 0 ok, 1 damaged/bad, 2 usage or I/O error\n");
+    fprintf(out, "\nexit status: 0 ok, 1 damaged/bad/refused, 2 usage or I/O error, "
+            "3 not now (member: retry)\n");
 }
 
 static int cmd_help(int argc, char **argv)
@@ -487,4 +495,49 @@ static int take_snapshot(const char *dir, bool quiet)
     fprintf(stderr, "paxosctl: the snapshot did not finish within 10 "
             "minutes\n");
     return EXIT_ERROR;
+}
+
+/* Changes wait for their CONFIG to commit (the node answers then, or
+ * after 10 s, 15 s when it forwarded the request to the leader). */
+#define MEMBER_TIMEOUT_MS 30000
+
+static int cmd_member(int argc, char **argv)
+{
+    const char *usage_line = "usage: paxosctl member list DIR | member add "
+                             "DIR ID=HOST:PORT | member remove DIR ID | "
+                             "member promote DIR ID\n";
+    bool list = argc == 3 && strcmp(argv[1], "list") == 0;
+    bool change = argc == 4 && (strcmp(argv[1], "add") == 0 ||
+                                strcmp(argv[1], "remove") == 0 ||
+                                strcmp(argv[1], "promote") == 0);
+    if (!list && !change) {
+        fprintf(stderr, "%s", usage_line);
+        return EXIT_ERROR;
+    }
+    char request[ADMIN_MAX_REQUEST + 1];
+    int n = list ? snprintf(request, sizeof request, "member list")
+                 : snprintf(request, sizeof request, "member %s %s", argv[1],
+                            argv[3]);
+    if (n < 0 || (size_t)n >= sizeof request) {
+        fprintf(stderr, "paxosctl: member: argument too long\n");
+        return EXIT_ERROR;
+    }
+    char *reply = NULL;
+    int rc = admin_call(argv[2], request, MEMBER_TIMEOUT_MS, &reply);
+    if (rc < 0) {
+        fprintf(stderr, "paxosctl: no answer from a node serving %s: %s\n",
+                argv[2], rc == -ENOENT ? "no admin socket (is the node "
+                "running?)" : strerror(-rc));
+        return EXIT_ERROR;
+    }
+    int code = EXIT_OK;
+    if (strncmp(reply, "error: busy:", 12) == 0 ||
+        strncmp(reply, "error: again:", 13) == 0)
+        code = EXIT_AGAIN;
+    else if (strncmp(reply, "error", 5) == 0)
+        code = EXIT_BAD;
+    fprintf(code ? stderr : stdout, "%s%s", reply,
+            reply[0] && reply[strlen(reply) - 1] == '\n' ? "" : "\n");
+    free(reply);
+    return code;
 }

@@ -72,6 +72,14 @@ static void usage(FILE *fp)
 "                         as ID=HOST:PORT,ID=HOST:PORT,...; this node\n"
 "                         listens on its own entry; without --peers the\n"
 "                         node is a cluster of one\n"
+"  --join                 join a running cluster with an empty DIR: --peers\n"
+"                         names the members (and this node); it starts as\n"
+"                         a non-voter, learns the configuration and the\n"
+"                         state from them; add it with `paxosctl member add`\n"
+"  --promote-lag N        as leader, promote a learner to voter once it\n"
+"                         lags at most N slots (default 64)\n"
+"  --no-promote           as leader, never promote a learner by itself\n"
+"                         (`paxosctl member promote` does)\n"
 "  --key FILE             cluster key (paxosctl keygen FILE): peers must\n"
 "                         hold the same key; without it traffic is neither\n"
 "                         authenticated nor encrypted\n"
@@ -296,7 +304,7 @@ int main(int argc, char **argv)
            OPT_ALLOW_OTHER, OPT_PEERS, OPT_KEY, OPT_LEADER_CPUS, OPT_ENTRY,
            OPT_MAX_WRITES, OPT_SNAP_ENTRIES, OPT_SNAP_BYTES, OPT_NO_COMPACT,
            OPT_SEGMENT_BYTES, OPT_VERIFY_INTERVAL, OPT_CLIENT, OPT_CLIENT_PORT,
-           OPT_CLIENT_RING };
+           OPT_CLIENT_RING, OPT_JOIN, OPT_PROMOTE_LAG, OPT_NO_PROMOTE };
     static const struct option longopts[] = {
         { "id", required_argument, NULL, OPT_ID },
         { "data", required_argument, NULL, OPT_DATA },
@@ -315,6 +323,9 @@ int main(int argc, char **argv)
         { "client", no_argument, NULL, OPT_CLIENT },
         { "client-port", required_argument, NULL, OPT_CLIENT_PORT },
         { "client-ring", required_argument, NULL, OPT_CLIENT_RING },
+        { "join", no_argument, NULL, OPT_JOIN },
+        { "promote-lag", required_argument, NULL, OPT_PROMOTE_LAG },
+        { "no-promote", no_argument, NULL, OPT_NO_PROMOTE },
         { "key", required_argument, NULL, OPT_KEY },
         { "leader-cpus", required_argument, NULL, OPT_LEADER_CPUS },
         { "foreground", no_argument, NULL, 'f' },
@@ -416,6 +427,16 @@ int main(int argc, char **argv)
             }
             cfg.client_ring = (uint32_t)v;
             break;
+        case OPT_JOIN: cfg.join = true; break;
+        case OPT_NO_PROMOTE: cfg.no_promote = true; break;
+        case OPT_PROMOTE_LAG:
+            if (parse_u64(optarg, &v)) {
+                fprintf(stderr, "paxosfs: --promote-lag needs a number of "
+                        "slots, got '%s'\n", optarg);
+                return 2;
+            }
+            cfg.promote_lag = v;
+            break;
         case OPT_KEY: key_path = optarg; break;
         case OPT_LEADER_CPUS: {
             char cerr[256];
@@ -451,6 +472,11 @@ int main(int argc, char **argv)
             return 2;
         }
         cfg.peers = peers;
+    }
+    if (cfg.join && cfg.n_peers < 2) {
+        fprintf(stderr, "paxosfs: --join needs --peers naming the members "
+                "and this node\n");
+        return 2;
     }
     if (key_path) {
         if (keys_load(key_path, &key, perr, sizeof perr) < 0) {

@@ -259,24 +259,94 @@ void sim_check_vouch(sim_world *w, sim_host *h, const px_msg *m)
     }
 }
 
-/* Invariant 6, at the first report of a slot committed. */
+/* ------------------------------------------------- configurations */
+
+bool sim_is_member(const px_members *m, uint32_t id, bool voters_only)
+{
+    for (uint32_t i = 0; i < m->n_voters; i++)
+        if (m->voters[i] == id)
+            return true;
+    for (uint32_t i = 0; !voters_only && i < m->n_learners; i++)
+        if (m->learners[i] == id)
+            return true;
+    return false;
+}
+
+const px_members *sim_members_at(const sim_world *w, uint64_t slot)
+{
+    const px_members *m = &w->members;
+    for (uint32_t i = 0; i < w->check.n_configs; i++) {
+        if (w->check.configs[i].from_slot > slot)
+            break;
+        m = &w->check.configs[i].members;
+    }
+    return m;
+}
+
+const px_members *sim_members_now(const sim_world *w)
+{
+    const sim_check *c = &w->check;
+    return c->n_configs ? &c->configs[c->n_configs - 1].members : &w->members;
+}
+
+/* A CONFIG committed (first report, so in slot order: a node reports its
+ * slots in order, and no slot is reported before every lower one was):
+ * in force from the next slot (consensus/members.c). */
+static void sim_config_committed(sim_world *w, const px_entry *e)
+{
+    px_members m;
+    const uint8_t *ctx;
+    uint32_t ctx_len;
+    if (px_config_decode(e->data, e->len, &m, &ctx, &ctx_len) < 0) {
+        sim_violation(w, "CONFIG: slot %llu committed a configuration that "
+                      "does not decode", (unsigned long long)e->slot);
+        return;
+    }
+    sim_check *c = &w->check;
+    if (c->n_configs &&
+        c->configs[c->n_configs - 1].from_slot > e->slot) {
+        sim_violation(w, "CONFIG: slot %llu first reported after slot %llu",
+                      (unsigned long long)e->slot,
+                      (unsigned long long)c->configs[c->n_configs - 1].from_slot - 1);
+        return;
+    }
+    if (c->n_configs == c->cap_configs) {
+        uint32_t cap = c->cap_configs ? 2 * c->cap_configs : 16;
+        sim_config_at *p = realloc(c->configs, cap * sizeof(*p));
+        if (!p) {
+            sim_violation(w, "out of memory in the agreement checker");
+            return;
+        }
+        c->configs = p;
+        c->cap_configs = cap;
+    }
+    c->configs[c->n_configs++] = (sim_config_at){ .from_slot = e->slot + 1,
+                                                  .members = m };
+}
+
+/* Invariant 6, at the first report of a slot committed: a majority of
+ * the voters of the configuration in force at that slot hold it. */
 static void sim_check_quorum_durable(sim_world *w, uint32_t node,
                                      const px_entry *e, uint64_t digest)
 {
     if (w->lost_state_ever || w->cfg.bench)
         return;
+    const px_members *m = sim_members_at(w, e->slot);
     uint32_t holders = 0;
-    for (uint32_t n = 1; n <= w->cfg.nodes; n++) {
+    for (uint32_t i = 0; i < m->n_voters; i++) {
+        uint32_t n = m->voters[i];
+        if (n < 1 || n > w->cfg.nodes)
+            continue;
         const sim_host *h = &w->hosts[n];
         const sim_dacc *a = sim_durable_find(h, e->slot);
         if (e->slot <= h->d_chain || (a && a->digest == digest))
             holders++;
     }
-    if (holders < w->cfg.nodes / 2 + 1)
+    if (holders < m->n_voters / 2 + 1)
         sim_violation(w, "DURABILITY: slot %llu committed at node %u while "
                       "only %u of %u voters hold its value on disk",
                       (unsigned long long)e->slot, node, holders,
-                      w->cfg.nodes);
+                      m->n_voters);
 }
 
 void sim_check_committed(sim_world *w, uint32_t node, const px_entry *e)
@@ -303,6 +373,8 @@ void sim_check_committed(sim_world *w, uint32_t node, const px_entry *e)
         return;
     }
     sim_check_quorum_durable(w, node, e, d);
+    if (e->kind == PX_ENTRY_CONFIG)
+        sim_config_committed(w, e);
     uint8_t *copy = malloc(e->len ? e->len : 1);
     if (!copy) {
         sim_violation(w, "out of memory in the agreement checker");
@@ -653,20 +725,29 @@ static void sim_check_history(sim_world *w)
 }
 
 /* Invariant 11: every caught-up node holds the same chain files. */
+/* Every member of the configuration in force holds the same chain files,
+ * byte for byte (a node removed or never added stopped where it was). */
 static void sim_check_chain_files(sim_world *w)
 {
-    if (w->cfg.nodes < 2)
+    const px_members *now = sim_members_now(w);
+    uint32_t ref = 0;
+    for (uint32_t n = 1; n <= w->cfg.nodes && !ref; n++)
+        if (sim_is_member(now, n, false))
+            ref = n;
+    if (!ref)
         return;
     const char **first, **other;
-    uint32_t n_first = fdisk_names(1, "chain", &first);
-    for (uint32_t n = 2; n <= w->cfg.nodes && !w->stats.violations; n++) {
+    uint32_t n_first = fdisk_names(ref, "chain", &first);
+    for (uint32_t n = ref + 1; n <= w->cfg.nodes && !w->stats.violations; n++) {
+        if (!sim_is_member(now, n, false))
+            continue;
         uint32_t n_other = fdisk_names(n, "chain", &other);
         if (n_other != n_first)
-            sim_violation(w, "CHAIN FILES: node 1 has %u chain files, node %u "
-                          "has %u", n_first, n, n_other);
+            sim_violation(w, "CHAIN FILES: node %u has %u chain files, node %u "
+                          "has %u", ref, n_first, n, n_other);
         for (uint32_t i = 0; i < n_first && !w->stats.violations; i++) {
             uint64_t la, lb;
-            const uint8_t *pa = fdisk_peek(1, first[i], &la);
+            const uint8_t *pa = fdisk_peek(ref, first[i], &la);
             const uint8_t *pb = fdisk_peek(n, other[i], &lb);
             if (strcmp(first[i], other[i]) == 0 && pa && pb && la == lb &&
                 memcmp(pa, pb, (size_t)la) == 0)
@@ -674,10 +755,10 @@ static void sim_check_chain_files(sim_world *w)
             uint64_t at = 0;
             while (pa && pb && at < la && at < lb && pa[at] == pb[at])
                 at++;
-            sim_violation(w, "CHAIN FILES: node 1's %s (%llu bytes) and node "
-                          "%u's %s (%llu bytes) differ at byte %llu", first[i],
-                          (unsigned long long)(pa ? la : 0), n, other[i],
-                          (unsigned long long)(pb ? lb : 0),
+            sim_violation(w, "CHAIN FILES: node %u's %s (%llu bytes) and node "
+                          "%u's %s (%llu bytes) differ at byte %llu", ref,
+                          first[i], (unsigned long long)(pa ? la : 0), n,
+                          other[i], (unsigned long long)(pb ? lb : 0),
                           (unsigned long long)at);
         }
         free(other);
@@ -690,8 +771,13 @@ void sim_check_final(sim_world *w)
     uint64_t top = 0;
     for (uint64_t s = 1; s < w->check.n_slots && w->check.slots[s].known; s++)
         top = s;
+    /* what must hold on every member of the configuration in force (a
+     * node removed, or never added, stops learning where it was) */
+    const px_members *now = sim_members_now(w);
     for (uint32_t n = 1; n <= w->cfg.nodes; n++) {
         const sim_host *h = &w->hosts[n];
+        if (!sim_is_member(now, n, false))
+            continue;
         if (sim_host_applied(h) != top) {
             sim_violation(w, "LIVENESS: node %u applied %llu of %llu "
                           "committed slots after healing", n,
@@ -713,6 +799,8 @@ void sim_check_final(sim_world *w)
     }
     sim_shadow(w, top, vals, &seen);
     for (uint32_t n = 1; n <= w->cfg.nodes; n++) {
+        if (!sim_is_member(now, n, false))
+            continue;
         for (uint32_t k = 0; k < SIM_KEYS; k++) {
             size_t klen;
             const char *key = sim_key_name(k, &klen);
@@ -747,5 +835,6 @@ void sim_check_free(sim_check *c)
             free((void *)c->slots[s].entry.data);
     free(c->slots);
     free(c->results);
+    free(c->configs);
     memset(c, 0, sizeof(*c));
 }

@@ -121,6 +121,15 @@ static uint32_t sim_pick_node(sim_world *w)
         }
         w->leader_hint = 0;
     }
+    /* with membership changes: mostly a member of the configuration in
+     * force, as a user would ask; now and then any node (one outside
+     * takes nothing: the attempt times out and is retried) */
+    const px_members *m = sim_members_now(w);
+    if (w->cfg.profile->membership && sim_rng_below(&w->rng, 8) != 0) {
+        uint32_t n = m->n_voters + m->n_learners;
+        uint32_t i = (uint32_t)sim_rng_below(&w->rng, n);
+        return i < m->n_voters ? m->voters[i] : m->learners[i - m->n_voters];
+    }
     return 1 + (uint32_t)sim_rng_below(&w->rng, w->cfg.nodes);
 }
 
@@ -277,6 +286,7 @@ int sim_client_event(sim_world *w, const sim_event *ev)
                           (unsigned long long)(w->now_ms - since),
                           since == w->heal_ms ? "healing" : "its invocation");
             sim_clients_print_pending(w);
+            sim_print_nodes(w);
             return 0;
         }
         sim_attempt(w, ci, oi);          /* timeout or backoff over */

@@ -346,14 +346,15 @@ static void sim_turn_end(sim_world *w, sim_host *h)
     sim_restart_later(w, h, 30, 500);
 }
 
-static void sim_step(sim_world *w, sim_host *h, px_event *ev)
+static int sim_step(sim_world *w, sim_host *h, px_event *ev)
 {
     w->stats.steps++;
     h->in_step = true;
     h->step_failed = host_failed(h->host) != 0;   /* before: e_output */
-    host_step(h->host, ev);
+    int rc = host_step(h->host, ev);
     h->in_step = false;
     sim_turn_end(w, h);
+    return rc;
 }
 
 /* --------------------------------------------------------- life cycle */
@@ -786,6 +787,13 @@ int sim_host_propose(sim_world *w, sim_host *h, const px_request *req)
     return 0;
 }
 
+int sim_host_change(sim_world *w, sim_host *h, px_event *ev)
+{
+    if (!h->alive || h->paused || !h->host)
+        return -EHOSTDOWN;
+    return sim_step(w, h, ev);
+}
+
 int sim_host_read(sim_world *w, sim_host *h, uint64_t token)
 {
     if (!h->alive || h->paused)
@@ -795,6 +803,21 @@ int sim_host_read(sim_world *w, sim_host *h, uint64_t token)
     px_event ev = {.type = PX_EV_READ_INDEX, .u.read_token = token};
     sim_step(w, h, &ev);
     return 0;
+}
+
+int sim_host_change_members(sim_world *w, sim_host *h, const px_members *m)
+{
+    if (!h->alive || h->paused)
+        return -EHOSTDOWN;
+    px_event ev = {.type = PX_EV_CHANGE_MEMBERS};
+    ev.u.change.members = *m;
+    w->stats.steps++;
+    h->in_step = true;
+    h->step_failed = host_failed(h->host) != 0;
+    int rc = host_step(h->host, &ev);
+    h->in_step = false;
+    sim_turn_end(w, h);
+    return rc;
 }
 
 uint64_t sim_host_applied(const sim_host *h)

@@ -74,6 +74,17 @@ static const sim_profile sim_profiles[] = {
      .delay_max_ms = 10, .fsync_max_ms = 6, .crashes = true, .pauses = true,
      .chain_lag = true, .sick_disks = true, .fault_gap_ms = 400,
      .fault_phase_ms = 45000},
+    {.name = "reconfig", .drop_ppm = 10000, .delay_min_ms = 1,
+     .delay_max_ms = 10, .fsync_max_ms = 4, .partitions = true,
+     .crashes = true, .pauses = true, .leader_isolation = true,
+     .chain_lag = true, .reconfig = true, .fault_gap_ms = 300,
+     .fault_phase_ms = 30000},
+    {.name = "members", .drop_ppm = 10000, .dup_ppm = 10000,
+     .delay_min_ms = 1, .delay_max_ms = 10, .fsync_max_ms = 3,
+     .partitions = true, .asym_partitions = true, .crashes = true,
+     .leader_isolation = true, .pauses = true, .chain_lag = true,
+     .clock_steps = true, .membership = true, .fault_gap_ms = 300,
+     .fault_phase_ms = 40000},
     /* from here on: never drawn for a seed */
     {.name = "bench", .delay_min_ms = 1, .delay_max_ms = 1,
      .fault_gap_ms = 1000, .fault_phase_ms = 0},
@@ -90,6 +101,8 @@ static const char *const sim_fault_names[SIM_F_KINDS] = {
     [SIM_F_FORGE] = "forge", [SIM_F_CLOCK] = "clock", [SIM_F_EIO] = "eio",
     [SIM_F_ENOSPC] = "enospc", [SIM_F_SHORT] = "short", [SIM_F_TORN] = "torn",
     [SIM_F_LOST] = "lost", [SIM_F_FLIP] = "flip", [SIM_F_SICK] = "sick",
+    [SIM_F_RECONFIG] = "reconfig",
+    [SIM_F_MEMBERS] = "members", [SIM_F_TRANSFER] = "transfer",
 };
 
 const char *sim_fault_name(int kind)
@@ -197,12 +210,67 @@ static void sim_links_heal_later(sim_world *w)
                  SIM_EV_HEAL_LINKS, 0, w->partition_gen, 0);
 }
 
+/* A membership change asked of the leader: mostly the next step of a
+ * configuration (a node outside added as a learner, a learner promoted,
+ * a member removed, the leader included, keeping two voters at least),
+ * sometimes a leadership transfer.  Refusals (a change not committed
+ * yet, a leader that has not committed in its ballot) are counted only
+ * as asked. */
+static void sim_change_members(sim_world *w)
+{
+    uint32_t leader = sim_find_leader(w);
+    if (!leader)
+        return;
+    sim_host *h = &w->hosts[leader];
+    px_status st;
+    px_get_status(h->px, &st);
+    px_members m = st.members;
+    px_event ev = {.type = PX_EV_CHANGE_MEMBERS};
+    uint32_t what = (uint32_t)sim_rng_below(&w->rng, 5);
+    uint32_t outside[SIM_MAX_NODES], n_out = 0;
+    for (uint32_t k = 1; k <= w->cfg.nodes; k++)
+        if (!sim_is_member(&m, k, false))
+            outside[n_out++] = k;
+    if (what == 0) {
+        ev.type = PX_EV_TRANSFER;
+        ev.u.transfer_to = sim_rng_below(&w->rng, 2)
+            ? 0 : m.voters[sim_rng_below(&w->rng, m.n_voters)];
+        w->stats.by_kind[SIM_F_TRANSFER]++;
+    } else if (what == 1 && n_out) {
+        m.learners[m.n_learners++] = outside[sim_rng_below(&w->rng, n_out)];
+    } else if (what == 2 && m.n_learners) {
+        uint32_t i = (uint32_t)sim_rng_below(&w->rng, m.n_learners);
+        m.voters[m.n_voters++] = m.learners[i];
+        m.learners[i] = m.learners[--m.n_learners];
+    } else if (what == 3 && m.n_voters > 2) {
+        uint32_t i = (uint32_t)sim_rng_below(&w->rng, m.n_voters);
+        m.voters[i] = m.voters[--m.n_voters];
+    } else if (what == 4 && m.n_learners) {
+        uint32_t i = (uint32_t)sim_rng_below(&w->rng, m.n_learners);
+        m.learners[i] = m.learners[--m.n_learners];
+    } else if (n_out) {
+        m.learners[m.n_learners++] = outside[sim_rng_below(&w->rng, n_out)];
+    } else if (m.n_learners) {
+        m.voters[m.n_voters++] = m.learners[--m.n_learners];
+    } else {
+        return;
+    }
+    if (ev.type == PX_EV_CHANGE_MEMBERS) {
+        ev.u.change.members = m;
+        w->stats.by_kind[SIM_F_MEMBERS]++;
+    }
+    int rc = sim_host_change(w, h, &ev);
+    sim_trace_note(w, 0, SIM_TR_FAULT, ev.type == PX_EV_TRANSFER
+                   ? "leadership transfer asked of node"
+                   : "membership change asked of node", (uint32_t)-rc, leader);
+}
+
 static void sim_fault(sim_world *w)
 {
     const sim_profile *p = w->cfg.profile;
     uint32_t n = w->cfg.nodes;
     enum { F_PART, F_ASYM, F_ISOLATE, F_CRASH, F_PAUSE, F_AMNESIA, F_FORGE,
-           F_CLOCK, F_SICK, F_COUNT };
+           F_CLOCK, F_SICK, F_RECONFIG, F_MEMBERS, F_COUNT };
     /* a lost store is recovered from every other voter: one at a time,
      * and never in a cluster too small to have others to ask */
     bool recovering = sim_anyone_recovering(w);
@@ -210,7 +278,8 @@ static void sim_fault(sim_world *w)
                         p->leader_isolation && n > 1, p->crashes, p->pauses,
                         p->amnesia && n >= 3 && !recovering,
                         p->forged_ballots && n > 1, p->clock_steps,
-                        p->sick_disks};
+                        p->sick_disks, p->reconfig && n >= 3 && n % 2,
+                        p->membership && n >= 3};
     uint32_t choices[F_COUNT], k = 0;
     for (uint32_t i = 0; i < F_COUNT; i++)
         if (on[i])
@@ -331,6 +400,46 @@ static void sim_fault(sim_world *w)
                      SIM_EV_DISK_OK, victim, h->sick_gen, 0);
         break;
     }
+    case F_RECONFIG: {
+        /* one voter at a time, at most one learner: a voter (the leader
+         * itself a third of the time) becomes a learner, or the learner
+         * a voter again; refused changes (busy, no leader yet) count
+         * nothing */
+        uint32_t leader = sim_find_leader(w);
+        if (!leader)
+            break;
+        sim_host *lh = &w->hosts[leader];
+        px_status st;
+        px_get_status(lh->px, &st);
+        px_members m = st.members;
+        uint32_t who;
+        if (m.n_learners == 0) {
+            who = sim_rng_below(&w->rng, 3) == 0 ? leader : victim;
+            uint32_t kept = 0;
+            for (uint32_t i = 0; i < m.n_voters; i++)
+                if (m.voters[i] != who)
+                    m.voters[kept++] = m.voters[i];
+            if (kept == m.n_voters || kept == 0)
+                break;
+            m.n_voters = kept;
+            m.learners[m.n_learners++] = who;
+        } else {
+            who = m.learners[0];
+            m.n_learners = 0;
+            m.voters[m.n_voters++] = who;
+        }
+        int rc = sim_host_change_members(w, lh, &m);
+        sim_trace_note(w, 0, SIM_TR_FAULT, rc == 0 ? "reconfig: node to "
+                       "learner(0)/voter(1)" : "reconfig refused for node",
+                       rc == 0 ? (uint64_t)(m.n_learners == 0) : (uint64_t)-rc,
+                       who);
+        if (rc == 0)
+            w->stats.by_kind[SIM_F_RECONFIG]++;
+        break;
+    }
+    case F_MEMBERS:
+        sim_change_members(w);
+        break;
     case F_PAUSE:
         if (!h->alive || h->paused)
             break;
@@ -402,6 +511,35 @@ static int sim_defer(sim_world *w, sim_host *h, const sim_event *ev)
     return 0;
 }
 
+/* Each node's replica as the run ends (a liveness failure). */
+void sim_print_nodes(sim_world *w)
+{
+    if (!w->out)
+        return;
+    for (uint32_t n = 1; n <= w->cfg.nodes; n++) {
+        const sim_host *h = &w->hosts[n];
+        if (!h->alive || !h->px) {
+            fprintf(w->out, "node %u: down\n", n);
+            continue;
+        }
+        px_status st;
+        px_get_status(h->px, &st);
+        fprintf(w->out, "node %u: role %u leader %u ballot (%llu,%u) commit "
+                "%llu applied %llu voters", n, st.role, st.leader_id,
+                (unsigned long long)st.ballot.round, st.ballot.node_id,
+                (unsigned long long)st.commit_index,
+                (unsigned long long)st.applied_index);
+        for (uint32_t i = 0; i < st.members.n_voters; i++)
+            fprintf(w->out, " %u", st.members.voters[i]);
+        fprintf(w->out, " learners");
+        for (uint32_t i = 0; i < st.members.n_learners; i++)
+            fprintf(w->out, " %u", st.members.learners[i]);
+        fprintf(w->out, " config_slot %llu transfer_to %u recovering %d\n",
+                (unsigned long long)st.config_slot, st.transfer_to,
+                st.recovering);
+    }
+}
+
 /* --------------------------------------------------------- leader probe */
 
 typedef struct sim_probe {
@@ -412,7 +550,10 @@ typedef struct sim_probe {
 static bool sim_probe_take(sim_world *w, sim_probe *p)
 {
     memset(p, 0, sizeof(*p));
+    const px_members *now = sim_members_now(w);
     for (uint32_t n = 1; n <= w->cfg.nodes; n++) {
+        if (!sim_is_member(now, n, false))
+            continue;   /* removed, or never added: follows nobody */
         px_status st;
         px_stats stats;
         px_get_status(w->hosts[n].px, &st);
@@ -421,12 +562,14 @@ static bool sim_probe_take(sim_world *w, sim_probe *p)
         if (st.leader_id == 0 || (p->leader && st.leader_id != p->leader)) {
             sim_violation(w, "LEADER: node %u sees leader %u, others %u", n,
                           st.leader_id, p->leader);
+            sim_print_nodes(w);
             return false;
         }
         p->leader = st.leader_id;
     }
     px_status st;
-    if (p->leader < 1 || p->leader > w->cfg.nodes) {
+    if (p->leader < 1 || p->leader > w->cfg.nodes ||
+        !sim_is_member(now, p->leader, true)) {
         sim_violation(w, "LEADER: leader id %u is not a member", p->leader);
         return false;
     }
@@ -456,7 +599,12 @@ int sim_world_init(sim_world *w, const sim_config *cfg, FILE *out)
         if (!w->trace)
             return -ENOMEM;
     }
-    for (uint32_t n = 1; n <= cfg->nodes; n++)
+    /* with membership changes, the last two of 5 or 7 nodes start
+     * outside the configuration, to be added */
+    uint32_t voters = cfg->nodes;
+    if (cfg->profile->membership && cfg->nodes >= 5)
+        voters = cfg->nodes - 2;
+    for (uint32_t n = 1; n <= voters; n++)
         w->members.voters[w->members.n_voters++] = n;
     for (uint32_t n = 1; n <= cfg->nodes; n++) {
         int rc = sim_host_init(w, &w->hosts[n], n);
@@ -619,6 +767,7 @@ int sim_run(const sim_config *cfg, sim_stats *stats, FILE *out)
                           "healing", (unsigned long long)(w->now_ms -
                                                           w->heal_ms));
             sim_clients_print_pending(w);
+            sim_print_nodes(w);
         }
     }
     if (w->stats.violations == 0)
@@ -652,7 +801,7 @@ static void sim_usage(void)
             "           [--trace] [--bench] [--no-regressions] [--jobs N]\n"
             "           [--scenarios]\n"
             "profiles: calm lossy partition crash chaos slowdisk amnesia sickdisk "
-            "forged\n");
+            "reconfig members forged\n");
 }
 
 void sim_fault_summary(const sim_stats *st, char *out, size_t len)

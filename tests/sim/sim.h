@@ -72,10 +72,22 @@ typedef struct sim_profile {
     uint32_t short_write_ppm;  /* short writes per write */
     uint32_t flip_pct;         /* a crash flips a bit on the disk */
     bool clock_steps;          /* wall clocks drift and step */
+    bool membership;           /* the leader is asked to change the
+                                  configuration (add a learner, promote
+                                  one, remove a member, the leader
+                                  included; hand leadership over); with 5
+                                  or 7 nodes the last two start outside
+                                  it, to be added */
     bool sick_disks;           /* a node's disk fails for a while: its
                                   host suspends the replica and, once the
                                   disk works again, reopens its stores and
                                   builds a new one (host_reopen) */
+    bool reconfig;             /* the leader changes the configuration:
+                                  demotes a voter (the leader itself,
+                                  too: a handover) to learner, or
+                                  promotes the learner back; at most one
+                                  learner, odd clusters of 3 or more, so
+                                  the quorum stays nodes / 2 + 1 */
     uint32_t fault_gap_ms;     /* mean time between injected faults */
     uint32_t fault_phase_ms;   /* faults only before this time */
 } sim_profile;
@@ -264,9 +276,18 @@ typedef struct sim_result {      /* first answer per (client, seq) */
     bool used;
 } sim_result;
 
+/* The configuration in force from a slot on (a CONFIG committed at
+ * from_slot - 1; check.c). */
+typedef struct sim_config_at {
+    uint64_t from_slot;
+    px_members members;
+} sim_config_at;
+
 typedef struct sim_check {
     sim_slot *slots;             /* index = slot */
     uint64_t n_slots;
+    sim_config_at *configs;      /* in slot order; none: the initial one */
+    uint32_t n_configs, cap_configs;
     sim_result *results;         /* open addressing */
     uint64_t n_results, cap_results;
 } sim_check;
@@ -320,7 +341,8 @@ typedef struct sim_config {
 enum sim_fault_kind {
     SIM_F_PARTITION, SIM_F_ONE_WAY, SIM_F_ISOLATE, SIM_F_CRASH, SIM_F_PAUSE,
     SIM_F_AMNESIA, SIM_F_FORGE, SIM_F_CLOCK, SIM_F_EIO, SIM_F_ENOSPC,
-    SIM_F_SHORT, SIM_F_TORN, SIM_F_LOST, SIM_F_FLIP, SIM_F_SICK, SIM_F_KINDS
+    SIM_F_SHORT, SIM_F_TORN, SIM_F_LOST, SIM_F_FLIP, SIM_F_SICK,
+    SIM_F_RECONFIG, SIM_F_MEMBERS, SIM_F_TRANSFER, SIM_F_KINDS
 };
 
 typedef struct sim_sync_ref {    /* an fdatasync a script completes */
@@ -335,6 +357,11 @@ typedef struct sim_stats {
 } sim_stats;
 
 const char *sim_fault_name(int kind);
+
+struct sim_world;
+/* Each node's replica (role, leader, commit, configuration), on a
+ * liveness failure. */
+void sim_print_nodes(struct sim_world *w);
 
 typedef struct sim_world {
     sim_config cfg;
@@ -404,6 +431,17 @@ void sim_host_try_reopen(sim_world *w, sim_host *h);
 int sim_host_event(sim_world *w, sim_host *h, const sim_event *ev);
 int sim_host_propose(sim_world *w, sim_host *h, const px_request *req);
 int sim_host_read(sim_world *w, sim_host *h, uint64_t token);
+/* Ask `h` for a membership change or a leadership transfer (ev's type
+ * PX_EV_CHANGE_MEMBERS or PX_EV_TRANSFER): the replica's answer (0 or
+ * its refusal), -EHOSTDOWN when it is down or paused. */
+int sim_host_change(sim_world *w, sim_host *h, px_event *ev);
+/* The configuration in force at `slot`, and the one in force after the
+ * last committed CONFIG (check.c). */
+const px_members *sim_members_at(const sim_world *w, uint64_t slot);
+const px_members *sim_members_now(const sim_world *w);
+bool sim_is_member(const px_members *m, uint32_t id, bool voters_only);
+/* Step `h` with PX_EV_CHANGE_MEMBERS for `m`: px_step's result. */
+int sim_host_change_members(sim_world *w, sim_host *h, const px_members *m);
 uint64_t sim_host_applied(const sim_host *h);
 const kv *sim_host_state(const sim_host *h);
 void sim_host_synced(void *arg, uint32_t vol, const char *rel);

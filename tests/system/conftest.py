@@ -506,7 +506,8 @@ class LaunchedCluster:
         return next(n for n in self.info()["nodes"] if n["id"] == node_id)
 
     def node(self, node_id):
-        return self.nodes[node_id - 1]
+        """By id (after `add`/`remove` ids are no longer 1..N)."""
+        return next(n for n in self.nodes if n.id == node_id)
 
     def kill(self, node_id):
         self.ok("kill", node_id)

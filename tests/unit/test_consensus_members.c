@@ -443,6 +443,49 @@ static void test_bad_config_value_refused(void **state)
     h_free(c);
 }
 
+/* Invariant 8: the CONFIG that promoted learner 3 committed on the votes
+ * of 1 and 2 before 3 heard of it, and leader 1 is gone.  The
+ * other voter needs 3's promise; 3, a learner in its own view, answers
+ * it because the candidate committed more, and learns its promotion from
+ * the new leader. */
+static void test_promoted_learner_behind_answers_prepare(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(2, NULL);
+    h_elect(c, 1);
+    const uint32_t v2[] = {1, 2}, v3[] = {1, 2, 3}, l3[] = {3};
+    px_members with = mk(v2, 2, l3, 1), three = mk(v3, 3, NULL, 0);
+    h_join(c, 3, &with);
+    assert_int_equal(h_change(c, 1, &with, NULL), 0);
+    h_run(c);
+    h_settle(c, 30);
+    assert_true(same_members(&c->n[3].members, &with));
+    assert_int_equal(h_change(c, 1, &three, NULL), 0);
+    h_deliver(c, PX_MSG_ACCEPT, 1, 2);     /* 3 does not even get it */
+    h_drop(c, 0, 1, 3);
+    /* 2's vote commits it at 1 (old configuration); only 2 hears so */
+    for (int k = 0; k < 20; k++) {
+        c->now += 10;
+        h_tick(c, 1);
+        h_tick(c, 2);
+        h_drop(c, 0, 1, 3);
+        h_drop(c, 0, 3, 0);
+        h_deliver(c, 0, 1, 2);
+        h_deliver(c, 0, 2, 1);
+    }
+    assert_true(same_members(&c->n[1].members, &three));
+    assert_true(same_members(&c->n[2].members, &three));
+    assert_true(same_members(&c->n[3].members, &with));
+    assert_int_equal(h_status(c, 3).role, PX_LEARNER);
+    h_drop(c, 0, 0, 0);
+    c->n[1].down = c->n[1].cut = true;
+    h_settle(c, 5000);
+    assert_int_equal(h_leader(c), 2);
+    assert_true(same_members(&c->n[3].members, &three));
+    assert_int_equal(h_status(c, 3).role, PX_FOLLOWER);
+    h_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -455,6 +498,7 @@ int main(void)
         cmocka_unit_test(test_recovered_config_reelects),
         cmocka_unit_test(test_transfer_prepare_needs_that_leader),
         cmocka_unit_test(test_bad_config_value_refused),
+        cmocka_unit_test(test_promoted_learner_behind_answers_prepare),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

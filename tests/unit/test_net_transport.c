@@ -305,12 +305,76 @@ static void test_catchup_budget(void **state)
     rig_close(&r);
 }
 
+/* The configuration changes: a member is added (messages reach it) and
+ * one removed (its frames are dropped and counted as a non-member's,
+ * nothing is sent to it); a re-added member is reached again. */
+static void test_peers_added_and_removed(void **state)
+{
+    (void)state;
+    rig r;
+    rig_open(&r);
+    uint8_t *small = NULL;
+    size_t small_len = accept_frame(10, 0xc3, &small);
+    send_frame(&r, small, small_len);
+    pump(&r, 1);
+    assert_int_equal(r.g.n, 1);
+
+    char err[256];
+    net_peer_addr three = { .id = 3, .host = "127.0.0.1", .port = 9 };
+    assert_int_equal(transport_peer_count(r.t), 2);
+    assert_int_equal(transport_add_peer(r.t, &three, err, sizeof err), 0);
+    assert_int_equal(transport_peer_count(r.t), 3);
+    assert_int_equal(transport_add_peer(r.t, &three, err, sizeof err), -EEXIST);
+    net_peer_addr elsewhere = three;
+    elsewhere.port = 10;
+    assert_int_equal(transport_add_peer(r.t, &elsewhere, err, sizeof err),
+                     -EEXIST);
+    assert_non_null(strstr(err, "already at 127.0.0.1:9"));
+    net_peer_addr bad = { .id = 0, .host = "127.0.0.1", .port = 9 };
+    assert_int_equal(transport_add_peer(r.t, &bad, err, sizeof err), -EINVAL);
+
+    /* node 2 leaves: its next frame is a non-member's */
+    uint64_t drops = transport_unknown_drops(r.t);
+    assert_int_equal(transport_remove_peer(r.t, 2), 0);
+    assert_int_equal(transport_remove_peer(r.t, 2), -ENOENT);
+    assert_int_equal(transport_remove_peer(r.t, 1), -ENOENT);   /* self */
+    assert_int_equal(transport_peer_count(r.t), 2);
+    assert_int_equal(transport_removed_peers(r.t), 1);
+    px_msg m = { .type = PX_MSG_HEARTBEAT, .from = 1, .to = 2,
+                 .ballot = { 1, 1 } };
+    assert_int_equal(transport_send(r.t, &m), -EINVAL);
+    send_frame(&r, small, small_len);
+    uint64_t end = now_ms() + 5000;
+    while (transport_unknown_drops(r.t) == drops && now_ms() < end)
+        pump(&r, 2);
+    assert_int_equal(r.g.n, 1);
+    assert_int_equal(transport_unknown_drops(r.t), drops + 1);
+
+    /* back again: its frames arrive */
+    assert_int_equal(transport_add_peer(r.t, &r.peers[1], err, sizeof err), 0);
+    send_frame(&r, small, small_len);
+    pump(&r, 2);
+    assert_int_equal(r.g.n, 2);
+
+    /* at most TRANSPORT_MAX_PEERS */
+    for (uint32_t id = 10; transport_peer_count(r.t) < TRANSPORT_MAX_PEERS;
+         id++) {
+        net_peer_addr a = { .id = id, .host = "127.0.0.1", .port = 9 };
+        assert_int_equal(transport_add_peer(r.t, &a, err, sizeof err), 0);
+    }
+    net_peer_addr more = { .id = 99, .host = "127.0.0.1", .port = 9 };
+    assert_int_equal(transport_add_peer(r.t, &more, err, sizeof err), -ENOSPC);
+    free(small);
+    rig_close(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pieces_are_joined_and_misfits_dropped),
         cmocka_unit_test(test_large_frame_between_transports),
         cmocka_unit_test(test_catchup_budget),
+        cmocka_unit_test(test_peers_added_and_removed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

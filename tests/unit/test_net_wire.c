@@ -202,6 +202,17 @@ static int decode_any_canonical(const uint8_t *buf, size_t len)
         }
         break;
     }
+    case WIRE_MEMBER: {
+        wire_member x;
+        rc = wire_decode_member(buf, len, &x);
+        if (rc == 0) {
+            again = malloc(len + 64);
+            assert_non_null(again);
+            assert_int_equal(wire_encode_member_into(&x, again, len + 64,
+                                                     &again_len), 0);
+        }
+        break;
+    }
     case WIRE_SNAPSHOT_ASK: {
         wire_snapshot_ask x;
         rc = wire_decode_snapshot_ask(buf, len, &x);
@@ -358,6 +369,47 @@ static void test_chain_head_round_trip_and_rejects(void **state)
         assert_true(wire_decode_chain_head(buf, cut, &back) < 0);
     wire_hello hello;
     assert_int_equal(wire_decode_hello(buf, len, &hello), -EPROTO);
+}
+
+/* A membership change forwarded to the leader and its answer. */
+static void test_member_round_trip_and_rejects(void **state)
+{
+    (void)state;
+    const char *text = "add 4=127.0.0.1:7004";
+    wire_member m = {.from = 2, .to = 1, .token = 0x1122334455667788u,
+                     .answer = 1, .status = -16,
+                     .len = (uint16_t)strlen(text), .text = text}, back;
+    uint8_t buf[WIRE_HEADER_BYTES + 23 + WIRE_MAX_MEMBER_TEXT + 1];
+    size_t len = 0;
+    assert_int_equal(wire_encode_member_into(&m, buf, sizeof buf, &len), 0);
+    assert_int_equal(len, WIRE_HEADER_BYTES + 23 + strlen(text));
+    assert_int_equal(wire_decode_member(buf, len, &back), 0);
+    assert_int_equal(back.from, 2);
+    assert_int_equal(back.to, 1);
+    assert_true(back.token == m.token);
+    assert_int_equal(back.answer, 1);
+    assert_int_equal(back.status, -16);
+    assert_int_equal(back.len, strlen(text));
+    assert_memory_equal(back.text, text, back.len);
+    for (size_t cut = 0; cut < len; cut++)
+        assert_true(wire_decode_member(buf, cut, &back) < 0);
+    /* answer must be 0 or 1; the text length must match what remains */
+    buf[WIRE_HEADER_BYTES + 16] = 2;
+    assert_int_equal(wire_decode_member(buf, len, &back), -EBADMSG);
+    buf[WIRE_HEADER_BYTES + 16] = 1;
+    buf[WIRE_HEADER_BYTES + 21] = 3;
+    assert_int_equal(wire_decode_member(buf, len, &back), -EBADMSG);
+    /* over the text bound: refused both ways */
+    m.len = WIRE_MAX_MEMBER_TEXT + 1;
+    char big[WIRE_MAX_MEMBER_TEXT + 1];
+    memset(big, 'x', sizeof big);
+    m.text = big;
+    assert_int_equal(wire_encode_member_into(&m, buf, sizeof buf, &len),
+                     -EMSGSIZE);
+    m.answer = 2;
+    m.len = 1;
+    assert_int_equal(wire_encode_member_into(&m, buf, sizeof buf, &len),
+                     -EINVAL);
 }
 
 static void test_layout_is_pinned(void **state)
@@ -937,6 +989,7 @@ int main(void)
         cmocka_unit_test(test_paxos_encode_into_no_room),
         cmocka_unit_test(test_paxos_encode_refuses_bad_messages),
         cmocka_unit_test(test_chain_head_round_trip_and_rejects),
+        cmocka_unit_test(test_member_round_trip_and_rejects),
         cmocka_unit_test(test_layout_is_pinned),
         cmocka_unit_test(test_every_truncation_rejected),
         cmocka_unit_test(test_every_header_byte_value),
