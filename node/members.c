@@ -431,10 +431,11 @@ int members_init(node *n, const px_members *initial)
         mm->was_member = has_id(&m, n->cfg.id, false);
         /* a node removed earlier stays removed across restarts: it was a
          * member if its chain holds a CONFIG (it joined through one, or
-         * started with the first members) */
-        mm->removed = !mm->was_member;
+         * started with the first members), unless it is started with
+         * --join again (restarted before it was added) */
+        mm->removed = !mm->was_member && !n->cfg.join;
         if (mm->removed)
-            mm->was_member = true;
+            mm->was_member = true;   /* --join: not added yet, joining */
         follow(n, &m, ctx, len);
         if (mm->removed)
             fprintf(stderr, "paxosfs: node %u: not a member of the "
