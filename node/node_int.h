@@ -110,6 +110,9 @@ struct node_members {
     char what[96];
     uint64_t next_token;
     uint64_t last_promote_ms;
+    /* announcements (members.c invariant 4) */
+    uint64_t last_announce_ms;
+    uint64_t announces_sent, announces_taken, announces_ignored;
 };
 
 struct node_fact {
@@ -312,7 +315,7 @@ void members_on_config(node *n, uint64_t slot, const px_members *m,
 void members_turn(node *n, uint64_t now);
 bool members_admin(node *n, const char *req, char **reply);
 bool members_removed(const node *n);
-int members_text(node *n, char **text, size_t *len);
+int members_text(void *ctx, char **text, size_t *len);
 void members_status_json(node *n, FILE *fp);
 int members_snapshot_blob(node *n, const px_members *m, uint8_t *buf,
                           uint32_t cap);
