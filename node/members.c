@@ -168,6 +168,7 @@ static int remap(node *n, const net_peer_addr *list, uint32_t n_new)
                 from[k] = (int)i;
     }
     REMAP(peer_chain_index);
+    REMAP(peer_head_seen);
     REMAP(peer_chain_differs);
     REMAP(peer_holds_head);
     REMAP(peer_agrees);
@@ -738,6 +739,32 @@ void members_start(node *n)
 
 /* ------------------------------------------------------------ admin */
 
+/* Member id's match index as this node knows it: its own applied index;
+ * on the leader the index the member acknowledged; elsewhere the highest
+ * block the member has said it holds (its chain heads, every 250 ms).
+ * false: not known here. */
+static bool member_match(const node *n, const px_status *st, uint32_t id,
+                         uint64_t *match)
+{
+    if (id == n->cfg.id) {
+        *match = st->applied_index;
+        return true;
+    }
+    if (st->role == PX_LEADER) {
+        for (uint32_t j = 0; j < st->n_peers; j++)
+            if (st->peers[j].id == id) {
+                *match = st->peers[j].match_index;
+                return true;
+            }
+        return false;
+    }
+    uint32_t k = integrity_peer_slot(n, id);
+    if (k == n->cfg.n_peers || n->peer_head_seen[k] == 0)
+        return false;
+    *match = n->peer_head_seen[k];
+    return true;
+}
+
 /* paxosctl member list and .cluster/members (fs_backend.members_text). */
 int members_text(void *ctx, char **text, size_t *len)
 {
@@ -752,8 +779,9 @@ int members_text(void *ctx, char **text, size_t *len)
     fprintf(fp, "# configuration at block %" PRIu64 "; leader %u; commit %"
             PRIu64 "%s\n# id address role match lag\n",
             n->mem.config_index, st.leader_id, st.commit_index,
-            st.role == PX_LEADER ? "" : " (match and lag: the leader knows; "
-            "- here)");
+            st.role == PX_LEADER ? "" : " (match: the highest block each "
+            "member has shown this node; the leader's own view is in its "
+            "list)");
     const px_members *m = &st.members;
     for (uint32_t i = 0; i < m->n_voters + m->n_learners; i++) {
         uint32_t id = i < m->n_voters ? m->voters[i]
@@ -764,19 +792,11 @@ int members_text(void *ctx, char **text, size_t *len)
             snprintf(addr, sizeof addr, "%s:%u", a->host, a->port);
         fprintf(fp, "%u %s %s", id, addr, i < m->n_voters ? "voter"
                                                           : "learner");
-        if (id == n->cfg.id) {
-            fprintf(fp, " %" PRIu64 " 0\n", st.applied_index);
-            continue;
-        }
-        bool found = false;
-        for (uint32_t j = 0; st.role == PX_LEADER && j < st.n_peers; j++)
-            if (st.peers[j].id == id) {
-                uint64_t match = st.peers[j].match_index;
-                fprintf(fp, " %" PRIu64 " %" PRIu64 "\n", match,
-                        st.commit_index > match ? st.commit_index - match : 0);
-                found = true;
-            }
-        if (!found)
+        uint64_t match = 0;
+        if (member_match(n, &st, id, &match))
+            fprintf(fp, " %" PRIu64 " %" PRIu64 "\n", match,
+                    st.commit_index > match ? st.commit_index - match : 0);
+        else
             fprintf(fp, " - -\n");
     }
     if (fclose(fp) != 0) {
@@ -827,16 +847,7 @@ void members_status_json(node *n, FILE *fp)
         fprintf(fp, ",\"role\":\"%s\"", i < m->n_voters ? "voter"
                                                        : "learner");
         uint64_t match = 0;
-        bool known = id == n->cfg.id;
-        if (known)
-            match = st.applied_index;
-        for (uint32_t j = 0; !known && st.role == PX_LEADER &&
-                             j < st.n_peers; j++)
-            if (st.peers[j].id == id) {
-                match = st.peers[j].match_index;
-                known = true;
-            }
-        if (known)
+        if (member_match(n, &st, id, &match))
             fprintf(fp, ",\"match\":%" PRIu64 ",\"lag\":%" PRIu64, match,
                     st.commit_index > match ? st.commit_index - match : 0);
         fprintf(fp, "}");

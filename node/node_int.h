@@ -160,6 +160,9 @@ struct node {
      * cfg.peers): the block index last compared and whether the hashes
      * differed there */
     uint64_t peer_chain_index[TRANSPORT_MAX_PEERS];
+    /* the highest block each peer has said it holds (chain heads every
+     * NODE_CHAIN_HEAD_INTERVAL_MS, answers): .cluster/members */
+    uint64_t peer_head_seen[TRANSPORT_MAX_PEERS];
     bool peer_chain_differs[TRANSPORT_MAX_PEERS];
     bool abstaining;              /* our chain differs from a majority's */
     uint64_t last_head_sent_ms;

@@ -456,8 +456,10 @@ def test_no_promote_leaves_the_learner_to_paxosctl(launched):
         assert [(r[0], r[2]) for r in rows] == [("1", "voter"), ("2", "voter"),
                                                 ("3", "voter"), ("4", "learner")], rows
         assert rows[3][1] == "127.0.0.1:%d" % n4.port
-        if n.id == leader:
-            assert all(r[3].isdigit() and r[4].isdigit() for r in rows), rows
+        # the leader's view, or the heads the members sent this node
+        wait_for(lambda: all(r[3].isdigit() and r[4].isdigit()
+                             for r in members_file(n)), 10,
+                 "node %d to know every member's match" % n.id)
     r = subprocess.run([PAXOSCTL, "member", "promote", n4.data, "4"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
