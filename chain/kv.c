@@ -66,6 +66,9 @@
 
 #include <assert.h>
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -244,24 +247,43 @@ kv *kv_create(void)
     return s;
 }
 
+/* Hand the pages of freed memory back to the system after a large map
+ * went (kv_destroy, kv_reclaim): glibc keeps freed chunks of a thread's
+ * arena resident below its top, so a state built and dropped on a helper
+ * thread (a verification, a snapshot received and replaced) left its whole
+ * size in the process's RSS.  A few ms per call, only after >= 64k nodes. */
+#define KV_TRIM_NODES 65536
+static void memory_trim(size_t freed_nodes)
+{
+#ifdef __GLIBC__
+    if (freed_nodes >= KV_TRIM_NODES)
+        malloc_trim(0);
+#else
+    (void)freed_nodes;
+#endif
+}
+
 void kv_destroy(kv *s)
 {
     if (!s)
         return;
     /* a view out would read freed memory: the owner thaws first */
     assert(s->view == NULL);
+    size_t freed = 0;
     kv_node *n = s->head[0];
     while (n) {
         kv_node *next = n->next[0];
         kv_value_unref(n->val);
         free(n);
         n = next;
+        freed++;
     }
     kv_sessions_destroy(s->sessions);
     chain_hasher_free(&s->hasher);
     free(s->dead);
     free(s->table);
     free(s);
+    memory_trim(freed);
 }
 
 uint64_t kv_invalid_ops(const kv *s)
@@ -690,6 +712,8 @@ size_t kv_reclaim(kv *s, size_t max)
         free(n);
         done++;
     }
+    if (s->n_dead == 0 && done)
+        memory_trim(done);      /* one big reclaim (kv_reclaim(SIZE_MAX)) */
     return s->n_dead;
 }
 
@@ -761,6 +785,49 @@ int kv_insert_new(kv *s, const char *key, size_t len, kv_value *v)
 out_unref:
     kv_value_unref(v);
     return -ENOMEM;
+}
+
+int kv_append_new(kv *s, const char *key, size_t len, kv_value *v,
+                  kv_node **tail)
+{
+    uint8_t h[KV_DIGEST_BYTES];
+    assert(!s->view);
+    if (kv_rec_hash(s, key, len, v, h) != 0 || table_reserve(s) != 0)
+        goto out_unref;
+    kv_node *n = node_new(s, key, len, key_hash(key, len));
+    if (!n)
+        goto out_unref;
+    n->val = v;
+    table_place(s, n);
+    /* after the last node at each of its levels: no search (the caller
+     * knows the key is greater than every key in the map) */
+    for (int l = 0; l < n->height; l++) {
+        kv_node **link = tail[l] ? &tail[l]->next[l] : &s->head[l];
+        n->next[l] = NULL;
+        if (l == 0)
+            __atomic_store_n(link, n, __ATOMIC_RELEASE);
+        else
+            *link = n;
+        tail[l] = n;
+    }
+    s->count++;
+    s->value_bytes += v->len;
+    digest_add(s->digest, h, 1);
+    return 0;
+out_unref:
+    kv_value_unref(v);
+    return -ENOMEM;
+}
+
+int kv_tally_record(kv *s, const char *key, size_t len, const kv_value *v)
+{
+    uint8_t h[KV_DIGEST_BYTES];
+    if (kv_rec_hash(s, key, len, v, h) != 0)
+        return -ENOMEM;
+    s->count++;
+    s->value_bytes += v->len;
+    digest_add(s->digest, h, 1);
+    return 0;
 }
 
 bool kv_frozen(const kv *s)

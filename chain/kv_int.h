@@ -10,6 +10,7 @@
 #include "kv.h"
 #include "chain_int.h"
 
+#define KV_SKIP_LEVELS 24        /* skip list levels (kv_map.h) */
 #define KV_SESSION_CLIENTS 4096  /* same on every replica (kv.c inv. 6) */
 #define KV_SESSION_PER_CLIENT 1024 /* >= a node's writes in flight */
 /* The longest session table encoding (kv_sessions_encode) these bounds
@@ -36,6 +37,18 @@ int kv_insert_value(kv *s, const char *key, size_t len, kv_value *v);
 /* kv_insert_value for a key the caller knows is absent (the loader: keys
  * strictly ascending), without looking it up. */
 int kv_insert_new(kv *s, const char *key, size_t len, kv_value *v);
+/* kv_insert_new for a key greater than every key in the map (the loader:
+ * keys strictly ascending): linked after tail[l], the last node of each
+ * level l, which the caller keeps (all NULL for an empty map) and this
+ * updates.  Takes the caller's reference (released on error). */
+struct kv_node;
+int kv_append_new(kv *s, const char *key, size_t len, kv_value *v,
+                  struct kv_node **tail);
+/* A check without the map (snapfile_load without a state): counts the
+ * record in s's key count, value bytes and digest and stores nothing, so
+ * s no longer describes its map and may only be read for those three
+ * figures and destroyed.  0 or -ENOMEM (the hash). */
+int kv_tally_record(kv *s, const char *key, size_t len, const kv_value *v);
 /* Exchange the whole contents of two maps (neither frozen). */
 void kv_swap(kv *a, kv *b);
 /* True while a view is out (kv_freeze). */
@@ -61,6 +74,10 @@ size_t kv_record_header_put(uint8_t *out, const char *key, size_t key_len,
  * kv_loader_error says what) or -ENOMEM. */
 typedef struct kv_loader kv_loader;
 int kv_loader_new(kv_loader **out);
+/* Check the payload without building the map (before the first feed):
+ * finish then gives a state holding only the key count, value bytes and
+ * digest of the records (kv_tally_record), to be read and destroyed. */
+void kv_loader_check_only(kv_loader *l);
 int kv_loader_feed(kv_loader *l, const uint8_t *p, size_t len);
 int kv_loader_finish(kv_loader *l, uint64_t applied, kv **out);
 void kv_loader_free(kv_loader *l);

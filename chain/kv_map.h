@@ -8,7 +8,7 @@
 
 #include "kv_int.h"
 
-#define KV_SKIP_MAX 24           /* 4^24 keys before heights saturate */
+#define KV_SKIP_MAX KV_SKIP_LEVELS /* 4^24 keys before heights saturate */
 #define KV_TABLE_MIN 64
 #define KV_REQUEST_MIN_BYTES 28  /* encoded request without op bytes */
 #define KV_RECLAIM_PER_APPLY 64  /* DEAD nodes reclaimed per applied entry */

@@ -43,9 +43,14 @@
  *      rule (kv_key_check), strictly ascending keys, identity not 0,
  *      value length; a failure is final (-EINVAL, *why says what) and
  *      nothing is kept.
- *   3. The map is built with kv_insert_new, so its digest (kv.h) is
- *      computed from every record as it arrives: after kv_loader_finish
- *      the built state's digest is a recomputation from the payload.
+ *   3. The map is built with kv_append_new (each key after the last, no
+ *      search), so its digest (kv.h) is computed from every record as it
+ *      arrives: after kv_loader_finish the built state's digest is a
+ *      recomputation from the payload.  A check-only loader
+ *      (kv_loader_check_only: snapfile_load without a state, as
+ *      verification of the other snapshots does) computes the same digest,
+ *      key count and value bytes record by record and keeps no map, so
+ *      checking a file costs one value's memory, not a second state.
  */
 #include "kv_int.h"
 
@@ -74,6 +79,8 @@ struct kv_loader {
     kv_value *val;                        /* value being filled */
     uint32_t val_have;
     char key[KV_MAX_KEY];                 /* key of `val`, then previous */
+    struct kv_node *tail[KV_SKIP_LEVELS]; /* last node of each level */
+    bool check_only;                      /* kv_loader_check_only */
     size_t key_len;
     bool has_prev;
     uint64_t consumed;
@@ -93,6 +100,11 @@ int kv_loader_new(kv_loader **out)
     }
     *out = l;
     return 0;
+}
+
+void kv_loader_check_only(kv_loader *l)
+{
+    l->check_only = true;
 }
 
 void kv_loader_free(kv_loader *l)
@@ -206,8 +218,15 @@ static int record_end(kv_loader *l)
 {
     kv_value *v = l->val;
     l->val = NULL;
-    /* strictly ascending keys (checked in record_start) are new keys */
-    int rc = kv_insert_new(l->s, l->key, l->key_len, v);
+    /* strictly ascending keys (checked in record_start) are new keys,
+     * each after every key already in the map */
+    int rc;
+    if (l->check_only) {
+        rc = kv_tally_record(l->s, l->key, l->key_len, v);
+        kv_value_unref(v);
+    } else {
+        rc = kv_append_new(l->s, l->key, l->key_len, v, l->tail);
+    }
     if (rc)
         return fail(l, rc, "out of memory");
     l->keys++;

@@ -470,6 +470,12 @@ static int load_segments(chain *c, chain_open_report *report,
         if (rc)
             return rc;
     }
+    /* the read buffer held a whole segment (up to its 64 MiB); appends
+     * need one record: give the rest back instead of keeping it for the
+     * chain's life */
+    free(c->buf);
+    c->buf = NULL;
+    c->buf_cap = 0;
     return 0;
 }
 

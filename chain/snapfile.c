@@ -744,6 +744,8 @@ int snapfile_load(const char *path, const snap_expect *expect, kv **state,
         rc = -ENOMEM;
     if (rc == 0)
         rc = snap_recv_begin((uint64_t)st.st_size, expect, -1, &r);
+    if (rc == 0 && !state)
+        kv_loader_check_only(r->loader);   /* the digest, not the map */
     uint64_t off = 0;
     while (rc == 0 && off < (uint64_t)st.st_size) {
         uint64_t left = (uint64_t)st.st_size - off;
