@@ -45,7 +45,7 @@ LIB_FS        := $(BUILD)/libfs.a
 # (docs/design.md "Layers"): chain/ and consensus/ both sit on base/ and
 # neither on the other; net/ carries the core's messages; node/ runs it all.
 LINK_CONSENSUS := $(LIB_CONSENSUS) $(LIB_BASE)
-LINK_CHAIN     := $(LIB_CHAIN) $(LIB_BASE) $(CRYPTO_LIBS) $(Z_LIBS)
+LINK_CHAIN     := $(LIB_CHAIN) $(LIB_BASE) $(CRYPTO_LIBS) $(Z_LIBS) -lpthread
 LINK_NET       := $(LIB_NET) $(LIB_CHAIN) $(LIB_CONSENSUS) $(LIB_BASE) $(CRYPTO_LIBS) $(Z_LIBS) $(ZMQ_LIBS) -lpthread
 LINK_ALL       := $(LIB_NODE) $(LIB_FS) $(LINK_NET) $(FUSE_LIBS)
 # the simulator runs the production state-machine host (node/host.c,

@@ -58,6 +58,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,24 +75,58 @@
 #define SF_TRAILER 48
 #define SF_RAW_BUFFER (64u << 10)
 #define SF_OUT_BUFFER (256u << 10)
-#define SF_DIRECT_VALUE 4096          /* larger values skip the raw buffer */
 #define SF_LEVEL 1
 
 /* ------------------------------------------------------------ writer */
+
+/* The payload is cut into blocks of SF_BLOCK raw bytes (fixed
+ * boundaries, so the bytes are a function of the view), each deflated on
+ * its own as raw deflate primed with the 32 KiB before it
+ * (deflateSetDictionary) and ended by a sync flush (the last by the final
+ * block): their concatenation, after a zlib header and before the Adler-32
+ * of the whole payload, is one zlib stream, the one the reader has always
+ * inflated.  Blocks are compressed by up to SF_WORKERS threads while the
+ * writer's thread walks the view; it takes the results in order, cuts them
+ * into frames and writes them. */
+#define SF_BLOCK (1u << 20)
+#define SF_DICT (32u << 10)
+#define SF_SLOTS 4
+#define SF_WORKERS 2
+
+enum slot_state { SLOT_FREE, SLOT_FILLED, SLOT_BUSY, SLOT_DONE };
+
+typedef struct sf_slot {
+    uint8_t *raw;                      /* SF_DICT dictionary, then block */
+    size_t dict_len, raw_len;
+    uint8_t *out;
+    size_t out_cap, out_len;
+    uint32_t adler;                    /* of the block's raw bytes */
+    uint64_t seq;
+    bool last;
+    int rc;
+    enum slot_state state;
+} sf_slot;
 
 typedef struct sf_writer {
     int fd;
     uint64_t off;                      /* file bytes written */
     chain_hasher sha;
-    z_stream z;
-    bool z_open;
-    uint8_t *raw;                      /* SF_RAW_BUFFER pending raw bytes */
-    size_t raw_len;
     uint8_t *frame;                    /* frame header + data */
     size_t frame_len;                  /* data bytes in the frame */
     uint8_t *out;                      /* SF_OUT_BUFFER bytes to write */
     size_t out_len;
     uint64_t raw_total, comp_total;
+    uint32_t adler;                    /* of the payload so far emitted */
+    sf_slot slots[SF_SLOTS];
+    uint64_t fill_seq;                 /* block being filled */
+    uint64_t emit_seq;                 /* next block to emit */
+    z_stream z;                        /* the writer thread's own */
+    bool z_open;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool sync_ok, stop;
+    pthread_t workers[SF_WORKERS];
+    int n_workers;
 } sf_writer;
 
 static int sha_update(chain_hasher *h, const void *p, size_t len)
@@ -153,68 +188,219 @@ static int frame_emit(sf_writer *w)
     return rc;
 }
 
-/* Compress `len` raw bytes into frames; Z_FINISH ends the stream. */
-static int deflate_some(sf_writer *w, const uint8_t *p, size_t len, int flush)
+/* Compressed stream bytes into frames. */
+static int stream_put(sf_writer *w, const uint8_t *p, size_t len)
 {
-    w->raw_total += len;
-    w->z.next_in = (Bytef *)p;
-    for (;;) {
-        size_t piece = len > UINT_MAX ? UINT_MAX : len;
-        w->z.avail_in = (uInt)piece;
-        for (;;) {
-            w->z.next_out = w->frame + SF_FRAME_HEADER + w->frame_len;
-            w->z.avail_out = (uInt)(SNAP_FRAME_BYTES - w->frame_len);
-            int zrc = deflate(&w->z, piece == len ? flush : Z_NO_FLUSH);
-            if (zrc == Z_STREAM_ERROR)
-                return -EIO;
-            w->frame_len = SNAP_FRAME_BYTES - w->z.avail_out;
-            if (w->frame_len == SNAP_FRAME_BYTES) {
-                int rc = frame_emit(w);
-                if (rc)
-                    return rc;
-                continue;           /* there may be more output */
-            }
-            if (w->z.avail_in == 0 &&
-                (flush != Z_FINISH || piece != len || zrc == Z_STREAM_END))
-                break;
+    while (len > 0) {
+        size_t room = SNAP_FRAME_BYTES - w->frame_len;
+        size_t n = len < room ? len : room;
+        memcpy(w->frame + SF_FRAME_HEADER + w->frame_len, p, n);
+        w->frame_len += n;
+        p += n;
+        len -= n;
+        if (w->frame_len == SNAP_FRAME_BYTES) {
+            int rc = frame_emit(w);
+            if (rc)
+                return rc;
         }
-        len -= piece;
-        if (len == 0)
-            return 0;
     }
+    return 0;
 }
 
-static int raw_flush(sf_writer *w)
+/* Deflate one block with stream z (raw deflate, level SF_LEVEL). */
+static void block_compress(z_stream *z, sf_slot *b)
 {
-    if (w->raw_len == 0)
-        return 0;
-    int rc = deflate_some(w, w->raw, w->raw_len, Z_NO_FLUSH);
-    w->raw_len = 0;
+    b->rc = 0;
+    b->adler = (uint32_t)adler32(1L, b->raw + SF_DICT, (uInt)b->raw_len);
+    if (deflateReset(z) != Z_OK ||
+        (b->dict_len &&
+         deflateSetDictionary(z, b->raw + SF_DICT - b->dict_len,
+                              (uInt)b->dict_len) != Z_OK)) {
+        b->rc = -EIO;
+        return;
+    }
+    z->next_in = b->raw + SF_DICT;
+    z->avail_in = (uInt)b->raw_len;
+    z->next_out = b->out;
+    z->avail_out = (uInt)b->out_cap;
+    int zrc = deflate(z, b->last ? Z_FINISH : Z_SYNC_FLUSH);
+    if ((b->last ? zrc != Z_STREAM_END : zrc != Z_OK) || z->avail_in != 0 ||
+        z->avail_out == 0)
+        b->rc = -EIO;     /* out_cap is deflateBound plus room: never */
+    b->out_len = b->out_cap - z->avail_out;
+}
+
+static int raw_deflate_init(z_stream *z)
+{
+    memset(z, 0, sizeof *z);
+    return deflateInit2(z, SF_LEVEL, Z_DEFLATED, -15, 8,
+                        Z_DEFAULT_STRATEGY) == Z_OK ? 0 : -ENOMEM;
+}
+
+static void *worker_main(void *arg)
+{
+    sf_writer *w = arg;
+    z_stream z;
+    bool ok = raw_deflate_init(&z) == 0;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        sf_slot *b = NULL;
+        for (int i = 0; i < SF_SLOTS; i++)
+            if (w->slots[i].state == SLOT_FILLED &&
+                (!b || w->slots[i].seq < b->seq))
+                b = &w->slots[i];
+        if (!b) {
+            if (w->stop)
+                break;
+            pthread_cond_wait(&w->cv, &w->mu);
+            continue;
+        }
+        b->state = SLOT_BUSY;
+        pthread_mutex_unlock(&w->mu);
+        if (ok)
+            block_compress(&z, b);
+        else
+            b->rc = -ENOMEM;
+        pthread_mutex_lock(&w->mu);
+        b->state = SLOT_DONE;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (ok)
+        deflateEnd(&z);
+    return NULL;
+}
+
+/* The compressed block of slot b into frames (the stream's header before
+ * the first, the Adler-32 after the last). */
+static int block_emit(sf_writer *w, sf_slot *b)
+{
+    int rc = b->rc;
+    if (rc == 0 && b->seq == 0) {
+        static const uint8_t zhead[2] = { 0x78, 0x01 };  /* deflate, 32K */
+        rc = stream_put(w, zhead, 2);
+    }
+    if (rc == 0)
+        rc = stream_put(w, b->out, b->out_len);
+    w->raw_total += b->raw_len;
+    w->adler = (uint32_t)adler32_combine(w->adler, b->adler,
+                                         (z_off_t)b->raw_len);
+    if (rc == 0 && b->last) {
+        uint8_t a[4] = { (uint8_t)(w->adler >> 24), (uint8_t)(w->adler >> 16),
+                         (uint8_t)(w->adler >> 8), (uint8_t)w->adler };
+        rc = stream_put(w, a, 4);
+        if (rc == 0)
+            rc = frame_emit(w);
+    }
+    return rc;
+}
+
+/* Emit the submitted blocks in order as they are done: all of them (need
+ * NULL), or until slot `need` is free. */
+static int drain(sf_writer *w, sf_slot *need)
+{
+    int rc = 0;
+    while (w->emit_seq < w->fill_seq && !(need && need->state == SLOT_FREE)) {
+        sf_slot *b = &w->slots[w->emit_seq % SF_SLOTS];
+        if (w->n_workers) {
+            pthread_mutex_lock(&w->mu);
+            while (b->state != SLOT_DONE)
+                pthread_cond_wait(&w->cv, &w->mu);
+            pthread_mutex_unlock(&w->mu);
+        }
+        int e = block_emit(w, b);
+        rc = rc ? rc : e;
+        if (w->n_workers)
+            pthread_mutex_lock(&w->mu);
+        b->state = SLOT_FREE;
+        if (w->n_workers)
+            pthread_mutex_unlock(&w->mu);
+        w->emit_seq++;
+    }
+    return rc;
+}
+
+/* Hand the block being filled over (compressed by a worker, or here
+ * without any), and start the next. */
+static int block_submit(sf_writer *w, bool last)
+{
+    sf_slot *b = &w->slots[w->fill_seq % SF_SLOTS];
+    b->last = last;
+    b->seq = w->fill_seq;
+    if (!last && w->n_workers == 0 && w->sync_ok) {
+        /* a second block follows: start the workers (a failure to start
+         * one leaves the compression to this thread) */
+        for (int i = 0; i < SF_WORKERS; i++) {
+            if (pthread_create(&w->workers[i], NULL, worker_main, w) != 0)
+                break;
+            w->n_workers++;
+        }
+    }
+    if (w->n_workers) {
+        pthread_mutex_lock(&w->mu);
+        b->state = SLOT_FILLED;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    } else {
+        block_compress(&w->z, b);
+        b->state = SLOT_DONE;
+    }
+    w->fill_seq++;
+    int rc = 0;
+    if (last)
+        return drain(w, NULL);
+    sf_slot *n = &w->slots[w->fill_seq % SF_SLOTS];
+    if (n->state != SLOT_FREE)
+        rc = drain(w, n);
+    /* the next block's dictionary: the last SF_DICT bytes before it */
+    /* (every block but the last is SF_BLOCK >= SF_DICT bytes long) */
+    memcpy(n->raw, b->raw + b->raw_len, SF_DICT);
+    n->dict_len = SF_DICT;
+    n->raw_len = 0;
     return rc;
 }
 
 static int raw_put(sf_writer *w, const void *p, size_t len)
 {
-    if (len >= SF_DIRECT_VALUE) {
-        int rc = raw_flush(w);
-        return rc ? rc : deflate_some(w, p, len, Z_NO_FLUSH);
+    const uint8_t *q = p;
+    while (len > 0) {
+        sf_slot *b = &w->slots[w->fill_seq % SF_SLOTS];
+        size_t room = SF_BLOCK - b->raw_len;
+        size_t n = len < room ? len : room;
+        memcpy(b->raw + SF_DICT + b->raw_len, q, n);
+        b->raw_len += n;
+        q += n;
+        len -= n;
+        if (b->raw_len == SF_BLOCK) {
+            int rc = block_submit(w, false);
+            if (rc)
+                return rc;
+        }
     }
-    if (w->raw_len + len > SF_RAW_BUFFER) {
-        int rc = raw_flush(w);
-        if (rc)
-            return rc;
-    }
-    memcpy(w->raw + w->raw_len, p, len);
-    w->raw_len += len;
     return 0;
 }
 
 static void writer_free(sf_writer *w)
 {
+    if (w->n_workers) {
+        pthread_mutex_lock(&w->mu);
+        w->stop = true;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+        for (int i = 0; i < w->n_workers; i++)
+            pthread_join(w->workers[i], NULL);
+    }
+    if (w->sync_ok) {
+        pthread_cond_destroy(&w->cv);
+        pthread_mutex_destroy(&w->mu);
+    }
     if (w->z_open)
         deflateEnd(&w->z);
+    for (int i = 0; i < SF_SLOTS; i++) {
+        free(w->slots[i].raw);
+        free(w->slots[i].out);
+    }
     chain_hasher_free(&w->sha);
-    free(w->raw);
     free(w->frame);
     free(w->out);
 }
@@ -245,11 +431,7 @@ static int write_payload(sf_writer *w, kv_view *v)
     if (rc == 0 && n != kv_view_count(v))
         rc = -EIO;                /* the view and its count disagree */
     if (rc == 0)
-        rc = raw_flush(w);
-    if (rc == 0)
-        rc = deflate_some(w, NULL, 0, Z_FINISH);
-    if (rc == 0)
-        rc = frame_emit(w);
+        rc = block_submit(w, true);   /* emits every block, then the end */
     return rc;
 }
 
@@ -266,18 +448,30 @@ int snapfile_write(int fd, kv_view *v, const uint8_t head_hash[CHAIN_HASH_BYTES]
     int rc = chain_hasher_init(&w.sha);
     if (rc)
         return rc;
-    w.raw = malloc(SF_RAW_BUFFER);
     w.frame = malloc(SF_FRAME_HEADER + SNAP_FRAME_BYTES);
     w.out = malloc(SF_OUT_BUFFER);
-    if (!w.raw || !w.frame || !w.out) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    if (deflateInit(&w.z, SF_LEVEL) != Z_OK) {
+    if (!w.frame || !w.out || raw_deflate_init(&w.z) != 0) {
         rc = -ENOMEM;
         goto out;
     }
     w.z_open = true;
+    w.adler = 1;
+    for (int i = 0; i < SF_SLOTS && rc == 0; i++) {
+        sf_slot *b = &w.slots[i];
+        b->out_cap = deflateBound(&w.z, SF_BLOCK) + 64;
+        b->raw = malloc(SF_DICT + SF_BLOCK);
+        b->out = malloc(b->out_cap);
+        if (!b->raw || !b->out)
+            rc = -ENOMEM;
+    }
+    if (rc)
+        goto out;
+    if (pthread_mutex_init(&w.mu, NULL) == 0) {
+        if (pthread_cond_init(&w.cv, NULL) == 0)
+            w.sync_ok = true;
+        else
+            pthread_mutex_destroy(&w.mu);
+    }
     rc = sha_start(&w.sha);
     if (rc)
         goto out;
