@@ -532,6 +532,56 @@ static void test_chunked_receive(void **state)
     mini_close(&m);
 }
 
+/* A payload of many compression blocks (more than the writer's ring of
+ * them, values larger than a block among them): it loads back the same,
+ * and writing the same view again gives the same bytes (snapfile.c
+ * invariant 4, with blocks compressed on several threads). */
+static void test_many_blocks(void **state)
+{
+    (void)state;
+    mini m;
+    mini_open(&m);
+    uint32_t big_len = 3u << 20;                /* 3 blocks alone */
+    uint8_t *val = malloc(big_len);
+    uint8_t *op = malloc(big_len + 256);
+    assert_non_null(val);
+    assert_non_null(op);
+    for (int k = 0; k < 40; k++) {
+        uint32_t len = k == 7 ? big_len : 20000 + (uint32_t)k * 4000;
+        for (uint32_t i = 0; i < len; i++)    /* half compressible */
+            val[i] = (i & 64) ? (uint8_t)rnd() : (uint8_t)('a' + i % 7);
+        char key[32];
+        snprintf(key, sizeof key, "b%03d", k);
+        kvb_batch b;
+        kvb_init(&b);
+        kvb_add(&b, 3, m.seq++, op, kvb_put(op, big_len + 256, key, val, len));
+        mini_entry(&m, &b);
+        kvb_free(&b);
+    }
+    free(op);
+    free(val);
+    fill(&m, 20, 3000);
+    char p1[700], p2[700];
+    snprintf(p1, sizeof p1, "%s/a.pxs", m.dir);
+    snprintf(p2, sizeof p2, "%s/b.pxs", m.dir);
+    snap_info i1, i2;
+    snap_to_file(m.s, chain_head_hash(m.c), p1, &i1);
+    snap_to_file(m.s, chain_head_hash(m.c), p2, &i2);
+    assert_true(i1.raw_bytes > (6u << 20));   /* > the ring of 4 */
+    size_t l1, l2;
+    uint8_t *f1 = read_all(p1, &l1), *f2 = read_all(p2, &l2);
+    assert_int_equal(l1, l2);
+    assert_memory_equal(f1, f2, l1);
+    free(f1);
+    free(f2);
+    kv *t = NULL;
+    chain_damage dmg;
+    assert_int_equal(snapfile_load(p1, NULL, &t, NULL, &dmg), 0);
+    same_state(m.s, t);
+    kv_destroy(t);
+    mini_close(&m);
+}
+
 /* A state loaded from a file (its keys appended in order, kv_append_new)
  * goes on exactly like the state it came from: changes of keys before,
  * between and after the loaded ones, at every skip-list level, and the
@@ -1226,6 +1276,7 @@ int main(void)
         cmocka_unit_test(test_chunked_receive),
         cmocka_unit_test(test_digest_mismatch_refused),
         cmocka_unit_test(test_loaded_state_takes_changes),
+        cmocka_unit_test(test_many_blocks),
         cmocka_unit_test(test_store_keeps_two_and_falls_back),
         cmocka_unit_test(test_store_receive_and_leftovers),
         cmocka_unit_test(test_compaction_boundaries),
