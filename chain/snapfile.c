@@ -39,16 +39,19 @@
  *      fields) and by the SHA-256 of the file.  A changed byte is damage
  *      at the offset of the smallest unit that contains it; a cut file is
  *      damage at its end.
- *   2. The writer holds one raw buffer and one frame; the receiver one
- *      frame and one inflate buffer, plus the state it builds (kv_loader,
- *      kv_stream.c invariant 1): memory is independent of the state's size
- *      and of any length the bytes claim.
+ *   2. The writer holds a ring of SF_SLOTS blocks (raw and compressed,
+ *      about 8 MiB) and one frame; the receiver one frame and one inflate
+ *      buffer, plus the state it builds (kv_loader, kv_stream.c invariant
+ *      1): memory is independent of the state's size and of any length the
+ *      bytes claim.
  *   3. The receiver compares header fields with what it expects as soon
  *      as they arrive, checks each frame when it is complete, and gives
  *      the state only after the SHA-256, the trailer lengths, the key
  *      count and the state digest recomputed from the records all agree.
  *   4. Deterministic: the same view, head hash and membership give the
- *      same bytes (keys in order, zlib level 1 with fixed parameters).
+ *      same bytes (keys in order, zlib level 1 with fixed parameters, the
+ *      payload cut into blocks at fixed raw offsets, each compressed from
+ *      its bytes and the 32 KiB before it alone, whichever thread does it).
  */
 #include "snap.h"
 #include "kv_int.h"
