@@ -18,6 +18,12 @@
  *  3. Reads are served only while the node is confirmed and its chain
  *     does not differ from a majority's; otherwise they wait until the
  *     read deadline (ETIMEDOUT).
+ *  4. The node throws its history away (repair.c invariant 5) only when
+ *     a majority of the members, this node not counted, positively hold
+ *     one and the same other block at an index where it holds one: each
+ *     of them told it that hash at that index.  One peer's word, or
+ *     peers that disagree with it but not with each other's hash, never
+ *     does it; a cluster of one never does.
  */
 #include "node_int.h"
 
@@ -92,6 +98,92 @@ void integrity_check_divergence(node *n, uint32_t from, uint64_t index,
     n->abstaining = abstain || n->state_diverged;
     if (was && !abstain)
         node_serve_reads(n);
+}
+
+/* The newest fact peer k gave about block `index`, or NULL. */
+static const struct node_fact *fact_at(const node *n, uint32_t k,
+                                       uint64_t index)
+{
+    for (uint32_t i = 1; i <= NODE_FACTS; i++) {
+        const struct node_fact *f =
+            &n->facts[k][(n->fact_next[k] - i) % NODE_FACTS];
+        if (f->index == index)
+            return f;
+    }
+    return NULL;
+}
+
+static void hex8(const uint8_t *h, char *out)
+{
+    for (uint32_t i = 0; i < 8; i++)
+        snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
+/* Invariant 4: a peer holds another block than ours at `index` (ours:
+ * `ours`).  When a majority of the members other than this node hold one
+ * and the same other block there, this node's history is the wrong one:
+ * repair.c resets it.  Otherwise ask every peer for its block there, so
+ * that they all answer about the same index. */
+static void divergence_judge(node *n, uint64_t index,
+                             const uint8_t ours[CHAIN_HASH_BYTES])
+{
+    if (n->cfg.n_peers <= 1 || n->fatal)
+        return;
+    const struct node_fact *diff[TRANSPORT_MAX_PEERS];
+    uint32_t ids[TRANSPORT_MAX_PEERS], nd = 0;
+    for (uint32_t k = 0; k < n->cfg.n_peers; k++) {
+        if (n->cfg.peers[k].id == n->cfg.id)
+            continue;
+        const struct node_fact *f = fact_at(n, k, index);
+        if (f && memcmp(f->hash, ours, CHAIN_HASH_BYTES) != 0) {
+            diff[nd] = f;
+            ids[nd++] = n->cfg.peers[k].id;
+        }
+    }
+    uint32_t need = integrity_quorum(n);
+    for (uint32_t a = 0; a < nd; a++) {
+        uint32_t same = 0;
+        char who[120];
+        size_t w = 0;
+        for (uint32_t b = 0; b < nd; b++) {
+            if (memcmp(diff[a]->hash, diff[b]->hash, CHAIN_HASH_BYTES) != 0)
+                continue;
+            same++;
+            if (w < sizeof who)
+                w += (size_t)snprintf(who + w, sizeof who - w, "%s%u",
+                                      w ? "," : "nodes ", ids[b]);
+        }
+        if (same < need)
+            continue;
+        char h_ours[17], h_theirs[17];
+        hex8(ours, h_ours);
+        hex8(diff[a]->hash, h_theirs);
+        chain_damage d;
+        memset(&d, 0, sizeof d);
+        d.index = index;
+        if (chain_locate(n->chain, index, d.path, sizeof d.path,
+                         &d.offset) < 0)
+            snprintf(d.path, sizeof d.path, "%s/chain", n->data_dir);
+        snprintf(d.reason, sizeof d.reason, "block differs from the one a "
+                 "majority holds (ours %s..., theirs %s...)", h_ours,
+                 h_theirs);
+        char by[400];
+        snprintf(by, sizeof by, "%s of %u members hold block %" PRIu64
+                 " with hash %s...", who, n->cfg.n_peers, index, h_theirs);
+        fprintf(stderr, "paxosfs: node %u: chain differs at block %" PRIu64
+                " from the block a majority holds (%s); resetting this "
+                "node's history\n", n->cfg.id, index, by);
+        repair_reset(n, REPAIR_DIVERGED, &d, index, diff[a]->hash, by);
+        return;
+    }
+    uint64_t now = node_now_ms();
+    if (nd > 0 && n->net &&
+        (index != n->div_query_index || now - n->div_query_ms >= 250)) {
+        uint8_t none[CHAIN_HASH_BYTES] = {0};
+        integrity_head_frame(n, 0, NODE_HEAD_QUERY | index, none);
+        n->div_query_index = index;
+        n->div_query_ms = now;
+    }
 }
 
 /* A checkpoint entry's digest differs from this node's state at its
@@ -348,6 +440,8 @@ static void on_fact(node *n, uint32_t k, uint64_t index,
         chain_hash_at(n->chain, index, ours) == 0) {
         bool was = n->peer_agrees[k];
         n->peer_agrees[k] = memcmp(ours, hash, CHAIN_HASH_BYTES) == 0;
+        if (!n->peer_agrees[k])
+            divergence_judge(n, index, ours);   /* invariant 4 */
         if (n->peer_agrees[k] && !n->peer_holds_head[k]) {
             n->peer_holds_head[k] = true;
             integrity_gate_update(n);

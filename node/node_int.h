@@ -159,6 +159,8 @@ struct node {
     uint64_t peer_chain_index[TRANSPORT_MAX_PEERS];
     bool peer_chain_differs[TRANSPORT_MAX_PEERS];
     bool abstaining;              /* our chain differs from a majority's */
+    uint64_t div_query_index, div_query_ms;   /* last asked all peers
+                                                 about a differing block */
     uint64_t last_head_sent_ms;
     uint64_t votes_withheld;      /* messages not sent while abstaining */
     /* the start gate (integrity.c invariant 1) */
@@ -300,6 +302,11 @@ void repair_block_damaged(void *arg, uint64_t index, int rc); /* host edge */
 int repair_before_reopen(node *n);
 void repair_after_reopen(node *n);
 void repair_status(node *n, FILE *fp);
+enum { REPAIR_DIVERGED = 1, REPAIR_STATE, REPAIR_BEHIND };
+void repair_reset(node *n, int what, const chain_damage *d, uint64_t index,
+                  const uint8_t hash[CHAIN_HASH_BYTES], const char *who);
+bool repair_needs_reset_for(node *n, uint64_t snap_index);
+bool repair_catching_up(const node *n);
 int repair_incidents_text(void *ctx, char **text, size_t *len);
 int snapnode_retake(node *n);                               /* snapshot.c */
 /* members.c */
