@@ -831,19 +831,20 @@ static void reset_progress(node *n, uint64_t now)
                        "hash than the one it vouched for";
     px_status st;
     px_get_status(n->px, &st);
-    char snap[300] = "no snapshot (the leader's chain holds every block)";
+    char snap[300] = "the blocks from block 1";
     const snap_info *s = host_snapshot(n->host);
     if (n->snaps_installed > r->installs_before && s) {
         char hx[2 * CHAIN_HASH_BYTES + 1];
         hex_text(s->head_hash, hx);
         snprintf(snap, sizeof snap, "the peers' snapshot at block %" PRIu64
-                 " (head hash %s, %" PRIu64 " keys)", s->index, hx, s->keys);
+                 " (head hash %s, %" PRIu64 " keys) and the blocks after it",
+                 s->index, hx, s->keys);
     }
     char hh[2 * CHAIN_HASH_BYTES + 1];
     hex_text(chain_head_hash(n->chain), hh);
     char text[1600];
-    snprintf(text, sizeof text, "history replaced by %s and the blocks "
-             "after it from the leader (node %u), up to chain head %" PRIu64
+    snprintf(text, sizeof text, "history replaced by %s from the leader "
+             "(node %u), up to chain head %" PRIu64
              " (hash %s)%s; vouched for by %s; the discarded history is "
              "kept in %s/damaged/%" PRIu64 "/; voting and serving again after %"
              PRIu64 " ms", snap, st.leader_id, head, hh, agreed, who,

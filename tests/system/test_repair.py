@@ -15,10 +15,14 @@ import glob
 import os
 import re
 import shutil
+import subprocess
 import threading
 
-from conftest import MountClient, read_file, wait_for, write_file
-from test_storage_damage import Writers, check_acked, record_ends, segments
+import pytest
+
+from conftest import PAXOSCTL, MountClient, read_file, wait_for, write_file
+from test_storage_damage import (Writers, check_acked, record_ends, segments,
+                                 stop_cleanly)
 
 FAST = ("--verify-interval", "300", "--commit-timeout-ms", "3000")
 WRITE_RE = re.compile(rb"^(\S+) (\d+)$")
@@ -471,3 +475,106 @@ def test_snapshot_install_while_writes_and_reads_go_on(launched):
             reader.stop()
     wait_for(lambda: same_heads(c), 60, "one chain head on every node")
     check_acked([w], victim)
+
+
+# ------------------------------------- a history a majority vouches against
+
+def fabricated_history(nodes, wids, rounds=30):
+    """A stopped single node's backing directory whose chain has valid
+    hashes of its own and other values under the writers' names."""
+    fake = nodes(9)
+    fake.start()
+    mount = MountClient(fake)
+    try:
+        for i in range(rounds):
+            for wid in wids:
+                mount.write("%s-%d" % (wid, i % 6), b"FAKE %d" % i)
+    finally:
+        mount.close()
+    assert fake.stop() == 0
+    return fake
+
+
+def put_history(src, dst):
+    """dst's chain, snapshots and acceptor store replaced by src's (dst
+    stopped): a whole other history, internally consistent."""
+    for sub in ("chain", "snap", "acceptor"):
+        shutil.rmtree(os.path.join(dst, sub), ignore_errors=True)
+        if os.path.isdir(os.path.join(src, sub)):
+            shutil.copytree(os.path.join(src, sub), os.path.join(dst, sub))
+
+
+SNAPS = ("--snapshot-entries", "200", "--chain-segment-bytes", "16384")
+
+
+def check_reset(c, victim, incidents_before=0):
+    """The victim reset itself and says so: incident record under the
+    mount, evidence kept, voting and serving, same head as the others."""
+    wait_for(lambda: same_heads(c), 60, "one chain head on every node")
+    st = json_status(victim)
+    assert st.get("voting") is True and st.get("healthy") is True, st
+    incidents = read_file(victim.path(".chain/incidents"))
+    assert " found: " in incidents and " moved: " in incidents, incidents
+    assert " repaired: " in incidents and "vouched for by node" in incidents, incidents
+    m = re.findall(r"moved to (\S+), kept as evidence", incidents)
+    assert m, incidents
+    kept = m[-1]
+    assert kept.startswith(os.path.join(victim.data, "damaged")), kept
+    assert os.listdir(os.path.join(kept, "chain")), kept
+    assert "kept there as evidence" in victim.log()
+    return incidents, kept
+
+
+@pytest.mark.parametrize("snapshots", [False, True])
+def test_stopped_followers_history_replaced_by_a_fabricated_one_resets_itself(launched, nodes, snapshots):
+    """A follower is stopped and its chain, snapshots and acceptor store
+    replaced by another history (valid hashes of its own, other values
+    under the same names); started again, it finds that both other nodes
+    hold another block where it holds one, moves its whole history to
+    DIR/damaged/<incident>/, starts over empty, catches up from the peers
+    and votes again, with no operator action.  Writers run on the others
+    throughout and lose nothing; its mount never serves a fabricated
+    value.  With snapshots and compaction it installs the peers' snapshot
+    (not newer than the discarded state: taken anyway).  (Before, it
+    abstained until its directory was wiped.)"""
+    c = launched(3, extra=FAST + (SNAPS if snapshots else ()))
+    leader = c.wait_leader()
+    victim = follower(c, leader)
+    others = [c.node(k) for k in (1, 2, 3) if k != victim.id]
+    # with snapshots, a fabricated chain longer than the cluster's: the
+    # others compare at their own heads (they compacted below its head),
+    # and their snapshot is not newer than the state it discards
+    fake = fabricated_history(nodes, ["rp%d-%d" % (n.id, i) for n in others
+                                      for i in (0, 1)],
+                              rounds=1000 if snapshots else 30)
+    w = Writers(others, "rp").start()
+    reader = None
+    try:
+        w.wait_more(150)
+        stop_cleanly(victim)
+        put_history(fake.data, victim.data)
+        c.start(victim.id)
+        reader = Reader(victim, w).start()
+        wait_for(lambda: integrity(victim).get("incidents", 0) >= 1, 60,
+                 "node %d finding it differs from a majority" % victim.id)
+        w.wait_more(50)   # the cluster keeps serving meanwhile
+        wait_for(lambda: integrity(victim).get("repaired", 0) >= 1, 120,
+                 "node %d resetting itself" % victim.id)
+        w.wait_more(50)
+        reads = reader.reads
+        wait_for(lambda: reader.reads >= reads + 20, 30,
+                 "reads served again on node %d" % victim.id)
+    finally:
+        w.stop()
+        if reader:
+            reader.stop()
+    incidents, kept = check_reset(c, victim)
+    assert "chain_diverged" in incidents, incidents
+    if snapshots:
+        assert "replaced by the peers' snapshot at block" in incidents, incidents
+    assert re.search(r"chain_diverged: \S+seg-\d+\.blk offset \d+ block \d+", incidents), incidents
+    for n in [victim] + others:
+        check_acked([w], n)
+    # the discarded history is a backing directory paxosctl can read
+    r = subprocess.run([PAXOSCTL, "verify", kept], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
