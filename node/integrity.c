@@ -20,10 +20,12 @@
  *     read deadline (ETIMEDOUT).
  *  4. The node throws its history away (repair.c invariant 5) only when
  *     a majority of the members, this node not counted, positively hold
- *     one and the same other block at an index where it holds one: each
- *     of them told it that hash at that index.  One peer's word, or
- *     peers that disagree with it but not with each other's hash, never
- *     does it; a cluster of one never does.
+ *     one and the same other block at an index where it holds one (each
+ *     of them told it that hash at that index), or, for a state that
+ *     differs from a committed checkpoint, each of them reported the
+ *     checkpoint's digest at its index (DIGEST frames).  One peer's
+ *     word, or peers that disagree with it but not on the same other
+ *     value, never does it; a cluster of one never does.
  */
 #include "node_int.h"
 
@@ -198,6 +200,81 @@ void integrity_state_diverged(node *n, const char *why)
                 why);
     n->state_diverged = true;
     n->abstaining = true;
+}
+
+/* A DIGEST frame (node_int.h) to every peer: this node's state digest
+ * at `index`, which it compared with a checkpoint. */
+void integrity_send_digest(node *n, uint64_t index,
+                           const uint8_t digest[KV_DIGEST_BYTES])
+{
+    if (!n->net)
+        return;
+    uint8_t h[CHAIN_HASH_BYTES] = {0};
+    le_put32(h + 8, n->cfg.id);
+    h[12] = 2;
+    memcpy(h + 13, digest, NODE_DIGEST_PREFIX);
+    integrity_head_frame(n, 0, NODE_HEAD_START | (index & NODE_HEAD_MASK), h);
+}
+
+/* Invariant 4 for the state: a majority of the members other than this
+ * node report the checkpoint's digest at its index, where this node's
+ * state had another one: this node's state is the wrong one. */
+void integrity_state_judge(node *n)
+{
+    if (!n->state_diverged || !n->cp_bad_index || n->cfg.n_peers <= 1 ||
+        n->fatal)
+        return;
+    uint32_t same = 0;
+    char who[120];
+    size_t w = 0;
+    for (uint32_t k = 0; k < n->cfg.n_peers; k++) {
+        if (n->cfg.peers[k].id == n->cfg.id)
+            continue;
+        for (uint32_t i = 0; i < NODE_DIGEST_FACTS; i++) {
+            const struct node_fact *f = &n->digest_facts[k][i];
+            if (f->index == n->cp_bad_index &&
+                memcmp(f->hash, n->cp_bad_digest, NODE_DIGEST_PREFIX) == 0) {
+                same++;
+                if (w < sizeof who)
+                    w += (size_t)snprintf(who + w, sizeof who - w, "%s%u",
+                                          w ? "," : "nodes ",
+                                          n->cfg.peers[k].id);
+                break;
+            }
+        }
+    }
+    if (same < integrity_quorum(n))
+        return;
+    char h_theirs[17];
+    hex8(n->cp_bad_digest, h_theirs);
+    chain_damage d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.path, sizeof d.path, "%s (the key-value state in memory)",
+             n->data_dir);
+    d.index = n->cp_bad_index;
+    snprintf(d.reason, sizeof d.reason, "state digest differs from the "
+             "checkpoint's (%s...), which a majority holds", h_theirs);
+    char by[400];
+    snprintf(by, sizeof by, "%s of %u members report state digest %s... "
+             "at block %" PRIu64, who, n->cfg.n_peers, h_theirs,
+             n->cp_bad_index);
+    fprintf(stderr, "paxosfs: node %u: state differs at block %" PRIu64
+            " from the one a majority holds (%s); resetting this node's "
+            "history\n", n->cfg.id, n->cp_bad_index, by);
+    repair_reset(n, REPAIR_STATE, &d, 0, NULL, by);
+}
+
+static void on_digest(node *n, uint32_t k, uint64_t index,
+                      const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    if (le_get32(hash + 8) != n->cfg.peers[k].id || index == 0)
+        return;
+    struct node_fact *f =
+        &n->digest_facts[k][n->digest_next[k]++ % NODE_DIGEST_FACTS];
+    f->index = index;
+    memset(f->hash, 0, CHAIN_HASH_BYTES);
+    memcpy(f->hash, hash + 13, NODE_DIGEST_PREFIX);
+    integrity_state_judge(n);
 }
 
 /* ------------------------------------------- start gate (invariant 5) */
@@ -464,7 +541,9 @@ void integrity_on_chain_head(void *arg, uint32_t from, uint64_t index,
     uint32_t k = integrity_peer_slot(n, from);
     if (k == n->cfg.n_peers || from == n->cfg.id)
         return;
-    if (index & NODE_HEAD_START) {
+    if ((index & NODE_HEAD_START) && hash[12] == 2) {
+        on_digest(n, k, index & NODE_HEAD_MASK, hash);
+    } else if (index & NODE_HEAD_START) {
         on_start(n, k, index, hash);
     } else if (index & NODE_HEAD_QUERY) {
         uint64_t want = index & NODE_HEAD_MASK;

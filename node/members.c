@@ -164,6 +164,8 @@ static int remap(node *n, const net_peer_addr *list, uint32_t n_new)
     REMAP(last_own);
     REMAP(facts);
     REMAP(fact_next);
+    REMAP(digest_facts);
+    REMAP(digest_next);
     memmove(n->peers, list, n_new * sizeof *list);
     n->cfg.n_peers = n_new;
     free(old);

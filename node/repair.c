@@ -507,9 +507,13 @@ static void found(node *n, int kind, const chain_damage *d)
     r->found_ms = node_now_ms();
     r->incident = incidents_last(n) + 1;
     r->incidents++;
-    r->old_head = chain_head_index(n->chain);
-    memcpy(r->old_hash, chain_head_hash(n->chain), CHAIN_HASH_BYTES);
-    r->old_base = chain_base_index(n->chain);
+    memset(r->old_hash, 0, CHAIN_HASH_BYTES);
+    r->old_head = r->old_base = 0;
+    if (n->chain) {   /* (a node without stores: the unit tests) */
+        r->old_head = chain_head_index(n->chain);
+        memcpy(r->old_hash, chain_head_hash(n->chain), CHAIN_HASH_BYTES);
+        r->old_base = chain_base_index(n->chain);
+    }
     r->moved[0] = '\0';
     char what[1400];
     snprintf(what, sizeof what, "%s%s: %s offset %" PRIu64 " %s %"
@@ -731,6 +735,7 @@ void repair_after_reopen(node *n)
         /* nothing of the discarded state is compared again */
         memset(n->digests, 0, sizeof n->digests);
         n->state_diverged = false;
+        n->cp_bad_index = 0;
         r->installs_before = n->snaps_installed;
         snprintf(text, sizeof text, "incident %" PRIu64 ": history reset "
                  "(the acceptor log was moved aside with it)", r->incident);

@@ -27,8 +27,11 @@
  *      (PX_EV_SNAPSHOT_INSTALLED), in that order.
  *   4. A checkpoint entry (index, digest) is compared with this node's own
  *      digest at that index (kept for the last NODE_DIGESTS applied
- *      entries); a mismatch marks the state diverged (integrity.c): no
- *      vote, no reads, logged.  A checkpoint whose index this node cannot
+ *      entries), and the digest compared is sent to the peers (DIGEST
+ *      frames); a mismatch marks the state diverged (integrity.c): no
+ *      vote, no reads, logged; once a majority of the members other than
+ *      this node report the checkpoint's digest there, it resets
+ *      (repair.c invariant 5).  A checkpoint whose index this node cannot
  *      compare (too old, or covered by a snapshot it installed) is
  *      counted, not judged.
  *   5. The lost-sync edge of a repair (repair.c): while a repair's chain
@@ -68,6 +71,7 @@ static void check_checkpoint(node *n, const px_entry *e)
         n->checkpoints_unchecked++;
         return;
     }
+    integrity_send_digest(n, cp.index, d->digest);   /* for the others */
     if (memcmp(d->digest, cp.digest, KV_DIGEST_BYTES) == 0) {
         n->checkpoints_ok++;
         return;
@@ -77,6 +81,9 @@ static void check_checkpoint(node *n, const px_entry *e)
              "from the checkpoint committed at block %" PRIu64, cp.index,
              e->slot);
     integrity_state_diverged(n, why);
+    n->cp_bad_index = cp.index;
+    memcpy(n->cp_bad_digest, cp.digest, KV_DIGEST_BYTES);
+    integrity_state_judge(n);   /* the others may have told us already */
 }
 
 /* ------------------------------------------------------------- taking */
