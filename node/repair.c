@@ -648,6 +648,12 @@ static int reset_before_reopen(node *n)
     fprintf(stderr, "paxosfs: node %u: incident %" PRIu64 ": %s\n",
             n->cfg.id, r->incident, where);
     host_discard_state(n->host);
+    /* the peers' starts this node knew came with the discarded history
+     * (another cluster's directory reports other nodes' starts): they
+     * are not carried into the new store (reopen.c); its own start is,
+     * so that its start counter never goes back */
+    memset(n->peer_start, 0, sizeof n->peer_start);
+    memset(n->peer_rolled_back, 0, sizeof n->peer_rolled_back);
     return 0;
 }
 

@@ -12,6 +12,7 @@ mount checks every value it reads.  Waiting is always a polled condition
 with a deadline."""
 import errno
 import glob
+import json
 import os
 import re
 import shutil
@@ -578,3 +579,57 @@ def test_stopped_followers_history_replaced_by_a_fabricated_one_resets_itself(la
     # the discarded history is a backing directory paxosctl can read
     r = subprocess.run([PAXOSCTL, "verify", kept], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_lost_sync_repair_takes_a_snapshot_not_newer_than_its_state(launched):
+    """The lost-sync edge: a follower that takes no snapshots of its own
+    (its --snapshot-entries is far above the others') keeps every chain
+    segment; a byte flipped in one whose blocks the leader has compacted
+    away makes its repair need a snapshot, and with writes quiet the
+    leader's snapshot is not newer than the state the repair kept.  The
+    node resets (history to DIR/damaged/<incident>/), installs that
+    snapshot and votes again; the cluster serves writes meanwhile.
+    (Before, the snapshot was refused as not newer and the node stayed
+    out until its directory was wiped.)"""
+    c = launched(3, extra=FAST + SNAPS)
+    leader = c.wait_leader()
+    victim = follower(c, leader)
+    stop_cleanly(victim)
+    info_path = os.path.join(c.dir, "cluster.json")
+    with open(info_path) as f:
+        saved = f.read()
+    info = json.loads(saved)
+    info["extra_args"] = list(info["extra_args"]) + ["--snapshot-entries", "100000000"]
+    with open(info_path, "w") as f:
+        json.dump(info, f)
+    try:
+        c.start(victim.id)
+    finally:
+        with open(info_path, "w") as f:
+            f.write(saved)
+    w = Writers([c.node(leader)], "ls").start()
+    try:
+        wait_for(lambda: json_status(c.node(leader)).get("snapshot", {}).get("chain_base", 0)
+                 > 600, 120, "the leader compacting its chain")
+    finally:
+        w.stop()
+    wait_for(lambda: same_heads(c), 30, "one head")
+    base = json_status(c.node(leader))["snapshot"]["chain_base"]
+    assert json_status(victim)["snapshot"]["chain_base"] == 0
+    seg = [p for p in segments(victim.data)
+           if 1 < int(os.path.basename(p)[4:24]) < base - 100][0]
+    first, ends = record_ends(seg)
+    flip(seg, ends[2] + 40)        # block first + 3, below the leader's base
+    wait_for(lambda: "lost_sync" in (read_file(victim.path(".chain/incidents"))
+                                     if integrity(victim).get("incidents") else ""),
+             60, "node %d resetting for a snapshot not newer than its state" % victim.id)
+    for i in range(20):            # the cluster serves meanwhile
+        write_file(c.node(leader).path("during%d" % i), "v %d\n" % i)
+    wait_for(lambda: integrity(victim).get("repaired", 0) >= 1, 90,
+             "node %d resetting itself" % victim.id)
+    incidents, kept = check_reset(c, victim)
+    assert " superseded: " in incidents and "chain damaged" in incidents, incidents
+    assert "replaced by the peers' snapshot at block" in incidents, incidents
+    for n in c.nodes:
+        check_acked([w], n)
+        assert read_file(n.path("during19")) == "v 19\n"

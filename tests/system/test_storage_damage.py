@@ -479,6 +479,11 @@ def test_chain_from_another_cluster_never_counts(launched, what):
             wait_for(lambda: node_status(F).get("voting") is True, 60,
                      "node %d to reset itself and vote" % f_id)
             assert "chain_diverged" in read_file(F.path(".chain/incidents"))
+            w2.wait_more(20)
+            # the foreign directory's record of other nodes' starts went
+            # with its history: no healthy node is taken for rolled back
+            for k in (leader, t_id):
+                assert "restored from an older copy" not in a.node(k).log()
     finally:
         w.stop()
         if w2:
