@@ -554,15 +554,16 @@ static void found(node *n, int kind, const chain_damage *d)
     char text[1400];
     if (resets(kind))
         snprintf(text, sizeof text, "stopped voting, leading and serving "
-                 "(calls fail with EIO); %s%s; this node's whole history "
+                 "(calls fail with EIO); %s%s%sthis node's whole history "
                  "(chain segments, snapshots, acceptor log) goes to "
                  "%s/damaged/%" PRIu64 "/ and is kept there as evidence, "
-                 "never deleted (it may hold writes that this node "
-                 "acknowledged while cut off, as a cluster of one: an "
-                 "operator can inspect it with paxosctl verify); the node "
-                 "starts over empty and catches up from the peers",
+                 "never deleted (it may hold writes that only this node "
+                 "acknowledged, as a cluster of one cut off: an operator "
+                 "can inspect it with paxosctl verify); the node starts "
+                 "over empty and catches up from the peers",
                  r->agreed_by[0] ? "a majority vouches otherwise: " : "",
-                 r->agreed_by, n->data_dir, r->incident);
+                 r->agreed_by, r->agreed_by[0] ? "; " : "", n->data_dir,
+                 r->incident);
     else
         snprintf(text, sizeof text, "stopped voting, leading and serving "
                  "(calls fail with EIO); repairing from the peers");

@@ -599,7 +599,8 @@ def test_lost_sync_repair_takes_a_snapshot_not_newer_than_its_state(launched):
     with open(info_path) as f:
         saved = f.read()
     info = json.loads(saved)
-    info["extra_args"] = list(info["extra_args"]) + ["--snapshot-entries", "100000000"]
+    rec = next(r for r in info["nodes"] if r["id"] == victim.id)
+    rec["argv"] = rec["argv"][:-1] + ["--snapshot-entries", "100000000"] + rec["argv"][-1:]
     with open(info_path, "w") as f:
         json.dump(info, f)
     try:
