@@ -67,8 +67,9 @@ bool integrity_serves(const node *n)
  * differs from ours at the same index means one of the two histories is
  * wrong.  When ours differs from the chains of a majority of the members,
  * ours is the wrong one: the node stops voting (abstain_filter) and says
- * so in .status and the log.  Repair (a snapshot from the peers) is for
- * the snapshot machinery. */
+ * so in .status and the log.  Once a majority positively holds one and
+ * the same other block at an index (divergence_judge, invariant 4), the
+ * node resets itself from the peers (repair.c). */
 void integrity_check_divergence(node *n, uint32_t from, uint64_t index,
                              const uint8_t hash[CHAIN_HASH_BYTES])
 {
