@@ -191,8 +191,10 @@ static void divergence_judge(node *n, uint64_t index,
 
 /* A checkpoint entry's digest differs from this node's state at its
  * index (snapshot.c invariant 4): the state is wrong here whatever the
- * chains say, so the node abstains for good (until restarted from good
- * state), like a node whose chain differs from a majority's. */
+ * chains say, so the node abstains like a node whose chain differs from
+ * a majority's: until a majority of the other members report the
+ * checkpoint's digest there (integrity_state_judge: then it resets), or
+ * for good (until restarted from good state) if they never do. */
 void integrity_state_diverged(node *n, const char *why)
 {
     if (!n->state_diverged)

@@ -621,7 +621,7 @@ def test_lost_sync_repair_takes_a_snapshot_not_newer_than_its_state(launched):
            if 1 < int(os.path.basename(p)[4:24]) < base - 100][0]
     first, ends = record_ends(seg)
     flip(seg, ends[2] + 40)        # block first + 3, below the leader's base
-    wait_for(lambda: "lost_sync" in (read_file(victim.path(".chain/incidents"))
+    wait_for(lambda: " found: lost_sync: " in (read_file(victim.path(".chain/incidents"))
                                      if integrity(victim).get("incidents") else ""),
              60, "node %d resetting for a snapshot not newer than its state" % victim.id)
     for i in range(20):            # the cluster serves meanwhile
