@@ -507,6 +507,8 @@ static void on_start(node *n, uint32_t k, uint64_t index,
 static void on_fact(node *n, uint32_t k, uint64_t index,
                     const uint8_t hash[CHAIN_HASH_BYTES])
 {
+    if (index > n->peer_head_seen[k])
+        n->peer_head_seen[k] = index;
     struct node_fact *f = &n->facts[k][n->fact_next[k]++ % NODE_FACTS];
     f->index = index;
     memcpy(f->hash, hash, CHAIN_HASH_BYTES);

@@ -118,6 +118,9 @@ struct node_members {
     char what[96];
     uint64_t next_token;
     uint64_t last_promote_ms;
+    /* announcements (members.c invariant 4) */
+    uint64_t last_announce_ms;
+    uint64_t announces_sent, announces_taken, announces_ignored;
 };
 
 struct node_fact {
@@ -165,6 +168,9 @@ struct node {
      * cfg.peers): the block index last compared and whether the hashes
      * differed there */
     uint64_t peer_chain_index[TRANSPORT_MAX_PEERS];
+    /* the highest block each peer has said it holds (chain heads every
+     * NODE_CHAIN_HEAD_INTERVAL_MS, answers): .cluster/members */
+    uint64_t peer_head_seen[TRANSPORT_MAX_PEERS];
     bool peer_chain_differs[TRANSPORT_MAX_PEERS];
     bool abstaining;              /* our chain differs from a majority's */
     uint64_t div_query_index, div_query_ms;   /* last asked all peers
@@ -334,7 +340,7 @@ void members_on_config(node *n, uint64_t slot, const px_members *m,
 void members_turn(node *n, uint64_t now);
 bool members_admin(node *n, const char *req, char **reply);
 bool members_removed(const node *n);
-int members_text(node *n, char **text, size_t *len);
+int members_text(void *ctx, char **text, size_t *len);
 void members_status_json(node *n, FILE *fp);
 int members_snapshot_blob(node *n, const px_members *m, uint8_t *buf,
                           uint32_t cap);

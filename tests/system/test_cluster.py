@@ -52,7 +52,7 @@ def test_write_on_one_node_read_on_the_others(cluster):
     assert read_file(c.node(3).path("shared")) == "from node 1\n"
     write_file(c.node(3).path("shared"), "from node 3\n")
     assert read_file(c.node(1).path("shared")) == "from node 3\n"
-    assert sorted(os.listdir(c.node(2).mnt)) == [".chain", ".status", "shared"]
+    assert sorted(os.listdir(c.node(2).mnt)) == [".chain", ".cluster", ".status", "shared"]
 
 
 def test_removal_on_one_node_is_seen_at_once_on_the_others(cluster):
