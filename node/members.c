@@ -182,6 +182,8 @@ static int remap(node *n, const net_peer_addr *list, uint32_t n_new)
     REMAP(last_own);
     REMAP(facts);
     REMAP(fact_next);
+    REMAP(digest_facts);
+    REMAP(digest_next);
     memmove(n->peers, list, n_new * sizeof *list);
     n->cfg.n_peers = n_new;
     free(old);
@@ -196,6 +198,9 @@ static uint32_t peers_for(node *n, const px_members *m, const uint8_t *ctx,
 {
     net_peer_addr given[TRANSPORT_MAX_PEERS];
     uint32_t n_given = 0;
+    const uint8_t *nl = ctx_len ? memchr(ctx, '\n', ctx_len) : NULL;
+    if (nl)
+        ctx_len = (uint32_t)(nl - ctx);   /* the addresses' line */
     if (ctx_len) {
         char spec[PX_CONFIG_MAX_CONTEXT + 1], err[160];
         memcpy(spec, ctx, ctx_len);
@@ -563,6 +568,26 @@ static int propose(node *n, const char *op, char *text, size_t cap)
             rc = -EINVAL;
     }
     if (rc == 0) {
+        /* after the addresses, on a line of its own: what changed and who
+         * asked (shown in .chain; peers_for reads the first line only) */
+        uint32_t origin = n->mem.origin;
+        char who[80];
+        if (origin == UINT32_MAX)
+            snprintf(who, sizeof who, "by leader %u: caught up", n->cfg.id);
+        else if (origin == 0)
+            snprintf(who, sizeof who, "at node %u's admin socket",
+                     n->cfg.id);
+        else
+            snprintf(who, sizeof who, "at node %u's admin socket, through "
+                     "leader %u", origin, n->cfg.id);
+        int w = snprintf(ctx + clen, sizeof ctx - (size_t)clen, "\n%s (%s)",
+                         op, who);
+        if (w > 0 && (size_t)clen + (size_t)w < sizeof ctx)
+            clen += w;
+        else
+            ctx[clen] = '\0';   /* no room: the addresses alone */
+    }
+    if (rc == 0) {
         px_event ev = { .type = PX_EV_CHANGE_MEMBERS };
         ev.u.change.members = want;
         ev.u.change.context = (const uint8_t *)ctx;
@@ -780,8 +805,7 @@ int members_text(void *ctx, char **text, size_t *len)
             PRIu64 "%s\n# id address role match lag\n",
             n->mem.config_index, st.leader_id, st.commit_index,
             st.role == PX_LEADER ? "" : " (match: the highest block each "
-            "member has shown this node; the leader's own view is in its "
-            "list)");
+            "member has shown this node)");
     const px_members *m = &st.members;
     for (uint32_t i = 0; i < m->n_voters + m->n_learners; i++) {
         uint32_t id = i < m->n_voters ? m->voters[i]

@@ -63,6 +63,14 @@
  *              nonce, hash[8..11] whose start it is, hash[12] 0 = the
  *              sender's own start, 1 = the receiver's start as the sender
  *              last saw it (acceptor store, peer records). */
+/* A START frame with hash[12] = 2 is a DIGEST: "my state digest at block
+ * index & MASK begins with hash[13..31]" (hash[8..11] the sender); a
+ * node sends one for every checkpoint it compared (snapshot.c), and one
+ * whose state differs from a checkpoint counts them (integrity.c
+ * invariant 4).  Nodes that do not know it ignore it as a START frame of
+ * no kind they know. */
+#define NODE_DIGEST_PREFIX 19          /* digest bytes a DIGEST carries */
+#define NODE_DIGEST_FACTS 8            /* DIGESTs kept per peer */
 #define NODE_HEAD_START (UINT64_C(1) << 63)
 #define NODE_HEAD_QUERY (UINT64_C(1) << 62)
 #define NODE_HEAD_MASK (NODE_HEAD_QUERY - 1)
@@ -165,6 +173,8 @@ struct node {
     uint64_t peer_head_seen[TRANSPORT_MAX_PEERS];
     bool peer_chain_differs[TRANSPORT_MAX_PEERS];
     bool abstaining;              /* our chain differs from a majority's */
+    uint64_t div_query_index, div_query_ms;   /* last asked all peers
+                                                 about a differing block */
     uint64_t last_head_sent_ms;
     uint64_t votes_withheld;      /* messages not sent while abstaining */
     /* the start gate (integrity.c invariant 1) */
@@ -237,6 +247,10 @@ struct node {
     struct node_digest digests[NODE_DIGESTS];
     uint64_t checkpoints_ok, checkpoints_unchecked;
     bool state_diverged;        /* a checkpoint's digest was not ours */
+    uint64_t cp_bad_index;      /* ... at this index (0: none) */
+    uint8_t cp_bad_digest[KV_DIGEST_BYTES];   /* the checkpoint's */
+    struct node_fact digest_facts[TRANSPORT_MAX_PEERS][NODE_DIGEST_FACTS];
+    uint32_t digest_next[TRANSPORT_MAX_PEERS];
     bool snap_retake;           /* repair.c: a damaged newest snapshot is
                                    taken again at the same index */
 
@@ -296,6 +310,9 @@ int snapnode_status(node *n, char *buf, size_t cap);
 int snapnode_text(void *ctx, char **text, size_t *len);
 uint64_t snapnode_chain_base(void *ctx);
 void integrity_state_diverged(node *n, const char *why);   /* integrity.c */
+void integrity_send_digest(node *n, uint64_t index,
+                           const uint8_t digest[KV_DIGEST_BYTES]);
+void integrity_state_judge(node *n);
 
 /* repair.c */
 int repair_start(node *n);
@@ -306,6 +323,11 @@ void repair_block_damaged(void *arg, uint64_t index, int rc); /* host edge */
 int repair_before_reopen(node *n);
 void repair_after_reopen(node *n);
 void repair_status(node *n, FILE *fp);
+enum { REPAIR_DIVERGED = 1, REPAIR_STATE, REPAIR_BEHIND };
+void repair_reset(node *n, int what, const chain_damage *d, uint64_t index,
+                  const uint8_t hash[CHAIN_HASH_BYTES], const char *who);
+bool repair_needs_reset_for(node *n, uint64_t snap_index);
+bool repair_catching_up(const node *n);
 int repair_incidents_text(void *ctx, char **text, size_t *len);
 int snapnode_retake(node *n);                               /* snapshot.c */
 /* members.c */

@@ -468,6 +468,15 @@ def test_no_promote_leaves_the_learner_to_paxosctl(launched):
     wait_for(lambda: [r[2] for r in members_file(n4)] == ["voter"] * 4, 30,
              ".cluster/members on node 4 to show it a voter")
     assert sorted(os.listdir(os.path.join(n4.mnt, ".cluster"))) == ["members"]
+    # .chain says who was added and promoted, and who asked
+    chain = os.path.join(n4.mnt, ".chain")
+    changes = [l for b in sorted(os.listdir(chain)) if b.isdigit()
+               for l in read_file(os.path.join(chain, b)).splitlines()
+               if l.startswith("change: ")]
+    assert any(l.startswith('change: "add 4=127.0.0.1:%d (at node ' % n4.port)
+               for l in changes), changes
+    assert any(l.startswith('change: "promote 4 (at node 4\'s admin socket, through '
+                            'leader ') for l in changes), changes
 
 
 def test_member_down_while_every_other_member_changed(launched):
