@@ -25,6 +25,11 @@
  *      chain by one after it (chain_reset), records its head as durable in
  *      the acceptor store, then tells the replica
  *      (PX_EV_SNAPSHOT_INSTALLED), in that order.
+ *   3a. While a received snapshot waits to be installed, the replica's
+ *      requests for a snapshot start no transfer (it would fetch the same
+ *      one again), for up to SNAP_PENDING_REFETCH_MS of waiting for its
+ *      vouchers; after that one is fetched again (the newest), since the
+ *      others may no longer hold the one waiting.
  *   4. A checkpoint entry (index, digest) is compared with this node's own
  *      digest at that index (kept for the last NODE_DIGESTS applied
  *      entries); a mismatch marks the state diverged (integrity.c): no
@@ -39,6 +44,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define SNAP_PENDING_REFETCH_MS 5000
 
 /* ------------------------------------------------- digests, checkpoints */
 
@@ -352,9 +359,22 @@ void snapnode_applied(node *n, const px_entry *e)
 
 void snapnode_output(node *n, const px_output *out)
 {
-    if (out->snapshot_from && n->xfer)
-        snapxfer_fetch(n->xfer, out->snapshot_from,
-                       kv_applied_index(n->state), node_now_ms());
+    /* a snapshot received and waiting to be installed (for its vouchers,
+     * the disk) answers the replica's request: the replica asks again
+     * until the install, and a new transfer then would fetch the same
+     * snapshot a second time (the sender reading and sending it again,
+     * this node checking and building a second copy of the state).  One
+     * that waited 5 s for its vouchers may be one the others no longer
+     * hold (they moved on to newer snapshots): then fetch again, the
+     * newest, which replaces it when it arrives. */
+    if (!out->snapshot_from || !n->xfer)
+        return;
+    uint64_t now = node_now_ms();
+    if (n->snap_pending && (!n->snap_pending_ms ||
+                            now - n->snap_pending_ms < SNAP_PENDING_REFETCH_MS))
+        return;
+    snapxfer_fetch(n->xfer, out->snapshot_from, kv_applied_index(n->state),
+                   now);
 }
 
 void snapnode_turn(node *n, uint64_t now)
