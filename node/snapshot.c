@@ -463,7 +463,8 @@ int snapnode_status(node *n, char *buf, size_t cap)
         ", \"received\": %" PRIu64 ", \"total\": %" PRIu64 ", \"completed\": %"
         PRIu64 ", \"failed\": %" PRIu64 ", \"dropped\": %" PRIu64 "}, "
         "\"sending\": {\"sessions\": %u, \"asks\": %" PRIu64 ", \"refused\": %"
-        PRIu64 ", \"bytes\": %" PRIu64 "}}",
+        PRIu64 ", \"bytes\": %" PRIu64 ", \"serve_us\": %" PRIu64
+        ", \"serve_us_max\": %" PRIu64 "}}",
         last ? last->index : 0, hash,
         last ? last->keys : 0, last ? last->file_bytes : 0,
         last ? last->raw_bytes : 0, n->take ? "true" : "false",
@@ -474,5 +475,6 @@ int snapnode_status(node *n, char *buf, size_t cap)
         n->state_diverged ? "true" : "false",
         xs.active ? "true" : "false", xs.source, xs.index, xs.received,
         xs.total, xs.completed, xs.failed, xs.dropped, xs.sessions,
-        xs.asks_served, xs.asks_refused + n->xfer_refused, xs.bytes_sent);
+        xs.asks_served, xs.asks_refused + n->xfer_refused, xs.bytes_sent,
+        xs.serve_us, xs.serve_us_max);
 }
