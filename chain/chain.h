@@ -126,6 +126,11 @@ void chain_block_free(chain_block *b);
 /* Hash of block `index` (0 gives the zero hash).  -ENOENT if outside. */
 int chain_hash_at(chain *c, uint64_t index, uint8_t out[CHAIN_HASH_BYTES]);
 
+/* Where block `index` lies: its segment file and the record's offset in
+ * it.  -ENOENT if outside the chain. */
+int chain_locate(const chain *c, uint64_t index, char *path, size_t cap,
+                 uint64_t *offset);
+
 /* Human-readable rendering of a block for /MOUNT/.chain/<n>: index, commit
  * time, previous and own hash, then one line per operation (op, key, value
  * length, a short escaped preview).  *text is malloc'ed, NUL-terminated;

@@ -12,7 +12,8 @@
  * Keys: a path of names joined by '/' (the namespace, docs/design.md
  * "Namespace"): at most KV_MAX_PATH bytes, each name 1..KV_MAX_NAME bytes
  * without '/' or NUL, not "." or "..", and the first not one of the names
- * the mount shows itself (KV_NAME_CHAIN, KV_NAME_STATUS).  A file is
+ * the mount shows itself (KV_NAME_CHAIN, KV_NAME_STATUS, KV_NAME_CLUSTER).
+ * A file is
  * stored under its path ("a/b/c"), a directory under its path and a '/'
  * ("a/b/", empty value); a key other than a top-level one exists only
  * while the directory of its parent path does.  Every replica checks every
@@ -113,6 +114,7 @@
 #define KV_MAX_NAME LIMIT_NAME         /* bytes of one name in a path */
 #define KV_NAME_CHAIN ".chain"         /* names the mount shows itself */
 #define KV_NAME_STATUS ".status"
+#define KV_NAME_CLUSTER ".cluster"
 #define KV_MAX_VALUE LIMIT_VALUE       /* 4 MiB per value */
 
 enum kv_op_type { KV_OP_PUT = 1, KV_OP_DEL = 2, KV_OP_APPEND = 3, KV_OP_RENAME = 4,

@@ -62,7 +62,9 @@ int kv_path_check(const char *key, size_t len)
             ((i == sizeof KV_NAME_CHAIN - 1 &&
               memcmp(key, KV_NAME_CHAIN, i) == 0) ||
              (i == sizeof KV_NAME_STATUS - 1 &&
-              memcmp(key, KV_NAME_STATUS, i) == 0)))
+              memcmp(key, KV_NAME_STATUS, i) == 0) ||
+             (i == sizeof KV_NAME_CLUSTER - 1 &&
+              memcmp(key, KV_NAME_CLUSTER, i) == 0)))
             return -EINVAL;        /* the mount's own files */
         start = i + 1;
     }

@@ -229,10 +229,19 @@ int chain_block_render(const chain_block *b, char **text_out, uint32_t *len)
         for (uint32_t i = 0; i < m.n_learners && i < PX_MAX_MEMBERS; i++)
             text_printf(&t, " %u", m.learners[i]);
         text_printf(&t, "\n");
-        if (ctx_len) {   /* the host's note: addresses, who asked */
+        if (ctx_len) {   /* the host's note: addresses, then (on a line
+                            of its own) what changed and who asked */
+            const uint8_t *nl = memchr(ctx, '\n', ctx_len);
+            uint32_t first = nl ? (uint32_t)(nl - ctx) : ctx_len;
             text_printf(&t, "context: ");
-            text_quoted(&t, ctx, ctx_len, PX_CONFIG_MAX_CONTEXT);
+            text_quoted(&t, ctx, first, PX_CONFIG_MAX_CONTEXT);
             text_printf(&t, "\n");
+            if (nl) {
+                text_printf(&t, "change: ");
+                text_quoted(&t, nl + 1, ctx_len - first - 1,
+                            PX_CONFIG_MAX_CONTEXT);
+                text_printf(&t, "\n");
+            }
         }
         break;
     }

@@ -88,6 +88,16 @@ int seg_path(const chain *c, uint64_t first_index, char *out,
     return (n < 0 || (size_t)n >= cap) ? -ENAMETOOLONG : 0;
 }
 
+int chain_locate(const chain *c, uint64_t index, char *path, size_t cap,
+                 uint64_t *offset)
+{
+    if (index <= c->base || index > c->head)
+        return -ENOENT;
+    const chain_loc *l = &c->locs[index - c->base - 1];
+    *offset = l->offset;
+    return seg_path(c, c->segs[l->seg].first_index, path, cap);
+}
+
 int seg_buf_reserve(chain *c, size_t need)
 {
     if (need <= c->buf_cap)

@@ -190,6 +190,10 @@ int snapstore_prune_below(snapstore *st, uint64_t index);
  * to *.damaged and no longer counted (invariant 3).  0 or -errno. */
 int snapstore_quarantine(snapstore *st, uint64_t index);
 
+/* List DIR/snap again (its files were moved away by the owner: a node
+ * that resets its history, node/repair.c).  0 or -errno. */
+int snapstore_rescan(snapstore *st);
+
 /* The chain index up to which segments may be removed: the index of the
  * second newest snapshot (0 while there are fewer than two), so that a
  * fall back to it still has every block after it. */

@@ -204,6 +204,11 @@ int snapstore_open(const char *dir, bool writable, snapstore **out)
     return 0;
 }
 
+int snapstore_rescan(snapstore *st)
+{
+    return st->taking ? -EBUSY : rescan(st);
+}
+
 void snapstore_close(snapstore *st)
 {
     free(st);

@@ -204,11 +204,24 @@ void fs_dir_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             fs_handle_unref(h);
         return;
     }
+    if (ino == FS_INO_CLUSTER) {
+        /* .cluster lists its one file: no read point */
+        fs_handle *h = fs_handle_new(f, FS_H_DIR_CLUSTER);
+        if (!h) {
+            fuse_reply_err(req, ENOMEM);
+            return;
+        }
+        fi->fh = (uint64_t)(uintptr_t)h;
+        if (fuse_reply_open(req, fi) != 0)
+            fs_handle_unref(h);
+        return;
+    }
     if (ino != FS_INO_ROOT && ino != FS_INO_CHAIN) {
         in = ino >= FS_INO_FIRST_KEY && !fs_is_block_ino(ino)
              ? fs_inode_by_ino(f->inodes, ino) : NULL;
         if (!in || !fs_is_dir_inode(in)) {
             fuse_reply_err(req, in || ino == FS_INO_STATUS ||
+                                ino == FS_INO_MEMBERS ||
                                 fs_is_block_ino(ino) ? ENOTDIR : ENOENT);
             return;
         }
@@ -290,8 +303,9 @@ static uint64_t key_dirent_ino(fs *f, const fs_handle *h, const char *name)
 }
 
 /* Name and type of directory entry number `i` of handle `h`; false past
- * the end.  Root: . .. .chain .status names...; another directory:
- * . .. names...; .chain: . .. blocks.  A directory's name is listed with
+ * the end.  Root: . .. .chain .status [.cluster] names...; another
+ * directory: . .. names...; .chain: . .. [snapshot] [incidents] blocks;
+ * .cluster: . .. members.  A directory's name is listed with
  * its '/', which the entry does not show. */
 static bool dir_entry(fs *f, const fs_handle *h, uint64_t i, char *name,
                       size_t cap, struct stat *st)
@@ -300,11 +314,20 @@ static bool dir_entry(fs *f, const fs_handle *h, uint64_t i, char *name,
     if (i < 2) {
         snprintf(name, cap, "%s", i == 0 ? "." : "..");
         st->st_ino = h->kind == FS_H_DIR_CHAIN && i == 0 ? FS_INO_CHAIN
+                   : h->kind == FS_H_DIR_CLUSTER && i == 0 ? FS_INO_CLUSTER
                    : h->in && i == 0 ? h->in->ino : FS_INO_ROOT;
         st->st_mode = S_IFDIR;
         return true;
     }
     i -= 2;
+    if (h->kind == FS_H_DIR_CLUSTER) {
+        if (i > 0)
+            return false;
+        snprintf(name, cap, "%s", FS_CLUSTER_MEMBERS);
+        st->st_ino = FS_INO_MEMBERS;
+        st->st_mode = S_IFREG;
+        return true;
+    }
     if (h->kind == FS_H_DIR_CHAIN) {
         if (h->has_snapshot) {
             if (i == 0) {
@@ -340,6 +363,15 @@ static bool dir_entry(fs *f, const fs_handle *h, uint64_t i, char *name,
     }
     if (!h->in)
         i -= 2;
+    if (!h->in && f->be.members_text) {
+        if (i == 0) {
+            snprintf(name, cap, "%s", FS_RESERVED_CLUSTER);
+            st->st_ino = FS_INO_CLUSTER;
+            st->st_mode = S_IFDIR;
+            return true;
+        }
+        i--;
+    }
     if (i >= h->names.n)
         return false;
     snprintf(name, cap, "%s", h->names.v[i]);

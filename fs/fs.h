@@ -213,6 +213,9 @@ typedef struct fs_backend {
     /* Optional: .chain/incidents, what damage the node found and what
      * replaced it (malloc'ed; listed when not empty); NULL: no entry. */
     int (*incidents_text)(void *ctx, char **text, size_t *len);
+    /* Optional: .cluster/members, the configuration in force (malloc'ed
+     * text: a line per member); NULL: no .cluster directory. */
+    int (*members_text)(void *ctx, char **text, size_t *len);
 } fs_backend;
 
 typedef struct fs fs;

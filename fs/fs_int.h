@@ -32,6 +32,8 @@
 
 #define FS_RESERVED_CHAIN ".chain"
 #define FS_RESERVED_STATUS ".status"
+#define FS_RESERVED_CLUSTER ".cluster"
+#define FS_CLUSTER_MEMBERS "members"    /* .cluster/members */
 #define FS_CHAIN_SNAPSHOT "snapshot"    /* .chain/snapshot */
 #define FS_CHAIN_STREAM "stream"        /* .chain/stream (stream.c) */
 #define FS_CHAIN_SINCE "since"          /* .chain/since/<index> */
@@ -45,6 +47,7 @@ enum fs_handle_kind {
     FS_H_TEXT,        /* .status or a .chain block: rendered at open */
     FS_H_DIR_ROOT,    /* the root, or a directory key (`in` set) */
     FS_H_DIR_CHAIN,
+    FS_H_DIR_CLUSTER, /* .cluster: members */
     FS_H_STREAM,      /* .chain/stream, .chain/since/<n> (stream.c) */
 };
 
@@ -238,6 +241,8 @@ uint64_t fs_wall_ms(void);
 /* ops.c */
 void fs_set_times_ms(struct stat *st, uint64_t ms);
 bool fs_is_block_ino(uint64_t ino);
+/* .chain or .cluster: a read-only directory the mount shows itself. */
+bool fs_is_view_dir(uint64_t ino);
 void fs_chain_listing(fs *f, fs_handle *h);   /* dir.c */
 
 /* dir.c: the FUSE handlers of directories; lists of names */

@@ -34,6 +34,8 @@
 #define FS_INO_SINCE 5u      /* .chain/since (stream.c) */
 #define FS_INO_STREAM 6u     /* .chain/stream */
 #define FS_INO_INCIDENTS 7u  /* .chain/incidents */
+#define FS_INO_CLUSTER 8u    /* .cluster */
+#define FS_INO_MEMBERS 9u    /* .cluster/members */
 #define FS_INO_FIRST_KEY 16u
 #define FS_INO_BLOCK_BASE (1ull << 56)
 /* .chain/since/<n>: FS_INO_SINCE_BASE + n, n < FS_SINCE_MAX (above every

@@ -51,10 +51,10 @@ int fs_child_path(fs *f, uint64_t parent, const char *name, char **out)
     *out = NULL;
     if (nlen > KV_MAX_NAME)
         return ENAMETOOLONG;
-    if (parent == FS_INO_CHAIN || parent == FS_INO_SINCE ||
+    if (fs_is_view_dir(parent) || parent == FS_INO_SINCE ||
         fs_is_block_ino(parent) || parent == FS_INO_STATUS ||
-        parent == FS_INO_STREAM)
-        return parent == FS_INO_CHAIN || parent == FS_INO_SINCE ? EACCES
+        parent == FS_INO_MEMBERS || parent == FS_INO_STREAM)
+        return fs_is_view_dir(parent) || parent == FS_INO_SINCE ? EACCES
                                                                 : ENOTDIR;
     if (parent != FS_INO_ROOT) {
         fs_inode *d = fs_inode_by_ino(f->inodes, parent);

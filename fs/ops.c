@@ -80,6 +80,11 @@ static int render(fs *f, uint64_t ino, char **text, size_t *len)
                                       : -ENOENT;
         return rc < 0 ? -rc : 0;
     }
+    if (ino == FS_INO_MEMBERS) {
+        int rc = f->be.members_text ? f->be.members_text(f->be.ctx, text, len)
+                                    : -ENOENT;
+        return rc < 0 ? -rc : 0;
+    }
     uint32_t n = 0;
     int rc = f->be.block_text(f->be.ctx, ino - FS_INO_BLOCK_BASE, text, &n);
     *len = n;
@@ -91,11 +96,35 @@ bool fs_is_block_ino(uint64_t ino)
     return ino >= FS_INO_BLOCK_BASE;
 }
 
-/* .status, .chain/snapshot and the blocks: read-only text files. */
+/* .status, .chain/snapshot, .chain/incidents, .cluster/members and the
+ * blocks: read-only text files. */
 static bool is_text_ino(uint64_t ino)
 {
     return ino == FS_INO_STATUS || ino == FS_INO_SNAPSHOT ||
-           ino == FS_INO_INCIDENTS || fs_is_block_ino(ino);
+           ino == FS_INO_INCIDENTS || ino == FS_INO_MEMBERS ||
+           fs_is_block_ino(ino);
+}
+
+/* A text file whose contents change (no attribute caching). */
+static bool is_live_text_ino(uint64_t ino)
+{
+    return ino == FS_INO_STATUS || ino == FS_INO_SNAPSHOT ||
+           ino == FS_INO_INCIDENTS || ino == FS_INO_MEMBERS;
+}
+
+bool fs_is_view_dir(uint64_t ino)
+{
+    return ino == FS_INO_CHAIN || ino == FS_INO_CLUSTER;
+}
+
+/* ".chain", ".status" or (with a backend that shows it) ".cluster": a
+ * name in the root the mount shows itself. */
+static bool is_reserved_name(const fs *f, fuse_ino_t parent, const char *name)
+{
+    return parent == FS_INO_ROOT &&
+           (strcmp(name, FS_RESERVED_CHAIN) == 0 ||
+            strcmp(name, FS_RESERVED_STATUS) == 0 ||
+            (f->be.members_text && strcmp(name, FS_RESERVED_CLUSTER) == 0));
 }
 
 /* Parse a .chain entry name: digits only, 1..head. */
@@ -150,6 +179,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
             fuse_reply_entry(req, &e);
             return;
         }
+        if (strcmp(name, FS_RESERVED_CLUSTER) == 0 && f->be.members_text) {
+            e.ino = FS_INO_CLUSTER;
+            fill_dir_attr(f, FS_INO_CLUSTER, 0555, &e.attr);
+            e.attr_timeout = e.entry_timeout = FS_DIR_ATTR_TIMEOUT_S;
+            fuse_reply_entry(req, &e);
+            return;
+        }
         if (strcmp(name, FS_RESERVED_STATUS) == 0) {
             char *text = NULL;
             size_t len = 0;
@@ -165,11 +201,17 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
             return;
         }
     }
-    if (parent == FS_INO_CHAIN && (strcmp(name, FS_CHAIN_SNAPSHOT) == 0 ||
-                                   strcmp(name, FS_CHAIN_INCIDENTS) == 0)) {
+    if (parent == FS_INO_CLUSTER && strcmp(name, FS_CLUSTER_MEMBERS) != 0) {
+        fuse_reply_err(req, ENOENT);
+        return;
+    }
+    if ((parent == FS_INO_CHAIN && (strcmp(name, FS_CHAIN_SNAPSHOT) == 0 ||
+                                    strcmp(name, FS_CHAIN_INCIDENTS) == 0)) ||
+        parent == FS_INO_CLUSTER) {
         char *text = NULL;
         size_t len = 0;
-        uint64_t ino = name[0] == 's' ? FS_INO_SNAPSHOT : FS_INO_INCIDENTS;
+        uint64_t ino = parent == FS_INO_CLUSTER ? FS_INO_MEMBERS
+                       : name[0] == 's' ? FS_INO_SNAPSHOT : FS_INO_INCIDENTS;
         int rc = render(f, ino, &text, &len);
         free(text);
         if (rc) {
@@ -246,7 +288,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     }
     if (ino == FS_INO_ROOT) {
         fill_dir_attr(f, ino, 0755, &st);
-    } else if (ino == FS_INO_CHAIN) {
+    } else if (fs_is_view_dir(ino)) {
         fill_dir_attr(f, ino, 0555, &st);
     } else if (is_text_ino(ino)) {
         char *text = NULL;
@@ -267,16 +309,15 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fs_key_getattr(req, in, fi);
         return;
     }
-    fuse_reply_attr(req, &st, ino == FS_INO_STATUS || ino == FS_INO_SNAPSHOT ||
-                                  ino == FS_INO_INCIDENTS
-                                  ? 0 : FS_DIR_ATTR_TIMEOUT_S);
+    fuse_reply_attr(req, &st, is_live_text_ino(ino) ? 0
+                                                    : FS_DIR_ATTR_TIMEOUT_S);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
                        int to_set, struct fuse_file_info *fi)
 {
     fs *f = fs_of(req);
-    if (ino == FS_INO_ROOT || ino == FS_INO_CHAIN) {
+    if (ino == FS_INO_ROOT || fs_is_view_dir(ino)) {
         /* setting the owner or mode a directory has succeeds (chmod -R) */
         mode_t mode = ino == FS_INO_ROOT ? 0755 : 0555;
         if ((to_set & ~(FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID |
@@ -355,9 +396,7 @@ static char *change_path(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     char *path = NULL;
     int rc = fs_child_path(fs_of(req), parent, name, &path);
-    if (rc == 0 && parent == FS_INO_ROOT &&
-        (strcmp(name, FS_RESERVED_CHAIN) == 0 ||
-         strcmp(name, FS_RESERVED_STATUS) == 0))
+    if (rc == 0 && is_reserved_name(fs_of(req), parent, name))
         rc = EACCES;
     if (rc) {
         free(path);
@@ -392,8 +431,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
                      mode_t mode)
 {
-    if (parent == FS_INO_ROOT && (strcmp(name, FS_RESERVED_CHAIN) == 0 ||
-                                  strcmp(name, FS_RESERVED_STATUS) == 0)) {
+    if (is_reserved_name(fs_of(req), parent, name)) {
         fuse_reply_err(req, EEXIST);
         return;
     }
@@ -450,7 +488,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 {
     (void)ino;
     (void)newname;
-    fuse_reply_err(req, newparent == FS_INO_CHAIN ? EACCES : EPERM);
+    fuse_reply_err(req, fs_is_view_dir(newparent) ? EACCES : EPERM);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
@@ -458,7 +496,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 {
     (void)link;
     (void)name;
-    fuse_reply_err(req, parent == FS_INO_CHAIN ? EACCES : EPERM);
+    fuse_reply_err(req, fs_is_view_dir(parent) ? EACCES : EPERM);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

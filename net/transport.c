@@ -439,7 +439,12 @@ static void receive_member(transport *t, const uint8_t *buf, size_t len,
         return;
     }
     peer *p = find_peer(t, m.from);
-    if (!p || m.from == t->self_id) {
+    if (!p && m.answer == WIRE_MEMBER_ANNOUNCE && m.from != t->self_id &&
+        m.to == t->self_id && t->member_fn) {
+        /* a member of a configuration this node has not learned yet says
+         * where it is: the node decides (node/members.c) */
+        t->member_fn(t->member_arg, &m);
+    } else if (!p || m.from == t->self_id) {
         note_drop(t, NULL, now_ms, "sender is not a member");
     } else if (m.to != t->self_id) {
         note_drop(t, p, now_ms, "addressed to another node");

@@ -237,15 +237,19 @@ int wire_decode_snapshot_ask(const uint8_t *buf, size_t len,
 /* A membership change asked at a member that does not lead, forwarded to
  * the leader (answer 0), and the leader's answer (answer 1): `status` 0
  * or a negative errno, `text` the request ("add 4=HOST:PORT", "remove 4",
- * "promote 4") or the answer's words.  Body: from u32, to u32, token u64,
- * answer u8 (0 or 1), status i32, text_len u16 (<= WIRE_MAX_MEMBER_TEXT),
- * text. */
+ * "promote 4") or the answer's words.  An announcement (answer 2): a
+ * member tells a member it has not heard from that it is one, `token` the
+ * block of the configuration it has in force, `text` its own address
+ * ("ID=HOST:PORT"); the only frame a node takes from a sender it does not
+ * know (node/members.c).  Body: from u32, to u32, token u64, answer u8
+ * (0, 1 or 2), status i32, text_len u16 (<= WIRE_MAX_MEMBER_TEXT), text. */
 #define WIRE_MAX_MEMBER_TEXT 512u
+#define WIRE_MEMBER_ANNOUNCE 2u
 typedef struct wire_member {
     uint32_t from;
     uint32_t to;
     uint64_t token;        /* the asker's tag, echoed in the answer */
-    uint8_t answer;        /* 0 request, 1 answer */
+    uint8_t answer;        /* 0 request, 1 answer, 2 announcement */
     int32_t status;
     uint16_t len;
     const char *text;      /* len bytes, not NUL-terminated; decoded:

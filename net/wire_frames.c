@@ -493,7 +493,7 @@ int wire_decode_client_reply(const uint8_t *buf, size_t len,
  *        0    4 from
  *        4    4 to
  *        8    8 token   (the asker's tag, echoed in the answer)
- *       16    1 answer  (0 a request, 1 its answer)
+ *       16    1 answer  (0 a request, 1 its answer, 2 an announcement)
  *       17    4 status  (i32: 0 or a negative errno; 0 in a request)
  *       21    2 len     (<= WIRE_MAX_MEMBER_TEXT)
  *       23  len text    (the request or the answer's words)
@@ -504,7 +504,7 @@ int wire_encode_member_into(const wire_member *m, uint8_t *buf, size_t cap,
                             size_t *out_len)
 {
     uint8_t *p;
-    if (!m || m->answer > 1 || (m->len && !m->text))
+    if (!m || m->answer > WIRE_MEMBER_ANNOUNCE || (m->len && !m->text))
         return -EINVAL;
     if (m->len > WIRE_MAX_MEMBER_TEXT)
         return -EMSGSIZE;
@@ -543,7 +543,7 @@ int wire_decode_member(const uint8_t *buf, size_t len, wire_member *m)
     m->len = get_u16(&p);
     if (m->len > WIRE_MAX_MEMBER_TEXT)
         return -EMSGSIZE;
-    if (m->answer > 1 || left - WIRE_MEMBER_BODY != m->len)
+    if (m->answer > WIRE_MEMBER_ANNOUNCE || left - WIRE_MEMBER_BODY != m->len)
         return -EBADMSG;
     m->text = (const char *)p;
     return 0;

@@ -106,6 +106,7 @@ static int req_check(const wire_mount_req *r)
     case WIRE_MOUNT_STATUS:
     case WIRE_MOUNT_BLOCK:
     case WIRE_MOUNT_SNAPSHOT:
+    case WIRE_MOUNT_MEMBERS:
         return no_flags && r->len == 0 && r->client_id == 0 ? 0 : -EBADMSG;
     default:
         return -EPROTO;

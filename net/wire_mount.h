@@ -87,7 +87,8 @@ enum wire_mount_req_op {
     WIRE_MOUNT_STATUS,      /* the node's .status: TEXT */
     WIRE_MOUNT_BLOCK,       /* a chain block's text: TEXT */
     WIRE_MOUNT_SNAPSHOT,    /* the newest snapshot's text: TEXT */
-    WIRE_MOUNT_REQ_LAST = WIRE_MOUNT_SNAPSHOT
+    WIRE_MOUNT_MEMBERS,     /* the node's .cluster/members: TEXT */
+    WIRE_MOUNT_REQ_LAST = WIRE_MOUNT_MEMBERS
 };
 
 enum wire_mount_msg_op {
@@ -97,7 +98,7 @@ enum wire_mount_msg_op {
     WIRE_MOUNT_ENTRY,       /* READ */
     WIRE_MOUNT_PAGE,        /* LIST */
     WIRE_MOUNT_COUNTS,      /* USAGE */
-    WIRE_MOUNT_TEXT,        /* STATUS, BLOCK, SNAPSHOT */
+    WIRE_MOUNT_TEXT,        /* STATUS, BLOCK, SNAPSHOT, MEMBERS */
     WIRE_MOUNT_MSG_LAST = WIRE_MOUNT_TEXT
 };
 

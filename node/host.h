@@ -221,6 +221,15 @@ int host_failed(const host *h);       /* 0 or the negative errno */
 int host_reopen(host *h, bool recovering, uint64_t seed, char *why,
                 char *err, size_t err_len);
 
+/* The node's whole history was moved out of the backing directory (a
+ * node whose chain or state differs from a majority's, node/repair.c):
+ * the next host_reopen starts from an empty state and an empty chain, as
+ * a node with a wiped directory does, instead of checking the chain
+ * against the state (invariant 3's "never goes back" does not hold across
+ * this: the state is not trusted).  Snapshots and the chain must already
+ * be gone from DIR; no snapshot may be being taken. */
+void host_discard_state(host *h);
+
 /* The configuration in force at the chain head when the replica was last
  * built (host_open, host_reopen): the last CONFIG block of the chain, or
  * the newest snapshot's membership when the chain after it holds none;

@@ -53,6 +53,8 @@ struct host {
     /* snapshots (host.h) */
     snapstore *snaps;
     bool has_snap;
+    bool discard;               /* host_reopen starts from an empty state
+                                   (host_discard_state) */
     snap_info snap;             /* the newest snapshot */
 };
 

@@ -377,6 +377,24 @@ int host_reopen(host *h, bool recovering, uint64_t seed, char *why,
     acceptor_store *old_acc = h->acceptor;
     px_replica *old_px = h->px;
     host_open_report old_opened = h->opened;
+    kv *old_state = h->state;
+    bool old_has_snap = h->has_snap;
+    if (h->discard) {
+        /* host_discard_state: an empty state, no snapshot */
+        rc = snapstore_rescan(h->snaps);
+        if (rc < 0) {
+            snprintf(err, err_len, "listing the snapshots again: %s",
+                     strerror(-rc));
+            return rc;
+        }
+        h->state = kv_create();
+        if (!h->state) {
+            h->state = old_state;
+            snprintf(err, err_len, "out of memory");
+            return -ENOMEM;
+        }
+        h->has_snap = false;
+    }
     uint64_t old_head = chain_head_index(old_chain);
     uint8_t old_hash[CHAIN_HASH_BYTES];
     memcpy(old_hash, chain_head_hash(old_chain), CHAIN_HASH_BYTES);
@@ -386,7 +404,7 @@ int host_reopen(host *h, bool recovering, uint64_t seed, char *why,
     memset(&h->opened, 0, sizeof h->opened);
 
     rc = open_storage(h, why, err, err_len);
-    if (rc == 0)
+    if (rc == 0 && !h->discard)
         rc = reopen_check_chain(h, old_chain, old_head, old_hash, err,
                                 err_len);
     if (rc == 0)
@@ -413,7 +431,18 @@ int host_reopen(host *h, bool recovering, uint64_t seed, char *why,
         h->acceptor = old_acc;
         h->px = old_px;
         h->opened = old_opened;
+        if (h->state != old_state) {
+            kv_destroy(h->state);
+            h->state = old_state;
+            h->has_snap = old_has_snap;
+        }
         return rc;
+    }
+    if (h->state != old_state) {
+        kv_set_changed(h->state, host_on_changed, h);
+        kv_destroy(old_state);
+        memset(&h->snap, 0, sizeof h->snap);
+        h->discard = false;
     }
     px_destroy(old_px);
     acceptor_close(old_acc);
@@ -438,6 +467,11 @@ int host_reopen(host *h, bool recovering, uint64_t seed, char *why,
                   "synced); they are appended again as the leader sends "
                   "them", h->cfg.id, head, kv_applied_index(h->state) - head);
     return 0;
+}
+
+void host_discard_state(host *h)
+{
+    h->discard = true;
 }
 
 void host_close(host *h, bool clean)

@@ -18,6 +18,14 @@
  *  3. Reads are served only while the node is confirmed and its chain
  *     does not differ from a majority's; otherwise they wait until the
  *     read deadline (ETIMEDOUT).
+ *  4. The node throws its history away (repair.c invariant 5) only when
+ *     a majority of the members, this node not counted, positively hold
+ *     one and the same other block at an index where it holds one (each
+ *     of them told it that hash at that index), or, for a state that
+ *     differs from a committed checkpoint, each of them reported the
+ *     checkpoint's digest at its index (DIGEST frames).  One peer's
+ *     word, or peers that disagree with it but not on the same other
+ *     value, never does it; a cluster of one never does.
  */
 #include "node_int.h"
 
@@ -59,8 +67,9 @@ bool integrity_serves(const node *n)
  * differs from ours at the same index means one of the two histories is
  * wrong.  When ours differs from the chains of a majority of the members,
  * ours is the wrong one: the node stops voting (abstain_filter) and says
- * so in .status and the log.  Repair (a snapshot from the peers) is for
- * the snapshot machinery. */
+ * so in .status and the log.  Once a majority positively holds one and
+ * the same other block at an index (divergence_judge, invariant 4), the
+ * node resets itself from the peers (repair.c). */
 void integrity_check_divergence(node *n, uint32_t from, uint64_t index,
                              const uint8_t hash[CHAIN_HASH_BYTES])
 {
@@ -94,10 +103,98 @@ void integrity_check_divergence(node *n, uint32_t from, uint64_t index,
         node_serve_reads(n);
 }
 
+/* The newest fact peer k gave about block `index`, or NULL. */
+static const struct node_fact *fact_at(const node *n, uint32_t k,
+                                       uint64_t index)
+{
+    for (uint32_t i = 1; i <= NODE_FACTS; i++) {
+        const struct node_fact *f =
+            &n->facts[k][(n->fact_next[k] - i) % NODE_FACTS];
+        if (f->index == index)
+            return f;
+    }
+    return NULL;
+}
+
+static void hex8(const uint8_t *h, char *out)
+{
+    for (uint32_t i = 0; i < 8; i++)
+        snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
+/* Invariant 4: a peer holds another block than ours at `index` (ours:
+ * `ours`).  When a majority of the members other than this node hold one
+ * and the same other block there, this node's history is the wrong one:
+ * repair.c resets it.  Otherwise ask every peer for its block there, so
+ * that they all answer about the same index. */
+static void divergence_judge(node *n, uint64_t index,
+                             const uint8_t ours[CHAIN_HASH_BYTES])
+{
+    if (n->cfg.n_peers <= 1 || n->fatal)
+        return;
+    const struct node_fact *diff[TRANSPORT_MAX_PEERS];
+    uint32_t ids[TRANSPORT_MAX_PEERS], nd = 0;
+    for (uint32_t k = 0; k < n->cfg.n_peers; k++) {
+        if (n->cfg.peers[k].id == n->cfg.id)
+            continue;
+        const struct node_fact *f = fact_at(n, k, index);
+        if (f && memcmp(f->hash, ours, CHAIN_HASH_BYTES) != 0) {
+            diff[nd] = f;
+            ids[nd++] = n->cfg.peers[k].id;
+        }
+    }
+    uint32_t need = integrity_quorum(n);
+    for (uint32_t a = 0; a < nd; a++) {
+        uint32_t same = 0;
+        char who[120];
+        size_t w = 0;
+        for (uint32_t b = 0; b < nd; b++) {
+            if (memcmp(diff[a]->hash, diff[b]->hash, CHAIN_HASH_BYTES) != 0)
+                continue;
+            same++;
+            if (w < sizeof who)
+                w += (size_t)snprintf(who + w, sizeof who - w, "%s%u",
+                                      w ? "," : "nodes ", ids[b]);
+        }
+        if (same < need)
+            continue;
+        char h_ours[17], h_theirs[17];
+        hex8(ours, h_ours);
+        hex8(diff[a]->hash, h_theirs);
+        chain_damage d;
+        memset(&d, 0, sizeof d);
+        d.index = index;
+        if (chain_locate(n->chain, index, d.path, sizeof d.path,
+                         &d.offset) < 0)
+            snprintf(d.path, sizeof d.path, "%s/chain", n->data_dir);
+        snprintf(d.reason, sizeof d.reason, "block differs from the one a "
+                 "majority holds (ours %s..., theirs %s...)", h_ours,
+                 h_theirs);
+        char by[400];
+        snprintf(by, sizeof by, "%s of %u members hold block %" PRIu64
+                 " with hash %s...", who, n->cfg.n_peers, index, h_theirs);
+        fprintf(stderr, "paxosfs: node %u: chain differs at block %" PRIu64
+                " from the block a majority holds (%s); resetting this "
+                "node's history\n", n->cfg.id, index, by);
+        repair_reset(n, REPAIR_DIVERGED, &d, index, diff[a]->hash, by);
+        return;
+    }
+    uint64_t now = node_now_ms();
+    if (nd > 0 && n->net &&
+        (index != n->div_query_index || now - n->div_query_ms >= 250)) {
+        uint8_t none[CHAIN_HASH_BYTES] = {0};
+        integrity_head_frame(n, 0, NODE_HEAD_QUERY | index, none);
+        n->div_query_index = index;
+        n->div_query_ms = now;
+    }
+}
+
 /* A checkpoint entry's digest differs from this node's state at its
  * index (snapshot.c invariant 4): the state is wrong here whatever the
- * chains say, so the node abstains for good (until restarted from good
- * state), like a node whose chain differs from a majority's. */
+ * chains say, so the node abstains like a node whose chain differs from
+ * a majority's: until a majority of the other members report the
+ * checkpoint's digest there (integrity_state_judge: then it resets), or
+ * for good (until restarted from good state) if they never do. */
 void integrity_state_diverged(node *n, const char *why)
 {
     if (!n->state_diverged)
@@ -106,6 +203,81 @@ void integrity_state_diverged(node *n, const char *why)
                 why);
     n->state_diverged = true;
     n->abstaining = true;
+}
+
+/* A DIGEST frame (node_int.h) to every peer: this node's state digest
+ * at `index`, which it compared with a checkpoint. */
+void integrity_send_digest(node *n, uint64_t index,
+                           const uint8_t digest[KV_DIGEST_BYTES])
+{
+    if (!n->net)
+        return;
+    uint8_t h[CHAIN_HASH_BYTES] = {0};
+    le_put32(h + 8, n->cfg.id);
+    h[12] = 2;
+    memcpy(h + 13, digest, NODE_DIGEST_PREFIX);
+    integrity_head_frame(n, 0, NODE_HEAD_START | (index & NODE_HEAD_MASK), h);
+}
+
+/* Invariant 4 for the state: a majority of the members other than this
+ * node report the checkpoint's digest at its index, where this node's
+ * state had another one: this node's state is the wrong one. */
+void integrity_state_judge(node *n)
+{
+    if (!n->state_diverged || !n->cp_bad_index || n->cfg.n_peers <= 1 ||
+        n->fatal)
+        return;
+    uint32_t same = 0;
+    char who[120];
+    size_t w = 0;
+    for (uint32_t k = 0; k < n->cfg.n_peers; k++) {
+        if (n->cfg.peers[k].id == n->cfg.id)
+            continue;
+        for (uint32_t i = 0; i < NODE_DIGEST_FACTS; i++) {
+            const struct node_fact *f = &n->digest_facts[k][i];
+            if (f->index == n->cp_bad_index &&
+                memcmp(f->hash, n->cp_bad_digest, NODE_DIGEST_PREFIX) == 0) {
+                same++;
+                if (w < sizeof who)
+                    w += (size_t)snprintf(who + w, sizeof who - w, "%s%u",
+                                          w ? "," : "nodes ",
+                                          n->cfg.peers[k].id);
+                break;
+            }
+        }
+    }
+    if (same < integrity_quorum(n))
+        return;
+    char h_theirs[17];
+    hex8(n->cp_bad_digest, h_theirs);
+    chain_damage d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.path, sizeof d.path, "%s (the key-value state in memory)",
+             n->data_dir);
+    d.index = n->cp_bad_index;
+    snprintf(d.reason, sizeof d.reason, "state digest differs from the "
+             "checkpoint's (%s...), which a majority holds", h_theirs);
+    char by[400];
+    snprintf(by, sizeof by, "%s of %u members report state digest %s... "
+             "at block %" PRIu64, who, n->cfg.n_peers, h_theirs,
+             n->cp_bad_index);
+    fprintf(stderr, "paxosfs: node %u: state differs at block %" PRIu64
+            " from the one a majority holds (%s); resetting this node's "
+            "history\n", n->cfg.id, n->cp_bad_index, by);
+    repair_reset(n, REPAIR_STATE, &d, 0, NULL, by);
+}
+
+static void on_digest(node *n, uint32_t k, uint64_t index,
+                      const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    if (le_get32(hash + 8) != n->cfg.peers[k].id || index == 0)
+        return;
+    struct node_fact *f =
+        &n->digest_facts[k][n->digest_next[k]++ % NODE_DIGEST_FACTS];
+    f->index = index;
+    memset(f->hash, 0, CHAIN_HASH_BYTES);
+    memcpy(f->hash, hash + 13, NODE_DIGEST_PREFIX);
+    integrity_state_judge(n);
 }
 
 /* ------------------------------------------- start gate (invariant 5) */
@@ -335,6 +507,8 @@ static void on_start(node *n, uint32_t k, uint64_t index,
 static void on_fact(node *n, uint32_t k, uint64_t index,
                     const uint8_t hash[CHAIN_HASH_BYTES])
 {
+    if (index > n->peer_head_seen[k])
+        n->peer_head_seen[k] = index;
     struct node_fact *f = &n->facts[k][n->fact_next[k]++ % NODE_FACTS];
     f->index = index;
     memcpy(f->hash, hash, CHAIN_HASH_BYTES);
@@ -348,6 +522,8 @@ static void on_fact(node *n, uint32_t k, uint64_t index,
         chain_hash_at(n->chain, index, ours) == 0) {
         bool was = n->peer_agrees[k];
         n->peer_agrees[k] = memcmp(ours, hash, CHAIN_HASH_BYTES) == 0;
+        if (!n->peer_agrees[k])
+            divergence_judge(n, index, ours);   /* invariant 4 */
         if (n->peer_agrees[k] && !n->peer_holds_head[k]) {
             n->peer_holds_head[k] = true;
             integrity_gate_update(n);
@@ -370,7 +546,9 @@ void integrity_on_chain_head(void *arg, uint32_t from, uint64_t index,
     uint32_t k = integrity_peer_slot(n, from);
     if (k == n->cfg.n_peers || from == n->cfg.id)
         return;
-    if (index & NODE_HEAD_START) {
+    if ((index & NODE_HEAD_START) && hash[12] == 2) {
+        on_digest(n, k, index & NODE_HEAD_MASK, hash);
+    } else if (index & NODE_HEAD_START) {
         on_start(n, k, index, hash);
     } else if (index & NODE_HEAD_QUERY) {
         uint64_t want = index & NODE_HEAD_MASK;

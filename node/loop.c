@@ -417,6 +417,7 @@ void node_backend(node *n, fs_backend *be)
         .snapshot_text = snapnode_text,
         .between = node_between,
         .incidents_text = repair_incidents_text,
+        .members_text = members_text,
     };
 }
 

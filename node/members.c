@@ -34,6 +34,21 @@
  *   3. Until this node has been a member (a node joining), members are
  *      only ever added to its transport, never removed: catching up it
  *      applies older configurations on its way to the one in force.
+ *   4. A member that was down while the configuration moved on may know
+ *      none of the members in force (its chain names only nodes that left
+ *      since), and its transport drops every frame from a sender it does
+ *      not know.  So every member announces itself (a MEMBER frame,
+ *      WIRE_MEMBER_ANNOUNCE: its address and the block of its
+ *      configuration) every MEMBERS_ANNOUNCE_EVERY_MS to each member of
+ *      its configuration it has not heard from for MEMBERS_SILENT_MS
+ *      (members send chain heads every 250 ms, so only a member that is
+ *      down or cut off gets them).  A node connects to an announcing
+ *      sender it does not know only while it hears no leader and only for
+ *      a configuration newer than its own: one healthy node's transport
+ *      never changes on a peer's word.  The peer added so stays until the
+ *      next configuration the node applies (follow) decides; quorums
+ *      never depend on it: the core counts its own configuration's
+ *      voters.
  */
 #include "node_int.h"
 
@@ -49,6 +64,8 @@
 #define MEMBERS_FORWARD_MS 15000    /* a forwarded one not answered */
 #define MEMBERS_PROMOTE_EVERY_MS 200
 #define MEMBERS_PROMOTE_BACKOFF_MS 1000   /* after a refused promotion */
+#define MEMBERS_ANNOUNCE_EVERY_MS 1000
+#define MEMBERS_SILENT_MS 2000           /* 8 chain-head intervals */
 
 static bool has_id(const px_members *m, uint32_t id, bool voters_only)
 {
@@ -151,6 +168,7 @@ static int remap(node *n, const net_peer_addr *list, uint32_t n_new)
                 from[k] = (int)i;
     }
     REMAP(peer_chain_index);
+    REMAP(peer_head_seen);
     REMAP(peer_chain_differs);
     REMAP(peer_holds_head);
     REMAP(peer_agrees);
@@ -164,6 +182,8 @@ static int remap(node *n, const net_peer_addr *list, uint32_t n_new)
     REMAP(last_own);
     REMAP(facts);
     REMAP(fact_next);
+    REMAP(digest_facts);
+    REMAP(digest_next);
     memmove(n->peers, list, n_new * sizeof *list);
     n->cfg.n_peers = n_new;
     free(old);
@@ -178,6 +198,9 @@ static uint32_t peers_for(node *n, const px_members *m, const uint8_t *ctx,
 {
     net_peer_addr given[TRANSPORT_MAX_PEERS];
     uint32_t n_given = 0;
+    const uint8_t *nl = ctx_len ? memchr(ctx, '\n', ctx_len) : NULL;
+    if (nl)
+        ctx_len = (uint32_t)(nl - ctx);   /* the addresses' line */
     if (ctx_len) {
         char spec[PX_CONFIG_MAX_CONTEXT + 1], err[160];
         memcpy(spec, ctx, ctx_len);
@@ -545,6 +568,26 @@ static int propose(node *n, const char *op, char *text, size_t cap)
             rc = -EINVAL;
     }
     if (rc == 0) {
+        /* after the addresses, on a line of its own: what changed and who
+         * asked (shown in .chain; peers_for reads the first line only) */
+        uint32_t origin = n->mem.origin;
+        char who[80];
+        if (origin == UINT32_MAX)
+            snprintf(who, sizeof who, "by leader %u: caught up", n->cfg.id);
+        else if (origin == 0)
+            snprintf(who, sizeof who, "at node %u's admin socket",
+                     n->cfg.id);
+        else
+            snprintf(who, sizeof who, "at node %u's admin socket, through "
+                     "leader %u", origin, n->cfg.id);
+        int w = snprintf(ctx + clen, sizeof ctx - (size_t)clen, "\n%s (%s)",
+                         op, who);
+        if (w > 0 && (size_t)clen + (size_t)w < sizeof ctx)
+            clen += w;
+        else
+            ctx[clen] = '\0';   /* no room: the addresses alone */
+    }
+    if (rc == 0) {
         px_event ev = { .type = PX_EV_CHANGE_MEMBERS };
         ev.u.change.members = want;
         ev.u.change.context = (const uint8_t *)ctx;
@@ -610,12 +653,98 @@ static int change_here(node *n, uint32_t origin, uint64_t token,
     return -1;
 }
 
+/* ------------------------------------------- announcements (inv. 4) */
+
+/* Every member of the configuration in force this node has not heard from
+ * for MEMBERS_SILENT_MS: "I am a member, here". */
+static void announce(node *n, uint64_t now)
+{
+    struct node_members *mm = &n->mem;
+    if (!n->net || mm->removed || !mm->was_member ||
+        now - mm->last_announce_ms < MEMBERS_ANNOUNCE_EVERY_MS)
+        return;
+    mm->last_announce_ms = now;
+    const net_peer_addr *self = addr_of(n, n->cfg.id);
+    if (!self)
+        return;
+    char text[WIRE_MAX_MEMBER_TEXT + 1];
+    int len = snprintf(text, sizeof text, "%u=%s:%u", self->id, self->host,
+                       self->port);
+    if (len < 0 || (size_t)len > WIRE_MAX_MEMBER_TEXT)
+        return;
+    uint32_t count = transport_peer_count(n->net);
+    for (uint32_t i = 0; i < count; i++) {
+        transport_peer_stats st;
+        transport_peer_stats_get(n->net, i, &st);
+        if (st.id == n->cfg.id || !has_id(&mm->in_force, st.id, false) ||
+            (st.last_recv_ms && now - st.last_recv_ms < MEMBERS_SILENT_MS))
+            continue;
+        wire_member w = { .from = n->cfg.id, .to = st.id,
+                          .token = mm->config_index,
+                          .answer = WIRE_MEMBER_ANNOUNCE,
+                          .len = (uint16_t)len, .text = text };
+        uint8_t frame[WIRE_HEADER_BYTES + 32 + WIRE_MAX_MEMBER_TEXT];
+        size_t flen = 0;
+        if (wire_encode_member_into(&w, frame, sizeof frame, &flen) == 0 &&
+            transport_send_frame(n->net, st.id, frame, flen) == 0)
+            mm->announces_sent++;
+    }
+}
+
+/* An announcement: connect to its sender if this node does not know it,
+ * hears no leader, and holds an older configuration than the sender's. */
+static void on_announce(node *n, const wire_member *w, const char *text)
+{
+    struct node_members *mm = &n->mem;
+    uint64_t now = node_now_ms();
+    if (integrity_peer_slot(n, w->from) < n->cfg.n_peers)
+        return;   /* known: nothing to learn */
+    net_peer_addr a;
+    uint32_t got = 0;
+    char err[160];
+    bool cut_off = n->leader_seen_ms == 0 ||
+                   now - n->leader_seen_ms > MEMBERS_SILENT_MS;
+    if (net_parse_peers(text, &a, 1, &got, err, sizeof err) < 0 || got != 1 ||
+        a.id != w->from || !cut_off || w->token <= mm->config_index ||
+        n->cfg.n_peers >= TRANSPORT_MAX_PEERS) {
+        if (mm->announces_ignored++ % 64 == 0)
+            fprintf(stderr, "paxosfs: node %u: ignored node %u's announcement "
+                    "(%s; %" PRIu64 " ignored so far)\n", n->cfg.id, w->from,
+                    got != 1 || a.id != w->from ? "not its own address"
+                    : !cut_off ? "this node follows a leader"
+                    : w->token <= mm->config_index
+                    ? "its configuration is not newer"
+                    : "no room for another peer", mm->announces_ignored);
+        return;
+    }
+    net_peer_addr list[TRANSPORT_MAX_PEERS];
+    memcpy(list, n->peers, n->cfg.n_peers * sizeof *list);
+    list[n->cfg.n_peers] = a;
+    if (remap(n, list, n->cfg.n_peers + 1) < 0)
+        return;
+    char why[200];
+    int rc = transport_add_peer(n->net, &a, why, sizeof why);
+    mm->announces_taken++;
+    fprintf(stderr, "paxosfs: node %u: node %u at %s:%u says it is a member "
+            "of the configuration at block %" PRIu64 " (this node has block %"
+            PRIu64 "'s): %s%s\n", n->cfg.id, a.id, a.host, a.port, w->token,
+            mm->config_index, rc == 0 || rc == -EEXIST ? "connecting to it"
+                                                      : "cannot connect: ",
+            rc == 0 || rc == -EEXIST ? "" : why);
+}
+
 static void on_member_frame(void *arg, const wire_member *w)
 {
     node *n = arg;
     char text[WIRE_MAX_MEMBER_TEXT + 1];
     memcpy(text, w->text, w->len);
     text[w->len] = '\0';
+    if (w->answer == WIRE_MEMBER_ANNOUNCE) {
+        on_announce(n, w, text);
+        return;
+    }
+    if (integrity_peer_slot(n, w->from) >= n->cfg.n_peers)
+        return;   /* requests and answers come from known peers only */
     if (w->answer == 0) {
         char words[400];
         change_here(n, w->from, w->token, text, words, sizeof words);
@@ -635,8 +764,36 @@ void members_start(node *n)
 
 /* ------------------------------------------------------------ admin */
 
-int members_text(node *n, char **text, size_t *len)
+/* Member id's match index as this node knows it: its own applied index;
+ * on the leader the index the member acknowledged; elsewhere the highest
+ * block the member has said it holds (its chain heads, every 250 ms).
+ * false: not known here. */
+static bool member_match(const node *n, const px_status *st, uint32_t id,
+                         uint64_t *match)
 {
+    if (id == n->cfg.id) {
+        *match = st->applied_index;
+        return true;
+    }
+    if (st->role == PX_LEADER) {
+        for (uint32_t j = 0; j < st->n_peers; j++)
+            if (st->peers[j].id == id) {
+                *match = st->peers[j].match_index;
+                return true;
+            }
+        return false;
+    }
+    uint32_t k = integrity_peer_slot(n, id);
+    if (k == n->cfg.n_peers || n->peer_head_seen[k] == 0)
+        return false;
+    *match = n->peer_head_seen[k];
+    return true;
+}
+
+/* paxosctl member list and .cluster/members (fs_backend.members_text). */
+int members_text(void *ctx, char **text, size_t *len)
+{
+    node *n = ctx;
     px_status st;
     px_get_status(n->px, &st);
     char *buf = NULL;
@@ -647,31 +804,23 @@ int members_text(node *n, char **text, size_t *len)
     fprintf(fp, "# configuration at block %" PRIu64 "; leader %u; commit %"
             PRIu64 "%s\n# id address role match lag\n",
             n->mem.config_index, st.leader_id, st.commit_index,
-            st.role == PX_LEADER ? "" : " (match and lag: the leader knows; "
-            "- here)");
+            st.role == PX_LEADER ? "" : " (match: the highest block each "
+            "member has shown this node)");
     const px_members *m = &st.members;
     for (uint32_t i = 0; i < m->n_voters + m->n_learners; i++) {
         uint32_t id = i < m->n_voters ? m->voters[i]
                                       : m->learners[i - m->n_voters];
         const net_peer_addr *a = addr_of(n, id);
-        char addr[300] = "?";
+        char addr[300] = "-";   /* a cluster of one started without --peers */
         if (a)
             snprintf(addr, sizeof addr, "%s:%u", a->host, a->port);
         fprintf(fp, "%u %s %s", id, addr, i < m->n_voters ? "voter"
                                                           : "learner");
-        if (id == n->cfg.id) {
-            fprintf(fp, " %" PRIu64 " 0\n", st.applied_index);
-            continue;
-        }
-        bool found = false;
-        for (uint32_t j = 0; st.role == PX_LEADER && j < st.n_peers; j++)
-            if (st.peers[j].id == id) {
-                uint64_t match = st.peers[j].match_index;
-                fprintf(fp, " %" PRIu64 " %" PRIu64 "\n", match,
-                        st.commit_index > match ? st.commit_index - match : 0);
-                found = true;
-            }
-        if (!found)
+        uint64_t match = 0;
+        if (member_match(n, &st, id, &match))
+            fprintf(fp, " %" PRIu64 " %" PRIu64 "\n", match,
+                    st.commit_index > match ? st.commit_index - match : 0);
+        else
             fprintf(fp, " - -\n");
     }
     if (fclose(fp) != 0) {
@@ -696,6 +845,9 @@ void members_status_json(node *n, FILE *fp)
         json_string(fp, mm->what);
     else
         fprintf(fp, "false");
+    fprintf(fp, ",\"announcements_sent\":%" PRIu64 ",\"announcements_taken\":%"
+            PRIu64 ",\"announcements_ignored\":%" PRIu64, mm->announces_sent,
+            mm->announces_taken, mm->announces_ignored);
     fprintf(fp, ",\"auto_promote\":");
     if (n->cfg.no_promote)
         fprintf(fp, "false");
@@ -719,16 +871,7 @@ void members_status_json(node *n, FILE *fp)
         fprintf(fp, ",\"role\":\"%s\"", i < m->n_voters ? "voter"
                                                        : "learner");
         uint64_t match = 0;
-        bool known = id == n->cfg.id;
-        if (known)
-            match = st.applied_index;
-        for (uint32_t j = 0; !known && st.role == PX_LEADER &&
-                             j < st.n_peers; j++)
-            if (st.peers[j].id == id) {
-                match = st.peers[j].match_index;
-                known = true;
-            }
-        if (known)
+        if (member_match(n, &st, id, &match))
             fprintf(fp, ",\"match\":%" PRIu64 ",\"lag\":%" PRIu64, match,
                     st.commit_index > match ? st.commit_index - match : 0);
         fprintf(fp, "}");
@@ -804,6 +947,7 @@ bool members_admin(node *n, const char *req, char **reply)
 void members_turn(node *n, uint64_t now)
 {
     struct node_members *mm = &n->mem;
+    announce(n, now);
     if (mm->busy && now >= mm->deadline_ms) {
         char text[300];
         if (mm->slot)

@@ -63,6 +63,14 @@
  *              nonce, hash[8..11] whose start it is, hash[12] 0 = the
  *              sender's own start, 1 = the receiver's start as the sender
  *              last saw it (acceptor store, peer records). */
+/* A START frame with hash[12] = 2 is a DIGEST: "my state digest at block
+ * index & MASK begins with hash[13..31]" (hash[8..11] the sender); a
+ * node sends one for every checkpoint it compared (snapshot.c), and one
+ * whose state differs from a checkpoint counts them (integrity.c
+ * invariant 4).  Nodes that do not know it ignore it as a START frame of
+ * no kind they know. */
+#define NODE_DIGEST_PREFIX 19          /* digest bytes a DIGEST carries */
+#define NODE_DIGEST_FACTS 8            /* DIGESTs kept per peer */
 #define NODE_HEAD_START (UINT64_C(1) << 63)
 #define NODE_HEAD_QUERY (UINT64_C(1) << 62)
 #define NODE_HEAD_MASK (NODE_HEAD_QUERY - 1)
@@ -110,6 +118,9 @@ struct node_members {
     char what[96];
     uint64_t next_token;
     uint64_t last_promote_ms;
+    /* announcements (members.c invariant 4) */
+    uint64_t last_announce_ms;
+    uint64_t announces_sent, announces_taken, announces_ignored;
 };
 
 struct node_fact {
@@ -157,8 +168,13 @@ struct node {
      * cfg.peers): the block index last compared and whether the hashes
      * differed there */
     uint64_t peer_chain_index[TRANSPORT_MAX_PEERS];
+    /* the highest block each peer has said it holds (chain heads every
+     * NODE_CHAIN_HEAD_INTERVAL_MS, answers): .cluster/members */
+    uint64_t peer_head_seen[TRANSPORT_MAX_PEERS];
     bool peer_chain_differs[TRANSPORT_MAX_PEERS];
     bool abstaining;              /* our chain differs from a majority's */
+    uint64_t div_query_index, div_query_ms;   /* last asked all peers
+                                                 about a differing block */
     uint64_t last_head_sent_ms;
     uint64_t votes_withheld;      /* messages not sent while abstaining */
     /* the start gate (integrity.c invariant 1) */
@@ -231,6 +247,10 @@ struct node {
     struct node_digest digests[NODE_DIGESTS];
     uint64_t checkpoints_ok, checkpoints_unchecked;
     bool state_diverged;        /* a checkpoint's digest was not ours */
+    uint64_t cp_bad_index;      /* ... at this index (0: none) */
+    uint8_t cp_bad_digest[KV_DIGEST_BYTES];   /* the checkpoint's */
+    struct node_fact digest_facts[TRANSPORT_MAX_PEERS][NODE_DIGEST_FACTS];
+    uint32_t digest_next[TRANSPORT_MAX_PEERS];
     bool snap_retake;           /* repair.c: a damaged newest snapshot is
                                    taken again at the same index */
 
@@ -290,6 +310,9 @@ int snapnode_status(node *n, char *buf, size_t cap);
 int snapnode_text(void *ctx, char **text, size_t *len);
 uint64_t snapnode_chain_base(void *ctx);
 void integrity_state_diverged(node *n, const char *why);   /* integrity.c */
+void integrity_send_digest(node *n, uint64_t index,
+                           const uint8_t digest[KV_DIGEST_BYTES]);
+void integrity_state_judge(node *n);
 
 /* repair.c */
 int repair_start(node *n);
@@ -300,6 +323,11 @@ void repair_block_damaged(void *arg, uint64_t index, int rc); /* host edge */
 int repair_before_reopen(node *n);
 void repair_after_reopen(node *n);
 void repair_status(node *n, FILE *fp);
+enum { REPAIR_DIVERGED = 1, REPAIR_STATE, REPAIR_BEHIND };
+void repair_reset(node *n, int what, const chain_damage *d, uint64_t index,
+                  const uint8_t hash[CHAIN_HASH_BYTES], const char *who);
+bool repair_needs_reset_for(node *n, uint64_t snap_index);
+bool repair_catching_up(const node *n);
 int repair_incidents_text(void *ctx, char **text, size_t *len);
 int snapnode_retake(node *n);                               /* snapshot.c */
 /* members.c */
@@ -312,7 +340,7 @@ void members_on_config(node *n, uint64_t slot, const px_members *m,
 void members_turn(node *n, uint64_t now);
 bool members_admin(node *n, const char *req, char **reply);
 bool members_removed(const node *n);
-int members_text(node *n, char **text, size_t *len);
+int members_text(void *ctx, char **text, size_t *len);
 void members_status_json(node *n, FILE *fp);
 int members_snapshot_blob(node *n, const px_members *m, uint8_t *buf,
                           uint32_t cap);

@@ -277,10 +277,14 @@ static void read_free(rd *x)
     free(x);
 }
 
-/* What a node answers when it cannot serve now, where another might. */
+/* What a node answers when it cannot serve now, where another might:
+ * no leader reachable, a failed disk, or (EROFS) the node was removed
+ * from the configuration and is not a member any more (node/members.c),
+ * which a server mount reports as is but a client moves on from. */
 static bool node_trouble(int rc)
 {
-    return rc == -EHOSTUNREACH || rc == -EIO || rc == -ENOSPC;
+    return rc == -EHOSTUNREACH || rc == -EIO || rc == -ENOSPC ||
+           rc == -EROFS;
 }
 
 static void on_write_done(remote *r, uint64_t seq, int result, uint64_t now)

@@ -118,6 +118,11 @@ static int be_snapshot_text(void *ctx, char **text, size_t *len)
     return sync_text(ctx, WIRE_MOUNT_SNAPSHOT, 0, text, len);
 }
 
+static int be_members_text(void *ctx, char **text, size_t *len)
+{
+    return sync_text(ctx, WIRE_MOUNT_MEMBERS, 0, text, len);
+}
+
 /* ---------------------------------------------------------------- run */
 
 static int wait_beat(remote *r, uint64_t until)
@@ -217,6 +222,7 @@ int remote_mount(remote *r, char *err, size_t err_len)
     be.status_text = be_status_text;
     be.block_text = be_block_text;
     be.snapshot_text = be_snapshot_text;
+    be.members_text = be_members_text;
     fs_options opt = {
         .attr_timeout_s = r->cfg.attr_timeout_s,
         .entry_timeout_s = r->cfg.entry_timeout_s,

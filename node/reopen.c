@@ -64,6 +64,26 @@ static void reopen_log(node *n)
     close(fd);
 }
 
+/* The store reopened knows fewer starts than this run had (its log was
+ * moved aside): record the last start and the peers' ones again. */
+static int carry_starts(node *n, const acceptor_peer *start)
+{
+    acceptor_info info;
+    acceptor_get_info(n->acceptor, &info);
+    if (info.incarnation >= start->counter)
+        return 0;
+    int rc = acceptor_put_incarnation(n->acceptor, start->counter,
+                                      start->nonce);
+    for (uint32_t k = 0; rc == 0 && k < n->cfg.n_peers; k++) {
+        if (n->cfg.peers[k].id == n->cfg.id || n->peer_start[k].counter == 0)
+            continue;
+        acceptor_peer rec = n->peer_start[k];
+        rec.id = n->cfg.peers[k].id;
+        rc = acceptor_put_peer(n->acceptor, &rec);
+    }
+    return rc == -ENOSPC ? 0 : rc;
+}
+
 /* The probe passed: re-verify what the disk holds and take part again as
  * a restarted node does, without a restart.  Settle the files (what was
  * written becomes durable, cached pages are dropped), take the lock
@@ -89,6 +109,10 @@ void node_storage_reopen(node *n)
         health_fail(&n->health, "moving damaged files aside", rc, now);
         return;
     }
+    /* this node's starts and its peers' as it saw them: an acceptor log
+     * moved aside (repair.c) must not make the next start look like an
+     * older one (integrity.c invariant 1) */
+    acceptor_peer start = n->start;
     char why[HOST_WHY_BYTES];
     rc = host_reopen(n->host, n->recovering_why[0] != '\0',
                      node_random_u64(), why, err, sizeof err);
@@ -100,10 +124,16 @@ void node_storage_reopen(node *n)
     n->chain = host_chain(n->host);
     n->acceptor = host_acceptor(n->host);
     n->px = host_replica(n->host);
+    n->state = host_state(n->host);   /* another one after a reset */
     n->fatal = 0;
     if (why[0])
         integrity_begin_recovery(n, why);
-    rc = node_record_start(n, err, sizeof err);
+    rc = carry_starts(n, &start);
+    if (rc < 0)
+        snprintf(err, sizeof err, "cannot write the acceptor store in %s: "
+                 "%s", n->data_dir, strerror(-rc));
+    else
+        rc = node_record_start(n, err, sizeof err);
     if (rc < 0) {
         /* the new stores cannot be written either: failed again */
         host_mark_failed(n->host, rc);

@@ -39,6 +39,19 @@
  *   4. A cluster of one has nobody to repair from: damage of its chain
  *      or acceptor store makes it refuse every call (EIO) until it is
  *      restarted from a backup; the log and .status say how.
+ *   5. A node whose history a majority of the members positively vouch
+ *      against (integrity.c invariant 4: its chain differs from the
+ *      block they hold; a state digest check, snapshot.c invariant 4),
+ *      or whose repair needs a snapshot not newer than its state
+ *      (snapshot.c invariant 5), resets: it stops as in 2, moves every
+ *      file of chain/, snap/ and acceptor/ to DIR/damaged/<incident>/
+ *      (never deleted: evidence, and writes it may have acknowledged as
+ *      a cluster of one), reopens as an empty node keeping its identity
+ *      and its starts (reopen.c), recovers its acceptor state from every
+ *      other voter, and catches up from the peers (snapshot and blocks,
+ *      each vouched for by a quorum).  The incident is closed once it
+ *      votes and serves again with the agreed block, and a majority with
+ *      it holds its head.  A cluster of one never resets.
  */
 #include "node_int.h"
 
@@ -55,7 +68,14 @@
 
 #include "../net/json.h"
 
-enum rkind { RK_NONE = 0, RK_CHAIN, RK_REPLACED, RK_SNAPSHOT, RK_ACCEPTOR };
+enum rkind { RK_NONE = 0, RK_CHAIN, RK_REPLACED, RK_SNAPSHOT, RK_ACCEPTOR,
+             RK_DIVERGED, RK_STATE, RK_BEHIND };
+
+/* invariant 5: kinds whose repair throws the whole history away */
+static bool resets(int k)
+{
+    return k == RK_DIVERGED || k == RK_STATE || k == RK_BEHIND;
+}
 enum rphase { RP_NONE = 0, RP_REOPEN, RP_CATCHUP, RP_RETAKE, RP_REFUSED };
 
 static const char *kind_name(int k)
@@ -65,6 +85,9 @@ static const char *kind_name(int k)
     case RK_REPLACED: return "chain";
     case RK_SNAPSHOT: return "snapshot";
     case RK_ACCEPTOR: return "acceptor";
+    case RK_DIVERGED: return "chain_diverged";
+    case RK_STATE: return "state_diverged";
+    case RK_BEHIND: return "lost_sync";
     default: return "none";
     }
 }
@@ -106,6 +129,13 @@ struct repair {
     uint64_t snaps_taken;       /* RP_RETAKE: taken before */
     uint64_t last_retake_ms;
     char moved[1000];            /* where the damaged files went */
+    /* invariant 5: the block a majority agreed on when this node was
+     * found diverged (0: none), who, and the snapshots installed before
+     * the reset */
+    uint64_t agreed_index;
+    uint8_t agreed_hash[CHAIN_HASH_BYTES];
+    char agreed_by[200];
+    uint64_t installs_before;
     uint64_t incidents, repaired;
     uint64_t blocks_unreadable, last_block_log_ms;
 };
@@ -477,13 +507,18 @@ static void found(node *n, int kind, const chain_damage *d)
     r->found_ms = node_now_ms();
     r->incident = incidents_last(n) + 1;
     r->incidents++;
-    r->old_head = chain_head_index(n->chain);
-    memcpy(r->old_hash, chain_head_hash(n->chain), CHAIN_HASH_BYTES);
-    r->old_base = chain_base_index(n->chain);
+    memset(r->old_hash, 0, CHAIN_HASH_BYTES);
+    r->old_head = r->old_base = 0;
+    if (n->chain) {   /* (a node without stores: the unit tests) */
+        r->old_head = chain_head_index(n->chain);
+        memcpy(r->old_hash, chain_head_hash(n->chain), CHAIN_HASH_BYTES);
+        r->old_base = chain_base_index(n->chain);
+    }
     r->moved[0] = '\0';
     char what[1400];
-    snprintf(what, sizeof what, "%s damaged: %s offset %" PRIu64 " %s %"
-             PRIu64 ": %s", kind_name(kind), d->path, d->offset,
+    snprintf(what, sizeof what, "%s%s: %s offset %" PRIu64 " %s %"
+             PRIu64 ": %s", kind_name(kind), resets(kind) ? "" : " damaged",
+             d->path, d->offset,
              kind == RK_SNAPSHOT ? "snapshot" : kind == RK_ACCEPTOR ? "slot"
                                                                   : "block",
              d->index, d->reason);
@@ -517,11 +552,157 @@ static void found(node *n, int kind, const chain_damage *d)
         return;
     }
     char text[1400];
-    snprintf(text, sizeof text, "stopped voting, leading and serving (calls "
-             "fail with EIO); repairing from the peers");
+    if (resets(kind))
+        snprintf(text, sizeof text, "stopped voting, leading and serving "
+                 "(calls fail with EIO); %s%s%sthis node's whole history "
+                 "(chain segments, snapshots, acceptor log) goes to "
+                 "%s/damaged/%" PRIu64 "/ and is kept there as evidence, "
+                 "never deleted (it may hold writes that only this node "
+                 "acknowledged, as a cluster of one cut off: an operator "
+                 "can inspect it with paxosctl verify); the node starts "
+                 "over empty and catches up from the peers",
+                 r->agreed_by[0] ? "a majority vouches otherwise: " : "",
+                 r->agreed_by, r->agreed_by[0] ? "; " : "", n->data_dir,
+                 r->incident);
+    else
+        snprintf(text, sizeof text, "stopped voting, leading and serving "
+                 "(calls fail with EIO); repairing from the peers");
     incident_line(n, r->incident, "action", text);
+    if (resets(kind))
+        fprintf(stderr, "paxosfs: node %u: incident %" PRIu64 ": %s\n",
+                n->cfg.id, r->incident, text);
     r->phase = RP_REOPEN;
     node_storage_failed(n, what, -EIO);   /* invariant 2 */
+}
+
+/* Invariant 5: every file of DIR/chain, DIR/snap and DIR/acceptor into
+ * DIR/damaged/<incident>/ (same names), kept. */
+static int move_history(node *n, char *where, size_t cap)
+{
+    struct repair *r = n->rep;
+    static const char *const subs[] = { "chain", "snap", "acceptor" };
+    char base[600], to[700];
+    snprintf(base, sizeof base, "%s/damaged", n->data_dir);
+    snprintf(to, sizeof to, "%s/%" PRIu64, base, r->incident);
+    int rc = ensure_dir(base);
+    if (rc == 0)
+        rc = ensure_dir(to);
+    uint32_t moved = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof subs / sizeof subs[0]; i++) {
+        char from_dir[700], to_dir[800];
+        snprintf(from_dir, sizeof from_dir, "%s/%s", n->data_dir, subs[i]);
+        snprintf(to_dir, sizeof to_dir, "%s/%s", to, subs[i]);
+        rc = ensure_dir(to_dir);
+        if (rc < 0)
+            break;
+        DIR *d = opendir(from_dir);
+        if (!d) {
+            if (errno == ENOENT)
+                continue;
+            rc = -errno;
+            break;
+        }
+        struct dirent *de;
+        while (rc == 0 && (de = readdir(d)) != NULL) {
+            if (de->d_name[0] == '.')
+                continue;
+            rc = move_file(from_dir, de->d_name, to_dir);
+            moved += rc == 0;
+        }
+        closedir(d);
+        if (rc == 0)
+            rc = fsync_dir(from_dir);
+        if (rc == 0)
+            rc = fsync_dir(to_dir);
+    }
+    if (rc == 0)
+        rc = fsync_dir(to);
+    snprintf(where, cap, "the whole history (%u files of chain/, snap/ and "
+             "acceptor/) moved to %s, kept as evidence", moved, to);
+    return rc;
+}
+
+/* Invariant 5, before the stores are reopened: no snapshot being written
+ * or received (their files would land in DIR/snap after the move), the
+ * history aside, and the host told to start from an empty state. */
+static int reset_before_reopen(node *n)
+{
+    struct repair *r = n->rep;
+    if (n->take || n->compacting)
+        return -EBUSY;   /* the snapshot worker finishes first */
+    if (n->xfer)
+        snapxfer_cancel(n->xfer);
+    kv_destroy(n->snap_pending);
+    n->snap_pending = NULL;
+    n->snap_pending_ms = 0;
+    n->snap_pending_logged = false;
+    char where[900];
+    int rc = move_history(n, where, sizeof where);
+    if (rc < 0) {
+        fprintf(stderr, "paxosfs: node %u: incident %" PRIu64 ": moving the "
+                "history aside: %s\n", n->cfg.id, r->incident,
+                strerror(-rc));
+        return rc;
+    }
+    snprintf(r->moved, sizeof r->moved, "%s", where);
+    incident_line(n, r->incident, "moved", where);
+    fprintf(stderr, "paxosfs: node %u: incident %" PRIu64 ": %s\n",
+            n->cfg.id, r->incident, where);
+    host_discard_state(n->host);
+    /* the peers' starts this node knew came with the discarded history
+     * (another cluster's directory reports other nodes' starts): they
+     * are not carried into the new store (reopen.c); its own start is,
+     * so that its start counter never goes back */
+    memset(n->peer_start, 0, sizeof n->peer_start);
+    memset(n->peer_rolled_back, 0, sizeof n->peer_rolled_back);
+    return 0;
+}
+
+/* integrity.c, snapshot.c (invariant 5): a majority of the members
+ * positively vouch for another history than this node's (what), or this
+ * node's repair needs a snapshot it would refuse as not newer (behind). */
+void repair_reset(node *n, int what, const chain_damage *d, uint64_t index,
+                  const uint8_t hash[CHAIN_HASH_BYTES], const char *who)
+{
+    struct repair *r = n->rep;
+    if (!r || n->fatal || n->cfg.n_peers <= 1 ||
+        (r->phase != RP_NONE && r->phase != RP_CATCHUP))
+        return;
+    int kind = what == REPAIR_STATE ? RK_STATE
+             : what == REPAIR_BEHIND ? RK_BEHIND : RK_DIVERGED;
+    if (r->phase == RP_CATCHUP) {
+        char text[200];
+        snprintf(text, sizeof text, "superseded by incident %" PRIu64
+                 " (%s)", incidents_last(n) + 1, kind_name(kind));
+        incident_line(n, r->incident, "superseded", text);
+        r->phase = RP_NONE;
+    }
+    r->suspect = false;
+    r->agreed_index = index;
+    if (hash)
+        memcpy(r->agreed_hash, hash, CHAIN_HASH_BYTES);
+    else
+        memset(r->agreed_hash, 0, CHAIN_HASH_BYTES);
+    snprintf(r->agreed_by, sizeof r->agreed_by, "%s", who ? who : "");
+    found(n, kind, d);
+}
+
+/* snapshot.c: a repair (not a reset) waits for blocks from the peers. */
+bool repair_catching_up(const node *n)
+{
+    const struct repair *r = n->rep;
+    return r && r->phase == RP_CATCHUP && !resets(r->kind);
+}
+
+/* snapshot.c: a repair waits for blocks the leader compacted away and
+ * its snapshot is not newer than this node's state (kept by the repair):
+ * only a reset lets that snapshot in. */
+bool repair_needs_reset_for(node *n, uint64_t snap_index)
+{
+    struct repair *r = n->rep;
+    return r && r->phase == RP_CATCHUP && !resets(r->kind) &&
+           snap_index <= kv_applied_index(n->state) &&
+           snap_index > chain_head_index(n->chain);
 }
 
 /* reopen.c, before the stores are reopened: 0, or a negative errno (the
@@ -533,6 +714,8 @@ int repair_before_reopen(node *n)
         return 0;
     if (r->kind == RK_ACCEPTOR)
         return 0;   /* the store keeps its damaged log aside itself */
+    if (resets(r->kind))
+        return reset_before_reopen(n);
     uint64_t from = r->kind == RK_REPLACED ? 0 : r->damage.index;
     char where[900];
     int rc = move_aside(n, from, where, sizeof where);
@@ -555,6 +738,26 @@ void repair_after_reopen(node *n)
         return;
     r->phase = RP_CATCHUP;
     char text[1400];
+    if (resets(r->kind)) {
+        /* nothing of the discarded state is compared again */
+        memset(n->digests, 0, sizeof n->digests);
+        n->state_diverged = false;
+        n->cp_bad_index = 0;
+        r->installs_before = n->snaps_installed;
+        snprintf(text, sizeof text, "incident %" PRIu64 ": history reset "
+                 "(the acceptor log was moved aside with it)", r->incident);
+        integrity_begin_recovery(n, text);
+        snprintf(text, sizeof text, "reopened as an empty node (start %"
+                 PRIu64 "); recovering acceptor state from every other "
+                 "voter, then catching up from the peers: their snapshot "
+                 "(taken whatever its index: the discarded state is not "
+                 "trusted) and the blocks after it, each checked against "
+                 "heads a quorum vouches for", n->start.counter);
+        incident_line(n, r->incident, "reopened", text);
+        fprintf(stderr, "paxosfs: node %u: incident %" PRIu64 ": %s\n",
+                n->cfg.id, r->incident, text);
+        return;
+    }
     if (r->kind != RK_ACCEPTOR) {
         snprintf(text, sizeof text, "incident %" PRIu64 ": chain repaired "
                  "from the peers (its acceptor log was moved aside with the "
@@ -608,9 +811,72 @@ static uint32_t vouchers(node *n, uint64_t from, char *out, size_t cap)
     return count;
 }
 
+static void hex_text(const uint8_t *h, char *out)
+{
+    for (uint32_t i = 0; i < CHAIN_HASH_BYTES; i++)
+        snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
+/* Invariant 5: closed once the node votes and serves again, its chain
+ * reached the block the majority agreed on (or a snapshot covers it) and
+ * a majority with it holds its head. */
+static void reset_progress(node *n, uint64_t now)
+{
+    struct repair *r = n->rep;
+    uint64_t head = chain_head_index(n->chain);
+    uint64_t base = chain_base_index(n->chain);
+    if (n->fatal || !integrity_serves(n) || n->recovering_why[0] ||
+        head < r->agreed_index || head == 0)
+        return;
+    char who[256];
+    uint64_t from = r->agreed_index > base ? r->agreed_index : base + 1;
+    if (vouchers(n, from, who, sizeof who) + 1 < integrity_quorum(n))
+        return;
+    const char *agreed = "";
+    uint8_t at[CHAIN_HASH_BYTES];
+    if (r->agreed_index > base && r->agreed_index > 0 &&
+        chain_hash_at(n->chain, r->agreed_index, at) == 0)
+        agreed = memcmp(at, r->agreed_hash, CHAIN_HASH_BYTES) == 0
+                     ? "; block where the majority disagreed now holds the "
+                       "hash it vouched for"
+                     : "; block where the majority disagreed holds ANOTHER "
+                       "hash than the one it vouched for";
+    px_status st;
+    px_get_status(n->px, &st);
+    char snap[300] = "the blocks from block 1";
+    const snap_info *s = host_snapshot(n->host);
+    if (n->snaps_installed > r->installs_before && s) {
+        char hx[2 * CHAIN_HASH_BYTES + 1];
+        hex_text(s->head_hash, hx);
+        snprintf(snap, sizeof snap, "the peers' snapshot at block %" PRIu64
+                 " (head hash %s, %" PRIu64 " keys) and the blocks after it",
+                 s->index, hx, s->keys);
+    }
+    char hh[2 * CHAIN_HASH_BYTES + 1];
+    hex_text(chain_head_hash(n->chain), hh);
+    char text[1600];
+    snprintf(text, sizeof text, "history replaced by %s from the leader "
+             "(node %u), up to chain head %" PRIu64
+             " (hash %s)%s; vouched for by %s; the discarded history is "
+             "kept in %s/damaged/%" PRIu64 "/; voting and serving again after %"
+             PRIu64 " ms", snap, st.leader_id, head, hh, agreed, who,
+             n->data_dir, r->incident, now - r->found_ms);
+    incident_line(n, r->incident, "repaired", text);
+    fprintf(stderr, "paxosfs: node %u: incident %" PRIu64 " repaired: %s\n",
+            n->cfg.id, r->incident, text);
+    r->repaired++;
+    r->phase = RP_NONE;
+    r->agreed_index = 0;
+    r->agreed_by[0] = '\0';
+}
+
 static void catchup_progress(node *n, uint64_t now)
 {
     struct repair *r = n->rep;
+    if (resets(r->kind)) {
+        reset_progress(n, now);
+        return;
+    }
     uint64_t head = chain_head_index(n->chain);
     if (n->fatal || !integrity_serves(n) || n->recovering_why[0] ||
         head < r->old_head)

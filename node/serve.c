@@ -380,6 +380,9 @@ static void send_text(serve *s, const uint8_t *id, size_t id_len,
     } else if (q->op == WIRE_MOUNT_BLOCK) {
         rc = s->be.block_text(s->be.ctx, q->arg, &text, &len32);
         len = len32;
+    } else if (q->op == WIRE_MOUNT_MEMBERS) {
+        rc = s->be.members_text ? s->be.members_text(s->be.ctx, &text, &len)
+                                : -ENOENT;
     } else {
         rc = s->be.snapshot_text ? s->be.snapshot_text(s->be.ctx, &text, &len)
                                  : -ENOENT;
@@ -514,7 +517,8 @@ static void handle(serve *s, const uint8_t *id, size_t id_len,
         return;
     }
     if (q.op == WIRE_MOUNT_STATUS || q.op == WIRE_MOUNT_BLOCK ||
-        q.op == WIRE_MOUNT_SNAPSHOT) {   /* no stream: any connection */
+        q.op == WIRE_MOUNT_SNAPSHOT || q.op == WIRE_MOUNT_MEMBERS) {
+        /* no stream: any connection */
         send_text(s, id, id_len, &q);
         return;
     }

@@ -32,10 +32,17 @@
  *      others may no longer hold the one waiting.
  *   4. A checkpoint entry (index, digest) is compared with this node's own
  *      digest at that index (kept for the last NODE_DIGESTS applied
- *      entries); a mismatch marks the state diverged (integrity.c): no
- *      vote, no reads, logged.  A checkpoint whose index this node cannot
+ *      entries), and the digest compared is sent to the peers (DIGEST
+ *      frames); a mismatch marks the state diverged (integrity.c): no
+ *      vote, no reads, logged; once a majority of the members other than
+ *      this node report the checkpoint's digest there, it resets
+ *      (repair.c invariant 5).  A checkpoint whose index this node cannot
  *      compare (too old, or covered by a snapshot it installed) is
  *      counted, not judged.
+ *   5. The lost-sync edge of a repair (repair.c): while a repair's chain
+ *      is behind the state it kept, a snapshot newer than the chain head
+ *      is fetched; one not newer than the state makes the node reset its
+ *      history (repair.c invariant 5) and fetch again from empty.
  */
 #include "node_int.h"
 
@@ -71,6 +78,7 @@ static void check_checkpoint(node *n, const px_entry *e)
         n->checkpoints_unchecked++;
         return;
     }
+    integrity_send_digest(n, cp.index, d->digest);   /* for the others */
     if (memcmp(d->digest, cp.digest, KV_DIGEST_BYTES) == 0) {
         n->checkpoints_ok++;
         return;
@@ -80,6 +88,9 @@ static void check_checkpoint(node *n, const px_entry *e)
              "from the checkpoint committed at block %" PRIu64, cp.index,
              e->slot);
     integrity_state_diverged(n, why);
+    n->cp_bad_index = cp.index;
+    memcpy(n->cp_bad_digest, cp.digest, KV_DIGEST_BYTES);
+    integrity_state_judge(n);   /* the others may have told us already */
 }
 
 /* ------------------------------------------------------------- taking */
@@ -296,7 +307,19 @@ static void on_snap_frame(void *arg, uint32_t from, const wire_snapshot *chunk,
     if (snapxfer_on_chunk(n->xfer, from, chunk, now) == 1) {
         kv *state = NULL;
         snap_info info;
-        if (snapxfer_take(n->xfer, &state, &info) == 0) {
+        if (snapxfer_take(n->xfer, &state, &info) == 0 &&
+            repair_needs_reset_for(n, info.index)) {
+            /* invariant 5: the lost-sync edge of a repair */
+            kv_destroy(state);
+            chain_damage d;
+            memset(&d, 0, sizeof d);
+            snprintf(d.path, sizeof d.path, "%s/chain", n->data_dir);
+            d.index = chain_head_index(n->chain) + 1;
+            snprintf(d.reason, sizeof d.reason, "blocks from here were "
+                     "compacted by node %u; its snapshot (block %" PRIu64
+                     ") is not newer than the state", from, info.index);
+            repair_reset(n, REPAIR_BEHIND, &d, 0, NULL, "");
+        } else if (state) {
             kv_destroy(n->snap_pending);
             n->snap_pending = state;
             n->snap_pending_info = info;
@@ -366,15 +389,19 @@ void snapnode_output(node *n, const px_output *out)
      * this node checking and building a second copy of the state).  One
      * that waited 5 s for its vouchers may be one the others no longer
      * hold (they moved on to newer snapshots): then fetch again, the
-     * newest, which replaces it when it arrives. */
+     * newest, which replaces it when it arrives (invariant 3a). */
     if (!out->snapshot_from || !n->xfer)
         return;
     uint64_t now = node_now_ms();
     if (n->snap_pending && (!n->snap_pending_ms ||
                             now - n->snap_pending_ms < SNAP_PENDING_REFETCH_MS))
         return;
-    snapxfer_fetch(n->xfer, out->snapshot_from, kv_applied_index(n->state),
-                   now);
+    /* a repair's chain is behind its state: a snapshot past the chain
+     * head is taken too (invariant 5) */
+    uint64_t min = kv_applied_index(n->state);
+    if (repair_catching_up(n) && chain_head_index(n->chain) < min)
+        min = chain_head_index(n->chain);
+    snapxfer_fetch(n->xfer, out->snapshot_from, min, now);
 }
 
 void snapnode_turn(node *n, uint64_t now)

@@ -85,6 +85,11 @@ static const sim_profile sim_profiles[] = {
      .leader_isolation = true, .pauses = true, .chain_lag = true,
      .clock_steps = true, .membership = true, .fault_gap_ms = 300,
      .fault_phase_ms = 40000},
+    {.name = "promotecut", .drop_ppm = 10000, .delay_min_ms = 1,
+     .delay_max_ms = 10, .fsync_max_ms = 3, .partitions = true,
+     .crashes = true, .leader_isolation = true, .pauses = true,
+     .chain_lag = true, .membership = true, .promote_cut = true,
+     .fault_gap_ms = 300, .fault_phase_ms = 40000},
     /* from here on: never drawn for a seed */
     {.name = "bench", .delay_min_ms = 1, .delay_max_ms = 1,
      .fault_gap_ms = 1000, .fault_phase_ms = 0},
@@ -103,6 +108,7 @@ static const char *const sim_fault_names[SIM_F_KINDS] = {
     [SIM_F_LOST] = "lost", [SIM_F_FLIP] = "flip", [SIM_F_SICK] = "sick",
     [SIM_F_RECONFIG] = "reconfig",
     [SIM_F_MEMBERS] = "members", [SIM_F_TRANSFER] = "transfer",
+    [SIM_F_PROMOTE_CUT] = "promotecut",
 };
 
 const char *sim_fault_name(int kind)
@@ -240,8 +246,20 @@ static void sim_change_members(sim_world *w)
         m.learners[m.n_learners++] = outside[sim_rng_below(&w->rng, n_out)];
     } else if (what == 2 && m.n_learners) {
         uint32_t i = (uint32_t)sim_rng_below(&w->rng, m.n_learners);
-        m.voters[m.n_voters++] = m.learners[i];
+        uint32_t learner = m.learners[i];
+        m.voters[m.n_voters++] = learner;
         m.learners[i] = m.learners[--m.n_learners];
+        if (w->cfg.profile->promote_cut && learner != leader) {
+            /* promoted while it hears nobody: the new configuration
+             * commits without it, its quorums count it from then on */
+            for (uint32_t b = 1; b <= w->cfg.nodes; b++)
+                if (b != learner)
+                    w->cut[learner][b] = w->cut[b][learner] = true;
+            sim_trace_note(w, 0, SIM_TR_FAULT, "learner cut off, then "
+                           "promoted: node", learner, learner);
+            w->stats.by_kind[SIM_F_PROMOTE_CUT]++;
+            sim_links_heal_later(w);
+        }
     } else if (what == 3 && m.n_voters > 2) {
         uint32_t i = (uint32_t)sim_rng_below(&w->rng, m.n_voters);
         m.voters[i] = m.voters[--m.n_voters];
@@ -801,7 +819,7 @@ static void sim_usage(void)
             "           [--trace] [--bench] [--no-regressions] [--jobs N]\n"
             "           [--scenarios]\n"
             "profiles: calm lossy partition crash chaos slowdisk amnesia sickdisk "
-            "reconfig members forged\n");
+            "reconfig members promotecut forged\n");
 }
 
 void sim_fault_summary(const sim_stats *st, char *out, size_t len)

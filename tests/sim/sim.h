@@ -78,6 +78,11 @@ typedef struct sim_profile {
                                   included; hand leadership over); with 5
                                   or 7 nodes the last two start outside
                                   it, to be added */
+    bool promote_cut;          /* with membership: a learner is cut off
+                                  from every node just before the
+                                  leader is asked to promote it (healed
+                                  later), so the promotion commits while
+                                  the new voter hears none of it */
     bool sick_disks;           /* a node's disk fails for a while: its
                                   host suspends the replica and, once the
                                   disk works again, reopens its stores and
@@ -342,7 +347,8 @@ enum sim_fault_kind {
     SIM_F_PARTITION, SIM_F_ONE_WAY, SIM_F_ISOLATE, SIM_F_CRASH, SIM_F_PAUSE,
     SIM_F_AMNESIA, SIM_F_FORGE, SIM_F_CLOCK, SIM_F_EIO, SIM_F_ENOSPC,
     SIM_F_SHORT, SIM_F_TORN, SIM_F_LOST, SIM_F_FLIP, SIM_F_SICK,
-    SIM_F_RECONFIG, SIM_F_MEMBERS, SIM_F_TRANSFER, SIM_F_KINDS
+    SIM_F_RECONFIG, SIM_F_MEMBERS, SIM_F_TRANSFER, SIM_F_PROMOTE_CUT,
+    SIM_F_KINDS
 };
 
 typedef struct sim_sync_ref {    /* an fdatasync a script completes */

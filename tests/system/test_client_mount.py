@@ -82,8 +82,13 @@ def test_client_mount_writes_and_reads_both_ways(launched):
         assert False, "O_EXCL create succeeded on a second mount"
     except FileExistsError:
         pass
-    # .chain is readable through the client
+    # .chain is readable through the client, and so is .cluster/members
+    # (the configuration in force as the server it uses sees it)
     assert "hash:" in read_file(os.path.join(cm, ".chain", "%010d" % 1))
+    rows = [l.split() for l in read_file(os.path.join(cm, ".cluster", "members"))
+            .splitlines() if l and not l.startswith("#")]
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        (str(n.id), "127.0.0.1:%d" % n.port, "voter") for n in c.nodes], rows
     assert os.statvfs(cm).f_files >= 0
     # a second client mount sees the first one's writes
     c.ok("client")
@@ -189,6 +194,54 @@ def test_client_mount_survives_stop_of_its_server(launched):
     last = w.acked[-1]
     wait_for(lambda: os.path.exists(n.path("s%d" % last)), 60, "node %d caught up" % used)
     check_acked([n.mnt], "s", w.acked)
+    check_client_logs(c)
+
+
+def test_client_mount_through_removal_of_its_server(launched):
+    """The server the client uses (the leader: the client moves there) is
+    removed through the protocol (`tools/cluster remove`) while a writer
+    and a reader run on the client mount: the removed node refuses with
+    EROFS from the moment the removal commits until it is stopped, and the
+    client takes that as "use another server", so no write and no read
+    fails, and every acknowledged write is on the remaining members."""
+    c = launched(3, launcher_args=["--clients", 1])
+    cm = client_mnt(c)
+    leader = c.wait_leader()
+    wait_for(lambda: client_status(c)["server"] == leader, 30, "the client on the leader")
+    write_file(os.path.join(cm, "probe"), "0\n")
+    w = Writer(cm, "r")
+    read_errors, reads = [], [0]
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            try:
+                read_file(os.path.join(cm, "probe"))
+                os.stat(os.path.join(cm, "probe"))
+                reads[0] += 1
+            except OSError as e:
+                read_errors.append(errno.errorcode.get(e.errno, e.errno))
+    rt = threading.Thread(target=reader, daemon=True)
+    rt.start()
+    try:
+        wait_for(lambda: w.count() >= 50, 30, "writes before the removal")
+        r = c.ok("remove", leader, timeout=120)
+        print(r.stdout.strip())
+        before, rbefore = w.count(), reads[0]
+        wait_for(lambda: w.count() >= before + 100, 60, "writes after the removal")
+        wait_for(lambda: reads[0] >= rbefore + 100, 60, "reads after the removal")
+        rest = [n for n in c.nodes if n.id != leader]
+        write_file(rest[0].path("probe"), "1\n")
+        assert read_file(os.path.join(cm, "probe")) == "1\n"
+    finally:
+        stop.set()
+        w.finish()
+        rt.join(60)
+    assert not w.failed, "writes failed through the removal: %s" % w.failed[:10]
+    assert not read_errors, "reads failed through the removal: %s" % read_errors[:10]
+    st = client_status(c)
+    assert st["server"] != leader
+    check_acked([n.mnt for n in rest] + [cm], "r", w.acked)
     check_client_logs(c)
 
 

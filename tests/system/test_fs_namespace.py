@@ -46,9 +46,10 @@ def tree(root):
             if not rel and f in (".status",):
                 continue
             out.append(rel + f + "=" + read_file(os.path.join(dirpath, f)))
-        if not rel and ".chain" in dirnames:
-            dirnames.remove(".chain")
-            out.remove(".chain/")
+        for own in (".chain", ".cluster"):   # the mount's own directories
+            if not rel and own in dirnames:
+                dirnames.remove(own)
+                out.remove(own + "/")
     return sorted(out)
 
 
@@ -153,7 +154,7 @@ def test_stat_and_listing_of_directories(node):
     with os.scandir(P(root, "a")) as it:
         kinds = {e.name: e.is_dir() for e in it}
     assert kinds == {"b": True, "f": False}
-    assert sorted(os.listdir(root)) == [".chain", ".status", "a"]
+    assert sorted(os.listdir(root)) == [".chain", ".cluster", ".status", "a"]
     assert os.stat(P(root, "a/f")).st_size == 2
 
 

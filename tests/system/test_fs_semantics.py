@@ -582,6 +582,6 @@ def test_other_users_get_the_keys_owner_and_mode(shared_node):
     assert as_nobody(lambda: os.unlink(p)) == {"errno": errno.EACCES}
     assert as_nobody(lambda: os.chmod(p, 0o666)) == {"errno": errno.EPERM}
     assert as_nobody(lambda: sorted(os.listdir(n.mnt))) == {
-        "ok": [".chain", ".status", "owned"]}
+        "ok": [".chain", ".cluster", ".status", "owned"]}
     assert read_file(p) == "root's\n"
     assert not os.path.exists(n.path("new")) and not os.path.exists(n.path("stolen"))

@@ -196,7 +196,7 @@ def test_forged_requests_cannot_store_reserved_or_hidden_keys(cluster):
         wait_for(lambda k=k: status(c, k)["applied_index"] >= status(c, 1)["applied_index"],
                  10, "node %d applied" % k)
         names = sorted(os.listdir(c.node(k).mnt))
-        assert names == [".chain", ".status", "after", "forged-ok"], (k, names)
+        assert names == [".chain", ".cluster", ".status", "after", "forged-ok"], (k, names)
         st = status(c, k)
         assert st["invalid_ops"] == 4, (k, st["invalid_ops"])
         json.loads(read_file(c.node(k).path(".status")))

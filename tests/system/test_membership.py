@@ -115,6 +115,12 @@ def refresh(c):
     c.nodes = [ClusterNode(c, rec["id"]) for rec in c.info()["nodes"]]
 
 
+def members_file(n):
+    """The rows of .cluster/members on n's mount (comments left out)."""
+    text = read_file(os.path.join(n.mnt, ".cluster", "members"))
+    return [l.split() for l in text.splitlines() if l and not l.startswith("#")]
+
+
 def member_state(n):
     st = n.status_within()
     return st and st.get("membership", {}).get("state")
@@ -442,8 +448,79 @@ def test_no_promote_leaves_the_learner_to_paxosctl(launched):
     r = subprocess.run([PAXOSCTL, "member", "list", n4.data], capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 0 and "4 127.0.0.1:%d learner" % n4.port in r.stdout, r.stdout
+    # .cluster/members on every mount, the learner's included: a line per
+    # member (id, address, role, match, lag); match and lag on the leader
+    leader = c.wait_leader()
+    for n in c.nodes:
+        rows = members_file(n)
+        assert [(r[0], r[2]) for r in rows] == [("1", "voter"), ("2", "voter"),
+                                                ("3", "voter"), ("4", "learner")], rows
+        assert rows[3][1] == "127.0.0.1:%d" % n4.port
+        # the leader's view, or the heads the members sent this node
+        wait_for(lambda: all(r[3].isdigit() and r[4].isdigit()
+                             for r in members_file(n)), 10,
+                 "node %d to know every member's match" % n.id)
     r = subprocess.run([PAXOSCTL, "member", "promote", n4.data, "4"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "voters 1,2,3,4" in r.stdout
     wait_for(lambda: member_state(n4) == "voter", 30, "node 4 to be a voter")
+    wait_for(lambda: [r[2] for r in members_file(n4)] == ["voter"] * 4, 30,
+             ".cluster/members on node 4 to show it a voter")
+    assert sorted(os.listdir(os.path.join(n4.mnt, ".cluster"))) == ["members"]
+    # .chain says who was added and promoted, and who asked
+    chain = os.path.join(n4.mnt, ".chain")
+    changes = [l for b in sorted(os.listdir(chain)) if b.isdigit()
+               for l in read_file(os.path.join(chain, b)).splitlines()
+               if l.startswith("change: ")]
+    assert any(l.startswith('change: "add 4=127.0.0.1:%d (at node ' % n4.port)
+               for l in changes), changes
+    assert any(l.startswith('change: "promote 4 (at node 4\'s admin socket, through '
+                            'leader ') for l in changes), changes
+
+
+def test_member_down_while_every_other_member_changed(launched):
+    """Node 3 is down while 4 and 5 join and 1 and 2 leave: the
+    configuration in force becomes {3, 4, 5}, of which node 3 knows
+    nobody (its chain names 1, 2, 3; 1 and 2 are stopped).  Started again,
+    it learns the new configuration from the leader that contacts it,
+    catches up and votes: with node 4 then stopped, 3 and 5 still make a
+    majority that commits."""
+    c = launched(3)
+    c.kill(3)
+    running = lambda: [n for n in c.nodes if n.id != 3]
+    for _ in range(2):
+        before = {n.id for n in c.nodes}
+        c.ok("add", timeout=120)
+        refresh(c)
+        (k,) = [n.id for n in c.nodes if n.id not in before]
+        new = node_of(c, k)
+        wait_for(lambda: member_state(new) == "voter", 60, "node %d to be promoted" % k,
+                 interval=0.05)
+    for k in (1, 2):
+        c.ok("remove", k, timeout=120)
+        refresh(c)
+        wait_for(lambda: all(sorted((n.status_within() or {}).get("members", [])) ==
+                             sorted(m.id for m in c.nodes if m.id != k)
+                             for n in running() if n.id != k),
+                 90, "the others to drop node %d" % k, interval=0.05)
+    refresh(c)
+    assert sorted(n.id for n in c.nodes) == [3, 4, 5]
+    with open(node_of(c, 4).path("while-3-was-down"), "w") as f:
+        f.write("written")
+    c.start(3)
+    n3 = node_of(c, 3)
+    wait_for(lambda: os.path.exists(n3.path("while-3-was-down")), 60,
+             "node 3 to catch up with a configuration it did not know")
+    assert read_file(n3.path("while-3-was-down")) == "written"
+    wait_for(lambda: sorted((n3.status_within() or {}).get("members", [])) == [3, 4, 5],
+             30, "node 3 to follow the configuration in force")
+    wait_for(lambda: member_state(n3) == "voter", 30, "node 3 to vote")
+    assert n3.status()["membership"]["announcements_taken"] >= 1
+    assert "says it is a member of the configuration at block" in n3.log()
+    c.kill(4)
+    c.nodes = [n for n in c.nodes if n.id != 4]
+    c.wait_leader(among=[3, 5], exclude=(4,), majority=True)
+    with open(node_of(c, 5).path("after-4-stopped"), "w") as f:
+        f.write("3 and 5")
+    assert read_file(n3.path("after-4-stopped")) == "3 and 5"

@@ -12,13 +12,18 @@ mount checks every value it reads.  Waiting is always a polled condition
 with a deadline."""
 import errno
 import glob
+import json
 import os
 import re
 import shutil
+import subprocess
 import threading
 
-from conftest import MountClient, read_file, wait_for, write_file
-from test_storage_damage import Writers, check_acked, record_ends, segments
+import pytest
+
+from conftest import PAXOSCTL, MountClient, read_file, wait_for, write_file
+from test_storage_damage import (Writers, check_acked, record_ends, segments,
+                                 stop_cleanly)
 
 FAST = ("--verify-interval", "300", "--commit-timeout-ms", "3000")
 WRITE_RE = re.compile(rb"^(\S+) (\d+)$")
@@ -471,3 +476,161 @@ def test_snapshot_install_while_writes_and_reads_go_on(launched):
             reader.stop()
     wait_for(lambda: same_heads(c), 60, "one chain head on every node")
     check_acked([w], victim)
+
+
+# ------------------------------------- a history a majority vouches against
+
+def fabricated_history(nodes, wids, rounds=30):
+    """A stopped single node's backing directory whose chain has valid
+    hashes of its own and other values under the writers' names."""
+    fake = nodes(9)
+    fake.start()
+    mount = MountClient(fake)
+    try:
+        for i in range(rounds):
+            for wid in wids:
+                mount.write("%s-%d" % (wid, i % 6), b"FAKE %d" % i)
+    finally:
+        mount.close()
+    assert fake.stop() == 0
+    return fake
+
+
+def put_history(src, dst):
+    """dst's chain, snapshots and acceptor store replaced by src's (dst
+    stopped): a whole other history, internally consistent."""
+    for sub in ("chain", "snap", "acceptor"):
+        shutil.rmtree(os.path.join(dst, sub), ignore_errors=True)
+        if os.path.isdir(os.path.join(src, sub)):
+            shutil.copytree(os.path.join(src, sub), os.path.join(dst, sub))
+
+
+SNAPS = ("--snapshot-entries", "200", "--chain-segment-bytes", "16384")
+
+
+def check_reset(c, victim, incidents_before=0):
+    """The victim reset itself and says so: incident record under the
+    mount, evidence kept, voting and serving, same head as the others."""
+    wait_for(lambda: same_heads(c), 60, "one chain head on every node")
+    st = json_status(victim)
+    assert st.get("voting") is True and st.get("healthy") is True, st
+    incidents = read_file(victim.path(".chain/incidents"))
+    assert " found: " in incidents and " moved: " in incidents, incidents
+    assert " repaired: " in incidents and "vouched for by node" in incidents, incidents
+    m = re.findall(r"moved to (\S+), kept as evidence", incidents)
+    assert m, incidents
+    kept = m[-1]
+    assert kept.startswith(os.path.join(victim.data, "damaged")), kept
+    assert os.listdir(os.path.join(kept, "chain")), kept
+    assert "kept there as evidence" in victim.log()
+    return incidents, kept
+
+
+@pytest.mark.parametrize("snapshots", [False, True])
+def test_stopped_followers_history_replaced_by_a_fabricated_one_resets_itself(launched, nodes, snapshots):
+    """A follower is stopped and its chain, snapshots and acceptor store
+    replaced by another history (valid hashes of its own, other values
+    under the same names); started again, it finds that both other nodes
+    hold another block where it holds one, moves its whole history to
+    DIR/damaged/<incident>/, starts over empty, catches up from the peers
+    and votes again, with no operator action.  Writers run on the others
+    throughout and lose nothing; its mount never serves a fabricated
+    value.  With snapshots and compaction it installs the peers' snapshot
+    (not newer than the discarded state: taken anyway).  (Before, it
+    abstained until its directory was wiped.)"""
+    c = launched(3, extra=FAST + (SNAPS if snapshots else ()))
+    leader = c.wait_leader()
+    victim = follower(c, leader)
+    others = [c.node(k) for k in (1, 2, 3) if k != victim.id]
+    # with snapshots, a fabricated chain longer than the cluster's: the
+    # others compare at their own heads (they compacted below its head),
+    # and their snapshot is not newer than the state it discards
+    fake = fabricated_history(nodes, ["rp%d-%d" % (n.id, i) for n in others
+                                      for i in (0, 1)],
+                              rounds=1000 if snapshots else 30)
+    w = Writers(others, "rp").start()
+    reader = None
+    try:
+        w.wait_more(150)
+        stop_cleanly(victim)
+        put_history(fake.data, victim.data)
+        c.start(victim.id)
+        reader = Reader(victim, w).start()
+        wait_for(lambda: integrity(victim).get("incidents", 0) >= 1, 60,
+                 "node %d finding it differs from a majority" % victim.id)
+        w.wait_more(50)   # the cluster keeps serving meanwhile
+        wait_for(lambda: integrity(victim).get("repaired", 0) >= 1, 120,
+                 "node %d resetting itself" % victim.id)
+        w.wait_more(50)
+        reads = reader.reads
+        wait_for(lambda: reader.reads >= reads + 20, 30,
+                 "reads served again on node %d" % victim.id)
+    finally:
+        w.stop()
+        if reader:
+            reader.stop()
+    incidents, kept = check_reset(c, victim)
+    assert "chain_diverged" in incidents, incidents
+    if snapshots:
+        assert "replaced by the peers' snapshot at block" in incidents, incidents
+    assert re.search(r"chain_diverged: \S+seg-\d+\.blk offset \d+ block \d+", incidents), incidents
+    for n in [victim] + others:
+        check_acked([w], n)
+    # the discarded history is a backing directory paxosctl can read
+    r = subprocess.run([PAXOSCTL, "verify", kept], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_lost_sync_repair_takes_a_snapshot_not_newer_than_its_state(launched):
+    """The lost-sync edge: a follower that takes no snapshots of its own
+    (its --snapshot-entries is far above the others') keeps every chain
+    segment; a byte flipped in one whose blocks the leader has compacted
+    away makes its repair need a snapshot, and with writes quiet the
+    leader's snapshot is not newer than the state the repair kept.  The
+    node resets (history to DIR/damaged/<incident>/), installs that
+    snapshot and votes again; the cluster serves writes meanwhile.
+    (Before, the snapshot was refused as not newer and the node stayed
+    out until its directory was wiped.)"""
+    c = launched(3, extra=FAST + SNAPS)
+    leader = c.wait_leader()
+    victim = follower(c, leader)
+    stop_cleanly(victim)
+    info_path = os.path.join(c.dir, "cluster.json")
+    with open(info_path) as f:
+        saved = f.read()
+    info = json.loads(saved)
+    rec = next(r for r in info["nodes"] if r["id"] == victim.id)
+    rec["argv"] = rec["argv"][:-1] + ["--snapshot-entries", "100000000"] + rec["argv"][-1:]
+    with open(info_path, "w") as f:
+        json.dump(info, f)
+    try:
+        c.start(victim.id)
+    finally:
+        with open(info_path, "w") as f:
+            f.write(saved)
+    w = Writers([c.node(leader)], "ls").start()
+    try:
+        wait_for(lambda: json_status(c.node(leader)).get("snapshot", {}).get("chain_base", 0)
+                 > 600, 120, "the leader compacting its chain")
+    finally:
+        w.stop()
+    wait_for(lambda: same_heads(c), 30, "one head")
+    base = json_status(c.node(leader))["snapshot"]["chain_base"]
+    assert json_status(victim)["snapshot"]["chain_base"] == 0
+    seg = [p for p in segments(victim.data)
+           if 1 < int(os.path.basename(p)[4:24]) < base - 100][0]
+    first, ends = record_ends(seg)
+    flip(seg, ends[2] + 40)        # block first + 3, below the leader's base
+    wait_for(lambda: " found: lost_sync: " in (read_file(victim.path(".chain/incidents"))
+                                     if integrity(victim).get("incidents") else ""),
+             60, "node %d resetting for a snapshot not newer than its state" % victim.id)
+    for i in range(20):            # the cluster serves meanwhile
+        write_file(c.node(leader).path("during%d" % i), "v %d\n" % i)
+    wait_for(lambda: integrity(victim).get("repaired", 0) >= 1, 90,
+             "node %d resetting itself" % victim.id)
+    incidents, kept = check_reset(c, victim)
+    assert " superseded: " in incidents and "chain damaged" in incidents, incidents
+    assert "replaced by the peers' snapshot at block" in incidents, incidents
+    for n in c.nodes:
+        check_acked([w], n)
+        assert read_file(n.path("during19")) == "v 19\n"

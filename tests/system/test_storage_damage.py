@@ -19,7 +19,8 @@ have committed).  The damaged node says what happened in its log, and in
     third node was cut off during the newest writes;
   - a chain from another cluster is refused, or (the whole directory
     replaced) never confirmed, and its blocks are never served;
-  - a forged CATCHUP is not installed, and a diverged node serves no reads;
+  - a forged CATCHUP is not installed; a diverged node serves none of its
+    own values and resets itself from the others, keeping its history;
   - the backing directory is private.
 """
 import errno
@@ -410,8 +411,10 @@ def test_chain_from_another_cluster_never_counts(launched, what):
     blocks never count as committed: with only `chain/` replaced the node
     refuses to start (the acceptor store's durable block differs); with
     the whole backing directory replaced it starts, is never confirmed by
-    a majority, votes for nobody, streams nothing, and its mount serves no
-    read.  Every acknowledged write stays on the healthy nodes."""
+    a majority, votes for nobody, streams nothing, its mount serves no
+    read, and the one peer up cannot make it reset; once the leader is
+    back, both others hold other blocks and it resets itself.  Every
+    acknowledged write stays on the healthy nodes."""
     a = launched(3, extra=TIMEOUT_ARGS)
     b = launched(3, extra=TIMEOUT_ARGS)
     b_leader = b.wait_leader()
@@ -454,6 +457,8 @@ def test_chain_from_another_cluster_never_counts(launched, what):
                 st = node_status(F)
                 assert st.get("role") != "leader" and st.get("voting") is False, st
                 assert node_status(T).get("role") != "leader"
+                # one peer's word never makes it throw its history away
+                assert st.get("integrity", {}).get("incidents", 0) == 0, st
                 time.sleep(0.2)
             st = node_status(F)
             assert st["confirmed"] is False and st["reads"].startswith("waiting"), st
@@ -470,6 +475,15 @@ def test_chain_from_another_cluster_never_counts(launched, what):
         a.wait_leader(among=(leader, t_id), majority=True, timeout=60)
         if w2:
             w2.wait_more(20)
+            # both others hold other blocks: a majority, so it resets
+            wait_for(lambda: node_status(F).get("voting") is True, 60,
+                     "node %d to reset itself and vote" % f_id)
+            assert "chain_diverged" in read_file(F.path(".chain/incidents"))
+            w2.wait_more(20)
+            # the foreign directory's record of other nodes' starts went
+            # with its history: no healthy node is taken for rolled back
+            for k in (leader, t_id):
+                assert "restored from an older copy" not in a.node(k).log()
     finally:
         w.stop()
         if w2:
@@ -548,11 +562,14 @@ def test_forged_catchup_is_not_installed(launched):
 
 # ----------------------------------------------- 6. diverged node, reads
 
-def test_diverged_node_serves_no_reads(launched):
+def test_diverged_node_serves_no_reads_and_resets_itself(launched):
     """Node 3 writes history of its own (alone, as a cluster of one), then
-    rejoins.  Its chain is never confirmed by the others and differs from
-    theirs: its mount answers no read (ETIMEDOUT at the read deadline)
-    instead of serving its own values, while writes go on elsewhere."""
+    rejoins.  Its chain differs from the block both others hold: its mount
+    never serves its own values (reads wait or fail until it is repaired),
+    it moves that history to DIR/damaged/<incident>/ (kept: it holds
+    writes it acknowledged alone), starts over empty, catches up from the
+    others and then serves their values, while writes go on elsewhere.
+    (Before, it abstained until its directory was wiped.)"""
     c = launched(3, extra=("--commit-timeout-ms", "2000"))
     leader = c.wait_leader()
     for i in range(5):
@@ -582,21 +599,34 @@ def test_diverged_node_serves_no_reads(launched):
     try:
         w.wait_more(30)
         c.start(n3.id)
-        st = node_status(n3)
-        assert st["voting"] is False and st["reads"].startswith("waiting"), st
-        for name in ("fork", "k1"):
-            t0 = time.monotonic()
-            with pytest.raises(OSError) as info:
-                read_file(n3.path(name))
-            assert info.value.errno in (errno.ETIMEDOUT, errno.EIO), info.value
-            assert time.monotonic() - t0 >= 1.5      # it waited for the deadline
+        # never its own values: a read waits, fails, or (once repaired)
+        # gives the cluster's
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                got = read_file(n3.path("k1"))
+            except OSError as e:
+                assert e.errno in (errno.ETIMEDOUT, errno.EIO, errno.EHOSTUNREACH), e
+            else:
+                assert got == "v1", got
+                break
+            assert time.monotonic() < deadline, "node %d never served again" % n3.id
+        with pytest.raises(FileNotFoundError):
+            read_file(n3.path("fork"))
         w.wait_more(30)
     finally:
         w.stop()
     for k in (1, 2, 3):
-        if k != n3.id:
-            check_acked([w], c.node(k))
-            assert read_file(c.node(k).path("k1")) == "v1"
+        check_acked([w], c.node(k))
+        assert read_file(c.node(k).path("k1")) == "v1"
+    wait_for(lambda: node_status(n3).get("voting") is True, 30, "node %d voting" % n3.id)
+    incidents = read_file(n3.path(".chain/incidents"))
+    assert "chain_diverged" in incidents and " repaired: " in incidents, incidents
+    kept = glob.glob(os.path.join(n3.data, "damaged", "*", "chain", "seg-*.blk"))
+    assert kept, incidents
+    # the solo history, with the write only this node acknowledged, is kept
+    blob = b"".join(open(f, "rb").read() for f in kept)
+    assert b"only here" in blob
 
 
 # ----------------------------------------------- 7. a private directory

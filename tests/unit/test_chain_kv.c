@@ -480,6 +480,8 @@ static void test_forged_keys_are_noops(void **state)
     struct { opbuf op; int32_t want; } cases[] = {
         { raw_op(KV_OP_PUT, ".status", "forged"), -EINVAL },
         { raw_op(KV_OP_PUT, ".chain", "forged"), -EINVAL },
+        { raw_op(KV_OP_PUT, ".cluster", "forged"), -EINVAL },
+        { raw_op(KV_OP_PUT, ".cluster/members", "forged"), -EINVAL },
         { raw_op(KV_OP_APPEND, ".chain", "forged"), -EINVAL },
         { raw_op(KV_OP_PUT, "dir//file", "invisible"), -EINVAL },
         { raw_op(KV_OP_PUT, "dir/", "invisible"), -EINVAL },

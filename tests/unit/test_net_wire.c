@@ -393,8 +393,12 @@ static void test_member_round_trip_and_rejects(void **state)
     assert_memory_equal(back.text, text, back.len);
     for (size_t cut = 0; cut < len; cut++)
         assert_true(wire_decode_member(buf, cut, &back) < 0);
-    /* answer must be 0 or 1; the text length must match what remains */
+    /* answer must be 0, 1 or 2 (an announcement); the text length must
+     * match what remains */
     buf[WIRE_HEADER_BYTES + 16] = 2;
+    assert_int_equal(wire_decode_member(buf, len, &back), 0);
+    assert_int_equal(back.answer, WIRE_MEMBER_ANNOUNCE);
+    buf[WIRE_HEADER_BYTES + 16] = 3;
     assert_int_equal(wire_decode_member(buf, len, &back), -EBADMSG);
     buf[WIRE_HEADER_BYTES + 16] = 1;
     buf[WIRE_HEADER_BYTES + 21] = 3;
@@ -406,7 +410,7 @@ static void test_member_round_trip_and_rejects(void **state)
     m.text = big;
     assert_int_equal(wire_encode_member_into(&m, buf, sizeof buf, &len),
                      -EMSGSIZE);
-    m.answer = 2;
+    m.answer = 3;
     m.len = 1;
     assert_int_equal(wire_encode_member_into(&m, buf, sizeof buf, &len),
                      -EINVAL);

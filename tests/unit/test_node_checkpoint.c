@@ -4,7 +4,11 @@
  * kept for a while; a checkpoint carrying the same digest at its index
  * counts as checked, one with another digest marks the state diverged
  * (the node abstains: integrity.c), one whose index is out of reach or
- * that is malformed is counted as unchecked.
+ * that is malformed is counted as unchecked.  A node whose state
+ * differs resets (repair.c invariant 5) only once a majority of the
+ * members other than itself report the checkpoint's digest there
+ * (integrity.c invariant 4): never on one peer's word, never on peers
+ * that report another digest, never in a cluster of one.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +22,7 @@
 
 #include "../../base/le.h"
 #include "../../node/node_int.h"
+#include "tmpdir.h"
 
 /* Apply one put as the next entry, as host_apply does, and tell the
  * snapshot module. */
@@ -128,12 +133,119 @@ static void test_checkpoint_out_of_reach(void **state)
     free_node(n);
 }
 
+/* A member of `members` members (ids 1..members; this node is 3 or 1),
+ * with a backing directory for its incidents. */
+static node *new_member(uint32_t members, char **dir)
+{
+    node *n = new_node();
+    *dir = make_tmpdir();
+    n->data_dir = *dir;
+    n->cfg.id = members >= 3 ? 3 : 1;
+    for (uint32_t k = 0; k < members; k++)
+        n->peers[k].id = k + 1;
+    n->cfg.peers = n->peers;
+    n->cfg.n_peers = members;
+    assert_int_equal(health_init(&n->health, n->cfg.id, *dir, NULL, NULL,
+                                 NULL), 0);
+    assert_int_equal(repair_start(n), 0);
+    return n;
+}
+
+/* A DIGEST frame from `from`: its digest at `index`. */
+static void digest_from(node *n, uint32_t from, uint64_t index,
+                        const uint8_t digest[KV_DIGEST_BYTES])
+{
+    uint8_t h[CHAIN_HASH_BYTES] = {0};
+    le_put32(h + 8, from);
+    h[12] = 2;
+    memcpy(h + 13, digest, NODE_DIGEST_PREFIX);
+    integrity_on_chain_head(n, from, NODE_HEAD_START | index, h);
+}
+
+static bool incidents_say(const char *dir, const char *what)
+{
+    char path[600], buf[8192] = "";
+    snprintf(path, sizeof path, "%s/incidents", dir);
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return false;
+    size_t got = fread(buf, 1, sizeof buf - 1, fp);
+    buf[got] = '\0';
+    fclose(fp);
+    return strstr(buf, what) != NULL;
+}
+
+static void free_member(node *n, char *dir)
+{
+    repair_stop(n);
+    health_fini(&n->health);
+    free_node(n);
+    rm_tree(dir);
+}
+
+static void test_state_reset_needs_a_majority(void **state)
+{
+    (void)state;
+    char *dir;
+    node *n = new_member(3, &dir);
+    apply_put(n, "a", "1");
+    uint64_t at = kv_applied_index(n->state);
+    uint8_t ours[KV_DIGEST_BYTES], theirs[KV_DIGEST_BYTES];
+    kv_digest(n->state, ours);
+    memcpy(theirs, ours, sizeof theirs);
+    theirs[3] ^= 0x10;                   /* the others' state differs */
+    /* one peer reports the checkpoint's digest before it commits here */
+    digest_from(n, 1, at, theirs);
+    apply_checkpoint(n, at, theirs, PX_CHECKPOINT_BYTES);
+    assert_true(n->state_diverged);
+    assert_int_equal(n->fatal, 0);       /* one peer's word: abstain only */
+    /* the other peer reports our digest: no majority against us */
+    digest_from(n, 2, at, ours);
+    assert_int_equal(n->fatal, 0);
+    /* a digest at another index does not count */
+    digest_from(n, 2, at + 1, theirs);
+    assert_int_equal(n->fatal, 0);
+    /* a frame naming another sender than the peer it came from */
+    uint8_t h[CHAIN_HASH_BYTES] = {0};
+    le_put32(h + 8, 1);
+    h[12] = 2;
+    memcpy(h + 13, theirs, NODE_DIGEST_PREFIX);
+    integrity_on_chain_head(n, 2, NODE_HEAD_START | at, h);
+    assert_int_equal(n->fatal, 0);
+    assert_false(incidents_say(dir, "state_diverged"));
+    /* now both others hold the checkpoint's digest: reset */
+    digest_from(n, 2, at, theirs);
+    assert_true(n->fatal < 0);           /* stopped: voting, serving */
+    assert_true(incidents_say(dir, "found: state_diverged"));
+    assert_true(incidents_say(dir, "nodes 1,2 of 3 members report"));
+    free_member(n, dir);
+}
+
+static void test_state_reset_never_alone(void **state)
+{
+    (void)state;
+    char *dir;
+    node *n = new_member(1, &dir);
+    apply_put(n, "a", "1");
+    uint8_t d[KV_DIGEST_BYTES];
+    kv_digest(n->state, d);
+    d[0] ^= 1;
+    apply_checkpoint(n, kv_applied_index(n->state), d, PX_CHECKPOINT_BYTES);
+    assert_true(n->state_diverged);
+    integrity_state_judge(n);
+    assert_int_equal(n->fatal, 0);
+    assert_false(incidents_say(dir, "state_diverged"));
+    free_member(n, dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_checkpoint_matches),
         cmocka_unit_test(test_checkpoint_mismatch_diverges),
         cmocka_unit_test(test_checkpoint_out_of_reach),
+        cmocka_unit_test(test_state_reset_needs_a_majority),
+        cmocka_unit_test(test_state_reset_never_alone),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
