@@ -43,12 +43,13 @@
  *      its configuration it has not heard from for MEMBERS_SILENT_MS
  *      (members send chain heads every 250 ms, so only a member that is
  *      down or cut off gets them).  A node connects to an announcing
- *      sender it does not know only while it hears no leader and only for
- *      a configuration newer than its own: one healthy node's transport
- *      never changes on a peer's word.  The peer added so stays until the
- *      next configuration the node applies (follow) decides; quorums
- *      never depend on it: the core counts its own configuration's
- *      voters.
+ *      sender it does not know only for a configuration newer than its
+ *      own (a node behind), whether or not it hears a leader meanwhile: it
+ *      needs every new member, not only the leader, to vouch for the
+ *      blocks it catches up.  A removed node never announces.  The peer
+ *      added so stays until the next configuration the node applies
+ *      (follow) decides; quorums never depend on it: the core counts its
+ *      own configuration's voters.
  */
 #include "node_int.h"
 
@@ -691,27 +692,23 @@ static void announce(node *n, uint64_t now)
     }
 }
 
-/* An announcement: connect to its sender if this node does not know it,
- * hears no leader, and holds an older configuration than the sender's. */
+/* An announcement: connect to its sender if this node does not know it
+ * and holds an older configuration than the sender's. */
 static void on_announce(node *n, const wire_member *w, const char *text)
 {
     struct node_members *mm = &n->mem;
-    uint64_t now = node_now_ms();
     if (integrity_peer_slot(n, w->from) < n->cfg.n_peers)
         return;   /* known: nothing to learn */
     net_peer_addr a;
     uint32_t got = 0;
     char err[160];
-    bool cut_off = n->leader_seen_ms == 0 ||
-                   now - n->leader_seen_ms > MEMBERS_SILENT_MS;
     if (net_parse_peers(text, &a, 1, &got, err, sizeof err) < 0 || got != 1 ||
-        a.id != w->from || !cut_off || w->token <= mm->config_index ||
+        a.id != w->from || w->token <= mm->config_index ||
         n->cfg.n_peers >= TRANSPORT_MAX_PEERS) {
         if (mm->announces_ignored++ % 64 == 0)
             fprintf(stderr, "paxosfs: node %u: ignored node %u's announcement "
                     "(%s; %" PRIu64 " ignored so far)\n", n->cfg.id, w->from,
                     got != 1 || a.id != w->from ? "not its own address"
-                    : !cut_off ? "this node follows a leader"
                     : w->token <= mm->config_index
                     ? "its configuration is not newer"
                     : "no room for another peer", mm->announces_ignored);
