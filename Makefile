@@ -2,6 +2,7 @@
 # `make test` runs every test; `make asan` runs them under ASan+UBSan;
 # `make sim SEEDS=N` runs the simulator; `make bench` prints benchmarks
 # (text, data and a PNG also go to build/bench/results/<time>/);
+# `make bench-large` measures writes while nodes catch up on 1M keys;
 # `make fsx N=...` runs the random file-operation exerciser for N ops;
 # `make conformance` runs the filesystem's expectation table;
 # `make deps` installs the Debian packages the build and tests need.
@@ -64,7 +65,7 @@ SIM_BIN   := $(BUILD)/sim
 BENCH_SRC := $(wildcard tools/bench/*.c)
 BENCH_BINS:= $(patsubst tools/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all test unit sim systest asan bench deps clean fuzz fuzz-one fuzz-run fuzz-corpus run stop fsx mutants conformance
+.PHONY: all test unit sim systest asan bench bench-large deps clean fuzz fuzz-one fuzz-run fuzz-corpus run stop fsx mutants conformance
 # keep objects: they are not intermediate files to delete after a link
 .SECONDARY:
 
@@ -185,6 +186,13 @@ mutants:
 
 bench: all
 	tools/bench/run $(abspath $(BUILD))
+
+# `make bench-large`: write latency while a new learner and a wiped
+# follower catch up on BENCH_KEYS keys (tools/bench/catchup; several
+# minutes, so not part of `make bench`)
+BENCH_KEYS ?= 1000000
+bench-large: all
+	tools/bench/catchup $(abspath $(BUILD)) $(BENCH_KEYS)
 
 deps:
 	tools/install-deps

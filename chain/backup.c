@@ -574,6 +574,12 @@ static void undo_dir(const char *dir, bool created)
 int backup_restore(const char *file, const char *dir, backup_report *rep,
                    chain_damage *damage)
 {
+    return backup_restore_ex(file, dir, false, rep, damage);
+}
+
+int backup_restore_ex(const char *file, const char *dir, bool new_cluster,
+                      backup_report *rep, chain_damage *damage)
+{
     chain_damage local;
     if (!damage)
         damage = &local;
@@ -657,7 +663,9 @@ int backup_restore(const char *file, const char *dir, backup_report *rep,
     /* an acceptor store that says what this directory is: the chain is
      * durable to its head, and the acceptor state is incomplete (whatever
      * the node promised or accepted after the backup is not here), so the
-     * node recovers it from the other voters before it votes */
+     * node recovers it from the other voters before it votes; a member of
+     * a new cluster whose every member starts from this file has nothing
+     * to recover (no member promised or accepted anything yet) */
     chain_mark mark = { .index = plan.head };
     memcpy(mark.hash, plan.head_hash, CHAIN_HASH_BYTES);
     acceptor_store *acc = NULL;
@@ -665,7 +673,7 @@ int backup_restore(const char *file, const char *dir, backup_report *rep,
     acceptor_open_report arep;
     rc = acceptor_open_salvage(dir, &acc, &ast, &arep);
     if (rc == 0)
-        rc = acceptor_put_recovery(acc, true);
+        rc = acceptor_put_recovery(acc, !new_cluster);
     if (rc == 0 && plan.head > 0)
         rc = acceptor_mark(acc, plan.head, plan.head_hash);
     if (rc == 0)

@@ -307,5 +307,12 @@ int backup_write_dir(const char *dir, const char *file, backup_report *rep,
                      chain_damage *damage);
 int backup_restore(const char *file, const char *dir, backup_report *rep,
                    chain_damage *damage);
+/* backup_restore for a member of a new cluster whose every member is
+ * restored from the same FILE (new_cluster): the acceptor store is not
+ * marked recovering, since no member of that cluster promised or accepted
+ * anything yet.  Wrong for one member of a cluster that ran: its acceptor
+ * state may be lost, and only the recovery rule makes that safe. */
+int backup_restore_ex(const char *file, const char *dir, bool new_cluster,
+                      backup_report *rep, chain_damage *damage);
 
 #endif /* PAXOSFS_SNAP_H */

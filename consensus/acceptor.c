@@ -37,6 +37,16 @@
  *      know that every other voter moved above every ballot it knew.
  *   7. For lease_ms after it starts, a replica ignores PREPAREs like a
  *      sticky one (reads.c invariant 5): it forgot whom it followed.
+ *   8. A leader deposed by a recovery PREPARE (invariant 6) campaigns at
+ *      once, without a probe, in a ballot above the recovery's
+ *      (px_election_restart): its followers still follow it or follow
+ *      nobody, so they answer, and a phase 1 replaces an election timeout
+ *      (300-600 ms of no commits, measured as the longest pause of writes
+ *      while a wiped follower rejoined).  Campaigning is always safe; the
+ *      recovering voter, whose ballot may now be below the leader's at
+ *      the third voter, retries above it after a REJECT (recovery.c); its
+ *      retry leaves for every other voter at once, so it usually reaches
+ *      them before the deposed leader's next phase 1 does.
  */
 #include "px_int.h"
 
@@ -171,7 +181,9 @@ static void px_send_promise(px_replica *r, const px_msg *m)
 
 /* The acceptor's side of a recovery round (recovery.c rule 2): answered
  * whatever leader we follow, with a promise only for a ballot strictly
- * above ours, never by a replica that is recovering itself. */
+ * above ours, never by a replica that is recovering itself.  A leader
+ * that promises steps down and runs phase 1 again at once in a ballot
+ * above the recovery's (invariant 8). */
 static void px_on_recovery_prepare(px_replica *r, const px_msg *m)
 {
     if (!r->self_voter || r->recovering ||
@@ -187,6 +199,7 @@ static void px_on_recovery_prepare(px_replica *r, const px_msg *m)
         r->stats.msgs_ignored++;
         return;
     }
+    bool was_leader = r->role == PX_LEADER;
     px_raise_promise(r, m->ballot);   /* a leader or candidate steps down */
     if (r->leader_id != 0) {
         r->leader_id = 0;   /* we no longer accept the old leader */
@@ -195,6 +208,8 @@ static void px_on_recovery_prepare(px_replica *r, const px_msg *m)
     px_reset_election_timer(r);
     px_ensure_promise_durable(r);
     px_send_promise(r, m);
+    if (was_leader)
+        px_election_restart(r);
 }
 
 void px_on_prepare(px_replica *r, const px_msg *m)

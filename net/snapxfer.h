@@ -118,6 +118,8 @@ typedef struct snapxfer_stats {
     uint64_t asks_served;
     uint64_t asks_refused;    /* no snapshot, or the asked one is gone */
     uint64_t chunks_sent, bytes_sent;
+    uint64_t serve_us;        /* time spent answering asks (the loop's) */
+    uint64_t serve_us_max;    /* the longest answer to one ask */
 } snapxfer_stats;
 
 void snapxfer_get_stats(const snapxfer *x, snapxfer_stats *st);

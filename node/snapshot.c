@@ -25,6 +25,11 @@
  *      chain by one after it (chain_reset), records its head as durable in
  *      the acceptor store, then tells the replica
  *      (PX_EV_SNAPSHOT_INSTALLED), in that order.
+ *   3a. While a received snapshot waits to be installed, the replica's
+ *      requests for a snapshot start no transfer (it would fetch the same
+ *      one again), for up to SNAP_PENDING_REFETCH_MS of waiting for its
+ *      vouchers; after that one is fetched again (the newest), since the
+ *      others may no longer hold the one waiting.
  *   4. A checkpoint entry (index, digest) is compared with this node's own
  *      digest at that index (kept for the last NODE_DIGESTS applied
  *      entries), and the digest compared is sent to the peers (DIGEST
@@ -46,6 +51,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define SNAP_PENDING_REFETCH_MS 5000
 
 /* ------------------------------------------------- digests, checkpoints */
 
@@ -375,13 +382,26 @@ void snapnode_applied(node *n, const px_entry *e)
 
 void snapnode_output(node *n, const px_output *out)
 {
+    /* a snapshot received and waiting to be installed (for its vouchers,
+     * the disk) answers the replica's request: the replica asks again
+     * until the install, and a new transfer then would fetch the same
+     * snapshot a second time (the sender reading and sending it again,
+     * this node checking and building a second copy of the state).  One
+     * that waited 5 s for its vouchers may be one the others no longer
+     * hold (they moved on to newer snapshots): then fetch again, the
+     * newest, which replaces it when it arrives (invariant 3a). */
+    if (!out->snapshot_from || !n->xfer)
+        return;
+    uint64_t now = node_now_ms();
+    if (n->snap_pending && (!n->snap_pending_ms ||
+                            now - n->snap_pending_ms < SNAP_PENDING_REFETCH_MS))
+        return;
     /* a repair's chain is behind its state: a snapshot past the chain
      * head is taken too (invariant 5) */
     uint64_t min = kv_applied_index(n->state);
     if (repair_catching_up(n) && chain_head_index(n->chain) < min)
         min = chain_head_index(n->chain);
-    if (out->snapshot_from && n->xfer)
-        snapxfer_fetch(n->xfer, out->snapshot_from, min, node_now_ms());
+    snapxfer_fetch(n->xfer, out->snapshot_from, min, now);
 }
 
 void snapnode_turn(node *n, uint64_t now)
@@ -470,7 +490,8 @@ int snapnode_status(node *n, char *buf, size_t cap)
         ", \"received\": %" PRIu64 ", \"total\": %" PRIu64 ", \"completed\": %"
         PRIu64 ", \"failed\": %" PRIu64 ", \"dropped\": %" PRIu64 "}, "
         "\"sending\": {\"sessions\": %u, \"asks\": %" PRIu64 ", \"refused\": %"
-        PRIu64 ", \"bytes\": %" PRIu64 "}}",
+        PRIu64 ", \"bytes\": %" PRIu64 ", \"serve_us\": %" PRIu64
+        ", \"serve_us_max\": %" PRIu64 "}}",
         last ? last->index : 0, hash,
         last ? last->keys : 0, last ? last->file_bytes : 0,
         last ? last->raw_bytes : 0, n->take ? "true" : "false",
@@ -481,5 +502,6 @@ int snapnode_status(node *n, char *buf, size_t cap)
         n->state_diverged ? "true" : "false",
         xs.active ? "true" : "false", xs.source, xs.index, xs.received,
         xs.total, xs.completed, xs.failed, xs.dropped, xs.sessions,
-        xs.asks_served, xs.asks_refused + n->xfer_refused, xs.bytes_sent);
+        xs.asks_served, xs.asks_refused + n->xfer_refused, xs.bytes_sent,
+        xs.serve_us, xs.serve_us_max);
 }

@@ -55,8 +55,9 @@ static const ctl_command commands[] = {
     { "backup", "DIR FILE",
       "write a verified backup (snapshot + chain after it) of the node's "
       "DIR to FILE (running or stopped)", cmd_backup },
-    { "restore", "FILE DIR",
-      "check backup FILE and prepare a new backing directory DIR from it",
+    { "restore", "[--new-cluster] FILE DIR",
+      "check backup FILE and prepare a new backing directory DIR from it "
+      "(--new-cluster: every member of a new cluster is restored from FILE)",
       cmd_restore },
     { "keygen", "[--force] FILE",
       "write a new cluster key file (mode 0600) and print its public key",
@@ -315,13 +316,18 @@ static int cmd_backup(int argc, char **argv)
  * DIR (absent or empty) from it. */
 static int cmd_restore(int argc, char **argv)
 {
+    bool new_cluster = argc == 4 && strcmp(argv[1], "--new-cluster") == 0;
+    if (new_cluster) {
+        argv++;
+        argc--;
+    }
     if (argc != 3) {
-        fprintf(stderr, "usage: paxosctl restore FILE DIR\n");
+        fprintf(stderr, "usage: paxosctl restore [--new-cluster] FILE DIR\n");
         return EXIT_ERROR;
     }
     backup_report b;
     chain_damage d;
-    int rc = backup_restore(argv[1], argv[2], &b, &d);
+    int rc = backup_restore_ex(argv[1], argv[2], new_cluster, &b, &d);
     if (rc == -ENOTEMPTY) {
         fprintf(stderr, "paxosctl restore: %s is not empty; restore into a "
                 "new directory\n", argv[2]);
@@ -330,8 +336,12 @@ static int cmd_restore(int argc, char **argv)
     if (rc)
         return report_damage("restore", argv[1], rc, &d);
     print_backup("restored", argv[2], &b);
-    printf("note: the node starts recovering its acceptor state: in a "
-           "cluster it votes again once the other voters answered it\n");
+    if (new_cluster)
+        printf("note: a member of a new cluster: start every member from "
+               "the same backup\n");
+    else
+        printf("note: the node starts recovering its acceptor state: in a "
+               "cluster it votes again once the other voters answered it\n");
     return EXIT_OK;
 }
 

@@ -158,6 +158,36 @@ static void test_round_trip_chain_only(void **state)
     round_trip(false);
 }
 
+/* --new-cluster: the same directory, its acceptor store not recovering */
+static void test_restore_for_a_new_cluster(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir(), *dir2 = make_tmpdir();
+    kv *live = make_dir(dir, true);
+    char file[700], target[700];
+    snprintf(file, sizeof file, "%s/backup.pxb", dir2);
+    snprintf(target, sizeof target, "%s/member", dir2);
+    backup_report b, r;
+    chain_damage dmg;
+    assert_int_equal(backup_write_dir(dir, file, &b, &dmg), 0);
+    assert_int_equal(backup_restore_ex(file, target, true, &r, &dmg), 0);
+    assert_int_equal(r.head, b.head);
+    acceptor_verify av;
+    assert_int_equal(acceptor_verify_dir(target, &av), 0);
+    assert_false(av.info.recovering);
+    assert_int_equal(av.info.mark.index, b.head);
+    assert_memory_equal(av.info.mark.hash, b.head_hash, CHAIN_HASH_BYTES);
+    chain_restored rs;
+    chain_restore_report rrep;
+    assert_int_equal(chain_restore(target, &av.info.mark, &rs, &rrep, &dmg),
+                     0);
+    same_digest(live, rs.state);
+    chain_restored_close(&rs);
+    kv_destroy(live);
+    rm_tree(dir);
+    rm_tree(dir2);
+}
+
 static uint8_t *read_all(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
@@ -259,6 +289,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_with_snapshot),
         cmocka_unit_test(test_round_trip_chain_only),
+        cmocka_unit_test(test_restore_for_a_new_cluster),
         cmocka_unit_test(test_damaged_backup_is_refused),
         cmocka_unit_test(test_damaged_dir_is_not_backed_up),
     };

@@ -960,6 +960,73 @@ static void test_lost_acceptor_state_recovers(void **state)
     h_free(c);
 }
 
+/* A follower that lost its acceptor state (a wiped directory) starts
+ * recovering; its recovery PREPARE deposes the leader (it must promise a
+ * ballot above everything the recovering voter knew).  The deposed leader
+ * campaigns again at once, in a ballot above the recovery's, and leads
+ * again without any election timeout passing; the recovery round still
+ * completes (acceptor.c invariant 8). */
+static void test_leader_deposed_by_recovery_campaigns_at_once(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, tweak_eager);
+    h_elect(c, 1);
+    commit_one(c, 1, 5, 1);
+    commit_one(c, 1, 5, 2);
+    px_ballot before = h_status(c, 1).ballot;
+
+    hnode *h3 = &c->n[3];
+    px_destroy(h3->r);
+    for (uint32_t i = 0; i < h3->n_acc; i++)
+        free((void *)h3->d_acc[i].data);
+    h3->n_acc = 0;
+    h3->d_promise = (px_ballot){0, 0};
+    px_restore rs = {.applied_index = h3->applied, .members = h3->members,
+                     .recovering = true};
+    h_start(c, 3, &rs);
+    assert_true(h_status(c, 3).recovering);
+    /* node 3's recovery round with node 1 alone (its first ballot, from
+     * an empty store, is rejected; it retries above): node 2 hears
+     * nothing of it, so node 1 steps down while node 2 still follows it */
+    for (int i = 0; i < 50 && h_status(c, 1).role == PX_LEADER; i++) {
+        c->now += 10;
+        h_tick(c, 3);
+        h_drop(c, PX_MSG_PREPARE, 3, 2);
+        h_deliver(c, 0, 3, 1);
+        h_deliver(c, 0, 1, 3);
+    }
+    assert_int_not_equal(h_status(c, 1).role, PX_LEADER);
+    assert_int_equal(h_status(c, 2).leader_id, 1);
+    /* at once, no tick: a real PREPARE (no probe) above the recovery's */
+    assert_true(h_count(c, PX_MSG_PREPARE, 1, 2) >= 1);
+    for (uint32_t k = 0; k < c->nq; k++) {
+        px_msg *m = c->q[k];
+        if (m->type == PX_MSG_PREPARE && m->from == 1 && m->to == 2) {
+            assert_int_equal(m->aux, 0);
+            assert_true(px_ballot_cmp(m->ballot, before) > 0);
+            assert_true(px_ballot_cmp(m->ballot, h_status(c, 3).recovery_ballot) > 0);
+        }
+    }
+    h_run(c);
+    assert_int_equal(h_status(c, 1).role, PX_LEADER);
+    assert_int_equal(h_status(c, 2).leader_id, 1);
+    /* the recovery round completes (retried above the new ballot) and
+     * node 3 votes again, with node 1 still leading */
+    for (int i = 0; i < 100 && h_status(c, 3).recovering; i++) {
+        c->now += 60;
+        for (uint32_t id = 1; id <= 3; id++)
+            h_tick(c, id);
+        h_run(c);
+    }
+    assert_false(h_status(c, 3).recovering);
+    uint32_t leader = h_status(c, 2).leader_id;
+    assert_true(leader == 1 || leader == 2);
+    commit_one(c, leader, 5, 3);
+    for (uint32_t id = 1; id <= 3; id++)
+        assert_true(c->n[id].applied >= 3);
+    h_free(c);
+}
+
 static bool h_failed_with(const hnode *h, uint64_t client, uint64_t seq,
                           int status)
 {
@@ -1624,6 +1691,7 @@ int main(void)
         cmocka_unit_test(test_follower_reads_share_one_round),
         cmocka_unit_test(test_restart_never_reuses_ballot),
         cmocka_unit_test(test_lost_acceptor_state_recovers),
+        cmocka_unit_test(test_leader_deposed_by_recovery_campaigns_at_once),
         cmocka_unit_test(test_suspended_replica_neither_leads_nor_votes),
         cmocka_unit_test(test_suspended_follower_casts_no_vote),
         cmocka_unit_test(test_malformed_ignored),
