@@ -310,6 +310,7 @@ struct px_replica {
     uint64_t quiet_until_ms;    /* no promise before (reads.c inv. 5) */
     bool quiet_on_start;        /* restored from durable state */
     uint64_t lease_first_round; /* rounds of this leadership start here */
+    uint64_t fread_base;        /* this incarnation's first round - 1 */
     uint64_t fread_round;       /* follower read rounds (reads.c inv. 7) */
     uint64_t fread_answered;    /* the highest of them the leader answered */
     bool need_round;

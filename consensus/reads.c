@@ -47,7 +47,14 @@
  *      leader's answer to any round at or after that one is a read index
  *      confirmed after the read arrived, so it serves the read.  Reads
  *      not answered within retry_interval_ms join a new round (a leader
- *      change), keeping their first round.
+ *      change), keeping their first round.  Rounds count up from a base
+ *      each replica draws from its seed (fread_base, a random 62-bit
+ *      value): an answer to a round of an earlier incarnation (the node
+ *      restarted, its requests still in flight) lies outside
+ *      (fread_base, fread_round] with near certainty and is ignored;
+ *      rounds counted from 0 at every start took such an answer, computed
+ *      before the read arrived, as the answer to a new round: a stale
+ *      read (simulator seed 6510).
  */
 #include "px_int.h"
 
@@ -224,7 +231,12 @@ void px_on_read_msg(px_replica *r, const px_msg *m)
         px_on_read_index(r, m->aux, m->from);
         return;
     }
-    /* invariant 7: every read sent in round m->aux or before */
+    /* invariant 7: every read sent in round m->aux or before, for a round
+     * of this incarnation only */
+    if (m->aux <= r->fread_base || m->aux > r->fread_round) {
+        r->stats.msgs_ignored++;
+        return;
+    }
     uint32_t served = 0;
     for (uint32_t i = 0; i < r->freads.count;) {
         px_read *x = px_readq_at(&r->freads, i);

@@ -151,6 +151,13 @@ int px_create(const px_options *opt, const px_restore *restore,
         r->opt.lease_ms = r->opt.election_timeout_min_ms / 2;
     r->self = opt->self_id;
     r->rng = opt->seed ^ ((uint64_t)opt->self_id << 32);
+    /* reads.c invariant 7: this incarnation's follower read rounds start
+     * at a base of their own (from the seed, without drawing from rng,
+     * so the runs a seed replays are unchanged) */
+    uint64_t mix = opt->seed ^ 0x7265616472ull ^ ((uint64_t)opt->self_id << 40);
+    r->fread_base = (px_splitmix64(&mix) & ((UINT64_C(1) << 62) - 1)) |
+                    (UINT64_C(1) << 32);
+    r->fread_round = r->fread_answered = r->fread_base;
     r->role = PX_FOLLOWER;
     uint64_t ahead = 4 * (uint64_t)opt->window_slots + 64;
     if (restore) {

@@ -86,6 +86,13 @@ static const sim_regression sim_regressions[] = {
      * caught up: "LEADER: node 5 sees leader 0" (msg.c now takes a
      * leader's messages from outside). */
     {"lagging-replica-drops-a-newer-leader", 184, 5, "members"},
+    /* A follower restarted while its read-index requests were in flight
+     * numbered its read rounds from 1 again; the leader's answer to an
+     * old round 28, computed before a new read arrived, served that read
+     * (new round 1 <= 28): a write acknowledged meanwhile was not seen
+     * ("LINEARIZABILITY: key k3: NOT linearizable").  Rounds now start at
+     * a base drawn for each incarnation (reads.c invariant 7). */
+    {"read-answer-from-an-earlier-incarnation", 6510, 3, "members"},
     /* A learner promoted by a CONFIG it had not learned yet ignored
      * PREPAREs (learners did not promise), and the new two-voter
      * configuration could elect nobody: "LIVENESS ... not done". */
