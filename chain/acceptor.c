@@ -96,6 +96,14 @@
  *      durable before a record is written over them (acceptor_write syncs
  *      a growth before writing past the old capacity).
  *   8. Files are created 0600, the directory 0700 (chain_io).
+ *   9. A missing log means a new store only when log.damaged is absent
+ *      too.  Salvage renames a damaged log to log.damaged (synced) and
+ *      then rolls a new log marked recovering; a write error or a crash
+ *      between the two leaves no log at all.  Taking that for a new node
+ *      would start an acceptor with promise 0 and no accepts, not
+ *      recovering: a durable promise or accept silently dropped.  So a
+ *      log missing beside log.damaged is reported as damage (path and
+ *      offset 0) and salvaged again: a new log marked recovering.
  *
  *   state:  [open] --put--> [dirty] --sync--> [open]
  *                  \--write/sync error--> [failed] (only close)

@@ -151,7 +151,10 @@ static int store_new(const char *dir, acceptor_store **out)
 
 /* A damaged log (invariant 4): keep it as log.damaged for whoever wants to
  * look at it, and go on with a new log holding what the records before the
- * damage said, marked recovering. */
+ * damage said, marked recovering.  The rename is durable before the new
+ * log is written: a failure or crash in between leaves no log beside
+ * log.damaged, which the next open takes for this same damage
+ * (invariant 9), never for a new node. */
 static int salvage(acceptor_store *a, acceptor_open_report *rep)
 {
     const chain_io_ops *io = chain_io();
@@ -170,6 +173,19 @@ static int salvage(acceptor_store *a, acceptor_open_report *rep)
     rep->lost = true;
     snprintf(rep->kept_path, sizeof rep->kept_path, "%s", a->kept_path);
     return 0;
+}
+
+/* 1 when log.damaged exists, 0 when not, or -errno. */
+static int kept_log_exists(const acceptor_store *a)
+{
+    const chain_io_ops *io = chain_io();
+    int fd = io->open(a->kept_path, O_RDONLY, 0);
+    if (fd == -ENOENT)
+        return 0;
+    if (fd < 0)
+        return fd;
+    io->close(fd);
+    return 1;
 }
 
 static int open_store(const char *dir, acceptor_store **out,
@@ -202,7 +218,33 @@ static int open_store(const char *dir, acceptor_store **out,
     if (rc && rc != -ENOENT)
         goto out_free;
     a->fd = io->open(a->path, O_RDWR, 0);
-    if (a->fd == -ENOENT) {
+    if (a->fd == -ENOENT && (rc = kept_log_exists(a)) != 0) {
+        a->fd = -1;
+        if (rc < 0)
+            goto out_free;
+        /* Invariant 9: a salvage stopped between keeping the damaged
+         * log aside and putting the new one in place.  Its state is
+         * lost, not new: report it as damage found again. */
+        chain_damage d;
+        memset(&d, 0, sizeof d);
+        chain_damage_set(&d, a->path, 0, 0,
+                         "the log is missing beside log.damaged (a start "
+                         "that kept a damaged log aside stopped before "
+                         "its new log was in place)");
+        if (damage)
+            *damage = d;
+        rep->damage = d;
+        rc = -EBADMSG;
+        if (salvage_damage) {
+            a->info.recovering = true;
+            rc = acc_roll_log(a);
+            if (rc == 0) {
+                rep->lost = true;
+                snprintf(rep->kept_path, sizeof rep->kept_path, "%s",
+                         a->kept_path);
+            }
+        }
+    } else if (a->fd == -ENOENT) {
         a->fd = -1;
         rep->created = true;
         rc = acc_roll_log(a);         /* a new, empty, preallocated log */

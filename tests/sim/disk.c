@@ -1018,6 +1018,21 @@ int fdisk_flip(uint32_t vol, int which, char *rel, size_t rel_len,
     return 0;
 }
 
+int fdisk_bit(uint32_t vol, const char *rel, uint64_t bitpos)
+{
+    fd_vol *v = &D.vols[vol];
+    fd_name *n = names_find(&v->dur, rel);
+    if (!n || !n->ino)
+        return -1;
+    const fd_img *m = &n->ino->dsk;
+    uint64_t off = bitpos / 8;
+    if (off >= m->size)
+        return -1;
+    if (off >= m->len)
+        return 0;   /* the zero space, not stored */
+    return (m->buf[off] >> (bitpos % 8)) & 1;
+}
+
 void fdisk_unflip(uint32_t vol, const char *rel, uint64_t bitpos)
 {
     fd_vol *v = &D.vols[vol];

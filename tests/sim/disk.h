@@ -105,6 +105,9 @@ void fdisk_set_crash_mode(uint32_t vol, int mode);
  * the file's path (relative) and offset, or -ENOENT when there is none. */
 int fdisk_flip(uint32_t vol, int which, char *rel, size_t rel_len,
                uint64_t *offset);
+/* The value (0 or 1) of bit `offset` of `rel` on the disk, or -1 when
+ * the file or the byte is not there. */
+int fdisk_bit(uint32_t vol, const char *rel, uint64_t offset);
 /* Put the bit back (an operator restoring the byte from a copy). */
 void fdisk_unflip(uint32_t vol, const char *rel, uint64_t offset);
 

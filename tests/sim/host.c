@@ -416,7 +416,14 @@ static void sim_judge_flips(sim_world *w, sim_host *h, bool recovering)
          * (acceptor flips are made only while nobody recovers) */
         if (f->which == 0)
             found = r.acceptor_lost || recovering ||
-                    (r.acceptor_torn && f->bit / 8 >= r.acceptor_torn_offset);
+                    (r.acceptor_torn && f->bit / 8 >= r.acceptor_torn_offset) ||
+                    /* or cut by an earlier attempt to start, which zeroed
+                     * a torn last write (the flipped bit in it or in the
+                     * zero space after the last record) before an injected
+                     * failure stopped it: the bit is back to its value
+                     * from before the flip */
+                    (f->tried &&
+                     fdisk_bit(h->id, f->rel, f->bit) == !f->flipped);
         else
             found = r.chain_torn && strstr(r.chain_torn_path, f->rel) &&
                     f->bit / 8 >= r.chain_torn_offset;
@@ -480,6 +487,8 @@ int sim_host_start(sim_world *w, sim_host *h)
             /* an injected failure during the start: try again later */
             sim_trace_note(w, h->id, SIM_TR_FAULT, "start failed, retry",
                            (uint64_t)-rc, 0);
+            for (uint32_t i = 0; i < h->n_flips; i++)
+                h->flips[i].tried = true;
             h->epoch++;
             sim_restart_later(w, h, 20, 300);
             return 0;
@@ -567,6 +576,8 @@ static void sim_maybe_flip(sim_world *w, sim_host *h)
     if (fdisk_flip(h->id, which, f->rel, sizeof f->rel, &f->bit) < 0)
         return;
     f->which = which;
+    f->flipped = fdisk_bit(h->id, f->rel, f->bit);
+    f->tried = false;
     h->n_flips++;
     w->stats.by_kind[SIM_F_FLIP]++;
     if (which == 0) {

@@ -149,6 +149,8 @@ typedef struct sim_flip {
     int which;                   /* 0 acceptor log, 1 chain segment */
     char rel[128];
     uint64_t bit;                /* byte offset * 8 + bit */
+    int flipped;                 /* the bit's value on disk after the flip */
+    bool tried;                  /* a start failed after reading it */
 } sim_flip;
 
 #define SIM_MAX_FLIPS 4
