@@ -2,7 +2,8 @@
  * test_chain_acceptor.c - the acceptor store: replay after reopen,
  * monotonic promise, highest ballot per slot, buffered-until-sync,
  * compaction, torn tail at every cut point, damage in the middle and in
- * the last record, truncation at every length, salvage of a damaged log,
+ * the last record, truncation at every length, salvage of a damaged log
+ * (also one stopped between keeping the log aside and the new log),
  * marks, starts and recovery records, the zero space after the records,
  * file modes.
  */
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "../../chain/chain.h"
+#include "../../chain/chain_io.h"
 #include "tmpdir.h"
 
 static px_ballot B(uint64_t round, uint32_t node)
@@ -570,9 +572,13 @@ static void test_salvage(void **state)
     acceptor_get_info(a, &info);
     assert_false(info.recovering);
     acceptor_close(a);
-    /* a missing log is a new store (the caller judges whether one was
-     * expected); an empty one is damage */
+    /* a missing log beside log.damaged is that damage again (invariant
+     * 9); a missing log alone is a new store (the caller judges whether
+     * one was expected); an empty one is damage */
     assert_int_equal(unlink(path), 0);
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), -EBADMSG);
+    assert_int_equal(unlink(path), -1);   /* nothing created */
+    assert_int_equal(unlink(kept), 0);
     assert_int_equal(acceptor_open_salvage(dir, &a, &st, &rep), 0);
     assert_true(rep.created);
     assert_false(rep.lost);
@@ -584,6 +590,67 @@ static void test_salvage(void **state)
     assert_int_equal(st.n_accepts, 0);
     acceptor_close(a);
     free(full);
+    rm_tree(dir);
+}
+
+/* A salvage whose new log cannot be written (ENOSPC) after the damaged
+ * log was renamed aside: the next open must report the damage again and
+ * come up recovering, never as a new store with promise 0. */
+static int fail_tmp_open(const char *path, int flags, mode_t mode)
+{
+    size_t n = strlen(path);
+    if (n >= 4 && strcmp(path + n - 4, ".tmp") == 0)
+        return -ENOSPC;
+    return chain_io_libc()->open(path, flags, mode);
+}
+
+static void test_salvage_stopped_after_the_rename(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    char path[600], kept[620];
+    log_path(dir, path, sizeof path);
+    snprintf(kept, sizeof kept, "%s.damaged", path);
+    acceptor_store *a;
+    acceptor_state st;
+    chain_damage dmg;
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    assert_int_equal(acceptor_put_promise(a, B(2, 2)), 0);
+    assert_int_equal(acceptor_sync(a), 0);
+    acceptor_close(a);
+    size_t len;
+    uint8_t *full = read_all(path, &len);
+    full[10] ^= 1;                 /* the first record's length field */
+    write_all(path, full, len);
+    free(full);
+
+    chain_io_ops faulty = *chain_io_libc();
+    faulty.open = fail_tmp_open;
+    const chain_io_ops *prev = chain_io_set(&faulty);
+    acceptor_open_report rep;
+    assert_int_equal(acceptor_open_salvage(dir, &a, &st, &rep), -ENOSPC);
+    chain_io_set(prev);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), -1);   /* renamed aside ... */
+    assert_int_equal(stat(kept, &sb), 0);    /* ... and no new log */
+
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), -EBADMSG);
+    assert_string_equal(dmg.path, path);
+    assert_int_equal(dmg.offset, 0);
+    assert_int_equal(acceptor_open_salvage(dir, &a, &st, &rep), 0);
+    assert_false(rep.created);
+    assert_true(rep.lost);
+    assert_string_equal(rep.damage.path, path);
+    assert_string_equal(rep.kept_path, kept);
+    acceptor_info info;
+    acceptor_get_info(a, &info);
+    assert_true(info.recovering);
+    acceptor_close(a);
+    /* the recovering mark is durable */
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    acceptor_get_info(a, &info);
+    assert_true(info.recovering);
+    acceptor_close(a);
     rm_tree(dir);
 }
 
@@ -741,6 +808,7 @@ int main(void)
         cmocka_unit_test(test_truncation_is_damage),
         cmocka_unit_test(test_damage_last_record),
         cmocka_unit_test(test_salvage),
+        cmocka_unit_test(test_salvage_stopped_after_the_rename),
         cmocka_unit_test(test_info_records),
         cmocka_unit_test(test_slack_and_modes),
         cmocka_unit_test(test_default_log_bytes),
