@@ -593,6 +593,66 @@ static void test_salvage(void **state)
     rm_tree(dir);
 }
 
+/* A durable last record whose data holds a whole aligned sector of
+ * zeros looks, with one bit flipped anywhere, like a write whose sector
+ * never landed.  A single flipped bit explains its checksum exactly, a
+ * torn write (almost) never: damage, not a torn tail cut away. */
+static void test_flip_in_a_last_record_with_a_zero_sector(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    char path[600];
+    log_path(dir, path, sizeof path);
+    acceptor_store *a;
+    acceptor_state st;
+    chain_damage dmg;
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    put(a, 1, B(1, 1), "aaaa");
+    assert_int_equal(acceptor_sync(a), 0);
+    size_t len;
+    uint8_t *p = read_all(path, &len);
+    size_t before = used_end(p, len);
+    free(p);
+    static uint8_t zeros[1500];          /* spans two aligned sectors */
+    zeros[1499] = 1;                     /* ends the used part in it */
+    px_entry e = { .slot = 2, .ballot = B(1, 1), .time_ms = 20,
+                   .kind = PX_ENTRY_BATCH, .len = sizeof zeros,
+                   .data = zeros };
+    assert_int_equal(acceptor_put_accept(a, &e), 0);
+    assert_int_equal(acceptor_sync(a), 0);
+    acceptor_close(a);
+    uint8_t *full = read_all(path, &len);
+    size_t end = used_end(full, len);
+    size_t offs[] = { before + 16, before + 24, before + 52, before + 700,
+                      end - 1, end - 4 };
+    for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++) {
+        for (int bit = 0; bit < 8; bit++) {
+            full[offs[i]] ^= (uint8_t)(1u << bit);
+            write_all(path, full, len);
+            memset(&dmg, 0, sizeof dmg);
+            int rc = acceptor_open(dir, &a, &st, &dmg);
+            if (rc == 0)
+                acceptor_close(a);
+            if (rc != -EBADMSG)
+                fail_msg("flip of bit %d at %zu taken for a torn write "
+                         "(rc %d)", bit, offs[i], rc);
+            assert_int_equal(dmg.offset, before);
+            full[offs[i]] ^= (uint8_t)(1u << bit);
+        }
+    }
+    /* the same record torn (its middle sector never landed) is cut */
+    size_t s = (before + 511) / 512 * 512 + 512;
+    memset(full + s, 0, 512);
+    full[end - 1] = 0;                   /* and its last sector */
+    memset(full + (end - 1) / 512 * 512, 0, end - (end - 1) / 512 * 512);
+    write_all(path, full, len);
+    assert_int_equal(acceptor_open(dir, &a, &st, &dmg), 0);
+    assert_int_equal(st.n_accepts, 1);
+    acceptor_close(a);
+    free(full);
+    rm_tree(dir);
+}
+
 /* A salvage whose new log cannot be written (ENOSPC) after the damaged
  * log was renamed aside: the next open must report the damage again and
  * come up recovering, never as a new store with promise 0. */
@@ -807,6 +867,7 @@ int main(void)
         cmocka_unit_test(test_damage_middle),
         cmocka_unit_test(test_truncation_is_damage),
         cmocka_unit_test(test_damage_last_record),
+        cmocka_unit_test(test_flip_in_a_last_record_with_a_zero_sector),
         cmocka_unit_test(test_salvage),
         cmocka_unit_test(test_salvage_stopped_after_the_rename),
         cmocka_unit_test(test_info_records),
