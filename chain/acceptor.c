@@ -87,6 +87,29 @@
  *      come from an acceptor_sync that did not return, so no reply
  *      depended on it; damage may have lost an acknowledged promise or
  *      accepted value (acceptor_open_salvage).
+ *   4a. One flipped bit is damage even where invariant 4 would see a torn
+ *      write.  A record's data may hold whole aligned sectors of zeros (a
+ *      file's zeros), so "an aligned sector of the record is all zero"
+ *      holds for such a durable last record with any bit flipped: cut as
+ *      torn, a promise or accept that was acknowledged would be dropped
+ *      without a word.  Bytes alone cannot tell the two apart, but the
+ *      checksum can: a torn write replaces whole sectors by zeros, which
+ *      changes the CRC-32 by an arbitrary amount, while one flipped bit at
+ *      body byte k changes it by a value fixed by k and the bit alone
+ *      (CRC-32 is linear), distinct for every position.  So a record whose
+ *      checksum is off by exactly one of those 8 x length values (or by
+ *      one bit of the stored checksum) is damage.  A torn write matches by
+ *      chance with probability about 8 x length / 2^32 and is then taken
+ *      for damage: the safe side (the node recovers).  Damage of more
+ *      than one bit inside such a record can still pass for torn.
+ *      The torn rules stay sound where they fire otherwise: a write that
+ *      did not finish was never fdatasync'ed (acceptor_sync did not
+ *      return), so nothing acknowledged depended on it.  A bit flipped in
+ *      the zero space after the last record is cut the same way: it held
+ *      nothing.  The header's own CRC covers bytes 0..11, so a flip there
+ *      (the length field at 8..11, say) is a bad header, torn only when
+ *      everything from its byte 15 to the end of the file is zero, which
+ *      a whole record's body checksum never is.
  *   5. A failed write or fdatasync is sticky (`failed`): the page cache
  *      may have dropped the data, so the store must be reopened.
  *   6. Rolling (acceptor_compact past the size bound) writes promise and
