@@ -108,8 +108,9 @@
  *      the zero space after the last record is cut the same way: it held
  *      nothing.  The header's own CRC covers bytes 0..11, so a flip there
  *      (the length field at 8..11, say) is a bad header, torn only when
- *      everything from its byte 15 to the end of the file is zero, which
- *      a whole record's body checksum never is.
+ *      everything from its byte 15 to the end of the file is zero: a
+ *      whole record's body and checksum are not all zero (an accept's
+ *      slot is never 0; the CRC-32 of a short zero body is not 0).
  *   5. A failed write or fdatasync is sticky (`failed`): the page cache
  *      may have dropped the data, so the store must be reopened.
  *   6. Rolling (acceptor_compact past the size bound) writes promise and
