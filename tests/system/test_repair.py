@@ -614,7 +614,12 @@ def test_lost_sync_repair_takes_a_snapshot_not_newer_than_its_state(launched):
     finally:
         with open(info_path, "w") as f:
             f.write(saved)
-    w = Writers([c.node(leader)], "ls").start()
+    # the victim level before the writes start, and one writer: it must
+    # keep every block (no snapshot installed: it never falls behind the
+    # leader's chain base), which a victim still starting while the
+    # leader compacted did not (seen under ASan)
+    wait_for(lambda: same_heads(c), 60, "the victim level after its start")
+    w = Writers([c.node(leader)], "ls", per_node=1).start()
     try:
         wait_for(lambda: json_status(c.node(leader)).get("snapshot", {}).get("chain_base", 0)
                  > 600, 120, "the leader compacting its chain")
