@@ -219,52 +219,103 @@ void integrity_send_digest(node *n, uint64_t index,
     integrity_head_frame(n, 0, NODE_HEAD_START | (index & NODE_HEAD_MASK), h);
 }
 
-/* Invariant 4 for the state: a majority of the members other than this
- * node report the checkpoint's digest at its index, where this node's
- * state had another one: this node's state is the wrong one. */
+/* The digest peer k reported at `index` (its newest report there), or
+ * NULL. */
+static const uint8_t *digest_of(const node *n, uint32_t k, uint64_t index)
+{
+    const uint8_t *got = NULL;
+    for (uint32_t i = 0; i < NODE_DIGEST_FACTS; i++) {
+        uint32_t at = (n->digest_next[k] + NODE_DIGEST_FACTS - 1 - i) %
+                      NODE_DIGEST_FACTS;
+        const struct node_fact *f = &n->digest_facts[k][at];
+        if (f->index == index) {
+            got = f->hash;
+            break;
+        }
+    }
+    return got;
+}
+
+/* Invariant 4 for the state, whichever side the checkpoint is on.  At
+ * the last checkpoint this node compared (its own digest there known):
+ *   - a majority of the members other than this node report one and the
+ *     same digest that differs from ours: our state is the wrong one, also
+ *     when it matched the checkpoint (a leader whose state went wrong
+ *     commits checkpoints of its own wrong digest): reset;
+ *   - this node's state differed from the checkpoint (it abstains), and
+ *     with it a majority of the members hold its digest: the checkpoint
+ *     is the wrong one (its leader resets by the rule above), so this
+ *     node stops abstaining for it. */
 void integrity_state_judge(node *n)
 {
-    if (!n->state_diverged || !n->cp_bad_index || n->cfg.n_peers <= 1 ||
-        n->fatal)
+    if (!n->cp_own_index || n->cfg.n_peers <= 1 || n->fatal)
         return;
-    uint32_t same = 0;
-    char who[120];
-    size_t w = 0;
+    uint64_t index = n->cp_own_index;
+    uint32_t agree = 0;
     for (uint32_t k = 0; k < n->cfg.n_peers; k++) {
         if (n->cfg.peers[k].id == n->cfg.id)
             continue;
-        for (uint32_t i = 0; i < NODE_DIGEST_FACTS; i++) {
-            const struct node_fact *f = &n->digest_facts[k][i];
-            if (f->index == n->cp_bad_index &&
-                memcmp(f->hash, n->cp_bad_digest, NODE_DIGEST_PREFIX) == 0) {
-                same++;
-                if (w < sizeof who)
-                    w += (size_t)snprintf(who + w, sizeof who - w, "%s%u",
-                                          w ? "," : "nodes ",
-                                          n->cfg.peers[k].id);
-                break;
-            }
-        }
+        const uint8_t *dg = digest_of(n, k, index);
+        if (dg && memcmp(dg, n->cp_own_digest, NODE_DIGEST_PREFIX) == 0)
+            agree++;
     }
-    if (same < integrity_quorum(n))
+    if (n->state_diverged && agree + 1 >= integrity_quorum(n)) {
+        fprintf(stderr, "paxosfs: node %u: a majority holds this node's "
+                "state digest at block %" PRIu64 ", not the checkpoint's: "
+                "the checkpoint's writer is the one that differs; voting "
+                "again\n", n->cfg.id, index);
+        n->state_diverged = false;
+        n->cp_bad_index = 0;
+        uint32_t differing = 0;
+        for (uint32_t k = 0; k < n->cfg.n_peers; k++)
+            differing += n->peer_chain_differs[k];
+        n->abstaining = differing >= n->cfg.n_peers / 2 + 1;
+        if (!n->abstaining)
+            node_serve_reads(n);
         return;
-    char h_theirs[17];
-    hex8(n->cp_bad_digest, h_theirs);
-    chain_damage d;
-    memset(&d, 0, sizeof d);
-    snprintf(d.path, sizeof d.path, "%s (the key-value state in memory)",
-             n->data_dir);
-    d.index = n->cp_bad_index;
-    snprintf(d.reason, sizeof d.reason, "state digest differs from the "
-             "checkpoint's (%s...), which a majority holds", h_theirs);
-    char by[400];
-    snprintf(by, sizeof by, "%s of %u members report state digest %s... "
-             "at block %" PRIu64, who, n->cfg.n_peers, h_theirs,
-             n->cp_bad_index);
-    fprintf(stderr, "paxosfs: node %u: state differs at block %" PRIu64
-            " from the one a majority holds (%s); resetting this node's "
-            "history\n", n->cfg.id, n->cp_bad_index, by);
-    repair_reset(n, REPAIR_STATE, &d, 0, NULL, by);
+    }
+    /* one digest, other than ours, that a majority of the others report */
+    for (uint32_t c = 0; c < n->cfg.n_peers; c++) {
+        if (n->cfg.peers[c].id == n->cfg.id)
+            continue;
+        const uint8_t *cand = digest_of(n, c, index);
+        if (!cand || memcmp(cand, n->cp_own_digest, NODE_DIGEST_PREFIX) == 0)
+            continue;
+        uint32_t same = 0;
+        char who[120];
+        size_t w = 0;
+        for (uint32_t k = 0; k < n->cfg.n_peers; k++) {
+            if (n->cfg.peers[k].id == n->cfg.id)
+                continue;
+            const uint8_t *dg = digest_of(n, k, index);
+            if (!dg || memcmp(dg, cand, NODE_DIGEST_PREFIX) != 0)
+                continue;
+            same++;
+            if (w < sizeof who)
+                w += (size_t)snprintf(who + w, sizeof who - w, "%s%u",
+                                      w ? "," : "nodes ", n->cfg.peers[k].id);
+        }
+        if (same < integrity_quorum(n))
+            continue;
+        char h_theirs[17];
+        hex8(cand, h_theirs);
+        chain_damage d;
+        memset(&d, 0, sizeof d);
+        snprintf(d.path, sizeof d.path, "%s (the key-value state in memory)",
+                 n->data_dir);
+        d.index = index;
+        snprintf(d.reason, sizeof d.reason, "state digest differs from a "
+                 "majority's (%.16s...)%s", h_theirs,
+                 n->cp_own_matched ? ", not the checkpoint's" : "");
+        char by[400];
+        snprintf(by, sizeof by, "%s of %u members report state digest %s... "
+                 "at block %" PRIu64, who, n->cfg.n_peers, h_theirs, index);
+        fprintf(stderr, "paxosfs: node %u: state differs at block %" PRIu64
+                " from the one a majority holds (%s); resetting this node's "
+                "history\n", n->cfg.id, index, by);
+        repair_reset(n, REPAIR_STATE, &d, 0, NULL, by);
+        return;
+    }
 }
 
 static void on_digest(node *n, uint32_t k, uint64_t index,

@@ -248,6 +248,9 @@ struct node {
     uint64_t checkpoints_ok, checkpoints_unchecked;
     bool state_diverged;        /* a checkpoint's digest was not ours */
     uint64_t cp_bad_index;      /* ... at this index (0: none) */
+    uint64_t cp_own_index;      /* the last checkpoint compared here */
+    uint8_t cp_own_digest[KV_DIGEST_BYTES];   /* our state's digest there */
+    bool cp_own_matched;        /* ... equal to the checkpoint's */
     uint8_t cp_bad_digest[KV_DIGEST_BYTES];   /* the checkpoint's */
     struct node_fact digest_facts[TRANSPORT_MAX_PEERS][NODE_DIGEST_FACTS];
     uint32_t digest_next[TRANSPORT_MAX_PEERS];

@@ -743,6 +743,7 @@ void repair_after_reopen(node *n)
         memset(n->digests, 0, sizeof n->digests);
         n->state_diverged = false;
         n->cp_bad_index = 0;
+        n->cp_own_index = 0;
         r->installs_before = n->snaps_installed;
         snprintf(text, sizeof text, "incident %" PRIu64 ": history reset "
                  "(the acceptor log was moved aside with it)", r->incident);

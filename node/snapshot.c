@@ -79,8 +79,12 @@ static void check_checkpoint(node *n, const px_entry *e)
         return;
     }
     integrity_send_digest(n, cp.index, d->digest);   /* for the others */
-    if (memcmp(d->digest, cp.digest, KV_DIGEST_BYTES) == 0) {
+    n->cp_own_index = cp.index;
+    memcpy(n->cp_own_digest, d->digest, KV_DIGEST_BYTES);
+    n->cp_own_matched = memcmp(d->digest, cp.digest, KV_DIGEST_BYTES) == 0;
+    if (n->cp_own_matched) {
         n->checkpoints_ok++;
+        integrity_state_judge(n);   /* the checkpoint may be the wrong one */
         return;
     }
     char why[200];

@@ -221,6 +221,55 @@ static void test_state_reset_needs_a_majority(void **state)
     free_member(n, dir);
 }
 
+/* A leader whose state went wrong commits checkpoints of its own digest:
+ * it matches them, the followers do not.  The majority's digest decides:
+ * the leader resets, and the followers, who agree with each other, vote
+ * on (before, every follower abstained and the cluster stopped). */
+static void test_leader_with_a_wrong_state_resets(void **state)
+{
+    (void)state;
+    char *dir;
+    node *n = new_member(3, &dir);
+    apply_put(n, "a", "1");
+    uint64_t at = kv_applied_index(n->state);
+    uint8_t ours[KV_DIGEST_BYTES], theirs[KV_DIGEST_BYTES];
+    kv_digest(n->state, ours);
+    memcpy(theirs, ours, sizeof theirs);
+    theirs[5] ^= 0x01;
+    apply_checkpoint(n, at, ours, PX_CHECKPOINT_BYTES);   /* its own */
+    assert_false(n->state_diverged);
+    digest_from(n, 1, at, theirs);
+    assert_int_equal(n->fatal, 0);       /* one peer: nothing */
+    digest_from(n, 2, at, theirs);
+    assert_true(n->fatal < 0);           /* both others: this node resets */
+    assert_true(incidents_say(dir, "found: state_diverged"));
+    assert_true(incidents_say(dir, "nodes 1,2 of 3 members report"));
+    free_member(n, dir);
+}
+
+static void test_follower_votes_on_when_the_checkpoint_is_wrong(void **state)
+{
+    (void)state;
+    char *dir;
+    node *n = new_member(3, &dir);
+    apply_put(n, "a", "1");
+    uint64_t at = kv_applied_index(n->state);
+    uint8_t ours[KV_DIGEST_BYTES], leaders[KV_DIGEST_BYTES];
+    kv_digest(n->state, ours);
+    memcpy(leaders, ours, sizeof leaders);
+    leaders[7] ^= 0x40;
+    digest_from(n, 1, at, leaders);      /* the leader's own digest */
+    apply_checkpoint(n, at, leaders, PX_CHECKPOINT_BYTES);
+    assert_true(n->state_diverged && n->abstaining);
+    /* the other follower holds our digest: a majority with us */
+    digest_from(n, 2, at, ours);
+    assert_false(n->state_diverged);
+    assert_false(n->abstaining);
+    assert_int_equal(n->fatal, 0);
+    assert_false(incidents_say(dir, "state_diverged"));
+    free_member(n, dir);
+}
+
 static void test_state_reset_never_alone(void **state)
 {
     (void)state;
@@ -246,6 +295,8 @@ int main(void)
         cmocka_unit_test(test_checkpoint_out_of_reach),
         cmocka_unit_test(test_state_reset_needs_a_majority),
         cmocka_unit_test(test_state_reset_never_alone),
+        cmocka_unit_test(test_leader_with_a_wrong_state_resets),
+        cmocka_unit_test(test_follower_votes_on_when_the_checkpoint_is_wrong),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
