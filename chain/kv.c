@@ -769,35 +769,42 @@ int kv_insert_value(kv *s, const char *key, size_t len, kv_value *v)
     return kv_map_put(s, key, len, v);
 }
 
+/* A node holding `v` (taken) for a key that is not in the map, with the
+ * record's hash in h and table room reserved; NULL (v let go): out of
+ * memory. */
+static kv_node *fresh_node(kv *s, const char *key, size_t len, kv_value *v,
+                           uint8_t h[KV_DIGEST_BYTES])
+{
+    assert(!s->view);
+    kv_node *n = NULL;
+    if (kv_rec_hash(s, key, len, v, h) == 0 && table_reserve(s) == 0)
+        n = node_new(s, key, len, key_hash(key, len));
+    if (!n) {
+        kv_value_unref(v);
+        return NULL;
+    }
+    n->val = v;
+    return n;
+}
+
 int kv_insert_new(kv *s, const char *key, size_t len, kv_value *v)
 {
     uint8_t h[KV_DIGEST_BYTES];
-    assert(!s->view);
-    if (kv_rec_hash(s, key, len, v, h) != 0 || table_reserve(s) != 0)
-        goto out_unref;
-    kv_node *n = node_new(s, key, len, key_hash(key, len));
+    kv_node *n = fresh_node(s, key, len, v, h);
     if (!n)
-        goto out_unref;
-    n->val = v;
+        return -ENOMEM;
     map_insert(s, n);
     digest_add(s->digest, h, 1);
     return 0;
-out_unref:
-    kv_value_unref(v);
-    return -ENOMEM;
 }
 
 int kv_append_new(kv *s, const char *key, size_t len, kv_value *v,
                   kv_node **tail)
 {
     uint8_t h[KV_DIGEST_BYTES];
-    assert(!s->view);
-    if (kv_rec_hash(s, key, len, v, h) != 0 || table_reserve(s) != 0)
-        goto out_unref;
-    kv_node *n = node_new(s, key, len, key_hash(key, len));
+    kv_node *n = fresh_node(s, key, len, v, h);
     if (!n)
-        goto out_unref;
-    n->val = v;
+        return -ENOMEM;
     table_place(s, n);
     /* after the last node at each of its levels: no search (the caller
      * knows the key is greater than every key in the map) */
@@ -814,9 +821,6 @@ int kv_append_new(kv *s, const char *key, size_t len, kv_value *v,
     s->value_bytes += v->len;
     digest_add(s->digest, h, 1);
     return 0;
-out_unref:
-    kv_value_unref(v);
-    return -ENOMEM;
 }
 
 int kv_tally_record(kv *s, const char *key, size_t len, const kv_value *v)
