@@ -251,12 +251,12 @@ void integrity_state_judge(node *n)
     if (!n->cp_own_index || n->cfg.n_peers <= 1 || n->fatal)
         return;
     uint64_t index = n->cp_own_index;
+    const uint8_t *dg[TRANSPORT_MAX_PEERS];   /* each other member's */
     uint32_t agree = 0;
     for (uint32_t k = 0; k < n->cfg.n_peers; k++) {
-        if (n->cfg.peers[k].id == n->cfg.id)
-            continue;
-        const uint8_t *dg = digest_of(n, k, index);
-        if (dg && memcmp(dg, n->cp_own_digest, NODE_DIGEST_PREFIX) == 0)
+        dg[k] = n->cfg.peers[k].id == n->cfg.id ? NULL
+                                                : digest_of(n, k, index);
+        if (dg[k] && memcmp(dg[k], n->cp_own_digest, NODE_DIGEST_PREFIX) == 0)
             agree++;
     }
     if (n->state_diverged && agree + 1 >= integrity_quorum(n)) {
@@ -276,19 +276,14 @@ void integrity_state_judge(node *n)
     }
     /* one digest, other than ours, that a majority of the others report */
     for (uint32_t c = 0; c < n->cfg.n_peers; c++) {
-        if (n->cfg.peers[c].id == n->cfg.id)
-            continue;
-        const uint8_t *cand = digest_of(n, c, index);
+        const uint8_t *cand = dg[c];
         if (!cand || memcmp(cand, n->cp_own_digest, NODE_DIGEST_PREFIX) == 0)
             continue;
         uint32_t same = 0;
         char who[120];
         size_t w = 0;
         for (uint32_t k = 0; k < n->cfg.n_peers; k++) {
-            if (n->cfg.peers[k].id == n->cfg.id)
-                continue;
-            const uint8_t *dg = digest_of(n, k, index);
-            if (!dg || memcmp(dg, cand, NODE_DIGEST_PREFIX) != 0)
+            if (!dg[k] || memcmp(dg[k], cand, NODE_DIGEST_PREFIX) != 0)
                 continue;
             same++;
             if (w < sizeof who)
