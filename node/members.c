@@ -138,6 +138,15 @@ int members_snapshot_blob(node *n, const px_members *m, uint8_t *buf,
     return px_config_encode(m, (const uint8_t *)ctx, (uint32_t)len, buf, cap);
 }
 
+/* Encode a MEMBER frame and send it to w->to: 0, or a negative errno. */
+static int member_send(node *n, const wire_member *w)
+{
+    uint8_t frame[WIRE_HEADER_BYTES + 32 + WIRE_MAX_MEMBER_TEXT];
+    size_t len = 0;
+    int rc = wire_encode_member_into(w, frame, sizeof frame, &len);
+    return rc < 0 ? rc : transport_send_frame(n->net, w->to, frame, len);
+}
+
 /* --------------------------------------------- the peers follow (inv. 1) */
 
 /* Per-peer state of integrity.c and catchup.c, indexed like n->peers:
@@ -618,10 +627,7 @@ static void send_answer(node *n, uint32_t to, uint64_t token,
                       .answer = 1,
                       .len = (uint16_t)strnlen(text, WIRE_MAX_MEMBER_TEXT),
                       .text = text };
-    uint8_t frame[WIRE_HEADER_BYTES + 32 + WIRE_MAX_MEMBER_TEXT];
-    size_t len = 0;
-    if (wire_encode_member_into(&w, frame, sizeof frame, &len) == 0)
-        transport_send_frame(n->net, to, frame, len);
+    member_send(n, &w);
 }
 
 /* A change to make here (the leader), from `origin` (0: this node's
@@ -684,10 +690,7 @@ static void announce(node *n, uint64_t now)
                           .token = mm->config_index,
                           .answer = WIRE_MEMBER_ANNOUNCE,
                           .len = (uint16_t)len, .text = text };
-        uint8_t frame[WIRE_HEADER_BYTES + 32 + WIRE_MAX_MEMBER_TEXT];
-        size_t flen = 0;
-        if (wire_encode_member_into(&w, frame, sizeof frame, &flen) == 0 &&
-            transport_send_frame(n->net, st.id, frame, flen) == 0)
+        if (member_send(n, &w) == 0)
             mm->announces_sent++;
     }
 }
@@ -920,11 +923,7 @@ bool members_admin(node *n, const char *req, char **reply)
     uint64_t token = mm->next_token++;
     wire_member w = { .from = n->cfg.id, .to = st.leader_id, .token = token,
                       .answer = 0, .len = (uint16_t)strlen(op), .text = op };
-    uint8_t frame[WIRE_HEADER_BYTES + 32 + WIRE_MAX_MEMBER_TEXT];
-    size_t len = 0;
-    if (w.len > WIRE_MAX_MEMBER_TEXT ||
-        wire_encode_member_into(&w, frame, sizeof frame, &len) < 0 ||
-        transport_send_frame(n->net, st.leader_id, frame, len) < 0) {
+    if (w.len > WIRE_MAX_MEMBER_TEXT || member_send(n, &w) < 0) {
         refusal(-EAGAIN, "cannot reach the leader", text, sizeof text);
         *reply = strdup(text);
         return true;
