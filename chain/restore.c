@@ -23,6 +23,14 @@
  *      file, not only the one restart would use, and that each valid one
  *      agrees with the chain where the chain holds its index (so a fall
  *      back to it would work).
+ *   3. The light verification (chain_verify_light) checks every byte the
+ *      full one checks - each snapshot's checksum and recomputed state
+ *      digest, streamed; every block's checksums, link and hash; the
+ *      snapshot's head hash continuing into the chain - but builds no
+ *      state and replays no block, so its memory does not grow with the
+ *      store.  What it leaves out is only whether each block's entry
+ *      applies, which no change to a stored byte can alter without
+ *      failing a hash first.
  */
 #include "snap.h"
 #include "chain_int.h"
@@ -68,10 +76,17 @@ static int replay(chain_restored *out, uint64_t from, uint64_t *replayed,
     return 0;
 }
 
-static int restore(const char *dir, const chain_mark *durable, bool read_only,
-                   chain_restored *out, chain_restore_report *rep,
-                   chain_damage *damage)
+/* How restore() runs: as the owner (writable, state built), or read-only
+ * with the state built and every block replayed, or read-only without a
+ * state (invariant 3). */
+enum restore_mode { RESTORE_OWN, RESTORE_VERIFY, RESTORE_VERIFY_LIGHT };
+
+static int restore(const char *dir, const chain_mark *durable,
+                   enum restore_mode mode, chain_restored *out,
+                   chain_restore_report *rep, chain_damage *damage)
 {
+    bool read_only = mode != RESTORE_OWN;
+    bool light = mode == RESTORE_VERIFY_LIGHT;
     memset(out, 0, sizeof *out);
     memset(rep, 0, sizeof *rep);
     if (damage)
@@ -82,14 +97,14 @@ static int restore(const char *dir, const chain_mark *durable, bool read_only,
     int rc = snapstore_open(dir, !read_only, &out->snaps);
     if (rc)
         return rc;
-    rc = snapstore_load(out->snaps, &out->state, &out->snap, &rep->snaps);
+    rc = snapstore_load(out->snaps, light ? NULL : &out->state, &out->snap,
+                        &rep->snaps);
     if (rc == 0) {
         out->has_snap = true;
     } else if (rc == -ENOENT || rc == -EBADMSG) {
         /* no usable snapshot: the chain alone, if it starts at block 1 */
         int why = rc;
-        out->state = kv_create();
-        if (!out->state) {
+        if (!light && !(out->state = kv_create())) {
             rc = -ENOMEM;
             goto fail;
         }
@@ -128,14 +143,16 @@ static int restore(const char *dir, const chain_mark *durable, bool read_only,
         if (rc)
             goto fail;
     }
-    uint64_t from = kv_applied_index(out->state) + 1;
-    rc = replay(out, from, &rep->replayed, damage);
-    if (rc)
-        goto fail;
+    if (!light) {
+        uint64_t from = kv_applied_index(out->state) + 1;
+        rc = replay(out, from, &rep->replayed, damage);
+        if (rc)
+            goto fail;
+    }
     out->index = chain_head_index(out->chain);
     memcpy(out->head_hash, chain_head_hash(out->chain), CHAIN_HASH_BYTES);
     /* invariant 1 */
-    if (kv_applied_index(out->state) != out->index) {
+    if (!light && kv_applied_index(out->state) != out->index) {
         rc = -EIO;
         goto fail;
     }
@@ -150,7 +167,8 @@ int chain_restore(const char *dir, const chain_mark *durable,
                   chain_damage *damage)
 {
     chain_restore_report local;
-    return restore(dir, durable, false, out, rep ? rep : &local, damage);
+    return restore(dir, durable, RESTORE_OWN, out, rep ? rep : &local,
+                   damage);
 }
 
 /* Invariant 2: every other snapshot file checks out and agrees with the
@@ -215,9 +233,9 @@ static int verify_others(chain_restored *r, chain_restore_report *rep,
     return bad ? -EBADMSG : 0;
 }
 
-int chain_verify_all(const char *dir, const chain_mark *durable,
-                     chain_restored *out, chain_restore_report *rep,
-                     chain_damage *damage)
+static int verify(const char *dir, const chain_mark *durable,
+                  enum restore_mode mode, chain_restored *out,
+                  chain_restore_report *rep, chain_damage *damage)
 {
     chain_restored local;
     chain_restore_report lrep;
@@ -225,7 +243,7 @@ int chain_verify_all(const char *dir, const chain_mark *durable,
         out = &local;
     if (!rep)
         rep = &lrep;
-    int rc = restore(dir, durable, true, out, rep, damage);
+    int rc = restore(dir, durable, mode, out, rep, damage);
     if (rc)
         return rc;
     chain_damage first;
@@ -240,4 +258,18 @@ int chain_verify_all(const char *dir, const chain_mark *durable,
     if (out == &local || rc)
         chain_restored_close(out);
     return rc;
+}
+
+int chain_verify_all(const char *dir, const chain_mark *durable,
+                     chain_restored *out, chain_restore_report *rep,
+                     chain_damage *damage)
+{
+    return verify(dir, durable, RESTORE_VERIFY, out, rep, damage);
+}
+
+int chain_verify_light(const char *dir, const chain_mark *durable,
+                       chain_restored *out, chain_restore_report *rep,
+                       chain_damage *damage)
+{
+    return verify(dir, durable, RESTORE_VERIFY_LIGHT, out, rep, damage);
 }

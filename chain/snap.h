@@ -275,6 +275,14 @@ void chain_restored_close(chain_restored *r);
 int chain_verify_all(const char *dir, const chain_mark *durable,
                      chain_restored *out, chain_restore_report *rep,
                      chain_damage *damage);
+/* The same checks of every stored byte, without building the state or
+ * replaying the chain (restore.c invariant 3): memory independent of the
+ * store's size, for the running node's periodic check.  On 0 `out` (if
+ * not NULL) holds no state (out->state is NULL); index and head_hash are
+ * the chain head's. */
+int chain_verify_light(const char *dir, const chain_mark *durable,
+                       chain_restored *out, chain_restore_report *rep,
+                       chain_damage *damage);
 
 /* --------------------------------------------------------- backups */
 

@@ -7,7 +7,7 @@
  * The check (every cfg.verify_interval_ms, on a worker thread of its
  * own): every snapshot file completely, the chain after the newest
  * valid one (every record's checksum, every hash and link), the acceptor
- * store's records (chain_verify_all and acceptor_verify_dir, read-only,
+ * store's records (chain_verify_light and acceptor_verify_dir, read-only,
  * as `paxosctl verify` does), and the chain head found on the disk
  * against the block this node applied at that index (a chain replaced
  * under the running node, even one with valid hashes of its own).
@@ -261,7 +261,7 @@ static int run_verify(void *arg)
     chain_restore_report rep;
     chain_damage dmg;
     memset(&dmg, 0, sizeof dmg);
-    int rc = chain_verify_all(j->dir, NULL, &out, &rep, &dmg);
+    int rc = chain_verify_light(j->dir, NULL, &out, &rep, &dmg);
     j->rc = rc;
     if (rc == 0) {
         j->head = out.index;

@@ -4,6 +4,7 @@
  *
  *   snapbench [KEYS...]          (default: 100000 1000000)
  *   snapbench --load FILE [rewrite] | --check FILE | --restore DIR
+ *             | --verify DIR [light]
  *                                (one phase alone, below)
  *
  * The snapshot files go to a scratch directory under $BENCH_DIR (default
@@ -63,17 +64,24 @@ static double proc_cpu_us(void)  /* every thread's: compression threads */
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
-static long rss_kib(void)
+/* A figure of /proc/self/status in KiB ("VmRSS:", "VmHWM:"), or -1. */
+static long status_kib(const char *field)
 {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
     long v = -1;
+    size_t n = strlen(field);
     while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0)
-            v = strtol(line + 6, NULL, 10);
+        if (strncmp(line, field, n) == 0)
+            v = strtol(line + n, NULL, 10);
     if (f)
         fclose(f);
     return v;
+}
+
+static long rss_kib(void)
+{
+    return status_kib("VmRSS:");
 }
 
 static void put_le(uint8_t *p, uint64_t v, int n)
@@ -392,8 +400,35 @@ static int restore_only(const char *dir)
     return 0;
 }
 
+/* snapbench --verify DIR [light]: the running node's periodic check of
+ * its backing directory (chain_verify_light, `light`) or paxosctl
+ * verify's (chain_verify_all): time and peak memory. */
+static int verify_only(const char *dir, bool light)
+{
+    chain_restored r;
+    chain_restore_report rep;
+    chain_damage dmg;
+    long hwm0 = status_kib("VmHWM:");
+    double t0 = now_us(), c0 = proc_cpu_us();
+    int rc = light ? chain_verify_light(dir, NULL, &r, &rep, &dmg)
+                   : chain_verify_all(dir, NULL, &r, &rep, &dmg);
+    double t1 = now_us(), c1 = proc_cpu_us();
+    if (rc) {
+        fprintf(stderr, "verify: %s (%s)\n", strerror(-rc), dmg.reason);
+        return 1;
+    }
+    printf("verify (%s) %.0f ms (%.0f ms CPU): head %llu, peak RSS %.1f "
+           "MiB (%.1f MiB before)\n", light ? "light" : "full",
+           (t1 - t0) / 1e3, (c1 - c0) / 1e3, (unsigned long long)r.index,
+           status_kib("VmHWM:") / 1024.0, hwm0 / 1024.0);
+    chain_restored_close(&r);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 2 && strcmp(argv[1], "--verify") == 0)
+        return verify_only(argv[2], argc > 3 && strcmp(argv[3], "light") == 0);
     if (argc > 2 && strcmp(argv[1], "--restore") == 0)
         return restore_only(argv[2]);
     if (argc > 2 && strcmp(argv[1], "--check") == 0)
