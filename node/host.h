@@ -153,6 +153,9 @@ typedef struct host_open_report {
     bool chain_torn;               /* a torn tail was cut */
     char chain_torn_path[512];
     uint64_t chain_torn_offset;
+    bool chain_damaged;            /* the last open (or reopen) failed on
+                                      a damaged chain: chain_damage */
+    chain_damage chain_damage;
 } host_open_report;
 
 void host_get_open_report(const host *h, host_open_report *r);

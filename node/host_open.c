@@ -127,6 +127,9 @@ static int open_storage(host *h, char *why, char *err, size_t err_len)
     chain_open_report report;
     chain_damage damage;
     rc = open_chain(h, &info.mark, &report, &damage);
+    h->opened.chain_damaged = rc == -EBADMSG;
+    if (rc == -EBADMSG)
+        h->opened.chain_damage = damage;
     if (rc == -EBADMSG) {
         snprintf(err, err_len, "chain damaged: %s offset %" PRIu64 " block %"
                  PRIu64 ": %s; refusing to serve (run paxosctl verify %s)",
@@ -421,6 +424,10 @@ int host_reopen(host *h, bool recovering, uint64_t seed, char *why,
         }
     }
     if (rc < 0) {
+        /* the suspended stores stay; what was found damaged is told
+         * (host_get_open_report) */
+        bool damaged = h->opened.chain_damaged;
+        chain_damage dmg = h->opened.chain_damage;
         if (h->px)
             px_destroy(h->px);
         if (h->acceptor)
@@ -431,6 +438,8 @@ int host_reopen(host *h, bool recovering, uint64_t seed, char *why,
         h->acceptor = old_acc;
         h->px = old_px;
         h->opened = old_opened;
+        h->opened.chain_damaged = damaged;
+        h->opened.chain_damage = dmg;
         if (h->state != old_state) {
             kv_destroy(h->state);
             h->state = old_state;

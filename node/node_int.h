@@ -235,6 +235,7 @@ struct node {
     uint64_t take_index, take_started_ms, last_take_ms;
     uint64_t snap_entries, snap_bytes;   /* applied since the last */
     uint64_t snaps_taken, snaps_failed, snaps_installed;
+    uint64_t snap_history_conflicts;   /* snapshot.c invariant 6 */
     bool compact_wanted, compacting;
     chain_compact_job compact_job;
     snapxfer *xfer;             /* transfers to and from peers */
@@ -327,9 +328,10 @@ int repair_before_reopen(node *n);
 void repair_after_reopen(node *n);
 void repair_status(node *n, FILE *fp);
 enum { REPAIR_DIVERGED = 1, REPAIR_STATE, REPAIR_BEHIND };
-void repair_reset(node *n, int what, const chain_damage *d, uint64_t index,
+bool repair_reset(node *n, int what, const chain_damage *d, uint64_t index,
                   const uint8_t hash[CHAIN_HASH_BYTES], const char *who);
 bool repair_needs_reset_for(node *n, uint64_t snap_index);
+void repair_found_at_reopen(node *n, const chain_damage *d);   /* reopen.c */
 bool repair_catching_up(const node *n);
 int repair_incidents_text(void *ctx, char **text, size_t *len);
 int snapnode_retake(node *n);                               /* snapshot.c */

@@ -7,7 +7,11 @@
  * starts over), and the start gate (integrity.c invariant 1) is passed
  * again before the node votes.  The key-value state never goes back:
  * what a failed disk lost from the chain comes again from the leader and
- * is appended without being applied twice (host.h invariant 3).
+ * is appended without being applied twice (host.h invariant 3).  A
+ * reopen that finds the chain damaged (the disk lost blocks this node had
+ * made durable, or changed them) hands it to the repair (repair.c): the
+ * damaged segments and the acceptor log go aside, the next reopen starts
+ * recovering, and the blocks come again from the peers.
  */
 #include "node_int.h"
 
@@ -117,6 +121,14 @@ void node_storage_reopen(node *n)
     rc = host_reopen(n->host, n->recovering_why[0] != '\0',
                      node_random_u64(), why, err, sizeof err);
     if (rc < 0) {
+        /* the disk works but lost or changed blocks this node had made
+         * durable (a disk that died loses what it had not written): a
+         * damaged chain, repaired from the peers like one found while
+         * running (repair.c); the next reopen moves it aside */
+        host_open_report rep;
+        host_get_open_report(n->host, &rep);
+        if (rc == -EBADMSG && rep.chain_damaged)
+            repair_found_at_reopen(n, &rep.chain_damage);
         health_fail(&n->health, err[0] ? err : "reopening the storage", rc,
                     now);
         return;

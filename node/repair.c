@@ -660,14 +660,16 @@ static int reset_before_reopen(node *n)
 
 /* integrity.c, snapshot.c (invariant 5): a majority of the members
  * positively vouch for another history than this node's (what), or this
- * node's repair needs a snapshot it would refuse as not newer (behind). */
-void repair_reset(node *n, int what, const chain_damage *d, uint64_t index,
+ * node's repair needs a snapshot it would refuse as not newer (behind).
+ * False when no reset started (a cluster of one, failed storage, a repair
+ * between phases). */
+bool repair_reset(node *n, int what, const chain_damage *d, uint64_t index,
                   const uint8_t hash[CHAIN_HASH_BYTES], const char *who)
 {
     struct repair *r = n->rep;
     if (!r || n->fatal || n->cfg.n_peers <= 1 ||
         (r->phase != RP_NONE && r->phase != RP_CATCHUP))
-        return;
+        return false;
     int kind = what == REPAIR_STATE ? RK_STATE
              : what == REPAIR_BEHIND ? RK_BEHIND : RK_DIVERGED;
     if (r->phase == RP_CATCHUP) {
@@ -685,6 +687,18 @@ void repair_reset(node *n, int what, const chain_damage *d, uint64_t index,
         memset(r->agreed_hash, 0, CHAIN_HASH_BYTES);
     snprintf(r->agreed_by, sizeof r->agreed_by, "%s", who ? who : "");
     found(n, kind, d);
+    return true;
+}
+
+/* reopen.c: the stores of a node whose storage had failed turned out
+ * damaged when they were opened again.  Once (a repair already under way
+ * goes on); a cluster of one is refused (invariant 4). */
+void repair_found_at_reopen(node *n, const chain_damage *d)
+{
+    struct repair *r = n->rep;
+    if (!r || r->phase != RP_NONE)
+        return;
+    found(n, RK_CHAIN, d);
 }
 
 /* snapshot.c: a repair (not a reset) waits for blocks from the peers. */

@@ -43,6 +43,18 @@
  *      is behind the state it kept, a snapshot newer than the chain head
  *      is fetched; one not newer than the state makes the node reset its
  *      history (repair.c invariant 5) and fetch again from empty.
+ *   6. A history below every peer's chain base cannot be compared block
+ *      by block, but a vouched snapshot still says something about it:
+ *      a key the snapshot holds with version v at or below this node's
+ *      applied index A was written at block v and not changed after, so a
+ *      node whose history is the cluster's holds it at A with the same
+ *      version, identity, time, owner, mode and bytes (every change sets
+ *      the version to its block, chain/kv.h).  A key that differs or is
+ *      missing makes the node reset (repair.c invariant 5: history moved
+ *      to DIR/damaged/<incident>/, an incident record) instead of the
+ *      install overwriting it without a word.  A history whose every
+ *      difference was overwritten again after A cannot be told from a
+ *      lagging node's and is replaced as one.
  */
 #include "node_int.h"
 
@@ -257,12 +269,117 @@ static bool vouched(node *n, const snap_info *info)
     return false;
 }
 
+/* Invariant 6: the first key of the snapshot whose value this node's
+ * state at its applied index should hold and does not. */
+struct history_cmp {
+    const kv *ours;
+    uint64_t upto;            /* this node's applied index */
+    uint64_t theirs_version, ours_version;
+    bool ours_missing;
+    char key[160];
+};
+
+static int history_key(void *arg, const char *key, size_t key_len,
+                       const kv_value *v)
+{
+    struct history_cmp *c = arg;
+    if (v->version > c->upto)
+        return 0;   /* changed after this node's last entry: no word on it */
+    const kv_value *o = kv_get(c->ours, key, key_len);
+    if (o && o->version == v->version && o->ident == v->ident &&
+        o->len == v->len && o->mtime_ms == v->mtime_ms &&
+        o->mode == v->mode && o->uid == v->uid && o->gid == v->gid &&
+        memcmp(o->data, v->data, v->len) == 0)
+        return 0;
+    c->theirs_version = v->version;
+    c->ours_version = o ? o->version : 0;
+    c->ours_missing = !o;
+    size_t n = key_len < sizeof c->key - 1 ? key_len : sizeof c->key - 1;
+    memcpy(c->key, key, n);
+    c->key[n] = '\0';
+    return 1;
+}
+
+/* Invariant 6: true when the vouched snapshot shows that this node's
+ * history is not the cluster's; then the node resets instead (its history
+ * kept as evidence) and the snapshot is dropped (fetched again once the
+ * node is empty). */
+static bool history_conflicts(node *n, const kv *snap, const snap_info *info)
+{
+    uint64_t upto = kv_applied_index(n->state);
+    if (upto == 0 || upto >= info->index)
+        return false;
+    struct history_cmp c = { .ours = n->state, .upto = upto };
+    if (kv_scan(snap, "", 0, history_key, &c) == 0)
+        return false;
+    chain_damage d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.path, sizeof d.path, "%s/chain", n->data_dir);
+    d.index = c.ours_missing || c.ours_version > upto ? c.theirs_version
+                                                       : c.ours_version;
+    char why[700];
+    if (c.ours_missing)
+        snprintf(why, sizeof why, "key '%s' is missing from this node's "
+                 "state at block %" PRIu64 ", but the peers' snapshot at "
+                 "block %" PRIu64 " holds it as written at block %" PRIu64
+                 " and not changed since: this history is not the cluster's "
+                 "(it lies below every peer's chain base, no block could be "
+                 "compared)", c.key, upto, info->index, c.theirs_version);
+    else
+        snprintf(why, sizeof why, "key '%s' holds another value in this "
+                 "node's state at block %" PRIu64 " (written at block %"
+                 PRIu64 ") than in the peers' snapshot at block %" PRIu64
+                 " (written at block %" PRIu64 " and not changed since): "
+                 "this history is not the cluster's (it lies below every "
+                 "peer's chain base, no block could be compared)", c.key,
+                 upto, c.ours_version, info->index, c.theirs_version);
+    snprintf(d.reason, sizeof d.reason, "key '%.40s' differs from the "
+             "snapshot at block %" PRIu64 " (history below the peers')",
+             c.key, info->index);
+    char who[200];
+    size_t w = 0;
+    uint32_t count = 0;
+    who[0] = '\0';
+    for (uint32_t k = 0; k < n->cfg.n_peers; k++) {
+        if (n->cfg.peers[k].id == n->cfg.id)
+            continue;
+        for (uint32_t i = 0; i < NODE_FACTS; i++) {
+            const struct node_fact *f = &n->facts[k][i];
+            if (f->index == info->index &&
+                memcmp(f->hash, info->head_hash, CHAIN_HASH_BYTES) == 0) {
+                count++;
+                if (w < sizeof who)
+                    w += (size_t)snprintf(who + w, sizeof who - w, "%s%u",
+                                          w ? ", " : "node ",
+                                          n->cfg.peers[k].id);
+                break;
+            }
+        }
+    }
+    char by[300];
+    snprintf(by, sizeof by, "%s (%u of %u members) hold the snapshot's block %"
+             PRIu64, who, count, n->cfg.n_peers, info->index);
+    if (!repair_reset(n, REPAIR_DIVERGED, &d, info->index, info->head_hash,
+                      by))
+        return false;   /* no reset now: install as a lagging node's */
+    fprintf(stderr, "paxosfs: node %u: %s\n", n->cfg.id, why);
+    n->snap_history_conflicts++;
+    return true;
+}
+
 static void install(node *n)
 {
     if (n->take || n->compacting || host_chain_busy(n->host) || n->fatal)
         return;   /* invariant 3: wait for the view, the sync, the disk */
     if (!vouched(n, &n->snap_pending_info))
         return;
+    if (history_conflicts(n, n->snap_pending, &n->snap_pending_info)) {
+        kv_destroy(n->snap_pending);
+        n->snap_pending = NULL;
+        n->snap_pending_ms = 0;
+        n->snap_pending_logged = false;
+        return;
+    }
     kv *state = n->snap_pending;
     snap_info info = n->snap_pending_info;
     uint64_t from = kv_applied_index(n->state);
@@ -486,7 +603,7 @@ int snapnode_status(node *n, char *buf, size_t cap)
         "\"keys\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"raw_bytes\": %"
         PRIu64 ", \"taking\": %s, \"taken\": %" PRIu64 ", \"failed\": %"
         PRIu64 ", \"last_take_ms\": %" PRIu64 ", \"installed\": %" PRIu64
-        ", \"entries_since\": %" PRIu64 ", \"pending\": %" PRIu64
+        ", \"history_conflicts\": %" PRIu64 ", \"entries_since\": %" PRIu64 ", \"pending\": %" PRIu64
         ", \"chain_base\": %" PRIu64
         ", \"checkpoints_ok\": %" PRIu64 ", \"checkpoints_unchecked\": %"
         PRIu64 ", \"state_diverged\": %s, "
@@ -500,7 +617,7 @@ int snapnode_status(node *n, char *buf, size_t cap)
         last ? last->keys : 0, last ? last->file_bytes : 0,
         last ? last->raw_bytes : 0, n->take ? "true" : "false",
         n->snaps_taken, n->snaps_failed, n->last_take_ms, n->snaps_installed,
-        n->snap_entries, n->snap_pending ? n->snap_pending_info.index : 0,
+        n->snap_history_conflicts, n->snap_entries, n->snap_pending ? n->snap_pending_info.index : 0,
         n->chain ? chain_base_index(n->chain) : 0,
         n->checkpoints_ok, n->checkpoints_unchecked,
         n->state_diverged ? "true" : "false",

@@ -101,6 +101,10 @@ def move_data(c, k, mount):
             continue            # admin.sock: bound anew at start
         subprocess.run(["cp", "-a", src, data], check=True)
     shutil.rmtree(aside)
+    # on the new disk before the node starts: cp leaves it in the page
+    # cache, and a disk shut down before writeback loses it (the node then
+    # finds blocks it had made durable missing, test below)
+    os.sync()
 
 
 class Disks:
@@ -364,7 +368,13 @@ def check_back(c, k, written, timeout):
         kind, _ = attempt(lambda: write_file(c.node(k).path("back"), "back\n"), 5)
         return kind == "ok"
 
-    wait_for(back, timeout, "node %d to serve reads and writes again" % k, interval=0.1)
+    try:
+        wait_for(back, timeout, "node %d to serve reads and writes again" % k, interval=0.1)
+    except AssertionError as e:
+        # what the node did meanwhile: its log (on the disk mounted again)
+        # and its .status, so a failure says why
+        raise AssertionError("%s\nnode %d .status: %s\nnode %d log (end):\n%s" % (
+            e, k, c.node(k).status_within(5), k, c.node(k).log()[-6000:])) from None
     st = status(c, k)
     assert st["storage"]["state"] == "ok" and st["storage"]["recoveries"] >= 1, st["storage"]
     assert st["healthy"] is True
@@ -517,3 +527,59 @@ def test_a_full_disk_fails_writers_with_enospc_and_the_node_catches_up(disks, sy
     log = read_file(c.node(sick).logpath)
     assert "node %d: storage works again" % sick in log, log[-3000:]
     assert "it had failed:" in log and "No space left on device" in log, log[-3000:]
+
+
+def test_a_disk_that_lost_durable_blocks_is_repaired_when_it_works_again(disks, syslog,
+                                                                        launched):
+    """Each node on its own small tmpfs; the leader's fills up and, while
+    it cannot persist, its chain loses blocks it had made durable (the
+    last segment cut short, as a disk that dies loses what it had not
+    written to the platter).  Once space is freed the reopen finds the
+    chain damaged (it ends before the block the acceptor store recorded
+    as durable): the node moves the damaged segment and its acceptor log
+    to DIR/damaged/<incident>/, recovers, learns the blocks again from the
+    peers and serves reads and writes, with no operator action; the
+    incident is under the mount.  (Before, the reopen failed on the same
+    damage every second, for good.)"""
+    from test_storage_damage import segments
+    c = launched(3)
+    c.ok("down")
+    for k in (1, 2, 3):
+        move_data(c, k, disks.tmpfs)
+    c.up(3)
+    sick = c.wait_leader()
+    others = others_of(sick)
+    for i in range(20):
+        write_commits(c, others[i % 2], "before-%d" % i, "b%d\n" % i)
+    filler = os.path.join(c.node(sick).data, "filler")
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for chunk in (1 << 20, 4096):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+    big = "x" * (256 << 10)
+    for i in range(4):
+        if attempt(lambda i=i: write_file(c.node(sick).path("big-%d" % i), big),
+                   12) == ("err", errno.ENOSPC):
+            break
+    wait_failed(c, sick, timeout=10)
+    c.wait_leader(among=others, exclude=(sick,), majority=True, timeout=15)
+    written = [("before-%d" % i, "b%d\n" % i) for i in range(20)]
+    for i in range(6):
+        write_commits(c, others[i % 2], "during-%d" % i, "d%d\n" % i)
+        written.append(("during-%d" % i, "d%d\n" % i))
+    seg = segments(c.node(sick).data)[-1]
+    os.truncate(seg, 96)            # inside the segment's first block
+    os.unlink(filler)
+    check_back(c, sick, written, timeout=30)
+    incidents = wait_for(lambda: (lambda t: t if " repaired: " in t else None)(
+        read_file(c.node(sick).path(".chain/incidents"))), 20, "the incident closed")
+    assert " found: chain damaged: " in incidents and os.path.basename(seg) in incidents, incidents
+    assert " moved: " in incidents and " repaired: " in incidents, incidents
+    log = read_file(c.node(sick).logpath)
+    assert "acceptor store recorded block" in log, log[-3000:]

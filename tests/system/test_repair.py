@@ -587,6 +587,63 @@ def test_stopped_followers_history_replaced_by_a_fabricated_one_resets_itself(la
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_fabricated_history_below_every_peers_chain_base_resets_itself(launched, nodes):
+    """A follower's history replaced (while it is stopped) by a short one
+    of another cluster, ending below the block where both peers' chains
+    now start: no block can be compared, so only the vouched snapshot it
+    receives can tell.  Files the cluster wrote at its start and never
+    changed since are missing from the fabricated state: the node resets
+    (history kept under DIR/damaged/<incident>/, an incident record that
+    names the key) instead of installing the snapshot over it without a
+    word, then catches up and votes again; nothing acknowledged is lost
+    and its mount never serves a fabricated value.  (Before, the snapshot
+    replaced the fabricated history with no incident and no evidence.)"""
+    c = launched(3, extra=FAST + SNAPS)
+    leader = c.wait_leader()
+    victim = follower(c, leader)
+    others = [c.node(k) for k in (1, 2, 3) if k != victim.id]
+    for i in range(5):
+        write_file(c.node(leader).path("static-%d" % i), "kept %d\n" % i)
+    fake = fabricated_history(nodes, ["rb%d-%d" % (n.id, i) for n in others
+                                      for i in (0, 1)], rounds=5)
+    out = subprocess.run([PAXOSCTL, "verify", fake.data], capture_output=True,
+                         text=True, timeout=60).stdout
+    fake_head = int(re.search(r"ok: head index (\d+)", out).group(1))
+    stop_cleanly(victim)
+    put_history(fake.data, victim.data)
+    w = Writers(others, "rb").start()
+    reader = None
+    try:
+        # the others compact past the fabricated head (and past the
+        # cluster's own first blocks) before the victim comes back
+        wait_for(lambda: all((json_status(n).get("snapshot") or {}).get("chain_base", 0)
+                             > max(fake_head, 200) for n in others), 120,
+                 "both peers' chains to start after block %d" % max(fake_head, 200))
+        c.start(victim.id)
+        reader = Reader(victim, w).start()
+        wait_for(lambda: integrity(victim).get("repaired", 0) >= 1, 120,
+                 "node %d resetting itself" % victim.id)
+        w.wait_more(50)
+        reads = reader.reads
+        wait_for(lambda: reader.reads >= reads + 20, 30,
+                 "reads served again on node %d" % victim.id)
+    finally:
+        w.stop()
+        if reader:
+            reader.stop()
+    incidents, kept = check_reset(c, victim)
+    assert "chain_diverged" in incidents and "static-" in incidents, incidents
+    assert "differs from the snapshot at block" in incidents, incidents
+    assert json_status(victim)["snapshot"]["history_conflicts"] >= 1
+    assert "this history is not the cluster's" in victim.log()
+    for i in range(5):
+        assert read_file(victim.path("static-%d" % i)) == "kept %d\n" % i
+    for n in [victim] + others:
+        check_acked([w], n)
+    r = subprocess.run([PAXOSCTL, "verify", kept], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_lost_sync_repair_takes_a_snapshot_not_newer_than_its_state(launched):
     """The lost-sync edge: a follower that takes no snapshots of its own
     (its --snapshot-entries is far above the others') keeps every chain
