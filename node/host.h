@@ -124,6 +124,8 @@ typedef struct host_config {
     uint32_t max_held_msgs;        /* 0: HOST_MAX_HELD_MSGS */
     uint64_t acceptor_log_bytes;   /* 0: ACCEPTOR_LOG_BYTES */
     uint64_t chain_segment_bytes;  /* 0: CHAIN_SEGMENT_BYTES */
+    chain_damage *damage_out;      /* host_open only, may be NULL: filled
+                                      when it fails on a damaged chain */
 } host_config;
 
 #define HOST_MAX_HELD_MSGS 100000  /* messages waiting for a sync */

@@ -332,6 +332,7 @@ bool repair_reset(node *n, int what, const chain_damage *d, uint64_t index,
                   const uint8_t hash[CHAIN_HASH_BYTES], const char *who);
 bool repair_needs_reset_for(node *n, uint64_t snap_index);
 void repair_found_at_reopen(node *n, const chain_damage *d);   /* reopen.c */
+int repair_at_start(node *n, const chain_damage *d, const char *err);
 bool repair_catching_up(const node *n);
 int repair_incidents_text(void *ctx, char **text, size_t *len);
 int snapnode_retake(node *n);                               /* snapshot.c */

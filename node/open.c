@@ -223,7 +223,16 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     host_edges edges;
     node_host_edges(n, &edges);
     char why[HOST_WHY_BYTES];
+    chain_damage damage;
+    memset(&damage, 0, sizeof damage);
+    hc.damage_out = &damage;
     rc = host_open(&hc, &edges, &n->host, why, err, err_len);
+    if (rc == -EBADMSG && repair_at_start(n, &damage, err) == 0) {
+        /* the damaged segments and the acceptor log went aside: open
+         * what is left, recover, and learn the rest from the peers */
+        hc.damage_out = NULL;
+        rc = host_open(&hc, &edges, &n->host, why, err, err_len);
+    }
     if (rc < 0)
         goto fail;
     n->chain = host_chain(n->host);
@@ -232,6 +241,7 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
     n->px = host_replica(n->host);
     if (why[0])
         integrity_begin_recovery(n, why);
+    repair_after_reopen(n);   /* a repair begun at start (repair_at_start) */
     members_init(n, &opt.members);   /* the configuration in force */
     rc = node_record_start(n, err, err_len);
     if (rc < 0)

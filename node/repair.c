@@ -690,6 +690,64 @@ bool repair_reset(node *n, int what, const chain_damage *d, uint64_t index,
     return true;
 }
 
+/* open.c: the node's chain failed its checks at start (`err` says how).
+ * With peers to repair from, the damage is an incident as if found while
+ * running: the segment holding the first damaged block, every later one
+ * and the acceptor log go to DIR/damaged/<incident>/, and 0 tells the
+ * caller to open the stores again (they then recover, and
+ * repair_after_reopen follows the catch-up).  A cluster of one, damage
+ * outside the chain's segments (every snapshot damaged), or a failure to
+ * move the files: negative, and the start fails with `err` as before. */
+int repair_at_start(node *n, const chain_damage *d, const char *err)
+{
+    char segs[700];
+    int len = snprintf(segs, sizeof segs, "%s/chain", n->data_dir);
+    bool in_chain = len > 0 && strncmp(d->path, segs, (size_t)len) == 0 &&
+                    (d->path[len] == '\0' ||
+                     strncmp(d->path + len, "/seg-", 5) == 0);
+    if (n->cfg.n_peers <= 1 || !in_chain)
+        return -EBADMSG;
+    if (!n->rep)
+        n->rep = calloc(1, sizeof *n->rep);
+    struct repair *r = n->rep;
+    if (!r)
+        return -ENOMEM;
+    r->kind = RK_CHAIN;
+    r->damage = *d;
+    r->found_ms = node_now_ms();
+    r->incident = incidents_last(n) + 1;
+    r->incidents++;
+    r->old_head = d->index;   /* at least this block comes back */
+    r->old_base = 0;
+    memset(r->old_hash, 0, CHAIN_HASH_BYTES);
+    fprintf(stderr, "paxosfs: node %u: %s\n", n->cfg.id, err);
+    char what[1400];
+    snprintf(what, sizeof what, "%s damaged at start: %s offset %" PRIu64
+             " block %" PRIu64 ": %s", kind_name(RK_CHAIN), d->path,
+             d->offset, d->index, d->reason);
+    fprintf(stderr, "paxosfs: node %u: incident %" PRIu64 ": %s\n",
+            n->cfg.id, r->incident, what);
+    incident_line(n, r->incident, "found", what);
+    incident_line(n, r->incident, "action", "not voting, leading or serving "
+                  "(calls wait, then fail); repairing from the peers");
+    char where[900];
+    int rc = move_aside(n, d->index, where, sizeof where);
+    if (rc < 0) {
+        fprintf(stderr, "paxosfs: node %u: incident %" PRIu64 ": moving the "
+                "damaged files aside: %s\n", n->cfg.id, r->incident,
+                strerror(-rc));
+        incident_line(n, r->incident, "failed", strerror(-rc));
+        r->phase = RP_NONE;
+        return rc;
+    }
+    snprintf(r->moved, sizeof r->moved, "%s", where);
+    incident_line(n, r->incident, "moved", where);
+    fprintf(stderr, "paxosfs: node %u: incident %" PRIu64 ": %s\n",
+            n->cfg.id, r->incident, where);
+    r->phase = RP_REOPEN;
+    return 0;
+}
+
 /* reopen.c: the stores of a node whose storage had failed turned out
  * damaged when they were opened again.  Once (a repair already under way
  * goes on); a cluster of one is refused (invariant 4). */
@@ -992,13 +1050,13 @@ void repair_turn(node *n, uint64_t now)
  * interval after the start (the start verified everything). */
 int repair_start(node *n)
 {
-    n->rep = calloc(1, sizeof *n->rep);
+    if (!n->rep)
+        n->rep = calloc(1, sizeof *n->rep);   /* or made at start */
     if (!n->rep)
         return -ENOMEM;
     n->rep->next_ms = n->cfg.verify_interval_ms
                           ? node_now_ms() + n->cfg.verify_interval_ms
                           : UINT64_MAX;
-    n->rep->incidents = 0;
     return 0;
 }
 

@@ -174,8 +174,12 @@ def followers(c, leader):
 def test_cut_segment_is_damage_not_a_torn_tail(launched, where):
     """A follower's segment is cut (or removed) while it is stopped.  What
     was durable can never be a torn tail: `paxosctl verify` exits 1 naming
-    file, offset and block, the node refuses to start and says why, and
-    the other two go on without losing an acknowledged write."""
+    file, offset and block.  Started, the node says so (file, offset,
+    block, in its log and .chain/incidents), moves the damaged segment
+    and its acceptor log to DIR/damaged/<incident>/, recovers, learns the
+    blocks again from the peers and serves, with no operator action; the
+    other two go on without losing an acknowledged write.  (Before, it
+    refused to start until an operator acted.)"""
     c = launched(3, extra=TIMEOUT_ARGS)
     leader = c.wait_leader()
     victim = c.node(followers(c, leader)[0])
@@ -197,15 +201,22 @@ def test_cut_segment_is_damage_not_a_torn_tail(launched, where):
         assert "damaged:" in out.stderr and "offset" in out.stderr and "block" in out.stderr
         if where != "whole-segment":
             assert seg in out.stderr
-        r = c.run("start", victim.id, "--timeout", 20)
-        assert r.returncode != 0, "node %d started on a cut chain" % victim.id
-        log = victim.log()
-        assert "chain damaged" in log and "refusing to serve" in log, log[-2000:]
-        assert "acceptor store recorded block" in log, log[-2000:]
+        c.start(victim.id)
         w.wait_more(30)
+        wait_for(lambda: " repaired: " in read_file(victim.path(".chain/incidents")), 60,
+                 "node %d repairing its chain" % victim.id)
     finally:
         w.stop()
-    for n in (c.node(leader), other):
+    log = victim.log()
+    assert "chain damaged" in log and "acceptor store recorded block" in log, log[-2000:]
+    incidents = read_file(victim.path(".chain/incidents"))
+    assert " found: chain damaged at start: " in incidents, incidents
+    assert " moved: " in incidents and "damaged/" in incidents, incidents
+    if where != "whole-segment":
+        assert seg in incidents, incidents
+    st = node_status(victim)
+    assert st.get("voting") is True and st.get("healthy") is True, st
+    for n in (c.node(leader), other, victim):
         check_acked([w], n)
 
 
@@ -408,12 +419,13 @@ def fill(c, leader, n, prefix):
 def test_chain_from_another_cluster_never_counts(launched, what):
     """Another cluster's chain (valid hashes, more blocks) is copied over a
     stopped follower, which is started while the leader is down.  Its
-    blocks never count as committed: with only `chain/` replaced the node
-    refuses to start (the acceptor store's durable block differs); with
-    the whole backing directory replaced it starts, is never confirmed by
-    a majority, votes for nobody, streams nothing, its mount serves no
-    read, and the one peer up cannot make it reset; once the leader is
-    back, both others hold other blocks and it resets itself.  Every
+    blocks never count as committed: with only `chain/` replaced the
+    acceptor store's durable block differs, so the start finds the chain
+    damaged and moves it aside from there (an incident) and recovers; with
+    the whole backing directory replaced it starts and is never confirmed
+    by a majority.  Either way it votes for nobody, streams nothing, its
+    mount serves no read, and the one peer up cannot make it reset; once
+    the leader is back it repairs or resets itself and votes.  Every
     acknowledged write stays on the healthy nodes."""
     a = launched(3, extra=TIMEOUT_ARGS)
     b = launched(3, extra=TIMEOUT_ARGS)
@@ -444,33 +456,43 @@ def test_chain_from_another_cluster_never_counts(launched, what):
         w.stop()
         a.kill(leader)
         if what == "chain":
-            r = a.run("start", f_id, "--timeout", 20)
-            assert r.returncode != 0
-            assert "differs from the one the acceptor store recorded" in F.log(), F.log()[-2000:]
             out = verify(F.data)
             assert out.returncode == 1 and "replaced" in out.stderr, out.stderr
-        else:
-            a.start(f_id)
-            w2 = Writers([T], "fc2").start()
-            deadline = time.monotonic() + 6
-            while time.monotonic() < deadline:
-                st = node_status(F)
-                assert st.get("role") != "leader" and st.get("voting") is False, st
-                assert node_status(T).get("role") != "leader"
-                # one peer's word never makes it throw its history away
-                assert st.get("integrity", {}).get("incidents", 0) == 0, st
-                time.sleep(0.2)
+        a.start(f_id)
+        if what == "chain":
+            # the block at the position the acceptor store recorded as
+            # durable is another one: damage found at start, the chain
+            # from there and the acceptor log moved aside, recovering
+            log = F.log()
+            assert "differs from the one the acceptor store recorded" in log, log[-2000:]
+            assert " found: chain damaged at start: " in read_file(F.path(".chain/incidents"))
+        w2 = Writers([T], "fc2").start()
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
             st = node_status(F)
-            assert st["confirmed"] is False and st["reads"].startswith("waiting"), st
-            # its mount serves nothing from the foreign chain
-            try:
-                got = read_file(F.path("phantom1"))
-            except OSError as e:
-                # no leader is up (it was killed): refused at once
-                assert e.errno in (errno.ETIMEDOUT, errno.EIO, errno.ENOENT,
-                                   errno.EHOSTUNREACH), e
-            else:
-                raise AssertionError("node %d served %r from a foreign chain" % (f_id, got))
+            assert st.get("role") != "leader" and st.get("voting") is False, st
+            assert node_status(T).get("role") != "leader"
+            # one peer's word never makes it throw its history away
+            assert st.get("integrity", {}).get("incidents", 0) == (
+                1 if what == "chain" else 0), st
+            time.sleep(0.2)
+        st = node_status(F)
+        if what != "chain":
+            assert st["confirmed"] is False, st
+            assert st["reads"].startswith("waiting"), st
+        else:
+            # what is left of its chain (nothing: the foreign blocks were
+            # in the segment moved aside) is no history to vouch for
+            assert st["chain_head"]["index"] == 0, st
+        # its mount serves nothing from the foreign chain
+        try:
+            got = read_file(F.path("phantom1"))
+        except OSError as e:
+            # no leader is up (it was killed): refused at once
+            assert e.errno in (errno.ETIMEDOUT, errno.EIO, errno.ENOENT,
+                               errno.EHOSTUNREACH), e
+        else:
+            raise AssertionError("node %d served %r from a foreign chain" % (f_id, got))
         a.start(leader)
         a.wait_leader(among=(leader, t_id), majority=True, timeout=60)
         if w2:
@@ -478,7 +500,8 @@ def test_chain_from_another_cluster_never_counts(launched, what):
             # both others hold other blocks: a majority, so it resets
             wait_for(lambda: node_status(F).get("voting") is True, 60,
                      "node %d to reset itself and vote" % f_id)
-            assert "chain_diverged" in read_file(F.path(".chain/incidents"))
+            incidents = read_file(F.path(".chain/incidents"))
+            assert "chain_diverged" in incidents or what == "chain", incidents
             w2.wait_more(20)
             # the foreign directory's record of other nodes' starts went
             # with its history: no healthy node is taken for rolled back
