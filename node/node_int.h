@@ -236,6 +236,7 @@ struct node {
     uint64_t snap_entries, snap_bytes;   /* applied since the last */
     uint64_t snaps_taken, snaps_failed, snaps_installed;
     uint64_t snap_history_conflicts;   /* snapshot.c invariant 6 */
+    bool snap_pending_checked;         /* ... done for snap_pending */
     bool compact_wanted, compacting;
     chain_compact_job compact_job;
     snapxfer *xfer;             /* transfers to and from peers */

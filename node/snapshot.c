@@ -315,8 +315,7 @@ static bool history_conflicts(node *n, const kv *snap, const snap_info *info)
     chain_damage d;
     memset(&d, 0, sizeof d);
     snprintf(d.path, sizeof d.path, "%s/chain", n->data_dir);
-    d.index = c.ours_missing || c.ours_version > upto ? c.theirs_version
-                                                       : c.ours_version;
+    d.index = c.ours_missing ? c.theirs_version : c.ours_version;
     char why[700];
     if (c.ours_missing)
         snprintf(why, sizeof why, "key '%s' is missing from this node's "
@@ -373,7 +372,12 @@ static void install(node *n)
         return;   /* invariant 3: wait for the view, the sync, the disk */
     if (!vouched(n, &n->snap_pending_info))
         return;
-    if (history_conflicts(n, n->snap_pending, &n->snap_pending_info)) {
+    /* once per received snapshot: an install that must wait (-EAGAIN)
+     * comes back here */
+    bool check = !n->snap_pending_checked;
+    n->snap_pending_checked = true;
+    if (check &&
+        history_conflicts(n, n->snap_pending, &n->snap_pending_info)) {
         kv_destroy(n->snap_pending);
         n->snap_pending = NULL;
         n->snap_pending_ms = 0;
@@ -444,6 +448,7 @@ static void on_snap_frame(void *arg, uint32_t from, const wire_snapshot *chunk,
             kv_destroy(n->snap_pending);
             n->snap_pending = state;
             n->snap_pending_info = info;
+            n->snap_pending_checked = false;
             install(n);
         }
     }
@@ -603,7 +608,8 @@ int snapnode_status(node *n, char *buf, size_t cap)
         "\"keys\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"raw_bytes\": %"
         PRIu64 ", \"taking\": %s, \"taken\": %" PRIu64 ", \"failed\": %"
         PRIu64 ", \"last_take_ms\": %" PRIu64 ", \"installed\": %" PRIu64
-        ", \"history_conflicts\": %" PRIu64 ", \"entries_since\": %" PRIu64 ", \"pending\": %" PRIu64
+        ", \"history_conflicts\": %" PRIu64 ", \"entries_since\": %"
+        PRIu64 ", \"pending\": %" PRIu64
         ", \"chain_base\": %" PRIu64
         ", \"checkpoints_ok\": %" PRIu64 ", \"checkpoints_unchecked\": %"
         PRIu64 ", \"state_diverged\": %s, "
