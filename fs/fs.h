@@ -239,6 +239,9 @@ int fs_mount(const fs_options *opt, const fs_backend *backend,
 
 /* The session fd to poll for readability. */
 int fs_fd(const fs *f);
+/* The kernel runs lookups in one directory in parallel (session.c
+ * invariant 3). */
+bool fs_parallel_dirops(const fs *f);
 
 /* Read and dispatch every request that is ready (non-blocking).  Returns
  * 0, or 1 once the filesystem was unmounted, or a negative errno. */

@@ -25,6 +25,7 @@
 #include <fuse_lowlevel.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "fs.h"
@@ -229,6 +230,12 @@ struct fs {
     bool stopping;
     uint32_t n_polling;        /* handles holding a poll handle (watch.c) */
     fs_handle *streams;        /* stream handles with a read waiting */
+    /* session.c invariant 3: the INIT exchange, seen by the session's I/O
+     * (the loop thread reads requests; replies and notices are written
+     * by the loop and the notifier threads) */
+    _Atomic uint64_t init_unique;     /* the INIT request, until answered */
+    _Atomic bool dirops_offered;      /* the kernel offers parallel dirops */
+    _Atomic bool parallel_dirops;     /* ... and the INIT reply asked for it */
 };
 
 /* session.c */

@@ -10,6 +10,19 @@
  *  2. A handle lives while it is open or a parked request uses it (refs);
  *     every live handle is on f->handles, so an unmount with files still
  *     open (the kernel sends no release then) frees them all.
+ *  3. Lookups in one directory run in parallel when the kernel offers it
+ *     (FUSE_PARALLEL_DIROPS).  libfuse 3.14 wants the capability by
+ *     default but never puts the flag into its INIT reply, so the kernel
+ *     took every LOOKUP and READDIR of a directory one at a time, each
+ *     waiting for the one before it to be answered: on a mount whose
+ *     lookups wait for a read point from the leader, 64 readers of one
+ *     directory ran one lookup at a time.  The session's reads and writes
+ *     go through io_read and io_writev (libfuse's custom I/O, the same
+ *     system calls): the INIT request says whether the kernel offers the
+ *     flag, and only then is it added to the INIT reply, nothing else
+ *     changed.  Nothing in the mount relies on lookups being serialised:
+ *     the kernel still holds a directory's lock for every change in it,
+ *     and never has two lookups of one name in flight.
  */
 #include "fs_int.h"
 
@@ -19,7 +32,76 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+/* Kernel protocol facts (linux/fuse.h): the request header is 40 bytes
+ * (len, opcode, unique at 8), the reply header 16 (len, error at 4,
+ * unique at 8); INIT's argument and reply both hold the flags at 12. */
+#define KERNEL_IN_HEADER 40
+#define KERNEL_OUT_HEADER 16
+#define KERNEL_OP_INIT 26
+#define KERNEL_INIT_FLAGS_AT 12
+#define KERNEL_PARALLEL_DIROPS (1u << 18)
+
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
+{
+    fs *f = userdata;
+    ssize_t n = read(fd, buf, len);
+    if (n >= KERNEL_IN_HEADER + KERNEL_INIT_FLAGS_AT + 4 &&
+        atomic_load(&f->init_unique) == 0 && !atomic_load(&f->parallel_dirops)) {
+        const uint8_t *p = buf;
+        uint32_t opcode, flags;
+        uint64_t unique;
+        memcpy(&opcode, p + 4, 4);
+        if (opcode == KERNEL_OP_INIT) {
+            memcpy(&unique, p + 8, 8);
+            memcpy(&flags, p + KERNEL_IN_HEADER + KERNEL_INIT_FLAGS_AT, 4);
+            atomic_store(&f->dirops_offered,
+                         (flags & KERNEL_PARALLEL_DIROPS) != 0);
+            atomic_store(&f->init_unique, unique);
+        }
+    }
+    return n;   /* errno as read left it: libfuse looks at it */
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+    fs *f = userdata;
+    uint64_t init = atomic_load(&f->init_unique);
+    if (init && count >= 2 && iov[0].iov_len >= KERNEL_OUT_HEADER &&
+        iov[1].iov_len >= KERNEL_INIT_FLAGS_AT + 4 && iov[1].iov_len <= 256) {
+        const uint8_t *h = iov[0].iov_base;
+        uint64_t unique;
+        int32_t error;
+        memcpy(&unique, h + 8, 8);
+        memcpy(&error, h + 4, 4);
+        if (unique == init) {
+            atomic_store(&f->init_unique, 0);
+            if (error == 0 && atomic_load(&f->dirops_offered) && count <= 4) {
+                uint8_t out[256];
+                uint32_t flags;
+                memcpy(out, iov[1].iov_base, iov[1].iov_len);
+                memcpy(&flags, out + KERNEL_INIT_FLAGS_AT, 4);
+                flags |= KERNEL_PARALLEL_DIROPS;
+                memcpy(out + KERNEL_INIT_FLAGS_AT, &flags, 4);
+                struct iovec v[4];
+                memcpy(v, iov, (size_t)count * sizeof *v);
+                v[1].iov_base = out;
+                ssize_t n = writev(fd, v, count);
+                if (n >= 0)
+                    atomic_store(&f->parallel_dirops, true);
+                return n;
+            }
+        }
+    }
+    return writev(fd, iov, count);
+}
+
+bool fs_parallel_dirops(const fs *f)
+{
+    return f && atomic_load(&f->parallel_dirops);
+}
 
 fs *fs_of(fuse_req_t req)
 {
@@ -123,6 +205,13 @@ int fs_mount(const fs_options *opt, const fs_backend *backend,
     }
     f->mounted = true;
     int fd = fuse_session_fd(f->se);
+    /* invariant 3 */
+    static const struct fuse_custom_io io = { .read = io_read,
+                                              .writev = io_writev };
+    if (fuse_session_custom_io(f->se, &io, fd) != 0) {
+        snprintf(err, err_len, "cannot set up the FUSE session's I/O");
+        goto fail_mounted;
+    }
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
         snprintf(err, err_len, "cannot make the FUSE fd non-blocking");

@@ -40,12 +40,13 @@ static int be_status_text(void *ctx, char **text, size_t *len)
             ",\"resent_writes\":%" PRIu64
             ",\"malformed\":%" PRIu64 ",\"pending_writes\":%" PRIu64
             ",\"reads_in_flight\":%" PRIu64 ",\"last_heard_ms\":%" PRIu64
-            ",\"server_status\":%s}\n",
+            ",\"parallel_lookups\":%s,\"server_status\":%s}\n",
             r->client_id, r->server_id, r->servers[r->cur].host,
             r->servers[r->cur].port, r->subscribed ? "true" : "false",
             r->leader_id, r->seen, r->told, r->failovers, r->moves, r->gaps,
             r->rechecks, r->resent, r->malformed, r->n_writes, r->n_reads,
             now - r->last_msg_ms,
+            fs_parallel_dirops(r->mount) ? "true" : "false",
             r->server_status && r->server_status[0] == '{' ? r->server_status
                                                            : "null");
     if (fclose(fp) != 0) {

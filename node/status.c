@@ -94,8 +94,10 @@ int status_text(void *ctx, char **text, size_t *len)
             "\"members\":[%s],\"keys\":%" PRIu64 ",\"bytes\":%" PRIu64 ","
             "\"pending_writes\":%" PRIu64 ",\"waiting_writes\":%" PRIu64
             ",\"waited_writes\":%" PRIu64 ",\"release_writes\":%" PRIu64
+            ",\"waiting_reads\":%" PRIu64
             ",\"leader_reachable\":%s,\"fast_failed\":%" PRIu64
             ",\"reads_between_requests\":%" PRIu64
+            ",\"parallel_lookups\":%s"
             ",\"retained_bytes\":%" PRIu64 ",\"acceptor_syncs\":%" PRIu64
             ",\"healthy\":%s",
             n->cfg.id, role_name(st.role), st.leader_id, st.ballot.round,
@@ -103,8 +105,11 @@ int status_text(void *ctx, char **text, size_t *len)
             chain_head_index(n->chain), head, chain_synced_index(n->chain),
             members, kv_count(n->state), kv_bytes(n->state),
             cs.pending, cs.waiting, cs.waited_total,
-            cs.answered_outstanding, n->no_leader ? "false" : "true",
-            n->fast_failed, n->between_served, px_retained_bytes(n->px),
+            cs.answered_outstanding, cs.reads,
+            n->no_leader ? "false" : "true",
+            n->fast_failed, n->between_served,
+            fs_parallel_dirops(n->mount) ? "true" : "false",
+            px_retained_bytes(n->px),
             hs.acceptor_syncs,
             n->fatal ? "false" : "true");
     fputc(',', fp);
