@@ -118,7 +118,7 @@ static void usage(FILE *fp)
 "  --no-compact           keep every chain segment after a snapshot\n"
 "  --verify-interval MS   check the chain segments, snapshots and acceptor\n"
 "                         store on disk every MS milliseconds while running,\n"
-"                         repairing damage from the peers (default 600000;\n"
+"                         repairing damage from the peers (default 60000;\n"
 "                         0: off)\n"
 "  --chain-segment-bytes N  start a new chain segment past N bytes\n"
 "                         (default 64 MiB; compaction removes whole\n"
