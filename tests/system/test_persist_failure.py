@@ -107,6 +107,23 @@ def move_data(c, k, mount):
     os.sync()
 
 
+def fill_disk(data):
+    """Fill the file system under node directory `data` with a file of
+    zeros (to the last 4 KiB); returns its path, to free the space."""
+    filler = os.path.join(data, "filler")
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for chunk in (1 << 20, 4096):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
+    return filler
+
+
 class Disks:
     """Mounts (ext4 images on loop devices, tmpfs) the test makes, all
     released by release(): unmounted (lazily if a process still holds
@@ -485,17 +502,7 @@ def test_a_full_disk_fails_writers_with_enospc_and_the_node_catches_up(disks, sy
     sick = c.wait_leader()
     others = others_of(sick)
     write_commits(c, others[0], "before", "b\n")
-    filler = os.path.join(c.node(sick).data, "filler")
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for chunk in (1 << 20, 4096):
-            try:
-                while True:
-                    os.write(fd, b"\0" * chunk)
-            except OSError as e:
-                assert e.errno == errno.ENOSPC, e
-    finally:
-        os.close(fd)
+    filler = fill_disk(c.node(sick).data)
 
     # the first writes that need the disk fail with ENOSPC (not a timeout)
     big = "x" * (256 << 10)
@@ -551,17 +558,7 @@ def test_a_disk_that_lost_durable_blocks_is_repaired_when_it_works_again(disks, 
     others = others_of(sick)
     for i in range(20):
         write_commits(c, others[i % 2], "before-%d" % i, "b%d\n" % i)
-    filler = os.path.join(c.node(sick).data, "filler")
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for chunk in (1 << 20, 4096):
-            try:
-                while True:
-                    os.write(fd, b"\0" * chunk)
-            except OSError as e:
-                assert e.errno == errno.ENOSPC, e
-    finally:
-        os.close(fd)
+    filler = fill_disk(c.node(sick).data)
     big = "x" * (256 << 10)
     for i in range(4):
         if attempt(lambda i=i: write_file(c.node(sick).path("big-%d" % i), big),

@@ -532,6 +532,17 @@ def check_reset(c, victim, incidents_before=0):
     return incidents, kept
 
 
+def wait_reset_and_serving(victim, w, reader):
+    """The victim closed its reset, the writers go on, and its mount
+    serves reads again."""
+    wait_for(lambda: integrity(victim).get("repaired", 0) >= 1, 120,
+             "node %d resetting itself" % victim.id)
+    w.wait_more(50)
+    reads = reader.reads
+    wait_for(lambda: reader.reads >= reads + 20, 30,
+             "reads served again on node %d" % victim.id)
+
+
 @pytest.mark.parametrize("snapshots", [False, True])
 def test_stopped_followers_history_replaced_by_a_fabricated_one_resets_itself(launched, nodes, snapshots):
     """A follower is stopped and its chain, snapshots and acceptor store
@@ -565,12 +576,7 @@ def test_stopped_followers_history_replaced_by_a_fabricated_one_resets_itself(la
         wait_for(lambda: integrity(victim).get("incidents", 0) >= 1, 60,
                  "node %d finding it differs from a majority" % victim.id)
         w.wait_more(50)   # the cluster keeps serving meanwhile
-        wait_for(lambda: integrity(victim).get("repaired", 0) >= 1, 120,
-                 "node %d resetting itself" % victim.id)
-        w.wait_more(50)
-        reads = reader.reads
-        wait_for(lambda: reader.reads >= reads + 20, 30,
-                 "reads served again on node %d" % victim.id)
+        wait_reset_and_serving(victim, w, reader)
     finally:
         w.stop()
         if reader:
@@ -621,12 +627,7 @@ def test_fabricated_history_below_every_peers_chain_base_resets_itself(launched,
                  "both peers' chains to start after block %d" % max(fake_head, 200))
         c.start(victim.id)
         reader = Reader(victim, w).start()
-        wait_for(lambda: integrity(victim).get("repaired", 0) >= 1, 120,
-                 "node %d resetting itself" % victim.id)
-        w.wait_more(50)
-        reads = reader.reads
-        wait_for(lambda: reader.reads >= reads + 20, 30,
-                 "reads served again on node %d" % victim.id)
+        wait_reset_and_serving(victim, w, reader)
     finally:
         w.stop()
         if reader:
