@@ -14,11 +14,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Peers other than us that told us they hold `hash` at `index`. */
-uint32_t catchup_vouchers(const node *n, uint64_t index,
-                          const uint8_t hash[CHAIN_HASH_BYTES])
+/* Peers other than us that told us they hold `hash` at `index`; their ids
+ * ("node 2, 3") into `who` when it is not NULL. */
+uint32_t catchup_vouchers_named(const node *n, uint64_t index,
+                                const uint8_t hash[CHAIN_HASH_BYTES],
+                                char *who, size_t cap)
 {
     uint32_t count = 0;
+    size_t w = 0;
+    if (who && cap)
+        who[0] = '\0';
     for (uint32_t k = 0; k < n->cfg.n_peers; k++) {
         if (n->cfg.peers[k].id == n->cfg.id)
             continue;
@@ -27,11 +32,21 @@ uint32_t catchup_vouchers(const node *n, uint64_t index,
             if (f->index == index && index != 0 &&
                 memcmp(f->hash, hash, CHAIN_HASH_BYTES) == 0) {
                 count++;
+                if (who && w < cap)
+                    w += (size_t)snprintf(who + w, cap - w, "%s%u",
+                                          w ? ", " : "node ",
+                                          n->cfg.peers[k].id);
                 break;
             }
         }
     }
     return count;
+}
+
+uint32_t catchup_vouchers(const node *n, uint64_t index,
+                          const uint8_t hash[CHAIN_HASH_BYTES])
+{
+    return catchup_vouchers_named(n, index, hash, NULL, 0);
 }
 
 static void catchup_dropped(node *n, const char *why)

@@ -130,10 +130,6 @@ static int open_storage(host *h, char *why, char *err, size_t err_len)
     h->opened.chain_damaged = rc == -EBADMSG;
     if (rc == -EBADMSG) {
         h->opened.chain_damage = damage;
-        if (h->cfg.damage_out)
-            *h->cfg.damage_out = damage;
-    }
-    if (rc == -EBADMSG) {
         snprintf(err, err_len, "chain damaged: %s offset %" PRIu64 " block %"
                  PRIu64 ": %s; refusing to serve (run paxosctl verify %s)",
                  damage.path, damage.offset, damage.index, damage.reason,
@@ -286,7 +282,7 @@ int host_open(const host_config *cfg, const host_edges *edges, host **out,
         return -ENOMEM;
     }
     h->cfg = *cfg;
-    h->cfg.damage_out = NULL;   /* set for this open only (below) */
+    h->cfg.damage_out = NULL;   /* this call's only (below) */
     h->e = *edges;
     h->data_dir = strdup(cfg->data_dir);
     outbox_init(&h->held, cfg->max_held_msgs ? cfg->max_held_msgs
@@ -298,9 +294,9 @@ int host_open(const host_config *cfg, const host_edges *edges, host **out,
         goto fail;
     }
     h->cfg.data_dir = h->data_dir;
-    h->cfg.damage_out = cfg->damage_out;
     rc = open_storage(h, why, err, err_len);
-    h->cfg.damage_out = NULL;
+    if (rc == -EBADMSG && h->opened.chain_damaged && cfg->damage_out)
+        *cfg->damage_out = h->opened.chain_damage;
     if (rc < 0)
         goto fail;
     rc = host_replay(h, err, err_len);   /* restore replayed: nothing */

@@ -306,6 +306,9 @@ void catchup_try_held(node *n);
 void catchup_expire(node *n, uint64_t now);
 uint32_t catchup_vouchers(const node *n, uint64_t index,
                           const uint8_t hash[CHAIN_HASH_BYTES]);
+uint32_t catchup_vouchers_named(const node *n, uint64_t index,
+                                const uint8_t hash[CHAIN_HASH_BYTES],
+                                char *who, size_t cap);
 
 /* snapshot.c */
 int snapnode_start(node *n, char *err, size_t err_len);

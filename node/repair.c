@@ -499,7 +499,11 @@ static void refuse(node *n, const char *what)
     incident_line(n, r->incident, "action", text);
 }
 
-static void found(node *n, int kind, const chain_damage *d)
+/* A new incident about damage `d` of `kind`: numbered on from DIR/incidents,
+ * what this node held recorded (its chain, if open), `what` logged and
+ * recorded as found. */
+static void incident_begin(node *n, int kind, const chain_damage *d,
+                           const char *what)
 {
     struct repair *r = n->rep;
     r->kind = kind;
@@ -509,12 +513,20 @@ static void found(node *n, int kind, const chain_damage *d)
     r->incidents++;
     memset(r->old_hash, 0, CHAIN_HASH_BYTES);
     r->old_head = r->old_base = 0;
-    if (n->chain) {   /* (a node without stores: the unit tests) */
+    if (n->chain) {   /* (at start, or in the unit tests: no stores) */
         r->old_head = chain_head_index(n->chain);
         memcpy(r->old_hash, chain_head_hash(n->chain), CHAIN_HASH_BYTES);
         r->old_base = chain_base_index(n->chain);
     }
     r->moved[0] = '\0';
+    fprintf(stderr, "paxosfs: node %u: incident %" PRIu64 ": %s\n",
+            n->cfg.id, r->incident, what);
+    incident_line(n, r->incident, "found", what);
+}
+
+static void found(node *n, int kind, const chain_damage *d)
+{
+    struct repair *r = n->rep;
     char what[1400];
     snprintf(what, sizeof what, "%s%s: %s offset %" PRIu64 " %s %"
              PRIu64 ": %s", kind_name(kind), resets(kind) ? "" : " damaged",
@@ -522,9 +534,7 @@ static void found(node *n, int kind, const chain_damage *d)
              kind == RK_SNAPSHOT ? "snapshot" : kind == RK_ACCEPTOR ? "slot"
                                                                   : "block",
              d->index, d->reason);
-    fprintf(stderr, "paxosfs: node %u: incident %" PRIu64 ": %s\n",
-            n->cfg.id, r->incident, what);
-    incident_line(n, r->incident, "found", what);
+    incident_begin(n, kind, d, what);
 
     if (kind == RK_SNAPSHOT) {
         /* invariant 3 */
@@ -712,39 +722,24 @@ int repair_at_start(node *n, const chain_damage *d, const char *err)
     struct repair *r = n->rep;
     if (!r)
         return -ENOMEM;
-    r->kind = RK_CHAIN;
-    r->damage = *d;
-    r->found_ms = node_now_ms();
-    r->incident = incidents_last(n) + 1;
-    r->incidents++;
-    r->old_head = d->index;   /* at least this block comes back */
-    r->old_base = 0;
-    memset(r->old_hash, 0, CHAIN_HASH_BYTES);
     fprintf(stderr, "paxosfs: node %u: %s\n", n->cfg.id, err);
     char what[1400];
     snprintf(what, sizeof what, "%s damaged at start: %s offset %" PRIu64
              " block %" PRIu64 ": %s", kind_name(RK_CHAIN), d->path,
              d->offset, d->index, d->reason);
-    fprintf(stderr, "paxosfs: node %u: incident %" PRIu64 ": %s\n",
-            n->cfg.id, r->incident, what);
-    incident_line(n, r->incident, "found", what);
+    incident_begin(n, RK_CHAIN, d, what);
+    r->old_head = d->index;   /* no chain open: at least this block */
     incident_line(n, r->incident, "action", "not voting, leading or serving "
                   "(calls wait, then fail); repairing from the peers");
-    char where[900];
-    int rc = move_aside(n, d->index, where, sizeof where);
+    r->phase = RP_REOPEN;
+    int rc = repair_before_reopen(n);   /* the damaged files aside */
     if (rc < 0) {
-        fprintf(stderr, "paxosfs: node %u: incident %" PRIu64 ": moving the "
-                "damaged files aside: %s\n", n->cfg.id, r->incident,
-                strerror(-rc));
         incident_line(n, r->incident, "failed", strerror(-rc));
         r->phase = RP_NONE;
         return rc;
     }
-    snprintf(r->moved, sizeof r->moved, "%s", where);
-    incident_line(n, r->incident, "moved", where);
     fprintf(stderr, "paxosfs: node %u: incident %" PRIu64 ": %s\n",
-            n->cfg.id, r->incident, where);
-    r->phase = RP_REOPEN;
+            n->cfg.id, r->incident, r->moved);
     return 0;
 }
 

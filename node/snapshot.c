@@ -336,25 +336,8 @@ static bool history_conflicts(node *n, const kv *snap, const snap_info *info)
              "snapshot at block %" PRIu64 " (history below the peers')",
              c.key, info->index);
     char who[200];
-    size_t w = 0;
-    uint32_t count = 0;
-    who[0] = '\0';
-    for (uint32_t k = 0; k < n->cfg.n_peers; k++) {
-        if (n->cfg.peers[k].id == n->cfg.id)
-            continue;
-        for (uint32_t i = 0; i < NODE_FACTS; i++) {
-            const struct node_fact *f = &n->facts[k][i];
-            if (f->index == info->index &&
-                memcmp(f->hash, info->head_hash, CHAIN_HASH_BYTES) == 0) {
-                count++;
-                if (w < sizeof who)
-                    w += (size_t)snprintf(who + w, sizeof who - w, "%s%u",
-                                          w ? ", " : "node ",
-                                          n->cfg.peers[k].id);
-                break;
-            }
-        }
-    }
+    uint32_t count = catchup_vouchers_named(n, info->index, info->head_hash,
+                                            who, sizeof who);
     char by[300];
     snprintf(by, sizeof by, "%s (%u of %u members) hold the snapshot's block %"
              PRIu64, who, count, n->cfg.n_peers, info->index);

@@ -107,6 +107,19 @@ def move_data(c, k, mount):
     os.sync()
 
 
+def cluster_on_disks(launched, mount):
+    """A 3-node cluster whose nodes each keep their backing directory on
+    a file system of its own (mount(path)); returns it, its leader and
+    the two others."""
+    c = launched(3)
+    c.ok("down")
+    for k in (1, 2, 3):
+        move_data(c, k, mount)
+    c.up(3)
+    sick = c.wait_leader()
+    return c, sick, others_of(sick)
+
+
 def fill_disk(data):
     """Fill the file system under node directory `data` with a file of
     zeros (to the last 4 KiB); returns its path, to free the space."""
@@ -448,13 +461,7 @@ def test_a_leader_whose_disk_dies_steps_down_and_rejoins(disks, syslog, launched
     why = loop_devices_work(tmp_path)
     if why:
         pytest.skip(why)
-    c = launched(3)
-    c.ok("down")
-    for k in (1, 2, 3):
-        move_data(c, k, disks.ext4)
-    c.up(3)
-    sick = c.wait_leader()
-    others = others_of(sick)
+    c, sick, others = cluster_on_disks(launched, disks.ext4)
     write_commits(c, others[0], "before", "b\n")
     disks.shutdown(c.node(sick).data)
     replaced = False
@@ -494,13 +501,7 @@ def test_a_full_disk_fails_writers_with_enospc_and_the_node_catches_up(disks, sy
     leader and keep committing, the failure is in syslog; after space is
     freed the node resumes and catches up by itself, and its log says what
     had failed."""
-    c = launched(3)
-    c.ok("down")
-    for k in (1, 2, 3):
-        move_data(c, k, disks.tmpfs)
-    c.up(3)
-    sick = c.wait_leader()
-    others = others_of(sick)
+    c, sick, others = cluster_on_disks(launched, disks.tmpfs)
     write_commits(c, others[0], "before", "b\n")
     filler = fill_disk(c.node(sick).data)
 
@@ -549,13 +550,7 @@ def test_a_disk_that_lost_durable_blocks_is_repaired_when_it_works_again(disks, 
     incident is under the mount.  (Before, the reopen failed on the same
     damage every second, for good.)"""
     from test_storage_damage import segments
-    c = launched(3)
-    c.ok("down")
-    for k in (1, 2, 3):
-        move_data(c, k, disks.tmpfs)
-    c.up(3)
-    sick = c.wait_leader()
-    others = others_of(sick)
+    c, sick, others = cluster_on_disks(launched, disks.tmpfs)
     for i in range(20):
         write_commits(c, others[i % 2], "before-%d" % i, "b%d\n" % i)
     filler = fill_disk(c.node(sick).data)
