@@ -47,6 +47,14 @@
  *      the third voter, retries above it after a REJECT (recovery.c); its
  *      retry leaves for every other voter at once, so it usually reaches
  *      them before the deposed leader's next phase 1 does.
+ *   9. A replica that granted follower leases (reads.c invariant 8)
+ *      ignores every PREPARE but a recovery's until the last of them may
+ *      have ended (fl_granted_until), hand-overs included: a quorum with
+ *      it could otherwise commit what a lease holder still reading lacks.
+ *      A recovery PREPARE does not elect anyone; the deposed leader
+ *      campaigns again itself (invariant 8) and keeps its grants.
+ *  10. acc_top is the highest slot accepted in the current promise (0
+ *      after the promise changed): a lease holder's reads wait for it.
  */
 #include "px_int.h"
 
@@ -75,6 +83,7 @@ void px_raise_promise(px_replica *r, px_ballot b)
      * px_msg_in_reach (msg.c invariant 3) */
     assert(b.round < PX_ROUND_MAX);
     r->promise = b;
+    r->acc_top = 0;   /* invariant 10 */
     px_persist_promise(r);
     r->acc_durable = r->commit;
     r->last_claim = r->commit;
@@ -230,7 +239,8 @@ void px_on_prepare(px_replica *r, const px_msg *m)
      * leave a cluster whose other voters need its vote without a leader,
      * and it without the commit that makes it a voter. */
     if ((!r->self_voter && m->commit <= r->commit) ||
-        (!handed_over && px_sticky(r, m->from))) {
+        (!handed_over && px_sticky(r, m->from)) ||
+        r->now_ms < r->fl_granted_until) {   /* invariant 9 */
         r->stats.msgs_ignored++;
         return;
     }
@@ -324,6 +334,9 @@ void px_on_accept(px_replica *r, const px_msg *m)
         px_persist_accept(r, c);
         hi = e->slot;
     }
+    if (hi > r->acc_top)
+        r->acc_top = hi;   /* invariant 10 */
+    px_fl_take_grant(r, m);
     if (m->commit > r->leader_commit)
         r->leader_commit = m->commit;
     px_learn_from_leader(r);
@@ -334,6 +347,7 @@ void px_on_heartbeat(px_replica *r, const px_msg *m)
 {
     if (!px_admit_leader(r, m))
         return;
+    px_fl_take_grant(r, m);
     if (m->commit > r->leader_commit)
         r->leader_commit = m->commit;
     px_learn_from_leader(r);
@@ -353,6 +367,7 @@ void px_on_commit(px_replica *r, const px_msg *m)
 {
     if (!px_admit_leader(r, m))
         return;
+    px_fl_take_grant(r, m);
     if (m->commit > r->leader_commit)
         r->leader_commit = m->commit;
     px_learn_from_leader(r);

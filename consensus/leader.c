@@ -202,7 +202,8 @@ static void px_pick_eager(px_replica *r)
     uint32_t have = 0;
     for (uint32_t i = 0; i < r->n_peers; i++) {
         px_peer *p = &r->peers[i];
-        p->eager = !r->opt.thrifty || p->notify_slot >= r->bcast_lo;
+        p->eager = !r->opt.thrifty || p->notify_slot >= r->bcast_lo ||
+                   px_fl_peer_leased(r, p->id);   /* it holds commits */
         if (p->eager && p->voter)
             have++;
     }
@@ -390,6 +391,7 @@ void px_leader_update_commit(px_replica *r)
         return;
     px_acc_advance(r);
     uint64_t c = px_quorum_value(r, r->acc_durable, true);
+    c = px_fl_commit_cap(r, c);   /* reads.c invariant 8a */
     if (c >= r->next_slot)
         c = r->next_slot - 1;
     /* members.c invariant 5: nothing above an uncommitted CONFIG of ours */
@@ -411,6 +413,7 @@ static px_peer *px_answering_peer(px_replica *r, const px_msg *m)
         return NULL;
     }
     p->last_contact_ms = r->now_ms;
+    px_fl_note_ask(r, p, m);   /* reads.c invariant 8 */
     return p;
 }
 

@@ -280,6 +280,8 @@ void px_transfer_tick(px_replica *r)
         px_leader_send_missing(r, p);
         return;
     }
+    if (r->now_ms < r->fl_granted_until)
+        return;   /* reads.c invariant 8b: no grant may outlive us */
     px_hand_over(r, p);
 }
 

@@ -70,6 +70,12 @@ typedef struct px_options {
                                          (docs/design.md "Read lease");
                                          PX_LEASE_AUTO (the default):
                                          half of it */
+    bool follower_leases;             /* a follower that serves reads holds
+                                         a lease from the leader and reads
+                                         from its own state; the leader
+                                         commits only what every lease
+                                         holder accepted (reads.c
+                                         invariant 8); needs lease_ms */
     uint32_t batch_max_requests;      /* client requests per slot, >= 1 */
     uint32_t batch_max_bytes;         /* encoded batch size bound */
     uint32_t window_slots;            /* slots in flight (pipelining), >= 1 */
@@ -129,6 +135,12 @@ typedef struct px_msg {
     px_ballot aux_ballot;    /* meaning per type */
     uint64_t chain_index;    /* sender's chain head (DESIGN.md invariant 3) */
     uint8_t chain_hash[PX_HASH_BYTES];
+    uint64_t lease_round;    /* follower lease (reads.c invariant 8): in an
+                                ACCEPTED or HEARTBEAT_ACK the sender's
+                                round asking for one (0: none wanted); in
+                                an ACCEPT, HEARTBEAT or COMMIT the round
+                                the grant answers */
+    uint32_t lease_ms;       /* the grant: that round's send time + this */
     uint32_t n_entries;
     const px_entry *entries;
     uint32_t n_requests;
@@ -388,6 +400,9 @@ typedef struct px_status {
     uint32_t pending_requests; /* queued or forwarded, not yet committed */
     bool read_lease;           /* leader holding its read lease now */
     uint64_t lease_ms_left;    /* ... for this much longer */
+    bool follower_lease;       /* follower holding a follower lease now */
+    uint64_t follower_lease_ms_left;
+    uint32_t leases_granted;   /* leader: peers whose lease may hold now */
     uint32_t slots_in_flight;
     uint32_t n_peers;          /* per-peer view, leader only */
     struct {
@@ -427,6 +442,21 @@ uint64_t px_leader_contact_ms(const px_replica *r);
  * the replica's last event.  Changes nothing; cheap. */
 bool px_read_now(const px_replica *r, uint64_t now_ms, uint64_t *index);
 
+/* The host served a read with px_read_now on a replica that does not
+ * lead (its follower lease): keeps asking the leader for the lease
+ * (reads.c invariant 8).  Changes nothing else; cheap. */
+void px_read_local(px_replica *r, uint64_t now_ms);
+
+/* px_read_now for a read that depends only on some entries, on a
+ * replica holding a follower lease (reads.c invariant 9): `depends` is
+ * asked of each batch entry this replica accepted in the lease's ballot
+ * above its commit index (newest first, until it says yes); the index
+ * skips what it says the read does not depend on.  False without the
+ * lease.  Changes nothing. */
+typedef bool (*px_depends_fn)(void *arg, const uint8_t *data, uint32_t len);
+bool px_read_now_for(const px_replica *r, uint64_t now_ms,
+                     px_depends_fn depends, void *arg, uint64_t *index);
+
 /* A replica that does not lead has asked its leader for a read round
  * that the leader has not answered yet (reads.c invariant 7): a read
  * submitted now waits for the next round, which the next step with
@@ -457,6 +487,8 @@ typedef struct px_stats {
     uint64_t transfers_started;  /* TIMEOUT_NOW sent (this node handed over) */
     uint64_t transfers_given_up; /* target not caught up in time */
     uint64_t transfer_elections; /* campaigns started by a TIMEOUT_NOW */
+    uint64_t lease_grants;       /* follower leases granted (reads.c inv. 8) */
+    uint64_t lease_reads;        /* reads served under a follower lease */
 } px_stats;
 
 void px_get_stats(const px_replica *r, px_stats *st);

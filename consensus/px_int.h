@@ -77,6 +77,10 @@
                                          retry intervals */
 #define PX_PERSIST_RECORDS 1024u      /* outstanding persist_ids */
 #define PX_READS_MAX 4096u            /* pending reads per list */
+#define PX_FL_WANT_MS 1000u          /* reads.c invariant 8: a follower
+                                         asks for a lease this long after
+                                         it served a read */
+#define PX_FL_GRANTS (2u * PX_MAX_MEMBERS) /* follower lease grants kept */
 #define PX_LEASE_ROUNDS 64u           /* heartbeat rounds whose send time
                                          is kept for the read lease */
 #define PX_ROUND_MAX (UINT64_C(1) << 63) /* rounds at or above are malformed */
@@ -132,6 +136,8 @@ typedef struct px_peer {
     uint64_t commit_sent;      /* highest commit index we sent it */
     uint64_t sent;             /* highest slot sent to it in an ACCEPT */
     bool eager;                /* gets every batch at once (thrifty) */
+    uint64_t fl_round;         /* follower lease: newest round it asked in */
+    uint64_t fl_asked_ms;      /* ... and when that ask arrived */
     /* election */
     bool granted;              /* probe granted */
     uint64_t covered;          /* promise pieces cover [start, covered) */
@@ -314,6 +320,23 @@ struct px_replica {
     uint64_t fread_round;       /* follower read rounds (reads.c inv. 7) */
     uint64_t fread_answered;    /* the highest of them the leader answered */
     bool need_round;
+    /* follower leases (reads.c invariant 8) */
+    struct {
+        uint32_t id;
+        uint64_t until_ms;      /* its lease may hold until then (our
+                                   clock); kept across roles, lost only
+                                   with the process */
+    } fl_grants[PX_FL_GRANTS];
+    uint64_t fl_granted_until;  /* the latest of them: no promise before */
+    uint64_t fl_base;           /* this incarnation's first round - 1 */
+    uint64_t fl_round;          /* our rounds asking for a lease */
+    uint64_t fl_sent_ms[PX_LEASE_ROUNDS];
+    uint64_t fl_want_until_ms;  /* reads were served here: ask until then */
+    uint64_t fl_until_ms;       /* our lease holds until then (own clock) */
+    px_ballot fl_ballot;        /* ... in this ballot, */
+    uint32_t fl_leader;         /* ... granted by this leader */
+    uint64_t fl_floor;          /* commit index the grants carried */
+    uint64_t acc_top;           /* highest slot accepted in `promise` */
 
     px_election el;
     px_queue q;
@@ -406,6 +429,13 @@ void px_follow(px_replica *r, uint32_t leader, px_ballot b);
 /* reads.c: heartbeat rounds and the read lease */
 void px_round_start(px_replica *r);
 bool px_lease_renew_due(const px_replica *r);
+void px_fl_stamp(px_replica *r, px_msg *m);
+bool px_fl_peer_leased(const px_replica *r, uint32_t id);
+uint64_t px_fl_commit_cap(const px_replica *r, uint64_t c);
+uint64_t px_fl_next_expiry(const px_replica *r);
+void px_fl_note_ask(px_replica *r, px_peer *p, const px_msg *m);
+void px_fl_take_grant(px_replica *r, const px_msg *m);
+bool px_fl_holds(const px_replica *r, uint64_t now_ms);
 bool px_lease_valid(const px_replica *r);
 
 /* election.c */

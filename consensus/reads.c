@@ -55,8 +55,52 @@
  *      rounds counted from 0 at every start took such an answer, computed
  *      before the read arrived, as the answer to a new round: a stale
  *      read (simulator seed 6510).
+ *   8. Follower leases (opt.follower_leases): a follower or learner that
+ *      served reads in the last PX_FL_WANT_MS asks for a lease in its
+ *      ACCEPTEDs and HEARTBEAT_ACKs (lease_round: a round of its own,
+ *      numbered from fl_base like invariant 7, its send time kept).  The
+ *      leader, while its own lease holds (invariant 6), its commit index
+ *      passed the fence (invariant 2), it hands over to nobody, and the
+ *      peer answered within heartbeat_interval_ms and is at most
+ *      window_slots behind, grants one in its next ACCEPT, HEARTBEAT or
+ *      COMMIT: the round it answers, g = (lease_until_ms - now) / 2, and
+ *      its commit index.  The follower's lease holds until the round's
+ *      send time + g on its own clock, while it still follows that
+ *      leader in that ballot, neither suspended nor recovering; it
+ *      serves a read at once at index max(commit, the grants' commit
+ *      indexes, the highest slot it accepted in that ballot), once it
+ *      applied that far.  In exchange:
+ *      a. the leader records now + 2g for the peer (fl_grants) and commits
+ *         no slot that peer has not vouched for until then: a write
+ *         acknowledged after the grant was accepted by the holder, one
+ *         acknowledged before is at or below the grant's commit index;
+ *      b. no other leader commits anything before the lease ends: g is at
+ *         most half the leader's own lease, which no other quorum can
+ *         outlive (invariant 6), and the node that granted promises
+ *         nobody until fl_granted_until (acceptor.c invariant 9), also
+ *         not the voter it hands over to (members.c: a hand-over waits
+ *         for the grants to end), nor after a restart within lease_ms
+ *         (invariant 5, which covers grants made before a crash: they
+ *         end within lease_ms of it);
+ *      c. a holder that promises another ballot stops using its lease.
+ *      Clocks: the lease starts at the follower's own send time, before
+ *      the leader made the grant, so a delayed message only shortens it;
+ *      it ends on the follower's clock within 2g of the grant on the
+ *      leader's while the clock rates differ by less than 2x, the same
+ *      bound as invariant 6.
+ *   9. A lease holder's read of one key waits only for the entries it
+ *      depends on (px_read_now_for): the index is max(commit, the
+ *      grants' commit indexes) and the newest slot above both, up to
+ *      acc_top, that is not a batch accepted in the lease's ballot or is
+ *      one the host says touches the key.  A write acknowledged before
+ *      the read began lies at or below a grant's commit index, or was
+ *      accepted here in that ballot before it committed (invariant 8a),
+ *      so one touching the key is waited for; one that does not touch
+ *      it leaves the key as the applied state has it.
  */
 #include "px_int.h"
+
+static uint64_t px_fl_index(const px_replica *r);
 
 int px_readq_init(px_readq *q)
 {
@@ -156,7 +200,15 @@ bool px_read_round_out(const px_replica *r)
 
 bool px_read_now(const px_replica *r, uint64_t now_ms, uint64_t *index)
 {
-    if (now_ms < r->now_ms || !px_lease_read_ok(r, now_ms))
+    if (now_ms < r->now_ms)
+        return false;
+    if (r->role != PX_LEADER) {
+        if (!px_fl_holds(r, now_ms))
+            return false;
+        *index = px_fl_index(r);   /* invariant 8 */
+        return true;
+    }
+    if (!px_lease_read_ok(r, now_ms))
         return false;
     *index = r->commit;
     return true;
@@ -214,6 +266,12 @@ void px_on_read_index(px_replica *r, uint64_t token, uint32_t origin)
     }
     if (origin) {
         r->stats.msgs_ignored++; /* not the leader: the asker retries */
+        return;
+    }
+    r->fl_want_until_ms = r->now_ms + PX_FL_WANT_MS;
+    if (px_fl_holds(r, r->now_ms)) {   /* invariant 8 */
+        r->stats.lease_reads++;
+        px_out_read(r, token, px_fl_index(r), 0);
         return;
     }
     px_read *x = px_readq_push(&r->freads);
@@ -346,6 +404,198 @@ static void px_reads_leader(px_replica *r)
         }
         px_readq_pop(&r->lreads);
     }
+}
+
+/* ------------------------------------------- invariant 8: follower leases */
+
+bool px_fl_holds(const px_replica *r, uint64_t now_ms)
+{
+    return r->opt.follower_leases &&
+           (r->role == PX_FOLLOWER || r->role == PX_LEARNER) &&
+           !r->suspended && !r->recovering && r->fl_leader != 0 &&
+           r->leader_id == r->fl_leader &&
+           px_ballot_cmp(r->ballot, r->fl_ballot) == 0 &&
+           px_ballot_cmp(r->promise, r->fl_ballot) == 0 &&
+           now_ms < r->fl_until_ms;
+}
+
+/* The index a read served under our follower lease waits for. */
+static uint64_t px_fl_index(const px_replica *r)
+{
+    uint64_t i = r->commit;
+    if (r->fl_floor > i)
+        i = r->fl_floor;
+    if (r->acc_top > i)
+        i = r->acc_top;
+    return i;
+}
+
+static bool px_fl_granted(const px_replica *r, uint32_t id)
+{
+    for (uint32_t i = 0; i < PX_FL_GRANTS; i++)
+        if (r->fl_grants[i].id == id)
+            return r->now_ms < r->fl_grants[i].until_ms;
+    return false;
+}
+
+/* Where `id`'s grant is recorded: its entry, else a free or ended one;
+ * PX_FL_GRANTS when every entry holds another peer's live grant (members
+ * removed and added within a lease): then no grant is made. */
+static uint32_t px_fl_slot(const px_replica *r, uint32_t id)
+{
+    uint32_t slot = PX_FL_GRANTS;
+    for (uint32_t i = 0; i < PX_FL_GRANTS; i++) {
+        if (r->fl_grants[i].id == id)
+            return i;
+        if (slot == PX_FL_GRANTS &&
+            (r->fl_grants[i].id == 0 || r->fl_grants[i].until_ms <= r->now_ms))
+            slot = i;
+    }
+    return slot;
+}
+
+/* Record that `id`'s lease may hold until `until` (our clock). */
+static void px_fl_record(px_replica *r, uint32_t slot, uint32_t id,
+                         uint64_t until)
+{
+    if (r->fl_grants[slot].id != id) {
+        r->fl_grants[slot].id = id;
+        r->fl_grants[slot].until_ms = 0;
+    }
+    if (until > r->fl_grants[slot].until_ms)
+        r->fl_grants[slot].until_ms = until;
+    if (until > r->fl_granted_until)
+        r->fl_granted_until = until;
+}
+
+static void px_fl_grant(px_replica *r, px_msg *m)
+{
+    if (r->role != PX_LEADER || r->members.n_voters < 2 || r->transfer_to ||
+        !px_lease_valid(r) || r->commit < r->read_fence_slot)
+        return;
+    px_peer *p = px_peer_find(r, m->to);
+    if (!p || !p->fl_round || r->now_ms - p->fl_asked_ms > PX_FL_WANT_MS ||
+        r->now_ms - p->last_contact_ms > r->opt.heartbeat_interval_ms ||
+        p->match + r->opt.window_slots < r->commit)
+        return;
+    uint64_t g = (r->lease_until_ms - r->now_ms) / 2;
+    uint32_t slot = px_fl_slot(r, p->id);
+    if (g == 0 || slot == PX_FL_GRANTS)
+        return;
+    m->lease_round = p->fl_round;
+    m->lease_ms = (uint32_t)g;
+    r->stats.lease_grants++;
+    px_fl_record(r, slot, p->id, r->now_ms + 2 * g);   /* invariant 8a */
+}
+
+void px_fl_stamp(px_replica *r, px_msg *m)
+{
+    if (!r->opt.follower_leases || !r->opt.lease_ms)
+        return;
+    switch (m->type) {
+    case PX_MSG_ACCEPTED:
+    case PX_MSG_HEARTBEAT_ACK:
+        if (r->role == PX_LEADER || r->now_ms >= r->fl_want_until_ms)
+            return;
+        m->lease_round = ++r->fl_round;
+        r->fl_sent_ms[r->fl_round % PX_LEASE_ROUNDS] = r->now_ms;
+        return;
+    case PX_MSG_ACCEPT:
+    case PX_MSG_HEARTBEAT:
+    case PX_MSG_COMMIT:
+        px_fl_grant(r, m);
+        return;
+    default:
+        return;
+    }
+}
+
+void px_fl_note_ask(px_replica *r, px_peer *p, const px_msg *m)
+{
+    if (!m->lease_round)
+        return;
+    p->fl_round = m->lease_round;
+    p->fl_asked_ms = r->now_ms;
+}
+
+void px_fl_take_grant(px_replica *r, const px_msg *m)
+{
+    if (!r->opt.follower_leases || !m->lease_ms || !m->lease_round)
+        return;
+    if (m->lease_round <= r->fl_base || m->lease_round > r->fl_round ||
+        r->fl_round - m->lease_round >= PX_LEASE_ROUNDS)
+        return;   /* not a round of this incarnation, or too old */
+    if (r->fl_leader != m->from ||
+        px_ballot_cmp(r->fl_ballot, m->ballot) != 0) {
+        r->fl_leader = m->from;
+        r->fl_ballot = m->ballot;
+        r->fl_until_ms = 0;
+        r->fl_floor = 0;
+    }
+    uint64_t until = r->fl_sent_ms[m->lease_round % PX_LEASE_ROUNDS] +
+                     m->lease_ms;
+    if (until > r->fl_until_ms)
+        r->fl_until_ms = until;
+    if (m->commit > r->fl_floor)
+        r->fl_floor = m->commit;
+}
+
+uint64_t px_fl_commit_cap(const px_replica *r, uint64_t c)
+{
+    for (uint32_t i = 0; i < PX_FL_GRANTS; i++) {
+        if (!r->fl_grants[i].id || r->now_ms >= r->fl_grants[i].until_ms)
+            continue;
+        /* invariant 8a: only what the holder vouched for; a holder no
+         * longer among our peers holds us where we are */
+        const px_peer *p = NULL;
+        for (uint32_t k = 0; k < r->n_peers; k++)
+            if (r->peers[k].id == r->fl_grants[i].id)
+                p = &r->peers[k];
+        uint64_t lim = p ? p->match : r->commit;
+        if (lim < c)
+            c = lim > r->commit ? lim : r->commit;
+    }
+    return c;
+}
+
+uint64_t px_fl_next_expiry(const px_replica *r)
+{
+    uint64_t next = 0;
+    for (uint32_t i = 0; i < PX_FL_GRANTS; i++)
+        if (r->fl_grants[i].id && r->fl_grants[i].until_ms > r->now_ms &&
+            (!next || r->fl_grants[i].until_ms < next))
+            next = r->fl_grants[i].until_ms;
+    return next;
+}
+
+bool px_fl_peer_leased(const px_replica *r, uint32_t id)
+{
+    return px_fl_granted(r, id);
+}
+
+bool px_read_now_for(const px_replica *r, uint64_t now_ms,
+                     px_depends_fn depends, void *arg, uint64_t *index)
+{
+    if (now_ms < r->now_ms || r->role == PX_LEADER || !px_fl_holds(r, now_ms))
+        return false;
+    uint64_t i = r->commit > r->fl_floor ? r->commit : r->fl_floor;
+    for (uint64_t s = r->acc_top; s > i; s--) {   /* invariant 9 */
+        const px_cell *c = NULL;
+        if (px_log_fits(r, s) && r->cells[s & r->mask].slot == s)
+            c = &r->cells[s & r->mask];
+        if (!c || px_ballot_cmp(c->ballot, r->fl_ballot) != 0 ||
+            (c->kind == PX_ENTRY_BATCH && depends(arg, c->data, c->len))) {
+            i = s;
+            break;
+        }
+    }
+    *index = i;
+    return true;
+}
+
+void px_read_local(px_replica *r, uint64_t now_ms)
+{
+    r->fl_want_until_ms = now_ms + PX_FL_WANT_MS;
 }
 
 void px_reads_pump(px_replica *r)

@@ -83,6 +83,7 @@ void px_options_default(px_options *opt, uint32_t self_id)
     opt->retry_interval_ms = 100;
     opt->commit_notice_ms = 2;
     opt->thrifty = true;
+    opt->follower_leases = true;
     opt->retain_slots = 1024;
     opt->retain_bytes = UINT64_C(64) << 20;
     opt->max_pending_requests = 4096;
@@ -158,6 +159,11 @@ int px_create(const px_options *opt, const px_restore *restore,
     r->fread_base = (px_splitmix64(&mix) & ((UINT64_C(1) << 62) - 1)) |
                     (UINT64_C(1) << 32);
     r->fread_round = r->fread_answered = r->fread_base;
+    /* invariant 8 of reads.c: lease rounds likewise */
+    mix ^= 0x666c65617365ull;
+    r->fl_base = (px_splitmix64(&mix) & ((UINT64_C(1) << 62) - 1)) |
+                 (UINT64_C(1) << 32);
+    r->fl_round = r->fl_base;
     r->role = PX_FOLLOWER;
     uint64_t ahead = 4 * (uint64_t)opt->window_slots + 64;
     if (restore) {
@@ -291,6 +297,7 @@ int px_out_msg(px_replica *r, uint8_t type, uint32_t to, px_ballot b)
     m->commit = r->commit;
     m->chain_index = r->chain_index;
     memcpy(m->chain_hash, r->chain_hash, PX_HASH_BYTES);
+    px_fl_stamp(r, m);   /* reads.c invariant 8 */
     o->ent_off[i] = o->n_ents;
     o->req_off[i] = o->n_reqs;
     return (int)i;
@@ -413,6 +420,9 @@ static uint64_t px_next_tick(const px_replica *r)
             next = r->commit_notice_at_ms;
         if (r->lazy_due_ms && r->lazy_due_ms < next)
             next = r->lazy_due_ms;
+        uint64_t fl = px_fl_next_expiry(r);   /* commits it held back */
+        if (fl && fl < next)
+            next = fl;
     } else if (r->self_voter && !r->recovering && !r->suspended &&
                r->election_deadline_ms < next) {
         next = r->election_deadline_ms;
@@ -648,6 +658,12 @@ void px_get_status(const px_replica *r, px_status *st)
     st->read_lease = px_lease_valid(r);
     if (st->read_lease && r->lease_until_ms > r->now_ms)
         st->lease_ms_left = r->lease_until_ms - r->now_ms;
+    st->follower_lease = px_fl_holds(r, r->now_ms);
+    if (st->follower_lease)
+        st->follower_lease_ms_left = r->fl_until_ms - r->now_ms;
+    for (uint32_t i = 0; i < PX_FL_GRANTS; i++)
+        st->leases_granted += r->fl_grants[i].id &&
+                              r->fl_grants[i].until_ms > r->now_ms;
     if (r->role == PX_LEADER && r->next_slot > r->commit + 1)
         st->slots_in_flight = (uint32_t)(r->next_slot - 1 - r->commit);
     st->suspended = r->suspended;

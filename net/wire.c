@@ -139,7 +139,7 @@ int wire_alloc(const void *msg, size_t frame, wire_into_fn into,
 /* ---------------------------------------------------------------- PAXOS */
 
 /*
- * PAXOS body, fixed part (WIRE_PAXOS_FIXED = 105 bytes):
+ * PAXOS body, fixed part (WIRE_PAXOS_FIXED = 117 bytes):
  *
  *   offset size meaning
  *   ------ ---- ---------------------------------------------
@@ -155,9 +155,11 @@ int wire_alloc(const void *msg, size_t frame, wire_into_fn into,
  *       53    4 aux_ballot.node_id
  *       57    8 chain_index
  *       65   32 chain_hash
- *       97    4 n_entries  (<= WIRE_MAX_ENTRIES)
- *      101    4 n_requests (<= WIRE_MAX_REQUESTS)
- *      105    . n_entries entries, then n_requests requests
+ *       97    8 lease_round
+ *      105    4 lease_ms
+ *      109    4 n_entries  (<= WIRE_MAX_ENTRIES)
+ *      113    4 n_requests (<= WIRE_MAX_REQUESTS)
+ *      117    . n_entries entries, then n_requests requests
  *
  * Entry (WIRE_ENTRY_FIXED = 33 bytes + len):
  *
@@ -179,7 +181,7 @@ int wire_alloc(const void *msg, size_t frame, wire_into_fn into,
  *
  * The body ends exactly after the last request.
  */
-#define WIRE_PAXOS_FIXED 105u
+#define WIRE_PAXOS_FIXED 117u
 #define WIRE_ENTRY_FIXED 33u
 #define WIRE_REQUEST_FIXED 28u
 
@@ -246,6 +248,8 @@ int wire_encode_paxos_into(const px_msg *m, uint8_t *buf, size_t cap,
     put_u32(&p, m->aux_ballot.node_id);
     put_u64(&p, m->chain_index);
     put_bytes(&p, m->chain_hash, PX_HASH_BYTES);
+    put_u64(&p, m->lease_round);
+    put_u32(&p, m->lease_ms);
     put_u32(&p, m->n_entries);
     put_u32(&p, m->n_requests);
     for (uint32_t i = 0; i < m->n_entries; i++) {
@@ -378,6 +382,8 @@ int wire_decode_paxos(const uint8_t *buf, size_t len, wire_decoded *d)
     m.chain_index = get_u64(&p);
     memcpy(m.chain_hash, p, PX_HASH_BYTES);
     p += PX_HASH_BYTES;
+    m.lease_round = get_u64(&p);
+    m.lease_ms = get_u32(&p);
     m.n_entries = get_u32(&p);
     m.n_requests = get_u32(&p);
     left -= WIRE_PAXOS_FIXED;

@@ -73,7 +73,7 @@
 #include "../consensus/px.h"
 
 #define WIRE_MAGIC 0x53465850u          /* "PXFS" as little-endian bytes */
-#define WIRE_VERSION 1u
+#define WIRE_VERSION 2u
 #define WIRE_HEADER_BYTES 12u
 
 #define WIRE_MAX_FRAME LIMIT_FRAME      /* header + body */

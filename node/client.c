@@ -325,6 +325,18 @@ int client_read(client *c, uint64_t now_ms, client_done_fn done, void *arg)
     return 0;
 }
 
+int client_read_at(client *c, uint64_t now_ms, uint64_t index,
+                   client_done_fn done, void *arg)
+{
+    if (c->n_reads >= CLIENT_MAX_READS)
+        return -EAGAIN;
+    c->reads[c->n_reads++] = (read_wait){
+        .token = ++c->next_read_token, .done = done, .arg = arg,
+        .after_ticket = c->answered_ticket, .index = index, .ready = true,
+        .deadline_ms = now_ms + c->timeout_ms };
+    return 0;
+}
+
 int client_defer(client *c, client_done_fn done, void *arg)
 {
     deferred *d = malloc(sizeof *d);

@@ -89,6 +89,11 @@ int client_submit(client *c, uint64_t now_ms, const uint8_t *op,
 
 /* Queue a read point.  0, or -EAGAIN when CLIENT_MAX_READS wait. */
 int client_read(client *c, uint64_t now_ms, client_done_fn done, void *arg);
+/* A read whose read point is known already (a follower lease gave it):
+ * served once the state applied `index`, like a read point's.  0, or
+ * -EAGAIN when CLIENT_MAX_READS wait. */
+int client_read_at(client *c, uint64_t now_ms, uint64_t index,
+                   client_done_fn done, void *arg);
 
 /* Run `done(arg, 0)` at the next client_flush, before anything else it
  * does (a read from the applied state, without a read point).  0 or

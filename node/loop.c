@@ -322,14 +322,29 @@ static int node_read_barrier(void *ctx, fs_done_fn done, void *arg)
 }
 
 /* Reads of state (node/reads.c): served from this node's key-value state
- * once the client handle lets them. */
+ * once the client handle lets them.  A key read on a member holding a
+ * follower lease (consensus/reads.c invariants 8 and 9) knows its read
+ * point at once: it waits only for the accepted entries touching the
+ * key, and is served between requests when the state has them. */
 static int node_read_key(void *ctx, const char *key, size_t key_len,
                          unsigned flags, fs_read_fn done, void *arg)
 {
     node *n = ctx;
     int rc = read_gate(n, flags);
-    return rc < 0 ? rc : reads_key(n->cl, &n->state, node_now_ms(), key,
-                                   key_len, flags, done, arg);
+    if (rc < 0)
+        return rc;
+    uint64_t now = node_now_ms(), at = 0;
+    reads_dep k = { key, key_len };
+    if (!(flags & FS_READ_APPLIED) && px_role(n->px) != PX_LEADER &&
+        px_read_now_for(n->px, now, reads_key_depends, &k, &at) && at) {
+        px_read_local(n->px, now);
+        n->lease_reads++;
+        n->lease_read_queued = true;
+    } else {
+        at = 0;
+    }
+    return reads_key(n->cl, &n->state, now, key, key_len, flags, at, done,
+                     arg);
 }
 
 static int node_list(void *ctx, const char *after, size_t after_len,
@@ -390,11 +405,14 @@ static void node_between(void *ctx)
         return;
     n->read_now_ms = node_now_ms();
     client_read_fn fn = NULL;
-    if (px_read_now(n->px, n->read_now_ms, &n->read_now_index))
+    if (px_read_now(n->px, n->read_now_ms, &n->read_now_index)) {
         fn = read_now;
-    else if (px_role(n->px) != PX_LEADER && !px_read_round_out(n->px))
+        if (px_role(n->px) != PX_LEADER)   /* a follower lease served it */
+            px_read_local(n->px, n->read_now_ms);
+    } else if (px_role(n->px) != PX_LEADER && !px_read_round_out(n->px))
         fn = read_point;   /* a follower's round leaves now */
-    if (client_flush_reads(n->cl, fn, n)) {
+    if (client_flush_reads(n->cl, fn, n) || n->lease_read_queued) {
+        n->lease_read_queued = false;
         n->between_served++;
         node_serve_reads(n);
     }
@@ -606,6 +624,10 @@ int node_run(node *n)
         }
         node_track_leader(n, node_now_ms());
         client_flush(n->cl, propose_batch, read_point, n);
+        if (n->lease_read_queued) {   /* e.g. a client-only mount's read */
+            n->lease_read_queued = false;
+            node_serve_reads(n);
+        }
         if (n->serve)
             serve_turn(n->serve, node_now_ms());
         place_threads(n);

@@ -43,6 +43,7 @@ typedef struct node_config {
                                       never by size) */
     bool no_compact;               /* keep every chain segment (no
                                       compaction after a snapshot) */
+    bool no_follower_leases;       /* px_options.follower_leases off */
     uint64_t chain_segment_bytes;  /* 0: CHAIN_SEGMENT_BYTES (tests use
                                       small segments to see compaction) */
     uint64_t verify_interval_ms;   /* the background check of the backing

@@ -155,6 +155,8 @@ struct node {
     uint64_t fast_failed;       /* requests refused for want of a leader */
     uint64_t between_served;    /* times reads were answered between two
                                    requests of the mount (loop.c) */
+    uint64_t lease_reads;       /* key reads a follower lease served */
+    bool lease_read_queued;     /* ... one waits: serve between requests */
     uint64_t read_now_index;    /* ... at this read index (px_read_now) */
     uint64_t read_now_ms;       /* ... asked at this time */
     uint64_t drain_deadline_ms; /* stopping: wait for answered writes */

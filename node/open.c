@@ -213,6 +213,7 @@ int node_open(const node_config *cfg, node **out, char *err, size_t err_len)
         }
     }
     opt.seed = node_random_u64();
+    opt.follower_leases = !cfg->no_follower_leases;
     host_config hc = {
         .id = cfg->id,
         .data_dir = n->data_dir,

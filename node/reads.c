@@ -22,6 +22,7 @@ typedef struct read_req {
     } done;
     void *arg;
     uint32_t max;              /* READ_LIST */
+    uint64_t at;               /* read point known already, 0: ask */
     size_t key_len;
     char key[];                /* the key, or where a listing starts after */
 } read_req;
@@ -173,14 +174,16 @@ static read_req *req_new(kv *const *state, uint8_t kind, unsigned flags,
 static int enqueue(client *c, uint64_t now_ms, read_req *r)
 {
     int rc = (r->flags & FS_READ_APPLIED) ? client_defer(c, serve, r)
-                                          : client_read(c, now_ms, serve, r);
+             : r->at ? client_read_at(c, now_ms, r->at, serve, r)
+                     : client_read(c, now_ms, serve, r);
     if (rc < 0)
         free(r);
     return rc;
 }
 
 int reads_key(client *c, kv *const *state, uint64_t now_ms, const char *key,
-              size_t key_len, unsigned flags, fs_read_fn done, void *arg)
+              size_t key_len, unsigned flags, uint64_t at, fs_read_fn done,
+              void *arg)
 {
     if (key_len == 0 || !done)
         return -EINVAL;
@@ -190,7 +193,41 @@ int reads_key(client *c, kv *const *state, uint64_t now_ms, const char *key,
     if (!r)
         return -ENOMEM;
     r->done.key = done;
+    r->at = at;
     return enqueue(c, now_ms, r);
+}
+
+/* Whether paths a and b are one, or one lies below the other (a
+ * directory's key, its path and '/', counts as its path). */
+static bool paths_related(const char *a, size_t al, const char *b, size_t bl)
+{
+    if (al > 1 && a[al - 1] == '/')
+        al--;
+    if (bl > 1 && b[bl - 1] == '/')
+        bl--;
+    size_t n = al < bl ? al : bl;
+    if (n && memcmp(a, b, n) != 0)
+        return false;
+    return al == bl || (al > bl ? a : b)[n] == '/';
+}
+
+bool reads_key_depends(void *arg, const uint8_t *data, uint32_t len)
+{
+    const reads_dep *k = arg;
+    uint32_t off = 0;
+    px_request rq;
+    int rc;
+    while ((rc = px_batch_next(data, len, &off, &rq)) == 1) {
+        kv_op op;
+        if (kv_op_decode(rq.op, rq.len, &op) < 0 ||
+            paths_related(k->key, k->len, op.key, op.key_len) ||
+            (op.key2_len &&
+             paths_related(k->key, k->len, op.key2, op.key2_len)) ||
+            (op.cond_key_len &&
+             paths_related(k->key, k->len, op.cond_key, op.cond_key_len)))
+            return true;
+    }
+    return rc < 0;
 }
 
 int reads_list(client *c, kv *const *state, uint64_t now_ms, const char *after,

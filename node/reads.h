@@ -38,9 +38,23 @@ void reads_meta(const kv_value *v, fs_meta *m);
 /* fs_backend.read_key, list and usage over the state `*state` holds when
  * the request is served (a snapshot install replaces the state while
  * requests wait: the pointer is read then, never kept), waiting in `c`.  0, or a negative errno (-EINVAL, -ENOMEM,
- * -EAGAIN: too many read points wait; then `done` never runs). */
+ * -EAGAIN: too many read points wait; then `done` never runs).  A key
+ * read with `at` > 0 waits for that read point instead of asking for one
+ * (a follower lease gave it: node/loop.c). */
 int reads_key(client *c, kv *const *state, uint64_t now_ms, const char *key,
-              size_t key_len, unsigned flags, fs_read_fn done, void *arg);
+              size_t key_len, unsigned flags, uint64_t at, fs_read_fn done,
+              void *arg);
+/* px_depends_fn for a read of one key (consensus/reads.c invariant 9):
+ * whether a batch holds an op that may change what the read finds: one
+ * naming the key, a directory above it or a key below it (a rename moves
+ * a directory with its tree, a directory's attributes follow what it
+ * holds); an op that does not decode counts as touching it. */
+typedef struct reads_dep {
+    const char *key;
+    size_t len;
+} reads_dep;
+bool reads_key_depends(void *arg, const uint8_t *data, uint32_t len);
+
 int reads_list(client *c, kv *const *state, uint64_t now_ms, const char *after,
                size_t after_len, uint32_t max, unsigned flags,
                fs_list_fn done, void *arg);

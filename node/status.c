@@ -97,6 +97,7 @@ int status_text(void *ctx, char **text, size_t *len)
             ",\"waiting_reads\":%" PRIu64
             ",\"leader_reachable\":%s,\"fast_failed\":%" PRIu64
             ",\"reads_between_requests\":%" PRIu64
+            ",\"lease_reads\":%" PRIu64
             ",\"parallel_lookups\":%s"
             ",\"retained_bytes\":%" PRIu64 ",\"acceptor_syncs\":%" PRIu64
             ",\"healthy\":%s",
@@ -107,7 +108,7 @@ int status_text(void *ctx, char **text, size_t *len)
             cs.pending, cs.waiting, cs.waited_total,
             cs.answered_outstanding, cs.reads,
             n->no_leader ? "false" : "true",
-            n->fast_failed, n->between_served,
+            n->fast_failed, n->between_served, n->lease_reads,
             fs_parallel_dirops(n->mount) ? "true" : "false",
             px_retained_bytes(n->px),
             hs.acceptor_syncs,
@@ -116,6 +117,10 @@ int status_text(void *ctx, char **text, size_t *len)
     health_status_json(&n->health, fp, node_now_ms());
     fprintf(fp, ",\"read_lease\":%s,\"read_lease_ms_left\":%" PRIu64,
             st.read_lease ? "true" : "false", st.lease_ms_left);
+    fprintf(fp, ",\"follower_lease\":%s,\"follower_lease_ms_left\":%" PRIu64
+            ",\"follower_leases_granted\":%" PRIu32,
+            st.follower_lease ? "true" : "false", st.follower_lease_ms_left,
+            st.leases_granted);
     fprintf(fp, ",\"voting\":%s,\"votes_withheld\":%" PRIu64 ",\"diverged_from\":[",
             n->abstaining || !n->confirmed || st.recovering || n->fatal
                 ? "false" : "true",

@@ -116,6 +116,12 @@ static void usage(FILE *fp)
 "  --snapshot-bytes N     ... or once N bytes of entries were (default\n"
 "                         1073741824; 0: not by size)\n"
 "  --no-compact           keep every chain segment after a snapshot\n"
+"  --no-follower-leases   this node asks for no follower lease and, while\n"
+"                         it leads, grants none: every read on a follower\n"
+"                         asks the leader, and a write commits once a\n"
+"                         majority has it (default: a follower serving\n"
+"                         reads holds a lease and reads locally; writes\n"
+"                         then also wait for it, or for its lease to end)\n"
 "  --verify-interval MS   check the chain segments, snapshots and acceptor\n"
 "                         store on disk every MS milliseconds while running,\n"
 "                         repairing damage from the peers (default 60000;\n"
@@ -304,7 +310,8 @@ int main(int argc, char **argv)
            OPT_ALLOW_OTHER, OPT_PEERS, OPT_KEY, OPT_LEADER_CPUS, OPT_ENTRY,
            OPT_MAX_WRITES, OPT_SNAP_ENTRIES, OPT_SNAP_BYTES, OPT_NO_COMPACT,
            OPT_SEGMENT_BYTES, OPT_VERIFY_INTERVAL, OPT_CLIENT, OPT_CLIENT_PORT,
-           OPT_CLIENT_RING, OPT_JOIN, OPT_PROMOTE_LAG, OPT_NO_PROMOTE };
+           OPT_CLIENT_RING, OPT_JOIN, OPT_PROMOTE_LAG, OPT_NO_PROMOTE,
+           OPT_NO_FOLLOWER_LEASES };
     static const struct option longopts[] = {
         { "id", required_argument, NULL, OPT_ID },
         { "data", required_argument, NULL, OPT_DATA },
@@ -317,6 +324,7 @@ int main(int argc, char **argv)
         { "snapshot-entries", required_argument, NULL, OPT_SNAP_ENTRIES },
         { "snapshot-bytes", required_argument, NULL, OPT_SNAP_BYTES },
         { "no-compact", no_argument, NULL, OPT_NO_COMPACT },
+        { "no-follower-leases", no_argument, NULL, OPT_NO_FOLLOWER_LEASES },
         { "chain-segment-bytes", required_argument, NULL, OPT_SEGMENT_BYTES },
         { "verify-interval", required_argument, NULL, OPT_VERIFY_INTERVAL },
         { "peers", required_argument, NULL, OPT_PEERS },
@@ -393,6 +401,7 @@ int main(int argc, char **argv)
                 cfg.snapshot_bytes = v;
             break;
         case OPT_NO_COMPACT: cfg.no_compact = true; break;
+        case OPT_NO_FOLLOWER_LEASES: cfg.no_follower_leases = true; break;
         case OPT_SEGMENT_BYTES:
             if (parse_u64(optarg, &v) || v == 0) {
                 fprintf(stderr, "paxosfs: --chain-segment-bytes needs a "

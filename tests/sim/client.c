@@ -156,7 +156,9 @@ static void sim_attempt(sim_world *w, uint32_t ci, uint32_t oi)
         /* unique per run: a late answer to an old read never matches */
         op->read_token = ((uint64_t)ci << 48) | ((uint64_t)oi << 40) |
                          (++w->next_read_token & 0xffffffffffull);
-        sim_host_read(w, h, op->read_token);
+        size_t klen;
+        const char *key = sim_key_name(op->key, &klen);
+        sim_host_read(w, h, op->read_token, key, klen);
     } else {
         px_request req = {.client_id = c->id, .seq = op->seq,
                           .ack_seq = sim_ack_seq(c), .len = op->req_len,

@@ -45,6 +45,7 @@
  */
 #include "sim.h"
 #include "disk.h"
+#include "../../node/reads.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -805,10 +806,23 @@ int sim_host_change(sim_world *w, sim_host *h, px_event *ev)
     return sim_step(w, h, ev);
 }
 
-int sim_host_read(sim_world *w, sim_host *h, uint64_t token)
+int sim_host_read(sim_world *w, sim_host *h, uint64_t token, const char *key,
+                  size_t key_len)
 {
     if (!h->alive || h->paused)
         return -EHOSTDOWN;
+    reads_dep dep = { key, key_len };
+    uint64_t at = 0;
+    if (h->px && px_role(h->px) != PX_LEADER &&
+        px_read_now_for(h->px, w->now_ms, reads_key_depends, &dep, &at) &&
+        at) {
+        sim_trace_note(w, h->id, SIM_TR_READ, "lease read", at, 0);
+        w->stats.lease_reads++;
+        px_read_local(h->px, w->now_ms);
+        px_read_ready rd = { .read_token = token, .index = at };
+        sim_reads(w, h, &rd, 1);   /* served once applied, as any read */
+        return 0;
+    }
     sim_trace_note(w, h->id, SIM_TR_READ, "read index", token & 0xffffffffffu,
                    (uint32_t)(token >> 48) + 1);
     px_event ev = {.type = PX_EV_READ_INDEX, .u.read_token = token};

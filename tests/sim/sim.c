@@ -804,6 +804,14 @@ int sim_run(const sim_config *cfg, sim_stats *stats, FILE *out)
     w->stats.by_kind[SIM_F_SHORT] += dc.short_writes;
     w->stats.by_kind[SIM_F_TORN] += dc.torn;
     w->stats.by_kind[SIM_F_LOST] += dc.lost_ops;
+    for (uint32_t n = 1; n <= cfg->nodes; n++) {
+        if (!w->hosts[n].px)
+            continue;
+        px_stats ps;
+        px_get_stats(w->hosts[n].px, &ps);
+        w->stats.lease_grants += ps.lease_grants;
+        w->stats.lease_reads += ps.lease_reads;
+    }
     *stats = w->stats;
     sim_world_free(w);
     return stats->violations ? 1 : 0;
@@ -846,6 +854,8 @@ void sim_add(sim_stats *total, const sim_stats *s)
     total->msgs += s->msgs;
     total->violations += s->violations;
     total->ops_done += s->ops_done;
+    total->lease_grants += s->lease_grants;
+    total->lease_reads += s->lease_reads;
     for (int k = 0; k < SIM_F_KINDS; k++)
         total->by_kind[k] += s->by_kind[k];
 }
@@ -1057,9 +1067,12 @@ int main(int argc, char **argv)
     char kinds[512];
     sim_fault_summary(&total, kinds, sizeof kinds);
     printf("sim: seeds=%u steps=%llu msgs=%llu faults=%llu (%s) requests=%llu "
-           "violations=%llu\n", ran, (unsigned long long)total.steps,
+           "follower-lease grants=%llu reads=%llu violations=%llu\n", ran,
+           (unsigned long long)total.steps,
            (unsigned long long)total.msgs, (unsigned long long)total.faults,
            kinds, (unsigned long long)total.requests,
+           (unsigned long long)total.lease_grants,
+           (unsigned long long)total.lease_reads,
            (unsigned long long)total.violations);
     printf("%u passed, %u failed\n", passed, failed);
     return failed ? 1 : 0;

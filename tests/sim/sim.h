@@ -361,6 +361,7 @@ typedef struct sim_sync_ref {    /* an fdatasync a script completes */
 typedef struct sim_stats {
     uint64_t steps, faults, requests, msgs, violations;
     uint64_t ops_done;
+    uint64_t lease_grants, lease_reads;   /* follower leases, live hosts */
     uint64_t by_kind[SIM_F_KINDS];   /* faults injected, by kind */
 } sim_stats;
 
@@ -438,7 +439,10 @@ void sim_host_disk_ok(sim_world *w, sim_host *h);
 void sim_host_try_reopen(sim_world *w, sim_host *h);
 int sim_host_event(sim_world *w, sim_host *h, const sim_event *ev);
 int sim_host_propose(sim_world *w, sim_host *h, const px_request *req);
-int sim_host_read(sim_world *w, sim_host *h, uint64_t token);
+/* A GET of `key` at h: a read point from the replica, or at once from
+ * a follower lease (consensus/reads.c invariant 9), as the node does. */
+int sim_host_read(sim_world *w, sim_host *h, uint64_t token, const char *key,
+                  size_t key_len);
 /* Ask `h` for a membership change or a leadership transfer (ev's type
  * PX_EV_CHANGE_MEMBERS or PX_EV_TRANSFER): the replica's answer (0 or
  * its refusal), -EHOSTDOWN when it is down or paused. */

@@ -16,7 +16,7 @@ import zmq
 
 # net/wire.h
 WIRE_MAGIC = 0x53465850
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 WIRE_PAXOS = 1
 WIRE_MAX_FRAME = 64 << 20
 
@@ -54,13 +54,14 @@ def frame(kind, body):
 
 def paxos(mtype, frm, to, ballot=(0, 0), slot=0, commit=0, aux=0,
           aux_ballot=(0, 0), chain_index=0, chain_hash=b"\0" * 32,
-          entries=(), requests=()):
-    """A PAXOS frame (wire.c: fixed part of 105 bytes, then entries
+          lease_round=0, lease_ms=0, entries=(), requests=()):
+    """A PAXOS frame (wire.c: fixed part of 117 bytes, then entries
     (slot, (round, node), time_ms, kind, data) and requests
     (client_id, seq, ack_seq, op))."""
     body = [struct.pack("<BIIQIQQQQIQ", mtype, frm, to, ballot[0], ballot[1], slot,
                         commit, aux, aux_ballot[0], aux_ballot[1], chain_index),
-            chain_hash, struct.pack("<II", len(entries), len(requests))]
+            chain_hash, struct.pack("<QI", lease_round, lease_ms),
+            struct.pack("<II", len(entries), len(requests))]
     for slot_, (rnd, node), time_ms, kind, data in entries:
         body += [struct.pack("<QQIQBI", slot_, rnd, node, time_ms, kind, len(data)), data]
     for client, seq, ack, op in requests:
@@ -93,7 +94,7 @@ def max_size_frames(frm, to):
     receiver all their bytes and achieve nothing: a PAXOS frame with
     trailing garbage (malformed), and a CATCHUP of slots the receiver
     has (ignored)."""
-    fixed = 12 + 105
+    fixed = 12 + 117
     junk = paxos(ACCEPTED, frm, to)[:fixed]
     body_len = WIRE_MAX_FRAME - 12
     junk = struct.pack("<IBBHI", WIRE_MAGIC, WIRE_VERSION, WIRE_PAXOS, 0, body_len) + \

@@ -393,7 +393,7 @@ def test_bad_peers_change_nothing(cluster):
         rng = random.Random(7)
         for i in range(200):
             good.send(bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300))))
-        good.send(b"PXFS\x01\x01\x00\x00" + (1 << 30).to_bytes(4, "little"))
+        good.send(b"PXFS\x02\x01\x00\x00" + (1 << 30).to_bytes(4, "little"))
         wait_for(lambda: (c.node(leader).status_within() or {}).get("unknown_dropped", 0)
                  >= 100, 20, "garbage to be counted")
     finally:

@@ -531,8 +531,9 @@ def forged_catchup(to, leader_id, ballot, slot, key, value):
     body += struct.pack("<QI", ballot["round"], ballot["node"])
     body += struct.pack("<QQQ", slot, slot, 0)                     # slot, commit, aux
     body += struct.pack("<QI", 0, 0) + struct.pack("<Q", 0) + bytes(32)
+    body += struct.pack("<QI", 0, 0)                               # no lease
     body += struct.pack("<II", 1, 0) + entry
-    return b"PXFS" + bytes([1, 1]) + struct.pack("<HI", 0, len(body)) + body
+    return b"PXFS" + bytes([2, 1]) + struct.pack("<HI", 0, len(body)) + body
 
 
 def test_forged_catchup_is_not_installed(launched):

@@ -1404,6 +1404,93 @@ static void test_read_now_agrees_with_the_lease(void **state)
 }
 
 
+/* reads.c invariant 8: a follower that served a read asks for a lease;
+ * once granted, its reads need no message, and until the grant ends the
+ * leader commits nothing the holder has not accepted. */
+static cluster *h_lease_to_2(void)
+{
+    cluster *c = h_cluster(3, NULL);   /* etmin 100 ms: lease 50 ms */
+    h_elect(c, 1);
+    commit_one(c, 1, 5, 1);
+    h_step(c, 2, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 1});
+    assert_int_equal(h_count(c, PX_MSG_FORWARD, 2, 1), 1);   /* no lease */
+    h_run(c);
+    assert_int_equal(c->n[2].n_reads, 1);
+    for (int i = 0; i < 5; i++) {
+        c->now += 10;
+        for (uint32_t k = 1; k <= 3; k++)
+            h_tick(c, k);
+        h_run(c);
+    }
+    assert_true(h_status(c, 2).follower_lease);
+    assert_false(h_status(c, 3).follower_lease);   /* it asked for none */
+    assert_int_equal(h_status(c, 1).leases_granted, 1);
+    return c;
+}
+
+static void test_follower_lease_reads_without_a_message(void **state)
+{
+    (void)state;
+    cluster *c = h_lease_to_2();
+    uint64_t commit = h_status(c, 1).commit_index;
+    c->n[2].n_reads = 0;
+    uint64_t idx = 0;
+    assert_true(px_read_now(c->n[2].r, c->now, &idx));
+    assert_true(idx >= commit);
+    h_step(c, 2, (px_event){.type = PX_EV_READ_INDEX, .u.read_token = 2});
+    assert_int_equal(c->n[2].n_reads, 1);
+    assert_int_equal(c->n[2].reads[0].status, 0);
+    assert_int_equal(c->n[2].reads[0].index, idx);
+    assert_int_equal(h_count(c, PX_MSG_FORWARD, 2, 1), 0);
+    assert_int_equal(h_stats(c, 2).lease_reads, 1);
+    /* the holder is cut off: a quorum (1 and 3) accepts, the leader
+     * commits nothing until the grant it recorded ends */
+    c->n[2].cut = true;
+    h_propose(c, 1, 5, 2, "x");
+    h_run(c);
+    assert_int_equal(h_status(c, 1).commit_index, commit);
+    uint64_t waited = 0;
+    while (h_status(c, 1).commit_index == commit && waited < 200) {
+        c->now += 5;
+        waited += 5;
+        h_tick(c, 1);
+        h_tick(c, 3);
+        h_run(c);
+    }
+    assert_true(h_status(c, 1).commit_index > commit);
+    assert_true(waited > 0 && waited <= 50);   /* at most the lease */
+    /* the holder's own lease ended before the leader's record of it */
+    h_tick(c, 2);
+    assert_false(h_status(c, 2).follower_lease);
+    assert_false(px_read_now(c->n[2].r, c->now, &idx));
+    h_free(c);
+}
+
+/* acceptor.c invariant 9: a node whose grants may hold promises nobody,
+ * so no quorum with it commits what the holder lacks. */
+static void test_granter_promises_nobody_while_its_grants_hold(void **state)
+{
+    (void)state;
+    cluster *c = h_lease_to_2();
+    px_ballot b = h_status(c, 1).ballot;
+    /* node 1 learns of a higher ballot and follows node 3 */
+    forge(c, PX_MSG_HEARTBEAT, 3, 1, (px_ballot){b.round + 1, 3},
+          (px_ballot){0, 0});
+    assert_int_equal(h_status(c, 1).role, PX_FOLLOWER);
+    h_drop(c, 0, 0, 0);
+    forge(c, PX_MSG_PREPARE, 3, 1, (px_ballot){b.round + 2, 3},
+          (px_ballot){0, 0});
+    assert_int_equal(h_count(c, PX_MSG_PROMISE, 1, 3), 0);
+    /* once every grant it made has ended, it answers */
+    c->now += 60;
+    h_tick(c, 1);
+    h_drop(c, 0, 0, 0);
+    forge(c, PX_MSG_PREPARE, 3, 1, (px_ballot){b.round + 3, 3},
+          (px_ballot){0, 0});
+    assert_int_equal(h_count(c, PX_MSG_PROMISE, 1, 3), 1);
+    h_free(c);
+}
+
 static void test_forged_ballot_cannot_wedge_elections(void **state)
 {
     (void)state;
@@ -1741,6 +1828,8 @@ int main(void)
         cmocka_unit_test(test_read_index),
         cmocka_unit_test(test_read_lease),
         cmocka_unit_test(test_read_now_agrees_with_the_lease),
+        cmocka_unit_test(test_follower_lease_reads_without_a_message),
+        cmocka_unit_test(test_granter_promises_nobody_while_its_grants_hold),
         cmocka_unit_test(test_read_lease_restarted_follower),
         cmocka_unit_test(test_follower_reads_share_one_round),
         cmocka_unit_test(test_follower_read_answer_from_before_a_restart),

@@ -230,7 +230,7 @@ static void test_read_waits_for_its_read_point(void **st)
     world *w = *st;
     put(w, "k", "v1");
     got g = { .w = w };
-    assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1, 0, on_key, &g), 0);
+    assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1, 0, 0, on_key, &g), 0);
     assert_int_equal(g.calls, 0);                  /* not inside the call */
     flush(w);
     assert_int_equal(w->n_tokens, 1);
@@ -259,9 +259,9 @@ static void test_value_is_a_reference_and_absent_keys(void **st)
     put(w, "k", "first");
     got g = { .w = w }, none = { .w = w };
     assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1, FS_READ_VALUE,
-                               on_key, &g), 0);
+                               0, on_key, &g), 0);
     assert_int_equal(reads_key(w->cl, &w->state, 0, "nothing", 7,
-                               FS_READ_VALUE, on_key, &none), 0);
+                               FS_READ_VALUE, 0, on_key, &none), 0);
     flush(w);
     for (uint32_t i = 0; i < w->n_tokens; i++)
         client_read_point(w->cl, w->tokens[i], 0, 1, 0);
@@ -291,7 +291,7 @@ static void test_applied_read_runs_at_the_next_flush(void **st)
     client_serve(w->cl, w->slot, false);
     got g = { .w = w };
     assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1,
-                               FS_READ_APPLIED | FS_READ_VALUE, on_key, &g),
+                               FS_READ_APPLIED | FS_READ_VALUE, 0, on_key, &g),
                      0);
     assert_int_equal(g.calls, 0);
     assert_true(client_has_deferred(w->cl));
@@ -317,7 +317,7 @@ static void test_read_waits_for_answered_writes(void **st)
                                    NULL), 0);
     got g = { .w = w };
     assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1, FS_READ_VALUE,
-                               on_key, &g), 0);
+                               0, on_key, &g), 0);
     flush(w);
     assert_int_equal(w->n_proposed, 1);
     assert_int_equal(w->n_tokens, 1);
@@ -336,7 +336,7 @@ static void test_changes_are_told_before_the_read_that_sees_them(void **st)
 {
     world *w = *st;
     got g = { .w = w };
-    assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1, 0, on_key, &g),
+    assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1, 0, 0, on_key, &g),
                      0);
     flush(w);
     client_read_point(w->cl, w->tokens[0], 0, 1, 0);
@@ -422,17 +422,17 @@ static void test_failures_complete_once_without_a_view(void **st)
     got bad = { 0 };
     char longkey[KV_MAX_KEY + 2];
     memset(longkey, 'x', sizeof longkey);
-    assert_int_equal(reads_key(w->cl, &w->state, 0, "", 0, 0, on_key, &bad),
+    assert_int_equal(reads_key(w->cl, &w->state, 0, "", 0, 0, 0, on_key, &bad),
                      -EINVAL);
     assert_int_equal(reads_key(w->cl, &w->state, 0, longkey, sizeof longkey,
-                               0, on_key, &bad), -ENAMETOOLONG);
+                               0, 0, on_key, &bad), -ENAMETOOLONG);
     assert_int_equal(reads_list(w->cl, &w->state, 0, "", 0, 0, 0, on_page,
                                 &bad), -EINVAL);
     flush(w);
     assert_int_equal(bad.calls, 0);
 
     got late = { 0 }, deferred = { 0 }, listing = { 0 };
-    assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1, 0, on_key, &late),
+    assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1, 0, 0, on_key, &late),
                      0);
     client_expire(w->cl, 999);
     assert_int_equal(late.calls, 0);
@@ -442,7 +442,7 @@ static void test_failures_complete_once_without_a_view(void **st)
     assert_false(late.had_view);
 
     assert_int_equal(reads_key(w->cl, &w->state, 0, "k", 1, FS_READ_APPLIED,
-                               on_key, &deferred), 0);
+                               0, on_key, &deferred), 0);
     assert_int_equal(reads_list(w->cl, &w->state, 0, "", 0, 4, 0, on_page,
                                 &listing), 0);
     client_fail_all(w->cl, -EIO);
@@ -455,6 +455,48 @@ static void test_failures_complete_once_without_a_view(void **st)
     flush(w);
     client_serve(w->cl, 10, true);
     assert_int_equal(deferred.calls + listing.calls + late.calls, 3);
+}
+
+/* consensus/reads.c invariant 9: which batches a read of one key waits
+ * for under a follower lease. */
+static bool depends(const uint8_t *batch, uint32_t len, const char *key)
+{
+    reads_dep k = { key, strlen(key) };
+    return reads_key_depends(&k, batch, len);
+}
+
+static void test_a_key_read_depends_on_the_ops_touching_it(void **state)
+{
+    (void)state;
+    uint8_t ops[3][64];
+    int64_t n0 = kv_op_encode_put(ops[0], 64, "a/b", 3,
+                                  (const uint8_t *)"v", 1);
+    int64_t n1 = kv_op_encode_rename(ops[1], 64, "x", 1, "d/y", 3);
+    int64_t n2 = kv_op_encode_del(ops[2], 64, "k2", 2);
+    assert_true(n0 > 0 && n1 > 0 && n2 > 0);
+    int64_t lens[3] = { n0, n1, n2 };
+    uint8_t batch[512];
+    uint32_t at = 4;
+    px_batch_put_header(batch, 3);
+    for (int i = 0; i < 3; i++) {
+        px_request q = { .client_id = 1, .seq = (uint64_t)i + 1,
+                         .len = (uint32_t)lens[i], .op = ops[i] };
+        at += px_batch_put(batch + at, &q);
+    }
+    /* named, a directory above, a key below, either side of a rename */
+    const char *yes[] = { "a", "a/b", "a/", "a/b/c", "k2", "x", "d", "d/",
+                          "d/y", "d/y/z" };
+    for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+        assert_true(depends(batch, at, yes[i]));
+    const char *no[] = { "ab", "a/bc", "a/c", "k", "k22", "xy", "d/yy",
+                         "e" };
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        assert_false(depends(batch, at, no[i]));
+    /* a batch that does not decode counts as touching every key */
+    assert_true(depends(batch, at - 1, "e"));
+    uint8_t junk[4 + 28 + 3] = { 1, 0, 0, 0 };
+    junk[4 + 24] = 3;   /* one request of 3 bytes that are no op */
+    assert_true(depends(junk, sizeof junk, "e"));
 }
 
 int main(void)
@@ -477,6 +519,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_failures_complete_once_without_a_view, setup, teardown),
+        cmocka_unit_test(test_a_key_read_depends_on_the_ops_touching_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

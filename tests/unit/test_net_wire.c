@@ -420,7 +420,7 @@ static void test_layout_is_pinned(void **state)
 {
     (void)state;
     static const uint8_t hello_golden[] = {
-        'P', 'X', 'F', 'S', 1, WIRE_HELLO, 0, 0, 12, 0, 0, 0,
+        'P', 'X', 'F', 'S', WIRE_VERSION, WIRE_HELLO, 0, 0, 12, 0, 0, 0,
         0x07, 0x00, 0x00, 0x00, 0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02,
         0x01};
     wire_hello h = {.node_id = 7, .cluster_id = 0x0102030405060708u};
@@ -435,12 +435,13 @@ static void test_layout_is_pinned(void **state)
                     .len = 2, .op = (const uint8_t *)"hi"};
     px_msg m = {.type = PX_MSG_HEARTBEAT, .from = 0xA1, .to = 0xB2,
                 .ballot = {.round = 0x55, .node_id = 0xA1},
-                .commit = 0x99, .n_requests = 1, .requests = &q};
+                .commit = 0x99, .lease_round = 0x77, .lease_ms = 0x66,
+                .n_requests = 1, .requests = &q};
     m.chain_hash[0] = 0xEE;
     uint8_t frame[256];
     assert_int_equal(wire_encode_paxos_into(&m, frame, sizeof frame, &len),
                      0);
-    assert_int_equal(len, 12 + 105 + 28 + 2);
+    assert_int_equal(len, 12 + 117 + 28 + 2);
     const uint8_t *b = frame + 12;
     assert_int_equal(get32(frame + 8), len - 12);
     assert_int_equal(b[0], PX_MSG_HEARTBEAT);
@@ -450,14 +451,16 @@ static void test_layout_is_pinned(void **state)
     assert_int_equal(get32(b + 17), 0xA1);
     assert_int_equal(b[29], 0x99);
     assert_int_equal(b[65], 0xEE);
-    assert_int_equal(get32(b + 97), 0);
-    assert_int_equal(get32(b + 101), 1);
-    assert_int_equal(b[105], 0x11);
-    assert_int_equal(b[106], 0x11);
-    assert_int_equal(b[113], 0x22);
-    assert_int_equal(b[121], 0x03);
-    assert_int_equal(get32(b + 129), 2);
-    assert_memory_equal(b + 133, "hi", 2);
+    assert_int_equal(b[97], 0x77);
+    assert_int_equal(get32(b + 105), 0x66);
+    assert_int_equal(get32(b + 109), 0);
+    assert_int_equal(get32(b + 113), 1);
+    assert_int_equal(b[117], 0x11);
+    assert_int_equal(b[118], 0x11);
+    assert_int_equal(b[125], 0x22);
+    assert_int_equal(b[133], 0x03);
+    assert_int_equal(get32(b + 141), 2);
+    assert_memory_equal(b + 145, "hi", 2);
 }
 
 /* ------------------------------------------------------ hostile input */
@@ -572,16 +575,16 @@ static void test_trailing_bytes_rejected(void **state)
 static uint8_t *forge_paxos(uint8_t type, uint32_t n_entries,
                             uint32_t n_requests, size_t extra, size_t *len)
 {
-    size_t body = 105 + extra;
+    size_t body = 117 + extra;
     uint8_t *f = calloc(1, 12 + body);
     assert_non_null(f);
     memcpy(f, "PXFS", 4);
-    f[4] = 1;
+    f[4] = WIRE_VERSION;
     f[5] = WIRE_PAXOS;
     put32(f + 8, (uint32_t)body);
     f[12] = type;
-    put32(f + 12 + 97, n_entries);
-    put32(f + 12 + 101, n_requests);
+    put32(f + 12 + 109, n_entries);
+    put32(f + 12 + 113, n_requests);
     *len = 12 + body;
     return f;
 }
@@ -622,7 +625,7 @@ static void test_forged_counts_and_lengths(void **state)
     /* one entry: kind out of range, data length over the limit, data
      * length past the end */
     f = forge_paxos(PX_MSG_ACCEPT, 1, 0, 33, &len);
-    uint8_t *e = f + 12 + 105;
+    uint8_t *e = f + 12 + 117;
     assert_int_equal(wire_decode_paxos(f, len, &d), 0);
     wire_decoded_free(&d);
     e[28] = PX_ENTRY_LAST + 1;
@@ -638,7 +641,7 @@ static void test_forged_counts_and_lengths(void **state)
 
     /* one request: op over the limit, op past the end */
     f = forge_paxos(PX_MSG_FORWARD, 0, 1, 28, &len);
-    uint8_t *q = f + 12 + 105;
+    uint8_t *q = f + 12 + 117;
     assert_int_equal(wire_decode_paxos(f, len, &d), 0);
     wire_decoded_free(&d);
     put32(q + 24, WIRE_MAX_OP_BYTES + 1);
@@ -652,16 +655,16 @@ static void test_forged_counts_and_lengths(void **state)
     wire_header h;
     assert_int_equal(wire_peek(f, len, &h), 0);
     assert_int_equal(h.kind, WIRE_PAXOS);
-    assert_int_equal(h.body_len, 105);
+    assert_int_equal(h.body_len, 117);
     put32(f + 8, WIRE_MAX_FRAME - WIRE_HEADER_BYTES + 1);
     assert_int_equal(wire_peek(f, len, &h), -EMSGSIZE);
-    put32(f + 8, 105);
+    put32(f + 8, 117);
     f[6] = 1;
     assert_int_equal(wire_peek(f, len, &h), -EPROTO);
     f[6] = 0;
-    f[4] = 2;
+    f[4] = WIRE_VERSION + 1;
     assert_int_equal(wire_peek(f, len, &h), -EPROTO);
-    f[4] = 1;
+    f[4] = WIRE_VERSION;
     f[5] = WIRE_KIND_COUNT;
     assert_int_equal(wire_peek(f, len, &h), -EPROTO);
     f[5] = 0;
@@ -926,7 +929,7 @@ static void test_random_garbage_never_crashes(void **state)
     for (int round = 0; round < 20000; round++) {
         size_t body = (size_t)(rng_next() % (sizeof buf - 12));
         memcpy(buf, "PXFS", 4);
-        buf[4] = 1;
+        buf[4] = WIRE_VERSION;
         buf[5] = (uint8_t)(1 + rng_next() % 5);
         buf[6] = buf[7] = 0;
         put32(buf + 8, (uint32_t)body);
