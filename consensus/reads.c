@@ -532,8 +532,10 @@ void px_fl_take_grant(px_replica *r, const px_msg *m)
         r->fl_until_ms = 0;
         r->fl_floor = 0;
     }
-    uint64_t until = r->fl_sent_ms[m->lease_round % PX_LEASE_ROUNDS] +
-                     m->lease_ms;
+    /* never longer than our own configuration allows a lease, whatever a
+     * peer says (a node configured differently, a forged frame) */
+    uint64_t g = m->lease_ms < r->opt.lease_ms ? m->lease_ms : r->opt.lease_ms;
+    uint64_t until = r->fl_sent_ms[m->lease_round % PX_LEASE_ROUNDS] + g;
     if (until > r->fl_until_ms)
         r->fl_until_ms = until;
     if (m->commit > r->fl_floor)
