@@ -1466,6 +1466,49 @@ static void test_follower_lease_reads_without_a_message(void **state)
     h_free(c);
 }
 
+/* reads.c invariant 8: a lease runs from the holder's own ask, so a
+ * grant that arrives late (after the leader stopped waiting for the
+ * holder and committed without it) gives no lease that could read what
+ * the holder lacks. */
+static void test_a_late_grant_reads_nothing_stale(void **state)
+{
+    (void)state;
+    cluster *c = h_lease_to_2();
+    px_msg *late = NULL;
+    for (int i = 0; i < 20 && !late; i++) {
+        c->now += 5;
+        h_tick(c, 1);
+        for (uint32_t k = 0; k < c->nq; k++)
+            if (h_match(c->q[k], 0, 1, 2) && c->q[k]->lease_ms) {
+                late = px_msg_copy(c->q[k]);
+                break;
+            }
+        h_run(c);
+    }
+    assert_non_null(late);
+    /* the holder is cut off; the leader waits out its grant, commits */
+    c->n[2].cut = true;
+    uint64_t commit = h_status(c, 1).commit_index;
+    h_propose(c, 1, 5, 2, "x");
+    for (int i = 0; i < 40 && h_status(c, 1).commit_index == commit; i++) {
+        c->now += 5;
+        h_tick(c, 1);
+        h_tick(c, 3);
+        h_run(c);
+    }
+    uint64_t newer = h_status(c, 1).commit_index;
+    assert_true(newer > commit);
+    /* the grant made before arrives only now */
+    c->n[2].cut = false;
+    h_step(c, 2, (px_event){.type = PX_EV_RECEIVE, .u.msg = late});
+    free(late);
+    h_drop(c, 0, 0, 0);
+    uint64_t idx = 0;
+    if (px_read_now(c->n[2].r, c->now, &idx))
+        assert_true(idx >= newer);
+    h_free(c);
+}
+
 /* acceptor.c invariant 9: a node whose grants may hold promises nobody,
  * so no quorum with it commits what the holder lacks. */
 static void test_granter_promises_nobody_while_its_grants_hold(void **state)
@@ -1830,6 +1873,7 @@ int main(void)
         cmocka_unit_test(test_read_now_agrees_with_the_lease),
         cmocka_unit_test(test_follower_lease_reads_without_a_message),
         cmocka_unit_test(test_granter_promises_nobody_while_its_grants_hold),
+        cmocka_unit_test(test_a_late_grant_reads_nothing_stale),
         cmocka_unit_test(test_read_lease_restarted_follower),
         cmocka_unit_test(test_follower_reads_share_one_round),
         cmocka_unit_test(test_follower_read_answer_from_before_a_restart),
