@@ -813,7 +813,9 @@ int sim_host_read(sim_world *w, sim_host *h, uint64_t token, const char *key,
         return -EHOSTDOWN;
     reads_dep dep = { key, key_len };
     uint64_t at = 0;
-    if (h->px && px_role(h->px) != PX_LEADER &&
+    /* half the reads take a read point as a listing would (on a lease
+     * holder: at every slot it accepted), half as a key read does */
+    if ((token & 1) && h->px && px_role(h->px) != PX_LEADER &&
         px_read_now_for(h->px, w->now_ms, reads_key_depends, &dep, &at) &&
         at) {
         sim_trace_note(w, h->id, SIM_TR_READ, "lease read", at, 0);

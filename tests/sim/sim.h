@@ -439,8 +439,10 @@ void sim_host_disk_ok(sim_world *w, sim_host *h);
 void sim_host_try_reopen(sim_world *w, sim_host *h);
 int sim_host_event(sim_world *w, sim_host *h, const sim_event *ev);
 int sim_host_propose(sim_world *w, sim_host *h, const px_request *req);
-/* A GET of `key` at h: a read point from the replica, or at once from
- * a follower lease (consensus/reads.c invariant 9), as the node does. */
+/* A GET of `key` at h: a read point from the replica (on a follower
+ * lease holder: at once, at every slot it accepted), or for odd tokens
+ * the key read of a lease holder (consensus/reads.c invariant 9), as
+ * the node does. */
 int sim_host_read(sim_world *w, sim_host *h, uint64_t token, const char *key,
                   size_t key_len);
 /* Ask `h` for a membership change or a leadership transfer (ev's type
