@@ -73,7 +73,7 @@ bool px_log_fits(const px_replica *r, uint64_t slot)
     return slot >= r->first_retained && slot - r->first_retained < r->cap;
 }
 
-px_cell *px_log_get(px_replica *r, uint64_t slot)
+px_cell *px_log_get(const px_replica *r, uint64_t slot)
 {
     if (!px_log_fits(r, slot))
         return NULL;

@@ -388,7 +388,7 @@ uint64_t px_quorum_value(const px_replica *r, uint64_t self_value,
                          bool use_match);
 
 /* log.c */
-px_cell *px_log_get(px_replica *r, uint64_t slot);
+px_cell *px_log_get(const px_replica *r, uint64_t slot);
 bool px_log_fits(const px_replica *r, uint64_t slot);
 int px_log_put(px_replica *r, uint64_t slot, px_ballot b, uint64_t time_ms,
                uint8_t kind, uint32_t len, const uint8_t *data, px_cell **out);
@@ -431,7 +431,7 @@ void px_round_start(px_replica *r);
 bool px_lease_renew_due(const px_replica *r);
 void px_fl_stamp(px_replica *r, px_msg *m);
 bool px_fl_peer_leased(const px_replica *r, uint32_t id);
-uint64_t px_fl_commit_cap(const px_replica *r, uint64_t c);
+uint64_t px_fl_commit_cap(px_replica *r, uint64_t c);
 uint64_t px_fl_next_expiry(const px_replica *r);
 void px_fl_note_ask(px_replica *r, px_peer *p, const px_msg *m);
 void px_fl_take_grant(px_replica *r, const px_msg *m);

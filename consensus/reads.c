@@ -419,23 +419,18 @@ bool px_fl_holds(const px_replica *r, uint64_t now_ms)
            now_ms < r->fl_until_ms;
 }
 
+/* What every read under our follower lease waits for: our commit index
+ * and the commit indexes the grants carried. */
+static uint64_t px_fl_floor(const px_replica *r)
+{
+    return r->commit > r->fl_floor ? r->commit : r->fl_floor;
+}
+
 /* The index a read served under our follower lease waits for. */
 static uint64_t px_fl_index(const px_replica *r)
 {
-    uint64_t i = r->commit;
-    if (r->fl_floor > i)
-        i = r->fl_floor;
-    if (r->acc_top > i)
-        i = r->acc_top;
-    return i;
-}
-
-static bool px_fl_granted(const px_replica *r, uint32_t id)
-{
-    for (uint32_t i = 0; i < PX_FL_GRANTS; i++)
-        if (r->fl_grants[i].id == id)
-            return r->now_ms < r->fl_grants[i].until_ms;
-    return false;
+    uint64_t i = px_fl_floor(r);
+    return r->acc_top > i ? r->acc_top : i;
 }
 
 /* Where `id`'s grant is recorded: its entry, else a free or ended one;
@@ -542,17 +537,14 @@ void px_fl_take_grant(px_replica *r, const px_msg *m)
         r->fl_floor = m->commit;
 }
 
-uint64_t px_fl_commit_cap(const px_replica *r, uint64_t c)
+uint64_t px_fl_commit_cap(px_replica *r, uint64_t c)
 {
     for (uint32_t i = 0; i < PX_FL_GRANTS; i++) {
         if (!r->fl_grants[i].id || r->now_ms >= r->fl_grants[i].until_ms)
             continue;
         /* invariant 8a: only what the holder vouched for; a holder no
          * longer among our peers holds us where we are */
-        const px_peer *p = NULL;
-        for (uint32_t k = 0; k < r->n_peers; k++)
-            if (r->peers[k].id == r->fl_grants[i].id)
-                p = &r->peers[k];
+        const px_peer *p = px_peer_find(r, r->fl_grants[i].id);
         uint64_t lim = p ? p->match : r->commit;
         if (lim < c)
             c = lim > r->commit ? lim : r->commit;
@@ -572,7 +564,10 @@ uint64_t px_fl_next_expiry(const px_replica *r)
 
 bool px_fl_peer_leased(const px_replica *r, uint32_t id)
 {
-    return px_fl_granted(r, id);
+    for (uint32_t i = 0; i < PX_FL_GRANTS; i++)
+        if (r->fl_grants[i].id == id)
+            return r->now_ms < r->fl_grants[i].until_ms;
+    return false;
 }
 
 bool px_read_now_for(const px_replica *r, uint64_t now_ms,
@@ -580,11 +575,9 @@ bool px_read_now_for(const px_replica *r, uint64_t now_ms,
 {
     if (now_ms < r->now_ms || r->role == PX_LEADER || !px_fl_holds(r, now_ms))
         return false;
-    uint64_t i = r->commit > r->fl_floor ? r->commit : r->fl_floor;
+    uint64_t i = px_fl_floor(r);
     for (uint64_t s = r->acc_top; s > i; s--) {   /* invariant 9 */
-        const px_cell *c = NULL;
-        if (px_log_fits(r, s) && r->cells[s & r->mask].slot == s)
-            c = &r->cells[s & r->mask];
+        const px_cell *c = px_log_get(r, s);
         if (!c || px_ballot_cmp(c->ballot, r->fl_ballot) != 0 ||
             (c->kind == PX_ENTRY_BATCH && depends(arg, c->data, c->len))) {
             i = s;

@@ -1466,6 +1466,25 @@ static void test_follower_lease_reads_without_a_message(void **state)
     h_free(c);
 }
 
+/* Cut node 2 (a lease holder) off and write through node 1 until the
+ * write commits without it (once node 2's grant ended): the new commit
+ * index. */
+static uint64_t h_commit_without_2(cluster *c)
+{
+    c->n[2].cut = true;
+    uint64_t commit = h_status(c, 1).commit_index;
+    h_propose(c, 1, 5, 2, "x");
+    for (int i = 0; i < 40 && h_status(c, 1).commit_index == commit; i++) {
+        c->now += 5;
+        h_tick(c, 1);
+        h_tick(c, 3);
+        h_run(c);
+    }
+    uint64_t newer = h_status(c, 1).commit_index;
+    assert_true(newer > commit);
+    return newer;
+}
+
 /* reads.c invariant 8: a lease runs from the holder's own ask, so a
  * grant that arrives late (after the leader stopped waiting for the
  * holder and committed without it) gives no lease that could read what
@@ -1487,17 +1506,7 @@ static void test_a_late_grant_reads_nothing_stale(void **state)
     }
     assert_non_null(late);
     /* the holder is cut off; the leader waits out its grant, commits */
-    c->n[2].cut = true;
-    uint64_t commit = h_status(c, 1).commit_index;
-    h_propose(c, 1, 5, 2, "x");
-    for (int i = 0; i < 40 && h_status(c, 1).commit_index == commit; i++) {
-        c->now += 5;
-        h_tick(c, 1);
-        h_tick(c, 3);
-        h_run(c);
-    }
-    uint64_t newer = h_status(c, 1).commit_index;
-    assert_true(newer > commit);
+    uint64_t newer = h_commit_without_2(c);
     /* the grant made before arrives only now */
     c->n[2].cut = false;
     h_step(c, 2, (px_event){.type = PX_EV_RECEIVE, .u.msg = late});
@@ -1524,17 +1533,7 @@ static void test_a_grant_makes_the_holder_wait_for_what_it_lacks(void **state)
 {
     (void)state;
     cluster *c = h_lease_to_2();
-    c->n[2].cut = true;
-    uint64_t commit = h_status(c, 1).commit_index;
-    h_propose(c, 1, 5, 2, "x");
-    for (int i = 0; i < 40 && h_status(c, 1).commit_index == commit; i++) {
-        c->now += 5;
-        h_tick(c, 1);
-        h_tick(c, 3);
-        h_run(c);
-    }
-    uint64_t newer = h_status(c, 1).commit_index;
-    assert_true(newer > commit);
+    uint64_t newer = h_commit_without_2(c);
     /* back, but whatever would bring it the new slot is lost */
     c->n[2].cut = false;
     bool leased = false;
