@@ -26,6 +26,13 @@
  *     checkpoint's digest at its index (DIGEST frames).  One peer's
  *     word, or peers that disagree with it but not on the same other
  *     value, never does it; a cluster of one never does.
+ *  5. A peer's report of this node's start counts (for the gate of
+ *     invariant 1, and as a sign that this node was restored from an
+ *     older copy) only when the chain it was made from holds the block
+ *     the report names, as this node does: a report a node made while it
+ *     held another cluster's directory, still in flight or held here when
+ *     that node has reset itself and its chain agrees, is dropped, never
+ *     judged.  A report from an empty chain names no block.
  */
 #include "node_int.h"
 
@@ -326,7 +333,7 @@ static void on_digest(node *n, uint32_t k, uint64_t index,
     integrity_state_judge(n);
 }
 
-/* ------------------------------------------- start gate (invariant 5) */
+/* ------------------------------------------- start gate (invariant 1) */
 
 uint32_t integrity_peer_slot(const node *n, uint32_t id)
 {
@@ -368,7 +375,7 @@ void integrity_gate_update(node *n)
     node_serve_reads(n);
 }
 
-/* Invariant 6: from now on (and durably) the replica casts no vote until
+/* Invariant 2: from now on (and durably) the replica casts no vote until
  * it recovered from every other voter. */
 void integrity_begin_recovery(node *n, const char *why)
 {
@@ -409,15 +416,48 @@ void integrity_head_frame(node *n, uint32_t to, uint64_t index,
         transport_send_frame(n->net, to, frame, len);
 }
 
+/* The hash of block `index` from the chain, or from the snapshot when
+ * the chain was compacted past it; -1: this node does not hold it. */
+static int block_hash(const node *n, uint64_t index,
+                      uint8_t out[CHAIN_HASH_BYTES])
+{
+    if (index >= 1 && index <= chain_head_index(n->chain) &&
+        chain_hash_at(n->chain, index, out) == 0)
+        return 0;
+    const snap_info *s = host_snapshot(n->host);
+    if (index >= 1 && s && s->index == index) {
+        memcpy(out, s->head_hash, CHAIN_HASH_BYTES);
+        return 0;
+    }
+    return -1;
+}
+
 /* A START frame: whose start (subject), 0 = the sender's own, 1 = the
- * receiver's as the sender last saw it. */
+ * receiver's as the sender last saw it.  A report of the receiver's start
+ * names a block of the sender's chain (invariant 5): the newest both are
+ * known to hold, or none (index 0) from an empty chain. */
 static void start_frame(node *n, uint32_t to, const acceptor_peer *start,
-                        uint32_t subject, uint8_t kind)
+                        uint32_t subject, uint8_t kind, uint32_t k)
 {
     uint8_t hash[CHAIN_HASH_BYTES] = {0};
     le_put64(hash, start->nonce);
     le_put32(hash + 8, subject);
     hash[12] = kind;
+    if (kind == 1) {
+        uint64_t at = chain_head_index(n->chain);
+        if (n->peer_head_seen[k] < at)
+            at = n->peer_head_seen[k];
+        uint8_t block[CHAIN_HASH_BYTES];
+        if (at > 0 && block_hash(n, at, block) < 0) {
+            at = chain_head_index(n->chain);   /* compacted: our head */
+            if (block_hash(n, at, block) < 0)
+                at = 0;
+        }
+        if (at > 0) {
+            le_put64(hash + NODE_START_AT, at);
+            memcpy(hash + NODE_START_AT + 8, block, NODE_START_BLOCK_BYTES);
+        }
+    }
     integrity_head_frame(n, to,
                          NODE_HEAD_START | (start->counter & NODE_HEAD_MASK),
                          hash);
@@ -434,11 +474,11 @@ void integrity_send_heads(node *n, uint64_t now)
     n->last_head_sent_ms = now;
     transport_send_chain_head(n->net, chain_head_index(n->chain),
                               chain_head_hash(n->chain));
-    start_frame(n, 0, &n->start, n->cfg.id, 0);
+    start_frame(n, 0, &n->start, n->cfg.id, 0, 0);
     for (uint32_t k = 0; k < n->cfg.n_peers; k++)
         if (n->cfg.peers[k].id != n->cfg.id)
             start_frame(n, n->cfg.peers[k].id, &n->peer_start[k],
-                        n->cfg.peers[k].id, 1);
+                        n->cfg.peers[k].id, 1, k);
     uint8_t none[CHAIN_HASH_BYTES] = {0};
     if (!n->confirmed && n->start_head > 0)
         integrity_head_frame(n, 0, NODE_HEAD_QUERY | n->start_head, none);
@@ -493,6 +533,26 @@ static void starts_judge(node *n, uint32_t k)
     }
     if (!n->heard_ours_set[k])
         return;
+    /* invariant 5: judged only when made by a chain that holds the block
+     * it names; one that differs there is dropped, one naming a block
+     * this node cannot compare (yet) waits for the next report */
+    if (n->heard_ours_at[k] > 0) {
+        uint8_t ours[CHAIN_HASH_BYTES];
+        if (block_hash(n, n->heard_ours_at[k], ours) < 0)
+            return;
+        if (memcmp(ours, n->heard_ours_block[k], NODE_START_BLOCK_BYTES)) {
+            n->heard_ours_set[k] = false;
+            n->start_reports_dropped++;
+            if (!n->start_report_logged[k])
+                fprintf(stderr, "paxosfs: node %u: node %u reported this "
+                        "node's start %" PRIu64 " from a chain that differs "
+                        "at block %" PRIu64 ": not counted\n", n->cfg.id, from,
+                        n->heard_ours[k].counter, n->heard_ours_at[k]);
+            n->start_report_logged[k] = true;
+            return;
+        }
+    }
+    n->start_report_logged[k] = false;
     n->heard_ours_set[k] = false;
     acceptor_peer rec = n->heard_ours[k];
     /* what the peer saw of us must be this start or one our store knows */
@@ -542,6 +602,9 @@ static void on_start(node *n, uint32_t k, uint64_t index,
         n->heard_own_set[k] = true;
     } else if (hash[12] == 1 && subject == n->cfg.id) {
         n->heard_ours[k] = rec;
+        n->heard_ours_at[k] = le_get64(hash + NODE_START_AT);
+        memcpy(n->heard_ours_block[k], hash + NODE_START_AT + 8,
+               NODE_START_BLOCK_BYTES);
         n->heard_ours_set[k] = true;
     } else {
         return;
@@ -611,7 +674,7 @@ void integrity_on_chain_head(void *arg, uint32_t from, uint64_t index,
     }
 }
 
-/* While not confirmed (invariant 5) or abstaining the node neither votes,
+/* While not confirmed (invariant 1) or abstaining the node neither votes,
  * campaigns nor leads: of what its replica sends, only requests for the
  * leader (FORWARD) and for missing slots (CATCHUP_REQ) leave.  A node that
  * led when it found out goes silent, so the others elect a leader among

@@ -189,6 +189,9 @@ static int remap(node *n, const net_peer_addr *list, uint32_t n_new)
     REMAP(heard_ours);
     REMAP(heard_own_set);
     REMAP(heard_ours_set);
+    REMAP(heard_ours_at);
+    REMAP(heard_ours_block);
+    REMAP(start_report_logged);
     REMAP(last_own);
     REMAP(facts);
     REMAP(fact_next);

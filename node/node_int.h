@@ -50,6 +50,11 @@
 #define NODE_PEER_ALIVE_MS 1500        /* .status: "connected" */
 #define NODE_CHAIN_HEAD_INTERVAL_MS 250 /* chain head to every peer */
 #define NODE_CONFIRM_INTERVAL_MS 50     /* ... and while not confirmed */
+/* a START frame's report of the receiver's start names a block of the
+ * sender's chain: its index at this offset of the hash field, then the
+ * first bytes of its hash (integrity.c invariant 5) */
+#define NODE_START_AT 16
+#define NODE_START_BLOCK_BYTES 8
 #define NODE_FACTS 64                   /* (index, hash) kept per peer */
 #define NODE_CATCHUP_HOLD_MS 2000       /* a CATCHUP waits this long for
                                            the peers' hashes */
@@ -201,6 +206,12 @@ struct node {
     acceptor_peer heard_ours[TRANSPORT_MAX_PEERS]; /* ours, as it saw it */
     bool heard_own_set[TRANSPORT_MAX_PEERS];
     bool heard_ours_set[TRANSPORT_MAX_PEERS];
+    /* the block the report of ours names (integrity.c invariant 5): its
+     * index (0: from an empty chain) and its hash's first bytes */
+    uint64_t heard_ours_at[TRANSPORT_MAX_PEERS];
+    uint8_t heard_ours_block[TRANSPORT_MAX_PEERS][NODE_START_BLOCK_BYTES];
+    bool start_report_logged[TRANSPORT_MAX_PEERS];
+    uint64_t start_reports_dropped;   /* named a block that differs */
     acceptor_peer last_own[TRANSPORT_MAX_PEERS];   /* its start, as heard:
                                                       a new one means its
                                                       chain must agree anew */

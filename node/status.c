@@ -39,8 +39,9 @@ static const char *role_name(uint8_t role)
 static void status_storage(const node *n, const px_status *st, FILE *fp)
 {
     fprintf(fp, ",\"confirmed\":%s,\"start\":%" PRIu64 ",\"start_head\":%"
-            PRIu64 ",\"recovering\":", n->confirmed ? "true" : "false",
-            n->start.counter, n->start_head);
+            PRIu64 ",\"start_reports_dropped\":%" PRIu64 ",\"recovering\":",
+            n->confirmed ? "true" : "false", n->start.counter, n->start_head,
+            n->start_reports_dropped);
     if (st->recovering || n->recovering_why[0]) {
         fprintf(fp, "{\"why\":");
         json_string(fp, n->recovering_why);

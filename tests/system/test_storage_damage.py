@@ -587,6 +587,65 @@ def test_forged_catchup_is_not_installed(launched):
         assert node_status(n)["voting"] is True
 
 
+def start_report(frm, subject, counter, at, block8):
+    """A CHAIN_HEAD frame (net/wire_frames.c) carrying a START report
+    (node/node_int.h NODE_HEAD_START) of kind 1: node `frm` says it saw
+    start `counter` of node `subject`, made from a chain holding block
+    `at` whose hash begins with `block8` (integrity.c invariant 5)."""
+    h = struct.pack("<QIB3x", 0x0123456789abcdef, subject, 1)
+    h += struct.pack("<Q", at) + block8
+    body = struct.pack("<IQ", frm, (1 << 63) | counter) + h
+    return hostile.frame(6, body)
+
+
+def test_start_report_from_another_chain_is_not_judged(launched):
+    """A member reports a start of a follower that its store never knew
+    (as a node on another cluster's directory does), naming a block its
+    chain holds that the follower's differs from.  Before, the report was
+    judged because the member's chain agreed with the follower's, and the
+    follower went into recovery as if restored from an older copy; with
+    two nodes recovering a cluster of three has no leader.  The report
+    is dropped, counted and logged; the follower keeps voting."""
+    zmq = pytest.importorskip("zmq")
+    c = launched(3, extra=TIMEOUT_ARGS)
+    leader = c.wait_leader()
+    f_id, t_id = followers(c, leader)
+    F = c.node(f_id)
+    fill(c, leader, 20, "sr")
+    wait_for(lambda: node_status(F)["commit_index"] >= 20 and
+             node_status(F)["voting"] is True, 20, "node %d to vote" % f_id)
+    st = node_status(F)
+    key = c.info()["key"]
+    with open(key) as fh:
+        fields = dict(l.split(": ", 1) for l in fh.read().splitlines() if ": " in l)
+    ctx = zmq.Context()
+    try:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.curve_publickey = fields["public"].strip().encode()
+        s.curve_secretkey = fields["secret"].strip().encode()
+        s.curve_serverkey = fields["public"].strip().encode()
+        s.connect("tcp://127.0.0.1:%d" % F.port)
+        for part in hostile.both_forms(start_report(
+                t_id, f_id, st["start"] + 5, 1, os.urandom(8))):
+            s.send(part)
+        wait_for(lambda: node_status(F).get("start_reports_dropped", 0) >= 1, 20,
+                 "the report from another chain to be dropped")
+    finally:
+        ctx.destroy(linger=0)
+    w = Writers([c.node(leader), F], "sr2").start()
+    try:
+        w.wait_more(30)
+    finally:
+        w.stop()
+    st = node_status(F)
+    assert st["recovering"] is False and st["voting"] is True, st
+    assert "node %d reported this node's start %d from a chain that differs at block 1" % (
+        t_id, st["start"] + 5) in F.log()
+    for n in c.nodes:
+        check_acked([w], n)
+
+
 # ----------------------------------------------- 6. diverged node, reads
 
 def test_diverged_node_serves_no_reads_and_resets_itself(launched):
