@@ -32,7 +32,10 @@
  *     the report names, as this node does: a report a node made while it
  *     held another cluster's directory, still in flight or held here when
  *     that node has reset itself and its chain agrees, is dropped, never
- *     judged.  A report from an empty chain names no block.
+ *     judged.  The sender names the newest block both are known to hold,
+ *     so a block beyond this node's head means this node lost blocks (an
+ *     older copy): that report is judged on agreement alone, as one from
+ *     an empty chain (which names no block) is.
  */
 #include "node_int.h"
 
@@ -533,12 +536,16 @@ static void starts_judge(node *n, uint32_t k)
     }
     if (!n->heard_ours_set[k])
         return;
-    /* invariant 5: judged only when made by a chain that holds the block
-     * it names; one that differs there is dropped, one naming a block
-     * this node cannot compare (yet) waits for the next report */
-    if (n->heard_ours_at[k] > 0) {
-        uint8_t ours[CHAIN_HASH_BYTES];
-        if (block_hash(n, n->heard_ours_at[k], ours) < 0)
+    /* invariant 5: a report made by a chain that differs from ours at
+     * the block it names is dropped.  One naming a block this node no
+     * longer holds (beyond its head: it lost blocks the sender saw it
+     * hold, as a node restored from an older copy does) is judged on the
+     * agreement alone; one naming a block compacted here waits for the
+     * next report (the sender is far behind and catching up). */
+    uint8_t ours[CHAIN_HASH_BYTES];
+    uint64_t at = n->heard_ours_at[k];
+    if (at > 0 && at <= chain_head_index(n->chain)) {
+        if (block_hash(n, at, ours) < 0)
             return;
         if (memcmp(ours, n->heard_ours_block[k], NODE_START_BLOCK_BYTES)) {
             n->heard_ours_set[k] = false;
@@ -547,7 +554,7 @@ static void starts_judge(node *n, uint32_t k)
                 fprintf(stderr, "paxosfs: node %u: node %u reported this "
                         "node's start %" PRIu64 " from a chain that differs "
                         "at block %" PRIu64 ": not counted\n", n->cfg.id, from,
-                        n->heard_ours[k].counter, n->heard_ours_at[k]);
+                        n->heard_ours[k].counter, at);
             n->start_report_logged[k] = true;
             return;
         }
