@@ -138,6 +138,7 @@ typedef struct px_peer {
     bool eager;                /* gets every batch at once (thrifty) */
     uint64_t fl_round;         /* follower lease: newest round it asked in */
     uint64_t fl_asked_ms;      /* ... and when that ask arrived */
+    bool fl_answer;            /* it asked outright: grant at once */
     /* election */
     bool granted;              /* probe granted */
     uint64_t covered;          /* promise pieces cover [start, covered) */
@@ -332,6 +333,7 @@ struct px_replica {
     uint64_t fl_round;          /* our rounds asking for a lease */
     uint64_t fl_sent_ms[PX_LEASE_ROUNDS];
     uint64_t fl_want_until_ms;  /* reads were served here: ask until then */
+    uint64_t fl_ask_ms;         /* our last ask outright (px_fl_renew) */
     uint64_t fl_until_ms;       /* our lease holds until then (own clock) */
     px_ballot fl_ballot;        /* ... in this ballot, */
     uint32_t fl_leader;         /* ... granted by this leader */
@@ -434,6 +436,9 @@ bool px_fl_peer_leased(const px_replica *r, uint32_t id);
 uint64_t px_fl_commit_cap(px_replica *r, uint64_t c);
 uint64_t px_fl_next_expiry(const px_replica *r);
 void px_fl_note_ask(px_replica *r, px_peer *p, const px_msg *m);
+void px_fl_renew(px_replica *r);
+uint64_t px_fl_renew_at(const px_replica *r);
+void px_fl_answer(px_replica *r);
 void px_fl_take_grant(px_replica *r, const px_msg *m);
 bool px_fl_holds(const px_replica *r, uint64_t now_ms);
 bool px_lease_valid(const px_replica *r);

@@ -479,6 +479,7 @@ static void px_fl_grant(px_replica *r, px_msg *m)
         return;
     m->lease_round = p->fl_round;
     m->lease_ms = (uint32_t)g;
+    p->fl_answer = false;   /* answered */
     r->stats.lease_grants++;
     px_fl_record(r, slot, p->id, r->now_ms + 2 * g);   /* invariant 8a */
 }
@@ -511,6 +512,64 @@ void px_fl_note_ask(px_replica *r, px_peer *p, const px_msg *m)
         return;
     p->fl_round = m->lease_round;
     p->fl_asked_ms = r->now_ms;
+    if (m->type == PX_MSG_HEARTBEAT_ACK && m->aux == 0)
+        p->fl_answer = true;   /* asked outright (px_fl_renew) */
+}
+
+/* Invariant 8, renewal: a follower that serves reads asks outright (a
+ * HEARTBEAT_ACK echoing no round) once its lease has less than
+ * lease_ms / 8 left, or when it holds none, at most every lease_ms / 8;
+ * the leader answers at once (px_fl_answer).  Waiting for the next
+ * heartbeat would not do: an ask answered heartbeat_interval_ms later
+ * gets g = (lease_until - now) / 2 from a send time that long ago, which
+ * ends about when the grant arrives.  0: no ask due. */
+uint64_t px_fl_renew_at(const px_replica *r)
+{
+    if (!r->opt.follower_leases || !r->opt.lease_ms ||
+        (r->role != PX_FOLLOWER && r->role != PX_LEARNER) ||
+        r->suspended || r->recovering || r->leader_id == 0 ||
+        r->leader_id == r->self || r->now_ms >= r->fl_want_until_ms)
+        return 0;
+    uint64_t margin = r->opt.lease_ms / 8 ? r->opt.lease_ms / 8 : 1;
+    uint64_t at = r->now_ms;
+    if (px_fl_holds(r, r->now_ms) && r->fl_until_ms > margin)
+        at = r->fl_until_ms - margin;
+    if (r->fl_ask_ms && r->fl_ask_ms + margin > at)
+        at = r->fl_ask_ms + margin;   /* the leader may be refusing */
+    return at;
+}
+
+void px_fl_renew(px_replica *r)
+{
+    uint64_t at = px_fl_renew_at(r);
+    if (!at || at > r->now_ms)
+        return;
+    int i = px_out_msg(r, PX_MSG_HEARTBEAT_ACK, r->leader_id, r->ballot);
+    if (i < 0)
+        return;
+    r->out.msgs[i].aux = 0;          /* echoes no round of the leader's */
+    r->out.msgs[i].slot = r->commit;
+    r->fl_ask_ms = r->now_ms;
+}
+
+/* The leader: a grant at once to each peer that asked outright and got
+ * none in this step (a HEARTBEAT of the current round: it starts none). */
+void px_fl_answer(px_replica *r)
+{
+    if (r->role != PX_LEADER)
+        return;
+    for (uint32_t i = 0; i < r->n_peers; i++) {
+        px_peer *p = &r->peers[i];
+        if (!p->fl_answer)
+            continue;
+        p->fl_answer = false;
+        px_leader_send_missing(r, p);
+        int k = px_out_msg(r, PX_MSG_HEARTBEAT, p->id, r->ballot);
+        if (k < 0)
+            return;
+        r->out.msgs[k].aux = r->hb_round;
+        p->commit_sent = r->commit;
+    }
 }
 
 void px_fl_take_grant(px_replica *r, const px_msg *m)

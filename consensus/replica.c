@@ -423,9 +423,13 @@ static uint64_t px_next_tick(const px_replica *r)
         uint64_t fl = px_fl_next_expiry(r);   /* commits it held back */
         if (fl && fl < next)
             next = fl;
-    } else if (r->self_voter && !r->recovering && !r->suspended &&
-               r->election_deadline_ms < next) {
-        next = r->election_deadline_ms;
+    } else {
+        if (r->self_voter && !r->recovering && !r->suspended &&
+            r->election_deadline_ms < next)
+            next = r->election_deadline_ms;
+        uint64_t fl = px_fl_renew_at(r);   /* reads.c invariant 8 */
+        if (fl && fl < next)
+            next = fl;
     }
     return next > r->now_ms ? next : r->now_ms + 1;
 }
@@ -587,6 +591,8 @@ int px_step(px_replica *r, const px_event *ev, px_output *out)
     px_leader_pump(r);
     px_forward_pump(r);
     px_reads_pump(r);
+    px_fl_answer(r);
+    px_fl_renew(r);
     px_recovery_check(r);
 
     uint64_t persist_id = r->cur_persist_id;
