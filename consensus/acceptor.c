@@ -131,6 +131,7 @@ void px_follow(px_replica *r, uint32_t leader, px_ballot b)
         r->leader_id = leader;
         r->ballot = b;
         r->leader_commit = r->commit;
+        r->leader_vote = 0;   /* learner.c invariant 6: that ballot's */
         if (changed) {
             r->stats.leader_changes++;
             px_forward_leader_changed(r);
@@ -379,6 +380,7 @@ void px_on_persisted_acceptor(px_replica *r)
     px_acc_advance(r);
     if (r->role == PX_LEADER) {
         px_leader_update_commit(r);
+        px_leader_vote(r);   /* leader.c invariant 9 */
         return;
     }
     if (r->el.phase != PX_PHASE_NONE) {
@@ -394,4 +396,5 @@ void px_on_persisted_acceptor(px_replica *r)
         }
         r->last_claim = r->acc_durable;
     }
+    px_learn_leader_vote(r);   /* learner.c invariant 6 */
 }

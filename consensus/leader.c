@@ -55,6 +55,26 @@
  *      100 ms: the copies queued ahead of everything else, each was
  *      written and synced again, the peer fell further behind, and one
  *      4 MiB write left a 3-node cluster electing leaders for good.
+ *   9. The leader's own vote (px_leader_vote): where a quorum is two
+ *      voters (three in the configuration, no CONFIG of ours
+ *      uncommitted, so every slot above the commit index lies under it)
+ *      and it hands over to nobody, the leader sends a voter waiting
+ *      for a request it forwarded an ACCEPTED of its own once its own
+ *      acceptances are durable up to that request's slot: slot = aux - 1
+ *      = x, every slot in (commit, x] accepted durably in its ballot.
+ *      That voter's durable acceptances in the same ballot and this vote
+ *      are a quorum: the slots up to both are chosen, and it commits them
+ *      (learner.c px_on_leader_vote) without the leader's notice, one
+ *      message sooner.  So the write may be acknowledged before the
+ *      leader knows it committed:
+ *      a. x is capped like the commit index (reads.c invariant 8a) by
+ *         what every other follower lease holder vouched for;
+ *      b. the leader's read points are at least vote_hi, the highest x
+ *         it sent (px_leader_read_floor), and it grants no follower
+ *         lease (whose commit index would be the floor) while vote_hi is
+ *         above its commit index.
+ *      A follower two slots behind on a 1-writer load went from 4 hops
+ *      (FORWARD, ACCEPT, ACCEPTED, COMMIT) to 3.
  */
 #include "px_int.h"
 
@@ -77,7 +97,9 @@ void px_become_leader(px_replica *r)
         p->commit_sent = 0;
         p->sent = 0;
         p->eager = false;
+        p->vote_sent = 0;
     }
+    r->vote_hi = 0;
     r->lazy_due_ms = 0;
     r->quorum_ok_ms = r->now_ms;
     r->next_heartbeat_ms = r->now_ms + r->opt.heartbeat_interval_ms;
@@ -282,7 +304,8 @@ static void px_broadcast_heartbeat(px_replica *r)
 }
 
 /* Tell followers the commit index (invariant 6): one waiting for its
- * forwarded requests at once, the others once commit_notice_ms passed
+ * forwarded requests at once (unless our vote for them went out), the
+ * others once commit_notice_ms passed
  * without an ACCEPT or HEARTBEAT carrying it.  A peer that lacks committed
  * entries (thrifty phase 2 skipped it) gets no bare COMMIT, which would
  * only make it ask for them: the entries at once if it waits for a
@@ -312,8 +335,11 @@ static void px_notify_commit(px_replica *r)
         px_peer *p = &r->peers[i];
         if (p->commit_sent >= r->commit)
             continue;
+        /* one that got our vote for its slot commits it itself
+         * (invariant 9): the notice can wait like anyone's */
         if (!all && (p->notify_slot <= p->commit_sent ||
-                     p->notify_slot > r->commit))
+                     p->notify_slot > r->commit ||
+                     p->vote_sent >= p->notify_slot))
             continue;
         if (px_peer_lacks(p, r->commit))
             continue;   /* see above */
@@ -391,7 +417,7 @@ void px_leader_update_commit(px_replica *r)
         return;
     px_acc_advance(r);
     uint64_t c = px_quorum_value(r, r->acc_durable, true);
-    c = px_fl_commit_cap(r, c);   /* reads.c invariant 8a */
+    c = px_fl_commit_cap(r, c, 0);   /* reads.c invariant 8a */
     if (c >= r->next_slot)
         c = r->next_slot - 1;
     /* members.c invariant 5: nothing above an uncommitted CONFIG of ours */
@@ -429,13 +455,46 @@ static void px_peer_vouched(px_replica *r, px_peer *p, uint64_t slot)
     }
 }
 
+/* Invariant 9: our own vote to each voter waiting for a request it
+ * forwarded, once our acceptances are durable up to its slot. */
+void px_leader_vote(px_replica *r)
+{
+    if (r->role != PX_LEADER || !r->self_voter || r->config_slot ||
+        r->transfer_to || px_members_quorum(&r->members) != 2)
+        return;
+    px_acc_advance(r);
+    uint64_t x = r->acc_durable;
+    if (x >= r->next_slot)
+        x = r->next_slot - 1;
+    for (uint32_t i = 0; i < r->n_peers; i++) {
+        px_peer *p = &r->peers[i];
+        if (!p->voter || p->notify_slot <= r->commit)
+            continue;
+        uint64_t v = px_fl_commit_cap(r, x, p->id);   /* 9a */
+        if (v < p->notify_slot || v <= p->vote_sent)
+            continue;
+        int k = px_out_msg(r, PX_MSG_ACCEPTED, p->id, r->ballot);
+        if (k < 0)
+            return;
+        r->out.msgs[k].slot = v;
+        r->out.msgs[k].aux = v + 1;
+        p->vote_sent = v;
+        r->stats.votes_sent++;
+        if (v > r->vote_hi)
+            r->vote_hi = v;   /* 9b */
+    }
+}
+
 void px_on_accepted(px_replica *r, const px_msg *m)
 {
+    if (r->role != PX_LEADER && px_on_leader_vote(r, m))
+        return;
     px_peer *p = px_answering_peer(r, m);
     if (!p)
         return;
     px_peer_vouched(r, p, m->aux ? m->aux - 1 : 0);
     px_leader_update_commit(r);
+    px_leader_vote(r);   /* a holder's ACCEPTED may lift the cap (9a) */
 }
 
 void px_on_heartbeat_ack(px_replica *r, const px_msg *m)

@@ -27,6 +27,12 @@
  *      its chain head and base at index.
  *   5. A committed CONFIG entry is in force from the next slot (members.c); a
  *      committed BATCH retires its requests from the forward queue.
+ *   6. A voter following leader L in ballot b that got L's own vote for
+ *      the slots up to v (leader.c invariant 9: sent only where L and this
+ *      voter are a quorum) commits up to min(v, acc_durable): each of
+ *      those slots was accepted durably in b by both, so it is chosen.
+ *      The vote is kept (leader_vote) until this voter's acceptances are
+ *      durable too, and forgotten with the ballot.
  */
 #include "px_int.h"
 
@@ -80,6 +86,37 @@ void px_request_catchup(px_replica *r, uint32_t to, bool force)
     r->out.msgs[k].slot = want;
     r->catchup_ms = r->now_ms;
     r->catchup_slot = want;
+}
+
+/* Invariant 6: the leader's own vote and ours. */
+void px_learn_leader_vote(px_replica *r)
+{
+    if (!r->leader_vote || r->role != PX_FOLLOWER || !r->self_voter ||
+        r->recovering || px_ballot_cmp(r->promise, r->ballot) != 0)
+        return;
+    px_acc_advance(r);
+    uint64_t c = r->leader_vote < r->acc_durable ? r->leader_vote
+                                                 : r->acc_durable;
+    if (c > r->leader_commit) {
+        uint64_t before = r->commit;
+        r->leader_commit = c;
+        px_learn_from_leader(r);
+        r->stats.vote_commits += r->commit - before;
+    }
+}
+
+/* An ACCEPTED from the leader we follow, in its ballot: its own vote.
+ * False: not one (the caller counts it ignored). */
+bool px_on_leader_vote(px_replica *r, const px_msg *m)
+{
+    if (r->role != PX_FOLLOWER || !r->self_voter || r->recovering ||
+        m->from != r->leader_id || !m->aux ||
+        px_ballot_cmp(m->ballot, r->ballot) != 0)
+        return false;
+    if (m->aux - 1 > r->leader_vote)
+        r->leader_vote = m->aux - 1;
+    px_learn_leader_vote(r);
+    return true;
 }
 
 void px_learn_from_leader(px_replica *r)

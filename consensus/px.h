@@ -489,6 +489,8 @@ typedef struct px_stats {
     uint64_t transfer_elections; /* campaigns started by a TIMEOUT_NOW */
     uint64_t lease_grants;       /* follower leases granted (reads.c inv. 8) */
     uint64_t lease_reads;        /* reads served under a follower lease */
+    uint64_t votes_sent;         /* leader's own votes (leader.c inv. 9) */
+    uint64_t vote_commits;       /* slots committed on them (learner.c 6) */
 } px_stats;
 
 void px_get_stats(const px_replica *r, px_stats *st);

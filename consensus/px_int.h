@@ -139,6 +139,7 @@ typedef struct px_peer {
     uint64_t fl_round;         /* follower lease: newest round it asked in */
     uint64_t fl_asked_ms;      /* ... and when that ask arrived */
     bool fl_answer;            /* it asked outright: grant at once */
+    uint64_t vote_sent;        /* our own vote sent it (leader.c inv. 9) */
     /* election */
     bool granted;              /* probe granted */
     uint64_t covered;          /* promise pieces cover [start, covered) */
@@ -334,6 +335,11 @@ struct px_replica {
     uint64_t fl_sent_ms[PX_LEASE_ROUNDS];
     uint64_t fl_want_until_ms;  /* reads were served here: ask until then */
     uint64_t fl_ask_ms;         /* our last ask outright (px_fl_renew) */
+    uint64_t vote_hi;           /* leader: highest slot its own vote went
+                                   out for (leader.c invariant 9) */
+    uint64_t leader_vote;       /* follower: the leader's own vote in
+                                   `ballot` covers slots up to this
+                                   (learner.c invariant 6) */
     uint64_t fl_until_ms;       /* our lease holds until then (own clock) */
     px_ballot fl_ballot;        /* ... in this ballot, */
     uint32_t fl_leader;         /* ... granted by this leader */
@@ -433,12 +439,16 @@ void px_round_start(px_replica *r);
 bool px_lease_renew_due(const px_replica *r);
 void px_fl_stamp(px_replica *r, px_msg *m);
 bool px_fl_peer_leased(const px_replica *r, uint32_t id);
-uint64_t px_fl_commit_cap(px_replica *r, uint64_t c);
+uint64_t px_fl_commit_cap(px_replica *r, uint64_t c, uint32_t except);
 uint64_t px_fl_next_expiry(const px_replica *r);
 void px_fl_note_ask(px_replica *r, px_peer *p, const px_msg *m);
 void px_fl_renew(px_replica *r);
 uint64_t px_fl_renew_at(const px_replica *r);
 void px_fl_answer(px_replica *r);
+uint64_t px_leader_read_floor(const px_replica *r);
+void px_leader_vote(px_replica *r);
+bool px_on_leader_vote(px_replica *r, const px_msg *m);
+void px_learn_leader_vote(px_replica *r);
 void px_fl_take_grant(px_replica *r, const px_msg *m);
 bool px_fl_holds(const px_replica *r, uint64_t now_ms);
 bool px_lease_valid(const px_replica *r);

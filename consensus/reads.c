@@ -210,7 +210,7 @@ bool px_read_now(const px_replica *r, uint64_t now_ms, uint64_t *index)
     }
     if (!px_lease_read_ok(r, now_ms))
         return false;
-    *index = r->commit;
+    *index = px_leader_read_floor(r);
     return true;
 }
 
@@ -335,7 +335,7 @@ void px_reads_fail_leader(px_replica *r)
 static void px_read_release(px_replica *r, const px_read *x)
 {
     if (!x->origin) {
-        px_out_read(r, x->token, r->commit, 0);
+        px_out_read(r, x->token, px_leader_read_floor(r), 0);
         return;
     }
     /* the origin applies up to the index it gets: it needs the entries
@@ -348,7 +348,14 @@ static void px_read_release(px_replica *r, const px_read *x)
         return;
     r->out.msgs[k].aux = x->token;
     r->out.msgs[k].aux_ballot = r->ballot;
-    r->out.msgs[k].slot = r->commit;
+    r->out.msgs[k].slot = px_leader_read_floor(r);
+}
+
+/* leader.c invariant 9b: a leader's read point covers the slots its own
+ * vote went out for, which a follower may have committed already. */
+uint64_t px_leader_read_floor(const px_replica *r)
+{
+    return r->vote_hi > r->commit ? r->vote_hi : r->commit;
 }
 
 static void px_reads_leader(px_replica *r)
@@ -466,7 +473,8 @@ static void px_fl_record(px_replica *r, uint32_t slot, uint32_t id,
 static void px_fl_grant(px_replica *r, px_msg *m)
 {
     if (r->role != PX_LEADER || r->members.n_voters < 2 || r->transfer_to ||
-        !px_lease_valid(r) || r->commit < r->read_fence_slot)
+        !px_lease_valid(r) || r->commit < r->read_fence_slot ||
+        r->vote_hi > r->commit)   /* leader.c invariant 9b */
         return;
     px_peer *p = px_peer_find(r, m->to);
     if (!p || !p->fl_round || r->now_ms - p->fl_asked_ms > PX_FL_WANT_MS ||
@@ -596,10 +604,11 @@ void px_fl_take_grant(px_replica *r, const px_msg *m)
         r->fl_floor = m->commit;
 }
 
-uint64_t px_fl_commit_cap(px_replica *r, uint64_t c)
+uint64_t px_fl_commit_cap(px_replica *r, uint64_t c, uint32_t except)
 {
     for (uint32_t i = 0; i < PX_FL_GRANTS; i++) {
-        if (!r->fl_grants[i].id || r->now_ms >= r->fl_grants[i].until_ms)
+        if (!r->fl_grants[i].id || r->now_ms >= r->fl_grants[i].until_ms ||
+            r->fl_grants[i].id == except)
             continue;
         /* invariant 8a: only what the holder vouched for; a holder no
          * longer among our peers holds us where we are */

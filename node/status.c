@@ -122,6 +122,10 @@ int status_text(void *ctx, char **text, size_t *len)
             ",\"follower_leases_granted\":%" PRIu32,
             st.follower_lease ? "true" : "false", st.follower_lease_ms_left,
             st.leases_granted);
+    px_stats vs;
+    px_get_stats(n->px, &vs);
+    fprintf(fp, ",\"leader_votes_sent\":%" PRIu64 ",\"vote_commits\":%"
+            PRIu64, vs.votes_sent, vs.vote_commits);
     fprintf(fp, ",\"voting\":%s,\"votes_withheld\":%" PRIu64 ",\"diverged_from\":[",
             n->abstaining || !n->confirmed || st.recovering || n->fatal
                 ? "false" : "true",

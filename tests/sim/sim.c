@@ -811,6 +811,8 @@ int sim_run(const sim_config *cfg, sim_stats *stats, FILE *out)
         px_get_stats(w->hosts[n].px, &ps);
         w->stats.lease_grants += ps.lease_grants;
         w->stats.lease_reads += ps.lease_reads;
+        w->stats.votes_sent += ps.votes_sent;
+        w->stats.vote_commits += ps.vote_commits;
     }
     *stats = w->stats;
     sim_world_free(w);
@@ -856,6 +858,8 @@ void sim_add(sim_stats *total, const sim_stats *s)
     total->ops_done += s->ops_done;
     total->lease_grants += s->lease_grants;
     total->lease_reads += s->lease_reads;
+    total->votes_sent += s->votes_sent;
+    total->vote_commits += s->vote_commits;
     for (int k = 0; k < SIM_F_KINDS; k++)
         total->by_kind[k] += s->by_kind[k];
 }
@@ -1067,12 +1071,15 @@ int main(int argc, char **argv)
     char kinds[512];
     sim_fault_summary(&total, kinds, sizeof kinds);
     printf("sim: seeds=%u steps=%llu msgs=%llu faults=%llu (%s) requests=%llu "
-           "follower-lease grants=%llu reads=%llu violations=%llu\n", ran,
+           "follower-lease grants=%llu reads=%llu leader votes=%llu "
+           "vote commits=%llu violations=%llu\n", ran,
            (unsigned long long)total.steps,
            (unsigned long long)total.msgs, (unsigned long long)total.faults,
            kinds, (unsigned long long)total.requests,
            (unsigned long long)total.lease_grants,
            (unsigned long long)total.lease_reads,
+           (unsigned long long)total.votes_sent,
+           (unsigned long long)total.vote_commits,
            (unsigned long long)total.violations);
     printf("%u passed, %u failed\n", passed, failed);
     return failed ? 1 : 0;

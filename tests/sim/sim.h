@@ -362,6 +362,7 @@ typedef struct sim_stats {
     uint64_t steps, faults, requests, msgs, violations;
     uint64_t ops_done;
     uint64_t lease_grants, lease_reads;   /* follower leases, live hosts */
+    uint64_t votes_sent, vote_commits;    /* leaders' own votes, live hosts */
     uint64_t by_kind[SIM_F_KINDS];   /* faults injected, by kind */
 } sim_stats;
 

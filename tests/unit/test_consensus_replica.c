@@ -240,14 +240,23 @@ static void test_commit_notice(void **state)
     h_run(c);
     assert_int_equal(c->n[2].applied, 3);
     assert_int_equal(c->n[3].applied, 3);
-    /* a forwarded request: its forwarder is told at once, no one else */
+    /* a forwarded request: its forwarder gets the leader's own vote
+     * (leader.c invariant 9) and commits by itself, before the leader
+     * knows; no COMMIT, and no one else is told */
     h_propose(c, 3, 9, 1, "fwd");
     assert_int_equal(h_deliver(c, PX_MSG_FORWARD, 3, 1), 1);
-    assert_int_equal(h_deliver(c, PX_MSG_ACCEPT, 1, 0), 2);
+    assert_int_equal(h_count(c, PX_MSG_ACCEPT, 1, 0), 2);
+    assert_int_equal(h_count(c, PX_MSG_ACCEPTED, 1, 3), 1);   /* the vote */
+    assert_int_equal(h_deliver(c, PX_MSG_ACCEPTED, 1, 3), 1);
+    assert_int_equal(c->n[3].applied, 3);   /* it has not accepted yet */
+    assert_int_equal(h_deliver(c, PX_MSG_ACCEPT, 1, 3), 1);
+    assert_int_equal(c->n[3].applied, 4);   /* vote + its own: chosen */
+    assert_int_equal(c->n[1].applied, 3);   /* the leader does not know */
+    assert_int_equal(h_deliver(c, PX_MSG_ACCEPT, 1, 2), 1);
     assert_int_equal(h_deliver(c, PX_MSG_ACCEPTED, 0, 1), 2);
     assert_int_equal(c->n[1].applied, 4);
-    assert_int_equal(h_count(c, PX_MSG_COMMIT, 1, 3), 1);
-    assert_int_equal(c->nq, 1);
+    assert_int_equal(h_count(c, PX_MSG_COMMIT, 1, 0), 0);
+    assert_int_equal(c->nq, 0);
     h_run(c);
     assert_int_equal(c->n[3].applied, 4);
     assert_true(h_log_has(&c->n[3].log[4], 9, 1));
@@ -1509,6 +1518,59 @@ static void test_a_reading_follower_keeps_its_lease(void **state)
     h_free(c);
 }
 
+/* leader.c invariant 9, learner.c invariant 6: a forwarder commits its
+ * request on the leader's own vote once its own acceptance is durable,
+ * never before; the leader's read points cover what it voted for; the
+ * vote waits for every other lease holder; with five voters (a quorum of
+ * three) no vote goes out. */
+static void test_the_leaders_vote_commits_on_the_forwarder(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, tweak_eager);
+    h_elect(c, 1);
+    commit_one(c, 1, 5, 1);
+    h_run(c);
+    uint64_t base = c->n[3].applied, lead = c->n[1].applied;
+    c->n[3].hold = true;   /* its acceptances wait for the disk */
+    h_propose(c, 3, 9, 1, "fwd");
+    assert_int_equal(h_deliver(c, PX_MSG_FORWARD, 3, 1), 1);
+    assert_int_equal(h_count(c, PX_MSG_ACCEPTED, 1, 3), 1);   /* the vote */
+    assert_int_equal(h_deliver(c, PX_MSG_ACCEPTED, 1, 3), 1);
+    assert_true(h_deliver(c, PX_MSG_ACCEPT, 1, 3) >= 1);
+    assert_int_equal(c->n[3].applied, base);   /* accepted, not durable */
+    h_release(c, 3);
+    c->n[3].hold = false;
+    assert_int_equal(c->n[3].applied, base + 1);
+    assert_true(h_log_has(&c->n[3].log[base + 1], 9, 1));
+    assert_int_equal(c->n[1].applied, lead);   /* the leader does not know */
+    uint64_t idx = 0;
+    assert_true(px_read_now(c->n[1].r, c->now, &idx));
+    assert_true(idx >= base + 1);              /* its reads wait for it */
+    h_run(c);
+    assert_int_equal(c->n[1].applied, lead + 1);
+    h_free(c);
+
+    /* a lease holder (node 2) cut off: no vote until its grant ended */
+    c = h_lease_to_2();
+    h_run(c);
+    c->n[2].cut = true;
+    h_propose(c, 3, 9, 1, "fwd");
+    h_deliver(c, PX_MSG_FORWARD, 3, 1);
+    assert_int_equal(h_count(c, PX_MSG_ACCEPTED, 1, 3), 0);
+    h_free(c);
+
+    c = h_cluster(5, tweak_eager);
+    h_elect(c, 1);
+    commit_one(c, 1, 5, 1);
+    h_run(c);
+    h_propose(c, 3, 9, 1, "fwd");
+    assert_int_equal(h_deliver(c, PX_MSG_FORWARD, 3, 1), 1);
+    assert_int_equal(h_count(c, PX_MSG_ACCEPTED, 1, 3), 0);
+    h_run(c);
+    assert_true(h_log_has(&c->n[3].log[c->n[3].applied], 9, 1));
+    h_free(c);
+}
+
 /* Cut node 2 (a lease holder) off and write through node 1 until the
  * write commits without it (once node 2's grant ended): the new commit
  * index. */
@@ -1967,6 +2029,7 @@ int main(void)
         cmocka_unit_test(test_read_lease),
         cmocka_unit_test(test_read_now_agrees_with_the_lease),
         cmocka_unit_test(test_follower_lease_reads_without_a_message),
+        cmocka_unit_test(test_the_leaders_vote_commits_on_the_forwarder),
         cmocka_unit_test(test_a_reading_follower_keeps_its_lease),
         cmocka_unit_test(test_granter_promises_nobody_while_its_grants_hold),
         cmocka_unit_test(test_a_late_grant_reads_nothing_stale),
