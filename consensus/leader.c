@@ -315,6 +315,14 @@ static void px_notify_commit(px_replica *r)
     bool behind = false;
     for (uint32_t i = 0; i < r->n_peers; i++) {
         px_peer *p = &r->peers[i];
+        /* invariant 9: a voter we voted to knows the commit index up to
+         * both our vote and what it vouched for: it committed that much
+         * itself */
+        uint64_t knows = p->vote_sent < p->match ? p->vote_sent : p->match;
+        if (knows > r->commit)
+            knows = r->commit;
+        if (knows > p->commit_sent)
+            p->commit_sent = knows;
         if (p->commit_sent >= r->commit)
             continue;
         if (px_peer_lacks(p, r->commit)) {
