@@ -523,6 +523,28 @@ def test_chain_from_another_cluster_never_counts(launched, what):
 
 # ----------------------------------------------------- 5. forged catch-up
 
+def send_as_member(c, node, frame, done, what):
+    """Send `frame` to `node` over a connection with the cluster key, as a
+    member would (in pieces, as nodes send frames (net/wire.h), and as one
+    message), then wait until done() holds."""
+    zmq = pytest.importorskip("zmq")
+    with open(c.info()["key"]) as fh:
+        fields = dict(l.split(": ", 1) for l in fh.read().splitlines() if ": " in l)
+    ctx = zmq.Context()
+    try:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.curve_publickey = fields["public"].strip().encode()
+        s.curve_secretkey = fields["secret"].strip().encode()
+        s.curve_serverkey = fields["public"].strip().encode()
+        s.connect("tcp://127.0.0.1:%d" % node.port)
+        for part in hostile.both_forms(frame):
+            s.send(part)
+        wait_for(done, 20, what)
+    finally:
+        ctx.destroy(linger=0)
+
+
 def forged_catchup(to, leader_id, ballot, slot, key, value):
     """A CATCHUP frame (net/wire.c PAXOS layout) claiming to come from the
     leader, carrying one chosen BATCH entry: PUT key=value."""
@@ -544,7 +566,7 @@ def test_forged_catchup_is_not_installed(launched):
     offers a follower a value nobody proposed for its next slot.  The
     follower checks it against the hashes the other members hold, does not
     install it, counts the drop, and its mount never shows the value."""
-    zmq = pytest.importorskip("zmq")
+    pytest.importorskip("zmq")
     c = launched(3, extra=TIMEOUT_ARGS)
     leader = c.wait_leader()
     f = c.node(followers(c, leader)[0])
@@ -554,26 +576,11 @@ def test_forged_catchup_is_not_installed(launched):
     wait_for(lambda: node_status(f)["commit_index"] == node_status(c.node(leader))["commit_index"],
              20, "the follower to catch up")
     st = node_status(f)
-    key = c.info()["key"]
-    with open(key) as fh:
-        fields = dict(l.split(": ", 1) for l in fh.read().splitlines() if ": " in l)
-    ctx = zmq.Context()
-    try:
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.curve_publickey = fields["public"].strip().encode()
-        s.curve_secretkey = fields["secret"].strip().encode()
-        s.curve_serverkey = fields["public"].strip().encode()
-        s.connect("tcp://127.0.0.1:%d" % f.port)
-        # in pieces, as nodes send frames (net/wire.h), and as one message
-        for part in hostile.both_forms(forged_catchup(
-                f.id, leader, st["ballot"], st["commit_index"] + 1, b"forged",
-                b"nobody proposed this\n")):
-            s.send(part)
-        wait_for(lambda: node_status(f).get("catchup_dropped", 0) >= 1, 20,
-                 "the forged catch-up to be dropped")
-    finally:
-        ctx.destroy(linger=0)
+    send_as_member(c, f, forged_catchup(
+        f.id, leader, st["ballot"], st["commit_index"] + 1, b"forged",
+        b"nobody proposed this\n"),
+        lambda: node_status(f).get("catchup_dropped", 0) >= 1,
+        "the forged catch-up to be dropped")
     w2 = Writers([c.node(leader), f], "fg2").start()
     try:
         w2.wait_more(50)
@@ -606,7 +613,7 @@ def test_start_report_from_another_chain_is_not_judged(launched):
     follower went into recovery as if restored from an older copy; with
     two nodes recovering a cluster of three has no leader.  The report
     is dropped, counted and logged; the follower keeps voting."""
-    zmq = pytest.importorskip("zmq")
+    pytest.importorskip("zmq")
     c = launched(3, extra=TIMEOUT_ARGS)
     leader = c.wait_leader()
     f_id, t_id = followers(c, leader)
@@ -615,24 +622,9 @@ def test_start_report_from_another_chain_is_not_judged(launched):
     wait_for(lambda: node_status(F)["commit_index"] >= 20 and
              node_status(F)["voting"] is True, 20, "node %d to vote" % f_id)
     st = node_status(F)
-    key = c.info()["key"]
-    with open(key) as fh:
-        fields = dict(l.split(": ", 1) for l in fh.read().splitlines() if ": " in l)
-    ctx = zmq.Context()
-    try:
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.curve_publickey = fields["public"].strip().encode()
-        s.curve_secretkey = fields["secret"].strip().encode()
-        s.curve_serverkey = fields["public"].strip().encode()
-        s.connect("tcp://127.0.0.1:%d" % F.port)
-        for part in hostile.both_forms(start_report(
-                t_id, f_id, st["start"] + 5, 1, os.urandom(8))):
-            s.send(part)
-        wait_for(lambda: node_status(F).get("start_reports_dropped", 0) >= 1, 20,
-                 "the report from another chain to be dropped")
-    finally:
-        ctx.destroy(linger=0)
+    send_as_member(c, F, start_report(t_id, f_id, st["start"] + 5, 1, os.urandom(8)),
+                   lambda: node_status(F).get("start_reports_dropped", 0) >= 1,
+                   "the report from another chain to be dropped")
     w = Writers([c.node(leader), F], "sr2").start()
     try:
         w.wait_more(30)
