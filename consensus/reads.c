@@ -571,6 +571,8 @@ void px_fl_answer(px_replica *r)
         if (!p->fl_answer)
             continue;
         p->fl_answer = false;
+        if (!r->hb_round)
+            continue;   /* its answer would echo 0: an ask outright again */
         px_leader_send_missing(r, p);
         int k = px_out_msg(r, PX_MSG_HEARTBEAT, p->id, r->ballot);
         if (k < 0)
