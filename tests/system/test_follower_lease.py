@@ -29,13 +29,17 @@ def hold_lease(node, timeout=20.0):
 def test_lease_reads_see_every_mounts_change_at_once(launched):
     """Through a lease holder's mount, a stat, an open and read, or an
     exclusive create that starts after another mount's write, create or
-    unlink returned reflects it, every time, and the lease served them."""
+    unlink returned reflects it, every time, and the lease served them.
+    A's writes commit on the leader's own vote (consensus/leader.c
+    invariant 9) before the leader knows: the leader's mount reads them at
+    once too."""
     c = launched(3)
     leader, (a, b) = followers(c)
     before = hold_lease(b)["lease_reads"]
     for i in range(25):
         name = "lease-%d" % i
         write_file(a.path(name), "a%d" % i)                 # created on A
+        assert read_file(leader.path(name)) == "a%d" % i, i
         assert os.stat(b.path(name)).st_size == len("a%d" % i), i
         assert read_file(b.path(name)) == "a%d" % i, i
         write_file(leader.path(name), "leader%d" % i)       # replaced on L
@@ -56,6 +60,7 @@ def test_lease_reads_see_every_mounts_change_at_once(launched):
     st = b.status()
     assert st["lease_reads"] >= before + 25, st
     assert st["role"] == "follower"
+    assert a.status()["vote_commits"] > 0
 
 
 def test_a_cut_off_lease_holder_never_reads_an_older_value(launched):
