@@ -67,7 +67,10 @@
  *   START      a node's start: index & MASK = its counter, hash[0..7] its
  *              nonce, hash[8..11] whose start it is, hash[12] 0 = the
  *              sender's own start, 1 = the receiver's start as the sender
- *              last saw it (acceptor store, peer records). */
+ *              last saw it (acceptor store, peer records); a kind 1 also
+ *              names a block of the sender's chain: hash[16..23] its
+ *              index (0: none, an empty chain), hash[24..31] the first
+ *              bytes of its hash (NODE_START_AT). */
 /* A START frame with hash[12] = 2 is a DIGEST: "my state digest at block
  * index & MASK begins with hash[13..31]" (hash[8..11] the sender); a
  * node sends one for every checkpoint it compared (snapshot.c), and one
