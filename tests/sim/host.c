@@ -57,10 +57,30 @@
 
 /* ------------------------------------------------------------ edges */
 
+/* The host's monotonic clock at simulated time `t`. */
+static uint64_t sim_host_mono(const sim_host *h, uint64_t t)
+{
+    int64_t m = (int64_t)t + (int64_t)t * h->rate_ppm / 1000000;
+    return m > 0 ? (uint64_t)m : 0;
+}
+
+/* The first simulated time (not before now) at which the host's clock
+ * reads `mono` or later. */
+static uint64_t sim_host_when(const sim_host *h, uint64_t mono)
+{
+    uint64_t t = (uint64_t)((double)mono * 1000000.0 /
+                            (1000000.0 + (double)h->rate_ppm));
+    if (t > 0)
+        t--;
+    while (sim_host_mono(h, t) < mono)
+        t++;
+    return t < h->w->now_ms ? h->w->now_ms : t;
+}
+
 static uint64_t e_now(void *arg)
 {
     sim_host *h = arg;
-    return h->w->now_ms;
+    return sim_host_mono(h, h->w->now_ms);
 }
 
 static uint64_t e_wall(void *arg)
@@ -80,17 +100,18 @@ static void e_send(void *arg, const px_msg *m)
     sim_net_send(w, m);
 }
 
+/* next_ms: on the host's own clock; the timer fires at the simulated
+ * time that clock reads it. */
 static void sim_arm_timer(sim_world *w, sim_host *h, uint64_t next_ms)
 {
     if (next_ms == 0)
         return;
-    if (next_ms < w->now_ms)
-        next_ms = w->now_ms;
-    if (h->timer_at_ms && h->timer_at_ms <= next_ms)
+    uint64_t at = sim_host_when(h, next_ms);
+    if (h->timer_at_ms && h->timer_at_ms <= at)
         return;
-    h->timer_at_ms = next_ms;
+    h->timer_at_ms = at;
     h->timer_gen++;
-    sim_schedule(w, next_ms, SIM_EV_TIMER, h->id, h->epoch, h->timer_gen);
+    sim_schedule(w, at, SIM_EV_TIMER, h->id, h->epoch, h->timer_gen);
 }
 
 static void sim_serve_reads(sim_world *w, sim_host *h)
@@ -332,7 +353,7 @@ static void sim_turn_end(sim_world *w, sim_host *h)
     if (!h->alive || !h->host || h->suspended)
         return;
     host_flush(h->host);
-    host_background(h->host, w->now_ms);
+    host_background(h->host, sim_host_mono(h, w->now_ms));
     if (!host_failed(h->host))
         return;
     if (w->cfg.profile->sick_disks) {
@@ -379,6 +400,11 @@ int sim_host_init(sim_world *w, sim_host *h, uint32_t id)
     h->chain_sync_ms = w->cfg.chain_sync_ms ? w->cfg.chain_sync_ms : 200;
     if (w->cfg.profile->clock_steps)
         h->drift_ppm = (int32_t)sim_rng_range(&w->rng, 0, 2000) - 1000;
+    if (w->cfg.profile->clock_rate_ppm && !h->rate_ppm)   /* kept across
+                                                             restarts */
+        h->rate_ppm = (int32_t)sim_rng_range(
+            &w->rng, 0, 2 * w->cfg.profile->clock_rate_ppm) -
+            (int32_t)w->cfg.profile->clock_rate_ppm;
     return 0;
 }
 
@@ -816,11 +842,12 @@ int sim_host_read(sim_world *w, sim_host *h, uint64_t token, const char *key,
     /* half the reads take a read point as a listing would (on a lease
      * holder: at every slot it accepted), half as a key read does */
     if ((token & 1) && h->px && px_role(h->px) != PX_LEADER &&
-        px_read_now_for(h->px, w->now_ms, reads_key_depends, &dep, &at) &&
+        px_read_now_for(h->px, sim_host_mono(h, w->now_ms), reads_key_depends,
+                        &dep, &at) &&
         at) {
         sim_trace_note(w, h->id, SIM_TR_READ, "lease read", at, 0);
         w->stats.lease_reads++;
-        px_read_local(h->px, w->now_ms);
+        px_read_local(h->px, sim_host_mono(h, w->now_ms));
         px_read_ready rd = { .read_token = token, .index = at };
         sim_reads(w, h, &rd, 1);   /* served once applied, as any read */
         return 0;

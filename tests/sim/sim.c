@@ -90,6 +90,14 @@ static const sim_profile sim_profiles[] = {
      .crashes = true, .leader_isolation = true, .pauses = true,
      .chain_lag = true, .membership = true, .promote_cut = true,
      .fault_gap_ms = 300, .fault_phase_ms = 40000},
+    /* chaos with each node's monotonic clock at a rate of its own,
+     * within 20% (the leases' bound is 2x) */
+    {.name = "drift", .drop_ppm = 30000, .dup_ppm = 20000, .delay_min_ms = 1,
+     .delay_max_ms = 25, .fsync_max_ms = 5, .partitions = true,
+     .asym_partitions = true, .crashes = true, .leader_isolation = true,
+     .pauses = true, .chain_lag = true, .short_write_ppm = 5000,
+     .clock_steps = true, .clock_rate_ppm = 200000, .fault_gap_ms = 350,
+     .fault_phase_ms = 60000},
     /* from here on: never drawn for a seed */
     {.name = "bench", .delay_min_ms = 1, .delay_max_ms = 1,
      .fault_gap_ms = 1000, .fault_phase_ms = 0},

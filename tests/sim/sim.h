@@ -72,6 +72,8 @@ typedef struct sim_profile {
     uint32_t short_write_ppm;  /* short writes per write */
     uint32_t flip_pct;         /* a crash flips a bit on the disk */
     bool clock_steps;          /* wall clocks drift and step */
+    uint32_t clock_rate_ppm;   /* each node's monotonic clock runs at a
+                                  rate of its own, 1 +- up to this */
     bool membership;           /* the leader is asked to change the
                                   configuration (add a learner, promote
                                   one, remove a member, the leader
@@ -196,6 +198,9 @@ typedef struct sim_host {
     /* the wall clock: simulated time + offset + drift */
     int64_t wall_offset_ms;
     int32_t drift_ppm;
+    /* its monotonic clock: simulated time * (1 + rate_ppm / 10^6) (the
+     * leases assume rates differ by less than 2x: docs/design.md) */
+    int32_t rate_ppm;
 
     /* volatile */
     uint64_t timer_gen;
