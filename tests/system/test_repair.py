@@ -648,7 +648,7 @@ def test_fabricated_history_below_every_peers_chain_base_resets_itself(launched,
 def test_lost_sync_repair_takes_a_snapshot_not_newer_than_its_state(launched):
     """The lost-sync edge: a follower that takes no snapshots of its own
     (its --snapshot-entries is far above the others') keeps every chain
-    segment; a byte flipped in one whose blocks the leader has compacted
+    segment after its base; a byte flipped in one whose blocks the leader has compacted
     away makes its repair need a snapshot, and with writes quiet the
     leader's snapshot is not newer than the state the repair kept.  The
     node resets (history to DIR/damaged/<incident>/), installs that
@@ -672,22 +672,30 @@ def test_lost_sync_repair_takes_a_snapshot_not_newer_than_its_state(launched):
     finally:
         with open(info_path, "w") as f:
             f.write(saved)
-    # the victim level before the writes start, and one writer: it must
-    # keep every block (no snapshot installed: it never falls behind the
-    # leader's chain base), which a victim still starting while the
-    # leader compacted did not (seen under ASan)
+    # the victim level before the writes start, and one writer; the
+    # victim keeps every block after its own base.  That base is usually
+    # 0, but a victim that fell behind the leader's chain base (still
+    # starting while the leader compacted, seen under ASan; a follower
+    # thrifty phase 2 fills lazily, about 1 run in 8 here, on older code
+    # too) installed the leader's snapshot: the writes go on until the
+    # leader compacted 500 blocks past the victim's base, so the victim
+    # still holds blocks the leader no longer does
     wait_for(lambda: same_heads(c), 60, "the victim level after its start")
+
+    def bases():
+        return (json_status(c.node(leader)).get("snapshot", {}).get("chain_base", 0),
+                json_status(victim).get("snapshot", {}).get("chain_base", 0))
     w = Writers([c.node(leader)], "ls", per_node=1).start()
     try:
-        wait_for(lambda: json_status(c.node(leader)).get("snapshot", {}).get("chain_base", 0)
-                 > 600, 120, "the leader compacting its chain")
+        wait_for(lambda: bases()[0] > max(600, bases()[1] + 500), 180,
+                 "the leader compacting its chain past the victim's base")
     finally:
         w.stop()
     wait_for(lambda: same_heads(c), 30, "one head")
-    base = json_status(c.node(leader))["snapshot"]["chain_base"]
-    assert json_status(victim)["snapshot"]["chain_base"] == 0
+    base, vbase = bases()
+    assert vbase + 400 < base, (vbase, base)
     seg = [p for p in segments(victim.data)
-           if 1 < int(os.path.basename(p)[4:24]) < base - 100][0]
+           if vbase + 1 < int(os.path.basename(p)[4:24]) < base - 100][0]
     first, ends = record_ends(seg)
     flip(seg, ends[2] + 40)        # block first + 3, below the leader's base
     wait_for(lambda: " found: lost_sync: " in (read_file(victim.path(".chain/incidents"))
