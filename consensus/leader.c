@@ -289,17 +289,24 @@ void px_leader_fill_lazy(px_replica *r)
         px_leader_send_missing(r, &r->peers[i]);
 }
 
+/* A HEARTBEAT of the current round to `p`, carrying the commit index. */
+bool px_heartbeat_to(px_replica *r, px_peer *p)
+{
+    int k = px_out_msg(r, PX_MSG_HEARTBEAT, p->id, r->ballot);
+    if (k < 0)
+        return false;
+    r->out.msgs[k].aux = r->hb_round;
+    p->commit_sent = r->commit;
+    return true;
+}
+
 static void px_broadcast_heartbeat(px_replica *r)
 {
     px_leader_fill_lazy(r);
     px_round_start(r);   /* every broadcast is a round: renews the lease */
-    for (uint32_t i = 0; i < r->n_peers; i++) {
-        int k = px_out_msg(r, PX_MSG_HEARTBEAT, r->peers[i].id, r->ballot);
-        if (k < 0)
+    for (uint32_t i = 0; i < r->n_peers; i++)
+        if (!px_heartbeat_to(r, &r->peers[i]))
             return;
-        r->out.msgs[k].aux = r->hb_round;
-        r->peers[i].commit_sent = r->commit;
-    }
     r->next_heartbeat_ms = r->now_ms + r->opt.heartbeat_interval_ms;
 }
 

@@ -471,6 +471,7 @@ void px_leader_pump(px_replica *r);
 /* Thrifty phase 2 (leader.c invariant 7): send p every slot it lacks;
  * send every peer what it lacks. */
 void px_leader_send_missing(px_replica *r, px_peer *p);
+bool px_heartbeat_to(px_replica *r, px_peer *p);
 void px_leader_fill_lazy(px_replica *r);
 void px_on_accepted(px_replica *r, const px_msg *m);
 void px_on_heartbeat_ack(px_replica *r, const px_msg *m);

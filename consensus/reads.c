@@ -574,11 +574,8 @@ void px_fl_answer(px_replica *r)
         if (!r->hb_round)
             continue;   /* its answer would echo 0: an ask outright again */
         px_leader_send_missing(r, p);
-        int k = px_out_msg(r, PX_MSG_HEARTBEAT, p->id, r->ballot);
-        if (k < 0)
+        if (!px_heartbeat_to(r, p))
             return;
-        r->out.msgs[k].aux = r->hb_round;
-        p->commit_sent = r->commit;
     }
 }
 

@@ -420,15 +420,16 @@ void integrity_head_frame(node *n, uint32_t to, uint64_t index,
 }
 
 /* The hash of block `index` from the chain, or from the snapshot when
- * the chain was compacted past it; -1: this node does not hold it. */
+ * the chain was compacted past it (a QUERY's answer); -1: this node does
+ * not hold it. */
 static int block_hash(const node *n, uint64_t index,
                       uint8_t out[CHAIN_HASH_BYTES])
 {
-    if (index >= 1 && index <= chain_head_index(n->chain) &&
+    if (index <= chain_head_index(n->chain) &&
         chain_hash_at(n->chain, index, out) == 0)
         return 0;
     const snap_info *s = host_snapshot(n->host);
-    if (index >= 1 && s && s->index == index) {
+    if (s && s->index == index) {
         memcpy(out, s->head_hash, CHAIN_HASH_BYTES);
         return 0;
     }
@@ -669,13 +670,8 @@ void integrity_on_chain_head(void *arg, uint32_t from, uint64_t index,
     } else if (index & NODE_HEAD_QUERY) {
         uint64_t want = index & NODE_HEAD_MASK;
         uint8_t ours[CHAIN_HASH_BYTES];
-        if (want <= chain_head_index(n->chain) &&
-            chain_hash_at(n->chain, want, ours) == 0)
+        if (block_hash(n, want, ours) == 0)
             integrity_head_frame(n, from, want, ours);
-        else if (host_snapshot(n->host) &&
-                 host_snapshot(n->host)->index == want)   /* compacted */
-            integrity_head_frame(n, from, want,
-                                 host_snapshot(n->host)->head_hash);
     } else {
         on_fact(n, k, index, hash);
     }

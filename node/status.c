@@ -122,10 +122,10 @@ int status_text(void *ctx, char **text, size_t *len)
             ",\"follower_leases_granted\":%" PRIu32,
             st.follower_lease ? "true" : "false", st.follower_lease_ms_left,
             st.leases_granted);
-    px_stats vs;
-    px_get_stats(n->px, &vs);
+    px_stats pst;
+    px_get_stats(n->px, &pst);
     fprintf(fp, ",\"leader_votes_sent\":%" PRIu64 ",\"vote_commits\":%"
-            PRIu64, vs.votes_sent, vs.vote_commits);
+            PRIu64, pst.votes_sent, pst.vote_commits);
     fprintf(fp, ",\"voting\":%s,\"votes_withheld\":%" PRIu64 ",\"diverged_from\":[",
             n->abstaining || !n->confirmed || st.recovering || n->fatal
                 ? "false" : "true",
@@ -179,8 +179,6 @@ int status_text(void *ctx, char **text, size_t *len)
     if (cpus_allowed(&now_on) == 0)
         cpus_format(&now_on, cpus, sizeof cpus);
     fprintf(fp, ",\"cpus\":\"%s\"", cpus);
-    px_stats pst;
-    px_get_stats(n->px, &pst);
     fprintf(fp, ",\"invalid_ops\":%" PRIu64 ",\"ballots_refused\":%" PRIu64
             ",\"rounds_exhausted\":%" PRIu64, kv_invalid_ops(n->state),
             pst.ballots_refused, pst.rounds_exhausted);
