@@ -246,6 +246,20 @@ bool fs_parallel_dirops(const fs *f);
 /* Read and dispatch every request that is ready (non-blocking).  Returns
  * 0, or 1 once the filesystem was unmounted, or a negative errno. */
 int fs_process(fs *f);
+/* Requests dispatched so far. */
+uint64_t fs_dispatched(const fs *f);
+/* Write the answers queued for this turn (reply.c), reading and
+ * dispatching each request that arrives meanwhile before the next one
+ * (counted in *dispatched); returns as fs_process.  Call before the loop
+ * waits for anything. */
+int fs_send_answers(fs *f, uint32_t *dispatched);
+bool fs_has_answers(const fs *f);
+/* Write the queued answers, dispatching no request (stopping). */
+void fs_flush_answers(fs *f);
+/* Answers queued so far, and those the kernel refused (not ENOENT: a
+ * request interrupted and gone); 0 without a mount. */
+uint64_t fs_answers_queued(const fs *f);
+uint64_t fs_answers_failed(const fs *f);
 
 /* The backend applied an entry that changed `key` (any mount's, this
  * one's included), which now holds `now` (ident 0: removed), in the order

@@ -205,6 +205,8 @@ typedef struct fs_notice {
     struct fs_notice *next;
 } fs_notice;
 
+typedef struct fs_reply fs_reply;
+
 struct fs {
     struct fuse_session *se;
     fs_backend be;
@@ -236,6 +238,12 @@ struct fs {
     _Atomic uint64_t init_unique;     /* the INIT request, until answered */
     _Atomic bool dirops_offered;      /* the kernel offers parallel dirops */
     _Atomic bool parallel_dirops;     /* ... and the INIT reply asked for it */
+    /* reply.c: answers queued for the loop's next turn (loop thread) */
+    fs_reply *replies_head;
+    fs_reply *replies_tail;
+    uint64_t dispatched;       /* requests dispatched (loop thread) */
+    uint64_t answers_queued;
+    uint64_t answers_failed;
 };
 
 /* session.c */
@@ -265,6 +273,19 @@ void fs_dir_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 void fs_dir_release(fuse_req_t req, fuse_ino_t ino,
                     struct fuse_file_info *fi);
 void fs_statfs(fuse_req_t req, fuse_ino_t ino);
+
+/* session.c: read and dispatch one request if one is ready: 1 if it was,
+ * 0 if none was, 2 once the filesystem was unmounted, or a negative
+ * errno. */
+int fs_process_one(fs *f);
+
+/* reply.c: answers no directory lock waits for, queued for the loop's
+ * next turn (FLUSH, FSYNC and RELEASE; WRITE) */
+void fs_reply_err_later(fuse_req_t req, int err);
+void fs_reply_write_later(fuse_req_t req, size_t count);
+/* From the session's writev: queue the answer in iov (*n: its length)
+ * when one of the above makes it; false: write it now. */
+bool fs_reply_queue(fs *f, const struct iovec *iov, int count, ssize_t *n);
 
 /* notify.c */
 void *fs_notifier_main(void *arg);

@@ -486,14 +486,14 @@ void fs_key_write(fuse_req_t req, fs_handle *h, const char *data, size_t size,
     changed(of);
     add_owner(of, lock_owner);
     h->last_owner = lock_owner;
-    fuse_reply_write(req, size);
+    fs_reply_write_later(req, size);
 }
 
 /* ------------------------------------------------------------ flushing */
 
 static void flush_then(fs_wait *w, int result)
 {
-    fuse_reply_err(w->req, result < 0 ? -result : 0);
+    fs_reply_err_later(w->req, result < 0 ? -result : 0);
     fs_wait_free(w);
 }
 
@@ -503,7 +503,7 @@ void fs_key_flush(fuse_req_t req, fs_handle *h, uint64_t lock_owner,
     fs *f = fs_of(req);
     fs_ofile *of = h->of;
     if (!h->writable || !of) {
-        fuse_reply_err(req, 0);
+        fs_reply_err_later(req, 0);
         return;
     }
     if (of->error) {
@@ -511,7 +511,7 @@ void fs_key_flush(fuse_req_t req, fs_handle *h, uint64_t lock_owner,
         of->dirty = false;
         of->n_owners = 0;
         of->any_owner = false;
-        fuse_reply_err(req, of->error);
+        fs_reply_err_later(req, of->error);
         return;
     }
     /* A flush comes from every close of a descriptor, also from a child
@@ -520,17 +520,17 @@ void fs_key_flush(fuse_req_t req, fs_handle *h, uint64_t lock_owner,
     if (of->dirty && (is_fsync || owner_wrote(of, lock_owner))) {
         int rc = ofile_submit(f, of, false, false);
         if (rc < 0) {
-            fuse_reply_err(req, fs_commit_errno(rc));
+            fs_reply_err_later(req, fs_commit_errno(rc));
             return;
         }
     }
     if (!of->inflight) {
-        fuse_reply_err(req, 0);
+        fs_reply_err_later(req, 0);
         return;
     }
     fs_wait *w = fs_wait_new(f, req, flush_then);
     if (!w) {
-        fuse_reply_err(req, ENOMEM);
+        fs_reply_err_later(req, ENOMEM);
         return;
     }
     w->h = h;

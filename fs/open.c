@@ -440,5 +440,5 @@ void fs_key_release(fuse_req_t req, fs_handle *h)
     in->open_count--;
     fs_handle_unref(h);
     fs_release_inode(f, in);
-    fuse_reply_err(req, 0);
+    fs_reply_err_later(req, 0);
 }

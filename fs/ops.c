@@ -590,7 +590,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         return;
     }
     fs_handle_unref(h);
-    fuse_reply_err(req, 0);
+    fs_reply_err_later(req, 0);
 }
 
 const struct fuse_lowlevel_ops fs_ops = {

@@ -95,6 +95,9 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
             }
         }
     }
+    ssize_t n;
+    if (fs_reply_queue(f, iov, count, &n))
+        return n;
     return writev(fd, iov, count);
 }
 
@@ -243,22 +246,36 @@ int fs_fd(const fs *f)
     return fuse_session_fd(f->se);
 }
 
+int fs_process_one(fs *f)
+{
+    if (fuse_session_exited(f->se))
+        return 2;
+    int n = fuse_session_receive_buf(f->se, &f->buf);
+    if (n == -EAGAIN || n == -EINTR)
+        return 0;
+    if (n < 0)
+        return n;
+    if (n == 0)
+        return fuse_session_exited(f->se) ? 2 : 0;
+    fuse_session_process_buf(f->se, &f->buf);
+    f->dispatched++;
+    if (f->be.between)
+        f->be.between(f->be.ctx);
+    return 1;
+}
+
+uint64_t fs_dispatched(const fs *f)
+{
+    return f->dispatched;
+}
+
 int fs_process(fs *f)
 {
     /* bounded so that commits and timers interleave with a request flood */
     for (int i = 0; i < 512; i++) {
-        if (fuse_session_exited(f->se))
-            return 1;
-        int n = fuse_session_receive_buf(f->se, &f->buf);
-        if (n == -EAGAIN || n == -EINTR)
-            return 0;
-        if (n < 0)
-            return n;
-        if (n == 0)
-            return fuse_session_exited(f->se) ? 1 : 0;
-        fuse_session_process_buf(f->se, &f->buf);
-        if (f->be.between)
-            f->be.between(f->be.ctx);
+        int rc = fs_process_one(f);
+        if (rc != 1)
+            return rc == 2 ? 1 : rc;
     }
     return 0;
 }
@@ -269,6 +286,7 @@ void fs_unmount(fs *f)
         return;
     fs_stream_end_all(f);
     fs_notifier_stop(f);
+    fs_flush_answers(f);
     if (f->mounted)
         fuse_session_unmount(f->se);
     fuse_session_destroy(f->se);

@@ -20,8 +20,29 @@
  *      CLOCK_MONOTONIC; the wall clock only stamps entries (their commit
  *      time, the mtime of keys), so a step of the wall clock neither
  *      freezes nor fires them.
+ *   4. Requests before bookkeeping: the kernel holds a directory's lock
+ *      across the LOOKUP and CREATE of a new name, so every other create
+ *      in that directory waits while one of them waits for this thread.
+ *      The mount's requests are read and dispatched after each phase of
+ *      a turn that can take long (the acceptor's durable writes collected,
+ *      messages received, proposals written out), not once per turn; the
+ *      answers no lock waits for go out last (fs/reply.c).  What such a
+ *      request submits is proposed in the next turn, which starts without
+ *      waiting.
+ *   5. Busy polling (--busy-poll-us, default NODE_BUSY_POLL_US): waking
+ *      a sleeping thread costs tens of microseconds on a virtual machine,
+ *      several times what a request takes here.  So before the loop
+ *      sleeps it polls without sleeping for up to busy_poll_us: while two
+ *      or more of the mount's writes are in flight (an answer or a
+ *      request is due any moment), and within busy_poll_us of the
+ *      mount's last request (its caller's next one usually follows; the
+ *      loop yields the CPU meanwhile, which the caller may need).  Never
+ *      otherwise: an idle node sleeps, and a node without a mount never
+ *      polls this way.
  */
 #include "node_int.h"
+
+#include "../base/check.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -43,6 +64,13 @@ static uint64_t ms_of(clockid_t id)
     struct timespec ts;
     clock_gettime(id, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t node_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 uint64_t node_now_ms(void)
@@ -525,6 +553,66 @@ static bool keep_draining(node *n, uint64_t now, struct pollfd *fds)
     return false;
 }
 
+/* The mount's session ended (1: unmounted) or failed. */
+static void fuse_ended(node *n, int rc)
+{
+    if (rc < 0)
+        fprintf(stderr, "paxosfs: FUSE: %s\n", strerror(-rc));
+    else
+        fprintf(stderr, "paxosfs: node %u: unmounted, stopping\n", n->cfg.id);
+    n->stop = true;
+}
+
+/* Invariant 4: read and dispatch the requests the kernel holds now. */
+static void serve_requests(node *n, const struct pollfd *fds)
+{
+    if (!n->mount || fds[POLL_FUSE].fd < 0)
+        return;
+    uint64_t before = fs_dispatched(n->mount);
+    int rc = fs_process(n->mount);
+    if (rc != 0)
+        fuse_ended(n, rc);
+    if (fs_dispatched(n->mount) != before) {
+        n->last_fuse_us = node_now_us();
+        n->fuse_late = true;   /* what they submitted: the next turn */
+    }
+}
+
+/* Invariant 5: poll for up to busy_poll_us before sleeping in poll(). */
+static int wait_events(node *n, struct pollfd *fds, int n_fds, int timeout)
+{
+    /* fs/reply.c invariant 2: no answer waits for an event */
+    CHECK(timeout == 0 || n->stop || !fs_has_answers(n->mount));
+    uint64_t spin = n->cfg.busy_poll_us;
+    if (timeout > 0 && spin && n->mount) {
+        client_stats cs;
+        client_get_stats(n->cl, &cs);
+        uint64_t now = node_now_us(), from = 0;
+        bool yield = false;
+        if (cs.pending + cs.waiting >= 2) {
+            from = now;
+        } else if (now - n->last_fuse_us < spin) {
+            from = n->last_fuse_us;
+            yield = true;
+        }
+        if (from) {
+            n->busy_polls++;
+            for (;;) {
+                int pr = poll(fds, (nfds_t)n_fds, 0);
+                if (pr != 0) {
+                    n->busy_poll_found += pr > 0;
+                    return pr;
+                }
+                if (node_now_us() - from >= spin)
+                    break;
+                if (yield)
+                    sched_yield();
+            }
+        }
+    }
+    return poll(fds, (nfds_t)n_fds, timeout);
+}
+
 int node_run(node *n)
 {
     int rc = host_start(n->host);   /* the sync and worker threads */
@@ -577,7 +665,23 @@ int node_run(node *n)
             timeout = 0;
         if (zmq_pending || client_has_deferred(n->cl))
             timeout = 0;   /* deferred reads run at the next client_flush */
-        int pr = poll(fds, (nfds_t)n_fds, timeout);
+        if (n->fuse_late)
+            timeout = 0;   /* invariant 4 */
+        n->fuse_late = false;
+        if (n->mount && fds[POLL_FUSE].fd < 0) {
+            fs_flush_answers(n->mount);   /* stopping: no more requests */
+        } else if (n->mount && fs_has_answers(n->mount)) {
+            /* fs/reply.c invariant 2: nothing waits with answers queued */
+            uint32_t dispatched = 0;
+            rc = fs_send_answers(n->mount, &dispatched);
+            if (rc != 0)
+                fuse_ended(n, rc);
+            if (dispatched) {
+                n->last_fuse_us = node_now_us();
+                timeout = 0;   /* invariant 4 */
+            }
+        }
+        int pr = wait_events(n, fds, n_fds, timeout);
         if (pr < 0 && errno != EINTR) {
             fprintf(stderr, "paxosfs: poll: %s\n", strerror(errno));
             break;
@@ -598,6 +702,7 @@ int node_run(node *n)
             host_collect_chain(n->host);
         if (pr > 0 && (fds[POLL_SYNC].revents & POLLIN))
             host_collect(n->host);
+        serve_requests(n, fds);
         if (drain_all || fds[POLL_ADMIN].revents)
             zmq_pending |= admin_serve(n->adm, status_admin, n);
         if (n->serve && (drain_all || fds[POLL_SERVE].revents))
@@ -613,14 +718,9 @@ int node_run(node *n)
             (fds[POLL_FUSE].revents & (POLLIN | POLLERR | POLLHUP))) {
             n->last_fuse_ms = node_now_ms();
             rc = fs_process(n->mount);
-            if (rc != 0) {
-                if (rc < 0)
-                    fprintf(stderr, "paxosfs: FUSE: %s\n", strerror(-rc));
-                else
-                    fprintf(stderr, "paxosfs: node %u: unmounted, stopping\n",
-                            n->cfg.id);
-                n->stop = true;
-            }
+            n->last_fuse_us = node_now_us();
+            if (rc != 0)
+                fuse_ended(n, rc);
         }
         node_track_leader(n, node_now_ms());
         client_flush(n->cl, propose_batch, read_point, n);
@@ -637,6 +737,7 @@ int node_run(node *n)
             node_step(n, &ev);
         }
         host_flush(n->host);
+        serve_requests(n, fds);
         now = node_now_ms();
         client_expire(n->cl, now);
         host_background(n->host, now);

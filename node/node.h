@@ -69,6 +69,9 @@ typedef struct node_config {
                                       itself (paxosctl member promote) */
     uint64_t promote_lag;          /* ... else promote one lagging at
                                       most this many slots */
+    uint32_t busy_poll_us;         /* poll this long before sleeping while
+                                      the mount is busy (loop.c invariant
+                                      5); 0: never */
     const char *log_path;          /* NULL, or the file stdout and stderr
                                       go to: opened again after the node
                                       reopened its storage (a data disk

@@ -88,6 +88,7 @@
                                            many maximum election timeouts:
                                            fail new requests at once */
 
+#define NODE_BUSY_POLL_US 50           /* loop.c invariant 5 */
 #define NODE_SNAPSHOT_ENTRIES 100000   /* node_config defaults */
 #define NODE_SNAPSHOT_BYTES (UINT64_C(1) << 30)
 /* node_config default: 1 min.  The check builds no state (restore.c
@@ -234,6 +235,11 @@ struct node {
     /* loop.c */
     uint64_t last_wall_ms;
     uint64_t next_tick_ms;
+    uint64_t last_fuse_us;      /* the mount's last request dispatched */
+    bool fuse_late;             /* requests dispatched after the turn's
+                                   proposals: the next turn starts now */
+    uint64_t busy_polls;        /* waits that polled first (invariant 5) */
+    uint64_t busy_poll_found;   /* ... and found an event meanwhile */
     uint64_t last_fuse_ms;      /* the mount last had requests */
     /* CPU placement (cfg.leader_cpus, docs/design.md "CPU placement") */
     cpu_set_t leader_cpus;      /* cfg.leader_cpus points here */

@@ -37,6 +37,7 @@ void node_config_default(node_config *cfg)
     cfg->snapshot_bytes = NODE_SNAPSHOT_BYTES;
     cfg->verify_interval_ms = NODE_VERIFY_INTERVAL_MS;
     cfg->promote_lag = NODE_PROMOTE_LAG;
+    cfg->busy_poll_us = NODE_BUSY_POLL_US;
 }
 
 /* -------------------------------------------------------- open/close */

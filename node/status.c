@@ -116,6 +116,11 @@ int status_text(void *ctx, char **text, size_t *len)
             n->fatal ? "false" : "true");
     fputc(',', fp);
     health_status_json(&n->health, fp, node_now_ms());
+    fprintf(fp, ",\"busy_poll\":{\"us\":%u,\"polls\":%" PRIu64
+            ",\"found\":%" PRIu64 "},\"answers_queued\":%" PRIu64
+            ",\"answers_failed\":%" PRIu64,
+            n->cfg.busy_poll_us, n->busy_polls, n->busy_poll_found,
+            fs_answers_queued(n->mount), fs_answers_failed(n->mount));
     fprintf(fp, ",\"read_lease\":%s,\"read_lease_ms_left\":%" PRIu64,
             st.read_lease ? "true" : "false", st.lease_ms_left);
     fprintf(fp, ",\"follower_lease\":%s,\"follower_lease_ms_left\":%" PRIu64
