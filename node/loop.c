@@ -301,6 +301,17 @@ void node_track_leader(node *n, uint64_t now_ms)
                        "EHOSTUNREACH until one is back"
                      : "a leader is reachable again");
     n->no_leader = none;
+    /* every election this node wins or loses leadership in is logged */
+    int role = px_role(n->px);
+    if ((role == PX_LEADER) != (n->logged_role == PX_LEADER)) {
+        px_status st;
+        px_get_status(n->px, &st);
+        fprintf(stderr, "paxosfs: node %u: %s, ballot %" PRIu64 ".%u, commit "
+                "index %" PRIu64 "\n", n->cfg.id,
+                role == PX_LEADER ? "leading" : "no longer leading",
+                st.ballot.round, st.ballot.node_id, st.commit_index);
+    }
+    n->logged_role = role;
 }
 
 /* ------------------------------------------------- the mount's backend */

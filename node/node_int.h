@@ -236,6 +236,7 @@ struct node {
     uint64_t last_wall_ms;
     uint64_t next_tick_ms;
     uint64_t last_fuse_us;      /* the mount's last request dispatched */
+    int logged_role;            /* px_role last seen by node_track_leader */
     bool fuse_late;             /* requests dispatched after the turn's
                                    proposals: the next turn starts now */
     uint64_t busy_polls;        /* waits that polled first (invariant 5) */

@@ -463,3 +463,18 @@ def test_leader_rule_majority_tolerates_one_dissenter():
     assert rule(NODES3, seen, majority=True) == (2, None)
     seen = views((1, "follower", 1), (2, None, "timed out"), (3, "follower", 3))
     assert rule(NODES3, seen, majority=True)[0] is None
+
+
+def test_every_election_is_logged(launched):
+    """The first leader logs that it leads; once it is killed, the node
+    that takes over logs it too, with a higher ballot."""
+    c = launched(3)
+    first = c.wait_leader()
+    line = "paxosfs: node %d: leading, ballot " % first
+    wait_for(lambda: line in c.node(first).log(), 10, "the leader's log line")
+    ballot = int(c.node(first).log().split(line)[1].split(".")[0])
+    c.kill(first)
+    second = c.wait_leader(exclude=(first,))
+    line2 = "paxosfs: node %d: leading, ballot " % second
+    wait_for(lambda: line2 in c.node(second).log(), 10, "the new leader's log line")
+    assert int(c.node(second).log().split(line2)[-1].split(".")[0]) > ballot
