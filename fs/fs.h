@@ -249,9 +249,9 @@ int fs_process(fs *f);
 /* Requests dispatched so far. */
 uint64_t fs_dispatched(const fs *f);
 /* Write the answers queued for this turn (reply.c), reading and
- * dispatching each request that arrives meanwhile before the next one
- * (counted in *dispatched); returns as fs_process.  Call before the loop
- * waits for anything. */
+ * dispatching the requests that arrive meanwhile every 20 us (counted in
+ * *dispatched); returns as fs_process.  Call before the loop waits for
+ * anything. */
 int fs_send_answers(fs *f, uint32_t *dispatched);
 bool fs_has_answers(const fs *f);
 /* Write the queued answers, dispatching no request (stopping). */

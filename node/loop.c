@@ -574,6 +574,13 @@ static void fuse_ended(node *n, int rc)
     n->stop = true;
 }
 
+/* The mount just had requests (edge_serving, invariant 5). */
+static void fuse_active(node *n)
+{
+    n->last_fuse_us = node_now_us();
+    n->last_fuse_ms = n->last_fuse_us / 1000;
+}
+
 /* Invariant 4: read and dispatch the requests the kernel holds now. */
 static void serve_requests(node *n, const struct pollfd *fds)
 {
@@ -584,7 +591,7 @@ static void serve_requests(node *n, const struct pollfd *fds)
     if (rc != 0)
         fuse_ended(n, rc);
     if (fs_dispatched(n->mount) != before) {
-        n->last_fuse_us = node_now_us();
+        fuse_active(n);
         n->fuse_late = true;   /* what they submitted: the next turn */
     }
 }
@@ -688,7 +695,7 @@ int node_run(node *n)
             if (rc != 0)
                 fuse_ended(n, rc);
             if (dispatched) {
-                n->last_fuse_us = node_now_us();
+                fuse_active(n);
                 timeout = 0;   /* invariant 4 */
             }
         }
@@ -727,9 +734,8 @@ int node_run(node *n)
                                              on_message, integrity_on_chain_head, n);
         if (n->mount && pr > 0 && fds[POLL_FUSE].fd >= 0 &&
             (fds[POLL_FUSE].revents & (POLLIN | POLLERR | POLLHUP))) {
-            n->last_fuse_ms = node_now_ms();
             rc = fs_process(n->mount);
-            n->last_fuse_us = node_now_us();
+            fuse_active(n);
             if (rc != 0)
                 fuse_ended(n, rc);
         }
