@@ -248,14 +248,12 @@ bool fs_parallel_dirops(const fs *f);
 int fs_process(fs *f);
 /* Requests dispatched so far. */
 uint64_t fs_dispatched(const fs *f);
-/* Write the answers queued for this turn (reply.c), reading and
- * dispatching the requests that arrive meanwhile every 20 us (counted in
- * *dispatched); returns as fs_process.  Call before the loop waits for
- * anything. */
-int fs_send_answers(fs *f, uint32_t *dispatched);
+/* Write the answers queued for this turn (reply.c); with read_between
+ * (not when stopping), reading and dispatching the requests that arrive
+ * meanwhile every 20 us (counted in *dispatched).  Returns as
+ * fs_process.  Call before the loop waits for anything. */
+int fs_send_answers(fs *f, bool read_between, uint32_t *dispatched);
 bool fs_has_answers(const fs *f);
-/* Write the queued answers, dispatching no request (stopping). */
-void fs_flush_answers(fs *f);
 /* Answers queued so far, and those the kernel refused (not ENOENT: a
  * request interrupted and gone); 0 without a mount. */
 uint64_t fs_answers_queued(const fs *f);

@@ -135,11 +135,15 @@ bool fs_has_answers(const fs *f)
     return f && f->replies_head;
 }
 
-int fs_send_answers(fs *f, uint32_t *dispatched)
+int fs_send_answers(fs *f, bool read_between, uint32_t *dispatched)
 {
+    if (!f->replies_head)
+        return 0;
     uint64_t checked = now_ns();
     while (f->replies_head) {
         send_one(f);
+        if (!read_between)
+            continue;
         /* a request that came meanwhile goes before the next answer;
          * looked for every READ_EVERY_NS (a read that finds nothing is a
          * system call too) */
@@ -156,10 +160,4 @@ int fs_send_answers(fs *f, uint32_t *dispatched)
             return rc < 0 ? rc : 1;
     }
     return 0;
-}
-
-void fs_flush_answers(fs *f)
-{
-    while (f->replies_head)
-        send_one(f);
 }

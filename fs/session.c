@@ -286,7 +286,8 @@ void fs_unmount(fs *f)
         return;
     fs_stream_end_all(f);
     fs_notifier_stop(f);
-    fs_flush_answers(f);
+    uint32_t none = 0;
+    fs_send_answers(f, false, &none);   /* reply.c invariant 2 */
     if (f->mounted)
         fuse_session_unmount(f->se);
     fuse_session_destroy(f->se);

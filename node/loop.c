@@ -59,18 +59,21 @@
 
 /* ------------------------------------------------------------- clock */
 
-static uint64_t ms_of(clockid_t id)
+static uint64_t us_of(clockid_t id)
 {
     struct timespec ts;
     clock_gettime(id, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static uint64_t ms_of(clockid_t id)
+{
+    return us_of(id) / 1000;
 }
 
 static uint64_t node_now_us(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    return us_of(CLOCK_MONOTONIC);
 }
 
 uint64_t node_now_ms(void)
@@ -686,12 +689,12 @@ int node_run(node *n)
         if (n->fuse_late)
             timeout = 0;   /* invariant 4 */
         n->fuse_late = false;
-        if (n->mount && fds[POLL_FUSE].fd < 0) {
-            fs_flush_answers(n->mount);   /* stopping: no more requests */
-        } else if (n->mount && fs_has_answers(n->mount)) {
-            /* fs/reply.c invariant 2: nothing waits with answers queued */
+        if (n->mount) {
+            /* fs/reply.c invariant 2: nothing waits with answers queued;
+             * stopping, no more requests are read */
             uint32_t dispatched = 0;
-            rc = fs_send_answers(n->mount, &dispatched);
+            rc = fs_send_answers(n->mount, fds[POLL_FUSE].fd >= 0,
+                                 &dispatched);
             if (rc != 0)
                 fuse_ended(n, rc);
             if (dispatched) {

@@ -274,12 +274,11 @@ int remote_run(remote *r)
               .events = POLLIN },
         };
         int timeout = zmq_readable(r->sock) ? 0 : 20;
-        if (r->mount && r->stop) {
-            fs_flush_answers(r->mount);   /* stopping: no more requests */
-        } else if (r->mount && fs_has_answers(r->mount)) {
-            /* fs/reply.c invariant 2: nothing waits with answers queued */
+        if (r->mount) {
+            /* fs/reply.c invariant 2: nothing waits with answers queued;
+             * stopping, no more requests are read */
             uint32_t dispatched = 0;
-            int rc = fs_send_answers(r->mount, &dispatched);
+            int rc = fs_send_answers(r->mount, !r->stop, &dispatched);
             if (rc != 0) {
                 if (rc < 0)
                     fprintf(stderr, "paxosfs: FUSE: %s\n", strerror(-rc));
