@@ -453,10 +453,20 @@ static void node_between(void *ctx)
             px_read_local(n->px, n->read_now_ms);
     } else if (px_role(n->px) != PX_LEADER && !px_read_round_out(n->px))
         fn = read_point;   /* a follower's round leaves now */
-    if (client_flush_reads(n->cl, fn, n) || n->lease_read_queued) {
-        n->lease_read_queued = false;
-        n->between_served++;
-        node_serve_reads(n);
+    if (!client_flush_reads(n->cl, fn, n) && !n->lease_read_queued)
+        return;
+    n->lease_read_queued = false;
+    n->between_served++;
+    node_serve_reads(n);
+    /* what those reads asked of the applied state in turn (a negative
+     * LOOKUP's directory key, names.c) is answered now as well, not after
+     * the mount's next request or at the turn's end: the kernel holds the
+     * directory's lock meanwhile; each pass runs only what the one before
+     * queued, a chain of them ends at NODE_BETWEEN_PASSES */
+    for (int i = 0; i < NODE_BETWEEN_PASSES && client_has_deferred(n->cl);
+         i++) {
+        client_flush_reads(n->cl, NULL, n);
+        n->between_chained++;
     }
 }
 

@@ -89,6 +89,8 @@
                                            fail new requests at once */
 
 #define NODE_BUSY_POLL_US 50           /* loop.c invariant 5 */
+#define NODE_BETWEEN_PASSES 4          /* node_between: reads a served
+                                          read queues, answered at once */
 #define NODE_SNAPSHOT_ENTRIES 100000   /* node_config defaults */
 #define NODE_SNAPSHOT_BYTES (UINT64_C(1) << 30)
 /* node_config default: 1 min.  The check builds no state (restore.c
@@ -164,6 +166,8 @@ struct node {
     uint64_t fast_failed;       /* requests refused for want of a leader */
     uint64_t between_served;    /* times reads were answered between two
                                    requests of the mount (loop.c) */
+    uint64_t between_chained;   /* ... and reads those queued in turn, in
+                                   the same place (node_between) */
     uint64_t lease_reads;       /* key reads a follower lease served */
     bool lease_read_queued;     /* ... one waits: serve between requests */
     uint64_t read_now_index;    /* ... at this read index (px_read_now) */

@@ -98,6 +98,7 @@ int status_text(void *ctx, char **text, size_t *len)
             ",\"waiting_reads\":%" PRIu64
             ",\"leader_reachable\":%s,\"fast_failed\":%" PRIu64
             ",\"reads_between_requests\":%" PRIu64
+            ",\"chained_reads_between\":%" PRIu64
             ",\"lease_reads\":%" PRIu64
             ",\"parallel_lookups\":%s"
             ",\"retained_bytes\":%" PRIu64 ",\"acceptor_syncs\":%" PRIu64
@@ -109,7 +110,8 @@ int status_text(void *ctx, char **text, size_t *len)
             cs.pending, cs.waiting, cs.waited_total,
             cs.answered_outstanding, cs.reads,
             n->no_leader ? "false" : "true",
-            n->fast_failed, n->between_served, n->lease_reads,
+            n->fast_failed, n->between_served, n->between_chained,
+            n->lease_reads,
             fs_parallel_dirops(n->mount) ? "true" : "false",
             px_retained_bytes(n->px),
             hs.acceptor_syncs,

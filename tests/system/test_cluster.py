@@ -138,6 +138,31 @@ def test_many_creators_on_the_leader_are_seen_at_once_everywhere(cluster):
     assert lead.status()["reads_between_requests"] > before
 
 
+def test_a_negative_lookup_is_answered_where_it_was_read(cluster):
+    """A LOOKUP of a missing name reads the name at a read point, then the
+    directory key on the state applied since (fs/names.c).  Both are
+    answered between two requests of the mount (node/loop.c
+    node_between), on the leader's mount under its lease and on a
+    follower's under a follower lease: the second read does not wait for
+    the mount's next request or the end of the turn while the kernel
+    holds the directory's lock.  Fails when node_between stops after the
+    first reads."""
+    c = cluster()
+    leader = wait_for(lambda: c.leader(), 30, "a leader")
+    follower = 1 if leader != 1 else 2
+    write_file(c.node(leader).path("warm"), "w\n")   # leases granted
+    for k in (leader, follower):
+        m = c.node(k)
+        wait_for(lambda: os.path.exists(m.path("warm")), 10, "the key")
+        before = m.status()["chained_reads_between"]
+        for i in range(20):
+            with pytest.raises(FileNotFoundError):
+                os.stat(m.path("missing-%d-%d" % (k, i)))
+        # each lookup chains one read; a lapsed lease (a busy machine)
+        # sends some to the end of the turn instead
+        assert m.status()["chained_reads_between"] - before >= 10, k
+
+
 def test_status_shows_peers(cluster):
     c = cluster()
     leader = c.wait_leader()
