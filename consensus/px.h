@@ -53,6 +53,7 @@
 int px_ballot_cmp(px_ballot a, px_ballot b); /* <0, 0, >0 */
 
 #define PX_LEASE_AUTO UINT64_MAX
+#define PX_STALL_AUTO UINT64_MAX
 
 typedef struct px_options {
     uint32_t self_id;                 /* non-zero, unique in the cluster */
@@ -76,6 +77,16 @@ typedef struct px_options {
                                          commits only what every lease
                                          holder accepted (reads.c
                                          invariant 8); needs lease_ms */
+    uint64_t stall_ms;                /* a step later than the tick this
+                                         replica asked for by more than
+                                         this: the host was stalled (not
+                                         scheduled, paused), and silence
+                                         it could not hear is not counted
+                                         against the leader or the quorum
+                                         (replica.c invariant 5); 0:
+                                         never; PX_STALL_AUTO (the
+                                         default): half of
+                                         election_timeout_min_ms */
     uint32_t batch_max_requests;      /* client requests per slot, >= 1 */
     uint32_t batch_max_bytes;         /* encoded batch size bound */
     uint32_t window_slots;            /* slots in flight (pipelining), >= 1 */
@@ -491,6 +502,10 @@ typedef struct px_stats {
     uint64_t lease_reads;        /* reads served under a follower lease */
     uint64_t votes_sent;         /* leader's own votes (leader.c inv. 9) */
     uint64_t vote_commits;       /* slots committed on them (learner.c 6) */
+    uint64_t stalls;             /* steps later than stall_ms (replica.c
+                                    invariant 5) */
+    uint64_t stalls_excused;     /* ... that gave the leader (or, on a
+                                    leader, the quorum) a fresh timeout */
 } px_stats;
 
 void px_get_stats(const px_replica *r, px_stats *st);

@@ -39,6 +39,21 @@
  *   4. Handlers run before the pumps; the pumps never free what an earlier
  *      part of the output points to (request bytes are freed on commit,
  *      which happens in handlers only).
+ *   5. A stalled host is not a silent leader.  A step that comes more
+ *      than opt.stall_ms after the tick the replica asked for means its
+ *      host was not running (another program's load, a pause, a slow
+ *      machine): whatever the leader or the peers sent meanwhile may still
+ *      wait in this host's sockets, and a whole cluster stalled together
+ *      would otherwise depose a healthy leader (its followers time out
+ *      first thing on waking; the leader steps down for want of quorum
+ *      contact).  Such a step gives the leader a fresh election timeout
+ *      and refreshes the stickiness window on a voter that follows one,
+ *      and on a leader counts the quorum as in contact now; once per
+ *      contact (the flag is cleared when the leader is heard, or the
+ *      quorum is), so a host stalled again and again still campaigns
+ *      within one more timeout.  Safety does not depend on it: it only
+ *      postpones elections and makes voters refuse more (the read lease
+ *      rests on stickiness lasting at least as long as it did).
  */
 #include "px_int.h"
 
@@ -77,6 +92,7 @@ void px_options_default(px_options *opt, uint32_t self_id)
     opt->election_timeout_max_ms = 600;
     opt->lease_ms = PX_LEASE_AUTO;   /* half the stickiness window: clock
                                         rates may differ by up to 2x */
+    opt->stall_ms = PX_STALL_AUTO;
     opt->batch_max_requests = 100;
     opt->batch_max_bytes = 1u << 20;
     opt->window_slots = 32;
@@ -150,6 +166,8 @@ int px_create(const px_options *opt, const px_restore *restore,
     r->opt = *opt;
     if (r->opt.lease_ms == PX_LEASE_AUTO)
         r->opt.lease_ms = r->opt.election_timeout_min_ms / 2;
+    if (r->opt.stall_ms == PX_STALL_AUTO)
+        r->opt.stall_ms = r->opt.election_timeout_min_ms / 2;
     r->self = opt->self_id;
     r->rng = opt->seed ^ ((uint64_t)opt->self_id << 32);
     /* reads.c invariant 7: this incarnation's follower read rounds start
@@ -436,6 +454,28 @@ static uint64_t px_next_tick(const px_replica *r)
 
 /* --------------------------------------------------------------- step */
 
+/* Invariant 5: the host was stalled since the last step. */
+static void px_stall_check(px_replica *r)
+{
+    if (!r->opt.stall_ms || !r->wake_ms ||
+        r->now_ms <= r->wake_ms + r->opt.stall_ms)
+        return;
+    r->stats.stalls++;
+    if (r->stall_excused)
+        return;
+    if (r->role == PX_LEADER) {
+        r->quorum_ok_ms = r->now_ms;
+    } else if (r->role == PX_FOLLOWER && r->leader_id &&
+               r->el.phase == PX_PHASE_NONE) {
+        r->last_leader_contact_ms = r->now_ms;
+        px_reset_election_timer(r);
+    } else {
+        return;
+    }
+    r->stall_excused = true;
+    r->stats.stalls_excused++;
+}
+
 static void px_dispatch(px_replica *r, const px_msg *m)
 {
     r->stats.msgs_received++;
@@ -539,9 +579,10 @@ int px_step(px_replica *r, const px_event *ev, px_output *out)
                   r->out.n_msgs == 0 && r->role != PX_LEADER &&
                   r->role != PX_CANDIDATE);
         px_out_publish(r, out);
-        out->next_tick_ms = px_next_tick(r);
+        out->next_tick_ms = r->wake_ms = px_next_tick(r);
         return r->out.error;
     }
+    px_stall_check(r);
 
     switch (ev->type) {
     case PX_EV_RECEIVE:
@@ -600,7 +641,7 @@ int px_step(px_replica *r, const px_event *ev, px_output *out)
     r->cur_persist_id = persist_id;
     px_out_publish(r, out);
     r->cur_persist_id = 0;
-    out->next_tick_ms = px_next_tick(r);
+    out->next_tick_ms = r->wake_ms = px_next_tick(r);
     return r->out.error;
 }
 

@@ -133,6 +133,10 @@ int status_text(void *ctx, char **text, size_t *len)
     px_get_stats(n->px, &pst);
     fprintf(fp, ",\"leader_votes_sent\":%" PRIu64 ",\"vote_commits\":%"
             PRIu64, pst.votes_sent, pst.vote_commits);
+    fprintf(fp, ",\"elections_started\":%" PRIu64 ",\"leader_changes\":%"
+            PRIu64 ",\"stalls\":%" PRIu64 ",\"stalls_excused\":%" PRIu64,
+            pst.elections_started, pst.leader_changes, pst.stalls,
+            pst.stalls_excused);
     fprintf(fp, ",\"voting\":%s,\"votes_withheld\":%" PRIu64 ",\"diverged_from\":[",
             n->abstaining || !n->confirmed || st.recovering || n->fatal
                 ? "false" : "true",

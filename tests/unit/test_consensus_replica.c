@@ -87,9 +87,13 @@ static void test_recovery_and_noop_fill(void **state)
     h_deliver(c, PX_MSG_ACCEPT, 1, 2);
     h_drop(c, 0, 0, 0);
     c->n[1].down = true;
-    c->now += 1000;
-    h_tick(c, 3);
-    h_run(c);
+    /* node 3 runs on time (node 2 only when a message comes) until it
+     * leads: a jump in time would be a stall (replica.c invariant 5) */
+    for (int i = 0; i < 300 && h_status(c, 3).role != PX_LEADER; i++) {
+        c->now += 10;
+        h_tick(c, 3);
+        h_run(c);
+    }
     assert_int_equal(h_status(c, 3).role, PX_LEADER);
     c->now += 20;
     h_tick(c, 3);
@@ -174,6 +178,74 @@ static void test_leader_stickiness(void **state)
     assert_int_equal(h_status(c, 3).leader_id, 1);
     assert_int_equal(px_ballot_cmp(h_status(c, 3).promise, b), 0);
     assert_int_equal(h_stats(c, 2).leader_changes, 1);
+    h_free(c);
+}
+
+/* Every node ticks every 10 ms for `ms` (all reachable). */
+static void h_run_for(cluster *c, uint32_t n, int ms)
+{
+    for (int i = 0; i < ms / 10; i++) {
+        c->now += 10;
+        for (uint32_t id = 1; id <= n; id++)
+            h_tick(c, id);
+        h_run(c);
+    }
+}
+
+/* replica.c invariant 5: the whole cluster is not scheduled for 1.5 s
+ * (a machine loaded by another program): nobody heard anybody meanwhile.
+ * The followers wake first and give the leader a fresh timeout instead of
+ * campaigning at once; the leader does not step down for want of quorum
+ * contact.  Without the invariant node 2 campaigns on waking, node 3
+ * grants (its leader was silent for longer than the stickiness window)
+ * and node 1 steps down on its first tick. */
+static void test_a_stalled_cluster_keeps_its_leader(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    h_run_for(c, 3, 200);
+    px_ballot b = h_status(c, 1).ballot;
+    uint64_t started = h_stats(c, 2).elections_started +
+                       h_stats(c, 3).elections_started;
+    c->now += 1500;                 /* nobody runs */
+    h_tick(c, 2);                   /* the followers wake first */
+    h_run(c);
+    h_tick(c, 3);
+    h_run(c);
+    c->now += 5;
+    h_tick(c, 1);                   /* then the leader */
+    h_run(c);
+    h_run_for(c, 3, 1000);
+    assert_int_equal(h_status(c, 1).role, PX_LEADER);
+    assert_int_equal(px_ballot_cmp(h_status(c, 1).ballot, b), 0);
+    assert_int_equal(h_stats(c, 2).elections_started +
+                     h_stats(c, 3).elections_started, started);
+    assert_int_equal(h_status(c, 2).leader_id, 1);
+    assert_true(h_stats(c, 1).stalls_excused >= 1);
+    assert_true(h_stats(c, 2).stalls_excused >= 1);
+    h_free(c);
+}
+
+/* ... and a follower whose host is late at every step still campaigns
+ * once its leader is really gone: one excuse per contact. */
+static void test_a_late_follower_still_campaigns(void **state)
+{
+    (void)state;
+    cluster *c = h_cluster(3, NULL);
+    h_elect(c, 1);
+    h_run_for(c, 3, 200);
+    c->n[1].down = true;            /* the leader is gone */
+    uint64_t started = h_stats(c, 2).elections_started;
+    for (int i = 0; i < 10 && h_stats(c, 2).elections_started == started;
+         i++) {
+        c->now += 400;              /* every step 300 ms late or more */
+        h_tick(c, 2);
+        h_run(c);
+    }
+    assert_true(h_stats(c, 2).elections_started > started);
+    assert_true(h_stats(c, 2).stalls > h_stats(c, 2).stalls_excused);
+    assert_int_equal(h_stats(c, 2).stalls_excused, 1);
     h_free(c);
 }
 
@@ -2014,6 +2086,8 @@ int main(void)
         cmocka_unit_test(test_recovery_and_noop_fill),
         cmocka_unit_test(test_stale_ballot_rejected),
         cmocka_unit_test(test_leader_stickiness),
+        cmocka_unit_test(test_a_stalled_cluster_keeps_its_leader),
+        cmocka_unit_test(test_a_late_follower_still_campaigns),
         cmocka_unit_test(test_forwarding),
         cmocka_unit_test(test_commit_notice),
         cmocka_unit_test(test_thrifty_phase2),
