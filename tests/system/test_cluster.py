@@ -163,6 +163,45 @@ def test_a_negative_lookup_is_answered_where_it_was_read(cluster):
         assert m.status()["chained_reads_between"] - before >= 10, k
 
 
+def test_a_cluster_paused_together_keeps_its_leader(cluster):
+    """Every daemon of the cluster stopped for 1.5 s at once (a machine
+    loaded by another program, a paused VM), then continued: nobody heard
+    anybody meanwhile, and that is not a dead leader (consensus/replica.c
+    invariant 5).  The same leader keeps its ballot, no node starts an
+    election, and writes through a follower go on.  Without the stall
+    check the leader steps down on its first tick for want of quorum
+    contact and the followers campaign."""
+    import signal
+    c = cluster()
+    leader = wait_for(lambda: c.leader(), 30, "a leader")
+    follower = 1 if leader != 1 else 2
+    write_file(c.node(follower).path("before"), "b\n")
+    st = {k: c.node(k).status() for k in (1, 2, 3)}
+    pids = [c.node(k).pid for k in (1, 2, 3)]
+    try:
+        for p in pids:
+            os.kill(p, signal.SIGSTOP)
+        time.sleep(1.5)         # the fault itself: how long nothing runs
+    finally:
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
+    # every node noticed it had not run, and went on writing for a while
+    for k in (1, 2, 3):
+        wait_for(lambda: c.node(k).status()["stalls_excused"] >
+                 st[k]["stalls_excused"], 10, "node %d's stall" % k)
+    deadline = time.monotonic() + 1.5   # longer than an election takes
+    i = 0
+    while time.monotonic() < deadline:
+        write_file(c.node(follower).path("after-%d" % i), "%d\n" % i)
+        i += 1
+    for k in (1, 2, 3):
+        now = c.node(k).status()
+        assert now["leader"] == leader, (k, now["leader"])
+        assert now["ballot"] == st[leader]["ballot"], (k, now["ballot"])
+        assert now["elections_started"] == st[k]["elections_started"], k
+    assert read_file(c.node(leader).path("after-%d" % (i - 1))) == "%d\n" % (i - 1)
+
+
 def test_status_shows_peers(cluster):
     c = cluster()
     leader = c.wait_leader()
