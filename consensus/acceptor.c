@@ -139,7 +139,6 @@ void px_follow(px_replica *r, uint32_t leader, px_ballot b)
     }
     r->role = r->self_voter ? PX_FOLLOWER : PX_LEARNER;
     r->last_leader_contact_ms = r->now_ms;
-    r->stall_excused = false;   /* replica.c invariant 5 */
     px_reset_election_timer(r);
 }
 

@@ -554,10 +554,9 @@ void px_leader_tick(px_replica *r)
         if (r->peers[i].voter && r->now_ms - r->peers[i].last_contact_ms <
                                      r->opt.election_timeout_max_ms)
             live++;
-    if (live >= px_members_quorum(&r->members)) {
+    if (live >= px_members_quorum(&r->members))
         r->quorum_ok_ms = r->now_ms;
-        r->stall_excused = false;   /* replica.c invariant 5 */
-    } else if (r->now_ms - r->quorum_ok_ms >= r->opt.election_timeout_max_ms) {
+    else if (r->now_ms - r->quorum_ok_ms >= r->opt.election_timeout_max_ms) {
         px_step_down(r);
         return;
     }

@@ -80,10 +80,10 @@ typedef struct px_options {
     uint64_t stall_ms;                /* a step later than the tick this
                                          replica asked for by more than
                                          this: the host was stalled (not
-                                         scheduled, paused), and silence
-                                         it could not hear is not counted
-                                         against the leader or the quorum
-                                         (replica.c invariant 5); 0:
+                                         scheduled, paused), and the time
+                                         lost is not counted against the
+                                         leader or the quorum (replica.c
+                                         invariant 5); 0:
                                          never; PX_STALL_AUTO (the
                                          default): half of
                                          election_timeout_min_ms */
@@ -504,8 +504,8 @@ typedef struct px_stats {
     uint64_t vote_commits;       /* slots committed on them (learner.c 6) */
     uint64_t stalls;             /* steps later than stall_ms (replica.c
                                     invariant 5) */
-    uint64_t stalls_excused;     /* ... that gave the leader (or, on a
-                                    leader, the quorum) a fresh timeout */
+    uint64_t stalled_ms;         /* ... the time lost in them, not counted
+                                    against the leader or the quorum */
 } px_stats;
 
 void px_get_stats(const px_replica *r, px_stats *st);

@@ -298,7 +298,6 @@ struct px_replica {
                                    before commit reaches it (reads.c) */
     uint64_t quorum_ok_ms;      /* last time a quorum was in contact */
     uint64_t wake_ms;           /* the tick the last step asked for */
-    bool stall_excused;         /* replica.c invariant 5: until contact */
     uint64_t next_heartbeat_ms;
     uint64_t commit_notice_at_ms;  /* 0, or when COMMIT goes to every peer */
     uint64_t lazy_due_ms;          /* 0, or when peers a batch skipped

@@ -39,19 +39,20 @@
  *   4. Handlers run before the pumps; the pumps never free what an earlier
  *      part of the output points to (request bytes are freed on commit,
  *      which happens in handlers only).
- *   5. A stalled host is not a silent leader.  A step that comes more
- *      than opt.stall_ms after the tick the replica asked for means its
- *      host was not running (another program's load, a pause, a slow
- *      machine): whatever the leader or the peers sent meanwhile may still
- *      wait in this host's sockets, and a whole cluster stalled together
- *      would otherwise depose a healthy leader (its followers time out
- *      first thing on waking; the leader steps down for want of quorum
- *      contact).  Such a step gives the leader a fresh election timeout
- *      and refreshes the stickiness window on a voter that follows one,
- *      and on a leader counts the quorum as in contact now; once per
- *      contact (the flag is cleared when the leader is heard, or the
- *      quorum is), so a host stalled again and again still campaigns
- *      within one more timeout.  Safety does not depend on it: it only
+ *   5. A stalled host is not a silent leader: timeouts count the time
+ *      the host ran.  A step that comes more than opt.stall_ms after the
+ *      tick the replica asked for means its host was not running for
+ *      that long (another program's load, a pause, a slow machine):
+ *      whatever the leader or the peers sent meanwhile may still wait in
+ *      this host's sockets, and a whole cluster stalled together would
+ *      otherwise depose a healthy leader (its followers time out first
+ *      thing on waking; the leader steps down for want of quorum
+ *      contact).  So the time lost (now minus the tick asked for) moves
+ *      a follower's election deadline and its stickiness window, and a
+ *      leader's last quorum contact, forward by as much (never past
+ *      now).  The time asked for still counts, so a host late at every
+ *      step still campaigns once it has run a whole timeout without
+ *      hearing its leader.  Safety does not depend on it: it only
  *      postpones elections and makes voters refuse more (the read lease
  *      rests on stickiness lasting at least as long as it did).
  */
@@ -454,26 +455,28 @@ static uint64_t px_next_tick(const px_replica *r)
 
 /* --------------------------------------------------------------- step */
 
+static uint64_t px_later_by(uint64_t t, uint64_t by, uint64_t cap)
+{
+    return t + by < cap ? t + by : cap;
+}
+
 /* Invariant 5: the host was stalled since the last step. */
 static void px_stall_check(px_replica *r)
 {
     if (!r->opt.stall_ms || !r->wake_ms ||
         r->now_ms <= r->wake_ms + r->opt.stall_ms)
         return;
+    uint64_t lost = r->now_ms - r->wake_ms;   /* the host did not run */
     r->stats.stalls++;
-    if (r->stall_excused)
-        return;
+    r->stats.stalled_ms += lost;
     if (r->role == PX_LEADER) {
-        r->quorum_ok_ms = r->now_ms;
+        r->quorum_ok_ms = px_later_by(r->quorum_ok_ms, lost, r->now_ms);
     } else if (r->role == PX_FOLLOWER && r->leader_id &&
                r->el.phase == PX_PHASE_NONE) {
-        r->last_leader_contact_ms = r->now_ms;
-        px_reset_election_timer(r);
-    } else {
-        return;
+        r->last_leader_contact_ms =
+            px_later_by(r->last_leader_contact_ms, lost, r->now_ms);
+        r->election_deadline_ms += lost;
     }
-    r->stall_excused = true;
-    r->stats.stalls_excused++;
 }
 
 static void px_dispatch(px_replica *r, const px_msg *m)

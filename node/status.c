@@ -134,9 +134,9 @@ int status_text(void *ctx, char **text, size_t *len)
     fprintf(fp, ",\"leader_votes_sent\":%" PRIu64 ",\"vote_commits\":%"
             PRIu64, pst.votes_sent, pst.vote_commits);
     fprintf(fp, ",\"elections_started\":%" PRIu64 ",\"leader_changes\":%"
-            PRIu64 ",\"stalls\":%" PRIu64 ",\"stalls_excused\":%" PRIu64,
+            PRIu64 ",\"stalls\":%" PRIu64 ",\"stalled_ms\":%" PRIu64,
             pst.elections_started, pst.leader_changes, pst.stalls,
-            pst.stalls_excused);
+            pst.stalled_ms);
     fprintf(fp, ",\"voting\":%s,\"votes_withheld\":%" PRIu64 ",\"diverged_from\":[",
             n->abstaining || !n->confirmed || st.recovering || n->fatal
                 ? "false" : "true",

@@ -222,13 +222,14 @@ static void test_a_stalled_cluster_keeps_its_leader(void **state)
     assert_int_equal(h_stats(c, 2).elections_started +
                      h_stats(c, 3).elections_started, started);
     assert_int_equal(h_status(c, 2).leader_id, 1);
-    assert_true(h_stats(c, 1).stalls_excused >= 1);
-    assert_true(h_stats(c, 2).stalls_excused >= 1);
+    assert_true(h_stats(c, 1).stalls >= 1);
+    assert_true(h_stats(c, 2).stalled_ms >= 1400);
     h_free(c);
 }
 
 /* ... and a follower whose host is late at every step still campaigns
- * once its leader is really gone: one excuse per contact. */
+ * once its leader is really gone: the time it asked for counts (50 ms of
+ * each 400 here, against an election timeout of 100-200 ms). */
 static void test_a_late_follower_still_campaigns(void **state)
 {
     (void)state;
@@ -244,8 +245,7 @@ static void test_a_late_follower_still_campaigns(void **state)
         h_run(c);
     }
     assert_true(h_stats(c, 2).elections_started > started);
-    assert_true(h_stats(c, 2).stalls > h_stats(c, 2).stalls_excused);
-    assert_int_equal(h_stats(c, 2).stalls_excused, 1);
+    assert_true(h_stats(c, 2).stalls >= 2);
     h_free(c);
 }
 
