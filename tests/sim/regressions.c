@@ -86,9 +86,9 @@ static const sim_regression sim_regressions[] = {
      * caught up: "LEADER: node 5 sees leader 0" (msg.c now takes a
      * leader's messages from outside).  Seed 184 showed it until a paused
      * node stopped counting its pause against its leader (replica.c
-     * invariant 5); re-found with the bug re-introduced: 203 (6 of 1,000
+     * invariant 5); re-found with the bug re-introduced: 875 (6 of 1,000
      * 5- and 7-node members seeds fail). */
-    {"lagging-replica-drops-a-newer-leader", 203, 5, "members"},
+    {"lagging-replica-drops-a-newer-leader", 875, 5, "members"},
     /* A follower restarted while its read-index requests were in flight
      * numbered its read rounds from 1 again; the leader's answer to an
      * old round 28, computed before a new read arrived, served that read
