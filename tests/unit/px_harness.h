@@ -355,6 +355,17 @@ static inline void h_run(cluster *c)
     assert_int_equal(c->nq, 0);
 }
 
+/* Let time pass in 10 ms ticks on every live node, delivering all. */
+static inline void h_settle(cluster *c, uint32_t ms)
+{
+    for (uint32_t t = 0; t < ms; t += 10) {
+        c->now += 10;
+        for (uint32_t id = 1; id <= c->count; id++)
+            h_tick(c, id);
+        h_run(c);
+    }
+}
+
 static inline uint32_t h_drop(cluster *c, int type, uint32_t from, uint32_t to)
 {
     uint32_t dropped = 0;

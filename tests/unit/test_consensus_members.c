@@ -65,17 +65,6 @@ static int h_transfer(cluster *c, uint32_t id, uint32_t to)
     return rc;
 }
 
-/* Let time pass in 10 ms ticks on every live node, delivering all. */
-static void h_settle(cluster *c, uint32_t ms)
-{
-    for (uint32_t t = 0; t < ms; t += 10) {
-        c->now += 10;
-        for (uint32_t id = 1; id <= c->count; id++)
-            h_tick(c, id);
-        h_run(c);
-    }
-}
-
 static uint32_t h_leader(cluster *c)
 {
     uint32_t found = 0;
